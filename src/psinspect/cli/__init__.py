@@ -1,0 +1,57 @@
+"""Command-line interface: thin typer commands, one module per command group.
+
+Each submodule registers its commands on :data:`app`. User errors (:class:`PsinspectError`) are
+printed on one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from psinspect import __version__
+from psinspect.errors import PsinspectError
+
+app = typer.Typer(
+    name="psinspect",
+    help="Surface inspection from photometric stereo: captures -> normals -> anomaly maps.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"psinspect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Show the version."
+    ),
+) -> None:
+    """psinspect command line."""
+
+
+def _register() -> None:
+    """Import the command modules (each adds its commands to ``app``)."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def main() -> None:
+    """Console-script entry point (typer's standalone mode handles usage errors, exit 2)."""
+    _register()
+    try:
+        app()
+    except PsinspectError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)

@@ -1,0 +1,124 @@
+"""Atomic file output and output-folder handling.
+
+Every artifact the project writes goes through here, so that a killed run leaves either the old
+file or the new one, never a torn one, and a user's non-empty output folder is never overwritten
+without ``force``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from psinspect.errors import PsinspectError
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temp file in the same folder plus ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as pretty JSON (UTF-8), atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
+    return atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
+    """Write ``array`` in ``.npy`` format, atomically (no pickling)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+    """Write an image as PNG, atomically.
+
+    ``image``: (H, W) grey or (H, W, 3) **RGB** (converted to cv2's BGR here), uint8 or uint16.
+    """
+    if image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"save_png needs uint8 or uint16, got {image.dtype}")
+    if image.ndim == 3:
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:  # pragma: no cover - cv2 only fails on unsupported input
+        raise PsinspectError(f"{path}: cannot encode PNG")
+    return atomic_write_bytes(path, buf.tobytes())
+
+
+def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a ``.npy`` file without unpickling; errors are :class:`PsinspectError`."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise PsinspectError(f"{path}: file not found") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise PsinspectError(f"{path}: not a readable .npy array ({err})") from None
+
+
+def check_output_dir(path: str | os.PathLike[str], force: bool) -> Path:
+    """Refuse a non-empty existing folder unless ``force``; refuse a path that is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PsinspectError(f"{path}: output path exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise PsinspectError(f"{path}: output folder is not empty (use --force to overwrite)")
+    return path
+
+
+@contextlib.contextmanager
+def staged_output_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Yield a staging folder next to ``path``; on success move its files into ``path``.
+
+    If the body raises, the staging folder is removed and ``path`` is untouched, so a failed
+    command leaves nothing half-written. Each file is moved with ``os.replace`` (atomic per file).
+    """
+    out = check_output_dir(path, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        yield stage
+        out.mkdir(parents=True, exist_ok=True)
+        for src in sorted(stage.rglob("*")):
+            dst = out / src.relative_to(stage)
+            if src.is_dir():
+                dst.mkdir(parents=True, exist_ok=True)
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

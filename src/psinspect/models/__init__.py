@@ -1,0 +1,106 @@
+"""Anomaly models for normal maps: a tiny registry, one file per model.
+
+Every model maps a normal map to a per-pixel anomaly score. Frame of all vector fields: DiLiGenT
+camera frame (x right, y up, z toward the camera); normal maps are ``float32 (H, W, 3)``, unit
+inside the mask, zero outside.
+
+Adding a model is adding a file here that subclasses :class:`AnomalyModel` and decorates it with
+:func:`register`. ``create_model(name, **kw)`` builds one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from psinspect.errors import PsinspectError
+
+
+@dataclass
+class ScoreResult:
+    """Output of :meth:`AnomalyModel.score`.
+
+    score: (H, W) float32, higher = more anomalous, exactly 0 outside the mask.
+    reference: (H, W, 3) float32 what the model thinks the surface should be (reconstruction,
+        smoothed field or template), or ``None`` where the model has no such notion.
+    """
+
+    score: np.ndarray
+    reference: np.ndarray | None = None
+
+
+#: a training example: (normals (H, W, 3) float32, mask (H, W) bool)
+NormalSample = tuple[np.ndarray, np.ndarray]
+
+
+class AnomalyModel(ABC):
+    """Base class. Subclasses set ``name`` and implement ``score``; learned ones also ``fit``."""
+
+    name: ClassVar[str]
+    #: whether ``fit`` learns anything (False for training-free models)
+    trainable: ClassVar[bool] = True
+
+    @abstractmethod
+    def score(self, normals: np.ndarray, mask: np.ndarray) -> ScoreResult:
+        """Per-pixel anomaly score of one normal map of any size."""
+
+    def fit(
+        self,
+        train: Sequence[NormalSample],
+        val: Sequence[NormalSample],
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Learn from defect-free maps; returns a log (one dict per epoch). Default: nothing."""
+        return []
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """JSON-able constructor arguments, so ``create_model(name, **hp)`` rebuilds the model."""
+        return {}
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Learned parameters as named arrays (saved with safetensors). Default: none."""
+        return {}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of :meth:`state_arrays`."""
+        if arrays:
+            raise PsinspectError(f"model {self.name!r} expects no weights, got {len(arrays)}")
+
+
+_REGISTRY: dict[str, type[AnomalyModel]] = {}
+
+
+def register(cls: type[AnomalyModel]) -> type[AnomalyModel]:
+    """Class decorator adding a model to the registry under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def available_models() -> list[str]:
+    """Names of all registered models."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, **hyperparameters: Any) -> AnomalyModel:
+    """Build a registered model by name; unknown names are a :class:`PsinspectError`."""
+    _load_all()
+    try:
+        cls: Callable[..., AnomalyModel] = _REGISTRY[name]
+    except KeyError:
+        raise PsinspectError(
+            f"unknown model {name!r} (available: {', '.join(sorted(_REGISTRY))})"
+        ) from None
+    return cls(**hyperparameters)
