@@ -47,8 +47,14 @@ class AnomalyModel(ABC):
     trainable: ClassVar[bool] = True
 
     @abstractmethod
-    def score(self, normals: np.ndarray, mask: np.ndarray) -> ScoreResult:
-        """Per-pixel anomaly score of one normal map of any size."""
+    def score(
+        self, normals: np.ndarray, mask: np.ndarray, confidence: np.ndarray | None = None
+    ) -> ScoreResult:
+        """Per-pixel anomaly score of one normal map of any size.
+
+        ``confidence``: optional (H, W) float32 in [0, 1] from photometric stereo (1 = reliable);
+        models may down-weight unreliable pixels.
+        """
 
     def fit(
         self,
