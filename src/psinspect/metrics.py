@@ -1,0 +1,331 @@
+"""Anomaly-detection metrics over per-pixel score maps, counted inside the object mask only.
+
+Pure numpy (scipy for connected components). Conventions:
+
+- ``scores``: float arrays, higher = more anomalous. ``labels``: bool arrays, True = defective.
+- Score maps are ``(H, W)`` float, ground-truth masks ``(H, W)`` bool, object masks ``(H, W)``
+  bool; background pixels (outside the object mask) never count, neither as negatives nor as
+  positives (a ground-truth pixel outside the object is dropped).
+- Ties are grouped (one ROC point per distinct score), as in scikit-learn, so ``auroc`` and
+  ``average_precision`` equal ``sklearn.metrics.roc_auc_score`` / ``average_precision_score``.
+
+AUPRO follows the MVTec AD definition (Bergmann et al., IJCV 2021): for every threshold, the
+per-region overlap (PRO) is the mean over all ground-truth connected components (8-connected, over
+all images) of the fraction of the component's pixels above the threshold; the false-positive rate
+is taken over all defect-free object pixels of all images. The area under PRO(FPR) from FPR 0 to
+``max_fpr`` (default 0.3, linear interpolation at the limit) is divided by ``max_fpr``, so a
+perfect detector scores 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+#: 8-connectivity for ground-truth regions (as in the MVTec AD evaluation code)
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def _flat(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel().astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in size")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or Inf")
+    return s, y
+
+
+def _cumulative_counts(
+    scores: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds descending, true positives, false positives) at each distinct score."""
+    order = np.argsort(-scores, kind="mergesort")
+    s = scores[order]
+    y = labels[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each tie group
+    tps = np.cumsum(y)[last].astype(np.float64)
+    fps = (last + 1 - tps).astype(np.float64)
+    return s[last], tps, fps
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC curve: ``(fpr, tpr, thresholds)``, starting at (0, 0) with threshold +inf."""
+    s, y = _flat(scores, labels)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC needs both positive and negative samples")
+    thr, tps, fps = _cumulative_counts(s, y)
+    return (
+        np.r_[0.0, fps / n_neg],
+        np.r_[0.0, tps / n_pos],
+        np.r_[np.inf, thr],
+    )
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoidal over tie groups; equals sklearn's roc_auc_score)."""
+    fpr, tpr, _ = roc_curve(scores, labels)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def precision_recall_curve(
+    scores: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(precision, recall, thresholds)`` at each distinct score, thresholds descending."""
+    s, y = _flat(scores, labels)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        raise ValueError("precision/recall need at least one positive sample")
+    thr, tps, fps = _cumulative_counts(s, y)
+    return tps / (tps + fps), tps / n_pos, thr
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """AP = sum_n (R_n - R_{n-1}) P_n (scikit-learn's average_precision_score, no interpolation)."""
+    precision, recall, _ = precision_recall_curve(scores, labels)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def f1_max(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Best F1 over all thresholds: ``(f1, threshold)``; predicted positive = score >= threshold."""
+    precision, recall, thr = precision_recall_curve(scores, labels)
+    denom = precision + recall
+    f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
+    i = int(np.argmax(f1))
+    return float(f1[i]), float(thr[i])
+
+
+def label_regions(gt_mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected components of a bool mask: ``(labels int32 (H, W), count)``; 0 = background."""
+    lab, n = ndimage.label(np.asarray(gt_mask, bool), structure=_EIGHT)
+    return lab.astype(np.int32), int(n)
+
+
+def pro_curve(
+    score_maps: Sequence[np.ndarray],
+    gt_masks: Sequence[np.ndarray],
+    object_masks: Sequence[np.ndarray],
+    region_filter: Sequence[np.ndarray | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-region-overlap curve ``(fpr, pro)``, starting at (0, 0), over a set of images.
+
+    ``region_filter``: optional per image an int array of region labels (from
+    :func:`label_regions` of that image's ground truth restricted to the object) that count as
+    regions; other ground-truth pixels are left out entirely (neither region nor negative). Used
+    for per-defect-type breakdowns.
+    """
+    all_scores: list[np.ndarray] = []
+    weights: list[np.ndarray] = []  # per pixel: 1/area of its region, or 0
+    negative: list[np.ndarray] = []
+    region_areas: list[np.ndarray] = []
+    for i, (sm, gt, obj) in enumerate(zip(score_maps, gt_masks, object_masks, strict=True)):
+        obj = np.asarray(obj, bool)
+        gt = np.asarray(gt, bool) & obj
+        lab, n = label_regions(gt)
+        areas = np.bincount(lab[obj], minlength=n + 1).astype(np.float64)
+        keep = np.ones(n + 1, dtype=bool)
+        keep[0] = False
+        if region_filter is not None and region_filter[i] is not None:
+            keep[:] = False
+            keep[np.asarray(region_filter[i], dtype=np.int64)] = True
+            keep[0] = False
+        lab_obj = lab[obj]
+        use = (lab_obj == 0) | keep[lab_obj]
+        s = np.asarray(sm, np.float64)[obj][use]
+        lab_use = lab_obj[use]
+        w = np.where(lab_use > 0, 1.0 / np.maximum(areas[lab_use], 1.0), 0.0)
+        all_scores.append(s)
+        weights.append(w)
+        negative.append(lab_use == 0)
+        region_areas.append(areas[keep])
+    s = np.concatenate(all_scores)
+    w = np.concatenate(weights)
+    neg = np.concatenate(negative)
+    n_regions = int(sum(a.size for a in region_areas))
+    n_neg = int(neg.sum())
+    if n_regions == 0:
+        raise ValueError("PRO needs at least one ground-truth region")
+    if n_neg == 0:
+        raise ValueError("PRO needs defect-free object pixels")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or Inf")
+    order = np.argsort(-s, kind="mergesort")
+    s, w, neg = s[order], w[order], neg[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    fpr = np.cumsum(neg)[last] / n_neg
+    pro = np.cumsum(w)[last] / n_regions
+    return np.r_[0.0, fpr], np.r_[0.0, pro]
+
+
+def area_under_curve(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
+    """Trapezoidal area under y(x) for x in [0, x_max] (x ascending), interpolating at x_max."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    inside = x <= x_max
+    xs, ys = x[inside], y[inside]
+    if xs[-1] < x_max and (~inside).any():
+        j = int(np.flatnonzero(~inside)[0])
+        x0, x1, y0, y1 = x[j - 1], x[j], y[j - 1], y[j]
+        # a vertical step (x0 == x1) cannot straddle x_max, so x1 > x0 here
+        y_at = y0 + (y1 - y0) * (x_max - x0) / (x1 - x0)
+        xs, ys = np.r_[xs, x_max], np.r_[ys, y_at]
+    return float(np.trapezoid(ys, xs))
+
+
+def aupro(
+    score_maps: Sequence[np.ndarray],
+    gt_masks: Sequence[np.ndarray],
+    object_masks: Sequence[np.ndarray],
+    max_fpr: float = 0.3,
+    region_filter: Sequence[np.ndarray | None] | None = None,
+) -> float:
+    """Normalised area under the PRO curve up to ``max_fpr`` (MVTec AD AUPRO; 1 = perfect)."""
+    fpr, pro = pro_curve(score_maps, gt_masks, object_masks, region_filter)
+    return area_under_curve(fpr, pro, max_fpr) / max_fpr
+
+
+@dataclass
+class EvalItem:
+    """One test map for :func:`evaluate`.
+
+    score: (H, W) float per-pixel score; gt: (H, W) bool defect mask (all False for clean maps);
+    mask: (H, W) bool object mask; image_score: the detector's image-level score;
+    defects: the dataset's defect records (``type``, ``severity``, ``bbox`` [x0, y0, x1, y1]
+    inclusive-exclusive pixel box), used to attribute ground-truth regions to defect types.
+    """
+
+    name: str
+    score: np.ndarray
+    gt: np.ndarray
+    mask: np.ndarray
+    image_score: float
+    defects: list[dict] | None = None
+
+
+def _severity_bin(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "unknown"
+    v = float(value)  # type: ignore[arg-type]
+    for edge, name in ((0.33, "low"), (0.66, "medium")):
+        if v < edge:
+            return name
+    return "high"
+
+
+def _region_attributes(item: EvalItem, lab: np.ndarray, n: int) -> list[dict]:
+    """Per region label 1..n: the defect record covering most of its pixels (or {})."""
+    out: list[dict] = []
+    recs = item.defects or []
+    for r in range(1, n + 1):
+        ys, xs = np.nonzero(lab == r)
+        best, best_hits = {}, 0
+        for rec in recs:
+            bbox = rec.get("bbox")
+            if not bbox:
+                continue
+            x0, y0, x1, y1 = bbox
+            hits = int(np.sum((xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)))
+            if hits > best_hits:
+                best, best_hits = rec, hits
+        if not best and len(recs) == 1:
+            best = recs[0]
+        out.append(best)
+    return out
+
+
+def _metric_block(
+    items: Sequence[EvalItem], filters: list[np.ndarray | None] | None, max_fpr: float
+) -> dict:
+    """Pixel AUROC/AP/F1/AUPRO over items; only regions in ``filters`` count as positives."""
+    scores, labels = [], []
+    for i, it in enumerate(items):
+        obj = it.mask
+        gt = it.gt & obj
+        if filters is not None and filters[i] is not None:
+            lab, _ = label_regions(gt)
+            pos = np.isin(lab, filters[i]) & (lab > 0)
+            use = obj & (pos | ~gt)
+            scores.append(it.score[use])
+            labels.append(pos[use])
+        else:
+            scores.append(it.score[obj])
+            labels.append(gt[obj])
+    s = np.concatenate(scores)
+    y = np.concatenate(labels)
+    f1, f1_thr = f1_max(s, y)
+    return {
+        "pixel_auroc": auroc(s, y),
+        "aupro": aupro(
+            [it.score for it in items], [it.gt for it in items], [it.mask for it in items],
+            max_fpr, filters,
+        ),
+        "pixel_ap": average_precision(s, y),
+        "f1_max": f1,
+        "f1_threshold": f1_thr,
+        "defect_pixels": int(y.sum()),
+        "object_pixels": int(y.size),
+    }
+
+
+def evaluate(items: Sequence[EvalItem], max_fpr: float = 0.3) -> dict:
+    """All metrics for a test set: pooled, per defect type and per severity.
+
+    Returns a JSON-able dict: ``pooled`` (pixel_auroc, aupro, pixel_ap, f1_max, image_auroc,
+    counts), ``per_type`` and ``per_severity`` (same pixel metrics, counting as positives only
+    the ground-truth regions attributed to that group and as negatives all defect-free object
+    pixels; image AUROC of the maps containing that group against the defect-free maps).
+    Severity: strings are used as given; numbers are binned low (< 0.33) / medium (< 0.66) / high.
+    """
+    if not items:
+        raise ValueError("nothing to evaluate")
+    is_defective = np.array([bool((it.gt & it.mask).any()) for it in items])
+    if not is_defective.any():
+        raise ValueError("no defective test maps (no ground-truth pixels inside the object)")
+    pooled = _metric_block(items, None, max_fpr)
+    img_scores = np.array([it.image_score for it in items], np.float64)
+    pooled["image_auroc"] = (
+        auroc(img_scores, is_defective) if (~is_defective).any() else None
+    )
+    pooled["maps"] = len(items)
+    pooled["defective_maps"] = int(is_defective.sum())
+
+    # attribute each ground-truth region to a defect type / severity
+    region_keys: list[list[tuple[str, str]]] = []
+    for it in items:
+        lab, n = label_regions(it.gt & it.mask)
+        attrs = _region_attributes(it, lab, n)
+        region_keys.append(
+            [(str(a.get("type", "unknown")), _severity_bin(a.get("severity"))) for a in attrs]
+        )
+
+    def breakdown(pos: int) -> dict:
+        groups = sorted({k[pos] for keys in region_keys for k in keys})
+        result = {}
+        for g in groups:
+            filters: list[np.ndarray | None] = []
+            has = np.zeros(len(items), bool)
+            for i, keys in enumerate(region_keys):
+                ids = np.array([r + 1 for r, k in enumerate(keys) if k[pos] == g], np.int64)
+                filters.append(ids)
+                has[i] = ids.size > 0
+            block = _metric_block(items, filters, max_fpr)
+            sel = has | ~is_defective
+            block["image_auroc"] = (
+                auroc(img_scores[sel], has[sel]) if (~is_defective).any() else None
+            )
+            block["regions"] = int(sum(f.size for f in filters if f is not None))
+            result[g] = block
+        return result
+
+    return {
+        "pooled": pooled,
+        "per_type": breakdown(0),
+        "per_severity": breakdown(1),
+        "max_fpr": max_fpr,
+    }

@@ -1,0 +1,161 @@
+"""Metrics against hand-computed values, scikit-learn, and a brute-force MVTec AUPRO."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from psinspect import metrics
+
+
+def test_auroc_hand_computed() -> None:
+    # pairs (pos, neg): 0.8>0.1, 0.8>0.4, 0.35>0.1, 0.35<0.4 -> 3/4
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    y = np.array([0, 0, 1, 1], bool)
+    assert metrics.auroc(s, y) == pytest.approx(0.75)
+    # a tie between a positive and a negative counts one half
+    assert metrics.auroc(np.array([0.5, 0.5]), np.array([0, 1], bool)) == pytest.approx(0.5)
+
+
+def test_average_precision_and_f1_hand_computed() -> None:
+    s = np.array([0.9, 0.8, 0.7, 0.6])
+    y = np.array([1, 0, 1, 0], bool)
+    # precision at the two recall steps: 1/1 and 2/3 -> AP = 0.5 * 1 + 0.5 * 2/3
+    assert metrics.average_precision(s, y) == pytest.approx(0.5 + 1 / 3)
+    f1, thr = metrics.f1_max(s, y)
+    # threshold 0.9: P=1, R=0.5 -> 2/3; threshold 0.7: P=2/3, R=1 -> 0.8
+    assert f1 == pytest.approx(0.8)
+    assert thr == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 2000
+    y = rng.random(n) < 0.1
+    s = rng.normal(size=n) + 1.5 * y
+    s = np.round(s, 1)  # many ties
+    assert metrics.auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert metrics.average_precision(s, y) == pytest.approx(
+        average_precision_score(y, s), abs=1e-12
+    )
+
+
+def test_aupro_known_step_value() -> None:
+    # 10 defect-free pixels scored 0.0 .. 0.9 and one 2-pixel region scored 0.85:
+    # PRO jumps from 0 to 1 at FPR = 0.1 -> area to 0.3 is 0.2 -> normalised 2/3
+    score = np.zeros((3, 4))
+    obj = np.zeros((3, 4), bool)
+    gt = np.zeros((3, 4), bool)
+    neg = [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (2, 3)]
+    for k, (r, c) in enumerate(neg):
+        score[r, c] = k / 10
+        obj[r, c] = True
+    score[1, 2:] = 0.85
+    obj[1, 2:] = True
+    gt[1, 2:] = True
+    assert metrics.aupro([score], [gt], [obj]) == pytest.approx(2 / 3)
+    # background pixels never count: a huge score outside the object changes nothing
+    score2 = np.pad(score, 1, constant_values=99.0)
+    obj2 = np.pad(obj, 1)
+    gt2 = np.pad(gt, 1, constant_values=True)
+    assert metrics.aupro([score2], [gt2], [obj2]) == pytest.approx(2 / 3)
+
+
+def test_aupro_perfect_and_inverted() -> None:
+    rng = np.random.default_rng(0)
+    gt = np.zeros((32, 32), bool)
+    gt[5:9, 5:12] = True
+    gt[20:25, 20:22] = True
+    obj = np.ones_like(gt)
+    perfect = gt + 0.1 * rng.random(gt.shape)
+    assert metrics.aupro([perfect], [gt], [obj]) == pytest.approx(1.0)
+    assert metrics.aupro([-perfect], [gt], [obj]) == pytest.approx(0.0)
+
+
+def _brute_force_aupro(maps, gts, objs, max_fpr=0.3):
+    """MVTec-style reference: loop over every distinct threshold, label regions with scipy."""
+    regions = []
+    for gt, obj in zip(gts, objs, strict=True):
+        lab, n = ndimage.label(gt & obj, structure=np.ones((3, 3)))
+        regions += [(len(regions), lab == r) for r in range(1, n + 1)]
+    thresholds = np.unique(np.concatenate([m[o] for m, o in zip(maps, objs, strict=True)]))[::-1]
+    n_neg = sum(int((o & ~g).sum()) for g, o in zip(gts, objs, strict=True))
+    fprs, pros = [0.0], [0.0]
+    for t in thresholds:
+        fp = sum(int(((m >= t) & o & ~g).sum()) for m, g, o in zip(maps, gts, objs, strict=True))
+        overl = []
+        for i, (m, g, o) in enumerate(zip(maps, gts, objs, strict=True)):
+            lab, n = ndimage.label(g & o, structure=np.ones((3, 3)))
+            for r in range(1, n + 1):
+                reg = lab == r
+                overl.append(((m >= t) & reg).sum() / reg.sum())
+            del i
+        fprs.append(fp / n_neg)
+        pros.append(float(np.mean(overl)))
+    fprs, pros = np.array(fprs), np.array(pros)
+    # integrate to max_fpr with linear interpolation at the limit
+    keep = fprs <= max_fpr
+    x, y = fprs[keep], pros[keep]
+    j = np.flatnonzero(~keep)
+    if j.size:
+        j = j[0]
+        y_at = pros[j - 1] + (pros[j] - pros[j - 1]) * (max_fpr - fprs[j - 1]) / (
+            fprs[j] - fprs[j - 1]
+        )
+        x, y = np.r_[x, max_fpr], np.r_[y, y_at]
+    return np.trapezoid(y, x) / max_fpr
+
+
+def test_aupro_matches_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    maps, gts, objs = [], [], []
+    for _ in range(3):
+        gt = np.zeros((12, 12), bool)
+        gt[2:5, 2:4] = True
+        gt[8, 6:11] = True
+        obj = np.ones((12, 12), bool)
+        obj[:, 0] = False
+        maps.append(np.round(rng.random((12, 12)) + 0.4 * gt, 2))
+        gts.append(gt)
+        objs.append(obj)
+    assert metrics.aupro(maps, gts, objs) == pytest.approx(_brute_force_aupro(maps, gts, objs))
+
+
+def test_evaluate_breakdowns() -> None:
+    rng = np.random.default_rng(1)
+    items = []
+    for i in range(4):
+        gt = np.zeros((20, 20), bool)
+        defects = []
+        if i < 2:
+            gt[3:6, 3:6] = True
+            gt[12:14, 10:18] = True
+            defects = [
+                {"type": "dent", "severity": 0.2, "bbox": [3, 3, 6, 6]},
+                {"type": "scratch", "severity": 0.9, "bbox": [10, 12, 18, 14]},
+            ]
+        score = rng.random((20, 20)) * 0.5
+        if i < 2:
+            score[3:6, 3:6] += 1.0  # dents found, scratches not
+        items.append(
+            metrics.EvalItem(f"m{i}", score, gt, np.ones((20, 20), bool), float(score.max()),
+                             defects)
+        )
+    res = metrics.evaluate(items)
+    assert set(res["per_type"]) == {"dent", "scratch"}
+    assert res["per_type"]["dent"]["pixel_auroc"] == pytest.approx(1.0)
+    assert res["per_type"]["dent"]["aupro"] == pytest.approx(1.0)
+    assert res["per_type"]["scratch"]["pixel_auroc"] < 0.8
+    assert set(res["per_severity"]) == {"low", "high"}
+    assert res["pooled"]["image_auroc"] == pytest.approx(1.0)
+    assert 0.5 < res["pooled"]["pixel_auroc"] < 1.0
+
+
+def test_errors() -> None:
+    with pytest.raises(ValueError, match="both positive and negative"):
+        metrics.auroc(np.ones(3), np.ones(3, bool))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.auroc(np.array([np.nan, 1.0]), np.array([0, 1], bool))
