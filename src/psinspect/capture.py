@@ -1,0 +1,522 @@
+"""Read, validate and write multi-light capture folders.
+
+A *capture* is K images of a static object taken from a fixed orthographic camera, each under one
+distant light. Two folder layouts are read:
+
+**DiLiGenT layout** (recognised by ``filenames.txt``; see the DiLiGenT pmsData release)::
+
+    filenames.txt           image names in light order, one per line
+    light_directions.txt    K lines ``x y z`` (unit vectors, normalised here)
+    light_intensities.txt   optional, K lines ``r g b`` (or one value per line); images are
+                            divided by them
+    mask.png                optional object mask (non-zero = object)
+    Normal_gt.mat / .npy    optional ground-truth normals (H, W, 3)
+
+**Plain layout** (no ``filenames.txt``): every image file in the folder, sorted by name, except
+``mask.*``, ``Normal_gt.*`` and ``normals.*``, plus a lights file (``lights.txt`` by default, or
+``light_directions.txt``, or the file given as ``lights_file``). ``light_intensities.txt``,
+``mask.png`` and ground truth are read as above when present.
+
+**Lights file format.** One light per non-empty line; ``#`` starts a comment. The values are
+either three numbers ``x y z`` (a direction, normalised here) or, when the file contains the
+header line ``# format: slant_tilt`` or ``# format: elevation_azimuth``, two numbers in degrees:
+
+- ``slant_tilt``: slant = angle between the light and the camera axis +z (0 = light at the
+  camera), tilt = azimuth in the image plane, counter-clockwise from +x (right) towards +y (up).
+  See :func:`lights_from_slant_tilt`.
+- ``elevation_azimuth``: elevation = angle above the image plane (90 = light at the camera,
+  i.e. slant = 90 - elevation), azimuth = the same as tilt.
+
+``# format: xyz`` may be given explicitly. A two-column file without a header is refused, since
+slant and elevation are both in use in practice and silently picking one would give wrong lights.
+
+**Radiometry.** Pixel values are scaled to [0, 1] (8-bit by 255, 16-bit by 65535), raised to the
+power ``gamma`` (1 for linear cameras, e.g. 2.2 for sRGB-encoded images), and divided by the light
+intensity. Colour images are divided per channel by the RGB intensities and then combined as
+``0.299 R + 0.587 G + 0.114 B`` (the Rec. 601 luma weights; on DiLiGenT this reproduces the
+published least-squares baseline errors, see ``BENCHMARKS.md``). Grey images with RGB intensities
+are divided by the same weighted mean of the intensities.
+
+Frames: lights and normals use the DiLiGenT camera frame, x right, y up, z toward the camera;
+image rows grow downward (a row step is -y).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from psinspect.errors import PsinspectError
+from psinspect.fileio import atomic_write_bytes, load_npy, save_npy, save_png
+
+log = logging.getLogger(__name__)
+
+#: Rec. 601 luma weights (R, G, B) used to combine intensity-normalised colour channels.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+#: file stems (lower case) that are never capture images in the plain layout
+_NON_CAPTURE_STEMS = ("mask", "normal_gt", "normals")
+DEFAULT_LIGHTS_FILES = ("lights.txt", "light_directions.txt")
+LIGHT_FORMATS = ("xyz", "slant_tilt", "elevation_azimuth")
+
+
+@dataclass
+class Capture:
+    """A loaded capture.
+
+    Attributes:
+        name: folder name.
+        images: (K, H, W) float32 linear grey radiance, already divided by the light intensities.
+        lights: (K, 3) float32 unit light directions, DiLiGenT frame (x right, y up, z to camera).
+        mask: (H, W) bool object mask.
+        normals_gt: (H, W, 3) float32 ground-truth normals (same frame) or None.
+        filenames: the K image file names, in light order.
+        path: the folder it was read from (None for in-memory captures).
+    """
+
+    name: str
+    images: np.ndarray
+    lights: np.ndarray
+    mask: np.ndarray
+    normals_gt: np.ndarray | None
+    filenames: list[str]
+    path: Path | None = None
+    light_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def num_lights(self) -> int:
+        return int(self.images.shape[0])
+
+
+def lights_from_slant_tilt(slant_deg: np.ndarray | Sequence[float] | float,
+                           tilt_deg: np.ndarray | Sequence[float] | float) -> np.ndarray:
+    """Unit light directions from slant/tilt angles in degrees.
+
+    Convention (DiLiGenT frame, x right, y up, z toward the camera): ``slant`` is the angle
+    between the light direction and the camera axis +z (0 = light at the camera, 90 = grazing);
+    ``tilt`` is the azimuth in the image plane, counter-clockwise from +x towards +y (0 = light
+    from the right, 90 = from above). ``l = (sin s cos t, sin s sin t, cos s)``.
+    Elevation above the image plane is ``90 - slant``.
+
+    Returns (K, 3) float32.
+    """
+    s = np.radians(np.atleast_1d(np.asarray(slant_deg, dtype=np.float64)))
+    t = np.radians(np.atleast_1d(np.asarray(tilt_deg, dtype=np.float64)))
+    s, t = np.broadcast_arrays(s, t)
+    out = np.stack([np.sin(s) * np.cos(t), np.sin(s) * np.sin(t), np.cos(s)], axis=-1)
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# text files
+
+
+def _read_table(path: Path, what: str) -> tuple[np.ndarray, str | None]:
+    """Numbers of a whitespace table with ``#`` comments -> (rows, cols) float64, format header."""
+    if not path.is_file():
+        raise PsinspectError(f"{path}: {what} file not found")
+    fmt = None
+    rows: list[list[float]] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PsinspectError(f"{path}: cannot read {what} file ({err})") from None
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("#"):
+            m = re.match(r"#\s*format\s*[:=]\s*(\S+)", line, re.IGNORECASE)
+            if m:
+                fmt = m.group(1).lower()
+                if fmt not in LIGHT_FORMATS:
+                    raise PsinspectError(
+                        f"{path}: unknown format {fmt!r} on line {lineno} "
+                        f"(use one of {', '.join(LIGHT_FORMATS)})"
+                    )
+            continue
+        line = line.split("#", 1)[0].replace(",", " ").strip()
+        if not line:
+            continue
+        try:
+            rows.append([float(v) for v in line.split()])
+        except ValueError:
+            raise PsinspectError(f"{path}: line {lineno} is not numbers: {raw.strip()!r}") from None
+    if not rows:
+        raise PsinspectError(f"{path}: {what} file is empty")
+    widths = {len(r) for r in rows}
+    if len(widths) != 1:
+        raise PsinspectError(f"{path}: rows have different numbers of values {sorted(widths)}")
+    return np.asarray(rows, dtype=np.float64), fmt
+
+
+def read_lights_file(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a lights file (see the module docstring) -> (K, 3) float32 unit vectors.
+
+    Raises :class:`PsinspectError` naming the file for non-finite or zero vectors, a wrong
+    number of columns, or a two-column file without a format header.
+    """
+    path = Path(path)
+    table, fmt = _read_table(path, "lights")
+    ncol = table.shape[1]
+    if fmt is None:
+        if ncol == 2:
+            raise PsinspectError(
+                f"{path}: 2 values per line need a header line '# format: slant_tilt' or "
+                "'# format: elevation_azimuth' (angles in degrees)"
+            )
+        fmt = "xyz"
+    want = 3 if fmt == "xyz" else 2
+    if ncol != want:
+        raise PsinspectError(f"{path}: format {fmt} needs {want} values per line, got {ncol}")
+    if not np.isfinite(table).all():
+        bad = int(np.flatnonzero(~np.isfinite(table).all(axis=1))[0])
+        raise PsinspectError(f"{path}: light {bad + 1} has a non-finite value")
+    if fmt == "xyz":
+        vec = table
+    elif fmt == "slant_tilt":
+        vec = lights_from_slant_tilt(table[:, 0], table[:, 1]).astype(np.float64)
+    else:
+        vec = lights_from_slant_tilt(90.0 - table[:, 0], table[:, 1]).astype(np.float64)
+    norms = np.linalg.norm(vec, axis=1)
+    if (norms < 1e-8).any():
+        bad = int(np.flatnonzero(norms < 1e-8)[0])
+        raise PsinspectError(f"{path}: light {bad + 1} is a zero vector")
+    return (vec / norms[:, None]).astype(np.float32)
+
+
+def _read_intensities(path: Path, num: int) -> np.ndarray:
+    """``light_intensities.txt`` -> (K, 1) or (K, 3) float64, positive and finite."""
+    table, _ = _read_table(path, "light intensities")
+    if table.shape[1] not in (1, 3):
+        raise PsinspectError(f"{path}: need 1 or 3 values per line, got {table.shape[1]}")
+    if table.shape[0] != num:
+        raise PsinspectError(f"{path}: {table.shape[0]} intensities for {num} lights")
+    if not np.isfinite(table).all() or (table <= 0).any():
+        bad = int(np.flatnonzero(~(np.isfinite(table) & (table > 0)).all(axis=1))[0])
+        raise PsinspectError(f"{path}: intensity on line {bad + 1} is not a positive number")
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# images
+
+
+def _imread(path: Path) -> np.ndarray:
+    """Read an 8/16-bit grey or colour image -> (H, W) or (H, W, 3) RGB float32 in [0, 1]."""
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        if not path.is_file():
+            raise PsinspectError(f"{path}: image file not found")
+        raise PsinspectError(f"{path}: cannot read image (corrupt or unsupported format)")
+    if raw.dtype == np.uint8:
+        scale = 255.0
+    elif raw.dtype == np.uint16:
+        scale = 65535.0
+    elif raw.dtype in (np.float32, np.float64):
+        scale = 1.0
+    else:
+        raise PsinspectError(f"{path}: unsupported pixel type {raw.dtype} (use 8 or 16 bit)")
+    if raw.ndim == 3:
+        if raw.shape[2] == 4:
+            raw = raw[:, :, :3]
+        elif raw.shape[2] == 1:
+            raw = raw[:, :, 0]
+        elif raw.shape[2] != 3:
+            raise PsinspectError(f"{path}: unsupported number of channels {raw.shape[2]}")
+    img = raw.astype(np.float32)
+    img *= np.float32(1.0 / scale)
+    if img.ndim == 3:
+        img = img[:, :, ::-1]  # BGR -> RGB
+    return img
+
+
+def _to_grey(img: np.ndarray, intensity: np.ndarray, gamma: float,
+             weights: Sequence[float]) -> np.ndarray:
+    """(H, W[, 3]) in [0, 1] -> linear grey (H, W) float32 divided by the light intensity."""
+    if gamma != 1.0:
+        img = np.power(img, np.float32(gamma))
+    w = np.asarray(weights, dtype=np.float64)
+    if img.ndim == 3:
+        inten = intensity if intensity.size == 3 else np.repeat(intensity, 3)
+        coef = (w / inten).astype(np.float32)
+        return img[:, :, 0] * coef[0] + img[:, :, 1] * coef[1] + img[:, :, 2] * coef[2]
+    inten = float(intensity[0]) if intensity.size == 1 else float(np.dot(w, intensity) / w.sum())
+    return img * np.float32(1.0 / inten)
+
+
+def _list_plain_images(folder: Path) -> list[str]:
+    names = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
+            continue
+        if p.stem.lower() in _NON_CAPTURE_STEMS:
+            continue
+        names.append(p.name)
+    return names
+
+
+def _read_filenames(path: Path) -> list[str]:
+    try:
+        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise PsinspectError(f"{path}: cannot read ({err})") from None
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise PsinspectError(f"{path}: lists no images")
+    return names
+
+
+def _load_gt(folder: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    mat, npy = folder / "Normal_gt.mat", folder / "Normal_gt.npy"
+    if npy.is_file():
+        gt, src = load_npy(npy), npy
+    elif mat.is_file():
+        import scipy.io
+
+        try:
+            data = scipy.io.loadmat(str(mat))
+        except Exception as err:  # scipy raises several types for bad files
+            raise PsinspectError(f"{mat}: cannot read MATLAB file ({err})") from None
+        if "Normal_gt" not in data:
+            raise PsinspectError(f"{mat}: no variable 'Normal_gt'")
+        gt, src = data["Normal_gt"], mat
+    else:
+        return None
+    gt = np.asarray(gt)
+    if gt.shape != (*shape, 3):
+        raise PsinspectError(f"{src}: shape {gt.shape} does not match images {(*shape, 3)}")
+    if not np.issubdtype(gt.dtype, np.floating) or not np.isfinite(gt).all():
+        raise PsinspectError(f"{src}: ground-truth normals must be finite floats")
+    return gt.astype(np.float32)
+
+
+def load_capture(
+    path: str | os.PathLike[str],
+    *,
+    gamma: float = 1.0,
+    lights_file: str | os.PathLike[str] | None = None,
+    select: np.ndarray | Sequence[int] | None = None,
+    channel_weights: Sequence[float] = LUMA_WEIGHTS,
+    progress: Callable[[int], None] | None = None,
+    workers: int = 4,
+) -> Capture:
+    """Read a capture folder (DiLiGenT or plain layout; see the module docstring).
+
+    Args:
+        path: the capture folder.
+        gamma: images are linearised as ``value ** gamma`` (1 = linear camera).
+        lights_file: lights file to use instead of the folder's own (relative paths are taken
+            relative to the capture folder first, then the working directory).
+        select: 0-based light indices to keep (only those images are read), in the given order.
+        channel_weights: weights (R, G, B) that combine intensity-normalised colour channels.
+        progress: called with 1 after each image is read (for progress bars).
+        workers: threads used to decode images (cv2 releases the GIL).
+
+    Returns:
+        A :class:`Capture` with ``images`` (K, H, W) float32, ``lights`` (K, 3) float32 unit.
+
+    Raises:
+        PsinspectError naming the file: image count vs light count, differing image sizes, an
+        unreadable image, non-finite or zero light vectors, a mask size mismatch, fewer than 3
+        lights.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise PsinspectError(f"{folder}: capture folder not found")
+    if not (gamma > 0 and np.isfinite(gamma)):
+        raise PsinspectError(f"--gamma must be a positive number, got {gamma}")
+
+    # --- image names and lights
+    fn_file = folder / "filenames.txt"
+    if fn_file.is_file():
+        names = _read_filenames(fn_file)
+    else:
+        names = _list_plain_images(folder)
+        if not names:
+            raise PsinspectError(f"{folder}: no images found (and no filenames.txt)")
+    if lights_file is not None:
+        lf = Path(lights_file)
+        if not lf.is_absolute() and (folder / lf).is_file():
+            lf = folder / lf
+    else:
+        cands = [folder / n for n in DEFAULT_LIGHTS_FILES if (folder / n).is_file()]
+        if not cands:
+            raise PsinspectError(
+                f"{folder}: no lights file ({' or '.join(DEFAULT_LIGHTS_FILES)}); "
+                "give one with --lights-file"
+            )
+        lf = cands[0]
+    lights = read_lights_file(lf)
+    if lights.shape[0] != len(names):
+        src = fn_file if fn_file.is_file() else folder
+        raise PsinspectError(
+            f"{lf}: {lights.shape[0]} lights but {len(names)} images ({src})"
+        )
+    inten_file = folder / "light_intensities.txt"
+    intens = (_read_intensities(inten_file, len(names)) if inten_file.is_file()
+              else np.ones((len(names), 1)))
+
+    # --- subset
+    if select is None:
+        idx = np.arange(len(names))
+    else:
+        idx = np.asarray(select, dtype=np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= len(names)):
+            raise PsinspectError(
+                f"light selection out of range 1-{len(names)} for {folder}"
+            )
+    if idx.size < 3:
+        raise PsinspectError(
+            f"{lf}: photometric stereo needs at least 3 lights, got {idx.size}"
+        )
+
+    # --- images (threaded decode)
+    paths = [folder / names[i] for i in idx]
+
+    def work(j: int) -> np.ndarray:
+        img = _imread(paths[j])
+        if progress is not None:
+            progress(1)
+        return img
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        raws = list(pool.map(work, range(len(paths))))
+    shape0 = raws[0].shape[:2]
+    for p, r in zip(paths, raws, strict=True):
+        if r.shape[:2] != shape0:
+            raise PsinspectError(
+                f"{p}: image size {r.shape[1]}x{r.shape[0]} differs from "
+                f"{paths[0].name} ({shape0[1]}x{shape0[0]})"
+            )
+    raw_max = np.zeros(shape0, dtype=np.float32)
+    images = np.empty((len(paths), *shape0), dtype=np.float32)
+    for j, r in enumerate(raws):
+        np.maximum(raw_max, r if r.ndim == 2 else r.max(axis=2), out=raw_max)
+        images[j] = _to_grey(r, intens[idx[j]], gamma, channel_weights)
+    del raws
+
+    # --- mask
+    mask_file = folder / "mask.png"
+    if mask_file.is_file():
+        m = cv2.imread(str(mask_file), cv2.IMREAD_UNCHANGED)
+        if m is None:
+            raise PsinspectError(f"{mask_file}: cannot read image (corrupt or unsupported)")
+        if m.shape[:2] != shape0:
+            raise PsinspectError(
+                f"{mask_file}: mask size {m.shape[1]}x{m.shape[0]} differs from the images "
+                f"({shape0[1]}x{shape0[0]})"
+            )
+        mask = (m.max(axis=2) if m.ndim == 3 else m) > 0
+        if not mask.any():
+            raise PsinspectError(f"{mask_file}: mask is empty (no object pixels)")
+    else:
+        mask = raw_max > 0
+        msg = (f"{folder}: no mask.png; using every non-black pixel as the object "
+               f"({int(mask.sum())} of {mask.size} pixels)")
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        log.warning(msg)
+        if not mask.any():
+            raise PsinspectError(f"{folder}: no mask.png and every image is black")
+
+    gt = _load_gt(folder, shape0)
+    return Capture(
+        name=folder.resolve().name,
+        images=images,
+        lights=lights[idx].astype(np.float32),
+        mask=mask,
+        normals_gt=gt,
+        filenames=[names[i] for i in idx],
+        path=folder,
+        light_indices=idx,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def _fmt_rows(rows: np.ndarray) -> bytes:
+    return ("\n".join(" ".join(f"{v:.6f}" for v in r) for r in np.atleast_2d(rows)) + "\n").encode()
+
+
+def write_capture(
+    path: str | os.PathLike[str],
+    images: np.ndarray,
+    lights: np.ndarray,
+    mask: np.ndarray,
+    *,
+    intensities: np.ndarray | None = None,
+    normals_gt: np.ndarray | None = None,
+    filenames: list[str] | None = None,
+) -> Path:
+    """Write a capture in the DiLiGenT layout (readable by :func:`load_capture`).
+
+    Args:
+        path: folder (created; existing files with the same names are replaced atomically,
+            other files are left alone).
+        images: (K, H, W) grey or (K, H, W, 3) RGB; float in [0, 1] (clipped and quantised to
+            uint16) or uint16. Raw radiance, i.e. *before* division by ``intensities``.
+        lights: (K, 3) light directions, DiLiGenT frame (normalised when written).
+        mask: (H, W) bool object mask, written as ``mask.png`` (0 / 255).
+        intensities: (K,) or (K, 3) RGB light intensities; default all ones.
+        normals_gt: (H, W, 3) float ground-truth normals, written as ``Normal_gt.npy``.
+        filenames: K image names (default ``001.png`` ...); must end in ``.png``.
+
+    Writes ``filenames.txt``, ``light_directions.txt``, ``light_intensities.txt``, the 16-bit
+    PNGs, ``mask.png`` and optionally ``Normal_gt.npy``. Returns the folder.
+    """
+    out = Path(path)
+    imgs = np.asarray(images)
+    if imgs.ndim not in (3, 4) or (imgs.ndim == 4 and imgs.shape[3] != 3):
+        raise PsinspectError(f"{out}: images must be (K, H, W) or (K, H, W, 3), got {imgs.shape}")
+    k, h, w = imgs.shape[:3]
+    lights = np.asarray(lights, dtype=np.float64)
+    if lights.shape != (k, 3):
+        raise PsinspectError(f"{out}: lights must be ({k}, 3), got {lights.shape}")
+    norms = np.linalg.norm(lights, axis=1)
+    if not np.isfinite(lights).all() or (norms < 1e-8).any():
+        raise PsinspectError(f"{out}: lights must be finite non-zero vectors")
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (h, w):
+        raise PsinspectError(f"{out}: mask shape {mask.shape} != image shape {(h, w)}")
+    if intensities is None:
+        inten = np.ones((k, 3))
+    else:
+        inten = np.asarray(intensities, dtype=np.float64).reshape(k, -1)
+        if inten.shape[1] not in (1, 3) or not (np.isfinite(inten) & (inten > 0)).all():
+            raise PsinspectError(f"{out}: intensities must be positive, shape (K,) or (K, 3)")
+    names = filenames if filenames is not None else [f"{i + 1:03d}.png" for i in range(k)]
+    if len(names) != k or any(not str(n).lower().endswith(".png") for n in names):
+        raise PsinspectError(f"{out}: need {k} file names ending in .png")
+    if imgs.dtype == np.uint16:
+        q = imgs
+    elif np.issubdtype(imgs.dtype, np.floating):
+        if not np.isfinite(imgs).all():
+            raise PsinspectError(f"{out}: images contain NaN or Inf")
+        q = np.rint(np.clip(imgs, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    else:
+        raise PsinspectError(f"{out}: images must be float in [0, 1] or uint16, got {imgs.dtype}")
+    gt = None
+    if normals_gt is not None:
+        gt = np.asarray(normals_gt, dtype=np.float32)
+        if gt.shape != (h, w, 3):
+            raise PsinspectError(f"{out}: normals_gt must be ({h}, {w}, 3), got {gt.shape}")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, img in zip(names, q, strict=True):
+        save_png(out / name, img)
+    save_png(out / "mask.png", mask.astype(np.uint8) * 255)
+    atomic_write_bytes(out / "filenames.txt", ("\n".join(names) + "\n").encode())
+    atomic_write_bytes(out / "light_directions.txt", _fmt_rows(lights / norms[:, None]))
+    atomic_write_bytes(out / "light_intensities.txt", _fmt_rows(inten))
+    if gt is not None:
+        save_npy(out / "Normal_gt.npy", gt)
+    return out

@@ -1,0 +1,139 @@
+"""``psinspect normals``: photometric stereo on a capture folder."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from psinspect import __version__
+from psinspect.cli import app
+from psinspect.errors import PsinspectError
+
+
+@app.command("normals")
+def normals_cmd(
+    capture_dir: Annotated[Path, typer.Argument(
+        help="Capture folder (DiLiGenT or plain layout).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
+    solver: Annotated[str, typer.Option(help="ls (least squares) or robust.")] = "ls",
+    lights: Annotated[str | None, typer.Option(
+        help="1-based light subset, e.g. '1-20,40'.")] = None,
+    num_lights: Annotated[int | None, typer.Option(
+        help="Use K lights spread over the hemisphere (farthest-point sampling).")] = None,
+    gamma: Annotated[float, typer.Option(
+        help="Linearise images as value**gamma (1 = linear camera).")] = 1.0,
+    lights_file: Annotated[Path | None, typer.Option(
+        help="Lights file: 'x y z' per line, or angles in degrees with a header line "
+             "'# format: slant_tilt' or '# format: elevation_azimuth'.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+) -> None:
+    """Estimate surface normals, albedo and confidence from a multi-light capture.
+
+    Writes normals.npy, normals.png, mask.png, albedo.npy, confidence.npy, run.json and, when
+    the capture has ground truth (Normal_gt.mat / Normal_gt.npy), metrics.json.
+    """
+    from rich.progress import Progress
+
+    from psinspect.capture import load_capture, read_lights_file
+    from psinspect.fileio import check_output_dir, save_json, save_npy, save_png, staged_output_dir
+    from psinspect.normalmap import angular_error_deg, encode_png
+    from psinspect.stereo import SOLVERS, farthest_point_lights, parse_light_spec, solve
+
+    if solver not in SOLVERS:
+        raise PsinspectError(
+            f"--solver {solver!r}: unknown solver (use one of {', '.join(SOLVERS)})")
+    if lights is not None and num_lights is not None:
+        raise PsinspectError("--lights and --num-lights cannot be used together")
+    check_output_dir(out, force)  # fail before the slow part
+
+    # Which lights? Parsing needs the light count, so read the lights first (cheap).
+    select = None
+    if lights is not None or num_lights is not None:
+        all_lights = _peek_lights(capture_dir, lights_file, read_lights_file)
+        if lights is not None:
+            select = parse_light_spec(lights, len(all_lights))
+        else:
+            select = farthest_point_lights(all_lights, int(num_lights))
+
+    caught: list[str] = []
+    with Progress(transient=True) as bar:
+        task = bar.add_task("loading images", total=None)
+        with warnings.catch_warnings(record=True) as wlist:
+            warnings.simplefilter("always")
+            logging.getLogger("psinspect.capture").propagate = False
+            try:
+                cap = load_capture(capture_dir, gamma=gamma, lights_file=lights_file,
+                                   select=select, progress=lambda n: bar.advance(task, n))
+            finally:
+                logging.getLogger("psinspect.capture").propagate = True
+            caught = [str(w.message) for w in wlist]
+    for msg in caught:
+        typer.echo(f"warning: {msg}", err=True)
+
+    t0 = time.perf_counter()
+    res = solve(cap.images, cap.lights, cap.mask, solver=solver)
+    solve_s = time.perf_counter() - t0
+
+    metrics = None
+    if cap.normals_gt is not None:
+        err = angular_error_deg(res.normals[cap.mask], cap.normals_gt[cap.mask])
+        metrics = {
+            "mean_angular_error_deg": float(err.mean()),
+            "median_angular_error_deg": float(np.median(err)),
+            "pixels": int(err.size),
+        }
+    run = {
+        "command": "normals",
+        "version": __version__,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "inputs": {"capture_dir": str(Path(capture_dir).resolve()),
+                   "lights_file": str(lights_file) if lights_file else None,
+                   "image_files": cap.filenames},
+        "solver": solver,
+        "settings": {"gamma": gamma, "lights": lights, "num_lights": num_lights,
+                     "channel_weights_rgb": [0.299, 0.587, 0.114]},
+        "light_indices_1based": [int(i) + 1 for i in cap.light_indices],
+        "num_lights_used": cap.num_lights,
+        "image_size_hw": list(cap.mask.shape),
+        "object_pixels": int(cap.mask.sum()),
+        "solve_seconds": round(solve_s, 4),
+    }
+    with staged_output_dir(out, force) as stage:
+        save_npy(stage / "normals.npy", res.normals)
+        save_png(stage / "normals.png", encode_png(res.normals, cap.mask))
+        save_png(stage / "mask.png", cap.mask.astype(np.uint8) * 255)
+        save_npy(stage / "albedo.npy", res.albedo)
+        save_npy(stage / "confidence.npy", res.confidence)
+        save_json(stage / "run.json", run)
+        if metrics is not None:
+            save_json(stage / "metrics.json", metrics)
+    typer.echo(f"{cap.name}: {cap.num_lights} lights, solver {solver}, "
+               f"{int(cap.mask.sum())} object pixels -> {out}")
+    if metrics is not None:
+        typer.echo(f"mean angular error {metrics['mean_angular_error_deg']:.2f} deg, "
+                   f"median {metrics['median_angular_error_deg']:.2f} deg")
+
+
+def _peek_lights(capture_dir: Path, lights_file: Path | None, reader) -> np.ndarray:
+    """The capture's full light list (to resolve --lights / --num-lights before loading)."""
+    from psinspect.capture import DEFAULT_LIGHTS_FILES
+
+    folder = Path(capture_dir)
+    if not folder.is_dir():
+        raise PsinspectError(f"{folder}: capture folder not found")
+    if lights_file is not None:
+        lf = lights_file if lights_file.is_absolute() or not (folder / lights_file).is_file() \
+            else folder / lights_file
+        return reader(lf)
+    for name in DEFAULT_LIGHTS_FILES:
+        if (folder / name).is_file():
+            return reader(folder / name)
+    raise PsinspectError(f"{folder}: no lights file ({' or '.join(DEFAULT_LIGHTS_FILES)}); "
+                         "give one with --lights-file")
