@@ -14,7 +14,7 @@ import importlib
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,10 +29,16 @@ class ScoreResult:
     score: (H, W) float32, higher = more anomalous, exactly 0 outside the mask.
     reference: (H, W, 3) float32 what the model thinks the surface should be (reconstruction,
         smoothed field or template), or ``None`` where the model has no such notion.
+    unreliable: optional (H, W) bool, object pixels whose score was down-weighted because PS
+        was unreliable there (low confidence); ``None`` where the model does not say.
+    info: optional JSON-able facts about this scoring (e.g. the registration of a template
+        model: angle, shift, correlation), for reports.
     """
 
     score: np.ndarray
     reference: np.ndarray | None = None
+    unreliable: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 #: a training example: (normals (H, W, 3) float32, mask (H, W) bool)
