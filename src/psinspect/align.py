@@ -1,0 +1,266 @@
+"""In-plane rigid registration of normal maps (translation + rotation about the optical axis).
+
+Frame: DiLiGenT camera frame, x right, y up, z toward the camera; image rows grow downward. Pixel
+coordinates are ``(col, row)`` as in OpenCV. A part turned by ``angle_deg`` counter-clockwise as
+seen on screen is turned by the same angle about +z in the camera frame, so its normal vectors
+rotate by ``R_z(angle)``: ``nx' = c nx - s ny``, ``ny' = s nx + c ny``.
+
+Registration image. Rotating a part about z changes ``nx, ny`` but not ``nz``, so registration
+uses ``mask * (1 + nz) / 2`` (the slant of the surface, plus a step at the silhouette), which is
+the same for every in-plane pose. The estimate is a coarse search over angles (phase correlation
+for the shift at each angle) refined by OpenCV's ECC (maximises the correlation coefficient).
+
+Supported range (defaults): shifts up to ``DEFAULT_MAX_SHIFT_PX`` pixels and rotations up to
+``DEFAULT_MAX_ROTATION_DEG`` degrees; larger poses and registrations whose final correlation is
+below ``DEFAULT_MIN_CORRELATION`` are refused with a :class:`PsinspectError`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from psinspect.errors import PsinspectError
+from psinspect.normalmap import normalize
+
+#: largest supported translation of a part relative to the reference, pixels
+DEFAULT_MAX_SHIFT_PX = 20.0
+#: largest supported in-plane rotation of a part relative to the reference, degrees
+DEFAULT_MAX_ROTATION_DEG = 10.0
+#: registrations whose correlation coefficient ends below this are refused
+DEFAULT_MIN_CORRELATION = 0.9
+#: the coarse angle search covers this many times the supported range, so that a pose a little
+#: outside the range is recognised (and refused) rather than mis-registered
+_SEARCH_FACTOR = 2.0
+_COARSE_STEP_DEG = 2.0
+#: coarse candidates within this NCC of the best count as equally good (symmetric parts)
+_TIE_NCC = 2e-3
+
+
+@dataclass(frozen=True)
+class RigidTransform:
+    """Maps pixel coordinates of a moving image into the reference image.
+
+    ``p_ref = R(angle) (p - center) + center + (tx, ty)`` with ``p = (col, row)`` and ``R`` the
+    OpenCV rotation (counter-clockwise on screen for a positive angle, i.e. about +z in the camera
+    frame). ``center`` is the centre of the reference image.
+    """
+
+    angle_deg: float
+    tx: float
+    ty: float
+    center: tuple[float, float]
+
+    def matrix(self) -> np.ndarray:
+        """(2, 3) float64 affine matrix moving -> reference (OpenCV convention)."""
+        m = cv2.getRotationMatrix2D(self.center, self.angle_deg, 1.0)
+        m[0, 2] += self.tx
+        m[1, 2] += self.ty
+        return m
+
+    def inverse_matrix(self) -> np.ndarray:
+        """(2, 3) float64 affine matrix reference -> moving."""
+        return cv2.invertAffineTransform(self.matrix())
+
+    @staticmethod
+    def from_matrix(m: np.ndarray, center: tuple[float, float]) -> RigidTransform:
+        """Rigid transform from a (2, 3) moving -> reference matrix (scale is ignored)."""
+        angle = math.degrees(math.atan2(m[0, 1], m[0, 0]))
+        base = cv2.getRotationMatrix2D(center, angle, 1.0)
+        return RigidTransform(angle, float(m[0, 2] - base[0, 2]), float(m[1, 2] - base[1, 2]),
+                              center)
+
+    @staticmethod
+    def identity(shape_hw: tuple[int, int]) -> RigidTransform:
+        """No motion, centred on an image of shape ``(H, W)``."""
+        return RigidTransform(0.0, 0.0, 0.0, _center(shape_hw))
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Result of :func:`register`: the transform and the final correlation coefficient."""
+
+    transform: RigidTransform
+    correlation: float
+    #: displacement of the moving part's centroid, pixels
+    shift_px: float
+
+
+def _center(shape_hw: tuple[int, int]) -> tuple[float, float]:
+    return ((shape_hw[1] - 1) / 2.0, (shape_hw[0] - 1) / 2.0)
+
+
+def registration_image(normals: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Pose-invariant grey image used for registration: ``mask * (1 + nz) / 2``.
+
+    ``normals``: (H, W, 3) float32, camera frame; ``mask``: (H, W) bool. Returns (H, W) float32 in
+    [0, 1]; 0 outside the mask.
+    """
+    nz = np.asarray(normals, np.float32)[..., 2]
+    return np.where(mask, 0.5 * (1.0 + nz), 0.0).astype(np.float32)
+
+
+def rotate_vectors(normals: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Rotate (..., 3) vectors about +z (camera frame) by ``angle_deg`` (counter-clockwise)."""
+    t = math.radians(angle_deg)
+    c, s = math.cos(t), math.sin(t)
+    n = np.asarray(normals, np.float32)
+    out = n.copy()
+    out[..., 0] = c * n[..., 0] - s * n[..., 1]
+    out[..., 1] = s * n[..., 0] + c * n[..., 1]
+    return out
+
+
+def warp_image(
+    image: np.ndarray,
+    matrix: np.ndarray,
+    shape_hw: tuple[int, int],
+    interpolation: int = cv2.INTER_LINEAR,
+) -> np.ndarray:
+    """Warp ``image`` (H, W) or (H, W, C) float32 with a (2, 3) source -> destination matrix.
+
+    Output (shape_hw[0], shape_hw[1], ...) float32; pixels that come from outside are 0.
+    """
+    img = np.ascontiguousarray(image, dtype=np.float32)
+    return cv2.warpAffine(img, matrix, (shape_hw[1], shape_hw[0]), flags=interpolation,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def warp_normals(
+    normals: np.ndarray,
+    mask: np.ndarray,
+    matrix: np.ndarray,
+    shape_hw: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move a normal map with a (2, 3) source -> destination pixel matrix and turn its vectors.
+
+    ``normals``: (H, W, 3) float32, camera frame; ``mask``: (H, W) bool. The vectors are rotated
+    about +z by the angle of ``matrix`` (see module docstring) and renormalised. Returns
+    ``(normals (h, w, 3) float32, mask (h, w) bool)`` in the destination frame, zero outside the
+    warped mask.
+    """
+    angle = math.degrees(math.atan2(matrix[0, 1], matrix[0, 0]))
+    m = np.asarray(mask, bool)
+    n = np.where(m[..., None], normals, 0.0).astype(np.float32)
+    warped = warp_image(n, matrix, shape_hw, cv2.INTER_LINEAR)
+    wmask = warp_image(m.astype(np.float32), matrix, shape_hw, cv2.INTER_LINEAR) > 0.5
+    # near the silhouette the interpolated vector mixes in zero background: renormalise
+    out = normalize(rotate_vectors(warped, angle))
+    wmask &= np.linalg.norm(out, axis=2) > 0.5
+    out[~wmask] = 0.0
+    return out, wmask
+
+
+def _centroid(image: np.ndarray) -> tuple[float, float]:
+    """Intensity centroid ``(col, row)`` of a non-negative image (image centre if empty)."""
+    w = np.clip(image, 0.0, None)
+    total = float(w.sum())
+    if total <= 0:
+        return _center(image.shape[:2])
+    rows, cols = np.indices(image.shape[:2])
+    return (float((w * cols).sum() / total), float((w * rows).sum() / total))
+
+
+def _ncc(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
+    x = a[valid].astype(np.float64)
+    y = b[valid].astype(np.float64)
+    if x.size < 16:
+        return -1.0
+    x -= x.mean()
+    y -= y.mean()
+    den = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 0 else -1.0
+
+
+def _pad_to(image: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape_hw, np.float32)
+    h, w = min(image.shape[0], shape_hw[0]), min(image.shape[1], shape_hw[1])
+    out[:h, :w] = image[:h, :w]
+    return out
+
+
+def register(
+    moving: np.ndarray,
+    reference: np.ndarray,
+    *,
+    max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
+    max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
+    min_correlation: float = DEFAULT_MIN_CORRELATION,
+    name: str = "map",
+) -> Registration:
+    """Estimate the rigid transform that maps ``moving`` onto ``reference``.
+
+    Both are (H, W) float32 registration images (:func:`registration_image`) of the same shape.
+    Returns a :class:`Registration` whose transform maps moving pixel coordinates to reference
+    ones. Raises :class:`PsinspectError` (naming ``name``) for mismatched shapes, a pose outside
+    ``max_shift_px`` / ``max_rotation_deg``, or a final correlation below ``min_correlation``.
+    """
+    if moving.shape != reference.shape:
+        raise PsinspectError(
+            f"{name}: image size {moving.shape[1]}x{moving.shape[0]} differs from the reference "
+            f"{reference.shape[1]}x{reference.shape[0]} (all captures of a part type must have "
+            "the same size)"
+        )
+    shape = reference.shape[:2]
+    center = _center(shape)
+    ref = np.ascontiguousarray(reference, np.float32)
+    mov = np.ascontiguousarray(moving, np.float32)
+    # blur a little: registration images have sharp silhouettes, ECC and phase correlation like
+    # smooth ones
+    ref_s = cv2.GaussianBlur(ref, (0, 0), 1.5)
+    mov_s = cv2.GaussianBlur(mov, (0, 0), 1.5)
+    window = cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
+
+    # coarse: for each angle, rotate the moving image about its object's centroid,
+    # phase-correlate the shift, score by NCC. Among angles that fit about equally well (a part
+    # with rotational symmetry) take the smallest turn.
+    pivot = _centroid(mov)
+    search = max(max_rotation_deg * _SEARCH_FACTOR, _COARSE_STEP_DEG)
+    angles = np.arange(-search, search + 1e-6, _COARSE_STEP_DEG)
+    candidates: list[tuple[float, float, np.ndarray]] = []
+    everywhere = np.ones(shape, bool)
+    for ang in angles:
+        rot = cv2.getRotationMatrix2D(pivot, float(ang), 1.0)
+        rotated = warp_image(mov_s, rot, shape)
+        (dx, dy), _ = cv2.phaseCorrelate(rotated, ref_s, window)
+        m = rot.copy()
+        m[0, 2] += dx
+        m[1, 2] += dy
+        cand = warp_image(mov_s, m, shape)
+        candidates.append((_ncc(cand, ref_s, everywhere), abs(float(ang)), m))
+    top = max(c[0] for c in candidates)
+    m_coarse = min((c for c in candidates if c[0] >= top - _TIE_NCC), key=lambda c: c[1])[2]
+
+    # fine: ECC finds W with reference(x) ~ moving(W x), i.e. W maps reference -> moving
+    warp = cv2.invertAffineTransform(m_coarse).astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6)
+    try:
+        _, warp = cv2.findTransformECC(ref_s, mov_s, warp, cv2.MOTION_EUCLIDEAN, criteria,
+                                       None, 1)
+        m_fine = cv2.invertAffineTransform(warp.astype(np.float64))
+    except cv2.error:
+        m_fine = m_coarse
+    transform = RigidTransform.from_matrix(m_fine, center)
+    # correlation of the (slightly blurred) images over the union of both objects
+    aligned = warp_image(mov_s, m_fine, shape)
+    valid = (warp_image(mov, m_fine, shape) > 0) | (ref > 0)
+    corr = _ncc(aligned, ref_s, valid)
+    # displacement of the part's centroid
+    moved = m_fine @ np.array([pivot[0], pivot[1], 1.0])
+    shift = float(math.hypot(moved[0] - pivot[0], moved[1] - pivot[1]))
+
+    if abs(transform.angle_deg) > max_rotation_deg or shift > max_shift_px:
+        raise PsinspectError(
+            f"{name}: the part is rotated by about {transform.angle_deg:.1f} deg and shifted by "
+            f"about {shift:.1f} px from the reference; the supported range is "
+            f"+-{max_rotation_deg:g} deg and {max_shift_px:g} px (re-fixture the part)"
+        )
+    if not corr >= min_correlation:
+        raise PsinspectError(
+            f"{name}: registration to the reference failed (correlation {corr:.3f} < "
+            f"{min_correlation:g}); is it the same part type, seen from the same side?"
+        )
+    return Registration(transform, corr, shift)
