@@ -124,3 +124,190 @@ def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
         n, mask = decode_png(cv2.cvtColor(raw, cv2.COLOR_BGR2RGB))
         return validate_normal_map(n, mask, name=str(path))
     raise PsinspectError(f"{path}: unsupported normal-map format (use .npy or .png)")
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry of normal maps: height -> normals, and image transforms that are correct for vector
+# fields (moving the pixels AND turning the vectors), keeping unit length inside the mask.
+# --------------------------------------------------------------------------------------------
+
+
+def height_gradient(height: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-frame slopes ``(dh/dx, dh/dy)`` of a height map, both ``(H, W) float32``.
+
+    ``height``: (H, W), heights along +z in pixel units. Central differences (one-sided at the
+    border); x grows with the column, y grows UP, so ``dh/dy = -dh/drow``.
+    """
+    h = np.asarray(height, dtype=np.float64)
+    d_row, d_col = np.gradient(h)
+    return d_col.astype(np.float32), (-d_row).astype(np.float32)
+
+
+def normals_from_height(height: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Normal map of the surface ``z = height(x, y)`` (orthographic camera, pixel units).
+
+    ``n = normalize(-dh/dx, -dh/dy, 1)`` in the DiLiGenT frame (x right, y up, z toward the
+    camera; rows grow downward). Returns ``float32 (H, W, 3)``, zero outside ``mask`` if given.
+    """
+    gx, gy = height_gradient(height)
+    n = normalize(np.stack([-gx, -gy, np.ones_like(gx)], axis=-1))
+    if mask is not None:
+        n[~np.asarray(mask, bool)] = 0.0
+    return n
+
+
+def _rotate_vectors(normals: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Turn the (x, y) part of every vector by ``angle_deg`` counter-clockwise about +z."""
+    t = np.radians(angle_deg)
+    c, s = np.cos(t), np.sin(t)
+    out = np.asarray(normals, np.float32).copy()
+    x, y = out[..., 0].copy(), out[..., 1].copy()
+    out[..., 0] = c * x - s * y
+    out[..., 1] = s * x + c * y
+    return out
+
+
+def rotate90(normals: np.ndarray, k: int = 1) -> np.ndarray:
+    """Rotate a normal map by ``k`` x 90 degrees counter-clockwise as seen on screen.
+
+    Pixels move like ``np.rot90(normals, k)`` and every vector turns with them,
+    ``(x, y, z) -> (-y, x, z)`` per quarter turn (DiLiGenT frame, y up). Exact: no
+    interpolation. ``(H, W, 3) -> (W, H, 3)`` for odd ``k``. Masks follow with ``np.rot90``.
+    """
+    k = int(k) % 4
+    out = np.rot90(np.asarray(normals, np.float32), k, axes=(0, 1))
+    x, y = out[..., 0], out[..., 1]
+    if k == 1:
+        vx, vy = -y, x
+    elif k == 2:
+        vx, vy = -x, -y
+    elif k == 3:
+        vx, vy = y, -x
+    else:
+        vx, vy = x, y
+    return np.ascontiguousarray(np.stack([vx, vy, out[..., 2]], axis=-1), dtype=np.float32)
+
+
+def flip(normals: np.ndarray, direction: str = "lr") -> np.ndarray:
+    """Mirror a normal map: ``"lr"`` (left-right: columns reversed, x -> -x) or ``"ud"``
+    (up-down: rows reversed, y -> -y). The result is the normal map of the mirrored surface.
+    ``(H, W, 3) -> (H, W, 3)``; masks follow with ``np.fliplr`` / ``np.flipud``.
+    """
+    n = np.asarray(normals, np.float32)
+    if direction == "lr":
+        out = n[:, ::-1].copy()
+        out[..., 0] *= -1.0
+    elif direction == "ud":
+        out = n[::-1].copy()
+        out[..., 1] *= -1.0
+    else:
+        raise PsinspectError(f"flip direction must be 'lr' or 'ud', got {direction!r}")
+    return out
+
+
+def _warp_normals(
+    normals: np.ndarray, mask: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Affine-warp vectors (bilinear) and mask (area > 1/2), renormalise, zero outside."""
+    h, w = out_hw
+    flags = cv2.INTER_LINEAR
+    n = cv2.warpAffine(np.ascontiguousarray(normals, np.float32), matrix, (w, h), flags=flags,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    m = cv2.warpAffine(mask.astype(np.float32), matrix, (w, h), flags=flags,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    length = np.linalg.norm(n, axis=-1)
+    mask_out = (m > 0.5) & (length > 1e-3)
+    n = normalize(n)
+    n[~mask_out] = 0.0
+    return n, mask_out
+
+
+def rotate(
+    normals: np.ndarray, angle_deg: float, *, mask: np.ndarray | None = None, expand: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate a normal map by ``angle_deg`` counter-clockwise (as seen on screen) about its
+    centre; vectors turn by the same angle about +z (DiLiGenT frame).
+
+    ``normals``: (H, W, 3); ``mask``: (H, W) bool (default: non-zero vectors). With ``expand``
+    the canvas grows to hold the whole rotated image, else it keeps (H, W) and corners are cut.
+    Bilinear resampling, then renormalised to unit length; the mask is resampled and cut at 1/2.
+    Returns ``(normals float32 (H', W', 3), mask bool (H', W'))``.
+    """
+    n = np.asarray(normals, np.float32)
+    if mask is None:
+        mask = np.abs(n).sum(axis=-1) > 0
+    mask = np.asarray(mask, bool)
+    h, w = mask.shape
+    centre = ((w - 1) / 2.0, (h - 1) / 2.0)
+    mat = cv2.getRotationMatrix2D(centre, float(angle_deg), 1.0)
+    out_h, out_w = h, w
+    if expand:
+        c, s = abs(mat[0, 0]), abs(mat[0, 1])
+        out_w = int(np.ceil(w * c + h * s - 1e-6))
+        out_h = int(np.ceil(w * s + h * c - 1e-6))
+        mat[0, 2] += (out_w - 1) / 2.0 - centre[0]
+        mat[1, 2] += (out_h - 1) / 2.0 - centre[1]
+    turned = _rotate_vectors(n, angle_deg)
+    return _warp_normals(turned, mask, mat, (out_h, out_w))
+
+
+def pad_geometry(
+    shape_hw: tuple[int, int], size: int | tuple[int, int]
+) -> tuple[float, tuple[int, int], tuple[int, int]]:
+    """Scale and placement for fitting an (H, W) image into ``size`` without stretching.
+
+    Returns ``(scale, (new_h, new_w), (top, left))``: resize by ``scale`` (same on both axes) to
+    ``(new_h, new_w)``, then paste at row ``top``, column ``left`` of the zero canvas (centred).
+    """
+    th, tw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    h, w = shape_hw
+    scale = min(th / h, tw / w)
+    nh = max(1, min(th, int(round(h * scale))))
+    nw = max(1, min(tw, int(round(w * scale))))
+    return scale, (nh, nw), ((th - nh) // 2, (tw - nw) // 2)
+
+
+def resize_mask_with_pad(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize a bool mask like :func:`resize_with_pad` (area > 1/2 kept). ``(H, W) -> size``."""
+    m = np.asarray(mask, bool)
+    _, (nh, nw), (top, left) = pad_geometry(m.shape, size)
+    th, tw = (size, size) if isinstance(size, int) else size
+    interp = cv2.INTER_AREA if nh < m.shape[0] else cv2.INTER_LINEAR
+    r = cv2.resize(m.astype(np.float32), (nw, nh), interpolation=interp) > 0.5
+    out = np.zeros((th, tw), bool)
+    out[top:top + nh, left:left + nw] = r
+    return out
+
+
+def resize_with_pad(
+    normals: np.ndarray, size: int | tuple[int, int], *, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit a normal map into ``size`` (int or (H, W)) keeping its aspect ratio: one scale
+    factor for both axes, zero padding around (centred), never stretched.
+
+    Vectors are resampled (area averaging when shrinking, bilinear when growing) and
+    renormalised to unit length; directions need no turning (it is the map of the same surface
+    scaled alike in x, y and z, whose slopes are unchanged). The mask
+    (default: non-zero vectors) is resampled and cut at 1/2. Returns ``(normals float32
+    (h, w, 3), mask bool (h, w))`` with ``(h, w) = size``.
+    """
+    n = np.asarray(normals, np.float32)
+    if mask is None:
+        mask = np.abs(n).sum(axis=-1) > 0
+    mask = np.asarray(mask, bool)
+    _, (nh, nw), (top, left) = pad_geometry(mask.shape, size)
+    th, tw = (size, size) if isinstance(size, int) else size
+    interp = cv2.INTER_AREA if nh < mask.shape[0] else cv2.INTER_LINEAR
+    # average only object vectors: weight by the mask so background zeros do not pull edges in
+    w = mask.astype(np.float32)
+    num = cv2.resize(n * w[..., None], (nw, nh), interpolation=interp)
+    den = cv2.resize(w, (nw, nh), interpolation=interp)
+    m = den > 0.5
+    r = normalize(num)
+    m &= np.linalg.norm(num, axis=-1) > 1e-6
+    r[~m] = 0.0
+    out = np.zeros((th, tw, 3), np.float32)
+    out_m = np.zeros((th, tw), bool)
+    out[top:top + nh, left:left + nw] = r
+    out_m[top:top + nh, left:left + nw] = m
+    return out, out_m
