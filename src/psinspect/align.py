@@ -31,7 +31,7 @@ DEFAULT_MAX_SHIFT_PX = 20.0
 #: largest supported in-plane rotation of a part relative to the reference, degrees
 DEFAULT_MAX_ROTATION_DEG = 10.0
 #: registrations whose correlation coefficient ends below this are refused
-DEFAULT_MIN_CORRELATION = 0.9
+DEFAULT_MIN_CORRELATION = 0.7
 #: the coarse angle search covers this many times the supported range, so that a pose a little
 #: outside the range is recognised (and refused) rather than mis-registered
 _SEARCH_FACTOR = 2.0

@@ -1,0 +1,83 @@
+"""Rigid registration of normal maps: known poses are recovered, vectors turn with the image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _posed_part import posed_part
+from scipy import ndimage
+
+from psinspect.align import (
+    RigidTransform,
+    register,
+    registration_image,
+    rotate_vectors,
+    warp_normals,
+)
+from psinspect.errors import PsinspectError
+from psinspect.normalmap import angular_error_deg
+
+
+def test_rotate_vectors_is_about_plus_z():
+    # +x turned by 90 deg counter-clockwise (about +z) is +y, z untouched
+    out = rotate_vectors(np.array([[1.0, 0.0, 0.5]], np.float32), 90.0)
+    np.testing.assert_allclose(out, [[0.0, 1.0, 0.5]], atol=1e-6)
+
+
+def test_transform_matrix_roundtrip():
+    t = RigidTransform(6.5, 3.0, -2.0, (50.0, 40.0))
+    back = RigidTransform.from_matrix(t.matrix(), t.center)
+    assert back.angle_deg == pytest.approx(6.5)
+    assert (back.tx, back.ty) == pytest.approx((3.0, -2.0))
+    np.testing.assert_allclose(t.inverse_matrix() @ np.append(t.matrix() @ [7.0, 9.0, 1.0], 1),
+                               [7.0, 9.0], atol=1e-9)
+
+
+@pytest.mark.parametrize("angle, shift", [(4.0, (3.0, -2.0)), (-7.5, (-5.3, 4.1))])
+def test_recovers_known_shift_and_rotation(angle, shift):
+    ref_n, ref_m = posed_part()
+    # the posed part is evaluated analytically (not resampled), so its normals are really turned
+    mov_n, mov_m = posed_part(angle_deg=angle, shift=shift)
+    reg = register(registration_image(mov_n, mov_m), registration_image(ref_n, ref_m))
+    # the moving -> reference transform undoes the pose: angle -angle, and maps the shifted
+    # centre back
+    assert reg.transform.angle_deg == pytest.approx(-angle, abs=0.15)
+    center = np.array([(ref_m.shape[1] - 1) / 2, (ref_m.shape[0] - 1) / 2])
+    moved_center = reg.transform.matrix() @ np.append(center + shift, 1.0)
+    np.testing.assert_allclose(moved_center, center, atol=0.3)
+    assert reg.correlation > 0.98
+    # the aligned normal VECTORS match the reference part's (rotation applied to vectors too)
+    back, back_m = warp_normals(mov_n, mov_m, reg.transform.matrix(), ref_m.shape)
+    inner = ndimage.binary_erosion(back_m & ref_m, iterations=2)
+    err = angular_error_deg(back[inner], ref_n[inner])
+    assert np.median(err) < 0.2 and np.percentile(err, 99) < 1.0
+    # without turning the vectors the error would be about the rotation angle
+    unturned = rotate_vectors(back, angle)
+    assert np.median(angular_error_deg(unturned[inner], ref_n[inner])) > 0.3 * abs(angle)
+
+
+def test_refuses_pose_outside_supported_range():
+    ref_n, ref_m = posed_part()
+    mov_n, mov_m = posed_part(angle_deg=17.0)
+    with pytest.raises(PsinspectError, match=r"rotated by about .*supported range is \+-10 deg"):
+        register(registration_image(mov_n, mov_m), registration_image(ref_n, ref_m), name="p.npy")
+    mov_n, mov_m = posed_part(shift=(9.0, 0.0))
+    with pytest.raises(PsinspectError, match=r"p\.npy: .*shifted by about 9\.0 px"):
+        register(registration_image(mov_n, mov_m), registration_image(ref_n, ref_m),
+                 max_shift_px=5.0, name="p.npy")
+
+
+def test_failed_registration_is_refused():
+    ref_n, ref_m = posed_part()
+    # a mirrored part is not the same part in another pose
+    other_n, other_m = ref_n[:, ::-1].copy(), ref_m[:, ::-1].copy()
+    other_n[..., 0] *= -1
+    with pytest.raises(PsinspectError, match="registration to the reference failed"):
+        register(registration_image(other_n, other_m), registration_image(ref_n, ref_m))
+
+
+def test_mismatched_sizes_are_refused():
+    ref_n, ref_m = posed_part()
+    small_n, small_m = posed_part(shape_hw=(90, 112))
+    with pytest.raises(PsinspectError, match="differs from the reference"):
+        register(registration_image(small_n, small_m), registration_image(ref_n, ref_m))
