@@ -134,8 +134,8 @@ def test_evaluate_breakdowns() -> None:
             gt[3:6, 3:6] = True
             gt[12:14, 10:18] = True
             defects = [
-                {"type": "dent", "severity": 0.2, "bbox": [3, 3, 6, 6]},
-                {"type": "scratch", "severity": 0.9, "bbox": [10, 12, 18, 14]},
+                {"type": "dent", "severity": 0.03, "bbox": [3, 3, 6, 6]},
+                {"type": "scratch", "severity": 0.3, "bbox": [10, 12, 18, 14]},
             ]
         score = rng.random((20, 20)) * 0.5
         if i < 2:

@@ -206,16 +206,19 @@ class EvalItem:
     defects: list[dict] | None = None
 
 
-def _severity_bin(value: object) -> str:
+def _severity_bin(record: dict) -> str:
+    """A defect record's severity level: its ``level`` if given, else the defect library's
+    named range of its numeric ``severity`` (depth / width)."""
+    if record.get("level") is not None:
+        return str(record["level"])
+    value = record.get("severity")
     if isinstance(value, str):
         return value
     if value is None:
         return "unknown"
-    v = float(value)  # type: ignore[arg-type]
-    for edge, name in ((0.33, "low"), (0.66, "medium")):
-        if v < edge:
-            return name
-    return "high"
+    from psinspect.defects import severity_level
+
+    return severity_level(float(value))
 
 
 def _region_attributes(item: EvalItem, lab: np.ndarray, n: int) -> list[dict]:
@@ -280,7 +283,8 @@ def evaluate(items: Sequence[EvalItem], max_fpr: float = 0.3) -> dict:
     counts), ``per_type`` and ``per_severity`` (same pixel metrics, counting as positives only
     the ground-truth regions attributed to that group and as negatives all defect-free object
     pixels; image AUROC of the maps containing that group against the defect-free maps).
-    Severity: strings are used as given; numbers are binned low (< 0.33) / medium (< 0.66) / high.
+    Severity: a record's ``level`` (low / medium / high) or, failing that, the level of its
+    numeric ``severity`` in :data:`psinspect.defects.SEVERITY_LEVELS`.
     """
     if not items:
         raise ValueError("nothing to evaluate")
@@ -301,7 +305,7 @@ def evaluate(items: Sequence[EvalItem], max_fpr: float = 0.3) -> dict:
         lab, n = label_regions(it.gt & it.mask)
         attrs = _region_attributes(it, lab, n)
         region_keys.append(
-            [(str(a.get("type", "unknown")), _severity_bin(a.get("severity"))) for a in attrs]
+            [(str(a.get("type", "unknown")), _severity_bin(a)) for a in attrs]
         )
 
     def breakdown(pos: int) -> dict:

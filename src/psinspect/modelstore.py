@@ -1,0 +1,205 @@
+"""Model directories: save and load trained anomaly models without executing code.
+
+A model directory (``MODEL_DIR``) holds
+
+- ``model.safetensors``: the learned arrays (:meth:`AnomalyModel.state_arrays`), safetensors
+  format (no pickle, nothing executable; absent-but-empty for training-free models);
+- ``config.json``: ``format`` ("psinspect-model"), ``format_version``, ``psinspect_version``,
+  ``model`` (registry name), ``hyperparameters``, ``input`` (how inputs are handled: native
+  resolution, tiling), ``threshold`` (per-pixel decision threshold and how it was calibrated),
+  ``image_threshold`` (pass/fail decision), ``weights_sha256`` (of ``model.safetensors``) and
+  free-form ``training`` facts;
+- ``train_log.json``: one entry per epoch.
+
+Loading checks the format and version, verifies the weights' SHA-256 before parsing them, and
+rebuilds the model through the registry (:func:`psinspect.models.create_model`). Anything wrong
+(missing or tampered files, another version's directory, unknown model) is a
+:class:`PsinspectError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from psinspect import __version__
+from psinspect.errors import PsinspectError
+from psinspect.fileio import atomic_write_bytes, save_json
+from psinspect.models import AnomalyModel, create_model
+
+MODEL_FORMAT = "psinspect-model"
+#: bump when the directory layout or config meaning changes incompatibly
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+LOG_FILE = "train_log.json"
+
+#: how every model sees its input (documented in config.json)
+DEFAULT_INPUT_HANDLING: dict[str, Any] = {
+    "normals": "float32 (H, W, 3) unit vectors, DiLiGenT camera frame (x right, y up, z to camera)",
+    "mask": "non-zero vectors of the map",
+    "resolution": "native (never resized); maps larger than 'tile' are scored in overlapping tiles",
+    "tile": 768,
+    "tile_overlap": 64,
+}
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model directory: the model plus its decision thresholds and config."""
+
+    model: AnomalyModel
+    threshold: float
+    image_threshold: float
+    config: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def input_handling(self) -> dict[str, Any]:
+        return {**DEFAULT_INPUT_HANDLING, **self.config.get("input", {})}
+
+
+def _version_key(version: str) -> tuple[str, ...]:
+    """(major, minor) of a version string; models are compatible within one minor release."""
+    return tuple(version.split("+")[0].split(".")[:2])
+
+
+def default_model_dir() -> Path:
+    """The model bundled inside the package (``psinspect/data/default_model``)."""
+    return Path(str(resources.files("psinspect") / "data" / "default_model"))
+
+
+def weights_bytes(arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise named arrays with safetensors (contiguous copies; no pickle)."""
+    from safetensors.numpy import save
+
+    clean = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    return save(clean, metadata=metadata)
+
+
+def parse_weights(data: bytes, name: str) -> dict[str, np.ndarray]:
+    """Inverse of :func:`weights_bytes`; malformed data is a :class:`PsinspectError`."""
+    from safetensors.numpy import load
+
+    try:
+        return dict(load(data))
+    except Exception as err:  # safetensors raises its own error types for malformed files
+        raise PsinspectError(f"{name}: not a readable safetensors file ({err})") from None
+
+
+def save_model_dir(
+    out: str | os.PathLike[str],
+    model: AnomalyModel,
+    *,
+    threshold: float,
+    image_threshold: float,
+    calibration: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+    log: list[dict[str, Any]] | None = None,
+    input_handling: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and ``train_log.json`` into ``out``.
+
+    Each file is written atomically; ``config.json`` is written last and names the weights'
+    SHA-256, so a directory whose config exists is complete.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = weights_bytes(model.state_arrays(), {"model": model.name})
+    atomic_write_bytes(out / WEIGHTS_FILE, data)
+    save_json(out / LOG_FILE, log or [])
+    config = {
+        "format": MODEL_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "psinspect_version": __version__,
+        "model": model.name,
+        "hyperparameters": model.hyperparameters(),
+        "input": {**DEFAULT_INPUT_HANDLING, **(input_handling or {})},
+        "threshold": float(threshold),
+        "image_threshold": float(image_threshold),
+        "calibration": calibration or {},
+        "training": training or {},
+        "weights_file": WEIGHTS_FILE,
+        "weights_sha256": hashlib.sha256(data).hexdigest(),
+    }
+    save_json(out / CONFIG_FILE, config)
+    return out
+
+
+def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``config.json`` of a model directory (format, version, required keys)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise PsinspectError(f"{model_dir}: model directory not found")
+    path = model_dir / CONFIG_FILE
+    if not path.is_file():
+        raise PsinspectError(f"{path}: missing (not a psinspect model directory)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PsinspectError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+        raise PsinspectError(f"{path}: not a psinspect model config (format != {MODEL_FORMAT!r})")
+    fv = config.get("format_version")
+    pv = str(config.get("psinspect_version", "unknown"))
+    if fv != FORMAT_VERSION or _version_key(pv) != _version_key(__version__):
+        raise PsinspectError(
+            f"{model_dir}: model made by psinspect {pv} (format {fv}); this is psinspect "
+            f"{__version__} (format {FORMAT_VERSION}): retrain the model with this version"
+        )
+    for key, kind in (
+        ("model", str), ("hyperparameters", dict), ("threshold", (int, float)),
+        ("image_threshold", (int, float)), ("weights_sha256", str),
+    ):
+        if not isinstance(config.get(key), kind):
+            raise PsinspectError(f"{path}: missing or invalid {key!r}")
+    for key in ("threshold", "image_threshold"):
+        if not np.isfinite(config[key]):
+            raise PsinspectError(f"{path}: {key} is not a finite number")
+    return config
+
+
+def load_model_dir(model_dir: str | os.PathLike[str] | None = None) -> ModelBundle:
+    """Load a model directory (default: the bundled model); never executes code from it."""
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    config = read_config(model_dir)
+    wname = config.get("weights_file", WEIGHTS_FILE)
+    if not isinstance(wname, str) or Path(wname).name != wname or wname in ("", ".", ".."):
+        raise PsinspectError(f"{model_dir / CONFIG_FILE}: weights_file must be a plain file name")
+    wpath = model_dir / wname
+    try:
+        data = wpath.read_bytes()
+    except FileNotFoundError:
+        raise PsinspectError(f"{wpath}: missing weights file") from None
+    except OSError as err:
+        raise PsinspectError(f"{wpath}: cannot read ({err})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != config["weights_sha256"]:
+        raise PsinspectError(
+            f"{wpath}: SHA-256 mismatch with config.json (file truncated, corrupted or "
+            "tampered with)"
+        )
+    arrays = parse_weights(data, str(wpath))
+    try:
+        model = create_model(config["model"], **config["hyperparameters"])
+    except TypeError as err:
+        raise PsinspectError(f"{model_dir / CONFIG_FILE}: bad hyperparameters ({err})") from None
+    try:
+        model.load_state_arrays(arrays)
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise PsinspectError(f"{wpath}: weights do not fit model {config['model']!r} ({err})") \
+            from None
+    return ModelBundle(
+        model=model,
+        threshold=float(config["threshold"]),
+        image_threshold=float(config["image_threshold"]),
+        config=config,
+        path=model_dir,
+    )
