@@ -37,12 +37,16 @@ class PSResult:
         albedo: (H, W) float32 (in the radiance units of the images), zero outside.
         confidence: (H, W) float32 in [0, 1], 1 = reliable, zero outside. The fraction of the
             lights whose observation the shadow-aware Lambertian fit explains to within
-            ``INLIER_TOL`` of the albedo (the same definition for every solver).
+            ``INLIER_TOL`` of the albedo (the same definition for every solver), counted over
+            the lights the solver used.
+        lights_used: (K,) bool, which of the input lights the solver used (the robust solver
+            drops images whose brightness contradicts their light intensity).
     """
 
     normals: np.ndarray
     albedo: np.ndarray
     confidence: np.ndarray
+    lights_used: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,53 +166,137 @@ def solve_ls_pixels(obs: np.ndarray, lights: np.ndarray) -> np.ndarray:
 
 
 def _batched_wls(obs: np.ndarray, lights: np.ndarray, wts: np.ndarray) -> np.ndarray:
-    """Weighted LS per pixel: obs (N, K), weights (N, K), lights (K, 3) -> g (N, 3).
+    """Weighted LS per pixel: obs (N, K), weights (N, K), lights (K, 3) -> g (N, 3) float64.
 
-    Solves the 3x3 normal equations ``(L^T W L) g = L^T W I`` for all pixels in one batched
-    ``np.linalg.solve``; a pixel whose system is (near) singular falls back to a tiny ridge.
+    The 3x3 normal equations ``(L^T W L) g = L^T W I`` of all pixels are built with two matrix
+    products (``W @ vec(l l^T)`` and ``(W * I) @ L``) and solved in one batched
+    ``np.linalg.solve``; a tiny ridge keeps (near) singular systems finite.
     """
-    lw = wts[:, :, None] * lights[None, :, :]  # (N, K, 3)
-    a = np.einsum("nki,kj->nij", lw, lights)  # (N, 3, 3)
-    b = np.einsum("nki,nk->ni", lw, obs)  # (N, 3)
-    a += np.eye(3) * (1e-9 + 1e-6 * np.trace(a, axis1=1, axis2=2))[:, None, None]
+    lf = lights.astype(np.float32)
+    outer = (lf[:, :, None] * lf[:, None, :]).reshape(-1, 9)  # (K, 9)
+    a = (wts @ outer).reshape(-1, 3, 3).astype(np.float64)
+    b = ((wts * obs) @ lf).astype(np.float64)
+    ridge = 1e-9 + 1e-6 * np.trace(a, axis1=1, axis2=2)
+    a += np.eye(3) * ridge[:, None, None]
     return np.linalg.solve(a, b[..., None])[..., 0]
 
 
-def solve_robust_pixels(obs: np.ndarray, lights: np.ndarray, *, low: float = 0.25,
-                        high: float = 0.1, iters: int = 5, c: float = 2.5) -> np.ndarray:
-    """Robust scaled normals for observations (K, N) -> (N, 3) float64.
+def _rank_trimmed(obs: np.ndarray, lights: np.ndarray, low: float, high: float) -> np.ndarray:
+    """LS on each pixel's observations between the ``low`` and ``1 - high`` rank fractions.
 
-    1. Rank trimming: per pixel, the darkest ``low`` fraction of observations (likely attached
-       or cast shadows) and the brightest ``high`` fraction (likely specular highlights) get
-       weight 0; the rest weight 1; weighted LS gives a first ``g``.
-    2. IRLS: observations predicted to be in attached shadow (``n . l <= 0``) or darker than
-       a small fraction of the albedo are dropped; the others are weighted by Tukey's biweight of
-       the residual scaled by ``c`` times the per-pixel median absolute residual.
+    obs (N, K) float32 -> g (N, 3). Ties at the cut values are kept.
     """
-    k, _n = obs.shape
-    o = np.ascontiguousarray(obs.T, dtype=np.float64)  # (N, K)
-    lt = np.asarray(lights, dtype=np.float64)
-    ranks = np.argsort(np.argsort(o, axis=1), axis=1)
+    k = obs.shape[1]
     lo, hi = int(np.floor(low * k)), k - int(np.floor(high * k))
     if hi - lo < 3:
         lo, hi = 0, k
-    wts = ((ranks >= lo) & (ranks < hi)).astype(np.float64)
-    g = _batched_wls(o, lt, wts)
+    cuts = np.partition(obs, [lo, hi - 1], axis=1)
+    wts = ((obs >= cuts[:, lo:lo + 1]) & (obs <= cuts[:, hi - 1:hi])).astype(np.float32)
+    return _batched_wls(obs, lights, wts)
+
+
+def image_gain_ratios(obs: np.ndarray, lights: np.ndarray, g: np.ndarray,
+                      min_shading: float = 0.3, min_pixels: int = 50) -> np.ndarray:
+    """Per-image brightness relative to a fitted Lambertian model.
+
+    For image k: the median over well-lit pixels (predicted ``n . l >= min_shading``) of
+    ``I_k / (g . l_k)``, divided by the median over images. A value far from 1 means the image
+    is brighter or darker than its light intensity says (a calibration fault). NaN where fewer
+    than ``min_pixels`` pixels are well lit.
+
+    obs (N, K), lights (K, 3), g (N, 3) -> (K,) float64.
+    """
+    shade = (g @ lights.T).astype(np.float32)  # (N, K)
+    rho = np.linalg.norm(g, axis=1, keepdims=True).astype(np.float32)
+    lit = shade >= min_shading * rho
+    ratio = np.where(lit, obs / np.maximum(shade, 1e-12), np.nan)
+    counts = lit.sum(axis=0)
+    out = np.full(obs.shape[1], np.nan)
+    ok = counts >= min_pixels
+    if ok.any():
+        out[ok] = np.nanmedian(ratio[:, ok], axis=0)
+        out /= np.nanmedian(out)
+    return out
+
+
+def _tukey_irls(obs: np.ndarray, lights: np.ndarray, g: np.ndarray, iters: int, c: float,
+                shadow: float) -> tuple[np.ndarray, np.ndarray]:
+    """IRLS with Tukey's biweight; obs (N, K) float32, g (N, 3) -> (g, weights (N, K))."""
+    lf = lights.astype(np.float32)
+    wts = np.ones_like(obs)
     for _ in range(iters):
-        shade = g @ lt.T  # (N, K) predicted rho n.l
-        rho = np.linalg.norm(g, axis=1, keepdims=True) + 1e-12
-        res = o - shade
-        valid = (shade > 0.02 * rho) & (o > 0.02 * rho)
-        scale = np.median(np.where(valid, np.abs(res), np.nan), axis=1, keepdims=True)
-        scale = np.nan_to_num(scale, nan=1.0)
-        scale = np.maximum(scale * c * 1.4826, 1e-3 * rho)
-        u = res / scale
-        wts = np.where(valid & (np.abs(u) < 1.0), (1.0 - u**2) ** 2, 0.0)
+        shade = g.astype(np.float32) @ lf.T  # (N, K) predicted rho n.l
+        rho = np.linalg.norm(g, axis=1, keepdims=True).astype(np.float32) + np.float32(1e-12)
+        res = (obs - shade) / rho
+        valid = (shade > shadow * rho) & (obs > shadow * rho)
+        absr = np.where(valid, np.abs(res), np.inf)
+        absr.sort(axis=1)
+        nvalid = valid.sum(axis=1)
+        mad = np.take_along_axis(absr, np.maximum(nvalid // 2, 0)[:, None], axis=1)
+        mad = np.where(nvalid[:, None] >= 3, mad, 1.0)
+        u = res / (np.float32(c * 1.4826) * np.maximum(mad, np.float32(1e-4)))
+        wts = np.where(valid & (np.abs(u) < 1.0), (1.0 - u * u) ** 2, 0.0).astype(np.float32)
         too_few = (wts > 0).sum(axis=1) < 3
-        if too_few.any():
-            wts[too_few] = 1.0
-        g = _batched_wls(o, lt, wts)
-    return g
+        if too_few.any():  # keep the previous estimate's support rather than nothing
+            wts[too_few] = (obs[too_few] > 0).astype(np.float32)
+        g = _batched_wls(obs, lights, wts)
+    return g, wts
+
+
+@dataclass(frozen=True)
+class RobustSettings:
+    """Settings of the robust solver (fixed for all objects; no per-object tuning).
+
+    low, high: fractions of each pixel's darkest / brightest observations left out of the
+        initial fit (shadows / specular highlights).
+    iters: IRLS iterations. c: Tukey biweight cut-off in units of the per-pixel robust residual
+        scale (1.4826 x median absolute residual). shadow: observations whose predicted or
+        measured shading is below ``shadow x albedo`` count as shadowed (weight 0).
+    image_gain_tol: images whose :func:`image_gain_ratios` deviates from 1 by more than this are
+        left out (mis-calibrated light intensity); at most ``max_dropped_fraction`` of the images.
+    """
+
+    low: float = 0.25
+    high: float = 0.3
+    iters: int = 4
+    c: float = 2.0
+    shadow: float = 0.1
+    image_gain_tol: float = 0.05
+    max_dropped_fraction: float = 0.5
+
+
+def solve_robust_pixels(obs: np.ndarray, lights: np.ndarray,
+                        settings: RobustSettings | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Robust scaled normals for observations (K, N).
+
+    1. Rank trimming: per pixel, the darkest ``low`` and brightest ``high`` fractions of the
+       observations are left out; weighted LS on the rest gives a first ``g``.
+    2. Image-level outlier rejection: images whose overall brightness disagrees with that fit by
+       more than ``image_gain_tol`` (a wrong light intensity, e.g. DiLiGenT bear's first images)
+       are dropped and step 1 is repeated.
+    3. IRLS with Tukey's biweight on the albedo-relative residual, scaled per pixel by its
+       median absolute residual; predicted attached shadows and dark observations get weight 0.
+
+    Returns ``(g (N, 3) float64, used (K,) bool)``: the scaled normals and which images were used.
+    """
+    st = settings or RobustSettings()
+    o = np.ascontiguousarray(obs.T, dtype=np.float32)  # (N, K)
+    lt = np.asarray(lights, dtype=np.float64)
+    k = lt.shape[0]
+    used = np.ones(k, dtype=bool)
+    g = _rank_trimmed(o, lt, st.low, st.high)
+    if k > 6 and o.shape[0] >= 50:
+        gain = image_gain_ratios(o, lt, g)
+        bad = np.abs(gain - 1.0) > st.image_gain_tol  # NaN -> False: kept
+        if bad.any() and bad.sum() <= st.max_dropped_fraction * k \
+                and np.linalg.matrix_rank(lt[~bad]) == 3:
+            used = ~bad
+            o = np.ascontiguousarray(o[:, used])
+            lt = lt[used]
+            g = _rank_trimmed(o, lt, st.low, st.high)
+    g, _ = _tukey_irls(o, lt, g, st.iters, st.c, st.shadow)
+    return g, used
 
 
 def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None,
@@ -232,9 +320,12 @@ def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None
         obs = obs.astype(np.float32)
     if solver == "ls":
         g = solve_ls_pixels(obs, lights)
+        used = np.ones(len(lights), dtype=bool)
     else:
-        g = solve_robust_pixels(obs, lights)
-    return _assemble(g, obs, lights, mask)
+        g, used = solve_robust_pixels(obs, lights)
+    res = _assemble(g, obs[used], lights[used], mask)
+    res.lights_used = used
+    return res
 
 
 def run_photometric_stereo(capture, solver: str = "ls") -> PSResult:
