@@ -1,0 +1,546 @@
+"""The Gradio web app for inspectors (``psinspect serve``).
+
+An inspector uploads either a normal map (``.png`` 8-bit normal encoding or ``.npy`` float
+(H, W, 3)) or a multi-light capture as a ``.zip`` (images plus a lights file, DiLiGenT layout or a
+plain folder with ``lights.txt`` in ``x y z`` or ``# format: slant_tilt``), picks a model and a
+threshold, and gets the anomaly heatmap, the predicted defect mask, the image score, a PASS/FAIL
+verdict and a table of defect regions.
+
+The logic is plain Python (:func:`load_inspection_input`, :func:`predict`) so that it is unit
+tested without a browser; :func:`build_app` only wires it to Gradio widgets and :func:`serve`
+launches it. Every user error is a :class:`PsinspectError` shown as a readable message in the page
+(never a stack trace). Uploads are unpacked into the app's own temp folder, which is removed when
+the server stops; the server only serves files from that folder.
+
+Frames: normal maps use the DiLiGenT camera frame (x right, y up, z toward the camera); image rows
+grow downward.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from psinspect.errors import PsinspectError
+from psinspect.normalmap import encode_png, load_normal_map
+
+log = logging.getLogger(__name__)
+
+#: where the shipped one-click examples live (rendered parts; see ``data/examples/README.md``)
+EXAMPLES_DIR = Path(__file__).parent / "data" / "examples"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the app accepts. Sizes in bytes, image sides in pixels."""
+
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_image_side: int = 2048
+    max_zip_entries: int = 1000
+    max_unpacked_bytes: int = 1024 * 1024 * 1024
+    max_lights: int = 256
+
+
+@dataclass
+class InspectionInput:
+    """A loaded upload.
+
+    normals: (H, W, 3) float32 unit inside ``mask``, zero outside (DiLiGenT frame).
+    mask: (H, W) bool object mask.
+    confidence: (H, W) float32 in [0, 1] from photometric stereo, or None for a normal map.
+    kind: ``"normal map"`` or ``"capture (K lights)"``.
+    """
+
+    name: str
+    normals: np.ndarray
+    mask: np.ndarray
+    confidence: np.ndarray | None = None
+    kind: str = "normal map"
+
+
+# --------------------------------------------------------------------------------------------
+# safe input handling
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why a zip entry must not be extracted, or None when it is fine."""
+    name = info.filename
+    if "\x00" in name:
+        return "has a NUL byte in its name"
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "has an absolute path"
+    if any(part == ".." for part in p.parts):
+        return "has a path that leaves the extraction folder ('..')"
+    mode = info.external_attr >> 16
+    if mode and stat.S_ISLNK(mode):
+        return "is a symbolic link"
+    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "is not a regular file"
+    return None
+
+
+def safe_extract_zip(zip_path: str | os.PathLike[str], dest: str | os.PathLike[str],
+                     limits: Limits = Limits()) -> Path:
+    """Extract ``zip_path`` into the (new or empty) folder ``dest`` after checking every entry.
+
+    Refused with :class:`PsinspectError`: not a zip, more than ``limits.max_zip_entries``
+    entries, absolute or ``..`` paths, symbolic links or special files, encrypted entries, a
+    total unpacked size over ``limits.max_unpacked_bytes`` (counted on the bytes actually
+    written, so a lying header does not help a zip bomb). Returns ``dest``.
+    """
+    zip_path, dest = Path(zip_path), Path(dest)
+    label = zip_path.name
+    if not zipfile.is_zipfile(zip_path):
+        raise PsinspectError(f"{label}: not a zip archive")
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            infos = zf.infolist()
+            if len(infos) > limits.max_zip_entries:
+                raise PsinspectError(
+                    f"{label}: {len(infos)} entries, more than the limit of "
+                    f"{limits.max_zip_entries}"
+                )
+            declared = sum(i.file_size for i in infos)
+            if declared > limits.max_unpacked_bytes:
+                raise PsinspectError(
+                    f"{label}: unpacks to {declared / 2**20:.0f} MB, more than the limit of "
+                    f"{limits.max_unpacked_bytes / 2**20:.0f} MB"
+                )
+            for info in infos:
+                problem = _member_problem(info)
+                if problem:
+                    raise PsinspectError(f"{label}: entry {info.filename!r} {problem}")
+                if info.flag_bits & 0x1:
+                    raise PsinspectError(f"{label}: entry {info.filename!r} is encrypted")
+            written = 0
+            for info in infos:
+                target = (root / info.filename.replace("\\", "/")).resolve()
+                if target != root and root not in target.parents:
+                    raise PsinspectError(
+                        f"{label}: entry {info.filename!r} leaves the extraction folder"
+                    )
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "xb") as dst:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > limits.max_unpacked_bytes:
+                            raise PsinspectError(
+                                f"{label}: unpacks to more than the limit of "
+                                f"{limits.max_unpacked_bytes / 2**20:.0f} MB"
+                            )
+                        dst.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as err:
+        raise PsinspectError(f"{label}: cannot read zip archive ({err})") from None
+    except FileExistsError as err:
+        raise PsinspectError(f"{label}: entry {err.filename!r} appears twice") from None
+    return dest
+
+
+_CAPTURE_MARKERS = ("filenames.txt", "lights.txt", "light_directions.txt")
+
+
+def find_capture_folder(root: str | os.PathLike[str], max_depth: int = 3) -> Path:
+    """The one folder under ``root`` (itself included) holding a capture.
+
+    A capture folder contains ``filenames.txt`` (DiLiGenT layout) or a lights file
+    (``lights.txt`` / ``light_directions.txt``). Hidden folders and ``__MACOSX`` are ignored.
+    Raises :class:`PsinspectError` when there is none or more than one.
+    """
+    root = Path(root)
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        depth = len(here.relative_to(root).parts)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and d != "__MACOSX" and depth < max_depth
+        )
+        if any(m in filenames for m in _CAPTURE_MARKERS):
+            found.append(here)
+    if not found:
+        raise PsinspectError(
+            "the zip holds no capture: need images plus a lights file "
+            "(filenames.txt + light_directions.txt in DiLiGenT layout, or lights.txt)"
+        )
+    if len(found) > 1:
+        names = ", ".join(str(f.relative_to(root)) or "." for f in found[:5])
+        raise PsinspectError(f"the zip holds {len(found)} captures ({names}); upload one at a time")
+    return found[0]
+
+
+def _check_size(shape: Sequence[int], label: str, limits: Limits) -> None:
+    h, w = int(shape[0]), int(shape[1])
+    if max(h, w) > limits.max_image_side:
+        raise PsinspectError(
+            f"{label}: image is {w} x {h} pixels, larger than the limit of "
+            f"{limits.max_image_side} pixels per side"
+        )
+    if min(h, w) < 8:
+        raise PsinspectError(f"{label}: image is {w} x {h} pixels, too small (at least 8 x 8)")
+
+
+def _peek_image_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) of a PNG from its header without decoding it, or None if not a PNG."""
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+    if len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+    return None
+
+
+def load_inspection_input(
+    path: str | os.PathLike[str],
+    workdir: str | os.PathLike[str],
+    limits: Limits = Limits(),
+    solver: str | None = None,
+) -> InspectionInput:
+    """Load an upload: a normal map (``.png`` / ``.npy``) or a capture ``.zip``.
+
+    A zip is extracted with :func:`safe_extract_zip` into a fresh folder under ``workdir`` and
+    solved with photometric stereo (:func:`psinspect.stereo.run_photometric_stereo`); the
+    extracted files are removed afterwards. Errors are :class:`PsinspectError`.
+    """
+    path = Path(path)
+    label = path.name
+    if not path.is_file():
+        raise PsinspectError(f"{label}: file not found")
+    size = path.stat().st_size
+    if size > limits.max_upload_bytes:
+        raise PsinspectError(
+            f"{label}: {size / 2**20:.0f} MB, more than the upload limit of "
+            f"{limits.max_upload_bytes / 2**20:.0f} MB"
+        )
+    suffix = path.suffix.lower()
+    if suffix in (".png", ".npy"):
+        if suffix == ".png":
+            hw = _peek_image_size(path)
+            if hw is not None:
+                _check_size(hw, label, limits)
+        else:
+            _check_npy_header(path, label, limits)
+        try:
+            normals, mask = load_normal_map(path)
+        except PsinspectError as err:
+            raise PsinspectError(str(err).replace(str(path), label)) from None
+        _check_size(normals.shape, label, limits)
+        return InspectionInput(name=path.stem, normals=normals, mask=mask)
+    if suffix == ".zip":
+        return _load_capture_zip(path, Path(workdir), limits, solver)
+    raise PsinspectError(
+        f"{label}: unsupported file type {suffix or '(none)'}; upload a normal map (.png, .npy) "
+        "or a capture (.zip of images plus a lights file)"
+    )
+
+
+def _check_npy_header(path: Path, label: str, limits: Limits) -> None:
+    """Refuse an over-sized ``.npy`` from its header before loading it."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            shape, _, _ = np.lib.format._read_array_header(fh, version)  # noqa: SLF001
+    except Exception:  # unreadable headers are reported by load_normal_map
+        return
+    if len(shape) == 3:
+        _check_size(shape, label, limits)
+
+
+def _load_capture_zip(path: Path, workdir: Path, limits: Limits,
+                      solver: str | None) -> InspectionInput:
+    from psinspect.capture import load_capture
+    from psinspect.stereo import run_photometric_stereo
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="capture-", dir=workdir))
+    try:
+        safe_extract_zip(path, tmp, limits)
+        folder = find_capture_folder(tmp)
+        images = [p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff",
+                                                                     ".jpg", ".jpeg", ".bmp")]
+        if len(images) > limits.max_lights + 2:
+            raise PsinspectError(
+                f"{path.name}: {len(images)} images, more than the limit of {limits.max_lights}"
+            )
+        for img in images:
+            hw = _peek_image_size(img)
+            if hw is not None:
+                _check_size(hw, f"{path.name}/{img.name}", limits)
+        try:
+            capture = load_capture(folder, workers=2)
+        except PsinspectError as err:
+            raise PsinspectError(str(err).replace(str(tmp) + os.sep, "")) from None
+        _check_size(capture.mask.shape, path.name, limits)
+        kwargs: dict[str, Any] = {} if solver is None else {"solver": solver}
+        result = run_photometric_stereo(capture, **kwargs)
+        return InspectionInput(
+            name=path.stem,
+            normals=result.normals,
+            mask=capture.mask,
+            confidence=getattr(result, "confidence", None),
+            kind=f"capture ({capture.num_lights} lights)",
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# models and prediction
+
+
+@dataclass
+class ModelChoice:
+    """A model the app offers: the loaded model plus its calibrated operating point.
+
+    threshold: calibrated per-pixel score threshold (the slider's start).
+    slider_max: upper end of the threshold slider (score units).
+    """
+
+    label: str
+    model: Any
+    threshold: float
+    slider_max: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prediction:
+    """What the app shows for one input. Images are RGB uint8 (H, W, 3)."""
+
+    name: str
+    kind: str
+    normals_rgb: np.ndarray
+    reference_rgb: np.ndarray | None
+    heatmap_rgb: np.ndarray
+    mask_rgb: np.ndarray
+    image_score: float
+    threshold: float
+    verdict: str
+    regions: list[dict[str, Any]]
+
+
+REGION_COLUMNS = ["region", "area (px)", "centre x", "centre y", "bbox (x0, y0, x1, y1)",
+                  "max score", "mean score"]
+
+
+def regions_table(regions: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """Rows of :data:`REGION_COLUMNS` for the app's table."""
+    rows = []
+    for i, r in enumerate(regions, start=1):
+        rows.append([
+            i, int(r["area"]), round(float(r["centroid"][0]), 1), round(float(r["centroid"][1]), 1),
+            ", ".join(str(int(v)) for v in r["bbox"]), round(float(r["max_score"]), 4),
+            round(float(r["mean_score"]), 4),
+        ])
+    return rows
+
+
+def verdict_html(prediction: Prediction | None, error: str | None = None) -> str:
+    """The big verdict box (or a readable error box)."""
+    if error is not None:
+        return (
+            '<div id="verdict-box" class="ps-verdict ps-error" style="font-size:1.1em;'
+            'padding:12px;border-radius:8px;background:#fff3cd;color:#664d03">'
+            f"<b>Cannot inspect:</b> {html.escape(error)}</div>"
+        )
+    if prediction is None:
+        return '<div id="verdict-box" class="ps-verdict">Upload a file or pick an example.</div>'
+    fail = prediction.verdict == "FAIL"
+    colour = "#b00020" if fail else "#1b7f3b"
+    n = len(prediction.regions)
+    return (
+        f'<div id="verdict-box" class="ps-verdict ps-{prediction.verdict.lower()}" '
+        f'style="padding:12px;border-radius:8px;background:{colour}">'
+        f'<div style="font-size:3em;font-weight:bold;line-height:1.1;color:white !important">'
+        f"{prediction.verdict}</div>"
+        f'<div style="color:white !important">{html.escape(prediction.name)} '
+        f"({html.escape(prediction.kind)}): image score "
+        f"{prediction.image_score:.4g}, threshold {prediction.threshold:.4g}, "
+        f"{n} defect region{'s' if n != 1 else ''}</div></div>"
+    )
+
+
+def heatmap_overlay(normals_rgb: np.ndarray, score: np.ndarray, mask: np.ndarray,
+                    vmax: float, alpha: float = 0.6) -> np.ndarray:
+    """Blend a colour-mapped score (``inferno``, 0..vmax) over the normal-map image inside the mask.
+
+    normals_rgb: (H, W, 3) uint8; score: (H, W) float; mask: (H, W) bool. Returns (H, W, 3) uint8.
+    """
+    from matplotlib import colormaps
+
+    s = np.clip(np.asarray(score, np.float32) / max(float(vmax), 1e-12), 0.0, 1.0)
+    heat = (colormaps["inferno"](s)[..., :3] * 255.0).astype(np.float32)
+    base = normals_rgb.astype(np.float32)
+    out = np.where(mask[..., None], (1 - alpha) * base + alpha * heat, base * 0.5)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def mask_image(pred_mask: np.ndarray, object_mask: np.ndarray) -> np.ndarray:
+    """Predicted defect mask as RGB: defect red, object grey, background black."""
+    out = np.zeros((*pred_mask.shape, 3), np.uint8)
+    out[object_mask] = (90, 90, 90)
+    out[pred_mask & object_mask] = (255, 40, 40)
+    return out
+
+
+def predict(inp: InspectionInput, choice: ModelChoice,
+            threshold: float | None = None) -> Prediction:
+    """Score one input with one model at one threshold (the calibrated one when None)."""
+    from psinspect import detect
+
+    t = choice.threshold if threshold is None else float(threshold)
+    if not np.isfinite(t) or t < 0:
+        raise PsinspectError(f"threshold must be a non-negative number, got {threshold}")
+    det = detect.detect(choice.model, inp.normals, inp.mask, threshold=t,
+                        confidence=inp.confidence)
+    normals_rgb = encode_png(inp.normals, inp.mask)
+    ref = det.reference
+    return Prediction(
+        name=inp.name,
+        kind=inp.kind,
+        normals_rgb=normals_rgb,
+        reference_rgb=None if ref is None else encode_png(ref, inp.mask),
+        heatmap_rgb=heatmap_overlay(normals_rgb, det.score, inp.mask, vmax=max(2 * t, 1e-6)),
+        mask_rgb=mask_image(det.mask, inp.mask),
+        image_score=float(det.image_score),
+        threshold=t,
+        verdict="FAIL" if det.is_defective else "PASS",
+        regions=[dict(r) for r in det.regions],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Gradio wiring
+
+
+def list_examples(folder: Path | None = None) -> list[Path]:
+    """The shipped example inputs (normal maps and capture zips), sorted by name."""
+    folder = EXAMPLES_DIR if folder is None else Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in (".png", ".npy", ".zip") and not p.name.startswith("."))
+
+
+def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
+              limits: Limits = Limits(), examples: Sequence[Path] | None = None) -> Any:
+    """The Gradio Blocks app over ``choices`` (first = default). Temp files go to ``workdir``."""
+    import gradio as gr
+
+    if not choices:
+        raise PsinspectError("no model to serve")
+    by_label = {c.label: c for c in choices}
+    workdir = Path(workdir)
+    examples = list_examples() if examples is None else list(examples)
+
+    def slider_for(label: str) -> Any:
+        c = by_label[label]
+        return gr.Slider(minimum=0.0, maximum=c.slider_max, value=c.threshold,
+                         step=c.slider_max / 1000)
+
+    def run(upload: Any, label: str, threshold: float) -> tuple[Any, ...]:
+        empty = (None, None, None, None, [])
+        try:
+            if upload is None:
+                raise PsinspectError("no file: upload a normal map or a capture zip first")
+            path = Path(upload if isinstance(upload, str) else upload.name)
+            if label not in by_label:
+                raise PsinspectError(f"unknown model {label!r}")
+            inp = load_inspection_input(path, workdir, limits)
+            p = predict(inp, by_label[label], threshold)
+        except PsinspectError as err:
+            return (verdict_html(None, str(err)), *empty)
+        except MemoryError:
+            return (verdict_html(None, "out of memory: try a smaller image"), *empty)
+        except Exception as err:  # a bug: log it, show a readable line, never a trace
+            log.exception("prediction failed")
+            return (verdict_html(None, f"internal error ({type(err).__name__}); see the server "
+                                       "log"), *empty)
+        return (verdict_html(p), p.normals_rgb, p.reference_rgb, p.heatmap_rgb, p.mask_rgb,
+                regions_table(p.regions))
+
+    first = choices[0]
+    with gr.Blocks(title="psinspect", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+        gr.Markdown(
+            "# psinspect: surface inspection\n"
+            "Upload a **normal map** (`.png` 8-bit normal encoding or `.npy` float H x W x 3) or a "
+            "**multi-light capture** (`.zip` of images plus `light_directions.txt`/`lights.txt`), "
+            "or pick an example, then press **Inspect**."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="Normal map or capture zip", file_count="single",
+                                 file_types=[".png", ".npy", ".zip"], type="filepath",
+                                 elem_id="upload")
+                model = gr.Dropdown(choices=[c.label for c in choices], value=first.label,
+                                    label="Model", elem_id="model")
+                threshold = gr.Slider(minimum=0.0, maximum=first.slider_max,
+                                      value=first.threshold, step=first.slider_max / 1000,
+                                      label="Pixel threshold (starts at the calibrated value)",
+                                      elem_id="threshold")
+                button = gr.Button("Inspect", variant="primary", elem_id="inspect")
+                if examples:
+                    gr.Examples(examples=[[str(p)] for p in examples], inputs=[upload],
+                                label="Examples (rendered parts)",
+                                example_labels=[p.name for p in examples],
+                                elem_id="examples")
+            with gr.Column(scale=2):
+                verdict = gr.HTML(verdict_html(None), elem_id="verdict")
+                with gr.Row():
+                    normals_img = gr.Image(label="Normal map", format="png", interactive=False,
+                                           elem_id="normals")
+                    ref_img = gr.Image(label="Reconstruction / reference", format="png",
+                                       interactive=False, elem_id="reference")
+                with gr.Row():
+                    heat_img = gr.Image(label="Anomaly heatmap over normals", format="png",
+                                        interactive=False, elem_id="heatmap")
+                    mask_img = gr.Image(label="Predicted defect mask", format="png",
+                                        interactive=False, elem_id="mask")
+                table = gr.Dataframe(headers=REGION_COLUMNS, label="Defect regions",
+                                     interactive=False, elem_id="regions")
+        model.change(slider_for, inputs=[model], outputs=[threshold])
+        button.click(run, inputs=[upload, model, threshold],
+                     outputs=[verdict, normals_img, ref_img, heat_img, mask_img, table],
+                     api_name="inspect")
+    return demo
+
+
+def serve(choices_factory: Callable[[], Sequence[ModelChoice]], host: str = "127.0.0.1",
+          port: int = 7860, share: bool = False, limits: Limits = Limits(),
+          on_ready: Callable[[str], None] | None = None) -> None:
+    """Launch the app and block until interrupted; the app's temp folder is removed at the end.
+
+    Gradio's upload and cache folders are pointed into one fresh temp folder, so the server
+    never serves files from anywhere else.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="psinspect-serve-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(workdir / "examples-cache")
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    try:
+        demo = build_app(choices_factory(), workdir / "inputs", limits)
+        demo.queue(default_concurrency_limit=1)
+        demo.launch(server_name=host, server_port=port, share=share,
+                    max_file_size=limits.max_upload_bytes, show_error=False, ssr_mode=False,
+                    pwa=False, mcp_server=False, quiet=True, inbrowser=False, run_history=False,
+                    footer_links=["gradio", "settings"],
+                    prevent_thread_lock=True)
+        if on_ready is not None:
+            on_ready(demo.local_url or f"http://{host}:{port}/")
+        demo.block_thread()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
