@@ -210,8 +210,8 @@ def _read_intensities(path: Path, num: int) -> np.ndarray:
 # images
 
 
-def _imread(path: Path) -> np.ndarray:
-    """Read an 8/16-bit grey or colour image -> (H, W) or (H, W, 3) RGB float32 in [0, 1]."""
+def _imread(path: Path) -> tuple[np.ndarray, float]:
+    """Read an 8/16-bit grey or colour image -> (raw (H, W) or (H, W, 3) BGR, full scale)."""
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         if not path.is_file():
@@ -232,25 +232,29 @@ def _imread(path: Path) -> np.ndarray:
             raw = raw[:, :, 0]
         elif raw.shape[2] != 3:
             raise PsinspectError(f"{path}: unsupported number of channels {raw.shape[2]}")
-    img = raw.astype(np.float32)
-    img *= np.float32(1.0 / scale)
-    if img.ndim == 3:
-        img = img[:, :, ::-1]  # BGR -> RGB
-    return img
+    return raw, scale
 
 
-def _to_grey(img: np.ndarray, intensity: np.ndarray, gamma: float,
+def _to_grey(raw: np.ndarray, scale: float, intensity: np.ndarray, gamma: float,
              weights: Sequence[float]) -> np.ndarray:
-    """(H, W[, 3]) in [0, 1] -> linear grey (H, W) float32 divided by the light intensity."""
-    if gamma != 1.0:
-        img = np.power(img, np.float32(gamma))
+    """Raw (H, W) or (H, W, 3) BGR -> linear grey (H, W) float32 divided by the light intensity.
+
+    Values are scaled to [0, 1] by ``scale``, raised to ``gamma``, divided per channel by the
+    intensity and (colour) combined with ``weights`` (R, G, B).
+    """
     w = np.asarray(weights, dtype=np.float64)
+    img = raw.astype(np.float32)
+    if gamma != 1.0:
+        img *= np.float32(1.0 / scale)
+        np.power(img, np.float32(gamma), out=img)
+        scale = 1.0
     if img.ndim == 3:
         inten = intensity if intensity.size == 3 else np.repeat(intensity, 3)
-        coef = (w / inten).astype(np.float32)
-        return img[:, :, 0] * coef[0] + img[:, :, 1] * coef[1] + img[:, :, 2] * coef[2]
+        coef = (w / inten / scale)[::-1]  # BGR order
+        return cv2.transform(img, coef.reshape(1, 3)).reshape(img.shape[:2])
     inten = float(intensity[0]) if intensity.size == 1 else float(np.dot(w, intensity) / w.sum())
-    return img * np.float32(1.0 / inten)
+    img *= np.float32(1.0 / (inten * scale))
+    return img
 
 
 def _list_plain_images(folder: Path) -> list[str]:
@@ -379,34 +383,34 @@ def load_capture(
             f"{lf}: photometric stereo needs at least 3 lights, got {idx.size}"
         )
 
-    # --- images (threaded decode)
+    # --- images (threaded decode + conversion; cv2 and numpy release the GIL)
     paths = [folder / names[i] for i in idx]
+    mask_file = folder / "mask.png"
+    need_nonblack = not mask_file.is_file()
 
-    def work(j: int) -> np.ndarray:
-        img = _imread(paths[j])
+    def work(j: int) -> tuple[np.ndarray, np.ndarray | None]:
+        raw, scale = _imread(paths[j])
+        grey = _to_grey(raw, scale, intens[idx[j]], gamma, channel_weights)
+        nonblack = (raw.reshape(*raw.shape[:2], -1) > 0).any(axis=2) if need_nonblack else None
         if progress is not None:
             progress(1)
-        return img
+        return grey, nonblack
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        raws = list(pool.map(work, range(len(paths))))
-    shape0 = raws[0].shape[:2]
-    for p, r in zip(paths, raws, strict=True):
-        if r.shape[:2] != shape0:
+        results = list(pool.map(work, range(len(paths))))
+    shape0 = results[0][0].shape
+    for p, (grey, _) in zip(paths, results, strict=True):
+        if grey.shape != shape0:
             raise PsinspectError(
-                f"{p}: image size {r.shape[1]}x{r.shape[0]} differs from "
+                f"{p}: image size {grey.shape[1]}x{grey.shape[0]} differs from "
                 f"{paths[0].name} ({shape0[1]}x{shape0[0]})"
             )
-    raw_max = np.zeros(shape0, dtype=np.float32)
-    images = np.empty((len(paths), *shape0), dtype=np.float32)
-    for j, r in enumerate(raws):
-        np.maximum(raw_max, r if r.ndim == 2 else r.max(axis=2), out=raw_max)
-        images[j] = _to_grey(r, intens[idx[j]], gamma, channel_weights)
-    del raws
+    images = np.stack([r[0] for r in results])
+    nonblack_any = np.logical_or.reduce([r[1] for r in results]) if need_nonblack else None
+    del results
 
     # --- mask
-    mask_file = folder / "mask.png"
-    if mask_file.is_file():
+    if not need_nonblack:
         m = cv2.imread(str(mask_file), cv2.IMREAD_UNCHANGED)
         if m is None:
             raise PsinspectError(f"{mask_file}: cannot read image (corrupt or unsupported)")
@@ -415,11 +419,11 @@ def load_capture(
                 f"{mask_file}: mask size {m.shape[1]}x{m.shape[0]} differs from the images "
                 f"({shape0[1]}x{shape0[0]})"
             )
-        mask = (m.max(axis=2) if m.ndim == 3 else m) > 0
+        mask = (m.reshape(*m.shape[:2], -1) > 0).any(axis=2)
         if not mask.any():
             raise PsinspectError(f"{mask_file}: mask is empty (no object pixels)")
     else:
-        mask = raw_max > 0
+        mask = nonblack_any
         msg = (f"{folder}: no mask.png; using every non-black pixel as the object "
                f"({int(mask.sum())} of {mask.size} pixels)")
         warnings.warn(msg, UserWarning, stacklevel=2)
