@@ -1,0 +1,169 @@
+"""Photometric stereo solvers on a rendered sphere, light subsets, and the DiLiGenT ball."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from psinspect.capture import lights_from_slant_tilt, load_capture
+from psinspect.errors import PsinspectError
+from psinspect.normalmap import angular_error_deg
+from psinspect.stereo import (
+    farthest_point_lights,
+    image_gain_ratios,
+    parse_light_spec,
+    run_photometric_stereo,
+    solve,
+)
+
+DILIGENT = Path(__file__).resolve().parents[2] / "shared" / "data" / "diligent"
+SEED = 20240611
+
+
+def sphere(size: int = 64, min_nz: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Normals (H, W, 3) of a sphere filling the frame (DiLiGenT frame: row step = -y), mask."""
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[0:size, 0:size]
+    x = (xx - c) / (size / 2)
+    y = -(yy - c) / (size / 2)
+    r2 = x**2 + y**2
+    z = np.sqrt(np.clip(1 - r2, 0, None))
+    mask = (r2 < 1) & (z >= min_nz)
+    n = np.where(mask[..., None], np.stack([x, y, z], axis=-1), 0).astype(np.float32)
+    return n, mask
+
+
+def render(normals: np.ndarray, mask: np.ndarray, lights: np.ndarray,
+           rng: np.random.Generator, noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Lambertian images (K, H, W) with attached shadows (max(n.l, 0)) and a smooth albedo."""
+    h, w = mask.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    albedo = (0.5 + 0.3 * np.sin(xx / 7.0) * np.cos(yy / 9.0)).astype(np.float32)
+    shade = np.maximum(np.einsum("hwc,kc->khw", normals, lights), 0.0)
+    imgs = albedo[None] * shade + noise * rng.standard_normal((len(lights), h, w))
+    return np.where(mask[None], imgs, 0).astype(np.float32), albedo
+
+
+def hemisphere_lights(k: int, max_slant: float, rng: np.random.Generator) -> np.ndarray:
+    return lights_from_slant_tilt(rng.uniform(5, max_slant, k), rng.uniform(0, 360, k))
+
+
+def test_ls_recovers_lambertian_sphere() -> None:
+    rng = np.random.default_rng(SEED)
+    lights = hemisphere_lights(24, 40.0, rng)
+    # every pixel lit by every light (normals within 50 deg of the camera): no shadows, so
+    # least squares is the right estimator; small sensor noise keeps the test from being exact
+    normals, mask = sphere(min_nz=np.cos(np.radians(48)))
+    imgs, albedo = render(normals, mask, lights, rng, noise=0.002)
+    res = solve(imgs, lights, mask, solver="ls")
+    err = angular_error_deg(res.normals[mask], normals[mask])
+    assert err.mean() < 0.5
+    assert res.normals.dtype == np.float32 and res.normals.shape == (*mask.shape, 3)
+    assert np.allclose(np.linalg.norm(res.normals[mask], axis=1), 1, atol=1e-4)
+    assert (res.normals[~mask] == 0).all() and (res.albedo[~mask] == 0).all()
+    assert np.allclose(res.albedo[mask], albedo[mask], rtol=0.03)
+    assert res.confidence[mask].mean() > 0.95
+    assert ((res.confidence >= 0) & (res.confidence <= 1)).all()
+
+
+def test_robust_copes_with_shadows_and_specular_spikes() -> None:
+    rng = np.random.default_rng(SEED + 1)
+    lights = hemisphere_lights(40, 60.0, rng)
+    normals, mask = sphere(min_nz=0.1)  # includes attached shadows near the limb
+    imgs, _ = render(normals, mask, lights, rng, noise=0.002)
+    # corrupt 20% of the lit observations: half cast shadows (-> 0), half specular spikes
+    obs = imgs[:, mask]
+    lit = np.argwhere(obs > 0.01)
+    pick = lit[rng.choice(len(lit), size=int(0.2 * len(lit)), replace=False)]
+    half = len(pick) // 2
+    obs[pick[:half, 0], pick[:half, 1]] = 0.0
+    obs[pick[half:, 0], pick[half:, 1]] += rng.uniform(0.5, 2.0, len(pick) - half)
+    imgs[:, mask] = obs
+
+    robust = solve(imgs, lights, mask, solver="robust")
+    err_r = angular_error_deg(robust.normals[mask], normals[mask])
+    err_ls = angular_error_deg(solve(imgs, lights, mask, "ls").normals[mask], normals[mask])
+    assert err_r.mean() < 0.5, err_r.mean()
+    assert err_ls.mean() > 4 * err_r.mean()  # the corruption really hurts plain LS
+    assert robust.lights_used is not None and robust.lights_used.all()
+    assert robust.confidence[mask].mean() > 0.6
+
+
+def test_robust_rejects_miscalibrated_images() -> None:
+    rng = np.random.default_rng(SEED + 2)
+    lights = hemisphere_lights(30, 50.0, rng)
+    normals, mask = sphere(min_nz=0.2)
+    imgs, _ = render(normals, mask, lights, rng, noise=0.002)
+    imgs[:5] *= 1.3  # five images brighter than their stated light intensity
+    res = solve(imgs, lights, mask, solver="robust")
+    assert res.lights_used is not None
+    assert not res.lights_used[:5].any() and res.lights_used[5:].all()
+    g = np.where(mask[..., None], normals, 0)[mask].astype(np.float64)
+    gains = image_gain_ratios(imgs[:, mask].T.copy(), lights.astype(np.float64), g)
+    assert np.all(gains[:5] > 1.2)
+
+
+def test_solve_rejects_bad_inputs() -> None:
+    normals, mask = sphere(16)
+    lights = lights_from_slant_tilt([10, 20, 30, 40], [0, 90, 180, 270])
+    imgs, _ = render(normals, mask, lights, np.random.default_rng(0))
+    with pytest.raises(PsinspectError, match="unknown solver"):
+        solve(imgs, lights, mask, solver="magic")
+    with pytest.raises(PsinspectError, match="lights must be"):
+        solve(imgs, lights[:3], mask)
+    with pytest.raises(PsinspectError, match="at least 3 lights"):
+        solve(imgs[:2], lights[:2], mask)
+    with pytest.raises(PsinspectError, match="mask shape"):
+        solve(imgs, lights, mask[:-1])
+    flat = lights_from_slant_tilt([30, 30, 30], [0, 0, 0])
+    with pytest.raises(PsinspectError, match="coplanar"):
+        solve(imgs[:3], flat, mask)
+
+
+def test_parse_light_spec() -> None:
+    assert parse_light_spec("1-3,5", 10).tolist() == [0, 1, 2, 4]
+    assert parse_light_spec(" 4 , 1-2 ,2", 10).tolist() == [0, 1, 3]
+    with pytest.raises(PsinspectError, match=r"--lights.*outside.*1-10"):
+        parse_light_spec("8-11", 10)
+    with pytest.raises(PsinspectError, match="cannot parse"):
+        parse_light_spec("1-3,x", 10)
+    with pytest.raises(PsinspectError, match="at least 3"):
+        parse_light_spec("1,2", 10)
+    with pytest.raises(PsinspectError, match="descending"):
+        parse_light_spec("5-1", 10)
+
+
+def test_farthest_point_lights_spread_and_deterministic() -> None:
+    rng = np.random.default_rng(SEED)
+    lights = hemisphere_lights(96, 60.0, rng)
+    idx = farthest_point_lights(lights, 8)
+    assert idx.tolist() == farthest_point_lights(lights, 8).tolist()
+    assert len(set(idx.tolist())) == 8 and (np.diff(idx) > 0).all()
+    assert int(np.argmax(lights[:, 2])) in idx  # starts at the most frontal light
+
+    def min_angle(sel: np.ndarray) -> float:
+        cos = np.clip(lights[sel] @ lights[sel].T, -1, 1)
+        np.fill_diagonal(cos, -1)
+        return float(np.degrees(np.arccos(cos.max())))
+
+    random_min = np.median([min_angle(rng.choice(96, 8, replace=False)) for _ in range(50)])
+    assert min_angle(idx) > 1.5 * random_min
+    with pytest.raises(PsinspectError, match="--num-lights"):
+        farthest_point_lights(lights, 2)
+    with pytest.raises(PsinspectError, match="--num-lights"):
+        farthest_point_lights(lights, 97)
+
+
+@pytest.mark.skipif(not (DILIGENT / "ballPNG").is_dir(),
+                    reason=f"DiLiGenT data not found at {DILIGENT} (see shared/data/README.md)")
+def test_diligent_ball_ls_matches_published_baseline() -> None:
+    cap = load_capture(DILIGENT / "ballPNG")
+    assert cap.images.shape[0] == 96 and cap.normals_gt is not None
+    ls = run_photometric_stereo(cap, "ls")
+    err = angular_error_deg(ls.normals[cap.mask], cap.normals_gt[cap.mask]).mean()
+    assert abs(err - 4.10) <= 0.6, err
+    robust = run_photometric_stereo(cap, "robust")
+    err_r = angular_error_deg(robust.normals[cap.mask], cap.normals_gt[cap.mask]).mean()
+    assert err_r < 0.75 * err, (err_r, err)  # specular highlights: robust must clearly help
