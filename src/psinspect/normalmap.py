@@ -237,7 +237,15 @@ def rotate(
     if mask is None:
         mask = np.abs(n).sum(axis=-1) > 0
     mask = np.asarray(mask, bool)
-    h, w = mask.shape
+    mat, out_hw = _rotation_matrix(mask.shape, angle_deg, expand)
+    turned = _rotate_vectors(n, angle_deg)
+    return _warp_normals(turned, mask, mat, out_hw)
+
+
+def _rotation_matrix(shape_hw: tuple[int, int], angle_deg: float, expand: bool
+                     ) -> tuple[np.ndarray, tuple[int, int]]:
+    """cv2 affine matrix rotating an (H, W) image about its centre, and the output (H', W')."""
+    h, w = shape_hw
     centre = ((w - 1) / 2.0, (h - 1) / 2.0)
     mat = cv2.getRotationMatrix2D(centre, float(angle_deg), 1.0)
     out_h, out_w = h, w
@@ -247,8 +255,17 @@ def rotate(
         out_h = int(np.ceil(w * s + h * c - 1e-6))
         mat[0, 2] += (out_w - 1) / 2.0 - centre[0]
         mat[1, 2] += (out_h - 1) / 2.0 - centre[1]
-    turned = _rotate_vectors(n, angle_deg)
-    return _warp_normals(turned, mask, mat, (out_h, out_w))
+    return mat, (out_h, out_w)
+
+
+def rotate_mask(mask: np.ndarray, angle_deg: float, *, expand: bool = True) -> np.ndarray:
+    """Rotate a bool mask (H, W) exactly like :func:`rotate` moves the pixels of a map
+    (bilinear, cut at 1/2)."""
+    m = np.asarray(mask, bool)
+    mat, (out_h, out_w) = _rotation_matrix(m.shape, angle_deg, expand)
+    r = cv2.warpAffine(m.astype(np.float32), mat, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return r > 0.5
 
 
 def pad_geometry(

@@ -1,0 +1,92 @@
+"""``psinspect dataset``: normal-map datasets (N_/A_/M_ + manifest.json) from captures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from psinspect.cli import app
+from psinspect.errors import PsinspectError
+
+
+def _parse_skip(specs: list[str] | None) -> dict[str, list[int]]:
+    """``["bearPNG:1-20"]`` -> ``{"bearPNG": [0..19]}`` (1-based ranges, as --lights)."""
+    out: dict[str, list[int]] = {}
+    for spec in specs or []:
+        name, sep, rng = spec.partition(":")
+        if not sep or not name or not rng:
+            raise PsinspectError(f"--skip-lights {spec!r}: use SURFACE:RANGES, e.g. bearPNG:1-20")
+        idx: list[int] = []
+        for part in rng.split(","):
+            a, _, b = part.strip().partition("-")
+            try:
+                lo, hi = int(a), int(b or a)
+            except ValueError:
+                raise PsinspectError(f"--skip-lights {spec!r}: cannot parse {part!r}") from None
+            if lo < 1 or hi < lo:
+                raise PsinspectError(f"--skip-lights {spec!r}: bad range {part!r} (1-based)")
+            idx.extend(range(lo - 1, hi))
+        out.setdefault(name, []).extend(idx)
+    return out
+
+
+@app.command("dataset")
+def dataset_cmd(
+    captures: Annotated[list[Path], typer.Argument(
+        help="Capture folders, or folders of capture folders (e.g. 'psinspect render' output).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
+    holdout: Annotated[str | None, typer.Option(
+        help="Comma-separated surfaces kept for test only ('none' for none). Default: a "
+             "quarter of the clean surfaces, drawn with --seed.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    subsets: Annotated[int, typer.Option(
+        help="Light subsets (PS solves) per capture; the last is val for train surfaces.")] = 4,
+    lights_per_subset: Annotated[int | None, typer.Option(
+        help="Lights per PS solve (default min(K, max(8, K // 4))).")] = None,
+    solver: Annotated[str, typer.Option(help="PS solver: ls or robust.")] = "robust",
+    augment: Annotated[str, typer.Option(
+        help="Comma-separated train augmentations: rot90, rot180, rot270, rot<deg>, fliplr, "
+             "flipud, transpose; 'none' for none.")] = "rot90,rot180,rot270,fliplr",
+    defects_per_map: Annotated[int, typer.Option(
+        help="Synthetic defects per test-defective copy: 1..this.")] = 3,
+    types: Annotated[str | None, typer.Option(help="Comma-separated defect types.")] = None,
+    severity: Annotated[str | None, typer.Option(
+        help="Defect severity: level, number or range.")] = None,
+    min_angle: Annotated[float, typer.Option(help="Ground-truth angle (degrees).")] = 2.0,
+    skip_lights: Annotated[list[str] | None, typer.Option(
+        help="SURFACE:RANGES of 1-based lights never used, e.g. bearPNG:1-20 (repeatable).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+) -> None:
+    """Build N_ (clean) and A_/M_ (defective) normal maps with splits train-clean, val-clean,
+    test-clean, test-defective and manifest.json. Held-out surfaces appear only in test splits.
+    """
+    from rich.progress import Progress
+
+    from psinspect.cli.defects import split_list
+    from psinspect.dataset import build_dataset, find_captures
+    from psinspect.defects import parse_severity
+    from psinspect.fileio import check_output_dir, staged_output_dir
+
+    check_output_dir(out, force)
+    hold = None if holdout is None else (
+        [] if holdout.strip().lower() == "none" else split_list(holdout) or [])
+    aug = [] if augment.strip().lower() == "none" else (split_list(augment) or [])
+    n_caps = len(find_captures(captures))
+    with staged_output_dir(out, force) as stage, Progress(transient=True) as bar:
+        task = bar.add_task("photometric stereo", total=n_caps * subsets)
+        manifest = build_dataset(
+            captures, stage, holdout=hold, seed=seed, subsets=subsets,
+            lights_per_subset=lights_per_subset, solver=solver, augment=aug,
+            defects_per_map=defects_per_map, defect_types=split_list(types),
+            severity=parse_severity(severity), min_angle=min_angle,
+            skip_lights=_parse_skip(skip_lights),
+            progress=lambda msg: bar.update(task, advance=1, description=msg))
+    counts: dict[str, int] = {}
+    for it in manifest["items"]:
+        counts[it["split"]] = counts.get(it["split"], 0) + 1
+    test = sorted(n for n, s in manifest["surfaces"].items() if s["role"] == "test")
+    typer.echo(f"{len(manifest['surfaces'])} surface(s), test: {', '.join(test) or 'none'}; "
+               + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {out}")

@@ -1,0 +1,87 @@
+"""``psinspect defects``: implant synthetic defects into normal maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from psinspect.cli import app
+from psinspect.errors import PsinspectError
+
+
+def split_list(text: str | None) -> list[str] | None:
+    """``"a,b, c"`` -> ``["a", "b", "c"]``; ``None``/empty -> ``None``."""
+    if text is None or not text.strip():
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+@app.command("defects")
+def defects_cmd(
+    normals: Annotated[list[Path], typer.Argument(
+        help="Normal maps (.npy (H, W, 3) float or 8-bit normal PNG); object = non-zero.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
+    per_image: Annotated[int, typer.Option(help="Defects per image.")] = 1,
+    types: Annotated[str | None, typer.Option(
+        help="Comma-separated defect types (default all): scratch, dent, bump, pit, crack, "
+             "chip, ridge, porosity.")] = None,
+    severity: Annotated[str | None, typer.Option(
+        help="Severity = depth / width: a level (low, medium, high), a number (0.1) or a "
+             "range (0.05-0.2). Default: a random level per defect.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    min_angle: Annotated[float, typer.Option(
+        help="Ground-truth mask: pixels whose normal turned by more than this (degrees).")] = 2.0,
+    along: Annotated[str, typer.Option(
+        help="Height displacement along the surface 'normal' or the 'view' axis.")] = "normal",
+    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+) -> None:
+    """Add physically consistent defects (height-field changes) to normal maps.
+
+    For each input NAME (a leading 'N_' is dropped) writes A_NAME.npy (defective normals),
+    A_NAME.png (preview), M_NAME.png (ground truth: normal changed by more than --min-angle,
+    0/255) and A_NAME.json (every defect: type, parameters, severity, bbox, area), plus
+    defects.json with the settings and all records. Image i uses the generator
+    default_rng([seed, hash(NAME)]), so the result does not depend on the order of inputs.
+    """
+    import numpy as np
+    from rich.progress import Progress
+
+    from psinspect.dataset import stable_hash
+    from psinspect.defects import check_types, implant_defects, parse_severity
+    from psinspect.fileio import check_output_dir, save_json, save_npy, save_png, staged_output_dir
+    from psinspect.normalmap import encode_png, load_normal_map
+
+    if per_image < 1:
+        raise PsinspectError(f"--per-image must be >= 1, got {per_image}")
+    type_list = list(check_types(split_list(types)))
+    sev = parse_severity(severity)
+    check_output_dir(out, force)
+    names = []
+    for p in normals:
+        stem = p.stem[2:] if p.stem.startswith("N_") else p.stem
+        names.append(stem)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise PsinspectError(f"two inputs would both be written as A_{dup[0]} (same name)")
+    summary: dict = {"settings": {"per_image": per_image, "types": type_list,
+                                  "severity": severity, "seed": seed, "min_angle": min_angle,
+                                  "along": along}, "images": {}}
+    with staged_output_dir(out, force) as stage, Progress(transient=True) as bar:
+        task = bar.add_task("implanting defects", total=len(normals))
+        for path, name in zip(normals, names, strict=True):
+            n, mask = load_normal_map(path)
+            rng = np.random.default_rng([int(seed), stable_hash(name)])
+            a, gt, records = implant_defects(n, mask, rng, count=per_image, types=type_list,
+                                             severity=sev, min_angle=min_angle, along=along)
+            save_npy(stage / f"A_{name}.npy", a)
+            save_png(stage / f"A_{name}.png", encode_png(a, mask))
+            save_png(stage / f"M_{name}.png", gt.astype(np.uint8) * 255)
+            side = {"source": str(path), "defect_mask": f"M_{name}.png",
+                    "min_angle": min_angle, "defects": records}
+            save_json(stage / f"A_{name}.json", side)
+            summary["images"][f"A_{name}"] = side
+            bar.advance(task)
+        save_json(stage / "defects.json", summary)
+    typer.echo(f"{len(normals)} map(s), {per_image} defect(s) each -> {out}")

@@ -1,0 +1,469 @@
+"""Normal-map datasets built from captures, and the torch ``Dataset`` that reads them.
+
+:func:`build_dataset` turns capture folders into a folder of normal maps and a ``manifest.json``:
+
+- Every capture is solved by photometric stereo with ``subsets`` different light subsets (subset
+  0: farthest-point lights, well spread; the others: random well-conditioned subsets), which
+  gives realistically different PS noise per map. ``N_<surface>_l<j>.npy`` (float32 (H, W, 3),
+  DiLiGenT frame, zero outside the object).
+- **Surfaces** (one per capture folder) are either ``train`` or ``test``. Test surfaces are the
+  ``holdout`` names plus every capture that carries real defects (``M_defect.png``, e.g. a
+  defective rendered part). Nothing of a test surface (no light subset, no augmentation, no
+  crop) ever reaches a train or val split.
+- Splits:
+
+  ``train-clean``
+      train surfaces, subsets ``0 .. S-2``, each unaugmented (``"none"``) plus one copy per
+      augmentation (vector-field-correct rotations / flips, :mod:`psinspect.normalmap`).
+  ``val-clean``
+      the SAME train surfaces seen through a different light subset (the last, ``S-1``),
+      unaugmented. It measures robustness to PS noise, not to new surfaces (that is what the
+      test splits are for); use it for early stopping and score normalisation.
+  ``test-clean``
+      held-out clean surfaces, every subset, unaugmented.
+  ``test-defective``
+      (a) a copy of every ``test-clean`` map with synthetic defects implanted through the
+      height field (:func:`psinspect.defects.implant_defects`): ``A_<surface>_l<j>.npy`` with
+      ``M_<surface>_l<j>.png``; (b) every subset of a capture with real defects, with its
+      ``M_defect.png`` and ``defects.json`` records.
+
+Manifest schema (``format`` "psinspect-dataset", ``version`` 1)::
+
+    {"format": "psinspect-dataset", "version": 1, "seed": 0, "config": {...},
+     "surfaces": {"<surface>": {"source": "<capture path>", "role": "train" | "test"}},
+     "items": [{"name": "N_ballPNG_l00", "file": "N_ballPNG_l00.npy", "surface": "ballPNG",
+                "split": "train-clean", "defect_mask": null | "M_<...>.png",
+                "defects": [<records>], "lights": [0-based light indices used for PS],
+                "augment": "none" | "rot90" | ...}]}
+
+An item's object mask is the set of non-zero vectors of its normal map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from psinspect.defects import check_types, implant_defects
+from psinspect.errors import PsinspectError
+from psinspect.fileio import load_npy, save_json, save_npy, save_png
+from psinspect.normalmap import (
+    flip,
+    resize_mask_with_pad,
+    resize_with_pad,
+    rotate,
+    rotate90,
+    rotate_mask,
+)
+
+FORMAT = "psinspect-dataset"
+VERSION = 1
+SPLITS = ("train-clean", "val-clean", "test-clean", "test-defective")
+DEFAULT_AUGMENT: tuple[str, ...] = ("rot90", "rot180", "rot270", "fliplr")
+_CAPTURE_MARKERS = ("filenames.txt", "light_directions.txt", "lights.txt")
+
+
+# ------------------------------------------------------------------------------------------
+# augmentations (vector-field correct)
+# ------------------------------------------------------------------------------------------
+
+
+def check_augment(name: str) -> str:
+    """Validate an augmentation name: ``none``, ``rot90|rot180|rot270``, ``fliplr``, ``flipud``,
+    ``transpose`` or ``rot<degrees>`` (any angle, bilinear, canvas expanded)."""
+    if name in ("none", "fliplr", "flipud", "transpose") or re.fullmatch(r"rot-?\d+(\.\d+)?",
+                                                                           name):
+        return name
+    raise PsinspectError(
+        f"--augment: unknown augmentation {name!r} (use none, rot90, rot180, rot270, rot<deg>, "
+        "fliplr, flipud, transpose)"
+    )
+
+
+def augment_map(
+    normals: np.ndarray, name: str, extra: Sequence[np.ndarray] = ()
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Apply augmentation ``name`` to a normal map (H, W, 3) and the same pixel move to the
+    bool masks in ``extra``. Vectors turn with the image (DiLiGenT frame, y up).
+    Returns ``(normals, [masks...])``."""
+    check_augment(name)
+    masks = [np.asarray(m, bool) for m in extra]
+    if name == "none":
+        return np.asarray(normals, np.float32), masks
+    if name == "fliplr":
+        return flip(normals, "lr"), [np.ascontiguousarray(m[:, ::-1]) for m in masks]
+    if name == "flipud":
+        return flip(normals, "ud"), [np.ascontiguousarray(m[::-1]) for m in masks]
+    if name == "transpose":  # mirror about the main diagonal = rot90 then flip up-down
+        n = flip(rotate90(normals, 1), "ud")
+        return n, [np.ascontiguousarray(m.T) for m in masks]
+    angle = float(name[3:])
+    if angle % 90 == 0:
+        k = int(angle // 90) % 4
+        return rotate90(normals, k), [np.ascontiguousarray(np.rot90(m, k)) for m in masks]
+    n, _ = rotate(normals, angle)
+    return n, [rotate_mask(m, angle) for m in masks]
+
+
+# ------------------------------------------------------------------------------------------
+# building
+# ------------------------------------------------------------------------------------------
+
+
+def _is_capture(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / m).is_file() for m in _CAPTURE_MARKERS)
+
+
+def find_captures(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand the given paths to capture folders: a capture folder itself, or a folder whose
+    direct sub-folders are captures (e.g. the output of ``psinspect render``)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise PsinspectError(f"{p}: capture folder not found")
+        if _is_capture(p):
+            found.append(p)
+            continue
+        subs = sorted(q for q in p.iterdir() if _is_capture(q)) if p.is_dir() else []
+        if not subs:
+            raise PsinspectError(
+                f"{p}: not a capture folder (no {' / '.join(_CAPTURE_MARKERS)}) and holds none"
+            )
+        found.extend(subs)
+    names = [f.resolve().name for f in found]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise PsinspectError(f"two captures share the surface name(s) {', '.join(dup)}")
+    return found
+
+
+def light_subsets(lights: np.ndarray, count: int, size: int, rng: np.random.Generator
+                  ) -> list[np.ndarray]:
+    """``count`` light subsets of ``size`` lights (sorted 0-based indices).
+
+    Subset 0 is the farthest-point set (well spread); the others are random, distinct where
+    possible, and redrawn while badly conditioned (``cond(L) > 10``)."""
+    from psinspect.stereo import farthest_point_lights
+
+    k = len(lights)
+    size = min(size, k)
+    subsets = [farthest_point_lights(lights, size)]
+    seen = {tuple(subsets[0])}
+    n_possible = math.comb(k, size)
+    while len(subsets) < count:
+        for _ in range(50):
+            idx = np.sort(rng.choice(k, size, replace=False))
+            if np.linalg.cond(lights[idx]) < 10 and (tuple(idx) not in seen
+                                                     or len(seen) >= n_possible):
+                break
+        seen.add(tuple(idx))
+        subsets.append(idx)
+    return subsets
+
+
+def build_dataset(
+    captures: Sequence[str | Path],
+    out: str | Path,
+    *,
+    holdout: Sequence[str] | None = None,
+    seed: int = 0,
+    subsets: int = 4,
+    lights_per_subset: int | None = None,
+    solver: str = "robust",
+    augment: Sequence[str] = DEFAULT_AUGMENT,
+    defects_per_map: int = 3,
+    defect_types: Sequence[str] | None = None,
+    severity: float | tuple[float, float] | str | None = None,
+    min_angle: float = 2.0,
+    skip_lights: dict[str, Sequence[int]] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Build a dataset folder ``out`` (written directly; callers stage it) and return the
+    manifest (also saved as ``out/manifest.json``). See the module docstring for the layout.
+
+    Args:
+        captures: capture folders, or folders of capture folders.
+        holdout: surface names kept for test only. ``None``: a quarter of the clean surfaces
+            (at least one) drawn with ``seed``; ``[]``: none (only real-defect captures test).
+        subsets: light subsets per capture (``>= 2`` for a val split).
+        lights_per_subset: lights per PS solve (default ``min(K, max(8, K // 4))``).
+        solver: PS solver (``ls`` or ``robust``).
+        augment: augmentation names for train-clean (:func:`check_augment`).
+        defects_per_map: synthetic defects per test-defective copy: 1..this many.
+        defect_types, severity, min_angle: as :func:`psinspect.defects.implant_defects`.
+        skip_lights: per surface, 0-based light indices never used (e.g. corrupted images).
+        progress: called with a short message after each PS solve.
+    """
+    from psinspect.capture import load_capture
+    from psinspect.stereo import SOLVERS, solve
+
+    if subsets < 1:
+        raise PsinspectError(f"--subsets must be >= 1, got {subsets}")
+    if solver not in SOLVERS:
+        raise PsinspectError(f"--solver {solver!r}: unknown (use one of {', '.join(SOLVERS)})")
+    if defects_per_map < 1:
+        raise PsinspectError(f"--defects-per-map must be >= 1, got {defects_per_map}")
+    augment = [check_augment(a) for a in augment if a != "none"]
+    check_types(defect_types)
+    folders = find_captures(captures)
+    names = [f.resolve().name for f in folders]
+    real_defective = {n for n, f in zip(names, folders, strict=True)
+                      if (f / "M_defect.png").is_file()}
+    clean = [n for n in names if n not in real_defective]
+    rng = np.random.default_rng(int(seed))
+    if holdout is None:
+        n_hold = max(1, round(len(clean) / 4)) if len(clean) >= 2 else 0
+        held = sorted(str(n) for n in rng.choice(clean, n_hold, replace=False)) if n_hold else []
+    else:
+        held = sorted(set(holdout))
+        unknown = [h for h in held if h not in names]
+        if unknown:
+            raise PsinspectError(
+                f"--holdout: no capture named {', '.join(unknown)} (surfaces: {', '.join(names)})"
+            )
+    test_names = set(held) | real_defective
+    train_names = [n for n in names if n not in test_names]
+    if not train_names:
+        raise PsinspectError(
+            "no surface left for training: every capture is held out or defective "
+            f"({', '.join(names)})"
+        )
+    skip = {k: [int(i) for i in v] for k, v in (skip_lights or {}).items()}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "captures": [str(f) for f in folders], "holdout": held,
+        "holdout_auto": holdout is None, "real_defective": sorted(real_defective),
+        "subsets": subsets, "lights_per_subset": lights_per_subset, "solver": solver,
+        "augment": ["none", *augment], "defects_per_map": defects_per_map,
+        "defect_types": list(defect_types) if defect_types else None,
+        "severity": severity, "min_angle": min_angle, "skip_lights": skip,
+        "val": "train surfaces, last light subset, unaugmented" if subsets >= 2 else "none",
+    }
+    surfaces: dict[str, dict[str, str]] = {}
+    items: list[dict[str, Any]] = []
+    for folder, name in zip(folders, names, strict=True):
+        role = "test" if name in test_names else "train"
+        surfaces[name] = {"source": str(folder), "role": role}
+        cap = load_capture(folder)
+        usable = np.array([i for i in range(cap.num_lights) if i not in set(skip.get(name, []))])
+        if len(usable) < 3:
+            raise PsinspectError(f"{folder}: fewer than 3 lights left after skipping")
+        k = lights_per_subset or min(len(usable), max(8, len(usable) // 4))
+        srng = np.random.default_rng([int(seed), stable_hash(name)])
+        subs = [usable[s] for s in light_subsets(cap.lights[usable], subsets, k, srng)]
+        real_mask, real_records = None, []
+        if name in real_defective:
+            m = cv2.imread(str(folder / "M_defect.png"), cv2.IMREAD_GRAYSCALE)
+            if m is None or m.shape != cap.mask.shape:
+                raise PsinspectError(f"{folder / 'M_defect.png'}: unreadable or wrong size")
+            real_mask = (m > 0) & cap.mask
+            if (folder / "defects.json").is_file():
+                real_records = json.loads((folder / "defects.json").read_text())["defects"]
+        for j, idx in enumerate(subs):
+            res = solve(cap.images[idx], cap.lights[idx], cap.mask, solver=solver)
+            normals = res.normals
+            base = f"{name}_l{j:02d}"
+            lights_used = [int(i) for i in idx]
+            if progress is not None:
+                progress(f"{name} subset {j}")
+            if name in real_defective:
+                _add(items, out, f"A_{base}", normals, name, "test-defective", lights_used,
+                     "none", real_mask, real_records, f"M_{base}.png")
+            elif role == "test":
+                _add(items, out, f"N_{base}", normals, name, "test-clean", lights_used, "none")
+                drng = np.random.default_rng([int(seed), stable_hash(name), j, 1])
+                a, gt, recs = implant_defects(
+                    normals, None, drng, count=int(drng.integers(1, defects_per_map + 1)),
+                    types=defect_types, severity=severity, min_angle=min_angle)
+                _add(items, out, f"A_{base}", a, name, "test-defective", lights_used, "none",
+                     gt, recs, f"M_{base}.png")
+            elif j == subsets - 1 and subsets >= 2:
+                _add(items, out, f"N_{base}", normals, name, "val-clean", lights_used, "none")
+            else:
+                _add(items, out, f"N_{base}", normals, name, "train-clean", lights_used, "none")
+                for aug in augment:
+                    an, _ = augment_map(normals, aug)
+                    _add(items, out, f"N_{base}_{aug}", an, name, "train-clean", lights_used,
+                         aug)
+    manifest = {"format": FORMAT, "version": VERSION, "seed": int(seed), "config": config,
+                "surfaces": surfaces, "items": items}
+    check_manifest(manifest)
+    save_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def stable_hash(text: str) -> int:
+    """Process-independent 31-bit hash of a name, for seeding (Python's ``hash`` is salted)."""
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def _add(items: list[dict[str, Any]], out: Path, name: str, normals: np.ndarray, surface: str,
+         split: str, lights: list[int], augment: str, defect_mask: np.ndarray | None = None,
+         records: list[dict[str, Any]] | None = None, mask_name: str | None = None) -> None:
+    save_npy(out / f"{name}.npy", np.asarray(normals, np.float32))
+    if defect_mask is not None and mask_name is not None:
+        save_png(out / mask_name, np.asarray(defect_mask, bool).astype(np.uint8) * 255)
+    items.append({"name": name, "file": f"{name}.npy", "surface": surface, "split": split,
+                  "defect_mask": mask_name if defect_mask is not None else None,
+                  "defects": list(records or []), "lights": lights, "augment": augment})
+
+
+def check_manifest(manifest: dict[str, Any]) -> None:
+    """Raise :class:`PsinspectError` unless ``manifest`` is a valid psinspect dataset manifest
+    whose train/val surfaces and test surfaces are disjoint."""
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise PsinspectError(f"not a {FORMAT} manifest of version {VERSION}")
+    surfaces = manifest.get("surfaces", {})
+    for it in manifest.get("items", []):
+        if it["split"] not in SPLITS:
+            raise PsinspectError(f"manifest item {it['name']}: unknown split {it['split']!r}")
+        if it["surface"] not in surfaces:
+            raise PsinspectError(f"manifest item {it['name']}: unknown surface {it['surface']!r}")
+        role = surfaces[it["surface"]]["role"]
+        if (role == "test") != it["split"].startswith("test"):
+            raise PsinspectError(
+                f"manifest item {it['name']}: split {it['split']} but surface "
+                f"{it['surface']} has role {role}"
+            )
+
+
+def load_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """Read ``manifest.json`` (or the folder holding it) -> ``(manifest, folder)``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "manifest.json"
+    if not p.is_file():
+        raise PsinspectError(f"{p}: dataset manifest not found")
+    try:
+        manifest = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PsinspectError(f"{p}: not valid JSON ({err})") from None
+    check_manifest(manifest)
+    return manifest, p.parent
+
+
+# ------------------------------------------------------------------------------------------
+# torch Dataset
+# ------------------------------------------------------------------------------------------
+
+
+def _torch_dataset_base() -> type:
+    import torch.utils.data
+
+    return torch.utils.data.Dataset
+
+
+class NormalMapDataset(_torch_dataset_base()):  # type: ignore[misc]
+    """Normal maps of a dataset manifest as torch tensors.
+
+    Each sample is a dict: ``normals`` float32 (3, H, W) in [-1, 1] (x, y, z of the DiLiGenT
+    frame; zero outside the object), ``mask`` float32 (1, H, W) in {0, 1} (object = non-zero
+    vectors), ``defect_mask`` float32 (1, H, W) (all zero for clean maps), ``name``, ``split``,
+    ``surface``.
+
+    Args:
+        manifest: path to ``manifest.json`` or its folder.
+        splits: which splits to serve (a name or several).
+        size: if given (int or (H, W)), each map is fitted into it keeping its aspect ratio
+            (zero padding, never stretched) and renormalised (:func:`resize_with_pad`).
+        patch: if given, a random ``patch`` x ``patch`` crop (after resizing) holding at
+            least ``min_object`` object pixels where possible (best of 10 draws); maps smaller
+            than the patch are padded. Crops are drawn from ``default_rng([seed, epoch, i])``:
+            deterministic, different per epoch (:meth:`set_epoch`) and per DataLoader worker
+            safe.
+        cache: keep loaded maps in memory.
+    """
+
+    def __init__(self, manifest: str | Path, splits: str | Sequence[str] = ("train-clean",), *,
+                 size: int | tuple[int, int] | None = None, patch: int | None = None,
+                 min_object: float = 0.5, seed: int = 0, cache: bool = True) -> None:
+        self.manifest, self.root = load_manifest(manifest)
+        self.splits = (splits,) if isinstance(splits, str) else tuple(splits)
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad:
+            raise PsinspectError(f"unknown split(s) {', '.join(bad)}; known: {', '.join(SPLITS)}")
+        self.items = [it for it in self.manifest["items"] if it["split"] in self.splits]
+        self.size = size
+        self.patch = patch
+        self.min_object = float(min_object)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = (
+            {} if cache else None)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random crops drawn (call once per training epoch)."""
+        self.epoch = int(epoch)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Item ``i`` as numpy ``(normals (H, W, 3), mask (H, W) bool, defect (H, W) bool)``,
+        resized if ``size`` is set, not cropped."""
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        it = self.items[i]
+        n = load_npy(self.root / it["file"]).astype(np.float32)
+        if n.ndim != 3 or n.shape[2] != 3:
+            raise PsinspectError(f"{self.root / it['file']}: expected (H, W, 3), got {n.shape}")
+        mask = np.abs(n).sum(axis=2) > 0
+        defect = np.zeros(mask.shape, bool)
+        if it.get("defect_mask"):
+            p = self.root / it["defect_mask"]
+            m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+            if m is None or m.shape != mask.shape:
+                raise PsinspectError(f"{p}: unreadable defect mask or size differs from the map")
+            defect = (m > 0) & mask
+        if self.size is not None:
+            n, mask = resize_with_pad(n, self.size, mask=mask)
+            defect = resize_mask_with_pad(defect, self.size) & mask
+        out = (n, mask, defect)
+        if self._cache is not None:
+            self._cache[i] = out
+        return out
+
+    def _crop(self, i: int, n: np.ndarray, mask: np.ndarray, defect: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = int(self.patch)  # type: ignore[arg-type]
+        h, w = mask.shape
+        if h < p or w < p:
+            ph, pw = max(0, p - h), max(0, p - w)
+            pad = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+            n = np.pad(n, (*pad, (0, 0)))
+            mask, defect = np.pad(mask, pad), np.pad(defect, pad)
+            h, w = mask.shape
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        best, best_frac = (0, 0), -1.0
+        for _ in range(10):
+            r, c = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+            frac = float(mask[r:r + p, c:c + p].mean())
+            if frac > best_frac:
+                best, best_frac = (r, c), frac
+            if frac >= self.min_object:
+                break
+        r, c = best
+        return n[r:r + p, c:c + p], mask[r:r + p, c:c + p], defect[r:r + p, c:c + p]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+
+        n, mask, defect = self.load(i)
+        if self.patch is not None:
+            n, mask, defect = self._crop(i, n, mask, defect)
+        it = self.items[i]
+        return {
+            "normals": torch.from_numpy(np.ascontiguousarray(n.transpose(2, 0, 1))),
+            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+            "defect_mask": torch.from_numpy(defect[None].astype(np.float32)),
+            "name": it["name"], "split": it["split"], "surface": it["surface"],
+        }
