@@ -83,11 +83,11 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
         return "has an absolute path"
     if any(part == ".." for part in p.parts):
         return "has a path that leaves the extraction folder ('..')"
-    mode = info.external_attr >> 16
-    if mode and stat.S_ISLNK(mode):
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0 where the writer recorded no file type
+    if kind == stat.S_IFLNK:
         return "is a symbolic link"
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        return "is not a regular file"
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        return "is not a regular file or folder"
     return None
 
 
@@ -428,12 +428,20 @@ def predict(inp: InspectionInput, choice: ModelChoice,
 
 
 def list_examples(folder: Path | None = None) -> list[Path]:
-    """The shipped example inputs (normal maps and capture zips), sorted by name."""
+    """The shipped example inputs, in the order of ``examples.json`` (or all normal maps and
+    capture zips, sorted by name, where there is no such file)."""
+    import json
+
     folder = EXAMPLES_DIR if folder is None else Path(folder)
     if not folder.is_dir():
         return []
+    index = folder / "examples.json"
+    if index.is_file():
+        entries = json.loads(index.read_text(encoding="utf-8")).get("examples", [])
+        return [folder / e["file"] for e in entries if (folder / e["file"]).is_file()]
     return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in (".png", ".npy", ".zip") and not p.name.startswith("."))
+                  if p.suffix.lower() in (".png", ".npy", ".zip") and not p.name.startswith(".")
+                  and not p.stem.endswith("_gt_mask"))
 
 
 def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],

@@ -1,0 +1,140 @@
+"""The app's plain-Python parts: input loading with its limits, safe zip extraction, prediction."""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from psinspect.app import (
+    EXAMPLES_DIR,
+    Limits,
+    find_capture_folder,
+    list_examples,
+    load_inspection_input,
+    safe_extract_zip,
+)
+from psinspect.errors import PsinspectError
+from psinspect.fileio import save_npy
+
+
+def _zip(path: Path, entries: list[tuple[str | zipfile.ZipInfo, bytes]]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries:
+            zf.writestr(name, data)
+    return path
+
+
+def _symlink_entry(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target.encode()
+
+
+def test_examples_are_shipped_and_small() -> None:
+    ex = list_examples()
+    assert {p.suffix for p in ex} >= {".png", ".zip"}
+    total = sum(p.stat().st_size for p in EXAMPLES_DIR.iterdir())
+    assert total < 500_000
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        (("../evil.txt", b"x"), "leaves the extraction folder"),
+        (("a/../../evil.txt", b"x"), "leaves the extraction folder"),
+        (("/etc/evil.txt", b"x"), "absolute path"),
+        (_symlink_entry("link", "/etc/passwd"), "symbolic link"),
+    ],
+)
+def test_zip_refuses_escaping_entries(tmp_path: Path, entry, why: str) -> None:
+    z = _zip(tmp_path / "bad.zip", [("ok.txt", b"fine"), entry])
+    dest = tmp_path / "out"
+    with pytest.raises(PsinspectError, match=why):
+        safe_extract_zip(z, dest)
+    # nothing written anywhere: checks happen before extraction
+    assert not (tmp_path / "evil.txt").exists()
+    assert not any(dest.rglob("*"))
+
+
+def test_zip_limits(tmp_path: Path) -> None:
+    many = _zip(tmp_path / "many.zip", [(f"f{i}.txt", b"") for i in range(12)])
+    with pytest.raises(PsinspectError, match="12 entries, more than the limit of 10"):
+        safe_extract_zip(many, tmp_path / "o1", Limits(max_zip_entries=10))
+    big = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(big, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros.bin", b"\0" * 5_000_000)
+    assert big.stat().st_size < 50_000
+    with pytest.raises(PsinspectError, match="more than the limit of 1 MB"):
+        safe_extract_zip(big, tmp_path / "o2", Limits(max_unpacked_bytes=1 << 20))
+    notzip = tmp_path / "x.zip"
+    notzip.write_bytes(b"hello")
+    with pytest.raises(PsinspectError, match="not a zip archive"):
+        safe_extract_zip(notzip, tmp_path / "o3")
+
+
+def test_find_capture_folder(tmp_path: Path) -> None:
+    (tmp_path / "a" / "cap").mkdir(parents=True)
+    (tmp_path / "a" / "cap" / "lights.txt").write_text("0 0 1\n")
+    (tmp_path / "__MACOSX" / "cap").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "cap" / "lights.txt").write_text("0 0 1\n")
+    assert find_capture_folder(tmp_path) == tmp_path / "a" / "cap"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "filenames.txt").write_text("1.png\n")
+    with pytest.raises(PsinspectError, match="2 captures"):
+        find_capture_folder(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PsinspectError, match="no capture"):
+        find_capture_folder(tmp_path / "empty")
+
+
+def test_load_inputs_and_errors(tmp_path: Path) -> None:
+    ex = list_examples()
+    png = next(p for p in ex if p.suffix == ".png")
+    inp = load_inspection_input(png, tmp_path)
+    assert inp.normals.shape[2] == 3 and inp.mask.any() and inp.confidence is None
+    np.testing.assert_allclose(np.linalg.norm(inp.normals[inp.mask], axis=1), 1, atol=1e-4)
+
+    z = next(p for p in ex if p.suffix == ".zip")
+    cap = load_inspection_input(z, tmp_path)
+    assert cap.kind.startswith("capture") and cap.confidence is not None
+    assert cap.confidence.shape == cap.mask.shape
+    assert list(tmp_path.iterdir()) == []  # extracted files removed
+
+    with pytest.raises(PsinspectError, match="larger than the limit of 100 pixels"):
+        load_inspection_input(png, tmp_path, Limits(max_image_side=100))
+    with pytest.raises(PsinspectError, match="upload limit"):
+        load_inspection_input(png, tmp_path, Limits(max_upload_bytes=1000))
+    txt = tmp_path / "notes.txt"
+    txt.write_text("hi")
+    with pytest.raises(PsinspectError, match="unsupported file type .txt"):
+        load_inspection_input(txt, tmp_path)
+    bad = tmp_path / "nan.npy"
+    arr = np.zeros((16, 16, 3), np.float32)
+    arr[4, 4] = np.nan
+    save_npy(bad, arr)
+    with pytest.raises(PsinspectError, match=r"^nan\.npy: "):
+        load_inspection_input(bad, tmp_path)
+    nocap = _zip(tmp_path / "nocap.zip", [("readme.txt", b"no capture here")])
+    with pytest.raises(PsinspectError, match="holds no capture"):
+        load_inspection_input(nocap, tmp_path)
+
+
+def test_zip_capture_errors_do_not_leak_server_paths(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("cap/lights.txt", "0 0 1\n0 1 1\n1 0 1\n")
+        zf.writestr("cap/1.png", b"not a png")
+        zf.writestr("cap/2.png", b"not a png")
+        zf.writestr("cap/3.png", b"not a png")
+    z = tmp_path / "broken.zip"
+    z.write_bytes(buf.getvalue())
+    work = tmp_path / "work"
+    with pytest.raises(PsinspectError) as err:
+        load_inspection_input(z, work)
+    assert str(work) not in str(err.value)
+    assert "cap/1.png" in str(err.value) or "cap" in str(err.value)
