@@ -1,0 +1,154 @@
+"""Capture folders: DiLiGenT and plain layouts, lights formats, radiometry, masks."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from psinspect.capture import (
+    lights_from_slant_tilt,
+    load_capture,
+    read_lights_file,
+    write_capture,
+)
+from psinspect.errors import PsinspectError
+
+DILIGENT = Path(__file__).resolve().parents[2] / "shared" / "data" / "diligent"
+
+
+def small_scene(k: int = 6, h: int = 12, w: int = 10, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    lights = lights_from_slant_tilt(rng.uniform(10, 50, k), rng.uniform(0, 360, k))
+    mask = np.zeros((h, w), bool)
+    mask[2:-2, 2:-2] = True
+    imgs = np.where(mask, rng.uniform(0.1, 0.9, (k, h, w)), 0).astype(np.float32)
+    return imgs, lights, mask
+
+
+def test_lights_from_slant_tilt_convention() -> None:
+    lt = lights_from_slant_tilt([0, 90, 90, 45], [123, 0, 90, 180])
+    assert lt.shape == (4, 3) and lt.dtype == np.float32
+    assert np.allclose(lt[0], [0, 0, 1], atol=1e-6)  # slant 0: at the camera
+    assert np.allclose(lt[1], [1, 0, 0], atol=1e-6)  # tilt 0: from the right (+x)
+    assert np.allclose(lt[2], [0, 1, 0], atol=1e-6)  # tilt 90: from above (+y)
+    s = np.sqrt(0.5)
+    assert np.allclose(lt[3], [-s, 0, s], atol=1e-6)
+    assert np.allclose(np.linalg.norm(lt, axis=1), 1)
+
+
+def test_write_then_load_roundtrip_grey(tmp_path: Path) -> None:
+    imgs, lights, mask = small_scene()
+    gt = np.zeros((*mask.shape, 3), np.float32)
+    gt[mask] = (0, 0, 1)
+    inten = np.linspace(0.5, 2.0, len(lights))
+    out = write_capture(tmp_path / "cap", imgs, lights * 3.0, mask, intensities=inten,
+                        normals_gt=gt)
+    (out / "defect_mask.png").write_bytes(b"not an image")  # extra files are ignored
+    cap = load_capture(out)
+    assert cap.name == "cap" and cap.filenames[0] == "001.png" and cap.path == out
+    assert cap.images.shape == imgs.shape and cap.images.dtype == np.float32
+    np.testing.assert_allclose(cap.images, imgs / inten[:, None, None], atol=2e-5)
+    np.testing.assert_allclose(cap.lights, lights, atol=1e-5)  # normalised
+    assert (cap.mask == mask).all()
+    np.testing.assert_array_equal(cap.normals_gt, gt)
+    assert cap.light_indices.tolist() == list(range(len(lights)))
+
+
+def test_colour_channels_divided_then_luma_weighted(tmp_path: Path) -> None:
+    imgs, lights, mask = small_scene()
+    rgb = np.stack([imgs, 0.5 * imgs, 0.25 * imgs], axis=-1)
+    inten = np.tile([[1.0, 2.0, 4.0]], (len(lights), 1))
+    write_capture(tmp_path / "c", rgb, lights, mask, intensities=inten)
+    cap = load_capture(tmp_path / "c")
+    # each channel / its intensity: R = imgs, G = imgs / 4, B = imgs / 16
+    want = 0.299 * imgs + 0.587 * imgs / 4 + 0.114 * imgs / 16
+    np.testing.assert_allclose(cap.images, want, atol=3e-5)
+    cap2 = load_capture(tmp_path / "c", channel_weights=(1, 0, 0))
+    np.testing.assert_allclose(cap2.images, imgs, atol=3e-5)
+
+
+def test_gamma_linearises(tmp_path: Path) -> None:
+    imgs, lights, mask = small_scene()
+    write_capture(tmp_path / "g", imgs, lights, mask)
+    cap = load_capture(tmp_path / "g", gamma=2.2)
+    np.testing.assert_allclose(cap.images, np.power(imgs, 2.2), atol=5e-5)
+    with pytest.raises(PsinspectError, match="--gamma"):
+        load_capture(tmp_path / "g", gamma=0)
+
+
+def test_select_reads_subset(tmp_path: Path) -> None:
+    imgs, lights, mask = small_scene()
+    write_capture(tmp_path / "s", imgs, lights, mask)
+    cap = load_capture(tmp_path / "s", select=np.array([4, 0, 2]))
+    assert cap.filenames == ["005.png", "001.png", "003.png"]
+    np.testing.assert_allclose(cap.images[0], imgs[4], atol=2e-5)
+    np.testing.assert_allclose(cap.lights[1], lights[0], atol=1e-6)
+    assert cap.light_indices.tolist() == [4, 0, 2]
+
+
+def _plain(tmp_path: Path, lights_text: str, name: str = "lights.txt",
+           bits: int = 8, with_mask: bool = True) -> Path:
+    imgs, _, mask = small_scene(k=4)
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    for i, im in enumerate(imgs):
+        arr = (np.rint(im * 255).astype(np.uint8) if bits == 8
+               else np.rint(im * 65535).astype(np.uint16))
+        cv2.imwrite(str(folder / f"img_{i:02d}.png"), arr)
+    if with_mask:
+        cv2.imwrite(str(folder / "mask.png"), mask.astype(np.uint8) * 255)
+    (folder / name).write_text(lights_text)
+    return folder
+
+
+def test_plain_layout_xyz(tmp_path: Path) -> None:
+    folder = _plain(tmp_path, "# x y z\n0 0 2\n1 0 1\n0 1 1\n-1 0 1  # left\n")
+    cap = load_capture(folder)
+    assert cap.filenames == [f"img_{i:02d}.png" for i in range(4)]
+    assert np.allclose(cap.lights[0], [0, 0, 1]) and np.allclose(cap.lights[1], [2**-0.5, 0,
+                                                                                2**-0.5])
+    assert cap.images.max() <= 1.0 and cap.normals_gt is None
+
+
+def test_plain_layout_slant_tilt_and_elevation(tmp_path: Path) -> None:
+    text = "# format: slant_tilt\n30 0\n30 90\n30 180\n30 270\n"
+    cap = load_capture(_plain(tmp_path, text, name="rig.txt", bits=16), lights_file="rig.txt")
+    np.testing.assert_allclose(cap.lights, lights_from_slant_tilt([30] * 4, [0, 90, 180, 270]),
+                               atol=1e-6)
+    elev = tmp_path / "elev.txt"
+    elev.write_text("# format: elevation_azimuth\n60 0\n60 90\n60 180\n60 270\n")
+    np.testing.assert_allclose(read_lights_file(elev), cap.lights, atol=1e-6)
+
+
+def test_two_columns_without_header_refused(tmp_path: Path) -> None:
+    f = tmp_path / "l.txt"
+    f.write_text("30 0\n30 90\n30 180\n")
+    with pytest.raises(PsinspectError, match=r"l\.txt.*header.*slant_tilt"):
+        read_lights_file(f)
+    f.write_text("# format: polar\n30 0\n")
+    with pytest.raises(PsinspectError, match="unknown format"):
+        read_lights_file(f)
+
+
+def test_missing_mask_uses_non_black_pixels_with_warning(tmp_path: Path) -> None:
+    folder = _plain(tmp_path, "0 0 1\n1 0 1\n0 1 1\n-1 0 1\n", with_mask=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cap = load_capture(folder)
+    assert any("no mask.png" in str(w.message) for w in caught)
+    _, _, mask = small_scene(k=4)
+    assert (cap.mask == mask).all()
+
+
+@pytest.mark.skipif(not (DILIGENT / "catPNG").is_dir(),
+                    reason=f"DiLiGenT data not found at {DILIGENT} (see shared/data/README.md)")
+def test_diligent_layout() -> None:
+    cap = load_capture(DILIGENT / "catPNG", select=np.arange(0, 96, 12))
+    assert cap.images.shape[0] == 8 and cap.images.shape[1:] == cap.mask.shape
+    assert cap.normals_gt is not None and cap.normals_gt.shape == (*cap.mask.shape, 3)
+    assert np.allclose(np.linalg.norm(cap.lights, axis=1), 1, atol=1e-5)
+    assert np.isfinite(cap.images).all() and cap.images[:, cap.mask].mean() > 0

@@ -1,0 +1,194 @@
+"""``psinspect normals`` end to end, and every capture validation failure (message + nothing
+written)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from psinspect.capture import lights_from_slant_tilt, load_capture, write_capture
+from psinspect.cli import main
+from psinspect.errors import PsinspectError
+from psinspect.normalmap import load_normal_map
+
+SEED = 7
+
+
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["psinspect", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out, err = capsys.readouterr()
+    code = exc.value.code
+    return (0 if code is None else int(code)), out, err
+
+
+def synthetic_capture(folder: Path, k: int = 12, size: int = 40, with_gt: bool = True) -> Path:
+    """A Lambertian hemisphere under k lights, written in the DiLiGenT layout (colour, RGB
+    intensities)."""
+    rng = np.random.default_rng(SEED)
+    lights = lights_from_slant_tilt(rng.uniform(10, 45, k), np.linspace(0, 360, k,
+                                                                       endpoint=False))
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[0:size, 0:size]
+    x, y = (xx - c) / (size / 2.2), -(yy - c) / (size / 2.2)
+    mask = x**2 + y**2 < 0.8
+    z = np.sqrt(np.clip(1 - x**2 - y**2, 0, None))
+    n = np.where(mask[..., None], np.stack([x, y, z], -1), 0).astype(np.float32)
+    inten = rng.uniform(0.8, 1.2, (k, 3))
+    shade = np.maximum(np.einsum("hwc,kc->khw", n, lights), 0) * 0.7
+    imgs = shade[..., None] * inten[:, None, None, :]
+    return write_capture(folder, imgs, lights, mask, intensities=inten,
+                         normals_gt=n if with_gt else None)
+
+
+def test_normals_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
+    cap = synthetic_capture(tmp_path / "cap")
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["normals", str(cap), "-o", str(out)], monkeypatch, capsys)
+    assert code == 0
+    names = {"normals.npy", "normals.png", "mask.png", "albedo.npy", "confidence.npy",
+             "run.json", "metrics.json"}
+    assert {p.name for p in out.iterdir()} == names
+    normals = np.load(out / "normals.npy")
+    mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_UNCHANGED) > 0
+    assert normals.dtype == np.float32 and normals.shape == (*mask.shape, 3)
+    assert np.allclose(np.linalg.norm(normals[mask], axis=1), 1, atol=1e-4)
+    png_n, png_mask = load_normal_map(out / "normals.png")
+    assert (png_mask == mask).all()
+    assert np.degrees(np.arccos(np.clip((png_n * normals)[mask].sum(1), -1, 1))).max() < 1.5
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mean_angular_error_deg"] < 0.5  # 16-bit quantisation only
+    assert f"{metrics['mean_angular_error_deg']:.2f}" in stdout
+    run = json.loads((out / "run.json").read_text())
+    assert run["solver"] == "ls" and run["light_indices_1based"] == list(range(1, 13))
+    assert run["version"] and run["inputs"]["capture_dir"].endswith("cap")
+    conf = np.load(out / "confidence.npy")
+    assert conf.shape == mask.shape and (conf[~mask] == 0).all() and conf[mask].mean() > 0.9
+
+    # a second run into the same folder is refused without --force, allowed with it
+    code, _, err = run_cli(["normals", str(cap), "-o", str(out), "--solver", "robust",
+                            "--lights", "1-6,9,12"], monkeypatch, capsys)
+    assert code == 2 and "not empty" in err and "--force" in err
+    code, _, _ = run_cli(["normals", str(cap), "-o", str(out), "--solver", "robust",
+                          "--lights", "1-6,9,12", "--force"], monkeypatch, capsys)
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["solver"] == "robust" and run["light_indices_1based"] == [1, 2, 3, 4, 5, 6, 9, 12]
+    assert json.loads((out / "metrics.json").read_text())["mean_angular_error_deg"] < 1.0
+
+
+def test_num_lights_and_no_ground_truth(tmp_path: Path, monkeypatch, capsys) -> None:
+    cap = synthetic_capture(tmp_path / "cap", with_gt=False)
+    out = tmp_path / "out"
+    code, _, _ = run_cli(["normals", str(cap), "-o", str(out), "--num-lights", "5"],
+                         monkeypatch, capsys)
+    assert code == 0 and not (out / "metrics.json").exists()
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["light_indices_1based"]) == 5 and run["num_lights_used"] == 5
+
+
+def test_missing_mask_warning_printed(tmp_path: Path, monkeypatch, capsys) -> None:
+    cap = synthetic_capture(tmp_path / "cap")
+    (cap / "mask.png").unlink()
+    code, _, err = run_cli(["normals", str(cap), "-o", str(tmp_path / "o")], monkeypatch, capsys)
+    assert code == 0 and "warning:" in err and "no mask.png" in err
+
+
+# -- validation failures: each one is a clear one-line error naming the file, exit code 2, and
+#    nothing is written (the output folder is not even created)
+
+
+def _rewrite_line(path: Path, index: int, text: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[index] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _drop_last_light(cap: Path) -> None:
+    p = cap / "light_directions.txt"
+    p.write_text("\n".join(p.read_text().splitlines()[:-1]) + "\n")
+
+
+def _resize_image(cap: Path) -> None:
+    cv2.imwrite(str(cap / "004.png"), np.zeros((7, 9), np.uint16))
+
+
+def _corrupt_image(cap: Path) -> None:
+    (cap / "003.png").write_bytes(b"\x89PNG\r\n garbage")
+
+
+def _nan_light(cap: Path) -> None:
+    _rewrite_line(cap / "light_directions.txt", 1, "0.1 nan 0.9")
+
+
+def _zero_light(cap: Path) -> None:
+    _rewrite_line(cap / "light_directions.txt", 2, "0 0 0")
+
+
+def _small_mask(cap: Path) -> None:
+    cv2.imwrite(str(cap / "mask.png"), np.full((10, 10), 255, np.uint8))
+
+
+def _two_lights(cap: Path) -> None:
+    (cap / "filenames.txt").write_text("001.png\n002.png\n")
+    for name in ("light_directions.txt", "light_intensities.txt"):
+        p = cap / name
+        p.write_text("\n".join(p.read_text().splitlines()[:2]) + "\n")
+
+
+def _missing_image(cap: Path) -> None:
+    (cap / "005.png").unlink()
+
+
+CASES: list[tuple[str, Callable[[Path], None], str]] = [
+    ("count", _drop_last_light, r"light_directions\.txt: 11 lights but 12 images"),
+    ("size", _resize_image, r"004\.png: image size 9x7 differs"),
+    ("unreadable", _corrupt_image, r"003\.png: cannot read image"),
+    ("nonfinite", _nan_light, r"light_directions\.txt: light 2 has a non-finite value"),
+    ("zero", _zero_light, r"light_directions\.txt: light 3 is a zero vector"),
+    ("mask", _small_mask, r"mask\.png: mask size 10x10 differs from the images"),
+    ("fewlights", _two_lights, r"light_directions\.txt: .*needs at least 3 lights, got 2"),
+    ("missing", _missing_image, r"005\.png: image file not found"),
+]
+
+
+@pytest.mark.parametrize(("breakage", "pattern"), [(c[1], c[2]) for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_validation_failure(tmp_path: Path, monkeypatch, capsys, breakage, pattern) -> None:
+    cap = synthetic_capture(tmp_path / "cap", k=12, size=24)
+    breakage(cap)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(PsinspectError, match=pattern):
+        load_capture(cap)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["normals", str(cap), "-o", str(out)], monkeypatch, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and re.search(pattern, lines[-1])
+    assert len([ln for ln in lines if ln.startswith("error")]) == 1
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no staging leftovers
+
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    (["--lights", "1-20"], r"--lights '1-20': '1-20' is outside the capture's lights 1-12"),
+    (["--num-lights", "2"], r"--num-lights 2: must be between 3"),
+    (["--solver", "magic"], r"--solver 'magic': unknown solver"),
+    (["--lights", "1-3", "--num-lights", "4"], r"cannot be used together"),
+    (["--lights-file", "nope.txt"], r"nope\.txt: lights file not found"),
+])
+def test_bad_arguments(tmp_path: Path, monkeypatch, capsys, args, pattern) -> None:
+    cap = synthetic_capture(tmp_path / "cap", k=12, size=24)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["normals", str(cap), "-o", str(out), *args], monkeypatch, capsys)
+    assert code == 2 and re.search(pattern, err), err
+    assert not out.exists()
