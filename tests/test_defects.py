@@ -1,0 +1,195 @@
+"""Defect synthesis: physics (height -> normals), exact ground-truth masks, determinism, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from psinspect.defects import (
+    DEFECT_TYPES,
+    DefectSpec,
+    angle_deg,
+    apply_height,
+    height_field,
+    implant_defects,
+    implant_defects_height,
+    parse_severity,
+    sample_defect,
+)
+from psinspect.errors import PsinspectError
+from psinspect.normalmap import normalize, normals_from_height
+
+
+def _sphere(size: int = 96, radius: float = 40.0) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
+    c = (size - 1) / 2
+    x, y = (cols - c) / radius, -(rows - c) / radius
+    mask = x**2 + y**2 < 1.0
+    n = np.dstack([x, y, np.sqrt(np.clip(1 - x**2 - y**2, 0, None))])
+    n = normalize(n)
+    n[~mask] = 0
+    return n, mask
+
+
+def _plane(n0: np.ndarray, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Tilted plane z = p x + q y (x = col, y = -row) and its 3-D points."""
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
+    p, q = -n0[0] / n0[2], -n0[1] / n0[2]
+    pts = np.dstack([cols, -rows, p * cols - q * rows])
+    return pts, np.broadcast_to(n0, (size, size, 3)).astype(np.float32)
+
+
+def _normals_of_points(pts: np.ndarray) -> np.ndarray:
+    """Normals of a 3-D point grid by cross product of its image-axis tangents (x: col, y: -row)."""
+    t_x = np.gradient(pts, axis=1)
+    t_y = -np.gradient(pts, axis=0)
+    n = np.cross(t_x, t_y)
+    return n / np.linalg.norm(n, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("kind", DEFECT_TYPES)
+def test_each_type_unit_length_and_exact_gt_mask(kind: str) -> None:
+    normals, mask = _sphere()
+    rng = np.random.default_rng(7)
+    out, gt, records = implant_defects(normals, mask, rng, count=2, types=[kind], min_angle=2.0)
+    assert out.dtype == np.float32 and out.shape == normals.shape
+    lengths = np.linalg.norm(out[mask].astype(np.float64), axis=1)
+    assert np.abs(lengths - 1).max() < 1e-5
+    assert not out[~mask].any(), "defects must not leak outside the object mask"
+    assert gt.dtype == bool and not (gt & ~mask).any()
+    ang = angle_deg(normals, out)
+    assert gt.sum() >= 4
+    assert (ang[gt] > 2.0).all(), "every masked pixel changed by more than min_angle"
+    assert (ang[mask & ~gt] <= 2.0).all(), "no unmasked object pixel changed by more"
+    assert len(records) == 2
+    for rec in records:
+        assert rec["type"] == kind
+        x0, y0, x1, y1 = rec["bbox"]
+        assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96
+        assert rec["area"] > 0 and rec["level"] in ("low", "medium", "high")
+        json.dumps(rec)  # JSON-friendly
+
+
+def test_min_angle_controls_mask() -> None:
+    normals, mask = _sphere()
+    _, gt2, _ = implant_defects(normals, mask, np.random.default_rng(3), types=["dent"],
+                                min_angle=2.0)
+    out6, gt6, _ = implant_defects(normals, mask, np.random.default_rng(3), types=["dent"],
+                                   min_angle=6.0)
+    assert gt6.sum() < gt2.sum()
+    assert (gt6 <= gt2).all()
+    assert (angle_deg(normals, out6)[mask & ~gt6] <= 6.0).all()
+
+
+def test_same_seed_same_bytes_and_seed_matters() -> None:
+    normals, mask = _sphere()
+    a = implant_defects(normals, mask, np.random.default_rng(11), count=3)
+    b = implant_defects(normals, mask, np.random.default_rng(11), count=3)
+    c = implant_defects(normals, mask, np.random.default_rng(12), count=3)
+    assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() == b[1].tobytes()
+    assert json.dumps(a[2]) == json.dumps(b[2])
+    assert a[0].tobytes() != c[0].tobytes()
+
+
+@pytest.mark.parametrize("along", ["normal", "view"])
+def test_apply_height_exact_on_tilted_plane(along: str) -> None:
+    """Displace a 40-degree tilted plane by a bump (along its normal, or along z) and compare
+    with the normals of the displaced 3-D points (cross product of tangents)."""
+    t = np.radians(40.0)
+    n0 = np.array([np.sin(t) * np.cos(0.7), np.sin(t) * np.sin(0.7), np.cos(t)])
+    pts, normals = _plane(n0)
+    rows, cols = np.mgrid[0:48, 0:48].astype(np.float64)
+    h = (1.5 * np.exp(-((cols - 24) ** 2 + (rows - 20) ** 2) / 50.0)).astype(np.float32)
+    direction = n0 if along == "normal" else np.array([0.0, 0.0, 1.0])
+    expected = _normals_of_points(pts + h[..., None].astype(np.float64) * direction)
+    got = apply_height(normals, np.ones((48, 48), bool), h, along=along)
+    assert angle_deg(expected, got).max() < 1e-3
+    assert angle_deg(expected, normals).max() > 5.0  # the bump really turned the normals
+
+
+def test_view_mode_equals_height_of_summed_surface() -> None:
+    rows, cols = np.mgrid[0:64, 0:64].astype(np.float64)
+    z = (0.002 * (cols - 30) ** 2 + 0.3 * np.sin(rows / 7.0)).astype(np.float32)
+    spec = sample_defect(np.random.default_rng(0), (64, 64), types=["bump"], severity=0.2)
+    h = height_field(spec, (64, 64))
+    mask = np.ones((64, 64), bool)
+    got = apply_height(normals_from_height(z), mask, h, along="view")
+    assert angle_deg(normals_from_height(z + h), got).max() < 1e-3
+
+
+def test_frame_convention_dent_walls_face_its_centre() -> None:
+    """A dent on a frontal surface: right of the centre the wall faces left (-x); above the
+    centre (smaller row = larger y) it faces down (-y). Checks rows-down = -y."""
+    spec = DefectSpec("dent", {"center": [32.0, 32.0], "radius": 12.0, "aspect": 1.0,
+                               "angle_deg": 0.0, "depth": 3.0}, severity=0.125)
+    h = height_field(spec, (64, 64))
+    assert h.min() < -2.5 and h.max() <= 0
+    flat = np.zeros((64, 64, 3), np.float32)
+    flat[..., 2] = 1
+    n = apply_height(flat, np.ones((64, 64), bool), h)
+    assert n[32, 38, 0] < -0.1  # right of centre -> normal tilts to -x
+    assert n[32, 26, 0] > 0.1
+    assert n[26, 32, 1] < -0.1  # above centre (row 26) -> normal tilts to -y
+    assert n[38, 32, 1] > 0.1
+    # a bump is the mirror image
+    spec.type, spec.params["height"] = "bump", spec.params.pop("depth")
+    nb = apply_height(flat, np.ones((64, 64), bool), height_field(spec, (64, 64)))
+    assert nb[32, 38, 0] > 0.1
+
+
+def test_scratch_height_in_pixel_units() -> None:
+    spec = DefectSpec("scratch", {"points": [[10.0, 32.0], [54.0, 32.0]], "width": 6.0,
+                                  "profile": "V", "depth": 1.2}, severity=0.2)
+    h = height_field(spec, (64, 64))
+    assert h.dtype == np.float32
+    assert -1.2 <= h.min() < -1.0  # pixel-averaged V bottom
+    assert h[10:54].any() and not h[:25].any() and not h[40:].any()
+
+
+def test_implant_in_height_field_matches_normals() -> None:
+    rows, cols = np.mgrid[0:64, 0:64].astype(np.float64)
+    z = (0.001 * (cols - 32) ** 2).astype(np.float32)
+    mask = (cols - 32) ** 2 + (rows - 32) ** 2 < 28**2
+    z2, gt, recs = implant_defects_height(z, mask, np.random.default_rng(5), count=2)
+    ang = angle_deg(normals_from_height(z, mask), normals_from_height(z2, mask))
+    assert (ang[gt] > 2).all() and (ang[mask & ~gt] <= 2).all() and len(recs) == 2
+
+
+def test_errors() -> None:
+    normals, mask = _sphere()
+    with pytest.raises(PsinspectError, match="unknown defect type"):
+        implant_defects(normals, mask, np.random.default_rng(0), types=["smudge"])
+    with pytest.raises(PsinspectError, match="--severity"):
+        parse_severity("strong")
+    assert parse_severity("0.05-0.2") == (0.05, 0.2)
+    assert parse_severity("high") == "high"
+    with pytest.raises(PsinspectError, match="not unit"):
+        implant_defects(normals * 2, mask, np.random.default_rng(0))
+
+
+def test_cli_defects_deterministic(tmp_path) -> None:
+    from psinspect.cli import _register, app
+
+    _register()
+    normals, _ = _sphere(64, 28)
+    src = tmp_path / "N_ball.npy"
+    np.save(src, normals)
+    runner = CliRunner()
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"out{k}"
+        res = runner.invoke(app, ["defects", str(src), "-o", str(out), "--per-image", "2",
+                                  "--types", "scratch,pit", "--seed", "4"])
+        assert res.exit_code == 0, res.output
+        outs.append(out)
+    names = sorted(p.name for p in outs[0].iterdir())
+    assert names == ["A_ball.json", "A_ball.npy", "A_ball.png", "M_ball.png", "defects.json"]
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    side = json.loads((outs[0] / "A_ball.json").read_text())
+    assert {d["type"] for d in side["defects"]} <= {"scratch", "pit"}
+    bad = runner.invoke(app, ["defects", str(src), "-o", str(tmp_path / "x"), "--types", "blob"])
+    assert bad.exit_code != 0
