@@ -106,6 +106,11 @@ def _edge_drop(d: np.ndarray, kind: str, width: float) -> np.ndarray:
     return width - np.sqrt(np.maximum(width**2 - (width - t) ** 2, 0.0))
 
 
+def _between(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """Uniform draw in [lo, hi]; ``lo`` when the range is empty (tiny images)."""
+    return float(lo if hi <= lo else rng.uniform(lo, hi))
+
+
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -170,7 +175,7 @@ def _disc(rng: np.random.Generator, size: int, p: dict[str, Any]) -> tuple[np.nd
     else:
         inner = 0.0
     if rng.random() < 0.5:  # raised hub (step with a sloped wall)
-        hub_r = float(rng.uniform(max(inner + 8, 0.3 * big_r), 0.55 * big_r))
+        hub_r = _between(rng, max(inner + 8 * s, 0.3 * big_r), 0.55 * big_r)
         step = float(rng.uniform(2, 8))
         wall = float(step * rng.uniform(0.8, 1.5))
         h += step * _smoothstep((hub_r - r) / wall + 0.5)
@@ -178,8 +183,8 @@ def _disc(rng: np.random.Generator, size: int, p: dict[str, Any]) -> tuple[np.nd
     if rng.random() < 0.5:  # bolt circle
         nb = int(rng.choice([3, 4, 5, 6, 8]))
         hole_r = float(rng.uniform(0.04, 0.07) * big_r)
-        pitch = float(rng.uniform(max(inner + hole_r + 6, 0.5 * big_r),
-                                  big_r - hole_r - edge_w - 6))
+        pitch = _between(rng, max(inner + hole_r + 6 * s, 0.5 * big_r),
+                         big_r - hole_r - edge_w - 6 * s)
         phase = float(rng.uniform(0, 2 * math.pi / nb))
         ch = float(rng.uniform(1, 3) * s)
         holes = []
@@ -220,7 +225,7 @@ def _plate(rng: np.random.Generator, size: int, p: dict[str, Any]) -> tuple[np.n
     y = -x0 * math.sin(rot) + y0 * math.cos(rot)
     a = float(rng.uniform(0.3, 0.45) * size)
     b = float(rng.uniform(0.22, 0.4) * size)
-    rr = float(rng.uniform(5, 0.5 * min(a, b)))
+    rr = _between(rng, 5 * size / 256, 0.5 * min(a, b))
     top = float(rng.uniform(8, 20))
     edge = str(rng.choice(["chamfer", "fillet"]))
     edge_w = float(rng.uniform(2, 6))
