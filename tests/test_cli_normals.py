@@ -96,6 +96,19 @@ def test_num_lights_and_no_ground_truth(tmp_path: Path, monkeypatch, capsys) -> 
     assert len(run["light_indices_1based"]) == 5 and run["num_lights_used"] == 5
 
 
+def test_robust_reports_dropped_images(tmp_path: Path, monkeypatch, capsys) -> None:
+    cap = synthetic_capture(tmp_path / "cap", k=12)
+    for name in ("002.png", "003.png", "007.png"):  # brighter than their stated intensity
+        img = cv2.imread(str(cap / name), cv2.IMREAD_UNCHANGED).astype(np.float64)
+        cv2.imwrite(str(cap / name), np.clip(img * 1.3, 0, 65535).astype(np.uint16))
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["normals", str(cap), "-o", str(out), "--solver", "robust"],
+                              monkeypatch, capsys)
+    assert code == 0 and "left out 3 image(s)" in stdout and "lights 2-3,7" in stdout
+    run = json.loads((out / "run.json").read_text())
+    assert run["lights_dropped_by_solver_1based"] == [2, 3, 7]
+
+
 def test_missing_mask_warning_printed(tmp_path: Path, monkeypatch, capsys) -> None:
     cap = synthetic_capture(tmp_path / "cap")
     (cap / "mask.png").unlink()

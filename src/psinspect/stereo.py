@@ -137,10 +137,14 @@ def _check_inputs(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | Non
 
 def _confidence(obs: np.ndarray, lights: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Fraction of lights explained by the shadow-aware Lambertian model; (K, N), (N, 3) -> (N,)."""
-    rho = np.linalg.norm(g, axis=1)
-    pred = np.maximum(lights.astype(np.float32) @ g.T.astype(np.float32), 0.0)  # (K, N)
-    ok = np.abs(obs - pred) <= np.float32(INLIER_TOL) * rho.astype(np.float32)
-    return ok.mean(axis=0, dtype=np.float32)
+    gf = np.ascontiguousarray(g.T, dtype=np.float32)  # (3, N)
+    tol = np.float32(INLIER_TOL) * np.sqrt((gf * gf).sum(axis=0))  # (N,)
+    pred = lights.astype(np.float32) @ gf  # (K, N) predicted radiance, in place from here on
+    np.maximum(pred, 0.0, out=pred)
+    np.subtract(pred, obs, out=pred)
+    np.abs(pred, out=pred)
+    ok = np.less_equal(pred, tol, out=np.empty(pred.shape, dtype=bool))
+    return ok.sum(axis=0, dtype=np.int32).astype(np.float32) / np.float32(len(lights))
 
 
 def _assemble(g: np.ndarray, obs: np.ndarray, lights: np.ndarray, mask: np.ndarray) -> PSResult:

@@ -39,6 +39,7 @@ def normals_cmd(
     Writes normals.npy, normals.png, mask.png, albedo.npy, confidence.npy, run.json and, when
     the capture has ground truth (Normal_gt.mat / Normal_gt.npy), metrics.json.
     """
+    from rich.console import Console
     from rich.progress import Progress
 
     from psinspect.capture import load_capture, read_lights_file
@@ -54,17 +55,17 @@ def normals_cmd(
     check_output_dir(out, force)  # fail before the slow part
 
     # Which lights? Parsing needs the light count, so read the lights first (cheap).
+    all_lights = _peek_lights(capture_dir, lights_file, read_lights_file)
     select = None
-    if lights is not None or num_lights is not None:
-        all_lights = _peek_lights(capture_dir, lights_file, read_lights_file)
-        if lights is not None:
-            select = parse_light_spec(lights, len(all_lights))
-        else:
-            select = farthest_point_lights(all_lights, int(num_lights))
+    if lights is not None:
+        select = parse_light_spec(lights, len(all_lights))
+    elif num_lights is not None:
+        select = farthest_point_lights(all_lights, int(num_lights))
+    total = len(all_lights) if select is None else len(select)
 
     caught: list[str] = []
-    with Progress(transient=True) as bar:
-        task = bar.add_task("loading images", total=None)
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("loading images", total=total)
         with warnings.catch_warnings(record=True) as wlist:
             warnings.simplefilter("always")
             logging.getLogger("psinspect.capture").propagate = False
@@ -81,6 +82,11 @@ def normals_cmd(
     res = solve(cap.images, cap.lights, cap.mask, solver=solver)
     solve_s = time.perf_counter() - t0
 
+    used = np.ones(cap.num_lights, bool) if res.lights_used is None else res.lights_used
+    dropped = [int(i) + 1 for i in cap.light_indices[~used]]
+    if dropped:
+        typer.echo(f"{solver}: left out {len(dropped)} image(s) whose brightness contradicts "
+                   f"their light intensity: lights {_ranges(dropped)}")
     metrics = None
     if cap.normals_gt is not None:
         err = angular_error_deg(res.normals[cap.mask], cap.normals_gt[cap.mask])
@@ -100,6 +106,7 @@ def normals_cmd(
         "settings": {"gamma": gamma, "lights": lights, "num_lights": num_lights,
                      "channel_weights_rgb": [0.299, 0.587, 0.114]},
         "light_indices_1based": [int(i) + 1 for i in cap.light_indices],
+        "lights_dropped_by_solver_1based": dropped,
         "num_lights_used": cap.num_lights,
         "image_size_hw": list(cap.mask.shape),
         "object_pixels": int(cap.mask.sum()),
@@ -137,3 +144,17 @@ def _peek_lights(capture_dir: Path, lights_file: Path | None, reader) -> np.ndar
             return reader(folder / name)
     raise PsinspectError(f"{folder}: no lights file ({' or '.join(DEFAULT_LIGHTS_FILES)}); "
                          "give one with --lights-file")
+
+
+def _ranges(idx: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3,7'."""
+    out: list[str] = []
+    start = prev = idx[0]
+    for i in [*idx[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        out.append(f"{start}-{prev}" if prev > start else f"{start}")
+        if i is not None:
+            start = prev = i
+    return ",".join(out)
