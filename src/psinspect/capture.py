@@ -13,8 +13,9 @@ distant light. Two folder layouts are read:
     Normal_gt.mat / .npy    optional ground-truth normals (H, W, 3)
 
 **Plain layout** (no ``filenames.txt``): every image file in the folder, sorted by name, except
-``mask.*``, ``Normal_gt.*`` and ``normals.*``, plus a lights file (``lights.txt`` by default, or
-``light_directions.txt``, or the file given as ``lights_file``). ``light_intensities.txt``,
+``mask.*``, ``Normal_gt.*`` and ``normals.*``, plus a lights file: the one given as
+``lights_file``, else the first of ``lights.txt`` and ``light_directions.txt`` found (the same
+rule picks the lights file of a DiLiGenT-layout folder). ``light_intensities.txt``,
 ``mask.png`` and ground truth are read as above when present.
 
 **Lights file format.** One light per non-empty line; ``#`` starts a comment. The values are
@@ -223,6 +224,8 @@ def _imread(path: Path) -> tuple[np.ndarray, float]:
         scale = 65535.0
     elif raw.dtype in (np.float32, np.float64):
         scale = 1.0
+        if not np.isfinite(raw).all():
+            raise PsinspectError(f"{path}: image contains NaN or Inf values")
     else:
         raise PsinspectError(f"{path}: unsupported pixel type {raw.dtype} (use 8 or 16 bit)")
     if raw.ndim == 3:

@@ -327,7 +327,9 @@ def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None
         used = np.ones(len(lights), dtype=bool)
     else:
         g, used = solve_robust_pixels(obs, lights)
-    res = _assemble(g, obs[used], lights[used], mask)
+    if not used.all():
+        obs, lights = obs[used], lights[used]
+    res = _assemble(g, obs, lights, mask)
     res.lights_used = used
     return res
 
