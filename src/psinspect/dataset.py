@@ -374,7 +374,8 @@ class NormalMapDataset(_torch_dataset_base()):  # type: ignore[misc]
         manifest: path to ``manifest.json`` or its folder.
         splits: which splits to serve (a name or several).
         size: if given (int or (H, W)), each map is fitted into it keeping its aspect ratio
-            (zero padding, never stretched) and renormalised (:func:`resize_with_pad`).
+            (zero padding, never stretched) and renormalised (:func:`resize_with_pad`); a
+            resized defect-mask pixel is set when any defective pixel falls in it.
         patch: if given, a random ``patch`` x ``patch`` crop (after resizing) holding at
             least ``min_object`` object pixels where possible (best of 10 draws); maps smaller
             than the patch are padded. Crops are drawn from ``default_rng([seed, epoch, i])``:
@@ -426,7 +427,7 @@ class NormalMapDataset(_torch_dataset_base()):  # type: ignore[misc]
             defect = (m > 0) & mask
         if self.size is not None:
             n, mask = resize_with_pad(n, self.size, mask=mask)
-            defect = resize_mask_with_pad(defect, self.size) & mask
+            defect = resize_mask_with_pad(defect, self.size, threshold=1e-3) & mask
         out = (n, mask, defect)
         if self._cache is not None:
             self._cache[i] = out

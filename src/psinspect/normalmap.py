@@ -284,13 +284,17 @@ def pad_geometry(
     return scale, (nh, nw), ((th - nh) // 2, (tw - nw) // 2)
 
 
-def resize_mask_with_pad(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Resize a bool mask like :func:`resize_with_pad` (area > 1/2 kept). ``(H, W) -> size``."""
+def resize_mask_with_pad(
+    mask: np.ndarray, size: int | tuple[int, int], *, threshold: float = 0.5
+) -> np.ndarray:
+    """Resize a bool mask like :func:`resize_with_pad`: a new pixel is set when more than
+    ``threshold`` of its area is covered (use a tiny threshold for thin defect masks, so a
+    1-pixel crack survives shrinking). ``(H, W) -> size``."""
     m = np.asarray(mask, bool)
     _, (nh, nw), (top, left) = pad_geometry(m.shape, size)
     th, tw = (size, size) if isinstance(size, int) else size
     interp = cv2.INTER_AREA if nh < m.shape[0] else cv2.INTER_LINEAR
-    r = cv2.resize(m.astype(np.float32), (nw, nh), interpolation=interp) > 0.5
+    r = cv2.resize(m.astype(np.float32), (nw, nh), interpolation=interp) > threshold
     out = np.zeros((th, tw), bool)
     out[top:top + nh, left:left + nw] = r
     return out

@@ -1,0 +1,216 @@
+"""Datasets: manifest schema, surface-disjoint splits, files, the torch Dataset, resizing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from psinspect.dataset import (
+    NormalMapDataset,
+    augment_map,
+    build_dataset,
+    find_captures,
+    load_manifest,
+)
+from psinspect.defects import angle_deg
+from psinspect.errors import PsinspectError
+from psinspect.normalmap import normalize, resize_with_pad, rotate, rotate90
+from psinspect.render import render_dataset
+
+DILIGENT = Path(__file__).resolve().parents[2] / "shared/data/diligent"
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("renders")
+    # seed 2, 5 parts, rate 0.3 -> 1 defective part (checked below)
+    render_dataset(root, 5, defect_rate=0.3, seed=2, size=64)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(renders, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("ds")
+    clean = [p.name for p in find_captures([renders]) if not (p / "M_defect.png").exists()]
+    manifest = build_dataset([renders], out, holdout=[clean[0]], seed=0, subsets=3,
+                             augment=["rot90", "fliplr", "rot30"])
+    return manifest, out
+
+
+def test_manifest_schema_and_files(built) -> None:
+    manifest, out = built
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest))
+    assert manifest["format"] == "psinspect-dataset" and manifest["version"] == 1
+    assert manifest["seed"] == 0 and manifest["config"]["subsets"] == 3
+    keys = {"name", "file", "surface", "split", "defect_mask", "defects", "lights", "augment"}
+    for it in manifest["items"]:
+        assert set(it) == keys
+        n = np.load(out / it["file"])
+        assert n.dtype == np.float32 and n.ndim == 3 and n.shape[2] == 3
+        obj = np.abs(n).sum(axis=2) > 0
+        assert obj.sum() > 100
+        assert np.abs(np.linalg.norm(n[obj], axis=1) - 1).max() < 1e-4
+        if it["name"].startswith("A_"):
+            assert it["split"] == "test-defective" and it["defects"]
+            assert it["defect_mask"] == "M_" + it["name"][2:] + ".png"
+            m = cv2.imread(str(out / it["defect_mask"]), cv2.IMREAD_GRAYSCALE)
+            assert m.shape == obj.shape and set(np.unique(m)) <= {0, 255} and (m > 0).any()
+            assert not ((m > 0) & ~obj).any()
+        else:
+            assert it["name"].startswith("N_") and it["defect_mask"] is None
+            assert it["defects"] == []
+    splits = {it["split"] for it in manifest["items"]}
+    assert splits == {"train-clean", "val-clean", "test-clean", "test-defective"}
+
+
+def test_splits_disjoint_by_surface(built) -> None:
+    manifest, _ = built
+    roles = {n: s["role"] for n, s in manifest["surfaces"].items()}
+    train_s = {it["surface"] for it in manifest["items"] if not it["split"].startswith("test")}
+    test_s = {it["surface"] for it in manifest["items"] if it["split"].startswith("test")}
+    assert train_s and test_s and not (train_s & test_s)
+    assert all(roles[s] == "train" for s in train_s) and all(roles[s] == "test" for s in test_s)
+    held = manifest["config"]["holdout"]
+    real = manifest["config"]["real_defective"]
+    assert len(held) == 1 and len(real) == 1 and set(held + real) == test_s
+    # a real-defect capture goes to test-defective only, with its own M_defect mask
+    assert {it["split"] for it in manifest["items"] if it["surface"] == real[0]} == {
+        "test-defective"}
+
+
+def test_val_uses_other_lights_and_train_is_augmented(built) -> None:
+    manifest, out = built
+    for surf, info in manifest["surfaces"].items():
+        if info["role"] != "train":
+            continue
+        items = [it for it in manifest["items"] if it["surface"] == surf]
+        val = [it for it in items if it["split"] == "val-clean"]
+        train = [it for it in items if it["split"] == "train-clean"]
+        assert len(val) == 1 and val[0]["augment"] == "none"
+        assert {it["augment"] for it in train} == {"none", "rot90", "fliplr", "rot30"}
+        assert all(it["lights"] != val[0]["lights"] for it in train)
+        base = np.load(out / f"N_{surf}_l00.npy")
+        r90 = np.load(out / f"N_{surf}_l00_rot90.npy")
+        assert np.array_equal(r90, rotate90(base, 1))
+
+
+def test_holdout_errors(renders, tmp_path) -> None:
+    with pytest.raises(PsinspectError, match="no capture named"):
+        build_dataset([renders], tmp_path / "a", holdout=["nope"])
+    names = [p.name for p in find_captures([renders])]
+    with pytest.raises(PsinspectError, match="no surface left for training"):
+        build_dataset([renders], tmp_path / "b", holdout=names, subsets=1)
+
+
+def test_augment_map_moves_masks_with_vectors() -> None:
+    n = np.zeros((20, 30, 3), np.float32)
+    n[2:8, 3:12] = normalize(np.array([0.3, 0.4, 0.8]))
+    m = np.abs(n).sum(axis=2) > 0
+    for name in ("rot90", "rot180", "rot270", "fliplr", "flipud", "transpose", "rot30"):
+        a, (am,) = augment_map(n, name, [m])
+        assert np.array_equal(am, np.abs(a).sum(axis=2) > 0) or name == "rot30"
+        if name == "rot30":
+            assert abs(int(am.sum()) - int(m.sum())) < 0.15 * m.sum()
+    t, (tm,) = augment_map(n, "transpose", [m])
+    v = n[m][0]
+    assert np.allclose(t[tm][0], [-v[1], -v[0], v[2]], atol=1e-6)  # (x, y) -> (-y, -x)
+    with pytest.raises(PsinspectError, match="--augment"):
+        augment_map(n, "shear")
+
+
+def test_resize_keeps_aspect_and_renormalises() -> None:
+    h, w = 40, 80
+    n = np.zeros((h, w, 3), np.float32)
+    rows, cols = np.mgrid[0:h, 0:w]
+    n[...] = normalize(np.dstack([np.sin(cols / 9.0), np.cos(rows / 7.0), np.ones((h, w))]))
+    out, mask = resize_with_pad(n, 32)
+    assert out.shape == (32, 32, 3)
+    r, c = np.nonzero(mask)
+    assert c.min() == 0 and c.max() == 31 and r.max() - r.min() + 1 == 16  # 2:1 kept, padded
+    assert np.allclose(np.linalg.norm(out[mask], axis=1), 1, atol=1e-5)
+    assert not out[~mask].any()
+    # rotation round trip stays close and unit
+    rot, rmask = rotate(n, 25.0)
+    assert np.allclose(np.linalg.norm(rot[rmask], axis=1), 1, atol=1e-5)
+    assert rot.shape[1] > w  # canvas grew to hold the corners
+    same, smask = rotate(n, 25.0, expand=False)
+    back, bmask = rotate(same, -25.0, mask=smask, expand=False)
+    inner = bmask & ((rows - (h - 1) / 2) ** 2 + (cols - (w - 1) / 2) ** 2 < 17**2)
+    assert inner.sum() > 800
+    assert angle_deg(back, n)[inner].mean() < 0.5
+
+
+def test_torch_dataset(built) -> None:
+    manifest, out = built
+    ds = NormalMapDataset(out, "train-clean")
+    assert len(ds) == sum(it["split"] == "train-clean" for it in manifest["items"])
+    s = ds[0]
+    assert s["normals"].shape == (3, 64, 64) and s["normals"].dtype == torch.float32
+    assert s["mask"].shape == (1, 64, 64) and s["defect_mask"].shape == (1, 64, 64)
+    assert s["normals"].abs().max() <= 1.0 + 1e-6
+    assert torch.equal((s["normals"].abs().sum(0) > 0).float(), s["mask"][0])
+    test = NormalMapDataset(out / "manifest.json", ["test-defective"], size=48)
+    t = test[0]
+    assert t["normals"].shape == (3, 48, 48) and t["defect_mask"].sum() > 0
+    assert not ((t["defect_mask"] > 0) & (t["mask"] == 0)).any()
+    inside = t["mask"][0] > 0
+    lengths = t["normals"].permute(1, 2, 0)[inside].norm(dim=1)
+    assert torch.allclose(lengths, torch.ones_like(lengths), atol=1e-5)
+    # random patches: deterministic per (seed, epoch, index), different per epoch
+    p = NormalMapDataset(out, "train-clean", patch=24, seed=3)
+    a, b = p[1]["normals"], p[1]["normals"]
+    assert a.shape == (3, 24, 24) and torch.equal(a, b)
+    p.set_epoch(1)
+    assert not all(torch.equal(p[i]["normals"], NormalMapDataset(out, "train-clean", patch=24,
+                                                                  seed=3)[i]["normals"])
+                   for i in range(4))
+    loader = torch.utils.data.DataLoader(p, batch_size=4)
+    assert next(iter(loader))["normals"].shape == (4, 3, 24, 24)
+    with pytest.raises(PsinspectError, match="unknown split"):
+        NormalMapDataset(out, "train")
+
+
+def test_load_manifest_rejects_leaky_manifest(built, tmp_path) -> None:
+    manifest, _ = built
+    bad = json.loads(json.dumps(manifest))
+    test_surface = next(n for n, s in bad["surfaces"].items() if s["role"] == "test")
+    bad["items"][0]["surface"] = test_surface
+    bad["items"][0]["split"] = "train-clean"
+    (tmp_path / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(PsinspectError, match="role test"):
+        load_manifest(tmp_path)
+
+
+def test_cli_dataset(renders, tmp_path) -> None:
+    from psinspect.cli import _register, app
+
+    _register()
+    out = tmp_path / "ds"
+    res = CliRunner().invoke(app, ["dataset", str(renders), "-o", str(out), "--subsets", "2",
+                                   "--augment", "none", "--solver", "ls", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    manifest, _ = load_manifest(out)
+    assert manifest["config"]["holdout_auto"] and manifest["config"]["solver"] == "ls"
+    assert {it["augment"] for it in manifest["items"]} == {"none"}
+
+
+@pytest.mark.skipif(not (DILIGENT / "ballPNG").is_dir(),
+                    reason=f"DiLiGenT data not found at {DILIGENT}")
+def test_real_captures_hold_out_a_whole_object(tmp_path) -> None:
+    caps = [DILIGENT / n for n in ("ballPNG", "catPNG")]
+    manifest = build_dataset(caps, tmp_path, holdout=["catPNG"], subsets=2, augment=[],
+                             lights_per_subset=12, solver="ls")
+    surf = {it["surface"] for it in manifest["items"] if it["split"].startswith("test")}
+    assert surf == {"catPNG"}
+    gt = np.asarray(__import__("scipy.io").io.loadmat(DILIGENT / "ballPNG/Normal_gt.mat")
+                    ["Normal_gt"], np.float32)
+    n = np.load(tmp_path / "N_ballPNG_l00.npy")
+    obj = np.abs(n).sum(axis=2) > 0
+    assert angle_deg(n, gt)[obj].mean() < 8.0  # 12 well-spread lights, least squares
