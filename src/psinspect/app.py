@@ -26,7 +26,7 @@ import stat
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -304,17 +304,61 @@ def _load_capture_zip(path: Path, workdir: Path, limits: Limits,
 
 @dataclass
 class ModelChoice:
-    """A model the app offers: the loaded model plus its calibrated operating point.
+    """A model the app offers: a loaded model directory and its calibrated operating point.
 
-    threshold: calibrated per-pixel score threshold (the slider's start).
-    slider_max: upper end of the threshold slider (score units).
+    bundle: :class:`psinspect.modelstore.ModelBundle` (model, pixel threshold, image
+    threshold). The sliders start at the calibrated thresholds and reach 3x them.
     """
 
     label: str
-    model: Any
-    threshold: float
-    slider_max: float
-    info: dict[str, Any] = field(default_factory=dict)
+    bundle: Any
+
+    @property
+    def threshold(self) -> float:
+        return float(self.bundle.threshold)
+
+    @property
+    def image_threshold(self) -> float:
+        return float(self.bundle.image_threshold)
+
+    @property
+    def slider_max(self) -> float:
+        return _slider_max(self.threshold)
+
+    @property
+    def image_slider_max(self) -> float:
+        return _slider_max(self.image_threshold)
+
+
+def _slider_max(value: float) -> float:
+    """A round upper end for a slider starting at ``value`` (about 3x it)."""
+    if not np.isfinite(value) or value <= 0:
+        return 1.0
+    top = 3.0 * value
+    mag = 10.0 ** np.floor(np.log10(top))
+    return float(np.ceil(top / mag) * mag)
+
+
+def load_model_choices(model_dirs: Sequence[str | os.PathLike[str]] = (),
+                       include_default: bool = True) -> list[ModelChoice]:
+    """The bundled default model (first) plus every given MODEL_DIR, loaded and checked."""
+    from psinspect.modelstore import default_model_dir, load_model_dir
+
+    choices = []
+    if include_default:
+        b = load_model_dir(None)
+        choices.append(ModelChoice(f"default (bundled {b.config.get('model', '?')})", b))
+    for d in model_dirs:
+        b = load_model_dir(d)
+        label = f"{Path(d).name} ({b.config.get('model', '?')})"
+        if Path(d).resolve() == default_model_dir().resolve():
+            continue
+        while label in {c.label for c in choices}:
+            label += "'"
+        choices.append(ModelChoice(label, b))
+    if not choices:
+        raise PsinspectError("no model to serve: give --model-dir or keep the bundled default")
+    return choices
 
 
 @dataclass
@@ -329,12 +373,13 @@ class Prediction:
     mask_rgb: np.ndarray
     image_score: float
     threshold: float
+    image_threshold: float
     verdict: str
     regions: list[dict[str, Any]]
 
 
 REGION_COLUMNS = ["region", "area (px)", "centre x", "centre y", "bbox (x0, y0, x1, y1)",
-                  "max score", "mean score"]
+                  "peak score", "mean score"]
 
 
 def regions_table(regions: Sequence[dict[str, Any]]) -> list[list[Any]]:
@@ -342,9 +387,9 @@ def regions_table(regions: Sequence[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for i, r in enumerate(regions, start=1):
         rows.append([
-            i, int(r["area"]), round(float(r["centroid"][0]), 1), round(float(r["centroid"][1]), 1),
-            ", ".join(str(int(v)) for v in r["bbox"]), round(float(r["max_score"]), 4),
-            round(float(r["mean_score"]), 4),
+            i, int(r["area_px"]), round(float(r["centroid_xy"][0]), 1),
+            round(float(r["centroid_xy"][1]), 1), ", ".join(str(int(v)) for v in r["bbox"]),
+            round(float(r["peak_score"]), 4), round(float(r["mean_score"]), 4),
         ])
     return rows
 
@@ -369,7 +414,7 @@ def verdict_html(prediction: Prediction | None, error: str | None = None) -> str
         f"{prediction.verdict}</div>"
         f'<div style="color:white !important">{html.escape(prediction.name)} '
         f"({html.escape(prediction.kind)}): image score "
-        f"{prediction.image_score:.4g}, threshold {prediction.threshold:.4g}, "
+        f"{prediction.image_score:.4g} (pass/fail threshold {prediction.image_threshold:.4g}), "
         f"{n} defect region{'s' if n != 1 else ''}</div></div>"
     )
 
@@ -397,16 +442,25 @@ def mask_image(pred_mask: np.ndarray, object_mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def predict(inp: InspectionInput, choice: ModelChoice,
-            threshold: float | None = None) -> Prediction:
-    """Score one input with one model at one threshold (the calibrated one when None)."""
-    from psinspect import detect
+def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None = None,
+            image_threshold: float | None = None) -> Prediction:
+    """Score one input with one model (:func:`psinspect.detect.detect_map`).
 
-    t = choice.threshold if threshold is None else float(threshold)
-    if not np.isfinite(t) or t < 0:
-        raise PsinspectError(f"threshold must be a non-negative number, got {threshold}")
-    det = detect.detect(choice.model, inp.normals, inp.mask, threshold=t,
-                        confidence=inp.confidence)
+    ``threshold``: per-pixel threshold for the defect mask and regions; ``image_threshold``:
+    pass/fail threshold on the image score. ``None`` = the model's calibrated value.
+    """
+    from dataclasses import replace
+
+    from psinspect.detect import detect_map
+
+    for label, v in (("pixel threshold", threshold), ("pass/fail threshold", image_threshold)):
+        if v is not None and not (np.isfinite(v) and v >= 0):
+            raise PsinspectError(f"{label} must be a non-negative number, got {v}")
+    bundle = choice.bundle
+    if image_threshold is not None:
+        bundle = replace(bundle, image_threshold=float(image_threshold))
+    det = detect_map(bundle, inp.normals, inp.mask, name=inp.name, confidence=inp.confidence,
+                     threshold=threshold)
     normals_rgb = encode_png(inp.normals, inp.mask)
     ref = det.reference
     return Prediction(
@@ -414,17 +468,48 @@ def predict(inp: InspectionInput, choice: ModelChoice,
         kind=inp.kind,
         normals_rgb=normals_rgb,
         reference_rgb=None if ref is None else encode_png(ref, inp.mask),
-        heatmap_rgb=heatmap_overlay(normals_rgb, det.score, inp.mask, vmax=max(2 * t, 1e-6)),
-        mask_rgb=mask_image(det.mask, inp.mask),
+        heatmap_rgb=heatmap_overlay(normals_rgb, det.score, inp.mask,
+                                    vmax=max(2 * det.threshold, 1e-6)),
+        mask_rgb=mask_image(det.pred_mask, inp.mask),
         image_score=float(det.image_score),
-        threshold=t,
-        verdict="FAIL" if det.is_defective else "PASS",
+        threshold=float(det.threshold),
+        image_threshold=float(det.image_threshold),
+        verdict=det.verdict.upper(),
         regions=[dict(r) for r in det.regions],
     )
 
 
 # --------------------------------------------------------------------------------------------
 # Gradio wiring
+
+
+def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: float | None,
+                   image_threshold: float | None, workdir: str | os.PathLike[str],
+                   limits: Limits = Limits()) -> tuple[Any, ...]:
+    """The app's button: load, predict, and turn every failure into a readable message.
+
+    Returns ``(verdict_html, normals, reference, heatmap, mask, region_rows)``; images are RGB
+    uint8 arrays or None. Never raises for bad input; bugs are logged with their traceback on
+    the server and shown as one line in the page.
+    """
+    empty = (None, None, None, None, [])
+    try:
+        if path is None:
+            raise PsinspectError("no file: upload a normal map or a capture zip first")
+        if choice is None:
+            raise PsinspectError("unknown model: pick one from the list")
+        inp = load_inspection_input(path, workdir, limits)
+        p = predict(inp, choice, threshold, image_threshold)
+    except PsinspectError as err:
+        return (verdict_html(None, str(err)), *empty)
+    except MemoryError:
+        return (verdict_html(None, "out of memory: try a smaller image"), *empty)
+    except Exception as err:  # a bug: log it, show a readable line, never a trace
+        log.exception("prediction failed")
+        return (verdict_html(None, f"internal error ({type(err).__name__}); see the server "
+                                   "log"), *empty)
+    return (verdict_html(p), p.normals_rgb, p.reference_rgb, p.heatmap_rgb, p.mask_rgb,
+            regions_table(p.regions))
 
 
 def list_examples(folder: Path | None = None) -> list[Path]:
@@ -455,33 +540,24 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
     workdir = Path(workdir)
     examples = list_examples() if examples is None else list(examples)
 
-    def slider_for(label: str) -> Any:
+    def sliders_for(label: str) -> tuple[Any, Any]:
         c = by_label[label]
-        return gr.Slider(minimum=0.0, maximum=c.slider_max, value=c.threshold,
-                         step=c.slider_max / 1000)
+        return (gr.Slider(minimum=0.0, maximum=c.slider_max, value=c.threshold,
+                          step=c.slider_max / 1000),
+                gr.Slider(minimum=0.0, maximum=c.image_slider_max, value=c.image_threshold,
+                          step=c.image_slider_max / 1000))
 
-    def run(upload: Any, label: str, threshold: float) -> tuple[Any, ...]:
-        empty = (None, None, None, None, [])
-        try:
-            if upload is None:
-                raise PsinspectError("no file: upload a normal map or a capture zip first")
-            path = Path(upload if isinstance(upload, str) else upload.name)
-            if label not in by_label:
-                raise PsinspectError(f"unknown model {label!r}")
-            inp = load_inspection_input(path, workdir, limits)
-            p = predict(inp, by_label[label], threshold)
-        except PsinspectError as err:
-            return (verdict_html(None, str(err)), *empty)
-        except MemoryError:
-            return (verdict_html(None, "out of memory: try a smaller image"), *empty)
-        except Exception as err:  # a bug: log it, show a readable line, never a trace
-            log.exception("prediction failed")
-            return (verdict_html(None, f"internal error ({type(err).__name__}); see the server "
-                                       "log"), *empty)
-        return (verdict_html(p), p.normals_rgb, p.reference_rgb, p.heatmap_rgb, p.mask_rgb,
-                regions_table(p.regions))
+    def run(upload: Any, label: str, threshold: float, image_threshold: float
+            ) -> tuple[Any, ...]:
+        path = None if upload is None else Path(upload if isinstance(upload, str)
+                                                else upload.name)
+        return inspect_upload(path, by_label.get(label), threshold, image_threshold, workdir,
+                              limits)
 
     first = choices[0]
+    # no "share" button on images (it would upload to a hub)
+    img_kw: dict[str, Any] = {"format": "png", "interactive": False,
+                              "buttons": ["download", "fullscreen"]}
     with gr.Blocks(title="psinspect", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(
             "# psinspect: surface inspection\n"
@@ -498,8 +574,15 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                                     label="Model", elem_id="model")
                 threshold = gr.Slider(minimum=0.0, maximum=first.slider_max,
                                       value=first.threshold, step=first.slider_max / 1000,
-                                      label="Pixel threshold (starts at the calibrated value)",
+                                      label="Pixel threshold: defect mask and regions "
+                                            "(starts at the calibrated value)",
                                       elem_id="threshold")
+                image_threshold = gr.Slider(minimum=0.0, maximum=first.image_slider_max,
+                                            value=first.image_threshold,
+                                            step=first.image_slider_max / 1000,
+                                            label="Pass/fail threshold on the image score "
+                                                  "(starts at the calibrated value)",
+                                            elem_id="image-threshold")
                 button = gr.Button("Inspect", variant="primary", elem_id="inspect")
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[upload],
@@ -509,19 +592,17 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
             with gr.Column(scale=2):
                 verdict = gr.HTML(verdict_html(None), elem_id="verdict")
                 with gr.Row():
-                    normals_img = gr.Image(label="Normal map", format="png", interactive=False,
-                                           elem_id="normals")
-                    ref_img = gr.Image(label="Reconstruction / reference", format="png",
-                                       interactive=False, elem_id="reference")
+                    normals_img = gr.Image(label="Normal map", elem_id="normals", **img_kw)
+                    ref_img = gr.Image(label="Reconstruction / reference", elem_id="reference",
+                                       **img_kw)
                 with gr.Row():
-                    heat_img = gr.Image(label="Anomaly heatmap over normals", format="png",
-                                        interactive=False, elem_id="heatmap")
-                    mask_img = gr.Image(label="Predicted defect mask", format="png",
-                                        interactive=False, elem_id="mask")
+                    heat_img = gr.Image(label="Anomaly heatmap over normals", elem_id="heatmap",
+                                        **img_kw)
+                    mask_img = gr.Image(label="Predicted defect mask", elem_id="mask", **img_kw)
                 table = gr.Dataframe(headers=REGION_COLUMNS, label="Defect regions",
                                      interactive=False, elem_id="regions")
-        model.change(slider_for, inputs=[model], outputs=[threshold])
-        button.click(run, inputs=[upload, model, threshold],
+        model.change(sliders_for, inputs=[model], outputs=[threshold, image_threshold])
+        button.click(run, inputs=[upload, model, threshold, image_threshold],
                      outputs=[verdict, normals_img, ref_img, heat_img, mask_img, table],
                      api_name="inspect")
     return demo
