@@ -169,20 +169,45 @@ def solve_ls_pixels(obs: np.ndarray, lights: np.ndarray) -> np.ndarray:
     return (pinv @ obs).T.astype(np.float64)
 
 
+def _solve_sym3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve N symmetric 3x3 systems by the adjugate (Cramer); a (N, 9) row-major, b (N, 3).
+
+    Vectorised over N (much faster than a batched LAPACK call for 3x3); the caller keeps the
+    systems positive definite with a small ridge.
+    """
+    a00, a01, a02, a11, a12, a22 = (a[:, i] for i in (0, 1, 2, 4, 5, 8))
+    c00 = a11 * a22 - a12 * a12
+    c01 = a02 * a12 - a01 * a22
+    c02 = a01 * a12 - a02 * a11
+    c11 = a00 * a22 - a02 * a02
+    c12 = a01 * a02 - a00 * a12
+    c22 = a00 * a11 - a01 * a01
+    det = a00 * c00 + a01 * c01 + a02 * c02
+    inv_det = 1.0 / np.where(det != 0, det, 1.0)
+    b0, b1, b2 = b[:, 0], b[:, 1], b[:, 2]
+    x = np.empty_like(b)
+    x[:, 0] = (c00 * b0 + c01 * b1 + c02 * b2) * inv_det
+    x[:, 1] = (c01 * b0 + c11 * b1 + c12 * b2) * inv_det
+    x[:, 2] = (c02 * b0 + c12 * b1 + c22 * b2) * inv_det
+    return x
+
+
 def _batched_wls(obs: np.ndarray, lights: np.ndarray, wts: np.ndarray) -> np.ndarray:
     """Weighted LS per pixel: obs (N, K), weights (N, K), lights (K, 3) -> g (N, 3) float64.
 
     The 3x3 normal equations ``(L^T W L) g = L^T W I`` of all pixels are built with two matrix
-    products (``W @ vec(l l^T)`` and ``(W * I) @ L``) and solved in one batched
-    ``np.linalg.solve``; a tiny ridge keeps (near) singular systems finite.
+    products (``W @ vec(l l^T)`` and ``(W * I) @ L``) and solved in closed form; a tiny ridge
+    keeps (near) singular systems finite.
     """
     lf = lights.astype(np.float32)
     outer = (lf[:, :, None] * lf[:, None, :]).reshape(-1, 9)  # (K, 9)
-    a = (wts @ outer).reshape(-1, 3, 3).astype(np.float64)
+    a = (wts @ outer).astype(np.float64)  # (N, 9)
     b = ((wts * obs) @ lf).astype(np.float64)
-    ridge = 1e-9 + 1e-6 * np.trace(a, axis1=1, axis2=2)
-    a += np.eye(3) * ridge[:, None, None]
-    return np.linalg.solve(a, b[..., None])[..., 0]
+    ridge = 1e-9 + 1e-6 * (a[:, 0] + a[:, 4] + a[:, 8])
+    a[:, 0] += ridge
+    a[:, 4] += ridge
+    a[:, 8] += ridge
+    return _solve_sym3(a, b)
 
 
 def _rank_trimmed(obs: np.ndarray, lights: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -199,26 +224,39 @@ def _rank_trimmed(obs: np.ndarray, lights: np.ndarray, low: float, high: float) 
     return _batched_wls(obs, lights, wts)
 
 
+def _lower_median(values: np.ndarray, valid: np.ndarray, axis: int) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+    """Lower median of ``values`` over ``axis`` counting only ``valid`` entries -> (median,
+    count); the median is +inf where nothing is valid."""
+    v = np.where(valid, values, np.inf)
+    v.sort(axis=axis)
+    n = valid.sum(axis=axis)
+    idx = np.expand_dims(np.maximum((n - 1) // 2, 0), axis)
+    return np.take_along_axis(v, idx, axis=axis).squeeze(axis), n
+
+
 def image_gain_ratios(obs: np.ndarray, lights: np.ndarray, g: np.ndarray,
-                      min_shading: float = 0.3, min_pixels: int = 50) -> np.ndarray:
+                      min_shading: float = 0.3, min_pixels: int = 50,
+                      max_pixels: int = 20000) -> np.ndarray:
     """Per-image brightness relative to a fitted Lambertian model.
 
     For image k: the median over well-lit pixels (predicted ``n . l >= min_shading``) of
     ``I_k / (g . l_k)``, divided by the median over images. A value far from 1 means the image
     is brighter or darker than its light intensity says (a calibration fault). NaN where fewer
-    than ``min_pixels`` pixels are well lit.
+    than ``min_pixels`` pixels are well lit. At most ``max_pixels`` pixels (an even stride) are
+    used.
 
     obs (N, K), lights (K, 3), g (N, 3) -> (K,) float64.
     """
-    shade = (g @ lights.T).astype(np.float32)  # (N, K)
-    rho = np.linalg.norm(g, axis=1, keepdims=True).astype(np.float32)
+    step = max(1, -(-obs.shape[0] // max_pixels))
+    o, gs = obs[::step], g[::step]
+    shade = (lights @ gs.T).astype(np.float32)  # (K, n)
+    rho = np.linalg.norm(gs, axis=1).astype(np.float32)
     lit = shade >= min_shading * rho
-    ratio = np.where(lit, obs / np.maximum(shade, 1e-12), np.nan)
-    counts = lit.sum(axis=0)
-    out = np.full(obs.shape[1], np.nan)
-    ok = counts >= min_pixels
-    if ok.any():
-        out[ok] = np.nanmedian(ratio[:, ok], axis=0)
+    ratio = o.T / np.maximum(shade, 1e-12)
+    med, counts = _lower_median(ratio, lit, axis=1)
+    out = np.where(counts >= min_pixels, med, np.nan).astype(np.float64)
+    if np.isfinite(out).any():
         out /= np.nanmedian(out)
     return out
 
@@ -229,17 +267,24 @@ def _tukey_irls(obs: np.ndarray, lights: np.ndarray, g: np.ndarray, iters: int, 
     lf = lights.astype(np.float32)
     wts = np.ones_like(obs)
     for _ in range(iters):
-        shade = g.astype(np.float32) @ lf.T  # (N, K) predicted rho n.l
-        rho = np.linalg.norm(g, axis=1, keepdims=True).astype(np.float32) + np.float32(1e-12)
-        res = (obs - shade) / rho
-        valid = (shade > shadow * rho) & (obs > shadow * rho)
-        absr = np.where(valid, np.abs(res), np.inf)
-        absr.sort(axis=1)
-        nvalid = valid.sum(axis=1)
-        mad = np.take_along_axis(absr, np.maximum(nvalid // 2, 0)[:, None], axis=1)
-        mad = np.where(nvalid[:, None] >= 3, mad, 1.0)
-        u = res / (np.float32(c * 1.4826) * np.maximum(mad, np.float32(1e-4)))
-        wts = np.where(valid & (np.abs(u) < 1.0), (1.0 - u * u) ** 2, 0.0).astype(np.float32)
+        gf = g.astype(np.float32)
+        shade = gf @ lf.T  # (N, K) predicted rho n.l
+        rho = np.sqrt((gf * gf).sum(axis=1, keepdims=True)) + np.float32(1e-12)
+        thr = np.float32(shadow) * rho
+        valid = shade > thr
+        valid &= obs > thr
+        res = np.subtract(obs, shade, out=shade)
+        res /= rho  # albedo-relative residual
+        mad, nvalid = _lower_median(np.abs(res), valid, axis=1)
+        scale = np.where(nvalid >= 3, mad, 1.0).astype(np.float32)
+        scale = np.float32(c * 1.4826) * np.maximum(scale, np.float32(1e-4))
+        res /= scale[:, None]  # u
+        np.square(res, out=res)
+        np.subtract(np.float32(1.0), res, out=res)
+        np.maximum(res, 0.0, out=res)
+        np.square(res, out=res)  # Tukey weight (1 - u^2)^2 for |u| < 1
+        res[~valid] = 0.0
+        wts = res
         too_few = (wts > 0).sum(axis=1) < 3
         if too_few.any():  # keep the previous estimate's support rather than nothing
             wts[too_few] = (obs[too_few] > 0).astype(np.float32)
