@@ -85,6 +85,10 @@ def bench(args: argparse.Namespace) -> dict:
     return {"rows": rows, "implant_s": float(np.median(times))}
 
 
+def _fmt(v: float) -> str:
+    return "-" if np.isnan(v) else f"{v:.2f}"
+
+
 def render_md(res: dict, args: argparse.Namespace) -> str:
     date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -118,7 +122,7 @@ def render_md(res: dict, args: argparse.Namespace) -> str:
         lines.append(
             f"| {r['family']}{r['i']} | {r['ls_lamb']:.2f} | {r['ls_real']:.2f} "
             f"| {r['robust_real']:.2f} | {r['robust_real_median']:.2f} "
-            f"| {r['robust_defect']:.2f} | {r['t_lamb']:.2f} / {r['t_real']:.2f} |")
+            f"| {_fmt(r['robust_defect'])} | {r['t_lamb']:.2f} / {r['t_real']:.2f} |")
     m_lamb = float(np.mean([r["ls_lamb"] for r in parts]))
     m_rb = float(np.mean([r["robust_real"] for r in parts]))
     worst_rb = max(r["robust_real"] for r in parts)

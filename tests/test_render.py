@@ -203,3 +203,25 @@ def test_normals_gt_are_height_normals() -> None:
     _, n = render_images(part.height, part.albedo, part.mask, default_lights(4),
                          np.random.default_rng(0))
     assert np.array_equal(n, normals_from_height(part.height, part.mask))
+
+
+def test_cli_render(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from psinspect.cli import _register, app
+
+    _register()
+    out = tmp_path / "r"
+    res = CliRunner().invoke(app, ["render", "-o", str(out), "--parts", "3", "--size", "48",
+                                   "--defect-rate", "1", "--lights", "8", "--layout", "ring",
+                                   "--seed", "2"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "render.json").read_text())
+    assert len(info["captures"]) == 3 and len(info["defective"]) == 3
+    for name in info["captures"]:
+        folder = out / name
+        assert len(list(folder.glob("0*.png"))) == 8
+        assert (folder / "M_defect.png").is_file() and (folder / "defects.json").is_file()
+        assert json.loads((folder / "part.json").read_text())["render"]["layout"] == "ring"
+    again = CliRunner().invoke(app, ["render", "-o", str(out), "--parts", "1"])
+    assert again.exit_code != 0  # non-empty output folder without --force
