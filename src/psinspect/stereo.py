@@ -5,8 +5,9 @@ intensity-normalised) has radiance ``I = rho * max(n . l, 0)``. Both solvers est
 normal ``g = rho * n`` per pixel, vectorised over all masked pixels.
 
 - ``ls``: Woodham's least squares over all lights, ``g = pinv(L) I`` (one matrix product).
-- ``robust``: per-pixel rank trimming then iteratively reweighted least squares; see
-  :func:`solve_robust`.
+- ``robust``: per-pixel rank trimming (shadows, highlights), automatic rejection of images whose
+  brightness contradicts their light intensity, then iteratively reweighted least squares with
+  Tukey's biweight; see :func:`solve_robust_pixels`. Training-free, one fixed set of settings.
 
 Frames: lights and normals in the DiLiGenT camera frame, x right, y up, z toward the camera;
 image rows grow downward (a row step is -y).
@@ -16,10 +17,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from psinspect.errors import PsinspectError
+
+if TYPE_CHECKING:
+    from psinspect.capture import Capture
 
 SOLVERS = ("ls", "robust")
 
@@ -362,7 +367,8 @@ def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None
         :class:`PSResult` with normals (H, W, 3), albedo (H, W), confidence (H, W).
     """
     if solver not in SOLVERS:
-        raise PsinspectError(f"--solver {solver!r}: unknown solver (use one of {SOLVERS})")
+        raise PsinspectError(
+            f"--solver {solver!r}: unknown solver (use one of {', '.join(SOLVERS)})")
     images, lights, mask = _check_inputs(images, lights, mask)
     obs = images[:, mask]
     if obs.dtype != np.float32:
@@ -379,6 +385,6 @@ def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None
     return res
 
 
-def run_photometric_stereo(capture, solver: str = "ls") -> PSResult:
+def run_photometric_stereo(capture: Capture, solver: str = "ls") -> PSResult:
     """:func:`solve` on a :class:`psinspect.capture.Capture`."""
     return solve(capture.images, capture.lights, capture.mask, solver=solver)
