@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from psinspect.dataset import (
@@ -214,3 +216,20 @@ def test_real_captures_hold_out_a_whole_object(tmp_path) -> None:
     n = np.load(tmp_path / "N_ballPNG_l00.npy")
     obj = np.abs(n).sum(axis=2) > 0
     assert angle_deg(n, gt)[obj].mean() < 8.0  # 12 well-spread lights, least squares
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["rot90", "rot180", "rot270", "fliplr",
+                                                     "flipud", "transpose"]))
+def test_exact_augmentations_are_isometries(seed: int, name: str) -> None:
+    """Exact augmentations keep unit length, keep the angle between neighbouring normals, and
+    applying one twice (or its inverse) gives the original map back."""
+    rng = np.random.default_rng(seed)
+    n = normalize(rng.normal(size=(7, 5, 3)) + np.array([0, 0, 2.0]))
+    a, _ = augment_map(n, name)
+    assert np.allclose(np.linalg.norm(a, axis=2), 1, atol=1e-6)
+    inverse = {"rot90": "rot270", "rot270": "rot90"}.get(name, name)
+    back, _ = augment_map(a, inverse)
+    assert np.allclose(back, n, atol=1e-6)
+    # the z component (angle to the view axis) never changes
+    assert np.allclose(np.sort(a[..., 2].ravel()), np.sort(n[..., 2].ravel()))
