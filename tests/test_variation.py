@@ -79,7 +79,7 @@ def test_noisy_jittered_training_separates_clean_from_dented():
 
 def test_state_arrays_roundtrip():
     rng = np.random.default_rng(3)
-    model = create_model("variation", smooth_px=1.5)
+    model = create_model("variation", scales_px=[0.0, 2.0])
     model.fit(_noisy_poses(rng, 5), [])
     arrays = model.state_arrays()
     assert {k: v.dtype for k, v in arrays.items()} == dict.fromkeys(
@@ -93,7 +93,7 @@ def test_state_arrays_roundtrip():
 
 
 def test_low_confidence_pixels_are_down_weighted_and_reported():
-    model = create_model("variation", min_confidence=0.5)
+    model = create_model("variation", min_confidence=0.5, edge_band_px=0.0)
     model.fit([posed_part()] * 5, [])
     n, m = posed_part(dent=DENT)
     conf = np.ones(m.shape, np.float32)
@@ -104,6 +104,11 @@ def test_low_confidence_pixels_are_down_weighted_and_reported():
     assert weighted.score[gt].max() < 0.5 * full.score[gt].max()
     np.testing.assert_array_equal(weighted.unreliable, gt)
     assert weighted.info["unreliable_pixels"] == int(gt.sum())
+    # with the silhouette band on, the outer ring of the object is reported too
+    banded = create_model("variation", min_confidence=0.5, edge_band_px=2.0)
+    banded.fit([posed_part()] * 5, [])
+    ring = m & ~ndimage.binary_erosion(m)
+    assert banded.score(n, m).unreliable[ring].all()
 
 
 def test_extra_material_outside_the_template_scores_high():

@@ -3,29 +3,36 @@
 Frame: DiLiGenT camera frame (x right, y up, z toward the camera); normal maps are
 ``float32 (H, W, 3)``, unit inside the mask, zero outside.
 
-Training (:meth:`VariationModel.fit`) registers every good map to the first one
+**Training** (:meth:`VariationModel.fit`) registers every good map to the first one
 (:mod:`psinspect.align`: in-plane shift + rotation, normal vectors turned with the image), then
 re-registers all of them to the mean of that first pass, and learns per pixel
 
-* the mean direction ``mu`` (normalised mean of the aligned normals, i.e. the von Mises-Fisher
-  mean direction), and
-* the angular spread ``sigma`` (root mean square angle to ``mu``, corrected for the few samples
-  and for the test map not being part of the mean, smoothed spatially so that 8 samples give a
-  stable estimate, with a floor ``spread_floor_deg`` so that perfectly still pixels do not
-  explode; ``1 / sigma^2`` is the vMF concentration in the small-angle limit).
+* the mean direction ``mu`` (normalised mean of the aligned normals: the von Mises-Fisher mean
+  direction), and
+* for each smoothing scale ``s`` in ``scales_px``, the angular spread ``sigma_s``: the root mean
+  square length of the residual ``d = n - mu`` (in degrees; for small angles its length is the
+  angle between ``n`` and ``mu``) after a Gaussian average of ``d`` over ``s`` pixels. It is
+  corrected by ``(k + 1) / (k - 1)`` for the ``k`` samples (the mean is fitted to them, the test
+  map is not part of it), pooled over ``spread_smooth_px`` so that 8 samples give a stable
+  estimate, and floored (in quadrature) by ``spread_floor_deg`` so that perfectly still pixels do
+  not explode. ``1 / sigma_0^2`` is the vMF concentration in the small-angle limit.
 
-Scoring (:meth:`VariationModel.score`) registers the test map to the template and moves the
-template (``mu`` with its vectors turned, ``sigma``) into the frame of the test map; this is the
-same comparison as warping the test map into the reference frame and the score back, but it never
-resamples the test map, so a one-pixel scratch stays one pixel wide and the score is pixel-aligned
-with the input. Per pixel the score is ``angle(n, mu) / sigma`` (a z-score: clean pixels are about
-1), averaged over a Gaussian of ``smooth_px`` (the scale of the smallest defect), times the PS
-confidence weight ``min(1, confidence / min_confidence)``. Object pixels more than
+**Scoring** (:meth:`VariationModel.score`) registers the test map to the template and moves the
+template (``mu`` with its vectors turned, and ``sigma``) into the frame of the test map. This is
+the same comparison as warping the test map into the reference frame and the score back, but the
+test map is never resampled, so a one-pixel scratch stays one pixel wide and the score is
+pixel-aligned with the input. The residual ``d = n - mu`` is weighted by the pixel's reliability
+(PS confidence ramp ``min(1, confidence / min_confidence)``, and a ramp over the outer
+``edge_band_px`` of the silhouette, where pixels mix object and background), averaged over each
+scale (averaging the residual VECTOR cancels uncorrelated PS noise while a defect's coherent tilt
+survives: a matched filter), and the score is ``max_s |d_s| / sigma_s``: a z-score, clean pixels
+are about 1. The smallest scale is the smallest defect (a crack's walls tilt opposite ways and
+cancel at larger scales), the larger ones catch shallow dents and bumps. Object pixels more than
 ``edge_tolerance_px`` outside the template (extra material) score at least ``outside_score``.
 
-Supported poses: shifts up to ``max_shift_px`` and rotations up to ``max_rotation_deg`` relative
-to the first training capture; other poses and failed registrations raise
-:class:`PsinspectError`.
+**Supported poses**: shifts up to ``max_shift_px`` and in-plane rotations up to
+``max_rotation_deg`` relative to the first training capture; other poses and failed
+registrations (correlation below ``min_correlation``) raise :class:`PsinspectError`.
 """
 
 from __future__ import annotations
@@ -58,32 +65,44 @@ MIN_TRAIN = 5
 
 
 def _masked_gaussian(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian average of ``values`` (H, W) over ``mask`` only (normalised convolution)."""
+    """Gaussian average of ``values`` (H, W) or (H, W, C) over ``mask`` only (normalised conv).
+
+    Zero outside ``mask``; ``sigma <= 0`` only masks.
+    """
+    masked = np.where(mask if values.ndim == 2 else mask[..., None], values, 0.0)
+    masked = masked.astype(np.float32)
     if sigma <= 0:
-        return np.where(mask, values, 0.0).astype(np.float32)
-    m = mask.astype(np.float32)
-    num = cv2.GaussianBlur(np.where(mask, values, 0.0).astype(np.float32), (0, 0), sigma)
-    den = cv2.GaussianBlur(m, (0, 0), sigma)
-    return np.where(mask, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
+        return masked
+    num = cv2.GaussianBlur(masked, (0, 0), sigma)
+    den = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigma)
+    if values.ndim == 3:
+        den = den[..., None]
+    out = num / np.maximum(den, 1e-6)
+    return np.where(mask if values.ndim == 2 else mask[..., None], out, 0.0).astype(np.float32)
 
 
-def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    cos = np.clip(np.sum(a * b, axis=-1), -1.0, 1.0)
-    return np.degrees(np.arccos(cos)).astype(np.float32)
+def _edge_weight(mask: np.ndarray, band_px: float) -> np.ndarray:
+    """(H, W) float32 weight ramping from 0 on the outer ring of ``mask`` to 1 at ``band_px`` in."""
+    if band_px <= 0:
+        return mask.astype(np.float32)
+    inside = ndimage.distance_transform_edt(mask)
+    return np.clip((inside - 1.0) / band_px, 0.0, 1.0).astype(np.float32)
 
 
 @register_model
 class VariationModel(AnomalyModel):
-    """Per-pixel mean direction and angular spread of one part type, with registration.
+    """Per-pixel mean direction and multi-scale angular spread of one part type, registered.
 
-    Hyperparameters (all JSON-able, see :meth:`hyperparameters`):
+    Hyperparameters (JSON-able, see :meth:`hyperparameters`):
 
+    scales_px: Gaussian sigmas (pixels) at which the residual is averaged; the first is the
+        scale of the smallest defect (0 = single pixels).
     spread_floor_deg: floor on the angular spread, degrees (added in quadrature).
     spread_smooth_px: Gaussian sigma, pixels, over which the per-pixel variance is pooled.
-    smooth_px: Gaussian sigma, pixels, of the score smoothing (scale of the smallest defect).
     max_shift_px, max_rotation_deg: supported pose range relative to the reference.
     min_correlation: registrations below this correlation coefficient are refused.
-    min_confidence: PS confidence below which a pixel is unreliable and its score down-weighted.
+    min_confidence: PS confidence below which a pixel is unreliable and its residual shrunk.
+    edge_band_px: width of the silhouette band whose residuals ramp down (0 = off).
     edge_tolerance_px: object pixels up to this far outside the template are compared with the
         nearest template pixel; farther ones are "extra material".
     outside_score: least score of extra-material pixels.
@@ -94,57 +113,64 @@ class VariationModel(AnomalyModel):
 
     def __init__(
         self,
-        spread_floor_deg: float = 1.0,
+        scales_px: Sequence[float] = (0.7, 1.5, 3.0),
+        spread_floor_deg: float = 0.5,
         spread_smooth_px: float = 2.0,
-        smooth_px: float = 1.0,
         max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
         max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
         min_correlation: float = DEFAULT_MIN_CORRELATION,
-        min_confidence: float = 0.5,
+        min_confidence: float = 0.8,
+        edge_band_px: float = 2.0,
         edge_tolerance_px: float = 3.0,
         outside_score: float = 10.0,
     ) -> None:
+        scales = [float(s) for s in scales_px]
+        if not scales or min(scales) < 0:
+            raise PsinspectError(f"scales_px must be a non-empty list of sigmas >= 0, got {scales}")
         if spread_floor_deg <= 0:
             raise PsinspectError(f"spread_floor_deg must be > 0, got {spread_floor_deg}")
-        if min(spread_smooth_px, smooth_px, edge_tolerance_px) < 0:
-            raise PsinspectError("spread_smooth_px, smooth_px and edge_tolerance_px must be >= 0")
+        if min(spread_smooth_px, edge_band_px, edge_tolerance_px) < 0:
+            raise PsinspectError(
+                "spread_smooth_px, edge_band_px and edge_tolerance_px must be >= 0")
         if not 0 < min_confidence <= 1:
             raise PsinspectError(f"min_confidence must be in (0, 1], got {min_confidence}")
+        self.scales_px = scales
         self.spread_floor_deg = float(spread_floor_deg)
         self.spread_smooth_px = float(spread_smooth_px)
-        self.smooth_px = float(smooth_px)
         self.max_shift_px = float(max_shift_px)
         self.max_rotation_deg = float(max_rotation_deg)
         self.min_correlation = float(min_correlation)
         self.min_confidence = float(min_confidence)
+        self.edge_band_px = float(edge_band_px)
         self.edge_tolerance_px = float(edge_tolerance_px)
         self.outside_score = float(outside_score)
         # learned state, in the reference frame
         self._mean: np.ndarray | None = None  # (H, W, 3) float32, zero outside the template
-        self._spread: np.ndarray | None = None  # (H, W) float32 degrees, floor included
+        self._spread: np.ndarray | None = None  # (S, H, W) float32 degrees, floor included
         self._mask: np.ndarray | None = None  # (H, W) bool template mask
-        # derived (recomputed from the state): nearest-template extension for the silhouette
+        # derived from the state: nearest-template extension for the silhouette
         self._mean_ext: np.ndarray | None = None
-        self._spread_ext: np.ndarray | None = None
+        self._spread_ext: np.ndarray | None = None  # (H, W, S)
         self._dist: np.ndarray | None = None
         self._ref_image: np.ndarray | None = None
 
     # ------------------------------------------------------------------ configuration
     def hyperparameters(self) -> dict[str, Any]:
         return {
+            "scales_px": list(self.scales_px),
             "spread_floor_deg": self.spread_floor_deg,
             "spread_smooth_px": self.spread_smooth_px,
-            "smooth_px": self.smooth_px,
             "max_shift_px": self.max_shift_px,
             "max_rotation_deg": self.max_rotation_deg,
             "min_correlation": self.min_correlation,
             "min_confidence": self.min_confidence,
+            "edge_band_px": self.edge_band_px,
             "edge_tolerance_px": self.edge_tolerance_px,
             "outside_score": self.outside_score,
         }
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """``mean`` (H, W, 3), ``spread_deg`` (H, W) and ``mask`` (H, W, 1 = template) float32."""
+        """``mean`` (H, W, 3), ``spread_deg`` (S, H, W), ``mask`` (H, W; 1 = template), float32."""
         self._require_fitted()
         assert self._mean is not None and self._spread is not None and self._mask is not None
         return {
@@ -160,13 +186,14 @@ class VariationModel(AnomalyModel):
         mean = np.asarray(arrays["mean"], np.float32)
         spread = np.asarray(arrays["spread_deg"], np.float32)
         mask = np.asarray(arrays["mask"]) > 0.5
-        if mean.ndim != 3 or mean.shape[2] != 3 or spread.shape != mean.shape[:2] or \
-                mask.shape != mean.shape[:2]:
+        if (mean.ndim != 3 or mean.shape[2] != 3 or mask.shape != mean.shape[:2]
+                or spread.shape != (len(self.scales_px),) + mean.shape[:2]):
             raise PsinspectError(
                 f"variation model weights have inconsistent shapes: mean {mean.shape}, "
-                f"spread_deg {spread.shape}, mask {mask.shape}"
+                f"spread_deg {spread.shape} (expected {len(self.scales_px)} scales), "
+                f"mask {mask.shape}"
             )
-        if not mask.any() or not np.isfinite(mean).all() or not (spread[mask] > 0).all():
+        if not mask.any() or not np.isfinite(mean).all() or not (spread[:, mask] > 0).all():
             raise PsinspectError("variation model weights are corrupt (empty mask, NaN or "
                                  "non-positive spread)")
         self._set_state(mean, spread, mask)
@@ -181,9 +208,9 @@ class VariationModel(AnomalyModel):
         """Learn the template from >= 5 defect-free maps of one part type.
 
         ``train``: (normals (H, W, 3) float32, mask (H, W) bool) pairs, all the same size; the
-        first one fixes the reference frame. ``val`` (optional, may be empty): clean maps that are
-        only scored, for the log. Returns a log: one dict per training map (its registration to
-        the reference) and, when ``val`` is given, one dict with score percentiles on ``val``.
+        first one fixes the reference frame. ``val`` (may be empty): clean maps that are only
+        scored, for the log. Returns a log: one dict per training map (its registration to the
+        template) and, when ``val`` is given, one dict with score percentiles on ``val``.
         """
         if len(train) < MIN_TRAIN:
             raise PsinspectError(
@@ -201,22 +228,24 @@ class VariationModel(AnomalyModel):
                     "same size"
                 )
         # pass 1: align to the first map; pass 2: align to the mean of pass 1 (less noisy)
-        ref_image = registration_image(*maps[0])
-        aligned, regs = self._align_all(maps, ref_image, skip_first=True)
+        aligned, regs = self._align_all(maps, registration_image(*maps[0]), skip_first=True)
         mean, _, tmask = self._mean_direction(aligned)
         aligned, regs = self._align_all(maps, registration_image(mean, tmask), skip_first=False)
         mean, count, tmask = self._mean_direction(aligned)
 
-        # spread: rms angle to the mean, corrected by (N + 1) / (N - 1) for the in-sample mean
-        # and for the new map not being part of it; pooled over spread_smooth_px
-        sq = np.zeros(shape, np.float64)
+        # spread per scale: rms of the smoothed residual, corrected by (k + 1) / (k - 1)
+        k = np.maximum(count, 2).astype(np.float32)
+        correction = np.where(tmask, (k + 1) / (k - 1) / k, 0.0).astype(np.float32)
+        spread = np.empty((len(self.scales_px),) + shape, np.float32)
+        sq = np.zeros_like(spread)
         for n, m in aligned:
             both = m & tmask
-            sq[both] += _angle_deg(n[both], mean[both]).astype(np.float64) ** 2
-        k = np.maximum(count, 2).astype(np.float64)
-        var = np.where(tmask, sq / k * (k + 1) / (k - 1), 0.0).astype(np.float32)
-        var = _masked_gaussian(var, tmask, self.spread_smooth_px)
-        spread = np.sqrt(var + self.spread_floor_deg**2).astype(np.float32)
+            resid = self._residual(n, mean, both, None)
+            for j, s in enumerate(self.scales_px):
+                sq[j] += np.sum(_masked_gaussian(resid, both, s) ** 2, axis=2)
+        for j in range(len(self.scales_px)):
+            var = _masked_gaussian(sq[j] * correction, tmask, self.spread_smooth_px)
+            spread[j] = np.sqrt(var + self.spread_floor_deg**2)
         self._set_state(mean, spread, tmask)
 
         log: list[dict[str, Any]] = [
@@ -233,6 +262,15 @@ class VariationModel(AnomalyModel):
                         **{f"val_score_p{p}": float(np.percentile(scores, p))
                            for p in (50, 99, 99.9)}})
         return log
+
+    def _residual(self, normals: np.ndarray, mean: np.ndarray, mask: np.ndarray,
+                  weight: np.ndarray | None) -> np.ndarray:
+        """``degrees(n - mu)`` (H, W, 3) float32 times the reliability weight, 0 outside mask."""
+        w = _edge_weight(mask, self.edge_band_px)
+        if weight is not None:
+            w = w * weight
+        d = np.degrees(normals - mean) * w[..., None]
+        return np.where(mask[..., None], d, 0.0).astype(np.float32)
 
     def _align_all(
         self, maps: list[tuple[np.ndarray, np.ndarray]], ref_image: np.ndarray, skip_first: bool
@@ -279,7 +317,8 @@ class VariationModel(AnomalyModel):
         dist, idx = ndimage.distance_transform_edt(~mask, return_indices=True)
         rows, cols = idx
         self._mean_ext = mean[rows, cols].astype(np.float32)
-        self._spread_ext = spread[rows, cols].astype(np.float32)
+        self._spread_ext = np.ascontiguousarray(
+            np.moveaxis(spread[:, rows, cols], 0, -1), dtype=np.float32)
         self._dist = dist.astype(np.float32)
         self._ref_image = registration_image(mean, mask)
 
@@ -310,7 +349,8 @@ class VariationModel(AnomalyModel):
         ``mask``: (H, W) bool object mask; ``confidence``: optional (H, W) PS confidence in
         [0, 1]. Returns ``ScoreResult(score (H, W) float32 >= 0, zero outside the mask;
         reference = the template moved into the input frame (H, W, 3); unreliable = mask pixels
-        with confidence < min_confidence; info = the registration)``.
+        whose residual was down-weighted by more than half (low PS confidence or the silhouette
+        band); info = the registration and pixel counts)``.
         """
         n, m = validate_normal_map(normals, mask, name="input normal map")
         reg = self.register_map(n, m)
@@ -318,27 +358,29 @@ class VariationModel(AnomalyModel):
         assert self._dist is not None
         shape = n.shape[:2]
         inv = reg.transform.inverse_matrix()
-        everywhere = np.ones(shape, bool)
-        mu, _ = warp_normals(self._mean_ext, everywhere, inv, shape)
-        spread = warp_image(self._spread_ext, inv, shape)
+        mu, _ = warp_normals(self._mean_ext, np.ones(shape, bool), inv, shape)
+        spread = warp_image(self._spread_ext, inv, shape).reshape(shape + (-1,))
         dist = warp_image(self._dist, inv, shape)
         # pixels at the image border may come from outside the template image
         covered = warp_image(np.ones(shape, np.float32), inv, shape) > 0.5
-        spread = np.where(covered, spread, self.spread_floor_deg)
+        spread = np.where(covered[..., None], spread, self.spread_floor_deg)
         mu = np.where(covered[..., None], mu, n)
 
-        z = np.where(m, _angle_deg(n, mu) / np.maximum(spread, 1e-6), 0.0).astype(np.float32)
-        unreliable = np.zeros(shape, bool)
+        weight = np.ones(shape, np.float32)
         if confidence is not None:
             conf = np.asarray(confidence, np.float32)
             if conf.shape != shape:
                 raise PsinspectError(
                     f"confidence map shape {conf.shape} != normal map shape {shape}"
                 )
-            conf = np.nan_to_num(conf, nan=0.0)
-            z *= np.clip(conf / self.min_confidence, 0.0, 1.0)
-            unreliable = m & (conf < self.min_confidence)
-        score = _masked_gaussian(z, m, self.smooth_px)
+            weight = np.clip(np.nan_to_num(conf, nan=0.0) / self.min_confidence, 0.0, 1.0)
+        resid = self._residual(n, mu, m, weight)
+        unreliable = m & (_edge_weight(m, self.edge_band_px) * weight < 0.5)
+        score = np.zeros(shape, np.float32)
+        for j, s in enumerate(self.scales_px):
+            smoothed = _masked_gaussian(resid, m, s)
+            z = np.linalg.norm(smoothed, axis=2) / np.maximum(spread[..., j], 1e-6)
+            np.maximum(score, z, out=score)
         outside = m & ((dist > self.edge_tolerance_px) | ~covered)
         score = np.where(outside, np.maximum(score, self.outside_score), score)
         score = np.where(m, score, 0.0).astype(np.float32)
@@ -351,4 +393,3 @@ class VariationModel(AnomalyModel):
             "outside_template_pixels": int(outside.sum()),
         }
         return ScoreResult(score, reference, unreliable=unreliable, info=info)
-
