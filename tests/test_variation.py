@@ -130,8 +130,13 @@ def test_extra_material_outside_the_template_scores_high():
 
 
 def test_too_few_training_captures():
-    with pytest.raises(PsinspectError, match="at least 5 good captures.*got 4"):
+    with pytest.raises(PsinspectError, match="at least 5 good captures.*got 4 for training "
+                       "and 0 for calibration"):
         create_model("variation").fit([posed_part()] * 4, [])
+    with pytest.raises(PsinspectError, match="at least 5 good captures.*got 3 for training"):
+        create_model("variation").fit([posed_part()] * 3, [posed_part()] * 2)
+    # 4 to learn from + 1 held out for calibration is enough
+    create_model("variation").fit([posed_part()] * 4, [posed_part()])
 
 
 def test_mismatched_sizes():

@@ -60,7 +60,7 @@ from psinspect.models import AnomalyModel, NormalSample, ScoreResult
 from psinspect.models import register as register_model
 from psinspect.normalmap import normalize, validate_normal_map
 
-#: fewest good captures the model accepts
+#: fewest good captures (training + calibration maps) the model accepts
 MIN_TRAIN = 5
 
 
@@ -110,6 +110,8 @@ class VariationModel(AnomalyModel):
 
     name = "variation"
     trainable = True
+    #: the score depends on the whole map (registration), so never score it in tiles
+    tileable = False
 
     def __init__(
         self,
@@ -205,17 +207,22 @@ class VariationModel(AnomalyModel):
         val: Sequence[NormalSample],
         **options: Any,
     ) -> list[dict[str, Any]]:
-        """Learn the template from >= 5 defect-free maps of one part type.
+        """Learn the template from defect-free maps of one part type.
+
+        At least ``MIN_TRAIN`` (5) good captures are needed in ``train`` and ``val`` together,
+        at least ``MIN_TRAIN - 1`` of them in ``train`` (the train CLI holds one out to
+        calibrate the thresholds).
 
         ``train``: (normals (H, W, 3) float32, mask (H, W) bool) pairs, all the same size; the
         first one fixes the reference frame. ``val`` (may be empty): clean maps that are only
         scored, for the log. Returns a log: one dict per training map (its registration to the
         template) and, when ``val`` is given, one dict with score percentiles on ``val``.
         """
-        if len(train) < MIN_TRAIN:
+        if len(train) + len(val) < MIN_TRAIN or len(train) < MIN_TRAIN - 1:
             raise PsinspectError(
-                f"the variation model needs at least {MIN_TRAIN} good captures of the part, "
-                f"got {len(train)}"
+                f"the variation model needs at least {MIN_TRAIN} good captures of the part "
+                f"(at least {MIN_TRAIN - 1} to learn from, the rest for calibration), got "
+                f"{len(train)} for training and {len(val)} for calibration"
             )
         maps = [validate_normal_map(n, m, name=f"training map {i + 1}")
                 for i, (n, m) in enumerate(train)]
