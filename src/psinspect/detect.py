@@ -1,0 +1,282 @@
+"""Detection: score a normal map with a model, threshold it, find regions, decide pass/fail.
+
+Frame: DiLiGenT camera frame (x right, y up, z toward the camera). Normal maps are
+``float32 (H, W, 3)``, unit inside the mask, zero outside. Score maps are ``float32 (H, W)``,
+higher = more anomalous, 0 outside the mask.
+
+- Maps of any size are scored at their native resolution (never resized); maps larger than the
+  model's ``tile`` are scored in overlapping tiles whose borders (``tile_overlap`` px, larger than
+  every model's receptive field used here) are dropped when stitching.
+- The image score is the peak of the score map after a 3 x 3 average over object pixels (one
+  isolated noisy pixel cannot fail a part; a defect of a few pixels can). Verdict: ``fail`` when
+  the image score exceeds the model's image threshold, else ``pass``.
+- Regions: 8-connected components of (score >= pixel threshold) inside the object with at least
+  ``min_region_px`` pixels; each with its bounding box ``[x0, y0, x1, y1]`` (columns / rows,
+  end exclusive), area, peak score and centroid. The defect area is their total area.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from psinspect.errors import PsinspectError
+from psinspect.models import AnomalyModel, ScoreResult
+from psinspect.modelstore import ModelBundle
+from psinspect.normalmap import load_normal_map, validate_normal_map
+
+#: smallest predicted region reported (pixels)
+MIN_REGION_PX = 4
+
+
+def _tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Along one axis: (read_start, read_end, keep_start, keep_end) covering [0, n)."""
+    if n <= tile:
+        return [(0, n, 0, n)]
+    step = tile - 2 * overlap
+    out = []
+    start = 0
+    while True:
+        keep0 = start
+        keep1 = min(n, start + step)
+        r0 = max(0, keep0 - overlap)
+        r1 = min(n, keep1 + overlap)
+        out.append((r0, r1, keep0, keep1))
+        if keep1 >= n:
+            break
+        start = keep1
+    return out
+
+
+def score_map(
+    model: AnomalyModel,
+    normals: np.ndarray,
+    mask: np.ndarray,
+    confidence: np.ndarray | None = None,
+    *,
+    tile: int = 768,
+    overlap: int = 64,
+) -> ScoreResult:
+    """Score one map at native resolution, tiled when larger than ``tile`` (see module doc).
+
+    Models whose score depends on the whole map (e.g. registered templates) declare
+    ``tileable = False`` and are always run on the full map.
+    """
+    mask = np.asarray(mask, bool)
+    h, w = mask.shape
+    if not getattr(model, "tileable", True) or (h <= tile and w <= tile):
+        res = model.score(normals, mask, confidence)
+        res.score = np.where(mask, res.score, 0.0).astype(np.float32)
+        return res
+    score = np.zeros((h, w), np.float32)
+    ref = np.zeros((h, w, 3), np.float32)
+    has_ref = True
+    unreliable = np.zeros((h, w), bool)
+    has_unrel = False
+    for r0, r1, k0, k1 in _tiles(h, tile, overlap):
+        for c0, c1, j0, j1 in _tiles(w, tile, overlap):
+            m = mask[r0:r1, c0:c1]
+            if not m[k0 - r0:k1 - r0, j0 - c0:j1 - c0].any():
+                continue
+            conf = None if confidence is None else confidence[r0:r1, c0:c1]
+            res = model.score(normals[r0:r1, c0:c1], m, conf)
+            sl = (slice(k0 - r0, k1 - r0), slice(j0 - c0, j1 - c0))
+            score[k0:k1, j0:j1] = res.score[sl]
+            if res.reference is None:
+                has_ref = False
+            else:
+                ref[k0:k1, j0:j1] = res.reference[sl]
+            if res.unreliable is not None:
+                has_unrel = True
+                unreliable[k0:k1, j0:j1] = res.unreliable[sl]
+    score[~mask] = 0.0
+    return ScoreResult(score=score, reference=ref if has_ref else None,
+                       unreliable=unreliable if has_unrel else None,
+                       info={"tiled": True, "tile": tile, "overlap": overlap})
+
+
+def image_score(score: np.ndarray, mask: np.ndarray) -> float:
+    """Peak of the 3 x 3 object-pixel average of the score map (see module doc)."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return 0.0
+    m = mask.astype(np.float32)
+    num = cv2.boxFilter(np.where(mask, score, 0.0).astype(np.float32), -1, (3, 3),
+                        normalize=False, borderType=cv2.BORDER_CONSTANT)
+    den = cv2.boxFilter(m, -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    avg = num / np.maximum(den, 1.0)
+    return float(avg[mask].max())
+
+
+def find_regions(score: np.ndarray, mask: np.ndarray, threshold: float,
+                 min_area: int = MIN_REGION_PX) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Predicted defect mask (bool (H, W)) and its regions, largest first (see module doc)."""
+    hot = (score >= threshold) & np.asarray(mask, bool)
+    lab, n = ndimage.label(hot, structure=np.ones((3, 3), bool))
+    pred = np.zeros(hot.shape, bool)
+    regions = []
+    if n:
+        objs = ndimage.find_objects(lab)
+        for i, sl in enumerate(objs, start=1):
+            sub = lab[sl] == i
+            area = int(sub.sum())
+            if area < min_area:
+                continue
+            pred[sl] |= sub
+            rows, cols = np.nonzero(sub)
+            peak = float(score[sl][sub].max())
+            regions.append({
+                "bbox": [int(sl[1].start), int(sl[0].start), int(sl[1].stop), int(sl[0].stop)],
+                "area_px": area,
+                "peak_score": peak,
+                "mean_score": float(score[sl][sub].mean()),
+                "centroid_xy": [float(cols.mean() + sl[1].start),
+                                float(rows.mean() + sl[0].start)],
+            })
+    regions.sort(key=lambda r: (-r["area_px"], -r["peak_score"]))
+    return pred, regions
+
+
+@dataclass
+class Detection:
+    """Result of :func:`detect_map` for one input."""
+
+    name: str
+    score: np.ndarray
+    reference: np.ndarray | None
+    pred_mask: np.ndarray
+    regions: list[dict[str, Any]]
+    image_score: float
+    verdict: str
+    threshold: float
+    image_threshold: float
+    object_px: int
+    unreliable: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able per-input summary (for summary.json)."""
+        return {
+            "name": self.name,
+            "verdict": self.verdict,
+            "image_score": self.image_score,
+            "image_threshold": self.image_threshold,
+            "pixel_threshold": self.threshold,
+            "defect_area_px": int(self.pred_mask.sum()),
+            "object_area_px": self.object_px,
+            "defect_area_fraction": float(self.pred_mask.sum() / max(1, self.object_px)),
+            "regions": self.regions,
+            "unreliable_px": None if self.unreliable is None else int(self.unreliable.sum()),
+            **({"info": self.info} if self.info else {}),
+        }
+
+
+def detect_map(
+    bundle: ModelBundle,
+    normals: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    name: str = "map",
+    confidence: np.ndarray | None = None,
+    threshold: float | None = None,
+) -> Detection:
+    """Validate, score, threshold and judge one normal map with a loaded model."""
+    n, m = validate_normal_map(normals, mask, name=name)
+    if confidence is not None:
+        confidence = np.asarray(confidence, np.float32)
+        if confidence.shape != m.shape or not np.isfinite(confidence[m]).all():
+            raise PsinspectError(f"{name}: confidence map must be finite and {m.shape}")
+    ih = bundle.input_handling
+    res = score_map(bundle.model, n, m, confidence, tile=int(ih["tile"]),
+                    overlap=int(ih["tile_overlap"]))
+    if not np.isfinite(res.score).all():
+        raise PsinspectError(f"{name}: the model produced non-finite scores")
+    thr = bundle.threshold if threshold is None else float(threshold)
+    pred, regions = find_regions(res.score, m, thr)
+    s_img = image_score(res.score, m)
+    return Detection(
+        name=name, score=res.score, reference=res.reference, pred_mask=pred, regions=regions,
+        image_score=s_img, verdict="fail" if s_img > bundle.image_threshold else "pass",
+        threshold=thr, image_threshold=bundle.image_threshold, object_px=int(m.sum()),
+        unreliable=res.unreliable, info=dict(res.info),
+    )
+
+
+@dataclass
+class InputMap:
+    """A detect input read from disk: normals, mask, optional PS confidence and ground truth."""
+
+    name: str
+    normals: np.ndarray
+    mask: np.ndarray
+    source: str
+    confidence: np.ndarray | None = None
+    gt_mask: np.ndarray | None = None
+    defects: list[dict[str, Any]] | None = None
+
+
+def _read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None or m.shape != shape:
+        return None
+    return m > 0
+
+
+def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """Ground truth next to a normal-map file: ``M_<x>.png`` for ``A_<x>``/``N_<x>``."""
+    stem = path.stem
+    if stem[:2] in ("A_", "N_"):
+        cand = path.with_name(f"M_{stem[2:]}.png")
+        if cand.is_file():
+            return _read_mask_png(cand, shape)
+        if stem.startswith("N_"):
+            return np.zeros(shape, bool)  # a clean dataset map
+    return None
+
+
+def load_input(path: str | os.PathLike[str], solver: str = "robust") -> InputMap:
+    """Read one detect input: ``.npy`` / ``.png`` normal map or a capture folder (PS first)."""
+    p = Path(path)
+    if p.is_file():
+        n, m = load_normal_map(p)
+        return InputMap(p.stem, n, m, str(p), gt_mask=_sibling_gt(p, m.shape))
+    if p.is_dir():
+        from psinspect.capture import load_capture
+        from psinspect.stereo import run_photometric_stereo
+
+        cap = load_capture(p)
+        res = run_photometric_stereo(cap, solver)
+        obj = cap.mask & (np.abs(res.normals).sum(-1) > 0)
+        n, m = validate_normal_map(res.normals, obj, name=str(p))
+        gt = None
+        recs = None
+        if (p / "M_defect.png").is_file():
+            gt = _read_mask_png(p / "M_defect.png", m.shape)
+        if (p / "defects.json").is_file():
+            import json
+
+            try:
+                recs = json.loads((p / "defects.json").read_text())["defects"]
+            except (ValueError, KeyError, OSError):
+                recs = None
+        return InputMap(p.name, n, m, str(p), confidence=res.confidence, gt_mask=gt,
+                        defects=recs)
+    raise PsinspectError(f"{p}: input not found (expected a .npy/.png normal map or a capture "
+                         "folder)")
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Make output names unique by suffixing ``_2``, ``_3`` ... to repeats."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        k = seen.get(n, 0) + 1
+        seen[n] = k
+        out.append(n if k == 1 else f"{n}_{k}")
+    return out

@@ -1,0 +1,336 @@
+"""Shared machinery of the learned (torch) models: patch sampling, the training loop with early
+stopping and exact resume, tiled-free full-map inference.
+
+Frame: DiLiGenT camera frame (x right, y up, z toward the camera). Normal maps are
+``float32 (H, W, 3)`` unit inside the mask, zero outside; tensors are ``(B, C, H, W)``.
+
+Determinism: the network is initialised from ``seed``; the training data of epoch ``e`` are
+drawn from ``numpy.random.default_rng([seed, e])``; the validation set is drawn once from
+``default_rng([seed, 10**6])``. A checkpoint taken after epoch ``e`` (network, best network,
+Adam state, early-stopping counters, log) therefore resumes to exactly the same result as an
+uninterrupted run with the same seed and thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from psinspect.errors import PsinspectError
+from psinspect.models import AnomalyModel, NormalSample
+from psinspect.normalmap import flip, rotate90
+
+#: checkpoint callback: (epoch log entry, state arrays, state meta) -> None
+CheckpointFn = Callable[[dict[str, Any], dict[str, np.ndarray], dict[str, Any]], None]
+
+
+def conv_block(c_in: int, c_out: int, convs: int = 2) -> nn.Sequential:
+    """``convs`` 3x3 convolutions with GroupNorm and SiLU (padding keeps the size)."""
+    groups = max(1, min(8, c_out // 4))
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1),
+                   nn.GroupNorm(groups, c_out), nn.SiLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class UNet(nn.Module):
+    """Encoder-decoder over ``len(channels)`` scales (stride-2 max-pooling, bilinear upsampling).
+
+    ``skips``: which decoder levels receive the encoder feature of the same scale, from the
+    finest (level 0, full resolution) to the coarsest-but-one. All True = a classic U-Net.
+    ``decoder_convs``: 3x3 convolutions per decoder level (2 = classic; 1 = light and fast).
+    Input sizes must be multiples of ``2 ** (len(channels) - 1)`` (callers pad).
+    """
+
+    def __init__(self, c_in: int, c_out: int, channels: Sequence[int],
+                 skips: Sequence[bool] | None = None, decoder_convs: int = 2) -> None:
+        super().__init__()
+        chans = [int(c) for c in channels]
+        n = len(chans)
+        self.skips = [True] * (n - 1) if skips is None else [bool(s) for s in skips]
+        if len(self.skips) != n - 1:
+            raise ValueError("skips needs one flag per decoder level")
+        self.enc = nn.ModuleList()
+        prev = c_in
+        for c in chans:
+            self.enc.append(conv_block(prev, c))
+            prev = c
+        self.dec = nn.ModuleList()
+        for lvl in range(n - 2, -1, -1):
+            c_skip = chans[lvl] if self.skips[lvl] else 0
+            self.dec.append(conv_block(prev + c_skip, chans[lvl], decoder_convs))
+            prev = chans[lvl]
+        self.head = nn.Conv2d(prev, c_out, 1)
+        self.factor = 2 ** (n - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = []
+        for i, block in enumerate(self.enc):
+            if i > 0:
+                x = nn.functional.max_pool2d(x, 2)
+            x = block(x)
+            feats.append(x)
+        for j, block in enumerate(self.dec):
+            lvl = len(self.enc) - 2 - j
+            x = nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            if self.skips[lvl]:
+                x = torch.cat([x, feats[lvl]], dim=1)
+            x = block(x)
+        return self.head(x)
+
+
+def pad_to_multiple(arr: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Zero-pad the first two axes up to multiples of ``multiple``; returns (padded, (H, W))."""
+    h, w = arr.shape[:2]
+    ph = (-h) % multiple
+    pw = (-w) % multiple
+    if ph == 0 and pw == 0:
+        return arr, (h, w)
+    pad = [(0, ph), (0, pw)] + [(0, 0)] * (arr.ndim - 2)
+    return np.pad(arr, pad), (h, w)
+
+
+def random_dihedral(normals: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """One of the 8 rotations/flips of a normal map, vectors turned with the pixels (exact)."""
+    k = int(rng.integers(4))
+    n = rotate90(normals, k)
+    m = np.rot90(mask, k)
+    if rng.random() < 0.5:
+        n = flip(n, "lr")
+        m = m[:, ::-1]
+    return np.ascontiguousarray(n), np.ascontiguousarray(m)
+
+
+def random_crop(normals: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
+                min_fill: float = 0.25, tries: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` x ``size`` crop with at least ``min_fill`` object pixels where possible
+    (maps smaller than ``size`` are zero-padded, i.e. background)."""
+    h, w = mask.shape
+    if h < size or w < size:
+        ph, pw = max(0, size - h), max(0, size - w)
+        top, left = ph // 2, pw // 2
+        normals = np.pad(normals, ((top, ph - top), (left, pw - left), (0, 0)))
+        mask = np.pad(mask, ((top, ph - top), (left, pw - left)))
+        h, w = mask.shape
+    best = None
+    for _ in range(tries):
+        r = int(rng.integers(h - size + 1))
+        c = int(rng.integers(w - size + 1))
+        fill = float(mask[r:r + size, c:c + size].mean())
+        if best is None or fill > best[0]:
+            best = (fill, r, c)
+        if fill >= min_fill:
+            break
+    assert best is not None
+    _, r, c = best
+    return normals[r:r + size, c:c + size].copy(), mask[r:r + size, c:c + size].copy()
+
+
+class TorchAnomalyModel(AnomalyModel):
+    """Base of the learned models. Subclasses define the network, the training example and the
+    loss, and how a network output becomes a score; this class runs training and inference.
+
+    Subclasses implement :meth:`build_net`, :meth:`example` (one training example from a clean
+    crop), :meth:`loss` and :meth:`infer`.
+    """
+
+    def __init__(self, patch: int = 128, steps_per_epoch: int = 40, lr: float = 2e-3,
+                 val_patches: int = 4) -> None:
+        self.patch = int(patch)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.lr = float(lr)
+        self.val_patches = int(val_patches)
+        self.net: nn.Module = self._init_net(0)
+
+    # --- subclass API -------------------------------------------------------------------
+    def build_net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def example(self, normals: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+                ) -> dict[str, np.ndarray]:
+        """One training example from a clean (patch, patch) crop: float32 arrays, channels
+        first, e.g. ``{"x": (C, h, w), "y": (K, h, w), "w": (1, h, w)}``."""
+        raise NotImplementedError
+
+    def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(batch["x"])
+
+    # --- common ---------------------------------------------------------------------------
+    def _init_net(self, seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            net = self.build_net()
+        return net
+
+    def base_hyperparameters(self) -> dict[str, Any]:
+        return {"patch": self.patch, "steps_per_epoch": self.steps_per_epoch, "lr": self.lr,
+                "val_patches": self.val_patches}
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        own = self.net.state_dict()
+        missing = sorted(set(own) - set(arrays))
+        extra = sorted(set(arrays) - set(own))
+        if missing or extra:
+            raise PsinspectError(
+                f"model {self.name!r}: weights do not match the network (missing "
+                f"{missing[:3]}, unexpected {extra[:3]})"
+            )
+        state = {}
+        for k, v in own.items():
+            a = arrays[k]
+            if tuple(a.shape) != tuple(v.shape):
+                raise PsinspectError(
+                    f"model {self.name!r}: weight {k} has shape {a.shape}, expected "
+                    f"{tuple(v.shape)}"
+                )
+            if not np.isfinite(a).all():
+                raise PsinspectError(f"model {self.name!r}: weight {k} contains NaN or Inf")
+            state[k] = torch.from_numpy(np.ascontiguousarray(a)).to(v.dtype)
+        self.net.load_state_dict(state)
+
+    def _batch(self, samples: Sequence[NormalSample], count: int, rng: np.random.Generator
+               ) -> dict[str, torch.Tensor]:
+        exs = []
+        for _ in range(count):
+            n, m = samples[int(rng.integers(len(samples)))]
+            n, m = random_dihedral(n, m, rng)
+            n, m = random_crop(n, m, self.patch, rng)
+            exs.append(self.example(n, m, rng))
+        return {k: torch.from_numpy(np.stack([e[k] for e in exs])) for k in exs[0]}
+
+    def fit(
+        self,
+        train: Sequence[NormalSample],
+        val: Sequence[NormalSample],
+        *,
+        epochs: int = 30,
+        batch_size: int = 8,
+        seed: int = 0,
+        patience: int = 6,
+        threads: int | None = None,
+        on_epoch: CheckpointFn | None = None,
+        resume: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None,
+        **_: Any,
+    ) -> list[dict[str, Any]]:
+        """Train on clean maps; returns the per-epoch log.
+
+        Each epoch = ``steps_per_epoch`` Adam steps on ``batch_size`` random crops (random
+        rotation/flip, model-specific corruption). Validation loss is computed on a fixed set
+        of crops of ``val`` (clean maps, corrupted the same way with a fixed seed). The best
+        epoch's weights are kept; training stops after ``patience`` epochs without a better
+        validation loss. The learning rate follows a cosine from ``lr`` to ``lr / 20``.
+        ``on_epoch(entry, arrays, meta)`` receives a full checkpoint after every epoch;
+        ``resume=(arrays, meta)`` continues from one.
+        """
+        if not train:
+            raise PsinspectError("training needs at least one clean map")
+        if not val:
+            raise PsinspectError("training needs at least one clean validation map")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.net = self._init_net(seed)
+        params = list(self.net.parameters())
+        opt = torch.optim.Adam(params, lr=self.lr)
+        val_rng = np.random.default_rng([seed, 10**6])
+        val_batches = [self._batch(val, min(batch_size, len(val) * self.val_patches), val_rng)
+                       for _ in range(max(1, math.ceil(len(val) * self.val_patches / batch_size)))]
+        log: list[dict[str, Any]] = []
+        best_val = math.inf
+        best_state = {k: v.clone() for k, v in self.net.state_dict().items()}
+        best_epoch = -1
+        bad = 0
+        start = 0
+        if resume is not None:
+            arrays, meta = resume
+            self.load_state_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
+            best_state = {k[5:]: torch.from_numpy(np.ascontiguousarray(v))
+                          for k, v in arrays.items() if k.startswith("best.")}
+            opt_state = opt.state_dict()
+            for i, _p in enumerate(params):
+                if f"opt.{i}.exp_avg" in arrays:
+                    opt_state["state"][i] = {
+                        "step": torch.tensor(float(meta["opt_steps"][i])),
+                        "exp_avg": torch.from_numpy(arrays[f"opt.{i}.exp_avg"].copy()),
+                        "exp_avg_sq": torch.from_numpy(arrays[f"opt.{i}.exp_avg_sq"].copy()),
+                    }
+            opt.load_state_dict(opt_state)
+            log = list(meta["log"])
+            best_val, best_epoch, bad = meta["best_val"], meta["best_epoch"], meta["bad"]
+            start = int(meta["epoch"]) + 1
+            if meta.get("stopped"):
+                start = epochs
+        for epoch in range(start, epochs):
+            t0 = time.perf_counter()
+            lr = self.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs))))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            rng = np.random.default_rng([seed, epoch])
+            self.net.train()
+            losses = []
+            for _ in range(self.steps_per_epoch):
+                batch = self._batch(train, batch_size, rng)
+                out = self.forward_input(batch)
+                loss = self.loss(out, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+            self.net.eval()
+            with torch.no_grad():
+                vl = float(np.mean([float(self.loss(self.forward_input(b), b))
+                                    for b in val_batches]))
+            improved = vl < best_val
+            if improved:
+                best_val, best_epoch, bad = vl, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            else:
+                bad += 1
+            stopped = bad >= patience
+            entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": vl,
+                     "lr": lr, "best": improved, "seconds": time.perf_counter() - t0}
+            log.append(entry)
+            if on_epoch is not None:
+                arrays = {f"net.{k}": v.detach().numpy().copy()
+                          for k, v in self.net.state_dict().items()}
+                arrays.update({f"best.{k}": v.numpy().copy() for k, v in best_state.items()})
+                steps = []
+                st = opt.state_dict()["state"]
+                for i in range(len(params)):
+                    if i in st:
+                        arrays[f"opt.{i}.exp_avg"] = st[i]["exp_avg"].numpy().copy()
+                        arrays[f"opt.{i}.exp_avg_sq"] = st[i]["exp_avg_sq"].numpy().copy()
+                        steps.append(float(st[i]["step"]))
+                    else:
+                        steps.append(0.0)
+                meta = {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch,
+                        "bad": bad, "log": log, "opt_steps": steps, "stopped": stopped}
+                on_epoch(entry, arrays, meta)
+            if stopped:
+                break
+        self.net.load_state_dict(best_state)
+        self.net.eval()
+        return log
+
+    def run_net(self, x: np.ndarray) -> np.ndarray:
+        """Network on one (C, H, W) float32 input of any size (padded to the net's multiple)."""
+        factor = getattr(self.net, "factor", 1)
+        xp, (h, w) = pad_to_multiple(np.moveaxis(x, 0, -1), factor)
+        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(xp, -1, 0)))[None]
+        self.net.eval()
+        with torch.inference_mode():
+            out = self.net(t)[0].numpy()
+        return out[:, :h, :w]

@@ -1,0 +1,210 @@
+"""Pictures and reports: heatmaps, 5-panel figures, ROC / PRO curves, the HTML report.
+
+Images are RGB ``uint8``. Panels are composed with OpenCV (fast enough to write one per detected
+map); curves use matplotlib's Agg backend (no display). The HTML report is one self-contained
+file: images are embedded as base64 PNG, no scripts, no external resources.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from psinspect.normalmap import encode_png
+
+TILE_TITLE_PX = 22
+
+
+def heatmap_rgb(score: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
+    """Score map as an RGB heat map (inferno): 0 -> black, ``threshold`` -> mid-scale,
+    ``2 * threshold`` and above -> brightest; background black. (H, W) -> (H, W, 3) uint8."""
+    scale = 2.0 * threshold if threshold > 0 else max(float(score[mask].max()), 1e-6) \
+        if mask.any() else 1.0
+    v = np.clip(score / scale, 0.0, 1.0)
+    img = cv2.applyColorMap((v * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    img[~mask] = 0
+    return img
+
+
+def overlay_mask_rgb(normals: np.ndarray, mask: np.ndarray, pred: np.ndarray,
+                     color: tuple[int, int, int] = (255, 40, 40)) -> np.ndarray:
+    """Grey shading of the normal map (n_z) with ``pred`` painted in ``color``."""
+    grey = np.clip(normals[..., 2] * 200 + 30, 0, 255).astype(np.uint8)
+    img = np.repeat(grey[..., None], 3, axis=2)
+    img[~mask] = 0
+    img[pred] = color
+    return img
+
+
+def _titled(img: np.ndarray, title: str, width: int, height: int) -> np.ndarray:
+    """Fit ``img`` into (height, width) keeping aspect ratio, with a title bar on top."""
+    h, w = img.shape[:2]
+    s = min(width / w, height / h)
+    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_NEAREST
+    small = cv2.resize(img, (nw, nh), interpolation=interp)
+    canvas = np.full((height + TILE_TITLE_PX, width, 3), 255, np.uint8)
+    top = TILE_TITLE_PX + (height - nh) // 2
+    left = (width - nw) // 2
+    canvas[top:top + nh, left:left + nw] = small
+    cv2.putText(canvas, title, (4, TILE_TITLE_PX - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+def panel_rgb(
+    normals: np.ndarray,
+    mask: np.ndarray,
+    reference: np.ndarray | None,
+    score: np.ndarray,
+    pred: np.ndarray,
+    threshold: float,
+    gt: np.ndarray | None = None,
+    *,
+    tile: int = 256,
+    reference_title: str = "reference",
+) -> np.ndarray:
+    """Side-by-side panel: input | reference | error map | predicted mask | ground truth.
+
+    The ground-truth tile is left out when ``gt`` is None. Returns RGB uint8.
+    """
+    tiles = [
+        _titled(encode_png(normals, mask), "input normals", tile, tile),
+        _titled(encode_png(reference, mask) if reference is not None
+                else np.zeros_like(encode_png(normals, mask)),
+                reference_title if reference is not None else "(no reference)", tile, tile),
+        _titled(heatmap_rgb(score, mask, threshold), "error map", tile, tile),
+        _titled(overlay_mask_rgb(normals, mask, pred), "predicted mask", tile, tile),
+    ]
+    if gt is not None:
+        tiles.append(_titled(overlay_mask_rgb(normals, mask, gt & mask, (40, 200, 40)),
+                             "ground truth", tile, tile))
+    sep = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
+    row: list[np.ndarray] = []
+    for t in tiles:
+        row += [t, sep]
+    return np.concatenate(row[:-1], axis=1)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """Encode an RGB uint8 image as PNG bytes."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _subsample_curve(x: np.ndarray, y: np.ndarray, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    if x.size <= n:
+        return x, y
+    idx = np.unique(np.r_[np.linspace(0, x.size - 1, n).astype(int), x.size - 1])
+    return x[idx], y[idx]
+
+
+def curves_png(curves: dict[str, Any]) -> bytes:
+    """One figure with pixel ROC, PRO (FPR <= max_fpr) and image ROC, as PNG bytes.
+
+    ``curves``: ``{"pixel_roc": (fpr, tpr), "pro": (fpr, pro), "image_roc": (fpr, tpr) | None,
+    "max_fpr": 0.3}``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.8), dpi=90)
+    axes = fig.subplots(1, 3)
+    x, y = _subsample_curve(*curves["pixel_roc"])
+    axes[0].plot(x, y, lw=1.5)
+    axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
+    axes[0].set(title="pixel ROC (object pixels)", xlabel="false-positive rate",
+                ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    max_fpr = float(curves.get("max_fpr", 0.3))
+    x, y = _subsample_curve(*curves["pro"])
+    keep = x <= max_fpr * 1.0001
+    axes[1].plot(x[keep], y[keep], lw=1.5, color="tab:orange")
+    axes[1].set(title=f"PRO curve (FPR <= {max_fpr:g})", xlabel="false-positive rate",
+                ylabel="per-region overlap", xlim=(0, max_fpr), ylim=(0, 1.01))
+    if curves.get("image_roc") is not None:
+        x, y = curves["image_roc"]
+        axes[2].step(x, y, where="post", lw=1.5, color="tab:green")
+        axes[2].plot([0, 1], [0, 1], "k:", lw=0.8)
+    axes[2].set(title="image ROC (pass/fail)", xlabel="false-positive rate",
+                ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return html.escape(str(v))
+
+
+_COLUMNS = [("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO (FPR<=0.3)"),
+            ("pixel_ap", "pixel AP"), ("f1_max", "F1-max"), ("image_auroc", "image AUROC"),
+            ("defect_pixels", "defect px")]
+
+
+def _table(rows: dict[str, dict[str, Any]], first: str) -> str:
+    head = "".join(f"<th>{html.escape(t)}</th>" for _, t in _COLUMNS)
+    body = []
+    for name, vals in rows.items():
+        cells = "".join(f"<td>{_fmt(vals.get(k))}</td>" for k, _ in _COLUMNS)
+        body.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+    return f"<table><tr><th>{html.escape(first)}</th>{head}</tr>{''.join(body)}</table>"
+
+
+def report_html(
+    metrics: dict[str, Any],
+    curves: dict[str, Any],
+    panels: Sequence[tuple[str, np.ndarray]],
+    *,
+    title: str = "psinspect evaluation",
+    notes: Sequence[str] = (),
+) -> str:
+    """Self-contained HTML report: metric tables, curves, panels (base64 PNG)."""
+
+    def img(data: bytes, alt: str) -> str:
+        b64 = base64.b64encode(data).decode("ascii")
+        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+    pooled = metrics["pooled"]
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:20px;color:#222}"
+        "table{border-collapse:collapse;margin:8px 0 18px}"
+        "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+        "th:first-child{text-align:left}img{max-width:100%;display:block;margin:6px 0}"
+        ".note{color:#555;font-size:90%}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<p class='note'>All pixel metrics count object pixels only (background never counts). "
+        f"AUPRO: normalised area under the per-region-overlap curve up to FPR "
+        f"{metrics.get('max_fpr', 0.3)} (MVTec AD definition). Test maps: {pooled['maps']} "
+        f"({pooled['defective_maps']} defective).</p>",
+        *[f"<p class='note'>{html.escape(n)}</p>" for n in notes],
+        "<h2>Pooled</h2>", _table({"all test maps": pooled}, "set"),
+        "<h2>Per defect type</h2>", _table(metrics.get("per_type", {}), "type"),
+        "<h2>Per severity</h2>", _table(metrics.get("per_severity", {}), "severity"),
+        "<h2>Curves</h2>", img(curves_png(curves), "ROC and PRO curves"),
+        "<h2>Panels</h2>",
+        "<p class='note'>input | reference | error map | predicted mask | ground truth</p>",
+    ]
+    for name, rgb in panels:
+        parts.append(f"<h3>{html.escape(name)}</h3>{img(png_bytes(rgb), name)}")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,300 @@
+"""Training: inputs -> model -> calibrated thresholds -> model directory.
+
+Inputs are either one dataset folder (``manifest.json`` of :mod:`psinspect.dataset`; the
+``train-clean`` and ``val-clean`` splits are used, nothing of a test split is read), or any mix
+of capture folders (photometric stereo runs first, robust solver), folders of capture folders,
+and normal maps (``.npy`` / 8-bit ``.png``), all taken as good parts. In the second form a
+deterministic share (every ``val_every``-th input after a seeded shuffle, at least one) is held
+out for validation and threshold calibration.
+
+Thresholds are calibrated on the clean validation maps only: the per-pixel threshold is the
+``1 - threshold_fpr`` quantile of their object-pixel scores (default FPR 0.1 %); the image
+(pass/fail) threshold is the largest image score (:func:`psinspect.detect.image_score`) among
+them, so that no clean validation part fails.
+
+Checkpoints: after every epoch the full training state is written atomically to
+``MODEL_DIR/.checkpoint/`` (``state.safetensors`` + ``state.json``); ``resume=True`` continues
+from it with the settings stored there, and gives the same model as an uninterrupted run. The
+final files (``model.safetensors``, ``train_log.json``, then ``config.json`` last) are written
+atomically and the checkpoint is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from psinspect.errors import PsinspectError
+from psinspect.fileio import atomic_write_bytes, check_output_dir, save_json
+from psinspect.models import AnomalyModel, NormalSample, create_model
+from psinspect.modelstore import parse_weights, save_model_dir, weights_bytes
+from psinspect.normalmap import load_normal_map, validate_normal_map
+
+CHECKPOINT_DIR = ".checkpoint"
+DEFAULT_THRESHOLD_FPR = 0.001
+
+
+@dataclass
+class TrainingData:
+    """Clean maps for training and validation, and where they came from."""
+
+    train: list[NormalSample]
+    val: list[NormalSample]
+    train_names: list[str]
+    val_names: list[str]
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_dataset(path: Path) -> bool:
+    return path.is_dir() and (path / "manifest.json").is_file()
+
+
+def _load_dataset(path: Path) -> TrainingData:
+    from psinspect.dataset import load_manifest
+
+    manifest, folder = load_manifest(path)
+    train, val, tn, vn = [], [], [], []
+    for it in manifest["items"]:
+        if it["split"] not in ("train-clean", "val-clean"):
+            continue
+        n, m = load_normal_map(folder / it["file"])
+        (train if it["split"] == "train-clean" else val).append((n, m))
+        (tn if it["split"] == "train-clean" else vn).append(it["name"])
+    if not train:
+        raise PsinspectError(f"{path}: the dataset has no train-clean maps")
+    if not val:
+        raise PsinspectError(
+            f"{path}: the dataset has no val-clean maps (build it with at least 2 light "
+            "subsets) - they are needed for early stopping and threshold calibration"
+        )
+    surfaces = sorted({it["surface"] for it in manifest["items"]
+                       if it["split"] in ("train-clean", "val-clean")})
+    return TrainingData(train, val, tn, vn, {"dataset": str(path), "surfaces": surfaces,
+                                             "dataset_seed": manifest.get("seed")})
+
+
+def load_input_map(path: Path, solver: str = "robust") -> tuple[str, NormalSample, Any]:
+    """One good part: a normal-map file or a capture folder -> ``(name, (normals, mask), ps)``
+    where ``ps`` is the :class:`psinspect.stereo.PSResult` for captures (else None)."""
+    if path.is_file():
+        return path.stem, load_normal_map(path), None
+    if path.is_dir():
+        from psinspect.capture import load_capture
+        from psinspect.stereo import run_photometric_stereo
+
+        cap = load_capture(path)
+        res = run_photometric_stereo(cap, solver)
+        n, m = validate_normal_map(res.normals, cap.mask & (np.abs(res.normals).sum(-1) > 0),
+                                   name=str(path))
+        return path.name, (n, m), res
+    raise PsinspectError(f"{path}: not found")
+
+
+def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
+    from psinspect.dataset import find_captures
+
+    out: list[Path] = []
+    for p in inputs:
+        if p.is_file():
+            out.append(p)
+        elif p.is_dir():
+            maps = sorted(q for q in p.iterdir() if q.suffix.lower() in (".npy", ".png")
+                          and q.is_file())
+            if (p / "filenames.txt").is_file() or (p / "light_directions.txt").is_file() \
+                    or (p / "lights.txt").is_file():
+                out.append(p)
+            elif any(q.is_dir() for q in p.iterdir()):
+                out.extend(find_captures([p]))
+            elif maps:
+                out.extend(maps)
+            else:
+                raise PsinspectError(f"{p}: neither a dataset, a capture folder nor a folder of "
+                                     "normal maps")
+        else:
+            raise PsinspectError(f"{p}: input not found")
+    return out
+
+
+def load_training_data(
+    inputs: Sequence[str | os.PathLike[str]], *, seed: int = 0, val_every: int = 5,
+    progress: Callable[[str], None] | None = None,
+) -> TrainingData:
+    """Read the training inputs (see the module docstring)."""
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise PsinspectError("no training inputs given")
+    if len(paths) == 1 and _is_dataset(paths[0]):
+        return _load_dataset(paths[0])
+    if any(_is_dataset(p) for p in paths):
+        raise PsinspectError("give a dataset folder alone, not mixed with other inputs")
+    files = _expand_inputs(paths)
+    if len(files) < 2:
+        raise PsinspectError(
+            f"need at least 2 good parts (one is held out for calibration), got {len(files)}"
+        )
+    samples: list[tuple[str, NormalSample]] = []
+    for f in files:
+        name, sample, _ = load_input_map(f)
+        samples.append((name, sample))
+        if progress is not None:
+            progress(name)
+    order = np.random.default_rng(int(seed)).permutation(len(samples))
+    n_val = max(1, len(samples) // max(2, int(val_every)))
+    val_idx = set(int(i) for i in order[:n_val])
+    train = [s for i, (_, s) in enumerate(samples) if i not in val_idx]
+    val = [s for i, (_, s) in enumerate(samples) if i in val_idx]
+    names = [n for n, _ in samples]
+    return TrainingData(
+        train, val,
+        [n for i, n in enumerate(names) if i not in val_idx],
+        [n for i, n in enumerate(names) if i in val_idx],
+        {"inputs": [str(f) for f in files], "holdout_rule": f"seeded shuffle ({seed}), first "
+         f"{n_val} of {len(samples)} held out for validation"},
+    )
+
+
+def calibrate(
+    model: AnomalyModel, val: Sequence[NormalSample], threshold_fpr: float
+) -> tuple[float, float, dict[str, Any]]:
+    """Per-pixel and image thresholds from clean validation maps (see the module docstring)."""
+    from psinspect.detect import image_score, score_map
+
+    if not 0.0 < threshold_fpr < 1.0:
+        raise PsinspectError(f"--threshold-fpr must be in (0, 1), got {threshold_fpr}")
+    pix, imgs = [], []
+    for n, m in val:
+        res = score_map(model, n, m)
+        pix.append(res.score[m])
+        imgs.append(image_score(res.score, m))
+    scores = np.concatenate(pix).astype(np.float64)
+    thr = float(np.quantile(scores, 1.0 - threshold_fpr, method="higher"))
+    img_thr = float(max(imgs))
+    stats = {
+        "method": "clean validation maps only",
+        "target_pixel_fpr": threshold_fpr,
+        "val_maps": len(val),
+        "val_object_pixels": int(scores.size),
+        "val_pixel_fpr_at_threshold": float(np.mean(scores > thr)),
+        "val_score_percentiles": {str(p): float(np.percentile(scores, p))
+                                  for p in (50, 90, 99, 99.9)},
+        "image_threshold_rule": "max image score over clean validation maps",
+        "val_image_scores": [float(v) for v in imgs],
+    }
+    return thr, img_thr, stats
+
+
+def _checkpoint_paths(out: Path) -> tuple[Path, Path]:
+    d = out / CHECKPOINT_DIR
+    return d / "state.safetensors", d / "state.json"
+
+
+def _write_checkpoint(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    wpath, jpath = _checkpoint_paths(out)
+    data = weights_bytes(arrays)
+    atomic_write_bytes(wpath, data)
+    save_json(jpath, {**meta, "weights_sha256": hashlib.sha256(data).hexdigest()})
+
+
+def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    wpath, jpath = _checkpoint_paths(out)
+    if not jpath.is_file() or not wpath.is_file():
+        raise PsinspectError(f"{out}: no checkpoint to resume from ({CHECKPOINT_DIR}/ missing)")
+    try:
+        meta = json.loads(jpath.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise PsinspectError(f"{jpath}: unreadable checkpoint ({err})") from None
+    data = wpath.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta.get("weights_sha256"):
+        raise PsinspectError(f"{wpath}: checkpoint does not match its checksum")
+    return parse_weights(data, str(wpath)), meta
+
+
+def train_model(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    model_name: str = "geo-seg",
+    hyperparameters: dict[str, Any] | None = None,
+    epochs: int = 30,
+    batch_size: int = 8,
+    seed: int = 0,
+    patience: int = 6,
+    threshold_fpr: float = DEFAULT_THRESHOLD_FPR,
+    threshold: float | None = None,
+    force: bool = False,
+    resume: bool = False,
+    threads: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train a model on clean maps, calibrate its thresholds, write ``out`` (a model dir).
+
+    Returns the written ``config.json`` contents. ``on_epoch`` gets each epoch's log entry.
+    With ``resume``, model, hyperparameters, inputs and training settings come from the
+    checkpoint in ``out`` (other arguments are ignored).
+    """
+    out = Path(out)
+    args = {"inputs": [str(p) for p in inputs], "model": model_name,
+            "hyperparameters": hyperparameters or {}, "epochs": int(epochs),
+            "batch_size": int(batch_size), "seed": int(seed), "patience": int(patience),
+            "threshold_fpr": float(threshold_fpr), "threshold": threshold}
+    resume_state = None
+    if resume:
+        arrays, meta = _read_checkpoint(out)
+        args = meta["args"]
+        resume_state = (arrays, meta["train_state"])
+    else:
+        check_output_dir(out, force)
+        if out.is_dir():
+            shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    if args["epochs"] < 1:
+        raise PsinspectError(f"--epochs must be >= 1, got {args['epochs']}")
+    if args["batch_size"] < 1:
+        raise PsinspectError(f"--batch-size must be >= 1, got {args['batch_size']}")
+    if args["threshold"] is not None and not np.isfinite(args["threshold"]):
+        raise PsinspectError("--threshold must be a finite number")
+    model = create_model(args["model"], **args["hyperparameters"])
+    data = load_training_data(args["inputs"], seed=args["seed"], progress=progress)
+
+    def checkpoint(entry: dict[str, Any], arrays: dict[str, np.ndarray],
+                   state: dict[str, Any]) -> None:
+        _write_checkpoint(out, arrays, {"args": args, "train_state": state})
+        if on_epoch is not None:
+            on_epoch(entry)
+
+    t0 = time.perf_counter()
+    log = model.fit(
+        data.train, data.val, epochs=args["epochs"], batch_size=args["batch_size"],
+        seed=args["seed"], patience=args["patience"], threads=threads,
+        on_epoch=checkpoint if model.trainable else None, resume=resume_state,
+    )
+    train_seconds = time.perf_counter() - t0
+    if progress is not None:
+        progress("calibrating thresholds on clean validation maps")
+    thr, img_thr, stats = calibrate(model, data.val, args["threshold_fpr"])
+    if args["threshold"] is not None:
+        stats["calibrated_threshold"] = thr
+        stats["override"] = "threshold set by --threshold"
+        thr = float(args["threshold"])
+    from psinspect import __version__
+
+    training = {
+        **data.source, "train_maps": len(data.train), "val_maps": len(data.val),
+        "epochs": args["epochs"], "epochs_run": len(log) if model.trainable else 0,
+        "batch_size": args["batch_size"], "seed": args["seed"], "patience": args["patience"],
+        "train_seconds": round(train_seconds, 2), "resumed": bool(resume),
+        "psinspect_version": __version__,
+    }
+    save_model_dir(out, model, threshold=thr, image_threshold=img_thr, calibration=stats,
+                   training=training, log=log)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    return json.loads((out / "config.json").read_text(encoding="utf-8"))
