@@ -19,13 +19,337 @@ from __future__ import annotations
 import io
 import math
 import os
+import platform
+import shutil
+import time
 import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from psinspect.errors import PsinspectError
-from psinspect.fileio import atomic_write_bytes, save_json, save_png
+from psinspect.fileio import atomic_write_bytes, save_json, save_npy, save_png
+
+# --------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class RunConfig:
+    """Settings of one ``psinspect run`` (saved as ``OUT/run.json``).
+
+    Rendered data (no ``data``): ``parts`` parts of ``size`` x ``size`` px under ``lights``
+    lights, a share ``defect_rate`` of them with defects rendered in. Dataset: ``subsets`` light
+    subsets per capture, ``holdout`` surfaces for test (None = a seeded quarter of the clean
+    surfaces). Model: ``model`` trained ``epochs`` x ``steps_per_epoch`` steps of
+    ``batch_size`` crops of ``patch`` px (``model_hyperparameters`` passed on), or the bundled
+    default with ``pretrained``.
+    """
+
+    preset: str = "default"
+    seed: int = 0
+    data: str | None = None
+    pretrained: bool = False
+    parts: int = 24
+    size: int = 256
+    lights: int = 12
+    defect_rate: float = 0.25
+    subsets: int = 3
+    holdout: list[str] | None = None
+    solver: str = "robust"
+    model: str | None = None
+    model_hyperparameters: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 6
+    batch_size: int = 8
+    patience: int = 3
+    threads: int = 2
+
+
+#: named presets; ``quick`` is the CI size (well under a minute on 2 cores)
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "quick": {"parts": 8, "size": 128, "lights": 8, "subsets": 2, "epochs": 2,
+              "batch_size": 4, "model_hyperparameters": {"steps_per_epoch": 6, "patch": 64}},
+}
+
+
+def make_config(preset: str = "default", **overrides: Any) -> RunConfig:
+    """A :class:`RunConfig` from a preset plus explicit overrides (None values are ignored)."""
+    if preset not in PRESETS:
+        raise PsinspectError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    cfg = replace(RunConfig(preset=preset), **PRESETS[preset])
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if cfg.model is not None and "model_hyperparameters" not in overrides:
+        cfg.model_hyperparameters = {}  # the preset's settings are for the default model
+    return cfg
+
+
+class Reporter(Protocol):
+    """Progress sink for :func:`run_pipeline` (the CLI prints one line per stage)."""
+
+    def stage(self, index: int, total: int, name: str, text: str, steps: int | None) -> None:
+        """A stage starts; ``steps`` is its number of ticks (None = unknown)."""
+
+    def tick(self, text: str = "") -> None:
+        """One step of the current stage done."""
+
+    def done(self, summary: str, seconds: float) -> None:
+        """The current stage finished."""
+
+
+class _Silent:
+    def stage(self, index: int, total: int, name: str, text: str, steps: int | None) -> None:
+        pass
+
+    def tick(self, text: str = "") -> None:
+        pass
+
+    def done(self, summary: str, seconds: float) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+STAGES = ("captures", "dataset", "model", "detect", "evaluate", "report")
+
+
+def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None or m.shape != shape:
+        raise PsinspectError(f"{path}: unreadable defect mask or wrong size")
+    return m > 0
+
+
+def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
+                 reporter: Reporter | None = None) -> dict[str, Any]:
+    """Run every stage into the (empty, staged) folder ``work``; return the run summary.
+
+    Layout of ``work``: ``captures/`` (rendered; absent with ``cfg.data``), ``dataset/``
+    (normal maps + ``manifest.json``), ``model/`` (MODEL_DIR), ``predictions/`` (per test map
+    ``<name>_score.npy``, ``_heatmap.png``, ``_mask.png``, and ``summary.json``),
+    ``metrics.json``, ``report.html``, ``run.json`` (config, versions, timings, summary).
+    """
+    from psinspect.dataset import build_dataset, find_captures
+
+    rep: Reporter = reporter or _Silent()
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    n = len(STAGES)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def begin(i: int, text: str, steps: int | None) -> float:
+        rep.stage(i + 1, n, STAGES[i], text, steps)
+        return time.perf_counter()
+
+    def end(i: int, t0: float, summary: str) -> None:
+        timings[STAGES[i]] = round(time.perf_counter() - t0, 2)
+        rep.done(summary, timings[STAGES[i]])
+
+    # 1. captures
+    if cfg.data is None:
+        from psinspect.render import render_dataset
+
+        t0 = begin(0, f"rendering {cfg.parts} parts ({cfg.size} px, {cfg.lights} lights)",
+                   cfg.parts)
+        captures = render_dataset(work / "captures", cfg.parts, defect_rate=cfg.defect_rate,
+                                  lights=cfg.lights, seed=cfg.seed, size=cfg.size,
+                                  progress=lambda k: rep.tick())
+    else:
+        t0 = begin(0, f"reading captures under {cfg.data}", None)
+        captures = find_captures([cfg.data])
+    n_def = sum((c / "M_defect.png").is_file() for c in captures)
+    end(0, t0, f"{len(captures)} captures ({n_def} with defects)")
+
+    # 2. dataset
+    t0 = begin(1, f"photometric stereo ({cfg.solver}, {cfg.subsets} light subsets), defects, "
+                  "splits", len(captures) * cfg.subsets)
+    manifest = build_dataset(captures, work / "dataset", holdout=cfg.holdout, seed=cfg.seed,
+                             subsets=cfg.subsets, solver=cfg.solver,
+                             progress=lambda msg: rep.tick(msg))
+    counts = {sp: sum(it["split"] == sp for it in manifest["items"])
+              for sp in ("train-clean", "val-clean", "test-clean", "test-defective")}
+    held = sorted(k for k, v in manifest["surfaces"].items() if v["role"] == "test")
+    end(1, t0, ", ".join(f"{k} {v}" for k, v in counts.items())
+        + f"; test surfaces: {', '.join(held)}")
+
+    # 3. model
+    bundle = _model_stage(work, cfg, rep, begin, end)
+
+    # 4. detect
+    tests = [it for it in manifest["items"] if it["split"].startswith("test")]
+    t0 = begin(3, f"detecting on {len(tests)} held-out test maps", len(tests))
+    eval_items, summaries = _detect_stage(work, tests, bundle, rep)
+    n_fail = sum(s["verdict"] == "fail" for s in summaries)
+    end(3, t0, f"{n_fail} of {len(summaries)} maps fail")
+
+    # 5. evaluate
+    from psinspect.metrics import evaluate
+
+    t0 = begin(4, "metrics inside the object mask", None)
+    metrics = evaluate(eval_items)
+    metrics["verdicts"] = verdict_counts(summaries, eval_items)
+    save_json(work / "metrics.json", metrics)
+    pooled = metrics["pooled"]
+    end(4, t0, ", ".join(f"{k} {pooled[k]:.3f}" for k in
+                         ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc")
+                         if pooled.get(k) is not None))
+
+    # 6. report
+    t0 = begin(5, "writing report.html", None)
+    run_info = {
+        "config": asdict(cfg), "timings_s": timings, "stages": list(STAGES),
+        "counts": counts, "test_surfaces": held, "model_dir": "model",
+        "model": bundle.config.get("model"), "pretrained": cfg.pretrained,
+        "versions": _versions(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    }
+    _report_stage(work, run_info, metrics, eval_items, summaries, bundle)
+    end(5, t0, "report.html")
+    run_info["timings_s"]["total"] = round(time.perf_counter() - t_all, 2)
+    run_info["metrics"] = {k: pooled.get(k) for k in
+                           ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc")}
+    save_json(work / "run.json", run_info)
+    return run_info
+
+
+def relocate_paths(stage: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
+    """Rewrite the staging folder's absolute path to the final one inside the JSON files of
+    ``stage`` (manifest, model config, run.json), so artifacts name where they end up."""
+    import json
+
+    old = str(Path(stage).resolve())
+    new = str(Path(final).resolve())
+    for path in Path(stage).rglob("*.json"):
+        text = path.read_text(encoding="utf-8")
+        if old in text:
+            esc_old, esc_new = json.dumps(old)[1:-1], json.dumps(new)[1:-1]
+            atomic_write_bytes(path, text.replace(esc_old, esc_new).encode("utf-8"))
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    from psinspect import __version__
+
+    return {"psinspect": __version__, "python": platform.python_version(),
+            "numpy": numpy.__version__, "torch": torch.__version__}
+
+
+def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
+                 begin: Callable[[int, str, int | None], float],
+                 end: Callable[[int, float, str], None]) -> Any:
+    from psinspect.modelstore import default_model_dir, load_model_dir
+
+    if cfg.pretrained:
+        t0 = begin(2, "using the bundled default model (--pretrained)", None)
+        src = default_model_dir()
+        shutil.copytree(src, work / "model")
+        bundle = load_model_dir(work / "model")
+        end(2, t0, f"{bundle.config.get('model')} from {src}")
+        return bundle
+    from psinspect.train import train_model
+
+    kwargs: dict[str, Any] = {}
+    if cfg.model is not None:
+        kwargs["model_name"] = cfg.model
+    t0 = begin(2, f"training {cfg.model or 'the default model'} ({cfg.epochs} epochs)",
+               cfg.epochs)
+    config = train_model(
+        [work / "dataset"], work / "model", hyperparameters=dict(cfg.model_hyperparameters),
+        epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, patience=cfg.patience,
+        threads=cfg.threads,
+        on_epoch=lambda e: rep.tick(f"epoch {e['epoch'] + 1}: val loss {e['val_loss']:.4f}"),
+        **kwargs)
+    bundle = load_model_dir(work / "model")
+    end(2, t0, f"{config['model']}: pixel threshold {config['threshold']:.4g}, image "
+               f"threshold {config['image_threshold']:.4g}")
+    return bundle
+
+
+def _detect_stage(work: Path, tests: list[dict[str, Any]], bundle: Any, rep: Reporter
+                  ) -> tuple[list[Any], list[dict[str, Any]]]:
+    from psinspect.detect import detect_map
+    from psinspect.fileio import load_npy
+    from psinspect.metrics import EvalItem
+    from psinspect.normalmap import validate_normal_map
+
+    pred_dir = work / "predictions"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    items, summaries = [], []
+    for it in tests:
+        path = work / "dataset" / it["file"]
+        normals, mask = validate_normal_map(load_npy(path), name=str(path))
+        gt = (np.zeros(mask.shape, bool) if not it.get("defect_mask")
+              else _read_mask(work / "dataset" / it["defect_mask"], mask.shape) & mask)
+        det = detect_map(bundle, normals, mask, name=it["name"])
+        _write_detection(pred_dir, det, normals, mask, gt)
+        summary = det.summary()
+        summary["split"] = it["split"]
+        summary["surface"] = it["surface"]
+        summary["gt_defect_px"] = int(gt.sum())
+        summaries.append(summary)
+        items.append(EvalItem(name=it["name"], score=det.score, gt=gt, mask=mask,
+                              image_score=det.image_score, defects=it.get("defects") or None))
+        rep.tick(it["name"])
+    save_json(pred_dir / "summary.json", {"inputs": summaries})
+    return items, summaries
+
+
+def verdict_counts(summaries: list[dict[str, Any]], items: list[Any]) -> dict[str, Any]:
+    """Pass/fail at the model's image threshold against the truth (a map with ground-truth
+    defect pixels inside the object should fail)."""
+    tp = fp = tn = fn = 0
+    for s, it in zip(summaries, items, strict=True):
+        bad = bool((it.gt & it.mask).any())
+        fail = s["verdict"] == "fail"
+        tp += bad and fail
+        fn += bad and not fail
+        fp += fail and not bad
+        tn += not bad and not fail
+    total = tp + fp + tn + fn
+    return {"defective_failed": tp, "defective_passed": fn, "clean_failed": fp,
+            "clean_passed": tn, "accuracy": (tp + tn) / total if total else None}
+
+
+def _write_detection(out: Path, det: Any, normals: np.ndarray, mask: np.ndarray,
+                     gt: np.ndarray | None) -> None:
+    """Per-map artifacts (score map, heatmap, predicted mask)."""
+    from psinspect.app import heatmap_overlay
+    from psinspect.normalmap import encode_png
+
+    save_npy(out / f"{det.name}_score.npy", det.score.astype(np.float32))
+    save_png(out / f"{det.name}_heatmap.png",
+             heatmap_overlay(encode_png(normals, mask), det.score, mask,
+                             vmax=max(2 * det.threshold, 1e-6)))
+    save_png(out / f"{det.name}_mask.png", det.pred_mask.astype(np.uint8) * 255)
+
+
+def _report_stage(work: Path, run_info: dict[str, Any], metrics: dict[str, Any],
+                  items: list[Any], summaries: list[dict[str, Any]], bundle: Any) -> None:
+    import html as _html
+    import json
+
+    rows = "".join(
+        f"<tr><td>{_html.escape(s['name'])}</td><td>{s['split']}</td><td>{s['verdict']}</td>"
+        f"<td>{s['image_score']:.4g}</td><td>{s['defect_area_px']}</td>"
+        f"<td>{s['gt_defect_px']}</td></tr>" for s in summaries)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>psinspect run</title></head>"
+        "<body><h1>psinspect run</h1><h2>Metrics (inside the object mask)</h2><pre>"
+        + _html.escape(json.dumps(metrics["pooled"], indent=2)) + "</pre><h2>Test maps</h2>"
+        "<table border=1><tr><th>map</th><th>split</th><th>verdict</th><th>image score</th>"
+        "<th>predicted px</th><th>true px</th></tr>" + rows + "</table><h2>Run</h2><pre>"
+        + _html.escape(json.dumps(run_info, indent=2)) + "</pre></body></html>")
+    atomic_write_bytes(work / "report.html", page.encode("utf-8"))
+
 
 # --------------------------------------------------------------------------------------------
 # example inputs for the app
