@@ -80,14 +80,71 @@ def save_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     return atomic_write_bytes(path, buf.tobytes())
 
 
-def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a ``.npy`` file without unpickling; errors are :class:`PsinspectError`."""
+#: largest array :func:`load_npy` reads by default (bytes of data); an 8k x 8k x 3 float64
+#: normal map is 1.5 GiB
+MAX_NPY_BYTES = 4 * 1024**3
+
+
+def npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data offset)`` of a ``.npy`` file from its header alone (the data is
+    not read). Errors are :class:`PsinspectError` naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+            return tuple(int(v) for v in shape), dtype, fh.tell()
+    except FileNotFoundError:
+        raise PsinspectError(f"{path}: file not found") from None
+    except Exception as err:  # numpy raises ValueError/EOFError/SyntaxError for bad headers
+        raise PsinspectError(f"{path}: not a readable .npy array ({err})") from None
+
+
+def load_npy(path: str | os.PathLike[str], max_bytes: int = MAX_NPY_BYTES) -> np.ndarray:
+    """Read a ``.npy`` file without unpickling; errors are :class:`PsinspectError`.
+
+    The header is checked first, so object arrays, arrays of more than ``max_bytes`` and
+    truncated files are refused before any memory is allocated for the data.
+    """
+    shape, dtype, offset = npy_header(path)
+    if dtype.hasobject:
+        raise PsinspectError(f"{path}: holds Python objects (would need unpickling); refused")
+    nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if nbytes > max_bytes:
+        raise PsinspectError(
+            f"{path}: array of shape {shape} {dtype} is {nbytes / 2**30:.1f} GiB, more than the "
+            f"limit of {max_bytes / 2**30:.1f} GiB"
+        )
+    size = os.path.getsize(path)
+    if size < offset + nbytes:
+        raise PsinspectError(
+            f"{path}: truncated .npy file ({size - offset} of {nbytes} data bytes present)"
+        )
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise PsinspectError(f"{path}: file not found") from None
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, MemoryError) as err:
         raise PsinspectError(f"{path}: not a readable .npy array ({err})") from None
+
+
+def image_size_hw(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """``(H, W)`` of an image file read from its header only (no pixels decoded), or None when
+    the header is not readable (callers then let the decoder report the problem)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            return int(h), int(w)
+    except Image.DecompressionBombError as err:  # > 179 M pixels: far beyond any limit here
+        raise PsinspectError(f"{path}: image too large to read ({err})") from None
+    except Exception:  # unreadable or a format PIL does not know: the decoder will say
+        return None
 
 
 def check_output_dir(path: str | os.PathLike[str], force: bool) -> Path:

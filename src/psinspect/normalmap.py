@@ -14,10 +14,13 @@ import cv2
 import numpy as np
 
 from psinspect.errors import PsinspectError
-from psinspect.fileio import load_npy
+from psinspect.fileio import image_size_hw, load_npy, npy_header
 
 #: tolerance on | |n| - 1 | for a vector to count as unit length
 UNIT_TOL = 1e-2
+#: largest normal map read from disk (8192 x 8192): loading one peaks near 3.2 GB of memory,
+#: and detection scores big maps in tiles; larger maps are refused before they are decoded
+MAX_MAP_PIXELS = 8192 * 8192
 
 
 def normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -101,6 +104,18 @@ def validate_normal_map(
     return out.astype(np.float32), mask
 
 
+def check_map_size(shape_hw: tuple[int, int], name: str,
+                   max_pixels: int = MAX_MAP_PIXELS) -> None:
+    """Refuse a map of more than ``max_pixels`` pixels (:class:`PsinspectError` naming it)."""
+    h, w = int(shape_hw[0]), int(shape_hw[1])
+    if h * w > max_pixels:
+        side = int(np.sqrt(max_pixels))
+        raise PsinspectError(
+            f"{name}: normal map is {w} x {h} pixels, more than the limit of {max_pixels} "
+            f"pixels ({side} x {side}); crop it or split it into tiles"
+        )
+
+
 def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """Read a normal map from ``.npy`` (H, W, 3 float) or an 8-bit normal PNG.
 
@@ -112,8 +127,14 @@ def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
         raise PsinspectError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        shape, _, _ = npy_header(path)
+        if len(shape) == 3:
+            check_map_size(shape[:2], str(path))
         return validate_normal_map(load_npy(path), name=str(path))
     if suffix == ".png":
+        hw = image_size_hw(path)
+        if hw is not None:
+            check_map_size(hw, str(path))
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if raw is None:
             raise PsinspectError(f"{path}: cannot read image (corrupt or not a PNG)")
