@@ -57,7 +57,7 @@ import cv2
 import numpy as np
 
 from psinspect.errors import PsinspectError
-from psinspect.fileio import atomic_write_bytes, load_npy, save_npy, save_png
+from psinspect.fileio import atomic_write_bytes, image_size_hw, load_npy, save_npy, save_png
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,12 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 _NON_CAPTURE_STEMS = ("mask", "normal_gt", "normals")
 DEFAULT_LIGHTS_FILES = ("lights.txt", "light_directions.txt")
 LIGHT_FORMATS = ("xyz", "slant_tilt", "elevation_azimuth")
+#: largest image of a capture (pixels) and largest float32 image stack (bytes) that are loaded;
+#: photometric stereo needs a few times the stack plus ~300 bytes per pixel, so these keep a
+#: capture under ~13 GB. Checked from the image headers before anything is decoded.
+MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_CAPTURE_BYTES = 2 * 1024**3
+_DEPTH_NAMES = {255.0: "8-bit", 65535.0: "16-bit", 1.0: "floating-point"}
 
 
 @dataclass
@@ -306,6 +312,32 @@ def _load_gt(folder: Path, shape: tuple[int, int]) -> np.ndarray | None:
     return gt.astype(np.float32)
 
 
+def _check_sizes_from_headers(paths: Sequence[Path]) -> None:
+    """Equal sizes and the memory limits, from the image headers (nothing decoded yet).
+    Images whose header is unreadable are left to the decoder to report."""
+    known = [(p, hw) for p in paths if (hw := image_size_hw(p)) is not None]
+    if not known:
+        return
+    p0, (h, w) = known[0]
+    for p, hw in known[1:]:
+        if hw != (h, w):
+            raise PsinspectError(
+                f"{p}: image size {hw[1]}x{hw[0]} differs from {p0.name} ({w}x{h})"
+            )
+    if h * w > MAX_IMAGE_PIXELS:
+        raise PsinspectError(
+            f"{p0}: image is {w}x{h} pixels, more than the limit of {MAX_IMAGE_PIXELS} pixels "
+            "per image; crop the images"
+        )
+    need = len(paths) * h * w * 4
+    if need > MAX_CAPTURE_BYTES:
+        raise PsinspectError(
+            f"{p0}: {len(paths)} images of {w}x{h} pixels need {need / 2**30:.1f} GiB as float32, "
+            f"more than the limit of {MAX_CAPTURE_BYTES / 2**30:.0f} GiB; use fewer lights "
+            "(--lights / --num-lights) or crop the images"
+        )
+
+
 def load_capture(
     path: str | os.PathLike[str],
     *,
@@ -391,22 +423,30 @@ def load_capture(
     mask_file = folder / "mask.png"
     need_nonblack = not mask_file.is_file()
 
-    def work(j: int) -> tuple[np.ndarray, np.ndarray | None]:
+    _check_sizes_from_headers(paths)
+
+    def work(j: int) -> tuple[np.ndarray, np.ndarray | None, float]:
         raw, scale = _imread(paths[j])
         grey = _to_grey(raw, scale, intens[idx[j]], gamma, channel_weights)
         nonblack = (raw.reshape(*raw.shape[:2], -1) > 0).any(axis=2) if need_nonblack else None
         if progress is not None:
             progress(1)
-        return grey, nonblack
+        return grey, nonblack, scale
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(work, range(len(paths))))
     shape0 = results[0][0].shape
-    for p, (grey, _) in zip(paths, results, strict=True):
+    scale0 = results[0][2]
+    for p, (grey, _, scale) in zip(paths, results, strict=True):
         if grey.shape != shape0:
             raise PsinspectError(
                 f"{p}: image size {grey.shape[1]}x{grey.shape[0]} differs from "
                 f"{paths[0].name} ({shape0[1]}x{shape0[0]})"
+            )
+        if scale != scale0:
+            raise PsinspectError(
+                f"{p}: {_DEPTH_NAMES[scale]} image but {paths[0].name} is "
+                f"{_DEPTH_NAMES[scale0]}; all images of a capture need the same bit depth"
             )
     images = np.stack([r[0] for r in results])
     nonblack_any = np.logical_or.reduce([r[1] for r in results]) if need_nonblack else None
