@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from psinspect.errors import PsinspectError
-from psinspect.fileio import atomic_write_bytes, save_json, save_npy, save_png
+from psinspect.fileio import atomic_write_bytes, save_json, save_png
 
 # --------------------------------------------------------------------------------------------
 # configuration
@@ -115,16 +115,7 @@ class _Silent:
 # the run
 
 
-STAGES = ("captures", "dataset", "model", "detect", "evaluate", "report")
-
-
-def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if m is None or m.shape != shape:
-        raise PsinspectError(f"{path}: unreadable defect mask or wrong size")
-    return m > 0
+STAGES = ("captures", "dataset", "model", "detect", "evaluate")
 
 
 def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
@@ -184,39 +175,86 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
     bundle = _model_stage(work, cfg, rep, begin, end)
 
     # 4. detect
+    from psinspect.detect import write_detection_outputs
+
     tests = [it for it in manifest["items"] if it["split"].startswith("test")]
     t0 = begin(3, f"detecting on {len(tests)} held-out test maps", len(tests))
-    eval_items, summaries = _detect_stage(work, tests, bundle, rep)
+    detect_summary = write_detection_outputs(
+        [work / "dataset" / it["file"] for it in tests], work / "predictions", bundle,
+        solver=cfg.solver, progress=lambda name: rep.tick(name))
+    summaries = detect_summary["inputs"]
     n_fail = sum(s["verdict"] == "fail" for s in summaries)
     end(3, t0, f"{n_fail} of {len(summaries)} maps fail")
 
-    # 5. evaluate
-    from psinspect.metrics import evaluate
+    # 5. evaluate: metrics.json + report.html (psinspect.report.write_evaluation)
+    from psinspect.report import write_evaluation
 
-    t0 = begin(4, "metrics inside the object mask", None)
-    metrics = evaluate(eval_items)
-    metrics["verdicts"] = verdict_counts(summaries, eval_items)
+    t0 = begin(4, "metrics inside the object mask, report.html", None)
+    metrics = write_evaluation(work / "predictions", work / "dataset", work, force=True)
+    verdicts = verdict_counts(summaries)
+    metrics["verdicts"] = verdicts
     save_json(work / "metrics.json", metrics)
     pooled = metrics["pooled"]
-    end(4, t0, ", ".join(f"{k} {pooled[k]:.3f}" for k in
-                         ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc")
-                         if pooled.get(k) is not None))
-
-    # 6. report
-    t0 = begin(5, "writing report.html", None)
+    timings["total"] = round(time.perf_counter() - t_all, 2)
     run_info = {
         "config": asdict(cfg), "timings_s": timings, "stages": list(STAGES),
         "counts": counts, "test_surfaces": held, "model_dir": "model",
         "model": bundle.config.get("model"), "pretrained": cfg.pretrained,
+        "metrics": {k: pooled.get(k) for k in
+                    ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc")},
+        "verdicts": verdicts,
         "versions": _versions(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
-    _report_stage(work, run_info, metrics, eval_items, summaries, bundle)
-    end(5, t0, "report.html")
-    run_info["timings_s"]["total"] = round(time.perf_counter() - t_all, 2)
-    run_info["metrics"] = {k: pooled.get(k) for k in
-                           ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc")}
+    _add_run_section(work / "report.html", run_info)
+    end(4, t0, ", ".join(f"{k} {v:.3f}" for k, v in run_info["metrics"].items()
+                         if v is not None))
+    timings["total"] = round(time.perf_counter() - t_all, 2)
     save_json(work / "run.json", run_info)
     return run_info
+
+
+def verdict_counts(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pass/fail at the model's image threshold against the truth: a map whose ground truth
+    has defect pixels inside the object should fail (``gt_defect_px`` of detect's summary)."""
+    tp = fp = tn = fn = 0
+    for s in summaries:
+        bad = int(s.get("gt_defect_px") or 0) > 0
+        fail = s["verdict"] == "fail"
+        tp += bad and fail
+        fn += bad and not fail
+        fp += fail and not bad
+        tn += not bad and not fail
+    total = tp + fp + tn + fn
+    return {"defective_failed": tp, "defective_passed": fn, "clean_failed": fp,
+            "clean_passed": tn, "accuracy": (tp + tn) / total if total else None}
+
+
+def _add_run_section(report: Path, run_info: dict[str, Any]) -> None:
+    """Put a short 'how this run was made' section under the report's title."""
+    import html
+
+    cfg = run_info["config"]
+    data = cfg["data"] or (f"{cfg['parts']} rendered parts, {cfg['size']} px, "
+                           f"{cfg['lights']} lights, defect rate {cfg['defect_rate']}")
+    v = run_info["verdicts"]
+    how = "bundled, --pretrained" if cfg["pretrained"] else "trained in this run"
+    lines = [
+        f"psinspect run, preset {cfg['preset']}, seed {cfg['seed']}: data {data}.",
+        f"Model {run_info['model']} ({how}, "
+        "folder model/). Test surfaces (never seen in training): "
+        f"{', '.join(run_info['test_surfaces'])}.",
+        f"Verdicts at the calibrated image threshold: {v['defective_failed']} defective maps "
+        f"failed, {v['defective_passed']} passed; {v['clean_passed']} clean maps passed, "
+        f"{v['clean_failed']} failed.",
+        "Stage times (s): " + ", ".join(f"{k} {t}" for k, t in run_info["timings_s"].items())
+        + ". Details in run.json; per-map outputs in predictions/.",
+    ]
+    block = "".join(f"<p class='note'>{html.escape(t)}</p>" for t in lines)
+    text = report.read_text(encoding="utf-8")
+    i = text.find("</h1>")
+    if i >= 0:
+        text = text[:i + 5] + "<h2>Run</h2>" + block + text[i + 5:]
+        atomic_write_bytes(report, text.encode("utf-8"))
 
 
 def relocate_paths(stage: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
@@ -272,83 +310,6 @@ def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
     end(2, t0, f"{config['model']}: pixel threshold {config['threshold']:.4g}, image "
                f"threshold {config['image_threshold']:.4g}")
     return bundle
-
-
-def _detect_stage(work: Path, tests: list[dict[str, Any]], bundle: Any, rep: Reporter
-                  ) -> tuple[list[Any], list[dict[str, Any]]]:
-    from psinspect.detect import detect_map
-    from psinspect.fileio import load_npy
-    from psinspect.metrics import EvalItem
-    from psinspect.normalmap import validate_normal_map
-
-    pred_dir = work / "predictions"
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    items, summaries = [], []
-    for it in tests:
-        path = work / "dataset" / it["file"]
-        normals, mask = validate_normal_map(load_npy(path), name=str(path))
-        gt = (np.zeros(mask.shape, bool) if not it.get("defect_mask")
-              else _read_mask(work / "dataset" / it["defect_mask"], mask.shape) & mask)
-        det = detect_map(bundle, normals, mask, name=it["name"])
-        _write_detection(pred_dir, det, normals, mask, gt)
-        summary = det.summary()
-        summary["split"] = it["split"]
-        summary["surface"] = it["surface"]
-        summary["gt_defect_px"] = int(gt.sum())
-        summaries.append(summary)
-        items.append(EvalItem(name=it["name"], score=det.score, gt=gt, mask=mask,
-                              image_score=det.image_score, defects=it.get("defects") or None))
-        rep.tick(it["name"])
-    save_json(pred_dir / "summary.json", {"inputs": summaries})
-    return items, summaries
-
-
-def verdict_counts(summaries: list[dict[str, Any]], items: list[Any]) -> dict[str, Any]:
-    """Pass/fail at the model's image threshold against the truth (a map with ground-truth
-    defect pixels inside the object should fail)."""
-    tp = fp = tn = fn = 0
-    for s, it in zip(summaries, items, strict=True):
-        bad = bool((it.gt & it.mask).any())
-        fail = s["verdict"] == "fail"
-        tp += bad and fail
-        fn += bad and not fail
-        fp += fail and not bad
-        tn += not bad and not fail
-    total = tp + fp + tn + fn
-    return {"defective_failed": tp, "defective_passed": fn, "clean_failed": fp,
-            "clean_passed": tn, "accuracy": (tp + tn) / total if total else None}
-
-
-def _write_detection(out: Path, det: Any, normals: np.ndarray, mask: np.ndarray,
-                     gt: np.ndarray | None) -> None:
-    """Per-map artifacts (score map, heatmap, predicted mask)."""
-    from psinspect.app import heatmap_overlay
-    from psinspect.normalmap import encode_png
-
-    save_npy(out / f"{det.name}_score.npy", det.score.astype(np.float32))
-    save_png(out / f"{det.name}_heatmap.png",
-             heatmap_overlay(encode_png(normals, mask), det.score, mask,
-                             vmax=max(2 * det.threshold, 1e-6)))
-    save_png(out / f"{det.name}_mask.png", det.pred_mask.astype(np.uint8) * 255)
-
-
-def _report_stage(work: Path, run_info: dict[str, Any], metrics: dict[str, Any],
-                  items: list[Any], summaries: list[dict[str, Any]], bundle: Any) -> None:
-    import html as _html
-    import json
-
-    rows = "".join(
-        f"<tr><td>{_html.escape(s['name'])}</td><td>{s['split']}</td><td>{s['verdict']}</td>"
-        f"<td>{s['image_score']:.4g}</td><td>{s['defect_area_px']}</td>"
-        f"<td>{s['gt_defect_px']}</td></tr>" for s in summaries)
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>psinspect run</title></head>"
-        "<body><h1>psinspect run</h1><h2>Metrics (inside the object mask)</h2><pre>"
-        + _html.escape(json.dumps(metrics["pooled"], indent=2)) + "</pre><h2>Test maps</h2>"
-        "<table border=1><tr><th>map</th><th>split</th><th>verdict</th><th>image score</th>"
-        "<th>predicted px</th><th>true px</th></tr>" + rows + "</table><h2>Run</h2><pre>"
-        + _html.escape(json.dumps(run_info, indent=2)) + "</pre></body></html>")
-    atomic_write_bytes(work / "report.html", page.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""``psinspect run`` end to end at the CI size (``--quick``), and its output-folder rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from psinspect.pipeline import PRESETS, make_config
+
+
+def _psinspect(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    return subprocess.run(
+        [sys.executable, "-c", "from psinspect.cli import main; main()", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_presets() -> None:
+    q = make_config("quick")
+    d = make_config("default")
+    assert q.parts < d.parts and q.epochs <= d.epochs and q.size <= d.size
+    assert make_config("quick", seed=3, parts=None).seed == 3  # None = keep the preset's value
+    assert set(PRESETS) == {"default", "quick"}
+
+
+def test_refuses_non_empty_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = _psinspect("run", "--quick", "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "not empty" in r.stderr and "--force" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    r = _psinspect("run", "--quick", "--data", str(tmp_path / "nope"), "-o",
+                   str(tmp_path / "o2"), cwd=tmp_path)
+    assert r.returncode == 2 and "--data" in r.stderr
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.slow
+def test_run_quick_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = _psinspect("run", "--quick", "--seed", "0", "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for stage in ("captures", "dataset", "model", "detect", "evaluate"):
+        assert f"] {stage}:" in r.stderr  # one progress line per stage
+    assert (out / "report.html").stat().st_size > 1000
+    assert (out / "model" / "config.json").is_file()
+    assert (out / "dataset" / "manifest.json").is_file()
+    assert (out / "predictions" / "summary.json").is_file()
+    # no staging folder left behind, no absolute staging paths in the artifacts
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert ".staging-" not in (out / "dataset" / "manifest.json").read_text()
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    pooled = metrics["pooled"]
+    for key in ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc"):
+        assert 0.0 <= pooled[key] <= 1.0, (key, pooled[key])
+    # better than chance: random scores give AUROC 0.5, normalised AUPRO(0.3) about 0.15,
+    # AP = the share of defect pixels
+    base_rate = pooled["defect_pixels"] / pooled["object_pixels"]
+    assert pooled["pixel_auroc"] > 0.6
+    assert pooled["aupro"] > 0.2
+    assert pooled["pixel_ap"] > 2 * base_rate
+    assert pooled["maps"] >= 4 and 0 < pooled["defective_maps"] < pooled["maps"]
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["preset"] == "quick" and run["config"]["seed"] == 0
+    assert run["timings_s"]["total"] < 120
+    # the test maps come from surfaces that the model never saw
+    manifest = json.loads((out / "dataset" / "manifest.json").read_text())
+    train_surfaces = {it["surface"] for it in manifest["items"]
+                      if it["split"] in ("train-clean", "val-clean")}
+    test_surfaces = {it["surface"] for it in manifest["items"] if it["split"].startswith("test")}
+    assert train_surfaces and test_surfaces and not train_surfaces & test_surfaces
