@@ -625,6 +625,8 @@ def render_dataset(
         raise PsinspectError(f"--parts must be >= 1, got {n_parts}")
     if not 0.0 <= defect_rate <= 1.0:
         raise PsinspectError(f"--defect-rate must be in [0, 1], got {defect_rate}")
+    if defect_rate > 0 and max_defects < 1:
+        raise PsinspectError(f"--max-defects must be >= 1, got {max_defects}")
     fams = tuple(families) if families else DEFAULT_FAMILIES
     bad = [f for f in fams if f not in PART_FAMILIES]
     if bad:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,9 @@ import typer
 
 from psinspect.cli import app
 from psinspect.errors import PsinspectError
+
+#: most defects implanted into one map (more only takes time and hides the surface)
+MAX_PER_IMAGE = 100
 
 
 def split_list(text: str | None) -> list[str] | None:
@@ -53,8 +57,10 @@ def defects_cmd(
     from psinspect.fileio import check_output_dir, save_json, save_npy, save_png, staged_output_dir
     from psinspect.normalmap import encode_png, load_normal_map
 
-    if per_image < 1:
-        raise PsinspectError(f"--per-image must be >= 1, got {per_image}")
+    if not 1 <= per_image <= MAX_PER_IMAGE:
+        raise PsinspectError(f"--per-image must be between 1 and {MAX_PER_IMAGE}, got {per_image}")
+    if not (math.isfinite(min_angle) and min_angle >= 0):
+        raise PsinspectError(f"--min-angle must be a non-negative number, got {min_angle}")
     type_list = list(check_types(split_list(types)))
     sev = parse_severity(severity)
     check_output_dir(out, force)
