@@ -138,3 +138,81 @@ def test_zip_capture_errors_do_not_leak_server_paths(tmp_path: Path) -> None:
         load_inspection_input(z, work)
     assert str(work) not in str(err.value)
     assert "cap/1.png" in str(err.value) or "cap" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def geometric_choice(tmp_path_factory: pytest.TempPathFactory):
+    """A training-free model directory (no weights to learn), with set thresholds in degrees."""
+    from psinspect.app import load_model_choices
+    from psinspect.models import create_model
+    from psinspect.modelstore import save_model_dir
+
+    d = tmp_path_factory.mktemp("geo") / "model"
+    save_model_dir(d, create_model("geometric"), threshold=10.0, image_threshold=20.0)
+    (choice,) = load_model_choices([d], include_default=False)
+    return choice
+
+
+def test_predict_on_example(tmp_path: Path, geometric_choice) -> None:
+    import cv2
+
+    from psinspect.app import predict
+
+    ex = next(p for p in list_examples() if "scratch" in p.name and p.suffix == ".png")
+    inp = load_inspection_input(ex, tmp_path)
+    h, w = inp.mask.shape
+    p = predict(inp, geometric_choice)
+    for img in (p.normals_rgb, p.reference_rgb, p.heatmap_rgb, p.mask_rgb):
+        assert img is not None and img.shape == (h, w, 3) and img.dtype == np.uint8
+    assert p.threshold == 10.0 and p.image_threshold == 20.0
+    assert p.verdict == ("FAIL" if p.image_score > p.image_threshold else "PASS")
+    # the mask image paints exactly the reported regions
+    red = (p.mask_rgb == (255, 40, 40)).all(axis=2)
+    assert red.sum() == sum(r["area_px"] for r in p.regions) > 0
+    assert not (red & ~inp.mask).any()
+    # the rendered defect is where the heat is: regions overlap the ground-truth mask
+    gt = cv2.imread(str(ex.with_name(ex.stem + "_gt_mask.png")), cv2.IMREAD_GRAYSCALE) > 0
+    assert (red & gt).sum() > 0.2 * gt.sum()
+    # thresholds move the decision: a higher pixel threshold gives fewer mask pixels, a pass/fail
+    # threshold above the image score passes the part
+    strict = predict(inp, geometric_choice, threshold=40.0, image_threshold=p.image_score + 1)
+    assert strict.verdict == "PASS"
+    assert sum(r["area_px"] for r in strict.regions) < red.sum()
+    with pytest.raises(PsinspectError, match="pixel threshold"):
+        predict(inp, geometric_choice, threshold=float("nan"))
+
+
+def test_inspect_upload_shows_messages_not_traces(tmp_path: Path, geometric_choice) -> None:
+    from psinspect.app import REGION_COLUMNS, inspect_upload, regions_table
+
+    ok = inspect_upload(list_examples()[0], geometric_choice, None, None, tmp_path)
+    assert ok[0].count("ps-fail") + ok[0].count("ps-pass") == 1
+    assert all(len(row) == len(REGION_COLUMNS) for row in ok[5])
+    assert regions_table([]) == []
+    bad = tmp_path / "x.txt"
+    bad.write_text("x")
+    for path, want in ((None, "no file"), (bad, "unsupported file type"),
+                       (tmp_path / "gone.png", "file not found")):
+        out = inspect_upload(path, geometric_choice, None, None, tmp_path)
+        assert "Cannot inspect" in out[0] and want in out[0] and "Traceback" not in out[0]
+        assert out[1:5] == (None, None, None, None)
+    out = inspect_upload(list_examples()[0], None, None, None, tmp_path)
+    assert "unknown model" in out[0]
+
+
+def test_internal_errors_are_one_line(tmp_path: Path, geometric_choice, caplog) -> None:
+    from dataclasses import replace
+
+    from psinspect.app import ModelChoice, inspect_upload
+
+    class Broken:
+        name = "broken"
+
+        def score(self, normals, mask, confidence=None):
+            raise RuntimeError("secret internals /srv/path")
+
+    choice = ModelChoice("broken", replace(geometric_choice.bundle, model=Broken()))
+    out = inspect_upload(list_examples()[0], choice, None, None, tmp_path)
+    assert "internal error (RuntimeError)" in out[0]
+    assert "secret" not in out[0] and "/srv/path" not in out[0]
+    assert "secret internals" in caplog.text  # logged on the server side
