@@ -280,3 +280,68 @@ def unique_names(names: list[str]) -> list[str]:
         seen[n] = k
         out.append(n if k == 1 else f"{n}_{k}")
     return out
+
+
+def write_detection_outputs(
+    inputs: list[str | os.PathLike[str]] | list[Path],
+    out: str | os.PathLike[str],
+    bundle: ModelBundle,
+    *,
+    threshold: float | None = None,
+    solver: str = "robust",
+    force: bool = False,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Detect on every input and write the per-input files and ``summary.json`` into ``out``
+    (staged: nothing is written unless every input succeeds). Returns the summary."""
+    from psinspect.fileio import save_json, save_npy, save_png, staged_output_dir
+    from psinspect.normalmap import encode_png
+    from psinspect.report import heatmap_rgb, panel_rgb
+
+    if threshold is not None and not np.isfinite(threshold):
+        raise PsinspectError("--threshold must be a finite number")
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise PsinspectError("no inputs given")
+    for p in paths:
+        if not p.exists():
+            raise PsinspectError(f"{p}: input not found")
+    summaries = []
+    with staged_output_dir(out, force) as stage:
+        names: list[str] = []
+        loaded_names = []
+        for p in paths:
+            loaded_names.append(p.stem if p.is_file() else p.name)
+        names = unique_names(loaded_names)
+        for p, name in zip(paths, names, strict=True):
+            inp = load_input(p, solver=solver)
+            det = detect_map(bundle, inp.normals, inp.mask, name=name,
+                             confidence=inp.confidence, threshold=threshold)
+            save_npy(stage / f"{name}_score.npy", det.score.astype(np.float32))
+            save_png(stage / f"{name}_heatmap.png", heatmap_rgb(det.score, inp.mask,
+                                                                det.threshold))
+            save_png(stage / f"{name}_mask.png", det.pred_mask.astype(np.uint8) * 255)
+            if det.reference is not None:
+                save_png(stage / f"{name}_reference.png", encode_png(det.reference, inp.mask))
+            gt = None if inp.gt_mask is None else inp.gt_mask & inp.mask
+            save_png(stage / f"{name}_panel.png", panel_rgb(
+                inp.normals, inp.mask, det.reference, det.score, det.pred_mask, det.threshold,
+                gt))
+            s = det.summary()
+            s["source"] = inp.source
+            if gt is not None:
+                s["gt_defect_px"] = int(gt.sum())
+            summaries.append(s)
+            if progress is not None:
+                progress(name)
+        summary = {
+            "model": bundle.config.get("model"),
+            "model_dir": str(bundle.path) if bundle.path else None,
+            "pixel_threshold": threshold if threshold is not None else bundle.threshold,
+            "image_threshold": bundle.image_threshold,
+            "verdict_rule": "fail when image_score > image_threshold (image score = peak of "
+                            "the 3x3 object-pixel mean of the score map)",
+            "inputs": summaries,
+        }
+        save_json(stage / "summary.json", summary)
+    return summary

@@ -208,3 +208,137 @@ def report_html(
         parts.append(f"<h3>{html.escape(name)}</h3>{img(png_bytes(rgb), name)}")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------
+# evaluation of a detect output folder against a dataset's ground truth
+# ------------------------------------------------------------------------------------------
+
+EVAL_SPLITS = ("test-clean", "test-defective")
+
+
+def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EVAL_SPLITS
+                    ) -> tuple[list[Any], dict[str, Any]]:
+    """Pair the score maps of a ``psinspect detect`` folder with a dataset's ground truth.
+
+    ``pred_dir``: holds ``summary.json`` and ``<name>_score.npy`` per map. ``ground_truth``: a
+    dataset folder (``manifest.json``, :mod:`psinspect.dataset`); every item of ``splits`` must
+    have a prediction named like its file stem. The object mask of an item is the non-zero
+    vectors of its normal map; its defect mask is its ``defect_mask`` PNG (none = clean).
+    Returns ``(items, info)`` with :class:`psinspect.metrics.EvalItem` items and
+    ``info["normals"]``: name -> path of the item's normal map (for panels).
+    """
+    import json
+    from pathlib import Path
+
+    from psinspect.dataset import load_manifest
+    from psinspect.errors import PsinspectError
+    from psinspect.fileio import load_npy
+    from psinspect.metrics import EvalItem
+    from psinspect.normalmap import load_normal_map
+
+    pred_dir = Path(pred_dir)
+    spath = pred_dir / "summary.json"
+    if not spath.is_file():
+        raise PsinspectError(f"{spath}: missing (PREDICTIONS must be a 'psinspect detect' "
+                             "output folder)")
+    try:
+        summary = json.loads(spath.read_text(encoding="utf-8"))
+        image_scores = {s["name"]: float(s["image_score"]) for s in summary["inputs"]}
+    except (ValueError, KeyError, TypeError) as err:
+        raise PsinspectError(f"{spath}: not a detect summary ({err})") from None
+    manifest, folder = load_manifest(ground_truth)
+    wanted = [it for it in manifest["items"] if it["split"] in splits]
+    if not wanted:
+        raise PsinspectError(f"{ground_truth}: no items in splits {', '.join(splits)}")
+    missing = [Path(it["file"]).stem for it in wanted
+               if Path(it["file"]).stem not in image_scores
+               or not (pred_dir / f"{Path(it['file']).stem}_score.npy").is_file()]
+    if missing:
+        raise PsinspectError(
+            f"{pred_dir}: no prediction for {len(missing)} of {len(wanted)} test maps "
+            f"(e.g. {', '.join(missing[:3])}); run detect on all of them"
+        )
+    items = []
+    normals_paths = {}
+    for it in wanted:
+        name = Path(it["file"]).stem
+        _, mask = load_normal_map(folder / it["file"])
+        score = load_npy(pred_dir / f"{name}_score.npy")
+        if score.shape != mask.shape or not np.isfinite(score).all():
+            raise PsinspectError(f"{pred_dir / (name + '_score.npy')}: shape {score.shape} "
+                                 f"!= map {mask.shape} or non-finite values")
+        gt = np.zeros(mask.shape, bool)
+        if it.get("defect_mask"):
+            m = cv2.imread(str(folder / it["defect_mask"]), cv2.IMREAD_GRAYSCALE)
+            if m is None or m.shape != mask.shape:
+                raise PsinspectError(f"{folder / it['defect_mask']}: unreadable or wrong size")
+            gt = m > 0
+        items.append(EvalItem(name, score.astype(np.float32), gt & mask, mask,
+                              image_scores[name], it.get("defects") or None))
+        normals_paths[name] = folder / it["file"]
+    unmatched = sorted(set(image_scores) - {it.name for it in items})
+    info = {"normals": normals_paths, "unmatched_predictions": unmatched,
+            "pixel_threshold": summary.get("pixel_threshold"), "model": summary.get("model"),
+            "splits": list(splits)}
+    return items, info
+
+
+def evaluation_curves(items: Sequence[Any], max_fpr: float = 0.3) -> dict[str, Any]:
+    """Pixel ROC, PRO and image ROC curves of a set of :class:`EvalItem` (object pixels)."""
+    from psinspect.metrics import pro_curve, roc_curve
+
+    s = np.concatenate([it.score[it.mask] for it in items])
+    y = np.concatenate([it.gt[it.mask] for it in items])
+    fpr, tpr, _ = roc_curve(s, y)
+    pfpr, pro = pro_curve([it.score for it in items], [it.gt for it in items],
+                          [it.mask for it in items])
+    lab = np.array([bool(it.gt.any()) for it in items])
+    img = None
+    if lab.any() and (~lab).any():
+        f, t, _ = roc_curve(np.array([it.image_score for it in items]), lab)
+        img = (f, t)
+    return {"pixel_roc": (fpr, tpr), "pro": (pfpr, pro), "image_roc": img, "max_fpr": max_fpr}
+
+
+def select_panels(items: Sequence[Any], n_defective: int = 8, n_clean: int = 3) -> list[Any]:
+    """Deterministic choice of maps to show: defective maps spread over the (name-sorted)
+    list, and the clean maps with the highest image scores (the likeliest false alarms)."""
+    bad = sorted((it for it in items if it.gt.any()), key=lambda it: it.name)
+    good = sorted((it for it in items if not it.gt.any()), key=lambda it: -it.image_score)
+    if len(bad) > n_defective:
+        idx = np.linspace(0, len(bad) - 1, n_defective).round().astype(int)
+        bad = [bad[i] for i in idx]
+    return [*bad, *good[:n_clean]]
+
+
+def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool = False,
+                     max_fpr: float = 0.3, pred_threshold: float | None = None
+                     ) -> dict[str, Any]:
+    """``psinspect evaluate``: metrics.json + report.html into ``out`` (staged)."""
+    from pathlib import Path
+
+    from psinspect.fileio import atomic_write_bytes, save_json, staged_output_dir
+    from psinspect.metrics import evaluate
+    from psinspect.normalmap import load_normal_map
+
+    items, info = load_eval_items(pred_dir, ground_truth)
+    metrics = evaluate(items, max_fpr=max_fpr)
+    thr = pred_threshold if pred_threshold is not None else info.get("pixel_threshold")
+    metrics["source"] = {"predictions": str(Path(pred_dir)), "ground_truth": str(ground_truth),
+                         "model": info.get("model"), "splits": info["splits"],
+                         "unmatched_predictions": info["unmatched_predictions"]}
+    panels = []
+    for it in select_panels(items):
+        n, _ = load_normal_map(info["normals"][it.name])
+        t = float(thr) if thr is not None else float(np.quantile(it.score[it.mask], 0.999))
+        ref_path = Path(pred_dir) / f"{it.name}_reference.png"
+        ref = load_normal_map(ref_path)[0] if ref_path.is_file() else None
+        panels.append((it.name, panel_rgb(n, it.mask, ref, it.score, (it.score >= t) & it.mask,
+                                          t, it.gt)))
+    html_text = report_html(metrics, evaluation_curves(items, max_fpr), panels,
+                            title=f"psinspect evaluation: {info.get('model') or 'predictions'}")
+    with staged_output_dir(out, force) as stage:
+        save_json(stage / "metrics.json", metrics)
+        atomic_write_bytes(stage / "report.html", html_text.encode("utf-8"))
+    return metrics

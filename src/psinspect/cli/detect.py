@@ -1,0 +1,52 @@
+"""``psinspect detect``: anomaly maps, defect masks and a pass/fail verdict per input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from psinspect.cli import app
+
+
+@app.command("detect")
+def detect_cmd(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Normal maps (.npy H x W x 3 float, or 8-bit normal .png) and/or capture folders "
+             "(photometric stereo runs first).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="Model directory (default: the bundled default model).")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Per-pixel threshold (default: the model's calibrated one).")] = None,
+    solver: Annotated[str, typer.Option(help="PS solver for capture folders.")] = "robust",
+    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+) -> None:
+    """Score every input and write, per input, NAME_score.npy (float32, 0 outside the object),
+    NAME_heatmap.png, NAME_mask.png (prediction at the threshold), NAME_reference.png (the
+    model's idea of the good surface, where it has one), NAME_panel.png (input | reference |
+    error map | predicted mask | ground truth where known), and summary.json (per input: image
+    score, verdict pass/fail, defect area, regions with bounding boxes and peak scores).
+    Ground truth is picked up from a capture's M_defect.png or, for a dataset map A_X.npy, from
+    M_X.png beside it.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from psinspect.detect import write_detection_outputs
+    from psinspect.fileio import check_output_dir
+    from psinspect.modelstore import load_model_dir
+
+    check_output_dir(out, force)
+    bundle = load_model_dir(model)
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("detecting", total=len(inputs))
+        summary = write_detection_outputs(
+            inputs, out, bundle, threshold=threshold, solver=solver, force=force,
+            progress=lambda name: bar.update(task, advance=1, description=name))
+    for s in summary["inputs"]:
+        typer.echo(f"{s['name']}: {s['verdict'].upper()} (image score {s['image_score']:.4g}, "
+                   f"{len(s['regions'])} region(s), {s['defect_area_px']} px)")
+    n_fail = sum(s["verdict"] == "fail" for s in summary["inputs"])
+    typer.echo(f"{len(summary['inputs'])} input(s), {n_fail} fail -> {out}")

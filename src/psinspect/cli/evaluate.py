@@ -1,0 +1,46 @@
+"""``psinspect evaluate``: metrics and an HTML report for a detect output folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from psinspect.cli import app
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    predictions: Annotated[Path, typer.Argument(
+        help="Output folder of 'psinspect detect' (summary.json + NAME_score.npy).")],
+    ground_truth: Annotated[Path, typer.Argument(
+        help="Dataset folder with manifest.json ('psinspect dataset'): its test-clean and "
+             "test-defective maps, their object masks (non-zero normals) and defect masks "
+             "(M_*.png) are the ground truth.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
+    max_fpr: Annotated[float, typer.Option(help="AUPRO integration limit (FPR).")] = 0.3,
+    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+) -> None:
+    """Pixel AUROC, AUPRO (FPR <= 0.3, normalised), pixel AP, F1-max and image AUROC, inside
+    the object mask only, pooled and per defect type / severity; writes metrics.json and a
+    self-contained report.html (tables, ROC / PRO curves, panels). Every test map of the
+    dataset must have been detected (PREDICTIONS/<file stem>_score.npy)."""
+    from rich.console import Console
+
+    from psinspect.errors import PsinspectError
+    from psinspect.fileio import check_output_dir
+    from psinspect.report import write_evaluation
+
+    if not 0.0 < max_fpr <= 1.0:
+        raise PsinspectError(f"--max-fpr must be in (0, 1], got {max_fpr}")
+    check_output_dir(out, force)
+    with Console(stderr=True).status("evaluating"):
+        m = write_evaluation(predictions, ground_truth, out, force=force, max_fpr=max_fpr)
+    p = m["pooled"]
+    img = "n/a" if p["image_auroc"] is None else f"{p['image_auroc']:.4f}"
+    typer.echo(f"{p['maps']} maps ({p['defective_maps']} defective): pixel AUROC "
+               f"{p['pixel_auroc']:.4f}, AUPRO {p['aupro']:.4f}, AP {p['pixel_ap']:.4f}, "
+               f"F1-max {p['f1_max']:.4f}, image AUROC {img} -> {out}")
+    for name, v in m["per_type"].items():
+        typer.echo(f"  {name:10s} AUROC {v['pixel_auroc']:.4f}  AUPRO {v['aupro']:.4f}")

@@ -1,0 +1,86 @@
+"""``psinspect train``: learn what good surfaces look like; write a model directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from psinspect.cli import app
+from psinspect.errors import PsinspectError
+
+
+@app.command("train")
+def train_cmd(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="A dataset folder (manifest.json; train-clean/val-clean are used), or capture "
+             "folders / folders of captures / normal maps (.npy, .png), all good parts.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Model directory to write.")],
+    model: Annotated[str, typer.Option(
+        "--model", help="Model: geo-seg (default), unet-ae, geometric, variation.")] = "geo-seg",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end "
+                                             "sooner).")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Crops per training step.")] = 8,
+    seed: Annotated[int, typer.Option(help="Random seed (initialisation, data, "
+                                           "hold-out).")] = 0,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a "
+                                               "better validation loss.")] = 6,
+    threshold_fpr: Annotated[float, typer.Option(
+        help="Target per-pixel false-positive rate on clean validation maps.")] = 0.001,
+    threshold: Annotated[float | None, typer.Option(
+        help="Use this per-pixel threshold instead of the calibrated one.")] = None,
+    hyperparameters: Annotated[str | None, typer.Option(
+        "--hp", help='Model hyperparameters as JSON, e.g. \'{"channels": [8, 16, 32, 64]}\'.'
+    )] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite a non-empty model directory.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue an interrupted run from MODEL_DIR/.checkpoint (same settings).")] = False,
+) -> None:
+    """Train an anomaly model on defect-free maps and calibrate its thresholds.
+
+    Writes MODEL_DIR/model.safetensors, config.json (model, hyperparameters, version, input
+    handling, thresholds, weights SHA-256) and train_log.json. A checkpoint is kept in
+    MODEL_DIR/.checkpoint during training; --resume continues from it.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from psinspect.models import available_models
+    from psinspect.train import train_model
+
+    if model not in available_models():
+        raise PsinspectError(f"--model {model!r}: unknown (available: "
+                             f"{', '.join(available_models())})")
+    hp = {}
+    if hyperparameters:
+        try:
+            hp = json.loads(hyperparameters)
+        except json.JSONDecodeError as err:
+            raise PsinspectError(f"--hp: not valid JSON ({err})") from None
+        if not isinstance(hp, dict):
+            raise PsinspectError("--hp: expected a JSON object")
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("loading data", total=epochs)
+
+        def on_epoch(e: dict) -> None:
+            bar.update(task, completed=e["epoch"] + 1,
+                       description=f"epoch {e['epoch'] + 1}: train {e['train_loss']:.4f} "
+                                   f"val {e['val_loss']:.4f}{' *' if e['best'] else ''}")
+
+        config = train_model(
+            inputs, out, model_name=model, hyperparameters=hp, epochs=epochs,
+            batch_size=batch_size, seed=seed, patience=patience, threshold_fpr=threshold_fpr,
+            threshold=threshold, force=force, resume=resume, threads=threads,
+            on_epoch=on_epoch, progress=lambda msg: bar.update(task, description=msg),
+        )
+    tr = config["training"]
+    typer.echo(
+        f"{config['model']}: {tr['train_maps']} train / {tr['val_maps']} val maps, "
+        f"{tr['epochs_run']} epochs in {tr['train_seconds']:.0f} s; pixel threshold "
+        f"{config['threshold']:.4g}, image threshold {config['image_threshold']:.4g} -> {out}"
+    )

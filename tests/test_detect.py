@@ -1,0 +1,217 @@
+"""Detection, model directories and the train -> detect -> evaluate commands end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from psinspect.cli import main
+from psinspect.defects import implant_defects
+from psinspect.detect import detect_map, find_regions, image_score, score_map
+from psinspect.errors import PsinspectError
+from psinspect.fileio import save_npy
+from psinspect.models import create_model
+from psinspect.modelstore import load_model_dir, read_config, save_model_dir
+from psinspect.normalmap import load_normal_map, normals_from_height
+
+
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["psinspect", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out, err = capsys.readouterr()
+    code = exc.value.code
+    return (0 if code is None else int(code)), out, err
+
+
+def bowl(size: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    c = (size - 1) / 2
+    z = -((xx - c) ** 2 + (yy - c) ** 2) / (8.0 * size)
+    mask = ((xx - c) ** 2 + (yy - c) ** 2) < (0.45 * size) ** 2
+    return normals_from_height(z, mask), mask
+
+
+@pytest.fixture()
+def geo_dir(tmp_path: Path) -> Path:
+    model = create_model("geometric")
+    return save_model_dir(tmp_path / "geo", model, threshold=2.0, image_threshold=3.0)
+
+
+def test_regions_and_image_score() -> None:
+    score = np.zeros((20, 30), np.float32)
+    mask = np.ones_like(score, bool)
+    score[2:5, 3:9] = 5.0  # 18 px region
+    score[15, 20] = 9.0  # single hot pixel (below min area)
+    pred, regions = find_regions(score, mask, threshold=1.0)
+    assert len(regions) == 1
+    r = regions[0]
+    assert r["bbox"] == [3, 2, 9, 5] and r["area_px"] == 18 and r["peak_score"] == 5.0
+    assert pred.sum() == 18
+    # one isolated pixel barely moves the image score; a blob does
+    assert image_score(score, mask) == pytest.approx(5.0)
+    mask[2:5, 3:9] = False
+    assert image_score(score, mask) == pytest.approx(1.0)  # the 9.0 pixel averaged over 3x3
+
+
+def test_tiled_scoring_matches_full_map() -> None:
+    n, m = bowl(200)
+    model = create_model("geometric", scales=[2.0, 4.0])
+    full = score_map(model, n, m, tile=1000)
+    tiled = score_map(model, n, m, tile=96, overlap=32)
+    assert tiled.info.get("tiled")
+    np.testing.assert_allclose(tiled.score, full.score, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((10, 10, 4), np.float32), "shape"),
+        (np.full((10, 10, 3), np.nan, np.float32), "NaN"),
+        (np.full((10, 10, 3), 0.9, np.float32), "not unit"),
+        (np.zeros((10, 10, 3), np.float32), "empty mask"),
+    ],
+)
+def test_bad_maps_are_clear_errors(geo_dir: Path, array: np.ndarray, message: str) -> None:
+    bundle = load_model_dir(geo_dir)
+    with pytest.raises(PsinspectError, match=message):
+        detect_map(bundle, array)
+
+
+def test_model_dir_round_trip_and_tampering(tmp_path: Path) -> None:
+    model = create_model("unet-ae", channels=[4, 8], patch=32)
+    d = save_model_dir(tmp_path / "m", model, threshold=1.5, image_threshold=2.5)
+    bundle = load_model_dir(d)
+    assert bundle.threshold == 1.5 and bundle.image_threshold == 2.5
+    for k, v in model.state_arrays().items():
+        np.testing.assert_array_equal(bundle.model.state_arrays()[k], v)
+    w = d / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-5] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(PsinspectError, match="SHA-256"):
+        load_model_dir(d)
+    w.write_bytes(bytes(data[: len(data) // 2]))  # truncated
+    with pytest.raises(PsinspectError, match="SHA-256"):
+        load_model_dir(d)
+    w.unlink()
+    with pytest.raises(PsinspectError, match="missing weights"):
+        load_model_dir(d)
+
+
+def test_model_dir_from_another_version(geo_dir: Path) -> None:
+    cfg = json.loads((geo_dir / "config.json").read_text())
+    cfg["psinspect_version"] = "9.3.0"
+    (geo_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(PsinspectError, match="psinspect 9.3.0"):
+        read_config(geo_dir)
+    cfg["psinspect_version"] = read_config.__globals__["__version__"]
+    cfg["format_version"] = 99
+    (geo_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(PsinspectError, match="format 99"):
+        load_model_dir(geo_dir)
+    (geo_dir / "config.json").write_text("{not json")
+    with pytest.raises(PsinspectError, match="JSON"):
+        load_model_dir(geo_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from psinspect.dataset import build_dataset
+    from psinspect.render import render_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    caps = render_dataset(root / "caps", 4, defect_rate=0.0, seed=1, size=96, lights=8)
+    build_dataset(caps, root / "ds", holdout=[caps[-1].name], seed=0, subsets=2, augment=[],
+                  defects_per_map=2, severity="high")
+    return root / "ds"
+
+
+def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    hp = json.dumps({"channels": [4, 8], "patch": 48, "steps_per_epoch": 2, "val_patches": 1})
+    mdir = tmp_path / "model"
+    code, out, err = run_cli(["train", str(tiny_dataset), "-o", str(mdir), "--epochs", "2",
+                              "--batch-size", "2", "--hp", hp], monkeypatch, capsys)
+    assert code == 0, err
+    cfg = json.loads((mdir / "config.json").read_text())
+    assert cfg["model"] == "geo-seg" and cfg["threshold"] > 0
+    assert len(json.loads((mdir / "train_log.json").read_text())) == 2
+    assert not (mdir / ".checkpoint").exists()
+    # training again into the same folder needs --force
+    code, _, err = run_cli(["train", str(tiny_dataset), "-o", str(mdir)], monkeypatch, capsys)
+    assert code == 2 and "--force" in err
+
+    tests = sorted(tiny_dataset.glob("[AN]_*.npy"))
+    tests = [t for t in tests if "part003" in t.name]
+    det = tmp_path / "det"
+    code, out, err = run_cli(["detect", *map(str, tests), "--model", str(mdir), "-o", str(det)],
+                             monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads((det / "summary.json").read_text())
+    assert {s["verdict"] for s in summary["inputs"]} <= {"pass", "fail"}
+    for t in tests:
+        assert (det / f"{t.stem}_panel.png").is_file()
+        assert np.load(det / f"{t.stem}_score.npy").dtype == np.float32
+    ev = tmp_path / "ev"
+    code, out, err = run_cli(["evaluate", str(det), str(tiny_dataset), "-o", str(ev)],
+                             monkeypatch, capsys)
+    assert code == 0, err
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert 0.0 <= metrics["pooled"]["pixel_auroc"] <= 1.0
+    assert metrics["pooled"]["image_auroc"] is not None
+    html = (ev / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<script" not in html
+
+
+def test_planted_defect_scores_above_clean_surface(tiny_dataset: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    mdir = tmp_path / "geo"
+    code, _, err = run_cli(["train", str(tiny_dataset), "-o", str(mdir), "--model", "geometric"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    clean = sorted(tiny_dataset.glob("N_part003*_l00.npy"))[0]
+    n, m = load_normal_map(clean)
+    bad, gt, _ = implant_defects(n, m, np.random.default_rng(5), count=1, types=["bump"],
+                                 severity=0.3)
+    save_npy(tmp_path / "planted.npy", bad)
+    det = tmp_path / "det"
+    code, _, err = run_cli(["detect", str(tmp_path / "planted.npy"), str(clean), "--model",
+                            str(mdir), "-o", str(det)], monkeypatch, capsys)
+    assert code == 0, err
+    s_bad = np.load(det / "planted_score.npy")
+    s_clean = np.load(det / f"{clean.stem}_score.npy")
+    assert s_bad[gt].mean() > np.percentile(s_clean[m], 75)
+    assert s_bad[gt].mean() > 2 * np.median(s_bad[m & ~gt])
+
+
+def test_cli_bad_inputs_exit_2(geo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    cases = {
+        "four.npy": np.zeros((8, 8, 4), np.float32),
+        "nan.npy": np.full((8, 8, 3), np.nan, np.float32),
+        "short.npy": np.full((8, 8, 3), 0.5, np.float32),
+        "empty.npy": np.zeros((8, 8, 3), np.float32),
+    }
+    for name, arr in cases.items():
+        save_npy(tmp_path / name, arr)
+        out = tmp_path / f"out_{name}"
+        code, _, err = run_cli(["detect", str(tmp_path / name), "--model", str(geo_dir), "-o",
+                                str(out)], monkeypatch, capsys)
+        assert code == 2, name
+        assert err.strip().startswith("error: ") and name in err
+        assert not out.exists() or not any(out.iterdir())  # nothing half-written
+    cfg = json.loads((geo_dir / "config.json").read_text())
+    cfg["psinspect_version"] = "0.0.1"
+    (geo_dir / "config.json").write_text(json.dumps(cfg))
+    save_npy(tmp_path / "ok.npy", bowl(40)[0])
+    code, _, err = run_cli(["detect", str(tmp_path / "ok.npy"), "--model", str(geo_dir), "-o",
+                            str(tmp_path / "o2")], monkeypatch, capsys)
+    assert code == 2 and "retrain" in err
