@@ -193,11 +193,13 @@ def read_lights_file(path: str | os.PathLike[str]) -> np.ndarray:
         vec = lights_from_slant_tilt(table[:, 0], table[:, 1]).astype(np.float64)
     else:
         vec = lights_from_slant_tilt(90.0 - table[:, 0], table[:, 1]).astype(np.float64)
-    norms = np.linalg.norm(vec, axis=1)
-    if (norms < 1e-8).any():
-        bad = int(np.flatnonzero(norms < 1e-8)[0])
+    # scale each row by its largest component first: |v| of 1e308-sized values overflows
+    big = np.abs(vec).max(axis=1)
+    if (big < 1e-8).any():
+        bad = int(np.flatnonzero(big < 1e-8)[0])
         raise PsinspectError(f"{path}: light {bad + 1} is a zero vector")
-    return (vec / norms[:, None]).astype(np.float32)
+    vec = vec / big[:, None]
+    return (vec / np.linalg.norm(vec, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _read_intensities(path: Path, num: int) -> np.ndarray:
