@@ -1,0 +1,608 @@
+"""Bad input never crashes the tool, corrupts results or leaves half-written output (issue 6).
+
+Two kinds of tests:
+
+- property-based (hypothesis) tests over the public loaders and the normal-map codec: for ANY
+  input they either return data that satisfies the documented contract (unit vectors inside
+  the mask, zero outside; finite unit lights; consistent shapes) or raise
+  :class:`PsinspectError` naming the file - never another exception;
+- the issue's list of bad inputs through every CLI command: one ``error:`` line naming the file
+  and the problem, exit code 2, nothing written to the output folder (and an existing output
+  folder left exactly as it was).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import tempfile
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from _robust_util import (
+    error_lines,
+    png_header_only,
+    run_cli,
+    sparse_npy,
+    sphere_normals,
+    tiny_capture,
+    tree,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from psinspect import capture as capture_mod
+from psinspect.capture import load_capture, read_lights_file
+from psinspect.errors import PsinspectError
+from psinspect.fileio import load_npy, save_npy, save_png
+from psinspect.normalmap import (
+    MAX_MAP_PIXELS,
+    angular_error_deg,
+    decode_png,
+    encode_png,
+    load_normal_map,
+    validate_normal_map,
+)
+
+FAST = settings(max_examples=40, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+def _check_normal_map(n: np.ndarray, m: np.ndarray) -> None:
+    """The documented contract of a loaded normal map."""
+    assert n.dtype == np.float32 and n.ndim == 3 and n.shape[2] == 3
+    assert m.dtype == bool and m.shape == n.shape[:2] and m.any()
+    assert np.isfinite(n).all()
+    np.testing.assert_allclose(np.linalg.norm(n[m], axis=1), 1.0, atol=1e-5)
+    assert not n[~m].any()
+
+
+# --------------------------------------------------------------------------------------------
+# the normal-map codec
+
+
+unit_fields = hnp.arrays(
+    np.float32, st.tuples(st.integers(1, 8), st.integers(1, 8), st.just(3)),
+    elements=st.floats(-1, 1, width=32),
+)
+
+
+@FAST
+@given(unit_fields)
+def test_png_codec_round_trip(raw: np.ndarray) -> None:
+    norm = np.linalg.norm(raw, axis=2)
+    mask = norm > 1e-2
+    n = np.where(mask[..., None], raw / np.maximum(norm, 1e-12)[..., None], 0).astype(np.float32)
+    img = encode_png(n, mask)
+    assert img.dtype == np.uint8 and img.shape == n.shape
+    back, back_mask = decode_png(img)
+    assert (back_mask == mask).all()  # no unit vector encodes to black
+    if mask.any():
+        # 8-bit quantisation: half a step per component is at most ~0.4 degree
+        assert angular_error_deg(back[mask], n[mask]).max() < 0.5
+
+
+@FAST
+@given(hnp.arrays(np.uint8, st.tuples(st.integers(1, 6), st.integers(1, 6), st.just(3))))
+def test_decode_any_rgb_image(img: np.ndarray) -> None:
+    n, m = decode_png(img)
+    assert (m == (img.max(axis=2) > 0)).all()
+    assert np.isfinite(n).all() and not n[~m].any()
+    np.testing.assert_allclose(np.linalg.norm(n[m], axis=1), 1.0, atol=1e-5)
+
+
+@FAST
+@given(hnp.arrays(st.sampled_from([np.float32, np.float64]),
+                  hnp.array_shapes(min_dims=2, max_dims=3, min_side=0, max_side=5),
+                  elements=st.floats(allow_nan=True, allow_infinity=True, width=32)))
+def test_validate_any_float_array(arr: np.ndarray) -> None:
+    try:
+        n, m = validate_normal_map(arr, name="arr.npy")
+    except PsinspectError as err:
+        assert str(err).startswith("arr.npy: ")
+        return
+    _check_normal_map(n, m)
+
+
+@FAST
+@given(unit_fields, st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 2.0, 1e30]),
+       st.integers(0, 10_000))
+def test_validate_refuses_one_bad_pixel(raw: np.ndarray, value: float, where: int) -> None:
+    norm = np.linalg.norm(raw, axis=2, keepdims=True)
+    n = np.where(norm > 1e-2, raw / np.maximum(norm, 1e-12), 0).astype(np.float32)
+    mask = np.ones(n.shape[:2], bool)
+    n[~(norm[..., 0] > 1e-2)] = (0, 0, 1)
+    flat = n.reshape(-1, 3)
+    flat[where % flat.shape[0]] = value
+    with pytest.raises(PsinspectError, match=r"^map: "):
+        validate_normal_map(n, mask, name="map")
+
+
+# --------------------------------------------------------------------------------------------
+# normal-map files: any bytes, and mutations of good files
+
+
+def _good_map_files(folder: Path) -> dict[str, bytes]:
+    n, m = sphere_normals(12)
+    save_npy(folder / "good.npy", n)
+    save_png(folder / "good.png", encode_png(n, m))
+    return {"npy": (folder / "good.npy").read_bytes(), "png": (folder / "good.png").read_bytes()}
+
+
+def _load_map_or_error(path: Path) -> None:
+    try:
+        n, m = load_normal_map(path)
+    except PsinspectError as err:
+        assert str(path) in str(err)
+        return
+    _check_normal_map(n, m)
+
+
+@FAST
+@given(st.binary(max_size=400), st.sampled_from([".npy", ".png", ".PNG"]))
+def test_load_normal_map_any_bytes(data: bytes, suffix: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / f"map{suffix}"
+        p.write_bytes(data)
+        _load_map_or_error(p)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(["npy", "png"]), st.data())
+def test_load_normal_map_mutated_file(kind: str, data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        good = _good_map_files(Path(tmp))[kind]
+        how = data.draw(st.sampled_from(["truncate", "flip", "splice"]))
+        if how == "truncate":
+            bad = good[:data.draw(st.integers(0, len(good) - 1))]
+        elif how == "flip":
+            i = data.draw(st.integers(0, len(good) - 1))
+            bad = good[:i] + bytes([good[i] ^ data.draw(st.integers(1, 255))]) + good[i + 1:]
+        else:
+            i = data.draw(st.integers(0, len(good)))
+            bad = good[:i] + data.draw(st.binary(min_size=1, max_size=32)) + good[i:]
+        p = Path(tmp) / f"bad.{kind}"
+        p.write_bytes(bad)
+        _load_map_or_error(p)
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_load_npy_any_bytes(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "x.npy"
+        p.write_bytes(b"\x93NUMPY" + data)
+        try:
+            arr = load_npy(p)
+        except PsinspectError as err:
+            assert str(p) in str(err)
+            return
+        assert isinstance(arr, np.ndarray) and not arr.dtype.hasobject
+
+
+# --------------------------------------------------------------------------------------------
+# lights files
+
+
+_TOKENS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-10**30, 10**30).map(str),
+    st.sampled_from(["nan", "inf", "-0", "1e309", "1e308", "1e-320", "abc", "#", ",", "0x10",
+                     "# format: slant_tilt", "# format: elevation_azimuth", "# format: xyz",
+                     "# format: bogus", "\t", "\u00a0", "1_0"]),
+)
+_LINES = st.lists(st.lists(_TOKENS, max_size=4).map(" ".join), max_size=8).map("\n".join)
+
+
+def _lights_or_error(path: Path) -> None:
+    try:
+        lights = read_lights_file(path)
+    except PsinspectError as err:
+        assert str(path) in str(err)
+        return
+    assert lights.dtype == np.float32 and lights.ndim == 2 and lights.shape[1] == 3
+    assert lights.shape[0] >= 1 and np.isfinite(lights).all()
+    np.testing.assert_allclose(np.linalg.norm(lights, axis=1), 1.0, atol=1e-5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(_LINES, st.text(max_size=200)))
+def test_lights_file_any_text(text: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "lights.txt"
+        p.write_text(text, encoding="utf-8")
+        _lights_or_error(p)
+
+
+@FAST
+@given(st.binary(max_size=200))
+def test_lights_file_any_bytes(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "lights.txt"
+        p.write_bytes(data)
+        _lights_or_error(p)
+
+
+@pytest.mark.parametrize("text", ["1e308 1e308 1e308\n0 0 1\n", "-1e300 0 1e300\n",
+                                  "3e-300 0 4e-300\n"])
+def test_lights_extreme_magnitudes(tmp_path: Path, text: str) -> None:
+    """Directions are directions at any scale: no overflow to zero/NaN vectors."""
+    p = tmp_path / "lights.txt"
+    p.write_text(text)
+    _lights_or_error(p)
+
+
+# --------------------------------------------------------------------------------------------
+# capture folders: random damage to any file
+
+
+@pytest.fixture(scope="module")
+def base_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_capture(tmp_path_factory.mktemp("base") / "cap", k=5, size=12)
+
+
+def _capture_contract(cap) -> None:
+    k = cap.images.shape[0]
+    assert cap.images.ndim == 3 and cap.images.dtype == np.float32 and k >= 3
+    assert np.isfinite(cap.images).all()
+    assert cap.lights.shape == (k, 3) and np.isfinite(cap.lights).all()
+    np.testing.assert_allclose(np.linalg.norm(cap.lights, axis=1), 1.0, atol=1e-5)
+    assert cap.mask.shape == cap.images.shape[1:] and cap.mask.any()
+    assert len(cap.filenames) == k
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_capture_any_damage(base_capture: Path, data: st.DataObject) -> None:
+    files = sorted(p.name for p in base_capture.iterdir())
+    with tempfile.TemporaryDirectory() as tmp:
+        cap = Path(tmp) / "cap"
+        shutil.copytree(base_capture, cap)
+        victim = cap / data.draw(st.sampled_from(files))
+        good = victim.read_bytes()
+        how = data.draw(st.sampled_from(["empty", "truncate", "flip", "random", "delete"]))
+        if how == "delete":
+            victim.unlink()
+        elif how == "empty":
+            victim.write_bytes(b"")
+        elif how == "truncate":
+            victim.write_bytes(good[:data.draw(st.integers(0, max(0, len(good) - 1)))])
+        elif how == "flip":
+            i = data.draw(st.integers(0, len(good) - 1))
+            victim.write_bytes(good[:i] + bytes([good[i] ^ data.draw(st.integers(1, 255))])
+                               + good[i + 1:])
+        else:
+            victim.write_bytes(data.draw(st.binary(max_size=200)))
+        try:
+            with pytest.warns(UserWarning) if victim.name == "mask.png" and how == "delete" \
+                    else _no_context():
+                c = load_capture(cap)
+        except PsinspectError as err:
+            assert str(cap) in str(err)
+            return
+        _capture_contract(c)
+
+
+class _no_context:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# the issue's bad capture inputs through `psinspect normals` (and load_capture)
+
+
+def _write_png(path: Path, img: np.ndarray) -> None:
+    assert cv2.imwrite(str(path), img)
+
+
+def _zero_byte_image(cap: Path) -> None:
+    (cap / "002.png").write_bytes(b"")
+
+
+def _truncated_image(cap: Path) -> None:
+    p = cap / "002.png"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _mixed_sizes(cap: Path) -> None:
+    _write_png(cap / "003.png", np.zeros((20, 16), np.uint16))
+
+
+def _mixed_bit_depths(cap: Path) -> None:
+    img = cv2.imread(str(cap / "003.png"), cv2.IMREAD_UNCHANGED)
+    _write_png(cap / "003.png", (img >> 8).astype(np.uint8))
+
+
+def _lights(text: str) -> Callable[[Path], None]:
+    def f(cap: Path) -> None:
+        (cap / "light_directions.txt").write_text(text)
+    return f
+
+
+def _lights_bytes(cap: Path) -> None:
+    (cap / "light_directions.txt").write_bytes(b"\xff\xfe\x00garbage\x80\n")
+
+
+def _empty_mask(cap: Path) -> None:
+    _write_png(cap / "mask.png", np.zeros((16, 16), np.uint8))
+
+
+def _wrong_size_mask(cap: Path) -> None:
+    _write_png(cap / "mask.png", np.full((16, 17), 255, np.uint8))
+
+
+def _zero_byte_mask(cap: Path) -> None:
+    (cap / "mask.png").write_bytes(b"")
+
+
+def _huge_images(cap: Path) -> None:
+    for p in cap.glob("0*.png"):
+        p.write_bytes(png_header_only(6000, 5000, 16, 0))
+
+
+def _bomb_image(cap: Path) -> None:
+    (cap / "001.png").write_bytes(png_header_only(60000, 60000, 16, 0))
+
+
+def _nan_gt(cap: Path) -> None:
+    gt = np.load(cap / "Normal_gt.npy")
+    gt[3, 3] = np.nan
+    np.save(cap / "Normal_gt.npy", gt)
+
+
+def _pickled_gt(cap: Path) -> None:
+    np.save(cap / "Normal_gt.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+
+
+_GOOD_LIGHTS = "0 0 1\n0.5 0 1\n0 0.5 1\n-0.5 0 1\n0 -0.5 1\n"
+
+CAPTURE_CASES: list[tuple[str, Callable[[Path], None], str]] = [
+    ("zero-byte image", _zero_byte_image, r"002\.png: cannot read image"),
+    ("truncated image", _truncated_image, r"002\.png: cannot read image"),
+    ("mixed sizes", _mixed_sizes, r"003\.png: image size 16x20 differs from 001\.png"),
+    ("mixed bit depths", _mixed_bit_depths, r"003\.png: 8-bit image but 001\.png is 16-bit"),
+    ("lights: too few", _lights(_GOOD_LIGHTS.split("\n", 1)[1]),
+     r"light_directions\.txt: 4 lights but 5 images"),
+    ("lights: too many", _lights(_GOOD_LIGHTS + "0 0 1\n"),
+     r"light_directions\.txt: 6 lights but 5 images"),
+    ("lights: NaN", _lights(_GOOD_LIGHTS.replace("0.5 0 1", "nan 0 1")),
+     r"light_directions\.txt: light 2 has a non-finite value"),
+    ("lights: Inf", _lights(_GOOD_LIGHTS.replace("0 0.5 1", "0 inf 1")),
+     r"light_directions\.txt: light 3 has a non-finite value"),
+    ("lights: zero vector", _lights(_GOOD_LIGHTS.replace("-0.5 0 1", "0 0 0")),
+     r"light_directions\.txt: light 4 is a zero vector"),
+    ("lights: garbage", _lights("hello world\n"), r"light_directions\.txt: line 1 is not numbers"),
+    ("lights: binary", _lights_bytes, r"light_directions\.txt: cannot read lights file"),
+    ("lights: empty", _lights(""), r"light_directions\.txt: lights file is empty"),
+    ("lights: ragged", _lights(_GOOD_LIGHTS + "1 2\n"),
+     r"light_directions\.txt: rows have different numbers of values"),
+    ("mask: empty", _empty_mask, r"mask\.png: mask is empty"),
+    ("mask: wrong size", _wrong_size_mask, r"mask\.png: mask size 17x16 differs"),
+    ("mask: zero bytes", _zero_byte_mask, r"mask\.png: cannot read image"),
+    ("huge images", _huge_images, r"001\.png: image is 6000x5000 pixels, more than the limit"),
+    ("decompression bomb", _bomb_image, r"001\.png: image too large to read"),
+    ("ground truth: NaN", _nan_gt, r"Normal_gt\.npy: ground-truth normals must be finite"),
+    ("ground truth: pickle", _pickled_gt, r"Normal_gt\.npy: holds Python objects"),
+]
+
+
+@pytest.mark.parametrize(("breakage", "pattern"), [(c[1], c[2]) for c in CAPTURE_CASES],
+                         ids=[c[0] for c in CAPTURE_CASES])
+def test_bad_capture_through_cli(tmp_path: Path, monkeypatch, capsys, breakage,
+                                 pattern: str) -> None:
+    cap = tiny_capture(tmp_path / "cap", k=5, size=16, with_gt=True)
+    (cap / "light_directions.txt").write_text(_GOOD_LIGHTS)
+    breakage(cap)
+    with pytest.raises(PsinspectError, match=pattern):
+        load_capture(cap)
+    # a fresh output folder: never created
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["normals", cap, "-o", out], monkeypatch, capsys)
+    assert code == 2, err
+    errs = error_lines(err)
+    assert len(errs) == 1 and re.search(pattern, errs[0]) and str(cap) in errs[0], err
+    assert "Traceback" not in err
+    assert not out.exists()
+    # an existing output folder with --force: left exactly as it was, no staging leftovers
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "normals.npy").write_bytes(b"previous result")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run_cli(["normals", cap, "-o", old, "--force"], monkeypatch, capsys)
+    assert code == 2 and re.search(pattern, err)
+    assert tree(old) == {"normals.npy": b"previous result"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_capture_memory_budget(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A capture whose float32 image stack would not fit the budget is refused from the
+    headers, before any image is decoded."""
+    cap = tiny_capture(tmp_path / "cap", k=5, size=16)
+    monkeypatch.setattr(capture_mod, "MAX_CAPTURE_BYTES", 4 * 16 * 16 * 4)
+    decoded: list[str] = []
+    real = capture_mod._imread
+    monkeypatch.setattr(capture_mod, "_imread", lambda p: (decoded.append(p.name), real(p))[1])
+    with pytest.raises(PsinspectError, match=r"001\.png: 5 images of 16x16 pixels need .* GiB"):
+        load_capture(cap)
+    assert decoded == []
+    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "out"], monkeypatch, capsys)
+    assert code == 2 and "use fewer lights" in err
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the issue's bad normal maps through the commands that read them
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=arr.dtype.hasobject)
+    return buf.getvalue()
+
+
+def _png(img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", img)
+    assert ok
+    return buf.tobytes()
+
+
+def _good() -> np.ndarray:
+    return sphere_normals(24)[0]
+
+
+def _with(value: float) -> np.ndarray:
+    n = _good()
+    n[12, 12] = value
+    return n
+
+
+MAP_CASES: list[tuple[str, str, Callable[[], bytes], str]] = [
+    ("NaN", "nan.npy", lambda: _npy(_with(np.nan)), r"contains NaN or Inf"),
+    ("Inf", "inf.npy", lambda: _npy(_with(np.inf)), r"contains NaN or Inf"),
+    ("4 channels", "rgba.npy", lambda: _npy(np.dstack([_good(), np.ones((24, 24))])),
+     r"expected shape \(H, W, 3\), got \(24, 24, 4\)"),
+    ("2-D", "flat.npy", lambda: _npy(_good()[..., 2]), r"expected shape \(H, W, 3\)"),
+    ("non-unit", "long.npy", lambda: _npy(_good() * 1.5), r"not unit vectors"),
+    ("all zeros", "zeros.npy", lambda: _npy(np.zeros((24, 24, 3), np.float32)),
+     r"empty mask"),
+    ("integers", "int.npy", lambda: _npy(np.ones((24, 24, 3), np.int32)),
+     r"expected float values"),
+    ("zero bytes npy", "empty.npy", lambda: b"", r"not a readable \.npy array"),
+    ("truncated npy", "cut.npy", lambda: _npy(_good())[:-100], r"truncated \.npy file"),
+    ("pickle", "obj.npy", lambda: _npy(np.array([{"a": 1}], dtype=object)),
+     r"holds Python objects"),
+    ("zero bytes png", "empty.png", lambda: b"", r"cannot read image"),
+    ("truncated png", "cut.png", lambda: _png(encode_png(_good()))[:200], r"cannot read image"),
+    ("16-bit png", "deep.png", lambda: _png(np.full((24, 24, 3), 40000, np.uint16)),
+     r"normal PNG must be 8-bit RGB"),
+    ("grey png", "grey.png", lambda: _png(np.full((24, 24), 200, np.uint8)),
+     r"normal PNG must be 8-bit RGB"),
+    ("RGBA png", "rgba.png", lambda: _png(np.full((24, 24, 4), 200, np.uint8)),
+     r"normal PNG must be 8-bit RGB"),
+    ("not an image", "text.png", lambda: b"hello, I am not a PNG\n", r"cannot read image"),
+    ("huge png header", "huge.png", lambda: png_header_only(9000, 8000),
+     r"normal map is 9000 x 8000 pixels, more than the limit"),
+    ("wrong suffix", "map.exr", lambda: _npy(_good()), r"unsupported normal-map format"),
+]
+
+
+def _map_commands(path: Path, out: Path) -> dict[str, list]:
+    """Every command that reads normal maps -> its argument list."""
+    return {"defects": ["defects", path, "-o", out]}
+
+
+@pytest.mark.parametrize(("name", "make", "pattern"), [c[1:] for c in MAP_CASES],
+                         ids=[c[0] for c in MAP_CASES])
+def test_bad_normal_map_through_cli(tmp_path: Path, monkeypatch, capsys, name: str,
+                                    make: Callable[[], bytes], pattern: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(make())
+    with pytest.raises(PsinspectError, match=re.escape(str(path)) + ": .*" + pattern):
+        load_normal_map(path)
+    for cmd, args in _map_commands(path, tmp_path / "out").items():
+        code, _, err = run_cli(args, monkeypatch, capsys)
+        errs = error_lines(err)
+        assert code == 2, (cmd, err)
+        assert len(errs) == 1 and str(path) in errs[0] and re.search(pattern, errs[0]), (cmd, err)
+        assert not (tmp_path / "out").exists(), cmd
+
+
+def test_huge_normal_map_refused_without_allocating(tmp_path: Path) -> None:
+    """An over-limit map (here a sparse 9000 x 9000 float32 file, ~1 GB as a dense read) is
+    refused from its header: peak Python-side allocation stays tiny."""
+    side = int(np.sqrt(MAX_MAP_PIXELS)) + 808
+    big = sparse_npy(tmp_path / "big.npy", (side, side, 3))
+    assert big.stat().st_size > 900e6
+    huge_header = tmp_path / "huge.npy"
+    with open(huge_header, "wb") as fh:  # a header claiming 223 GiB and no data
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "<f8", "fortran_order": False, "shape": (100_000, 100_000, 3)})
+    tracemalloc.start()
+    try:
+        for p in (big, huge_header):
+            with pytest.raises(PsinspectError, match="more than the limit"):
+                load_normal_map(p)
+        with pytest.raises(PsinspectError, match=r"223\.5 GiB, more than the limit"):
+            load_npy(huge_header)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6
+
+
+# --------------------------------------------------------------------------------------------
+# every command: a non-empty output folder is never overwritten without --force
+
+
+def _command_args(tmp_path: Path, out: Path) -> dict[str, list]:
+    cap = tiny_capture(tmp_path / "cap", k=5, size=16)
+    n, _ = sphere_normals(24)
+    save_npy(tmp_path / "good.npy", n)
+    return {
+        "normals": ["normals", cap, "-o", out],
+        "defects": ["defects", tmp_path / "good.npy", "-o", out],
+        "render": ["render", "-o", out, "--parts", "1", "--size", "32", "--lights", "4"],
+        "dataset": ["dataset", cap, "-o", out],
+        "run": ["run", "-o", out, "--quick"],
+    }
+
+
+def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    for cmd, args in _command_args(tmp_path, out).items():
+        code, _, err = run_cli(args, monkeypatch, capsys)
+        errs = error_lines(err)
+        assert code == 2 and len(errs) == 1, (cmd, err)
+        assert f"{out}: output folder is not empty (use --force" in errs[0], (cmd, err)
+        assert tree(out) == {"keep.txt": b"mine"}, cmd
+    # a file where the output folder should be
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(["defects", tmp_path / "good.npy", "-o", tmp_path / "afile"],
+                           monkeypatch, capsys)
+    assert code == 2 and "output path exists and is not a folder" in err
+
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    (["render", "--parts", "0"], r"--parts must be >= 1"),
+    (["render", "--size", "100000"], r"--size must be between"),
+    (["render", "--lights", "2"], r"needs at least 3 lights"),
+    (["render", "--max-defects", "0", "--defect-rate", "1"], r"--max-defects must be >= 1"),
+    (["render", "--defect-rate", "nan"], r"--defect-rate must be in \[0, 1\]"),
+    (["render", "--layout", "spiral"], r"unknown light layout 'spiral'"),
+    (["render", "--severity", "-1"], r"--severity"),
+    (["defects", "GOOD", "--per-image", "100000"], r"--per-image must be between 1 and 100"),
+    (["defects", "GOOD", "--min-angle", "nan"], r"--min-angle must be a non-negative"),
+    (["defects", "GOOD", "--types", "gouge"], r"unknown defect type"),
+    (["defects", "missing.npy"], r"missing\.npy: file not found"),
+    (["dataset", "CAP", "--solver", "magic"], r"solver"),
+    (["dataset", "CAP", "--augment", "twirl"], r"twirl"),
+    (["dataset", "nowhere"], r"nowhere: capture folder not found"),
+    (["normals", "CAP", "--gamma", "-1"], r"--gamma must be a positive number"),
+    (["normals", "CAP", "--lights", "0-3"], r"--lights '0-3'"),
+])
+def test_bad_arguments(tmp_path: Path, monkeypatch, capsys, args: list[str],
+                       pattern: str) -> None:
+    cap = tiny_capture(tmp_path / "cap", k=5, size=16)
+    save_npy(tmp_path / "good.npy", sphere_normals(24)[0])
+    subst = {"GOOD": tmp_path / "good.npy", "CAP": cap, "missing.npy": tmp_path / "missing.npy"}
+    out = tmp_path / "out"
+    argv = [subst.get(a, a) for a in args] + ["-o", out]
+    code, _, err = run_cli(argv, monkeypatch, capsys)
+    errs = error_lines(err)
+    assert code == 2 and len(errs) == 1 and re.search(pattern, errs[0]), err
+    assert "Traceback" not in err
+    assert not out.exists()
