@@ -616,10 +616,21 @@ def serve(choices_factory: Callable[[], Sequence[ModelChoice]], host: str = "127
     Gradio's upload and cache folders are pointed into one fresh temp folder, so the server
     never serves files from anywhere else.
     """
+    import signal
+    import threading
+
     workdir = Path(tempfile.mkdtemp(prefix="psinspect-serve-"))
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(workdir / "examples-cache")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the server like Ctrl-C, so cleanup runs
+
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGTERM, _interrupt)
+    demo = None
     try:
         demo = build_app(choices_factory(), workdir / "inputs", limits)
         demo.queue(default_concurrency_limit=1)
@@ -631,5 +642,11 @@ def serve(choices_factory: Callable[[], Sequence[ModelChoice]], host: str = "127
         if on_ready is not None:
             on_ready(demo.local_url or f"http://{host}:{port}/")
         demo.block_thread()
+    except KeyboardInterrupt:
+        pass
     finally:
+        if demo is not None:
+            demo.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
         shutil.rmtree(workdir, ignore_errors=True)
