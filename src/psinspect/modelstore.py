@@ -189,8 +189,8 @@ def load_model_dir(model_dir: str | os.PathLike[str] | None = None) -> ModelBund
     arrays = parse_weights(data, str(wpath))
     try:
         model = create_model(config["model"], **config["hyperparameters"])
-    except TypeError as err:
-        raise PsinspectError(f"{model_dir / CONFIG_FILE}: bad hyperparameters ({err})") from None
+    except (TypeError, PsinspectError) as err:
+        raise PsinspectError(f"{model_dir / CONFIG_FILE}: {err}") from None
     try:
         model.load_state_arrays(arrays)
     except (KeyError, ValueError, RuntimeError) as err:

@@ -115,4 +115,7 @@ def create_model(name: str, **hyperparameters: Any) -> AnomalyModel:
         raise PsinspectError(
             f"unknown model {name!r} (available: {', '.join(sorted(_REGISTRY))})"
         ) from None
-    return cls(**hyperparameters)
+    try:
+        return cls(**hyperparameters)
+    except (TypeError, ValueError, RuntimeError) as err:  # unknown keys, values of a wrong kind
+        raise PsinspectError(f"model {name!r}: bad hyperparameters ({err})") from None
