@@ -41,6 +41,8 @@ from psinspect import capture as capture_mod
 from psinspect.capture import load_capture, read_lights_file
 from psinspect.errors import PsinspectError
 from psinspect.fileio import load_npy, save_npy, save_png
+from psinspect.models import create_model
+from psinspect.modelstore import save_model_dir
 from psinspect.normalmap import (
     MAX_MAP_PIXELS,
     angular_error_deg,
@@ -498,20 +500,34 @@ MAP_CASES: list[tuple[str, str, Callable[[], bytes], str]] = [
 ]
 
 
-def _map_commands(path: Path, out: Path) -> dict[str, list]:
-    """Every command that reads normal maps -> its argument list."""
-    return {"defects": ["defects", path, "-o", out]}
+@pytest.fixture(scope="module")
+def geo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training-free model directory (fast to make and to score with)."""
+    return save_model_dir(tmp_path_factory.mktemp("model") / "geo", create_model("geometric"),
+                          threshold=2.0, image_threshold=3.0)
+
+
+def _map_commands(path: Path, out: Path, model: Path) -> dict[str, list]:
+    """Every command that reads normal maps -> its argument list (the bad map comes last
+    where good inputs come first, so the error must name the right one)."""
+    good = out.parent / "good_input.npy"
+    save_npy(good, sphere_normals(24)[0])
+    return {
+        "defects": ["defects", path, "-o", out],
+        "detect": ["detect", good, path, "--model", model, "-o", out],
+        "train": ["train", good, path, "--model", "geometric", "-o", out],
+    }
 
 
 @pytest.mark.parametrize(("name", "make", "pattern"), [c[1:] for c in MAP_CASES],
                          ids=[c[0] for c in MAP_CASES])
-def test_bad_normal_map_through_cli(tmp_path: Path, monkeypatch, capsys, name: str,
-                                    make: Callable[[], bytes], pattern: str) -> None:
+def test_bad_normal_map_through_cli(tmp_path: Path, monkeypatch, capsys, geo_model: Path,
+                                    name: str, make: Callable[[], bytes], pattern: str) -> None:
     path = tmp_path / name
     path.write_bytes(make())
     with pytest.raises(PsinspectError, match=re.escape(str(path)) + ": .*" + pattern):
         load_normal_map(path)
-    for cmd, args in _map_commands(path, tmp_path / "out").items():
+    for cmd, args in _map_commands(path, tmp_path / "out", geo_model).items():
         code, _, err = run_cli(args, monkeypatch, capsys)
         errs = error_lines(err)
         assert code == 2, (cmd, err)
@@ -556,6 +572,10 @@ def _command_args(tmp_path: Path, out: Path) -> dict[str, list]:
         "render": ["render", "-o", out, "--parts", "1", "--size", "32", "--lights", "4"],
         "dataset": ["dataset", cap, "-o", out],
         "run": ["run", "-o", out, "--quick"],
+        "train": ["train", tmp_path / "good.npy", tmp_path / "good.npy", "--model", "geometric",
+                  "-o", out],
+        "detect": ["detect", tmp_path / "good.npy", "-o", out],
+        "evaluate": ["evaluate", tmp_path, tmp_path, "-o", out],
     }
 
 
@@ -593,12 +613,29 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
     (["dataset", "nowhere"], r"nowhere: capture folder not found"),
     (["normals", "CAP", "--gamma", "-1"], r"--gamma must be a positive number"),
     (["normals", "CAP", "--lights", "0-3"], r"--lights '0-3'"),
+    (["train", "GOOD", "GOOD2", "--hp", '{"bogus": 1}'], r"bad hyperparameters"),
+    (["train", "GOOD", "GOOD2", "--hp", '{"channels": "abc"}'], r"bad hyperparameters"),
+    (["train", "GOOD", "GOOD2", "--hp", '{"channels": [-1]}'], r"bad hyperparameters"),
+    (["train", "GOOD", "GOOD2", "--hp", "{oops"], r"--hp: not valid JSON"),
+    (["train", "GOOD", "GOOD2", "--threshold-fpr", "2"], r"--threshold-fpr must be in"),
+    (["train", "GOOD", "GOOD2", "--epochs", "0"], r"--epochs must be >= 1"),
+    (["train", "GOOD", "GOOD2", "--model", "oracle"], r"--model 'oracle': unknown"),
+    (["train", "GOOD", "--model", "geometric"], r"need at least 2 good parts"),
+    (["train", "GOOD", "GOOD2", "--resume"], r"no checkpoint to resume from"),
+    (["detect", "GOOD", "--model", "MODEL", "--threshold", "nan"], r"--threshold must be"),
+    (["detect", "CAP", "--model", "MODEL", "--solver", "magic"], r"--solver 'magic'"),
+    (["detect", "GOOD", "--model", "nowhere"], r"nowhere: model directory not found"),
+    (["detect", "missing.npy", "--model", "MODEL"], r"missing\.npy: input not found"),
+    (["evaluate", "GOOD", "GOOD", "--max-fpr", "0"], r"--max-fpr must be in"),
+    (["evaluate", "CAP", "CAP"], r"summary\.json: missing"),
 ])
-def test_bad_arguments(tmp_path: Path, monkeypatch, capsys, args: list[str],
+def test_bad_arguments(tmp_path: Path, monkeypatch, capsys, geo_model: Path, args: list[str],
                        pattern: str) -> None:
     cap = tiny_capture(tmp_path / "cap", k=5, size=16)
     save_npy(tmp_path / "good.npy", sphere_normals(24)[0])
-    subst = {"GOOD": tmp_path / "good.npy", "CAP": cap, "missing.npy": tmp_path / "missing.npy"}
+    save_npy(tmp_path / "good2.npy", sphere_normals(20)[0])
+    subst = {"GOOD": tmp_path / "good.npy", "GOOD2": tmp_path / "good2.npy", "CAP": cap,
+             "MODEL": geo_model, "missing.npy": tmp_path / "missing.npy"}
     out = tmp_path / "out"
     argv = [subst.get(a, a) for a in args] + ["-o", out]
     code, _, err = run_cli(argv, monkeypatch, capsys)
