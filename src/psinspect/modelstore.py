@@ -193,7 +193,7 @@ def load_model_dir(model_dir: str | os.PathLike[str] | None = None) -> ModelBund
         raise PsinspectError(f"{model_dir / CONFIG_FILE}: {err}") from None
     try:
         model.load_state_arrays(arrays)
-    except (KeyError, ValueError, RuntimeError) as err:
+    except (KeyError, ValueError, RuntimeError, PsinspectError) as err:
         raise PsinspectError(f"{wpath}: weights do not fit model {config['model']!r} ({err})") \
             from None
     return ModelBundle(

@@ -250,6 +250,9 @@ def train_model(
     resume_state = None
     if resume:
         arrays, meta = _read_checkpoint(out)
+        if not isinstance(meta.get("args"), dict) or not isinstance(meta.get("train_state"), dict):
+            raise PsinspectError(f"{_checkpoint_paths(out)[1]}: incomplete checkpoint (no args / "
+                                 "train_state); train again without --resume")
         args = meta["args"]
         resume_state = (arrays, meta["train_state"])
     else:
