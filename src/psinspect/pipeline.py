@@ -53,7 +53,7 @@ class RunConfig:
     seed: int = 0
     data: str | None = None
     pretrained: bool = False
-    parts: int = 24
+    parts: int = 20
     size: int = 256
     lights: int = 12
     defect_rate: float = 0.25
@@ -70,9 +70,9 @@ class RunConfig:
 
 #: named presets; ``quick`` is the CI size (well under a minute on 2 cores)
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "quick": {"parts": 8, "size": 128, "lights": 8, "subsets": 2, "epochs": 2,
-              "batch_size": 4, "model_hyperparameters": {"steps_per_epoch": 6, "patch": 64}},
+    "default": {"model_hyperparameters": {"steps_per_epoch": 10}},
+    "quick": {"parts": 8, "size": 192, "lights": 12, "subsets": 2, "epochs": 3,
+              "batch_size": 4, "model_hyperparameters": {"steps_per_epoch": 8, "patch": 96}},
 }
 
 
