@@ -93,7 +93,7 @@ def test_state_arrays_roundtrip():
 
 
 def test_low_confidence_pixels_are_down_weighted_and_reported():
-    model = create_model("variation", min_confidence=0.5, edge_band_px=0.0)
+    model = create_model("variation", min_confidence=0.5, zero_confidence=0.0, edge_band_px=0.0)
     model.fit([posed_part()] * 5, [])
     n, m = posed_part(dent=DENT)
     conf = np.ones(m.shape, np.float32)
@@ -105,7 +105,7 @@ def test_low_confidence_pixels_are_down_weighted_and_reported():
     np.testing.assert_array_equal(weighted.unreliable, gt)
     assert weighted.info["unreliable_pixels"] == int(gt.sum())
     # with the silhouette band on, the outer ring of the object is reported too
-    banded = create_model("variation", min_confidence=0.5, edge_band_px=2.0)
+    banded = create_model("variation", min_confidence=0.5, zero_confidence=0.0, edge_band_px=2.0)
     banded.fit([posed_part()] * 5, [])
     ring = m & ~ndimage.binary_erosion(m)
     assert banded.score(n, m).unreliable[ring].all()

@@ -20,15 +20,15 @@ re-registers all of them to the mean of that first pass, and learns per pixel
 **Scoring** (:meth:`VariationModel.score`) registers the test map to the template and moves the
 template (``mu`` with its vectors turned, and ``sigma``) into the frame of the test map. This is
 the same comparison as warping the test map into the reference frame and the score back, but the
-test map is never resampled, so a one-pixel scratch stays one pixel wide and the score is
-pixel-aligned with the input. The residual ``d = n - mu`` is weighted by the pixel's reliability
-(PS confidence ramp ``min(1, confidence / min_confidence)``, and a ramp over the outer
-``edge_band_px`` of the silhouette, where pixels mix object and background), averaged over each
-scale (averaging the residual VECTOR cancels uncorrelated PS noise while a defect's coherent tilt
-survives: a matched filter), and the score is ``max_s |d_s| / sigma_s``: a z-score, clean pixels
-are about 1. The smallest scale is the smallest defect (a crack's walls tilt opposite ways and
-cancel at larger scales), the larger ones catch shallow dents and bumps. Object pixels more than
-``edge_tolerance_px`` outside the template (extra material) score at least ``outside_score``.
+test map is never resampled, so a one-pixel scratch stays one pixel wide and the score is pixel-
+aligned with the input. The residual ``d = n - mu`` is weighted by the pixel's reliability (PS
+confidence ramped from 0 at ``zero_confidence`` to 1 at ``min_confidence``, and a ramp over the
+outer ``edge_band_px`` of the silhouette, where pixels mix object and background), averaged over
+each scale (averaging the residual VECTOR cancels uncorrelated PS noise while a defect's coherent
+tilt survives: a matched filter), and the score is ``max_s |d_s| / sigma_s``: a z-score, clean
+pixels are about 1. The smallest scale is the smallest defect (a crack's walls tilt opposite ways
+and cancel at larger scales), the larger ones catch shallow dents and bumps. Object pixels more
+than ``edge_tolerance_px`` outside the template (extra material) score at least ``outside_score``.
 
 **Supported poses**: shifts up to ``max_shift_px`` and in-plane rotations up to
 ``max_rotation_deg`` relative to the first training capture; other poses and failed
@@ -101,7 +101,9 @@ class VariationModel(AnomalyModel):
     spread_smooth_px: Gaussian sigma, pixels, over which the per-pixel variance is pooled.
     max_shift_px, max_rotation_deg: supported pose range relative to the reference.
     min_correlation: registrations below this correlation coefficient are refused.
-    min_confidence: PS confidence below which a pixel is unreliable and its residual shrunk.
+    min_confidence, zero_confidence: the residual of a pixel is weighted by its PS confidence
+        ramped linearly from 0 at ``zero_confidence`` to 1 at ``min_confidence``; pixels whose
+        weight is below 1/2 are reported as unreliable.
     edge_band_px: width of the silhouette band whose residuals ramp down (0 = off).
     edge_tolerance_px: object pixels up to this far outside the template are compared with the
         nearest template pixel; farther ones are "extra material".
@@ -118,10 +120,12 @@ class VariationModel(AnomalyModel):
         scales_px: Sequence[float] = (0.7, 1.5, 3.0),
         spread_floor_deg: float = 0.5,
         spread_smooth_px: float = 2.0,
+        spread_max_px: float = 0.0,
         max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
         max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
         min_correlation: float = DEFAULT_MIN_CORRELATION,
-        min_confidence: float = 0.8,
+        min_confidence: float = 0.9,
+        zero_confidence: float = 0.5,
         edge_band_px: float = 2.0,
         edge_tolerance_px: float = 3.0,
         outside_score: float = 10.0,
@@ -134,15 +138,19 @@ class VariationModel(AnomalyModel):
         if min(spread_smooth_px, edge_band_px, edge_tolerance_px) < 0:
             raise PsinspectError(
                 "spread_smooth_px, edge_band_px and edge_tolerance_px must be >= 0")
-        if not 0 < min_confidence <= 1:
-            raise PsinspectError(f"min_confidence must be in (0, 1], got {min_confidence}")
+        if not 0 <= zero_confidence < min_confidence <= 1:
+            raise PsinspectError(
+                "need 0 <= zero_confidence < min_confidence <= 1, got "
+                f"{zero_confidence} and {min_confidence}")
         self.scales_px = scales
         self.spread_floor_deg = float(spread_floor_deg)
         self.spread_smooth_px = float(spread_smooth_px)
+        self.spread_max_px = float(spread_max_px)
         self.max_shift_px = float(max_shift_px)
         self.max_rotation_deg = float(max_rotation_deg)
         self.min_correlation = float(min_correlation)
         self.min_confidence = float(min_confidence)
+        self.zero_confidence = float(zero_confidence)
         self.edge_band_px = float(edge_band_px)
         self.edge_tolerance_px = float(edge_tolerance_px)
         self.outside_score = float(outside_score)
@@ -162,10 +170,12 @@ class VariationModel(AnomalyModel):
             "scales_px": list(self.scales_px),
             "spread_floor_deg": self.spread_floor_deg,
             "spread_smooth_px": self.spread_smooth_px,
+            "spread_max_px": self.spread_max_px,
             "max_shift_px": self.max_shift_px,
             "max_rotation_deg": self.max_rotation_deg,
             "min_correlation": self.min_correlation,
             "min_confidence": self.min_confidence,
+            "zero_confidence": self.zero_confidence,
             "edge_band_px": self.edge_band_px,
             "edge_tolerance_px": self.edge_tolerance_px,
             "outside_score": self.outside_score,
@@ -252,6 +262,10 @@ class VariationModel(AnomalyModel):
                 sq[j] += np.sum(_masked_gaussian(resid, both, s) ** 2, axis=2)
         for j in range(len(self.scales_px)):
             var = _masked_gaussian(sq[j] * correction, tmask, self.spread_smooth_px)
+            if self.spread_max_px > 0:
+                r = int(np.ceil(self.spread_max_px))
+                disk = np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= self.spread_max_px
+                var = np.where(tmask, ndimage.grey_dilation(var, footprint=disk), 0.0)
             spread[j] = np.sqrt(var + self.spread_floor_deg**2)
         self._set_state(mean, spread, tmask)
 
@@ -380,7 +394,8 @@ class VariationModel(AnomalyModel):
                 raise PsinspectError(
                     f"confidence map shape {conf.shape} != normal map shape {shape}"
                 )
-            weight = np.clip(np.nan_to_num(conf, nan=0.0) / self.min_confidence, 0.0, 1.0)
+            weight = np.clip((np.nan_to_num(conf, nan=0.0) - self.zero_confidence)
+                             / (self.min_confidence - self.zero_confidence), 0.0, 1.0)
         resid = self._residual(n, mu, m, weight)
         unreliable = m & (_edge_weight(m, self.edge_band_px) * weight < 0.5)
         score = np.zeros(shape, np.float32)
