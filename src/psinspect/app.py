@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from psinspect.errors import PsinspectError
+from psinspect.fileio import image_size_hw, npy_header
 from psinspect.normalmap import encode_png, load_normal_map
 
 log = logging.getLogger(__name__)
@@ -195,15 +196,6 @@ def _check_size(shape: Sequence[int], label: str, limits: Limits) -> None:
         raise PsinspectError(f"{label}: image is {w} x {h} pixels, too small (at least 8 x 8)")
 
 
-def _peek_image_size(path: Path) -> tuple[int, int] | None:
-    """(H, W) of a PNG from its header without decoding it, or None if not a PNG."""
-    with open(path, "rb") as fh:
-        head = fh.read(24)
-    if len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
-    return None
-
-
 def load_inspection_input(
     path: str | os.PathLike[str],
     workdir: str | os.PathLike[str],
@@ -213,8 +205,9 @@ def load_inspection_input(
     """Load an upload: a normal map (``.png`` / ``.npy``) or a capture ``.zip``.
 
     A zip is extracted with :func:`safe_extract_zip` into a fresh folder under ``workdir`` and
-    solved with photometric stereo (:func:`psinspect.stereo.run_photometric_stereo`); the
-    extracted files are removed afterwards. Errors are :class:`PsinspectError`.
+    solved with photometric stereo (:func:`psinspect.stereo.run_photometric_stereo`, ``solver``
+    default ``robust``, as for the training data); the extracted files are removed afterwards.
+    Errors are :class:`PsinspectError` naming the uploaded file, never a server path.
     """
     path = Path(path)
     label = path.name
@@ -229,7 +222,7 @@ def load_inspection_input(
     suffix = path.suffix.lower()
     if suffix in (".png", ".npy"):
         if suffix == ".png":
-            hw = _peek_image_size(path)
+            hw = image_size_hw(path)
             if hw is not None:
                 _check_size(hw, label, limits)
         else:
@@ -251,10 +244,8 @@ def load_inspection_input(
 def _check_npy_header(path: Path, label: str, limits: Limits) -> None:
     """Refuse an over-sized ``.npy`` from its header before loading it."""
     try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            shape, _, _ = np.lib.format._read_array_header(fh, version)  # noqa: SLF001
-    except Exception:  # unreadable headers are reported by load_normal_map
+        shape, _, _ = npy_header(path)
+    except PsinspectError:  # unreadable headers are reported by load_normal_map
         return
     if len(shape) == 3:
         _check_size(shape, label, limits)
@@ -276,22 +267,25 @@ def _load_capture_zip(path: Path, workdir: Path, limits: Limits,
             raise PsinspectError(
                 f"{path.name}: {len(images)} images, more than the limit of {limits.max_lights}"
             )
-        for img in images:
-            hw = _peek_image_size(img)
-            if hw is not None:
-                _check_size(hw, f"{path.name}/{img.name}", limits)
         try:
+            for img in images:
+                hw = image_size_hw(img)
+                if hw is not None:
+                    _check_size(hw, f"{path.name}/{img.relative_to(tmp)}", limits)
             capture = load_capture(folder, workers=2)
         except PsinspectError as err:
             raise PsinspectError(str(err).replace(str(tmp) + os.sep, "")) from None
         _check_size(capture.mask.shape, path.name, limits)
-        kwargs: dict[str, Any] = {} if solver is None else {"solver": solver}
-        result = run_photometric_stereo(capture, **kwargs)
+        result = run_photometric_stereo(capture, solver or "robust")
+        # pixels PS could not solve (zero normals) are not part of the object
+        obj = capture.mask & (np.abs(result.normals).sum(axis=-1) > 0)
+        if not obj.any():
+            raise PsinspectError(f"{path.name}: photometric stereo found no object pixels")
         return InspectionInput(
             name=path.stem,
-            normals=result.normals,
-            mask=capture.mask,
-            confidence=getattr(result, "confidence", None),
+            normals=np.where(obj[..., None], result.normals, 0.0).astype(np.float32),
+            mask=obj,
+            confidence=result.confidence,
             kind=f"capture ({capture.num_lights} lights)",
         )
     finally:
