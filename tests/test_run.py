@@ -42,6 +42,13 @@ def test_refuses_non_empty_output(tmp_path: Path) -> None:
                    str(tmp_path / "o2"), cwd=tmp_path)
     assert r.returncode == 2 and "--data" in r.stderr
     assert not (tmp_path / "o2").exists()
+    empty = tmp_path / "no_captures"
+    empty.mkdir()
+    r = _psinspect("run", "--quick", "--data", str(empty), "-o", str(tmp_path / "o3"),
+                   cwd=tmp_path)
+    assert r.returncode == 2 and "no_captures" in r.stderr and "Traceback" not in r.stderr
+    # a failed run leaves neither the output folder nor its staging folder behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no_captures", "out"]
 
 
 @pytest.mark.slow
