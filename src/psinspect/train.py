@@ -13,7 +13,8 @@ Thresholds are calibrated on the clean validation maps only: the per-pixel thres
 them, so that no clean validation part fails.
 
 Checkpoints: after every epoch the full training state is written atomically to
-``MODEL_DIR/.checkpoint/`` (``state.safetensors`` + ``state.json``); ``resume=True`` continues
+``MODEL_DIR/.checkpoint/`` (``state-<hash>.safetensors`` + ``state.json``, which names it, so
+a kill between the two writes leaves the previous pair usable); ``resume=True`` continues
 from it with the settings stored there, and gives the same model as an uninterrupted run. The
 final files (``model.safetensors``, ``train_log.json``, then ``config.json`` last) are written
 atomically and the checkpoint is removed.
@@ -193,25 +194,40 @@ def calibrate(
 
 
 def _checkpoint_paths(out: Path) -> tuple[Path, Path]:
+    """(checkpoint folder, its ``state.json``)."""
     d = out / CHECKPOINT_DIR
-    return d / "state.safetensors", d / "state.json"
+    return d, d / "state.json"
 
 
 def _write_checkpoint(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    wpath, jpath = _checkpoint_paths(out)
+    """Weights go to a new file named by their hash, then ``state.json`` (atomic) points to it,
+    then older weights files are removed: a kill at any moment leaves a consistent pair."""
+    d, jpath = _checkpoint_paths(out)
     data = weights_bytes(arrays)
-    atomic_write_bytes(wpath, data)
-    save_json(jpath, {**meta, "weights_sha256": hashlib.sha256(data).hexdigest()})
+    digest = hashlib.sha256(data).hexdigest()
+    wname = f"state-{digest[:16]}.safetensors"
+    atomic_write_bytes(d / wname, data)
+    save_json(jpath, {**meta, "weights_file": wname, "weights_sha256": digest})
+    for old in d.glob("state-*.safetensors"):
+        if old.name != wname:
+            old.unlink(missing_ok=True)
 
 
 def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    wpath, jpath = _checkpoint_paths(out)
-    if not jpath.is_file() or not wpath.is_file():
+    d, jpath = _checkpoint_paths(out)
+    if not jpath.is_file():
         raise PsinspectError(f"{out}: no checkpoint to resume from ({CHECKPOINT_DIR}/ missing)")
     try:
         meta = json.loads(jpath.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PsinspectError(f"{jpath}: unreadable checkpoint ({err})") from None
+    wname = meta.get("weights_file") if isinstance(meta, dict) else None
+    if not isinstance(wname, str) or Path(wname).name != wname or not wname.endswith(
+            ".safetensors"):
+        raise PsinspectError(f"{jpath}: incomplete checkpoint (no weights_file)")
+    wpath = d / wname
+    if not wpath.is_file():
+        raise PsinspectError(f"{wpath}: checkpoint weights missing")
     data = wpath.read_bytes()
     if hashlib.sha256(data).hexdigest() != meta.get("weights_sha256"):
         raise PsinspectError(f"{wpath}: checkpoint does not match its checksum")
