@@ -289,7 +289,7 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 t0 = time.perf_counter()
 try:
     if case == "capture":
-        load_capture(folder)
+        load_capture(folder / "cap96")
     else:
         n, m = load_normal_map(folder / case)
         assert m.all() and n.shape == (8192, 8192, 3)
