@@ -347,7 +347,12 @@ def load_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
         manifest = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PsinspectError(f"{p}: not valid JSON ({err})") from None
-    check_manifest(manifest)
+    try:
+        check_manifest(manifest)
+    except PsinspectError as err:
+        raise PsinspectError(f"{p}: {err}") from None
+    except (AttributeError, KeyError, TypeError) as err:  # not a dict, items missing keys ...
+        raise PsinspectError(f"{p}: malformed manifest ({type(err).__name__}: {err})") from None
     return manifest, p.parent
 
 
