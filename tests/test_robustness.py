@@ -643,3 +643,92 @@ def test_bad_arguments(tmp_path: Path, monkeypatch, capsys, geo_model: Path, arg
     assert code == 2 and len(errs) == 1 and re.search(pattern, errs[0]), err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate: damaged detect outputs and datasets
+
+
+@pytest.fixture(scope="module")
+def eval_setup(tmp_path_factory: pytest.TempPathFactory, geo_model: Path) -> dict:
+    """A tiny dataset (3 rendered parts, one held out) and a detect run over its test maps."""
+    import json
+
+    from psinspect.dataset import build_dataset
+    from psinspect.detect import write_detection_outputs
+    from psinspect.modelstore import load_model_dir
+    from psinspect.render import render_dataset
+
+    root = tmp_path_factory.mktemp("eval")
+    caps = render_dataset(root / "caps", 3, defect_rate=0.0, seed=1, size=64, lights=6)
+    build_dataset(caps, root / "ds", holdout=[caps[-1].name], seed=0, subsets=2, augment=[],
+                  defects_per_map=1, severity="high")
+    manifest = json.loads((root / "ds" / "manifest.json").read_text())
+    tests = [it for it in manifest["items"] if it["split"].startswith("test")]
+    write_detection_outputs([root / "ds" / it["file"] for it in tests], root / "det",
+                            load_model_dir(geo_model))
+    return {"root": root, "tests": tests}
+
+
+def _score_file(s: dict) -> str:
+    return Path(s["tests"][0]["file"]).stem + "_score.npy"
+
+
+def _defect_mask(s: dict) -> str:
+    return next(it["defect_mask"] for it in s["tests"] if it.get("defect_mask"))
+
+
+EVAL_CASES: list[tuple[str, str, Callable[[dict, Path], None], str]] = [
+    ("score: strings", "det", lambda s, d: (d / _score_file(s)).write_bytes(
+        _npy(np.array(["a", "b"]))), r"_score\.npy: shape \(2,\)"),
+    ("score: wrong shape", "det", lambda s, d: (d / _score_file(s)).write_bytes(
+        _npy(np.zeros((3, 3), np.float32))), r"_score\.npy: shape \(3, 3\)"),
+    ("score: NaN", "det", lambda s, d: (d / _score_file(s)).write_bytes(
+        _npy(np.full((64, 64), np.nan, np.float32))), r"_score\.npy: .*non-finite"),
+    ("score: truncated", "det", lambda s, d: (d / _score_file(s)).write_bytes(
+        (d / _score_file(s)).read_bytes()[:-50]), r"_score\.npy: truncated"),
+    ("score: pickle", "det", lambda s, d: (d / _score_file(s)).write_bytes(
+        _npy(np.array([{"a": 1}], dtype=object))), r"_score\.npy: holds Python objects"),
+    ("score: missing", "det", lambda s, d: (d / _score_file(s)).unlink(),
+     r"no prediction for 1 of"),
+    ("summary: garbage", "det", lambda s, d: (d / "summary.json").write_text("{oops"),
+     r"summary\.json: not a detect summary"),
+    ("summary: wrong types", "det", lambda s, d: (d / "summary.json").write_text(
+        '{"inputs": [{"name": 5}]}'), r"summary\.json: not a detect summary"),
+    ("manifest: a list", "ds", lambda s, d: (d / "manifest.json").write_text("[1]"),
+     r"manifest\.json: malformed manifest"),
+    ("manifest: items without keys", "ds", lambda s, d: (d / "manifest.json").write_text(
+        '{"format": "psinspect-dataset", "version": 1, "items": [{"x": 1}]}'),
+     r"manifest\.json: malformed manifest"),
+    ("defect mask: wrong size", "ds", lambda s, d: (d / _defect_mask(s)).write_bytes(
+        _png(np.zeros((5, 5), np.uint8))), r"M_.*\.png: unreadable or wrong size"),
+    ("defect mask: zero bytes", "ds", lambda s, d: (d / _defect_mask(s)).write_bytes(b""),
+     r"M_.*\.png: unreadable or wrong size"),
+]
+
+
+@pytest.mark.parametrize(("which", "damage", "pattern"), [c[1:] for c in EVAL_CASES],
+                         ids=[c[0] for c in EVAL_CASES])
+def test_bad_evaluate_inputs(tmp_path: Path, monkeypatch, capsys, eval_setup: dict,
+                             which: str, damage, pattern: str) -> None:
+    src = eval_setup["root"]
+    det, ds = tmp_path / "det", tmp_path / "ds"
+    shutil.copytree(src / "det", det)
+    shutil.copytree(src / "ds", ds)
+    damage(eval_setup, det if which == "det" else ds)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["evaluate", det, ds, "-o", out], monkeypatch, capsys)
+    errs = error_lines(err)
+    assert code == 2 and len(errs) == 1 and re.search(pattern, errs[0]), err
+    assert str(tmp_path) in errs[0]  # names the file (or folder) at fault
+    assert not out.exists()
+
+
+def test_evaluate_undamaged_baseline(tmp_path: Path, monkeypatch, capsys,
+                                     eval_setup: dict) -> None:
+    """The fixture itself evaluates fine, so the failures above come from the damage."""
+    src = eval_setup["root"]
+    code, _, err = run_cli(["evaluate", src / "det", src / "ds", "-o", tmp_path / "out"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / "metrics.json").is_file()
