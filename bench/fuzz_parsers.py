@@ -290,10 +290,16 @@ t0 = time.perf_counter()
 try:
     if case == "capture":
         load_capture(folder / "cap96")
+    elif case == "detect":
+        from psinspect.detect import write_detection_outputs
+        from psinspect.modelstore import load_model_dir
+        s = write_detection_outputs([folder / "sphere8k.npy"], folder / "det8k",
+                                    load_model_dir(folder / "geo"))
+        assert s["inputs"][0]["verdict"] in ("pass", "fail")
     else:
         n, m = load_normal_map(folder / case)
         assert m.all() and n.shape == (8192, 8192, 3)
-    outcome = "loaded"
+    outcome = "done" if case == "detect" else "loaded"
 except PsinspectError as err:
     outcome = "refused: " + str(err).replace(str(folder) + "/", "")
 print(json.dumps({"seconds": time.perf_counter() - t0, "outcome": outcome, "base_gb": base,
@@ -301,7 +307,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "outcome": outcome, "base
 """
 
 
-def huge_inputs(work: Path) -> list[dict]:
+def huge_inputs(work: Path, detect: bool = False) -> list[dict]:
     import cv2
 
     img = np.zeros((8192, 8192, 3), np.uint8)
@@ -324,10 +330,30 @@ def huge_inputs(work: Path) -> list[dict]:
     lights = lights_from_slant_tilt(np.full(96, 30.0), np.linspace(0, 360, 96, endpoint=False))
     (cap / "light_directions.txt").write_text(
         "\n".join(" ".join(f"{v:.6f}" for v in r) for r in lights) + "\n")
+    cases = [("map8k.png", "8192 x 8192 normal-map PNG (largest accepted)"),
+             ("map9k.npy", "9000 x 9000 float32 .npy (over the limit)"),
+             ("capture", "capture of 96 images of 8192 x 8192 (16-bit)")]
+    if detect:
+        from psinspect.fileio import save_npy
+        from psinspect.models import create_model
+        from psinspect.modelstore import save_model_dir
+
+        save_model_dir(work / "geo", create_model("geometric"), threshold=2.0,
+                       image_threshold=3.0)
+        yy, xx = np.mgrid[0:8192, 0:8192].astype(np.float32)
+        x, y = (xx - 4095.5) / 3900, -(yy - 4095.5) / 3900
+        del xx, yy
+        z2 = 1 - x**2 - y**2
+        n = np.where((z2 > 0.1)[..., None], np.stack([x, y, np.sqrt(np.clip(z2, 0, None))],
+                                                      -1), 0).astype(np.float32)
+        del x, y, z2
+        n /= np.maximum(np.linalg.norm(n, axis=2, keepdims=True), 1e-12)
+        save_npy(work / "sphere8k.npy", n)
+        del n
+        cases.append(("detect", "`detect` on an 8192 x 8192 sphere map (geometric model, "
+                                "tiled), all output files"))
     rows = []
-    for case, label in (("map8k.png", "8192 x 8192 normal-map PNG (largest accepted)"),
-                        ("map9k.npy", "9000 x 9000 float32 .npy (over the limit)"),
-                        ("capture", "capture of 96 images of 8192 x 8192 (16-bit)")):
+    for case, label in cases:
         res = subprocess.run([sys.executable, "-c", _HUGE_SNIPPET, case, str(work)],
                              capture_output=True, text=True, check=False)
         if res.returncode != 0:
@@ -344,7 +370,7 @@ def render(results: list[dict], huge: list[dict], args: argparse.Namespace) -> s
     lines = [
         "### Parser fuzzing (hypothesis)", "",
         f"Command: `OMP_NUM_THREADS=2 python bench/fuzz_parsers.py --cases {args.cases} "
-        f"--seed {args.seed}`  ",
+        f"--seed {args.seed}{' --detect-8k' if args.detect_8k else ''}`  ",
         f"Machine: {machine()}  ",
         f"Date: {date()}", "",
         "Every generated input must be accepted with a result that meets the documented "
@@ -378,6 +404,8 @@ def main() -> int:
     ap.add_argument("--cases", type=int, default=2000, help="generated inputs per target")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--no-huge", action="store_true", help="skip the huge-input part")
+    ap.add_argument("--detect-8k", action="store_true",
+                    help="also run detect on an 8192 x 8192 map (minutes; ~5 GB of memory)")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -393,7 +421,7 @@ def main() -> int:
         ]
         results = [fuzz(name, strat, body, args.cases, args.seed + i)
                    for i, (name, strat, body) in enumerate(targets)]
-        huge = [] if args.no_huge else huge_inputs(root)
+        huge = [] if args.no_huge else huge_inputs(root, detect=args.detect_8k)
     text = render(results, huge, args)
     if not args.no_write:
         write_block("fuzz", text)
