@@ -65,7 +65,7 @@ class _Boom:
     def __init__(self, marker: str) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self) -> tuple:
         return (Path(self.marker).touch, ())
 
 
