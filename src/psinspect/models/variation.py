@@ -23,12 +23,14 @@ the same comparison as warping the test map into the reference frame and the sco
 test map is never resampled, so a one-pixel scratch stays one pixel wide and the score is pixel-
 aligned with the input. The residual ``d = n - mu`` is weighted by the pixel's reliability (PS
 confidence ramped from 0 at ``zero_confidence`` to 1 at ``min_confidence``, and a ramp over the
-outer ``edge_band_px`` of the silhouette, where pixels mix object and background), averaged over
-each scale (averaging the residual VECTOR cancels uncorrelated PS noise while a defect's coherent
-tilt survives: a matched filter), and the score is ``max_s |d_s| / sigma_s``: a z-score, clean
-pixels are about 1. The smallest scale is the smallest defect (a crack's walls tilt opposite ways
-and cancel at larger scales), the larger ones catch shallow dents and bumps. Object pixels more
-than ``edge_tolerance_px`` outside the template (extra material) score at least ``outside_score``.
+outer ``edge_band_px`` of the silhouette, where pixels mix object and background), high-passed
+(minus its Gaussian average over ``highpass_px``: PS bias that varies slowly over the part, e.g.
+from a light set other than the training captures', is not a defect), averaged over each scale
+(averaging the residual VECTOR cancels uncorrelated PS noise while a defect's coherent tilt
+survives: a matched filter), and the score is ``max_s |d_s| / sigma_s``: a z-score, clean pixels
+are about 1. The smallest scale is the smallest defect (a crack's walls tilt opposite ways and
+cancel at larger scales), the larger ones catch shallow dents and bumps. Object pixels more than
+``edge_tolerance_px`` outside the template (extra material) score at least ``outside_score``.
 
 **Supported poses**: shifts up to ``max_shift_px`` and in-plane rotations up to
 ``max_rotation_deg`` relative to the first training capture; other poses and failed
@@ -99,6 +101,10 @@ class VariationModel(AnomalyModel):
         scale of the smallest defect (0 = single pixels).
     spread_floor_deg: floor on the angular spread, degrees (added in quadrature).
     spread_smooth_px: Gaussian sigma, pixels, over which the per-pixel variance is pooled.
+    spread_max_px: radius of a max filter on the pooled variance (0 = off).
+    highpass_px: the residual minus its Gaussian average over this sigma, pixels (0 = off):
+        removes slowly varying PS bias (a light set that differs from the training captures'),
+        which is larger than most defects.
     max_shift_px, max_rotation_deg: supported pose range relative to the reference.
     min_correlation: registrations below this correlation coefficient are refused.
     min_confidence, zero_confidence: the residual of a pixel is weighted by its PS confidence
@@ -121,6 +127,7 @@ class VariationModel(AnomalyModel):
         spread_floor_deg: float = 0.5,
         spread_smooth_px: float = 2.0,
         spread_max_px: float = 0.0,
+        highpass_px: float = 5.0,
         max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
         max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
         min_correlation: float = DEFAULT_MIN_CORRELATION,
@@ -146,6 +153,7 @@ class VariationModel(AnomalyModel):
         self.spread_floor_deg = float(spread_floor_deg)
         self.spread_smooth_px = float(spread_smooth_px)
         self.spread_max_px = float(spread_max_px)
+        self.highpass_px = float(highpass_px)
         self.max_shift_px = float(max_shift_px)
         self.max_rotation_deg = float(max_rotation_deg)
         self.min_correlation = float(min_correlation)
@@ -171,6 +179,7 @@ class VariationModel(AnomalyModel):
             "spread_floor_deg": self.spread_floor_deg,
             "spread_smooth_px": self.spread_smooth_px,
             "spread_max_px": self.spread_max_px,
+            "highpass_px": self.highpass_px,
             "max_shift_px": self.max_shift_px,
             "max_rotation_deg": self.max_rotation_deg,
             "min_correlation": self.min_correlation,
@@ -291,7 +300,10 @@ class VariationModel(AnomalyModel):
         if weight is not None:
             w = w * weight
         d = np.degrees(normals - mean) * w[..., None]
-        return np.where(mask[..., None], d, 0.0).astype(np.float32)
+        d = np.where(mask[..., None], d, 0.0).astype(np.float32)
+        if self.highpass_px > 0:
+            d = d - _masked_gaussian(d, mask, self.highpass_px)
+        return d
 
     def _align_all(
         self, maps: list[tuple[np.ndarray, np.ndarray]], ref_image: np.ndarray, skip_first: bool
