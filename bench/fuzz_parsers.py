@@ -279,13 +279,21 @@ def fuzz(name: str, strategy: st.SearchStrategy, body: Callable[[object, Path], 
 # huge inputs, each in a fresh process (peak RSS of that process)
 
 _HUGE_SNIPPET = r"""
-import json, resource, sys, time, numpy as np, cv2
+import json, sys, time, numpy as np, cv2
 from pathlib import Path
 from psinspect.errors import PsinspectError
 from psinspect.normalmap import load_normal_map
 from psinspect.capture import load_capture
 case, folder = sys.argv[1], Path(sys.argv[2])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def status_gb(field):  # VmRSS / VmHWM of this process (ru_maxrss would count the parent's)
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024 / 1e9
+
+
+base = status_gb("VmRSS")
 t0 = time.perf_counter()
 try:
     if case == "capture":
@@ -303,7 +311,7 @@ try:
 except PsinspectError as err:
     outcome = "refused: " + str(err).replace(str(folder) + "/", "")
 print(json.dumps({"seconds": time.perf_counter() - t0, "outcome": outcome, "base_gb": base,
-                  "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+                  "peak_gb": status_gb("VmHWM")}))
 """
 
 
