@@ -143,6 +143,10 @@ def test_mismatched_sizes():
     good = [posed_part()] * 5
     with pytest.raises(PsinspectError, match="training map 3: size 112x90 differs"):
         create_model("variation").fit(good[:2] + [posed_part((90, 112))] + good[2:], [])
+    names = [f"part{i}.npy" for i in range(6)]
+    with pytest.raises(PsinspectError, match=r"part2\.npy: size 112x90 differs from part0\.npy"):
+        create_model("variation").fit(good[:2] + [posed_part((90, 112))] + good[2:], [],
+                                      names=names)
     model = create_model("variation")
     model.fit(good, [])
     with pytest.raises(PsinspectError, match="input normal map: size 112x90 differs"):

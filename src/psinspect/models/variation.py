@@ -243,20 +243,24 @@ class VariationModel(AnomalyModel):
                 f"(at least {MIN_TRAIN - 1} to learn from, the rest for calibration), got "
                 f"{len(train)} for training and {len(val)} for calibration"
             )
-        maps = [validate_normal_map(n, m, name=f"training map {i + 1}")
-                for i, (n, m) in enumerate(train)]
+        given = options.get("names")
+        names = ([str(x) for x in given] if given is not None and len(given) == len(train)
+                 else [f"training map {i + 1}" for i in range(len(train))])
+        maps = [validate_normal_map(n, m, name=names[i]) for i, (n, m) in enumerate(train)]
         shape = maps[0][0].shape[:2]
         for i, (n, _) in enumerate(maps):
             if n.shape[:2] != shape:
                 raise PsinspectError(
-                    f"training map {i + 1}: size {n.shape[1]}x{n.shape[0]} differs from training "
-                    f"map 1 ({shape[1]}x{shape[0]}); all captures of a part type must have the "
-                    "same size"
+                    f"{names[i]}: size {n.shape[1]}x{n.shape[0]} differs from {names[0]} "
+                    f"({shape[1]}x{shape[0]}); all captures of a part type must have the same "
+                    "size"
                 )
         # pass 1: align to the first map; pass 2: align to the mean of pass 1 (less noisy)
-        aligned, regs = self._align_all(maps, registration_image(*maps[0]), skip_first=True)
+        aligned, regs = self._align_all(maps, names, registration_image(*maps[0]),
+                                        skip_first=True)
         mean, _, tmask = self._mean_direction(aligned)
-        aligned, regs = self._align_all(maps, registration_image(mean, tmask), skip_first=False)
+        aligned, regs = self._align_all(maps, names, registration_image(mean, tmask),
+                                        skip_first=False)
         mean, count, tmask = self._mean_direction(aligned)
 
         # spread per scale: rms of the smoothed residual, corrected by (k + 1) / (k - 1)
@@ -279,7 +283,7 @@ class VariationModel(AnomalyModel):
         self._set_state(mean, spread, tmask)
 
         log: list[dict[str, Any]] = [
-            {"map": i + 1, "angle_deg": r.transform.angle_deg, "shift_px": r.shift_px,
+            {"map": names[i], "angle_deg": r.transform.angle_deg, "shift_px": r.shift_px,
              "correlation": r.correlation}
             for i, r in enumerate(regs)
         ]
@@ -306,7 +310,8 @@ class VariationModel(AnomalyModel):
         return d
 
     def _align_all(
-        self, maps: list[tuple[np.ndarray, np.ndarray]], ref_image: np.ndarray, skip_first: bool
+        self, maps: list[tuple[np.ndarray, np.ndarray]], names: list[str], ref_image: np.ndarray,
+        skip_first: bool,
     ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[Registration]]:
         aligned: list[tuple[np.ndarray, np.ndarray]] = []
         regs: list[Registration] = []
@@ -316,7 +321,7 @@ class VariationModel(AnomalyModel):
                 aligned.append((n, m))
                 regs.append(Registration(RigidTransform.identity(shape), 1.0, 0.0))
                 continue
-            reg = self._register(n, m, ref_image, f"training map {i + 1}")
+            reg = self._register(n, m, ref_image, names[i])
             aligned.append(warp_normals(n, m, reg.transform.matrix(), shape))
             regs.append(reg)
         return aligned, regs
