@@ -33,13 +33,72 @@ from torch import nn
 
 from psinspect import defects
 from psinspect.models import ScoreResult, register
-from psinspect.models._torch import TorchAnomalyModel, UNet
-from psinspect.models.geometric import robust_reference
+from psinspect.models._torch import TorchAnomalyModel, UNet, crop_window, pad_to_size
+from psinspect.models.geometric import masked_blur, normalize, robust_reference
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     cos = np.clip(np.einsum("...i,...i->...", a, b), -1.0, 1.0)
     return np.degrees(np.arccos(cos)).astype(np.float32)
+
+
+def tangent_components(n: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Components (u, v) of unit vectors ``n`` in the tangent frame of ``ref`` (both
+    (H, W, 3)): the minimal rotation taking ``ref`` to +z, applied to ``n``, keeps x and y.
+    Zero where ``n == ref``; independent of how the surface is tilted."""
+    rx, ry, rz = ref[..., 0], ref[..., 1], ref[..., 2]
+    nx, ny, nz = n[..., 0], n[..., 1], n[..., 2]
+    k = (rx * nx + ry * ny) / np.maximum(1.0 + rz, 0.1)
+    return nx - rx * k - rx * nz, ny - ry * k - ry * nz
+
+
+def random_tilt(normals: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                max_deg: float) -> np.ndarray:
+    """Turn every vector by one random rotation about an in-plane axis (up to ``max_deg``), as
+    if the part were tilted; skipped where it would turn a normal away from the camera."""
+    if max_deg <= 0:
+        return normals
+    phi = rng.uniform(0, 2 * np.pi)
+    ang = np.radians(rng.uniform(0, max_deg))
+    axis = np.array([np.cos(phi), np.sin(phi), 0.0])
+    kx = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rot = np.eye(3) + np.sin(ang) * kx + (1 - np.cos(ang)) * (kx @ kx)
+    out = (normals.reshape(-1, 3) @ rot.T.astype(np.float32)).reshape(normals.shape)
+    if mask.any() and out[..., 2][mask].min() < 0.05:
+        return normals
+    out[~mask] = 0.0
+    return out.astype(np.float32)
+
+
+def add_noise(normals: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+              max_sigma: float) -> np.ndarray:
+    """PS-like noise: white plus spatially smooth perturbations of random strength (up to
+    ``max_sigma``, in units of the vector, ~radians), renormalised."""
+    if max_sigma <= 0:
+        return normals
+    h, w = mask.shape
+    s_white = rng.uniform(0, max_sigma)
+    s_smooth = rng.uniform(0, max_sigma)
+    noise = rng.standard_normal((h, w, 3)).astype(np.float32) * s_white
+    smooth = cv2.GaussianBlur(rng.standard_normal((h, w, 3)).astype(np.float32), (0, 0),
+                              float(rng.uniform(1.0, 4.0)))
+    smooth *= s_smooth / max(float(smooth.std()), 1e-6)
+    out = normalize(normals + noise + smooth)
+    out[~mask] = 0.0
+    return out
+
+
+def random_bend(shape_hw: tuple[int, int], rng: np.random.Generator, max_slope: float
+                ) -> np.ndarray:
+    """A smooth random height field (Gaussian-filtered noise, scale 8-40 px) with a random
+    peak slope up to ``max_slope``: a gently curved surface, NOT a defect. (H, W) float32."""
+    sigma = float(rng.uniform(8.0, 40.0))
+    f = cv2.GaussianBlur(rng.standard_normal(shape_hw).astype(np.float32), (0, 0), sigma)
+    gy, gx = np.gradient(f)
+    slope = float(np.max(np.hypot(gx, gy)))
+    if slope <= 0:
+        return np.zeros(shape_hw, np.float32)
+    return (f * (float(rng.uniform(0.0, max_slope)) / slope)).astype(np.float32)
 
 
 def generic_height_anomaly(shape_hw: tuple[int, int], mask: np.ndarray,
@@ -107,12 +166,15 @@ class GeoSeg(TorchAnomalyModel):
     name = "geo-seg"
 
     def __init__(self, channels: Sequence[int] = (8, 16, 32, 64), decoder_convs: int = 1,
-                 geo_scales: Sequence[float] = (3.0, 8.0), geo_iterations: int = 0,
+                 norm: str = "none",
+                 geo_scales: Sequence[float] = (2.5, 8.0), geo_iterations: int = 0,
                  residual_gain: float = 10.0, max_defects: int = 3, p_clean: float = 0.2,
-                 p_generic: float = 0.3, min_angle: float = 2.0, min_confidence: float = 0.2,
-                 dice_weight: float = 0.5, **base: Any) -> None:
+                 p_generic: float = 0.2, min_angle: float = 2.0, min_confidence: float = 0.2,
+                 dice_weight: float = 0.5, tilt_deg: float = 40.0, noise: float = 0.03,
+                 bend: float = 0.8, **base: Any) -> None:
         self.channels = [int(c) for c in channels]
         self.decoder_convs = int(decoder_convs)
+        self.norm = str(norm)
         self.geo_scales = [float(s) for s in geo_scales]
         self.geo_iterations = int(geo_iterations)
         self.residual_gain = float(residual_gain)
@@ -122,45 +184,105 @@ class GeoSeg(TorchAnomalyModel):
         self.min_angle = float(min_angle)
         self.min_confidence = float(min_confidence)
         self.dice_weight = float(dice_weight)
+        self.tilt_deg = float(tilt_deg)
+        self.noise = float(noise)
+        self.bend = float(bend)
         super().__init__(**base)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
-            "channels": self.channels, "decoder_convs": self.decoder_convs,
+            "channels": self.channels, "decoder_convs": self.decoder_convs, "norm": self.norm,
             "geo_scales": self.geo_scales,
             "geo_iterations": self.geo_iterations, "residual_gain": self.residual_gain,
             "max_defects": self.max_defects, "p_clean": self.p_clean,
             "p_generic": self.p_generic, "min_angle": self.min_angle,
             "min_confidence": self.min_confidence, "dice_weight": self.dice_weight,
+            "tilt_deg": self.tilt_deg, "noise": self.noise, "bend": self.bend,
             **self.base_hyperparameters(),
         }
 
     @property
     def in_channels(self) -> int:
-        return 4 + 3 * len(self.geo_scales)
+        return 2 + 2 * len(self.geo_scales) + (2 if len(self.geo_scales) > 1 else 0)
 
     def build_net(self) -> nn.Module:
-        return UNet(self.in_channels, 1, self.channels, decoder_convs=self.decoder_convs)
+        return UNet(self.in_channels, 1, self.channels, decoder_convs=self.decoder_convs,
+                    norm=self.norm)
 
     def features(self, normals: np.ndarray, mask: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Network input (C, H, W) float32 and the finest robust reference (H, W, 3)."""
-        chans = [np.moveaxis(normals, -1, 0), mask[None].astype(np.float32)]
-        first = None
-        for s in self.geo_scales:
-            ref = robust_reference(normals, mask, s, self.geo_iterations)
-            if first is None:
-                first = ref
-            chans.append(np.moveaxis((normals - ref) * self.residual_gain, -1, 0))
-        return np.concatenate(chans).astype(np.float32), first
+        """Network input (C, H, W) float32 and the finest robust reference (H, W, 3).
 
-    def example(self, normals: np.ndarray, mask: np.ndarray, rng: np.random.Generator
-                ) -> dict[str, np.ndarray]:
-        n, target = synthetic_defects(normals, mask, rng, max_count=self.max_defects,
-                                      p_clean=self.p_clean, p_generic=self.p_generic,
-                                      min_angle=self.min_angle)
-        x, _ = self.features(n, mask)
-        return {"x": x, "y": target[None].astype(np.float32), "w": mask[None].astype(np.float32)}
+        Channels (all invariant to the surface's orientation, so a steep or curved object looks
+        like a flat one): per scale, the normal's two components in the tangent frame of that
+        scale's fitted reference (times ``residual_gain``); the finest reference expressed in
+        the tangent frame of the coarsest (local curvature at the scale gap); the local RMS of
+        the finest residual over ``3 * coarsest scale`` (texture / noise level); the mask.
+        """
+        mask = np.asarray(mask, bool)
+        chans = []
+        refs = [robust_reference(normals, mask, s, self.geo_iterations)
+                for s in self.geo_scales]
+        g = self.residual_gain
+        for ref in refs:
+            chans += [c * g for c in tangent_components(normals, ref)]
+        fine = chans[0] ** 2 + chans[1] ** 2
+        if len(refs) > 1:
+            chans += [c * g for c in tangent_components(refs[0], refs[-1])]
+            energy = masked_blur(fine, mask, 3.0 * self.geo_scales[-1])
+        else:
+            energy = masked_blur(fine, mask, 3.0 * self.geo_scales[0])
+        chans.append(np.sqrt(np.maximum(energy, 0.0)))
+        chans.append(mask.astype(np.float32))
+        x = np.stack(chans).astype(np.float32)
+        x[:, ~mask] = 0.0
+        return x, (refs[0] if refs else None)
+
+    def example_from_map(self, normals: np.ndarray, mask: np.ndarray,
+                         rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Library defects are drawn on the WHOLE map (so their sizes follow the object's size
+        as at test time), then a crop around the first one (or a random crop) is taken; the
+        crop is randomly tilted and bent (smooth large-scale height change: curvature is
+        normal), gets generic anomalies, the defects' height change, and PS-like noise."""
+        normals, mask, = pad_to_size([normals, mask], self.patch)
+        shape = mask.shape
+        height = np.zeros(shape, np.float32)
+        around = None
+        if mask.any() and rng.random() >= self.p_clean:
+            for _ in range(int(rng.integers(1, self.max_defects + 1))):
+                if rng.random() < self.p_generic:
+                    continue  # a generic anomaly, added on the crop below
+                spec = defects.sample_defect(rng, shape, mask)
+                h = defects.height_field(spec, shape)
+                if around is None and h.any():
+                    rows, cols = np.nonzero(h)
+                    around = (float(cols.mean()), float(rows.mean()))
+                height += h
+            n_generic = 1 if around is None else int(rng.random() < self.p_generic)
+        else:
+            n_generic = 0
+        p = self.patch
+        r, c = crop_window(mask, p, rng, around=around)
+        n = normals[r:r + p, c:c + p].copy()
+        m = mask[r:r + p, c:c + p].copy()
+        h = height[r:r + p, c:c + p].copy()
+        if not m.any():
+            n_generic = 0
+        for _ in range(n_generic):
+            h += generic_height_anomaly(m.shape, m, rng)
+        n = random_tilt(n, m, rng, self.tilt_deg)
+        if self.bend > 0 and m.any():
+            n = defects.apply_height(n, m, random_bend(m.shape, rng, self.bend), along="view")
+        if h.any():
+            out = defects.apply_height(n, m, h, along="normal" if rng.random() < 0.5
+                                       else "view")
+            target = (_angle(n, out) > self.min_angle) & m
+        else:
+            out, target = n, np.zeros(m.shape, bool)
+        if rng.random() < 0.7:
+            out = add_noise(out, m, rng, self.noise)
+        x, _ = self.features(out, m)
+        return {"x": x, "y": target[None].astype(np.float32), "w": m[None].astype(np.float32)}
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         w, y = batch["w"], batch["y"]

@@ -1,0 +1,297 @@
+"""Anomaly-detection benchmark: every model trained on clean maps of some surfaces and tested on
+surfaces never seen in training; writes the 'detect' section of BENCHMARKS.md.
+
+Data (bench/_bench_data.py, cached under runs/bench_detect/): 24 clean rendered parts for
+training (val-clean = the same parts through another light subset), and as test surfaces:
+8 other clean rendered parts (defects from the defect library implanted in their PS normals),
+8 rendered parts with 1-3 library defects implanted in the height field before rendering (they
+reach the detector through photometric stereo), and the DiLiGenT objects ball, bear, cat (real
+captures, library defects implanted in their PS normals). Every test surface also appears as
+defect-free maps (except the defective renders). Metrics: psinspect.metrics inside the object
+mask only.
+
+    OMP_NUM_THREADS=2 python bench/bench_detect.py            # train all, evaluate, write
+    python bench/bench_detect.py --reuse --no-write           # re-evaluate trained models
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_data  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "runs" / "bench_detect"
+SEED = 0
+
+#: the benchmarked models and their training settings (default model: see train_default.py)
+RECIPES: dict[str, dict] = {
+    "geometric": {"model_name": "geometric"},
+    "unet-ae": {"model_name": "unet-ae", "epochs": 20, "batch_size": 8, "patience": 5},
+}
+
+
+def default_recipe() -> dict:
+    from train_default import RECIPE
+
+    return dict(RECIPE)
+
+
+def surface_group(name: str) -> str:
+    if "PNG" in name:
+        return "DiLiGenT (real)"
+    if "_d_part" in name:
+        return "rendered, defects through PS"
+    return "rendered, defects in normals"
+
+
+def evaluate_model(bundle, ds: Path, threads: int) -> dict:
+    import cv2
+    import torch
+
+    from psinspect.detect import detect_map
+    from psinspect.metrics import EvalItem, evaluate
+    from psinspect.normalmap import load_normal_map
+
+    torch.set_num_threads(threads)
+    manifest = json.loads((ds / "manifest.json").read_text())
+    items = []
+    times = []
+    verdicts = {"defective_failed": 0, "defective_passed": 0, "clean_failed": 0,
+                "clean_passed": 0}
+    for it in manifest["items"]:
+        if not it["split"].startswith("test"):
+            continue
+        n, m = load_normal_map(ds / it["file"])
+        gt = np.zeros(m.shape, bool)
+        if it["defect_mask"]:
+            gt = cv2.imread(str(ds / it["defect_mask"]), cv2.IMREAD_GRAYSCALE) > 0
+        t0 = time.perf_counter()
+        det = detect_map(bundle, n, m, name=it["name"])
+        times.append((time.perf_counter() - t0, m.size))
+        bad = bool((gt & m).any())
+        key = ("defective_" if bad else "clean_") + ("failed" if det.verdict == "fail"
+                                                     else "passed")
+        verdicts[key] += 1
+        items.append(EvalItem(it["name"], det.score, gt & m, m, det.image_score,
+                              it["defects"] or None))
+    res = evaluate(items)
+    groups = {}
+    for g in sorted({surface_group(i.name) for i in items}):
+        sub = [i for i in items if surface_group(i.name) == g or
+               (g == "rendered, defects through PS" and i.name.startswith("N_c_part"))]
+        groups[g] = evaluate(sub)["pooled"]
+    res["groups"] = groups
+    res["verdicts"] = verdicts
+    t256 = [t for t, px in times if px == 256 * 256]
+    res["detect_ms_256"] = 1000 * float(np.median(t256)) if t256 else None
+    return res
+
+
+def detect_throughput(bundle, ds: Path, threads: int, count: int = 40) -> float:
+    """Maps per second of detect_map on 256 x 256 test maps (score, threshold, regions)."""
+    import torch
+
+    from psinspect.detect import detect_map
+    from psinspect.normalmap import load_normal_map
+
+    torch.set_num_threads(threads)
+    manifest = json.loads((ds / "manifest.json").read_text())
+    maps = []
+    for it in manifest["items"]:
+        if it["split"].startswith("test"):
+            n, m = load_normal_map(ds / it["file"])
+            if m.shape == (256, 256):
+                maps.append((n, m))
+        if len(maps) >= 8:
+            break
+    detect_map(bundle, *maps[0])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(count):
+        detect_map(bundle, *maps[i % len(maps)])
+    return count / (time.perf_counter() - t0)
+
+
+def write_section(text: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    body = path.read_text() if path.is_file() else "# Benchmarks\n"
+    block = f"<!-- detect:begin -->\n{text.rstrip()}\n<!-- detect:end -->"
+    if "<!-- detect:begin -->" in body:
+        body = re.sub(r"<!-- detect:begin -->.*?<!-- detect:end -->", lambda _: block, body,
+                      flags=re.S)
+    else:
+        body = body.rstrip() + "\n\n" + block + "\n"
+    path.write_text(body)
+
+
+def fmt(v, nd=3):
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="*", default=None,
+                    help="subset of: geometric unet-ae geo-seg (default: all)")
+    ap.add_argument("--retrain-default", action="store_true",
+                    help="train geo-seg with the default recipe here instead of evaluating the "
+                         "bundled default model (which bench/train_default.py made)")
+    ap.add_argument("--reuse", action="store_true", help="reuse trained model dirs in runs/")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    args = ap.parse_args()
+
+    import torch
+
+    from psinspect.modelstore import default_model_dir, load_model_dir
+    from psinspect.train import train_model
+
+    torch.set_num_threads(args.threads)
+    recipes = {**RECIPES, "geo-seg": default_recipe()}
+    names = args.models or list(recipes)
+    t0 = time.perf_counter()
+    ds = _bench_data.build(WORK)
+    print(f"data ready ({time.perf_counter() - t0:.0f} s): {ds}", flush=True)
+    results = {}
+    for name in names:
+        if name == "geo-seg" and not args.retrain_default:
+            mdir = default_model_dir()
+            if not (mdir / "config.json").is_file():
+                print("no bundled default model (run bench/train_default.py); skipped")
+                continue
+            train_s = json.loads((mdir / "config.json").read_text())["training"].get(
+                "train_seconds")
+        else:
+            recipe = dict(recipes[name])
+            mdir = WORK / "models" / name
+            train_s = None
+            if not (args.reuse and (mdir / "config.json").is_file()):
+                t1 = time.perf_counter()
+                train_model([ds], mdir, seed=SEED, force=True, threads=args.threads,
+                            on_epoch=lambda e, n=name: print(
+                                f"  {n} epoch {e['epoch'] + 1}: val {e['val_loss']:.4f} "
+                                f"({e['seconds']:.0f} s)", flush=True),
+                            **recipe)
+                train_s = time.perf_counter() - t1
+            else:
+                train_s = json.loads((mdir / "config.json").read_text())["training"].get(
+                    "train_seconds")
+        bundle = load_model_dir(mdir)
+        res = evaluate_model(bundle, ds, args.threads)
+        res["train_seconds"] = train_s
+        res["maps_per_s"] = detect_throughput(bundle, ds, args.threads)
+        res["model"] = bundle.config["model"]
+        res["epochs_run"] = bundle.config["training"].get("epochs_run")
+        results[name] = res
+        p = res["pooled"]
+        print(f"{name}: AUROC {p['pixel_auroc']:.4f} AUPRO {p['aupro']:.4f} AP "
+              f"{p['pixel_ap']:.3f} F1 {p['f1_max']:.3f} img {fmt(p['image_auroc'])} "
+              f"{res['maps_per_s']:.1f} maps/s", flush=True)
+        for g, v in res["groups"].items():
+            print(f"   {g}: AUROC {v['pixel_auroc']:.4f} AUPRO {v['aupro']:.4f} img "
+                  f"{fmt(v['image_auroc'])}", flush=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    if args.no_write or not results:
+        return
+    write_section(render_markdown(results, args))
+
+
+def render_markdown(results: dict, args) -> str:
+    load = os.getloadavg()[0]
+    manifest = json.loads((WORK / "dataset" / "manifest.json").read_text())
+    n_split = {}
+    for it in manifest["items"]:
+        n_split[it["split"]] = n_split.get(it["split"], 0) + 1
+    lines = [
+        "## Anomaly detection on held-out surfaces",
+        "",
+        f"Command: `OMP_NUM_THREADS={args.threads} python bench/bench_detect.py`  ",
+        f"Machine: 2-core CPU, no GPU ({platform.machine()}, Python "
+        f"{platform.python_version()}, torch threads {args.threads}; 1-min load average at the "
+        f"end {load:.1f}, the cores are shared with other jobs, so times are pessimistic)  ",
+        f"Date: {dt.datetime.now(dt.UTC).strftime('%a %b %d %H:%M:%S UTC %Y')}",
+        "",
+        "Protocol: train on clean maps of 24 rendered parts (train-clean "
+        f"{n_split.get('train-clean', 0)} maps incl. rotations/flips, val-clean "
+        f"{n_split.get('val-clean', 0)}: the same parts through another light subset, used for "
+        "early stopping and threshold calibration only). Test on surfaces never seen in "
+        f"training: {n_split.get('test-clean', 0)} defect-free and "
+        f"{n_split.get('test-defective', 0)} defective maps of 8 other clean rendered parts "
+        "(library defects implanted in their PS normals), 8 rendered parts with 1-3 library "
+        "defects in the height field before rendering (through PS), and the real DiLiGenT "
+        "ball, bear and cat (library defects implanted in their robust-PS normals). All "
+        "metrics inside the object mask only; AUPRO = normalised area under PRO up to FPR 0.3 "
+        "(MVTec AD). Detect speed: `detect_map` (score + threshold + regions + verdict) on "
+        "256 x 256 maps. The geo-seg row is the bundled default model as made by "
+        "`python bench/train_default.py` (its training time is the one recorded there).",
+        "",
+        "| model | pixel AUROC | AUPRO | pixel AP | F1-max | image AUROC | train time | "
+        "detect maps/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        p = r["pooled"]
+        ts = r.get("train_seconds")
+        t = "0 (training-free)" if r["model"] == "geometric" else (
+            "-" if ts is None else f"{ts / 60:.1f} min ({r.get('epochs_run')} ep.)")
+        label = {"geo-seg": "**geo-seg (default)**"}.get(name, name)
+        lines.append(f"| {label} | {p['pixel_auroc']:.4f} | {p['aupro']:.4f} | "
+                     f"{p['pixel_ap']:.4f} | {p['f1_max']:.4f} | {fmt(p['image_auroc'], 4)} | "
+                     f"{t} | {r['maps_per_s']:.1f} |")
+    lines += ["", "Per test-surface group (pixel AUROC / AUPRO / image AUROC; the 'through PS' "
+              "group is scored together with the clean rendered test maps):", ""]
+    groups = sorted({g for r in results.values() for g in r["groups"]})
+    lines.append("| model | " + " | ".join(groups) + " |")
+    lines.append("|---|" + "---|" * len(groups))
+    for name, r in results.items():
+        cells = []
+        for g in groups:
+            v = r["groups"].get(g)
+            cells.append("-" if v is None else f"{v['pixel_auroc']:.3f} / {v['aupro']:.3f} / "
+                         f"{fmt(v['image_auroc'])}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    best = "geo-seg" if "geo-seg" in results else next(iter(results))
+    r = results[best]
+    lines += ["", f"Per defect type and severity ({best}; pixel AUROC / AUPRO):", "",
+              "| type | " + " | ".join(r["per_type"]) + " |",
+              "|---|" + "---|" * len(r["per_type"]),
+              "| " + best + " | " + " | ".join(
+                  f"{v['pixel_auroc']:.3f} / {v['aupro']:.3f}" for v in r["per_type"].values())
+              + " |", "",
+              "| severity | " + " | ".join(r["per_severity"]) + " |",
+              "|---|" + "---|" * len(r["per_severity"]),
+              "| " + best + " | " + " | ".join(
+                  f"{v['pixel_auroc']:.3f} / {v['aupro']:.3f}"
+                  for v in r["per_severity"].values()) + " |", ""]
+    v = r["verdicts"]
+    lines.append(f"Verdicts of {best} at its calibrated image threshold (max image score over "
+                 f"clean val maps): defective maps failed {v['defective_failed']}/"
+                 f"{v['defective_failed'] + v['defective_passed']}, clean maps passed "
+                 f"{v['clean_passed']}/{v['clean_passed'] + v['clean_failed']}.")
+    if "geo-seg" in results and "unet-ae" in results:
+        d = results["geo-seg"]["pooled"]["aupro"] - results["unet-ae"]["pooled"]["aupro"]
+        g = results["geo-seg"]["pooled"]
+        lines += ["", f"Floors (default model geo-seg): pixel AUROC >= 0.97 "
+                  f"({'met' if g['pixel_auroc'] >= 0.97 else 'NOT met'}: "
+                  f"{g['pixel_auroc']:.4f}); AUPRO >= 0.85 "
+                  f"({'met' if g['aupro'] >= 0.85 else 'NOT met'}: {g['aupro']:.4f}); AUPRO "
+                  f">= unet-ae + 0.10 ({'met' if d >= 0.10 else 'NOT met'}: +{d:.3f}); "
+                  f"detect >= 10 maps/s ({results['geo-seg']['maps_per_s']:.1f}); training "
+                  f"<= 10 min on 2 cores "
+                  f"({fmt((results['geo-seg'].get('train_seconds') or 0) / 60, 1)} min here)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
