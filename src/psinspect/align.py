@@ -38,6 +38,10 @@ _SEARCH_FACTOR = 2.0
 _COARSE_STEP_DEG = 2.0
 #: coarse candidates within this NCC of the best count as equally good (symmetric parts)
 _TIE_NCC = 2e-3
+#: the coarse angle search runs on images of at most this many pixels (longer side)
+COARSE_SIZE = 256
+#: the ECC refinement runs on images of at most this many pixels (longer side)
+FINE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,39 @@ def _pad_to(image: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _downsize(image: np.ndarray, f: float) -> np.ndarray:
+    if f >= 1.0:
+        return image
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))),
+                      interpolation=cv2.INTER_AREA)
+
+
+def _scaled(ref: np.ndarray, mov: np.ndarray, size: int
+            ) -> tuple[float, np.ndarray, np.ndarray]:
+    """Scale factor (<= 1) giving at most ``size`` px, and both images at it, blurred a little
+    (registration images have sharp silhouettes; ECC and phase correlation like smooth ones)."""
+    f = min(1.0, size / max(ref.shape[:2]))
+    return (f, cv2.GaussianBlur(_downsize(ref, f), (0, 0), 1.5),
+            cv2.GaussianBlur(_downsize(mov, f), (0, 0), 1.5))
+
+
+def _rescale_matrix(m: np.ndarray, f_from: float, f_to: float) -> np.ndarray:
+    """A rigid (2, 3) pixel matrix at image scale ``f_from`` expressed at scale ``f_to``.
+
+    Pixel centres map as ``x_f = f x + (f - 1) / 2`` (OpenCV resize convention).
+    """
+    if f_from == f_to:
+        return np.asarray(m, np.float64).copy()
+    r = np.asarray(m, np.float64)[:, :2]
+    t = np.asarray(m, np.float64)[:, 2]
+    c_from = np.full(2, 0.5 * f_from - 0.5)
+    c_to = np.full(2, 0.5 * f_to - 0.5)
+    t_full = (r @ c_from + t - c_from) / f_from  # at scale 1
+    t_new = f_to * t_full - r @ c_to + c_to
+    return np.column_stack([r, t_new])
+
+
 def register(
     moving: np.ndarray,
     reference: np.ndarray,
@@ -208,46 +245,50 @@ def register(
     center = _center(shape)
     ref = np.ascontiguousarray(reference, np.float32)
     mov = np.ascontiguousarray(moving, np.float32)
-    # blur a little: registration images have sharp silhouettes, ECC and phase correlation like
-    # smooth ones
-    ref_s = cv2.GaussianBlur(ref, (0, 0), 1.5)
-    mov_s = cv2.GaussianBlur(mov, (0, 0), 1.5)
-    window = cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
-
-    # coarse: for each angle, rotate the moving image about its object's centroid,
-    # phase-correlate the shift, score by NCC. Among angles that fit about equally well (a part
-    # with rotational symmetry) take the smallest turn.
     pivot = _centroid(mov)
+
+    # coarse, on an image of at most COARSE_SIZE px: for each angle, rotate the moving image
+    # about its object's centroid, phase-correlate the shift, score by NCC. Among angles that
+    # fit about equally well (a part with rotational symmetry) take the smallest turn.
+    f_c, ref_c, mov_c = _scaled(ref, mov, COARSE_SIZE)
+    shape_c = ref_c.shape
+    pivot_c = (pivot[0] * f_c + 0.5 * f_c - 0.5, pivot[1] * f_c + 0.5 * f_c - 0.5)
+    window = cv2.createHanningWindow((shape_c[1], shape_c[0]), cv2.CV_32F)
     search = max(max_rotation_deg * _SEARCH_FACTOR, _COARSE_STEP_DEG)
     angles = np.arange(-search, search + 1e-6, _COARSE_STEP_DEG)
     candidates: list[tuple[float, float, np.ndarray]] = []
-    everywhere = np.ones(shape, bool)
+    everywhere = np.ones(shape_c, bool)
     for ang in angles:
-        rot = cv2.getRotationMatrix2D(pivot, float(ang), 1.0)
-        rotated = warp_image(mov_s, rot, shape)
-        (dx, dy), _ = cv2.phaseCorrelate(rotated, ref_s, window)
+        rot = cv2.getRotationMatrix2D(pivot_c, float(ang), 1.0)
+        rotated = warp_image(mov_c, rot, shape_c)
+        (dx, dy), _ = cv2.phaseCorrelate(rotated, ref_c, window)
         m = rot.copy()
         m[0, 2] += dx
         m[1, 2] += dy
-        cand = warp_image(mov_s, m, shape)
-        candidates.append((_ncc(cand, ref_s, everywhere), abs(float(ang)), m))
+        cand = warp_image(mov_c, m, shape_c)
+        candidates.append((_ncc(cand, ref_c, everywhere), abs(float(ang)), m))
     top = max(c[0] for c in candidates)
-    m_coarse = min((c for c in candidates if c[0] >= top - _TIE_NCC), key=lambda c: c[1])[2]
+    m_coarse = _rescale_matrix(
+        min((c for c in candidates if c[0] >= top - _TIE_NCC), key=lambda c: c[1])[2], f_c, 1.0)
 
-    # fine: ECC finds W with reference(x) ~ moving(W x), i.e. W maps reference -> moving
-    warp = cv2.invertAffineTransform(m_coarse).astype(np.float32)
+    # fine, on an image of at most FINE_SIZE px: ECC finds W with reference(x) ~ moving(W x),
+    # i.e. W maps reference -> moving
+    f_e, ref_e, mov_e = _scaled(ref, mov, FINE_SIZE)
+    warp = cv2.invertAffineTransform(_rescale_matrix(m_coarse, 1.0, f_e)).astype(np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6)
     try:
-        _, warp = cv2.findTransformECC(ref_s, mov_s, warp, cv2.MOTION_EUCLIDEAN, criteria,
+        _, warp = cv2.findTransformECC(ref_e, mov_e, warp, cv2.MOTION_EUCLIDEAN, criteria,
                                        None, 1)
-        m_fine = cv2.invertAffineTransform(warp.astype(np.float64))
+        m_fine_e = cv2.invertAffineTransform(warp.astype(np.float64))
     except cv2.error:
-        m_fine = m_coarse
-    transform = RigidTransform.from_matrix(m_fine, center)
+        m_fine_e = _rescale_matrix(m_coarse, 1.0, f_e)
+    m_fine = _rescale_matrix(m_fine_e, f_e, 1.0)
     # correlation of the (slightly blurred) images over the union of both objects
-    aligned = warp_image(mov_s, m_fine, shape)
-    valid = (warp_image(mov, m_fine, shape) > 0) | (ref > 0)
-    corr = _ncc(aligned, ref_s, valid)
+    aligned = warp_image(mov_e, m_fine_e, ref_e.shape)
+    valid = (warp_image(_downsize(mov, f_e), m_fine_e, ref_e.shape) > 0) | (
+        _downsize(ref, f_e) > 0)
+    corr = _ncc(aligned, ref_e, valid)
+    transform = RigidTransform.from_matrix(m_fine, center)
     # displacement of the part's centroid
     moved = m_fine @ np.array([pivot[0], pivot[1], 1.0])
     shift = float(math.hypot(moved[0] - pivot[0], moved[1] - pivot[1]))
