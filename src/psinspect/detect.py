@@ -229,14 +229,15 @@ def _read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
 
 
 def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """Ground truth next to a normal-map file: ``M_<x>.png`` for ``A_<x>``/``N_<x>``."""
+    """Ground truth next to a normal-map file: ``M_<x>.png`` for ``A_<x>``; an ``N_<x>`` map is
+    clean (its ``M_<x>.png``, where present, belongs to the defective copy ``A_<x>``)."""
     stem = path.stem
-    if stem[:2] in ("A_", "N_"):
+    if stem.startswith("N_"):
+        return np.zeros(shape, bool)  # a clean dataset map
+    if stem.startswith("A_"):
         cand = path.with_name(f"M_{stem[2:]}.png")
         if cand.is_file():
             return _read_mask_png(cand, shape)
-        if stem.startswith("N_"):
-            return np.zeros(shape, bool)  # a clean dataset map
     return None
 
 

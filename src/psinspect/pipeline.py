@@ -191,7 +191,7 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
 
     t0 = begin(4, "metrics inside the object mask, report.html", None)
     metrics = write_evaluation(work / "predictions", work / "dataset", work, force=True)
-    verdicts = verdict_counts(summaries)
+    verdicts = verdict_counts(summaries, [it["split"] == "test-defective" for it in tests])
     metrics["verdicts"] = verdicts
     save_json(work / "metrics.json", metrics)
     pooled = metrics["pooled"]
@@ -213,12 +213,11 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
     return run_info
 
 
-def verdict_counts(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pass/fail at the model's image threshold against the truth: a map whose ground truth
-    has defect pixels inside the object should fail (``gt_defect_px`` of detect's summary)."""
+def verdict_counts(summaries: list[dict[str, Any]], defective: list[bool]) -> dict[str, Any]:
+    """Pass/fail at the model's image threshold against the truth: ``defective[i]`` says
+    whether map ``i`` is defective (the dataset's ``test-defective`` split) and should fail."""
     tp = fp = tn = fn = 0
-    for s in summaries:
-        bad = int(s.get("gt_defect_px") or 0) > 0
+    for s, bad in zip(summaries, defective, strict=True):
         fail = s["verdict"] == "fail"
         tp += bad and fail
         fn += bad and not fail
