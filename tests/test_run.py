@@ -51,39 +51,86 @@ def test_refuses_non_empty_output(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no_captures", "out"]
 
 
-@pytest.mark.slow
-def test_run_quick_end_to_end(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    r = _psinspect("run", "--quick", "--seed", "0", "-o", str(out), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
+def _check_run_folder(out: Path, stderr: str) -> dict:
+    """What every run writes; returns metrics.json."""
     for stage in ("captures", "dataset", "model", "detect", "evaluate"):
-        assert f"] {stage}:" in r.stderr  # one progress line per stage
+        assert f"] {stage}:" in stderr  # one progress line per stage
     assert (out / "report.html").stat().st_size > 1000
+    assert "<h2>Run</h2>" in (out / "report.html").read_text()
     assert (out / "model" / "config.json").is_file()
     assert (out / "dataset" / "manifest.json").is_file()
     assert (out / "predictions" / "summary.json").is_file()
     # no staging folder left behind, no absolute staging paths in the artifacts
-    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
     assert ".staging-" not in (out / "dataset" / "manifest.json").read_text()
-
-    metrics = json.loads((out / "metrics.json").read_text())
-    pooled = metrics["pooled"]
-    for key in ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc"):
-        assert 0.0 <= pooled[key] <= 1.0, (key, pooled[key])
-    # better than chance: random scores give AUROC 0.5, normalised AUPRO(0.3) about 0.15,
-    # AP = the share of defect pixels
-    base_rate = pooled["defect_pixels"] / pooled["object_pixels"]
-    assert pooled["pixel_auroc"] > 0.6
-    assert pooled["aupro"] > 0.15
-    assert pooled["pixel_ap"] > 2 * base_rate
-    assert pooled["maps"] >= 4 and 0 < pooled["defective_maps"] < pooled["maps"]
-
-    run = json.loads((out / "run.json").read_text())
-    assert run["config"]["preset"] == "quick" and run["config"]["seed"] == 0
-    assert run["timings_s"]["total"] < 120
+    assert ".staging-" not in (out / "model" / "config.json").read_text()
     # the test maps come from surfaces that the model never saw
     manifest = json.loads((out / "dataset" / "manifest.json").read_text())
     train_surfaces = {it["surface"] for it in manifest["items"]
                       if it["split"] in ("train-clean", "val-clean")}
     test_surfaces = {it["surface"] for it in manifest["items"] if it["split"].startswith("test")}
     assert train_surfaces and test_surfaces and not train_surfaces & test_surfaces
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    pooled = metrics["pooled"]
+    for key in ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc"):
+        assert 0.0 <= pooled[key] <= 1.0, (key, pooled[key])
+    assert pooled["maps"] >= 4 and 0 < pooled["defective_maps"] < pooled["maps"]
+    v = metrics["verdicts"]
+    assert v["defective_failed"] + v["defective_passed"] == pooled["defective_maps"]
+    assert sum(v[k] for k in ("defective_failed", "defective_passed", "clean_failed",
+                              "clean_passed")) == pooled["maps"]
+    return metrics
+
+
+@pytest.mark.slow
+def test_run_quick_pretrained_end_to_end(tmp_path: Path) -> None:
+    """Fresh rendered parts, PS, dataset, the bundled model, detect, evaluate, report: the
+    shipped model must find the defects of parts it has never seen, better than chance."""
+    out = tmp_path / "run"
+    r = _psinspect("run", "--quick", "--pretrained", "--seed", "0", "-o", str(out),
+                   cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "pixel_auroc" in r.stdout and "report.html" in r.stdout
+    pooled = _check_run_folder(out, r.stderr)["pooled"]
+    # better than chance: random scores give pixel AUROC 0.5, normalised AUPRO(0.3) about
+    # 0.15, AP = the share of defect pixels
+    base_rate = pooled["defect_pixels"] / pooled["object_pixels"]
+    assert pooled["pixel_auroc"] > 0.7
+    assert pooled["aupro"] > 0.3
+    assert pooled["pixel_ap"] > 3 * base_rate
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["preset"] == "quick" and run["config"]["pretrained"]
+    assert run["timings_s"]["total"] < 120
+
+
+@pytest.mark.slow
+def test_run_quick_trains_end_to_end(tmp_path: Path) -> None:
+    """The training path: a model is trained in the run (seconds of training: its scores are
+    checked for range and bookkeeping, not quality; quality is the benchmarks' job)."""
+    out = tmp_path / "run"
+    r = _psinspect("run", "--quick", "--seed", "0", "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _check_run_folder(out, r.stderr)
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["training"]["epochs_run"] >= 1
+    assert (out / "model" / "train_log.json").is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert not run["config"]["pretrained"] and run["timings_s"]["total"] < 120
+
+
+def test_pretrained_copies_the_bundled_model(tmp_path: Path) -> None:
+    """--pretrained: no training; the bundled model is copied into OUT/model and loaded."""
+    from psinspect.modelstore import default_model_dir
+    from psinspect.pipeline import _model_stage
+
+    calls: list[str] = []
+    bundle = _model_stage(tmp_path, make_config("quick", pretrained=True), None,
+                          lambda i, text, steps: calls.append(text) or 0.0,
+                          lambda i, t0, summary: calls.append(summary))
+    src = default_model_dir()
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted(
+        p.name for p in src.iterdir())
+    assert bundle.path == tmp_path / "model"
+    assert bundle.threshold > 0 and bundle.image_threshold > 0
+    assert "--pretrained" in calls[0]
