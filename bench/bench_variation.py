@@ -285,8 +285,8 @@ def render_md(results: list[dict[str, Any]], args: argparse.Namespace, hp: dict)
         "even images overlap and under-state that spread. The model removes the slowly varying "
         "part of this bias (high-pass) and down-weights low-confidence pixels, but on bear and "
         "cat it stays comparable to faint defects: thin low/medium cracks (1-2.5 px V grooves) "
-        "turn the pixel-averaged normal by only 2-3 deg, and their ground truth (> 2 deg) falls apart "
-        "into dozens of 1-pixel regions, each weighing as much as a whole dent in AUPRO.",
+        "turn the pixel-averaged normal by only 2-3 deg, and their ground truth (> 2 deg) falls "
+        "apart into dozens of 1-pixel regions, each weighing as much as a whole dent in AUPRO.",
         END,
     ]
     return "\n".join(lines)
