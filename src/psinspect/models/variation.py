@@ -127,7 +127,7 @@ class VariationModel(AnomalyModel):
         spread_floor_deg: float = 0.5,
         spread_smooth_px: float = 2.0,
         spread_max_px: float = 0.0,
-        highpass_px: float = 5.0,
+        highpass_px: float = 3.0,
         max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
         max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
         min_correlation: float = DEFAULT_MIN_CORRELATION,
