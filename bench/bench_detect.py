@@ -38,7 +38,7 @@ SEED = 0
 #: the benchmarked models and their training settings (default model: see train_default.py)
 RECIPES: dict[str, dict] = {
     "geometric": {"model_name": "geometric"},
-    "unet-ae": {"model_name": "unet-ae", "epochs": 20, "batch_size": 8, "patience": 5},
+    "unet-ae": {"model_name": "unet-ae", "epochs": 12, "batch_size": 8, "patience": 3},
 }
 
 

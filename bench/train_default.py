@@ -26,7 +26,7 @@ RECIPE: dict = {
     "hyperparameters": {},
     "epochs": 20,
     "batch_size": 8,
-    "patience": 5,
+    "patience": 6,
 }
 SEED = 0
 

@@ -1,24 +1,36 @@
-"""``geo-seg``: a DRAEM-like discriminative model on normals plus geometric residuals.
+"""``geo-seg``: a DRAEM-like discriminative model on geometric residuals of the normal field.
 
 Frame: DiLiGenT camera frame (x right, y up, z toward the camera); normals ``float32 (H, W, 3)``
 unit inside the mask, zero outside.
 
 Idea. A reconstruction model has to *know* the clean surface to expose a defect; for unseen
-surfaces that is hard. Instead we let a training-free robust fit (:mod:`.geometric`: the
-normal field fitted by a robust local linear regression at a few scales) play the role of the
-"restoration", and train a small segmentation U-Net on ``[input normals, mask, input minus
-restoration at each scale]`` to tell defects apart from everything else that also deviates
-from a smooth fit: object boundaries, sharp machined edges, holes, chamfers, texture and PS
-noise. As in DRAEM, training needs only clean maps: every training crop (random rotation/flip,
-vector-correct) receives synthetic defects made as height changes, through
-:mod:`psinspect.defects` (sampled defect shapes of the library), plus, for a share of them,
-generic random height-field anomalies (band-limited noise under a random blob), so that the
-network learns "locally inconsistent geometry" rather than a list of shapes. The target is the
-set of pixels whose normal turned by more than ``min_angle`` degrees (the ground-truth rule of
-the defect library). Loss: binary cross-entropy plus soft Dice, inside the object only.
+surfaces that is hard, and a U-Net autoencoder copies defects through its skips. Here a
+training-free robust fit (:mod:`.geometric`: the normal field fitted by a local linear
+regression at a fine and a coarse scale) plays the role of DRAEM's "restoration", and a small
+segmentation U-Net looks at how the input departs from it, to tell defects apart from
+everything else that also departs from a smooth fit: object boundaries, sharp machined edges,
+holes, chamfers, texture and PS noise.
+
+Input channels (:meth:`GeoSeg.features`), all independent of the surface's orientation (a steep
+or curved object looks like a flat one, so real objects unlike the training parts are not
+out of distribution): per scale the normal in the tangent frame of that scale's fit (2 each),
+the fine fit in the frame of the coarse one (local curvature), the local RMS of the fine
+residual (texture / noise level) and the object mask.
+
+Training needs only clean maps. Each example: a clean map, randomly rotated/flipped
+(vector-correct); 1-3 library defects (:func:`psinspect.defects.sample_defect`, height fields)
+drawn on the WHOLE map so their size follows the object as at test time; a crop around the
+first defect (or a random crop for clean examples, 20 %); a random tilt of all vectors, a random
+smooth "bend" of the surface (large-scale height change, not a defect: curvature is normal),
+sometimes a generic random height-field anomaly (band-limited noise under a random blob, so the
+net learns "locally inconsistent geometry" rather than a list of shapes); the summed defect
+height applied through :func:`psinspect.defects.apply_height`; PS-like noise. Target: pixels
+whose normal turned by more than ``min_angle`` degrees (the library's ground-truth rule). Loss:
+binary cross-entropy plus soft Dice, inside the object only.
 
 Score: ``softplus(logit)`` (monotone in the predicted defect probability, never saturating, 0
-outside the mask), times ``min(1, confidence / min_confidence)`` when PS confidence is given.
+outside the mask), times ``min(1, confidence / min_confidence)`` when PS confidence is given
+(those pixels are reported as unreliable).
 """
 
 from __future__ import annotations
@@ -132,32 +144,6 @@ def generic_height_anomaly(shape_hw: tuple[int, int], mask: np.ndarray,
     return (field * (target / slope)).astype(np.float32)
 
 
-def synthetic_defects(normals: np.ndarray, mask: np.ndarray, rng: np.random.Generator, *,
-                      max_count: int = 3, p_clean: float = 0.2, p_generic: float = 0.3,
-                      min_angle: float = 2.0, types: Sequence[str] | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Corrupt a clean crop with 0..``max_count`` synthetic height-field defects.
-
-    Returns ``(normals' float32 (H, W, 3), target bool (H, W))`` with target = object pixels
-    whose normal turned by more than ``min_angle`` degrees. With probability ``p_clean`` the
-    crop stays clean; each defect is a library defect (:func:`psinspect.defects.sample_defect`)
-    or, with probability ``p_generic``, a :func:`generic_height_anomaly`.
-    """
-    if not mask.any() or rng.random() < p_clean:
-        return normals, np.zeros(mask.shape, bool)
-    total = np.zeros(mask.shape, np.float32)
-    for _ in range(int(rng.integers(1, max_count + 1))):
-        if rng.random() < p_generic:
-            total += generic_height_anomaly(mask.shape, mask, rng)
-        else:
-            spec = defects.sample_defect(rng, mask.shape, mask, types=types)
-            total += defects.height_field(spec, mask.shape)
-    along = "normal" if rng.random() < 0.5 else "view"
-    out = defects.apply_height(normals, mask, total, along=along)
-    target = (_angle(normals, out) > min_angle) & mask
-    return out, target
-
-
 @register
 class GeoSeg(TorchAnomalyModel):
     """Segmentation U-Net on [normals, mask, residuals to robust local fits], trained on clean
@@ -166,7 +152,7 @@ class GeoSeg(TorchAnomalyModel):
     name = "geo-seg"
 
     def __init__(self, channels: Sequence[int] = (8, 16, 32, 64), decoder_convs: int = 1,
-                 norm: str = "none",
+                 norm: str = "gn",
                  geo_scales: Sequence[float] = (2.5, 8.0), geo_iterations: int = 0,
                  residual_gain: float = 10.0, max_defects: int = 3, p_clean: float = 0.2,
                  p_generic: float = 0.2, min_angle: float = 2.0, min_confidence: float = 0.2,
