@@ -24,7 +24,7 @@ def _psinspect(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_presets() -> None:
     q = make_config("quick")
     d = make_config("default")
-    assert q.parts < d.parts and q.epochs <= d.epochs and q.size <= d.size
+    assert q.parts < d.parts and q.epochs <= d.epochs and q.subsets <= d.subsets
     assert make_config("quick", seed=3, parts=None).seed == 3  # None = keep the preset's value
     assert set(PRESETS) == {"default", "quick"}
 
@@ -96,9 +96,10 @@ def test_run_quick_pretrained_end_to_end(tmp_path: Path) -> None:
     # better than chance: random scores give pixel AUROC 0.5, normalised AUPRO(0.3) about
     # 0.15, AP = the share of defect pixels
     base_rate = pooled["defect_pixels"] / pooled["object_pixels"]
-    assert pooled["pixel_auroc"] > 0.7
-    assert pooled["aupro"] > 0.3
+    assert pooled["pixel_auroc"] > 0.75
+    assert pooled["aupro"] > 0.25
     assert pooled["pixel_ap"] > 3 * base_rate
+    # (image AUROC over 12 maps is too coarse to judge here; the benchmarks report it)
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["preset"] == "quick" and run["config"]["pretrained"]
     assert run["timings_s"]["total"] < 120

@@ -72,7 +72,7 @@ class RunConfig:
 #: training check the training path, not the model's quality (use ``--pretrained`` for that)
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"model_hyperparameters": {"steps_per_epoch": 10}},
-    "quick": {"parts": 8, "size": 192, "lights": 12, "subsets": 2, "epochs": 2,
+    "quick": {"parts": 8, "size": 256, "lights": 12, "subsets": 2, "epochs": 2,
               "batch_size": 4, "model_hyperparameters": {"steps_per_epoch": 5, "patch": 96}},
 }
 
