@@ -62,7 +62,7 @@ class RunConfig:
     solver: str = "robust"
     model: str | None = None
     model_hyperparameters: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 8
     patience: int = 3
     threads: int = 2
@@ -71,7 +71,7 @@ class RunConfig:
 #: named presets. ``quick`` is the CI size (under a minute on 2 cores): its few seconds of
 #: training check the training path, not the model's quality (use ``--pretrained`` for that)
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"model_hyperparameters": {"steps_per_epoch": 10}},
+    "default": {"model_hyperparameters": {"steps_per_epoch": 12}},
     "quick": {"parts": 8, "size": 256, "lights": 12, "subsets": 2, "epochs": 2,
               "batch_size": 4, "model_hyperparameters": {"steps_per_epoch": 5, "patch": 96}},
 }
