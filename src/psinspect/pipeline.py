@@ -320,7 +320,7 @@ def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
 EXAMPLE_SPECS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("disc_scratch_dent_normals.png", "disc", ("scratch", "dent")),
     ("plate_clean_normals.png", "plate", ()),
-    ("casting_scratch_capture.zip", "casting", ("scratch",)),
+    ("casting_scratch_dent_capture.zip", "casting", ("scratch", "dent")),
 )
 
 
