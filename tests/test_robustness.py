@@ -616,6 +616,7 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
     (["train", "GOOD", "--model", "geometric"], r"need at least 2 good parts"),
     (["train", "GOOD", "GOOD2", "--resume"], r"no checkpoint to resume from"),
     (["detect", "GOOD", "--model", "MODEL", "--threshold", "nan"], r"--threshold must be"),
+    (["detect", "GOOD", "--model", "MODEL", "--threshold", "-1"], r"--threshold must be"),
     (["detect", "CAP", "--model", "MODEL", "--solver", "magic"], r"--solver 'magic'"),
     (["detect", "GOOD", "--model", "nowhere"], r"nowhere: model directory not found"),
     (["detect", "missing.npy", "--model", "MODEL"], r"missing\.npy: input not found"),

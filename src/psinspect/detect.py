@@ -299,8 +299,8 @@ def write_detection_outputs(
     from psinspect.normalmap import encode_png
     from psinspect.report import heatmap_rgb, panel_rgb
 
-    if threshold is not None and not np.isfinite(threshold):
-        raise PsinspectError("--threshold must be a finite number")
+    if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
+        raise PsinspectError(f"--threshold must be a finite number >= 0, got {threshold}")
     paths = [Path(p) for p in inputs]
     if not paths:
         raise PsinspectError("no inputs given")

@@ -279,8 +279,10 @@ def train_model(
         raise PsinspectError(f"--epochs must be >= 1, got {args['epochs']}")
     if args["batch_size"] < 1:
         raise PsinspectError(f"--batch-size must be >= 1, got {args['batch_size']}")
-    if args["threshold"] is not None and not np.isfinite(args["threshold"]):
-        raise PsinspectError("--threshold must be a finite number")
+    if args["threshold"] is not None and not (
+        np.isfinite(args["threshold"]) and args["threshold"] >= 0
+    ):
+        raise PsinspectError(f"--threshold must be a finite number >= 0, got {args['threshold']}")
     if not 0.0 < args["threshold_fpr"] < 1.0:  # checked before training, not after it
         raise PsinspectError(f"--threshold-fpr must be in (0, 1), got {args['threshold_fpr']}")
     model = create_model(args["model"], **args["hyperparameters"])

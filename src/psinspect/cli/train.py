@@ -25,7 +25,7 @@ def train_cmd(
     batch_size: Annotated[int, typer.Option(help="Crops per training step.")] = 8,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, data, "
                                            "hold-out).")] = 0,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a "
+    patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a "
                                                "better validation loss.")] = 6,
     threshold_fpr: Annotated[float, typer.Option(
         help="Target per-pixel false-positive rate on clean validation maps.")] = 0.001,
@@ -34,7 +34,7 @@ def train_cmd(
     hyperparameters: Annotated[str | None, typer.Option(
         "--hp", help='Model hyperparameters as JSON, e.g. \'{"channels": [8, 16, 32, 64]}\'.'
     )] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Torch CPU threads.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty model directory.")] = False,
     resume: Annotated[bool, typer.Option(
         help="Continue an interrupted run from MODEL_DIR/.checkpoint (same settings).")] = False,
