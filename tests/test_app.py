@@ -216,3 +216,15 @@ def test_internal_errors_are_one_line(tmp_path: Path, geometric_choice, caplog) 
     assert "internal error (RuntimeError)" in out[0]
     assert "secret" not in out[0] and "/srv/path" not in out[0]
     assert "secret internals" in caplog.text  # logged on the server side
+
+
+@pytest.mark.parametrize("names", [["a", "a/a/"], ["a/", "a"], ["a", "a/b"], ["x", "x"]])
+def test_zip_clashing_entries_are_one_error(tmp_path: Path, names: list[str]) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about duplicate names
+        z = _zip(tmp_path / "clash.zip", [(n, b"1") for n in names])
+    with pytest.raises(PsinspectError, match="appears twice or clashes") as err:
+        safe_extract_zip(z, tmp_path / "out")
+    assert str(tmp_path) not in str(err.value)  # names the entry, not a server path

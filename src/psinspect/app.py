@@ -134,23 +134,26 @@ def safe_extract_zip(zip_path: str | os.PathLike[str], dest: str | os.PathLike[s
                     raise PsinspectError(
                         f"{label}: entry {info.filename!r} leaves the extraction folder"
                     )
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "xb") as dst:
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        if written > limits.max_unpacked_bytes:
-                            raise PsinspectError(
-                                f"{label}: unpacks to more than the limit of "
-                                f"{limits.max_unpacked_bytes / 2**20:.0f} MB"
-                            )
-                        dst.write(chunk)
+                try:
+                    if info.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(target, "xb") as dst:
+                        while chunk := src.read(1 << 20):
+                            written += len(chunk)
+                            if written > limits.max_unpacked_bytes:
+                                raise PsinspectError(
+                                    f"{label}: unpacks to more than the limit of "
+                                    f"{limits.max_unpacked_bytes / 2**20:.0f} MB"
+                                )
+                            dst.write(chunk)
+                except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                    raise PsinspectError(
+                        f"{label}: entry {info.filename!r} appears twice or clashes with a file "
+                        "or folder of the same name") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as err:
         raise PsinspectError(f"{label}: cannot read zip archive ({err})") from None
-    except FileExistsError as err:
-        raise PsinspectError(f"{label}: entry {err.filename!r} appears twice") from None
     return dest
 
 
