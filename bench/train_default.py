@@ -24,7 +24,7 @@ OUT = ROOT / "src" / "psinspect" / "data" / "default_model"
 RECIPE: dict = {
     "model_name": "geo-seg",
     "hyperparameters": {},
-    "epochs": 20,
+    "epochs": 30,
     "batch_size": 8,
     "patience": 6,
 }

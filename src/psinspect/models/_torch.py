@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -248,6 +249,15 @@ class TorchAnomalyModel(AnomalyModel):
         batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
         return batch
 
+    def _step(self, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> float:
+        """One optimiser step on one batch; returns the loss."""
+        out = self.forward_input(batch)
+        loss = self.loss(out, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
     def fit(
         self,
         train: Sequence[NormalSample],
@@ -317,14 +327,16 @@ class TorchAnomalyModel(AnomalyModel):
             rng = np.random.default_rng([seed, epoch])
             self.net.train()
             losses = []
-            for _ in range(self.steps_per_epoch):
-                batch = self._batch(train, batch_size, rng)
-                out = self.forward_input(batch)
-                loss = self.loss(out, batch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
+            # the next batch is made in a worker thread while the network trains on this one
+            # (numpy / OpenCV release the GIL); batches are drawn in order from the epoch's
+            # generator, so the result does not depend on the timing
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(self._batch, train, batch_size, rng)
+                for step in range(self.steps_per_epoch):
+                    batch = pending.result()
+                    if step + 1 < self.steps_per_epoch:
+                        pending = pool.submit(self._batch, train, batch_size, rng)
+                    losses.append(self._step(opt, batch))
             self.net.eval()
             with torch.no_grad():
                 vl = float(np.mean([float(self.loss(self.forward_input(b), b))

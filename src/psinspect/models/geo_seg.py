@@ -41,6 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from psinspect import defects
@@ -156,8 +157,8 @@ class GeoSeg(TorchAnomalyModel):
                  geo_scales: Sequence[float] = (2.5, 8.0), geo_iterations: int = 0,
                  residual_gain: float = 10.0, max_defects: int = 3, p_clean: float = 0.2,
                  p_generic: float = 0.2, min_angle: float = 2.0, min_confidence: float = 0.2,
-                 dice_weight: float = 0.5, tilt_deg: float = 40.0, noise: float = 0.03,
-                 bend: float = 0.8, **base: Any) -> None:
+                 dice_weight: float = 0.2, tilt_deg: float = 40.0, noise: float = 0.03,
+                 bend: float = 0.8, region_balance: float = 150.0, **base: Any) -> None:
         self.channels = [int(c) for c in channels]
         self.decoder_convs = int(decoder_convs)
         self.norm = str(norm)
@@ -173,6 +174,7 @@ class GeoSeg(TorchAnomalyModel):
         self.tilt_deg = float(tilt_deg)
         self.noise = float(noise)
         self.bend = float(bend)
+        self.region_balance = float(region_balance)
         super().__init__(**base)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -184,6 +186,7 @@ class GeoSeg(TorchAnomalyModel):
             "p_generic": self.p_generic, "min_angle": self.min_angle,
             "min_confidence": self.min_confidence, "dice_weight": self.dice_weight,
             "tilt_deg": self.tilt_deg, "noise": self.noise, "bend": self.bend,
+            "region_balance": self.region_balance,
             **self.base_hyperparameters(),
         }
 
@@ -268,13 +271,21 @@ class GeoSeg(TorchAnomalyModel):
         if rng.random() < 0.7:
             out = add_noise(out, m, rng, self.noise)
         x, _ = self.features(out, m)
-        return {"x": x, "y": target[None].astype(np.float32), "w": m[None].astype(np.float32)}
+        w = m.astype(np.float32)
+        if target.any() and self.region_balance > 0:
+            # region-balanced weights (as AUPRO counts regions, not pixels): a region's pixels
+            # weigh (region_balance / area), at least 1 and at most 20
+            lab, k = ndimage.label(target, structure=np.ones((3, 3), bool))
+            area = np.bincount(lab.ravel(), minlength=k + 1).astype(np.float32)
+            rw = np.clip(self.region_balance / np.maximum(area, 1.0), 1.0, 20.0)
+            w = np.where(target, rw[lab], w).astype(np.float32)
+        return {"x": x, "y": target[None].astype(np.float32), "w": w[None]}
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         w, y = batch["w"], batch["y"]
         bce = nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")
-        bce = (bce * w).sum() / w.sum().clamp_min(1.0)
-        p = torch.sigmoid(out) * w
+        bce = (bce * w).sum() / (w > 0).sum().clamp_min(1)
+        p = torch.sigmoid(out) * (w > 0)
         inter = (p * y).sum()
         dice = 1.0 - (2 * inter + 1.0) / (p.sum() + y.sum() + 1.0)
         return bce + self.dice_weight * dice
