@@ -215,3 +215,39 @@ def test_cli_bad_inputs_exit_2(geo_dir: Path, tmp_path: Path, monkeypatch: pytes
     code, _, err = run_cli(["detect", str(tmp_path / "ok.npy"), "--model", str(geo_dir), "-o",
                             str(tmp_path / "o2")], monkeypatch, capsys)
     assert code == 2 and "retrain" in err
+    cfg["psinspect_version"] = read_config.__globals__["__version__"]
+    (geo_dir / "config.json").write_text(json.dumps(cfg))
+    with open(geo_dir / "model.safetensors", "ab") as fh:  # tampered weights
+        fh.write(b"\x00")
+    code, _, err = run_cli(["detect", str(tmp_path / "ok.npy"), "--model", str(geo_dir), "-o",
+                            str(tmp_path / "o3")], monkeypatch, capsys)
+    assert code == 2 and "SHA-256" in err
+
+
+def test_train_resume_after_kill_matches_uninterrupted(tiny_dataset: Path, tmp_path: Path
+                                                       ) -> None:
+    from psinspect.train import CHECKPOINT_DIR, train_model
+
+    hp = {"channels": [4, 8], "patch": 32, "steps_per_epoch": 2, "val_patches": 1}
+    kw = {"model_name": "geo-seg", "hyperparameters": hp, "epochs": 3, "batch_size": 2,
+          "seed": 4, "patience": 10}
+    full = train_model([tiny_dataset], tmp_path / "full", **kw)
+
+    class Killed(Exception):
+        pass
+
+    def kill(entry: dict) -> None:
+        if entry["epoch"] == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model([tiny_dataset], tmp_path / "part", on_epoch=kill, **kw)
+    assert (tmp_path / "part" / CHECKPOINT_DIR / "state.json").is_file()
+    assert not (tmp_path / "part" / "config.json").exists()  # no half-made model dir
+    # without --resume (or --force) the interrupted folder is not overwritten
+    with pytest.raises(PsinspectError, match="not empty"):
+        train_model([tiny_dataset], tmp_path / "part", **kw)
+    resumed = train_model([tiny_dataset], tmp_path / "part", resume=True)
+    assert resumed["weights_sha256"] == full["weights_sha256"]
+    assert resumed["threshold"] == full["threshold"]
+    assert not (tmp_path / "part" / CHECKPOINT_DIR).exists()
