@@ -1,7 +1,7 @@
 """Anomaly-detection benchmark: every model trained on clean maps of some surfaces and tested on
 surfaces never seen in training; writes the 'detect' section of BENCHMARKS.md.
 
-Data (bench/_bench_data.py, cached under runs/bench_detect/): 48 clean rendered parts for
+Data (bench/_bench_data.py, cached under runs/bench_detect/): 24 clean rendered parts for
 training (val-clean = the same parts through another light subset), and as test surfaces:
 8 other clean rendered parts (defects from the defect library implanted in their PS normals),
 8 rendered parts with 1-3 library defects implanted in the height field before rendering (they
@@ -222,7 +222,7 @@ def render_markdown(results: dict, args) -> str:
         f"end {load:.1f}, the cores are shared with other jobs, so times are pessimistic)  ",
         f"Date: {dt.datetime.now(dt.UTC).strftime('%a %b %d %H:%M:%S UTC %Y')}",
         "",
-        "Protocol: train on clean maps of 48 rendered parts (train-clean "
+        "Protocol: train on clean maps of 24 rendered parts (train-clean "
         f"{n_split.get('train-clean', 0)} maps incl. rotations/flips, val-clean "
         f"{n_split.get('val-clean', 0)}: the same parts through another light subset, used for "
         "early stopping and threshold calibration only). Test on surfaces never seen in "
