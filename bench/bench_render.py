@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _markdown import write_section
 
 from psinspect.capture import load_capture
 from psinspect.defects import implant_defects
-from psinspect.fileio import atomic_write_bytes
 from psinspect.normalmap import angular_error_deg
 from psinspect.render import DEFAULT_FAMILIES, render_part, write_rendered
 from psinspect.stereo import solve
@@ -155,14 +155,6 @@ def render_md(res: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    atomic_write_bytes(path, new.encode("utf-8"))
 
 
 def main() -> int:
@@ -175,7 +167,7 @@ def main() -> int:
     ap.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
     res = bench(args)
-    write_section(render_md(res, args), args.output)
+    write_section(render_md(res, args), args.output, BEGIN, END)
     print(f"wrote the render section of {args.output}")
     return 0
 

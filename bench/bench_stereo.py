@@ -28,9 +28,9 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _markdown import write_section  # noqa: E402
 
 from psinspect.capture import load_capture  # noqa: E402
-from psinspect.fileio import atomic_write_bytes  # noqa: E402
 from psinspect.normalmap import angular_error_deg  # noqa: E402
 from psinspect.stereo import RobustSettings, solve, solve_robust_pixels  # noqa: E402
 
@@ -180,15 +180,6 @@ def render(results: list[dict], sens: list[tuple[str, list[float]]], args: argpa
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        new = head + text + tail
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    atomic_write_bytes(path, new.encode("utf-8"))
 
 
 def main() -> int:
@@ -210,7 +201,7 @@ def main() -> int:
               f"ls {r['t_ls']:.3f}s lstsq {r['t_lstsq']:.3f}s ratio "
               f"{r['t_ls'] / r['t_lstsq']:.2f}  robust {r['t_robust']:.2f}s", flush=True)
     sens = [] if args.no_sensitivity else sensitivity()
-    write_section(render(results, sens, args), args.output)
+    write_section(render(results, sens, args), args.output, BEGIN, END)
     print(f"wrote the stereo section of {args.output}")
     return 0
 

@@ -49,6 +49,7 @@ from typing import Any  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from _markdown import write_section  # noqa: E402
 
 from psinspect.align import rotate_vectors, warp_image, warp_normals  # noqa: E402
 from psinspect.capture import lights_from_slant_tilt, load_capture  # noqa: E402
@@ -317,14 +318,6 @@ def render_md(results: list[dict[str, Any]], args: argparse.Namespace, hp: dict)
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    atomic_write_bytes(path, new.encode("utf-8"))
 
 
 def main() -> int:
@@ -356,7 +349,7 @@ def main() -> int:
               f"{_f(r['image_auroc'])}  train {r['t_train']:.2f}s (fit {r['t_fit']:.2f}s)  "
               f"detect {r['t_detect']:.3f}s  [{sev}]  (data {r['t_data']:.0f}s)", flush=True)
     if not args.no_write:
-        write_section(render_md(results, args, hp), args.output)
+        write_section(render_md(results, args, hp), args.output, BEGIN, END)
         print(f"wrote the variation section of {args.output}")
     return 0
 
