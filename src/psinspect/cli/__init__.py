@@ -6,6 +6,7 @@ printed on one line and exit with code 2.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
@@ -45,6 +46,17 @@ def _register() -> None:
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
+    for cmd in app.registered_commands:  # one line per command in 'psinspect --help'
+        if cmd.short_help is None and cmd.callback is not None:
+            cmd.short_help = _summary(sys.modules[cmd.callback.__module__].__doc__ or "")
+
+
+def _summary(module_doc: str) -> str:
+    """A command module's one-line summary: its docstring's first paragraph after
+    "``psinspect NAME``: ", without "(see ...)" references, capitalised."""
+    line = " ".join(module_doc.strip().split("\n\n")[0].split())
+    text = re.sub(r"\s*\(see [^)]*\)", "", line.partition(": ")[2] or line)
+    return text[:1].upper() + text[1:]
 
 
 def main() -> None:

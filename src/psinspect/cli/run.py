@@ -1,4 +1,5 @@
-"""``psinspect run``: the whole pipeline in one command (see :mod:`psinspect.pipeline`)."""
+"""``psinspect run``: the whole pipeline in one command, from captures to a report (see
+:mod:`psinspect.pipeline`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``psinspect serve``: the Gradio web app for inspectors (see :mod:`psinspect.app`)."""
+"""``psinspect serve``: the Gradio web app for inspectors, on 127.0.0.1 by default (see
+:mod:`psinspect.app`)."""
 
 from __future__ import annotations
 
