@@ -22,11 +22,55 @@ import numpy as np
 from psinspect.errors import PsinspectError
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, name: str) -> list[Path]:
+    """Remove the leftovers of writers of ``folder/name`` that were killed (SIGKILL, power
+    loss) before they could clean up: hidden ``.NAME.<pid>-*.tmp`` files of
+    :func:`atomic_write_bytes` and ``.NAME.staging-<pid>-*`` folders of
+    :func:`staged_output_dir` whose process ``<pid>`` no longer runs on this machine. A live
+    writer's files are never touched. Returns what was removed."""
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        rest = entry.name.removeprefix(f".{name}.")
+        if rest == entry.name:
+            continue
+        if rest.startswith("staging-"):
+            rest = rest.removeprefix("staging-")
+        elif not rest.endswith(".tmp"):
+            continue
+        pid = rest.partition("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder plus ``os.replace``."""
+    """Write ``data`` to ``path`` through a temp file in the same folder plus ``os.replace``
+    (the temp file ``.NAME.<pid>-*.tmp``; those of killed writers are removed first)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -163,10 +207,13 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False) -> Iter
 
     If the body raises, the staging folder is removed and ``path`` is untouched, so a failed
     command leaves nothing half-written. Each file is moved with ``os.replace`` (atomic per file).
+    The staging folder is ``.NAME.staging-<pid>-*``; those left by killed processes are removed
+    (:func:`remove_stale_temporaries`).
     """
     out = check_output_dir(path, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    remove_stale_temporaries(out.parent, out.name)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
     try:
         yield stage
         out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,46 @@
+"""Leftovers of killed writers (hidden temp files, staging folders) are removed by the next
+writer of the same name; a live writer's files are never touched (issue 6)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from psinspect.fileio import atomic_write_bytes, staged_output_dir
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_staging_and_temp_files_are_removed(tmp_path: Path) -> None:
+    dead, live = _dead_pid(), os.getppid()
+    stale_stage = tmp_path / f".out.staging-{dead}-abc"
+    live_stage = tmp_path / f".out.staging-{live}-def"
+    for d in (stale_stage, live_stage):
+        d.mkdir()
+        (d / "half.npy").write_bytes(b"x")
+    other = tmp_path / f".other.staging-{dead}-ghi"  # another output's: not ours to judge
+    other.mkdir()
+    with staged_output_dir(tmp_path / "out") as stage:
+        (stage / "a.txt").write_text("a")
+    assert (tmp_path / "out" / "a.txt").read_text() == "a"
+    assert not stale_stage.exists()
+    assert live_stage.is_dir() and other.is_dir()
+
+    stale_tmp = tmp_path / f".f.json.{dead}-x1.tmp"
+    live_tmp = tmp_path / f".f.json.{live}-x2.tmp"
+    unrelated = tmp_path / ".f.json.notes"
+    for f in (stale_tmp, live_tmp, unrelated):
+        f.write_bytes(b"partial")
+    atomic_write_bytes(tmp_path / "f.json", b"{}")
+    assert (tmp_path / "f.json").read_bytes() == b"{}"
+    assert not stale_tmp.exists()
+    assert live_tmp.exists() and unrelated.exists()
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".f.json.")
+                 and p.name.endswith(".tmp") and p != live_tmp]
+    assert leftovers == []
