@@ -78,30 +78,47 @@ def validate_normal_map(
         raise PsinspectError(f"{name}: expected float values, got dtype {n.dtype}")
     if min(n.shape[:2]) < 1:
         raise PsinspectError(f"{name}: empty image {n.shape}")
-    n = n.astype(np.float32, copy=False)
-    if mask is None:
-        finite = np.isfinite(n).all(axis=2)
-        mask = finite & (np.abs(np.where(np.isfinite(n), n, 0)).sum(axis=2) > 0)
-        if not finite.all():
-            raise PsinspectError(f"{name}: contains NaN or Inf values")
-    else:
+    if mask is not None:
         mask = np.asarray(mask, bool)
         if mask.shape != n.shape[:2]:
             raise PsinspectError(f"{name}: mask shape {mask.shape} != map shape {n.shape[:2]}")
-        if not np.isfinite(n[mask]).all():
-            raise PsinspectError(f"{name}: contains NaN or Inf values inside the mask")
-    if not mask.any():
+    # one pass over row blocks of about a million pixels: no whole-map temporaries, so an
+    # 8k x 8k map costs one float32 output plus the mask
+    h, w = n.shape[:2]
+    out = np.empty((h, w, 3), np.float32)
+    out_mask = np.empty((h, w), bool)
+    rows = max(1, (1 << 20) // max(w, 1))
+    n_bad, n_obj, lo, hi = 0, 0, np.inf, -np.inf
+    for r0 in range(0, h, rows):
+        blk = n[r0:r0 + rows].astype(np.float32)
+        finite = np.isfinite(blk).all(axis=2)
+        if mask is None:
+            if not finite.all():
+                raise PsinspectError(f"{name}: contains NaN or Inf values")
+            m = np.abs(blk).sum(axis=2) > 0
+        else:
+            m = mask[r0:r0 + rows]
+            if not finite[m].all():
+                raise PsinspectError(f"{name}: contains NaN or Inf values inside the mask")
+        length = np.sqrt(np.einsum("...i,...i->...", blk, blk))
+        obj = length[m]
+        bad = np.abs(obj - 1.0) > UNIT_TOL
+        n_bad += int(bad.sum())
+        n_obj += obj.size
+        if obj.size:
+            lo, hi = min(lo, float(obj.min())), max(hi, float(obj.max()))
+        blk /= np.maximum(length, 1e-12)[..., None]
+        blk[~m] = 0.0
+        out[r0:r0 + rows] = blk
+        out_mask[r0:r0 + rows] = m
+    if n_obj == 0:
         raise PsinspectError(f"{name}: empty mask (no object pixels)")
-    lengths = np.linalg.norm(n[mask], axis=1)
-    bad = np.abs(lengths - 1.0) > UNIT_TOL
-    if bad.any():
+    if n_bad:
         raise PsinspectError(
-            f"{name}: {int(bad.sum())} of {bad.size} object pixels are not unit vectors "
-            f"(|n| from {lengths.min():.3g} to {lengths.max():.3g})"
+            f"{name}: {n_bad} of {n_obj} object pixels are not unit vectors "
+            f"(|n| from {lo:.3g} to {hi:.3g})"
         )
-    out = np.where(mask[..., None], n / np.maximum(np.linalg.norm(n, axis=2, keepdims=True),
-                                                   1e-12), 0.0)
-    return out.astype(np.float32), mask
+    return out, out_mask
 
 
 def check_map_size(shape_hw: tuple[int, int], name: str,
