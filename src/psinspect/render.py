@@ -36,7 +36,7 @@ from psinspect.fileio import save_json, save_png
 from psinspect.normalmap import height_gradient, normals_from_height
 
 #: the part families :func:`make_part` can build ("sphere" is a calibration object)
-PART_FAMILIES: tuple[str, ...] = ("disc", "plate", "casting", "sphere")
+PART_FAMILIES: tuple[str, ...] = ("disc", "plate", "casting", "organic", "sphere")
 #: families drawn by :func:`render_dataset` when none are given
 DEFAULT_FAMILIES: tuple[str, ...] = ("disc", "plate", "casting")
 LIGHT_LAYOUTS: tuple[str, ...] = ("diligent", "ring")
@@ -310,6 +310,52 @@ def _casting(rng: np.random.Generator, size: int, p: dict[str, Any]) -> tuple[np
     return h + texture + waviness, texture, mask
 
 
+def _organic(rng: np.random.Generator, size: int, p: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    """Moulded / sculpted free-form body (figurines, castings of organic shape): a union of
+    3-7 ellipsoidal lobes (body, limbs, head, ears), joined by a smooth maximum whose sharpness
+    ranges from sharp concave creases to rounded fillets; steep silhouettes; painted-surface
+    fine texture and waviness; glossy material."""
+    cols, rows = _grid(size)
+    cx, cy = (size - 1) / 2 + rng.uniform(-0.03, 0.03, 2) * size
+    heights, lobes = [], []
+    mask = np.zeros((size, size), bool)
+    for i in range(int(rng.integers(3, 8))):
+        main = i == 0
+        a = float(rng.uniform(0.22, 0.36) if main else rng.uniform(0.05, 0.2)) * size
+        b = a * float(rng.uniform(0.55, 1.0))
+        ang = float(rng.uniform(0, math.pi))
+        if main:
+            lx, ly = float(cx), float(cy)
+        else:  # a lobe centred inside the body so far, near its outline
+            rr_, cc_ = np.nonzero(mask)
+            k = int(rng.integers(len(rr_)))
+            lx, ly = float(cc_[k]), float(rr_[k])
+        x0, y0 = cols - lx, rows - ly
+        u = x0 * math.cos(ang) + y0 * math.sin(ang)
+        v = -x0 * math.sin(ang) + y0 * math.cos(ang)
+        q = (u / a) ** 2 + (v / b) ** 2
+        depth = b * float(rng.uniform(0.5, 1.0))
+        base = float(rng.uniform(0.0, 0.6) * depth) if not main else 0.0
+        heights.append(np.where(q < 1, base + depth * np.sqrt(np.clip(1 - q, 0, None)), -1e3))
+        mask |= q < 1
+        lobes.append({"center": [lx, ly], "axes": [a, b], "angle_rad": ang, "depth": depth,
+                      "base": base})
+    sharp = float(np.exp(rng.uniform(np.log(0.15), np.log(3.0))))  # 1/px: crease sharpness
+    stack = np.stack(heights) * sharp
+    top = stack.max(axis=0)
+    h = (top + np.log(np.exp(stack - top).sum(axis=0))) / sharp
+    h = np.where(mask, h, 0.0)
+    p.update(center=[float(cx), float(cy)], lobes=lobes, crease_sharpness=sharp)
+    wav = float(rng.uniform(0.3, 1.5))
+    waviness = _scale_to_slope(_smooth_noise(rng, (size, size), size / 10), wav, mask)
+    fine = float(rng.uniform(0.2, 1.2))
+    texture = _scale_to_slope(_smooth_noise(rng, (size, size), float(rng.uniform(0.8, 2.0))),
+                              fine, mask)
+    p["texture"] = {"kind": "painted", "slope_deg": fine, "waviness_deg": wav}
+    p["material"] = {"ks": float(rng.uniform(0.05, 0.4)), "shininess": float(rng.uniform(10, 60))}
+    return h + texture + waviness, texture, mask
+
+
 def _sphere(rng: np.random.Generator, size: int, p: dict[str, Any]) -> tuple[np.ndarray, ...]:
     """Calibration sphere (hemisphere facing the camera), smooth, uniform-ish material."""
     cols, rows = _grid(size)
@@ -332,7 +378,8 @@ def sphere_height(shape_hw: tuple[int, int], center_xy: tuple[float, float],
 
 
 _FAMILY_FUNCS: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {
-    "disc": _disc, "plate": _plate, "casting": _casting, "sphere": _sphere,
+    "disc": _disc, "plate": _plate, "casting": _casting, "organic": _organic,
+    "sphere": _sphere,
 }
 
 
