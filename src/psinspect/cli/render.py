@@ -21,7 +21,8 @@ def render_cmd(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
     size: Annotated[int, typer.Option(help="Image size in pixels (square).")] = 256,
     families: Annotated[str | None, typer.Option(
-        help="Comma-separated part families (default disc,plate,casting; also organic, sphere).")] = None,
+        help="Comma-separated part families (default disc,plate,casting; also organic, "
+             "sphere).")] = None,
     max_defects: Annotated[int, typer.Option(help="Most defects on a defective part.")] = 3,
     types: Annotated[str | None, typer.Option(
         help="Comma-separated defect types (default all).")] = None,
