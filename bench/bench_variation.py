@@ -38,7 +38,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "2")  # the target machine: 2 cores
 
 import argparse  # noqa: E402
-import pickle  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -55,9 +55,9 @@ from psinspect.align import rotate_vectors, warp_image, warp_normals  # noqa: E4
 from psinspect.capture import lights_from_slant_tilt, load_capture  # noqa: E402
 from psinspect.defects import implant_defects_height  # noqa: E402
 from psinspect.detect import image_score  # noqa: E402
-from psinspect.fileio import atomic_write_bytes  # noqa: E402
 from psinspect.metrics import EvalItem, evaluate  # noqa: E402
 from psinspect.models import create_model  # noqa: E402
+from psinspect.models.variation import light_split_differences  # noqa: E402
 from psinspect.relight import relight_defects  # noqa: E402
 from psinspect.render import default_lights, make_part, render_images  # noqa: E402
 from psinspect.stereo import solve  # noqa: E402
@@ -86,6 +86,46 @@ class Capture:
     gt: np.ndarray
     defects: list[dict[str, Any]] = field(default_factory=list)
     ps_seconds: float = 0.0
+    #: (P, H, W, 3) light-split differences (None for captures with too few lights)
+    splits: np.ndarray | None = None
+    split_seconds: float = 0.0
+
+
+_ARRAYS = ("normals", "mask", "confidence", "gt", "splits")
+
+
+def save_cache(path: Path, train: list[Capture], test: list[Capture]) -> None:
+    """Solved captures as one .npz (arrays) with the defect records as JSON; no pickle."""
+    arrays: dict[str, np.ndarray] = {}
+    meta = []
+    for split, caps in (("train", train), ("test", test)):
+        for i, c in enumerate(caps):
+            for a in _ARRAYS:
+                v = getattr(c, a)
+                if v is not None:
+                    arrays[f"{split}{i}_{a}"] = v
+            meta.append({"split": split, "defects": c.defects, "ps_seconds": c.ps_seconds,
+                         "split_seconds": c.split_seconds})
+    arrays["meta"] = np.array(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_cache(path: Path) -> tuple[list[Capture], list[Capture]]:
+    """Inverse of :func:`save_cache` (``allow_pickle=False``)."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        out: dict[str, list[Capture]] = {"train": [], "test": []}
+        for m in meta:
+            i = len(out[m["split"]])
+            key = f"{m['split']}{i}_"
+            arr = {a: (z[key + a] if key + a in z else None) for a in _ARRAYS}
+            out[m["split"]].append(Capture(
+                arr["normals"], arr["mask"], arr["confidence"], arr["gt"], m["defects"],
+                m["ps_seconds"], arr["splits"], m["split_seconds"]))
+    return out["train"], out["test"]
 
 
 def _pose(rng: np.random.Generator, shape: tuple[int, int], px: float, deg: float
@@ -103,7 +143,10 @@ def _solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray, solver: str
     t0 = time.perf_counter()
     ps = solve(images, lights, mask, solver=solver)
     dt = time.perf_counter() - t0
-    return Capture(ps.normals, mask, ps.confidence, gt & mask, records, dt)
+    t0 = time.perf_counter()
+    splits = light_split_differences(images, lights, mask, solver=solver)
+    ds = time.perf_counter() - t0
+    return Capture(ps.normals, mask, ps.confidence, gt & mask, records, dt, splits, ds)
 
 
 # ------------------------------------------------------------------------------------------
@@ -188,11 +231,10 @@ def diligent_case(obj: str, rng: np.random.Generator, n_test: int, jitter_px: fl
 def run_case(name: str, args: argparse.Namespace, hp: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng([args.seed, ALL_CASES.index(name)])
     t0 = time.perf_counter()
-    key = f"{name}_{args.seed}_{args.test}_{args.jitter_px:g}_{args.jitter_deg:g}.pkl"
+    key = f"{name}_{args.seed}_{args.test}_{args.jitter_px:g}_{args.jitter_deg:g}.npz"
     cached = args.cache / key if args.cache else None
     if cached is not None and cached.is_file():
-        with open(cached, "rb") as fh:  # our own cache file (--cache), never user input
-            train, test = pickle.load(fh)
+        train, test = load_cache(cached)
     elif name.startswith("render-"):
         family = name.split("-")[1]
         train, test = render_case(family, rng, args.test, name.endswith("4light"),
@@ -201,18 +243,18 @@ def run_case(name: str, args: argparse.Namespace, hp: dict[str, Any]) -> dict[st
         train, test = diligent_case(name.split("-")[1], rng, args.test, args.jitter_px,
                                     args.jitter_deg)
     if cached is not None and not cached.is_file():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(cached, pickle.dumps((train, test)))
+        save_cache(cached, train, test)
     t_data = time.perf_counter() - t0
     model = create_model("variation", **hp)
     t0 = time.perf_counter()
-    model.fit([(c.normals, c.mask) for c in train], [])
+    model.fit([(c.normals, c.mask) for c in train], [],
+              light_splits=[c.splits for c in train])
     t_fit = time.perf_counter() - t0
     t_ps_train = sum(c.ps_seconds for c in train)
     items, t_det = [], []
     for i, c in enumerate(test):
         t0 = time.perf_counter()
-        res = model.score(c.normals, c.mask, c.confidence)
+        res = model.score(c.normals, c.mask, c.confidence, light_splits=c.splits)
         t_det.append(time.perf_counter() - t0)
         items.append(EvalItem(f"{name}-{i}", res.score, c.gt, c.mask,
                               image_score(res.score, c.mask), c.defects))

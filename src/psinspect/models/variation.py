@@ -64,6 +64,43 @@ from psinspect.normalmap import normalize, validate_normal_map
 
 #: fewest good captures (training + calibration maps) the model accepts
 MIN_TRAIN = 5
+#: fewest lights of a capture for which the light-split sensitivity is computed (6 per half)
+MIN_SPLIT_LIGHTS = 12
+
+
+def light_split_differences(
+    images: np.ndarray, lights: np.ndarray, mask: np.ndarray, solver: str = "robust",
+    splits: int = 2,
+) -> np.ndarray | None:
+    """How much the PS normal of each pixel moves when the set of lights changes.
+
+    The capture's lights are ordered by azimuth and dealt into two interleaved halves
+    (split ``p`` puts the light of azimuth rank ``r`` into half ``(r // 2**p) % 2``, so every
+    half surrounds the part); PS is solved on each half and ``(n_A - n_B) / 2`` is returned. For
+    independent per-light errors its squared length estimates the variance of the full-set PS
+    normal, so it measures the sensitivity of PS to the choice of lights (non-Lambertian
+    shading, shadows and highlights that only some lights produce), which is the main source
+    of disagreement between captures of one part through different light sets.
+
+    ``images``: (K, H, W) float32; ``lights``: (K, 3) unit, DiLiGenT frame; ``mask``: (H, W)
+    bool. Returns ``(splits, H, W, 3)`` float32 (radians, zero outside the mask), or ``None``
+    when the capture has fewer than ``MIN_SPLIT_LIGHTS`` lights (halves too small to solve).
+    """
+    from psinspect.stereo import solve
+
+    lights = np.asarray(lights, np.float64)
+    k = len(lights)
+    if k < MIN_SPLIT_LIGHTS:
+        return None
+    rank = np.empty(k, int)
+    rank[np.argsort(np.arctan2(lights[:, 1], lights[:, 0]), kind="stable")] = np.arange(k)
+    out = np.zeros((splits,) + mask.shape + (3,), np.float32)
+    for p in range(splits):
+        half = (rank // 2**p) % 2 == 0
+        na = solve(images[half], lights[half], mask, solver=solver).normals
+        nb = solve(images[~half], lights[~half], mask, solver=solver).normals
+        out[p] = np.where(mask[..., None], 0.5 * (na - nb), 0.0)
+    return out
 
 
 def _masked_gaussian(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -114,6 +151,10 @@ class VariationModel(AnomalyModel):
     edge_tolerance_px: object pixels up to this far outside the template are compared with the
         nearest template pixel; farther ones are "extra material".
     outside_score: least score of extra-material pixels.
+    light_train_weight, light_test_weight: weights of the light-choice sensitivity (see
+        :func:`light_split_differences`) of the training captures and of the test capture in the
+        spread (added to the variance; 0 = ignored). Used only where the caller passes
+        ``light_splits`` to :meth:`fit` / :meth:`score`.
     """
 
     name = "variation"
@@ -136,6 +177,10 @@ class VariationModel(AnomalyModel):
         edge_band_px: float = 2.0,
         edge_tolerance_px: float = 3.0,
         outside_score: float = 10.0,
+        light_train_weight: float = 0.0,
+        light_test_weight: float = 1.0,
+        split_full_deg: float = 3.0,
+        split_zero_deg: float = 8.0,
     ) -> None:
         scales = [float(s) for s in scales_px]
         if not scales or min(scales) < 0:
@@ -162,6 +207,16 @@ class VariationModel(AnomalyModel):
         self.edge_band_px = float(edge_band_px)
         self.edge_tolerance_px = float(edge_tolerance_px)
         self.outside_score = float(outside_score)
+        if min(light_train_weight, light_test_weight) < 0:
+            raise PsinspectError("light_train_weight and light_test_weight must be >= 0")
+        self.light_train_weight = float(light_train_weight)
+        self.light_test_weight = float(light_test_weight)
+        if split_zero_deg > 0 and not 0 <= split_full_deg < split_zero_deg:
+            raise PsinspectError("need 0 <= split_full_deg < split_zero_deg (or "
+                                 f"split_zero_deg = 0: off), got {split_full_deg} and "
+                                 f"{split_zero_deg}")
+        self.split_full_deg = float(split_full_deg)
+        self.split_zero_deg = float(split_zero_deg)
         # learned state, in the reference frame
         self._mean: np.ndarray | None = None  # (H, W, 3) float32, zero outside the template
         self._spread: np.ndarray | None = None  # (S, H, W) float32 degrees, floor included
@@ -188,6 +243,10 @@ class VariationModel(AnomalyModel):
             "edge_band_px": self.edge_band_px,
             "edge_tolerance_px": self.edge_tolerance_px,
             "outside_score": self.outside_score,
+            "light_train_weight": self.light_train_weight,
+            "light_test_weight": self.light_test_weight,
+            "split_full_deg": self.split_full_deg,
+            "split_zero_deg": self.split_zero_deg,
         }
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -262,6 +321,7 @@ class VariationModel(AnomalyModel):
         aligned, regs = self._align_all(maps, names, registration_image(mean, tmask),
                                         skip_first=False)
         mean, count, tmask = self._mean_direction(aligned)
+        light_var = self._train_light_variance(options.get("light_splits"), maps, regs, shape)
 
         # spread per scale: rms of the smoothed residual, corrected by (k + 1) / (k - 1)
         k = np.maximum(count, 2).astype(np.float32)
@@ -275,6 +335,8 @@ class VariationModel(AnomalyModel):
                 sq[j] += np.sum(_masked_gaussian(resid, both, s) ** 2, axis=2)
         for j in range(len(self.scales_px)):
             var = _masked_gaussian(sq[j] * correction, tmask, self.spread_smooth_px)
+            if light_var is not None:
+                var = var + self.light_train_weight * light_var[j]
             if self.spread_max_px > 0:
                 r = int(np.ceil(self.spread_max_px))
                 disk = np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= self.spread_max_px
@@ -296,6 +358,52 @@ class VariationModel(AnomalyModel):
                         **{f"val_score_p{p}": float(np.percentile(scores, p))
                            for p in (50, 99, 99.9)}})
         return log
+
+    def _light_variance(self, splits: np.ndarray, mask: np.ndarray,
+                        weight: np.ndarray | None) -> np.ndarray:
+        """(S, H, W) float32 deg^2: per scale, the mean squared length of the split differences
+        (see :func:`light_split_differences`) treated like a residual (weighted, high-passed,
+        averaged over the scale), pooled over ``spread_smooth_px``; zero outside ``mask``."""
+        d = np.asarray(splits, np.float32)
+        if d.ndim != 4 or d.shape[1:] != mask.shape + (3,):
+            raise PsinspectError(
+                f"light_splits must be (P, H, W, 3) for a map of {mask.shape}, got {d.shape}")
+        var = np.zeros((len(self.scales_px),) + mask.shape, np.float32)
+        for p in range(len(d)):
+            resid = self._residual(d[p], np.zeros_like(d[p]), mask, weight)
+            for j, s in enumerate(self.scales_px):
+                var[j] += np.sum(_masked_gaussian(resid, mask, s) ** 2, axis=2)
+        for j in range(len(self.scales_px)):
+            var[j] = _masked_gaussian(var[j] / len(d), mask, self.spread_smooth_px)
+        return var
+
+    def _train_light_variance(
+        self, light_splits: Sequence[np.ndarray | None] | None,
+        maps: list[tuple[np.ndarray, np.ndarray]], regs: list[Registration],
+        shape: tuple[int, int],
+    ) -> np.ndarray | None:
+        """Mean light-choice variance (S, H, W) of the training captures in the reference frame,
+        or ``None`` when no split differences were given."""
+        if light_splits is None:
+            return None
+        if len(light_splits) != len(maps):
+            raise PsinspectError(f"light_splits: {len(light_splits)} entries for "
+                                 f"{len(maps)} training maps")
+        if self.light_train_weight == 0:
+            return None
+        total = np.zeros((len(self.scales_px),) + shape, np.float32)
+        count = np.zeros(shape, np.float32)
+        for (_, m), reg, sp in zip(maps, regs, light_splits, strict=True):
+            if sp is None:
+                continue
+            var = self._light_variance(sp, m, None)
+            mat = reg.transform.matrix()
+            for j in range(len(var)):
+                total[j] += warp_image(var[j], mat, shape)
+            count += warp_image(m.astype(np.float32), mat, shape)
+        if not count.any():
+            return None
+        return (total / np.maximum(count, 1e-3)).astype(np.float32)
 
     def _residual(self, normals: np.ndarray, mean: np.ndarray, mask: np.ndarray,
                   weight: np.ndarray | None) -> np.ndarray:
@@ -380,7 +488,8 @@ class VariationModel(AnomalyModel):
         return self._register(n, m, self._ref_image, name)
 
     def score(
-        self, normals: np.ndarray, mask: np.ndarray, confidence: np.ndarray | None = None
+        self, normals: np.ndarray, mask: np.ndarray, confidence: np.ndarray | None = None,
+        light_splits: np.ndarray | None = None,
     ) -> ScoreResult:
         """Per-pixel z-score of ``normals`` (H, W, 3) against the template, in the input frame.
 
@@ -388,7 +497,10 @@ class VariationModel(AnomalyModel):
         [0, 1]. Returns ``ScoreResult(score (H, W) float32 >= 0, zero outside the mask;
         reference = the template moved into the input frame (H, W, 3); unreliable = mask pixels
         whose residual was down-weighted by more than half (low PS confidence or the silhouette
-        band); info = the registration and pixel counts)``.
+        band); info = the registration and pixel counts)``. ``light_splits``: optional
+        ``(P, H, W, 3)`` split differences of this capture (:func:`light_split_differences`):
+        their variance is added to the spread (weight ``light_test_weight``), so pixels whose PS
+        depends on the choice of lights need a larger deviation.
         """
         n, m = validate_normal_map(normals, mask, name="input normal map")
         reg = self.register_map(n, m)
@@ -413,7 +525,18 @@ class VariationModel(AnomalyModel):
                 )
             weight = np.clip((np.nan_to_num(conf, nan=0.0) - self.zero_confidence)
                              / (self.min_confidence - self.zero_confidence), 0.0, 1.0)
+        if light_splits is not None and self.split_zero_deg > 0:
+            sd = np.degrees(np.sqrt(np.mean(np.sum(np.asarray(light_splits, np.float32) ** 2,
+                                                   axis=-1), axis=0)))
+            if sd.shape != shape:
+                raise PsinspectError(f"light_splits shape {np.shape(light_splits)} does not fit "
+                                     f"the normal map {shape}")
+            weight = weight * np.clip((self.split_zero_deg - sd)
+                                      / (self.split_zero_deg - self.split_full_deg), 0.0, 1.0)
         resid = self._residual(n, mu, m, weight)
+        if light_splits is not None and self.light_test_weight > 0:
+            var = self._light_variance(light_splits, m, weight)
+            spread = np.sqrt(spread**2 + self.light_test_weight * np.moveaxis(var, 0, -1))
         unreliable = m & (_edge_weight(m, self.edge_band_px) * weight < 0.5)
         score = np.zeros(shape, np.float32)
         for j, s in enumerate(self.scales_px):
