@@ -102,3 +102,28 @@ def test_resume_gives_the_same_model() -> None:
     a, b = full.state_arrays(), resumed.state_arrays()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_geo_seg_full_test_time_augmentation_is_rotation_equivariant() -> None:
+    """Averaging the logits over all 8 rotations/mirrors (tta=8) makes the score turn exactly
+    with the map (the features are equivariant; the untrained net is not), and tta=1 does not
+    (so the test can tell them apart)."""
+    rng = np.random.default_rng(3)
+    n, m = sphere_map(64, 26)
+    n, _, _ = implant_defects(n, m, rng, count=2, types=["scratch", "dent"], severity="high")
+    from psinspect.normalmap import flip, rotate90
+
+    def diff(model) -> float:
+        s = model.score(n, m).score
+        s_rot = model.score(rotate90(n, 1), np.rot90(m, 1).copy()).score
+        s_mir = model.score(flip(n, "lr"), m[:, ::-1].copy()).score
+        return max(np.abs(np.rot90(s, 1) - s_rot).max(), np.abs(s[:, ::-1] - s_mir).max())
+
+    full = create_model("geo-seg", tta=8, **TINY)
+    plain = create_model("geo-seg", tta=1, **TINY)
+    plain.net = full.net
+    scale = float(full.score(n, m).score.max())
+    assert diff(full) < 1e-3 * scale
+    assert diff(plain) > 1e-2 * scale
+    with pytest.raises(PsinspectError, match="tta must be 1, 2, 4 or 8"):
+        create_model("geo-seg", tta=3)

@@ -374,12 +374,14 @@ class TorchAnomalyModel(AnomalyModel):
         return log
 
     def run_net(self, x: np.ndarray) -> np.ndarray:
-        """Network on one (C, H, W) float32 input of any size (padded to the net's multiple)."""
+        """Network on one (C, H, W) float32 input, or a batch (B, C, H, W) of inputs of one
+        size, of any size (padded to the net's multiple); returns (K, H, W) or (B, K, H, W)."""
         factor = getattr(self.net, "factor", 1)
-        xp, (h, w) = pad_to_multiple(np.moveaxis(x, 0, -1), factor)
-        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(xp, -1, 0)))[None]
+        batch = x if x.ndim == 4 else x[None]
+        xp, (h, w) = pad_to_multiple(np.moveaxis(batch, 1, -1).transpose(1, 2, 0, 3), factor)
+        t = torch.from_numpy(np.ascontiguousarray(xp.transpose(2, 3, 0, 1)))
         t = t.contiguous(memory_format=torch.channels_last)
         self.net.eval()
         with torch.inference_mode():
-            out = self.net(t)[0].numpy()
-        return out[:, :h, :w]
+            out = self.net(t).numpy()[:, :, :h, :w]
+        return out if x.ndim == 4 else out[0]

@@ -29,8 +29,11 @@ whose normal turned by more than ``min_angle`` degrees (the library's ground-tru
 binary cross-entropy plus soft Dice, inside the object only.
 
 Score: ``softplus(logit)`` (monotone in the predicted defect probability, never saturating, 0
-outside the mask), times ``min(1, confidence / min_confidence)`` when PS confidence is given
-(those pixels are reported as unreliable).
+outside the mask), the logit averaged over ``tta`` rotated/mirrored copies of the map
+(test-time augmentation: each copy's vectors turn with it; the network is not exactly
+rotation-equivariant, so the average is a cheap ensemble), times
+``min(1, confidence / min_confidence)`` when PS confidence is given (those pixels are reported
+as unreliable).
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ from psinspect import defects
 from psinspect.models import ScoreResult, register
 from psinspect.models._torch import TorchAnomalyModel, UNet, crop_window, pad_to_size
 from psinspect.models.geometric import masked_blur, normalize, robust_reference
+from psinspect.normalmap import flip, rotate90
+
+#: test-time augmentation: (quarter turns, mirrored) of the map, in the order they are used;
+#: the network's logits over the first ``tta`` of them are averaged (vectors turn with the map)
+_TTA_ORDER: tuple[tuple[int, bool], ...] = (
+    (0, False), (2, True), (1, False), (3, True), (2, False), (0, True), (3, False), (1, True))
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -158,7 +167,8 @@ class GeoSeg(TorchAnomalyModel):
                  residual_gain: float = 10.0, max_defects: int = 3, p_clean: float = 0.2,
                  p_generic: float = 0.2, min_angle: float = 2.0, min_confidence: float = 0.2,
                  dice_weight: float = 0.2, tilt_deg: float = 40.0, noise: float = 0.03,
-                 bend: float = 0.8, region_balance: float = 150.0, **base: Any) -> None:
+                 bend: float = 0.8, region_balance: float = 150.0, tta: int = 1,
+                 **base: Any) -> None:
         self.channels = [int(c) for c in channels]
         self.decoder_convs = int(decoder_convs)
         self.norm = str(norm)
@@ -175,6 +185,9 @@ class GeoSeg(TorchAnomalyModel):
         self.noise = float(noise)
         self.bend = float(bend)
         self.region_balance = float(region_balance)
+        if int(tta) not in (1, 2, 4, 8):
+            raise ValueError(f"tta must be 1, 2, 4 or 8, got {tta}")
+        self.tta = int(tta)
         super().__init__(**base)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -186,7 +199,7 @@ class GeoSeg(TorchAnomalyModel):
             "p_generic": self.p_generic, "min_angle": self.min_angle,
             "min_confidence": self.min_confidence, "dice_weight": self.dice_weight,
             "tilt_deg": self.tilt_deg, "noise": self.noise, "bend": self.bend,
-            "region_balance": self.region_balance,
+            "region_balance": self.region_balance, "tta": self.tta,
             **self.base_hyperparameters(),
         }
 
@@ -294,8 +307,21 @@ class GeoSeg(TorchAnomalyModel):
               confidence: np.ndarray | None = None) -> ScoreResult:
         mask = np.asarray(mask, bool)
         n = np.where(mask[..., None], normals, 0.0).astype(np.float32)
-        x, ref = self.features(n, mask)
-        logit = self.run_net(x)[0]
+        logit = np.zeros(mask.shape, np.float32)
+        ref = None
+        groups: dict[tuple[int, ...], list[tuple[int, bool, np.ndarray]]] = {}
+        for k, mirror in _TTA_ORDER[:self.tta]:  # copies of one shape share a forward pass
+            nt = flip(n, "lr") if mirror else n
+            mt = mask[:, ::-1] if mirror else mask
+            x, r = self.features(rotate90(nt, k), np.ascontiguousarray(np.rot90(mt, k)))
+            ref = r if ref is None else ref
+            groups.setdefault(x.shape, []).append((k, mirror, x))
+        for copies in groups.values():
+            outs = self.run_net(np.stack([c[2] for c in copies]))[:, 0]
+            for (k, mirror, _), out in zip(copies, outs, strict=True):
+                out = np.rot90(out, -k)
+                logit += out[:, ::-1] if mirror else out
+        logit /= self.tta
         score = np.logaddexp(0.0, logit).astype(np.float32)  # softplus
         unreliable = None
         if confidence is not None and self.min_confidence > 0:
