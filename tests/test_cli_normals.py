@@ -5,30 +5,19 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from _robust_util import run_cli
 
 from psinspect.capture import lights_from_slant_tilt, load_capture, write_capture
-from psinspect.cli import main
 from psinspect.errors import PsinspectError
 from psinspect.normalmap import load_normal_map
 
 SEED = 7
-
-
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch,
-            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["psinspect", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else int(code)), out, err
 
 
 def synthetic_capture(folder: Path, k: int = 12, size: int = 40, with_gt: bool = True) -> Path:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _robust_util import run_cli
 
-from psinspect.cli import main
 from psinspect.defects import implant_defects
 from psinspect.detect import detect_map, find_regions, image_score, score_map
 from psinspect.errors import PsinspectError
@@ -17,16 +16,6 @@ from psinspect.fileio import save_npy
 from psinspect.models import create_model
 from psinspect.modelstore import load_model_dir, read_config, save_model_dir
 from psinspect.normalmap import load_normal_map, normals_from_height
-
-
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch,
-            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["psinspect", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else int(code)), out, err
 
 
 def bowl(size: int = 80) -> tuple[np.ndarray, np.ndarray]:

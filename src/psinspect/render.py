@@ -124,6 +124,23 @@ def _rounded_rect_sdf(x: np.ndarray, y: np.ndarray, a: float, b: float, r: float
     return -(outside - r)
 
 
+def _grain_and_waviness(rng: np.random.Generator, mask: np.ndarray,
+                        waviness_deg: tuple[float, float], waviness_px: float,
+                        grain_deg: tuple[float, float], kind: str, p: dict[str, Any]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Isotropic surface finish: long-wave waviness (smooth noise of scale ``waviness_px``) and
+    a fine grain (scale 0.8-2 px), each scaled to a random rms slope in degrees drawn from the
+    given ranges; recorded in ``p["texture"]``. Returns (grain, waviness) height fields."""
+    shape = mask.shape
+    wav = float(rng.uniform(*waviness_deg))
+    waviness = _scale_to_slope(_smooth_noise(rng, shape, waviness_px), wav, mask)
+    grain = float(rng.uniform(*grain_deg))
+    texture = _scale_to_slope(_smooth_noise(rng, shape, float(rng.uniform(0.8, 2.0))), grain,
+                              mask)
+    p["texture"] = {"kind": kind, "slope_deg": grain, "waviness_deg": wav}
+    return texture, waviness
+
+
 def _albedo(rng: np.random.Generator, shape: tuple[int, int], base: float, texture: np.ndarray,
             mask: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     """Spatially varying albedo: low-frequency mottling, texture-correlated sheen, stains."""
@@ -300,12 +317,8 @@ def _casting(rng: np.random.Generator, size: int, p: dict[str, Any]) -> tuple[np
             boss["hole_radius"] = hr
         bosses.append(boss)
     p["bosses"] = bosses
-    wav = float(rng.uniform(0.5, 2.0))
-    waviness = _scale_to_slope(_smooth_noise(rng, (size, size), size / 12), wav, mask)
-    blast = float(rng.uniform(1.5, 4.0))
-    texture = _scale_to_slope(_smooth_noise(rng, (size, size), float(rng.uniform(0.8, 2.0))),
-                              blast, mask)
-    p["texture"] = {"kind": "blasted", "slope_deg": blast, "waviness_deg": wav}
+    texture, waviness = _grain_and_waviness(rng, mask, (0.5, 2.0), size / 12, (1.5, 4.0),
+                                            "blasted", p)
     p["material"] = {"ks": float(rng.uniform(0.02, 0.1)), "shininess": float(rng.uniform(5, 20))}
     return h + texture + waviness, texture, mask
 
@@ -346,12 +359,8 @@ def _organic(rng: np.random.Generator, size: int, p: dict[str, Any]) -> tuple[np
     h = (top + np.log(np.exp(stack - top).sum(axis=0))) / sharp
     h = np.where(mask, h, 0.0)
     p.update(center=[float(cx), float(cy)], lobes=lobes, crease_sharpness=sharp)
-    wav = float(rng.uniform(0.3, 1.5))
-    waviness = _scale_to_slope(_smooth_noise(rng, (size, size), size / 10), wav, mask)
-    fine = float(rng.uniform(0.2, 1.2))
-    texture = _scale_to_slope(_smooth_noise(rng, (size, size), float(rng.uniform(0.8, 2.0))),
-                              fine, mask)
-    p["texture"] = {"kind": "painted", "slope_deg": fine, "waviness_deg": wav}
+    texture, waviness = _grain_and_waviness(rng, mask, (0.3, 1.5), size / 10, (0.2, 1.2),
+                                            "painted", p)
     p["material"] = {"ks": float(rng.uniform(0.05, 0.4)), "shininess": float(rng.uniform(10, 60))}
     return h + texture + waviness, texture, mask
 
