@@ -18,8 +18,10 @@ the fine fit in the frame of the coarse one (local curvature), the local RMS of 
 residual (texture / noise level) and the object mask.
 
 Training needs only clean maps. Each example: a clean map, randomly rotated/flipped
-(vector-correct); 1-3 library defects (:func:`psinspect.defects.sample_defect`, height fields)
-drawn on the WHOLE map so their size follows the object as at test time; a crop around the
+(vector-correct) and, with ``scale_jitter`` > 0, half the time resampled by a random factor in
+``[1 / (1 + scale_jitter), 1 + scale_jitter]`` (the same surface at another resolution);
+1-3 library defects (:func:`psinspect.defects.sample_defect`, height fields) drawn on the WHOLE
+map so their size follows the object as at test time; a crop around the
 first defect (or a random crop for clean examples, 20 %); a random tilt of all vectors, a random
 smooth "bend" of the surface (large-scale height change, not a defect: curvature is normal),
 sometimes a generic random height-field anomaly (band-limited noise under a random blob, so the
@@ -51,7 +53,7 @@ from psinspect import defects
 from psinspect.models import ScoreResult, register
 from psinspect.models._torch import TorchAnomalyModel, UNet, crop_window, pad_to_size
 from psinspect.models.geometric import masked_blur, normalize, robust_reference
-from psinspect.normalmap import flip, rotate90
+from psinspect.normalmap import flip, resize_with_pad, rotate90
 
 #: test-time augmentation: (quarter turns, mirrored) of the map, in the order they are used;
 #: the network's logits over the first ``tta`` of them are averaged (vectors turn with the map)
@@ -168,7 +170,7 @@ class GeoSeg(TorchAnomalyModel):
                  p_generic: float = 0.2, min_angle: float = 2.0, min_confidence: float = 0.2,
                  dice_weight: float = 0.2, tilt_deg: float = 40.0, noise: float = 0.03,
                  bend: float = 0.8, region_balance: float = 150.0, tta: int = 1,
-                 **base: Any) -> None:
+                 scale_jitter: float = 0.0, **base: Any) -> None:
         self.channels = [int(c) for c in channels]
         self.decoder_convs = int(decoder_convs)
         self.norm = str(norm)
@@ -188,6 +190,7 @@ class GeoSeg(TorchAnomalyModel):
         if int(tta) not in (1, 2, 4, 8):
             raise ValueError(f"tta must be 1, 2, 4 or 8, got {tta}")
         self.tta = int(tta)
+        self.scale_jitter = float(scale_jitter)
         super().__init__(**base)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -200,6 +203,7 @@ class GeoSeg(TorchAnomalyModel):
             "min_confidence": self.min_confidence, "dice_weight": self.dice_weight,
             "tilt_deg": self.tilt_deg, "noise": self.noise, "bend": self.bend,
             "region_balance": self.region_balance, "tta": self.tta,
+            "scale_jitter": self.scale_jitter,
             **self.base_hyperparameters(),
         }
 
@@ -246,6 +250,12 @@ class GeoSeg(TorchAnomalyModel):
         as at test time), then a crop around the first one (or a random crop) is taken; the
         crop is randomly tilted and bent (smooth large-scale height change: curvature is
         normal), gets generic anomalies, the defects' height change, and PS-like noise."""
+        if self.scale_jitter > 0 and rng.random() < 0.5:
+            # the same surface imaged at another resolution (slopes unchanged; PS noise and
+            # texture are averaged or interpolated like a real camera's would be)
+            f = float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(self.scale_jitter)))
+            size = (max(8, round(mask.shape[0] * f)), max(8, round(mask.shape[1] * f)))
+            normals, mask = resize_with_pad(normals, size, mask=mask)
         normals, mask, = pad_to_size([normals, mask], self.patch)
         shape = mask.shape
         height = np.zeros(shape, np.float32)
