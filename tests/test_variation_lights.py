@@ -138,3 +138,28 @@ def test_bad_light_splits_are_refused():
         model.score(n, m, light_splits=np.zeros((2, 10, 10, 3), np.float32))
     with pytest.raises(PsinspectError, match="split_zero_deg"):
         create_model("variation", split_full_deg=5.0, split_zero_deg=3.0)
+
+
+def test_cli_detect_names_the_input_that_fails(tmp_path):
+    from typer.testing import CliRunner
+
+    from psinspect.cli import _register, app
+
+    _register()
+    rng = np.random.default_rng(3)
+    files = []
+    for i in range(5):
+        n, m = posed_part(angle_deg=rng.uniform(-2, 2), noise_deg=0.5, rng=rng)
+        files.append(tmp_path / f"good{i}.npy")
+        np.save(files[-1], n)
+    res = CliRunner().invoke(app, ["train", *map(str, files), "-o", str(tmp_path / "model"),
+                                   "--model", "variation"])
+    assert res.exit_code == 0, res.output
+    n, m = posed_part(angle_deg=40.0)  # far outside the supported rotation range
+    np.save(tmp_path / "turned.npy", n)
+    res = CliRunner().invoke(app, ["detect", str(files[0]), str(tmp_path / "turned.npy"),
+                                   "-o", str(tmp_path / "det"), "--model",
+                                   str(tmp_path / "model")])
+    assert isinstance(res.exception, PsinspectError), res.output
+    assert str(res.exception).startswith(str(tmp_path / "turned.npy"))
+    assert not (tmp_path / "det").exists() or not any((tmp_path / "det").iterdir())

@@ -35,16 +35,29 @@ def detect_cmd(
     from rich.progress import Progress
 
     from psinspect.detect import write_detection_outputs
+    from psinspect.errors import PsinspectError
     from psinspect.fileio import check_output_dir
     from psinspect.modelstore import load_model_dir
 
     check_output_dir(out, force)
     bundle = load_model_dir(model)
+    done = []
+
+    def advance(name: str) -> None:
+        done.append(name)
+        bar.update(task, advance=1, description=name)
+
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("detecting", total=len(inputs))
-        summary = write_detection_outputs(
-            inputs, out, bundle, threshold=threshold, solver=solver, force=force,
-            progress=lambda name: bar.update(task, advance=1, description=name))
+        try:
+            summary = write_detection_outputs(
+                inputs, out, bundle, threshold=threshold, solver=solver, force=force,
+                progress=advance)
+        except PsinspectError as err:
+            # name the input being processed when the message does not already
+            if len(done) < len(inputs) and str(inputs[len(done)]) not in str(err):
+                raise PsinspectError(f"{inputs[len(done)]}: {err}") from None
+            raise
     for s in summary["inputs"]:
         typer.echo(f"{s['name']}: {s['verdict'].upper()} (image score {s['image_score']:.4g}, "
                    f"{len(s['regions'])} region(s), {s['defect_area_px']} px)")
