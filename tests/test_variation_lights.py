@@ -163,3 +163,48 @@ def test_cli_detect_names_the_input_that_fails(tmp_path):
     assert isinstance(res.exception, PsinspectError), res.output
     assert str(res.exception).startswith(str(tmp_path / "turned.npy"))
     assert not (tmp_path / "det").exists() or not any((tmp_path / "det").iterdir())
+
+
+def _groove(normals, mask, angle_deg, tilt_deg, centre=(56.0, 48.0), half_width=1.2,
+            length=30.0):
+    """Normals with a thin V groove along image angle ``angle_deg`` (counter-clockwise as
+    seen): the walls tilt by ``tilt_deg`` toward each other. Returns (normals, groove px)."""
+    t = np.radians(angle_deg)
+    rows, cols = np.mgrid[0:mask.shape[0], 0:mask.shape[1]].astype(np.float64)
+    u, v = cols - centre[0], -(rows - centre[1])  # camera frame, y up
+    along = u * np.cos(t) + v * np.sin(t)
+    across = -u * np.sin(t) + v * np.cos(t)
+    wall = mask & (np.abs(across) <= half_width) & (np.abs(along) <= length / 2)
+    side = np.sign(across)
+    direction = np.array([-np.sin(t), np.cos(t), 0.0])
+    out = normals.astype(np.float64).copy()
+    out[wall] -= np.radians(tilt_deg) * side[wall, None] * direction
+    out[wall] /= np.linalg.norm(out[wall], axis=1, keepdims=True)
+    return out.astype(np.float32), wall & (side != 0)
+
+
+def test_line_filters_respond_at_the_groove_orientation():
+    model = create_model("variation", line_orientations=8)
+    n, m = posed_part()
+    grooved, wall = _groove(n, m, 45.0, 4.0)
+    resid = np.degrees(grooved - n) * m[..., None]
+    sq = model._filtered_sq(resid.astype(np.float32), m)
+    lines = sq[len(model.scales_px):, wall].mean(axis=1)  # orientations 0, 22.5, 45, ...
+    assert int(np.argmax(lines)) == 2
+    assert lines[2] > 4 * lines[6]  # perpendicular to the groove: walls cancel
+
+
+def test_line_filters_find_a_faint_groove_in_noise():
+    rng = np.random.default_rng(5)
+    train = [posed_part(noise_deg=1.0, rng=rng) for _ in range(8)]
+    n, m = posed_part(noise_deg=1.0, rng=rng)
+    grooved, wall = _groove(n, m, 30.0, 2.5)
+    far = m & ~ndimage.binary_dilation(wall, iterations=6)
+    found = {}
+    for lines in (0, 8):
+        model = create_model("variation", line_orientations=lines)
+        model.fit(train, [])
+        s = model.score(grooved, m).score
+        found[lines] = (s[wall] > np.quantile(s[far], 0.999)).mean()
+    assert found[8] > found[0] + 0.1
+    assert found[8] > 0.6

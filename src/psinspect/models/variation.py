@@ -120,6 +120,18 @@ def _masked_gaussian(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.n
     return np.where(mask if values.ndim == 2 else mask[..., None], out, 0.0).astype(np.float32)
 
 
+def _line_kernel(angle_deg: float, along_px: float, across_px: float) -> np.ndarray:
+    """Normalised anisotropic Gaussian kernel elongated along image angle ``angle_deg``
+    (counter-clockwise from +column as seen; rows grow downward)."""
+    r = int(np.ceil(3 * max(along_px, across_px)))
+    v, u = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)  # row, column offsets
+    t = np.radians(angle_deg)
+    a = u * np.cos(t) - v * np.sin(t)  # along the line (rows grow downward)
+    b = u * np.sin(t) + v * np.cos(t)  # across
+    k = np.exp(-0.5 * ((a / along_px) ** 2 + (b / across_px) ** 2))
+    return (k / k.sum()).astype(np.float32)
+
+
 def _edge_weight(mask: np.ndarray, band_px: float) -> np.ndarray:
     """(H, W) float32 weight ramping from 0 on the outer ring of ``mask`` to 1 at ``band_px`` in."""
     if band_px <= 0:
@@ -165,6 +177,8 @@ class VariationModel(AnomalyModel):
     def __init__(
         self,
         scales_px: Sequence[float] = (0.7, 1.5, 3.0),
+        line_orientations: int = 8,
+        line_px: Sequence[float] = (2.5, 0.4),
         spread_floor_deg: float = 0.5,
         spread_smooth_px: float = 2.0,
         spread_max_px: float = 0.0,
@@ -195,6 +209,16 @@ class VariationModel(AnomalyModel):
                 "need 0 <= zero_confidence < min_confidence <= 1, got "
                 f"{zero_confidence} and {min_confidence}")
         self.scales_px = scales
+        if line_orientations < 0 or len(line_px) != 2 or min(line_px) <= 0:
+            raise PsinspectError("line_orientations must be >= 0 and line_px two sigmas > 0 "
+                                 f"(along, across), got {line_orientations} and {line_px}")
+        self.line_orientations = int(line_orientations)
+        self.line_px = [float(x) for x in line_px]
+        self._kernels = [
+            (_line_kernel(180.0 * i / self.line_orientations, *self.line_px),
+             180.0 * i / self.line_orientations)
+            for i in range(self.line_orientations)
+        ]
         self.spread_floor_deg = float(spread_floor_deg)
         self.spread_smooth_px = float(spread_smooth_px)
         self.spread_max_px = float(spread_max_px)
@@ -231,6 +255,8 @@ class VariationModel(AnomalyModel):
     def hyperparameters(self) -> dict[str, Any]:
         return {
             "scales_px": list(self.scales_px),
+            "line_orientations": self.line_orientations,
+            "line_px": list(self.line_px),
             "spread_floor_deg": self.spread_floor_deg,
             "spread_smooth_px": self.spread_smooth_px,
             "spread_max_px": self.spread_max_px,
@@ -267,10 +293,10 @@ class VariationModel(AnomalyModel):
         spread = np.asarray(arrays["spread_deg"], np.float32)
         mask = np.asarray(arrays["mask"]) > 0.5
         if (mean.ndim != 3 or mean.shape[2] != 3 or mask.shape != mean.shape[:2]
-                or spread.shape != (len(self.scales_px),) + mean.shape[:2]):
+                or spread.shape != (self._channels(),) + mean.shape[:2]):
             raise PsinspectError(
                 f"variation model weights have inconsistent shapes: mean {mean.shape}, "
-                f"spread_deg {spread.shape} (expected {len(self.scales_px)} scales), "
+                f"spread_deg {spread.shape} (expected {self._channels()} filters), "
                 f"mask {mask.shape}"
             )
         if not mask.any() or not np.isfinite(mean).all() or not (spread[:, mask] > 0).all():
@@ -326,14 +352,12 @@ class VariationModel(AnomalyModel):
         # spread per scale: rms of the smoothed residual, corrected by (k + 1) / (k - 1)
         k = np.maximum(count, 2).astype(np.float32)
         correction = np.where(tmask, (k + 1) / (k - 1) / k, 0.0).astype(np.float32)
-        spread = np.empty((len(self.scales_px),) + shape, np.float32)
+        spread = np.empty((self._channels(),) + shape, np.float32)
         sq = np.zeros_like(spread)
         for n, m in aligned:
             both = m & tmask
-            resid = self._residual(n, mean, both, None)
-            for j, s in enumerate(self.scales_px):
-                sq[j] += np.sum(_masked_gaussian(resid, both, s) ** 2, axis=2)
-        for j in range(len(self.scales_px)):
+            sq += self._filtered_sq(self._residual(n, mean, both, None), both)
+        for j in range(self._channels()):
             var = _masked_gaussian(sq[j] * correction, tmask, self.spread_smooth_px)
             if light_var is not None:
                 var = var + self.light_train_weight * light_var[j]
@@ -360,7 +384,8 @@ class VariationModel(AnomalyModel):
         return log
 
     def _light_variance(self, splits: np.ndarray, mask: np.ndarray,
-                        weight: np.ndarray | None) -> np.ndarray:
+                        weight: np.ndarray | None,
+                        den: list[np.ndarray] | None = None) -> np.ndarray:
         """(S, H, W) float32 deg^2: per scale, the mean squared length of the split differences
         (see :func:`light_split_differences`) treated like a residual (weighted, high-passed,
         averaged over the scale), pooled over ``spread_smooth_px``; zero outside ``mask``."""
@@ -368,12 +393,12 @@ class VariationModel(AnomalyModel):
         if d.ndim != 4 or d.shape[1:] != mask.shape + (3,):
             raise PsinspectError(
                 f"light_splits must be (P, H, W, 3) for a map of {mask.shape}, got {d.shape}")
-        var = np.zeros((len(self.scales_px),) + mask.shape, np.float32)
+        var = np.zeros((self._channels(),) + mask.shape, np.float32)
+        den = self._line_den(mask) if den is None else den
         for p in range(len(d)):
-            resid = self._residual(d[p], np.zeros_like(d[p]), mask, weight)
-            for j, s in enumerate(self.scales_px):
-                var[j] += np.sum(_masked_gaussian(resid, mask, s) ** 2, axis=2)
-        for j in range(len(self.scales_px)):
+            var += self._filtered_sq(self._residual(d[p], np.zeros_like(d[p]), mask, weight),
+                                     mask, den)
+        for j in range(self._channels()):
             var[j] = _masked_gaussian(var[j] / len(d), mask, self.spread_smooth_px)
         return var
 
@@ -391,7 +416,7 @@ class VariationModel(AnomalyModel):
                                  f"{len(maps)} training maps")
         if self.light_train_weight == 0:
             return None
-        total = np.zeros((len(self.scales_px),) + shape, np.float32)
+        total = np.zeros((self._channels(),) + shape, np.float32)
         count = np.zeros(shape, np.float32)
         for (_, m), reg, sp in zip(maps, regs, light_splits, strict=True):
             if sp is None:
@@ -404,6 +429,42 @@ class VariationModel(AnomalyModel):
         if not count.any():
             return None
         return (total / np.maximum(count, 1e-3)).astype(np.float32)
+
+    def _channels(self) -> int:
+        return len(self.scales_px) + self.line_orientations
+
+    def _box(self, mask: np.ndarray) -> tuple[slice, slice]:
+        """Bounding box of ``mask`` grown by the support of every filter (4 sigmas)."""
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            return slice(0, mask.shape[0]), slice(0, mask.shape[1])
+        pad = int(np.ceil(4 * max([*self.scales_px, *self.line_px, self.highpass_px,
+                                   self.spread_smooth_px, self.edge_band_px]))) + 2
+        return (slice(max(rows[0] - pad, 0), min(rows[-1] + pad + 1, mask.shape[0])),
+                slice(max(cols[0] - pad, 0), min(cols[-1] + pad + 1, mask.shape[1])))
+
+    def _line_den(self, mask: np.ndarray) -> list[np.ndarray]:
+        """Each line kernel applied to ``mask`` (the normalisation of :meth:`_filtered_sq`)."""
+        m = mask.astype(np.float32)
+        return [np.maximum(cv2.filter2D(m, -1, k), 1e-6) for k, _ in self._kernels]
+
+    def _filtered_sq(self, resid: np.ndarray, mask: np.ndarray,
+                     den: list[np.ndarray] | None = None) -> np.ndarray:
+        """(C, H, W) float32: squared length of the residual (H, W, 3) averaged by each filter:
+        one isotropic Gaussian per scale, then per line orientation the component across the
+        line (the tilt of a groove's or ridge's walls) averaged along it; zero outside mask."""
+        out = np.empty((self._channels(),) + mask.shape, np.float32)
+        for j, s in enumerate(self.scales_px):
+            out[j] = np.sum(_masked_gaussian(resid, mask, s) ** 2, axis=2)
+        if den is None:
+            den = self._line_den(mask)
+        for i, (k, ang) in enumerate(self._kernels):
+            t = np.radians(ang)
+            # the line runs along (cos t, sin t) in the camera frame (y up); across: (-sin, cos)
+            across = resid[..., 1] * np.float32(np.cos(t)) - resid[..., 0] * np.float32(np.sin(t))
+            num = cv2.filter2D(np.where(mask, across, 0.0).astype(np.float32), -1, k)
+            out[len(self.scales_px) + i] = np.where(mask, (num / den[i]) ** 2, 0.0)
+        return out
 
     def _residual(self, normals: np.ndarray, mean: np.ndarray, mask: np.ndarray,
                   weight: np.ndarray | None) -> np.ndarray:
@@ -533,16 +594,25 @@ class VariationModel(AnomalyModel):
                                      f"the normal map {shape}")
             weight = weight * np.clip((self.split_zero_deg - sd)
                                       / (self.split_zero_deg - self.split_full_deg), 0.0, 1.0)
-        resid = self._residual(n, mu, m, weight)
+        # the filters only need the object and a margin of their support around it
+        box = self._box(m)
+        mb, wb, sb = m[box], weight[box], spread[box]
+        resid = self._residual(n[box], mu[box], mb, wb)
+        den = self._line_den(mb)
         if light_splits is not None and self.light_test_weight > 0:
-            var = self._light_variance(light_splits, m, weight)
-            spread = np.sqrt(spread**2 + self.light_test_weight * np.moveaxis(var, 0, -1))
-        unreliable = m & (_edge_weight(m, self.edge_band_px) * weight < 0.5)
+            splits = np.asarray(light_splits, np.float32)
+            if splits.ndim != 4 or splits.shape[1:3] != shape:
+                raise PsinspectError(f"light_splits must be (P, H, W, 3) for a map of {shape}, "
+                                     f"got {splits.shape}")
+            var = self._light_variance(splits[:, box[0], box[1]], mb, wb, den)
+            sb = np.sqrt(sb**2 + self.light_test_weight * np.moveaxis(var, 0, -1))
+        unreliable = np.zeros(shape, bool)
+        unreliable[box] = mb & (_edge_weight(mb, self.edge_band_px) * wb < 0.5)
         score = np.zeros(shape, np.float32)
-        for j, s in enumerate(self.scales_px):
-            smoothed = _masked_gaussian(resid, m, s)
-            z = np.linalg.norm(smoothed, axis=2) / np.maximum(spread[..., j], 1e-6)
-            np.maximum(score, z, out=score)
+        sbox = score[box]  # a view: filled in place
+        for j, sq in enumerate(self._filtered_sq(resid, mb, den)):
+            z = np.sqrt(sq) / np.maximum(sb[..., j], 1e-6)
+            np.maximum(sbox, z, out=sbox)
         outside = m & ((dist > self.edge_tolerance_px) | ~covered)
         score = np.where(outside, np.maximum(score, self.outside_score), score)
         score = np.where(m, score, 0.0).astype(np.float32)
