@@ -163,6 +163,9 @@ class VariationModel(AnomalyModel):
     edge_tolerance_px: object pixels up to this far outside the template are compared with the
         nearest template pixel; farther ones are "extra material".
     outside_score: least score of extra-material pixels.
+    native_spread: estimate the spread by comparing each training map, in its own pixel grid,
+        with the template moved into it (as scoring does), rather than in the reference frame;
+        includes the template's resampling blur and registration errors at sharp creases.
     light_train_weight, light_test_weight: weights of the light-choice sensitivity (see
         :func:`light_split_differences`) of the training captures and of the test capture in the
         spread (added to the variance; 0 = ignored). Used only where the caller passes
@@ -195,6 +198,7 @@ class VariationModel(AnomalyModel):
         light_test_weight: float = 1.0,
         split_full_deg: float = 3.0,
         split_zero_deg: float = 8.0,
+        native_spread: bool = True,
     ) -> None:
         scales = [float(s) for s in scales_px]
         if not scales or min(scales) < 0:
@@ -241,6 +245,7 @@ class VariationModel(AnomalyModel):
                                  f"{split_zero_deg}")
         self.split_full_deg = float(split_full_deg)
         self.split_zero_deg = float(split_zero_deg)
+        self.native_spread = bool(native_spread)
         # learned state, in the reference frame
         self._mean: np.ndarray | None = None  # (H, W, 3) float32, zero outside the template
         self._spread: np.ndarray | None = None  # (S, H, W) float32 degrees, floor included
@@ -273,6 +278,7 @@ class VariationModel(AnomalyModel):
             "light_test_weight": self.light_test_weight,
             "split_full_deg": self.split_full_deg,
             "split_zero_deg": self.split_zero_deg,
+            "native_spread": self.native_spread,
         }
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -349,14 +355,35 @@ class VariationModel(AnomalyModel):
         mean, count, tmask = self._mean_direction(aligned)
         light_var = self._train_light_variance(options.get("light_splits"), maps, regs, shape)
 
-        # spread per scale: rms of the smoothed residual, corrected by (k + 1) / (k - 1)
-        k = np.maximum(count, 2).astype(np.float32)
-        correction = np.where(tmask, (k + 1) / (k - 1) / k, 0.0).astype(np.float32)
+        # spread per filter: rms of the filtered residual, corrected by (k + 1) / (k - 1)
         spread = np.empty((self._channels(),) + shape, np.float32)
         sq = np.zeros_like(spread)
-        for n, m in aligned:
-            both = m & tmask
-            sq += self._filtered_sq(self._residual(n, mean, both, None), both)
+        if self.native_spread:
+            # each training map is compared with the template moved into ITS frame, as a test
+            # map is in score(): the spread then includes the template's resampling blur and
+            # the registration error (sharp creases), not only the scatter of aligned maps
+            count = np.zeros(shape, np.float32)
+            dist, idx = ndimage.distance_transform_edt(~tmask, return_indices=True)
+            mean_ext = mean[idx[0], idx[1]]
+            for (n, m), reg in zip(maps, regs, strict=True):
+                inv = reg.transform.inverse_matrix()
+                mu, _ = warp_normals(mean_ext, np.ones(shape, bool), inv, shape)
+                both = m & (warp_image(tmask.astype(np.float32), inv, shape) > 0.5)
+                box = self._box(both)
+                part = np.zeros((self._channels(),) + shape, np.float32)
+                part[:, box[0], box[1]] = self._filtered_sq(
+                    self._residual(n[box], mu[box], both[box], None), both[box])
+                fwd = reg.transform.matrix()
+                sq += np.moveaxis(warp_image(np.moveaxis(part, 0, -1), fwd, shape)
+                                  .reshape(shape + (-1,)), -1, 0)
+                count += warp_image(both.astype(np.float32), fwd, shape)
+            count = np.rint(count)
+        else:
+            for n, m in aligned:
+                both = m & tmask
+                sq += self._filtered_sq(self._residual(n, mean, both, None), both)
+        k = np.maximum(count, 2).astype(np.float32)
+        correction = np.where(tmask, (k + 1) / (k - 1) / k, 0.0).astype(np.float32)
         for j in range(self._channels()):
             var = _masked_gaussian(sq[j] * correction, tmask, self.spread_smooth_px)
             if light_var is not None:
