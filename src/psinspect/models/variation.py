@@ -9,9 +9,14 @@ re-registers all of them to the mean of that first pass, and learns per pixel
 
 * the mean direction ``mu`` (normalised mean of the aligned normals: the von Mises-Fisher mean
   direction), and
-* for each smoothing scale ``s`` in ``scales_px``, the angular spread ``sigma_s``: the root mean
-  square length of the residual ``d = n - mu`` (in degrees; for small angles its length is the
-  angle between ``n`` and ``mu``) after a Gaussian average of ``d`` over ``s`` pixels. It is
+* for each filter (a Gaussian average over each scale ``s`` in ``scales_px``, and
+  ``line_orientations`` oriented line filters: the component of ``d`` across a line, averaged
+  along it over ``line_px``, a matched filter for cracks, scratches and ridges whose walls tilt
+  across them), the angular spread ``sigma_f``: the root mean square length of the filtered
+  residual ``d = n - mu`` (in degrees; for small angles its length is the angle between ``n``
+  and ``mu``). Each training map is compared, in its own pixel grid, with the template moved
+  into it (``native_spread``; exactly the comparison scoring makes, so the template's
+  resampling blur and registration errors at sharp creases are part of the spread). It is
   corrected by ``(k + 1) / (k - 1)`` for the ``k`` samples (the mean is fitted to them, the test
   map is not part of it), pooled over ``spread_smooth_px`` so that 8 samples give a stable
   estimate, and floored (in quadrature) by ``spread_floor_deg`` so that perfectly still pixels do
@@ -27,10 +32,19 @@ outer ``edge_band_px`` of the silhouette, where pixels mix object and background
 (minus its Gaussian average over ``highpass_px``: PS bias that varies slowly over the part, e.g.
 from a light set other than the training captures', is not a defect), averaged over each scale
 (averaging the residual VECTOR cancels uncorrelated PS noise while a defect's coherent tilt
-survives: a matched filter), and the score is ``max_s |d_s| / sigma_s``: a z-score, clean pixels
-are about 1. The smallest scale is the smallest defect (a crack's walls tilt opposite ways and
-cancel at larger scales), the larger ones catch shallow dents and bumps. Object pixels more than
+survives: a matched filter) and by each line filter, and the score is ``max_f |d_f| / sigma_f``:
+a z-score, clean pixels are about 1. The smallest scale is the smallest defect (a crack's
+walls tilt opposite ways and cancel at larger scales), the larger ones catch shallow dents and
+bumps. Object pixels more than
 ``edge_tolerance_px`` outside the template (extra material) score at least ``outside_score``.
+
+**Light-choice sensitivity** (optional, ``light_splits``): PS of one surface differs between light
+sets (shadows, highlights, non-Lambertian shading). :func:`light_split_differences` solves a
+capture on interleaved half light sets; the test capture's own half-set disagreement, filtered
+like the residual, is added to the spread (``light_test_weight``), and pixels whose halves
+disagree by more than ``split_full_deg``..``split_zero_deg`` are down-weighted and reported
+unreliable (PS breakdowns). The same for the training captures (``light_train_weight``) is
+available but off by default (it did not help in the benchmark).
 
 **Supported poses**: shifts up to ``max_shift_px`` and in-plane rotations up to
 ``max_rotation_deg`` relative to the first training capture; other poses and failed
