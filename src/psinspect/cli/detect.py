@@ -54,8 +54,11 @@ def detect_cmd(
                 inputs, out, bundle, threshold=threshold, solver=solver, force=force,
                 progress=advance)
         except PsinspectError as err:
-            # name the input being processed when the message does not already
-            if len(done) < len(inputs) and str(inputs[len(done)]) not in str(err):
+            # name the input being processed when the message does not already (option
+            # errors, "--threshold ...", are about no input)
+            msg = str(err)
+            if (len(done) < len(inputs) and str(inputs[len(done)]) not in msg
+                    and not msg.startswith("-")):
                 raise PsinspectError(f"{inputs[len(done)]}: {err}") from None
             raise
     for s in summary["inputs"]:
