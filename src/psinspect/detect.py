@@ -62,14 +62,20 @@ def score_map(
     *,
     tile: int = 768,
     overlap: int = 64,
+    light_splits: np.ndarray | None = None,
 ) -> ScoreResult:
     """Score one map at native resolution, tiled when larger than ``tile`` (see module doc).
 
     Models whose score depends on the whole map (e.g. registered templates) declare
-    ``tileable = False`` and are always run on the full map.
+    ``tileable = False`` and are always run on the full map. ``light_splits``: the capture's
+    half-light-set PS differences, for models that use them (``uses_light_splits``).
     """
     mask = np.asarray(mask, bool)
     h, w = mask.shape
+    if light_splits is not None and getattr(model, "uses_light_splits", False):
+        res = model.score(normals, mask, confidence, light_splits=light_splits)
+        res.score = np.where(mask, res.score, 0.0).astype(np.float32)
+        return res
     if not getattr(model, "tileable", True) or (h <= tile and w <= tile):
         res = model.score(normals, mask, confidence)
         res.score = np.where(mask, res.score, 0.0).astype(np.float32)
@@ -185,8 +191,10 @@ def detect_map(
     name: str = "map",
     confidence: np.ndarray | None = None,
     threshold: float | None = None,
+    light_splits: np.ndarray | None = None,
 ) -> Detection:
-    """Validate, score, threshold and judge one normal map with a loaded model."""
+    """Validate, score, threshold and judge one normal map with a loaded model
+    (``light_splits``: see :func:`score_map`)."""
     n, m = validate_normal_map(normals, mask, name=name)
     if confidence is not None:
         confidence = np.asarray(confidence, np.float32)
@@ -194,7 +202,7 @@ def detect_map(
             raise PsinspectError(f"{name}: confidence map must be finite and {m.shape}")
     ih = bundle.input_handling
     res = score_map(bundle.model, n, m, confidence, tile=int(ih["tile"]),
-                    overlap=int(ih["tile_overlap"]))
+                    overlap=int(ih["tile_overlap"]), light_splits=light_splits)
     if not np.isfinite(res.score).all():
         raise PsinspectError(f"{name}: the model produced non-finite scores")
     thr = bundle.threshold if threshold is None else float(threshold)
@@ -219,6 +227,7 @@ class InputMap:
     confidence: np.ndarray | None = None
     gt_mask: np.ndarray | None = None
     defects: list[dict[str, Any]] | None = None
+    light_splits: np.ndarray | None = None
 
 
 def _read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
@@ -241,8 +250,11 @@ def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     return None
 
 
-def load_input(path: str | os.PathLike[str], solver: str = "robust") -> InputMap:
-    """Read one detect input: ``.npy`` / ``.png`` normal map or a capture folder (PS first)."""
+def load_input(path: str | os.PathLike[str], solver: str = "robust",
+               light_splits: bool = False) -> InputMap:
+    """Read one detect input: ``.npy`` / ``.png`` normal map or a capture folder (PS first).
+    ``light_splits``: for a capture folder, also solve PS on half light sets
+    (:func:`psinspect.models.variation.light_split_differences`; None below 12 lights)."""
     p = Path(path)
     if p.is_file():
         n, m = load_normal_map(p)
@@ -266,8 +278,13 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust") -> InputMap
                 recs = json.loads((p / "defects.json").read_text())["defects"]
             except (ValueError, KeyError, OSError):
                 recs = None
+        splits = None
+        if light_splits:
+            from psinspect.models.variation import light_split_differences
+
+            splits = light_split_differences(cap.images, cap.lights, m, solver=solver)
         return InputMap(p.name, n, m, str(p), confidence=res.confidence, gt_mask=gt,
-                        defects=recs)
+                        defects=recs, light_splits=splits)
     raise PsinspectError(f"{p}: input not found (expected a .npy/.png normal map or a capture "
                          "folder)")
 
@@ -315,9 +332,11 @@ def write_detection_outputs(
             loaded_names.append(p.stem if p.is_file() else p.name)
         names = unique_names(loaded_names)
         for p, name in zip(paths, names, strict=True):
-            inp = load_input(p, solver=solver)
+            inp = load_input(p, solver=solver,
+                             light_splits=getattr(bundle.model, "uses_light_splits", False))
             det = detect_map(bundle, inp.normals, inp.mask, name=name,
-                             confidence=inp.confidence, threshold=threshold)
+                             confidence=inp.confidence, threshold=threshold,
+                             light_splits=inp.light_splits)
             save_npy(stage / f"{name}_score.npy", det.score.astype(np.float32))
             save_png(stage / f"{name}_heatmap.png", heatmap_rgb(det.score, inp.mask,
                                                                 det.threshold))

@@ -191,6 +191,12 @@ class VariationModel(AnomalyModel):
     #: the score depends on the whole map (registration), so never score it in tiles
     tileable = False
 
+    @property
+    def uses_light_splits(self) -> bool:
+        """Whether :meth:`score` uses a test capture's half-light-set differences (detect then
+        computes them for capture folders of >= 12 lights)."""
+        return self.light_test_weight > 0 or self.split_zero_deg > 0
+
     def __init__(
         self,
         scales_px: Sequence[float] = (0.7, 1.5, 3.0),
