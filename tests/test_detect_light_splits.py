@@ -10,8 +10,8 @@ import numpy as np
 
 from psinspect.capture import load_capture, write_capture
 from psinspect.detect import load_input, write_detection_outputs
-from psinspect.modelstore import load_model_dir
 from psinspect.models.variation import light_split_differences
+from psinspect.modelstore import load_model_dir
 from psinspect.render import default_lights, make_part, render_images
 from psinspect.stereo import run_photometric_stereo
 from psinspect.train import train_model
