@@ -1,6 +1,7 @@
 """Benchmark data for bench_detect.py: rendered parts + DiLiGenT objects -> one dataset folder.
 
-Train surfaces: clean rendered parts. Test surfaces (never in training): other clean rendered
+Train surfaces: clean rendered parts (disc, plate, casting, and free-form "organic" bodies,
+which are rendered for training only). Test surfaces (never in training): other clean rendered
 parts (defects implanted in their PS normals by the dataset builder), rendered parts with defects
 implanted in the height field before rendering (they reach the detector through PS), and the
 DiLiGenT objects ball/bear/cat (real captures, defects implanted in the PS normals).
@@ -17,6 +18,10 @@ SEED = 20240
 N_TRAIN_PARTS = 24
 N_TEST_CLEAN_PARTS = 8
 N_TEST_DEFECTIVE_PARTS = 8
+N_ORGANIC_TRAIN_PARTS = 16
+#: changes whenever the recipe above changes: a cached dataset with another stamp is rebuilt
+STAMP = (f"v3-{SEED}-{N_TRAIN_PARTS}-{N_TEST_CLEAN_PARTS}-{N_TEST_DEFECTIVE_PARTS}-"
+         f"organic{N_ORGANIC_TRAIN_PARTS}")
 
 
 def build(work: Path, progress=print) -> Path:
@@ -25,8 +30,11 @@ def build(work: Path, progress=print) -> Path:
     from psinspect.render import render_dataset
 
     ds = work / "dataset"
-    if (ds / "manifest.json").is_file():
+    stamp = work / "dataset.stamp"
+    if (ds / "manifest.json").is_file() and stamp.is_file() and stamp.read_text() == STAMP:
         return ds
+    if ds.exists():
+        shutil.rmtree(ds)
     caps = work / "captures"
     if caps.exists():
         shutil.rmtree(caps)
@@ -35,12 +43,16 @@ def build(work: Path, progress=print) -> Path:
                            seed=SEED)
     bad = render_dataset(tmp / "defective", N_TEST_DEFECTIVE_PARTS, defect_rate=1.0,
                          seed=SEED + 1)
+    organic = render_dataset(tmp / "organic", N_ORGANIC_TRAIN_PARTS, defect_rate=0.0,
+                             seed=SEED + 3, families=("organic",))
     caps.mkdir(parents=True)
     folders = []
     for p in clean:
         folders.append(Path(shutil.move(str(p), caps / f"c_{p.name}")))
     for p in bad:
         folders.append(Path(shutil.move(str(p), caps / f"d_{p.name}")))
+    for p in organic:
+        folders.append(Path(shutil.move(str(p), caps / f"o_{p.name}")))
     shutil.rmtree(tmp)
     holdout = [f.name for f in folders[N_TRAIN_PARTS:N_TRAIN_PARTS + N_TEST_CLEAN_PARTS]]
     real = []
@@ -52,4 +64,5 @@ def build(work: Path, progress=print) -> Path:
     build_dataset([*folders, *real], ds, holdout=holdout, seed=SEED, subsets=4,
                   skip_lights={"bearPNG": list(range(20))},
                   progress=lambda m: None)
+    stamp.write_text(STAMP)
     return ds

@@ -10,6 +10,7 @@ Same seed, same thread count -> same weights.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,10 +24,10 @@ OUT = ROOT / "src" / "psinspect" / "data" / "default_model"
 #: the default model's training recipe (arguments of psinspect.train.train_model)
 RECIPE: dict = {
     "model_name": "geo-seg",
-    "hyperparameters": {},
-    "epochs": 30,
+    "hyperparameters": {"steps_per_epoch": 50, "tta": 2},
+    "epochs": 40,
     "batch_size": 8,
-    "patience": 6,
+    "patience": 8,
 }
 SEED = 0
 
@@ -38,7 +39,8 @@ def main() -> None:
     args = ap.parse_args()
     from psinspect.train import train_model
 
-    ds = _bench_data.build(ROOT / "runs" / "bench_detect")
+    os.chdir(ROOT)  # the model's config records the dataset as runs/bench_detect/dataset
+    ds = _bench_data.build(Path("runs") / "bench_detect")
     t0 = time.perf_counter()
     cfg = train_model([ds], args.out, seed=SEED, force=True, threads=args.threads,
                       on_epoch=lambda e: print(f"epoch {e['epoch'] + 1}: val {e['val_loss']:.4f}"

@@ -169,7 +169,7 @@ class GeoSeg(TorchAnomalyModel):
                  residual_gain: float = 10.0, max_defects: int = 3, p_clean: float = 0.2,
                  p_generic: float = 0.2, min_angle: float = 2.0, min_confidence: float = 0.2,
                  dice_weight: float = 0.2, tilt_deg: float = 40.0, noise: float = 0.03,
-                 bend: float = 0.8, region_balance: float = 150.0, tta: int = 1,
+                 bend: float = 0.8, region_balance: float = 150.0, tta: int = 2,
                  scale_jitter: float = 0.0, **base: Any) -> None:
         self.channels = [int(c) for c in channels]
         self.decoder_convs = int(decoder_convs)
