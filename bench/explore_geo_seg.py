@@ -122,7 +122,8 @@ def markdown() -> str:
         "variant), so differences of a few hundredths may be noise; choosing among variants "
         "on these test surfaces favours the chosen one slightly. The default model is org2 "
         "with tta 2 (its weights are bit-identical to the org2 run). The previous default "
-        "(org1's recipe trained without the organic bodies) scored 0.914 / 0.669 / 0.845 in the previous run of the section above.", "",
+        "(org1's recipe trained without the organic bodies) scored 0.914 / 0.669 / 0.845 "
+        "in the previous run of the section above.", "",
         "| variant | change | tta 1 | tta 2 | train min | date |",
         "|---|---|---|---|---|---|", *rows, "<!-- explore:end -->"])
 
