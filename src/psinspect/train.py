@@ -7,6 +7,10 @@ and normal maps (``.npy`` / 8-bit ``.png``), all taken as good parts. In the sec
 deterministic share (every ``val_every``-th input after a seeded shuffle, at least one) is held
 out for validation and threshold calibration.
 
+Models that fit in seconds and declare ``cross_calibration`` (the variation model) instead learn
+from ALL good maps, and each map is scored for calibration by a copy fitted without it
+(:func:`cross_fitted`, 4 folds or more), so every good part counts twice.
+
 Thresholds are calibrated on the clean validation maps only: the per-pixel threshold is the
 ``1 - threshold_fpr`` quantile of their object-pixel scores (default FPR 0.1 %); the image
 (pass/fail) threshold is the largest image score (:func:`psinspect.detect.image_score`) among
@@ -164,16 +168,19 @@ def load_training_data(
 
 
 def calibrate(
-    model: AnomalyModel, val: Sequence[NormalSample], threshold_fpr: float
+    model: AnomalyModel, val: Sequence[NormalSample], threshold_fpr: float,
+    scorers: Sequence[AnomalyModel] | None = None,
 ) -> tuple[float, float, dict[str, Any]]:
-    """Per-pixel and image thresholds from clean validation maps (see the module docstring)."""
+    """Per-pixel and image thresholds from clean validation maps (see the module docstring).
+    ``scorers``: one model per map of ``val`` that scores it instead of ``model`` (cross
+    calibration: each map scored by a model fitted without it)."""
     from psinspect.detect import image_score, score_map
 
     if not 0.0 < threshold_fpr < 1.0:
         raise PsinspectError(f"--threshold-fpr must be in (0, 1), got {threshold_fpr}")
     pix, imgs = [], []
-    for n, m in val:
-        res = score_map(model, n, m)
+    for i, (n, m) in enumerate(val):
+        res = score_map(model if scorers is None else scorers[i], n, m)
         pix.append(res.score[m])
         imgs.append(image_score(res.score, m))
     scores = np.concatenate(pix).astype(np.float64)
@@ -191,6 +198,33 @@ def calibrate(
         "val_image_scores": [float(v) for v in imgs],
     }
     return thr, img_thr, stats
+
+
+def cross_folds(n: int, min_train: int = 4, folds: int = 4) -> int:
+    """Number of folds for cross calibration of ``n`` maps: at least ``folds`` (at most ``n``),
+    more where needed so that every fold leaves ``min_train`` maps to fit on."""
+    k = min(n, folds)
+    while k < n and n - -(-n // k) < min_train:
+        k += 1
+    return k
+
+
+def cross_fitted(model_name: str, hyperparameters: dict[str, Any],
+                 samples: Sequence[NormalSample], fit_args: dict[str, Any]
+                 ) -> list[AnomalyModel]:
+    """For each of ``samples``, a model of ``model_name`` fitted without it (map ``i`` is held
+    out in fold ``i % k``, :func:`cross_folds`); returns one model per sample (shared within a
+    fold)."""
+    k = cross_folds(len(samples))
+    models: list[AnomalyModel | None] = [None] * len(samples)
+    for f in range(k):
+        held = [i for i in range(len(samples)) if i % k == f]
+        sub = create_model(model_name, **hyperparameters)
+        sub.fit([s for i, s in enumerate(samples) if i % k != f], [samples[i] for i in held],
+                **fit_args)
+        for i in held:
+            models[i] = sub
+    return [m for m in models if m is not None]
 
 
 def _checkpoint_paths(out: Path) -> tuple[Path, Path]:
@@ -295,15 +329,30 @@ def train_model(
             on_epoch(entry)
 
     t0 = time.perf_counter()
-    log = model.fit(
-        data.train, data.val, epochs=args["epochs"], batch_size=args["batch_size"],
-        seed=args["seed"], patience=args["patience"], threads=threads,
-        on_epoch=checkpoint if model.trainable else None, resume=resume_state,
-    )
+    fit_args = {"epochs": args["epochs"], "batch_size": args["batch_size"], "seed": args["seed"],
+                "patience": args["patience"], "threads": threads}
+    scorers = None
+    if getattr(model, "cross_calibration", False):
+        # fit on every good part; calibrate on each part scored by a model fitted without it
+        data.train, data.val = data.train + data.val, data.train + data.val
+        data.train_names = data.train_names + data.val_names
+        log = model.fit(data.train, [], **fit_args)
+        if progress is not None:
+            progress("cross-fitting for calibration")
+        scorers = cross_fitted(args["model"], args["hyperparameters"], data.train, fit_args)
+        data.source["holdout_rule"] = (
+            f"cross calibration: all {len(data.train)} maps train the model; each is scored "
+            f"for the thresholds by a model fitted without it ({len(set(map(id, scorers)))} "
+            "folds)")
+    else:
+        log = model.fit(data.train, data.val, on_epoch=checkpoint if model.trainable else None,
+                        resume=resume_state, **fit_args)
     train_seconds = time.perf_counter() - t0
     if progress is not None:
         progress("calibrating thresholds on clean validation maps")
-    thr, img_thr, stats = calibrate(model, data.val, args["threshold_fpr"])
+    thr, img_thr, stats = calibrate(model, data.val, args["threshold_fpr"], scorers)
+    if scorers is not None:
+        stats["method"] = "clean maps, each scored by a model fitted without it"
     if args["threshold"] is not None:
         stats["calibrated_threshold"] = thr
         stats["override"] = "threshold set by --threshold"

@@ -190,6 +190,8 @@ class VariationModel(AnomalyModel):
     trainable = True
     #: the score depends on the whole map (registration), so never score it in tiles
     tileable = False
+    #: train.py fits on all good maps and calibrates on cross-fitted held-out scores
+    cross_calibration = True
 
     @property
     def uses_light_splits(self) -> bool:

@@ -1,0 +1,48 @@
+"""Cross calibration of the variation model (``psinspect train``): the template learns from every
+good part, and the thresholds come from scores of parts that the scoring model never saw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from _posed_part import posed_part
+
+from psinspect.detect import image_score
+from psinspect.modelstore import load_model_dir
+from psinspect.train import cross_fitted, cross_folds, load_training_data, train_model
+
+
+def test_fold_counts_leave_enough_maps_to_fit() -> None:
+    for n in range(5, 30):
+        k = cross_folds(n)
+        assert 4 <= k <= n
+        assert n - -(-n // k) >= 4  # the largest fold still leaves 4 maps to fit on
+    assert cross_folds(5) == 5 and cross_folds(8) == 4
+
+
+def test_variation_trains_on_all_parts_and_calibrates_on_held_out_scores(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    files = []
+    for i in range(6):
+        n, _ = posed_part(angle_deg=rng.uniform(-2, 2), shift=tuple(rng.uniform(-2, 2, 2)),
+                          noise_deg=1.0, rng=rng)
+        files.append(tmp_path / f"good{i}.npy")
+        np.save(files[-1], n)
+    cfg = train_model(files, tmp_path / "model", model_name="variation")
+    cal, tr = cfg["calibration"], cfg["training"]
+    assert tr["train_maps"] == 6 and cal["val_maps"] == 6 and len(cal["val_image_scores"]) == 6
+    assert "fitted without it" in cal["method"]
+    assert cfg["image_threshold"] == max(cal["val_image_scores"])
+
+    # the held-out scores are those of models fitted without the map, and they are higher
+    # than what the final model (which saw every map) gives the same maps
+    bundle = load_model_dir(tmp_path / "model")
+    data = load_training_data(files)  # the order train_model used
+    samples = data.train + data.val
+    scorers = cross_fitted("variation", {}, samples, {"seed": 0})
+    held = [image_score(s.score(n, m).score, m) for s, (n, m) in zip(scorers, samples,
+                                                                      strict=True)]
+    np.testing.assert_allclose(held, cal["val_image_scores"], rtol=1e-4)
+    seen = [image_score(bundle.model.score(n, m).score, m) for n, m in samples]
+    assert np.mean(held) > 1.1 * np.mean(seen)
