@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from psinspect.fileio import atomic_write_bytes, staged_output_dir
+from psinspect.fileio import atomic_write_bytes, remove_stale_temporaries, staged_output_dir
 
 
 def _dead_pid() -> int:
@@ -37,10 +37,26 @@ def test_stale_staging_and_temp_files_are_removed(tmp_path: Path) -> None:
     unrelated = tmp_path / ".f.json.notes"
     for f in (stale_tmp, live_tmp, unrelated):
         f.write_bytes(b"partial")
-    atomic_write_bytes(tmp_path / "f.json", b"{}")
-    assert (tmp_path / "f.json").read_bytes() == b"{}"
+    atomic_write_bytes(tmp_path / "f.json", b"{}")  # a plain write does not scan the folder
+    assert (tmp_path / "f.json").read_bytes() == b"{}" and stale_tmp.exists()
+    # every name: the other output's dead staging folder goes too, live ones stay
+    assert set(remove_stale_temporaries(tmp_path)) == {stale_tmp, other}
+    assert live_stage.is_dir()
     assert not stale_tmp.exists()
     assert live_tmp.exists() and unrelated.exists()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".f.json.")
                  and p.name.endswith(".tmp") and p != live_tmp]
     assert leftovers == []
+
+
+def test_saving_a_model_dir_removes_a_killed_writers_temp_files(tmp_path: Path) -> None:
+    from psinspect.models import create_model
+    from psinspect.modelstore import load_model_dir, save_model_dir
+
+    out = tmp_path / "model"
+    save_model_dir(out, create_model("geometric"), threshold=1.0, image_threshold=2.0)
+    stale = out / f".config.json.{_dead_pid()}-abc.tmp"
+    stale.write_bytes(b"{")
+    save_model_dir(out, create_model("geometric"), threshold=1.5, image_threshold=2.0)
+    assert not stale.exists()
+    assert load_model_dir(out).threshold == 1.5

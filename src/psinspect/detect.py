@@ -72,12 +72,10 @@ def score_map(
     """
     mask = np.asarray(mask, bool)
     h, w = mask.shape
-    if light_splits is not None and getattr(model, "uses_light_splits", False):
-        res = model.score(normals, mask, confidence, light_splits=light_splits)
-        res.score = np.where(mask, res.score, 0.0).astype(np.float32)
-        return res
-    if not getattr(model, "tileable", True) or (h <= tile and w <= tile):
-        res = model.score(normals, mask, confidence)
+    extra = ({"light_splits": light_splits}
+             if light_splits is not None and getattr(model, "uses_light_splits", False) else {})
+    if extra or not getattr(model, "tileable", True) or (h <= tile and w <= tile):
+        res = model.score(normals, mask, confidence, **extra)
         res.score = np.where(mask, res.score, 0.0).astype(np.float32)
         return res
     score = np.zeros((h, w), np.float32)

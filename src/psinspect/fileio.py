@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,27 +33,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: Path, name: str) -> list[Path]:
-    """Remove the leftovers of writers of ``folder/name`` that were killed (SIGKILL, power
-    loss) before they could clean up: hidden ``.NAME.<pid>-*.tmp`` files of
-    :func:`atomic_write_bytes` and ``.NAME.staging-<pid>-*`` folders of
+#: hidden temporaries: ``.NAME.<pid>-XXXX.tmp`` (atomic writes), ``.NAME.staging-<pid>-XXXX``
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?:staging-(?P<spid>\d+)-[^.]*|(?P<tpid>\d+)-[^.]*\.tmp)")
+
+
+def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove the leftovers of writers of ``folder/name`` (every name when None) that were
+    killed (SIGKILL, power loss) before they could clean up: hidden ``.NAME.<pid>-*.tmp`` files
+    of :func:`atomic_write_bytes` and ``.NAME.staging-<pid>-*`` folders of
     :func:`staged_output_dir` whose process ``<pid>`` no longer runs on this machine. A live
-    writer's files are never touched. Returns what was removed."""
+    writer's files are never touched. Called before staging and where files are rewritten in
+    place (model and checkpoint folders), not on every write. Returns what was removed."""
     removed = []
     try:
         entries = list(folder.iterdir())
     except OSError:
         return removed
     for entry in entries:
-        rest = entry.name.removeprefix(f".{name}.")
-        if rest == entry.name:
+        hit = _TEMPORARY.fullmatch(entry.name)
+        if hit is None or (name is not None and hit["name"] != name):
             continue
-        if rest.startswith("staging-"):
-            rest = rest.removeprefix("staging-")
-        elif not rest.endswith(".tmp"):
-            continue
-        pid = rest.partition("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+        pid = int(hit["spid"] or hit["tpid"])
+        if pid == os.getpid() or _pid_alive(pid):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -65,10 +67,9 @@ def remove_stale_temporaries(folder: Path, name: str) -> list[Path]:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file in the same folder plus ``os.replace``
-    (the temp file ``.NAME.<pid>-*.tmp``; those of killed writers are removed first)."""
+    (the temp file ``.NAME.<pid>-*.tmp``, see :func:`remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
                                dir=path.parent)
     try:

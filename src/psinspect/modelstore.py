@@ -31,7 +31,7 @@ import numpy as np
 
 from psinspect import __version__
 from psinspect.errors import PsinspectError
-from psinspect.fileio import atomic_write_bytes, save_json
+from psinspect.fileio import atomic_write_bytes, remove_stale_temporaries, save_json
 from psinspect.models import AnomalyModel, create_model
 
 MODEL_FORMAT = "psinspect-model"
@@ -113,6 +113,7 @@ def save_model_dir(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = weights_bytes(model.state_arrays(), {"model": model.name})
+    remove_stale_temporaries(out)  # the files below are rewritten in place
     atomic_write_bytes(out / WEIGHTS_FILE, data)
     save_json(out / LOG_FILE, log or [])
     config = {

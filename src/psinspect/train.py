@@ -39,7 +39,12 @@ from typing import Any
 import numpy as np
 
 from psinspect.errors import PsinspectError
-from psinspect.fileio import atomic_write_bytes, check_output_dir, save_json
+from psinspect.fileio import (
+    atomic_write_bytes,
+    check_output_dir,
+    remove_stale_temporaries,
+    save_json,
+)
 from psinspect.models import AnomalyModel, NormalSample, create_model
 from psinspect.modelstore import parse_weights, save_model_dir, weights_bytes
 from psinspect.normalmap import load_normal_map, validate_normal_map
@@ -240,6 +245,7 @@ def _write_checkpoint(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, 
     data = weights_bytes(arrays)
     digest = hashlib.sha256(data).hexdigest()
     wname = f"state-{digest[:16]}.safetensors"
+    remove_stale_temporaries(d)
     atomic_write_bytes(d / wname, data)
     save_json(jpath, {**meta, "weights_file": wname, "weights_sha256": digest})
     for old in d.glob("state-*.safetensors"):
@@ -342,8 +348,8 @@ def train_model(
         scorers = cross_fitted(args["model"], args["hyperparameters"], data.train, fit_args)
         data.source["holdout_rule"] = (
             f"cross calibration: all {len(data.train)} maps train the model; each is scored "
-            f"for the thresholds by a model fitted without it ({len(set(map(id, scorers)))} "
-            "folds)")
+            f"for the thresholds by a model fitted without it "
+            f"({cross_folds(len(data.train))} folds)")
     else:
         log = model.fit(data.train, data.val, on_epoch=checkpoint if model.trainable else None,
                         resume=resume_state, **fit_args)
