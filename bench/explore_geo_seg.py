@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_data  # noqa: E402
 from _markdown import write_section  # noqa: E402
-from bench_detect import evaluate_model  # noqa: E402
+from bench_detect import detect_throughput, evaluate_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
@@ -34,6 +35,8 @@ SEED = 0
 #: variant -> (train_model arguments on top of the base schedule, what it tests)
 BASE = {"model_name": "geo-seg", "batch_size": 8}
 OLD = {"geo_scales": [2.5, 8.0], "channels": [8, 16, 32, 64], "tta": 1}
+LINES = {"line_orientations": 8, "line_px": [2.5, 0.5], "line_context_px": 16.0,
+         "line_floor": 0.005}
 VARIANTS: dict[str, tuple[dict, str]] = {
     "org1": ({"epochs": 30, "patience": 6, "hyperparameters": {**OLD, "steps_per_epoch": 40}},
              "the previous default recipe (1200 steps), organic training parts added"),
@@ -52,6 +55,13 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "org2-seed1": ({"seed": 1, "epochs": 40, "patience": 8, "hyperparameters": {
         **OLD, "steps_per_epoch": 50}},
         "org2 with training seed 1 instead of 0 (run-to-run noise)"),
+    "lines": ({"epochs": 40, "patience": 8, "hyperparameters": {
+        **OLD, "steps_per_epoch": 50, **LINES}},
+        "org2 + thin-line cue (8 oriented line filters on the fine residual: max response, "
+        "and it over the local RMS of all responses)"),
+    "lines-seed1": ({"seed": 1, "epochs": 40, "patience": 8, "hyperparameters": {
+        **OLD, "steps_per_epoch": 50, **LINES}},
+        "lines with training seed 1"),
 }
 
 
@@ -81,12 +91,14 @@ def main() -> None:
     out = ROOT / "runs" / "explore" / args.variant
     recipe = {**BASE, **VARIANTS[args.variant][0]}
     seed = recipe.pop("seed", SEED)
+    load_start = os.getloadavg()[0]
     t0 = time.perf_counter()
     train_model([ds], out / "model", seed=seed, force=True, threads=args.threads,
                 on_epoch=lambda e: print(f"epoch {e['epoch'] + 1}: val {e['val_loss']:.4f}",
                                          flush=True), **recipe)
     results = {"variant": args.variant, "recipe": recipe, "seed": seed,
                "train_seconds": time.perf_counter() - t0,
+               "load_avg_1min": [load_start, os.getloadavg()[0]],
                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": f"2-core CPU, no GPU ({platform.machine()}), {args.threads} threads"}
     for tta in (1, 2):
@@ -98,6 +110,9 @@ def main() -> None:
         p = r["pooled"]
         print(f"{args.variant} tta {tta}: pixel AUROC {p['pixel_auroc']:.4f} AUPRO "
               f"{p['aupro']:.4f} image AUROC {p['image_auroc']:.3f}", flush=True)
+        if tta == 2:
+            results["maps_per_s_tta2"] = detect_throughput(bundle, ds, args.threads)
+            print(f"detect at tta 2: {results['maps_per_s_tta2']:.1f} maps/s", flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
 
 

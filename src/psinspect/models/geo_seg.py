@@ -15,7 +15,9 @@ Input channels (:meth:`GeoSeg.features`), all independent of the surface's orien
 or curved object looks like a flat one, so real objects unlike the training parts are not
 out of distribution): per scale the normal in the tangent frame of that scale's fit (2 each),
 the fine fit in the frame of the coarse one (local curvature), the local RMS of the fine
-residual (texture / noise level) and the object mask.
+residual (texture / noise level), optionally a thin-line cue (``line_orientations`` > 0, off by
+default: :func:`line_cue`, oriented line filters on the fine residual, two channels) and the
+object mask.
 
 Training needs only clean maps. Each example: a clean map, randomly rotated/flipped
 (vector-correct) and, with ``scale_jitter`` > 0, half the time resampled by a random factor in
@@ -156,6 +158,55 @@ def generic_height_anomaly(shape_hw: tuple[int, int], mask: np.ndarray,
     return (field * (target / slope)).astype(np.float32)
 
 
+def line_kernel(angle_deg: float, along_px: float, across_px: float) -> np.ndarray:
+    """Normalised anisotropic Gaussian (2r+1, 2r+1) float32, elongated along image angle
+    ``angle_deg`` (counter-clockwise from +column as seen, i.e. the camera-frame direction
+    ``(cos t, sin t)`` with y up; rows grow downward), truncated at ``r = ceil(2 * along_px)``
+    (at most 11 x 11 for ``along_px`` <= 2.5, where OpenCV filters directly, not by DFT)."""
+    r = max(1, int(np.ceil(2.0 * max(along_px, across_px))))
+    v, u = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)  # row, column offsets
+    t = np.radians(angle_deg)
+    a = u * np.cos(t) - v * np.sin(t)  # along the line
+    b = u * np.sin(t) + v * np.cos(t)  # across
+    k = np.exp(-0.5 * ((a / along_px) ** 2 + (b / across_px) ** 2))
+    return (k / k.sum()).astype(np.float32)
+
+
+def line_cue(u: np.ndarray, v: np.ndarray, mask: np.ndarray, kernels: Sequence[np.ndarray],
+             context_px: float, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Thin-line cue from a tangent residual field: ``(strength, isolation)``, (H, W) float32
+    each, zero outside ``mask``.
+
+    ``u, v`` (H, W): residual components in the camera frame (x right, y up), e.g. from
+    :func:`tangent_components`. ``kernels``: ``K`` line kernels at the angles ``180 i / K``
+    degrees (:func:`line_kernel`). Per orientation the component of the residual ACROSS the
+    line (the tilt of a groove's, ridge's or crack's walls) is averaged ALONG it (a matched
+    filter; zero outside the mask, not renormalised at the silhouette). ``strength`` = max over
+    orientations of |response|; ``isolation`` = strength / (local RMS of all orientations'
+    responses, Gaussian-averaged over ``context_px`` inside the mask, + ``floor``), clipped to
+    [0, 10]: high for an isolated line, lower in a field of parallel texture streaks. Both are
+    invariant to the map's orientation when ``K`` is even (the angle set is closed under
+    quarter turns and mirrors)."""
+    k_n = len(kernels)
+    uu = np.where(mask, u, 0.0).astype(np.float32)
+    vv = np.where(mask, v, 0.0).astype(np.float32)
+    best = np.zeros(mask.shape, np.float32)
+    energy = np.zeros(mask.shape, np.float32)
+    for i, k in enumerate(kernels):
+        t = np.pi * i / k_n
+        across = vv * np.float32(np.cos(t)) - uu * np.float32(np.sin(t))
+        r = cv2.filter2D(across, -1, k, borderType=cv2.BORDER_CONSTANT)
+        r *= r
+        np.maximum(best, r, out=best)
+        energy += r
+    strength = np.sqrt(best)
+    ctx = np.sqrt(np.maximum(masked_blur(energy / k_n, mask, context_px), 0.0))
+    isolation = np.clip(strength / (ctx + floor), 0.0, 10.0)
+    strength[~mask] = 0.0
+    isolation[~mask] = 0.0
+    return strength, isolation.astype(np.float32)
+
+
 @register
 class GeoSeg(TorchAnomalyModel):
     """Segmentation U-Net on [normals, mask, residuals to robust local fits], trained on clean
@@ -170,7 +221,9 @@ class GeoSeg(TorchAnomalyModel):
                  p_generic: float = 0.2, min_angle: float = 2.0, min_confidence: float = 0.2,
                  dice_weight: float = 0.2, tilt_deg: float = 40.0, noise: float = 0.03,
                  bend: float = 0.8, region_balance: float = 150.0, tta: int = 2,
-                 scale_jitter: float = 0.0, **base: Any) -> None:
+                 scale_jitter: float = 0.0, line_orientations: int = 0,
+                 line_px: Sequence[float] = (2.5, 0.5), line_context_px: float = 16.0,
+                 line_floor: float = 0.005, **base: Any) -> None:
         self.channels = [int(c) for c in channels]
         self.decoder_convs = int(decoder_convs)
         self.norm = str(norm)
@@ -191,6 +244,19 @@ class GeoSeg(TorchAnomalyModel):
             raise ValueError(f"tta must be 1, 2, 4 or 8, got {tta}")
         self.tta = int(tta)
         self.scale_jitter = float(scale_jitter)
+        # optional thin-line cue (0 = off, the bundled model's setting); an even count keeps the
+        # angle set closed under quarter turns and mirrors (orientation invariance)
+        if int(line_orientations) < 0 or int(line_orientations) % 2:
+            raise ValueError(f"line_orientations must be 0 (off) or even, got {line_orientations}")
+        if len(line_px) != 2 or min(line_px) <= 0 or line_context_px <= 0 or line_floor <= 0:
+            raise ValueError("line_px must be two sigmas > 0 (along, across) and line_context_px, "
+                             f"line_floor > 0, got {line_px}, {line_context_px}, {line_floor}")
+        self.line_orientations = int(line_orientations)
+        self.line_px = [float(x) for x in line_px]
+        self.line_context_px = float(line_context_px)
+        self.line_floor = float(line_floor)
+        self._line_kernels = [line_kernel(180.0 * i / self.line_orientations, *self.line_px)
+                              for i in range(self.line_orientations)]
         super().__init__(**base)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -204,12 +270,16 @@ class GeoSeg(TorchAnomalyModel):
             "tilt_deg": self.tilt_deg, "noise": self.noise, "bend": self.bend,
             "region_balance": self.region_balance, "tta": self.tta,
             "scale_jitter": self.scale_jitter,
+            **({"line_orientations": self.line_orientations, "line_px": self.line_px,
+                "line_context_px": self.line_context_px, "line_floor": self.line_floor}
+               if self.line_orientations else {}),
             **self.base_hyperparameters(),
         }
 
     @property
     def in_channels(self) -> int:
-        return 2 + 2 * len(self.geo_scales) + (2 if len(self.geo_scales) > 1 else 0)
+        return (2 + 2 * len(self.geo_scales) + (2 if len(self.geo_scales) > 1 else 0)
+                + (2 if self.line_orientations else 0))
 
     def build_net(self) -> nn.Module:
         return UNet(self.in_channels, 1, self.channels, decoder_convs=self.decoder_convs,
@@ -223,7 +293,9 @@ class GeoSeg(TorchAnomalyModel):
         like a flat one): per scale, the normal's two components in the tangent frame of that
         scale's fitted reference (times ``residual_gain``); the finest reference expressed in
         the tangent frame of the coarsest (local curvature at the scale gap); the local RMS of
-        the finest residual over ``3 * coarsest scale`` (texture / noise level); the mask.
+        the finest residual over ``3 * coarsest scale`` (texture / noise level); with
+        ``line_orientations`` > 0 the thin-line cue of the finest residual (:func:`line_cue`:
+        line strength times ``residual_gain``, and its isolation); the mask.
         """
         mask = np.asarray(mask, bool)
         chans = []
@@ -239,6 +311,11 @@ class GeoSeg(TorchAnomalyModel):
         else:
             energy = masked_blur(fine, mask, 3.0 * self.geo_scales[0])
         chans.append(np.sqrt(np.maximum(energy, 0.0)))
+        if self.line_orientations:
+            u, v = tangent_components(normals, refs[0])
+            strength, isolation = line_cue(u, v, mask, self._line_kernels,
+                                           self.line_context_px, self.line_floor)
+            chans += [strength * g, isolation]
         chans.append(mask.astype(np.float32))
         x = np.stack(chans).astype(np.float32)
         x[:, ~mask] = 0.0

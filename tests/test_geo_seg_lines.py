@@ -1,0 +1,102 @@
+"""geo-seg's optional thin-line cue (``line_orientations``): off by default (the bundled model's
+channels unchanged), its channels turn with the map, it finds an isolated line, and the full
+test-time augmentation stays exactly equivariant with it on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from psinspect.defects import implant_defects
+from psinspect.errors import PsinspectError
+from psinspect.models import create_model
+from psinspect.models.geo_seg import line_cue, line_kernel
+from psinspect.normalmap import flip, normals_from_height, rotate90
+
+TINY = {"channels": [4, 8], "patch": 32, "steps_per_epoch": 2, "val_patches": 1}
+
+
+def bumpy_map(size: int = 72, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A curved, irregular (not symmetric) surface with a scratch and a dent, on a mask that
+    is not symmetric either."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    c = (size - 1) / 2
+    mask = ((xx - c) / 30) ** 2 + ((yy - c - 3) / 24) ** 2 < 1.0
+    z = 0.004 * (xx - 20) ** 2 + 0.002 * (yy - 10) * (xx - 40) + rng.normal(0, 0.05, xx.shape)
+    n = normals_from_height(z.astype(np.float32), mask)
+    n, _, _ = implant_defects(n, mask, rng, count=2, types=["scratch", "dent"], severity="low")
+    return n, mask
+
+
+def test_line_cue_is_off_by_default_and_adds_two_channels() -> None:
+    n, m = bumpy_map()
+    plain = create_model("geo-seg", **TINY)
+    lines = create_model("geo-seg", line_orientations=8, **TINY)
+    assert "line_orientations" not in plain.hyperparameters()  # bundled configs unchanged
+    assert lines.in_channels == plain.in_channels + 2
+    x0, _ = plain.features(n, m)
+    x1, _ = lines.features(n, m)
+    assert x0.shape[0] == plain.in_channels and x1.shape[0] == lines.in_channels
+    np.testing.assert_array_equal(x1[:x0.shape[0] - 1], x0[:-1])  # same channels, cue before mask
+    np.testing.assert_array_equal(x1[-1], x0[-1])
+    assert (x1[-3:-1][:, ~m] == 0).all() and x1[-3:-1][:, m].max() > 0
+    clone = create_model("geo-seg", **lines.hyperparameters())
+    assert clone.in_channels == lines.in_channels
+    for bad in (3, -2):
+        with pytest.raises(PsinspectError, match="line_orientations must be 0"):
+            create_model("geo-seg", line_orientations=bad)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_line_channels_turn_with_the_map(k: int) -> None:
+    n, m = bumpy_map(seed=k)
+    model = create_model("geo-seg", line_orientations=8, **TINY)
+    cue = model.features(n, m)[0][-3:-1]
+    scale = float(np.abs(cue).max())
+    rot = model.features(rotate90(n, k), np.ascontiguousarray(np.rot90(m, k)))[0][-3:-1]
+    np.testing.assert_allclose(rot, np.rot90(cue, k, axes=(1, 2)), atol=1e-4 * scale)
+    mir = model.features(flip(n, "lr"), np.ascontiguousarray(m[:, ::-1]))[0][-3:-1]
+    np.testing.assert_allclose(mir, cue[:, :, ::-1], atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 67.5, 100.0, 145.0])
+def test_line_cue_finds_an_isolated_groove_among_parallel_streaks(angle: float) -> None:
+    """A groove (walls tilted ~3 deg) on a plane scores a high strength at any angle; a field
+    of parallel streaks of the same wall tilt scores the same strength but a lower isolation."""
+    size = 96
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    t = np.radians(angle)
+    # signed distance across a line through the centre running along (cos t, sin t), y up
+    across = -(xx - 47.5) * np.sin(t) + (-(yy - 47.5)) * np.cos(t)
+    m = np.ones((size, size), bool)
+    groove = -0.1 * np.exp(-0.5 * (across / 1.2) ** 2)
+    # as steep as the groove's walls (peak slope 0.1 / 1.2 * exp(-1/2) ~ 0.05, ~3 deg)
+    streaks = -0.05 * 6.0 / (2 * np.pi) * np.cos(2 * np.pi * across / 6.0)
+    kernels = [line_kernel(180.0 * i / 8, 2.5, 0.5) for i in range(8)]
+
+    def cue(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nz = normals_from_height(z.astype(np.float32), m)
+        return line_cue(nz[..., 0], nz[..., 1], m, kernels, 16.0, 0.005)
+
+    s_g, iso_g = cue(groove)
+    s_s, iso_s = cue(streaks)
+    inner = np.zeros_like(m)
+    inner[16:-16, 16:-16] = True
+    on_line = inner & (np.abs(np.abs(across) - 1.2) < 0.5)  # the groove's walls
+    off_line = inner & (np.abs(across) > 8)
+    assert s_g[on_line].mean() > 10 * s_g[off_line].mean()
+    assert np.median(s_g[on_line]) > 0.8 * np.percentile(s_s[inner], 90)
+    # the streaks are as steep as the groove's walls but form a field: lower isolation
+    assert np.median(iso_g[on_line]) > 1.5 * np.percentile(iso_s[inner], 90)
+
+
+def test_full_test_time_augmentation_stays_equivariant_with_the_line_cue() -> None:
+    n, m = bumpy_map(64, seed=5)
+    full = create_model("geo-seg", tta=8, line_orientations=8, **TINY)
+    s = full.score(n, m).score
+    s_rot = full.score(rotate90(n, 1), np.rot90(m, 1).copy()).score
+    s_mir = full.score(flip(n, "lr"), m[:, ::-1].copy()).score
+    scale = float(s.max())
+    assert np.abs(np.rot90(s, 1) - s_rot).max() < 1e-3 * scale
+    assert np.abs(s[:, ::-1] - s_mir).max() < 1e-3 * scale
