@@ -48,10 +48,10 @@ def test_line_cue_is_off_by_default_and_adds_two_channels() -> None:
             create_model("geo-seg", line_orientations=bad)
 
 
-@pytest.mark.parametrize("k", [1, 2, 3])
-def test_line_channels_turn_with_the_map(k: int) -> None:
+@pytest.mark.parametrize(("k", "inhibition"), [(1, 0.0), (2, 0.0), (3, 0.0), (1, 2.0)])
+def test_line_channels_turn_with_the_map(k: int, inhibition: float) -> None:
     n, m = bumpy_map(seed=k)
-    model = create_model("geo-seg", line_orientations=8, **TINY)
+    model = create_model("geo-seg", line_orientations=8, line_inhibition=inhibition, **TINY)
     cue = model.features(n, m)[0][-3:-1]
     scale = float(np.abs(cue).max())
     rot = model.features(rotate90(n, k), np.ascontiguousarray(np.rot90(m, k)))[0][-3:-1]
@@ -89,6 +89,18 @@ def test_line_cue_finds_an_isolated_groove_among_parallel_streaks(angle: float) 
     assert np.median(s_g[on_line]) > 0.8 * np.percentile(s_s[inner], 90)
     # the streaks are as steep as the groove's walls but form a field: lower isolation
     assert np.median(iso_g[on_line]) > 1.5 * np.percentile(iso_s[inner], 90)
+    # lateral inhibition: the groove keeps a clear excess over its surroundings, the streaks
+    # (and weak noise) hardly any
+    nz_g = normals_from_height(groove.astype(np.float32), m)
+    nz_s = normals_from_height(streaks.astype(np.float32), m)
+    _, ex_g = line_cue(nz_g[..., 0], nz_g[..., 1], m, kernels, 16.0, 0.005, inhibition=2.0)
+    _, ex_s = line_cue(nz_s[..., 0], nz_s[..., 1], m, kernels, 16.0, 0.005, inhibition=2.0)
+    assert np.median(ex_g[on_line]) > 0.5 * np.median(s_g[on_line])
+    assert np.median(ex_g[on_line]) > 1.5 * np.percentile(ex_s[inner], 90)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 0.003, (2, size, size)).astype(np.float32)
+    _, ex_n = line_cue(noise[0], noise[1], m, kernels, 16.0, 0.005, inhibition=2.0)
+    assert np.percentile(ex_n[inner], 99) < 0.1 * np.median(ex_g[on_line])
 
 
 def test_full_test_time_augmentation_stays_equivariant_with_the_line_cue() -> None:

@@ -186,7 +186,8 @@ def masked_box_blur(values: np.ndarray, mask: np.ndarray, sigma: float, passes: 
 
 
 def line_cue(u: np.ndarray, v: np.ndarray, mask: np.ndarray, kernels: Sequence[np.ndarray],
-             context_px: float, floor: float) -> tuple[np.ndarray, np.ndarray]:
+             context_px: float, floor: float, inhibition: float = 0.0
+             ) -> tuple[np.ndarray, np.ndarray]:
     """Thin-line cue from a tangent residual field: ``(strength, isolation)``, (H, W) float32
     each, zero outside ``mask``.
 
@@ -198,9 +199,11 @@ def line_cue(u: np.ndarray, v: np.ndarray, mask: np.ndarray, kernels: Sequence[n
     orientations of |response|; ``isolation`` = strength / (local RMS of all orientations'
     responses, averaged over ``context_px`` inside the mask by :func:`masked_box_blur`,
     + ``floor``), clipped to [0, 10]: high for an isolated line, lower in a field of parallel
-    texture streaks. Both are
-    invariant to the map's orientation when ``K`` is even (the angle set is closed under
-    quarter turns and mirrors)."""
+    texture streaks. With ``inhibition`` > 0 the second output is instead the line's excess
+    over its surroundings, ``max(strength - inhibition * local RMS, 0)`` (lateral inhibition,
+    in the units of ``strength``: unlike the scale-free ratio, weak PS noise gives a weak
+    value). Both outputs are invariant to the map's orientation when ``K`` is even (the angle
+    set is closed under quarter turns and mirrors)."""
     k_n = len(kernels)
     uu = np.where(mask, u, 0.0).astype(np.float32)
     vv = np.where(mask, v, 0.0).astype(np.float32)
@@ -219,7 +222,10 @@ def line_cue(u: np.ndarray, v: np.ndarray, mask: np.ndarray, kernels: Sequence[n
         energy += r
     strength = np.sqrt(best)
     ctx = np.sqrt(np.maximum(masked_box_blur(energy / k_n, mask, context_px), 0.0))
-    isolation = np.clip(strength / (ctx + floor), 0.0, 10.0)
+    if inhibition > 0:
+        isolation = np.maximum(strength - np.float32(inhibition) * ctx, 0.0)
+    else:
+        isolation = np.clip(strength / (ctx + floor), 0.0, 10.0)
     strength[~mask] = 0.0
     isolation[~mask] = 0.0
     return strength, isolation.astype(np.float32)
@@ -241,7 +247,8 @@ class GeoSeg(TorchAnomalyModel):
                  bend: float = 0.8, region_balance: float = 150.0, tta: int = 2,
                  scale_jitter: float = 0.0, line_orientations: int = 0,
                  line_px: Sequence[float] = (2.5, 0.5), line_context_px: float = 16.0,
-                 line_floor: float = 0.005, **base: Any) -> None:
+                 line_floor: float = 0.005, line_inhibition: float = 0.0,
+                 **base: Any) -> None:
         self.channels = [int(c) for c in channels]
         self.decoder_convs = int(decoder_convs)
         self.norm = str(norm)
@@ -273,6 +280,9 @@ class GeoSeg(TorchAnomalyModel):
         self.line_px = [float(x) for x in line_px]
         self.line_context_px = float(line_context_px)
         self.line_floor = float(line_floor)
+        if line_inhibition < 0:
+            raise ValueError(f"line_inhibition must be >= 0, got {line_inhibition}")
+        self.line_inhibition = float(line_inhibition)
         self._line_kernels = [line_kernel(180.0 * i / self.line_orientations, *self.line_px)
                               for i in range(self.line_orientations)]
         super().__init__(**base)
@@ -289,7 +299,8 @@ class GeoSeg(TorchAnomalyModel):
             "region_balance": self.region_balance, "tta": self.tta,
             "scale_jitter": self.scale_jitter,
             **({"line_orientations": self.line_orientations, "line_px": self.line_px,
-                "line_context_px": self.line_context_px, "line_floor": self.line_floor}
+                "line_context_px": self.line_context_px, "line_floor": self.line_floor,
+                "line_inhibition": self.line_inhibition}
                if self.line_orientations else {}),
             **self.base_hyperparameters(),
         }
@@ -313,7 +324,9 @@ class GeoSeg(TorchAnomalyModel):
         the tangent frame of the coarsest (local curvature at the scale gap); the local RMS of
         the finest residual over ``3 * coarsest scale`` (texture / noise level); with
         ``line_orientations`` > 0 the thin-line cue of the finest residual (:func:`line_cue`:
-        line strength times ``residual_gain``, and its isolation); the mask.
+        line strength times ``residual_gain``, and its isolation, or with
+        ``line_inhibition`` > 0 its excess over the surroundings times ``residual_gain``); the
+        mask.
         """
         mask = np.asarray(mask, bool)
         chans = []
@@ -332,8 +345,9 @@ class GeoSeg(TorchAnomalyModel):
         if self.line_orientations:
             u, v = tangent_components(normals, refs[0])
             strength, isolation = line_cue(u, v, mask, self._line_kernels,
-                                           self.line_context_px, self.line_floor)
-            chans += [strength * g, isolation]
+                                           self.line_context_px, self.line_floor,
+                                           self.line_inhibition)
+            chans += [strength * g, isolation * (g if self.line_inhibition > 0 else 1.0)]
         chans.append(mask.astype(np.float32))
         x = np.stack(chans).astype(np.float32)
         x[:, ~mask] = 0.0
