@@ -88,6 +88,7 @@ def evaluate_model(bundle, ds: Path, threads: int) -> dict:
         items.append(EvalItem(it["name"], det.score, gt & m, m, det.image_score,
                               it["defects"] or None))
     res = evaluate(items)
+    res["deficit"] = auroc_deficit_by_map(items)
     groups = {}
     for g in sorted({surface_group(i.name) for i in items}):
         sub = [i for i in items if surface_group(i.name) == g or
@@ -98,6 +99,26 @@ def evaluate_model(bundle, ds: Path, threads: int) -> dict:
     t256 = [t for t, px in times if px == 256 * 256]
     res["detect_ms_256"] = 1000 * float(np.median(t256)) if t256 else None
     return res
+
+
+def auroc_deficit_by_map(items: list) -> list[dict]:
+    """Where the pooled pixel AUROC is lost: ``1 - AUROC`` is the mean, over defect pixels, of
+    the fraction of clean object pixels scoring above them (ties count half); this splits that
+    sum by test map. Returns one dict per defective map (``name``, ``deficit``: its part of
+    ``1 - AUROC``, ``defects``: its defect types and levels), largest first."""
+    neg = np.sort(np.concatenate([i.score[i.mask & ~i.gt] for i in items]).astype(np.float64))
+    n_pos = sum(int((i.gt & i.mask).sum()) for i in items)
+    out = []
+    for i in items:
+        pos = i.score[i.gt & i.mask].astype(np.float64)
+        if pos.size == 0:
+            continue
+        lo, hi = np.searchsorted(neg, pos, "left"), np.searchsorted(neg, pos, "right")
+        above = (len(neg) - hi + 0.5 * (hi - lo)) / len(neg)
+        defects = sorted({f"{d['type']} ({d.get('level', '?')})" for d in (i.defects or [])})
+        out.append({"name": i.name, "deficit": float(above.sum() / n_pos),
+                    "defects": ", ".join(defects)})
+    return sorted(out, key=lambda d: -d["deficit"])
 
 
 def detect_throughput(bundle, ds: Path, threads: int, count: int = 40) -> float:
@@ -284,6 +305,15 @@ def render_markdown(results: dict, args) -> str:
                  f"clean val maps): defective maps failed {v['defective_failed']}/"
                  f"{v['defective_failed'] + v['defective_passed']}, clean maps passed "
                  f"{v['clean_passed']}/{v['clean_passed'] + v['clean_failed']}.")
+    deficit = r.get("deficit") or []
+    if deficit:
+        total = sum(d["deficit"] for d in deficit)
+        lines += ["", f"Where {best}'s pixel AUROC is lost (1 - AUROC = {total:.4f}, split by "
+                  "test map: each defect pixel's fraction of clean pixels scoring above it, "
+                  "summed per map; the 5 largest shares; a through-PS part appears once per "
+                  "light subset, `_lNN`):", "", "| map | defects | share of 1 - AUROC |",
+                  "|---|---|---|"]
+        lines += [f"| {d['name']} | {d['defects']} | {d['deficit']:.4f} |" for d in deficit[:5]]
     lines += ["", "How the default recipe was chosen: see 'Design exploration' below."]
     lines += ["", "Notes. The training set now includes 16 free-form 'organic' bodies (unions of "
               "ellipsoidal lobes with creases; render family `organic`, training only): real "
