@@ -69,6 +69,13 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "lines-inh-seed1": ({"seed": 1, "epochs": 40, "patience": 8, "hyperparameters": {
         **OLD, "steps_per_epoch": 50, **LINES, "line_inhibition": 2.0}},
         "lines-inh with training seed 1"),
+    "bend24": ({"epochs": 40, "patience": 8, "hyperparameters": {
+        **OLD, "steps_per_epoch": 50, "bend_px": [24.0, 96.0]}},
+        "org2 with the training 'bend' (smooth curvature, not a defect) at scales 24-96 px "
+        "instead of 8-40 px, which overlap the low-severity bumps and dents of the library"),
+    "bend24-seed1": ({"seed": 1, "epochs": 40, "patience": 8, "hyperparameters": {
+        **OLD, "steps_per_epoch": 50, "bend_px": [24.0, 96.0]}},
+        "bend24 with training seed 1"),
 }
 
 

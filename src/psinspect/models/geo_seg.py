@@ -114,11 +114,12 @@ def add_noise(normals: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     return out
 
 
-def random_bend(shape_hw: tuple[int, int], rng: np.random.Generator, max_slope: float
-                ) -> np.ndarray:
-    """A smooth random height field (Gaussian-filtered noise, scale 8-40 px) with a random
-    peak slope up to ``max_slope``: a gently curved surface, NOT a defect. (H, W) float32."""
-    sigma = float(rng.uniform(8.0, 40.0))
+def random_bend(shape_hw: tuple[int, int], rng: np.random.Generator, max_slope: float,
+                scale_px: Sequence[float] = (8.0, 40.0)) -> np.ndarray:
+    """A smooth random height field (Gaussian-filtered noise, scale drawn from ``scale_px``)
+    with a random peak slope up to ``max_slope``: a gently curved surface, NOT a defect.
+    (H, W) float32."""
+    sigma = float(rng.uniform(*scale_px))
     f = cv2.GaussianBlur(rng.standard_normal(shape_hw).astype(np.float32), (0, 0), sigma)
     gy, gx = np.gradient(f)
     slope = float(np.max(np.hypot(gx, gy)))
@@ -244,7 +245,8 @@ class GeoSeg(TorchAnomalyModel):
                  residual_gain: float = 10.0, max_defects: int = 3, p_clean: float = 0.2,
                  p_generic: float = 0.2, min_angle: float = 2.0, min_confidence: float = 0.2,
                  dice_weight: float = 0.2, tilt_deg: float = 40.0, noise: float = 0.03,
-                 bend: float = 0.8, region_balance: float = 150.0, tta: int = 2,
+                 bend: float = 0.8, bend_px: Sequence[float] = (8.0, 40.0),
+                 region_balance: float = 150.0, tta: int = 2,
                  scale_jitter: float = 0.0, line_orientations: int = 0,
                  line_px: Sequence[float] = (2.5, 0.5), line_context_px: float = 16.0,
                  line_floor: float = 0.005, line_inhibition: float = 0.0,
@@ -264,6 +266,9 @@ class GeoSeg(TorchAnomalyModel):
         self.tilt_deg = float(tilt_deg)
         self.noise = float(noise)
         self.bend = float(bend)
+        if len(bend_px) != 2 or not 0 < bend_px[0] <= bend_px[1]:
+            raise ValueError(f"bend_px must be two scales 0 < low <= high, got {bend_px}")
+        self.bend_px = [float(x) for x in bend_px]
         self.region_balance = float(region_balance)
         if int(tta) not in (1, 2, 4, 8):
             raise ValueError(f"tta must be 1, 2, 4 or 8, got {tta}")
@@ -296,6 +301,7 @@ class GeoSeg(TorchAnomalyModel):
             "p_generic": self.p_generic, "min_angle": self.min_angle,
             "min_confidence": self.min_confidence, "dice_weight": self.dice_weight,
             "tilt_deg": self.tilt_deg, "noise": self.noise, "bend": self.bend,
+            "bend_px": self.bend_px,
             "region_balance": self.region_balance, "tta": self.tta,
             "scale_jitter": self.scale_jitter,
             **({"line_orientations": self.line_orientations, "line_px": self.line_px,
@@ -393,7 +399,8 @@ class GeoSeg(TorchAnomalyModel):
             h += generic_height_anomaly(m.shape, m, rng)
         n = random_tilt(n, m, rng, self.tilt_deg)
         if self.bend > 0 and m.any():
-            n = defects.apply_height(n, m, random_bend(m.shape, rng, self.bend), along="view")
+            n = defects.apply_height(n, m, random_bend(m.shape, rng, self.bend,
+                                                                self.bend_px), along="view")
         if h.any():
             out = defects.apply_height(n, m, h, along="normal" if rng.random() < 0.5
                                        else "view")
