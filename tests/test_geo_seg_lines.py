@@ -10,7 +10,8 @@ import pytest
 from psinspect.defects import implant_defects
 from psinspect.errors import PsinspectError
 from psinspect.models import create_model
-from psinspect.models.geo_seg import line_cue, line_kernel
+from psinspect.models.geo_seg import line_cue
+from psinspect.models.geometric import line_kernel
 from psinspect.normalmap import flip, normals_from_height, rotate90
 
 TINY = {"channels": [4, 8], "patch": 32, "steps_per_epoch": 2, "val_patches": 1}
@@ -73,7 +74,7 @@ def test_line_cue_finds_an_isolated_groove_among_parallel_streaks(angle: float) 
     groove = -0.1 * np.exp(-0.5 * (across / 1.2) ** 2)
     # as steep as the groove's walls (peak slope 0.1 / 1.2 * exp(-1/2) ~ 0.05, ~3 deg)
     streaks = -0.05 * 6.0 / (2 * np.pi) * np.cos(2 * np.pi * across / 6.0)
-    kernels = [line_kernel(180.0 * i / 8, 2.5, 0.5) for i in range(8)]
+    kernels = [line_kernel(180.0 * i / 8, 2.5, 0.5, 2.0) for i in range(8)]
 
     def cue(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nz = normals_from_height(z.astype(np.float32), m)

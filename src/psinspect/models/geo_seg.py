@@ -54,7 +54,7 @@ from torch import nn
 from psinspect import defects
 from psinspect.models import ScoreResult, register
 from psinspect.models._torch import TorchAnomalyModel, UNet, crop_window, pad_to_size
-from psinspect.models.geometric import masked_blur, normalize, robust_reference
+from psinspect.models.geometric import line_kernel, masked_blur, normalize, robust_reference
 from psinspect.normalmap import flip, resize_with_pad, rotate90
 
 #: test-time augmentation: (quarter turns, mirrored) of the map, in the order they are used;
@@ -159,20 +159,6 @@ def generic_height_anomaly(shape_hw: tuple[int, int], mask: np.ndarray,
     return (field * (target / slope)).astype(np.float32)
 
 
-def line_kernel(angle_deg: float, along_px: float, across_px: float) -> np.ndarray:
-    """Normalised anisotropic Gaussian (2r+1, 2r+1) float32, elongated along image angle
-    ``angle_deg`` (counter-clockwise from +column as seen, i.e. the camera-frame direction
-    ``(cos t, sin t)`` with y up; rows grow downward), truncated at ``r = ceil(2 * along_px)``
-    (at most 11 x 11 for ``along_px`` <= 2.5, where OpenCV filters directly, not by DFT)."""
-    r = max(1, int(np.ceil(2.0 * max(along_px, across_px))))
-    v, u = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)  # row, column offsets
-    t = np.radians(angle_deg)
-    a = u * np.cos(t) - v * np.sin(t)  # along the line
-    b = u * np.sin(t) + v * np.cos(t)  # across
-    k = np.exp(-0.5 * ((a / along_px) ** 2 + (b / across_px) ** 2))
-    return (k / k.sum()).astype(np.float32)
-
-
 def masked_box_blur(values: np.ndarray, mask: np.ndarray, sigma: float, passes: int = 3
                     ) -> np.ndarray:
     """Approximately Gaussian (std ``sigma`` px) average of (H, W) ``values`` over object pixels
@@ -194,12 +180,13 @@ def line_cue(u: np.ndarray, v: np.ndarray, mask: np.ndarray, kernels: Sequence[n
 
     ``u, v`` (H, W): residual components in the camera frame (x right, y up), e.g. from
     :func:`tangent_components`. ``kernels``: ``K`` line kernels at the angles ``180 i / K``
-    degrees (:func:`line_kernel`). Per orientation the component of the residual ACROSS the
-    line (the tilt of a groove's, ridge's or crack's walls) is averaged ALONG it (a matched
-    filter; zero outside the mask, not renormalised at the silhouette). ``strength`` = max over
-    orientations of |response|; ``isolation`` = strength / (local RMS of all orientations'
-    responses, averaged over ``context_px`` inside the mask by :func:`masked_box_blur`,
-    + ``floor``), clipped to [0, 10]: high for an isolated line, lower in a field of parallel
+    degrees (:func:`psinspect.models.geometric.line_kernel`, truncated at 2 sigmas). Per
+    orientation the component of the residual ACROSS the line (the tilt of a groove's,
+    ridge's or crack's walls) is averaged ALONG it (a matched filter; zero outside the mask,
+    not renormalised at the silhouette). ``strength`` = max over orientations of |response|;
+    ``isolation`` = strength / (local RMS of all orientations' responses, averaged over
+    ``context_px`` inside the mask by :func:`masked_box_blur`, + ``floor``), clipped to
+    [0, 10]: high for an isolated line, lower in a field of parallel
     texture streaks. With ``inhibition`` > 0 the second output is instead the line's excess
     over its surroundings, ``max(strength - inhibition * local RMS, 0)`` (lateral inhibition,
     in the units of ``strength``: unlike the scale-free ratio, weak PS noise gives a weak
@@ -288,7 +275,7 @@ class GeoSeg(TorchAnomalyModel):
         if line_inhibition < 0:
             raise ValueError(f"line_inhibition must be >= 0, got {line_inhibition}")
         self.line_inhibition = float(line_inhibition)
-        self._line_kernels = [line_kernel(180.0 * i / self.line_orientations, *self.line_px)
+        self._line_kernels = [line_kernel(180.0 * i / self.line_orientations, *self.line_px, 2.0)
                               for i in range(self.line_orientations)]
         super().__init__(**base)
 

@@ -181,6 +181,21 @@ def residual_features(
     return refs, res
 
 
+def line_kernel(angle_deg: float, along_px: float, across_px: float,
+                truncate: float = 3.0) -> np.ndarray:
+    """Normalised anisotropic Gaussian kernel (2r+1, 2r+1) float32, elongated along image angle
+    ``angle_deg`` (counter-clockwise from +column as seen, i.e. the camera-frame direction
+    ``(cos t, sin t)`` with y up; rows grow downward), truncated at
+    ``r = ceil(truncate * max(along_px, across_px))``: an oriented line filter."""
+    r = max(1, int(np.ceil(truncate * max(along_px, across_px))))
+    v, u = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)  # row, column offsets
+    t = np.radians(angle_deg)
+    a = u * np.cos(t) - v * np.sin(t)  # along the line
+    b = u * np.sin(t) + v * np.cos(t)  # across
+    k = np.exp(-0.5 * ((a / along_px) ** 2 + (b / across_px) ** 2))
+    return (k / k.sum()).astype(np.float32)
+
+
 @register
 class GeometricModel(AnomalyModel):
     """Training-free: max over scales of the angle to a robust local linear fit (degrees)."""

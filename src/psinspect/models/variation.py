@@ -74,6 +74,7 @@ from psinspect.align import (
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, NormalSample, ScoreResult
 from psinspect.models import register as register_model
+from psinspect.models.geometric import line_kernel
 from psinspect.normalmap import normalize, validate_normal_map
 
 #: fewest good captures (training + calibration maps) the model accepts
@@ -132,18 +133,6 @@ def _masked_gaussian(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.n
         den = den[..., None]
     out = num / np.maximum(den, 1e-6)
     return np.where(mask if values.ndim == 2 else mask[..., None], out, 0.0).astype(np.float32)
-
-
-def _line_kernel(angle_deg: float, along_px: float, across_px: float) -> np.ndarray:
-    """Normalised anisotropic Gaussian kernel elongated along image angle ``angle_deg``
-    (counter-clockwise from +column as seen; rows grow downward)."""
-    r = int(np.ceil(3 * max(along_px, across_px)))
-    v, u = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)  # row, column offsets
-    t = np.radians(angle_deg)
-    a = u * np.cos(t) - v * np.sin(t)  # along the line (rows grow downward)
-    b = u * np.sin(t) + v * np.cos(t)  # across
-    k = np.exp(-0.5 * ((a / along_px) ** 2 + (b / across_px) ** 2))
-    return (k / k.sum()).astype(np.float32)
 
 
 def _edge_weight(mask: np.ndarray, band_px: float) -> np.ndarray:
@@ -241,7 +230,7 @@ class VariationModel(AnomalyModel):
         self.line_orientations = int(line_orientations)
         self.line_px = [float(x) for x in line_px]
         self._kernels = [
-            (_line_kernel(180.0 * i / self.line_orientations, *self.line_px),
+            (line_kernel(180.0 * i / self.line_orientations, *self.line_px),
              180.0 * i / self.line_orientations)
             for i in range(self.line_orientations)
         ]
