@@ -232,7 +232,10 @@ def render_markdown(results: dict, args) -> str:
     lines = [
         "## Anomaly detection on held-out surfaces",
         "",
-        f"Command: `OMP_NUM_THREADS={args.threads} python bench/bench_detect.py`  ",
+        f"Command: `OMP_NUM_THREADS={args.threads} python bench/bench_detect.py"
+        + (" --reuse` (the unet-ae and geometric model folders of an earlier run of the same "
+           "recipes, runs/bench_detect/models, were evaluated again; training time is the one "
+           "recorded in them)  " if args.reuse else "`  "),
         f"Machine: 2-core CPU, no GPU ({platform.machine()}, Python "
         f"{platform.python_version()}, torch threads {args.threads}; 1-min load average at the "
         f"end {load:.1f}, the cores are shared with other jobs, so times are pessimistic)  ",
