@@ -189,7 +189,7 @@ def markdown() -> str:
         "Training bends at 24-96 px (bend24: the default's 8-40 px smooth random curvature, "
         "taught as NOT a defect, overlaps the library's low-severity bumps and dents), seeds "
         "0 and 1: pixel AUROC 0.932 / 0.934 (org2: 0.926 / 0.917; through-PS group 0.914 / "
-        "0.917 vs 0.899 / -), AUPRO 0.747 / 0.722 (org2: 0.768 / 0.714), DiLiGenT group "
+        "0.917 vs 0.899 / 0.893), AUPRO 0.747 / 0.722 (org2: 0.768 / 0.714), DiLiGenT group "
         "AUPRO 0.749 / 0.721 (org2: 0.831 / 0.803: real objects' own curvature at those "
         "scales looks more anomalous); seed 1 trained in 8.3 min on a quiet machine. A "
         "consistent small AUROC gain, no AUPRO gain: not adopted.", "",
