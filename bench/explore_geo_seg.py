@@ -38,46 +38,45 @@ BASE = {"model_name": "geo-seg", "batch_size": 8}
 OLD = {"geo_scales": [2.5, 8.0], "channels": [8, 16, 32, 64], "tta": 1}
 LINES = {"line_orientations": 8, "line_px": [2.5, 0.5], "line_context_px": 16.0,
          "line_floor": 0.005}
-VARIANTS: dict[str, tuple[dict, str]] = {
+#: the default schedule (2000 steps) that every variant from org2 on shares
+ORG2 = {"epochs": 40, "patience": 8}
+_BASE_VARIANTS: dict[str, tuple[dict, str]] = {
     "org1": ({"epochs": 30, "patience": 6, "hyperparameters": {**OLD, "steps_per_epoch": 40}},
              "the previous default recipe (1200 steps), organic training parts added"),
-    "org2": ({"epochs": 40, "patience": 8, "hyperparameters": {**OLD, "steps_per_epoch": 50}},
+    "org2": ({**ORG2, "hyperparameters": {**OLD, "steps_per_epoch": 50}},
              "org1 trained longer (2000 steps)"),
-    "sc3": ({"epochs": 40, "patience": 8, "hyperparameters": {
+    "sc3": ({**ORG2, "hyperparameters": {
         **OLD, "steps_per_epoch": 50, "geo_scales": [2.5, 8.0, 24.0]}},
         "org2 + a third, 24 px fit scale"),
-    "d5": ({"epochs": 40, "patience": 8, "hyperparameters": {
+    "d5": ({**ORG2, "hyperparameters": {
         **OLD, "steps_per_epoch": 50, "geo_scales": [2.5, 8.0, 24.0],
         "channels": [8, 16, 32, 64, 128]}},
         "sc3 + a fifth U-Net level (receptive field x2, same cost per step)"),
-    "sj": ({"epochs": 40, "patience": 8, "hyperparameters": {
+    "sj": ({**ORG2, "hyperparameters": {
         **OLD, "steps_per_epoch": 50, "scale_jitter": 0.4}},
         "org2 + scale jitter (half the maps resampled by 1/1.4-1.4x)"),
-    "org2-seed1": ({"seed": 1, "epochs": 40, "patience": 8, "hyperparameters": {
-        **OLD, "steps_per_epoch": 50}},
-        "org2 with training seed 1 instead of 0 (run-to-run noise)"),
-    "org2-seed2": ({"seed": 2, "epochs": 40, "patience": 8, "hyperparameters": {
-        **OLD, "steps_per_epoch": 50}},
-        "org2 with training seed 2 (run-to-run noise)"),
-    "lines": ({"epochs": 40, "patience": 8, "hyperparameters": {
+    "lines": ({**ORG2, "hyperparameters": {
         **OLD, "steps_per_epoch": 50, **LINES}},
         "org2 + thin-line cue: 8 oriented line filters on the fine residual, max response and "
         "its ratio to the local RMS of all responses"),
-    "lines-seed1": ({"seed": 1, "epochs": 40, "patience": 8, "hyperparameters": {
-        **OLD, "steps_per_epoch": 50, **LINES}},
-        "lines with training seed 1"),
-    "lines-inh": ({"epochs": 40, "patience": 8, "hyperparameters": {
+    "lines-inh": ({**ORG2, "hyperparameters": {
         **OLD, "steps_per_epoch": 50, **LINES, "line_inhibition": 2.0}},
         "lines, the isolation ratio replaced by the line's excess over 2x the local RMS "
         "(lateral inhibition; PS noise fields give ~0, not a ratio of 2-3)"),
-    "bend24": ({"epochs": 40, "patience": 8, "hyperparameters": {
+    "bend24": ({**ORG2, "hyperparameters": {
         **OLD, "steps_per_epoch": 50, "bend_px": [24.0, 96.0]}},
         "org2 with the training 'bend' (smooth curvature, not a defect) at scales 24-96 px "
         "instead of 8-40 px, which overlap the low-severity bumps and dents of the library"),
-    "bend24-seed1": ({"seed": 1, "epochs": 40, "patience": 8, "hyperparameters": {
-        **OLD, "steps_per_epoch": 50, "bend_px": [24.0, 96.0]}},
-        "bend24 with training seed 1"),
 }
+#: variants repeated with other training seeds (run-to-run noise), listed after their base
+_RESEEDED = {"org2": (1, 2), "lines": (1,), "bend24": (1,)}
+VARIANTS: dict[str, tuple[dict, str]] = {}
+for _name, (_recipe, _what) in _BASE_VARIANTS.items():
+    VARIANTS[_name] = (_recipe, _what)
+    for _seed in _RESEEDED.get(_name, ()):
+        VARIANTS[f"{_name}-seed{_seed}"] = ({"seed": _seed, **_recipe},
+                                            f"{_name} with training seed {_seed} instead of 0 "
+                                            "(run-to-run noise)")
 
 
 def main() -> None:
