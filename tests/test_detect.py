@@ -14,7 +14,7 @@ from psinspect.detect import detect_map, find_regions, image_score, score_map
 from psinspect.errors import PsinspectError
 from psinspect.fileio import save_npy
 from psinspect.models import create_model
-from psinspect.modelstore import load_model_dir, read_config, save_model_dir
+from psinspect.modelstore import load_model_dir, read_config, save_model_dir, weights_path
 from psinspect.normalmap import load_normal_map, normals_from_height
 
 
@@ -79,7 +79,7 @@ def test_model_dir_round_trip_and_tampering(tmp_path: Path) -> None:
     assert bundle.threshold == 1.5 and bundle.image_threshold == 2.5
     for k, v in model.state_arrays().items():
         np.testing.assert_array_equal(bundle.model.state_arrays()[k], v)
-    w = d / "model.safetensors"
+    w = weights_path(d)
     data = bytearray(w.read_bytes())
     data[-5] ^= 0xFF
     w.write_bytes(bytes(data))
@@ -206,7 +206,7 @@ def test_cli_bad_inputs_exit_2(geo_dir: Path, tmp_path: Path, monkeypatch: pytes
     assert code == 2 and "retrain" in err
     cfg["psinspect_version"] = read_config.__globals__["__version__"]
     (geo_dir / "config.json").write_text(json.dumps(cfg))
-    with open(geo_dir / "model.safetensors", "ab") as fh:  # tampered weights
+    with open(weights_path(geo_dir), "ab") as fh:  # tampered weights
         fh.write(b"\x00")
     code, _, err = run_cli(["detect", str(tmp_path / "ok.npy"), "--model", str(geo_dir), "-o",
                             str(tmp_path / "o3")], monkeypatch, capsys)

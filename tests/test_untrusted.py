@@ -43,7 +43,7 @@ from psinspect.app import Limits, load_inspection_input, safe_extract_zip
 from psinspect.errors import PsinspectError
 from psinspect.fileio import save_npy
 from psinspect.models import create_model
-from psinspect.modelstore import load_model_dir, save_model_dir, weights_bytes
+from psinspect.modelstore import load_model_dir, save_model_dir, weights_bytes, weights_path
 
 SRC = Path(psinspect.__file__).parent
 
@@ -80,14 +80,14 @@ def _set_config(d: Path, **changes) -> None:
 
 
 def _flip_byte(d: Path) -> None:
-    p = d / "model.safetensors"
+    p = weights_path(d)
     b = bytearray(p.read_bytes())
     b[len(b) // 2] ^= 0x40
     p.write_bytes(bytes(b))
 
 
 def _truncate_weights(d: Path) -> None:
-    p = d / "model.safetensors"
+    p = weights_path(d)
     p.write_bytes(p.read_bytes()[:100])
 
 
@@ -99,7 +99,7 @@ def _truncate_config(d: Path) -> None:
 def _consistent_forgery(d: Path) -> None:
     """Weights swapped for other arrays AND the checksum updated to match: still refused."""
     data = weights_bytes({"evil": np.zeros(3, np.float32)})
-    (d / "model.safetensors").write_bytes(data)
+    (weights_path(d)).write_bytes(data)
     import hashlib
 
     _set_config(d, weights_sha256=hashlib.sha256(data).hexdigest())
@@ -111,15 +111,18 @@ def _pickle_as_weights(d: Path) -> None:
     import hashlib
 
     data = pickle.dumps(_Boom(str(d.parent / "PWNED")))
-    (d / "model.safetensors").write_bytes(data)
+    (weights_path(d)).write_bytes(data)
     _set_config(d, weights_sha256=hashlib.sha256(data).hexdigest())
 
 
+#: the weights file of a model folder, as error messages name it
+_W = r"model-[0-9a-f]{16}\.safetensors"
+
 TAMPERING = [
-    ("flipped byte", _flip_byte, r"model\.safetensors: SHA-256 mismatch"),
-    ("truncated weights", _truncate_weights, r"model\.safetensors: SHA-256 mismatch"),
-    ("missing weights", lambda d: (d / "model.safetensors").unlink(),
-     r"model\.safetensors: missing weights file"),
+    ("flipped byte", _flip_byte, _W + r": SHA-256 mismatch"),
+    ("truncated weights", _truncate_weights, _W + r": SHA-256 mismatch"),
+    ("missing weights", lambda d: (weights_path(d)).unlink(),
+     _W + r": missing weights file"),
     ("missing config", lambda d: (d / "config.json").unlink(), r"config\.json: missing"),
     ("truncated config", _truncate_config, r"config\.json: not readable JSON"),
     ("config not an object", lambda d: (d / "config.json").write_text("[1, 2]"),
@@ -147,8 +150,8 @@ TAMPERING = [
      r"config\.json: weights_file must be a plain file name"),
     ("absolute weights path", lambda d: _set_config(d, weights_file="/etc/passwd"),
      r"config\.json: weights_file must be a plain file name"),
-    ("consistent forgery", _consistent_forgery, r"model\.safetensors: weights do not fit"),
-    ("pickle as weights", _pickle_as_weights, r"model\.safetensors: not a readable safetensors"),
+    ("consistent forgery", _consistent_forgery, _W + r": weights do not fit"),
+    ("pickle as weights", _pickle_as_weights, _W + r": not a readable safetensors"),
 ]
 
 
@@ -173,10 +176,10 @@ def test_tampered_model_dir(model_dir: Path, tmp_path: Path, monkeypatch, capsys
 def test_weights_symlink_out_of_the_folder(model_dir: Path, tmp_path: Path) -> None:
     """A weights file that is a link to some other file is read only as bytes and fails the
     checksum; nothing else happens."""
-    (model_dir / "model.safetensors").unlink()
+    (weights_path(model_dir)).unlink()
     secret = tmp_path / "secret.txt"
     secret.write_text("not weights")
-    os.symlink(secret, model_dir / "model.safetensors")
+    os.symlink(secret, weights_path(model_dir))
     with pytest.raises(PsinspectError, match="SHA-256 mismatch"):
         load_model_dir(model_dir)
 

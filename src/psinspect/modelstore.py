@@ -2,13 +2,15 @@
 
 A model directory (``MODEL_DIR``) holds
 
-- ``model.safetensors``: the learned arrays (:meth:`AnomalyModel.state_arrays`), safetensors
-  format (no pickle, nothing executable; absent-but-empty for training-free models);
+- ``model-<hash>.safetensors``: the learned arrays (:meth:`AnomalyModel.state_arrays`),
+  safetensors format (no pickle, nothing executable; empty for training-free models), named by
+  the first 16 hex digits of its SHA-256 so that a retrained model never overwrites the
+  weights the current ``config.json`` names;
 - ``config.json``: ``format`` ("psinspect-model"), ``format_version``, ``psinspect_version``,
   ``model`` (registry name), ``hyperparameters``, ``input`` (how inputs are handled: native
   resolution, tiling), ``threshold`` (per-pixel decision threshold and how it was calibrated),
-  ``image_threshold`` (pass/fail decision), ``weights_sha256`` (of ``model.safetensors``) and
-  free-form ``training`` facts;
+  ``image_threshold`` (pass/fail decision), ``weights_file`` and ``weights_sha256`` (the
+  weights file's name and SHA-256) and free-form ``training`` facts;
 - ``train_log.json``: one entry per epoch.
 
 Loading checks the format and version, verifies the weights' SHA-256 before parsing them, and
@@ -37,7 +39,8 @@ from psinspect.models import AnomalyModel, create_model
 MODEL_FORMAT = "psinspect-model"
 #: bump when the directory layout or config meaning changes incompatibly
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
+#: weights files are ``WEIGHTS_STEM-<first 16 hex digits of their SHA-256>.safetensors``
+WEIGHTS_STEM = "model"
 CONFIG_FILE = "config.json"
 LOG_FILE = "train_log.json"
 
@@ -94,6 +97,24 @@ def parse_weights(data: bytes, name: str) -> dict[str, np.ndarray]:
         raise PsinspectError(f"{name}: not a readable safetensors file ({err})") from None
 
 
+def write_addressed(folder: Path, stem: str, data: bytes) -> tuple[str, str]:
+    """Write ``data`` atomically to ``folder/STEM-<sha256[:16]>.safetensors``; returns (file
+    name, full SHA-256). A content-addressed name never replaces the file that the folder's
+    current pointer (``config.json``, a checkpoint's ``state.json``) names."""
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"{stem}-{digest[:16]}.safetensors"
+    atomic_write_bytes(folder / name, data)
+    return name, digest
+
+
+def remove_unreferenced(folder: Path, stem: str, keep: str) -> None:
+    """After the pointer was switched to ``keep``: remove the older ``STEM-*.safetensors``
+    (and a legacy ``STEM.safetensors``) of ``folder``."""
+    for old in [*folder.glob(f"{stem}-*.safetensors"), folder / f"{stem}.safetensors"]:
+        if old.name != keep:
+            old.unlink(missing_ok=True)
+
+
 def save_model_dir(
     out: str | os.PathLike[str],
     model: AnomalyModel,
@@ -105,16 +126,19 @@ def save_model_dir(
     log: list[dict[str, Any]] | None = None,
     input_handling: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.safetensors``, ``config.json`` and ``train_log.json`` into ``out``.
+    """Write ``model-<hash>.safetensors``, ``train_log.json`` and ``config.json`` into ``out``.
 
-    Each file is written atomically; ``config.json`` is written last and names the weights'
-    SHA-256, so a directory whose config exists is complete.
+    Each file is written atomically; ``config.json`` is written last and names the weights file
+    and its SHA-256, so a directory whose config exists is complete, and a kill at any moment of
+    a retraining into the same folder leaves the previous model loadable (only its
+    ``train_log.json`` may already be the new one). Older weights files are removed after the
+    config was switched.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = weights_bytes(model.state_arrays(), {"model": model.name})
     remove_stale_temporaries(out)  # the files below are rewritten in place
-    atomic_write_bytes(out / WEIGHTS_FILE, data)
+    wname, digest = write_addressed(out, WEIGHTS_STEM, data)
     save_json(out / LOG_FILE, log or [])
     config = {
         "format": MODEL_FORMAT,
@@ -127,11 +151,22 @@ def save_model_dir(
         "image_threshold": float(image_threshold),
         "calibration": calibration or {},
         "training": training or {},
-        "weights_file": WEIGHTS_FILE,
-        "weights_sha256": hashlib.sha256(data).hexdigest(),
+        "weights_file": wname,
+        "weights_sha256": digest,
     }
     save_json(out / CONFIG_FILE, config)
+    remove_unreferenced(out, WEIGHTS_STEM, wname)
     return out
+
+
+def weights_path(model_dir: str | os.PathLike[str]) -> Path:
+    """The weights file that ``model_dir/config.json`` names (checked to be a plain file name
+    inside the folder)."""
+    model_dir = Path(model_dir)
+    wname = read_config(model_dir)["weights_file"]
+    if Path(wname).name != wname or wname in ("", ".", ".."):
+        raise PsinspectError(f"{model_dir / CONFIG_FILE}: weights_file must be a plain file name")
+    return model_dir / wname
 
 
 def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -157,7 +192,7 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
         )
     for key, kind in (
         ("model", str), ("hyperparameters", dict), ("threshold", (int, float)),
-        ("image_threshold", (int, float)), ("weights_sha256", str),
+        ("image_threshold", (int, float)), ("weights_file", str), ("weights_sha256", str),
     ):
         if not isinstance(config.get(key), kind):
             raise PsinspectError(f"{path}: missing or invalid {key!r}")
@@ -171,10 +206,7 @@ def load_model_dir(model_dir: str | os.PathLike[str] | None = None) -> ModelBund
     """Load a model directory (default: the bundled model); never executes code from it."""
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     config = read_config(model_dir)
-    wname = config.get("weights_file", WEIGHTS_FILE)
-    if not isinstance(wname, str) or Path(wname).name != wname or wname in ("", ".", ".."):
-        raise PsinspectError(f"{model_dir / CONFIG_FILE}: weights_file must be a plain file name")
-    wpath = model_dir / wname
+    wpath = weights_path(model_dir)
     try:
         data = wpath.read_bytes()
     except FileNotFoundError:

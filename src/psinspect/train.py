@@ -20,8 +20,9 @@ Checkpoints: after every epoch the full training state is written atomically to
 ``MODEL_DIR/.checkpoint/`` (``state-<hash>.safetensors`` + ``state.json``, which names it, so
 a kill between the two writes leaves the previous pair usable); ``resume=True`` continues
 from it with the settings stored there, and gives the same model as an uninterrupted run. The
-final files (``model.safetensors``, ``train_log.json``, then ``config.json`` last) are written
-atomically and the checkpoint is removed.
+final files (``model-<hash>.safetensors``, ``train_log.json``, then ``config.json`` last, see
+:func:`psinspect.modelstore.save_model_dir`) are written atomically and the checkpoint is
+removed.
 """
 
 from __future__ import annotations
@@ -40,13 +41,18 @@ import numpy as np
 
 from psinspect.errors import PsinspectError
 from psinspect.fileio import (
-    atomic_write_bytes,
     check_output_dir,
     remove_stale_temporaries,
     save_json,
 )
 from psinspect.models import AnomalyModel, NormalSample, create_model
-from psinspect.modelstore import parse_weights, save_model_dir, weights_bytes
+from psinspect.modelstore import (
+    parse_weights,
+    remove_unreferenced,
+    save_model_dir,
+    weights_bytes,
+    write_addressed,
+)
 from psinspect.normalmap import load_normal_map, validate_normal_map
 
 CHECKPOINT_DIR = ".checkpoint"
@@ -242,15 +248,10 @@ def _write_checkpoint(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, 
     """Weights go to a new file named by their hash, then ``state.json`` (atomic) points to it,
     then older weights files are removed: a kill at any moment leaves a consistent pair."""
     d, jpath = _checkpoint_paths(out)
-    data = weights_bytes(arrays)
-    digest = hashlib.sha256(data).hexdigest()
-    wname = f"state-{digest[:16]}.safetensors"
     remove_stale_temporaries(d)
-    atomic_write_bytes(d / wname, data)
+    wname, digest = write_addressed(d, "state", weights_bytes(arrays))
     save_json(jpath, {**meta, "weights_file": wname, "weights_sha256": digest})
-    for old in d.glob("state-*.safetensors"):
-        if old.name != wname:
-            old.unlink(missing_ok=True)
+    remove_unreferenced(d, "state", wname)
 
 
 def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
