@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -36,6 +38,15 @@ from _robustness_section import date, machine, write_block  # noqa: E402
 from psinspect.app import list_examples  # noqa: E402
 from psinspect.models import create_model  # noqa: E402
 from psinspect.modelstore import default_model_dir, load_model_dir, save_model_dir  # noqa: E402
+
+
+def _where(err: BaseException) -> str:
+    """The innermost gradio_client frame of a failed request and the last frame overall
+    (which step of the request failed: upload, config, queue join, result stream)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    ours = [f for f in frames if "gradio_client" in f.filename]
+    pick = [*ours[-1:], *frames[-1:]]
+    return " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(pick))
 
 
 def _free_port() -> int:
@@ -74,6 +85,8 @@ def main() -> int:
     ap.add_argument("--model-dir", type=Path, default=None,
                     help="model to serve (default: the bundled model, else a geometric one)")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--keep-log", type=Path, default=None,
+                    help="copy the server's log here (to look into errors)")
     args = ap.parse_args()
     if not 1 <= args.requests <= 200 or not 1 <= args.concurrency <= 50:
         raise SystemExit("--requests must be 1..200 and --concurrency 1..50 (bounded load)")
@@ -139,7 +152,8 @@ def main() -> int:
                 try:
                     results.append(f.result())
                 except Exception as err:  # noqa: BLE001 - every failure is counted
-                    results.append((float("nan"), f"{type(err).__name__}: {err}"[:200]))
+                    results.append((float("nan"), f"{type(err).__name__}: {err}"[:200]
+                                    + f" (at {_where(err)})"))
             peak = _rss_gb(proc.pid, "VmHWM")
             rss_end = _rss_gb(proc.pid, "VmRSS")
         finally:
@@ -150,6 +164,8 @@ def main() -> int:
                 proc.kill()
                 proc.wait()
             log.close()
+            if args.keep_log is not None:
+                shutil.copyfile(root / "server.log", args.keep_log)
         lat = np.array([r[0] for r in results if r[1] == "ok"])
         errors = [r[1] for r in results if r[1] != "ok"]
     summary = {
