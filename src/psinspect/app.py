@@ -509,6 +509,41 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
             regions_table(p.regions))
 
 
+#: per-request result images older than this are removed (Gradio copies them into its own
+#: cache when the request returns, so they are needed only for moments)
+RESULT_FILES_MAX_AGE_S = 900.0
+
+
+def result_image_files(images: Sequence[np.ndarray | None], folder: Path) -> list[str | None]:
+    """Write each RGB image as a PNG in a new unique subfolder of ``folder`` (atomically) and
+    return the paths (None stays None); prunes subfolders older than
+    :data:`RESULT_FILES_MAX_AGE_S`.
+
+    Why files and not arrays: Gradio writes a returned array to a cache file named by the
+    image's hash, in place (not atomically), so when two requests produce the same image (two
+    users inspecting the same part) one client's download can race the other request's
+    rewrite and get a truncated reply. A file path is copied into the cache under a temporary
+    name and renamed, and an existing copy is reused, never rewritten.
+    """
+    import time
+    import uuid
+
+    from psinspect.fileio import save_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in folder.iterdir():
+        try:
+            if old.is_dir() and now - old.stat().st_mtime > RESULT_FILES_MAX_AGE_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue  # pruned by another request at the same moment
+    out = folder / uuid.uuid4().hex
+    out.mkdir()
+    return [None if im is None else str(save_png(out / f"{i}.png", im))
+            for i, im in enumerate(images)]
+
+
 def list_examples(folder: Path | None = None) -> list[Path]:
     """The shipped example inputs, in the order of ``examples.json`` (or all normal maps and
     capture zips, sorted by name, where there is no such file)."""
@@ -528,7 +563,9 @@ def list_examples(folder: Path | None = None) -> list[Path]:
 
 def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
               limits: Limits = Limits(), examples: Sequence[Path] | None = None) -> Any:
-    """The Gradio Blocks app over ``choices`` (first = default). Temp files go to ``workdir``."""
+    """The Gradio Blocks app over ``choices`` (first = default). Temp files go to ``workdir``:
+    unpacked capture zips under ``inputs/``, result images under ``results/``
+    (:func:`result_image_files`)."""
     import gradio as gr
 
     if not choices:
@@ -548,8 +585,9 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
             ) -> tuple[Any, ...]:
         path = None if upload is None else Path(upload if isinstance(upload, str)
                                                 else upload.name)
-        return inspect_upload(path, by_label.get(label), threshold, image_threshold, workdir,
-                              limits)
+        verdict, *images, rows = inspect_upload(path, by_label.get(label), threshold,
+                                                image_threshold, workdir / "inputs", limits)
+        return (verdict, *result_image_files(images, workdir / "results"), rows)
 
     first = choices[0]
     # no "share" button on images (it would upload to a hub)
@@ -629,7 +667,7 @@ def serve(choices_factory: Callable[[], Sequence[ModelChoice]], host: str = "127
         old_handler = signal.signal(signal.SIGTERM, _interrupt)
     demo = None
     try:
-        demo = build_app(choices_factory(), workdir / "inputs", limits)
+        demo = build_app(choices_factory(), workdir, limits)
         demo.queue(default_concurrency_limit=1)
         demo.launch(server_name=host, server_port=port, share=share,
                     max_file_size=limits.max_upload_bytes, show_error=False, ssr_mode=False,
