@@ -301,7 +301,10 @@ def render_markdown(results: dict, args) -> str:
                      f"channels {hp.get('channels')}, test-time augmentation {hp.get('tta', 1)} "
                      f"copies; trained {r.get('epochs_run')} epochs x "
                      f"{hp.get('steps_per_epoch')} steps x {r.get('batch_size')} crops of "
-                     f"{hp.get('patch')} px.")
+                     f"{hp.get('patch')} px; scores divided per map by (percentile "
+                     f"{hp.get('map_norm_quantile')} + "
+                     f"{hp.get('map_norm_eps')}) ** {hp.get('map_norm_power')} "
+                     "(`map_norm_*`, 0 = off).")
         lines.append("")
     v = r["verdicts"]
     lines.append(f"Verdicts of {best} at its calibrated image threshold (max image score over "

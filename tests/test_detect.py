@@ -57,6 +57,49 @@ def test_tiled_scoring_matches_full_map() -> None:
     np.testing.assert_allclose(tiled.score, full.score, atol=0.05)
 
 
+class _HalfMaxModel:
+    """A stand-in whose map-level step needs the WHOLE map: score = 1 - n_z, then divided by
+    the map's maximum (wrapped around the geometric model's plumbing)."""
+
+    def __init__(self) -> None:
+        self.inner = create_model("geometric")
+
+    def score(self, normals, mask, confidence=None):
+        res = self.inner.score(normals, mask)
+        res.score = np.where(mask, 1.0 - normals[..., 2], 0.0).astype(np.float32)
+        return res
+
+    def finish_map(self, score, mask):
+        return score / score[mask].max()
+
+
+def test_map_level_step_sees_the_joined_map() -> None:
+    n, m = bowl(200)
+    full = score_map(_HalfMaxModel(), n, m, tile=1000)
+    tiled = score_map(_HalfMaxModel(), n, m, tile=96, overlap=32)
+    assert tiled.info.get("tiled") and full.score.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(tiled.score, full.score, atol=1e-6)
+
+
+def test_geo_seg_map_normalisation() -> None:
+    rng = np.random.default_rng(3)
+    mask = np.zeros((40, 50), bool)
+    mask[5:35, 5:45] = True
+    score = np.where(mask, rng.gamma(1.0, 0.1, mask.shape), 0.0).astype(np.float32)
+    off = create_model("geo-seg", map_norm_power=0.0)
+    np.testing.assert_array_equal(off.finish_map(score, mask), score)
+    on = create_model("geo-seg", map_norm_power=0.5, map_norm_quantile=99.0, map_norm_eps=0.05)
+    q = np.percentile(score[mask], 99.0)
+    out = on.finish_map(score, mask)
+    np.testing.assert_allclose(out, score / np.sqrt(q + 0.05), rtol=1e-6)
+    assert (out[~mask] == 0).all()
+    # a rougher surface (every score x4) is scaled down relative to a smooth one
+    rough = on.finish_map(4 * score, mask)
+    assert rough.max() < 4 * out.max() and rough.max() > out.max()
+    with pytest.raises(PsinspectError, match="map_norm"):
+        create_model("geo-seg", map_norm_power=-1.0)
+
+
 @pytest.mark.parametrize(
     ("array", "message"),
     [

@@ -64,7 +64,8 @@ def score_map(
     overlap: int = 64,
     light_splits: np.ndarray | None = None,
 ) -> ScoreResult:
-    """Score one map at native resolution, tiled when larger than ``tile`` (see module doc).
+    """Score one map at native resolution, tiled when larger than ``tile`` (see module doc),
+    then the model's map-level step (:meth:`AnomalyModel.finish_map`) on the joined map.
 
     Models whose score depends on the whole map (e.g. registered templates) declare
     ``tileable = False`` and are always run on the full map. ``light_splits``: the capture's
@@ -76,7 +77,7 @@ def score_map(
              if light_splits is not None and getattr(model, "uses_light_splits", False) else {})
     if extra or not getattr(model, "tileable", True) or (h <= tile and w <= tile):
         res = model.score(normals, mask, confidence, **extra)
-        res.score = np.where(mask, res.score, 0.0).astype(np.float32)
+        res.score = model.finish_map(np.where(mask, res.score, 0.0).astype(np.float32), mask)
         return res
     score = np.zeros((h, w), np.float32)
     ref = np.zeros((h, w, 3), np.float32)
@@ -100,7 +101,7 @@ def score_map(
                 has_unrel = True
                 unreliable[k0:k1, j0:j1] = res.unreliable[sl]
     score[~mask] = 0.0
-    return ScoreResult(score=score, reference=ref if has_ref else None,
+    return ScoreResult(score=model.finish_map(score, mask), reference=ref if has_ref else None,
                        unreliable=unreliable if has_unrel else None,
                        info={"tiled": True, "tile": tile, "overlap": overlap})
 

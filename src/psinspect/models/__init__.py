@@ -62,6 +62,12 @@ class AnomalyModel(ABC):
         models may down-weight unreliable pixels.
         """
 
+    def finish_map(self, score: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """A map-level step on the WHOLE map's score after tiles were joined
+        (:func:`psinspect.detect.score_map`, the one way every map is scored); ``score``
+        (H, W) float32, 0 outside ``mask``. Default: none."""
+        return score
+
     def fit(
         self,
         train: Sequence[NormalSample],
