@@ -168,7 +168,9 @@ def markdown() -> str:
         "measure of run-to-run noise here, and differences of that size between variants "
         "may be noise; choosing among variants "
         "on these test surfaces favours the chosen one slightly. The default model is org2 "
-        "with tta 2 (its weights are bit-identical to the org2 run). The previous default "
+        "with tta 2 (its weights are bit-identical to the org2 run) and, since 2026-11-29, "
+        "per-map score normalisation (next subsection); every row of this table is WITHOUT "
+        "that normalisation (it was measured before it existed). The previous default "
         "(org1's recipe trained without the organic bodies) scored 0.914 / 0.669 / 0.845 "
         "in the previous run of the section above.", "",
         "Thin defects: AUPRO of scratch / ridge / crack at tta 2. Load: 1-min load average "

@@ -5,7 +5,8 @@ Scores every held-out test map of bench/bench_detect.py once per model with the 
 off, then applies ``score / (percentile_q(score on the object) + eps) ** power`` for a grid of
 settings and evaluates each (pooled pixel AUROC, AUPRO up to FPR 0.3, image AUROC; inside the
 object mask, psinspect.metrics). Models: the bundled default (seed 0) and org2-seed1 /
-org2-seed2 of bench/explore_geo_seg.py (same recipe, other training seeds; run those first).
+org2-seed2 of bench/explore_geo_seg.py (same recipe, other training seeds; run those first;
+folders of psinspect 0.1.0 are read weights-only, see :func:`_load_weights_only`).
 The normalisation does not change training, so the three models are the same with or without
 it; each setting is a paired comparison on one model. The grid was evaluated on the test
 surfaces themselves, so the chosen setting is slightly favoured by that choice.
@@ -42,6 +43,25 @@ GRID = [(None, None, 0.0), *itertools.product([50.0, 90.0, 99.0], [0.02, 0.05, 0
                                                [0.5, 1.0])]
 
 
+def _load_weights_only(model_dir: Path):
+    """The model of a folder written by an earlier psinspect version (the exploration runs of
+    0.1.0): hyperparameters and checksummed safetensors weights, without the version check
+    of :func:`psinspect.modelstore.load_model_dir` (that check guards the calibrated
+    thresholds, which this script does not use; the network code is unchanged since)."""
+    import hashlib
+
+    from psinspect.models import create_model
+    from psinspect.modelstore import parse_weights
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    data = (model_dir / Path(cfg["weights_file"]).name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != cfg["weights_sha256"]:
+        raise SystemExit(f"{model_dir}: weights do not match their checksum")
+    model = create_model(cfg["model"], **cfg["hyperparameters"])
+    model.load_state_arrays(parse_weights(data, str(model_dir)))
+    return model
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true")
@@ -73,9 +93,9 @@ def main() -> None:
 
     raw = {}
     for name, path in MODELS.items():
-        bundle = load_model_dir(path)
-        bundle.model.map_norm_power = 0.0
-        raw[name] = [score_map(bundle.model, n, m).score for n, m, _ in maps]
+        model = load_model_dir().model if path is None else _load_weights_only(path)
+        model.map_norm_power = 0.0
+        raw[name] = [score_map(model, n, m).score for n, m, _ in maps]
         print(f"scored {name}", flush=True)
     rows = []
     for q, eps, power in GRID:
