@@ -95,6 +95,7 @@ def main() -> None:
     for name, path in MODELS.items():
         model = load_model_dir().model if path is None else _load_weights_only(path)
         model.map_norm_power = 0.0
+        model.tta = 2  # as the default model (the exploration folders record tta 1)
         raw[name] = [score_map(model, n, m).score for n, m, _ in maps]
         print(f"scored {name}", flush=True)
     rows = []

@@ -113,3 +113,20 @@ def test_full_test_time_augmentation_stays_equivariant_with_the_line_cue() -> No
     scale = float(s.max())
     assert np.abs(np.rot90(s, 1) - s_rot).max() < 1e-3 * scale
     assert np.abs(s[:, ::-1] - s_mir).max() < 1e-3 * scale
+
+
+@pytest.mark.parametrize("scales", [[2.5, 8.0], [2.5], [2.0, 6.0, 24.0]])
+def test_transformed_features_equal_features_of_the_transformed_map(scales: list) -> None:
+    """Test-time copies reuse the map's own features (GeoSeg.transform_features): for every
+    quarter turn and mirror they must equal the features computed on the turned map."""
+    model = create_model("geo-seg", geo_scales=scales, **TINY)
+    n, m = bumpy_map(70, seed=2)
+    n, m = n[:, 3:], m[:, 3:]  # not square: turns swap height and width
+    x0, _ = model.features(n, m)
+    for k in range(4):
+        for mirror in (False, True):
+            nt, mt = (flip(n, "lr"), m[:, ::-1]) if mirror else (n, m)
+            want, _ = model.features(rotate90(nt, k), np.ascontiguousarray(np.rot90(mt, k)))
+            got = model.transform_features(x0, k, mirror)
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"k={k} mirror={mirror}")

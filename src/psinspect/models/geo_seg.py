@@ -358,6 +358,24 @@ class GeoSeg(TorchAnomalyModel):
         x[:, ~mask] = 0.0
         return x, (refs[0] if refs else None)
 
+    def transform_features(self, x: np.ndarray, k: int, mirror: bool) -> np.ndarray:
+        """The features of the map mirrored left-right (if ``mirror``) and then turned by ``k``
+        quarter turns (:func:`psinspect.normalmap.flip` / ``rotate90``), computed from the
+        features ``x`` (C, H, W) of the map itself: pixels move, and each (u, v) pair of
+        tangent-frame components turns like an in-plane vector; the other channels are
+        scalars. Exact (the fits are separable and symmetric, so they commute with quarter
+        turns and mirrors; tests/test_geo_seg_lines.py checks it), and it saves computing
+        the features again for every test-time copy. Not for the line cue (off by default)."""
+        pairs = len(self.geo_scales) + (1 if len(self.geo_scales) > 1 else 0)
+        out = []
+        for i in range(pairs):
+            vec = np.stack([x[2 * i], x[2 * i + 1], np.zeros_like(x[0])], axis=-1)
+            vec = rotate90(flip(vec, "lr") if mirror else vec, k)
+            out += [vec[..., 0], vec[..., 1]]
+        for c in x[2 * pairs:]:
+            out.append(np.rot90(c[:, ::-1] if mirror else c, k))
+        return np.ascontiguousarray(np.stack(out), dtype=np.float32)
+
     def example_from_map(self, normals: np.ndarray, mask: np.ndarray,
                          rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Library defects are drawn on the WHOLE map (so their sizes follow the object's size
@@ -449,13 +467,17 @@ class GeoSeg(TorchAnomalyModel):
         mask = np.asarray(mask, bool)
         n = np.where(mask[..., None], normals, 0.0).astype(np.float32)
         logit = np.zeros(mask.shape, np.float32)
-        ref = None
+        x0, ref = self.features(n, mask)
         groups: dict[tuple[int, ...], list[tuple[int, bool, np.ndarray]]] = {}
         for k, mirror in _TTA_ORDER[:self.tta]:  # copies of one shape share a forward pass
-            nt = flip(n, "lr") if mirror else n
-            mt = mask[:, ::-1] if mirror else mask
-            x, r = self.features(rotate90(nt, k), np.ascontiguousarray(np.rot90(mt, k)))
-            ref = r if ref is None else ref
+            if (k, mirror) == (0, False):
+                x = x0
+            elif self.line_orientations:  # the line cue is not computed equivariantly
+                nt = flip(n, "lr") if mirror else n
+                mt = mask[:, ::-1] if mirror else mask
+                x, _ = self.features(rotate90(nt, k), np.ascontiguousarray(np.rot90(mt, k)))
+            else:
+                x = self.transform_features(x0, k, mirror)
             groups.setdefault(x.shape, []).append((k, mirror, x))
         for copies in groups.values():
             outs = self.run_net(np.stack([c[2] for c in copies]))[:, 0]
