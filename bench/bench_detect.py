@@ -304,7 +304,8 @@ def render_markdown(results: dict, args) -> str:
                      f"{hp.get('patch')} px; scores divided per map by (percentile "
                      f"{hp.get('map_norm_quantile')} + "
                      f"{hp.get('map_norm_eps')}) ** {hp.get('map_norm_power')} "
-                     "(`map_norm_*`, 0 = off).")
+                     "(`map_norm_*`, 0 = off; the image score is taken before that "
+                     "division).")
         lines.append("")
     v = r["verdicts"]
     lines.append(f"Verdicts of {best} at its calibrated image threshold (max image score over "

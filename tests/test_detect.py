@@ -70,7 +70,7 @@ class _HalfMaxModel:
         return res
 
     def finish_map(self, score, mask):
-        return score / score[mask].max()
+        return score / score[mask].max(), float(score[mask].max())
 
 
 def test_map_level_step_sees_the_joined_map() -> None:
@@ -79,6 +79,7 @@ def test_map_level_step_sees_the_joined_map() -> None:
     tiled = score_map(_HalfMaxModel(), n, m, tile=96, overlap=32)
     assert tiled.info.get("tiled") and full.score.max() == pytest.approx(1.0)
     np.testing.assert_allclose(tiled.score, full.score, atol=1e-6)
+    assert tiled.image_scale == pytest.approx(full.image_scale) and full.image_scale > 0
 
 
 def test_geo_seg_map_normalisation() -> None:
@@ -87,14 +88,17 @@ def test_geo_seg_map_normalisation() -> None:
     mask[5:35, 5:45] = True
     score = np.where(mask, rng.gamma(1.0, 0.1, mask.shape), 0.0).astype(np.float32)
     off = create_model("geo-seg", map_norm_power=0.0)
-    np.testing.assert_array_equal(off.finish_map(score, mask), score)
+    same, scale = off.finish_map(score, mask)
+    np.testing.assert_array_equal(same, score)
+    assert scale == 1.0
     on = create_model("geo-seg", map_norm_power=0.5, map_norm_quantile=99.0, map_norm_eps=0.05)
     q = np.percentile(score[mask], 99.0)
-    out = on.finish_map(score, mask)
+    out, scale = on.finish_map(score, mask)
     np.testing.assert_allclose(out, score / np.sqrt(q + 0.05), rtol=1e-6)
+    np.testing.assert_allclose(out * scale, score, rtol=1e-6)  # the image score's level
     assert (out[~mask] == 0).all()
     # a rougher surface (every score x4) is scaled down relative to a smooth one
-    rough = on.finish_map(4 * score, mask)
+    rough, _ = on.finish_map(4 * score, mask)
     assert rough.max() < 4 * out.max() and rough.max() > out.max()
     with pytest.raises(PsinspectError, match="map_norm"):
         create_model("geo-seg", map_norm_power=-1.0)
@@ -283,3 +287,19 @@ def test_train_resume_after_kill_matches_uninterrupted(tiny_dataset: Path, tmp_p
     assert resumed["weights_sha256"] == full["weights_sha256"]
     assert resumed["threshold"] == full["threshold"]
     assert not (tmp_path / "part" / CHECKPOINT_DIR).exists()
+
+
+def test_verdict_image_score_is_on_the_absolute_level(tmp_path: Path) -> None:
+    """detect_map's image score = image_score of the map-normalised score x image_scale, i.e.
+    the image score of the score without the normalisation."""
+    n, m = bowl(64)
+    model = create_model("geo-seg", channels=[4, 8], patch=32)
+    model.fit([(n, m)], [(n, m)], epochs=1)
+    bundle = load_model_dir(save_model_dir(tmp_path / "g", model, threshold=1.0,
+                                           image_threshold=1.0))
+    det = detect_map(bundle, n, m)
+    bundle.model.map_norm_power = 0.0
+    raw = score_map(bundle.model, n, m)
+    assert raw.image_scale == 1.0
+    assert det.image_score == pytest.approx(image_score(raw.score, m), rel=1e-4)
+    assert not np.allclose(det.score, raw.score)  # the pixel map itself is normalised

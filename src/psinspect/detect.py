@@ -77,7 +77,8 @@ def score_map(
              if light_splits is not None and getattr(model, "uses_light_splits", False) else {})
     if extra or not getattr(model, "tileable", True) or (h <= tile and w <= tile):
         res = model.score(normals, mask, confidence, **extra)
-        res.score = model.finish_map(np.where(mask, res.score, 0.0).astype(np.float32), mask)
+        res.score, res.image_scale = model.finish_map(
+            np.where(mask, res.score, 0.0).astype(np.float32), mask)
         return res
     score = np.zeros((h, w), np.float32)
     ref = np.zeros((h, w, 3), np.float32)
@@ -101,7 +102,8 @@ def score_map(
                 has_unrel = True
                 unreliable[k0:k1, j0:j1] = res.unreliable[sl]
     score[~mask] = 0.0
-    return ScoreResult(score=model.finish_map(score, mask), reference=ref if has_ref else None,
+    score, image_scale = model.finish_map(score, mask)
+    return ScoreResult(score=score, image_scale=image_scale, reference=ref if has_ref else None,
                        unreliable=unreliable if has_unrel else None,
                        info={"tiled": True, "tile": tile, "overlap": overlap})
 
@@ -206,7 +208,7 @@ def detect_map(
         raise PsinspectError(f"{name}: the model produced non-finite scores")
     thr = bundle.threshold if threshold is None else float(threshold)
     pred, regions = find_regions(res.score, m, thr)
-    s_img = image_score(res.score, m)
+    s_img = image_score(res.score, m) * res.image_scale
     return Detection(
         name=name, score=res.score, reference=res.reference, pred_mask=pred, regions=regions,
         image_score=s_img, verdict="fail" if s_img > bundle.image_threshold else "pass",

@@ -193,7 +193,7 @@ def calibrate(
     for i, (n, m) in enumerate(val):
         res = score_map(model if scorers is None else scorers[i], n, m)
         pix.append(res.score[m])
-        imgs.append(image_score(res.score, m))
+        imgs.append(image_score(res.score, m) * res.image_scale)
     scores = np.concatenate(pix).astype(np.float64)
     thr = float(np.quantile(scores, 1.0 - threshold_fpr, method="higher"))
     img_thr = float(max(imgs))

@@ -33,12 +33,16 @@ class ScoreResult:
         was unreliable there (low confidence); ``None`` where the model does not say.
     info: optional JSON-able facts about this scoring (e.g. the registration of a template
         model: angle, shift, correlation), for reports.
+    image_scale: the map-level step (:meth:`AnomalyModel.finish_map`) divided ``score`` by
+        this; the image score (pass/fail) is taken on ``score * image_scale``, the map's
+        absolute level.
     """
 
     score: np.ndarray
     reference: np.ndarray | None = None
     unreliable: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    image_scale: float = 1.0
 
 
 #: a training example: (normals (H, W, 3) float32, mask (H, W) bool)
@@ -62,11 +66,12 @@ class AnomalyModel(ABC):
         models may down-weight unreliable pixels.
         """
 
-    def finish_map(self, score: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def finish_map(self, score: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
         """A map-level step on the WHOLE map's score after tiles were joined
         (:func:`psinspect.detect.score_map`, the one way every map is scored); ``score``
-        (H, W) float32, 0 outside ``mask``. Default: none."""
-        return score
+        (H, W) float32, 0 outside ``mask``. Returns the new score and the factor it was divided
+        by (:attr:`ScoreResult.image_scale`). Default: none."""
+        return score, 1.0
 
     def fit(
         self,
