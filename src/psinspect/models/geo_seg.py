@@ -33,12 +33,13 @@ whose normal turned by more than ``min_angle`` degrees (the library's ground-tru
 binary cross-entropy plus soft Dice, inside the object only.
 
 Score: ``softplus(logit)`` (monotone in the predicted defect probability, never saturating, 0
-outside the mask), divided per map by a soft measure of the map's own score level
-(:meth:`GeoSeg.finish_map`), the logit averaged over ``tta`` rotated/mirrored copies of the map
-(test-time augmentation: each copy's vectors turn with it; the network is not exactly
+outside the mask), the logit averaged over ``tta`` rotated/mirrored copies of the map
+(test-time augmentation: each copy's vectors turn with it, its features are the map's own
+turned with it, :meth:`GeoSeg.transform_features`; the network is not exactly
 rotation-equivariant, so the average is a cheap ensemble), times
 ``min(1, confidence / min_confidence)`` when PS confidence is given (those pixels are reported
-as unreliable).
+as unreliable); finally, on the whole map, divided by a soft measure of the map's own score
+level (:meth:`GeoSeg.finish_map`; the pass/fail image score is taken before that division).
 """
 
 from __future__ import annotations
