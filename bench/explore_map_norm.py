@@ -45,21 +45,13 @@ GRID = [(None, None, 0.0), *itertools.product([50.0, 90.0, 99.0], [0.02, 0.05, 0
 
 def _load_weights_only(model_dir: Path):
     """The model of a folder written by an earlier psinspect version (the exploration runs of
-    0.1.0): hyperparameters and checksummed safetensors weights, without the version check
-    of :func:`psinspect.modelstore.load_model_dir` (that check guards the calibrated
-    thresholds, which this script does not use; the network code is unchanged since)."""
-    import hashlib
+    0.1.0): its config read as is and passed to :func:`psinspect.modelstore.model_from_config`
+    (checksummed safetensors weights), skipping the version check of ``load_model_dir`` (that
+    check guards the calibrated thresholds, which this script does not use; the network code
+    is unchanged since)."""
+    from psinspect.modelstore import model_from_config
 
-    from psinspect.models import create_model
-    from psinspect.modelstore import parse_weights
-
-    cfg = json.loads((model_dir / "config.json").read_text())
-    data = (model_dir / Path(cfg["weights_file"]).name).read_bytes()
-    if hashlib.sha256(data).hexdigest() != cfg["weights_sha256"]:
-        raise SystemExit(f"{model_dir}: weights do not match their checksum")
-    model = create_model(cfg["model"], **cfg["hyperparameters"])
-    model.load_state_arrays(parse_weights(data, str(model_dir)))
-    return model
+    return model_from_config(model_dir, json.loads((model_dir / "config.json").read_text()))
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ import os
 import shutil
 import stat
 import tempfile
+import time
+import uuid
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from psinspect.errors import PsinspectError
-from psinspect.fileio import image_size_hw, npy_header
+from psinspect.fileio import image_size_hw, npy_header, save_png
 from psinspect.normalmap import encode_png, load_normal_map
 
 log = logging.getLogger(__name__)
@@ -525,11 +527,6 @@ def result_image_files(images: Sequence[np.ndarray | None], folder: Path) -> lis
     rewrite and get a truncated reply. A file path is copied into the cache under a temporary
     name and renamed, and an existing copy is reused, never rewritten.
     """
-    import time
-    import uuid
-
-    from psinspect.fileio import save_png
-
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
     for old in folder.iterdir():

@@ -159,11 +159,12 @@ def save_model_dir(
     return out
 
 
-def weights_path(model_dir: str | os.PathLike[str]) -> Path:
-    """The weights file that ``model_dir/config.json`` names (checked to be a plain file name
-    inside the folder)."""
+def weights_path(model_dir: str | os.PathLike[str],
+                 config: dict[str, Any] | None = None) -> Path:
+    """The weights file that ``model_dir/config.json`` (or the already read ``config``) names,
+    checked to be a plain file name inside the folder."""
     model_dir = Path(model_dir)
-    wname = read_config(model_dir)["weights_file"]
+    wname = (read_config(model_dir) if config is None else config)["weights_file"]
     if Path(wname).name != wname or wname in ("", ".", ".."):
         raise PsinspectError(f"{model_dir / CONFIG_FILE}: weights_file must be a plain file name")
     return model_dir / wname
@@ -202,11 +203,14 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return config
 
 
-def load_model_dir(model_dir: str | os.PathLike[str] | None = None) -> ModelBundle:
-    """Load a model directory (default: the bundled model); never executes code from it."""
-    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-    config = read_config(model_dir)
-    wpath = weights_path(model_dir)
+def model_from_config(model_dir: str | os.PathLike[str], config: dict[str, Any]
+                      ) -> AnomalyModel:
+    """The model of a folder whose ``config`` was read: weights checked against
+    ``weights_sha256`` before they are parsed (safetensors), the model rebuilt through the
+    registry. Only :func:`load_model_dir` (which checks format and version first) should feed
+    it a config, except tools that knowingly read an older folder's weights."""
+    model_dir = Path(model_dir)
+    wpath = weights_path(model_dir, config)
     try:
         data = wpath.read_bytes()
     except FileNotFoundError:
@@ -229,8 +233,15 @@ def load_model_dir(model_dir: str | os.PathLike[str] | None = None) -> ModelBund
     except (KeyError, ValueError, RuntimeError, PsinspectError) as err:
         raise PsinspectError(f"{wpath}: weights do not fit model {config['model']!r} ({err})") \
             from None
+    return model
+
+
+def load_model_dir(model_dir: str | os.PathLike[str] | None = None) -> ModelBundle:
+    """Load a model directory (default: the bundled model); never executes code from it."""
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    config = read_config(model_dir)
     return ModelBundle(
-        model=model,
+        model=model_from_config(model_dir, config),
         threshold=float(config["threshold"]),
         image_threshold=float(config["image_threshold"]),
         config=config,
