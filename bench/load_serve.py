@@ -90,6 +90,10 @@ def main() -> int:
     args = ap.parse_args()
     if not 1 <= args.requests <= 200 or not 1 <= args.concurrency <= 50:
         raise SystemExit("--requests must be 1..200 and --concurrency 1..50 (bounded load)")
+    if args.keep_log is not None and not (args.keep_log.parent.is_dir()
+                                          and os.access(args.keep_log.parent, os.W_OK)):
+        raise SystemExit(f"--keep-log {args.keep_log}: its folder does not exist or is not "
+                         "writable")
     from gradio_client import Client, handle_file
 
     examples = list_examples()

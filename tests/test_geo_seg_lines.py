@@ -34,7 +34,7 @@ def test_line_cue_is_off_by_default_and_adds_two_channels() -> None:
     n, m = bumpy_map()
     plain = create_model("geo-seg", **TINY)
     lines = create_model("geo-seg", line_orientations=8, **TINY)
-    assert "line_orientations" not in plain.hyperparameters()  # bundled configs unchanged
+    assert plain.hyperparameters()["line_orientations"] == 0  # off, and said so in config
     assert lines.in_channels == plain.in_channels + 2
     x0, _ = plain.features(n, m)
     x1, _ = lines.features(n, m)

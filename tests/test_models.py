@@ -76,9 +76,10 @@ def test_learned_model_trains_and_round_trips(name: str) -> None:
         clone.load_state_arrays({})
 
 
-def test_resume_gives_the_same_model() -> None:
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_gives_the_same_model(ema: float) -> None:
     maps = [sphere_map(64, r) for r in (20, 24, 28)]
-    full = create_model("geo-seg", **TINY)
+    full = create_model("geo-seg", **TINY, ema=ema)
     full.fit(maps[:2], maps[2:], epochs=3, batch_size=2, seed=3, patience=10)
 
     saved: dict = {}
@@ -91,17 +92,38 @@ def test_resume_gives_the_same_model() -> None:
         if entry["epoch"] == 0:
             raise Killed
 
-    part = create_model("geo-seg", **TINY)
+    part = create_model("geo-seg", **TINY, ema=ema)
     with pytest.raises(Killed):
         part.fit(maps[:2], maps[2:], epochs=3, batch_size=2, seed=3, patience=10,
                  on_epoch=kill_after_first)
-    resumed = create_model("geo-seg", **TINY)
+    resumed = create_model("geo-seg", **TINY, ema=ema)
     log = resumed.fit(maps[:2], maps[2:], epochs=3, batch_size=2, seed=3, patience=10,
                       resume=saved["state"])
     assert [e["epoch"] for e in log] == [0, 1, 2]
     a, b = full.state_arrays(), resumed.state_arrays()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_ema_keeps_the_average_of_the_trained_weights() -> None:
+    """With ``ema`` the kept weights are the moving average, not the last step's weights: they
+    differ from a plain run's, and a decay of 0.9 over 3 x 2 steps sits between the initial and
+    the trained weights."""
+    maps = [sphere_map(64, r) for r in (20, 24, 28)]
+    fit = {"epochs": 3, "batch_size": 2, "seed": 3, "patience": 10}
+    plain = create_model("geo-seg", **TINY)
+    plain.fit(maps[:2], maps[2:], **fit)
+    avg = create_model("geo-seg", **TINY, ema=0.9)
+    log = avg.fit(maps[:2], maps[2:], **fit)
+    assert avg.hyperparameters()["ema"] == 0.9 and len(log) == 3
+    init = create_model("geo-seg", **TINY)._init_net(3).state_dict()
+    a, b = plain.state_arrays(), avg.state_arrays()
+    key = next(k for k in a if k.endswith("weight") and a[k].ndim == 4)
+    moved_plain = np.abs(a[key] - init[key].numpy()).mean()
+    moved_avg = np.abs(b[key] - init[key].numpy()).mean()
+    assert 0 < moved_avg < moved_plain
+    with pytest.raises(PsinspectError, match="ema"):
+        create_model("geo-seg", ema=1.0)
 
 
 def test_geo_seg_full_test_time_augmentation_is_rotation_equivariant() -> None:

@@ -358,6 +358,7 @@ def write_detection_outputs(
         summary = {
             "model": bundle.config.get("model"),
             "model_dir": str(bundle.path) if bundle.path else None,
+            **({"tta": bundle.model.tta} if bundle.model.tta_levels else {}),
             "pixel_threshold": threshold if threshold is not None else bundle.threshold,
             "image_threshold": bundle.image_threshold,
             "verdict_rule": "fail when image_score > image_threshold (image score = peak of "

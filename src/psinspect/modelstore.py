@@ -10,7 +10,9 @@ A model directory (``MODEL_DIR``) holds
   ``model`` (registry name), ``hyperparameters``, ``input`` (how inputs are handled: native
   resolution, tiling), ``threshold`` (per-pixel decision threshold and how it was calibrated),
   ``image_threshold`` (pass/fail decision), ``weights_file`` and ``weights_sha256`` (the
-  weights file's name and SHA-256) and free-form ``training`` facts;
+  weights file's name and SHA-256), for models with test-time augmentation levels
+  ``tta_thresholds`` (``{"<level>": {"threshold", "image_threshold"}}``, calibrated on the same
+  clean maps at each level) and free-form ``training`` facts;
 - ``train_log.json``: one entry per epoch.
 
 Loading checks the format and version, verifies the weights' SHA-256 before parsing them, and
@@ -125,6 +127,7 @@ def save_model_dir(
     training: dict[str, Any] | None = None,
     log: list[dict[str, Any]] | None = None,
     input_handling: dict[str, Any] | None = None,
+    tta_thresholds: dict[str, dict[str, float]] | None = None,
 ) -> Path:
     """Write ``model-<hash>.safetensors``, ``train_log.json`` and ``config.json`` into ``out``.
 
@@ -149,6 +152,7 @@ def save_model_dir(
         "input": {**DEFAULT_INPUT_HANDLING, **(input_handling or {})},
         "threshold": float(threshold),
         "image_threshold": float(image_threshold),
+        **({"tta_thresholds": tta_thresholds} if tta_thresholds else {}),
         "calibration": calibration or {},
         "training": training or {},
         "weights_file": wname,
@@ -200,6 +204,14 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("threshold", "image_threshold"):
         if not np.isfinite(config[key]):
             raise PsinspectError(f"{path}: {key} is not a finite number")
+    levels = config.get("tta_thresholds", {})
+    if not isinstance(levels, dict) or not all(
+            isinstance(v, dict) and all(
+                isinstance(v.get(k), (int, float)) and np.isfinite(v[k])
+                for k in ("threshold", "image_threshold"))
+            for v in levels.values()):
+        raise PsinspectError(f"{path}: invalid 'tta_thresholds' (want {{level: {{threshold, "
+                             "image_threshold}}}} with finite numbers)")
     return config
 
 
@@ -236,14 +248,33 @@ def model_from_config(model_dir: str | os.PathLike[str], config: dict[str, Any]
     return model
 
 
-def load_model_dir(model_dir: str | os.PathLike[str] | None = None) -> ModelBundle:
-    """Load a model directory (default: the bundled model); never executes code from it."""
+def load_model_dir(model_dir: str | os.PathLike[str] | None = None,
+                   tta: int | None = None) -> ModelBundle:
+    """Load a model directory (default: the bundled model); never executes code from it.
+
+    ``tta``: score at this test-time augmentation level instead of the model's own (models
+    with :attr:`AnomalyModel.tta_levels` only), with the thresholds calibrated for it
+    (``tta_thresholds`` of config.json); a level the model has no thresholds for is a
+    :class:`PsinspectError`, never a silent use of thresholds made for other scores.
+    """
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     config = read_config(model_dir)
-    return ModelBundle(
-        model=model_from_config(model_dir, config),
-        threshold=float(config["threshold"]),
-        image_threshold=float(config["image_threshold"]),
-        config=config,
-        path=model_dir,
-    )
+    model = model_from_config(model_dir, config)
+    threshold, image_threshold = float(config["threshold"]), float(config["image_threshold"])
+    if tta is not None and tta != getattr(model, "tta", None):
+        if not model.tta_levels:
+            raise PsinspectError(f"--tta: model {model.name!r} has no test-time augmentation")
+        if tta not in model.tta_levels:
+            raise PsinspectError(f"--tta must be one of {', '.join(map(str, model.tta_levels))} "
+                                 f"for model {model.name!r}, got {tta}")
+        levels = config.get("tta_thresholds", {})
+        if str(tta) not in levels:
+            raise PsinspectError(
+                f"{model_dir}: no thresholds calibrated for --tta {tta} (this model has them "
+                f"for {', '.join(sorted(levels)) or 'its own level only'}); retrain it to "
+                "calibrate every level")
+        model.tta = tta  # type: ignore[attr-defined]
+        threshold = float(levels[str(tta)]["threshold"])
+        image_threshold = float(levels[str(tta)]["image_threshold"])
+    return ModelBundle(model=model, threshold=threshold, image_threshold=image_threshold,
+                       config=config, path=model_dir)

@@ -14,7 +14,9 @@ from ALL good maps, and each map is scored for calibration by a copy fitted with
 Thresholds are calibrated on the clean validation maps only: the per-pixel threshold is the
 ``1 - threshold_fpr`` quantile of their object-pixel scores (default FPR 0.1 %); the image
 (pass/fail) threshold is the largest image score (:func:`psinspect.detect.image_score`) among
-them, so that no clean validation part fails.
+them, so that no clean validation part fails. Models with test-time augmentation levels
+(geo-seg) get both thresholds for every level (:func:`calibrate_tta_levels`), so ``detect --tta
+N`` scores with thresholds made for its scores.
 
 Checkpoints: after every epoch the full training state is written atomically to
 ``MODEL_DIR/.checkpoint/`` (``state-<hash>.safetensors`` + ``state.json``, which names it, so
@@ -211,6 +213,26 @@ def calibrate(
     return thr, img_thr, stats
 
 
+def calibrate_tta_levels(model: AnomalyModel, val: Sequence[NormalSample],
+                         threshold_fpr: float) -> dict[str, dict[str, float]]:
+    """Pixel and image thresholds (as :func:`calibrate`) at every test-time augmentation level
+    of ``model`` (:attr:`AnomalyModel.tta_levels`; ``{}`` for models without one), keyed by
+    the level as a string, so that a model can be scored at another level than it was trained
+    with (``load_model_dir(..., tta=N)``) with thresholds that fit that level's scores. The
+    model's own ``tta`` is left as it was."""
+    own = getattr(model, "tta", None)
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for level in model.tta_levels:
+            model.tta = level  # type: ignore[attr-defined]
+            thr, img_thr, _ = calibrate(model, val, threshold_fpr)
+            out[str(level)] = {"threshold": thr, "image_threshold": img_thr}
+    finally:
+        if own is not None:
+            model.tta = own  # type: ignore[attr-defined]
+    return out
+
+
 def cross_folds(n: int, min_train: int = 4, folds: int = 4) -> int:
     """Number of folds for cross calibration of ``n`` maps: at least ``folds`` (at most ``n``),
     more where needed so that every fold leaves ``min_train`` maps to fit on."""
@@ -360,6 +382,9 @@ def train_model(
     thr, img_thr, stats = calibrate(model, data.val, args["threshold_fpr"], scorers)
     if scorers is not None:
         stats["method"] = "clean maps, each scored by a model fitted without it"
+    if progress is not None and model.tta_levels:
+        progress("calibrating thresholds for each test-time augmentation level")
+    tta_thresholds = calibrate_tta_levels(model, data.val, args["threshold_fpr"])
     if args["threshold"] is not None:
         stats["calibrated_threshold"] = thr
         stats["override"] = "threshold set by --threshold"
@@ -374,6 +399,6 @@ def train_model(
         "psinspect_version": __version__,
     }
     save_model_dir(out, model, threshold=thr, image_threshold=img_thr, calibration=stats,
-                   training=training, log=log)
+                   training=training, log=log, tta_thresholds=tta_thresholds)
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     return json.loads((out / "config.json").read_text(encoding="utf-8"))

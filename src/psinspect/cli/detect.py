@@ -22,6 +22,12 @@ def detect_cmd(
         help="Per-pixel threshold (default: the model's calibrated one).")] = None,
     solver: Annotated[str, typer.Option(help="PS solver for capture folders.")] = "robust",
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+    tta: Annotated[int | None, typer.Option(
+        help="Test-time augmentation: copies of each map (turned / mirrored) scored and "
+             "averaged, for models that have it (geo-seg: 1, 2, 4 or 8; default: the model's "
+             "own, 2 for the bundled model). More copies: more accurate and slower "
+             "(BENCHMARKS.md); the model's thresholds calibrated for that level are used.")
+    ] = None,
 ) -> None:
     """Score every input and write, per input, NAME_score.npy (float32, 0 outside the object),
     NAME_heatmap.png, NAME_mask.png (prediction at the threshold), NAME_reference.png (the
@@ -40,7 +46,7 @@ def detect_cmd(
     from psinspect.modelstore import load_model_dir
 
     check_output_dir(out, force)
-    bundle = load_model_dir(model)
+    bundle = load_model_dir(model, tta=tta)
     done = []
 
     def advance(name: str) -> None:

@@ -55,6 +55,10 @@ class AnomalyModel(ABC):
     name: ClassVar[str]
     #: whether ``fit`` learns anything (False for training-free models)
     trainable: ClassVar[bool] = True
+    #: the test-time augmentation levels (values of a ``tta`` attribute: copies of the map
+    #: scored and averaged) the model can score at; empty where it has no such setting.
+    #: Training calibrates thresholds for each (config ``tta_thresholds``)
+    tta_levels: ClassVar[tuple[int, ...]] = ()
 
     @abstractmethod
     def score(

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, NormalSample
@@ -172,11 +173,14 @@ class TorchAnomalyModel(AnomalyModel):
     """
 
     def __init__(self, patch: int = 128, steps_per_epoch: int = 40, lr: float = 2e-3,
-                 val_patches: int = 4) -> None:
+                 val_patches: int = 4, ema: float = 0.0) -> None:
+        if not 0.0 <= float(ema) < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (0 = off), got {ema}")
         self.patch = int(patch)
         self.steps_per_epoch = int(steps_per_epoch)
         self.lr = float(lr)
         self.val_patches = int(val_patches)
+        self.ema = float(ema)
         self.net: nn.Module = self._init_net(0)
 
     # --- subclass API -------------------------------------------------------------------
@@ -199,9 +203,6 @@ class TorchAnomalyModel(AnomalyModel):
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward_input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.net(batch["x"])
-
     # --- common ---------------------------------------------------------------------------
     def _init_net(self, seed: int) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -211,7 +212,7 @@ class TorchAnomalyModel(AnomalyModel):
 
     def base_hyperparameters(self) -> dict[str, Any]:
         return {"patch": self.patch, "steps_per_epoch": self.steps_per_epoch, "lr": self.lr,
-                "val_patches": self.val_patches}
+                "val_patches": self.val_patches, "ema": self.ema}
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
@@ -251,8 +252,7 @@ class TorchAnomalyModel(AnomalyModel):
 
     def _step(self, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> float:
         """One optimiser step on one batch; returns the loss."""
-        out = self.forward_input(batch)
-        loss = self.loss(out, batch)
+        loss = self.loss(self.net(batch["x"]), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -278,7 +278,10 @@ class TorchAnomalyModel(AnomalyModel):
         rotation/flip, model-specific corruption). Validation loss is computed on a fixed set
         of crops of ``val`` (clean maps, corrupted the same way with a fixed seed). The best
         epoch's weights are kept; training stops after ``patience`` epochs without a better
-        validation loss. The learning rate follows a cosine from ``lr`` to ``lr / 20``.
+        validation loss. The learning rate follows a cosine from ``lr`` to ``lr / 20``. With
+        the ``ema`` hyperparameter > 0 an exponential moving average of the weights (decay
+        ``ema`` per step) is validated and kept instead of the raw weights (off by default: no
+        gain measured for geo-seg, BENCHMARKS.md 'Design exploration').
         ``on_epoch(entry, arrays, meta)`` receives a full checkpoint after every epoch;
         ``resume=(arrays, meta)`` continues from one.
         """
@@ -291,12 +294,17 @@ class TorchAnomalyModel(AnomalyModel):
         self.net = self._init_net(seed)
         params = list(self.net.parameters())
         opt = torch.optim.Adam(params, lr=self.lr)
+        # with ``ema`` > 0 an exponential moving average of the weights (decay ``ema`` per
+        # step) is what validation judges and what is kept; the raw weights keep training
+        averaged = (AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(self.ema),
+                                  use_buffers=True) if self.ema > 0 else None)
+        judged = averaged.module if averaged is not None else self.net
         val_rng = np.random.default_rng([seed, 10**6])
         val_batches = [self._batch(val, min(batch_size, len(val) * self.val_patches), val_rng)
                        for _ in range(max(1, math.ceil(len(val) * self.val_patches / batch_size)))]
         log: list[dict[str, Any]] = []
         best_val = math.inf
-        best_state = {k: v.clone() for k, v in self.net.state_dict().items()}
+        best_state = {k: v.clone() for k, v in judged.state_dict().items()}
         best_epoch = -1
         bad = 0
         start = 0
@@ -314,6 +322,10 @@ class TorchAnomalyModel(AnomalyModel):
                         "exp_avg_sq": torch.from_numpy(arrays[f"opt.{i}.exp_avg_sq"].copy()),
                     }
             opt.load_state_dict(opt_state)
+            if averaged is not None:
+                judged.load_state_dict({k[4:]: torch.from_numpy(np.ascontiguousarray(v))
+                                        for k, v in arrays.items() if k.startswith("ema.")})
+                averaged.n_averaged.fill_(int(meta["ema_updates"]))
             log = list(meta["log"])
             best_val, best_epoch, bad = meta["best_val"], meta["best_epoch"], meta["bad"]
             start = int(meta["epoch"]) + 1
@@ -337,14 +349,15 @@ class TorchAnomalyModel(AnomalyModel):
                     if step + 1 < self.steps_per_epoch:
                         pending = pool.submit(self._batch, train, batch_size, rng)
                     losses.append(self._step(opt, batch))
-            self.net.eval()
+                    if averaged is not None:
+                        averaged.update_parameters(self.net)
+            judged.eval()
             with torch.no_grad():
-                vl = float(np.mean([float(self.loss(self.forward_input(b), b))
-                                    for b in val_batches]))
+                vl = float(np.mean([float(self.loss(judged(b["x"]), b)) for b in val_batches]))
             improved = vl < best_val
             if improved:
                 best_val, best_epoch, bad = vl, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in judged.state_dict().items()}
             else:
                 bad += 1
             stopped = bad >= patience
@@ -355,6 +368,9 @@ class TorchAnomalyModel(AnomalyModel):
                 arrays = {f"net.{k}": v.detach().numpy().copy()
                           for k, v in self.net.state_dict().items()}
                 arrays.update({f"best.{k}": v.numpy().copy() for k, v in best_state.items()})
+                if averaged is not None:
+                    arrays.update({f"ema.{k}": v.detach().numpy().copy()
+                                   for k, v in judged.state_dict().items()})
                 steps = []
                 st = opt.state_dict()["state"]
                 for i in range(len(params)):
@@ -365,7 +381,8 @@ class TorchAnomalyModel(AnomalyModel):
                     else:
                         steps.append(0.0)
                 meta = {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch,
-                        "bad": bad, "log": log, "opt_steps": steps, "stopped": stopped}
+                        "bad": bad, "log": log, "opt_steps": steps, "stopped": stopped,
+                        "ema_updates": int(averaged.n_averaged) if averaged is not None else 0}
                 on_epoch(entry, arrays, meta)
             if stopped:
                 break

@@ -227,6 +227,7 @@ class GeoSeg(TorchAnomalyModel):
     maps with synthetic height-field defects. Score = softplus(logit)."""
 
     name = "geo-seg"
+    tta_levels = (1, 2, 4, 8)
 
     def __init__(self, channels: Sequence[int] = (8, 16, 32, 64), decoder_convs: int = 1,
                  norm: str = "gn",
@@ -261,7 +262,7 @@ class GeoSeg(TorchAnomalyModel):
             raise ValueError(f"bend_px must be two scales 0 < low <= high, got {bend_px}")
         self.bend_px = [float(x) for x in bend_px]
         self.region_balance = float(region_balance)
-        if int(tta) not in (1, 2, 4, 8):
+        if int(tta) not in self.tta_levels:
             raise ValueError(f"tta must be 1, 2, 4 or 8, got {tta}")
         self.tta = int(tta)
         self.scale_jitter = float(scale_jitter)
@@ -304,10 +305,9 @@ class GeoSeg(TorchAnomalyModel):
             "scale_jitter": self.scale_jitter,
             "map_norm_power": self.map_norm_power, "map_norm_quantile": self.map_norm_quantile,
             "map_norm_eps": self.map_norm_eps,
-            **({"line_orientations": self.line_orientations, "line_px": self.line_px,
-                "line_context_px": self.line_context_px, "line_floor": self.line_floor,
-                "line_inhibition": self.line_inhibition}
-               if self.line_orientations else {}),
+            "line_orientations": self.line_orientations, "line_px": self.line_px,
+            "line_context_px": self.line_context_px, "line_floor": self.line_floor,
+            "line_inhibition": self.line_inhibition,
             **self.base_hyperparameters(),
         }
 
