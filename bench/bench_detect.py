@@ -364,7 +364,10 @@ def render_markdown(results: dict, args) -> str:
         lines += ["", f"Test-time augmentation levels of {best} (`psinspect detect --tta N`: "
                   "N turned / mirrored copies of each map scored and averaged; same weights, the "
                   "pixel and image thresholds calibrated for each level on the same clean val "
-                  "maps at training; detect speeds measured one after the other in this run):",
+                  "maps at training; detect speeds measured one after the other in this run, "
+                  "to be compared with each other: on this shared machine the same level's "
+                  "speed varies by up to ~1.5x between moments of one run, as the tables above "
+                  "show):",
                   "", "| tta | pixel AUROC | AUPRO | image AUROC | defective failed | clean "
                   "passed | detect maps/s |", "|---|---|---|---|---|---|---|"]
         for level, t in sorted(tl.items(), key=lambda kv: int(kv[0])):
