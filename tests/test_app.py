@@ -228,3 +228,16 @@ def test_zip_clashing_entries_are_one_error(tmp_path: Path, names: list[str]) ->
     with pytest.raises(PsinspectError, match="appears twice or clashes") as err:
         safe_extract_zip(z, tmp_path / "out")
     assert str(tmp_path) not in str(err.value)  # names the entry, not a server path
+
+
+def test_bundled_model_is_also_offered_thorough() -> None:
+    """The bundled geo-seg model comes with thresholds for every test-time augmentation level;
+    the app offers it as is and, right after, at 8 copies with that level's thresholds."""
+    from psinspect.app import THOROUGH_TTA, load_model_choices
+
+    plain, thorough = load_model_choices([], include_default=True)
+    levels = thorough.bundle.config["tta_thresholds"][str(THOROUGH_TTA)]
+    assert plain.bundle.model.tta == 2 and thorough.bundle.model.tta == THOROUGH_TTA
+    assert thorough.label.startswith(plain.label) and "thorough" in thorough.label
+    assert thorough.threshold == levels["threshold"] != plain.threshold
+    assert thorough.image_threshold == levels["image_threshold"]

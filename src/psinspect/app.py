@@ -338,23 +338,35 @@ def _slider_max(value: float) -> float:
     return float(np.ceil(top / mag) * mag)
 
 
+#: the test-time augmentation level offered as a model's "thorough" choice (where calibrated)
+THOROUGH_TTA = 8
+
+
 def load_model_choices(model_dirs: Sequence[str | os.PathLike[str]] = (),
                        include_default: bool = True) -> list[ModelChoice]:
-    """The bundled default model (first) plus every given MODEL_DIR, loaded and checked."""
+    """The bundled default model (first) plus every given MODEL_DIR, loaded and checked. A
+    model calibrated for test-time augmentation level :data:`THOROUGH_TTA` (geo-seg) is also
+    offered at that level, right after it: more accurate, slower (BENCHMARKS.md)."""
     from psinspect.modelstore import default_model_dir, load_model_dir
 
-    choices = []
-    if include_default:
-        b = load_model_dir(None)
-        choices.append(ModelChoice(f"default (bundled {b.config.get('model', '?')})", b))
-    for d in model_dirs:
+    def add(d: str | os.PathLike[str] | None, name: str) -> None:
         b = load_model_dir(d)
-        label = f"{Path(d).name} ({b.config.get('model', '?')})"
-        if Path(d).resolve() == default_model_dir().resolve():
-            continue
+        label = f"{name} ({b.config.get('model', '?')})"
         while label in {c.label for c in choices}:
             label += "'"
         choices.append(ModelChoice(label, b))
+        if (THOROUGH_TTA in b.model.tta_levels and getattr(b.model, "tta", None) != THOROUGH_TTA
+                and str(THOROUGH_TTA) in b.config.get("tta_thresholds", {})):
+            choices.append(ModelChoice(f"{label}, thorough ({THOROUGH_TTA} turned copies, "
+                                       "slower)", load_model_dir(d, tta=THOROUGH_TTA)))
+
+    choices: list[ModelChoice] = []
+    if include_default:
+        add(None, "default, bundled")
+    for d in model_dirs:
+        if Path(d).resolve() == default_model_dir().resolve():
+            continue
+        add(d, Path(d).name)
     if not choices:
         raise PsinspectError("no model to serve: give --model-dir or keep the bundled default")
     return choices
