@@ -36,7 +36,8 @@ Score: ``softplus(logit)`` (monotone in the predicted defect probability, never 
 outside the mask), the logit averaged over ``tta`` rotated/mirrored copies of the map
 (test-time augmentation: each copy's vectors turn with it, its features are the map's own
 turned with it, :meth:`GeoSeg.transform_features`; the network is not exactly
-rotation-equivariant, so the average is a cheap ensemble), times
+rotation-equivariant, so the average is a cheap ensemble; more copies score better and cost
+more, and training calibrates thresholds for 1, 2, 4 and 8 of them: ``detect --tta N``), times
 ``min(1, confidence / min_confidence)`` when PS confidence is given (those pixels are reported
 as unreliable); finally, on the whole map, divided by a soft measure of the map's own score
 level (:meth:`GeoSeg.finish_map`; the pass/fail image score is taken before that division).
