@@ -135,3 +135,21 @@ def test_pretrained_copies_the_bundled_model(tmp_path: Path) -> None:
     assert bundle.path == tmp_path / "model"
     assert bundle.threshold > 0 and bundle.image_threshold > 0
     assert "--pretrained" in calls[0]
+    b8 = _model_stage(tmp_path / "t8", make_config("quick", pretrained=True, tta=8), None,
+                      lambda i, text, steps: 0.0, lambda i, t0, summary: None)
+    assert b8.model.tta == 8
+    assert b8.threshold == b8.config["tta_thresholds"]["8"]["threshold"] != bundle.threshold
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"tta": 3}, "--tta must be one of 1, 2, 4, 8"),
+    ({"tta": 2, "model": "geometric"}, "no test-time augmentation"),
+])
+def test_bad_tta_is_refused_before_any_work(tmp_path: Path, overrides: dict,
+                                            message: str) -> None:
+    from psinspect.errors import PsinspectError
+    from psinspect.pipeline import run_pipeline
+
+    with pytest.raises(PsinspectError, match=message):
+        run_pipeline(tmp_path / "w", make_config("quick", **overrides))
+    assert not (tmp_path / "w").exists()

@@ -46,7 +46,8 @@ class RunConfig:
     subsets per capture, ``holdout`` surfaces for test (None = a seeded quarter of the clean
     surfaces). Model: ``model`` trained ``epochs`` x ``steps_per_epoch`` steps of
     ``batch_size`` crops of ``patch`` px (``model_hyperparameters`` passed on), or the bundled
-    default with ``pretrained``.
+    default with ``pretrained``. ``tta``: score at that test-time augmentation level (models
+    that have one, with the thresholds calibrated for it; None = the model's own).
     """
 
     preset: str = "default"
@@ -66,6 +67,7 @@ class RunConfig:
     batch_size: int = 8
     patience: int = 3
     threads: int = 2
+    tta: int | None = None
 
 
 #: named presets. ``quick`` is the CI size (under a minute on 2 cores): its few seconds of
@@ -130,6 +132,15 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
     """
     from psinspect.dataset import build_dataset, find_captures
 
+    if cfg.tta is not None:  # before hours of work, not after training
+        from psinspect.models import create_model
+
+        levels = create_model("geo-seg" if cfg.pretrained or cfg.model is None
+                              else cfg.model).tta_levels
+        if cfg.tta not in levels:
+            raise PsinspectError(
+                f"--tta must be one of {', '.join(map(str, levels))} for this model, got "
+                f"{cfg.tta}" if levels else "--tta: this model has no test-time augmentation")
     rep: Reporter = reporter or _Silent()
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -290,7 +301,7 @@ def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
         t0 = begin(2, "using the bundled default model (--pretrained)", None)
         src = default_model_dir()
         shutil.copytree(src, work / "model")
-        bundle = load_model_dir(work / "model")
+        bundle = load_model_dir(work / "model", tta=cfg.tta)
         end(2, t0, f"{bundle.config.get('model')} from {src}")
         return bundle
     from psinspect.train import train_model
@@ -306,7 +317,7 @@ def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
         threads=cfg.threads,
         on_epoch=lambda e: rep.tick(f"epoch {e['epoch'] + 1}: val loss {e['val_loss']:.4f}"),
         **kwargs)
-    bundle = load_model_dir(work / "model")
+    bundle = load_model_dir(work / "model", tta=cfg.tta)
     end(2, t0, f"{config['model']}: pixel threshold {config['threshold']:.4g}, image "
                f"threshold {config['image_threshold']:.4g}")
     return bundle

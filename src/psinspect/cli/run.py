@@ -65,6 +65,9 @@ def run_cmd(
     parts: Annotated[int | None, typer.Option(help="Rendered parts (preset default).",
                                               min=2)] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+    tta: Annotated[int | None, typer.Option(
+        help="Test-time augmentation copies for detection (geo-seg: 1, 2, 4 or 8; default: "
+             "the model's own); see `psinspect detect --tta`.")] = None,
 ) -> None:
     """Run everything: render parts (or read --data captures), photometric stereo, dataset with
     defects and held-out surfaces, train (or --pretrained), detect, evaluate; writes
@@ -79,7 +82,7 @@ def run_cmd(
     cfg = make_config(
         "quick" if quick else "default", seed=seed, pretrained=pretrained,
         data=None if data is None else str(data.resolve()), model=model, epochs=epochs,
-        parts=parts,
+        parts=parts, tta=tta,
         holdout=None if holdout is None else [h.strip() for h in holdout.split(",") if h.strip()],
     )
     with staged_output_dir(out, force) as stage:
