@@ -145,34 +145,25 @@ def detect_throughput(bundle, ds: Path, threads: int, count: int = 40) -> float:
     return count / (time.perf_counter() - t0)
 
 
-def mdir_of_default(args) -> Path:
-    from psinspect.modelstore import default_model_dir
-
-    return WORK / "models" / "geo-seg" if args.retrain_default else default_model_dir()
-
-
-def evaluate_tta_levels(res: dict, mdir: Path, ds: Path, levels: list[int], threads: int
+def evaluate_tta_levels(res: dict, bundle, ds: Path, levels: list[int], threads: int
                         ) -> dict[int, dict]:
-    """The default model at other test-time augmentation levels (``load_model_dir(tta=N)``:
-    same weights, the thresholds calibrated for N): metrics per level, then the detect speed of
-    every level measured one after the other (comparable as ratios)."""
-    from psinspect.modelstore import load_model_dir
+    """The default model at other test-time augmentation levels (``with_tta``: same weights,
+    the thresholds calibrated for N): metrics per level, then the detect speed of every level
+    measured one after the other (comparable as ratios)."""
+    from psinspect.modelstore import with_tta
 
     own = res["hyperparameters"].get("tta")
+    at = {level: with_tta(bundle, level) for level in levels}
     out: dict[int, dict] = {}
     for level in levels:
-        if level == own:
-            r = res
-        else:
-            r = evaluate_model(load_model_dir(mdir, tta=level), ds, threads)
+        r = res if level == own else evaluate_model(at[level], ds, threads)
         out[level] = {"pooled": r["pooled"], "groups": r["groups"], "verdicts": r["verdicts"],
                       "per_type": r["per_type"]}
         p = r["pooled"]
         print(f"geo-seg tta {level}: AUROC {p['pixel_auroc']:.4f} AUPRO {p['aupro']:.4f} img "
               f"{fmt(p['image_auroc'])}", flush=True)
     for level in levels:
-        out[level]["maps_per_s"] = detect_throughput(load_model_dir(mdir, tta=level), ds,
-                                                     threads)
+        out[level]["maps_per_s"] = detect_throughput(at[level], ds, threads)
         print(f"geo-seg tta {level}: {out[level]['maps_per_s']:.1f} maps/s", flush=True)
     return out
 
@@ -207,7 +198,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ds = _bench_data.build(WORK)
     print(f"data ready ({time.perf_counter() - t0:.0f} s): {ds}", flush=True)
-    results = {}
+    results, bundles = {}, {}
     for name in names:
         if name == "geo-seg" and not args.retrain_default:
             mdir = default_model_dir()
@@ -240,6 +231,7 @@ def main() -> None:
         res["hyperparameters"] = bundle.config.get("hyperparameters", {})
         res["batch_size"] = bundle.config["training"].get("batch_size")
         results[name] = res
+        bundles[name] = bundle
         p = res["pooled"]
         print(f"{name}: AUROC {p['pixel_auroc']:.4f} AUPRO {p['aupro']:.4f} AP "
               f"{p['pixel_ap']:.3f} F1 {p['f1_max']:.3f} img {fmt(p['image_auroc'])} "
@@ -249,7 +241,7 @@ def main() -> None:
                   f"{fmt(v['image_auroc'])}", flush=True)
     if "geo-seg" in results and args.tta_levels:
         results["geo-seg"]["tta_levels"] = evaluate_tta_levels(
-            results["geo-seg"], mdir_of_default(args), ds, args.tta_levels, args.threads)
+            results["geo-seg"], bundles["geo-seg"], ds, args.tta_levels, args.threads)
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "results.json").write_text(json.dumps(results, indent=1, default=float))
     if args.no_write or not results:

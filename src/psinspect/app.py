@@ -347,7 +347,7 @@ def load_model_choices(model_dirs: Sequence[str | os.PathLike[str]] = (),
     """The bundled default model (first) plus every given MODEL_DIR, loaded and checked. A
     model calibrated for test-time augmentation level :data:`THOROUGH_TTA` (geo-seg) is also
     offered at that level, right after it: more accurate, slower (BENCHMARKS.md)."""
-    from psinspect.modelstore import default_model_dir, load_model_dir
+    from psinspect.modelstore import default_model_dir, load_model_dir, with_tta
 
     def add(d: str | os.PathLike[str] | None, name: str) -> None:
         b = load_model_dir(d)
@@ -358,7 +358,7 @@ def load_model_choices(model_dirs: Sequence[str | os.PathLike[str]] = (),
         if (THOROUGH_TTA in b.model.tta_levels and getattr(b.model, "tta", None) != THOROUGH_TTA
                 and str(THOROUGH_TTA) in b.config.get("tta_thresholds", {})):
             choices.append(ModelChoice(f"{label}, thorough ({THOROUGH_TTA} turned copies, "
-                                       "slower)", load_model_dir(d, tta=THOROUGH_TTA)))
+                                       "slower)", with_tta(b, THOROUGH_TTA)))
 
     choices: list[ModelChoice] = []
     if include_default:

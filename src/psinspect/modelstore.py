@@ -23,6 +23,7 @@ rebuilds the model through the registry (:func:`psinspect.models.create_model`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -248,33 +249,47 @@ def model_from_config(model_dir: str | os.PathLike[str], config: dict[str, Any]
     return model
 
 
+def check_tta(model: AnomalyModel, tta: int) -> None:
+    """Refuse (:class:`PsinspectError`) a test-time augmentation level ``model`` cannot score
+    at (:attr:`AnomalyModel.tta_levels`)."""
+    if not model.tta_levels:
+        raise PsinspectError(f"--tta: model {model.name!r} has no test-time augmentation")
+    if tta not in model.tta_levels:
+        raise PsinspectError(f"--tta must be one of {', '.join(map(str, model.tta_levels))} "
+                             f"for model {model.name!r}, got {tta}")
+
+
+def with_tta(bundle: ModelBundle, tta: int | None) -> ModelBundle:
+    """``bundle`` scoring at test-time augmentation level ``tta`` (None or its own level: the
+    bundle itself; else a new bundle with a copy of the model) with the thresholds calibrated
+    for that level (``tta_thresholds`` of config.json). A level the model has no thresholds
+    for is a :class:`PsinspectError`, never a silent use of thresholds made for other
+    scores."""
+    if tta is None or tta == getattr(bundle.model, "tta", None):
+        return bundle
+    check_tta(bundle.model, tta)
+    levels = bundle.config.get("tta_thresholds", {})
+    if str(tta) not in levels:
+        raise PsinspectError(
+            f"{bundle.path}: no thresholds calibrated for --tta {tta} (this model has them "
+            f"for {', '.join(sorted(levels)) or 'its own level only'}); retrain it to "
+            "calibrate every level")
+    model = copy.deepcopy(bundle.model)
+    model.tta = tta  # type: ignore[attr-defined]
+    return ModelBundle(model=model, threshold=float(levels[str(tta)]["threshold"]),
+                       image_threshold=float(levels[str(tta)]["image_threshold"]),
+                       config=bundle.config, path=bundle.path)
+
+
 def load_model_dir(model_dir: str | os.PathLike[str] | None = None,
                    tta: int | None = None) -> ModelBundle:
     """Load a model directory (default: the bundled model); never executes code from it.
-
-    ``tta``: score at this test-time augmentation level instead of the model's own (models
-    with :attr:`AnomalyModel.tta_levels` only), with the thresholds calibrated for it
-    (``tta_thresholds`` of config.json); a level the model has no thresholds for is a
-    :class:`PsinspectError`, never a silent use of thresholds made for other scores.
-    """
+    ``tta``: score at that test-time augmentation level instead of the model's own
+    (:func:`with_tta`)."""
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     config = read_config(model_dir)
-    model = model_from_config(model_dir, config)
-    threshold, image_threshold = float(config["threshold"]), float(config["image_threshold"])
-    if tta is not None and tta != getattr(model, "tta", None):
-        if not model.tta_levels:
-            raise PsinspectError(f"--tta: model {model.name!r} has no test-time augmentation")
-        if tta not in model.tta_levels:
-            raise PsinspectError(f"--tta must be one of {', '.join(map(str, model.tta_levels))} "
-                                 f"for model {model.name!r}, got {tta}")
-        levels = config.get("tta_thresholds", {})
-        if str(tta) not in levels:
-            raise PsinspectError(
-                f"{model_dir}: no thresholds calibrated for --tta {tta} (this model has them "
-                f"for {', '.join(sorted(levels)) or 'its own level only'}); retrain it to "
-                "calibrate every level")
-        model.tta = tta  # type: ignore[attr-defined]
-        threshold = float(levels[str(tta)]["threshold"])
-        image_threshold = float(levels[str(tta)]["image_threshold"])
-    return ModelBundle(model=model, threshold=threshold, image_threshold=image_threshold,
-                       config=config, path=model_dir)
+    bundle = ModelBundle(model=model_from_config(model_dir, config),
+                         threshold=float(config["threshold"]),
+                         image_threshold=float(config["image_threshold"]),
+                         config=config, path=model_dir)
+    return with_tta(bundle, tta)

@@ -134,13 +134,10 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
 
     if cfg.tta is not None:  # before hours of work, not after training
         from psinspect.models import create_model
+        from psinspect.modelstore import check_tta
 
-        levels = create_model("geo-seg" if cfg.pretrained or cfg.model is None
-                              else cfg.model).tta_levels
-        if cfg.tta not in levels:
-            raise PsinspectError(
-                f"--tta must be one of {', '.join(map(str, levels))} for this model, got "
-                f"{cfg.tta}" if levels else "--tta: this model has no test-time augmentation")
+        check_tta(create_model("geo-seg" if cfg.pretrained or cfg.model is None
+                               else cfg.model), cfg.tta)
     rep: Reporter = reporter or _Silent()
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)

@@ -214,18 +214,23 @@ def calibrate(
 
 
 def calibrate_tta_levels(model: AnomalyModel, val: Sequence[NormalSample],
-                         threshold_fpr: float) -> dict[str, dict[str, float]]:
+                         threshold_fpr: float, own_thresholds: tuple[float, float] | None = None
+                         ) -> dict[str, dict[str, float]]:
     """Pixel and image thresholds (as :func:`calibrate`) at every test-time augmentation level
     of ``model`` (:attr:`AnomalyModel.tta_levels`; ``{}`` for models without one), keyed by
     the level as a string, so that a model can be scored at another level than it was trained
-    with (``load_model_dir(..., tta=N)``) with thresholds that fit that level's scores. The
-    model's own ``tta`` is left as it was."""
+    with (``load_model_dir(..., tta=N)``) with thresholds that fit that level's scores.
+    ``own_thresholds``: the (pixel, image) thresholds already calibrated at the model's own
+    level, not computed again. The model's own ``tta`` is left as it was."""
     own = getattr(model, "tta", None)
     out: dict[str, dict[str, float]] = {}
     try:
         for level in model.tta_levels:
-            model.tta = level  # type: ignore[attr-defined]
-            thr, img_thr, _ = calibrate(model, val, threshold_fpr)
+            if level == own and own_thresholds is not None:
+                thr, img_thr = own_thresholds
+            else:
+                model.tta = level  # type: ignore[attr-defined]
+                thr, img_thr, _ = calibrate(model, val, threshold_fpr)
             out[str(level)] = {"threshold": thr, "image_threshold": img_thr}
     finally:
         if own is not None:
@@ -384,7 +389,8 @@ def train_model(
         stats["method"] = "clean maps, each scored by a model fitted without it"
     if progress is not None and model.tta_levels:
         progress("calibrating thresholds for each test-time augmentation level")
-    tta_thresholds = calibrate_tta_levels(model, data.val, args["threshold_fpr"])
+    tta_thresholds = calibrate_tta_levels(model, data.val, args["threshold_fpr"],
+                                          None if scorers is not None else (thr, img_thr))
     if args["threshold"] is not None:
         stats["calibrated_threshold"] = thr
         stats["override"] = "threshold set by --threshold"
