@@ -3,7 +3,8 @@
 Builds (or reuses) the benchmark data of bench/_bench_data.py (rendered parts; the DiLiGenT
 objects are test-only and never trained on), trains the default model with the fixed recipe and
 seed below, calibrates its thresholds on the clean validation maps, and writes it to
-``src/psinspect/data/default_model/`` (model-<hash>.safetensors + config.json + train_log.json).
+``src/psinspect/data/default_model/`` (model-<hash>.safetensors, train_log-<hash>.json and
+config.json).
 Same seed, same thread count -> same weights.
 """
 

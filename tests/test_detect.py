@@ -14,7 +14,13 @@ from psinspect.detect import detect_map, find_regions, image_score, score_map
 from psinspect.errors import PsinspectError
 from psinspect.fileio import save_npy
 from psinspect.models import create_model
-from psinspect.modelstore import load_model_dir, read_config, save_model_dir, weights_path
+from psinspect.modelstore import (
+    load_model_dir,
+    read_config,
+    read_train_log,
+    save_model_dir,
+    weights_path,
+)
 from psinspect.normalmap import load_normal_map, normals_from_height
 
 
@@ -178,7 +184,7 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     assert code == 0, err
     cfg = json.loads((mdir / "config.json").read_text())
     assert cfg["model"] == "geo-seg" and cfg["threshold"] > 0
-    assert len(json.loads((mdir / "train_log.json").read_text())) == 2
+    assert len(read_train_log(mdir)) == 2
     assert not (mdir / ".checkpoint").exists()
     # training again into the same folder needs --force
     code, _, err = run_cli(["train", str(tiny_dataset), "-o", str(mdir)], monkeypatch, capsys)

@@ -85,10 +85,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as pretty JSON text (UTF-8, trailing newline)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
+    return (text + "\n").encode("utf-8")
+
+
 def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as pretty JSON (UTF-8), atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
-    return atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+    return atomic_write_bytes(path, json_bytes(obj))
 
 
 def _json_default(o: Any) -> Any:

@@ -12,8 +12,10 @@ A model directory (``MODEL_DIR``) holds
   ``image_threshold`` (pass/fail decision), ``weights_file`` and ``weights_sha256`` (the
   weights file's name and SHA-256), for models with test-time augmentation levels
   ``tta_thresholds`` (``{"<level>": {"threshold", "image_threshold"}}``, calibrated on the same
-  clean maps at each level) and free-form ``training`` facts;
-- ``train_log.json``: one entry per epoch.
+  clean maps at each level), free-form ``training`` facts and ``log_file``;
+- ``train_log-<hash>.json`` (the ``log_file`` of config.json): one entry per epoch, named by
+  its content like the weights, so a retraining killed before its config was written leaves
+  the previous model with its own log.
 
 Loading checks the format and version, verifies the weights' SHA-256 before parsing them, and
 rebuilds the model through the registry (:func:`psinspect.models.create_model`). Anything wrong
@@ -36,7 +38,7 @@ import numpy as np
 
 from psinspect import __version__
 from psinspect.errors import PsinspectError
-from psinspect.fileio import atomic_write_bytes, remove_stale_temporaries, save_json
+from psinspect.fileio import atomic_write_bytes, json_bytes, remove_stale_temporaries, save_json
 from psinspect.models import AnomalyModel, create_model
 
 MODEL_FORMAT = "psinspect-model"
@@ -45,7 +47,8 @@ FORMAT_VERSION = 1
 #: weights files are ``WEIGHTS_STEM-<first 16 hex digits of their SHA-256>.safetensors``
 WEIGHTS_STEM = "model"
 CONFIG_FILE = "config.json"
-LOG_FILE = "train_log.json"
+#: training logs are ``LOG_STEM-<first 16 hex digits of their SHA-256>.json``, named by config.json
+LOG_STEM = "train_log"
 
 #: how every model sees its input (documented in config.json)
 DEFAULT_INPUT_HANDLING: dict[str, Any] = {
@@ -100,20 +103,22 @@ def parse_weights(data: bytes, name: str) -> dict[str, np.ndarray]:
         raise PsinspectError(f"{name}: not a readable safetensors file ({err})") from None
 
 
-def write_addressed(folder: Path, stem: str, data: bytes) -> tuple[str, str]:
-    """Write ``data`` atomically to ``folder/STEM-<sha256[:16]>.safetensors``; returns (file
-    name, full SHA-256). A content-addressed name never replaces the file that the folder's
-    current pointer (``config.json``, a checkpoint's ``state.json``) names."""
+def write_addressed(folder: Path, stem: str, data: bytes,
+                    suffix: str = ".safetensors") -> tuple[str, str]:
+    """Write ``data`` atomically to ``folder/STEM-<sha256[:16]>SUFFIX``; returns (file name,
+    full SHA-256). A content-addressed name never replaces the file that the folder's current
+    pointer (``config.json``, a checkpoint's ``state.json``) names."""
     digest = hashlib.sha256(data).hexdigest()
-    name = f"{stem}-{digest[:16]}.safetensors"
+    name = f"{stem}-{digest[:16]}{suffix}"
     atomic_write_bytes(folder / name, data)
     return name, digest
 
 
-def remove_unreferenced(folder: Path, stem: str, keep: str) -> None:
-    """After the pointer was switched to ``keep``: remove the older ``STEM-*.safetensors``
-    (and a legacy ``STEM.safetensors``) of ``folder``."""
-    for old in [*folder.glob(f"{stem}-*.safetensors"), folder / f"{stem}.safetensors"]:
+def remove_unreferenced(folder: Path, stem: str, keep: str,
+                        suffix: str = ".safetensors") -> None:
+    """After the pointer was switched to ``keep``: remove the older ``STEM-*SUFFIX`` (and a
+    legacy ``STEMSUFFIX``) of ``folder``."""
+    for old in [*folder.glob(f"{stem}-*{suffix}"), folder / f"{stem}{suffix}"]:
         if old.name != keep:
             old.unlink(missing_ok=True)
 
@@ -130,12 +135,13 @@ def save_model_dir(
     input_handling: dict[str, Any] | None = None,
     tta_thresholds: dict[str, dict[str, float]] | None = None,
 ) -> Path:
-    """Write ``model-<hash>.safetensors``, ``train_log.json`` and ``config.json`` into ``out``.
+    """Write ``model-<hash>.safetensors``, ``train_log-<hash>.json`` and ``config.json`` into
+    ``out``.
 
-    Each file is written atomically; ``config.json`` is written last and names the weights file
-    and its SHA-256, so a directory whose config exists is complete, and a kill at any moment of
-    a retraining into the same folder leaves the previous model loadable (only its
-    ``train_log.json`` may already be the new one). Older weights files are removed after the
+    Each file is written atomically; the weights and the log are named by their content and
+    ``config.json``, written last, names both (and the weights' SHA-256), so a directory whose
+    config exists is complete, and a kill at any moment of a retraining into the same folder
+    leaves the previous model with its own log. Older weights and logs are removed after the
     config was switched.
     """
     out = Path(out)
@@ -143,7 +149,7 @@ def save_model_dir(
     data = weights_bytes(model.state_arrays(), {"model": model.name})
     remove_stale_temporaries(out)  # the files below are rewritten in place
     wname, digest = write_addressed(out, WEIGHTS_STEM, data)
-    save_json(out / LOG_FILE, log or [])
+    lname, _ = write_addressed(out, LOG_STEM, json_bytes(log or []), suffix=".json")
     config = {
         "format": MODEL_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -158,10 +164,26 @@ def save_model_dir(
         "training": training or {},
         "weights_file": wname,
         "weights_sha256": digest,
+        "log_file": lname,
     }
     save_json(out / CONFIG_FILE, config)
     remove_unreferenced(out, WEIGHTS_STEM, wname)
+    remove_unreferenced(out, LOG_STEM, lname, suffix=".json")
     return out
+
+
+def read_train_log(model_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The training log (one entry per epoch) that ``model_dir/config.json`` names; ``[]`` for
+    a model without one (training-free models log nothing)."""
+    model_dir = Path(model_dir)
+    name = read_config(model_dir).get("log_file")
+    if name is None or Path(name).name != name or not (model_dir / name).is_file():
+        return []
+    try:
+        log = json.loads((model_dir / name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PsinspectError(f"{model_dir / name}: not a readable training log ({err})") from None
+    return log if isinstance(log, list) else []
 
 
 def weights_path(model_dir: str | os.PathLike[str],

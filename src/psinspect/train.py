@@ -22,7 +22,7 @@ Checkpoints: after every epoch the full training state is written atomically to
 ``MODEL_DIR/.checkpoint/`` (``state-<hash>.safetensors`` + ``state.json``, which names it, so
 a kill between the two writes leaves the previous pair usable); ``resume=True`` continues
 from it with the settings stored there, and gives the same model as an uninterrupted run. The
-final files (``model-<hash>.safetensors``, ``train_log.json``, then ``config.json`` last, see
+final files (``model-<hash>.safetensors``, ``train_log-<hash>.json``, then ``config.json`` last, see
 :func:`psinspect.modelstore.save_model_dir`) are written atomically and the checkpoint is
 removed.
 """

@@ -41,9 +41,10 @@ def train_cmd(
 ) -> None:
     """Train an anomaly model on defect-free maps and calibrate its thresholds.
 
-    Writes MODEL_DIR/model-<hash>.safetensors, train_log.json and, last, config.json (model,
-    hyperparameters, version, input handling, thresholds, weights file and SHA-256): killed
-    while retraining into the same folder, the previous model stays loadable. A checkpoint is
+    Writes MODEL_DIR/model-<hash>.safetensors, train_log-<hash>.json and, last, config.json
+    (model, hyperparameters, version, input handling, thresholds, the weights file and its
+    SHA-256, the log file): killed while retraining into the same folder, the previous model
+    stays loadable, with its own log. A checkpoint is
     kept in MODEL_DIR/.checkpoint during training; --resume continues from it.
     """
     from rich.console import Console
