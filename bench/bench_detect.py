@@ -176,11 +176,14 @@ def calibration_check(items: list, threshold: float) -> dict:
     return out
 
 
-def detect_throughput(bundle, ds: Path, threads: int, count: int = 40) -> float:
-    """Maps per second of detect_map on 256 x 256 test maps (score, threshold, regions)."""
+def detect_throughput(bundle, ds: Path, threads: int, count: int = 40,
+                      jobs: int | None = None) -> float:
+    """Maps per second of detect_map (score, threshold, regions, verdict) on 256 x 256 test
+    maps, ``jobs`` maps at a time as ``psinspect detect`` scores several inputs
+    (:func:`psinspect.detect.run_parallel`; default :func:`psinspect.detect.default_jobs`)."""
     import torch
 
-    from psinspect.detect import detect_map
+    from psinspect.detect import default_jobs, detect_map, run_parallel
     from psinspect.normalmap import load_normal_map
 
     torch.set_num_threads(threads)
@@ -194,9 +197,9 @@ def detect_throughput(bundle, ds: Path, threads: int, count: int = 40) -> float:
         if len(maps) >= 8:
             break
     detect_map(bundle, *maps[0])  # warm-up
+    jobs = default_jobs(count) if jobs is None else jobs
     t0 = time.perf_counter()
-    for i in range(count):
-        detect_map(bundle, *maps[i % len(maps)])
+    run_parallel(lambda i: detect_map(bundle, *maps[i % len(maps)]), list(range(count)), jobs)
     return count / (time.perf_counter() - t0)
 
 

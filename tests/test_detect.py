@@ -361,3 +361,68 @@ def test_verdict_image_score_is_on_the_absolute_level(tmp_path: Path) -> None:
     assert raw.image_scale == 1.0
     assert det.image_score == pytest.approx(image_score(raw.score, m), rel=1e-4)
     assert not np.allclose(det.score, raw.score)  # the pixel map itself is normalised
+
+
+def test_run_parallel_order_errors_and_threads() -> None:
+    """Results come in input order whatever finishes first; the first error is raised and
+    the calls not yet started are cancelled; torch's thread count is shared out and restored."""
+    import threading
+    import time
+
+    import torch
+
+    from psinspect.detect import run_parallel
+
+    before = torch.get_num_threads()
+    seen_threads: list[int] = []
+    done: list[int] = []
+
+    def slow_first(i: int) -> int:
+        seen_threads.append(torch.get_num_threads())
+        time.sleep(0.05 if i == 0 else 0.0)
+        return i * i
+
+    got = run_parallel(slow_first, list(range(6)), 2, on_result=done.append)
+    assert got == done == [i * i for i in range(6)]
+    assert set(seen_threads) == {max(1, before // 2)} and torch.get_num_threads() == before
+
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def fail_at_one(i: int) -> int:
+        with lock:
+            started.append(i)
+        if i == 1:
+            raise PsinspectError("bad input 1")
+        time.sleep(0.05)
+        return i
+
+    with pytest.raises(PsinspectError, match="bad input 1"):
+        run_parallel(fail_at_one, list(range(40)), 2)
+    assert len(started) < 40 and torch.get_num_threads() == before
+    assert run_parallel(slow_first, [3], 4) == [9]  # one input: no pool
+
+
+def test_detect_jobs_same_masks_and_verdicts(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Several inputs at once (--jobs) give the same masks, regions and verdicts as one at a
+    time; scores agree to float rounding (torch's thread count changes its summation order)."""
+    import cv2
+
+    from psinspect.detect import write_detection_outputs
+
+    files = sorted(tiny_dataset.glob("[AN]_*.npy"))[:6]
+    bundle = load_model_dir(None)
+    one = write_detection_outputs(files, tmp_path / "one", bundle, jobs=1)
+    two = write_detection_outputs(files, tmp_path / "two", bundle, jobs=3)
+    assert [s["name"] for s in one["inputs"]] == [s["name"] for s in two["inputs"]]
+    for a, b in zip(one["inputs"], two["inputs"], strict=True):
+        assert a["verdict"] == b["verdict"]
+        assert a["image_score"] == pytest.approx(b["image_score"], rel=1e-4)
+        assert [(r["bbox"], r["area_px"]) for r in a["regions"]] == \
+            [(r["bbox"], r["area_px"]) for r in b["regions"]]
+        for suffix in ("_mask.png", "_score.npy"):
+            pa, pb = (tmp_path / d / f"{a['name']}{suffix}" for d in ("one", "two"))
+            if suffix == "_mask.png":
+                assert np.array_equal(cv2.imread(str(pa)), cv2.imread(str(pb)))
+            else:
+                np.testing.assert_allclose(np.load(pa), np.load(pb), rtol=1e-4, atol=1e-5)

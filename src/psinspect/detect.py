@@ -13,14 +13,23 @@ higher = more anomalous, 0 outside the mask.
 - Regions: 8-connected components of (score >= pixel threshold) inside the object with at least
   ``min_region_px`` pixels; each with its bounding box ``[x0, y0, x1, y1]`` (columns / rows,
   end exclusive), area, peak score and centroid. The defect area is their total area.
+- Several inputs are scored ``jobs`` at a time (:func:`run_parallel`: threads, torch's CPU
+  threads shared out among them): on 2 cores two maps scored side by side with one thread each
+  go about 1.35x faster than one map at a time with two threads (small convolutions do not
+  keep two threads busy). Masks, regions and verdicts do not depend on ``jobs``; scores may
+  differ in their last bits (torch's thread count changes the order of its sums).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -33,6 +42,67 @@ from psinspect.normalmap import load_normal_map, validate_normal_map
 
 #: smallest predicted region reported (pixels)
 MIN_REGION_PX = 4
+#: most inputs scored at once by default (each holds its full-size arrays in memory)
+MAX_DEFAULT_JOBS = 4
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_jobs(n_inputs: int) -> int:
+    """How many inputs to score at once by default: one per core, at most
+    :data:`MAX_DEFAULT_JOBS`, at most the number of inputs."""
+    return max(1, min(available_cpus(), MAX_DEFAULT_JOBS, n_inputs))
+
+
+@contextmanager
+def shared_cpu_threads(jobs: int) -> Iterator[None]:
+    """While active, torch's intra-op threads (when torch is in use) are divided among ``jobs``
+    concurrent calls (at least one each); restored afterwards."""
+    torch = sys.modules.get("torch")
+    if torch is None or jobs <= 1:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, old // jobs))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def run_parallel(fn: Callable[[_T], _R], items: Sequence[_T], jobs: int,
+                 on_result: Callable[[_R], None] | None = None) -> list[_R]:
+    """``[fn(x) for x in items]``, ``jobs`` calls at a time in threads (numpy, OpenCV and torch
+    release the GIL in their heavy work); results in input order, ``on_result`` called with each
+    as soon as it and all before it are done. The first exception is raised after the calls
+    already running have finished; calls not yet started are cancelled."""
+    out: list[_R] = []
+    if jobs <= 1 or len(items) <= 1:
+        for x in items:
+            out.append(fn(x))
+            if on_result is not None:
+                on_result(out[-1])
+        return out
+    with shared_cpu_threads(jobs), ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(fn, x) for x in items]
+        try:
+            for f in futures:
+                out.append(f.result())
+                if on_result is not None:
+                    on_result(out[-1])
+        finally:
+            for f in futures:
+                f.cancel()
+    return out
 
 
 def _tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -310,31 +380,32 @@ def write_detection_outputs(
     solver: str = "robust",
     force: bool = False,
     progress: Any = None,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Detect on every input and write the per-input files and ``summary.json`` into ``out``
-    (staged: nothing is written unless every input succeeds). Returns the summary."""
+    (staged: nothing is written unless every input succeeds). ``jobs``: inputs processed at
+    once (default :func:`default_jobs`). Returns the summary."""
     from psinspect.fileio import save_json, save_npy, save_png, staged_output_dir
     from psinspect.normalmap import encode_png
     from psinspect.report import heatmap_rgb, panel_rgb
 
     if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
         raise PsinspectError(f"--threshold must be a finite number >= 0, got {threshold}")
+    if jobs is not None and jobs < 1:
+        raise PsinspectError(f"--jobs must be at least 1, got {jobs}")
     paths = [Path(p) for p in inputs]
     if not paths:
         raise PsinspectError("no inputs given")
     for p in paths:
         if not p.exists():
             raise PsinspectError(f"{p}: input not found")
-    summaries = []
+    names = unique_names([p.stem if p.is_file() else p.name for p in paths])
+    light_splits = getattr(bundle.model, "uses_light_splits", False)
     with staged_output_dir(out, force) as stage:
-        names: list[str] = []
-        loaded_names = []
-        for p in paths:
-            loaded_names.append(p.stem if p.is_file() else p.name)
-        names = unique_names(loaded_names)
-        for p, name in zip(paths, names, strict=True):
-            inp = load_input(p, solver=solver,
-                             light_splits=getattr(bundle.model, "uses_light_splits", False))
+
+        def one(item: tuple[Path, str]) -> dict[str, Any]:
+            p, name = item
+            inp = load_input(p, solver=solver, light_splits=light_splits)
             det = detect_map(bundle, inp.normals, inp.mask, name=name,
                              confidence=inp.confidence, threshold=threshold,
                              light_splits=inp.light_splits)
@@ -352,9 +423,12 @@ def write_detection_outputs(
             s["source"] = inp.source
             if gt is not None:
                 s["gt_defect_px"] = int(gt.sum())
-            summaries.append(s)
-            if progress is not None:
-                progress(name)
+            return s
+
+        summaries = run_parallel(
+            one, list(zip(paths, names, strict=True)),
+            default_jobs(len(paths)) if jobs is None else jobs,
+            on_result=None if progress is None else lambda s: progress(s["name"]))
         summary = {
             "model": bundle.config.get("model"),
             "model_dir": str(bundle.path) if bundle.path else None,

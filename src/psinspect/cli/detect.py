@@ -28,6 +28,9 @@ def detect_cmd(
              "own, 2 for the bundled model). More copies: more accurate and slower "
              "(BENCHMARKS.md); the model's thresholds calibrated for that level are used.")
     ] = None,
+    jobs: Annotated[int | None, typer.Option(
+        min=1, help="Inputs processed at once (default: one per CPU core, at most 4, at most "
+                    "the number of inputs); masks and verdicts do not depend on it.")] = None,
 ) -> None:
     """Score every input and write, per input, NAME_score.npy (float32, 0 outside the object),
     NAME_heatmap.png, NAME_mask.png (prediction at the threshold), NAME_reference.png (the
@@ -58,7 +61,7 @@ def detect_cmd(
         try:
             summary = write_detection_outputs(
                 inputs, out, bundle, threshold=threshold, solver=solver, force=force,
-                progress=advance)
+                progress=advance, jobs=jobs)
         except PsinspectError as err:
             # name the input being processed when the message does not already (option
             # errors, "--threshold ...", are about no input)
