@@ -312,6 +312,8 @@ def main() -> None:
 
 
 def render_markdown(results: dict, args) -> str:
+    from psinspect.detect import default_jobs
+
     load = os.getloadavg()[0]
     manifest = json.loads((WORK / "dataset" / "manifest.json").read_text())
     n_split = {}
@@ -344,8 +346,10 @@ def render_markdown(results: dict, args) -> str:
         "ball, bear and cat (library defects implanted in their robust-PS normals). All "
         "metrics inside the object mask only; AUPRO = normalised area under PRO up to FPR 0.3 "
         "(MVTec AD). Detect speed: `detect_map` (score + threshold + regions + verdict) on "
-        "256 x 256 maps. The geo-seg row is the bundled default model as made by "
-        "`python bench/train_default.py` (its training time is the one recorded there).",
+        "256 x 256 maps, as many at once as `psinspect detect` scores by default (`--jobs`: "
+        f"one per core, here {default_jobs(40)}, torch's threads shared out). The geo-seg "
+        "row is the bundled default model as made by `python bench/train_default.py` (its "
+        "training time is the one recorded there).",
         "",
         "| model | pixel AUROC | AUPRO | pixel AP | F1-max | image AUROC | train time | "
         "detect maps/s |",

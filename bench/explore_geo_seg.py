@@ -183,15 +183,19 @@ def markdown() -> str:
         "measure of run-to-run noise here, and differences of that size between variants "
         "may be noise; choosing among variants "
         "on these test surfaces favours the chosen one slightly. The default model is org2 "
-        "with tta 2 (its weights are bit-identical to the org2 run) and, since 2026-11-29, "
-        "per-map score normalisation (next subsection); every row of this table is WITHOUT "
-        "that normalisation (it was measured before it existed). The previous default "
+        "(its weights are bit-identical to the org2 run) with per-map score normalisation "
+        "(next subsection) and, since 2026-11-29 14:00 UTC, 4 test-time copies instead of 2 "
+        "(same weights: the section above compares the levels); the rows up to combo are "
+        "WITHOUT that normalisation (they were measured before it existed), ema, narrow and "
+        "sc3n with it. The previous default "
         "(org1's recipe trained without the organic bodies) scored 0.914 / 0.669 / 0.845 "
         "in the previous run of the section above.", "",
         "Thin defects: AUPRO of scratch / ridge / crack at tta 2. Load: 1-min load average "
         "at the start and end of training (2 cores; above 2 the training shared them). "
         "maps/s: `detect_map` on 256 x 256 test maps at tta 2 (bench_detect's "
-        "`detect_throughput`, measured right after training, under the same load).", "",
+        "`detect_throughput`, measured right after training, under the same load; one map "
+        "at a time for every row so far, while `detect_throughput` now scores two at once "
+        "as `psinspect detect` does, about 1.3x faster at tta 2).", "",
         "Thin-line cue (geo-seg `line_orientations`, off in the default model): lines beats "
         "org2 with seed 1 (0.935 / 0.758 vs 0.917 / 0.714 at tta 2) but not with seed 0 "
         "(0.922 / 0.754 vs 0.926 / 0.768), so it is no proven gain. Scratch AUPRO rose with "

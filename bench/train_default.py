@@ -25,7 +25,7 @@ OUT = ROOT / "src" / "psinspect" / "data" / "default_model"
 #: the default model's training recipe (arguments of psinspect.train.train_model)
 RECIPE: dict = {
     "model_name": "geo-seg",
-    "hyperparameters": {"steps_per_epoch": 50, "tta": 2},
+    "hyperparameters": {"steps_per_epoch": 50, "tta": 4},
     "epochs": 40,
     "batch_size": 8,
     "patience": 8,

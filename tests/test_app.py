@@ -237,7 +237,7 @@ def test_bundled_model_is_also_offered_thorough() -> None:
 
     plain, thorough = load_model_choices([], include_default=True)
     levels = thorough.bundle.config["tta_thresholds"][str(THOROUGH_TTA)]
-    assert plain.bundle.model.tta == 2 and thorough.bundle.model.tta == THOROUGH_TTA
+    assert plain.bundle.model.tta == 4 and thorough.bundle.model.tta == THOROUGH_TTA
     assert thorough.label.startswith(plain.label) and "thorough" in thorough.label
     assert thorough.threshold == levels["threshold"] != plain.threshold
     assert thorough.image_threshold == levels["image_threshold"]

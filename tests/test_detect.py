@@ -214,13 +214,14 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     # thresholds were calibrated at every test-time augmentation level; detect --tta uses them
     levels = cfg["tta_thresholds"]
     assert sorted(levels, key=int) == ["1", "2", "4", "8"]
-    assert levels["2"]["threshold"] == cfg["threshold"]  # the model's own level (tta 2)
+    own = cfg["hyperparameters"]["tta"]
+    assert own == 4 and levels["4"]["threshold"] == cfg["threshold"]  # the model's own level
     det8 = tmp_path / "det8"
     code, _, err = run_cli(["detect", *map(str, tests), "--model", str(mdir), "-o", str(det8),
                             "--tta", "8"], monkeypatch, capsys)
     assert code == 0, err
     s8 = json.loads((det8 / "summary.json").read_text())
-    assert s8["tta"] == 8 and summary["tta"] == 2
+    assert s8["tta"] == 8 and summary["tta"] == own
     assert s8["pixel_threshold"] == levels["8"]["threshold"]
     assert s8["image_threshold"] == levels["8"]["image_threshold"]
     assert not np.array_equal(np.load(det8 / f"{tests[0].stem}_score.npy"),
@@ -231,10 +232,10 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     del cfg["tta_thresholds"]  # a model without them refuses other levels, keeps its own
     (mdir / "config.json").write_text(json.dumps(cfg))
     code, _, err = run_cli(["detect", str(tests[0]), "--model", str(mdir), "-o",
-                            str(tmp_path / "det4"), "--tta", "4"], monkeypatch, capsys)
-    assert code == 2 and "no thresholds calibrated for --tta 4" in err
-    code, _, err = run_cli(["detect", str(tests[0]), "--model", str(mdir), "-o",
                             str(tmp_path / "det2"), "--tta", "2"], monkeypatch, capsys)
+    assert code == 2 and "no thresholds calibrated for --tta 2" in err
+    code, _, err = run_cli(["detect", str(tests[0]), "--model", str(mdir), "-o",
+                            str(tmp_path / "det4"), "--tta", "4"], monkeypatch, capsys)
     assert code == 0, err
 
 
@@ -247,7 +248,7 @@ def test_tta_thresholds_are_calibrated_per_level(tmp_path: Path) -> None:
     model = create_model("geo-seg", channels=[4, 8], patch=32, steps_per_epoch=2, val_patches=1)
     model.fit(maps[:2], maps[2:], epochs=1, batch_size=2, seed=0)
     levels = calibrate_tta_levels(model, maps, 0.01)
-    assert model.tta == 2 and sorted(levels, key=int) == ["1", "2", "4", "8"]
+    assert model.tta == 4 and sorted(levels, key=int) == ["1", "2", "4", "8"]
     model.tta = 8
     thr, img_thr, _ = calibrate(model, maps, 0.01)
     assert levels["8"] == {"threshold": thr, "image_threshold": img_thr}

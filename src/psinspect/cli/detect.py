@@ -25,7 +25,7 @@ def detect_cmd(
     tta: Annotated[int | None, typer.Option(
         help="Test-time augmentation: copies of each map (turned / mirrored) scored and "
              "averaged, for models that have it (geo-seg: 1, 2, 4 or 8; default: the model's "
-             "own, 2 for the bundled model). More copies: more accurate and slower "
+             "own, 4 for the bundled model). More copies: more accurate and slower "
              "(BENCHMARKS.md); the model's thresholds calibrated for that level are used.")
     ] = None,
     jobs: Annotated[int | None, typer.Option(

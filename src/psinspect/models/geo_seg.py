@@ -237,7 +237,7 @@ class GeoSeg(TorchAnomalyModel):
                  p_generic: float = 0.2, min_angle: float = 2.0, min_confidence: float = 0.2,
                  dice_weight: float = 0.2, tilt_deg: float = 40.0, noise: float = 0.03,
                  bend: float = 0.8, bend_px: Sequence[float] = (8.0, 40.0),
-                 region_balance: float = 150.0, tta: int = 2,
+                 region_balance: float = 150.0, tta: int = 4,
                  scale_jitter: float = 0.0, line_orientations: int = 0,
                  line_px: Sequence[float] = (2.5, 0.5), line_context_px: float = 16.0,
                  line_floor: float = 0.005, line_inhibition: float = 0.0,
