@@ -15,7 +15,7 @@ higher = more anomalous, 0 outside the mask.
   end exclusive), area, peak score and centroid. The defect area is their total area.
 - Several inputs are scored ``jobs`` at a time (:func:`run_parallel`: threads, torch's CPU
   threads shared out among them): on 2 cores two maps scored side by side with one thread each
-  go about 1.35x faster than one map at a time with two threads (small convolutions do not
+  go 1.2-1.5x faster than one map at a time with two threads (small convolutions do not
   keep two threads busy). Masks, regions and verdicts do not depend on ``jobs``; scores may
   differ in their last bits (torch's thread count changes the order of its sums).
 """
