@@ -171,7 +171,8 @@ def test_detect_killed_while_writing_and_moving(detect_setup: dict, tmp_path: Pa
         elif k == 2 * n_files:  # killed before the last move: a real mix of old and new
             assert tree(out) != old and tree(out) != new
         # a rerun finishes the job
-        assert run_cli(argv(out, "4.0"), monkeypatch, capsys)[0] == 0
+        code, _, err = run_cli(argv(out, "4.0"), monkeypatch, capsys)
+        assert code == 0, err
         assert tree(out) == new
 
 
