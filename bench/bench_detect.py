@@ -91,8 +91,9 @@ def evaluate_model(bundle, ds: Path, threads: int) -> dict:
         items.append(EvalItem(it["name"], det.score, gt & m, m, det.image_score,
                               it["defects"] or None))
     res = evaluate(items)
-    res["deficit"] = auroc_deficit_by_map(items)
-    res["deficit_by_defect"] = auroc_deficit_by_defect(items)
+    fracs = _fraction_above(items)
+    res["deficit"] = auroc_deficit_by_map(items, fracs)
+    res["deficit_by_defect"] = auroc_deficit_by_defect(items, fracs)
     res["calibration"] = calibration_check(items, bundle.threshold)
     groups = {}
     for g in sorted({surface_group(i.name) for i in items}):
@@ -123,13 +124,14 @@ def _fraction_above(items: list) -> list[np.ndarray]:
     return out
 
 
-def auroc_deficit_by_map(items: list) -> list[dict]:
-    """Where the pooled pixel AUROC is lost, split by test map. Returns one dict per defective
+def auroc_deficit_by_map(items: list, fracs: list[np.ndarray]) -> list[dict]:
+    """Where the pooled pixel AUROC is lost, split by test map (``fracs``: of
+    :func:`_fraction_above`). Returns one dict per defective
     map (``name``, ``deficit``: its part of ``1 - AUROC``, ``defects``: its defect types and
     levels), largest first."""
     n_pos = sum(int((i.gt & i.mask).sum()) for i in items)
     out = []
-    for i, frac in zip(items, _fraction_above(items), strict=True):
+    for i, frac in zip(items, fracs, strict=True):
         if not (i.gt & i.mask).any():
             continue
         defects = sorted({f"{d['type']} ({d.get('level', '?')})" for d in (i.defects or [])})
@@ -138,15 +140,16 @@ def auroc_deficit_by_map(items: list) -> list[dict]:
     return sorted(out, key=lambda d: -d["deficit"])
 
 
-def auroc_deficit_by_defect(items: list) -> list[dict]:
-    """Where the pooled pixel AUROC is lost, split by defect type and severity level: each
+def auroc_deficit_by_defect(items: list, fracs: list[np.ndarray]) -> list[dict]:
+    """Where the pooled pixel AUROC is lost, split by defect type and severity level (``fracs``:
+    of :func:`_fraction_above`): each
     defect pixel is given to the first defect of its map whose bounding box holds it (the
     library records one box per defect). Returns dicts (``type``, ``level``, ``deficit``: part
     of ``1 - AUROC``, ``pixels``, ``defects``: how many defects, ``mean``: mean fraction of
     clean pixels above its pixels), largest deficit first."""
     n_pos = sum(int((i.gt & i.mask).sum()) for i in items)
     acc: dict[tuple[str, str], dict] = {}
-    for i, frac in zip(items, _fraction_above(items), strict=True):
+    for i, frac in zip(items, fracs, strict=True):
         owner = np.full(i.mask.shape, -1)
         for k, d in enumerate(i.defects or []):
             x0, y0, x1, y1 = d["bbox"]

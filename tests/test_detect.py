@@ -317,6 +317,24 @@ def test_cli_bad_inputs_exit_2(geo_dir: Path, tmp_path: Path, monkeypatch: pytes
     code, _, err = run_cli(["detect", str(tmp_path / "ok.npy"), "--model", str(geo_dir), "-o",
                             str(tmp_path / "o3")], monkeypatch, capsys)
     assert code == 2 and "SHA-256" in err
+    code, _, err = run_cli(["detect", str(tmp_path / "ok.npy"), "-o", str(tmp_path / "o4"),
+                            "--jobs", "0"], monkeypatch, capsys)
+    assert code == 2 and err.strip() == "error: --jobs must be at least 1, got 0"
+    assert not (tmp_path / "o4").exists()
+
+
+def test_train_log_is_the_one_config_names(geo_dir: Path) -> None:
+    """read_train_log follows config.json's log_file, never a path outside the folder; a folder
+    written before logs were named by the config has none."""
+    cfg = json.loads((geo_dir / "config.json").read_text())
+    assert read_train_log(geo_dir) == []  # a training-free model logs no epochs
+    cfg["log_file"] = "../elsewhere.json"
+    (geo_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(PsinspectError, match="log_file must be a plain file name"):
+        read_train_log(geo_dir)
+    del cfg["log_file"]
+    (geo_dir / "config.json").write_text(json.dumps(cfg))
+    assert read_train_log(geo_dir) == []
 
 
 def test_train_resume_after_kill_matches_uninterrupted(tiny_dataset: Path, tmp_path: Path

@@ -172,18 +172,30 @@ def save_model_dir(
     return out
 
 
+def _named_file(model_dir: Path, config: dict[str, Any], key: str) -> Path:
+    """The file that ``config[key]`` names, checked to be a plain file name inside the folder
+    (a config never points outside its model directory)."""
+    name = config[key]
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise PsinspectError(f"{model_dir / CONFIG_FILE}: {key} must be a plain file name")
+    return model_dir / name
+
+
 def read_train_log(model_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The training log (one entry per epoch) that ``model_dir/config.json`` names; ``[]`` for
-    a model without one (training-free models log nothing)."""
+    a model directory written before logs were named by config.json."""
     model_dir = Path(model_dir)
-    name = read_config(model_dir).get("log_file")
-    if name is None or Path(name).name != name or not (model_dir / name).is_file():
+    config = read_config(model_dir)
+    if "log_file" not in config:
         return []
+    path = _named_file(model_dir, config, "log_file")
     try:
-        log = json.loads((model_dir / name).read_text(encoding="utf-8"))
+        log = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PsinspectError(f"{model_dir / name}: not a readable training log ({err})") from None
-    return log if isinstance(log, list) else []
+        raise PsinspectError(f"{path}: not a readable training log ({err})") from None
+    if not isinstance(log, list):
+        raise PsinspectError(f"{path}: a training log is a list of epochs")
+    return log
 
 
 def weights_path(model_dir: str | os.PathLike[str],
@@ -191,10 +203,8 @@ def weights_path(model_dir: str | os.PathLike[str],
     """The weights file that ``model_dir/config.json`` (or the already read ``config``) names,
     checked to be a plain file name inside the folder."""
     model_dir = Path(model_dir)
-    wname = (read_config(model_dir) if config is None else config)["weights_file"]
-    if Path(wname).name != wname or wname in ("", ".", ".."):
-        raise PsinspectError(f"{model_dir / CONFIG_FILE}: weights_file must be a plain file name")
-    return model_dir / wname
+    return _named_file(model_dir, read_config(model_dir) if config is None else config,
+                       "weights_file")
 
 
 def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def detect_cmd(
              "(BENCHMARKS.md); the model's thresholds calibrated for that level are used.")
     ] = None,
     jobs: Annotated[int | None, typer.Option(
-        min=1, help="Inputs processed at once (default: one per CPU core, at most 4, at most "
+        help="Inputs processed at once (default: one per CPU core, at most 4, at most "
                     "the number of inputs); masks and verdicts do not depend on it.")] = None,
 ) -> None:
     """Score every input and write, per input, NAME_score.npy (float32, 0 outside the object),
