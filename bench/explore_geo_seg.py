@@ -86,11 +86,16 @@ _BASE_VARIANTS: dict[str, tuple[dict, str]] = {
                                          "scale_jitter": 0.4}},
             "sj again with the current default (per-map normalisation, 4 test-time copies): "
             "the single change with the largest pixel AUROC gain and no AUPRO loss, one seed"),
+    "align": ({**ORG2, "hyperparameters": {**OLD, "steps_per_epoch": 50, "tta": 4,
+                                           "p_align": 0.5}},
+              "the current default with half the scratches, ridges and cracks turned along the "
+              "local grain (turning marks, brushing, edges) in training: the default misses "
+              "such lines"),
 }
 #: variants also evaluated at 4 test-time copies (accuracy and speed)
-TTA4 = {"narrow", "sjn"}
+TTA4 = {"narrow", "sjn", "align"}
 #: variants repeated with other training seeds (run-to-run noise), listed after their base
-_RESEEDED = {"org2": (1, 2), "lines": (1,), "bend24": (1,), "ema": (1, 2)}
+_RESEEDED = {"org2": (1, 2), "lines": (1,), "bend24": (1,), "ema": (1, 2), "align": (1,)}
 VARIANTS: dict[str, tuple[dict, str]] = {}
 for _name, (_recipe, _what) in _BASE_VARIANTS.items():
     VARIANTS[_name] = (_recipe, _what)

@@ -289,6 +289,41 @@ def sample_defect(
     return DefectSpec(type=kind, params=p, severity=sev)
 
 
+#: the line-shaped defect types (their geometry is a polyline, or a tree of them)
+LINE_TYPES: tuple[str, ...] = ("scratch", "ridge", "crack")
+
+
+def turn_line(spec: DefectSpec, angle: float) -> DefectSpec:
+    """The same line-shaped defect (:data:`LINE_TYPES`) turned about the middle of its main
+    polyline (a crack's trunk) so that the chord of that polyline points along ``angle``
+    (radians, image coordinates: ``(cos, sin)`` in (column, row)); other types unchanged.
+    Returns a new spec."""
+    if spec.type not in LINE_TYPES:
+        return spec
+    lines = spec.params["branches"] if spec.type == "crack" else [spec.params["points"]]
+    main = np.asarray(lines[0], float)
+    chord = main[-1] - main[0]
+    turn = angle - math.atan2(chord[1], chord[0])
+    c, s = math.cos(turn), math.sin(turn)
+    rot = np.array([[c, -s], [s, c]])
+    mid = 0.5 * (main[0] + main[-1])
+    turned = [[[float(a), float(b)] for a, b in (np.asarray(li, float) - mid) @ rot.T + mid]
+              for li in lines]
+    params = dict(spec.params)
+    if spec.type == "crack":
+        params["branches"] = turned
+    else:
+        params["points"] = turned[0]
+    return DefectSpec(type=spec.type, params=params, severity=spec.severity)
+
+
+def line_center(spec: DefectSpec) -> tuple[float, float]:
+    """Middle of the chord of a line-shaped defect's main polyline (x, y), image coordinates."""
+    lines = spec.params["branches"] if spec.type == "crack" else [spec.params["points"]]
+    a, b = lines[0][0], lines[0][-1]
+    return 0.5 * (a[0] + b[0]), 0.5 * (a[1] + b[1])
+
+
 # ------------------------------------------------------------------------------------------
 # height fields
 # ------------------------------------------------------------------------------------------

@@ -162,6 +162,44 @@ def generic_height_anomaly(shape_hw: tuple[int, int], mask: np.ndarray,
     return (field * (target / slope)).astype(np.float32)
 
 
+def grain_direction(normals: np.ndarray, mask: np.ndarray, x: float, y: float,
+                    window_px: float = 8.0, highpass_px: float = 4.0) -> float | None:
+    """Direction of the local grain around image point ``(x, y)`` (column, row): the direction
+    along which the fine structure of the normal field (the map minus its Gaussian blur at
+    ``highpass_px``: turning marks, brushing, edges, grooves) changes least, from the
+    structure tensor of its three components averaged over a Gaussian window of
+    ``window_px``. Radians, image coordinates (``(cos, sin)`` in (column, row)), defined
+    modulo pi; ``None`` where the window holds no object pixel or no structure.
+    ``normals`` (H, W, 3) in any frame (only differences are used)."""
+    h, w = mask.shape
+    r = int(np.ceil(3 * (window_px + highpass_px)))
+    r0, r1 = max(0, int(y) - r), min(h, int(y) + r + 1)
+    c0, c1 = max(0, int(x) - r), min(w, int(x) + r + 1)
+    m = mask[r0:r1, c0:c1]
+    if r1 - r0 < 3 or c1 - c0 < 3 or not m.any():
+        return None
+    n = np.where(m[..., None], normals[r0:r1, c0:c1], 0.0).astype(np.float32)
+    fine = n - masked_box_blur_vec(n, m, highpass_px)
+    # Scharr derivatives: more nearly isotropic than central differences at short periods
+    gx = np.stack([cv2.Scharr(fine[..., k], cv2.CV_32F, 1, 0) for k in range(3)], axis=-1)
+    gy = np.stack([cv2.Scharr(fine[..., k], cv2.CV_32F, 0, 1) for k in range(3)], axis=-1)
+    yy, xx = np.mgrid[r0:r1, c0:c1]
+    g = np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / window_px**2) * m
+    jxx = float((g[..., None] * gx * gx).sum())
+    jyy = float((g[..., None] * gy * gy).sum())
+    jxy = float((g[..., None] * gx * gy).sum())
+    if jxx + jyy <= 1e-12:
+        return None
+    across = 0.5 * np.arctan2(2 * jxy, jxx - jyy)  # direction of the strongest change
+    return float(across + 0.5 * np.pi)
+
+
+def masked_box_blur_vec(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """:func:`masked_box_blur` of each channel of ``values`` (H, W, C); (H, W, C) float32."""
+    return np.stack([masked_box_blur(values[..., k], mask, sigma)
+                     for k in range(values.shape[-1])], axis=-1)
+
+
 def masked_box_blur(values: np.ndarray, mask: np.ndarray, sigma: float, passes: int = 3
                     ) -> np.ndarray:
     """Approximately Gaussian (std ``sigma`` px) average of (H, W) ``values`` over object pixels
@@ -238,7 +276,7 @@ class GeoSeg(TorchAnomalyModel):
                  dice_weight: float = 0.2, tilt_deg: float = 40.0, noise: float = 0.03,
                  bend: float = 0.8, bend_px: Sequence[float] = (8.0, 40.0),
                  region_balance: float = 150.0, tta: int = 4,
-                 scale_jitter: float = 0.0, line_orientations: int = 0,
+                 scale_jitter: float = 0.0, p_align: float = 0.0, line_orientations: int = 0,
                  line_px: Sequence[float] = (2.5, 0.5), line_context_px: float = 16.0,
                  line_floor: float = 0.005, line_inhibition: float = 0.0,
                  map_norm_power: float = 0.5, map_norm_quantile: float = 99.0,
@@ -267,6 +305,9 @@ class GeoSeg(TorchAnomalyModel):
             raise ValueError(f"tta must be 1, 2, 4 or 8, got {tta}")
         self.tta = int(tta)
         self.scale_jitter = float(scale_jitter)
+        if not 0.0 <= p_align <= 1.0:
+            raise ValueError(f"p_align must be in [0, 1], got {p_align}")
+        self.p_align = float(p_align)
         # optional thin-line cue (0 = off, the bundled model's setting); an even count keeps the
         # angle set closed under quarter turns and mirrors (orientation invariance)
         if int(line_orientations) < 0 or int(line_orientations) % 2:
@@ -303,7 +344,7 @@ class GeoSeg(TorchAnomalyModel):
             "tilt_deg": self.tilt_deg, "noise": self.noise, "bend": self.bend,
             "bend_px": self.bend_px,
             "region_balance": self.region_balance, "tta": self.tta,
-            "scale_jitter": self.scale_jitter,
+            "scale_jitter": self.scale_jitter, "p_align": self.p_align,
             "map_norm_power": self.map_norm_power, "map_norm_quantile": self.map_norm_quantile,
             "map_norm_eps": self.map_norm_eps,
             "line_orientations": self.line_orientations, "line_px": self.line_px,
@@ -399,6 +440,13 @@ class GeoSeg(TorchAnomalyModel):
                 if rng.random() < self.p_generic:
                     continue  # a generic anomaly, added on the crop below
                 spec = defects.sample_defect(rng, shape, mask)
+                if (self.p_align > 0 and spec.type in defects.LINE_TYPES
+                        and rng.random() < self.p_align):
+                    # along the local grain (turning marks, brushing, edges): the hardest
+                    # case, a line that texture streaks and design grooves also look like
+                    grain = grain_direction(normals, mask, *defects.line_center(spec))
+                    if grain is not None:
+                        spec = defects.turn_line(spec, grain + float(rng.normal(0.0, 0.1)))
                 h = defects.height_field(spec, shape)
                 if around is None and h.any():
                     rows, cols = np.nonzero(h)
