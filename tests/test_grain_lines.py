@@ -65,7 +65,7 @@ def _grooved(size: int, angle: float | None) -> tuple[np.ndarray, np.ndarray]:
         coord = np.hypot(xx - c, yy - c)
     else:  # distance across grooves that run along (cos, sin) in (column, row)
         coord = -(xx - c) * math.sin(angle) + (yy - c) * math.cos(angle)
-    z = 0.3 * np.sin(2 * np.pi * coord / 4.0)
+    z = 0.3 * np.sin(2 * np.pi * coord / 8.0)
     mask = np.ones((size, size), bool)
     return normals_from_height(z.astype(np.float32), mask), mask
 

@@ -23,7 +23,11 @@ Training needs only clean maps. Each example: a clean map, randomly rotated/flip
 (vector-correct) and, with ``scale_jitter`` > 0, half the time resampled by a random factor in
 ``[1 / (1 + scale_jitter), 1 + scale_jitter]`` (the same surface at another resolution);
 1-3 library defects (:func:`psinspect.defects.sample_defect`, height fields) drawn on the WHOLE
-map so their size follows the object as at test time; a crop around the
+map so their size follows the object as at test time, optionally (``p_align`` > 0; off in the
+bundled model, see BENCHMARKS.md 'Design exploration', align) with that fraction of the
+scratches, ridges and cracks turned to run along the local grain (:func:`grain_direction`:
+turning marks, brushing, nearby edges; a line along them is what texture streaks and design
+grooves also look like, and the model misses many such lines); a crop around the
 first defect (or a random crop for clean examples, 20 %); a random tilt of all vectors, a random
 smooth "bend" of the surface (large-scale height change, not a defect: curvature is normal),
 sometimes a generic random height-field anomaly (band-limited noise under a random blob, so the
@@ -180,9 +184,10 @@ def grain_direction(normals: np.ndarray, mask: np.ndarray, x: float, y: float,
         return None
     n = np.where(m[..., None], normals[r0:r1, c0:c1], 0.0).astype(np.float32)
     fine = n - masked_box_blur_vec(n, m, highpass_px)
-    # Scharr derivatives: more nearly isotropic than central differences at short periods
-    gx = np.stack([cv2.Scharr(fine[..., k], cv2.CV_32F, 1, 0) for k in range(3)], axis=-1)
-    gy = np.stack([cv2.Scharr(fine[..., k], cv2.CV_32F, 0, 1) for k in range(3)], axis=-1)
+    # central differences: their direction leans by up to ~7 deg for grain of 4 px pitch
+    # (less for coarser grain), below the training's 6 deg jitter; kept as the explore rows
+    # were trained with them
+    gy, gx = np.gradient(fine, axis=(0, 1))
     yy, xx = np.mgrid[r0:r1, c0:c1]
     g = np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / window_px**2) * m
     jxx = float((g[..., None] * gx * gx).sum())
