@@ -93,12 +93,38 @@ def test_png_codec_round_trip(raw: np.ndarray) -> None:
 
 
 @FAST
-@given(hnp.arrays(np.uint8, st.tuples(st.integers(1, 6), st.integers(1, 6), st.just(3))))
-def test_decode_any_rgb_image(img: np.ndarray) -> None:
+@given(hnp.arrays(st.sampled_from([np.uint8, np.uint16]),
+                  st.tuples(st.integers(1, 6), st.integers(1, 6), st.sampled_from([3, 4]))))
+def test_decode_any_rgb_or_rgba_image(img: np.ndarray) -> None:
     n, m = decode_png(img)
-    assert (m == (img.max(axis=2) > 0)).all()
+    expect = img[..., 3] > 0 if img.shape[2] == 4 else img.max(axis=2) > 0
+    assert (m == expect).all()
     assert np.isfinite(n).all() and not n[~m].any()
     np.testing.assert_allclose(np.linalg.norm(n[m], axis=1), 1.0, atol=1e-5)
+
+
+def test_16_bit_and_rgba_normal_pngs_load_exactly(tmp_path: Path) -> None:
+    """16-bit RGB (and RGBA, alpha = mask) normal PNGs, as PS programs write them, load through
+    :func:`load_normal_map` with 16-bit precision, channels in R=x, G=y, B=z order."""
+    rng = np.random.default_rng(4)
+    v = rng.normal(size=(20, 30, 3)) + [0.0, 0.0, 2.5]
+    n = (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+    mask = np.ones((20, 30), bool)
+    mask[:4] = False
+    n[~mask] = 0.0
+    rgb16 = np.clip(np.rint((n + 1.0) * 32767.5), 0, 65535).astype(np.uint16)
+    rgb16[~mask] = 0
+    cv2.imwrite(str(tmp_path / "n16.png"), cv2.cvtColor(rgb16, cv2.COLOR_RGB2BGR))
+    back, m = load_normal_map(tmp_path / "n16.png")
+    assert (m == mask).all()
+    # float32 angles resolve ~0.02 deg near zero; 8-bit PNGs are off by up to ~0.4 deg
+    assert angular_error_deg(back[mask], n[mask]).max() < 0.05
+    rgba = np.dstack([rgb16, np.where(mask, 65535, 0).astype(np.uint16)])
+    rgba[~mask, :3] = 32768  # background colour that is not black: alpha decides
+    cv2.imwrite(str(tmp_path / "n16a.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    back_a, m_a = load_normal_map(tmp_path / "n16a.png")
+    assert (m_a == mask).all()
+    np.testing.assert_array_equal(back_a, back)
 
 
 @FAST
@@ -480,12 +506,12 @@ MAP_CASES: list[tuple[str, str, Callable[[], bytes], str]] = [
      r"holds Python objects"),
     ("zero bytes png", "empty.png", lambda: b"", r"cannot read image"),
     ("truncated png", "cut.png", lambda: _png(encode_png(_good()))[:200], r"cannot read image"),
-    ("16-bit png", "deep.png", lambda: _png(np.full((24, 24, 3), 40000, np.uint16)),
-     r"normal PNG must be 8-bit RGB"),
+    ("16-bit grey png", "deep.png", lambda: _png(np.full((24, 24), 40000, np.uint16)),
+     r"normal PNG must be 8- or 16-bit RGB or RGBA"),
     ("grey png", "grey.png", lambda: _png(np.full((24, 24), 200, np.uint8)),
-     r"normal PNG must be 8-bit RGB"),
-    ("RGBA png", "rgba.png", lambda: _png(np.full((24, 24, 4), 200, np.uint8)),
-     r"normal PNG must be 8-bit RGB"),
+     r"normal PNG must be 8- or 16-bit RGB or RGBA"),
+    ("RGBA png, transparent", "clear.png", lambda: _png(np.zeros((24, 24, 4), np.uint8)),
+     r"empty mask"),
     ("not an image", "text.png", lambda: b"hello, I am not a PNG\n", r"cannot read image"),
     ("huge png header", "huge.png", lambda: png_header_only(9000, 8000),
      r"normal map is 9000 x 8000 pixels, more than the limit"),

@@ -1,6 +1,6 @@
 """The Gradio web app for inspectors (``psinspect serve``).
 
-An inspector uploads either a normal map (``.png`` 8-bit normal encoding or ``.npy`` float
+An inspector uploads either a normal map (``.png`` 8- or 16-bit normal encoding or ``.npy`` float
 (H, W, 3)) or a multi-light capture as a ``.zip`` (images plus a lights file, DiLiGenT layout or a
 plain folder with ``lights.txt`` in ``x y z`` or ``# format: slant_tilt``), picks a model and a
 threshold, and gets the anomaly heatmap, the predicted defect mask, the image score, a PASS/FAIL
@@ -605,8 +605,9 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
     with gr.Blocks(title="psinspect", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(
             "# psinspect: surface inspection\n"
-            "Upload a **normal map** (`.png` 8-bit normal encoding or `.npy` float H x W x 3) or a "
-            "**multi-light capture** (`.zip` of images plus `light_directions.txt`/`lights.txt`), "
+            "Upload a **normal map** (`.png` 8- or 16-bit normal encoding or `.npy` float "
+            "H x W x 3) or a **multi-light capture** (`.zip` of images plus "
+            "`light_directions.txt`/`lights.txt`), "
             "or pick an example, then press **Inspect**."
         )
         with gr.Row():

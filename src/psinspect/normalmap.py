@@ -49,15 +49,20 @@ def encode_png(normals: np.ndarray, mask: np.ndarray | None = None) -> np.ndarra
 
 
 def decode_png(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`encode_png`: (H, W, 3) uint8 RGB -> (normals float32, mask bool).
+    """Inverse of :func:`encode_png`: (H, W, 3) RGB or (H, W, 4) RGBA, 8- or 16-bit ->
+    (normals float32, mask bool).
 
-    The mask is "not black"; decoded vectors are renormalised (8-bit quantisation leaves them
-    about 0.5 degree off unit length).
+    Channel value ``v`` of a ``b``-bit image decodes to ``v / (2^b - 1) * 2 - 1`` (R=x, G=y,
+    B=z, DiLiGenT frame). The mask is the alpha channel's non-zero pixels when there is one,
+    else "not black". Decoded vectors are renormalised (8-bit quantisation leaves them about
+    0.5 degree off unit length, 16-bit about 0.002).
     """
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise PsinspectError(f"normal PNG must be 8-bit RGB, got {image.dtype} {image.shape}")
-    mask = image.max(axis=2) > 0
-    n = image.astype(np.float32) / 127.5 - 1.0
+    if image.dtype not in (np.uint8, np.uint16) or image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise PsinspectError("normal PNG must be 8- or 16-bit RGB or RGBA, got "
+                             f"{image.dtype} {image.shape}")
+    rgb = image[..., :3]
+    mask = image[..., 3] > 0 if image.shape[2] == 4 else rgb.max(axis=2) > 0
+    n = rgb.astype(np.float32) * np.float32(2.0 / np.iinfo(image.dtype).max) - 1.0
     n = normalize(n)
     n[~mask] = 0.0
     return n, mask
@@ -134,7 +139,8 @@ def check_map_size(shape_hw: tuple[int, int], name: str,
 
 
 def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Read a normal map from ``.npy`` (H, W, 3 float) or an 8-bit normal PNG.
+    """Read a normal map from ``.npy`` (H, W, 3 float) or a normal PNG (8- or 16-bit RGB, or
+    RGBA with the alpha channel as the object mask; :func:`decode_png`).
 
     Returns ``(normals float32 (H, W, 3), mask bool (H, W))``; errors are :class:`PsinspectError`
     naming the file.
@@ -155,11 +161,12 @@ def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if raw is None:
             raise PsinspectError(f"{path}: cannot read image (corrupt or not a PNG)")
-        if raw.ndim != 3 or raw.shape[2] != 3 or raw.dtype != np.uint8:
-            raise PsinspectError(
-                f"{path}: normal PNG must be 8-bit RGB, got {raw.dtype} with shape {raw.shape}"
-            )
-        n, mask = decode_png(cv2.cvtColor(raw, cv2.COLOR_BGR2RGB))
+        if (raw.ndim != 3 or raw.shape[2] not in (3, 4)
+                or raw.dtype not in (np.uint8, np.uint16)):
+            raise PsinspectError(f"{path}: normal PNG must be 8- or 16-bit RGB or RGBA, got "
+                                 f"{raw.dtype} with shape {raw.shape}")
+        n, mask = decode_png(cv2.cvtColor(raw, cv2.COLOR_BGR2RGB if raw.shape[2] == 3
+                                          else cv2.COLOR_BGRA2RGBA))
         return validate_normal_map(n, mask, name=str(path))
     raise PsinspectError(f"{path}: unsupported normal-map format (use .npy or .png)")
 

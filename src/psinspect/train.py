@@ -3,7 +3,7 @@
 Inputs are either one dataset folder (``manifest.json`` of :mod:`psinspect.dataset`; the
 ``train-clean`` and ``val-clean`` splits are used, nothing of a test split is read), or any mix
 of capture folders (photometric stereo runs first, robust solver), folders of capture folders,
-and normal maps (``.npy`` / 8-bit ``.png``), all taken as good parts. In the second form a
+and normal maps (``.npy`` / 8- or 16-bit ``.png``), all taken as good parts. In the second form a
 deterministic share (every ``val_every``-th input after a seeded shuffle, at least one) is held
 out for validation and threshold calibration.
 

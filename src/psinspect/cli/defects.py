@@ -25,7 +25,7 @@ def split_list(text: str | None) -> list[str] | None:
 @app.command("defects")
 def defects_cmd(
     normals: Annotated[list[Path], typer.Argument(
-        help="Normal maps (.npy (H, W, 3) float or 8-bit normal PNG); object = non-zero.")],
+        help="Normal maps (.npy (H, W, 3) float or 8/16-bit normal PNG); object = non-zero.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
     per_image: Annotated[int, typer.Option(help="Defects per image.")] = 1,
     types: Annotated[str | None, typer.Option(

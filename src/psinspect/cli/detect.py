@@ -13,7 +13,7 @@ from psinspect.cli import app
 @app.command("detect")
 def detect_cmd(
     inputs: Annotated[list[Path], typer.Argument(
-        help="Normal maps (.npy H x W x 3 float, or 8-bit normal .png) and/or capture folders "
+        help="Normal maps (.npy H x W x 3 float, or 8/16-bit normal .png) and/or capture folders "
              "(photometric stereo runs first).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
     model: Annotated[Path | None, typer.Option(
