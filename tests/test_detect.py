@@ -445,3 +445,29 @@ def test_detect_jobs_same_masks_and_verdicts(tiny_dataset: Path, tmp_path: Path)
                 assert np.array_equal(cv2.imread(str(pa)), cv2.imread(str(pb)))
             else:
                 np.testing.assert_allclose(np.load(pa), np.load(pb), rtol=1e-4, atol=1e-5)
+
+
+def test_image_threshold_override_sets_the_verdicts(geo_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """``detect --image-threshold`` replaces the calibrated pass/fail threshold: just below an
+    input's image score it fails, just above it passes; summary.json records the one used;
+    the pixel masks do not change."""
+    n, m = bowl()
+    n, _, _ = implant_defects(n, m, np.random.default_rng(1), count=1, types=["dent"],
+                              severity="high")
+    save_npy(tmp_path / "part.npy", n)
+    base = ["detect", tmp_path / "part.npy", "--model", geo_dir]
+    assert run_cli([*base, "-o", tmp_path / "cal"], monkeypatch, capsys)[0] == 0
+    cal = json.loads((tmp_path / "cal" / "summary.json").read_text())
+    score = cal["inputs"][0]["image_score"]
+    assert cal["image_threshold"] == 3.0 and score > 0
+    for factor, verdict in ((0.99, "fail"), (1.01, "pass")):
+        out = tmp_path / f"out{factor}"
+        code, text, err = run_cli([*base, "-o", out, "--image-threshold", str(score * factor)],
+                                  monkeypatch, capsys)
+        assert code == 0, err
+        s = json.loads((out / "summary.json").read_text())
+        assert s["image_threshold"] == pytest.approx(score * factor)
+        assert s["inputs"][0]["verdict"] == verdict and verdict.upper() in text
+        assert s["inputs"][0]["regions"] == cal["inputs"][0]["regions"]

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -377,20 +377,28 @@ def write_detection_outputs(
     bundle: ModelBundle,
     *,
     threshold: float | None = None,
+    image_threshold: float | None = None,
     solver: str = "robust",
     force: bool = False,
     progress: Any = None,
     jobs: int | None = None,
 ) -> dict[str, Any]:
     """Detect on every input and write the per-input files and ``summary.json`` into ``out``
-    (staged: nothing is written unless every input succeeds). ``jobs``: inputs processed at
-    once (default :func:`default_jobs`). Returns the summary."""
+    (staged: nothing is written unless every input succeeds). ``threshold`` /
+    ``image_threshold``: the pixel and pass/fail thresholds instead of the model's calibrated
+    ones. ``jobs``: inputs processed at once (default :func:`default_jobs`). Returns the
+    summary."""
     from psinspect.fileio import save_json, save_npy, save_png, staged_output_dir
     from psinspect.normalmap import encode_png
     from psinspect.report import heatmap_rgb, panel_rgb
 
     if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
         raise PsinspectError(f"--threshold must be a finite number >= 0, got {threshold}")
+    if image_threshold is not None:
+        if not (np.isfinite(image_threshold) and image_threshold >= 0):
+            raise PsinspectError(
+                f"--image-threshold must be a finite number >= 0, got {image_threshold}")
+        bundle = replace(bundle, image_threshold=float(image_threshold))
     if jobs is not None and jobs < 1:
         raise PsinspectError(f"--jobs must be at least 1, got {jobs}")
     paths = [Path(p) for p in inputs]

@@ -20,6 +20,10 @@ def detect_cmd(
         "--model", help="Model directory (default: the bundled default model).")] = None,
     threshold: Annotated[float | None, typer.Option(
         help="Per-pixel threshold (default: the model's calibrated one).")] = None,
+    image_threshold: Annotated[float | None, typer.Option(
+        help="Pass/fail threshold on the image score (default: the model's calibrated one, "
+             "the largest image score of its clean validation maps). Lower: more defective "
+             "parts caught and more good parts rejected.")] = None,
     solver: Annotated[str, typer.Option(help="PS solver for capture folders.")] = "robust",
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
     tta: Annotated[int | None, typer.Option(
@@ -60,8 +64,8 @@ def detect_cmd(
         task = bar.add_task("detecting", total=len(inputs))
         try:
             summary = write_detection_outputs(
-                inputs, out, bundle, threshold=threshold, solver=solver, force=force,
-                progress=advance, jobs=jobs)
+                inputs, out, bundle, threshold=threshold, image_threshold=image_threshold,
+                solver=solver, force=force, progress=advance, jobs=jobs)
         except PsinspectError as err:
             # name the input being processed when the message does not already (option
             # errors, "--threshold ...", are about no input)
