@@ -66,3 +66,35 @@ def build(work: Path, progress=print) -> Path:
                   progress=lambda m: None)
     stamp.write_text(STAMP)
     return ds
+
+
+#: clean parts rendered for threshold calibration only (never trained on, never tested)
+N_CALIB_PARTS = 12
+N_ORGANIC_CALIB_PARTS = 4
+CALIB_STAMP = f"v1-{SEED + 5}-{N_CALIB_PARTS}-organic{N_ORGANIC_CALIB_PARTS}"
+
+
+def build_calibration(work: Path) -> list[Path]:
+    """Clean maps of parts that are neither trained on nor tested (new instances of the
+    training families: discs, plates, castings and organic bodies, other seeds), through the
+    same light subsets and PS as the dataset, unaugmented: the default model's extra
+    calibration maps (``train_model(calibration_inputs=...)``). Cached under
+    ``work/calibration``; returns the ``.npy`` maps."""
+    from psinspect.dataset import build_dataset
+    from psinspect.render import render_dataset
+
+    ds = work / "calibration"
+    stamp = work / "calibration.stamp"
+    if not ((ds / "manifest.json").is_file() and stamp.is_file()
+            and stamp.read_text() == CALIB_STAMP):
+        for d in (ds, work / "calib_captures"):
+            if d.exists():
+                shutil.rmtree(d)
+        caps = work / "calib_captures"
+        folders = render_dataset(caps / "parts", N_CALIB_PARTS, defect_rate=0.0, seed=SEED + 5)
+        folders += render_dataset(caps / "organic", N_ORGANIC_CALIB_PARTS, defect_rate=0.0,
+                                  seed=SEED + 6, families=("organic",))
+        build_dataset(folders, ds, holdout=[], seed=SEED + 5, subsets=4, augment=[],
+                      progress=lambda m: None)
+        stamp.write_text(CALIB_STAMP)
+    return sorted(ds.glob("N_*.npy"))

@@ -291,6 +291,8 @@ def main() -> None:
         res["calibration_target_fpr"] = bundle.config.get("calibration", {}).get(
             "target_pixel_fpr")
         res["epochs_run"] = bundle.config["training"].get("epochs_run")
+        res["extra_calibration_maps"] = len(
+            bundle.config.get("calibration", {}).get("calibration_maps", []))
         res["hyperparameters"] = bundle.config.get("hyperparameters", {})
         res["batch_size"] = bundle.config["training"].get("batch_size")
         results[name] = res
@@ -405,8 +407,12 @@ def render_markdown(results: dict, args) -> str:
                      "division).")
         lines.append("")
     v = r["verdicts"]
+    n_extra = r.get("extra_calibration_maps") or 0
+    n_calib_parts = _bench_data.N_CALIB_PARTS + _bench_data.N_ORGANIC_CALIB_PARTS
+    cal_maps = "clean val maps" + (f" and {n_extra} clean maps of parts neither trained on "
+                                   "nor tested" if n_extra else "")
     lines.append(f"Verdicts of {best} at its calibrated image threshold (max image score over "
-                 f"clean val maps): defective maps failed {v['defective_failed']}/"
+                 f"{cal_maps}): defective maps failed {v['defective_failed']}/"
                  f"{v['defective_failed'] + v['defective_passed']}, clean maps passed "
                  f"{v['clean_passed']}/{v['clean_passed'] + v['clean_failed']}"
                  + ("" if not r.get("clean_failed_surfaces") else " (the clean maps that "
@@ -439,8 +445,11 @@ def render_markdown(results: dict, args) -> str:
         lines += ["", f"Pixel threshold on unseen surfaces ({best}): calibrated for a per-pixel "
                   "false-positive rate of "
                   + (f"{target:.2%}" if target is not None else "the configured rate")
-                  + " on the clean validation maps (training surfaces under other lights); "
-                  "measured on the clean pixels of the test maps: "
+                  + " on the clean validation maps (training surfaces under other lights)"
+                  + (f" and {n_extra} clean maps of {n_calib_parts} rendered parts neither "
+                     "trained on nor tested (`bench/_bench_data.py` build_calibration)"
+                     if n_extra else "")
+                  + "; measured on the clean pixels of the test maps: "
                   + "; ".join(f"{g} {v:.2%}" for g, v in cal.items()) + "."]
     tl = r.get("tta_levels") or {}
     if tl:

@@ -2,7 +2,8 @@
 
 Builds (or reuses) the benchmark data of bench/_bench_data.py (rendered parts; the DiLiGenT
 objects are test-only and never trained on), trains the default model with the fixed recipe and
-seed below, calibrates its thresholds on the clean validation maps, and writes it to
+seed below, calibrates its thresholds on the clean validation maps plus clean maps of 16 parts
+that are neither trained on nor tested (``_bench_data.build_calibration``), and writes it to
 ``src/psinspect/data/default_model/`` (model-<hash>.safetensors, train_log-<hash>.json and
 config.json).
 Same seed, same thread count -> same weights.
@@ -42,8 +43,10 @@ def main() -> None:
 
     os.chdir(ROOT)  # the model's config records the dataset as runs/bench_detect/dataset
     ds = _bench_data.build(Path("runs") / "bench_detect")
+    calib = _bench_data.build_calibration(Path("runs") / "bench_detect")
     t0 = time.perf_counter()
     cfg = train_model([ds], args.out, seed=SEED, force=True, threads=args.threads,
+                      calibration_inputs=calib,
                       on_epoch=lambda e: print(f"epoch {e['epoch'] + 1}: val {e['val_loss']:.4f}"
                                                f" ({e['seconds']:.0f} s)", flush=True),
                       **RECIPE)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _robust_util import run_cli
+from _robust_util import error_lines, run_cli
 
 from psinspect.defects import implant_defects
 from psinspect.detect import detect_map, find_regions, image_score, score_map
@@ -471,3 +471,56 @@ def test_image_threshold_override_sets_the_verdicts(geo_dir: Path, tmp_path: Pat
         assert s["image_threshold"] == pytest.approx(score * factor)
         assert s["inputs"][0]["verdict"] == verdict and verdict.upper() in text
         assert s["inputs"][0]["regions"] == cal["inputs"][0]["regions"]
+
+
+def test_train_calibrate_on_parts_not_trained_on(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """``train --calibrate-on``: the thresholds come from the validation maps AND the extra
+    clean maps (rougher here, so both thresholds rise to exactly what those maps give), the
+    extra maps are recorded, training itself is unchanged; a dataset folder is refused."""
+    from psinspect.detect import image_score as img_score
+    from psinspect.train import calibrate
+
+    rng = np.random.default_rng(3)
+    n, m = bowl(64)
+    for i in range(4):
+        save_npy(tmp_path / f"good{i}.npy", n)
+    rough = []
+    for i in range(2):
+        noisy = n + rng.normal(0.0, 0.03, n.shape).astype(np.float32)
+        noisy /= np.linalg.norm(noisy, axis=-1, keepdims=True)
+        noisy[~m] = 0.0
+        save_npy(tmp_path / f"rough{i}.npy", noisy.astype(np.float32))
+        rough.append(tmp_path / f"rough{i}.npy")
+    goods = [tmp_path / f"good{i}.npy" for i in range(4)]
+    base = ["train", *goods, "--model", "geometric"]
+    assert run_cli([*base, "-o", tmp_path / "plain"], monkeypatch, capsys)[0] == 0
+    code, text, err = run_cli([*base, "-o", tmp_path / "cal", "--calibrate-on", rough[0],
+                               "--calibrate-on", rough[1]], monkeypatch, capsys)
+    assert code == 0, err
+    assert "also calibrated on 2 input(s) not trained on" in text
+    plain = json.loads((tmp_path / "plain" / "config.json").read_text())
+    cal = json.loads((tmp_path / "cal" / "config.json").read_text())
+    assert cal["training"]["calibration_inputs"] == [str(p) for p in rough]
+    assert cal["calibration"]["calibration_maps"] == ["rough0", "rough1"]
+    assert "not trained on" in cal["calibration"]["method"]
+    assert cal["threshold"] > plain["threshold"]
+    assert cal["image_threshold"] > plain["image_threshold"]
+    # exactly the thresholds of the validation map plus the two rough maps
+    model = load_model_dir(tmp_path / "cal").model
+    maps = [load_normal_map(p) for p in (goods[0], *rough)]
+    thr, img_thr, _ = calibrate(model, maps, plain["calibration"]["target_pixel_fpr"])
+    assert cal["threshold"] == pytest.approx(thr)
+    assert cal["image_threshold"] == pytest.approx(img_thr)
+    assert img_thr == pytest.approx(max(img_score(score_map(model, *mp).score, mp[1])
+                                        for mp in maps))
+    # a dataset folder is not a calibration input; a missing path is named
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "manifest.json").write_text("{}")
+    for bad, message in ((tmp_path / "ds", "not a dataset folder"),
+                         (tmp_path / "missing.npy", "missing.npy")):
+        code, _, err = run_cli([*base, "-o", tmp_path / "bad", "--calibrate-on", bad],
+                               monkeypatch, capsys)
+        assert code == 2 and message in err and len(error_lines(err)) == 1, err
+        assert not (tmp_path / "bad").exists()

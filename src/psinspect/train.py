@@ -11,7 +11,10 @@ Models that fit in seconds and declare ``cross_calibration`` (the variation mode
 from ALL good maps, and each map is scored for calibration by a copy fitted without it
 (:func:`cross_fitted`, 4 folds or more), so every good part counts twice.
 
-Thresholds are calibrated on the clean validation maps only: the per-pixel threshold is the
+Thresholds are calibrated on the clean validation maps only (plus, with
+``calibration_inputs``, clean maps of parts that are NOT trained on at all: the validation maps
+are the training parts under other lights, and a new part's peak score can exceed all of
+theirs, so that good new parts fail; BENCHMARKS.md measures it): the per-pixel threshold is the
 ``1 - threshold_fpr`` quantile of their object-pixel scores (default FPR 0.1 %); the image
 (pass/fail) threshold is the largest image score (:func:`psinspect.detect.image_score`) among
 them, so that no clean validation part fails. Models with test-time augmentation levels
@@ -302,10 +305,36 @@ def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return parse_weights(data, str(wpath)), meta
 
 
+def calibration_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The map files / capture folders of ``calibration_inputs`` (checked, not loaded)."""
+    paths = [Path(p) for p in inputs]
+    if any(_is_dataset(p) for p in paths):
+        raise PsinspectError("--calibrate-on: give normal maps or capture folders, not a "
+                             "dataset folder (its .npy maps can be given)")
+    return _expand_inputs(paths)
+
+
+def load_calibration_maps(inputs: Sequence[str | os.PathLike[str]],
+                          progress: Callable[[str], None] | None = None
+                          ) -> tuple[list[str], list[NormalSample]]:
+    """Clean maps used for threshold calibration only: capture folders (robust PS), folders
+    of them, or normal maps, as for training (not a dataset folder: give its ``.npy``
+    files). Returns (names, samples)."""
+    names, samples = [], []
+    for f in calibration_files(inputs):
+        name, sample, _ = load_input_map(f)
+        names.append(name)
+        samples.append(sample)
+        if progress is not None:
+            progress(name)
+    return names, samples
+
+
 def train_model(
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     *,
+    calibration_inputs: Sequence[str | os.PathLike[str]] | None = None,
     model_name: str = "geo-seg",
     hyperparameters: dict[str, Any] | None = None,
     epochs: int = 30,
@@ -322,7 +351,10 @@ def train_model(
 ) -> dict[str, Any]:
     """Train a model on clean maps, calibrate its thresholds, write ``out`` (a model dir).
 
-    Returns the written ``config.json`` contents. ``on_epoch`` gets each epoch's log entry.
+    ``calibration_inputs``: clean maps or captures of parts NOT in ``inputs``, added to the
+    validation maps for threshold calibration only (not for early stopping; see the module
+    docstring). Returns the written ``config.json`` contents. ``on_epoch`` gets each epoch's
+    log entry.
     With ``resume``, model, hyperparameters, inputs and training settings come from the
     checkpoint in ``out`` (other arguments are ignored).
     """
@@ -330,7 +362,8 @@ def train_model(
     args = {"inputs": [str(p) for p in inputs], "model": model_name,
             "hyperparameters": hyperparameters or {}, "epochs": int(epochs),
             "batch_size": int(batch_size), "seed": int(seed), "patience": int(patience),
-            "threshold_fpr": float(threshold_fpr), "threshold": threshold}
+            "threshold_fpr": float(threshold_fpr), "threshold": threshold,
+            "calibration_inputs": [str(p) for p in calibration_inputs or []]}
     resume_state = None
     if resume:
         arrays, meta = _read_checkpoint(out)
@@ -354,7 +387,9 @@ def train_model(
     if not 0.0 < args["threshold_fpr"] < 1.0:  # checked before training, not after it
         raise PsinspectError(f"--threshold-fpr must be in (0, 1), got {args['threshold_fpr']}")
     model = create_model(args["model"], **args["hyperparameters"])
+    calibration_files(args.get("calibration_inputs", []))  # fail early, before any loading
     data = load_training_data(args["inputs"], seed=args["seed"], progress=progress)
+    cal_names, cal_maps = load_calibration_maps(args.get("calibration_inputs", []), progress)
 
     def checkpoint(entry: dict[str, Any], arrays: dict[str, np.ndarray],
                    state: dict[str, Any]) -> None:
@@ -384,12 +419,19 @@ def train_model(
     train_seconds = time.perf_counter() - t0
     if progress is not None:
         progress("calibrating thresholds on clean validation maps")
-    thr, img_thr, stats = calibrate(model, data.val, args["threshold_fpr"], scorers)
+    cal = [*data.val, *cal_maps]
+    if scorers is not None and cal_maps:
+        scorers = [*scorers, *[model] * len(cal_maps)]  # not fitted on: the full model
+    thr, img_thr, stats = calibrate(model, cal, args["threshold_fpr"], scorers)
     if scorers is not None:
         stats["method"] = "clean maps, each scored by a model fitted without it"
+    if cal_maps:
+        stats["method"] = (stats["method"].removesuffix(" only") + f" + {len(cal_maps)} "
+                           "clean maps of parts not trained on (--calibrate-on)")
+        stats["calibration_maps"] = cal_names
     if progress is not None and model.tta_levels:
         progress("calibrating thresholds for each test-time augmentation level")
-    tta_thresholds = calibrate_tta_levels(model, data.val, args["threshold_fpr"],
+    tta_thresholds = calibrate_tta_levels(model, cal, args["threshold_fpr"],
                                           None if scorers is not None else (thr, img_thr))
     if args["threshold"] is not None:
         stats["calibrated_threshold"] = thr
@@ -402,6 +444,8 @@ def train_model(
         "epochs": args["epochs"], "epochs_run": len(log) if model.trainable else 0,
         "batch_size": args["batch_size"], "seed": args["seed"], "patience": args["patience"],
         "train_seconds": round(train_seconds, 2), "resumed": bool(resume),
+        **({"calibration_inputs": args["calibration_inputs"]}
+           if args.get("calibration_inputs") else {}),
         "psinspect_version": __version__,
     }
     save_model_dir(out, model, threshold=thr, image_threshold=img_thr, calibration=stats,

@@ -34,6 +34,11 @@ def train_cmd(
     hyperparameters: Annotated[str | None, typer.Option(
         "--hp", help='Model hyperparameters as JSON, e.g. \'{"channels": [8, 16, 32, 64]}\'.'
     )] = None,
+    calibrate_on: Annotated[list[Path] | None, typer.Option(
+        "--calibrate-on",
+        help="Clean maps or capture folders of parts NOT among the inputs, used only to set "
+             "the thresholds (with the validation maps), so that they also hold for parts "
+             "the model has not seen. Repeat for several.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Torch CPU threads.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty model directory.")] = False,
     resume: Annotated[bool, typer.Option(
@@ -78,11 +83,14 @@ def train_cmd(
             inputs, out, model_name=model, hyperparameters=hp, epochs=epochs,
             batch_size=batch_size, seed=seed, patience=patience, threshold_fpr=threshold_fpr,
             threshold=threshold, force=force, resume=resume, threads=threads,
-            on_epoch=on_epoch, progress=lambda msg: bar.update(task, description=msg),
+            calibration_inputs=calibrate_on, on_epoch=on_epoch,
+            progress=lambda msg: bar.update(task, description=msg),
         )
     tr = config["training"]
     typer.echo(
         f"{config['model']}: {tr['train_maps']} train / {tr['val_maps']} val maps, "
         f"{tr['epochs_run']} epochs in {tr['train_seconds']:.0f} s; pixel threshold "
-        f"{config['threshold']:.4g}, image threshold {config['image_threshold']:.4g} -> {out}"
+        f"{config['threshold']:.4g}, image threshold {config['image_threshold']:.4g}"
+        + (f" (also calibrated on {len(tr['calibration_inputs'])} input(s) not trained on)"
+           if tr.get("calibration_inputs") else "") + f" -> {out}"
     )

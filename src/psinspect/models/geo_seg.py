@@ -169,8 +169,9 @@ def generic_height_anomaly(shape_hw: tuple[int, int], mask: np.ndarray,
 def grain_direction(normals: np.ndarray, mask: np.ndarray, x: float, y: float,
                     window_px: float = 8.0, highpass_px: float = 4.0) -> float | None:
     """Direction of the local grain around image point ``(x, y)`` (column, row): the direction
-    along which the fine structure of the normal field (the map minus its Gaussian blur at
-    ``highpass_px``: turning marks, brushing, edges, grooves) changes least, from the
+    along which the fine structure of the normal field (the map minus its masked, about
+    Gaussian blur of std ``highpass_px``, :func:`masked_box_blur`: turning marks, brushing,
+    edges, grooves) changes least, from the
     structure tensor of its three components averaged over a Gaussian window of
     ``window_px``. Radians, image coordinates (``(cos, sin)`` in (column, row)), defined
     modulo pi; ``None`` where the window holds no object pixel or no structure.
