@@ -60,3 +60,37 @@ def test_saving_a_model_dir_removes_a_killed_writers_temp_files(tmp_path: Path) 
     save_model_dir(out, create_model("geometric"), threshold=1.5, image_threshold=2.0)
     assert not stale.exists()
     assert load_model_dir(out).threshold == 1.5
+
+
+def test_a_thread_id_is_not_a_live_writer(tmp_path: Path) -> None:
+    """A temporary named after a pid that is now a THREAD id (of this or another process) is
+    stale: ``kill(tid, 0)`` succeeds on Linux, but no writer process has that id."""
+    import threading
+
+    if not Path("/proc/self/status").is_file():
+        import pytest
+
+        pytest.skip("no procfs")
+    ready, done = threading.Event(), threading.Event()
+    tid: list[int] = []
+
+    def worker() -> None:
+        tid.append(threading.get_native_id())
+        ready.set()
+        done.wait(10)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        ready.wait(10)
+        assert tid[0] != os.getpid()
+        os.kill(tid[0], 0)  # the quirk: a thread id "exists" for kill()
+        leftover = tmp_path / f".out.staging-{tid[0]}-abcd"
+        leftover.mkdir()
+        live = tmp_path / f".out.staging-{os.getppid()}-efgh"  # a live process: kept
+        live.mkdir()
+        assert remove_stale_temporaries(tmp_path, "out") == [leftover]
+        assert not leftover.exists() and live.exists()
+    finally:
+        done.set()
+        t.join()

@@ -24,13 +24,21 @@ from psinspect.errors import PsinspectError
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a PROCESS ``pid`` runs on this machine. On Linux ``kill(pid, 0)`` also succeeds
+    for the id of a thread of another process (a killed writer's pid reused as a thread id),
+    so there the thread-group id in ``/proc/PID/status`` must be ``pid`` itself."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # e.g. another user's process: alive
         return True
-    return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # no procfs (not Linux), or it just ended
+        return True
+    tgid = re.search(r"^Tgid:\s*(\d+)", status, re.MULTILINE)
+    return tgid is None or int(tgid.group(1)) == pid
 
 
 #: hidden temporaries: ``.NAME.<pid>-XXXX.tmp`` (atomic writes), ``.NAME.staging-<pid>-XXXX``
