@@ -145,6 +145,18 @@ def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
     return out
 
 
+def _load_maps(files: Sequence[Path], progress: Callable[[str], None] | None
+               ) -> list[tuple[str, NormalSample]]:
+    """(name, map) of each capture folder (robust PS) or normal-map file, in order."""
+    out = []
+    for f in files:
+        name, sample, _ = load_input_map(f)
+        out.append((name, sample))
+        if progress is not None:
+            progress(name)
+    return out
+
+
 def load_training_data(
     inputs: Sequence[str | os.PathLike[str]], *, seed: int = 0, val_every: int = 5,
     progress: Callable[[str], None] | None = None,
@@ -162,12 +174,7 @@ def load_training_data(
         raise PsinspectError(
             f"need at least 2 good parts (one is held out for calibration), got {len(files)}"
         )
-    samples: list[tuple[str, NormalSample]] = []
-    for f in files:
-        name, sample, _ = load_input_map(f)
-        samples.append((name, sample))
-        if progress is not None:
-            progress(name)
+    samples = _load_maps(files, progress)
     order = np.random.default_rng(int(seed)).permutation(len(samples))
     n_val = max(1, len(samples) // max(2, int(val_every)))
     val_idx = set(int(i) for i in order[:n_val])
@@ -306,28 +313,14 @@ def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 def calibration_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """The map files / capture folders of ``calibration_inputs`` (checked, not loaded)."""
+    """The map files / capture folders of ``calibration_inputs``: capture folders (robust PS),
+    folders of them, or normal maps, as for training, but not a dataset folder (give its
+    ``.npy`` files). Checked, not loaded."""
     paths = [Path(p) for p in inputs]
     if any(_is_dataset(p) for p in paths):
         raise PsinspectError("--calibrate-on: give normal maps or capture folders, not a "
                              "dataset folder (its .npy maps can be given)")
     return _expand_inputs(paths)
-
-
-def load_calibration_maps(inputs: Sequence[str | os.PathLike[str]],
-                          progress: Callable[[str], None] | None = None
-                          ) -> tuple[list[str], list[NormalSample]]:
-    """Clean maps used for threshold calibration only: capture folders (robust PS), folders
-    of them, or normal maps, as for training (not a dataset folder: give its ``.npy``
-    files). Returns (names, samples)."""
-    names, samples = [], []
-    for f in calibration_files(inputs):
-        name, sample, _ = load_input_map(f)
-        names.append(name)
-        samples.append(sample)
-        if progress is not None:
-            progress(name)
-    return names, samples
 
 
 def train_model(
@@ -387,9 +380,10 @@ def train_model(
     if not 0.0 < args["threshold_fpr"] < 1.0:  # checked before training, not after it
         raise PsinspectError(f"--threshold-fpr must be in (0, 1), got {args['threshold_fpr']}")
     model = create_model(args["model"], **args["hyperparameters"])
-    calibration_files(args.get("calibration_inputs", []))  # fail early, before any loading
+    cal_files = calibration_files(args.get("calibration_inputs", []))  # fail before loading
     data = load_training_data(args["inputs"], seed=args["seed"], progress=progress)
-    cal_names, cal_maps = load_calibration_maps(args.get("calibration_inputs", []), progress)
+    cal_loaded = _load_maps(cal_files, progress)
+    cal_names, cal_maps = [n for n, _ in cal_loaded], [s for _, s in cal_loaded]
 
     def checkpoint(entry: dict[str, Any], arrays: dict[str, np.ndarray],
                    state: dict[str, Any]) -> None:

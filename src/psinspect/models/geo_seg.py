@@ -184,7 +184,7 @@ def grain_direction(normals: np.ndarray, mask: np.ndarray, x: float, y: float,
     if r1 - r0 < 3 or c1 - c0 < 3 or not m.any():
         return None
     n = np.where(m[..., None], normals[r0:r1, c0:c1], 0.0).astype(np.float32)
-    fine = n - masked_box_blur_vec(n, m, highpass_px)
+    fine = n - masked_box_blur(n, m, highpass_px)
     # central differences: their direction leans by up to ~7 deg for grain of 4 px pitch
     # (less for coarser grain), below the training's 6 deg jitter; kept as the explore rows
     # were trained with them
@@ -200,23 +200,20 @@ def grain_direction(normals: np.ndarray, mask: np.ndarray, x: float, y: float,
     return float(across + 0.5 * np.pi)
 
 
-def masked_box_blur_vec(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """:func:`masked_box_blur` of each channel of ``values`` (H, W, C); (H, W, C) float32."""
-    return np.stack([masked_box_blur(values[..., k], mask, sigma)
-                     for k in range(values.shape[-1])], axis=-1)
-
-
 def masked_box_blur(values: np.ndarray, mask: np.ndarray, sigma: float, passes: int = 3
                     ) -> np.ndarray:
-    """Approximately Gaussian (std ``sigma`` px) average of (H, W) ``values`` over object pixels
-    only (normalised by the blurred mask), by ``passes`` centred odd box filters: cost
-    independent of ``sigma``, unlike a Gaussian's. (H, W) float32, zero outside ``mask``."""
+    """Approximately Gaussian (std ``sigma`` px) average of (H, W) or (H, W, C) ``values`` over
+    object pixels only (normalised by the blurred mask), by ``passes`` centred odd box filters:
+    cost independent of ``sigma``, unlike a Gaussian's. float32 of the shape of ``values``,
+    zero outside ``mask``."""
     width = 2 * int(round(0.5 * np.sqrt(12.0 * sigma**2 / passes + 1.0))) + 1
     m = mask.astype(np.float32)
-    x = np.dstack([np.where(mask, values, 0.0).astype(np.float32), m])
+    v = values if values.ndim == 3 else values[..., None]
+    x = np.dstack([np.where(mask[..., None], v, 0.0).astype(np.float32), m])
     for _ in range(passes):
         x = cv2.boxFilter(x, -1, (width, width), borderType=cv2.BORDER_CONSTANT)
-    return np.where(mask, x[..., 0] / np.maximum(x[..., 1], 1e-6), 0.0).astype(np.float32)
+    out = np.where(mask[..., None], x[..., :-1] / np.maximum(x[..., -1:], 1e-6), 0.0)
+    return out.astype(np.float32).reshape(values.shape)
 
 
 def line_cue(u: np.ndarray, v: np.ndarray, mask: np.ndarray, kernels: Sequence[np.ndarray],
