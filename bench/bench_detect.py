@@ -43,6 +43,10 @@ RECIPES: dict[str, dict] = {
 }
 
 
+#: bootstrap resamples of the test surfaces for the 95 % intervals
+BOOTSTRAP = 1000
+
+
 def default_recipe() -> dict:
     from train_default import RECIPE
 
@@ -62,7 +66,7 @@ def evaluate_model(bundle, ds: Path, threads: int) -> dict:
     import torch
 
     from psinspect.detect import detect_map
-    from psinspect.metrics import EvalItem, evaluate
+    from psinspect.metrics import EvalItem, bootstrap_intervals, evaluate
     from psinspect.normalmap import load_normal_map
 
     torch.set_num_threads(threads)
@@ -72,9 +76,11 @@ def evaluate_model(bundle, ds: Path, threads: int) -> dict:
     verdicts = {"defective_failed": 0, "defective_passed": 0, "clean_failed": 0,
                 "clean_passed": 0}
     clean_failed: list[str] = []
+    surfaces: list[str] = []
     for it in manifest["items"]:
         if not it["split"].startswith("test"):
             continue
+        surfaces.append(it["surface"])
         n, m = load_normal_map(ds / it["file"])
         gt = np.zeros(m.shape, bool)
         if it["defect_mask"]:
@@ -94,6 +100,8 @@ def evaluate_model(bundle, ds: Path, threads: int) -> dict:
     fracs = _fraction_above(items)
     res["deficit"] = auroc_deficit_by_map(items, fracs)
     res["deficit_by_defect"] = auroc_deficit_by_defect(items, fracs)
+    res["aupro_deficit"] = aupro_deficit_by_map(items)
+    res["intervals"] = bootstrap_intervals(items, surfaces, resamples=BOOTSTRAP, seed=SEED)
     res["calibration"] = calibration_check(items, bundle.threshold)
     groups = {}
     for g in sorted({surface_group(i.name) for i in items}):
@@ -137,6 +145,25 @@ def auroc_deficit_by_map(items: list, fracs: list[np.ndarray]) -> list[dict]:
         defects = sorted({f"{d['type']} ({d.get('level', '?')})" for d in (i.defects or [])})
         out.append({"name": i.name, "deficit": float(frac.sum() / n_pos),
                     "defects": ", ".join(defects)})
+    return sorted(out, key=lambda d: -d["deficit"])
+
+
+def aupro_deficit_by_map(items: list) -> list[dict]:
+    """Where AUPRO is lost, split by test map: AUPRO is the mean over all ground-truth regions
+    of each region's own area under its overlap-vs-FPR curve (:func:`psinspect.metrics.
+    region_aupro`), so a map's share of ``1 - AUPRO`` is the sum of ``1 - value`` over its
+    regions divided by the number of regions. Returns dicts (``name``, ``deficit``,
+    ``regions``, ``defects``), largest first."""
+    from psinspect.metrics import region_aupro
+
+    per = region_aupro(items)
+    n = sum(len(v) for v in per)
+    out = []
+    for i, vals in zip(items, per, strict=True):
+        if len(vals):
+            defects = sorted({f"{d['type']} ({d.get('level', '?')})" for d in (i.defects or [])})
+            out.append({"name": i.name, "deficit": float(np.sum(1.0 - vals) / n),
+                        "regions": len(vals), "defects": ", ".join(defects)})
     return sorted(out, key=lambda d: -d["deficit"])
 
 
@@ -369,6 +396,18 @@ def render_markdown(results: dict, args) -> str:
         lines.append(f"| {label} | {p['pixel_auroc']:.4f} | {p['aupro']:.4f} | "
                      f"{p['pixel_ap']:.4f} | {p['f1_max']:.4f} | {fmt(p['image_auroc'], 4)} | "
                      f"{t} | {r['maps_per_s']:.1f} |")
+    if all("intervals" in r for r in results.values()):
+        b = next(iter(results.values()))["intervals"]
+        lines += ["", f"95 % bootstrap intervals over the {b['groups']} test surfaces ("
+                  f"{b['resamples']} resamples, seed {b['seed']}; the maps of one surface drawn "
+                  "together; `psinspect.metrics.bootstrap_intervals`): how far these figures "
+                  "could move on another draw of test surfaces of the same kinds:", "",
+                  "| model | pixel AUROC | AUPRO | image AUROC |", "|---|---|---|---|"]
+        for name, r in results.items():
+            cells = ["-" if r["intervals"][k] is None else
+                     f"{r['intervals'][k][0]:.3f}-{r['intervals'][k][1]:.3f}"
+                     for k in ("pixel_auroc", "aupro", "image_auroc")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Per test-surface group (pixel AUROC / AUPRO / image AUROC; the 'through PS' "
               "group is scored together with the clean rendered test maps):", ""]
     groups = sorted({g for r in results.values() for g in r["groups"]})
@@ -428,6 +467,18 @@ def render_markdown(results: dict, args) -> str:
                   "light subset, `_lNN`):", "", "| map | defects | share of 1 - AUROC |",
                   "|---|---|---|"]
         lines += [f"| {d['name']} | {d['defects']} | {d['deficit']:.4f} |" for d in deficit[:5]]
+    pro_deficit = r.get("aupro_deficit") or []
+    if pro_deficit:
+        total = sum(d["deficit"] for d in pro_deficit)
+        n_reg = sum(d["regions"] for d in pro_deficit)
+        lines += ["", f"Where {best}'s AUPRO is lost (1 - AUPRO = {total:.4f} over {n_reg} "
+                  "ground-truth regions, i.e. 8-connected components, each weighing the same; "
+                  "split by test map: the sum over its regions of 1 - the region's own area "
+                  "under its overlap-vs-FPR curve, divided by the number of regions; the 5 "
+                  "largest shares):", "", "| map | defects | regions | share of 1 - AUPRO |",
+                  "|---|---|---|---|"]
+        lines += [f"| {d['name']} | {d['defects']} | {d['regions']} | {d['deficit']:.4f} |"
+                  for d in pro_deficit[:5]]
     by_defect = r.get("deficit_by_defect") or []
     if by_defect:
         total = sum(d["deficit"] for d in by_defect)

@@ -9,8 +9,9 @@ Targets (each gets ``--cases`` generated inputs, from a fixed ``--seed``):
   random bytes; images, lights, intensities, filenames, mask, ground truth);
 - ``normal-map file``: :func:`psinspect.normalmap.load_normal_map` on random bytes and damaged
   ``.npy`` / ``.png`` files;
-- ``normal-map codec``: :func:`psinspect.normalmap.decode_png` on any 8-bit RGB image and
-  :func:`psinspect.normalmap.validate_normal_map` on any float array (NaN, Inf, any shape).
+- ``normal-map codec``: :func:`psinspect.normalmap.decode_png` on any 8- or 16-bit RGB or RGBA
+  image and :func:`psinspect.normalmap.validate_normal_map` on any float array (NaN, Inf, any
+  shape).
 
 Every case must end as *accepted* (the result meets the documented contract: unit normals
 inside the mask, zero outside; finite unit lights; consistent shapes) or *refused* (a
@@ -218,7 +219,8 @@ def _make_map_body(good: dict[str, bytes]) -> Callable[[tuple, Path], None]:
 
 
 _CODEC = st.one_of(
-    hnp.arrays(np.uint8, st.tuples(st.integers(1, 8), st.integers(1, 8), st.just(3))),
+    hnp.arrays(st.sampled_from([np.uint8, np.uint16]),
+               st.tuples(st.integers(1, 8), st.integers(1, 8), st.sampled_from([3, 4]))),
     hnp.arrays(st.sampled_from([np.float32, np.float64]),
                hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=6),
                elements=st.floats(allow_nan=True, allow_infinity=True, width=32)),
@@ -226,9 +228,10 @@ _CODEC = st.one_of(
 
 
 def _codec_body(arr: np.ndarray, work: Path) -> None:
-    if arr.dtype == np.uint8:
+    if arr.dtype in (np.uint8, np.uint16):
         n, m = decode_png(arr)
-        assert (m == (arr.max(axis=2) > 0)).all() and np.isfinite(n).all()
+        expected = arr[..., 3] > 0 if arr.shape[2] == 4 else arr.max(axis=2) > 0
+        assert (m == expected).all() and np.isfinite(n).all()
         if m.any():
             _check_map(n, m)
         return

@@ -77,6 +77,11 @@ def _check_run_folder(out: Path, stderr: str) -> dict:
     for key in ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc"):
         assert 0.0 <= pooled[key] <= 1.0, (key, pooled[key])
     assert pooled["maps"] >= 4 and 0 < pooled["defective_maps"] < pooled["maps"]
+    # intervals over the held-out test surfaces, recorded in metrics.json and run.json
+    iv = metrics["intervals"]
+    assert iv["groups"] == len(test_surfaces)
+    assert iv["pixel_auroc"][0] <= iv["pixel_auroc"][1]
+    assert json.loads((out / "run.json").read_text())["intervals"] == iv
     v = metrics["verdicts"]
     assert v["defective_failed"] + v["defective_passed"] == pooled["defective_maps"]
     assert sum(v[k] for k in ("defective_failed", "defective_passed", "clean_failed",

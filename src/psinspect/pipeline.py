@@ -211,6 +211,7 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         "model": bundle.config.get("model"), "pretrained": cfg.pretrained,
         "metrics": {k: pooled.get(k) for k in
                     ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc")},
+        "intervals": metrics.get("intervals"),
         "verdicts": verdicts,
         "versions": _versions(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }

@@ -168,6 +168,24 @@ def _table(rows: dict[str, dict[str, Any]], first: str) -> str:
     return f"<table><tr><th>{html.escape(first)}</th>{head}</tr>{''.join(body)}</table>"
 
 
+def _intervals_html(iv: dict[str, Any] | None) -> list[str]:
+    """The bootstrap intervals of :func:`psinspect.metrics.bootstrap_intervals` as a note and a
+    one-row table (nothing when absent)."""
+    if not iv:
+        return []
+    keys = (("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"), ("image_auroc", "image AUROC"))
+    cells = "".join(f"<td>{'-' if iv.get(k) is None else f'{iv[k][0]:.4f} - {iv[k][1]:.4f}'}"
+                    "</td>" for k, _ in keys)
+    return [
+        f"<p class='note'>{iv['level']:.0%} bootstrap intervals: the test surfaces "
+        f"({iv['groups']}) drawn with replacement {iv['resamples']} times (seed {iv['seed']}), "
+        "the maps of a surface together; how far the pooled figures could move on another "
+        "test set of the same kinds. Few surfaces give wide intervals.</p>",
+        "<table><tr><th>interval</th>" + "".join(f"<th>{t}</th>" for _, t in keys) + "</tr>"
+        f"<tr><td>{iv['level']:.0%}</td>{cells}</tr></table>",
+    ]
+
+
 def report_html(
     metrics: dict[str, Any],
     curves: dict[str, Any],
@@ -198,6 +216,7 @@ def report_html(
         f"({pooled['defective_maps']} defective).</p>",
         *[f"<p class='note'>{html.escape(n)}</p>" for n in notes],
         "<h2>Pooled</h2>", _table({"all test maps": pooled}, "set"),
+        *_intervals_html(metrics.get("intervals")),
         "<h2>Per defect type</h2>", _table(metrics.get("per_type", {}), "type"),
         "<h2>Per severity</h2>", _table(metrics.get("per_severity", {}), "severity"),
         "<h2>Curves</h2>", img(curves_png(curves), "ROC and PRO curves"),
@@ -226,7 +245,8 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     have a prediction named like its file stem. The object mask of an item is the non-zero
     vectors of its normal map; its defect mask is its ``defect_mask`` PNG (none = clean).
     Returns ``(items, info)`` with :class:`psinspect.metrics.EvalItem` items and
-    ``info["normals"]``: name -> path of the item's normal map (for panels).
+    ``info["normals"]``: name -> path of the item's normal map (for panels), and
+    ``info["surfaces"]``: the manifest's surface of each item (its name when not given).
     """
     import json
     from pathlib import Path
@@ -261,6 +281,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
         )
     items = []
     normals_paths = {}
+    surfaces = []
     for it in wanted:
         name = Path(it["file"]).stem
         _, mask = load_normal_map(folder / it["file"])
@@ -277,10 +298,11 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
         items.append(EvalItem(name, score.astype(np.float32), gt & mask, mask,
                               image_scores[name], it.get("defects") or None))
         normals_paths[name] = folder / it["file"]
+        surfaces.append(str(it.get("surface") or name))
     unmatched = sorted(set(image_scores) - {it.name for it in items})
     info = {"normals": normals_paths, "unmatched_predictions": unmatched,
             "pixel_threshold": summary.get("pixel_threshold"), "model": summary.get("model"),
-            "splits": list(splits)}
+            "splits": list(splits), "surfaces": surfaces}
     return items, info
 
 
@@ -319,11 +341,15 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     from pathlib import Path
 
     from psinspect.fileio import atomic_write_bytes, save_json, staged_output_dir
-    from psinspect.metrics import evaluate
+    from psinspect.metrics import bootstrap_intervals, evaluate
     from psinspect.normalmap import load_normal_map
 
     items, info = load_eval_items(pred_dir, ground_truth)
     metrics = evaluate(items, max_fpr=max_fpr)
+    # how far the figures could move on other test surfaces of the same kinds: the maps of one
+    # surface are drawn together (fixed seed, recorded)
+    metrics["intervals"] = bootstrap_intervals(items, info["surfaces"], max_fpr=max_fpr,
+                                               seed=0)
     thr = pred_threshold if pred_threshold is not None else info.get("pixel_threshold")
     metrics["source"] = {"predictions": str(Path(pred_dir)), "ground_truth": str(ground_truth),
                          "model": info.get("model"), "splits": info["splits"],

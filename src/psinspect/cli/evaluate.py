@@ -42,5 +42,13 @@ def evaluate_cmd(
     typer.echo(f"{p['maps']} maps ({p['defective_maps']} defective): pixel AUROC "
                f"{p['pixel_auroc']:.4f}, AUPRO {p['aupro']:.4f}, AP {p['pixel_ap']:.4f}, "
                f"F1-max {p['f1_max']:.4f}, image AUROC {img} -> {out}")
+    iv = m.get("intervals") or {}
+    if iv:
+        spans = [f"{t} " + ("n/a" if iv.get(k) is None else f"{iv[k][0]:.3f}-{iv[k][1]:.3f}")
+                 for k, t in (("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"),
+                              ("image_auroc", "image AUROC"))]
+        plural = "s" if iv["groups"] != 1 else ""
+        typer.echo(f"  {iv['level']:.0%} bootstrap intervals over {iv['groups']} test "
+                   f"surface{plural}: {', '.join(spans)}")
     for name, v in m["per_type"].items():
         typer.echo(f"  {name:10s} AUROC {v['pixel_auroc']:.4f}  AUPRO {v['aupro']:.4f}")
