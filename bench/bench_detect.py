@@ -467,6 +467,17 @@ def render_markdown(results: dict, args) -> str:
                   "light subset, `_lNN`):", "", "| map | defects | share of 1 - AUROC |",
                   "|---|---|---|"]
         lines += [f"| {d['name']} | {d['defects']} | {d['deficit']:.4f} |" for d in deficit[:5]]
+    by_defect = r.get("deficit_by_defect") or []
+    if by_defect:
+        total = sum(d["deficit"] for d in by_defect)
+        lines += ["", "The same split by defect type and severity (each defect pixel given to "
+                  "the first defect of its map whose bounding box holds it; the 8 largest "
+                  "shares; 'mean' is the mean fraction of clean pixels scoring above its "
+                  "pixels; a through-PS part's defects are counted once per light subset):", "",
+                  "| type (severity) | defects | pixels | share of 1 - AUROC | mean |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {d['type']} ({d['level']}) | {d['defects']} | {d['pixels']} | "
+                  f"{d['deficit'] / total:.1%} | {d['mean']:.3f} |" for d in by_defect[:8]]
     pro_deficit = r.get("aupro_deficit") or []
     if pro_deficit:
         total = sum(d["deficit"] for d in pro_deficit)
@@ -479,17 +490,6 @@ def render_markdown(results: dict, args) -> str:
                   "|---|---|---|---|"]
         lines += [f"| {d['name']} | {d['defects']} | {d['regions']} | {d['deficit']:.4f} |"
                   for d in pro_deficit[:5]]
-    by_defect = r.get("deficit_by_defect") or []
-    if by_defect:
-        total = sum(d["deficit"] for d in by_defect)
-        lines += ["", "The same split by defect type and severity (each defect pixel given to "
-                  "the first defect of its map whose bounding box holds it; the 8 largest "
-                  "shares; 'mean' is the mean fraction of clean pixels scoring above its "
-                  "pixels; a through-PS part's defects are counted once per light subset):", "",
-                  "| type (severity) | defects | pixels | share of 1 - AUROC | mean |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {d['type']} ({d['level']}) | {d['defects']} | {d['pixels']} | "
-                  f"{d['deficit'] / total:.1%} | {d['mean']:.3f} |" for d in by_defect[:8]]
     cal = r.get("calibration") or {}
     if cal:
         target = r.get("calibration_target_fpr")
