@@ -15,6 +15,10 @@ all images) of the fraction of the component's pixels above the threshold; the f
 is taken over all defect-free object pixels of all images. The area under PRO(FPR) from FPR 0 to
 ``max_fpr`` (default 0.3, linear interpolation at the limit) is divided by ``max_fpr``, so a
 perfect detector scores 1.
+
+Uncertainty: :func:`bootstrap_intervals` redraws the test maps (or groups of them, e.g. one test
+surface's maps together) with replacement and reports percentile intervals of the pooled pixel
+AUROC, AUPRO and image AUROC; :func:`region_aupro` splits AUPRO into each region's share.
 """
 
 from __future__ import annotations
