@@ -307,6 +307,14 @@ def markdown() -> str:
         "half): 0.938 / 0.734 / 0.880 at tta 2 and 0.944 / 0.758 / 0.904 at tta 4, against "
         "the default model's 0.935 / 0.787 / 0.868 and 0.942 / 0.797 / 0.897: AUPRO 0.04-0.05 "
         "lower; not adopted, no second seed run.", "",
+        "bend25 (2026-11-29, seeds 0 and 1; the current default with the training 'bend' up "
+        "to a peak slope of 0.25 instead of 0.8: at 0.8 the smooth random curvature taught as "
+        "NOT a defect covers the slopes of low and medium library bumps and dents, 0.06-0.47, "
+        "and the default barely marks a plain low bump, 36 px across, on a flat disc face): at "
+        "4 test-time copies 0.950 / 0.761 / 0.892 (seed 0) and 0.936 / 0.728 / 0.866 (seed 1) "
+        "against the default recipe's 0.942 / 0.797 / 0.897 and 0.936 / 0.760 / 0.851: pixel "
+        "AUROC +0.004 and AUPRO -0.034 on average, the same trade as bend24 and sc3 (broad "
+        "shallow defects found, small regions lost). Not adopted.", "",
         "| variant | change | tta 1 | tta 2 | thin AUPRO (tta 2) | train min | load | "
         "maps/s | date |",
         "|---|---|---|---|---|---|---|---|---|", *rows, "<!-- explore:end -->"])
