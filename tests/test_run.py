@@ -98,6 +98,7 @@ def test_run_quick_pretrained_end_to_end(tmp_path: Path) -> None:
                    cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "pixel_auroc" in r.stdout and "report.html" in r.stdout
+    assert "bootstrap intervals over the" in r.stdout
     pooled = _check_run_folder(out, r.stderr)["pooled"]
     # better than chance: random scores give pixel AUROC 0.5, normalised AUPRO(0.3) about
     # 0.15, AP = the share of defect pixels

@@ -90,5 +90,11 @@ def run_cmd(
         relocate_paths(stage, out)
     m = info["metrics"]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in m.items() if v is not None)
+    iv = info.get("intervals") or {}
+    spans = [f"{k} {iv[k][0]:.3f}-{iv[k][1]:.3f}" for k in ("pixel_auroc", "aupro", "image_auroc")
+             if iv.get(k) is not None]
+    if spans:
+        shown += (f"\n{iv['level']:.0%} bootstrap intervals over the {iv['groups']} held-out "
+                  f"test surfaces: {', '.join(spans)}")
     typer.echo(f"{shown}\nreport: {out / 'report.html'} "
                f"({info['timings_s']['total']:.0f} s)")
