@@ -61,7 +61,10 @@ def surface_group(name: str) -> str:
     return "rendered, defects in normals"
 
 
-def evaluate_model(bundle, ds: Path, threads: int) -> dict:
+def evaluate_model(bundle, ds: Path, threads: int, diagnostics: bool = True) -> dict:
+    """Metrics, verdicts and per-group figures of ``bundle`` on the test maps of ``ds``; with
+    ``diagnostics`` also where the pixel AUROC and AUPRO are lost and the bootstrap intervals
+    (only the main table reports them; other test-time levels and explore rows skip them)."""
     import cv2
     import torch
 
@@ -97,11 +100,12 @@ def evaluate_model(bundle, ds: Path, threads: int) -> dict:
         items.append(EvalItem(it["name"], det.score, gt & m, m, det.image_score,
                               it["defects"] or None))
     res = evaluate(items)
-    fracs = _fraction_above(items)
-    res["deficit"] = auroc_deficit_by_map(items, fracs)
-    res["deficit_by_defect"] = auroc_deficit_by_defect(items, fracs)
-    res["aupro_deficit"] = aupro_deficit_by_map(items)
-    res["intervals"] = bootstrap_intervals(items, surfaces, resamples=BOOTSTRAP, seed=SEED)
+    if diagnostics:
+        fracs = _fraction_above(items)
+        res["deficit"] = auroc_deficit_by_map(items, fracs)
+        res["deficit_by_defect"] = auroc_deficit_by_defect(items, fracs)
+        res["aupro_deficit"] = aupro_deficit_by_map(items)
+        res["intervals"] = bootstrap_intervals(items, surfaces, resamples=BOOTSTRAP, seed=SEED)
     res["calibration"] = calibration_check(items, bundle.threshold)
     groups = {}
     for g in sorted({surface_group(i.name) for i in items}):
@@ -244,7 +248,7 @@ def evaluate_tta_levels(res: dict, bundle, ds: Path, levels: list[int], threads:
     at = {level: with_tta(bundle, level) for level in levels}
     out: dict[int, dict] = {}
     for level in levels:
-        r = res if level == own else evaluate_model(at[level], ds, threads)
+        r = res if level == own else evaluate_model(at[level], ds, threads, diagnostics=False)
         out[level] = {"pooled": r["pooled"], "groups": r["groups"], "verdicts": r["verdicts"],
                       "per_type": r["per_type"]}
         p = r["pooled"]

@@ -155,7 +155,7 @@ def main() -> None:
     for tta in (1, 2, 4) if args.variant.split("-seed")[0] in TTA4 else (1, 2):
         bundle = load_model_dir(out / "model")
         bundle.model.tta = tta
-        r = evaluate_model(bundle, ds, args.threads)
+        r = evaluate_model(bundle, ds, args.threads, diagnostics=False)
         results[f"tta{tta}"] = {"pooled": r["pooled"], "groups": r["groups"],
                                 "per_type": r["per_type"]}
         p = r["pooled"]
