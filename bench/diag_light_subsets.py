@@ -1,0 +1,210 @@
+"""How much does PS on DiLiGenT move with the choice of 24 lights, and how much do the relit
+library defects move it? A diagnostic for the known-part benchmark (bench_variation.py).
+
+The variation benchmark's ground truth marks the pixels whose normal a defect turned by more
+than 2 deg. Whether a detector can reach a given pixel AUROC on bear and cat depends on how that
+compares with what PS itself does when only the set of lights changes. For each object:
+
+* PS variability without any defect: robust PS of the unposed capture on random 24-light subsets
+  (the benchmark's capture size), compared pairwise: two subsets of the odd-numbered images (what
+  two test captures see), an odd and an even subset (test vs training capture), an odd subset
+  against all odd images, and all odd against all even images (bear: images 1-20 left out, as in
+  the benchmark). Angles in degrees over the object mask, pooled over ``--pairs`` draws.
+* The PS change a relit defect causes: ``--defective`` captures of 24 odd lights with 1-2
+  library defects relit into the images exactly as bench_variation does (pose jitter 3 px /
+  3 deg), each solved with and without the defect; the angle between the two at the ground-
+  truth pixels, by severity.
+
+Writes its section of BENCHMARKS.md (``<!-- lightsubsets:begin -->`` ... ``end``).
+
+    python bench/diag_light_subsets.py             # writes BENCHMARKS.md
+    python bench/diag_light_subsets.py --no-write
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from _markdown import write_section  # noqa: E402
+from bench_variation import DILIGENT, LIGHTS_PER_CAPTURE, PAD, _pose  # noqa: E402
+
+from psinspect.align import rotate_vectors, warp_image, warp_normals  # noqa: E402
+from psinspect.capture import load_capture  # noqa: E402
+from psinspect.relight import relight_defects  # noqa: E402
+from psinspect.stereo import solve  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- lightsubsets:begin -->", "<!-- lightsubsets:end -->"
+SEED = 2611
+OBJECTS = ("bear", "cat")
+GT_DEG = 2.0
+
+
+def _angle(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.degrees(np.arccos(np.clip(np.sum(a * b, axis=-1)[mask], -1.0, 1.0)))
+
+
+def _stats(v: np.ndarray) -> dict[str, float]:
+    p = np.percentile(v, [50, 90, 99])
+    return {"p50": p[0], "p90": p[1], "p99": p[2], "above": float((v > GT_DEG).mean())}
+
+
+def run_object(obj: str, rng: np.random.Generator, pairs: int, defective: int
+               ) -> dict[str, object]:
+    cap = load_capture(DILIGENT / f"{obj}PNG")
+    first = 20 if obj == "bear" else 0
+    idx = np.arange(first, cap.num_lights)
+    even, odd = idx[(idx + 1) % 2 == 0], idx[(idx + 1) % 2 == 1]
+    m = cap.mask
+
+    def ps(sel: np.ndarray) -> np.ndarray:
+        return solve(cap.images[sel], cap.lights[sel], m, solver="robust").normals
+
+    def subset(pool: np.ndarray) -> np.ndarray:
+        return np.sort(rng.choice(pool, LIGHTS_PER_CAPTURE, replace=False))
+
+    all_odd, all_even = ps(odd), ps(even)
+    rows: dict[str, list[np.ndarray]] = {"odd 24 vs odd 24": [], "odd 24 vs even 24": [],
+                                         "odd 24 vs all odd": []}
+    for _ in range(pairs):
+        a = ps(subset(odd))
+        rows["odd 24 vs odd 24"].append(_angle(a, ps(subset(odd)), m))
+        rows["odd 24 vs even 24"].append(_angle(a, ps(subset(even)), m))
+        rows["odd 24 vs all odd"].append(_angle(a, all_odd, m))
+    out = {k: _stats(np.concatenate(v)) for k, v in rows.items()}
+    out[f"all odd ({len(odd)}) vs all even ({len(even)})"] = _stats(_angle(all_odd, all_even, m))
+
+    # the PS change of relit defects, as bench_variation implants them
+    images = np.pad(cap.images, ((0, 0), (PAD, PAD), (PAD, PAD)))
+    mask = np.pad(m, PAD)
+    ngt = np.pad(cap.normals_gt, ((PAD, PAD), (PAD, PAD), (0, 0)))
+    shape = mask.shape
+    albedo = solve(images[odd], cap.lights[odd], mask, solver="robust").albedo
+    change: dict[str, list[np.ndarray]] = {}
+    for _ in range(defective):
+        sel = subset(odd)
+        mat, ang = _pose(rng, shape, 3.0, 3.0)
+        imgs = np.stack([warp_image(im, mat, shape) for im in images[sel]])
+        n_posed, m_posed = warp_normals(ngt, mask, mat, shape)
+        lights = rotate_vectors(cap.lights[sel], ang)
+        relit, gt, records = relight_defects(imgs, lights, m_posed, n_posed,
+                                             warp_image(albedo, mat, shape), rng,
+                                             count=int(rng.integers(1, 3)))
+        clean = solve(imgs, lights, m_posed, solver="robust").normals
+        moved = solve(relit, lights, m_posed, solver="robust").normals
+        d = _angle(clean, moved, gt & m_posed)
+        change.setdefault("all", []).append(d)
+        # each ground-truth pixel to the first defect whose bounding box holds it
+        rr, cc = np.nonzero(gt & m_posed)
+        owner = np.full(len(rr), "", dtype=object)
+        for rec in records:
+            c0, r0, c1, r1 = rec["bbox"]  # [x0, y0, x1, y1], end exclusive
+            inside = (owner == "") & (rr >= r0) & (rr < r1) & (cc >= c0) & (cc < c1)
+            owner[inside] = rec["level"]
+        for level in ("low", "medium", "high"):
+            change.setdefault(level, []).append(d[owner == level])
+    moved_stats = {}
+    for k, v in change.items():
+        c = np.concatenate(v)
+        if c.size:
+            p = np.percentile(c, [5, 10, 25, 50])
+            moved_stats[k] = {"pixels": int(c.size), "p5": p[0], "p10": p[1], "p25": p[2],
+                              "p50": p[3], "below3": float((c < 3.0).mean())}
+    return {"variability": out, "defects": moved_stats}
+
+
+def render_md(results: dict[str, dict], args: argparse.Namespace, elapsed: float) -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        BEGIN,
+        "### Known-part inspection: PS on 24 lights against the 2 deg ground truth (diagnostic)",
+        "",
+        f"Command: `python bench/diag_light_subsets.py` (seed {args.seed}, {args.pairs} subset "
+        f"draws and {args.defective} defective captures per object); machine: 2-core CPU, no "
+        f"GPU ({platform.machine()}; 1-min load average at the end {load:.1f}); "
+        f"{time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())}; {elapsed:.0f} s.",
+        "",
+        "How far robust PS of DiLiGenT bear and cat moves when only the set of lights changes "
+        "(no defect; angle between two solves of the unposed capture, degrees, over the object; "
+        f"'> {GT_DEG:g} deg' = share of object pixels that move by more than the ground-truth "
+        "rule's angle):",
+        "",
+        f"| object | light sets compared | p50 | p90 | p99 | > {GT_DEG:g} deg |",
+        "|---|---|---|---|---|---|",
+    ]
+    for obj, r in results.items():
+        for k, s in r["variability"].items():
+            lines.append(f"| {obj} | {k} | {s['p50']:.2f} | {s['p90']:.2f} | {s['p99']:.2f} | "
+                         f"{100 * s['above']:.1f} % |")
+    lines += [
+        "",
+        "How far the relit library defects move the PS normal of their ground-truth pixels "
+        "(24 odd lights, bench_variation's relighting; the same capture solved with and without "
+        "the defect; degrees; by the defect's severity):",
+        "",
+        "| object | defects | ground-truth pixels | p5 | p10 | p25 | p50 | < 3 deg |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for obj, r in results.items():
+        for k, s in r["defects"].items():
+            lines.append(f"| {obj} | {k} | {s['pixels']} | {s['p5']:.2f} | {s['p10']:.2f} | "
+                         f"{s['p25']:.2f} | {s['p50']:.2f} | {100 * s['below3']:.1f} % |")
+    same = {o: 100 * r["variability"]["odd 24 vs odd 24"]["above"] for o, r in results.items()}
+    weak = {o: 100 * r["defects"]["all"]["below3"] for o, r in results.items()}
+    lines += [
+        "",
+        "Reading. Two test captures of the same part through different 24-light subsets of the "
+        "same images already disagree by more than the ground-truth angle on "
+        + " and ".join(f"{v:.0f} % ({o})" for o, v in same.items())
+        + " of the object pixels, and "
+        + " and ".join(f"{v:.0f} % ({o})" for o, v in weak.items())
+        + " of the ground-truth pixels move by less than 3 deg. A per-pixel template can learn "
+        "where PS is unstable (the spread), but the weakest defect pixels sit inside that "
+        "variability; the variation section's same-pool run (training captures from the test's "
+        "own images) shows how much of the gap to the floors remains without any light split. "
+        "More lights per capture (the 'odd 24 vs all odd' rows: a 38- or 48-light solve) or a "
+        "ground-truth angle relative to PS's own variability would change that; the issue "
+        "fixes 24 lights and we keep the 2 deg rule.",
+        "",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--pairs", type=int, default=6)
+    ap.add_argument("--defective", type=int, default=48)
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = ap.parse_args()
+    missing = [o for o in OBJECTS if not (DILIGENT / f"{o}PNG").is_dir()]
+    if missing:
+        print(f"DiLiGenT data missing under {DILIGENT}: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    t0 = time.perf_counter()
+    results = {}
+    for i, obj in enumerate(OBJECTS):
+        results[obj] = run_object(obj, np.random.default_rng([args.seed, i]), args.pairs,
+                                  args.defective)
+        print(obj, results[obj], flush=True)
+    text = render_md(results, args, time.perf_counter() - t0)
+    print(text)
+    if not args.no_write:
+        write_section(text, args.output, BEGIN, END)
+        print(f"wrote the light-subset section of {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
