@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DILIGENT = ROOT.parent / "shared" / "data" / "diligent"
 SEED = 20240
 N_TRAIN_PARTS = 24
-N_TEST_CLEAN_PARTS = 8
-N_TEST_DEFECTIVE_PARTS = 8
+N_TEST_CLEAN_PARTS = 16
+N_TEST_DEFECTIVE_PARTS = 16
 N_ORGANIC_TRAIN_PARTS = 16
 #: changes whenever the recipe above changes: a cached dataset with another stamp is rebuilt
 STAMP = (f"v3-{SEED}-{N_TRAIN_PARTS}-{N_TEST_CLEAN_PARTS}-{N_TEST_DEFECTIVE_PARTS}-"

@@ -4,8 +4,8 @@ surfaces never seen in training; writes the 'detect' section of BENCHMARKS.md.
 Data (bench/_bench_data.py, cached under runs/bench_detect/): 24 clean rendered parts (discs,
 plates, castings) and 16 free-form 'organic' bodies for training (val-clean = the same parts
 through another light subset), and as test surfaces:
-8 other clean rendered parts (defects from the defect library implanted in their PS normals),
-8 rendered parts with 1-3 library defects implanted in the height field before rendering (they
+16 other clean rendered parts (defects from the defect library implanted in their PS normals),
+16 rendered parts with 1-3 library defects implanted in the height field before rendering (they
 reach the detector through photometric stereo), and the DiLiGenT objects ball, bear, cat (real
 captures, library defects implanted in their PS normals). Every test surface also appears as
 defect-free maps (except the defective renders). Metrics: psinspect.metrics inside the object
@@ -376,8 +376,10 @@ def render_markdown(results: dict, args) -> str:
         f"{n_split.get('val-clean', 0)}: the same parts through another light subset, used for "
         "early stopping and threshold calibration only). Test on surfaces never seen in "
         f"training: {n_split.get('test-clean', 0)} defect-free and "
-        f"{n_split.get('test-defective', 0)} defective maps of 8 other clean rendered parts "
-        "(library defects implanted in their PS normals), 8 rendered parts with 1-3 library "
+        f"{n_split.get('test-defective', 0)} defective maps of "
+        f"{_bench_data.N_TEST_CLEAN_PARTS} other clean rendered parts "
+        "(library defects implanted in their PS normals), "
+        f"{_bench_data.N_TEST_DEFECTIVE_PARTS} rendered parts with 1-3 library "
         "defects in the height field before rendering (through PS), and the real DiLiGenT "
         "ball, bear and cat (library defects implanted in their robust-PS normals). All "
         "metrics inside the object mask only; AUPRO = normalised area under PRO up to FPR 0.3 "
