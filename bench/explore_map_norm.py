@@ -111,7 +111,8 @@ def main() -> None:
         "Command: `python bench/explore_map_norm.py --write`; machine: 2-core CPU, no GPU "
         f"({platform.machine()}); date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}.", "",
         "Each test map's (the detection section's test set as of the date above: 19 surfaces "
-        "until 2026-11-29 20:30 UTC, 35 since) geo-seg score divided by (its q-th percentile over the object + eps) "
+        "until 2026-11-29 20:30 UTC, 35 since) geo-seg score divided by (its q-th percentile "
+        "over the object + eps) "
         "** power, for three training seeds of the default recipe (the normalisation does not "
         "change training: paired comparisons on the same three models); pixel AUROC / AUPRO / "
         "image AUROC, the image score taken on the normalised map. Pixel metrics rise with "
