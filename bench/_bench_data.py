@@ -68,6 +68,21 @@ def build(work: Path, progress=print) -> Path:
     return ds
 
 
+#: test parts of the first 8 + 8 (the benchmark's test set until 2026-11-29 20:30 UTC; every
+#: design choice of the explore rows was made on them): ``c_part024``-``c_part031``, ``d_part000``
+#: -``d_part007``, and the DiLiGenT objects
+FIRST_TEST_PARTS = 8
+
+
+def first_test_surface(surface: str) -> bool:
+    """Whether a test surface was in the benchmark's original 19 (see ``FIRST_TEST_PARTS``)."""
+    if surface.startswith(("c_part", "d_part")):
+        index = int(surface.split("_")[1][4:])
+        offset = N_TRAIN_PARTS if surface.startswith("c_") else 0
+        return index < offset + FIRST_TEST_PARTS
+    return True
+
+
 #: clean parts rendered for threshold calibration only (never trained on, never tested)
 N_CALIB_PARTS = 12
 N_ORGANIC_CALIB_PARTS = 4

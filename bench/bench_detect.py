@@ -61,10 +61,14 @@ def surface_group(name: str) -> str:
     return "rendered, defects in normals"
 
 
-def evaluate_model(bundle, ds: Path, threads: int, diagnostics: bool = True) -> dict:
+def evaluate_model(bundle, ds: Path, threads: int, diagnostics: bool = True,
+                   subsets: dict | None = None, breakdowns: bool = True) -> dict:
     """Metrics, verdicts and per-group figures of ``bundle`` on the test maps of ``ds``; with
     ``diagnostics`` also where the pixel AUROC and AUPRO are lost and the bootstrap intervals
-    (only the main table reports them; other test-time levels and explore rows skip them)."""
+    (only the main table reports them; other test-time levels and explore rows skip them).
+    ``subsets``: name -> predicate on a test map's surface; the pooled metrics of each subset's
+    maps go to ``res["subsets"][name]``. ``breakdowns=False``: no per-type / per-severity
+    metrics (see :func:`psinspect.metrics.evaluate`)."""
     import cv2
     import torch
 
@@ -99,7 +103,7 @@ def evaluate_model(bundle, ds: Path, threads: int, diagnostics: bool = True) -> 
             clean_failed.append(it["surface"])
         items.append(EvalItem(it["name"], det.score, gt & m, m, det.image_score,
                               it["defects"] or None))
-    res = evaluate(items)
+    res = evaluate(items, breakdowns=breakdowns)
     if diagnostics:
         fracs = _fraction_above(items)
         res["deficit"] = auroc_deficit_by_map(items, fracs)
@@ -111,8 +115,11 @@ def evaluate_model(bundle, ds: Path, threads: int, diagnostics: bool = True) -> 
     for g in sorted({surface_group(i.name) for i in items}):
         sub = [i for i in items if surface_group(i.name) == g or
                (g == "rendered, defects through PS" and i.name.startswith("N_c_part"))]
-        groups[g] = evaluate(sub)["pooled"]
+        groups[g] = evaluate(sub, breakdowns=False)["pooled"]
     res["groups"] = groups
+    res["subsets"] = {name: evaluate([i for i, s in zip(items, surfaces, strict=True)
+                                      if keep(s)], breakdowns=False)["pooled"]
+                      for name, keep in (subsets or {}).items()}
     res["verdicts"] = verdicts
     res["clean_failed_surfaces"] = {s: clean_failed.count(s) for s in sorted(set(clean_failed))}
     t256 = [t for t, px in times if px == 256 * 256]

@@ -152,6 +152,10 @@ def test_evaluate_breakdowns() -> None:
     assert set(res["per_severity"]) == {"low", "high"}
     assert res["pooled"]["image_auroc"] == pytest.approx(1.0)
     assert 0.5 < res["pooled"]["pixel_auroc"] < 1.0
+    # the pooled block alone: the same figures, no breakdowns
+    quick = metrics.evaluate(items, breakdowns=False)
+    assert quick["pooled"] == res["pooled"]
+    assert quick["per_type"] == {} and quick["per_severity"] == {}
 
 
 def test_errors() -> None:

@@ -280,8 +280,9 @@ def _metric_block(
     }
 
 
-def evaluate(items: Sequence[EvalItem], max_fpr: float = 0.3) -> dict:
-    """All metrics for a test set: pooled, per defect type and per severity.
+def evaluate(items: Sequence[EvalItem], max_fpr: float = 0.3, breakdowns: bool = True) -> dict:
+    """All metrics for a test set: pooled, per defect type and per severity (with
+    ``breakdowns=False`` only the pooled block, the other two empty: much faster).
 
     Returns a JSON-able dict: ``pooled`` (pixel_auroc, aupro, pixel_ap, f1_max, image_auroc,
     counts), ``per_type`` and ``per_severity`` (same pixel metrics, counting as positives only
@@ -302,6 +303,8 @@ def evaluate(items: Sequence[EvalItem], max_fpr: float = 0.3) -> dict:
     )
     pooled["maps"] = len(items)
     pooled["defective_maps"] = int(is_defective.sum())
+    if not breakdowns:
+        return {"pooled": pooled, "per_type": {}, "per_severity": {}, "max_fpr": max_fpr}
 
     # attribute each ground-truth region to a defect type / severity
     region_keys: list[list[tuple[str, str]]] = []
