@@ -6,6 +6,7 @@ surfaces of bench/bench_detect.py, at test-time augmentation 1 and 2.
     python bench/explore_geo_seg.py --list
     python bench/explore_geo_seg.py org2          # -> runs/explore/org2/{model,results.json}
     python bench/explore_geo_seg.py --write       # the table of all results -> BENCHMARKS.md
+    python bench/explore_geo_seg.py --rescore     # every stored model on the current test set
 
 Single training runs (one seed each; org2-seed1 repeats org2 with another seed, lines-seed1
 repeats lines: the only measures of run-to-run noise), so small differences between variants
@@ -203,12 +204,12 @@ def rescore(threads: int, only: list[str] | None = None) -> None:
         if made_by != __version__:
             # an older version's folder (same network and weights format): loaded from a copy
             # labelled with this version, scored by this version's code
-            tmp = Path(tempfile.mkdtemp(prefix="rescore-"))
-            shutil.copytree(mdir, tmp / "model")
-            config["psinspect_version"] = __version__
-            (tmp / "model" / "config.json").write_text(json.dumps(config))
-            bundle = load_model_dir(tmp / "model")
-            shutil.rmtree(tmp)
+            with tempfile.TemporaryDirectory(prefix="rescore-") as tmp:
+                copy = Path(tmp) / "model"
+                shutil.copytree(mdir, copy)
+                config["psinspect_version"] = __version__
+                (copy / "config.json").write_text(json.dumps(config))
+                bundle = load_model_dir(copy)  # weights are read into memory here
         else:
             bundle = load_model_dir(mdir)
         for k, v in RESCORE.items():
