@@ -178,6 +178,17 @@ def aupro_deficit_by_map(items: list) -> list[dict]:
     return sorted(out, key=lambda d: -d["deficit"])
 
 
+def defect_owner(shape: tuple[int, int], defects: list[dict]) -> np.ndarray:
+    """(H, W) int: per pixel the index of the first defect record whose bounding box (grown by
+    one pixel at its end) holds it, -1 elsewhere."""
+    owner = np.full(shape, -1)
+    for k, d in enumerate(defects):
+        x0, y0, x1, y1 = d["bbox"]
+        box = owner[y0:y1 + 1, x0:x1 + 1]
+        box[box < 0] = k
+    return owner
+
+
 def auroc_deficit_by_defect(items: list, fracs: list[np.ndarray]) -> list[dict]:
     """Where the pooled pixel AUROC is lost, split by defect type and severity level (``fracs``:
     of :func:`_fraction_above`): each
@@ -188,11 +199,7 @@ def auroc_deficit_by_defect(items: list, fracs: list[np.ndarray]) -> list[dict]:
     n_pos = sum(int((i.gt & i.mask).sum()) for i in items)
     acc: dict[tuple[str, str], dict] = {}
     for i, frac in zip(items, fracs, strict=True):
-        owner = np.full(i.mask.shape, -1)
-        for k, d in enumerate(i.defects or []):
-            x0, y0, x1, y1 = d["bbox"]
-            box = owner[y0:y1 + 1, x0:x1 + 1]
-            box[box < 0] = k
+        owner = defect_owner(i.mask.shape, i.defects or [])
         for k, d in enumerate(i.defects or []):
             sel = i.gt & i.mask & (owner == k)
             a = acc.setdefault((d["type"], d.get("level", "?")),

@@ -35,10 +35,12 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from _markdown import write_section  # noqa: E402
+from bench_detect import defect_owner  # noqa: E402
 from bench_variation import DILIGENT, LIGHTS_PER_CAPTURE, PAD, _pose  # noqa: E402
 
 from psinspect.align import rotate_vectors, warp_image, warp_normals  # noqa: E402
 from psinspect.capture import load_capture  # noqa: E402
+from psinspect.normalmap import angular_error_deg  # noqa: E402
 from psinspect.relight import relight_defects  # noqa: E402
 from psinspect.stereo import solve  # noqa: E402
 
@@ -47,10 +49,6 @@ BEGIN, END = "<!-- lightsubsets:begin -->", "<!-- lightsubsets:end -->"
 SEED = 2611
 OBJECTS = ("bear", "cat")
 GT_DEG = 2.0
-
-
-def _angle(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return np.degrees(np.arccos(np.clip(np.sum(a * b, axis=-1)[mask], -1.0, 1.0)))
 
 
 def _stats(v: np.ndarray) -> dict[str, float]:
@@ -77,11 +75,12 @@ def run_object(obj: str, rng: np.random.Generator, pairs: int, defective: int
                                          "odd 24 vs all odd": []}
     for _ in range(pairs):
         a = ps(subset(odd))
-        rows["odd 24 vs odd 24"].append(_angle(a, ps(subset(odd)), m))
-        rows["odd 24 vs even 24"].append(_angle(a, ps(subset(even)), m))
-        rows["odd 24 vs all odd"].append(_angle(a, all_odd, m))
+        rows["odd 24 vs odd 24"].append(angular_error_deg(a, ps(subset(odd)))[m])
+        rows["odd 24 vs even 24"].append(angular_error_deg(a, ps(subset(even)))[m])
+        rows["odd 24 vs all odd"].append(angular_error_deg(a, all_odd)[m])
     out = {k: _stats(np.concatenate(v)) for k, v in rows.items()}
-    out[f"all odd ({len(odd)}) vs all even ({len(even)})"] = _stats(_angle(all_odd, all_even, m))
+    out[f"all odd ({len(odd)}) vs all even ({len(even)})"] = _stats(
+        angular_error_deg(all_odd, all_even)[m])
 
     # the PS change of relit defects, as bench_variation implants them
     images = np.pad(cap.images, ((0, 0), (PAD, PAD), (PAD, PAD)))
@@ -101,17 +100,14 @@ def run_object(obj: str, rng: np.random.Generator, pairs: int, defective: int
                                              count=int(rng.integers(1, 3)))
         clean = solve(imgs, lights, m_posed, solver="robust").normals
         moved = solve(relit, lights, m_posed, solver="robust").normals
-        d = _angle(clean, moved, gt & m_posed)
+        gt = gt & m_posed
+        d = angular_error_deg(clean, moved)[gt]
         change.setdefault("all", []).append(d)
         # each ground-truth pixel to the first defect whose bounding box holds it
-        rr, cc = np.nonzero(gt & m_posed)
-        owner = np.full(len(rr), "", dtype=object)
-        for rec in records:
-            c0, r0, c1, r1 = rec["bbox"]  # [x0, y0, x1, y1], end exclusive
-            inside = (owner == "") & (rr >= r0) & (rr < r1) & (cc >= c0) & (cc < c1)
-            owner[inside] = rec["level"]
+        owner = defect_owner(shape, records)[gt]
         for level in ("low", "medium", "high"):
-            change.setdefault(level, []).append(d[owner == level])
+            ks = [k for k, rec in enumerate(records) if rec["level"] == level]
+            change.setdefault(level, []).append(d[np.isin(owner, ks)])
     moved_stats = {}
     for k, v in change.items():
         c = np.concatenate(v)
@@ -188,6 +184,8 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
+    if args.pairs < 1 or args.defective < 1:
+        ap.error("--pairs and --defective must be at least 1")
     missing = [o for o in OBJECTS if not (DILIGENT / f"{o}PNG").is_dir()]
     if missing:
         print(f"DiLiGenT data missing under {DILIGENT}: {', '.join(missing)}", file=sys.stderr)

@@ -196,8 +196,11 @@ def rescore(threads: int, only: list[str] | None = None) -> None:
                "added": lambda s: not _bench_data.first_test_surface(s)}
     for name in VARIANTS:
         mdir = default_model_dir() if name == "org2" else ROOT / "runs" / "explore" / name / "model"
-        if not (mdir / "config.json").is_file() or (
-                only and name not in only):
+        if only and name not in only:
+            continue
+        if not (mdir / "config.json").is_file():
+            if only:
+                print(f"{name}: no stored model folder ({mdir}); nothing to re-score")
             continue
         config = json.loads((mdir / "config.json").read_text())
         made_by = str(config.get("psinspect_version"))
