@@ -36,12 +36,14 @@ def test_binned_point_matches_exact(decimals: int | None, tol: float) -> None:
         assert 0.0 <= lo <= hi <= 1.0
 
 
-def test_one_group_gives_no_spread() -> None:
+def test_one_group_gives_no_interval() -> None:
+    # every draw of a single surface is the test set itself: a zero-width interval would
+    # claim a certainty the data cannot give
     items = _items(1)
     res = metrics.bootstrap_intervals(items, groups=["same"] * len(items), resamples=20)
     for key in ("pixel_auroc", "aupro", "image_auroc"):
-        assert res[key][0] == pytest.approx(res["binned"][key])
-        assert res[key][1] == pytest.approx(res["binned"][key])
+        assert res[key] is None
+        assert res["binned"][key] is not None
     assert res["groups"] == 1
 
 

@@ -421,10 +421,12 @@ def bootstrap_intervals(
     (``groups``: one label per item, e.g. the test surface, so that the maps of one surface,
     which are not independent, are drawn together; default: every map its own group) are drawn
     with replacement ``resamples`` times (numpy generator seeded with ``seed``), and the metrics
-    recomputed on each draw. For speed every draw uses the scores binned on ``bins`` quantiles
-    of all object-pixel scores (ties within a bin; ``binned`` gives the binned metrics of the
-    test set itself, to be compared with the exact ones of :func:`evaluate`). Draws without
-    defect-free pixels, regions or both image classes are left out of that metric.
+    recomputed on each draw. With a single group every draw is the test set itself, which says
+    nothing about another test set: the intervals are then ``None``. For speed every draw uses
+    the scores binned on ``bins`` quantiles of all object-pixel scores (ties within a bin;
+    ``binned`` gives the binned metrics of the test set itself, to be compared with the exact
+    ones of :func:`evaluate`). Draws without defect-free pixels, regions or both image classes
+    are left out of that metric.
 
     Returns a JSON-able dict: per metric ``[low, high]`` (or ``None``), and ``binned``,
     ``level``, ``resamples``, ``groups``, ``seed``.
@@ -450,7 +452,7 @@ def bootstrap_intervals(
     for key, vals in boot.items():
         ok = vals[np.isfinite(vals)]
         out[key] = ([float(np.percentile(ok, tail)), float(np.percentile(ok, 100 - tail))]
-                    if ok.size else None)
+                    if ok.size and len(names) > 1 else None)
         p = float(point[key][0])
         out["binned"][key] = p if np.isfinite(p) else None
     return out

@@ -173,6 +173,9 @@ def _intervals_html(iv: dict[str, Any] | None) -> list[str]:
     one-row table (nothing when absent)."""
     if not iv:
         return []
+    if iv["groups"] == 1:
+        return ["<p class='note'>No bootstrap intervals: the test set has a single surface, "
+                "so it says nothing about how the figures would move on another one.</p>"]
     keys = (("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"), ("image_auroc", "image AUROC"))
     cells = "".join(f"<td>{'-' if iv.get(k) is None else f'{iv[k][0]:.4f} - {iv[k][1]:.4f}'}"
                     "</td>" for k, _ in keys)

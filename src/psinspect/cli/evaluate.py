@@ -47,8 +47,10 @@ def evaluate_cmd(
         spans = [f"{t} " + ("n/a" if iv.get(k) is None else f"{iv[k][0]:.3f}-{iv[k][1]:.3f}")
                  for k, t in (("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"),
                               ("image_auroc", "image AUROC"))]
-        plural = "s" if iv["groups"] != 1 else ""
-        typer.echo(f"  {iv['level']:.0%} bootstrap intervals over {iv['groups']} test "
-                   f"surface{plural}: {', '.join(spans)}")
+        if iv["groups"] == 1:
+            typer.echo("  no bootstrap intervals: a single test surface")
+        else:
+            typer.echo(f"  {iv['level']:.0%} bootstrap intervals over {iv['groups']} test "
+                       f"surfaces: {', '.join(spans)}")
     for name, v in m["per_type"].items():
         typer.echo(f"  {name:10s} AUROC {v['pixel_auroc']:.4f}  AUPRO {v['aupro']:.4f}")

@@ -96,5 +96,7 @@ def run_cmd(
     if spans:
         shown += (f"\n{iv['level']:.0%} bootstrap intervals over the {iv['groups']} held-out "
                   f"test surfaces: {', '.join(spans)}")
+    elif iv.get("groups") == 1:
+        shown += "\nno bootstrap intervals: a single held-out test surface"
     typer.echo(f"{shown}\nreport: {out / 'report.html'} "
                f"({info['timings_s']['total']:.0f} s)")
