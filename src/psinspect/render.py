@@ -163,6 +163,57 @@ def _albedo(rng: np.random.Generator, shape: tuple[int, int], base: float, textu
     return np.clip(alb, 0.05, 1.0).astype(np.float32)
 
 
+def paint_marks(rng: np.random.Generator, mask: np.ndarray, *, strokes: tuple[int, int] = (1, 3),
+                blotches: tuple[int, int] = (1, 2)) -> tuple[np.ndarray, np.ndarray]:
+    """Appearance-only marks on a part: pen or paint strokes and dirt blotches (no geometry).
+
+    ``strokes`` and ``blotches`` are inclusive (min, max) counts. A stroke is a polyline of 1-2
+    segments (20-70 px each, gently bending), 1-3 px wide and anti-aliased, that darkens the
+    albedo by 40-80 % (30 % of strokes brighten it instead, by 32-64 %: a light label or chalk
+    line); a blotch is a soft disc of radius 5-20 px that darkens by 30-60 %. Marks start on
+    the object; what falls outside the mask is ignored by the renderer.
+
+    Args:
+        rng: random generator.
+        mask: (H, W) bool object mask.
+
+    Returns:
+        ``(factor (H, W) float32 > 0, marks (H, W) bool)``: multiply the albedo by ``factor``;
+        ``marks`` are the object pixels at least half covered by a mark. An empty mask gives
+        factor 1 and no marks.
+    """
+    mask = np.asarray(mask, bool)
+    h, w = mask.shape
+    factor = np.ones((h, w), np.float32)
+    cover = np.zeros((h, w), np.float32)
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return factor, np.zeros((h, w), bool)
+    for _ in range(int(rng.integers(strokes[0], strokes[1] + 1))):
+        i = int(rng.integers(rows.size))
+        point = np.array([cols[i], rows[i]], np.float64)
+        pts = [point]
+        ang = float(rng.uniform(0.0, np.pi))
+        for _ in range(int(rng.integers(1, 3))):
+            ang += float(rng.normal(0.0, 0.5))
+            point = point + rng.uniform(20, 70) * np.array([np.cos(ang), np.sin(ang)])
+            pts.append(point)
+        stroke = np.zeros((h, w), np.float32)
+        cv2.polylines(stroke, [np.round(np.array(pts) * 16).astype(np.int32)], False, 1.0,
+                      thickness=int(rng.integers(1, 4)), lineType=cv2.LINE_AA, shift=4)
+        amount = float(rng.uniform(0.4, 0.8)) * (1.0 if rng.random() < 0.7 else -0.8)
+        factor *= 1.0 - amount * stroke
+        np.maximum(cover, stroke, out=cover)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(int(rng.integers(blotches[0], blotches[1] + 1))):
+        i = int(rng.integers(rows.size))
+        radius = float(rng.uniform(5, 20))
+        blot = np.clip((radius - np.hypot(xx - cols[i], yy - rows[i])) / 2 + 0.5, 0, 1)
+        factor *= 1.0 - float(rng.uniform(0.3, 0.6)) * blot.astype(np.float32)
+        np.maximum(cover, blot.astype(np.float32), out=cover)
+    return factor, (cover >= 0.5) & mask
+
+
 # ------------------------------------------------------------------------------------------
 # part families
 # ------------------------------------------------------------------------------------------
