@@ -27,7 +27,9 @@ map so their size follows the object as at test time, optionally (``p_align`` > 
 bundled model, see BENCHMARKS.md 'Design exploration', align) with that fraction of the
 scratches, ridges and cracks turned to run along the local grain (:func:`grain_direction`:
 turning marks, brushing, nearby edges; a line along them is what texture streaks and design
-grooves also look like, and the model misses many such lines); a crop around the
+grooves also look like, and the model misses many such lines), and with unequal
+``severity_weights`` (low, medium, high; equal in the bundled model) their severity levels
+drawn with those weights; a crop around the
 first defect (or a random crop for clean examples, 20 %); a random tilt of all vectors, a random
 smooth "bend" of the surface (large-scale height change, not a defect: curvature is normal),
 sometimes a generic random height-field anomaly (band-limited noise under a random blob, so the
@@ -279,7 +281,9 @@ class GeoSeg(TorchAnomalyModel):
                  dice_weight: float = 0.2, tilt_deg: float = 40.0, noise: float = 0.03,
                  bend: float = 0.8, bend_px: Sequence[float] = (8.0, 40.0),
                  region_balance: float = 150.0, tta: int = 4,
-                 scale_jitter: float = 0.0, p_align: float = 0.0, line_orientations: int = 0,
+                 scale_jitter: float = 0.0, p_align: float = 0.0,
+                 severity_weights: Sequence[float] = (1.0, 1.0, 1.0),
+                 line_orientations: int = 0,
                  line_px: Sequence[float] = (2.5, 0.5), line_context_px: float = 16.0,
                  line_floor: float = 0.005, line_inhibition: float = 0.0,
                  map_norm_power: float = 0.5, map_norm_quantile: float = 99.0,
@@ -311,6 +315,12 @@ class GeoSeg(TorchAnomalyModel):
         if not 0.0 <= p_align <= 1.0:
             raise ValueError(f"p_align must be in [0, 1], got {p_align}")
         self.p_align = float(p_align)
+        if len(severity_weights) != len(defects.SEVERITY_LEVELS) or min(severity_weights) < 0 \
+                or sum(severity_weights) <= 0:
+            raise ValueError("severity_weights must be one weight >= 0 per severity level "
+                             f"{tuple(defects.SEVERITY_LEVELS)}, not all 0, got "
+                             f"{severity_weights}")
+        self.severity_weights = [float(w) for w in severity_weights]
         # optional thin-line cue (0 = off, the bundled model's setting); an even count keeps the
         # angle set closed under quarter turns and mirrors (orientation invariance)
         if int(line_orientations) < 0 or int(line_orientations) % 2:
@@ -348,6 +358,7 @@ class GeoSeg(TorchAnomalyModel):
             "bend_px": self.bend_px,
             "region_balance": self.region_balance, "tta": self.tta,
             "scale_jitter": self.scale_jitter, "p_align": self.p_align,
+            "severity_weights": self.severity_weights,
             "map_norm_power": self.map_norm_power, "map_norm_quantile": self.map_norm_quantile,
             "map_norm_eps": self.map_norm_eps,
             "line_orientations": self.line_orientations, "line_px": self.line_px,
@@ -422,6 +433,14 @@ class GeoSeg(TorchAnomalyModel):
             out.append(np.rot90(c[:, ::-1] if mirror else c, k))
         return np.ascontiguousarray(np.stack(out), dtype=np.float32)
 
+    def _severity(self, rng: np.random.Generator) -> str | None:
+        """The severity level of a training defect: ``None`` (the library's own draw: every
+        level equally likely) for equal ``severity_weights``, else a level drawn with them."""
+        w = np.asarray(self.severity_weights)
+        if np.all(w == w[0]):
+            return None
+        return list(defects.SEVERITY_LEVELS)[int(rng.choice(len(w), p=w / w.sum()))]
+
     def example_from_map(self, normals: np.ndarray, mask: np.ndarray,
                          rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Library defects are drawn on the WHOLE map (so their sizes follow the object's size
@@ -442,7 +461,7 @@ class GeoSeg(TorchAnomalyModel):
             for _ in range(int(rng.integers(1, self.max_defects + 1))):
                 if rng.random() < self.p_generic:
                     continue  # a generic anomaly, added on the crop below
-                spec = defects.sample_defect(rng, shape, mask)
+                spec = defects.sample_defect(rng, shape, mask, severity=self._severity(rng))
                 if (self.p_align > 0 and spec.type in defects.LINE_TYPES
                         and rng.random() < self.p_align):
                     # along the local grain (turning marks, brushing, edges): the hardest
