@@ -46,3 +46,29 @@ def test_variation_trains_on_all_parts_and_calibrates_on_held_out_scores(tmp_pat
     np.testing.assert_allclose(held, cal["val_image_scores"], rtol=1e-4)
     seen = [image_score(bundle.model.score(n, m).score, m) for n, m in samples]
     assert np.mean(held) > 1.1 * np.mean(seen)
+
+
+def test_calibration_scores_a_capture_as_detect_does() -> None:
+    """A PS breakdown pixel (a flipped normal at confidence 0) in a good capture: detect
+    down-weights it by the capture's confidence, so calibration must too, or one such pixel
+    sets an image threshold far above every clean part's score (seen: 8.3 against 1.1-1.3)."""
+    from psinspect.detect import score_map
+    from psinspect.models import create_model
+    from psinspect.train import calibrate
+
+    rng = np.random.default_rng(11)
+    maps = [posed_part(angle_deg=rng.uniform(-2, 2), shift=tuple(rng.uniform(-2, 2, 2)),
+                       noise_deg=0.5, rng=rng) for _ in range(6)]
+    model = create_model("variation")
+    model.fit(maps[:5], [])
+    n, m = maps[5]
+    n = n.copy()
+    r, c = np.argwhere(m)[len(np.argwhere(m)) // 2]
+    n[r - 1:r + 2, c - 1:c + 2] = [0.8, 0.0, 0.6]  # PS broke down here
+    conf = np.where(m, 1.0, 0.0).astype(np.float32)
+    conf[r - 1:r + 2, c - 1:c + 2] = 0.0
+    _, plain, _ = calibrate(model, [(n, m)], 0.001)
+    _, judged, _ = calibrate(model, [(n, m)], 0.001, extras=[{"confidence": conf}])
+    expected = image_score(score_map(model, n, m, conf).score, m)
+    assert judged == expected
+    assert judged < 0.5 * plain

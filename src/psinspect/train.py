@@ -17,7 +17,10 @@ are the training parts under other lights, and a new part's peak score can excee
 theirs, so that good new parts fail; BENCHMARKS.md measures it): the per-pixel threshold is the
 ``1 - threshold_fpr`` quantile of their object-pixel scores (default FPR 0.1 %); the image
 (pass/fail) threshold is the largest image score (:func:`psinspect.detect.image_score`) among
-them, so that no clean validation part fails. Models with test-time augmentation levels
+them, so that no clean validation part fails. Each map is scored as ``detect`` scores it: a
+capture folder with its PS confidence and, for models that use them (variation), the
+differences of its half-light-set solves, so the thresholds fit the scores they will judge.
+Models with test-time augmentation levels
 (geo-seg) get both thresholds for every level (:func:`calibrate_tta_levels`), so ``detect --tta
 N`` scores with thresholds made for its scores.
 
@@ -58,7 +61,7 @@ from psinspect.modelstore import (
     weights_bytes,
     write_addressed,
 )
-from psinspect.normalmap import load_normal_map, validate_normal_map
+from psinspect.normalmap import load_normal_map
 
 CHECKPOINT_DIR = ".checkpoint"
 DEFAULT_THRESHOLD_FPR = 0.001
@@ -73,6 +76,10 @@ class TrainingData:
     train_names: list[str]
     val_names: list[str]
     source: dict[str, Any] = field(default_factory=dict)
+    #: per map, what ``detect`` would also give the model for it (:func:`scoring_extras`);
+    #: empty lists = nothing (normal maps of a dataset)
+    train_extras: list[dict[str, Any]] = field(default_factory=list)
+    val_extras: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _is_dataset(path: Path) -> bool:
@@ -103,21 +110,11 @@ def _load_dataset(path: Path) -> TrainingData:
                                              "dataset_seed": manifest.get("seed")})
 
 
-def load_input_map(path: Path, solver: str = "robust") -> tuple[str, NormalSample, Any]:
-    """One good part: a normal-map file or a capture folder -> ``(name, (normals, mask), ps)``
-    where ``ps`` is the :class:`psinspect.stereo.PSResult` for captures (else None)."""
-    if path.is_file():
-        return path.stem, load_normal_map(path), None
-    if path.is_dir():
-        from psinspect.capture import load_capture
-        from psinspect.stereo import run_photometric_stereo
-
-        cap = load_capture(path)
-        res = run_photometric_stereo(cap, solver)
-        n, m = validate_normal_map(res.normals, cap.mask & (np.abs(res.normals).sum(-1) > 0),
-                                   name=str(path))
-        return path.name, (n, m), res
-    raise PsinspectError(f"{path}: not found")
+def scoring_extras(inp: Any) -> dict[str, Any]:
+    """What ``detect`` gives a model besides the map, from a
+    :class:`psinspect.detect.InputMap`: ``confidence`` and ``light_splits`` (None for normal-map
+    files)."""
+    return {"confidence": inp.confidence, "light_splits": inp.light_splits}
 
 
 def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
@@ -145,23 +142,28 @@ def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
     return out
 
 
-def _load_maps(files: Sequence[Path], progress: Callable[[str], None] | None
-               ) -> list[tuple[str, NormalSample]]:
-    """(name, map) of each capture folder (robust PS) or normal-map file, in order."""
+def _load_maps(files: Sequence[Path], progress: Callable[[str], None] | None,
+               light_splits: bool = False) -> list[tuple[str, NormalSample, dict[str, Any]]]:
+    """(name, map, :func:`scoring_extras`) of each capture folder (robust PS, read as
+    :func:`psinspect.detect.load_input` reads it, half-light-set solves with ``light_splits``)
+    or normal-map file, in order."""
+    from psinspect.detect import load_input
+
     out = []
     for f in files:
-        name, sample, _ = load_input_map(f)
-        out.append((name, sample))
+        inp = load_input(f, light_splits=light_splits)
+        out.append((inp.name, (inp.normals, inp.mask), scoring_extras(inp)))
         if progress is not None:
-            progress(name)
+            progress(inp.name)
     return out
 
 
 def load_training_data(
     inputs: Sequence[str | os.PathLike[str]], *, seed: int = 0, val_every: int = 5,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, light_splits: bool = False,
 ) -> TrainingData:
-    """Read the training inputs (see the module docstring)."""
+    """Read the training inputs (see the module docstring); ``light_splits``: also solve capture
+    folders on half light sets (for models that use them, as ``detect`` does)."""
     paths = [Path(p) for p in inputs]
     if not paths:
         raise PsinspectError("no training inputs given")
@@ -174,36 +176,42 @@ def load_training_data(
         raise PsinspectError(
             f"need at least 2 good parts (one is held out for calibration), got {len(files)}"
         )
-    samples = _load_maps(files, progress)
-    order = np.random.default_rng(int(seed)).permutation(len(samples))
-    n_val = max(1, len(samples) // max(2, int(val_every)))
+    loaded = _load_maps(files, progress, light_splits)
+    order = np.random.default_rng(int(seed)).permutation(len(loaded))
+    n_val = max(1, len(loaded) // max(2, int(val_every)))
     val_idx = set(int(i) for i in order[:n_val])
-    train = [s for i, (_, s) in enumerate(samples) if i not in val_idx]
-    val = [s for i, (_, s) in enumerate(samples) if i in val_idx]
-    names = [n for n, _ in samples]
+
+    def pick(k: int, held: bool) -> list[Any]:
+        return [item[k] for i, item in enumerate(loaded) if (i in val_idx) == held]
+
     return TrainingData(
-        train, val,
-        [n for i, n in enumerate(names) if i not in val_idx],
-        [n for i, n in enumerate(names) if i in val_idx],
+        pick(1, False), pick(1, True), pick(0, False), pick(0, True),
         {"inputs": [str(f) for f in files], "holdout_rule": f"seeded shuffle ({seed}), first "
-         f"{n_val} of {len(samples)} held out for validation"},
+         f"{n_val} of {len(loaded)} held out for validation"},
+        pick(2, False), pick(2, True),
     )
 
 
 def calibrate(
     model: AnomalyModel, val: Sequence[NormalSample], threshold_fpr: float,
     scorers: Sequence[AnomalyModel] | None = None,
+    extras: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[float, float, dict[str, Any]]:
     """Per-pixel and image thresholds from clean validation maps (see the module docstring).
     ``scorers``: one model per map of ``val`` that scores it instead of ``model`` (cross
-    calibration: each map scored by a model fitted without it)."""
+    calibration: each map scored by a model fitted without it). ``extras``: per map, the
+    :func:`scoring_extras` that ``detect`` would pass with it (PS confidence, light splits)."""
     from psinspect.detect import image_score, score_map
 
     if not 0.0 < threshold_fpr < 1.0:
         raise PsinspectError(f"--threshold-fpr must be in (0, 1), got {threshold_fpr}")
+    if extras is not None and len(extras) != len(val):
+        raise ValueError(f"{len(extras)} extras for {len(val)} maps")
     pix, imgs = [], []
     for i, (n, m) in enumerate(val):
-        res = score_map(model if scorers is None else scorers[i], n, m)
+        ex = extras[i] if extras is not None else {}
+        res = score_map(model if scorers is None else scorers[i], n, m, ex.get("confidence"),
+                        light_splits=ex.get("light_splits"))
         pix.append(res.score[m])
         imgs.append(image_score(res.score, m) * res.image_scale)
     scores = np.concatenate(pix).astype(np.float64)
@@ -224,14 +232,16 @@ def calibrate(
 
 
 def calibrate_tta_levels(model: AnomalyModel, val: Sequence[NormalSample],
-                         threshold_fpr: float, own_thresholds: tuple[float, float] | None = None
+                         threshold_fpr: float, own_thresholds: tuple[float, float] | None = None,
+                         extras: Sequence[dict[str, Any]] | None = None,
                          ) -> dict[str, dict[str, float]]:
     """Pixel and image thresholds (as :func:`calibrate`) at every test-time augmentation level
     of ``model`` (:attr:`AnomalyModel.tta_levels`; ``{}`` for models without one), keyed by
     the level as a string, so that a model can be scored at another level than it was trained
     with (``load_model_dir(..., tta=N)``) with thresholds that fit that level's scores.
     ``own_thresholds``: the (pixel, image) thresholds already calibrated at the model's own
-    level, not computed again. The model's own ``tta`` is left as it was."""
+    level, not computed again; ``extras`` as for :func:`calibrate`. The model's own ``tta`` is
+    left as it was."""
     own = getattr(model, "tta", None)
     out: dict[str, dict[str, float]] = {}
     try:
@@ -240,7 +250,7 @@ def calibrate_tta_levels(model: AnomalyModel, val: Sequence[NormalSample],
                 thr, img_thr = own_thresholds
             else:
                 model.tta = level  # type: ignore[attr-defined]
-                thr, img_thr, _ = calibrate(model, val, threshold_fpr)
+                thr, img_thr, _ = calibrate(model, val, threshold_fpr, extras=extras)
             out[str(level)] = {"threshold": thr, "image_threshold": img_thr}
     finally:
         if own is not None:
@@ -381,9 +391,12 @@ def train_model(
         raise PsinspectError(f"--threshold-fpr must be in (0, 1), got {args['threshold_fpr']}")
     model = create_model(args["model"], **args["hyperparameters"])
     cal_files = calibration_files(args.get("calibration_inputs", []))  # fail before loading
-    data = load_training_data(args["inputs"], seed=args["seed"], progress=progress)
-    cal_loaded = _load_maps(cal_files, progress)
-    cal_names, cal_maps = [n for n, _ in cal_loaded], [s for _, s in cal_loaded]
+    splits = bool(getattr(model, "uses_light_splits", False))
+    data = load_training_data(args["inputs"], seed=args["seed"], progress=progress,
+                              light_splits=splits)
+    cal_loaded = _load_maps(cal_files, progress, splits)
+    cal_names, cal_maps = [c[0] for c in cal_loaded], [c[1] for c in cal_loaded]
+    cal_extras = [c[2] for c in cal_loaded]
 
     def checkpoint(entry: dict[str, Any], arrays: dict[str, np.ndarray],
                    state: dict[str, Any]) -> None:
@@ -399,6 +412,7 @@ def train_model(
         # fit on every good part; calibrate on each part scored by a model fitted without it
         data.train, data.val = data.train + data.val, data.train + data.val
         data.train_names = data.train_names + data.val_names
+        data.train_extras = data.val_extras = data.train_extras + data.val_extras
         log = model.fit(data.train, [], **fit_args)
         if progress is not None:
             progress("cross-fitting for calibration")
@@ -414,9 +428,12 @@ def train_model(
     if progress is not None:
         progress("calibrating thresholds on clean validation maps")
     cal = [*data.val, *cal_maps]
+    # scored as detect scores them (PS confidence, light splits); a dataset's maps have none
+    extras = ([*data.val_extras, *cal_extras] if data.val_extras
+              else [{}] * len(data.val) + cal_extras)
     if scorers is not None and cal_maps:
         scorers = [*scorers, *[model] * len(cal_maps)]  # not fitted on: the full model
-    thr, img_thr, stats = calibrate(model, cal, args["threshold_fpr"], scorers)
+    thr, img_thr, stats = calibrate(model, cal, args["threshold_fpr"], scorers, extras)
     if scorers is not None:
         stats["method"] = "clean maps, each scored by a model fitted without it"
     if cal_maps:
@@ -426,7 +443,8 @@ def train_model(
     if progress is not None and model.tta_levels:
         progress("calibrating thresholds for each test-time augmentation level")
     tta_thresholds = calibrate_tta_levels(model, cal, args["threshold_fpr"],
-                                          None if scorers is not None else (thr, img_thr))
+                                          None if scorers is not None else (thr, img_thr),
+                                          extras)
     if args["threshold"] is not None:
         stats["calibrated_threshold"] = thr
         stats["override"] = "threshold set by --threshold"
