@@ -51,15 +51,20 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from _markdown import write_section  # noqa: E402
 
-from psinspect.align import rotate_vectors, warp_image, warp_normals  # noqa: E402
+from psinspect.align import random_pose, rotate_vectors, warp_image, warp_normals  # noqa: E402
 from psinspect.capture import lights_from_slant_tilt, load_capture  # noqa: E402
-from psinspect.defects import implant_defects_height  # noqa: E402
 from psinspect.detect import image_score  # noqa: E402
 from psinspect.metrics import EvalItem, bootstrap_intervals, evaluate  # noqa: E402
 from psinspect.models import create_model  # noqa: E402
 from psinspect.models.variation import light_split_differences  # noqa: E402
 from psinspect.relight import relight_defects  # noqa: E402
-from psinspect.render import default_lights, make_part, render_images  # noqa: E402
+from psinspect.render import (  # noqa: E402
+    default_lights,
+    make_part,
+    pad_part,
+    part_instance,
+    render_images,
+)
 from psinspect.stereo import solve  # noqa: E402
 
 cv2.setNumThreads(2)
@@ -130,16 +135,6 @@ def load_cache(path: Path) -> tuple[list[Capture], list[Capture]]:
     return out["train"], out["test"]
 
 
-def _pose(rng: np.random.Generator, shape: tuple[int, int], px: float, deg: float
-          ) -> tuple[np.ndarray, float]:
-    """Random rigid pose: (2, 3) matrix (turn about the image centre, then shift) and angle."""
-    h, w = shape
-    ang = float(rng.uniform(-deg, deg))
-    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), ang, 1.0)
-    m[:, 2] += rng.uniform(-px, px, 2)
-    return m, ang
-
-
 def _solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray, solver: str,
            gt: np.ndarray, records: list, splits: bool = True) -> Capture:
     t0 = time.perf_counter()
@@ -156,11 +151,7 @@ def _solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray, solver: str
 def render_case(family: str, rng: np.random.Generator, n_test: int, four_light: bool,
                 jitter_px: float, jitter_deg: float, train_splits: bool
                 ) -> tuple[list[Capture], list[Capture]]:
-    design = make_part(rng, RENDER_SIZE, family)
-    height0 = np.pad(design.height, PAD, mode="edge")
-    albedo0 = np.pad(design.albedo, PAD, mode="edge")
-    mask0 = np.pad(design.mask, PAD)
-    shape = mask0.shape
+    design = pad_part(make_part(rng, RENDER_SIZE, family), PAD)
     mat = design.params["material"]
     if four_light:
         lights = lights_from_slant_tilt(45.0, [0.0, 90.0, 180.0, 270.0])
@@ -168,27 +159,15 @@ def render_case(family: str, rng: np.random.Generator, n_test: int, four_light: 
     else:
         lights = default_lights(LIGHTS_PER_CAPTURE, "diligent")
         solver = "robust"
-    rows, cols = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
 
     def instance(defective: bool, splits: bool = True) -> Capture:
         # manufacturing variation, then a pose, then (test) defects in the posed height field
-        tilt = np.radians(0.3) * rng.uniform(-1, 1, 2)
-        ripple = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 12)
-        ripple *= 0.15 / max(float(np.abs(ripple).max()), 1e-6)
-        h = height0 + tilt[0] * cols + tilt[1] * rows + ripple
-        a = albedo0 * (1 + 0.05 * cv2.GaussianBlur(
-            rng.standard_normal(shape).astype(np.float32), (0, 0), 8) * 4)
-        m, _ = _pose(rng, shape, jitter_px, jitter_deg)
-        hp = warp_image(h, m, shape)
-        ap = warp_image(np.clip(a, 0.05, 1.0), m, shape)
-        mp = warp_image(mask0.astype(np.float32), m, shape) > 0.5
-        gt = np.zeros(shape, bool)
-        records: list = []
-        if defective:
-            hp, gt, records = implant_defects_height(hp, mp, rng, count=int(rng.integers(1, 3)))
-        images, _ = render_images(hp, ap, mp, lights, rng, specular=float(mat["ks"]),
-                                  shininess=float(mat["shininess"]))
-        return _solve(images, lights, mp, solver, gt, records, splits)
+        inst = part_instance(rng, design, jitter_px=jitter_px, jitter_deg=jitter_deg,
+                             defects=(1, 2) if defective else 0)
+        gt = inst.defect_mask if inst.defect_mask is not None else np.zeros_like(inst.mask)
+        images, _ = render_images(inst.height, inst.albedo, inst.mask, lights, rng,
+                                  specular=float(mat["ks"]), shininess=float(mat["shininess"]))
+        return _solve(images, lights, inst.mask, solver, gt, inst.defects, splits)
 
     train = [instance(False, train_splits) for _ in range(N_TRAIN)]
     test = [instance(i % 2 == 0) for i in range(n_test)]
@@ -219,7 +198,7 @@ def diligent_case(obj: str, rng: np.random.Generator, n_test: int, jitter_px: fl
 
     def capture(pool: np.ndarray, defective: bool, splits: bool = True) -> Capture:
         sel = np.sort(rng.choice(pool, LIGHTS_PER_CAPTURE, replace=False))
-        m, ang = _pose(rng, shape, jitter_px, jitter_deg)
+        m, ang = random_pose(rng, shape, jitter_px, jitter_deg)
         imgs = np.stack([warp_image(im, m, shape) for im in images[sel]])
         n_posed, m_posed = warp_normals(ngt, mask, m, shape)
         l_posed = rotate_vectors(lights[sel], ang)

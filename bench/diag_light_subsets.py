@@ -45,9 +45,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from _markdown import write_section  # noqa: E402
 from bench_detect import defect_owner  # noqa: E402
-from bench_variation import DILIGENT, LIGHTS_PER_CAPTURE, PAD, _pose  # noqa: E402
+from bench_variation import DILIGENT, LIGHTS_PER_CAPTURE, PAD  # noqa: E402
 
-from psinspect.align import rotate_vectors, warp_image, warp_normals  # noqa: E402
+from psinspect.align import random_pose, rotate_vectors, warp_image, warp_normals  # noqa: E402
 from psinspect.capture import load_capture  # noqa: E402
 from psinspect.normalmap import angular_error_deg  # noqa: E402
 from psinspect.relight import relight_defects  # noqa: E402
@@ -101,7 +101,7 @@ def run_object(obj: str, rng: np.random.Generator, pairs: int, defective: int
     change: dict[str, list[np.ndarray]] = {}
     for _ in range(defective):
         sel = subset(odd)
-        mat, ang = _pose(rng, shape, 3.0, 3.0)
+        mat, ang = random_pose(rng, shape, 3.0, 3.0)
         imgs = np.stack([warp_image(im, mat, shape) for im in images[sel]])
         n_posed, m_posed = warp_normals(ngt, mask, mat, shape)
         lights = rotate_vectors(cap.lights[sel], ang)

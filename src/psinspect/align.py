@@ -118,6 +118,19 @@ def rotate_vectors(normals: np.ndarray, angle_deg: float) -> np.ndarray:
     return out
 
 
+def random_pose(rng: np.random.Generator, shape_hw: tuple[int, int], shift_px: float,
+                rotation_deg: float) -> tuple[np.ndarray, float]:
+    """A random in-plane pose: ``(matrix (2, 3), angle_deg)``, a turn by a uniform angle in
+    ``[-rotation_deg, rotation_deg]`` (counter-clockwise on screen, cv2's sense) about the image
+    centre, then a shift uniform in ``[-shift_px, shift_px]`` along each axis; the matrix maps
+    source to destination pixels (:func:`warp_image`, :func:`warp_normals`)."""
+    h, w = shape_hw
+    angle = float(rng.uniform(-rotation_deg, rotation_deg))
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+    m[:, 2] += rng.uniform(-shift_px, shift_px, 2)
+    return m, angle
+
+
 def warp_image(
     image: np.ndarray,
     matrix: np.ndarray,

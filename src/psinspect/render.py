@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from psinspect.align import random_pose, warp_image
 from psinspect.defects import check_types, implant_defects_height
 from psinspect.errors import PsinspectError
 from psinspect.fileio import save_json, save_png
@@ -686,6 +687,79 @@ def render_part(
                         info=info)
 
 
+def pad_part(part: Part, pad: int) -> Part:
+    """``part`` with ``pad`` pixels added on every side (height and albedo continued from the
+    edge, mask False): room for the poses of :func:`part_instance`."""
+    return Part(height=np.pad(part.height, pad, mode="edge"),
+                albedo=np.pad(part.albedo, pad, mode="edge"), mask=np.pad(part.mask, pad),
+                name=part.name, params={**part.params, "pad": int(pad)})
+
+
+@dataclass
+class PartInstance:
+    """One manufactured instance of a design in a pose (:func:`part_instance`).
+
+    ``height``, ``albedo`` (H, W) float32 and ``mask`` (H, W) bool in the posed frame;
+    ``defect_mask`` (H, W) bool (None without defects) and ``defects`` records;
+    ``info``: the pose (``matrix`` (2, 3) source -> destination pixels, ``angle_deg``
+    counter-clockwise on screen, ``shift_px``) and the manufacturing variation (``tilt_deg``)."""
+
+    height: np.ndarray
+    albedo: np.ndarray
+    mask: np.ndarray
+    defect_mask: np.ndarray | None
+    defects: list[dict[str, Any]]
+    info: dict[str, Any]
+
+
+def part_instance(
+    rng: np.random.Generator,
+    design: Part,
+    *,
+    jitter_px: float = 3.0,
+    jitter_deg: float = 3.0,
+    defects: int | tuple[int, int] = 0,
+    defect_types: Sequence[str] | None = None,
+    severity: float | tuple[float, float] | str | None = None,
+    min_angle: float = 2.0,
+) -> PartInstance:
+    """One instance of ``design`` as a production line makes and places it.
+
+    Manufacturing variation first: a tilt of up to 0.3 deg about each image axis, a smooth
+    height ripple (Gaussian-smoothed noise, 12 px, peak 0.15 px) and a 5 % albedo variation
+    (8 px); then a random in-plane pose (:func:`psinspect.align.random_pose`: shift up to
+    ``jitter_px`` per axis, rotation up to ``jitter_deg`` about the image centre); then
+    ``defects`` library defects (a count, or an inclusive ``(lo, hi)`` range drawn here) in the
+    POSED height field (:func:`psinspect.defects.implant_defects_height`), so their ground truth
+    is in the frame of the captured images. Leave room around the part for the pose
+    (:func:`pad_part`). Heights in pixel units, +z toward the camera; rows grow downward.
+    """
+    shape = design.mask.shape
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    tilt = np.radians(0.3) * rng.uniform(-1, 1, 2)
+    ripple = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 12)
+    ripple *= 0.15 / max(float(np.abs(ripple).max()), 1e-6)
+    height = design.height + tilt[0] * cols + tilt[1] * rows + ripple
+    albedo = design.albedo * (1 + 0.05 * cv2.GaussianBlur(
+        rng.standard_normal(shape).astype(np.float32), (0, 0), 8) * 4)
+    matrix, angle = random_pose(rng, shape, jitter_px, jitter_deg)
+    height = warp_image(height, matrix, shape)
+    albedo = warp_image(np.clip(albedo, 0.05, 1.0), matrix, shape)
+    mask = warp_image(design.mask.astype(np.float32), matrix, shape) > 0.5
+    count = (int(defects) if np.ndim(defects) == 0
+             else int(rng.integers(int(defects[0]), int(defects[1]) + 1)))
+    gt, records = None, []
+    if count > 0:
+        height, gt, records = implant_defects_height(
+            height, mask, rng, count=count, types=defect_types, severity=severity,
+            min_angle=min_angle)
+    turn = cv2.getRotationMatrix2D(((shape[1] - 1) / 2, (shape[0] - 1) / 2), angle, 1.0)
+    info = {"matrix": matrix.tolist(), "angle_deg": angle,
+            "shift_px": (matrix[:, 2] - turn[:, 2]).tolist(), "tilt_deg": np.degrees(tilt).tolist()}
+    return PartInstance(height=height, albedo=albedo, mask=mask, defect_mask=gt,
+                        defects=records, info=info)
+
+
 def write_rendered(folder: str | Path, rp: RenderedPart) -> Path:
     """Save a :class:`RenderedPart` as a capture folder (DiLiGenT layout via
     :func:`psinspect.capture.write_capture`) plus ``part.json``, and for a defective part
@@ -751,6 +825,95 @@ def render_dataset(
                          defects=n_def, defect_types=defect_types, severity=severity,
                          specular=specular, shadows=shadows, name=name)
         rp.info["seed"] = [int(seed), i]
+        paths.append(write_rendered(out / name, rp))
+        if progress is not None:
+            progress(1)
+    return paths
+
+
+#: room (pixels) :func:`render_instances` leaves around a design for the poses
+INSTANCE_PAD = 16
+
+
+def render_instances(
+    out: str | Path,
+    n_instances: int,
+    *,
+    design_seed: int = 0,
+    seed: int = 0,
+    family: str | None = None,
+    jitter_px: float = 3.0,
+    jitter_deg: float = 3.0,
+    defect_rate: float = 0.0,
+    max_defects: int = 2,
+    lights: int = 12,
+    layout: str = "diligent",
+    size: int = 256,
+    defect_types: Sequence[str] | None = None,
+    severity: float | tuple[float, float] | str | None = None,
+    specular: bool = True,
+    shadows: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> list[Path]:
+    """Render ``n_instances`` instances of ONE part design (known-part inspection data) into
+    ``out/inst<i:03d>_<family>/`` capture folders (see :func:`write_rendered`).
+
+    The design is ``make_part(default_rng(design_seed), size - 2 * INSTANCE_PAD, family)``
+    (``family`` None: drawn from :data:`DEFAULT_FAMILIES` by that generator), padded to
+    ``size``; instance ``i`` uses ``default_rng([seed, i])``: with probability ``defect_rate``
+    it gets 1..``max_defects`` defects, then :func:`part_instance` (manufacturing variation,
+    pose up to ``jitter_px`` / ``jitter_deg``, defects in the posed height field), rendered under
+    the same rig with the design's material. So the same ``design_seed`` with another ``seed``
+    gives new instances of the same part: good parts to learn from and new parts to inspect.
+    ``part.json`` records the design seed and the instance's pose.
+    """
+    if n_instances < 1:
+        raise PsinspectError(f"--instances must be >= 1, got {n_instances}")
+    if not 0.0 <= defect_rate <= 1.0:
+        raise PsinspectError(f"--defect-rate must be in [0, 1], got {defect_rate}")
+    if defect_rate > 0 and max_defects < 1:
+        raise PsinspectError(f"--max-defects must be >= 1, got {max_defects}")
+    if size < 4 * INSTANCE_PAD:
+        raise PsinspectError(f"--size must be at least {4 * INSTANCE_PAD} for instances, "
+                             f"got {size}")
+    if not (0 <= jitter_px <= INSTANCE_PAD and 0 <= jitter_deg <= 10):
+        raise PsinspectError(f"--jitter-px must be in [0, {INSTANCE_PAD}] and --jitter-deg in "
+                             f"[0, 10], got {jitter_px}, {jitter_deg}")
+    if family is not None and family not in PART_FAMILIES:
+        raise PsinspectError(f"--families: unknown {family}; known: {', '.join(PART_FAMILIES)}")
+    check_types(defect_types)
+    drng = np.random.default_rng(int(design_seed))
+    fam = family or DEFAULT_FAMILIES[int(drng.integers(len(DEFAULT_FAMILIES)))]
+    design = pad_part(make_part(drng, size - 2 * INSTANCE_PAD, fam, name=f"design{design_seed}"),
+                      INSTANCE_PAD)
+    mat = design.params["material"]
+    light_dirs = default_lights(int(lights), layout)
+    ks = float(mat["ks"]) if specular else 0.0
+    out = Path(out)
+    paths = []
+    for i in range(n_instances):
+        rng = np.random.default_rng([int(seed), i])
+        n_def = int(rng.integers(1, max_defects + 1)) if rng.random() < defect_rate else 0
+        inst = part_instance(rng, design, jitter_px=jitter_px, jitter_deg=jitter_deg,
+                             defects=n_def, defect_types=defect_types, severity=severity)
+        inten = rng.uniform(0.8, 1.2, len(light_dirs)).astype(np.float32)
+        images, normals = render_images(inst.height, inst.albedo, inst.mask, light_dirs, rng,
+                                        specular=ks, shininess=float(mat["shininess"]),
+                                        shadows=shadows, intensities=inten)
+        name = f"inst{i:03d}_{fam}"
+        info = {
+            "name": name, "family": fam, "size": size, "design_seed": int(design_seed),
+            "seed": [int(seed), i], "params": design.params, "instance": inst.info,
+            "render": {"lights": int(len(light_dirs)), "layout": layout, "specular": ks,
+                       "shininess": float(mat["shininess"]), "cast_shadows": shadows,
+                       "read_noise": 0.002, "shot_noise": 1e-5, "bits": 16},
+            "defective": n_def > 0, "num_defects": len(inst.defects), "min_angle": 2.0,
+        }
+        part = Part(height=inst.height, albedo=inst.albedo, mask=inst.mask, name=name,
+                    params=design.params)
+        rp = RenderedPart(images=images, lights=light_dirs, intensities=inten, mask=inst.mask,
+                          normals_gt=normals, defect_mask=inst.defect_mask,
+                          defects=inst.defects, part=part, info=info)
         paths.append(write_rendered(out / name, rp))
         if progress is not None:
             progress(1)

@@ -13,9 +13,21 @@ from psinspect.cli import app
 @app.command("render")
 def render_cmd(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
-    parts: Annotated[int, typer.Option(help="Number of parts to render.")] = 10,
-    defect_rate: Annotated[float, typer.Option(
-        help="Fraction of parts that get 1..--max-defects defects.")] = 0.3,
+    parts: Annotated[int | None, typer.Option(
+        help="Number of different parts to render [default: 10].")] = None,
+    instances: Annotated[int | None, typer.Option(
+        help="Render this many instances of ONE part design instead (known-part "
+             "inspection: good parts to train --model variation on, new parts to inspect).")
+    ] = None,
+    design_seed: Annotated[int, typer.Option(
+        help="With --instances: the design's seed (same design seed, same part type).")] = 0,
+    jitter_px: Annotated[float, typer.Option(
+        help="With --instances: largest shift of an instance's pose, pixels per axis.")] = 3.0,
+    jitter_deg: Annotated[float, typer.Option(
+        help="With --instances: largest in-plane rotation of an instance, degrees.")] = 3.0,
+    defect_rate: Annotated[float | None, typer.Option(
+        help="Fraction of parts that get 1..--max-defects defects [default: 0.3; with "
+             "--instances 0].")] = None,
     lights: Annotated[int, typer.Option(help="Lights per capture.")] = 12,
     layout: Annotated[str, typer.Option(help="Light layout: diligent or ring.")] = "diligent",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
@@ -39,27 +51,51 @@ def render_cmd(
     filenames.txt, light_directions.txt, light_intensities.txt, mask.png, Normal_gt.npy) with
     part.json; defective parts also get M_defect.png and defects.json. Defects are implanted in
     the height field before rendering.
+
+    With --instances N: N instances of one design (--design-seed; the family is the one given
+    in --families, else drawn) as a line makes and places them (a little manufacturing
+    variation, a pose within --jitter-px / --jitter-deg), folders OUT/instNNN_FAMILY; the same
+    --design-seed with another --seed gives new instances of the same part.
     """
     from rich.progress import Progress
 
     from psinspect.cli.defects import split_list
     from psinspect.defects import parse_severity
+    from psinspect.errors import PsinspectError
     from psinspect.fileio import check_output_dir, save_json, staged_output_dir
-    from psinspect.render import render_dataset
+    from psinspect.render import render_dataset, render_instances
 
+    if parts is not None and instances is not None:
+        raise PsinspectError("give --parts (different parts) or --instances (one design), "
+                             "not both")
+    fams = split_list(families)
+    if instances is not None and fams and len(fams) != 1:
+        raise PsinspectError(f"--instances renders one design: give one family in "
+                             f"--families, got {families}")
+    count = instances if instances is not None else (10 if parts is None else parts)
+    rate = defect_rate if defect_rate is not None else (0.0 if instances is not None else 0.3)
     check_output_dir(out, force)
     with staged_output_dir(out, force) as stage, Progress(transient=True) as bar:
-        task = bar.add_task("rendering parts", total=parts)
-        paths = render_dataset(
-            stage, parts, defect_rate=defect_rate, lights=lights, seed=seed, size=size,
-            layout=layout, families=split_list(families), max_defects=max_defects,
-            defect_types=split_list(types), severity=parse_severity(severity),
-            specular=specular, shadows=shadows, progress=lambda n: bar.advance(task, n))
+        task = bar.add_task("rendering parts", total=count)
+        common = dict(defect_rate=rate, lights=lights, seed=seed, size=size, layout=layout,
+                      max_defects=max_defects, defect_types=split_list(types),
+                      severity=parse_severity(severity), specular=specular, shadows=shadows,
+                      progress=lambda n: bar.advance(task, n))
+        if instances is not None:
+            paths = render_instances(stage, instances, design_seed=design_seed,
+                                     family=fams[0] if fams else None, jitter_px=jitter_px,
+                                     jitter_deg=jitter_deg, **common)
+        else:
+            paths = render_dataset(stage, count, families=fams, **common)
         defective = [p.name for p in paths if (p / "M_defect.png").is_file()]
         save_json(stage / "render.json", {
-            "command": "render", "parts": parts, "defect_rate": defect_rate, "lights": lights,
+            "command": "render", "parts": None if instances is not None else count,
+            "instances": instances, "design_seed": design_seed if instances is not None
+            else None, "jitter_px": jitter_px, "jitter_deg": jitter_deg,
+            "defect_rate": rate, "lights": lights,
             "layout": layout, "seed": seed, "size": size, "families": families,
             "max_defects": max_defects, "types": types, "severity": severity,
             "specular": specular, "shadows": shadows,
             "captures": [p.name for p in paths], "defective": defective})
-    typer.echo(f"{parts} part(s), {len(defective)} defective, {lights} lights -> {out}")
+    what = f"{count} instance(s) of one part" if instances is not None else f"{count} part(s)"
+    typer.echo(f"{what}, {len(defective)} defective, {lights} lights -> {out}")
