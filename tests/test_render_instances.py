@@ -83,9 +83,11 @@ def test_cli_known_part_workflow_on_rendered_instances(tmp_path, monkeypatch, ca
     assert len(good) == 6 and len(new) == 2
     defective = [p for p in new if (p / "M_defect.png").is_file()]
     assert len(defective) == 1  # seed 2: one of the two (checked when the test was written)
-    code, _, err = run_cli(["train", *map(str, good), "-o", str(tmp_path / "model"),
-                            "--model", "variation"], monkeypatch, capsys)
+    code, out, err = run_cli(["train", *map(str, good), "-o", str(tmp_path / "model"),
+                              "--model", "variation"], monkeypatch, capsys)
     assert code == 0, err
+    assert "fitted in" in out and "epochs" not in out  # no epochs: fitted in one go
+    assert "roughly 1 in 7 new good parts" in out  # the max-of-6 rule, said in words
     code, out, err = run_cli(["detect", *map(str, new), "--model", str(tmp_path / "model"),
                               "-o", str(tmp_path / "det")], monkeypatch, capsys)
     assert code == 0, err

@@ -453,7 +453,9 @@ def train_model(
 
     training = {
         **data.source, "train_maps": len(data.train), "val_maps": len(data.val),
-        "epochs": args["epochs"], "epochs_run": len(log) if model.trainable else 0,
+        # the log of a cross-calibrated model (fitted in one go) has no epochs
+        "epochs": args["epochs"],
+        "epochs_run": len(log) if model.trainable and scorers is None else 0,
         "batch_size": args["batch_size"], "seed": args["seed"], "patience": args["patience"],
         "train_seconds": round(train_seconds, 2), "resumed": bool(resume),
         **({"calibration_inputs": args["calibration_inputs"]}

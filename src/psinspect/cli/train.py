@@ -87,10 +87,17 @@ def train_cmd(
             progress=lambda msg: bar.update(task, description=msg),
         )
     tr = config["training"]
+    work = (f"{tr['epochs_run']} epochs in {tr['train_seconds']:.0f} s" if tr["epochs_run"]
+            else f"fitted in {tr['train_seconds']:.0f} s")
     typer.echo(
         f"{config['model']}: {tr['train_maps']} train / {tr['val_maps']} val maps, "
-        f"{tr['epochs_run']} epochs in {tr['train_seconds']:.0f} s; pixel threshold "
+        f"{work}; pixel threshold "
         f"{config['threshold']:.4g}, image threshold {config['image_threshold']:.4g}"
         + (f" (also calibrated on {len(tr['calibration_inputs'])} input(s) not trained on)"
            if tr.get("calibration_inputs") else "") + f" -> {out}"
     )
+    if str(tr.get("holdout_rule", "")).startswith("cross calibration"):
+        n = tr["val_maps"]
+        typer.echo(f"the image threshold is the highest of {n} good parts' held-out scores: "
+                   f"expect roughly 1 in {n + 1} new good parts above it (train on more good "
+                   "parts to lower that, or set detect --image-threshold)")
