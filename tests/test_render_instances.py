@@ -114,3 +114,32 @@ def test_cli_known_part_workflow_on_rendered_instances(tmp_path, monkeypatch, ca
     code, _, err = run_cli(["render", "-o", str(tmp_path / "x"), "--parts", "2",
                             "--instances", "2"], monkeypatch, capsys)
     assert code == 2 and len(error_lines(err)) == 1 and "not both" in err
+
+
+def test_app_scores_a_capture_upload_as_psinspect_detect_does(tmp_path: Path) -> None:
+    """The web app and ``psinspect detect`` give a variation model the same inputs for a
+    capture (PS confidence and the half-light-set solves), hence the same scores."""
+    import shutil
+
+    from psinspect.app import ModelChoice, load_inspection_input, predict
+    from psinspect.detect import detect_map, load_input
+    from psinspect.modelstore import load_model_dir
+    from psinspect.train import train_model
+
+    good = render_instances(tmp_path / "good", 5, design_seed=4, seed=1, size=96, lights=12)
+    new = render_instances(tmp_path / "new", 1, design_seed=4, seed=2, size=96, lights=12,
+                           defect_rate=1.0, max_defects=1)[0]
+    train_model(good, tmp_path / "model", model_name="variation")
+    bundle = load_model_dir(tmp_path / "model")
+    inp = load_input(new, light_splits=True)
+    assert inp.light_splits is not None
+    cli = detect_map(bundle, inp.normals, inp.mask, confidence=inp.confidence,
+                     light_splits=inp.light_splits)
+    upload = Path(shutil.make_archive(str(tmp_path / "upload"), "zip", new))
+    app_inp = load_inspection_input(upload, tmp_path / "work")
+    app = predict(app_inp, ModelChoice("part", bundle))
+    assert app.image_score == pytest.approx(cli.image_score, rel=1e-5)
+    assert app.verdict.lower() == cli.verdict
+    # without the half-set solves the score would differ: the check above can fail
+    bare = detect_map(bundle, inp.normals, inp.mask, confidence=inp.confidence)
+    assert bare.image_score != pytest.approx(cli.image_score, rel=1e-5)

@@ -28,7 +28,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -63,6 +63,9 @@ class InspectionInput:
     mask: (H, W) bool object mask.
     confidence: (H, W) float32 in [0, 1] from photometric stereo, or None for a normal map.
     kind: ``"normal map"`` or ``"capture (K lights)"``.
+    capture: for a capture, ``(images (K, H, W), lights (K, 3), solver)``: what
+    :meth:`light_splits` needs (models that also solve PS on half light sets, as
+    ``psinspect detect`` does for them).
     """
 
     name: str
@@ -70,6 +73,21 @@ class InspectionInput:
     mask: np.ndarray
     confidence: np.ndarray | None = None
     kind: str = "normal map"
+    capture: tuple[np.ndarray, np.ndarray, str] | None = field(default=None, repr=False)
+    _splits: list[np.ndarray | None] = field(default_factory=list, repr=False)
+
+    def light_splits(self) -> np.ndarray | None:
+        """The capture's half-light-set PS differences
+        (:func:`psinspect.models.variation.light_split_differences`; None for a normal map or
+        fewer than 12 lights), computed on first use and kept."""
+        if self.capture is None:
+            return None
+        if not self._splits:
+            from psinspect.models.variation import light_split_differences
+
+            images, lights, solver = self.capture
+            self._splits.append(light_split_differences(images, lights, self.mask, solver=solver))
+        return self._splits[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,6 +310,7 @@ def _load_capture_zip(path: Path, workdir: Path, limits: Limits,
             mask=obj,
             confidence=result.confidence,
             kind=f"capture ({capture.num_lights} lights)",
+            capture=(capture.images, capture.lights, solver or "robust"),
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -470,8 +489,10 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     bundle = choice.bundle
     if image_threshold is not None:
         bundle = replace(bundle, image_threshold=float(image_threshold))
+    # as psinspect detect: models that use them get the capture's half-light-set solves
+    splits = inp.light_splits() if getattr(bundle.model, "uses_light_splits", False) else None
     det = detect_map(bundle, inp.normals, inp.mask, name=inp.name, confidence=inp.confidence,
-                     threshold=threshold)
+                     threshold=threshold, light_splits=splits)
     normals_rgb = encode_png(inp.normals, inp.mask)
     ref = det.reference
     return Prediction(
