@@ -6,11 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from _posed_part import posed_part
 
 from psinspect.detect import image_score
+from psinspect.errors import PsinspectError
 from psinspect.modelstore import load_model_dir
-from psinspect.train import cross_fitted, cross_folds, load_training_data, train_model
+from psinspect.train import (
+    cross_fitted,
+    cross_folds,
+    gumbel_threshold,
+    load_training_data,
+    train_model,
+)
 
 
 def test_fold_counts_leave_enough_maps_to_fit() -> None:
@@ -33,7 +41,10 @@ def test_variation_trains_on_all_parts_and_calibrates_on_held_out_scores(tmp_pat
     cal, tr = cfg["calibration"], cfg["training"]
     assert tr["train_maps"] == 6 and cal["val_maps"] == 6 and len(cal["val_image_scores"]) == 6
     assert "fitted without it" in cal["method"]
-    assert cfg["image_threshold"] == max(cal["val_image_scores"])
+    # a handful of good parts: a fitted tail (about 1 % of good parts failing), not their max
+    assert cfg["image_threshold"] == gumbel_threshold(cal["val_image_scores"], 0.01)[0]
+    assert cfg["image_threshold"] >= max(cal["val_image_scores"])
+    assert "Gumbel" in cal["image_threshold_rule"] and cal["image_fpr"] == 0.01
 
     # the held-out scores are those of models fitted without the map, and they are higher
     # than what the final model (which saw every map) gives the same maps
@@ -72,3 +83,20 @@ def test_calibration_scores_a_capture_as_detect_does() -> None:
     expected = image_score(score_map(model, n, m, conf).score, m)
     assert judged == expected
     assert judged < 0.5 * plain
+
+
+def test_gumbel_threshold_finds_the_tail_of_largest_values() -> None:
+    from scipy.stats import gumbel_r
+
+    sample = gumbel_r.rvs(loc=2.0, scale=0.3, size=4000, random_state=3)
+    thr, fit = gumbel_threshold(sample, 0.01)
+    assert fit["quantile"] == pytest.approx(gumbel_r.ppf(0.99, loc=2.0, scale=0.3), rel=0.02)
+    assert fit["scale"] == pytest.approx(0.3, rel=0.05)
+    assert thr == max(fit["quantile"], sample.max())
+    # on a few scores it never falls below the largest: no good part of the set fails
+    few = [1.0, 1.1, 1.05, 3.0]
+    assert gumbel_threshold(few, 0.5)[0] == 3.0
+    with pytest.raises(ValueError):
+        gumbel_threshold([1.0], 0.01)
+    with pytest.raises(PsinspectError, match="image-fpr"):
+        gumbel_threshold(few, 0.0)

@@ -17,7 +17,11 @@ are the training parts under other lights, and a new part's peak score can excee
 theirs, so that good new parts fail; BENCHMARKS.md measures it): the per-pixel threshold is the
 ``1 - threshold_fpr`` quantile of their object-pixel scores (default FPR 0.1 %); the image
 (pass/fail) threshold is the largest image score (:func:`psinspect.detect.image_score`) among
-them, so that no clean validation part fails. Each map is scored as ``detect`` scores it: a
+them, so that no clean validation part fails. Cross-calibrated models, whose thresholds rest on
+a handful of good parts (the highest of N scores lets about 1 in N + 1 new good parts fail),
+instead fit a Gumbel (largest-value) distribution to those image scores and take its
+``1 - image_fpr`` quantile (:func:`gumbel_threshold`; default 1 % of good parts failing), never
+below their largest score. Each map is scored as ``detect`` scores it: a
 capture folder with its PS confidence and, for models that use them (variation), the
 differences of its half-light-set solves, so the thresholds fit the scores they will judge.
 Models with test-time augmentation levels
@@ -65,6 +69,8 @@ from psinspect.normalmap import load_normal_map
 
 CHECKPOINT_DIR = ".checkpoint"
 DEFAULT_THRESHOLD_FPR = 0.001
+#: target share of good parts failing, for cross-calibrated models (:func:`gumbel_threshold`)
+DEFAULT_IMAGE_FPR = 0.01
 
 
 @dataclass
@@ -192,15 +198,37 @@ def load_training_data(
     )
 
 
+def gumbel_threshold(scores: Sequence[float], rate: float) -> tuple[float, dict[str, float]]:
+    """An image threshold that about ``rate`` of good parts exceed, from a few of their image
+    scores: a Gumbel (largest-value) distribution fitted by moments (scale ``sd * sqrt(6) /
+    pi``, location ``mean - 0.5772 * scale``), its ``1 - rate`` quantile
+    (:data:`scipy.stats.gumbel_r`), and never below the largest score. An image score is a
+    maximum over a map's pixels, hence the largest-value law. Returns ``(threshold, fit)``."""
+    from scipy.stats import gumbel_r
+
+    v = np.asarray(scores, np.float64)
+    if v.size < 2 or not np.isfinite(v).all():
+        raise ValueError("need at least 2 finite scores")
+    if not 0.0 < rate < 1.0:
+        raise PsinspectError(f"--image-fpr must be in (0, 1), got {rate}")
+    scale = max(float(v.std(ddof=1)) * np.sqrt(6.0) / np.pi, 1e-12)
+    loc = float(v.mean()) - float(np.euler_gamma) * scale
+    q = float(gumbel_r.ppf(1.0 - rate, loc=loc, scale=scale))
+    return max(q, float(v.max())), {"loc": loc, "scale": scale, "quantile": q}
+
+
 def calibrate(
     model: AnomalyModel, val: Sequence[NormalSample], threshold_fpr: float,
     scorers: Sequence[AnomalyModel] | None = None,
     extras: Sequence[dict[str, Any]] | None = None,
+    image_fpr: float | None = None,
 ) -> tuple[float, float, dict[str, Any]]:
     """Per-pixel and image thresholds from clean validation maps (see the module docstring).
     ``scorers``: one model per map of ``val`` that scores it instead of ``model`` (cross
     calibration: each map scored by a model fitted without it). ``extras``: per map, the
-    :func:`scoring_extras` that ``detect`` would pass with it (PS confidence, light splits)."""
+    :func:`scoring_extras` that ``detect`` would pass with it (PS confidence, light splits).
+    ``image_fpr``: set the image threshold by :func:`gumbel_threshold` at that rate instead of
+    the largest image score."""
     from psinspect.detect import image_score, score_map
 
     if not 0.0 < threshold_fpr < 1.0:
@@ -217,6 +245,12 @@ def calibrate(
     scores = np.concatenate(pix).astype(np.float64)
     thr = float(np.quantile(scores, 1.0 - threshold_fpr, method="higher"))
     img_thr = float(max(imgs))
+    rule = "max image score over clean validation maps"
+    fit: dict[str, float] = {}
+    if image_fpr is not None and len(imgs) >= 2:
+        img_thr, fit = gumbel_threshold(imgs, image_fpr)
+        rule = (f"Gumbel fit to the clean validation maps' image scores, {1 - image_fpr:.4g} "
+                "quantile, at least their maximum")
     stats = {
         "method": "clean validation maps only",
         "target_pixel_fpr": threshold_fpr,
@@ -225,7 +259,8 @@ def calibrate(
         "val_pixel_fpr_at_threshold": float(np.mean(scores > thr)),
         "val_score_percentiles": {str(p): float(np.percentile(scores, p))
                                   for p in (50, 90, 99, 99.9)},
-        "image_threshold_rule": "max image score over clean validation maps",
+        "image_threshold_rule": rule,
+        **({"image_fpr": image_fpr, "gumbel": fit} if fit else {}),
         "val_image_scores": [float(v) for v in imgs],
     }
     return thr, img_thr, stats
@@ -345,6 +380,7 @@ def train_model(
     seed: int = 0,
     patience: int = 6,
     threshold_fpr: float = DEFAULT_THRESHOLD_FPR,
+    image_fpr: float = DEFAULT_IMAGE_FPR,
     threshold: float | None = None,
     force: bool = False,
     resume: bool = False,
@@ -356,8 +392,9 @@ def train_model(
 
     ``calibration_inputs``: clean maps or captures of parts NOT in ``inputs``, added to the
     validation maps for threshold calibration only (not for early stopping; see the module
-    docstring). Returns the written ``config.json`` contents. ``on_epoch`` gets each epoch's
-    log entry.
+    docstring). ``image_fpr``: the target share of good parts failing for cross-calibrated
+    models (:func:`gumbel_threshold`). Returns the written ``config.json`` contents.
+    ``on_epoch`` gets each epoch's log entry.
     With ``resume``, model, hyperparameters, inputs and training settings come from the
     checkpoint in ``out`` (other arguments are ignored).
     """
@@ -365,7 +402,8 @@ def train_model(
     args = {"inputs": [str(p) for p in inputs], "model": model_name,
             "hyperparameters": hyperparameters or {}, "epochs": int(epochs),
             "batch_size": int(batch_size), "seed": int(seed), "patience": int(patience),
-            "threshold_fpr": float(threshold_fpr), "threshold": threshold,
+            "threshold_fpr": float(threshold_fpr), "image_fpr": float(image_fpr),
+            "threshold": threshold,
             "calibration_inputs": [str(p) for p in calibration_inputs or []]}
     resume_state = None
     if resume:
@@ -389,6 +427,8 @@ def train_model(
         raise PsinspectError(f"--threshold must be a finite number >= 0, got {args['threshold']}")
     if not 0.0 < args["threshold_fpr"] < 1.0:  # checked before training, not after it
         raise PsinspectError(f"--threshold-fpr must be in (0, 1), got {args['threshold_fpr']}")
+    if not 0.0 < args.get("image_fpr", DEFAULT_IMAGE_FPR) < 1.0:
+        raise PsinspectError(f"--image-fpr must be in (0, 1), got {args['image_fpr']}")
     model = create_model(args["model"], **args["hyperparameters"])
     cal_files = calibration_files(args.get("calibration_inputs", []))  # fail before loading
     splits = bool(getattr(model, "uses_light_splits", False))
@@ -433,7 +473,10 @@ def train_model(
               else [{}] * len(data.val) + cal_extras)
     if scorers is not None and cal_maps:
         scorers = [*scorers, *[model] * len(cal_maps)]  # not fitted on: the full model
-    thr, img_thr, stats = calibrate(model, cal, args["threshold_fpr"], scorers, extras)
+    # a cross-calibrated model rests on a handful of good parts: a fitted tail, not their max
+    thr, img_thr, stats = calibrate(
+        model, cal, args["threshold_fpr"], scorers, extras,
+        image_fpr=args.get("image_fpr", DEFAULT_IMAGE_FPR) if scorers is not None else None)
     if scorers is not None:
         stats["method"] = "clean maps, each scored by a model fitted without it"
     if cal_maps:

@@ -29,6 +29,9 @@ def train_cmd(
                                                "better validation loss.")] = 6,
     threshold_fpr: Annotated[float, typer.Option(
         help="Target per-pixel false-positive rate on clean validation maps.")] = 0.001,
+    image_fpr: Annotated[float, typer.Option(
+        help="Target share of good parts failing, for models calibrated on their own good "
+             "parts (variation): sets the pass/fail threshold.")] = 0.01,
     threshold: Annotated[float | None, typer.Option(
         help="Use this per-pixel threshold instead of the calibrated one.")] = None,
     hyperparameters: Annotated[str | None, typer.Option(
@@ -82,6 +85,7 @@ def train_cmd(
         config = train_model(
             inputs, out, model_name=model, hyperparameters=hp, epochs=epochs,
             batch_size=batch_size, seed=seed, patience=patience, threshold_fpr=threshold_fpr,
+            image_fpr=image_fpr,
             threshold=threshold, force=force, resume=resume, threads=threads,
             calibration_inputs=calibrate_on, on_epoch=on_epoch,
             progress=lambda msg: bar.update(task, description=msg),
@@ -96,8 +100,8 @@ def train_cmd(
         + (f" (also calibrated on {len(tr['calibration_inputs'])} input(s) not trained on)"
            if tr.get("calibration_inputs") else "") + f" -> {out}"
     )
-    if str(tr.get("holdout_rule", "")).startswith("cross calibration"):
-        n = tr["val_maps"]
-        typer.echo(f"the image threshold is the highest of {n} good parts' held-out scores: "
-                   f"expect roughly 1 in {n + 1} new good parts above it (train on more good "
-                   "parts to lower that, or set detect --image-threshold)")
+    cal = config.get("calibration", {})
+    if "gumbel" in cal:
+        typer.echo(f"pass/fail threshold set for about {cal['image_fpr']:.1%} of good parts "
+                   f"failing (a fit to the held-out scores of the {tr['val_maps']} good "
+                   "parts; more good parts make it surer)")
