@@ -21,12 +21,11 @@ them, so that no clean validation part fails. Cross-calibrated models, whose thr
 a handful of good parts (the highest of N scores lets about 1 in N + 1 new good parts fail),
 instead fit a Gumbel (largest-value) distribution to those image scores and take its
 ``1 - image_fpr`` quantile (:func:`gumbel_threshold`; default 1 % of good parts failing), never
-below their largest score. Each map is scored as ``detect`` scores it: a
-capture folder with its PS confidence and, for models that use them (variation), the
-differences of its half-light-set solves, so the thresholds fit the scores they will judge.
-Models with test-time augmentation levels
-(geo-seg) get both thresholds for every level (:func:`calibrate_tta_levels`), so ``detect --tta
-N`` scores with thresholds made for its scores.
+below their largest score. Each map is scored as ``detect`` scores it: a capture folder with
+its PS confidence and, for models that use them (variation), the differences of its
+half-light-set solves, so the thresholds fit the scores they will judge. Models with test-time
+augmentation levels (geo-seg) get both thresholds for every level (:func:`calibrate_tta_levels`),
+so ``detect --tta N`` scores with thresholds made for its scores.
 
 Checkpoints: after every epoch the full training state is written atomically to
 ``MODEL_DIR/.checkpoint/`` (``state-<hash>.safetensors`` + ``state.json``, which names it, so
