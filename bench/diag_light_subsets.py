@@ -180,6 +180,13 @@ def _prediction(images: np.ndarray, lights: np.ndarray, mask: np.ndarray, even: 
     return {k: _stats(np.concatenate(v)) for k, v in rows.items()}
 
 
+def _angle_rows(results: dict[str, dict], table: str) -> list[str]:
+    """Table rows ``| object | comparison | p50 | p90 | p99 | > GT_DEG |`` of :func:`_stats`."""
+    return [f"| {obj} | {k} | {s['p50']:.2f} | {s['p90']:.2f} | {s['p99']:.2f} | "
+            f"{100 * s['above']:.1f} % |" for obj, r in results.items()
+            for k, s in r[table].items()]
+
+
 def render_md(results: dict[str, dict], args: argparse.Namespace, elapsed: float) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
@@ -199,10 +206,7 @@ def render_md(results: dict[str, dict], args: argparse.Namespace, elapsed: float
         f"| object | light sets compared | p50 | p90 | p99 | > {GT_DEG:g} deg |",
         "|---|---|---|---|---|---|",
     ]
-    for obj, r in results.items():
-        for k, s in r["variability"].items():
-            lines.append(f"| {obj} | {k} | {s['p50']:.2f} | {s['p90']:.2f} | {s['p99']:.2f} | "
-                         f"{100 * s['above']:.1f} % |")
+    lines += _angle_rows(results, "variability")
     lines += [
         "",
         "How far the relit library defects move the PS normal of their ground-truth pixels "
@@ -230,10 +234,7 @@ def render_md(results: dict[str, dict], args: argparse.Namespace, elapsed: float
         f"| object | odd 24 against | p50 | p90 | p99 | > {GT_DEG:g} deg |",
         "|---|---|---|---|---|---|",
     ]
-    for obj, r in results.items():
-        for k, s in r["prediction"].items():
-            lines.append(f"| {obj} | {k} | {s['p50']:.2f} | {s['p90']:.2f} | {s['p99']:.2f} | "
-                         f"{100 * s['above']:.1f} % |")
+    lines += _angle_rows(results, "prediction")
     same = {o: 100 * r["variability"]["odd 24 vs odd 24"]["above"] for o, r in results.items()}
     weak = {o: 100 * r["defects"]["all"]["below3"] for o, r in results.items()}
     lines += [

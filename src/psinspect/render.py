@@ -668,18 +668,12 @@ def render_part(
         height, gt_mask, records = implant_defects_height(
             part.height, part.mask, rng, count=defects, types=defect_types, severity=severity,
             min_angle=min_angle)
-    mat = part.params["material"]
-    ks = float(mat["ks"]) if specular else 0.0
-    inten = rng.uniform(0.8, 1.2, len(light_dirs)).astype(np.float32)
-    images, normals = render_images(height, part.albedo, part.mask, light_dirs, rng,
-                                    specular=ks, shininess=float(mat["shininess"]),
-                                    shadows=shadows, noise=noise, intensities=inten)
+    images, normals, inten, render = _shade(
+        rng, height, part.albedo, part.mask, part.params["material"], light_dirs,
+        layout if np.ndim(lights) == 0 else "custom", specular, shadows, noise)
     info = {
         "name": part.name, "family": family, "size": size, "params": part.params,
-        "render": {"lights": int(len(light_dirs)), "layout": layout if np.ndim(lights) == 0
-                   else "custom", "specular": ks, "shininess": float(mat["shininess"]),
-                   "cast_shadows": shadows, "read_noise": noise, "shot_noise": 1e-5,
-                   "bits": 16},
+        "render": render,
         "defective": defects > 0, "num_defects": len(records), "min_angle": min_angle,
     }
     return RenderedPart(images=images, lights=light_dirs, intensities=inten, mask=part.mask,
@@ -760,6 +754,34 @@ def part_instance(
                         defects=records, info=info)
 
 
+def _shade(rng: np.random.Generator, height: np.ndarray, albedo: np.ndarray, mask: np.ndarray,
+           material: dict[str, Any], light_dirs: np.ndarray, layout: str, specular: bool,
+           shadows: bool, noise: float = 0.002
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The images of one capture under ``light_dirs`` with the part's ``material`` (its
+    specular lobe unless ``specular`` is False) and light intensities varying by +-20 %:
+    ``(images, normals_gt, intensities, render settings for part.json)``."""
+    ks = float(material["ks"]) if specular else 0.0
+    inten = rng.uniform(0.8, 1.2, len(light_dirs)).astype(np.float32)
+    images, normals = render_images(height, albedo, mask, light_dirs, rng, specular=ks,
+                                    shininess=float(material["shininess"]), shadows=shadows,
+                                    noise=noise, intensities=inten)
+    render = {"lights": int(len(light_dirs)), "layout": layout, "specular": ks,
+              "shininess": float(material["shininess"]), "cast_shadows": shadows,
+              "read_noise": noise, "shot_noise": 1e-5, "bits": 16}
+    return images, normals, inten, render
+
+
+def _check_defect_args(defect_rate: float, max_defects: int,
+                       defect_types: Sequence[str] | None) -> None:
+    """The defect options shared by :func:`render_dataset` and :func:`render_instances`."""
+    if not 0.0 <= defect_rate <= 1.0:
+        raise PsinspectError(f"--defect-rate must be in [0, 1], got {defect_rate}")
+    if defect_rate > 0 and max_defects < 1:
+        raise PsinspectError(f"--max-defects must be >= 1, got {max_defects}")
+    check_types(defect_types)
+
+
 def write_rendered(folder: str | Path, rp: RenderedPart) -> Path:
     """Save a :class:`RenderedPart` as a capture folder (DiLiGenT layout via
     :func:`psinspect.capture.write_capture`) plus ``part.json``, and for a defective part
@@ -804,16 +826,12 @@ def render_dataset(
     """
     if n_parts < 1:
         raise PsinspectError(f"--parts must be >= 1, got {n_parts}")
-    if not 0.0 <= defect_rate <= 1.0:
-        raise PsinspectError(f"--defect-rate must be in [0, 1], got {defect_rate}")
-    if defect_rate > 0 and max_defects < 1:
-        raise PsinspectError(f"--max-defects must be >= 1, got {max_defects}")
+    _check_defect_args(defect_rate, max_defects, defect_types)
     fams = tuple(families) if families else DEFAULT_FAMILIES
     bad = [f for f in fams if f not in PART_FAMILIES]
     if bad:
         raise PsinspectError(f"--families: unknown {', '.join(bad)}; known: "
                              f"{', '.join(PART_FAMILIES)}")
-    check_types(defect_types)
     out = Path(out)
     paths = []
     for i in range(n_parts):
@@ -869,10 +887,7 @@ def render_instances(
     """
     if n_instances < 1:
         raise PsinspectError(f"--instances must be >= 1, got {n_instances}")
-    if not 0.0 <= defect_rate <= 1.0:
-        raise PsinspectError(f"--defect-rate must be in [0, 1], got {defect_rate}")
-    if defect_rate > 0 and max_defects < 1:
-        raise PsinspectError(f"--max-defects must be >= 1, got {max_defects}")
+    _check_defect_args(defect_rate, max_defects, defect_types)
     if size < 4 * INSTANCE_PAD:
         raise PsinspectError(f"--size must be at least {4 * INSTANCE_PAD} for instances, "
                              f"got {size}")
@@ -881,14 +896,11 @@ def render_instances(
                              f"[0, 10], got {jitter_px}, {jitter_deg}")
     if family is not None and family not in PART_FAMILIES:
         raise PsinspectError(f"--families: unknown {family}; known: {', '.join(PART_FAMILIES)}")
-    check_types(defect_types)
     drng = np.random.default_rng(int(design_seed))
     fam = family or DEFAULT_FAMILIES[int(drng.integers(len(DEFAULT_FAMILIES)))]
     design = pad_part(make_part(drng, size - 2 * INSTANCE_PAD, fam, name=f"design{design_seed}"),
                       INSTANCE_PAD)
-    mat = design.params["material"]
     light_dirs = default_lights(int(lights), layout)
-    ks = float(mat["ks"]) if specular else 0.0
     out = Path(out)
     paths = []
     for i in range(n_instances):
@@ -896,17 +908,14 @@ def render_instances(
         n_def = int(rng.integers(1, max_defects + 1)) if rng.random() < defect_rate else 0
         inst = part_instance(rng, design, jitter_px=jitter_px, jitter_deg=jitter_deg,
                              defects=n_def, defect_types=defect_types, severity=severity)
-        inten = rng.uniform(0.8, 1.2, len(light_dirs)).astype(np.float32)
-        images, normals = render_images(inst.height, inst.albedo, inst.mask, light_dirs, rng,
-                                        specular=ks, shininess=float(mat["shininess"]),
-                                        shadows=shadows, intensities=inten)
+        images, normals, inten, render = _shade(
+            rng, inst.height, inst.albedo, inst.mask, design.params["material"], light_dirs,
+            layout, specular, shadows)
         name = f"inst{i:03d}_{fam}"
         info = {
             "name": name, "family": fam, "size": size, "design_seed": int(design_seed),
             "seed": [int(seed), i], "params": design.params, "instance": inst.info,
-            "render": {"lights": int(len(light_dirs)), "layout": layout, "specular": ks,
-                       "shininess": float(mat["shininess"]), "cast_shadows": shadows,
-                       "read_noise": 0.002, "shot_noise": 1e-5, "bits": 16},
+            "render": render,
             "defective": n_def > 0, "num_defects": len(inst.defects), "min_angle": 2.0,
         }
         part = Part(height=inst.height, albedo=inst.albedo, mask=inst.mask, name=name,
