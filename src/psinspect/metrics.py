@@ -440,19 +440,20 @@ def bootstrap_intervals(
         raise ValueError(f"{len(labels)} group labels for {len(items)} items")
     names, index = np.unique(labels, return_inverse=True)
     bn = _bin_items(items, bins)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(names), size=(resamples, len(names)))
-    per_group = np.stack([np.bincount(d, minlength=len(names)) for d in draws])
-    weights = per_group[:, index].astype(np.float64)
-    boot = _binned_metrics(bn, weights, max_fpr)
     point = _binned_metrics(bn, np.ones((1, len(items))), max_fpr)
+    boot = None
+    if len(names) > 1:  # one group: every draw would be the test set itself
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, len(names), size=(resamples, len(names)))
+        per_group = np.stack([np.bincount(d, minlength=len(names)) for d in draws])
+        boot = _binned_metrics(bn, per_group[:, index].astype(np.float64), max_fpr)
     tail = 100 * (1 - level) / 2
     out: dict = {"level": level, "resamples": resamples, "groups": len(names), "seed": seed,
                  "binned": {}}
-    for key, vals in boot.items():
-        ok = vals[np.isfinite(vals)]
+    for key in point:
+        ok = boot[key][np.isfinite(boot[key])] if boot is not None else np.empty(0)
         out[key] = ([float(np.percentile(ok, tail)), float(np.percentile(ok, 100 - tail))]
-                    if ok.size and len(names) > 1 else None)
+                    if ok.size else None)
         p = float(point[key][0])
         out["binned"][key] = p if np.isfinite(p) else None
     return out
