@@ -7,10 +7,12 @@ tested on captures that never share a surface image with training: half clean, h
   every capture is a new instance (a little manufacturing variation: a tilt of up to 0.3 deg,
   a smooth height ripple of 0.15 px and a 5 % albedo variation) in a new pose (shift up to
   ``--jitter-px``, in-plane rotation up to ``--jitter-deg``), rendered under the same 24-light rig
-  (Blinn-Phong with the family's material, cast shadows, sensor noise) and solved with robust PS.
+  (Blinn-Phong with the family's material, cast shadows, sensor noise) and solved with the
+  model's PS solver (``stable``: :data:`psinspect.stereo.STABLE_SETTINGS`), as ``psinspect
+  train`` and ``detect`` solve capture folders for it; every case, DiLiGenT too.
   Defects come from the defect library, implanted in the HEIGHT FIELD before rendering.
 * ``render-<family>-4light``: the same with a 4-light rig given as slant/tilt (slant 45 deg,
-  tilts 0/90/180/270 deg), least-squares PS (4 lights leave nothing to reject).
+  tilts 0/90/180/270 deg).
 * ``diligent-<object>``: each DiLiGenT object. Training captures: 8 random 24-light subsets of
   the even-numbered images; test captures: random 24-light subsets of the odd-numbered images
   (bear: images 1-20 left out as usual). Pose jitter is applied by shifting/rotating the images
@@ -150,16 +152,14 @@ def _solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray, solver: str
 # ------------------------------------------------------------------------------------------
 # rendered parts
 def render_case(family: str, rng: np.random.Generator, n_test: int, four_light: bool,
-                jitter_px: float, jitter_deg: float, train_splits: bool
+                jitter_px: float, jitter_deg: float, train_splits: bool, solver: str
                 ) -> tuple[list[Capture], list[Capture]]:
     design = pad_part(make_part(rng, RENDER_SIZE, family), PAD)
     mat = design.params["material"]
     if four_light:
         lights = lights_from_slant_tilt(45.0, [0.0, 90.0, 180.0, 270.0])
-        solver = "ls"
     else:
         lights = default_lights(LIGHTS_PER_CAPTURE, "diligent")
-        solver = "robust"
 
     def instance(defective: bool, splits: bool = True) -> Capture:
         # manufacturing variation, then a pose, then (test) defects in the posed height field
@@ -178,7 +178,7 @@ def render_case(family: str, rng: np.random.Generator, n_test: int, four_light: 
 # ------------------------------------------------------------------------------------------
 # DiLiGenT
 def diligent_case(obj: str, rng: np.random.Generator, n_test: int, jitter_px: float,
-                  jitter_deg: float, train_splits: bool, split: str = "parity"
+                  jitter_deg: float, train_splits: bool, solver: str, split: str = "parity"
                   ) -> tuple[list[Capture], list[Capture]]:
     cap = load_capture(DILIGENT / f"{obj}PNG")
     images = np.pad(cap.images, ((0, 0), (PAD, PAD), (PAD, PAD)))
@@ -209,7 +209,7 @@ def diligent_case(obj: str, rng: np.random.Generator, n_test: int, jitter_px: fl
             imgs, gt, records = relight_defects(
                 imgs, l_posed, m_posed, n_posed, warp_image(albedo, m, shape), rng,
                 count=int(rng.integers(1, 3)))
-        return _solve(imgs, l_posed, m_posed, "robust", gt, records, splits)
+        return _solve(imgs, l_posed, m_posed, solver, gt, records, splits)
 
     train = [capture(even, False, train_splits) for _ in range(N_TRAIN)]
     test = [capture(odd, i % 2 == 0) for i in range(n_test)]
@@ -224,7 +224,9 @@ def run_case(name: str, args: argparse.Namespace, hp: dict[str, Any]) -> dict[st
     # calibration scores each good capture with them, as psinspect train does
     fit_splits = getattr(model, "light_train_weight", 0.0) > 0
     t0 = time.perf_counter()
-    key = f"v2_{name}_{args.seed}_{args.test}_{args.jitter_px:g}_{args.jitter_deg:g}.npz"
+    solver = model.ps_solver  # as psinspect train / detect solve capture folders for it
+    key = (f"v3_{solver}_{name}_{args.seed}_{args.test}_{args.jitter_px:g}_"
+           f"{args.jitter_deg:g}.npz")
     if name.startswith("diligent-") and args.diligent_split != "parity":
         key = f"{args.diligent_split}_{key}"
     cached = args.cache / key if args.cache else None
@@ -233,10 +235,10 @@ def run_case(name: str, args: argparse.Namespace, hp: dict[str, Any]) -> dict[st
     elif name.startswith("render-"):
         family = name.split("-")[1]
         train, test = render_case(family, rng, args.test, name.endswith("4light"),
-                                  args.jitter_px, args.jitter_deg, True)
+                                  args.jitter_px, args.jitter_deg, True, solver)
     else:
         train, test = diligent_case(name.split("-")[1], rng, args.test, args.jitter_px,
-                                    args.jitter_deg, True, args.diligent_split)
+                                    args.jitter_deg, True, solver, args.diligent_split)
     if cached is not None and not cached.is_file():
         save_cache(cached, train, test)
     t_data = time.perf_counter() - t0

@@ -33,11 +33,13 @@ def test_detect_passes_light_splits_of_a_capture_to_the_variation_model(tmp_path
     summary = write_detection_outputs([caps[5]], tmp_path / "det", bundle)
     got = np.load(tmp_path / "det" / "cap5_score.npy")
 
+    # detect solved the capture with the model's PS solver (recorded at training), halves too
+    assert summary["ps_solver"] == bundle.input_handling["ps_solver"] == "stable"
     cap = load_capture(caps[5])
-    ps = run_photometric_stereo(cap, "robust")
-    inp = load_input(caps[5], light_splits=True)
+    ps = run_photometric_stereo(cap, "stable")
+    inp = load_input(caps[5], solver="stable", light_splits=True)
     assert inp.light_splits is not None and inp.light_splits.shape[1:3] == inp.mask.shape
-    splits = light_split_differences(cap.images, cap.lights, inp.mask, solver="robust")
+    splits = light_split_differences(cap.images, cap.lights, inp.mask, solver="stable")
     np.testing.assert_allclose(inp.light_splits, splits)
     with_splits = bundle.model.score(inp.normals, inp.mask, ps.confidence, light_splits=splits)
     without = bundle.model.score(inp.normals, inp.mask, ps.confidence)

@@ -98,6 +98,9 @@ def test_cli_known_part_workflow_on_rendered_instances(tmp_path, monkeypatch, ca
     clean_score = max(s["image_score"] for s in summary.values() if s["verdict"] == "pass")
     cfg = json.loads((tmp_path / "model" / "config.json").read_text())
     assert cfg["image_threshold"] < 2 * clean_score
+    # the good captures were solved with the model's PS solver, and detect used the same
+    assert cfg["input"]["ps_solver"] == "stable"
+    assert json.loads((tmp_path / "det" / "summary.json").read_text())["ps_solver"] == "stable"
     for p in new:
         bad = p in defective
         assert summary[p.name]["verdict"] == ("fail" if bad else "pass"), summary[p.name]
@@ -131,15 +134,51 @@ def test_app_scores_a_capture_upload_as_psinspect_detect_does(tmp_path: Path) ->
                            defect_rate=1.0, max_defects=1)[0]
     train_model(good, tmp_path / "model", model_name="variation")
     bundle = load_model_dir(tmp_path / "model")
-    inp = load_input(new, light_splits=True)
+    solver = bundle.input_handling["ps_solver"]
+    assert solver == "stable"  # the variation model's PS solver, recorded at training
+    inp = load_input(new, solver=solver, light_splits=True)
     assert inp.light_splits is not None
     cli = detect_map(bundle, inp.normals, inp.mask, confidence=inp.confidence,
                      light_splits=inp.light_splits)
     upload = Path(shutil.make_archive(str(tmp_path / "upload"), "zip", new))
-    app_inp = load_inspection_input(upload, tmp_path / "work")
+    app_inp = load_inspection_input(upload, tmp_path / "work", solver=solver)
     app = predict(app_inp, ModelChoice("part", bundle))
     assert app.image_score == pytest.approx(cli.image_score, rel=1e-5)
     assert app.verdict.lower() == cli.verdict
     # without the half-set solves the score would differ: the check above can fail
     bare = detect_map(bundle, inp.normals, inp.mask, confidence=inp.confidence)
     assert bare.image_score != pytest.approx(cli.image_score, rel=1e-5)
+    # the app's button solves an upload with the chosen model's solver
+    import psinspect.app as app_module
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("solver"))
+        return app_inp
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(app_module, "load_inspection_input", spy)
+        app_module.inspect_upload(upload, ModelChoice("part", bundle), None, None, tmp_path)
+    assert seen == ["stable"]
+
+
+def test_ps_solver_is_recorded_and_checked(tmp_path: Path) -> None:
+    """Training records the PS solver of its capture folders (the model's unless --solver);
+    models made before it was recorded (the bundled one) read as robust; unknown solvers and a
+    solver for a dataset's already solved maps are refused."""
+    from psinspect.modelstore import load_model_dir
+    from psinspect.train import train_model
+
+    assert load_model_dir(None).input_handling["ps_solver"] == "robust"
+    good = render_instances(tmp_path / "good", 5, design_seed=5, seed=1, size=64, lights=12)
+    cfg = train_model(good, tmp_path / "ls", model_name="variation", solver="ls")
+    assert cfg["input"]["ps_solver"] == "ls"
+    with pytest.raises(PsinspectError, match="unknown solver"):
+        train_model(good, tmp_path / "bad", model_name="variation", solver="magic")
+    assert not (tmp_path / "bad").exists()
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "manifest.json").write_text("{}")
+    with pytest.raises(PsinspectError, match="dataset"):
+        train_model([ds], tmp_path / "bad", model_name="variation", solver="ls")

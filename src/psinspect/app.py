@@ -229,7 +229,8 @@ def load_inspection_input(
 
     A zip is extracted with :func:`safe_extract_zip` into a fresh folder under ``workdir`` and
     solved with photometric stereo (:func:`psinspect.stereo.run_photometric_stereo`, ``solver``
-    default ``robust``, as for the training data); the extracted files are removed afterwards.
+    default ``robust``; the app passes the chosen model's, as ``detect`` does); the extracted
+    files are removed afterwards.
     Errors are :class:`PsinspectError` naming the uploaded file, never a server path.
     """
     path = Path(path)
@@ -530,7 +531,8 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
             raise PsinspectError("no file: upload a normal map or a capture zip first")
         if choice is None:
             raise PsinspectError("unknown model: pick one from the list")
-        inp = load_inspection_input(path, workdir, limits)
+        inp = load_inspection_input(path, workdir, limits,
+                                    solver=str(choice.bundle.input_handling["ps_solver"]))
         p = predict(inp, choice, threshold, image_threshold)
     except PsinspectError as err:
         return (verdict_html(None, str(err)), *empty)

@@ -195,7 +195,7 @@ def build_dataset(
             (at least one) drawn with ``seed``; ``[]``: none (only real-defect captures test).
         subsets: light subsets per capture (``>= 2`` for a val split).
         lights_per_subset: lights per PS solve (default ``min(K, max(8, K // 4))``).
-        solver: PS solver (``ls`` or ``robust``).
+        solver: PS solver (``ls``, ``robust`` or ``stable``; :func:`psinspect.stereo.solve`).
         augment: augmentation names for train-clean (:func:`check_augment`).
         defects_per_map: synthetic defects per test-defective copy: 1..this many.
         defect_types, severity, min_angle: as :func:`psinspect.defects.implant_defects`.

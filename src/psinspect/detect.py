@@ -378,7 +378,7 @@ def write_detection_outputs(
     *,
     threshold: float | None = None,
     image_threshold: float | None = None,
-    solver: str = "robust",
+    solver: str | None = None,
     force: bool = False,
     progress: Any = None,
     jobs: int | None = None,
@@ -386,8 +386,9 @@ def write_detection_outputs(
     """Detect on every input and write the per-input files and ``summary.json`` into ``out``
     (staged: nothing is written unless every input succeeds). ``threshold`` /
     ``image_threshold``: the pixel and pass/fail thresholds instead of the model's calibrated
-    ones. ``jobs``: inputs processed at once (default :func:`default_jobs`). Returns the
-    summary."""
+    ones. ``solver``: the PS solver for capture folders (default: the model's, config
+    ``input.ps_solver``). ``jobs``: inputs processed at once (default :func:`default_jobs`).
+    Returns the summary."""
     from psinspect.fileio import save_json, save_npy, save_png, staged_output_dir
     from psinspect.normalmap import encode_png
     from psinspect.report import heatmap_rgb, panel_rgb
@@ -401,6 +402,12 @@ def write_detection_outputs(
         bundle = replace(bundle, image_threshold=float(image_threshold))
     if jobs is not None and jobs < 1:
         raise PsinspectError(f"--jobs must be at least 1, got {jobs}")
+    solver = solver or str(bundle.input_handling["ps_solver"])
+    from psinspect.stereo import SOLVERS
+
+    if solver not in SOLVERS:
+        raise PsinspectError(
+            f"--solver {solver!r}: unknown solver (use one of {', '.join(SOLVERS)})")
     paths = [Path(p) for p in inputs]
     if not paths:
         raise PsinspectError("no inputs given")
@@ -443,6 +450,7 @@ def write_detection_outputs(
             **({"tta": bundle.model.tta} if bundle.model.tta_levels else {}),
             "pixel_threshold": threshold if threshold is not None else bundle.threshold,
             "image_threshold": bundle.image_threshold,
+            "ps_solver": solver,
             "verdict_rule": "fail when image_score > image_threshold (image score = peak of "
                             "the 3x3 object-pixel mean of the score map)",
             "inputs": summaries,

@@ -57,6 +57,8 @@ DEFAULT_INPUT_HANDLING: dict[str, Any] = {
     "resolution": "native (never resized); maps larger than 'tile' are scored in overlapping tiles",
     "tile": 768,
     "tile_overlap": 64,
+    # the PS solver of capture folders (models made before it was recorded: robust)
+    "ps_solver": "robust",
 }
 
 

@@ -1,4 +1,4 @@
-"""Calibrated photometric stereo: Lambertian least squares and a robust solver.
+"""Calibrated photometric stereo: Lambertian least squares and two robust solvers.
 
 Model: a pixel with albedo ``rho`` and unit normal ``n`` seen under a distant light ``l`` (unit,
 intensity-normalised) has radiance ``I = rho * max(n . l, 0)``. Both solvers estimate the scaled
@@ -8,6 +8,12 @@ normal ``g = rho * n`` per pixel, vectorised over all masked pixels.
 - ``robust``: per-pixel rank trimming (shadows, highlights), automatic rejection of images whose
   brightness contradicts their light intensity, then iteratively reweighted least squares with
   Tukey's biweight; see :func:`solve_robust_pixels`. Training-free, one fixed set of settings.
+- ``stable``: the same with a wider Tukey cut-off (:data:`STABLE_SETTINGS`): which lights count
+  as outliers changes less when the set of lights changes, so two captures of one surface through
+  different lights agree better (DiLiGenT bear / cat, two disjoint 24-light subsets: far fewer
+  pixels more than 2 deg apart), at a slightly larger error against the true normals. The solver
+  of known-part inspection (:class:`psinspect.models.variation.VariationModel`), which compares
+  captures with each other rather than with the truth.
 
 Frames: lights and normals in the DiLiGenT camera frame, x right, y up, z toward the camera;
 image rows grow downward (a row step is -y).
@@ -26,7 +32,7 @@ from psinspect.errors import PsinspectError
 if TYPE_CHECKING:
     from psinspect.capture import Capture
 
-SOLVERS = ("ls", "robust")
+SOLVERS = ("ls", "robust", "stable")
 
 #: relative residual (``|I - rho max(n.l, 0)| <= INLIER_TOL * rho``) below which a light counts
 #: as explained by the Lambertian fit in the confidence map
@@ -319,6 +325,11 @@ class RobustSettings:
     max_dropped_fraction: float = 0.5
 
 
+#: settings of the ``stable`` solver: Tukey cut-off 4 robust sigmas instead of 2 (see the module
+#: docstring and BENCHMARKS.md, known-part inspection)
+STABLE_SETTINGS = RobustSettings(c=4.0)
+
+
 def solve_robust_pixels(obs: np.ndarray, lights: np.ndarray,
                         settings: RobustSettings | None = None
                         ) -> tuple[np.ndarray, np.ndarray]:
@@ -361,7 +372,8 @@ def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None
         images: (K, H, W) float32 linear radiance, already divided by the light intensities.
         lights: (K, 3) unit light directions, DiLiGenT frame (x right, y up, z toward camera).
         mask: (H, W) bool object mask (None = every pixel).
-        solver: ``"ls"`` (Lambertian least squares) or ``"robust"``.
+        solver: ``"ls"`` (Lambertian least squares), ``"robust"`` or ``"stable"`` (robust with
+            :data:`STABLE_SETTINGS`).
 
     Returns:
         :class:`PSResult` with normals (H, W, 3), albedo (H, W), confidence (H, W).
@@ -377,7 +389,8 @@ def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None
         g = solve_ls_pixels(obs, lights)
         used = np.ones(len(lights), dtype=bool)
     else:
-        g, used = solve_robust_pixels(obs, lights)
+        g, used = solve_robust_pixels(obs, lights,
+                                      STABLE_SETTINGS if solver == "stable" else None)
     if not used.all():
         obs, lights = obs[used], lights[used]
     res = _assemble(g, obs, lights, mask)

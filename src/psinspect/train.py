@@ -2,7 +2,9 @@
 
 Inputs are either one dataset folder (``manifest.json`` of :mod:`psinspect.dataset`; the
 ``train-clean`` and ``val-clean`` splits are used, nothing of a test split is read), or any mix
-of capture folders (photometric stereo runs first, robust solver), folders of capture folders,
+of capture folders (photometric stereo runs first, with the model's solver:
+:attr:`psinspect.models.AnomalyModel.ps_solver`, recorded in the config for ``detect``),
+folders of capture folders,
 and normal maps (``.npy`` / 8- or 16-bit ``.png``), all taken as good parts. In the second form a
 deterministic share (every ``val_every``-th input after a seeded shuffle, at least one) is held
 out for validation and threshold calibration.
@@ -65,6 +67,7 @@ from psinspect.modelstore import (
     write_addressed,
 )
 from psinspect.normalmap import load_normal_map
+from psinspect.stereo import SOLVERS
 
 CHECKPOINT_DIR = ".checkpoint"
 DEFAULT_THRESHOLD_FPR = 0.001
@@ -92,6 +95,8 @@ def _is_dataset(path: Path) -> bool:
 
 
 def _load_dataset(path: Path) -> TrainingData:
+    """The clean maps of a dataset folder; ``source["ps_solver"]``: the solver its maps were
+    made with (``psinspect dataset --solver``)."""
     from psinspect.dataset import load_manifest
 
     manifest, folder = load_manifest(path)
@@ -112,7 +117,13 @@ def _load_dataset(path: Path) -> TrainingData:
     surfaces = sorted({it["surface"] for it in manifest["items"]
                        if it["split"] in ("train-clean", "val-clean")})
     return TrainingData(train, val, tn, vn, {"dataset": str(path), "surfaces": surfaces,
-                                             "dataset_seed": manifest.get("seed")})
+                                             "dataset_seed": manifest.get("seed"),
+                                             "ps_solver": _dataset_solver(manifest)})
+
+
+def _dataset_solver(manifest: dict[str, Any]) -> str:
+    """The PS solver a dataset's maps were made with (robust for manifests that lack it)."""
+    return str((manifest.get("config") or {}).get("solver", "robust"))
 
 
 def scoring_extras(inp: Any) -> dict[str, Any]:
@@ -148,15 +159,16 @@ def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
 
 
 def _load_maps(files: Sequence[Path], progress: Callable[[str], None] | None,
-               light_splits: bool = False) -> list[tuple[str, NormalSample, dict[str, Any]]]:
-    """(name, map, :func:`scoring_extras`) of each capture folder (robust PS, read as
+               light_splits: bool = False, solver: str = "robust",
+               ) -> list[tuple[str, NormalSample, dict[str, Any]]]:
+    """(name, map, :func:`scoring_extras`) of each capture folder (PS with ``solver``, read as
     :func:`psinspect.detect.load_input` reads it, half-light-set solves with ``light_splits``)
     or normal-map file, in order."""
     from psinspect.detect import load_input
 
     out = []
     for f in files:
-        inp = load_input(f, light_splits=light_splits)
+        inp = load_input(f, solver=solver, light_splits=light_splits)
         out.append((inp.name, (inp.normals, inp.mask), scoring_extras(inp)))
         if progress is not None:
             progress(inp.name)
@@ -166,9 +178,11 @@ def _load_maps(files: Sequence[Path], progress: Callable[[str], None] | None,
 def load_training_data(
     inputs: Sequence[str | os.PathLike[str]], *, seed: int = 0, val_every: int = 5,
     progress: Callable[[str], None] | None = None, light_splits: bool = False,
+    solver: str = "robust",
 ) -> TrainingData:
-    """Read the training inputs (see the module docstring); ``light_splits``: also solve capture
-    folders on half light sets (for models that use them, as ``detect`` does)."""
+    """Read the training inputs (see the module docstring); capture folders are solved with
+    ``solver``; ``light_splits``: also solve them on half light sets (for models that use them,
+    as ``detect`` does)."""
     paths = [Path(p) for p in inputs]
     if not paths:
         raise PsinspectError("no training inputs given")
@@ -181,7 +195,7 @@ def load_training_data(
         raise PsinspectError(
             f"need at least 2 good parts (one is held out for calibration), got {len(files)}"
         )
-    loaded = _load_maps(files, progress, light_splits)
+    loaded = _load_maps(files, progress, light_splits, solver)
     order = np.random.default_rng(int(seed)).permutation(len(loaded))
     n_val = max(1, len(loaded) // max(2, int(val_every)))
     val_idx = set(int(i) for i in order[:n_val])
@@ -192,7 +206,7 @@ def load_training_data(
     return TrainingData(
         pick(1, False), pick(1, True), pick(0, False), pick(0, True),
         {"inputs": [str(f) for f in files], "holdout_rule": f"seeded shuffle ({seed}), first "
-         f"{n_val} of {len(loaded)} held out for validation"},
+         f"{n_val} of {len(loaded)} held out for validation", "ps_solver": solver},
         pick(2, False), pick(2, True),
     )
 
@@ -381,6 +395,7 @@ def train_model(
     threshold_fpr: float = DEFAULT_THRESHOLD_FPR,
     image_fpr: float = DEFAULT_IMAGE_FPR,
     threshold: float | None = None,
+    solver: str | None = None,
     force: bool = False,
     resume: bool = False,
     threads: int | None = None,
@@ -392,7 +407,9 @@ def train_model(
     ``calibration_inputs``: clean maps or captures of parts NOT in ``inputs``, added to the
     validation maps for threshold calibration only (not for early stopping; see the module
     docstring). ``image_fpr``: the target share of good parts failing for cross-calibrated
-    models (:func:`gumbel_threshold`). Returns the written ``config.json`` contents.
+    models (:func:`gumbel_threshold`). ``solver``: the PS solver for capture-folder inputs
+    (default: the model's :attr:`~psinspect.models.AnomalyModel.ps_solver`), recorded in the
+    config for ``detect``. Returns the written ``config.json`` contents.
     ``on_epoch`` gets each epoch's log entry.
     With ``resume``, model, hyperparameters, inputs and training settings come from the
     checkpoint in ``out`` (other arguments are ignored).
@@ -402,7 +419,7 @@ def train_model(
             "hyperparameters": hyperparameters or {}, "epochs": int(epochs),
             "batch_size": int(batch_size), "seed": int(seed), "patience": int(patience),
             "threshold_fpr": float(threshold_fpr), "image_fpr": float(image_fpr),
-            "threshold": threshold,
+            "threshold": threshold, "solver": solver,
             "calibration_inputs": [str(p) for p in calibration_inputs or []]}
     resume_state = None
     if resume:
@@ -429,11 +446,18 @@ def train_model(
     if not 0.0 < args.get("image_fpr", DEFAULT_IMAGE_FPR) < 1.0:
         raise PsinspectError(f"--image-fpr must be in (0, 1), got {args['image_fpr']}")
     model = create_model(args["model"], **args["hyperparameters"])
+    solver = args.get("solver") or model.ps_solver
+    if solver not in SOLVERS:
+        raise PsinspectError(f"--solver {solver!r}: unknown solver (use one of "
+                             f"{', '.join(SOLVERS)})")
+    if args.get("solver") and len(args["inputs"]) == 1 and _is_dataset(Path(args["inputs"][0])):
+        raise PsinspectError("--solver applies to capture folders; a dataset's maps were solved "
+                             "when it was built (psinspect dataset --solver)")
     cal_files = calibration_files(args.get("calibration_inputs", []))  # fail before loading
     splits = bool(getattr(model, "uses_light_splits", False))
     data = load_training_data(args["inputs"], seed=args["seed"], progress=progress,
-                              light_splits=splits)
-    cal_loaded = _load_maps(cal_files, progress, splits)
+                              light_splits=splits, solver=solver)
+    cal_loaded = _load_maps(cal_files, progress, splits, solver)
     cal_names, cal_maps = [c[0] for c in cal_loaded], [c[1] for c in cal_loaded]
     cal_extras = [c[2] for c in cal_loaded]
 
@@ -505,6 +529,7 @@ def train_model(
         "psinspect_version": __version__,
     }
     save_model_dir(out, model, threshold=thr, image_threshold=img_thr, calibration=stats,
-                   training=training, log=log, tta_thresholds=tta_thresholds)
+                   training=training, log=log, tta_thresholds=tta_thresholds,
+                   input_handling={"ps_solver": data.source.get("ps_solver", solver)})
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     return json.loads((out / "config.json").read_text(encoding="utf-8"))

@@ -45,7 +45,7 @@ def dataset_cmd(
         help="Light subsets (PS solves) per capture; the last is val for train surfaces.")] = 4,
     lights_per_subset: Annotated[int | None, typer.Option(
         help="Lights per PS solve (default min(K, max(8, K // 4))).")] = None,
-    solver: Annotated[str, typer.Option(help="PS solver: ls or robust.")] = "robust",
+    solver: Annotated[str, typer.Option(help="PS solver: ls, robust or stable.")] = "robust",
     augment: Annotated[str, typer.Option(
         help="Comma-separated train augmentations: rot90, rot180, rot270, rot<deg>, fliplr, "
              "flipud, transpose; 'none' for none.")] = "rot90,rot180,rot270,fliplr",

@@ -24,7 +24,11 @@ def detect_cmd(
         help="Pass/fail threshold on the image score (default: the model's calibrated one, "
              "the largest image score of its clean validation maps). Lower: more defective "
              "parts caught and more good parts rejected.")] = None,
-    solver: Annotated[str, typer.Option(help="PS solver for capture folders.")] = "robust",
+    solver: Annotated[str | None, typer.Option(
+        help="PS solver for capture folders: ls, robust or stable (default: the one the "
+             "model's good parts were solved with, recorded at training; robust for the "
+             "bundled model). Another one than the model's changes the scores it was "
+             "calibrated for.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
     tta: Annotated[int | None, typer.Option(
         help="Test-time augmentation: copies of each map (turned / mirrored) scored and "

@@ -34,6 +34,10 @@ def train_cmd(
              "parts (variation): sets the pass/fail threshold.")] = 0.01,
     threshold: Annotated[float | None, typer.Option(
         help="Use this per-pixel threshold instead of the calibrated one.")] = None,
+    solver: Annotated[str | None, typer.Option(
+        help="PS solver for capture-folder inputs: ls, robust or stable (default: the "
+             "model's: stable for variation, robust otherwise). Recorded in the model; detect "
+             "solves capture folders with it.")] = None,
     hyperparameters: Annotated[str | None, typer.Option(
         "--hp", help='Model hyperparameters as JSON, e.g. \'{"channels": [8, 16, 32, 64]}\'.'
     )] = None,
@@ -86,7 +90,7 @@ def train_cmd(
             inputs, out, model_name=model, hyperparameters=hp, epochs=epochs,
             batch_size=batch_size, seed=seed, patience=patience, threshold_fpr=threshold_fpr,
             image_fpr=image_fpr,
-            threshold=threshold, force=force, resume=resume, threads=threads,
+            threshold=threshold, solver=solver, force=force, resume=resume, threads=threads,
             calibration_inputs=calibrate_on, on_epoch=on_epoch,
             progress=lambda msg: bar.update(task, description=msg),
         )

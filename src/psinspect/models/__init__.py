@@ -59,6 +59,10 @@ class AnomalyModel(ABC):
     #: scored and averaged) the model can score at; empty where it has no such setting.
     #: Training calibrates thresholds for each (config ``tta_thresholds``)
     tta_levels: ClassVar[tuple[int, ...]] = ()
+    #: the photometric-stereo solver (:data:`psinspect.stereo.SOLVERS`) for capture folders this
+    #: model is trained on; training records the one it used in the model's config
+    #: (``input.ps_solver``) and ``detect`` and the web app solve capture folders with it
+    ps_solver: ClassVar[str] = "robust"
 
     @abstractmethod
     def score(

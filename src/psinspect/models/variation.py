@@ -181,6 +181,9 @@ class VariationModel(AnomalyModel):
     tileable = False
     #: train.py fits on all good maps and calibrates on cross-fitted held-out scores
     cross_calibration = True
+    #: captures are compared with each other, not with the truth: the PS solver whose result
+    #: moves least when the set of lights changes (:data:`psinspect.stereo.STABLE_SETTINGS`)
+    ps_solver = "stable"
 
     @property
     def uses_light_splits(self) -> bool:
