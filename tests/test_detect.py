@@ -184,6 +184,8 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     assert code == 0, err
     cfg = json.loads((mdir / "config.json").read_text())
     assert cfg["model"] == "geo-seg" and cfg["threshold"] > 0
+    # the dataset's maps were solved with its (default, robust) solver: detect will use it
+    assert cfg["input"]["ps_solver"] == "robust" and "ps_solver" not in cfg["training"]
     assert len(read_train_log(mdir)) == 2
     assert not (mdir / ".checkpoint").exists()
     # training again into the same folder needs --force

@@ -517,6 +517,7 @@ def train_model(
         thr = float(args["threshold"])
     from psinspect import __version__
 
+    ps_solver = data.source.pop("ps_solver", solver)  # the config records it under "input"
     training = {
         **data.source, "train_maps": len(data.train), "val_maps": len(data.val),
         # the log of a cross-calibrated model (fitted in one go) has no epochs
@@ -530,6 +531,6 @@ def train_model(
     }
     save_model_dir(out, model, threshold=thr, image_threshold=img_thr, calibration=stats,
                    training=training, log=log, tta_thresholds=tta_thresholds,
-                   input_handling={"ps_solver": data.source.get("ps_solver", solver)})
+                   input_handling={"ps_solver": ps_solver})
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     return json.loads((out / "config.json").read_text(encoding="utf-8"))
