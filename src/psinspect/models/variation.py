@@ -209,7 +209,7 @@ class VariationModel(AnomalyModel):
         edge_tolerance_px: float = 3.0,
         outside_score: float = 10.0,
         light_train_weight: float = 0.0,
-        light_test_weight: float = 1.0,
+        light_test_weight: float = 2.0,
         split_full_deg: float = 3.0,
         split_zero_deg: float = 8.0,
         native_spread: bool = True,
