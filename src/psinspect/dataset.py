@@ -203,12 +203,11 @@ def build_dataset(
         progress: called with a short message after each PS solve.
     """
     from psinspect.capture import load_capture
-    from psinspect.stereo import SOLVERS, solve
+    from psinspect.stereo import check_solver, solve
 
     if subsets < 1:
         raise PsinspectError(f"--subsets must be >= 1, got {subsets}")
-    if solver not in SOLVERS:
-        raise PsinspectError(f"--solver {solver!r}: unknown (use one of {', '.join(SOLVERS)})")
+    check_solver(solver)
     if defects_per_map < 1:
         raise PsinspectError(f"--defects-per-map must be >= 1, got {defects_per_map}")
     augment = [check_augment(a) for a in augment if a != "none"]

@@ -402,12 +402,9 @@ def write_detection_outputs(
         bundle = replace(bundle, image_threshold=float(image_threshold))
     if jobs is not None and jobs < 1:
         raise PsinspectError(f"--jobs must be at least 1, got {jobs}")
-    solver = solver or str(bundle.input_handling["ps_solver"])
-    from psinspect.stereo import SOLVERS
+    from psinspect.stereo import check_solver
 
-    if solver not in SOLVERS:
-        raise PsinspectError(
-            f"--solver {solver!r}: unknown solver (use one of {', '.join(SOLVERS)})")
+    solver = check_solver(solver or str(bundle.input_handling["ps_solver"]))
     paths = [Path(p) for p in inputs]
     if not paths:
         raise PsinspectError("no inputs given")

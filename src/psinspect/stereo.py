@@ -365,6 +365,14 @@ def solve_robust_pixels(obs: np.ndarray, lights: np.ndarray,
     return g, used
 
 
+def check_solver(solver: str) -> str:
+    """``solver`` if it names one of :data:`SOLVERS`, else a one-line :class:`PsinspectError`."""
+    if solver not in SOLVERS:
+        raise PsinspectError(
+            f"--solver {solver!r}: unknown solver (use one of {', '.join(SOLVERS)})")
+    return solver
+
+
 def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None,
           solver: str = "ls") -> PSResult:
     """Photometric stereo on a grey capture.
@@ -379,9 +387,7 @@ def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None
     Returns:
         :class:`PSResult` with normals (H, W, 3), albedo (H, W), confidence (H, W).
     """
-    if solver not in SOLVERS:
-        raise PsinspectError(
-            f"--solver {solver!r}: unknown solver (use one of {', '.join(SOLVERS)})")
+    check_solver(solver)
     images, lights, mask = _check_inputs(images, lights, mask)
     obs = images[:, mask]
     if obs.dtype != np.float32:

@@ -67,7 +67,7 @@ from psinspect.modelstore import (
     write_addressed,
 )
 from psinspect.normalmap import load_normal_map
-from psinspect.stereo import SOLVERS
+from psinspect.stereo import check_solver
 
 CHECKPOINT_DIR = ".checkpoint"
 DEFAULT_THRESHOLD_FPR = 0.001
@@ -446,10 +446,7 @@ def train_model(
     if not 0.0 < args.get("image_fpr", DEFAULT_IMAGE_FPR) < 1.0:
         raise PsinspectError(f"--image-fpr must be in (0, 1), got {args['image_fpr']}")
     model = create_model(args["model"], **args["hyperparameters"])
-    solver = args.get("solver") or model.ps_solver
-    if solver not in SOLVERS:
-        raise PsinspectError(f"--solver {solver!r}: unknown solver (use one of "
-                             f"{', '.join(SOLVERS)})")
+    solver = check_solver(args.get("solver") or model.ps_solver)
     if args.get("solver") and len(args["inputs"]) == 1 and _is_dataset(Path(args["inputs"][0])):
         raise PsinspectError("--solver applies to capture folders; a dataset's maps were solved "
                              "when it was built (psinspect dataset --solver)")

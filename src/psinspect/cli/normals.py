@@ -47,11 +47,14 @@ def normals_cmd(
     from psinspect.capture import load_capture, read_lights_file
     from psinspect.fileio import check_output_dir, save_json, save_npy, save_png, staged_output_dir
     from psinspect.normalmap import angular_error_deg, encode_png
-    from psinspect.stereo import SOLVERS, farthest_point_lights, parse_light_spec, solve
+    from psinspect.stereo import (
+        check_solver,
+        farthest_point_lights,
+        parse_light_spec,
+        solve,
+    )
 
-    if solver not in SOLVERS:
-        raise PsinspectError(
-            f"--solver {solver!r}: unknown solver (use one of {', '.join(SOLVERS)})")
+    check_solver(solver)
     if lights is not None and num_lights is not None:
         raise PsinspectError("--lights and --num-lights cannot be used together")
     check_output_dir(out, force)  # fail before the slow part
