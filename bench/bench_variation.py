@@ -99,9 +99,12 @@ class Capture:
     #: (P, H, W, 3) light-split differences (None for captures with too few lights)
     splits: np.ndarray | None = None
     split_seconds: float = 0.0
+    #: the capture's images (K, H, W) and lights (K, 3), for models that compare images
+    images: np.ndarray | None = None
+    lights: np.ndarray | None = None
 
 
-_ARRAYS = ("normals", "mask", "confidence", "gt", "splits")
+_ARRAYS = ("normals", "mask", "confidence", "gt", "splits", "images", "lights")
 
 
 def save_cache(path: Path, train: list[Capture], test: list[Capture]) -> None:
@@ -134,7 +137,8 @@ def load_cache(path: Path) -> tuple[list[Capture], list[Capture]]:
             arr = {a: (z[key + a] if key + a in z else None) for a in _ARRAYS}
             out[m["split"]].append(Capture(
                 arr["normals"], arr["mask"], arr["confidence"], arr["gt"], m["defects"],
-                m["ps_seconds"], arr["splits"], m["split_seconds"]))
+                m["ps_seconds"], arr["splits"], m["split_seconds"], arr["images"],
+                arr["lights"]))
     return out["train"], out["test"]
 
 
@@ -146,7 +150,8 @@ def _solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray, solver: str
     t0 = time.perf_counter()
     diffs = light_split_differences(images, lights, mask, solver=solver) if splits else None
     ds = time.perf_counter() - t0
-    return Capture(ps.normals, mask, ps.confidence, gt & mask, records, dt, diffs, ds)
+    return Capture(ps.normals, mask, ps.confidence, gt & mask, records, dt, diffs, ds,
+                   np.asarray(images, np.float32), np.asarray(lights, np.float32))
 
 
 # ------------------------------------------------------------------------------------------
@@ -225,7 +230,7 @@ def run_case(name: str, args: argparse.Namespace, hp: dict[str, Any]) -> dict[st
     fit_splits = getattr(model, "light_train_weight", 0.0) > 0
     t0 = time.perf_counter()
     solver = model.ps_solver  # as psinspect train / detect solve capture folders for it
-    key = (f"v3_{solver}_{name}_{args.seed}_{args.test}_{args.jitter_px:g}_"
+    key = (f"v4_{solver}_{name}_{args.seed}_{args.test}_{args.jitter_px:g}_"
            f"{args.jitter_deg:g}.npz")
     if name.startswith("diligent-") and args.diligent_split != "parity":
         key = f"{args.diligent_split}_{key}"
@@ -244,14 +249,20 @@ def run_case(name: str, args: argparse.Namespace, hp: dict[str, Any]) -> dict[st
     t_data = time.perf_counter() - t0
     t0 = time.perf_counter()
     samples = [(c.normals, c.mask) for c in train]
-    model.fit(samples, [], light_splits=[c.splits for c in train] if fit_splits else None)
+    # the images of the captures, as psinspect train keeps them for a model that learns from
+    # them (the shading comparison)
+    per_sample = ({"capture_images": [(c.images, c.lights) for c in train]}
+                  if model.learns_from_images else {})
+    model.fit(samples, [], light_splits=[c.splits for c in train] if fit_splits else None,
+              **per_sample)
     t_fit = time.perf_counter() - t0
     # the pass/fail threshold as psinspect train sets it: from the image scores of the good
     # captures, each scored by a model fitted without it (cross calibration)
     t0 = time.perf_counter()
-    scorers = cross_fitted("variation", hp, samples, {})
-    held = [image_score(s.score(c.normals, c.mask, c.confidence, light_splits=c.splits).score,
-                        c.mask) for s, c in zip(scorers, train, strict=True)]
+    scorers = cross_fitted("variation", hp, samples, {}, per_sample)
+    held = [image_score(s.score(c.normals, c.mask, c.confidence, light_splits=c.splits,
+                                capture_images=(c.images, c.lights)).score, c.mask)
+            for s, c in zip(scorers, train, strict=True)]
     image_threshold, _ = gumbel_threshold(held, DEFAULT_IMAGE_FPR)
     t_cal = time.perf_counter() - t0
     t_ps_train = sum(c.ps_seconds for c in train)
@@ -259,7 +270,8 @@ def run_case(name: str, args: argparse.Namespace, hp: dict[str, Any]) -> dict[st
     items, t_det = [], []
     for i, c in enumerate(test):
         t0 = time.perf_counter()
-        res = model.score(c.normals, c.mask, c.confidence, light_splits=c.splits)
+        res = model.score(c.normals, c.mask, c.confidence, light_splits=c.splits,
+                          capture_images=(c.images, c.lights))
         t_det.append(time.perf_counter() - t0)
         items.append(EvalItem(f"{name}-{i}", res.score, c.gt, c.mask,
                               image_score(res.score, c.mask), c.defects))

@@ -1,6 +1,6 @@
 """``detect`` on capture folders gives the variation model the capture's half-light-set PS
-differences (the light-choice sensitivity it was benchmarked with), so the CLI scores what the
-benchmark measured."""
+differences (the light-choice sensitivity it was benchmarked with) and its images (the shading
+comparison), so the CLI scores what the benchmark measured."""
 
 from __future__ import annotations
 
@@ -41,8 +41,13 @@ def test_detect_passes_light_splits_of_a_capture_to_the_variation_model(tmp_path
     assert inp.light_splits is not None and inp.light_splits.shape[1:3] == inp.mask.shape
     splits = light_split_differences(cap.images, cap.lights, inp.mask, solver="stable")
     np.testing.assert_allclose(inp.light_splits, splits)
-    with_splits = bundle.model.score(inp.normals, inp.mask, ps.confidence, light_splits=splits)
-    without = bundle.model.score(inp.normals, inp.mask, ps.confidence)
-    np.testing.assert_allclose(got, with_splits.score, rtol=1e-3, atol=1e-4)
-    assert np.abs(with_splits.score - without.score).max() > 0.05  # the term matters here
+    images = (cap.images, cap.lights)
+    assert bundle.model.uses_capture_images
+    full = bundle.model.score(inp.normals, inp.mask, ps.confidence, light_splits=splits,
+                              capture_images=images)
+    np.testing.assert_allclose(got, full.score, rtol=1e-3, atol=1e-4)
+    assert full.info["shading_pixels"] > 0.9 * inp.mask.sum()
+    for partial in ({"light_splits": splits}, {"capture_images": images}):
+        other = bundle.model.score(inp.normals, inp.mask, ps.confidence, **partial)
+        assert np.abs(full.score - other.score).max() > 0.05  # each input matters here
     assert summary["inputs"][0]["name"] == "cap5"

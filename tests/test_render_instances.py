@@ -121,7 +121,8 @@ def test_cli_known_part_workflow_on_rendered_instances(tmp_path, monkeypatch, ca
 
 def test_app_scores_a_capture_upload_as_psinspect_detect_does(tmp_path: Path) -> None:
     """The web app and ``psinspect detect`` give a variation model the same inputs for a
-    capture (PS confidence and the half-light-set solves), hence the same scores."""
+    capture (PS confidence, the half-light-set solves and the images), hence the same
+    scores."""
     import shutil
 
     from psinspect.app import ModelChoice, load_inspection_input, predict
@@ -136,18 +137,21 @@ def test_app_scores_a_capture_upload_as_psinspect_detect_does(tmp_path: Path) ->
     bundle = load_model_dir(tmp_path / "model")
     solver = bundle.input_handling["ps_solver"]
     assert solver == "stable"  # the variation model's PS solver, recorded at training
-    inp = load_input(new, solver=solver, light_splits=True)
-    assert inp.light_splits is not None
+    assert bundle.model.uses_capture_images  # trained from capture folders: has their images
+    inp = load_input(new, solver=solver, light_splits=True, capture_images=True)
+    assert inp.light_splits is not None and inp.capture_images is not None
     cli = detect_map(bundle, inp.normals, inp.mask, confidence=inp.confidence,
-                     light_splits=inp.light_splits)
+                     light_splits=inp.light_splits, capture_images=inp.capture_images)
     upload = Path(shutil.make_archive(str(tmp_path / "upload"), "zip", new))
     app_inp = load_inspection_input(upload, tmp_path / "work", solver=solver)
     app = predict(app_inp, ModelChoice("part", bundle))
     assert app.image_score == pytest.approx(cli.image_score, rel=1e-5)
     assert app.verdict.lower() == cli.verdict
-    # without the half-set solves the score would differ: the check above can fail
-    bare = detect_map(bundle, inp.normals, inp.mask, confidence=inp.confidence)
-    assert bare.image_score != pytest.approx(cli.image_score, rel=1e-5)
+    # without the half-set solves or without the images the score would differ: the check
+    # above can fail
+    for kwargs in ({"capture_images": inp.capture_images}, {"light_splits": inp.light_splits}):
+        part = detect_map(bundle, inp.normals, inp.mask, confidence=inp.confidence, **kwargs)
+        assert part.image_score != pytest.approx(cli.image_score, rel=1e-5)
     # the app's button solves an upload with the chosen model's solver
     import psinspect.app as app_module
 

@@ -492,8 +492,10 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
         bundle = replace(bundle, image_threshold=float(image_threshold))
     # as psinspect detect: models that use them get the capture's half-light-set solves
     splits = inp.light_splits() if getattr(bundle.model, "uses_light_splits", False) else None
+    images = (inp.capture[:2] if inp.capture is not None
+              and getattr(bundle.model, "uses_capture_images", False) else None)
     det = detect_map(bundle, inp.normals, inp.mask, name=inp.name, confidence=inp.confidence,
-                     threshold=threshold, light_splits=splits)
+                     threshold=threshold, light_splits=splits, capture_images=images)
     normals_rgb = encode_png(inp.normals, inp.mask)
     ref = det.reference
     return Prediction(

@@ -133,18 +133,24 @@ def score_map(
     tile: int = 768,
     overlap: int = 64,
     light_splits: np.ndarray | None = None,
+    capture_images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ScoreResult:
     """Score one map at native resolution, tiled when larger than ``tile`` (see module doc),
     then the model's map-level step (:meth:`AnomalyModel.finish_map`) on the joined map.
 
     Models whose score depends on the whole map (e.g. registered templates) declare
     ``tileable = False`` and are always run on the full map. ``light_splits``: the capture's
-    half-light-set PS differences, for models that use them (``uses_light_splits``).
+    half-light-set PS differences, for models that use them (``uses_light_splits``);
+    ``capture_images``: the capture's ``(images, lights)``, for models that compare images
+    (``uses_capture_images``).
     """
     mask = np.asarray(mask, bool)
     h, w = mask.shape
-    extra = ({"light_splits": light_splits}
-             if light_splits is not None and getattr(model, "uses_light_splits", False) else {})
+    extra: dict[str, Any] = {}
+    if light_splits is not None and getattr(model, "uses_light_splits", False):
+        extra["light_splits"] = light_splits
+    if capture_images is not None and getattr(model, "uses_capture_images", False):
+        extra["capture_images"] = capture_images
     if extra or not getattr(model, "tileable", True) or (h <= tile and w <= tile):
         res = model.score(normals, mask, confidence, **extra)
         res.score, res.image_scale = model.finish_map(
@@ -263,9 +269,10 @@ def detect_map(
     confidence: np.ndarray | None = None,
     threshold: float | None = None,
     light_splits: np.ndarray | None = None,
+    capture_images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Detection:
     """Validate, score, threshold and judge one normal map with a loaded model
-    (``light_splits``: see :func:`score_map`)."""
+    (``light_splits``, ``capture_images``: see :func:`score_map`)."""
     n, m = validate_normal_map(normals, mask, name=name)
     if confidence is not None:
         confidence = np.asarray(confidence, np.float32)
@@ -273,7 +280,8 @@ def detect_map(
             raise PsinspectError(f"{name}: confidence map must be finite and {m.shape}")
     ih = bundle.input_handling
     res = score_map(bundle.model, n, m, confidence, tile=int(ih["tile"]),
-                    overlap=int(ih["tile_overlap"]), light_splits=light_splits)
+                    overlap=int(ih["tile_overlap"]), light_splits=light_splits,
+                    capture_images=capture_images)
     if not np.isfinite(res.score).all():
         raise PsinspectError(f"{name}: the model produced non-finite scores")
     thr = bundle.threshold if threshold is None else float(threshold)
@@ -299,6 +307,8 @@ class InputMap:
     gt_mask: np.ndarray | None = None
     defects: list[dict[str, Any]] | None = None
     light_splits: np.ndarray | None = None
+    #: a capture folder's ``(images (K, H, W), lights (K, 3))``, for models that use them
+    capture_images: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
@@ -322,10 +332,11 @@ def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
 
 
 def load_input(path: str | os.PathLike[str], solver: str = "robust",
-               light_splits: bool = False) -> InputMap:
+               light_splits: bool = False, capture_images: bool = False) -> InputMap:
     """Read one detect input: ``.npy`` / ``.png`` normal map or a capture folder (PS first).
     ``light_splits``: for a capture folder, also solve PS on half light sets
-    (:func:`psinspect.models.variation.light_split_differences`; None below 12 lights)."""
+    (:func:`psinspect.models.variation.light_split_differences`; None below 12 lights);
+    ``capture_images``: keep a capture folder's images and lights."""
     p = Path(path)
     if p.is_file():
         n, m = load_normal_map(p)
@@ -355,7 +366,8 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
 
             splits = light_split_differences(cap.images, cap.lights, m, solver=solver)
         return InputMap(p.name, n, m, str(p), confidence=res.confidence, gt_mask=gt,
-                        defects=recs, light_splits=splits)
+                        defects=recs, light_splits=splits,
+                        capture_images=(cap.images, cap.lights) if capture_images else None)
     raise PsinspectError(f"{p}: input not found (expected a .npy/.png normal map or a capture "
                          "folder)")
 
@@ -413,14 +425,17 @@ def write_detection_outputs(
             raise PsinspectError(f"{p}: input not found")
     names = unique_names([p.stem if p.is_file() else p.name for p in paths])
     light_splits = getattr(bundle.model, "uses_light_splits", False)
+    images = getattr(bundle.model, "uses_capture_images", False)
     with staged_output_dir(out, force) as stage:
 
         def one(item: tuple[Path, str]) -> dict[str, Any]:
             p, name = item
-            inp = load_input(p, solver=solver, light_splits=light_splits)
+            inp = load_input(p, solver=solver, light_splits=light_splits,
+                             capture_images=images)
             det = detect_map(bundle, inp.normals, inp.mask, name=name,
                              confidence=inp.confidence, threshold=threshold,
-                             light_splits=inp.light_splits)
+                             light_splits=inp.light_splits,
+                             capture_images=inp.capture_images)
             save_npy(stage / f"{name}_score.npy", det.score.astype(np.float32))
             save_png(stage / f"{name}_heatmap.png", heatmap_rgb(det.score, inp.mask,
                                                                 det.threshold))

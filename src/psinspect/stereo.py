@@ -204,7 +204,7 @@ def _solve_sym3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
-def _batched_wls(obs: np.ndarray, lights: np.ndarray, wts: np.ndarray) -> np.ndarray:
+def batched_wls(obs: np.ndarray, lights: np.ndarray, wts: np.ndarray) -> np.ndarray:
     """Weighted LS per pixel: obs (N, K), weights (N, K), lights (K, 3) -> g (N, 3) float64.
 
     The 3x3 normal equations ``(L^T W L) g = L^T W I`` of all pixels are built with two matrix
@@ -233,7 +233,7 @@ def _rank_trimmed(obs: np.ndarray, lights: np.ndarray, low: float, high: float) 
         lo, hi = 0, k
     cuts = np.partition(obs, [lo, hi - 1], axis=1)
     wts = ((obs >= cuts[:, lo:lo + 1]) & (obs <= cuts[:, hi - 1:hi])).astype(np.float32)
-    return _batched_wls(obs, lights, wts)
+    return batched_wls(obs, lights, wts)
 
 
 def _lower_median(values: np.ndarray, valid: np.ndarray, axis: int) -> tuple[np.ndarray,
@@ -300,7 +300,7 @@ def _tukey_irls(obs: np.ndarray, lights: np.ndarray, g: np.ndarray, iters: int, 
         too_few = (wts > 0).sum(axis=1) < 3
         if too_few.any():  # keep the previous estimate's support rather than nothing
             wts[too_few] = (obs[too_few] > 0).astype(np.float32)
-        g = _batched_wls(obs, lights, wts)
+        g = batched_wls(obs, lights, wts)
     return g, wts
 
 

@@ -128,9 +128,10 @@ def _dataset_solver(manifest: dict[str, Any]) -> str:
 
 def scoring_extras(inp: Any) -> dict[str, Any]:
     """What ``detect`` gives a model besides the map, from a
-    :class:`psinspect.detect.InputMap`: ``confidence`` and ``light_splits`` (None for normal-map
-    files)."""
-    return {"confidence": inp.confidence, "light_splits": inp.light_splits}
+    :class:`psinspect.detect.InputMap`: ``confidence``, ``light_splits`` and
+    ``capture_images`` (None for normal-map files)."""
+    return {"confidence": inp.confidence, "light_splits": inp.light_splits,
+            "capture_images": inp.capture_images}
 
 
 def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
@@ -160,15 +161,17 @@ def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
 
 def _load_maps(files: Sequence[Path], progress: Callable[[str], None] | None,
                light_splits: bool = False, solver: str = "robust",
+               capture_images: bool = False,
                ) -> list[tuple[str, NormalSample, dict[str, Any]]]:
     """(name, map, :func:`scoring_extras`) of each capture folder (PS with ``solver``, read as
-    :func:`psinspect.detect.load_input` reads it, half-light-set solves with ``light_splits``)
-    or normal-map file, in order."""
+    :func:`psinspect.detect.load_input` reads it, half-light-set solves with ``light_splits``,
+    its images kept with ``capture_images``) or normal-map file, in order."""
     from psinspect.detect import load_input
 
     out = []
     for f in files:
-        inp = load_input(f, solver=solver, light_splits=light_splits)
+        inp = load_input(f, solver=solver, light_splits=light_splits,
+                         capture_images=capture_images)
         out.append((inp.name, (inp.normals, inp.mask), scoring_extras(inp)))
         if progress is not None:
             progress(inp.name)
@@ -178,11 +181,12 @@ def _load_maps(files: Sequence[Path], progress: Callable[[str], None] | None,
 def load_training_data(
     inputs: Sequence[str | os.PathLike[str]], *, seed: int = 0, val_every: int = 5,
     progress: Callable[[str], None] | None = None, light_splits: bool = False,
-    solver: str = "robust",
+    solver: str = "robust", capture_images: bool = False,
 ) -> TrainingData:
     """Read the training inputs (see the module docstring); capture folders are solved with
     ``solver``; ``light_splits``: also solve them on half light sets (for models that use them,
-    as ``detect`` does)."""
+    as ``detect`` does); ``capture_images``: keep their images and lights (models that learn
+    from them)."""
     paths = [Path(p) for p in inputs]
     if not paths:
         raise PsinspectError("no training inputs given")
@@ -195,7 +199,7 @@ def load_training_data(
         raise PsinspectError(
             f"need at least 2 good parts (one is held out for calibration), got {len(files)}"
         )
-    loaded = _load_maps(files, progress, light_splits, solver)
+    loaded = _load_maps(files, progress, light_splits, solver, capture_images)
     order = np.random.default_rng(int(seed)).permutation(len(loaded))
     n_val = max(1, len(loaded) // max(2, int(val_every)))
     val_idx = set(int(i) for i in order[:n_val])
@@ -252,7 +256,8 @@ def calibrate(
     for i, (n, m) in enumerate(val):
         ex = extras[i] if extras is not None else {}
         res = score_map(model if scorers is None else scorers[i], n, m, ex.get("confidence"),
-                        light_splits=ex.get("light_splits"))
+                        light_splits=ex.get("light_splits"),
+                        capture_images=ex.get("capture_images"))
         pix.append(res.score[m])
         imgs.append(image_score(res.score, m) * res.image_scale)
     scores = np.concatenate(pix).astype(np.float64)
@@ -316,18 +321,22 @@ def cross_folds(n: int, min_train: int = 4, folds: int = 4) -> int:
 
 
 def cross_fitted(model_name: str, hyperparameters: dict[str, Any],
-                 samples: Sequence[NormalSample], fit_args: dict[str, Any]
+                 samples: Sequence[NormalSample], fit_args: dict[str, Any],
+                 per_sample: dict[str, Sequence[Any]] | None = None,
                  ) -> list[AnomalyModel]:
     """For each of ``samples``, a model of ``model_name`` fitted without it (map ``i`` is held
     out in fold ``i % k``, :func:`cross_folds`); returns one model per sample (shared within a
-    fold)."""
+    fold). ``per_sample``: fit options with one entry per sample (e.g. ``capture_images``),
+    passed for the samples each fold fits on."""
     k = cross_folds(len(samples))
     models: list[AnomalyModel | None] = [None] * len(samples)
     for f in range(k):
         held = [i for i in range(len(samples)) if i % k == f]
         sub = create_model(model_name, **hyperparameters)
+        own = {key: [v for i, v in enumerate(vals) if i % k != f]
+               for key, vals in (per_sample or {}).items()}
         sub.fit([s for i, s in enumerate(samples) if i % k != f], [samples[i] for i in held],
-                **fit_args)
+                **fit_args, **own)
         for i in held:
             models[i] = sub
     return [m for m in models if m is not None]
@@ -452,9 +461,10 @@ def train_model(
                              "when it was built (psinspect dataset --solver)")
     cal_files = calibration_files(args.get("calibration_inputs", []))  # fail before loading
     splits = bool(getattr(model, "uses_light_splits", False))
+    images = bool(getattr(model, "learns_from_images", False))
     data = load_training_data(args["inputs"], seed=args["seed"], progress=progress,
-                              light_splits=splits, solver=solver)
-    cal_loaded = _load_maps(cal_files, progress, splits, solver)
+                              light_splits=splits, solver=solver, capture_images=images)
+    cal_loaded = _load_maps(cal_files, progress, splits, solver, images)
     cal_names, cal_maps = [c[0] for c in cal_loaded], [c[1] for c in cal_loaded]
     cal_extras = [c[2] for c in cal_loaded]
 
@@ -473,10 +483,13 @@ def train_model(
         data.train, data.val = data.train + data.val, data.train + data.val
         data.train_names = data.train_names + data.val_names
         data.train_extras = data.val_extras = data.train_extras + data.val_extras
-        log = model.fit(data.train, [], **fit_args)
+        per_sample = ({"capture_images": [ex.get("capture_images") for ex in data.train_extras]}
+                      if images and data.train_extras else {})
+        log = model.fit(data.train, [], **fit_args, **per_sample)
         if progress is not None:
             progress("cross-fitting for calibration")
-        scorers = cross_fitted(args["model"], args["hyperparameters"], data.train, fit_args)
+        scorers = cross_fitted(args["model"], args["hyperparameters"], data.train, fit_args,
+                               per_sample)
         data.source["holdout_rule"] = (
             f"cross calibration: all {len(data.train)} maps train the model; each is scored "
             f"for the thresholds by a model fitted without it "

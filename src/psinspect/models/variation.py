@@ -68,6 +68,7 @@ from psinspect.align import (
     RigidTransform,
     register,
     registration_image,
+    rotate_vectors,
     warp_image,
     warp_normals,
 )
@@ -76,11 +77,21 @@ from psinspect.models import AnomalyModel, NormalSample, ScoreResult
 from psinspect.models import register as register_model
 from psinspect.models.geometric import line_kernel
 from psinspect.normalmap import normalize, validate_normal_map
+from psinspect.shading import (
+    LightField,
+    azimuth_halves,
+    build_light_field,
+    matrix_angle,
+    shading_deviation,
+    warp_samples,
+)
 
 #: fewest good captures (training + calibration maps) the model accepts
 MIN_TRAIN = 5
 #: fewest lights of a capture for which the light-split sensitivity is computed (6 per half)
 MIN_SPLIT_LIGHTS = 12
+#: how the normal z-score and the shading z-score are joined (see the class docstring)
+SHADING_COMBINE = ("geometric", "max", "shading")
 
 
 def light_split_differences(
@@ -104,18 +115,28 @@ def light_split_differences(
     from psinspect.stereo import solve
 
     lights = np.asarray(lights, np.float64)
-    k = len(lights)
-    if k < MIN_SPLIT_LIGHTS:
+    if len(lights) < MIN_SPLIT_LIGHTS:
         return None
-    rank = np.empty(k, int)
-    rank[np.argsort(np.arctan2(lights[:, 1], lights[:, 0]), kind="stable")] = np.arange(k)
     out = np.zeros((splits,) + mask.shape + (3,), np.float32)
-    for p in range(splits):
-        half = (rank // 2**p) % 2 == 0
+    for p, half in enumerate(azimuth_halves(lights, splits)):
         na = solve(images[half], lights[half], mask, solver=solver).normals
         nb = solve(images[~half], lights[~half], mask, solver=solver).normals
         out[p] = np.where(mask[..., None], 0.5 * (na - nb), 0.0)
     return out
+
+
+def check_capture_images(capture: tuple[np.ndarray, np.ndarray], shape: tuple[int, int],
+                         name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (K, H, W) float32, lights (K, 3) float32)`` of a capture, checked against the
+    normal map's ``shape``; a clear error otherwise."""
+    images, lights = (np.asarray(capture[0], np.float32), np.asarray(capture[1], np.float32))
+    if images.ndim != 3 or images.shape[1:] != shape or lights.shape != (len(images), 3):
+        raise PsinspectError(
+            f"{name}: capture images {images.shape} and lights {lights.shape} do not fit a "
+            f"normal map of {shape}")
+    if len(images) < 3 or not (np.isfinite(images).all() and np.isfinite(lights).all()):
+        raise PsinspectError(f"{name}: capture images need >= 3 finite images and lights")
+    return images, lights
 
 
 def _masked_gaussian(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -213,6 +234,13 @@ class VariationModel(AnomalyModel):
         split_full_deg: float = 3.0,
         split_zero_deg: float = 8.0,
         native_spread: bool = True,
+        shading: bool = True,
+        shading_neighbours: int = 8,
+        shading_exclude_deg: float = 4.0,
+        shading_cutoff: float = 2.0,
+        shading_merge_deg: float = 0.0,
+        shading_test_weight: float = 2.0,
+        shading_combine: str = "geometric",
     ) -> None:
         scales = [float(s) for s in scales_px]
         if not scales or min(scales) < 0:
@@ -260,6 +288,21 @@ class VariationModel(AnomalyModel):
         self.split_full_deg = float(split_full_deg)
         self.split_zero_deg = float(split_zero_deg)
         self.native_spread = bool(native_spread)
+        if shading_neighbours < 1 or shading_cutoff <= 0 or min(
+                shading_exclude_deg, shading_merge_deg, shading_test_weight) < 0:
+            raise PsinspectError(
+                "need shading_neighbours >= 1, shading_cutoff > 0 and shading_exclude_deg, "
+                "shading_merge_deg, shading_test_weight >= 0")
+        if shading_combine not in SHADING_COMBINE:
+            raise PsinspectError(f"shading_combine must be one of {SHADING_COMBINE}, got "
+                                 f"{shading_combine!r}")
+        self.shading = bool(shading)
+        self.shading_neighbours = int(shading_neighbours)
+        self.shading_exclude_deg = float(shading_exclude_deg)
+        self.shading_cutoff = float(shading_cutoff)
+        self.shading_merge_deg = float(shading_merge_deg)
+        self.shading_test_weight = float(shading_test_weight)
+        self.shading_combine = str(shading_combine)
         # learned state, in the reference frame
         self._mean: np.ndarray | None = None  # (H, W, 3) float32, zero outside the template
         self._spread: np.ndarray | None = None  # (S, H, W) float32 degrees, floor included
@@ -269,6 +312,10 @@ class VariationModel(AnomalyModel):
         self._spread_ext: np.ndarray | None = None  # (H, W, S)
         self._dist: np.ndarray | None = None
         self._ref_image: np.ndarray | None = None
+        # learned from capture images (None when trained from normal maps), reference frame
+        self._light_field: LightField | None = None
+        self._shading_spread: np.ndarray | None = None  # (S, H, W) float32 degrees
+        self._shading_spread_ext: np.ndarray | None = None  # (H, W, S)
 
     # ------------------------------------------------------------------ configuration
     def hyperparameters(self) -> dict[str, Any]:
@@ -293,17 +340,33 @@ class VariationModel(AnomalyModel):
             "split_full_deg": self.split_full_deg,
             "split_zero_deg": self.split_zero_deg,
             "native_spread": self.native_spread,
+            "shading": self.shading,
+            "shading_neighbours": self.shading_neighbours,
+            "shading_exclude_deg": self.shading_exclude_deg,
+            "shading_cutoff": self.shading_cutoff,
+            "shading_merge_deg": self.shading_merge_deg,
+            "shading_test_weight": self.shading_test_weight,
+            "shading_combine": self.shading_combine,
         }
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """``mean`` (H, W, 3), ``spread_deg`` (S, H, W), ``mask`` (H, W; 1 = template), float32."""
         self._require_fitted()
         assert self._mean is not None and self._spread is not None and self._mask is not None
-        return {
+        out = {
             "mean": self._mean.astype(np.float32),
             "spread_deg": self._spread.astype(np.float32),
             "mask": self._mask.astype(np.float32),
         }
+        if self._light_field is not None:
+            assert self._shading_spread is not None
+            out |= {
+                "shading_lights": self._light_field.lights.astype(np.float32),
+                "shading_residual": self._light_field.residual.astype(np.float16),
+                "shading_albedo": self._light_field.albedo_image(),
+                "shading_spread_deg": self._shading_spread.astype(np.float32),
+            }
+        return out
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         missing = {"mean", "spread_deg", "mask"} - set(arrays)
@@ -323,6 +386,43 @@ class VariationModel(AnomalyModel):
             raise PsinspectError("variation model weights are corrupt (empty mask, NaN or "
                                  "non-positive spread)")
         self._set_state(mean, spread, mask)
+        names = ("shading_lights", "shading_residual", "shading_albedo", "shading_spread_deg")
+        if not any(k in arrays for k in names):
+            return
+        if not all(k in arrays for k in names):
+            raise PsinspectError(f"variation model weights have only some of {list(names)}")
+        lights = np.asarray(arrays["shading_lights"], np.float32)
+        resid = np.asarray(arrays["shading_residual"], np.float32)
+        albedo = np.asarray(arrays["shading_albedo"], np.float32)
+        sspread = np.asarray(arrays["shading_spread_deg"], np.float32)
+        if (lights.ndim != 2 or lights.shape[1] != 3 or resid.shape != (len(lights), mask.sum())
+                or albedo.shape != mask.shape or sspread.shape != spread.shape):
+            raise PsinspectError(
+                f"variation model shading weights have inconsistent shapes: lights "
+                f"{lights.shape}, residual {resid.shape}, albedo {albedo.shape}, spread "
+                f"{sspread.shape} for a template of {int(mask.sum())} pixels")
+        if not (np.isfinite(resid).all() and np.isfinite(albedo).all()
+                and (sspread[:, mask] > 0).all()):
+            raise PsinspectError("variation model shading weights are corrupt")
+        self._set_shading(LightField(lights, resid, albedo[mask], mask, mean[mask]), sspread)
+
+    def _set_shading(self, field: LightField, spread: np.ndarray) -> None:
+        self._light_field, self._shading_spread = field, spread
+        assert self._mask is not None
+        _, (rows, cols) = ndimage.distance_transform_edt(~self._mask, return_indices=True)
+        self._shading_spread_ext = np.ascontiguousarray(
+            np.moveaxis(spread[:, rows, cols], 0, -1), dtype=np.float32)
+
+    @property
+    def learns_from_images(self) -> bool:
+        """Whether :meth:`fit` uses the training captures' images (``capture_images``)."""
+        return self.shading
+
+    @property
+    def uses_capture_images(self) -> bool:
+        """Whether :meth:`score` compares a capture's images with the training captures'
+        (a model trained from capture folders, with ``shading`` on)."""
+        return self.shading and self._light_field is not None
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -368,6 +468,10 @@ class VariationModel(AnomalyModel):
                                         skip_first=False)
         mean, count, tmask = self._mean_direction(aligned)
         light_var = self._train_light_variance(options.get("light_splits"), maps, regs, shape)
+        captures = options.get("capture_images")
+        if captures is not None and len(captures) != len(maps):
+            raise PsinspectError(f"capture_images: {len(captures)} entries for {len(maps)} "
+                                 "training maps")
 
         # spread per filter: rms of the filtered residual, corrected by (k + 1) / (k - 1)
         spread = np.empty((self._channels(),) + shape, np.float32)
@@ -408,6 +512,8 @@ class VariationModel(AnomalyModel):
                 var = np.where(tmask, ndimage.grey_dilation(var, footprint=disk), 0.0)
             spread[j] = np.sqrt(var + self.spread_floor_deg**2)
         self._set_state(mean, spread, tmask)
+        if self.shading and captures is not None and all(c is not None for c in captures):
+            self._set_shading(*self._fit_shading(captures, maps, regs, names))
 
         log: list[dict[str, Any]] = [
             {"map": names[i], "angle_deg": r.transform.angle_deg, "shift_px": r.shift_px,
@@ -423,6 +529,65 @@ class VariationModel(AnomalyModel):
                         **{f"val_score_p{p}": float(np.percentile(scores, p))
                            for p in (50, 99, 99.9)}})
         return log
+
+    def _fit_shading(
+        self, captures: Sequence[tuple[np.ndarray, np.ndarray]],
+        maps: list[tuple[np.ndarray, np.ndarray]], regs: list[Registration], names: list[str],
+    ) -> tuple[LightField, np.ndarray]:
+        """The light field of the training captures and its spread (S, H, W) degrees: each
+        capture's shading deviation (:func:`psinspect.shading.shading_deviation`) against the
+        field of the OTHER captures (``shading_exclude_deg`` > 0: against the whole field
+        without its samples within that angle of the light, i.e. predicted between lights as a
+        test capture through other lights is), filtered like the residual, rms, pooled over
+        ``spread_smooth_px`` and floored as the normal spread."""
+        assert self._mean is not None and self._mask is not None and self._mean_ext is not None
+        tmask, shape = self._mask, self._mask.shape
+        checked = [check_capture_images(c, shape, names[i]) for i, c in enumerate(captures)]
+        samples = [warp_samples(im, lt, reg.transform.matrix(), tmask)
+                   for (im, lt), reg in zip(checked, regs, strict=True)]
+        field = build_light_field(samples, self._mean, tmask, self.shading_merge_deg)
+        sq = np.zeros((self._channels(),) + shape, np.float32)
+        count = np.zeros(shape, np.float32)
+        for i, ((images, lights), (_, m), reg) in enumerate(zip(checked, maps, regs,
+                                                                strict=True)):
+            own = field if self.shading_exclude_deg > 0 else build_light_field(
+                samples[:i] + samples[i + 1:], self._mean, tmask, self.shading_merge_deg)
+            dn, valid, _ = self._shading_deviation(own, images, lights, m, reg,
+                                                   self.shading_exclude_deg)
+            box = self._box(valid)
+            part = np.zeros_like(sq)
+            part[:, box[0], box[1]] = self._filtered_sq(
+                self._residual(dn[box], np.zeros_like(dn[box]), valid[box], None), valid[box])
+            fwd = reg.transform.matrix()
+            sq += np.moveaxis(warp_image(np.moveaxis(part, 0, -1), fwd, shape)
+                              .reshape(shape + (-1,)), -1, 0)
+            count += warp_image(valid.astype(np.float32), fwd, shape)
+        inv_count = np.where(tmask, 1.0 / np.maximum(np.rint(count), 1.0), 0.0)
+        spread = np.empty_like(sq)
+        for j in range(len(sq)):
+            var = _masked_gaussian(sq[j] * inv_count.astype(np.float32), tmask,
+                                   self.spread_smooth_px)
+            spread[j] = np.sqrt(var + self.spread_floor_deg**2)
+        return field, spread
+
+    def _shading_deviation(
+        self, field: LightField, images: np.ndarray, lights: np.ndarray, mask: np.ndarray,
+        reg: Registration, exclude_deg: float = 0.0,
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """A capture's shading deviation (H, W, 3) in its own frame, the pixels it covers, and
+        (predicted images, template normals, albedo) moved into the capture's frame."""
+        assert self._mean_ext is not None
+        shape = mask.shape
+        mat, inv = reg.transform.matrix(), reg.transform.inverse_matrix()
+        turned = rotate_vectors(np.asarray(lights, np.float32), matrix_angle(mat))
+        pred_ref = field.predict(turned, self.shading_neighbours, exclude_deg)
+        pred = np.moveaxis(warp_image(np.moveaxis(pred_ref, 0, -1), inv, shape)
+                           .reshape(shape + (-1,)), -1, 0)
+        mu, _ = warp_normals(self._mean_ext, np.ones(shape, bool), inv, shape)
+        albedo = warp_image(field.albedo_image(), inv, shape)
+        valid = mask & (warp_image(field.mask.astype(np.float32), inv, shape) > 0.5)
+        dn = shading_deviation(images, lights, pred, mu, albedo, valid, self.shading_cutoff)
+        return dn, valid, (pred, mu, albedo)
 
     def _light_variance(self, splits: np.ndarray, mask: np.ndarray,
                         weight: np.ndarray | None,
@@ -507,6 +672,15 @@ class VariationModel(AnomalyModel):
             out[len(self.scales_px) + i] = np.where(mask, (num / den[i]) ** 2, 0.0)
         return out
 
+    def _zscore(self, resid: np.ndarray, mask: np.ndarray, spread: np.ndarray,
+                den: list[np.ndarray]) -> np.ndarray:
+        """(H, W) float32: the largest filtered residual length over the spread, per pixel
+        (``resid`` (H, W, 3) degrees, ``spread`` (H, W, S))."""
+        out = np.zeros(mask.shape, np.float32)
+        for j, sq in enumerate(self._filtered_sq(resid, mask, den)):
+            np.maximum(out, np.sqrt(sq) / np.maximum(spread[..., j], 1e-6), out=out)
+        return out
+
     def _residual(self, normals: np.ndarray, mean: np.ndarray, mask: np.ndarray,
                   weight: np.ndarray | None) -> np.ndarray:
         """``degrees(n - mu)`` (H, W, 3) float32 times the reliability weight, 0 outside mask."""
@@ -560,6 +734,7 @@ class VariationModel(AnomalyModel):
 
     def _set_state(self, mean: np.ndarray, spread: np.ndarray, mask: np.ndarray) -> None:
         self._mean, self._spread, self._mask = mean, spread, mask
+        self._light_field = self._shading_spread = self._shading_spread_ext = None
         # extend mean and spread to the whole image from the nearest template pixel, so that a
         # silhouette a pixel off still has something to compare with
         dist, idx = ndimage.distance_transform_edt(~mask, return_indices=True)
@@ -592,6 +767,7 @@ class VariationModel(AnomalyModel):
     def score(
         self, normals: np.ndarray, mask: np.ndarray, confidence: np.ndarray | None = None,
         light_splits: np.ndarray | None = None,
+        capture_images: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> ScoreResult:
         """Per-pixel z-score of ``normals`` (H, W, 3) against the template, in the input frame.
 
@@ -627,6 +803,7 @@ class VariationModel(AnomalyModel):
                 )
             weight = np.clip((np.nan_to_num(conf, nan=0.0) - self.zero_confidence)
                              / (self.min_confidence - self.zero_confidence), 0.0, 1.0)
+        conf_weight = weight  # the shading residual is down-weighted by PS confidence only
         if light_splits is not None and self.split_zero_deg > 0:
             sd = np.degrees(np.sqrt(np.mean(np.sum(np.asarray(light_splits, np.float32) ** 2,
                                                    axis=-1), axis=0)))
@@ -650,10 +827,34 @@ class VariationModel(AnomalyModel):
         unreliable = np.zeros(shape, bool)
         unreliable[box] = mb & (_edge_weight(mb, self.edge_band_px) * wb < 0.5)
         score = np.zeros(shape, np.float32)
-        sbox = score[box]  # a view: filled in place
-        for j, sq in enumerate(self._filtered_sq(resid, mb, den)):
-            z = np.sqrt(sq) / np.maximum(sb[..., j], 1e-6)
-            np.maximum(sbox, z, out=sbox)
+        score[box] = self._zscore(resid, mb, sb, den)
+        shading_px = 0
+        if capture_images is not None and self.uses_capture_images:
+            assert self._light_field is not None and self._shading_spread_ext is not None
+            images, lights = check_capture_images(capture_images, shape, "input capture")
+            dn, valid, (pred, mu_s, albedo) = self._shading_deviation(
+                self._light_field, images, lights, m, reg)
+            ssp = warp_image(self._shading_spread_ext, inv, shape).reshape(shape + (-1,))[box]
+            ssp = np.where(covered[box][..., None], ssp, self.spread_floor_deg)
+            cwb = conf_weight[box]
+            if self.shading_test_weight > 0 and len(lights) >= MIN_SPLIT_LIGHTS:
+                halves = []
+                for half in azimuth_halves(lights, 2):
+                    a = shading_deviation(images[half], lights[half], pred[half], mu_s, albedo,
+                                          valid, self.shading_cutoff)
+                    b = shading_deviation(images[~half], lights[~half], pred[~half], mu_s,
+                                          albedo, valid, self.shading_cutoff)
+                    halves.append(0.5 * (a - b)[box])
+                var = self._light_variance(np.stack(halves), valid[box], cwb, den)
+                ssp = np.sqrt(ssp**2 + self.shading_test_weight * np.moveaxis(var, 0, -1))
+            vb = valid[box]
+            zs = self._zscore(self._residual(dn[box], np.zeros_like(dn[box]), vb, cwb), vb, ssp,
+                              den)
+            zn = score[box]
+            joined = {"geometric": lambda: np.sqrt(zn * zs), "max": lambda: np.maximum(zn, zs),
+                      "shading": lambda: zs}[self.shading_combine]()
+            score[box] = np.where(vb, joined, zn)
+            shading_px = int(valid.sum())
         outside = m & ((dist > self.edge_tolerance_px) | ~covered)
         score = np.where(outside, np.maximum(score, self.outside_score), score)
         score = np.where(m, score, 0.0).astype(np.float32)
@@ -664,5 +865,6 @@ class VariationModel(AnomalyModel):
             "correlation": reg.correlation,
             "unreliable_pixels": int(unreliable.sum()),
             "outside_template_pixels": int(outside.sum()),
+            "shading_pixels": shading_px,
         }
         return ScoreResult(score, reference, unreliable=unreliable, info=info)

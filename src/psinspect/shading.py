@@ -1,0 +1,203 @@
+"""Shading residuals: a capture's images against the images of good captures of the same part.
+
+Photometric stereo turns each capture into normals on its own, and two captures of one part
+through different lights disagree where the surface is not Lambertian (highlights, cast shadows,
+inter-reflection): PS fits each capture's non-Lambertian light separately. Comparing IMAGES
+instead keeps all of that on both sides of the comparison. A *light field* holds the good
+captures' images, registered into the template's frame, as samples of the radiance of every
+template pixel as a function of the light direction. For a test capture it predicts the image
+under each of the capture's lights, and the residual (observed minus predicted) is explained by
+a change of the normal: under the Lambertian law a tilt ``dn`` of a pixel with albedo ``rho``
+changes its radiance under light ``l`` by ``rho * l . dn``, which is how a dent, scratch or
+crack changes the images. ``dn`` is fitted per pixel by robust least squares over the lit
+lights (Tukey's biweight on the residuals, started from ``dn = 0``: a light whose prediction
+fails, e.g. across a cast-shadow edge, is an outlier, not a defect) and kept perpendicular to
+the template normal.
+
+Prediction: the ``neighbours`` samples nearest to the light (optionally only those farther than
+``exclude_deg``, to measure the prediction error between lights rather than at a light already
+seen) are combined per pixel by a local linear fit in the light's (x, y), weighted by
+``1 / (angle + 2 deg)``; what is interpolated is the non-Lambertian part ``I - rho max(mu . l,
+0)`` (``mu`` the template normal, ``rho`` the template albedo, the least-squares fit of the
+samples), so the Lambertian part is exact at any light.
+
+Frames: images ``(K, H, W)`` float32 linear radiance divided by the light intensities; lights
+``(K, 3)`` unit, DiLiGenT camera frame (x right, y up, z toward the camera); a light field is in
+the reference frame of its template (lights turned with the part: :func:`psinspect.align`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from psinspect.align import rotate_vectors, warp_image
+from psinspect.stereo import batched_wls
+
+#: lights whose cosine with the template normal is below this are not used for ``dn``
+MIN_COS = 0.1
+#: ridge on the slope terms of the local linear light interpolation (light (x, y) units^2)
+SLOPE_RIDGE = 0.05
+
+
+def matrix_angle(matrix: np.ndarray) -> float:
+    """In-plane rotation (degrees, counter-clockwise) of a (2, 3) pixel matrix, as
+    :func:`psinspect.align.warp_normals` turns vectors with it."""
+    return math.degrees(math.atan2(matrix[0, 1], matrix[0, 0]))
+
+
+def azimuth_halves(lights: np.ndarray, splits: int) -> list[np.ndarray]:
+    """``splits`` interleaved halvings of a light set: the lights are ordered by azimuth and
+    split ``p`` puts the light of rank ``r`` into half ``(r // 2**p) % 2 == 0`` (True), so every
+    half surrounds the part. Returns (K,) bool arrays."""
+    lights = np.asarray(lights, np.float64)
+    rank = np.empty(len(lights), int)
+    rank[np.argsort(np.arctan2(lights[:, 1], lights[:, 0]), kind="stable")] = np.arange(
+        len(lights))
+    return [(rank // 2**p) % 2 == 0 for p in range(splits)]
+
+
+@dataclass
+class LightField:
+    """Radiance samples of a template's pixels, in the template's frame.
+
+    lights: (N, 3) float32 unit light directions (reference frame).
+    residual: (N, P) float32: each sample's image minus ``albedo * max(mean . l, 0)`` at the
+        P template pixels (``mask`` pixels in row-major order).
+    albedo: (P,) float32 template albedo (least squares over the samples).
+    mask: (H, W) bool template mask.
+    mean: (P, 3) float32 template normals at the same pixels.
+    """
+
+    lights: np.ndarray
+    residual: np.ndarray
+    albedo: np.ndarray
+    mask: np.ndarray
+    mean: np.ndarray
+
+    def albedo_image(self) -> np.ndarray:
+        """(H, W) float32 albedo, zero outside the template."""
+        out = np.zeros(self.mask.shape, np.float32)
+        out[self.mask] = self.albedo
+        return out
+
+    def predict(self, lights: np.ndarray, neighbours: int, exclude_deg: float = 0.0
+                ) -> np.ndarray:
+        """Predicted images (T, H, W) float32 under ``lights`` (T, 3) in the reference frame
+        (zero outside the template); see the module docstring."""
+        lights = np.asarray(lights, np.float64)
+        out = np.zeros((len(lights),) + self.mask.shape, np.float32)
+        samples = self.lights.astype(np.float64)
+        for j, lt in enumerate(lights):
+            ang = np.degrees(np.arccos(np.clip(samples @ lt, -1.0, 1.0)))
+            ang = np.where(ang < exclude_deg, np.inf, ang)
+            k = min(int(neighbours), int(np.isfinite(ang).sum()))
+            if k == 0:
+                raise ValueError("no light-field sample outside the exclusion radius")
+            near = np.argsort(ang, kind="stable")[:k]
+            x = np.c_[np.ones(k), samples[near, :2] - lt[:2]]
+            w = 1.0 / (ang[near] + 2.0)
+            a = x.T @ (w[:, None] * x) + np.diag([1e-9, SLOPE_RIDGE, SLOPE_RIDGE])
+            coef = np.linalg.solve(a, x.T * w)[0].astype(np.float32)  # (k,)
+            lamb = self.albedo * np.maximum(self.mean @ lt.astype(np.float32), 0.0)
+            out[j][self.mask] = coef @ self.residual[near] + lamb
+        return out
+
+
+@dataclass
+class Samples:
+    """One capture's images moved into the reference frame: ``lights`` (K, 3) float32 turned
+    with the part, ``values`` (K, P) float32 at the template pixels, ``valid`` (P,) bool (the
+    pixel came from inside the capture's image)."""
+
+    lights: np.ndarray
+    values: np.ndarray
+    valid: np.ndarray
+
+
+def warp_samples(images: np.ndarray, lights: np.ndarray, matrix: np.ndarray,
+                 mask: np.ndarray) -> Samples:
+    """A capture's ``images`` (K, H, W) and ``lights`` (K, 3), in its own frame, moved into the
+    reference frame with the (2, 3) pixel ``matrix`` (its registration); ``mask``: the
+    template (H, W)."""
+    shape = mask.shape
+    k = len(images)
+    warped = warp_image(np.moveaxis(np.asarray(images, np.float32), 0, -1), matrix, shape)
+    values = warped.reshape(shape + (k,))[mask].T
+    valid = (warp_image(np.ones(images.shape[1:], np.float32), matrix, shape) > 0.999)[mask]
+    turned = rotate_vectors(np.asarray(lights, np.float32), matrix_angle(matrix))
+    return Samples(turned, np.ascontiguousarray(values), valid)
+
+
+def build_light_field(samples: Sequence[Samples], mean: np.ndarray, mask: np.ndarray,
+                      merge_deg: float = 0.0) -> LightField:
+    """A light field from good captures' :class:`Samples` and the template (``mean`` (H, W, 3),
+    ``mask`` (H, W)). Samples whose lights are within ``merge_deg`` of each other (the same
+    light of a fixed rig, in captures of parts that lie a little differently) are averaged into
+    one, which keeps the field small."""
+    pix = mean[mask].astype(np.float32)
+    sums: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    dirs: list[np.ndarray] = []
+    cos_merge = math.cos(math.radians(merge_deg)) if merge_deg > 0 else 2.0
+    for s in samples:
+        for i, lt in enumerate(s.lights.astype(np.float64)):
+            hit = next((c for c, d in enumerate(dirs)
+                        if d @ lt >= cos_merge * np.linalg.norm(d)), None)
+            if hit is None:
+                dirs.append(lt.copy())
+                sums.append(np.where(s.valid, s.values[i], 0.0).astype(np.float64))
+                counts.append(s.valid.astype(np.float64))
+            else:
+                dirs[hit] += lt
+                sums[hit] += np.where(s.valid, s.values[i], 0.0)
+                counts[hit] += s.valid
+    lts = np.stack([d / np.linalg.norm(d) for d in dirs]).astype(np.float32)
+    cnt = np.stack(counts)
+    img = np.stack(sums) / np.maximum(cnt, 1.0)
+    shade = np.maximum(lts @ pix.T, 0.0).astype(np.float64)  # (N, P)
+    have = cnt > 0
+    albedo = (img * shade * have).sum(0) / np.maximum((shade**2 * have).sum(0), 1e-6)
+    residual = np.where(have, img - albedo * shade, 0.0)
+    return LightField(lts, residual.astype(np.float32), albedo.astype(np.float32),
+                      np.asarray(mask, bool), pix)
+
+
+def shading_deviation(
+    images: np.ndarray, lights: np.ndarray, predicted: np.ndarray, mean: np.ndarray,
+    albedo: np.ndarray, mask: np.ndarray, cutoff: float = 2.0, iterations: int = 4,
+) -> np.ndarray:
+    """The normal change ``dn`` (H, W, 3) float32 that explains ``images - predicted``.
+
+    ``images``, ``predicted``: (T, H, W); ``lights``: (T, 3) (the frame of the images);
+    ``mean``: (H, W, 3) template normals and ``albedo`` (H, W), both in the images' frame;
+    ``mask``: pixels to solve. Per pixel, robust least squares ``r_j = albedo * l_j . dn`` over
+    the lights with ``mean . l_j > MIN_COS`` (Tukey's biweight with cut-off ``cutoff`` times the
+    residuals' median absolute deviation, plus 1 % of the albedo; started from ``dn = 0``),
+    then projected perpendicular to ``mean``. For small tilts ``|dn|`` is the angle in radians.
+    Zero outside ``mask``.
+    """
+    t = len(images)
+    obs = (images.reshape(t, -1)[:, mask.ravel()] - predicted.reshape(t, -1)[:, mask.ravel()])
+    resid = obs.T.astype(np.float32)  # (P, T)
+    mu = mean[mask].astype(np.float32)
+    rho = albedo[mask].astype(np.float32)
+    lts = np.asarray(lights, np.float32)
+    lit = ((mu @ lts.T) > MIN_COS).astype(np.float32)
+    g = np.zeros((len(mu), 3), np.float32)
+    wts = lit
+    for it in range(iterations + 1):
+        if it > 0:
+            g = batched_wls(resid, lts, wts).astype(np.float32)
+        err = resid - g @ lts.T
+        scale = 1.4826 * np.median(np.abs(err), axis=1, keepdims=True) + 0.01 * rho[:, None]
+        u = err / (cutoff * scale)
+        wts = lit * np.clip(1.0 - u * u, 0.0, None) ** 2
+    dn = g / np.maximum(rho, 1e-3)[:, None]
+    dn -= np.sum(dn * mu, axis=1, keepdims=True) * mu
+    out = np.zeros(mask.shape + (3,), np.float32)
+    out[mask] = dn
+    return out
