@@ -166,6 +166,14 @@ def build_light_field(samples: Sequence[Samples], mean: np.ndarray, mask: np.nda
                       np.asarray(mask, bool), pix)
 
 
+def _row_median(x: np.ndarray) -> np.ndarray:
+    """Median of each row of ``x`` (N, T) as (N, 1); as ``np.median(x, axis=1)``, faster for
+    short rows (a sort)."""
+    t = x.shape[1]
+    srt = np.sort(x, axis=1)
+    return 0.5 * (srt[:, (t - 1) // 2:(t - 1) // 2 + 1] + srt[:, t // 2:t // 2 + 1])
+
+
 def shading_deviation(
     images: np.ndarray, lights: np.ndarray, predicted: np.ndarray, mean: np.ndarray,
     albedo: np.ndarray, mask: np.ndarray, cutoff: float = 2.0, iterations: int = 4,
@@ -193,7 +201,7 @@ def shading_deviation(
         if it > 0:
             g = batched_wls(resid, lts, wts).astype(np.float32)
         err = resid - g @ lts.T
-        scale = 1.4826 * np.median(np.abs(err), axis=1, keepdims=True) + 0.01 * rho[:, None]
+        scale = 1.4826 * _row_median(np.abs(err)) + 0.01 * rho[:, None]
         u = err / (cutoff * scale)
         wts = lit * np.clip(1.0 - u * u, 0.0, None) ** 2
     dn = g / np.maximum(rho, 1e-3)[:, None]

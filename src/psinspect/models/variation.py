@@ -54,6 +54,7 @@ registrations (correlation below ``min_correlation``) raise :class:`PsinspectErr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -236,7 +237,7 @@ class VariationModel(AnomalyModel):
         native_spread: bool = True,
         shading: bool = True,
         shading_neighbours: int = 8,
-        shading_exclude_deg: float = 4.0,
+        shading_exclude_deg: float = 0.0,
         shading_cutoff: float = 2.0,
         shading_merge_deg: float = 0.0,
         shading_test_weight: float = 2.0,
@@ -838,13 +839,13 @@ class VariationModel(AnomalyModel):
             ssp = np.where(covered[box][..., None], ssp, self.spread_floor_deg)
             cwb = conf_weight[box]
             if self.shading_test_weight > 0 and len(lights) >= MIN_SPLIT_LIGHTS:
-                halves = []
-                for half in azimuth_halves(lights, 2):
-                    a = shading_deviation(images[half], lights[half], pred[half], mu_s, albedo,
-                                          valid, self.shading_cutoff)
-                    b = shading_deviation(images[~half], lights[~half], pred[~half], mu_s,
-                                          albedo, valid, self.shading_cutoff)
-                    halves.append(0.5 * (a - b)[box])
+                # the deviation on each half of the lights (2 interleaved halvings), 2 threads
+                sets = [s for h in azimuth_halves(lights, 2) for s in (h, ~h)]
+                with ThreadPoolExecutor(2) as pool:
+                    devs = list(pool.map(lambda s: shading_deviation(
+                        images[s], lights[s], pred[s], mu_s, albedo, valid,
+                        self.shading_cutoff)[box], sets))
+                halves = [0.5 * (devs[i] - devs[i + 1]) for i in range(0, len(devs), 2)]
                 var = self._light_variance(np.stack(halves), valid[box], cwb, den)
                 ssp = np.sqrt(ssp**2 + self.shading_test_weight * np.moveaxis(var, 0, -1))
             vb = valid[box]
