@@ -69,15 +69,22 @@ def test_deviation_recovers_a_known_tilt_and_ignores_one_bad_light() -> None:
     assert np.abs(zero).max() < 1e-4
 
 
-def test_samples_of_the_same_light_merge() -> None:
+def test_leave_one_capture_out_prediction_ignores_that_capture() -> None:
     n, m = posed_part()
     lights = default_lights(12)
     ident = RigidTransform.identity(m.shape).matrix()
-    s = warp_samples(_images(n, m, lights), lights, ident, m)
-    assert len(build_light_field([s, s], n, m).lights) == 24
-    merged = build_light_field([s, s], n, m, merge_deg=1.0)
-    assert len(merged.lights) == 12
-    np.testing.assert_allclose(merged.residual, build_light_field([s], n, m).residual, atol=1e-6)
+    bright = warp_samples(1.5 * _images(n, m, lights), lights, ident, m)
+    plain = warp_samples(_images(n, m, lights), lights, ident, m)
+    field = build_light_field([plain, bright, plain], n, m)
+    assert field.residual.dtype == np.float16 and len(field.lights) == 36
+    np.testing.assert_array_equal(field.source, np.repeat([0, 1, 2], 12))
+    with_bright = field.predict(lights, neighbours=3)
+    without = field.predict(lights, neighbours=2, skip=1)
+    own = _images(n, m, lights)
+    assert np.abs(with_bright - own).max() > 0.05
+    # the albedo is fitted to all three, so the prediction without the bright one keeps its
+    # Lambertian part at their albedo, and the two plain captures' residuals make up the rest
+    np.testing.assert_allclose(without, own, atol=5e-3)
 
 
 @pytest.mark.parametrize("angle, shift", [(0.0, (0.0, 0.0)), (3.5, (2.5, -3.0))])

@@ -237,9 +237,7 @@ class VariationModel(AnomalyModel):
         native_spread: bool = True,
         shading: bool = True,
         shading_neighbours: int = 8,
-        shading_exclude_deg: float = 0.0,
         shading_cutoff: float = 2.0,
-        shading_merge_deg: float = 0.0,
         shading_test_weight: float = 2.0,
         shading_combine: str = "geometric",
     ) -> None:
@@ -289,19 +287,15 @@ class VariationModel(AnomalyModel):
         self.split_full_deg = float(split_full_deg)
         self.split_zero_deg = float(split_zero_deg)
         self.native_spread = bool(native_spread)
-        if shading_neighbours < 1 or shading_cutoff <= 0 or min(
-                shading_exclude_deg, shading_merge_deg, shading_test_weight) < 0:
-            raise PsinspectError(
-                "need shading_neighbours >= 1, shading_cutoff > 0 and shading_exclude_deg, "
-                "shading_merge_deg, shading_test_weight >= 0")
+        if shading_neighbours < 1 or shading_cutoff <= 0 or shading_test_weight < 0:
+            raise PsinspectError("need shading_neighbours >= 1, shading_cutoff > 0 and "
+                                 "shading_test_weight >= 0")
         if shading_combine not in SHADING_COMBINE:
             raise PsinspectError(f"shading_combine must be one of {SHADING_COMBINE}, got "
                                  f"{shading_combine!r}")
         self.shading = bool(shading)
         self.shading_neighbours = int(shading_neighbours)
-        self.shading_exclude_deg = float(shading_exclude_deg)
         self.shading_cutoff = float(shading_cutoff)
-        self.shading_merge_deg = float(shading_merge_deg)
         self.shading_test_weight = float(shading_test_weight)
         self.shading_combine = str(shading_combine)
         # learned state, in the reference frame
@@ -343,9 +337,7 @@ class VariationModel(AnomalyModel):
             "native_spread": self.native_spread,
             "shading": self.shading,
             "shading_neighbours": self.shading_neighbours,
-            "shading_exclude_deg": self.shading_exclude_deg,
             "shading_cutoff": self.shading_cutoff,
-            "shading_merge_deg": self.shading_merge_deg,
             "shading_test_weight": self.shading_test_weight,
             "shading_combine": self.shading_combine,
         }
@@ -363,7 +355,7 @@ class VariationModel(AnomalyModel):
             assert self._shading_spread is not None
             out |= {
                 "shading_lights": self._light_field.lights.astype(np.float32),
-                "shading_residual": self._light_field.residual.astype(np.float16),
+                "shading_residual": self._light_field.residual,
                 "shading_albedo": self._light_field.albedo_image(),
                 "shading_spread_deg": self._shading_spread.astype(np.float32),
             }
@@ -405,7 +397,8 @@ class VariationModel(AnomalyModel):
         if not (np.isfinite(resid).all() and np.isfinite(albedo).all()
                 and (sspread[:, mask] > 0).all()):
             raise PsinspectError("variation model shading weights are corrupt")
-        self._set_shading(LightField(lights, resid, albedo[mask], mask, mean[mask]), sspread)
+        self._set_shading(LightField(lights, resid.astype(np.float16), albedo[mask], mask,
+                                     mean[mask]), sspread)
 
     def _set_shading(self, field: LightField, spread: np.ndarray) -> None:
         self._light_field, self._shading_spread = field, spread
@@ -536,25 +529,20 @@ class VariationModel(AnomalyModel):
         maps: list[tuple[np.ndarray, np.ndarray]], regs: list[Registration], names: list[str],
     ) -> tuple[LightField, np.ndarray]:
         """The light field of the training captures and its spread (S, H, W) degrees: each
-        capture's shading deviation (:func:`psinspect.shading.shading_deviation`) against the
-        field of the OTHER captures (``shading_exclude_deg`` > 0: against the whole field
-        without its samples within that angle of the light, i.e. predicted between lights as a
-        test capture through other lights is), filtered like the residual, rms, pooled over
-        ``spread_smooth_px`` and floored as the normal spread."""
+        capture's shading deviation (:func:`psinspect.shading.shading_deviation`) predicted
+        from the OTHER captures' samples (as a new capture is predicted), filtered like the
+        residual, rms, pooled over ``spread_smooth_px`` and floored as the normal spread."""
         assert self._mean is not None and self._mask is not None and self._mean_ext is not None
         tmask, shape = self._mask, self._mask.shape
         checked = [check_capture_images(c, shape, names[i]) for i, c in enumerate(captures)]
-        samples = [warp_samples(im, lt, reg.transform.matrix(), tmask)
-                   for (im, lt), reg in zip(checked, regs, strict=True)]
-        field = build_light_field(samples, self._mean, tmask, self.shading_merge_deg)
+        field = build_light_field([warp_samples(im, lt, reg.transform.matrix(), tmask)
+                                   for (im, lt), reg in zip(checked, regs, strict=True)],
+                                  self._mean, tmask)
         sq = np.zeros((self._channels(),) + shape, np.float32)
         count = np.zeros(shape, np.float32)
         for i, ((images, lights), (_, m), reg) in enumerate(zip(checked, maps, regs,
                                                                 strict=True)):
-            own = field if self.shading_exclude_deg > 0 else build_light_field(
-                samples[:i] + samples[i + 1:], self._mean, tmask, self.shading_merge_deg)
-            dn, valid, _ = self._shading_deviation(own, images, lights, m, reg,
-                                                   self.shading_exclude_deg)
+            dn, valid, _ = self._shading_deviation(field, images, lights, m, reg, skip=i)
             box = self._box(valid)
             part = np.zeros_like(sq)
             part[:, box[0], box[1]] = self._filtered_sq(
@@ -569,19 +557,21 @@ class VariationModel(AnomalyModel):
             var = _masked_gaussian(sq[j] * inv_count.astype(np.float32), tmask,
                                    self.spread_smooth_px)
             spread[j] = np.sqrt(var + self.spread_floor_deg**2)
+        field.source = None  # only needed for the spread
         return field, spread
 
     def _shading_deviation(
         self, field: LightField, images: np.ndarray, lights: np.ndarray, mask: np.ndarray,
-        reg: Registration, exclude_deg: float = 0.0,
+        reg: Registration, skip: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """A capture's shading deviation (H, W, 3) in its own frame, the pixels it covers, and
-        (predicted images, template normals, albedo) moved into the capture's frame."""
+        (predicted images, template normals, albedo) moved into the capture's frame
+        (``skip``: predicted without that training capture's samples)."""
         assert self._mean_ext is not None
         shape = mask.shape
         mat, inv = reg.transform.matrix(), reg.transform.inverse_matrix()
         turned = rotate_vectors(np.asarray(lights, np.float32), matrix_angle(mat))
-        pred_ref = field.predict(turned, self.shading_neighbours, exclude_deg)
+        pred_ref = field.predict(turned, self.shading_neighbours, skip)
         pred = np.moveaxis(warp_image(np.moveaxis(pred_ref, 0, -1), inv, shape)
                            .reshape(shape + (-1,)), -1, 0)
         mu, _ = warp_normals(self._mean_ext, np.ones(shape, bool), inv, shape)
@@ -589,6 +579,35 @@ class VariationModel(AnomalyModel):
         valid = mask & (warp_image(field.mask.astype(np.float32), inv, shape) > 0.5)
         dn = shading_deviation(images, lights, pred, mu, albedo, valid, self.shading_cutoff)
         return dn, valid, (pred, mu, albedo)
+
+    def _shading_z(
+        self, images: np.ndarray, lights: np.ndarray, mask: np.ndarray, reg: Registration,
+        covered: np.ndarray, box: tuple[slice, slice], weight: np.ndarray,
+        den: list[np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The shading z-score of a capture in the ``box`` of its frame, and the pixels it
+        covers there: the deviation against the light field over the shading spread, widened
+        by the capture's own half-set disagreement (``shading_test_weight``)."""
+        assert self._light_field is not None and self._shading_spread_ext is not None
+        shape = mask.shape
+        dn, valid, (pred, mu, albedo) = self._shading_deviation(
+            self._light_field, images, lights, mask, reg)
+        spread = warp_image(self._shading_spread_ext, reg.transform.inverse_matrix(),
+                            shape).reshape(shape + (-1,))[box]
+        spread = np.where(covered[box][..., None], spread, self.spread_floor_deg)
+        vb = valid[box]
+        if self.shading_test_weight > 0 and len(lights) >= MIN_SPLIT_LIGHTS:
+            # the deviation on each half of the lights (2 interleaved halvings), 2 threads
+            sets = [s for h in azimuth_halves(lights, 2) for s in (h, ~h)]
+            with ThreadPoolExecutor(2) as pool:
+                devs = list(pool.map(lambda s: shading_deviation(
+                    images[s], lights[s], pred[s], mu, albedo, valid,
+                    self.shading_cutoff)[box], sets))
+            halves = [0.5 * (devs[i] - devs[i + 1]) for i in range(0, len(devs), 2)]
+            var = self._light_variance(np.stack(halves), vb, weight, den)
+            spread = np.sqrt(spread**2 + self.shading_test_weight * np.moveaxis(var, 0, -1))
+        resid = self._residual(dn[box], np.zeros_like(dn[box]), vb, weight)
+        return self._zscore(resid, vb, spread, den), vb
 
     def _light_variance(self, splits: np.ndarray, mask: np.ndarray,
                         weight: np.ndarray | None,
@@ -818,6 +837,15 @@ class VariationModel(AnomalyModel):
         mb, wb, sb = m[box], weight[box], spread[box]
         resid = self._residual(n[box], mu[box], mb, wb)
         den = self._line_den(mb)
+        shading = None
+        if capture_images is not None and self.uses_capture_images:
+            # the shading comparison runs beside the normal one (numpy and OpenCV release the
+            # GIL: the two share the cores)
+            images, lights = check_capture_images(capture_images, shape, "input capture")
+            worker = ThreadPoolExecutor(1)
+            shading = worker.submit(self._shading_z, images, lights, m, reg, covered, box,
+                                    conf_weight[box], den)
+            worker.shutdown(wait=False)
         if light_splits is not None and self.light_test_weight > 0:
             splits = np.asarray(light_splits, np.float32)
             if splits.ndim != 4 or splits.shape[1:3] != shape:
@@ -830,32 +858,13 @@ class VariationModel(AnomalyModel):
         score = np.zeros(shape, np.float32)
         score[box] = self._zscore(resid, mb, sb, den)
         shading_px = 0
-        if capture_images is not None and self.uses_capture_images:
-            assert self._light_field is not None and self._shading_spread_ext is not None
-            images, lights = check_capture_images(capture_images, shape, "input capture")
-            dn, valid, (pred, mu_s, albedo) = self._shading_deviation(
-                self._light_field, images, lights, m, reg)
-            ssp = warp_image(self._shading_spread_ext, inv, shape).reshape(shape + (-1,))[box]
-            ssp = np.where(covered[box][..., None], ssp, self.spread_floor_deg)
-            cwb = conf_weight[box]
-            if self.shading_test_weight > 0 and len(lights) >= MIN_SPLIT_LIGHTS:
-                # the deviation on each half of the lights (2 interleaved halvings), 2 threads
-                sets = [s for h in azimuth_halves(lights, 2) for s in (h, ~h)]
-                with ThreadPoolExecutor(2) as pool:
-                    devs = list(pool.map(lambda s: shading_deviation(
-                        images[s], lights[s], pred[s], mu_s, albedo, valid,
-                        self.shading_cutoff)[box], sets))
-                halves = [0.5 * (devs[i] - devs[i + 1]) for i in range(0, len(devs), 2)]
-                var = self._light_variance(np.stack(halves), valid[box], cwb, den)
-                ssp = np.sqrt(ssp**2 + self.shading_test_weight * np.moveaxis(var, 0, -1))
-            vb = valid[box]
-            zs = self._zscore(self._residual(dn[box], np.zeros_like(dn[box]), vb, cwb), vb, ssp,
-                              den)
+        if shading is not None:
+            zs, vb = shading.result()
             zn = score[box]
             joined = {"geometric": lambda: np.sqrt(zn * zs), "max": lambda: np.maximum(zn, zs),
                       "shading": lambda: zs}[self.shading_combine]()
             score[box] = np.where(vb, joined, zn)
-            shading_px = int(valid.sum())
+            shading_px = int(vb.sum())
         outside = m & ((dist > self.edge_tolerance_px) | ~covered)
         score = np.where(outside, np.maximum(score, self.outside_score), score)
         score = np.where(m, score, 0.0).astype(np.float32)
