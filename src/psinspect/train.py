@@ -253,11 +253,23 @@ def calibrate(
     if extras is not None and len(extras) != len(val):
         raise ValueError(f"{len(extras)} extras for {len(val)} maps")
     pix, imgs = [], []
-    for i, (n, m) in enumerate(val):
+
+    def one(i: int) -> Any:
         ex = extras[i] if extras is not None else {}
-        res = score_map(model if scorers is None else scorers[i], n, m, ex.get("confidence"),
-                        light_splits=ex.get("light_splits"),
-                        capture_images=ex.get("capture_images"))
+        return score_map(model if scorers is None else scorers[i], *val[i],
+                         ex.get("confidence"), light_splits=ex.get("light_splits"),
+                         capture_images=ex.get("capture_images"))
+
+    # cross calibration scores with one numpy model per map: side by side (the GIL is
+    # released); other models (torch) one map at a time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from psinspect.detect import available_cpus
+
+    workers = min(available_cpus(), len(val)) if scorers is not None else 1
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(pool.map(one, range(len(val))))
+    for (_, m), res in zip(val, results, strict=True):
         pix.append(res.score[m])
         imgs.append(image_score(res.score, m) * res.image_scale)
     scores = np.concatenate(pix).astype(np.float64)
@@ -328,18 +340,25 @@ def cross_fitted(model_name: str, hyperparameters: dict[str, Any],
     out in fold ``i % k``, :func:`cross_folds`); returns one model per sample (shared within a
     fold). ``per_sample``: fit options with one entry per sample (e.g. ``capture_images``),
     passed for the samples each fold fits on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from psinspect.detect import available_cpus
+
     k = cross_folds(len(samples))
-    models: list[AnomalyModel | None] = [None] * len(samples)
-    for f in range(k):
+
+    def fold(f: int) -> AnomalyModel:
         held = [i for i in range(len(samples)) if i % k == f]
         sub = create_model(model_name, **hyperparameters)
         own = {key: [v for i, v in enumerate(vals) if i % k != f]
                for key, vals in (per_sample or {}).items()}
         sub.fit([s for i, s in enumerate(samples) if i % k != f], [samples[i] for i in held],
                 **fit_args, **own)
-        for i in held:
-            models[i] = sub
-    return [m for m in models if m is not None]
+        return sub
+
+    # the folds are independent: fitted side by side (numpy and OpenCV release the GIL)
+    with ThreadPoolExecutor(max(1, min(available_cpus(), k))) as pool:
+        subs = list(pool.map(fold, range(k)))
+    return [subs[i % k] for i in range(len(samples))]
 
 
 def _checkpoint_paths(out: Path) -> tuple[Path, Path]:

@@ -540,17 +540,24 @@ class VariationModel(AnomalyModel):
                                   self._mean, tmask)
         sq = np.zeros((self._channels(),) + shape, np.float32)
         count = np.zeros(shape, np.float32)
-        for i, ((images, lights), (_, m), reg) in enumerate(zip(checked, maps, regs,
-                                                                strict=True)):
+
+        def one(i: int) -> tuple[np.ndarray, np.ndarray]:
+            """Capture i's filtered squared deviation and coverage, in the reference frame."""
+            (images, lights), (_, m), reg = checked[i], maps[i], regs[i]
             dn, valid, _ = self._shading_deviation(field, images, lights, m, reg, skip=i)
             box = self._box(valid)
             part = np.zeros_like(sq)
             part[:, box[0], box[1]] = self._filtered_sq(
                 self._residual(dn[box], np.zeros_like(dn[box]), valid[box], None), valid[box])
             fwd = reg.transform.matrix()
-            sq += np.moveaxis(warp_image(np.moveaxis(part, 0, -1), fwd, shape)
-                              .reshape(shape + (-1,)), -1, 0)
-            count += warp_image(valid.astype(np.float32), fwd, shape)
+            return (np.moveaxis(warp_image(np.moveaxis(part, 0, -1), fwd, shape)
+                                .reshape(shape + (-1,)), -1, 0),
+                    warp_image(valid.astype(np.float32), fwd, shape))
+
+        with ThreadPoolExecutor(2) as pool:  # independent captures, side by side
+            for part, cover in pool.map(one, range(len(checked))):
+                sq += part
+                count += cover
         inv_count = np.where(tmask, 1.0 / np.maximum(np.rint(count), 1.0), 0.0)
         spread = np.empty_like(sq)
         for j in range(len(sq)):
