@@ -46,6 +46,17 @@ disagree by more than ``split_full_deg``..``split_zero_deg`` are down-weighted a
 unreliable (PS breakdowns). The same for the training captures (``light_train_weight``) is
 available but off by default (it did not help in the benchmark).
 
+**Shading comparison** (trained with ``capture_images``, scored with them): the good captures'
+images form a light field in the reference frame (:mod:`psinspect.shading`); a test capture's
+images are predicted from it under the capture's own lights (turned with the part), and the
+normal change ``dn`` that explains observed minus predicted is high-passed, filtered and divided
+by its own spread (each good capture predicted from the other captures' samples, as in
+``native_spread``), widened by the capture's half-set disagreement of the same comparison
+(``shading_test_weight``). The score joins the two z-scores (``shading_combine``: their
+geometric mean by default, so a pixel must depart in its PS normal and in its shading; or the
+maximum, or the shading alone). PS fits each capture's highlights and shadows on its own, so
+captures through different lights disagree in their normals; compared as images they agree.
+
 **Supported poses**: shifts up to ``max_shift_px`` and in-plane rotations up to
 ``max_rotation_deg`` relative to the first training capture; other poses and failed
 registrations (correlation below ``min_correlation``) raise :class:`PsinspectError`.
@@ -91,7 +102,7 @@ from psinspect.shading import (
 MIN_TRAIN = 5
 #: fewest lights of a capture for which the light-split sensitivity is computed (6 per half)
 MIN_SPLIT_LIGHTS = 12
-#: how the normal z-score and the shading z-score are joined (see the class docstring)
+#: how the normal z-score and the shading z-score are joined (see the module docstring)
 SHADING_COMBINE = ("geometric", "max", "shading")
 
 
@@ -191,6 +202,12 @@ class VariationModel(AnomalyModel):
     native_spread: estimate the spread by comparing each training map, in its own pixel grid,
         with the template moved into it (as scoring does), rather than in the reference frame;
         includes the template's resampling blur and registration errors at sharp creases.
+    shading: learn the light field when ``fit`` gets ``capture_images`` (off: normals only).
+    shading_neighbours: light-field samples per predicted image (nearest light directions).
+    shading_cutoff: Tukey cut-off (robust sigmas) of the per-pixel fit of ``dn``.
+    shading_test_weight: weight of the test capture's half-set disagreement of ``dn`` in the
+        shading spread (12 or more lights).
+    shading_combine: ``"geometric"``, ``"max"`` or ``"shading"`` (see the module docstring).
     light_train_weight, light_test_weight: weights of the light-choice sensitivity (see
         :func:`light_split_differences`) of the training captures and of the test capture in the
         spread (added to the variance; 0 = ignored). Used only where the caller passes
