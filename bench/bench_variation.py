@@ -347,6 +347,10 @@ SHADING_NOTE = (
     ' scores are the right reference (rendered cases: 0 of 192 good parts failed); a model '
     'that is used through other lights than it was trained with needs a threshold from capt'
     'ures through those lights (`psinspect train --calibrate-on`).'
+    ' Other seeds (`python bench/bench_variation.py --cases diligent-bear diligent-cat --se'
+    'ed S --no-write`, same code, 2026-11-30 05:54-06:04 UTC with other jobs on the machine'
+    ', so its times are not comparable): seed 1 bear 0.994 / 0.958 / 0.971 (normals only: 0'
+    '.987 / 0.901 / 0.946), cat 0.992 / 0.977 / 0.996 (0.982 / 0.946 / 0.989).'
 )
 
 
