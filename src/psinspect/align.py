@@ -146,6 +146,18 @@ def warp_image(
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
+def warp_stack(stack: np.ndarray, matrix: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """:func:`warp_image` of a (C, H, W) stack of images; returns (C, h, w) float32."""
+    out = warp_image(np.moveaxis(np.asarray(stack, np.float32), 0, -1), matrix, shape_hw)
+    return np.moveaxis(out.reshape(tuple(shape_hw) + (-1,)), -1, 0)
+
+
+def matrix_angle(matrix: np.ndarray) -> float:
+    """In-plane rotation (degrees, counter-clockwise) of a (2, 3) pixel matrix: the angle by
+    which :func:`warp_normals` turns vectors (and light directions turn with a part)."""
+    return math.degrees(math.atan2(matrix[0, 1], matrix[0, 0]))
+
+
 def warp_normals(
     normals: np.ndarray,
     mask: np.ndarray,
@@ -159,7 +171,7 @@ def warp_normals(
     ``(normals (h, w, 3) float32, mask (h, w) bool)`` in the destination frame, zero outside the
     warped mask.
     """
-    angle = math.degrees(math.atan2(matrix[0, 1], matrix[0, 0]))
+    angle = matrix_angle(matrix)
     m = np.asarray(mask, bool)
     n = np.where(m[..., None], normals, 0.0).astype(np.float32)
     warped = warp_image(n, matrix, shape_hw, cv2.INTER_LINEAR)

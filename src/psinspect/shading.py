@@ -28,25 +28,18 @@ the reference frame of its template (lights turned with the part: :func:`psinspe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from psinspect.align import rotate_vectors, warp_image
+from psinspect.align import matrix_angle, rotate_vectors, warp_image, warp_stack
 from psinspect.stereo import batched_wls
 
 #: lights whose cosine with the template normal is below this are not used for ``dn``
 MIN_COS = 0.1
 #: ridge on the slope terms of the local linear light interpolation (light (x, y) units^2)
 SLOPE_RIDGE = 0.05
-
-
-def matrix_angle(matrix: np.ndarray) -> float:
-    """In-plane rotation (degrees, counter-clockwise) of a (2, 3) pixel matrix, as
-    :func:`psinspect.align.warp_normals` turns vectors with it."""
-    return math.degrees(math.atan2(matrix[0, 1], matrix[0, 0]))
 
 
 def azimuth_halves(lights: np.ndarray, splits: int) -> list[np.ndarray]:
@@ -67,8 +60,7 @@ class LightField:
     lights: (N, 3) float32 unit light directions (reference frame).
     residual: (N, P) float16: each sample's image minus ``albedo * max(mean . l, 0)`` at the
         P template pixels (``mask`` pixels in row-major order); half precision (1e-3 relative,
-        below camera noise) keeps a model of 8 captures x 96 lights of a 300 x 300 part near
-        20 MB.
+        below camera noise): about 20 MB for 8 captures x 24 lights of a 300 x 300 part.
     albedo: (P,) float32 template albedo (least squares over the samples).
     mask: (H, W) bool template mask.
     mean: (P, 3) float32 template normals at the same pixels.
@@ -134,9 +126,7 @@ def warp_samples(images: np.ndarray, lights: np.ndarray, matrix: np.ndarray,
     reference frame with the (2, 3) pixel ``matrix`` (its registration); ``mask``: the
     template (H, W)."""
     shape = mask.shape
-    k = len(images)
-    warped = warp_image(np.moveaxis(np.asarray(images, np.float32), 0, -1), matrix, shape)
-    values = warped.reshape(shape + (k,))[mask].T
+    values = warp_stack(images, matrix, shape)[:, mask]
     valid = (warp_image(np.ones(images.shape[1:], np.float32), matrix, shape) > 0.999)[mask]
     turned = rotate_vectors(np.asarray(lights, np.float32), matrix_angle(matrix))
     return Samples(turned, np.ascontiguousarray(values), valid)

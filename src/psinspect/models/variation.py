@@ -78,11 +78,13 @@ from psinspect.align import (
     DEFAULT_MIN_CORRELATION,
     Registration,
     RigidTransform,
+    matrix_angle,
     register,
     registration_image,
     rotate_vectors,
     warp_image,
     warp_normals,
+    warp_stack,
 )
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, NormalSample, ScoreResult
@@ -93,7 +95,6 @@ from psinspect.shading import (
     LightField,
     azimuth_halves,
     build_light_field,
-    matrix_angle,
     shading_deviation,
     warp_samples,
 )
@@ -324,6 +325,7 @@ class VariationModel(AnomalyModel):
         self._spread_ext: np.ndarray | None = None  # (H, W, S)
         self._dist: np.ndarray | None = None
         self._ref_image: np.ndarray | None = None
+        self._nearest: np.ndarray | None = None  # (2, H, W) nearest template pixel
         # learned from capture images (None when trained from normal maps), reference frame
         self._light_field: LightField | None = None
         self._shading_spread: np.ndarray | None = None  # (S, H, W) float32 degrees
@@ -420,7 +422,8 @@ class VariationModel(AnomalyModel):
     def _set_shading(self, field: LightField, spread: np.ndarray) -> None:
         self._light_field, self._shading_spread = field, spread
         assert self._mask is not None
-        _, (rows, cols) = ndimage.distance_transform_edt(~self._mask, return_indices=True)
+        assert self._nearest is not None
+        rows, cols = self._nearest
         self._shading_spread_ext = np.ascontiguousarray(
             np.moveaxis(spread[:, rows, cols], 0, -1), dtype=np.float32)
 
@@ -503,8 +506,7 @@ class VariationModel(AnomalyModel):
                 part[:, box[0], box[1]] = self._filtered_sq(
                     self._residual(n[box], mu[box], both[box], None), both[box])
                 fwd = reg.transform.matrix()
-                sq += np.moveaxis(warp_image(np.moveaxis(part, 0, -1), fwd, shape)
-                                  .reshape(shape + (-1,)), -1, 0)
+                sq += warp_stack(part, fwd, shape)
                 count += warp_image(both.astype(np.float32), fwd, shape)
             count = np.rint(count)
         else:
@@ -567,9 +569,7 @@ class VariationModel(AnomalyModel):
             part[:, box[0], box[1]] = self._filtered_sq(
                 self._residual(dn[box], np.zeros_like(dn[box]), valid[box], None), valid[box])
             fwd = reg.transform.matrix()
-            return (np.moveaxis(warp_image(np.moveaxis(part, 0, -1), fwd, shape)
-                                .reshape(shape + (-1,)), -1, 0),
-                    warp_image(valid.astype(np.float32), fwd, shape))
+            return warp_stack(part, fwd, shape), warp_image(valid.astype(np.float32), fwd, shape)
 
         with ThreadPoolExecutor(2) as pool:  # independent captures, side by side
             for part, cover in pool.map(one, range(len(checked))):
@@ -596,8 +596,7 @@ class VariationModel(AnomalyModel):
         mat, inv = reg.transform.matrix(), reg.transform.inverse_matrix()
         turned = rotate_vectors(np.asarray(lights, np.float32), matrix_angle(mat))
         pred_ref = field.predict(turned, self.shading_neighbours, skip)
-        pred = np.moveaxis(warp_image(np.moveaxis(pred_ref, 0, -1), inv, shape)
-                           .reshape(shape + (-1,)), -1, 0)
+        pred = warp_stack(pred_ref, inv, shape)
         mu, _ = warp_normals(self._mean_ext, np.ones(shape, bool), inv, shape)
         albedo = warp_image(field.albedo_image(), inv, shape)
         valid = mask & (warp_image(field.mask.astype(np.float32), inv, shape) > 0.5)
@@ -782,6 +781,7 @@ class VariationModel(AnomalyModel):
         # extend mean and spread to the whole image from the nearest template pixel, so that a
         # silhouette a pixel off still has something to compare with
         dist, idx = ndimage.distance_transform_edt(~mask, return_indices=True)
+        self._nearest = idx
         rows, cols = idx
         self._mean_ext = mean[rows, cols].astype(np.float32)
         self._spread_ext = np.ascontiguousarray(
