@@ -262,7 +262,7 @@ def run_case(name: str, args: argparse.Namespace, hp: dict[str, Any]) -> dict[st
     # the pass/fail threshold as psinspect train sets it: from the image scores of the good
     # captures, each scored by a model fitted without it (cross calibration)
     t0 = time.perf_counter()
-    scorers = cross_fitted("variation", hp, samples, {}, per_sample)
+    scorers = cross_fitted("variation", hp, samples, {}, per_sample, fitted=model)
     with ThreadPoolExecutor(2) as pool:  # as psinspect.train.calibrate scores them
         held = list(pool.map(lambda sc: image_score(sc[0].score(
             sc[1].normals, sc[1].mask, sc[1].confidence, light_splits=sc[1].splits,

@@ -335,11 +335,13 @@ def cross_folds(n: int, min_train: int = 4, folds: int = 4) -> int:
 def cross_fitted(model_name: str, hyperparameters: dict[str, Any],
                  samples: Sequence[NormalSample], fit_args: dict[str, Any],
                  per_sample: dict[str, Sequence[Any]] | None = None,
-                 ) -> list[AnomalyModel]:
+                 fitted: AnomalyModel | None = None) -> list[AnomalyModel]:
     """For each of ``samples``, a model of ``model_name`` fitted without it (map ``i`` is held
     out in fold ``i % k``, :func:`cross_folds`); returns one model per sample (shared within a
     fold). ``per_sample``: fit options with one entry per sample (e.g. ``capture_images``),
-    passed for the samples each fold fits on."""
+    passed for the samples each fold fits on. ``fitted``: the model just fitted on all
+    ``samples``; where it offers ``held_out`` copies (the variation model) they replace the
+    refits."""
     from concurrent.futures import ThreadPoolExecutor
 
     from psinspect.detect import available_cpus
@@ -348,6 +350,8 @@ def cross_fitted(model_name: str, hyperparameters: dict[str, Any],
 
     def fold(f: int) -> AnomalyModel:
         held = [i for i in range(len(samples)) if i % k == f]
+        if fitted is not None and hasattr(fitted, "held_out"):
+            return fitted.held_out(held)
         sub = create_model(model_name, **hyperparameters)
         own = {key: [v for i, v in enumerate(vals) if i % k != f]
                for key, vals in (per_sample or {}).items()}
@@ -508,7 +512,7 @@ def train_model(
         if progress is not None:
             progress("cross-fitting for calibration")
         scorers = cross_fitted(args["model"], args["hyperparameters"], data.train, fit_args,
-                               per_sample)
+                               per_sample, fitted=model)
         data.source["holdout_rule"] = (
             f"cross calibration: all {len(data.train)} maps train the model; each is scored "
             f"for the thresholds by a model fitted without it "
