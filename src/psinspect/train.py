@@ -11,7 +11,8 @@ out for validation and threshold calibration.
 
 Models that fit in seconds and declare ``cross_calibration`` (the variation model) instead learn
 from ALL good maps, and each map is scored for calibration by a copy fitted without it
-(:func:`cross_fitted`, 4 folds or more), so every good part counts twice.
+(:func:`cross_fitted`, 4 folds or more; the variation model makes such copies from its own fit,
+``held_out``), so every good part counts twice.
 
 Thresholds are calibrated on the clean validation maps only (plus, with
 ``calibration_inputs``, clean maps of parts that are NOT trained on at all: the validation maps
