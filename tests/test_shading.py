@@ -169,3 +169,25 @@ def test_bad_capture_images_are_refused() -> None:
         model.score(n, m, capture_images=(bad, lights))
     with pytest.raises(PsinspectError, match="shading_combine"):
         create_model("variation", shading_combine="sum")
+
+
+def test_held_out_copy_leaves_the_held_capture_out_of_its_light_field() -> None:
+    """Cross calibration's copy without capture 0: its light field holds only the other
+    captures' samples, so a dent in capture 0's images stands out against it, while the full
+    model (which samples capture 0 itself) partly predicts it."""
+    lights = default_lights(16)
+    rng = np.random.default_rng(4)
+    maps, captures = [], []
+    for i in range(6):
+        a, sh = rng.uniform(-3, 3), (rng.uniform(-2, 2), rng.uniform(-2, 2))
+        n, m = posed_part(angle_deg=a, shift=sh, dent=DENT if i == 0 else None)
+        maps.append((n, m))
+        captures.append((_images(n, m, lights, gloss=0.4), lights))
+    model = create_model("variation", shading_combine="shading")
+    model.fit(maps, [], capture_images=captures)
+    copy = model.held_out([0])
+    assert copy.uses_capture_images and len(copy._light_field.lights) == 5 * len(lights)
+    n, m = maps[0]
+    z_copy = copy.score(n, m, capture_images=captures[0]).score[m].max()
+    z_full = model.score(n, m, capture_images=captures[0]).score[m].max()
+    assert z_copy > 3.0 and z_copy > 1.5 * z_full
