@@ -158,6 +158,90 @@ def matrix_angle(matrix: np.ndarray) -> float:
     return math.degrees(math.atan2(matrix[0, 1], matrix[0, 0]))
 
 
+def local_shift(normals: np.ndarray, mask: np.ndarray, reference: np.ndarray,
+                max_px: float, block: int = 32, step: int = 16) -> np.ndarray:
+    """A smooth field of small shifts that lines ``normals`` up with ``reference`` locally.
+
+    ``normals``, ``reference``: (H, W, 3) float32 in the same frame (``reference`` already
+    registered); ``mask``: (H, W) bool pixels to use. On blocks of ``block`` px every ``step``
+    px the shift ``d`` minimising ``sum |normals(p) - reference(p - d)|^2`` to first order
+    (least squares on the REFERENCE's spatial gradient, slightly ridged, so that only the
+    reference's own structure can move: a dent on a smooth stretch does not) is clipped to
+    ``max_px``, then interpolated and smoothed over ``step / 2`` px. Returns (H, W, 2) float32
+    ``(dx, dy)`` in pixels (columns, rows): ``reference(p - d(p))`` lines up with
+    ``normals(p)``. A rigid registration leaves sub-pixel misfits where PS places a sharp
+    crease a little differently (another light set); this absorbs them.
+    """
+    n = np.asarray(normals, np.float32)
+    h, w = mask.shape
+    inner = np.asarray(mask, bool).copy()  # central differences need both neighbours inside
+    inner[1:-1, 1:-1] &= (mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:])
+    inner[[0, -1], :] = False
+    inner[:, [0, -1]] = False
+    ref = np.asarray(reference, np.float32)
+    gy, gx = np.gradient(ref, axis=(0, 1))  # reference(p - d) ~ reference(p) - (gx, gy) . d
+    wt = inner.astype(np.float32)[..., None]
+    jx, jy, r = gx * wt, gy * wt, (ref - n) * wt
+    # per-pixel products, summed over each block with a box filter
+    prods = np.stack([(jx * jx).sum(2), (jx * jy).sum(2), (jy * jy).sum(2), (jx * r).sum(2),
+                      (jy * r).sum(2), wt[..., 0]], axis=-1)
+    sums = cv2.boxFilter(prods, -1, (block, block), normalize=False,
+                         borderType=cv2.BORDER_CONSTANT)[::step, ::step]
+    axx, axy, ayy, bx, by, cnt = np.moveaxis(sums.astype(np.float64), -1, 0)
+    ridge = 1e-3 * cnt + 1e-9
+    axx, ayy = axx + ridge, ayy + ridge
+    det = axx * ayy - axy * axy
+    dx = np.where(cnt >= 50, (ayy * bx - axy * by) / det, 0.0)
+    dy = np.where(cnt >= 50, (axx * by - axy * bx) / det, 0.0)
+    grid = np.clip(np.stack([dx, dy], -1), -max_px, max_px).astype(np.float32)
+    # grid value (i, j) belongs to pixel (i * step, j * step): bilinear in between
+    rows, cols = np.indices((h, w), dtype=np.float32) / np.float32(step)
+    full = cv2.remap(grid, cols, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.GaussianBlur(full, (0, 0), step / 2)
+
+
+@dataclass(frozen=True)
+class TemplateLookup:
+    """Where each pixel of an input frame (H, W) finds its template value: ``map_x``, ``map_y``
+    (H, W) float32 reference-frame coordinates (a registration's matrix, optionally after a
+    :func:`local_shift` field), and ``angle_deg``, by which template vectors are turned."""
+
+    map_x: np.ndarray
+    map_y: np.ndarray
+    angle_deg: float
+
+    @staticmethod
+    def build(matrix: np.ndarray, shape_hw: tuple[int, int],
+              shift: np.ndarray | None = None) -> TemplateLookup:
+        """From the (2, 3) input -> reference pixel ``matrix`` (a registration's transform);
+        ``shift``: (H, W, 2) from :func:`local_shift`, or None."""
+        m = np.asarray(matrix, np.float64)
+        rows, cols = np.indices(shape_hw, dtype=np.float64)
+        if shift is not None:
+            cols = cols - shift[..., 0]
+            rows = rows - shift[..., 1]
+        mx = m[0, 0] * cols + m[0, 1] * rows + m[0, 2]
+        my = m[1, 0] * cols + m[1, 1] * rows + m[1, 2]
+        # template vectors turn with the reference -> input motion: the inverse's angle
+        return TemplateLookup(mx.astype(np.float32), my.astype(np.float32), -matrix_angle(m))
+
+    def image(self, image: np.ndarray) -> np.ndarray:
+        """(h, w) or (h, w, C) reference-frame values at the input pixels (0 from outside)."""
+        img = np.ascontiguousarray(image, dtype=np.float32)
+        if img.ndim == 3 and img.shape[2] > 4:  # remap takes at most 4 channels
+            return np.stack([self.image(img[..., i]) for i in range(img.shape[2])], axis=-1)
+        return cv2.remap(img, self.map_x, self.map_y, cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+    def stack(self, stack: np.ndarray) -> np.ndarray:
+        """:meth:`image` of a (C, h, w) stack; returns (C, H, W)."""
+        return np.stack([self.image(s) for s in np.asarray(stack, np.float32)])
+
+    def normals(self, normals: np.ndarray) -> np.ndarray:
+        """Template normals (h, w, 3) at the input pixels, turned with the part, unit length."""
+        return normalize(rotate_vectors(self.image(normals), self.angle_deg))
+
+
 def warp_normals(
     normals: np.ndarray,
     mask: np.ndarray,

@@ -80,7 +80,8 @@ from psinspect.align import (
     DEFAULT_MIN_CORRELATION,
     Registration,
     RigidTransform,
-    matrix_angle,
+    TemplateLookup,
+    local_shift,
     register,
     registration_image,
     rotate_vectors,
@@ -229,6 +230,8 @@ class VariationModel(AnomalyModel):
     shading_test_weight: weight of the test capture's half-set disagreement of ``dn`` in the
         shading spread (12 or more lights).
     shading_combine: ``"geometric"``, ``"max"`` or ``"shading"`` (see the module docstring).
+    local_shift_px: largest local sub-pixel shift (:func:`psinspect.align.local_shift`) by which
+        the template is moved onto a scored map after registration (0 = off).
     light_train_weight, light_test_weight: weights of the light-choice sensitivity (see
         :func:`light_split_differences`) of the training captures and of the test capture in the
         spread (added to the variance; 0 = ignored). Used only where the caller passes
@@ -278,6 +281,7 @@ class VariationModel(AnomalyModel):
         shading_cutoff: float = 2.0,
         shading_test_weight: float = 2.0,
         shading_combine: str = "geometric",
+        local_shift_px: float = 0.5,
     ) -> None:
         scales = [float(s) for s in scales_px]
         if not scales or min(scales) < 0:
@@ -336,6 +340,9 @@ class VariationModel(AnomalyModel):
         self.shading_cutoff = float(shading_cutoff)
         self.shading_test_weight = float(shading_test_weight)
         self.shading_combine = str(shading_combine)
+        if not 0 <= local_shift_px <= 2:
+            raise PsinspectError(f"local_shift_px must be in [0, 2], got {local_shift_px}")
+        self.local_shift_px = float(local_shift_px)
         # learned state, in the reference frame
         self._mean: np.ndarray | None = None  # (H, W, 3) float32, zero outside the template
         self._spread: np.ndarray | None = None  # (S, H, W) float32 degrees, floor included
@@ -381,6 +388,7 @@ class VariationModel(AnomalyModel):
             "shading_cutoff": self.shading_cutoff,
             "shading_test_weight": self.shading_test_weight,
             "shading_combine": self.shading_combine,
+            "local_shift_px": self.local_shift_px,
         }
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -640,7 +648,8 @@ class VariationModel(AnomalyModel):
         def one(i: int) -> tuple[np.ndarray, np.ndarray]:
             """Capture i's filtered squared deviation and coverage, in the reference frame."""
             (images, lights), (_, m), reg = checked[i], maps[i], regs[i]
-            dn, valid, _ = self._shading_deviation(field, images, lights, m, reg, skip=i)
+            look = TemplateLookup.build(reg.transform.matrix(), shape)
+            dn, valid, _ = self._shading_deviation(field, images, lights, m, look, skip=i)
             box = self._box(valid)
             part = np.zeros((self._channels(),) + shape, np.float32)
             part[:, box[0], box[1]] = self._filtered_sq(
@@ -671,25 +680,23 @@ class VariationModel(AnomalyModel):
 
     def _shading_deviation(
         self, field: LightField, images: np.ndarray, lights: np.ndarray, mask: np.ndarray,
-        reg: Registration, skip: int | None = None,
+        look: TemplateLookup, skip: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """A capture's shading deviation (H, W, 3) in its own frame, the pixels it covers, and
-        (predicted images, template normals, albedo) moved into the capture's frame
-        (``skip``: predicted without that training capture's samples)."""
+        (predicted images, template normals, albedo) moved into the capture's frame with
+        ``look`` (``skip``: predicted without that training capture's samples)."""
         assert self._mean_ext is not None
-        shape = mask.shape
-        mat, inv = reg.transform.matrix(), reg.transform.inverse_matrix()
-        turned = rotate_vectors(np.asarray(lights, np.float32), matrix_angle(mat))
-        pred_ref = field.predict(turned, self.shading_neighbours, skip)
-        pred = warp_stack(pred_ref, inv, shape)
-        mu, _ = warp_normals(self._mean_ext, np.ones(shape, bool), inv, shape)
-        albedo = warp_image(field.albedo_image(), inv, shape)
-        valid = mask & (warp_image(field.mask.astype(np.float32), inv, shape) > 0.5)
+        # the capture's lights turned into the reference frame (the part's motion)
+        turned = rotate_vectors(np.asarray(lights, np.float32), -look.angle_deg)
+        pred = look.stack(field.predict(turned, self.shading_neighbours, skip))
+        mu = look.normals(self._mean_ext)
+        albedo = look.image(field.albedo_image())
+        valid = mask & (look.image(field.mask.astype(np.float32)) > 0.5)
         dn = shading_deviation(images, lights, pred, mu, albedo, valid, self.shading_cutoff)
         return dn, valid, (pred, mu, albedo)
 
     def _shading_z(
-        self, images: np.ndarray, lights: np.ndarray, mask: np.ndarray, reg: Registration,
+        self, images: np.ndarray, lights: np.ndarray, mask: np.ndarray, look: TemplateLookup,
         covered: np.ndarray, box: tuple[slice, slice], weight: np.ndarray,
         den: list[np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -699,9 +706,8 @@ class VariationModel(AnomalyModel):
         assert self._light_field is not None and self._shading_spread_ext is not None
         shape = mask.shape
         dn, valid, (pred, mu, albedo) = self._shading_deviation(
-            self._light_field, images, lights, mask, reg)
-        spread = warp_image(self._shading_spread_ext, reg.transform.inverse_matrix(),
-                            shape).reshape(shape + (-1,))[box]
+            self._light_field, images, lights, mask, look)
+        spread = look.image(self._shading_spread_ext).reshape(shape + (-1,))[box]
         spread = np.where(covered[box][..., None], spread, self.spread_floor_deg)
         vb = valid[box]
         if self.shading_test_weight > 0 and len(lights) >= MIN_SPLIT_LIGHTS:
@@ -914,12 +920,20 @@ class VariationModel(AnomalyModel):
         assert self._mean_ext is not None and self._spread_ext is not None
         assert self._dist is not None
         shape = n.shape[:2]
-        inv = reg.transform.inverse_matrix()
-        mu, _ = warp_normals(self._mean_ext, np.ones(shape, bool), inv, shape)
-        spread = warp_image(self._spread_ext, inv, shape).reshape(shape + (-1,))
-        dist = warp_image(self._dist, inv, shape)
+        # where each input pixel finds its template value: the registration, then (local_shift_px)
+        # a smooth sub-pixel shift field that lines sharp creases up
+        look = TemplateLookup.build(reg.transform.matrix(), shape)
+        ones = np.ones(shape, np.float32)
+        mu = look.normals(self._mean_ext)
         # pixels at the image border may come from outside the template image
-        covered = warp_image(np.ones(shape, np.float32), inv, shape) > 0.5
+        covered = look.image(ones) > 0.5
+        if self.local_shift_px > 0:
+            look = TemplateLookup.build(reg.transform.matrix(), shape,
+                                        local_shift(n, m & covered, mu, self.local_shift_px))
+            mu = look.normals(self._mean_ext)
+            covered = look.image(ones) > 0.5
+        spread = look.image(self._spread_ext).reshape(shape + (-1,))
+        dist = look.image(self._dist)
         spread = np.where(covered[..., None], spread, self.spread_floor_deg)
         mu = np.where(covered[..., None], mu, n)
 
@@ -952,7 +966,7 @@ class VariationModel(AnomalyModel):
             # GIL: the two share the cores)
             images, lights = check_capture_images(capture_images, shape, "input capture")
             worker = ThreadPoolExecutor(1)
-            shading = worker.submit(self._shading_z, images, lights, m, reg, covered, box,
+            shading = worker.submit(self._shading_z, images, lights, m, look, covered, box,
                                     conf_weight[box], den)
             worker.shutdown(wait=False)
         if light_splits is not None and self.light_test_weight > 0:
