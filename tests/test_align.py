@@ -9,6 +9,8 @@ from scipy import ndimage
 
 from psinspect.align import (
     RigidTransform,
+    TemplateLookup,
+    local_shift,
     register,
     registration_image,
     rotate_vectors,
@@ -81,3 +83,31 @@ def test_mismatched_sizes_are_refused():
     small_n, small_m = posed_part(shape_hw=(90, 112))
     with pytest.raises(PsinspectError, match="differs from the reference"):
         register(registration_image(small_n, small_m), registration_image(ref_n, ref_m))
+
+
+def test_template_lookup_matches_warp_normals():
+    """With no shift field the lookup moves a template exactly as warp_normals does (the
+    registration's matrix maps input -> reference; vectors turn the other way)."""
+    n, m = posed_part()
+    t = RigidTransform(3.5, 2.0, -1.5, (n.shape[1] / 2, n.shape[0] / 2))
+    want, wmask = warp_normals(n, np.ones(m.shape, bool), t.inverse_matrix(), m.shape)
+    got = TemplateLookup.build(t.matrix(), m.shape).normals(n)
+    inner = ndimage.binary_erosion(wmask, iterations=2)
+    assert angular_error_deg(got, want)[inner].max() < 0.01
+
+
+def test_local_shift_lines_up_a_sub_pixel_offset_and_ignores_a_dent():
+    """A template moved by a known sub-pixel offset is moved back by the shift field (where it
+    has structure); a dent on the map itself leaves the field near 0 (only the template's own
+    structure may move)."""
+    n, m = posed_part()
+    off = np.array([[1.0, 0.0, 0.3], [0.0, 1.0, -0.2]])  # content moves by (+0.3, -0.2) px
+    ref, rmask = warp_normals(n, m, off, m.shape)
+    shift = local_shift(n, m & rmask, ref, max_px=0.5)
+    lined = TemplateLookup.build(np.eye(2, 3), m.shape, shift).normals(ref)
+    inner = ndimage.binary_erosion(m & rmask, iterations=4)
+    before = angular_error_deg(ref, n)[inner].mean()
+    assert angular_error_deg(lined, n)[inner].mean() < 0.6 * before
+    dented, _ = posed_part(dent=(40.0, 50.0, 3.0, 1.5))
+    still = local_shift(dented, m, n, max_px=0.5)
+    assert np.abs(still[m]).max() < 0.1
