@@ -227,15 +227,17 @@ class TemplateLookup:
 
     def image(self, image: np.ndarray) -> np.ndarray:
         """(h, w) or (h, w, C) reference-frame values at the input pixels (0 from outside)."""
-        img = np.ascontiguousarray(image, dtype=np.float32)
-        if img.ndim == 3 and img.shape[2] > 4:  # remap takes at most 4 channels
-            return np.stack([self.image(img[..., i]) for i in range(img.shape[2])], axis=-1)
-        return cv2.remap(img, self.map_x, self.map_y, cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        img = np.asarray(image, dtype=np.float32)
+        if img.ndim == 3 and img.shape[2] > 4:  # remap takes at most 4 channels at a time
+            return np.concatenate([self.image(img[..., i:i + 4])
+                                   for i in range(0, img.shape[2], 4)], axis=-1)
+        out = cv2.remap(np.ascontiguousarray(img), self.map_x, self.map_y, cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        return out.reshape(out.shape[:2] + img.shape[2:])
 
     def stack(self, stack: np.ndarray) -> np.ndarray:
         """:meth:`image` of a (C, h, w) stack; returns (C, H, W)."""
-        return np.stack([self.image(s) for s in np.asarray(stack, np.float32)])
+        return np.moveaxis(self.image(np.moveaxis(np.asarray(stack, np.float32), 0, -1)), -1, 0)
 
     def normals(self, normals: np.ndarray) -> np.ndarray:
         """Template normals (h, w, 3) at the input pixels, turned with the part, unit length."""
