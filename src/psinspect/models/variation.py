@@ -710,6 +710,7 @@ class VariationModel(AnomalyModel):
         spread = look.image(self._shading_spread_ext).reshape(shape + (-1,))[box]
         spread = np.where(covered[box][..., None], spread, self.spread_floor_deg)
         vb = valid[box]
+        weight = _edge_weight(vb, self.edge_band_px) * weight
         if self.shading_test_weight > 0 and len(lights) >= MIN_SPLIT_LIGHTS:
             # the deviation on each half of the lights (2 interleaved halvings), 2 threads
             sets = [s for h in azimuth_halves(lights, 2) for s in (h, ~h)]
@@ -817,10 +818,10 @@ class VariationModel(AnomalyModel):
 
     def _residual(self, normals: np.ndarray, mean: np.ndarray, mask: np.ndarray,
                   weight: np.ndarray | None) -> np.ndarray:
-        """``degrees(n - mu)`` (H, W, 3) float32 times the reliability weight, 0 outside mask."""
-        w = _edge_weight(mask, self.edge_band_px)
-        if weight is not None:
-            w = w * weight
+        """``degrees(n - mu)`` (H, W, 3) float32 times the reliability weight, 0 outside mask.
+        ``weight``: the whole per-pixel weight (the silhouette band included: callers that
+        weight several residuals of one mask compute it once), or None: the band only."""
+        w = _edge_weight(mask, self.edge_band_px) if weight is None else weight
         d = np.degrees(normals - mean) * w[..., None]
         d = np.where(mask[..., None], d, 0.0).astype(np.float32)
         if self.highpass_px > 0:
@@ -958,6 +959,7 @@ class VariationModel(AnomalyModel):
         # the filters only need the object and a margin of their support around it
         box = self._box(m)
         mb, wb, sb = m[box], weight[box], spread[box]
+        wb = _edge_weight(mb, self.edge_band_px) * wb  # the silhouette band, once
         resid = self._residual(n[box], mu[box], mb, wb)
         den = self._line_den(mb)
         shading = None
@@ -977,7 +979,7 @@ class VariationModel(AnomalyModel):
             var = self._light_variance(splits[:, box[0], box[1]], mb, wb, den)
             sb = np.sqrt(sb**2 + self.light_test_weight * np.moveaxis(var, 0, -1))
         unreliable = np.zeros(shape, bool)
-        unreliable[box] = mb & (_edge_weight(mb, self.edge_band_px) * wb < 0.5)
+        unreliable[box] = mb & (wb < 0.5)
         score = np.zeros(shape, np.float32)
         score[box] = self._zscore(resid, mb, sb, den)
         shading_px = 0
