@@ -23,7 +23,11 @@ re-registers all of them to the mean of that first pass, and learns per pixel
   not explode. ``1 / sigma_0^2`` is the vMF concentration in the small-angle limit.
 
 **Scoring** (:meth:`VariationModel.score`) registers the test map to the template and moves the
-template (``mu`` with its vectors turned, and ``sigma``) into the frame of the test map. This is
+template (``mu`` with its vectors turned, and ``sigma``) into the frame of the test map, then by
+a smooth field of local sub-pixel shifts (at most ``local_shift_px``, fitted on the template's
+own gradient: :func:`psinspect.align.local_shift`), which absorbs where another light set puts a
+sharp crease a fraction of a pixel away; every template quantity is looked up through the same
+:class:`psinspect.align.TemplateLookup`. This is
 the same comparison as warping the test map into the reference frame and the score back, but the
 test map is never resampled, so a one-pixel scratch stays one pixel wide and the score is pixel-
 aligned with the input. The residual ``d = n - mu`` is weighted by the pixel's reliability (PS
