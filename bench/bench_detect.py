@@ -108,6 +108,7 @@ def evaluate_model(bundle, ds: Path, threads: int, diagnostics: bool = True,
         fracs = _fraction_above(items)
         res["deficit"] = auroc_deficit_by_map(items, fracs)
         res["deficit_by_defect"] = auroc_deficit_by_defect(items, fracs)
+        res["deficit_by_contrast"] = auroc_deficit_by_contrast(items, fracs, ds, manifest)
         res["aupro_deficit"] = aupro_deficit_by_map(items)
         res["intervals"] = bootstrap_intervals(items, surfaces, resamples=BOOTSTRAP, seed=SEED)
     res["calibration"] = calibration_check(items, bundle.threshold)
@@ -210,6 +211,62 @@ def auroc_deficit_by_defect(items: list, fracs: list[np.ndarray]) -> list[dict]:
     out = [{"type": t, "level": lv, **a, "mean": a["deficit"] * n_pos / max(a["pixels"], 1)}
            for (t, lv), a in acc.items()]
     return sorted(out, key=lambda d: -d["deficit"])
+
+
+#: bins of a defect pixel's contrast (its normal's change over the clean surface's local
+#: texture level) in :func:`auroc_deficit_by_contrast`
+CONTRAST_BINS = (0.0, 0.5, 1.0, 2.0, 4.0, np.inf)
+#: the texture level: RMS of the clean map's residual to its 2.5 px robust fit over a Gaussian
+#: window of this sigma (px)
+TEXTURE_WINDOW_PX = 24.0
+
+
+def contrast_map(defective: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(H, W) float32: per pixel the angle between the defective and the clean normals (the
+    defect's own change, degrees) over the clean surface's local texture level (degrees: RMS
+    over a Gaussian window of ``TEXTURE_WINDOW_PX`` of the angle between the clean normals and
+    their 2.5 px robust fit, :func:`psinspect.models.geometric.robust_reference`). Below 1 the
+    defect turns the normal by less than the surface's own texture and noise do around it."""
+    from psinspect.defects import angle_deg
+    from psinspect.models.geometric import masked_blur, robust_reference
+
+    resid = angle_deg(clean, robust_reference(clean, mask, 2.5)).astype(np.float32)
+    level = np.sqrt(masked_blur(resid ** 2, mask, TEXTURE_WINDOW_PX))
+    return (angle_deg(defective, clean) / np.maximum(level, 1e-3)).astype(np.float32)
+
+
+def auroc_deficit_by_contrast(items: list, fracs: list[np.ndarray], ds: Path,
+                              manifest: dict) -> list[dict]:
+    """Where the pooled pixel AUROC is lost, split by the defect pixels' contrast
+    (:func:`contrast_map`, bins ``CONTRAST_BINS``), over the maps whose defects were implanted
+    in the normals of a test map that is also in the test set clean (its ``N_`` twin: the
+    DiLiGenT objects and the rendered parts with defects in the normals; a through-PS part has
+    no clean twin with the same PS noise). Returns per bin ``lo``, ``hi``, ``pixels`` (share
+    of those maps' defect pixels), ``deficit`` (share of their part of ``1 - AUROC``) and
+    ``mean`` (mean fraction of all clean pixels scoring above its pixels)."""
+    from psinspect.normalmap import load_normal_map
+
+    files = {it["name"]: it["file"] for it in manifest["items"]}
+    con, frac = [], []
+    for i, f in zip(items, fracs, strict=True):
+        twin = "N_" + i.name[2:]
+        pos = i.gt & i.mask
+        if not i.name.startswith("A_") or twin not in files or not pos.any():
+            continue
+        n, m = load_normal_map(ds / files[i.name])
+        n0, _ = load_normal_map(ds / files[twin])
+        con.append(contrast_map(n, n0, m)[pos])
+        frac.append(f[pos])
+    if not con:
+        return []
+    c, fr = np.concatenate(con), np.concatenate(frac)
+    out = []
+    for lo, hi in zip(CONTRAST_BINS[:-1], CONTRAST_BINS[1:], strict=True):
+        k = (c >= lo) & (c < hi)
+        out.append({"lo": lo, "hi": hi, "pixels": float(k.mean()),
+                    "deficit": float(fr[k].sum() / max(fr.sum(), 1e-12)),
+                    "mean": float(fr[k].mean()) if k.any() else 0.0})
+    return out
 
 
 def calibration_check(items: list, threshold: float) -> dict:
@@ -498,6 +555,19 @@ def render_markdown(results: dict, args) -> str:
                   "|---|---|---|---|---|"]
         lines += [f"| {d['type']} ({d['level']}) | {d['defects']} | {d['pixels']} | "
                   f"{d['deficit'] / total:.1%} | {d['mean']:.3f} |" for d in by_defect[:8]]
+    by_contrast = r.get("deficit_by_contrast") or []
+    if by_contrast:
+        lines += ["", "The same split by contrast (the defective maps with a clean twin in the "
+                  "test set: DiLiGenT and rendered with defects in the normals; each defect "
+                  "pixel's contrast = the angle its normal turned over the clean surface's "
+                  f"local texture level, the RMS over a {TEXTURE_WINDOW_PX:.0f} px Gaussian "
+                  "window of the clean normals' angle to their 2.5 px robust fit; "
+                  "`bench_detect.contrast_map`): below 1 a defect turns the normal by less "
+                  "than the surface's own texture and noise do around it.", "",
+                  "| contrast | share of defect pixels | share of their 1 - AUROC | mean |",
+                  "|---|---|---|---|"]
+        lines += [f"| {d['lo']:g}-{d['hi']:g} | {d['pixels']:.1%} | {d['deficit']:.1%} | "
+                  f"{d['mean']:.3f} |".replace("-inf", "+") for d in by_contrast]
     pro_deficit = r.get("aupro_deficit") or []
     if pro_deficit:
         total = sum(d["deficit"] for d in pro_deficit)
