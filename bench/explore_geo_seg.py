@@ -275,7 +275,7 @@ def markdown() -> str:
         "model on both); "
         "pixel AUROC / AUPRO / image AUROC without "
         "and with test-time augmentation. One seed per variant, except org2 and ema (seeds "
-        "0, 1, 2: -seed1, -seed2), lines, bend24 and align (seeds 0, 1): the spread of "
+        "0, 1, 2: -seed1, -seed2), lines, bend24, align and long80 (seeds 0, 1): the spread of "
         "those rows is the measure of run-to-run noise here, and differences of that size "
         "between variants may be noise; choosing among variants "
         "on these test surfaces favours the chosen one slightly. The default model is org2 "
