@@ -47,7 +47,6 @@ import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -71,7 +70,12 @@ from psinspect.render import (  # noqa: E402
     render_images,
 )
 from psinspect.stereo import solve  # noqa: E402
-from psinspect.train import DEFAULT_IMAGE_FPR, cross_fitted, gumbel_threshold  # noqa: E402
+from psinspect.train import (  # noqa: E402
+    DEFAULT_IMAGE_FPR,
+    DEFAULT_THRESHOLD_FPR,
+    calibrate,
+    cross_fitted,
+)
 
 cv2.setNumThreads(2)
 
@@ -263,12 +267,10 @@ def run_case(name: str, args: argparse.Namespace, hp: dict[str, Any]) -> dict[st
     # captures, each scored by a model fitted without it (cross calibration)
     t0 = time.perf_counter()
     scorers = cross_fitted("variation", hp, samples, {}, per_sample, fitted=model)
-    with ThreadPoolExecutor(2) as pool:  # as psinspect.train.calibrate scores them
-        held = list(pool.map(lambda sc: image_score(sc[0].score(
-            sc[1].normals, sc[1].mask, sc[1].confidence, light_splits=sc[1].splits,
-            capture_images=(sc[1].images, sc[1].lights)).score, sc[1].mask),
-            zip(scorers, train, strict=True)))
-    image_threshold, _ = gumbel_threshold(held, DEFAULT_IMAGE_FPR)
+    extras = [{"confidence": c.confidence, "light_splits": c.splits,
+               "capture_images": (c.images, c.lights)} for c in train]
+    _, image_threshold, _ = calibrate(model, samples, DEFAULT_THRESHOLD_FPR, scorers=scorers,
+                                      extras=extras, image_fpr=DEFAULT_IMAGE_FPR)
     t_cal = time.perf_counter() - t0
     t_ps_train = sum(c.ps_seconds for c in train)
     t_split_train = sum(c.split_seconds for c in train)
