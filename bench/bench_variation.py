@@ -334,6 +334,13 @@ LOCAL_SHIFT_NOTE = (
     "0.956 / 0.990; training 13.9-15.0 s, detect median 0.58-0.73 s. Means of the three "
     "seeds: bear 0.996 / 0.967 / 0.986, cat 0.992 / 0.966 / 0.990: both objects meet every "
     "floor on every seed (lowest: pixel AUROC 0.991, AUPRO 0.956, image AUROC 0.981)."
+    " Re-run 2026-11-30 11:22-11:30 UTC after the fit's normal spread moved the template into "
+    "each training map's frame with the same `TemplateLookup` as scoring instead of "
+    "`warp_normals` / `warp_image` (they agree within 0.05 deg): accuracy and verdicts "
+    "unchanged to 3 decimals, thresholds within 1e-5 (casting 2.85084 -> 2.85084, bear "
+    "3.24264 -> 3.24265); the other seeds were not re-run. Times of this table on shared "
+    "cores (load 1.6): cat detect median / max 0.81 / 1.02 s against 0.69 / 0.87 s at 08:49 "
+    "UTC with the same scoring code: the 1 s floor is at the edge when the cores are busy."
 )
 
 

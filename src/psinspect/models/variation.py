@@ -602,9 +602,9 @@ class VariationModel(AnomalyModel):
             _, idx = ndimage.distance_transform_edt(~tmask, return_indices=True)
             mean_ext = mean[idx[0], idx[1]]
             for (n, m), reg in zip(maps, regs, strict=True):
-                inv = reg.transform.inverse_matrix()
-                mu, _ = warp_normals(mean_ext, np.ones(shape, bool), inv, shape)
-                both = m & (warp_image(tmask.astype(np.float32), inv, shape) > 0.5)
+                look = TemplateLookup.build(reg.transform.matrix(), shape)
+                mu = look.normals(mean_ext)
+                both = m & (look.image(tmask.astype(np.float32)) > 0.5)
                 box = self._box(both)
                 den = self._line_den(both[box])
                 dens.append(den)
