@@ -64,6 +64,33 @@ def test_aupro_known_step_value() -> None:
     assert metrics.aupro([score2], [gt2], [obj2]) == pytest.approx(2 / 3)
 
 
+def test_aupro_region_labels_merge_fragments() -> None:
+    # 10 defect-free pixels scored 0.0 .. 0.9; one defect in two fragments: 1 pixel at 0.95
+    # (found at FPR 0) and 3 pixels at 0.75 (found at FPR 0.2).
+    # As two regions (MVTec: connected components): PRO 0.5 up to FPR 0.2, then 1
+    #   -> area to 0.3 = 0.5 * 0.2 + 0.1 = 0.2 -> 2/3.
+    # As one region (the defect): overlap 1/4 up to FPR 0.2, then 1 -> 0.05 + 0.1 -> 1/2.
+    score = np.zeros((3, 6))
+    score[0, :] = np.arange(6) / 10
+    score[2, :4] = np.arange(6, 10) / 10
+    gt = np.zeros((3, 6), bool)
+    gt[2, 5] = True
+    gt[1, 0:3] = True
+    score[2, 5] = 0.95
+    score[1, 0:3] = 0.75
+    obj = np.zeros((3, 6), bool)
+    obj[0, :] = obj[2, :4] = True
+    obj |= gt
+    assert metrics.aupro([score], [gt], [obj]) == pytest.approx(2 / 3)
+    one = gt.astype(int)  # both fragments labelled 1
+    assert metrics.aupro([score], [gt], [obj], region_labels=[one]) == pytest.approx(1 / 2)
+    # unused label numbers are skipped, None falls back to the components
+    assert metrics.aupro([score], [gt], [obj], region_labels=[one * 7]) == pytest.approx(1 / 2)
+    assert metrics.aupro([score], [gt], [obj], region_labels=[None]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="every ground-truth pixel"):
+        metrics.aupro([score], [gt], [obj], region_labels=[np.zeros((3, 6), int)])
+
+
 def test_aupro_perfect_and_inverted() -> None:
     rng = np.random.default_rng(0)
     gt = np.zeros((32, 32), bool)

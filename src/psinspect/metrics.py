@@ -114,9 +114,14 @@ def pro_curve(
     gt_masks: Sequence[np.ndarray],
     object_masks: Sequence[np.ndarray],
     region_filter: Sequence[np.ndarray | None] | None = None,
+    region_labels: Sequence[np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-region-overlap curve ``(fpr, pro)``, starting at (0, 0), over a set of images.
 
+    Regions are the 8-connected components of each image's ground truth inside the object (as
+    MVTec AD counts them), or, where ``region_labels`` gives one for an image, its (H, W) int
+    labels: every ground-truth pixel's region number (> 0; e.g. which defect it belongs to, so
+    that one defect's fragments count as one region); label numbers without pixels are skipped.
     ``region_filter``: optional per image an int array of region labels (from
     :func:`label_regions` of that image's ground truth restricted to the object) that count as
     regions; other ground-truth pixels are left out entirely (neither region nor negative). Used
@@ -129,9 +134,15 @@ def pro_curve(
     for i, (sm, gt, obj) in enumerate(zip(score_maps, gt_masks, object_masks, strict=True)):
         obj = np.asarray(obj, bool)
         gt = np.asarray(gt, bool) & obj
-        lab, n = label_regions(gt)
+        if region_labels is not None and region_labels[i] is not None:
+            lab = np.where(gt, np.asarray(region_labels[i], np.int64), 0)
+            if lab.shape != gt.shape or np.any(lab[gt] <= 0):
+                raise ValueError("region_labels must give every ground-truth pixel a label > 0")
+            n = int(lab.max(initial=0))
+        else:
+            lab, n = label_regions(gt)
         areas = np.bincount(lab[obj], minlength=n + 1).astype(np.float64)
-        keep = np.ones(n + 1, dtype=bool)
+        keep = areas > 0
         keep[0] = False
         if region_filter is not None and region_filter[i] is not None:
             keep[:] = False
@@ -186,9 +197,11 @@ def aupro(
     object_masks: Sequence[np.ndarray],
     max_fpr: float = 0.3,
     region_filter: Sequence[np.ndarray | None] | None = None,
+    region_labels: Sequence[np.ndarray | None] | None = None,
 ) -> float:
-    """Normalised area under the PRO curve up to ``max_fpr`` (MVTec AD AUPRO; 1 = perfect)."""
-    fpr, pro = pro_curve(score_maps, gt_masks, object_masks, region_filter)
+    """Normalised area under the PRO curve up to ``max_fpr`` (MVTec AD AUPRO; 1 = perfect);
+    ``region_filter``, ``region_labels``: see :func:`pro_curve`."""
+    fpr, pro = pro_curve(score_maps, gt_masks, object_masks, region_filter, region_labels)
     return area_under_curve(fpr, pro, max_fpr) / max_fpr
 
 
