@@ -123,9 +123,9 @@ def pro_curve(
     labels: every ground-truth pixel's region number (> 0; e.g. which defect it belongs to, so
     that one defect's fragments count as one region); label numbers without pixels are skipped.
     ``region_filter``: optional per image an int array of region labels (from
-    :func:`label_regions` of that image's ground truth restricted to the object) that count as
-    regions; other ground-truth pixels are left out entirely (neither region nor negative). Used
-    for per-defect-type breakdowns.
+    :func:`label_regions` of that image's ground truth restricted to the object, or from its
+    ``region_labels`` where given) that count as regions; other ground-truth pixels are left
+    out entirely (neither region nor negative). Used for per-defect-type breakdowns.
     """
     all_scores: list[np.ndarray] = []
     weights: list[np.ndarray] = []  # per pixel: 1/area of its region, or 0
