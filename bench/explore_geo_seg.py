@@ -125,7 +125,7 @@ _BASE_VARIANTS: dict[str, tuple[dict, str]] = {
 TTA4 = {"narrow", "sjn", "align", "align25", "bend25", "sevlow", "long80", "oracle"}
 #: variants repeated with other training seeds (run-to-run noise), listed after their base
 _RESEEDED = {"org2": (1, 2), "lines": (1,), "bend24": (1,), "ema": (1, 2), "align": (1,),
-             "bend25": (1,), "sjn": (1, 2), "long80": (1,)}
+             "bend25": (1,), "sjn": (1, 2), "long80": (1,), "oracle": (1,)}
 VARIANTS: dict[str, tuple[dict, str]] = {}
 for _name, (_recipe, _what) in _BASE_VARIANTS.items():
     VARIANTS[_name] = (_recipe, _what)
