@@ -110,6 +110,10 @@ def test_run_quick_pretrained_end_to_end(tmp_path: Path) -> None:
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["preset"] == "quick" and run["config"]["pretrained"]
     assert run["timings_s"]["total"] < 120
+    # the bundled model IS the run's model: no second scoring of the same maps
+    assert run["bundled_model"] is None and not (out / "bundled").exists()
+    assert "on the same test maps" not in r.stdout
+    assert r.stdout.startswith("The bundled default model (--pretrained): pixel_auroc")
 
 
 @pytest.mark.slow
@@ -125,6 +129,21 @@ def test_run_quick_trains_end_to_end(tmp_path: Path) -> None:
     assert len(read_train_log(out / "model")) == config["training"]["epochs_run"]
     run = json.loads((out / "run.json").read_text())
     assert not run["config"]["pretrained"] and run["timings_s"]["total"] < 120
+    # beside the model trained in seconds: the bundled default model on the same test maps,
+    # with its own detect outputs, figures and verdicts (in run.json, the report and stdout)
+    bundled = run["bundled_model"]
+    assert bundled["model"] == "geo-seg"
+    assert all(0.0 <= bundled["metrics"][k] <= 1.0 for k in ("pixel_auroc", "aupro"))
+    summary = json.loads((out / "bundled" / "summary.json").read_text())
+    tests = [it for it in json.loads((out / "dataset" / "manifest.json").read_text())["items"]
+             if it["split"].startswith("test")]
+    assert len(summary["inputs"]) == len(tests) == sum(bundled["verdicts"][k] for k in (
+        "defective_failed", "defective_passed", "clean_failed", "clean_passed"))
+    assert all((out / "bundled" / f"{s['name']}_score.npy").is_file() for s in summary["inputs"])
+    assert r.stdout.startswith("The geo-seg model trained in this run: pixel_auroc")
+    line = next(x for x in r.stdout.splitlines() if x.startswith("The bundled default model"))
+    assert f"pixel_auroc {bundled['metrics']['pixel_auroc']:.3f}" in line
+    assert "The bundled default model" in (out / "report.html").read_text()
 
 
 def test_pretrained_copies_the_bundled_model(tmp_path: Path) -> None:

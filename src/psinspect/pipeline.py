@@ -128,9 +128,12 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
     Layout of ``work``: ``captures/`` (rendered; absent with ``cfg.data``), ``dataset/``
     (normal maps + ``manifest.json``), ``model/`` (MODEL_DIR), ``predictions/`` (per test map
     ``<name>_score.npy``, ``_heatmap.png``, ``_mask.png``, and ``summary.json``),
-    ``metrics.json``, ``report.html``, ``run.json`` (config, versions, timings, summary).
+    ``metrics.json``, ``report.html``, ``run.json`` (config, versions, timings, summary); when
+    the run trains its model, ``bundled/``: the bundled default model's predictions on the same
+    test maps (:func:`compare_bundled`, its figures in ``run.json`` and the report).
     """
     from psinspect.dataset import build_dataset, find_captures
+    from psinspect.modelstore import default_model_dir
 
     if cfg.tta is not None:  # before hours of work, not after training
         from psinspect.models import create_model
@@ -198,21 +201,25 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
     # 5. evaluate: metrics.json + report.html (psinspect.report.write_evaluation)
     from psinspect.report import write_evaluation
 
-    t0 = begin(4, "metrics inside the object mask, report.html", None)
+    compare = not cfg.pretrained and (default_model_dir() / "config.json").is_file()
+    t0 = begin(4, "metrics inside the object mask, report.html"
+               + (", the bundled default model on the same maps" if compare else ""), None)
     metrics = write_evaluation(work / "predictions", work / "dataset", work, force=True)
     verdicts = verdict_counts(summaries, [it["split"] == "test-defective" for it in tests])
     metrics["verdicts"] = verdicts
     save_json(work / "metrics.json", metrics)
     pooled = metrics["pooled"]
+    bundled = (compare_bundled(work / "bundled", work / "dataset", tests,
+                               cfg.tta if cfg.model is None else None) if compare else None)
     timings["total"] = round(time.perf_counter() - t_all, 2)
     run_info = {
         "config": asdict(cfg), "timings_s": timings, "stages": list(STAGES),
         "counts": counts, "test_surfaces": held, "model_dir": "model",
         "model": bundle.config.get("model"), "pretrained": cfg.pretrained,
-        "metrics": {k: pooled.get(k) for k in
-                    ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc")},
+        "metrics": {k: pooled.get(k) for k in RUN_METRICS},
         "intervals": metrics.get("intervals"),
         "verdicts": verdicts,
+        "bundled_model": bundled,
         "versions": _versions(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
     _add_run_section(work / "report.html", run_info)
@@ -221,6 +228,33 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
     timings["total"] = round(time.perf_counter() - t_all, 2)
     save_json(work / "run.json", run_info)
     return run_info
+
+
+#: the pooled metrics a run reports
+RUN_METRICS = ("pixel_auroc", "aupro", "pixel_ap", "f1_max", "image_auroc")
+
+
+def compare_bundled(out: Path, dataset: Path, tests: list[dict[str, Any]],
+                    tta: int | None = None) -> dict[str, Any]:
+    """The bundled default model on a run's held-out test maps (``tests``: the dataset's test
+    items): its ``psinspect detect`` outputs into ``out``, and its pooled metrics and
+    verdicts. A run trains its model for seconds or minutes; this shows beside it what the
+    shipped model (trained by ``bench/train_default.py`` on rendered parts of other seeds,
+    which the run's parts are not) makes of the same maps. ``tta``: its test-time copies
+    (None: its own)."""
+    from psinspect.detect import write_detection_outputs
+    from psinspect.metrics import evaluate
+    from psinspect.modelstore import default_model_dir, load_model_dir
+    from psinspect.report import load_eval_items
+
+    bundle = load_model_dir(default_model_dir(), tta=tta)
+    summary = write_detection_outputs([dataset / it["file"] for it in tests], out, bundle)
+    items, _ = load_eval_items(out, dataset)
+    pooled = evaluate(items, breakdowns=False)["pooled"]
+    return {"model": bundle.config.get("model"), "model_dir": str(default_model_dir()),
+            "metrics": {k: pooled.get(k) for k in RUN_METRICS},
+            "verdicts": verdict_counts(summary["inputs"],
+                                       [it["split"] == "test-defective" for it in tests])}
 
 
 def verdict_counts(summaries: list[dict[str, Any]], defective: list[bool]) -> dict[str, Any]:
@@ -258,12 +292,23 @@ def _add_run_section(report: Path, run_info: dict[str, Any]) -> None:
         "Stage times (s): " + ", ".join(f"{k} {t}" for k, t in run_info["timings_s"].items())
         + ". Details in run.json; per-map outputs in predictions/.",
     ]
+    if run_info.get("bundled_model"):
+        lines.append(bundled_line(run_info["bundled_model"]) + " Its per-map outputs: bundled/.")
     block = "".join(f"<p class='note'>{html.escape(t)}</p>" for t in lines)
     text = report.read_text(encoding="utf-8")
     i = text.find("</h1>")
     if i >= 0:
         text = text[:i + 5] + "<h2>Run</h2>" + block + text[i + 5:]
         atomic_write_bytes(report, text.encode("utf-8"))
+
+
+def bundled_line(bundled: dict[str, Any]) -> str:
+    """One sentence on :func:`compare_bundled`'s result (report and CLI)."""
+    m, v = bundled["metrics"], bundled["verdicts"]
+    return (f"The bundled default model ({bundled['model']}, trained on other parts) on the "
+            "same test maps: " + ", ".join(f"{k} {x:.3f}" for k, x in m.items() if x is not None)
+            + f"; {v['defective_failed']} defective maps failed, {v['defective_passed']} passed; "
+            f"{v['clean_passed']} clean maps passed, {v['clean_failed']} failed.")
 
 
 def relocate_paths(stage: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:

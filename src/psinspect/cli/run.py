@@ -74,7 +74,7 @@ def run_cmd(
     OUT/report.html, OUT/metrics.json and every artifact."""
     from psinspect.errors import PsinspectError
     from psinspect.fileio import check_output_dir, staged_output_dir
-    from psinspect.pipeline import make_config, relocate_paths, run_pipeline
+    from psinspect.pipeline import bundled_line, make_config, relocate_paths, run_pipeline
 
     if data is not None and not data.is_dir():
         raise PsinspectError(f"--data {data}: folder not found")
@@ -89,7 +89,9 @@ def run_cmd(
         info = run_pipeline(stage, cfg, _RichReporter())
         relocate_paths(stage, out)
     m = info["metrics"]
-    shown = ", ".join(f"{k} {v:.3f}" for k, v in m.items() if v is not None)
+    shown = ("The bundled default model (--pretrained): " if pretrained
+             else f"The {info['model']} model trained in this run: ") + ", ".join(
+        f"{k} {v:.3f}" for k, v in m.items() if v is not None)
     iv = info.get("intervals") or {}
     spans = [f"{k} {iv[k][0]:.3f}-{iv[k][1]:.3f}" for k in ("pixel_auroc", "aupro", "image_auroc")
              if iv.get(k) is not None]
@@ -98,5 +100,7 @@ def run_cmd(
                   f"test surfaces: {', '.join(spans)}")
     elif iv.get("groups") == 1:
         shown += "\nno bootstrap intervals: a single held-out test surface"
+    if info.get("bundled_model"):
+        shown += "\n" + bundled_line(info["bundled_model"])
     typer.echo(f"{shown}\nreport: {out / 'report.html'} "
                f"({info['timings_s']['total']:.0f} s)")
