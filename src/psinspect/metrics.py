@@ -56,18 +56,35 @@ def _cumulative_counts(
     return s[last], tps, fps
 
 
+def _roc_from_counts(thr: np.ndarray, tps: np.ndarray, fps: np.ndarray, n_pos: int,
+                     n_neg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos], np.r_[np.inf, thr]
+
+
+def _pr_from_counts(thr: np.ndarray, tps: np.ndarray, fps: np.ndarray, n_pos: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tps / (tps + fps), tps / n_pos, thr
+
+
+def _ap_from_pr(precision: np.ndarray, recall: np.ndarray) -> float:
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _f1_from_pr(precision: np.ndarray, recall: np.ndarray, thr: np.ndarray
+                ) -> tuple[float, float]:
+    denom = precision + recall
+    f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
+    i = int(np.argmax(f1))
+    return float(f1[i]), float(thr[i])
+
+
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve: ``(fpr, tpr, thresholds)``, starting at (0, 0) with threshold +inf."""
     s, y = _flat(scores, labels)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError("ROC needs both positive and negative samples")
-    thr, tps, fps = _cumulative_counts(s, y)
-    return (
-        np.r_[0.0, fps / n_neg],
-        np.r_[0.0, tps / n_pos],
-        np.r_[np.inf, thr],
-    )
+    return _roc_from_counts(*_cumulative_counts(s, y), n_pos, n_neg)
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -84,23 +101,35 @@ def precision_recall_curve(
     n_pos = int(y.sum())
     if n_pos == 0:
         raise ValueError("precision/recall need at least one positive sample")
-    thr, tps, fps = _cumulative_counts(s, y)
-    return tps / (tps + fps), tps / n_pos, thr
+    return _pr_from_counts(*_cumulative_counts(s, y), n_pos)
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     """AP = sum_n (R_n - R_{n-1}) P_n (scikit-learn's average_precision_score, no interpolation)."""
     precision, recall, _ = precision_recall_curve(scores, labels)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return _ap_from_pr(precision, recall)
 
 
 def f1_max(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Best F1 over all thresholds: ``(f1, threshold)``; predicted positive = score >= threshold."""
-    precision, recall, thr = precision_recall_curve(scores, labels)
-    denom = precision + recall
-    f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
-    i = int(np.argmax(f1))
-    return float(f1[i]), float(thr[i])
+    return _f1_from_pr(*precision_recall_curve(scores, labels))
+
+
+def _pixel_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """:func:`auroc`, :func:`average_precision` and :func:`f1_max` (with its threshold) of one
+    set of pixels from a single sort (the same values as the three functions)."""
+    s, y = _flat(scores, labels)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0:
+        raise ValueError("precision/recall need at least one positive sample")
+    if n_neg == 0:
+        raise ValueError("ROC needs both positive and negative samples")
+    counts = _cumulative_counts(s, y)
+    fpr, tpr, _ = _roc_from_counts(*counts, n_pos, n_neg)
+    precision, recall, thr = _pr_from_counts(*counts, n_pos)
+    f1, f1_thr = _f1_from_pr(precision, recall, thr)
+    return {"pixel_auroc": float(np.trapezoid(tpr, fpr)),
+            "pixel_ap": _ap_from_pr(precision, recall), "f1_max": f1, "f1_threshold": f1_thr}
 
 
 def label_regions(gt_mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -276,18 +305,17 @@ def _metric_block(
         else:
             scores.append(it.score[obj])
             labels.append(gt[obj])
-    s = np.concatenate(scores)
     y = np.concatenate(labels)
-    f1, f1_thr = f1_max(s, y)
+    pixel = _pixel_metrics(np.concatenate(scores), y)
     return {
-        "pixel_auroc": auroc(s, y),
+        "pixel_auroc": pixel["pixel_auroc"],
         "aupro": aupro(
             [it.score for it in items], [it.gt for it in items], [it.mask for it in items],
             max_fpr, filters,
         ),
-        "pixel_ap": average_precision(s, y),
-        "f1_max": f1,
-        "f1_threshold": f1_thr,
+        "pixel_ap": pixel["pixel_ap"],
+        "f1_max": pixel["f1_max"],
+        "f1_threshold": pixel["f1_threshold"],
         "defect_pixels": int(y.sum()),
         "object_pixels": int(y.size),
     }
