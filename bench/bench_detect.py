@@ -193,7 +193,7 @@ def aupro_by_defect(items: list) -> dict:
     for i in items:
         gt = i.gt & i.mask
         owner = defect_owner(i.mask.shape, i.defects or [])
-        rest, n_rest = label_regions(gt & (owner < 0))
+        rest, _ = label_regions(gt & (owner < 0))
         lab = np.where(owner >= 0, owner + 1, 0)
         lab = np.where(rest > 0, rest + len(i.defects or []), lab)
         labels.append(lab)

@@ -212,7 +212,7 @@ def with_test_clean(ds: Path, dest: Path) -> Path:
     """A dataset folder ``dest`` holding the training and validation maps of ``ds`` and, as
     training maps too, its clean test maps (``test-clean``; their surfaces' role becomes
     train); no defective test maps. Files are symbolic links to those of ``ds``; the items keep
-    their order. For the ``oracle`` variant only: it trains on the test surfaces."""
+    their order. For the ``oracle`` variants only: they train on the test surfaces."""
     from psinspect.dataset import load_manifest
 
     manifest, folder = load_manifest(ds)
