@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from psinspect.defects import (
     DEFECT_TYPES,
+    HELD_OUT_TYPES,
     DefectSpec,
     angle_deg,
     apply_height,
@@ -50,7 +51,7 @@ def _normals_of_points(pts: np.ndarray) -> np.ndarray:
     return n / np.linalg.norm(n, axis=-1, keepdims=True)
 
 
-@pytest.mark.parametrize("kind", DEFECT_TYPES)
+@pytest.mark.parametrize("kind", DEFECT_TYPES + HELD_OUT_TYPES)
 def test_each_type_unit_length_and_exact_gt_mask(kind: str) -> None:
     normals, mask = _sphere()
     rng = np.random.default_rng(7)
@@ -149,6 +150,59 @@ def test_scratch_height_in_pixel_units() -> None:
     assert h[10:54].any() and not h[:25].any() and not h[40:].any()
 
 
+def test_held_out_types_only_when_named() -> None:
+    """The default draw (every training recipe's) never yields a held-out type; named, each
+    one is drawn, and a mix draws from exactly the named types."""
+    rng = np.random.default_rng(0)
+    drawn = {sample_defect(rng, (64, 64)).type for _ in range(300)}
+    assert drawn == set(DEFECT_TYPES)
+    mixed = {sample_defect(rng, (64, 64), types=["chatter", "dent"]).type for _ in range(40)}
+    assert mixed == {"chatter", "dent"}
+    assert not set(DEFECT_TYPES) & set(HELD_OUT_TYPES)
+
+
+def _flat_normals(size: int) -> np.ndarray:
+    flat = np.zeros((size, size, 3), np.float32)
+    flat[..., 2] = 1
+    return flat
+
+
+def test_held_out_shapes() -> None:
+    """Each held-out type has the shape its docstring promises, in pixel units."""
+    size = 96
+    # gouge: a V groove deepening along its direction, with raised lips beside the rim
+    g = height_field(DefectSpec("gouge", {"points": [[20.0, 48.0], [76.0, 48.0]], "width": 6.0,
+                                          "depth": 1.2, "start": 0.25, "lip": 0.4,
+                                          "lip_width": 1.0}, severity=0.2), (size, size))
+    assert g[48, 70] < -0.8 and g[48, 25] > -0.45  # deeper near the last point
+    assert g[44, 70] > 0.1 and g[52, 70] > 0.1  # lips beside the rim (half width 3 + 1.5)
+    assert g[40, 70] == 0 and g[56, 70] == 0  # nothing beyond the lips
+    # chatter: crests across the path, one period apart, inside a band
+    c = height_field(DefectSpec("chatter", {"center": [48.0, 48.0], "angle_deg": 0.0,
+                                            "length": 60.0, "band": 12.0, "period": 6.0,
+                                            "depth": 0.6}, severity=0.2), (size, size))
+    row = c[48, 30:66].astype(np.float64)
+    crests = np.flatnonzero((row[1:-1] > row[:-2]) & (row[1:-1] > row[2:]) & (row[1:-1] > 0))
+    assert len(crests) >= 5 and np.allclose(np.diff(crests), 6, atol=1)
+    assert c.min() < -0.2 and c.max() > 0.2 and not c[:40].any() and not c[57:].any()
+    # lap: raised on one side of its edge only; steep at the edge, gentle behind it
+    la = height_field(DefectSpec("lap", {"center": [48.0, 48.0], "angle_deg": 0.0,
+                                         "length": 40.0, "rise": 2.0, "reach": 20.0,
+                                         "height": 0.5}, severity=0.25), (size, size))
+    assert not la[:47].any()  # v = row - 48 < 0: untouched
+    col = la[:, 48].astype(np.float64)
+    assert col.max() > 0.45 and col.min() >= 0
+    slopes = np.abs(np.diff(col))
+    assert slopes[46:52].max() > 3 * slopes[52:70].max()  # the edge is the steep part
+    # spatter: raised droplets only
+    sp = height_field(DefectSpec("spatter", {"centers": [[30.0, 30.0], [40.0, 35.0]],
+                                             "radii": [2.0, 3.0], "heights": [0.8, 1.2]},
+                                 severity=0.2), (size, size))
+    assert sp.min() >= 0 and 0.9 < sp.max() <= 1.2 and sp[30, 30] > 0.5
+    n = apply_height(_flat_normals(size), np.ones((size, size), bool), sp)
+    assert n[30, 31, 0] > 0.1 and n[30, 29, 0] < -0.1  # it faces +x right of its top
+
+
 def test_implant_in_height_field_matches_normals() -> None:
     rows, cols = np.mgrid[0:64, 0:64].astype(np.float64)
     z = (0.001 * (cols - 32) ** 2).astype(np.float32)
@@ -191,5 +245,10 @@ def test_cli_defects_deterministic(tmp_path) -> None:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
     side = json.loads((outs[0] / "A_ball.json").read_text())
     assert {d["type"] for d in side["defects"]} <= {"scratch", "pit"}
+    held = runner.invoke(app, ["defects", str(src), "-o", str(tmp_path / "held"),
+                               "--types", "chatter,lap", "--seed", "4"])
+    assert held.exit_code == 0, held.output
+    side = json.loads((tmp_path / "held" / "A_ball.json").read_text())
+    assert {d["type"] for d in side["defects"]} <= {"chatter", "lap"}
     bad = runner.invoke(app, ["defects", str(src), "-o", str(tmp_path / "x"), "--types", "blob"])
     assert bad.exit_code != 0

@@ -38,6 +38,31 @@ porosity   cluster of small pits (casting porosity): ``centers``,      ``2 * rad
            ``radii``, ``depths``
 =========  ==========================================================  ===================
 
+Held-out types (:data:`HELD_OUT_TYPES`): drawn only when asked for by name, never by the
+default draw, so no training recipe of this package ever sees them. They test how a model does
+on defects outside the library it was trained on (``bench/bench_held_out.py``):
+
+=========  ==========================================================  ===================
+type       shape and parameters                                        width (severity)
+=========  ==========================================================  ===================
+gouge      plough groove with raised lips of pushed-aside material     ``width``
+           along ``points``: ``width`` 2-8, V profile, ``depth``
+           growing from ``start * depth`` at the first point to
+           ``depth`` at the last; lips of height ``lip * depth`` and
+           width ``lip_width * width / 2`` beside the rim
+chatter    periodic ripples across a band (chatter marks along a       ``period / 2``
+           tool path): ``center``, ``angle_deg`` (path direction),
+           ``length``, ``band`` (band width), ``period`` 3-10,
+           ``depth`` (crest to trough); crests across the path
+lap        raised tongue of material with one steep edge (a lap or      ``rise``
+           fold, a step at a parting line): ``center``,
+           ``angle_deg`` (edge direction), ``length``, ``rise``
+           (edge width 1.5-4), ``reach`` (how far behind the edge the
+           tongue fades back to the surface), ``height``
+spatter    cluster of raised droplets (weld spatter): ``centers``,      ``2 * radii[i]`` each
+           ``radii``, ``heights``
+=========  ==========================================================  ===================
+
 Severity levels (for sampling and for per-severity reports): see :data:`SEVERITY_LEVELS`.
 """
 
@@ -59,6 +84,10 @@ DEFECT_TYPES: tuple[str, ...] = (
     "scratch", "dent", "bump", "pit", "crack", "chip", "ridge", "porosity",
 )
 
+#: defect types outside the library: drawn only when named (``types=``), never by default, so
+#: a model trained on the library can be tested on kinds it never saw
+HELD_OUT_TYPES: tuple[str, ...] = ("gouge", "chatter", "lap", "spatter")
+
 #: severity = depth / width; named ranges [low, high) used for sampling and reporting
 SEVERITY_LEVELS: dict[str, tuple[float, float]] = {
     "low": (0.02, 0.06),
@@ -78,7 +107,8 @@ MAX_ATTEMPTS = 25
 
 @dataclass
 class DefectSpec:
-    """One defect: its ``type`` (one of :data:`DEFECT_TYPES`), shape ``params`` (see the module
+    """One defect: its ``type`` (one of :data:`DEFECT_TYPES` or :data:`HELD_OUT_TYPES`), shape
+    ``params`` (see the module
     docstring; JSON-friendly: floats, strings, nested lists) and ``severity`` (depth / width)."""
 
     type: str
@@ -134,13 +164,15 @@ def parse_severity(text: str | None) -> float | tuple[float, float] | str | None
 
 
 def check_types(types: Sequence[str] | None) -> tuple[str, ...]:
-    """Validate defect type names (``None`` = all); raises :class:`PsinspectError`."""
+    """Validate defect type names (``None`` = every type of the library,
+    :data:`DEFECT_TYPES`; :data:`HELD_OUT_TYPES` only by name); raises :class:`PsinspectError`."""
     if types is None or len(types) == 0:
         return DEFECT_TYPES
-    bad = [t for t in types if t not in DEFECT_TYPES]
+    known = DEFECT_TYPES + HELD_OUT_TYPES
+    bad = [t for t in types if t not in known]
     if bad:
         raise PsinspectError(
-            f"--types: unknown defect type(s) {', '.join(bad)}; known: {', '.join(DEFECT_TYPES)}"
+            f"--types: unknown defect type(s) {', '.join(bad)}; known: {', '.join(known)}"
         )
     return tuple(types)
 
@@ -284,6 +316,35 @@ def sample_defect(
         off = rng.normal(0.0, spread / 2, (n, 2))
         p.update(centers=[[float(cx + a), float(cy + b)] for a, b in off],
                  radii=[float(v) for v in r], depths=[float(sev * 2 * v) for v in r])
+    elif kind == "gouge":
+        width = float(rng.uniform(2.0, 8.0))
+        length = float(np.clip(rng.uniform(0.1, 0.4) * size, 10.0, 0.8 * max(h, w)))
+        cx, cy = _pick_center(rng, mask, 0.1 * size)
+        ang = float(rng.uniform(0, 2 * math.pi))  # its direction matters: it deepens along it
+        dx, dy = 0.5 * length * math.cos(ang), 0.5 * length * math.sin(ang)
+        p.update(points=[[cx - dx, cy - dy], [cx + dx, cy + dy]], width=width,
+                 depth=sev * width, start=float(rng.uniform(0.2, 0.6)),
+                 lip=float(rng.uniform(0.25, 0.5)), lip_width=float(rng.uniform(0.6, 1.2)))
+    elif kind == "chatter":
+        length = float(np.clip(rng.uniform(0.1, 0.35) * size, 12.0, 0.7 * max(h, w)))
+        period = float(rng.uniform(3.0, 10.0))
+        cx, cy = _pick_center(rng, mask, 0.05 * size)
+        p.update(center=[cx, cy], angle_deg=float(rng.uniform(0, 180)), length=length,
+                 band=float(rng.uniform(5.0, 16.0)), period=period, depth=sev * period / 2)
+    elif kind == "lap":
+        length = float(np.clip(rng.uniform(0.08, 0.3) * size, 10.0, 0.6 * max(h, w)))
+        rise = float(rng.uniform(1.5, 4.0))
+        cx, cy = _pick_center(rng, mask, 0.05 * size)
+        p.update(center=[cx, cy], angle_deg=float(rng.uniform(0, 360)), length=length,
+                 rise=rise, reach=float(rng.uniform(8.0, 24.0)), height=sev * rise)
+    elif kind == "spatter":
+        spread = float(np.clip(rng.uniform(0.03, 0.08) * size, 5.0, 25.0))
+        cx, cy = _pick_center(rng, mask, spread)
+        n = int(rng.integers(3, 11))
+        r = rng.uniform(1.0, 3.0, n)
+        off = rng.normal(0.0, spread / 2, (n, 2))
+        p.update(centers=[[float(cx + a), float(cy + b)] for a, b in off],
+                 radii=[float(v) for v in r], heights=[float(sev * 2 * v) for v in r])
     else:  # pragma: no cover - check_types guards
         raise PsinspectError(f"unknown defect type {kind!r}")
     return DefectSpec(type=kind, params=p, severity=sev)
@@ -381,13 +442,44 @@ def _extent(spec: DefectSpec) -> tuple[float, float, float, float]:
         )
         r = p["width"] / 2 + 1
         return pts[:, 0].min() - r, pts[:, 1].min() - r, pts[:, 0].max() + r, pts[:, 1].max() + r
-    if t == "porosity":
+    if t == "gouge":
+        pts = np.array(p["points"], float)
+        r = p["width"] / 2 * (1 + p["lip_width"]) + 1
+        return pts[:, 0].min() - r, pts[:, 1].min() - r, pts[:, 0].max() + r, pts[:, 1].max() + r
+    if t in ("porosity", "spatter"):
         c = np.array(p["centers"], float)
         r = max(p["radii"]) + 1
         return c[:, 0].min() - r, c[:, 1].min() - r, c[:, 0].max() + r, c[:, 1].max() + r
     cx, cy = p["center"]
-    r = p["radius"] + 2
+    if t == "chatter":
+        r = math.hypot(p["length"] / 2, p["band"] / 2) + 1
+    elif t == "lap":
+        r = math.hypot(p["length"] / 2, p["reach"]) + 1
+    else:
+        r = p["radius"] + 2
     return cx - r, cy - r, cx + r, cy + r
+
+
+def _local_frame(center: Sequence[float], angle_deg: float, x: np.ndarray, y: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates (u, v) of the samples in a frame at ``center`` whose u axis points along
+    ``angle_deg`` (counter-clockwise from +x as seen: image y grows downward, so y is flipped)."""
+    cx, cy = center
+    a = math.radians(angle_deg)
+    u = (x - cx) * math.cos(a) - (y - cy) * math.sin(a)
+    v = (x - cx) * math.sin(a) + (y - cy) * math.cos(a)
+    return u, v
+
+
+def _hann(z: np.ndarray) -> np.ndarray:
+    """Hann window: cos^2(pi z / 2) for |z| < 1, 0 beyond (1 at 0, smooth to 0 at |z| = 1)."""
+    return np.where(np.abs(z) < 1.0, np.cos(0.5 * np.pi * np.clip(z, -1.0, 1.0)) ** 2, 0.0)
+
+
+def _smoothstep(z: np.ndarray) -> np.ndarray:
+    """0 below 0, 1 above 1, 3 z^2 - 2 z^3 between (slope 0 at both ends, at most 1.5)."""
+    s = np.clip(z, 0.0, 1.0)
+    return s * s * (3 - 2 * s)
 
 
 def _evaluate(spec: DefectSpec, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -404,11 +496,7 @@ def _evaluate(spec: DefectSpec, x: np.ndarray, y: np.ndarray) -> np.ndarray:
             d = np.minimum(d, _dist_to_polyline(np.asarray(br, float), x, y))
         return -p["depth"] * _groove(d, p["width"] / 2, "V")
     if t in ("dent", "bump"):
-        cx, cy = p["center"]
-        a = math.radians(p["angle_deg"])
-        # image y grows downward; the angle is counter-clockwise as seen, so flip y
-        u = (x - cx) * math.cos(a) - (y - cy) * math.sin(a)
-        v = (x - cx) * math.sin(a) + (y - cy) * math.cos(a)
+        u, v = _local_frame(p["center"], p["angle_deg"], x, y)
         rho = np.sqrt((u / p["radius"]) ** 2 + (v / (p["radius"] * p["aspect"])) ** 2)
         bell = np.where(rho < 1.0, 0.5 * (1.0 + np.cos(np.pi * np.minimum(rho, 1.0))), 0.0)
         return -p["depth"] * bell if t == "dent" else p["height"] * bell
@@ -427,9 +515,37 @@ def _evaluate(spec: DefectSpec, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         poly = np.asarray(p["vertices"], float) + np.array([cx, cy])
         inside = _point_in_polygon(poly, x, y)
         d = _dist_to_polygon_edges(poly, x, y)
-        s = np.clip(d / p["wall"], 0.0, 1.0)
-        ramp = s * s * (3 - 2 * s)  # smoothstep wall, flat floor
+        ramp = _smoothstep(d / p["wall"])  # smoothstep wall, flat floor
         return np.where(inside, -p["depth"] * ramp, 0.0)
+    if t == "gouge":
+        (ax, ay), (bx, by) = p["points"]
+        dx, dy = bx - ax, by - ay
+        ll = max(dx * dx + dy * dy, 1e-12)
+        along = np.clip(((x - ax) * dx + (y - ay) * dy) / ll, 0.0, 1.0)  # 0 first, 1 last point
+        dist = np.hypot(x - (ax + along * dx), y - (ay + along * dy))
+        half = p["width"] / 2
+        depth = p["depth"] * (p["start"] + (1.0 - p["start"]) * along)
+        z = np.clip((dist - half) / (p["lip_width"] * half), 0.0, 1.0)  # 0 at the rim
+        lips = np.where(dist > half, 0.5 * (1.0 - np.cos(2 * np.pi * z)), 0.0)
+        return depth * (p["lip"] * lips - _groove(dist, half, "V"))
+    if t == "chatter":
+        u, v = _local_frame(p["center"], p["angle_deg"], x, y)
+        ripple = 0.5 * p["depth"] * np.cos(2 * np.pi * u / p["period"])
+        return ripple * _hann(u / (p["length"] / 2)) * _hann(v / (p["band"] / 2))
+    if t == "lap":
+        u, v = _local_frame(p["center"], p["angle_deg"], x, y)
+        half = p["length"] / 2
+        edge = _smoothstep(v / p["rise"])
+        fade = 0.5 * (1 + np.cos(np.pi * np.clip((v - p["rise"]) / (p["reach"] - p["rise"]),
+                                                 0.0, 1.0)))
+        ends = _smoothstep((half - np.abs(u)) / (0.3 * half))
+        return p["height"] * edge * fade * ends
+    if t == "spatter":
+        out = np.zeros(x.shape)
+        for (cx, cy), r, hgt in zip(p["centers"], p["radii"], p["heights"], strict=True):
+            rho2 = ((x - cx) ** 2 + (y - cy) ** 2) / r**2
+            out = np.maximum(out, hgt * np.clip(1.0 - rho2, 0.0, None))
+        return out
     raise PsinspectError(f"unknown defect type {t!r}")
 
 

@@ -51,7 +51,9 @@ def dataset_cmd(
              "flipud, transpose; 'none' for none.")] = "rot90,rot180,rot270,fliplr",
     defects_per_map: Annotated[int, typer.Option(
         help="Synthetic defects per test-defective copy: 1..this.")] = 3,
-    types: Annotated[str | None, typer.Option(help="Comma-separated defect types.")] = None,
+    types: Annotated[str | None, typer.Option(
+        help="Comma-separated defect types (default all of the library; see `psinspect "
+             "defects --help`, held-out types included).")] = None,
     severity: Annotated[str | None, typer.Option(
         help="Defect severity: level, number or range.")] = None,
     min_angle: Annotated[float, typer.Option(help="Ground-truth angle (degrees).")] = 2.0,

@@ -29,8 +29,9 @@ def defects_cmd(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
     per_image: Annotated[int, typer.Option(help="Defects per image.")] = 1,
     types: Annotated[str | None, typer.Option(
-        help="Comma-separated defect types (default all): scratch, dent, bump, pit, crack, "
-             "chip, ridge, porosity.")] = None,
+        help="Comma-separated defect types (default all of the library): scratch, dent, "
+             "bump, pit, crack, chip, ridge, porosity. Held out of the library (never drawn "
+             "unless named, never trained on): gouge, chatter, lap, spatter.")] = None,
     severity: Annotated[str | None, typer.Option(
         help="Severity = depth / width: a level (low, medium, high), a number (0.1) or a "
              "range (0.05-0.2). Default: a random level per defect.")] = None,

@@ -37,7 +37,8 @@ def render_cmd(
              "sphere).")] = None,
     max_defects: Annotated[int, typer.Option(help="Most defects on a defective part.")] = 3,
     types: Annotated[str | None, typer.Option(
-        help="Comma-separated defect types (default all).")] = None,
+        help="Comma-separated defect types (default all of the library; see `psinspect "
+             "defects --help`, held-out types included).")] = None,
     severity: Annotated[str | None, typer.Option(
         help="Defect severity: level (low/medium/high), number or range 0.05-0.2.")] = None,
     specular: Annotated[bool, typer.Option(
