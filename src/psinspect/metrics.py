@@ -43,11 +43,17 @@ def _flat(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return s, y
 
 
+def _descending(scores: np.ndarray) -> np.ndarray:
+    """The stable order that sorts ``scores`` from the highest down (ties keep their order)."""
+    return np.argsort(-scores, kind="mergesort")
+
+
 def _cumulative_counts(
-    scores: np.ndarray, labels: np.ndarray
+    scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds descending, true positives, false positives) at each distinct score."""
-    order = np.argsort(-scores, kind="mergesort")
+    """(thresholds descending, true positives, false positives) at each distinct score;
+    ``order``: :func:`_descending` of ``scores`` where the caller already has it."""
+    order = _descending(scores) if order is None else order
     s = scores[order]
     y = labels[order]
     last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each tie group
@@ -115,16 +121,18 @@ def f1_max(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return _f1_from_pr(*precision_recall_curve(scores, labels))
 
 
-def _pixel_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def _pixel_metrics(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None = None
+                   ) -> dict[str, float]:
     """:func:`auroc`, :func:`average_precision` and :func:`f1_max` (with its threshold) of one
-    set of pixels from a single sort (the same values as the three functions)."""
+    set of pixels from a single sort (the same values as the three functions); ``order``:
+    :func:`_descending` of the scores where the caller already has it."""
     s, y = _flat(scores, labels)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0:
         raise ValueError("precision/recall need at least one positive sample")
     if n_neg == 0:
         raise ValueError("ROC needs both positive and negative samples")
-    counts = _cumulative_counts(s, y)
+    counts = _cumulative_counts(s, y, order)
     fpr, tpr, _ = _roc_from_counts(*counts, n_pos, n_neg)
     precision, recall, thr = _pr_from_counts(*counts, n_pos)
     f1, f1_thr = _f1_from_pr(precision, recall, thr)
@@ -156,6 +164,22 @@ def pro_curve(
     ``region_labels`` where given) that count as regions; other ground-truth pixels are left
     out entirely (neither region nor negative). Used for per-defect-type breakdowns.
     """
+    s, w, neg, n_regions = _pro_pixels(score_maps, gt_masks, object_masks, region_filter,
+                                       region_labels)
+    return _pro_from_pixels(s, w, neg, n_regions, _descending(s))
+
+
+def _pro_pixels(
+    score_maps: Sequence[np.ndarray],
+    gt_masks: Sequence[np.ndarray],
+    object_masks: Sequence[np.ndarray],
+    region_filter: Sequence[np.ndarray | None] | None = None,
+    region_labels: Sequence[np.ndarray | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The pixels :func:`pro_curve` ranks, checked: their scores (float64, the object pixels
+    of each image in row-major order, images one after the other, minus the ground-truth
+    pixels a ``region_filter`` leaves out), per pixel the weight 1 / area of its region (0 for
+    defect-free pixels), whether it is defect-free, and the number of regions."""
     all_scores: list[np.ndarray] = []
     weights: list[np.ndarray] = []  # per pixel: 1/area of its region, or 0
     negative: list[np.ndarray] = []
@@ -197,7 +221,14 @@ def pro_curve(
         raise ValueError("PRO needs defect-free object pixels")
     if not np.isfinite(s).all():
         raise ValueError("scores contain NaN or Inf")
-    order = np.argsort(-s, kind="mergesort")
+    return s, w, neg, n_regions
+
+
+def _pro_from_pixels(s: np.ndarray, w: np.ndarray, neg: np.ndarray, n_regions: int,
+                     order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pro_curve` of the pixels of :func:`_pro_pixels`, ``order`` = their
+    :func:`_descending` order."""
+    n_neg = int(neg.sum())
     s, w, neg = s[order], w[order], neg[order]
     last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
     fpr = np.cumsum(neg)[last] / n_neg
@@ -291,33 +322,22 @@ def _region_attributes(item: EvalItem, lab: np.ndarray, n: int) -> list[dict]:
 def _metric_block(
     items: Sequence[EvalItem], filters: list[np.ndarray | None] | None, max_fpr: float
 ) -> dict:
-    """Pixel AUROC/AP/F1/AUPRO over items; only regions in ``filters`` count as positives."""
-    scores, labels = [], []
-    for i, it in enumerate(items):
-        obj = it.mask
-        gt = it.gt & obj
-        if filters is not None and filters[i] is not None:
-            lab, _ = label_regions(gt)
-            pos = np.isin(lab, filters[i]) & (lab > 0)
-            use = obj & (pos | ~gt)
-            scores.append(it.score[use])
-            labels.append(pos[use])
-        else:
-            scores.append(it.score[obj])
-            labels.append(gt[obj])
-    y = np.concatenate(labels)
-    pixel = _pixel_metrics(np.concatenate(scores), y)
+    """Pixel AUROC/AP/F1/AUPRO over items; only regions in ``filters`` count as positives.
+    The pixels are sorted once for all four (:func:`_pro_pixels` holds exactly the pixels the
+    pixel metrics rank: the object's, minus ground truth outside ``filters``)."""
+    s, w, neg, n_regions = _pro_pixels([it.score for it in items], [it.gt for it in items],
+                                       [it.mask for it in items], filters)
+    order = _descending(s)
+    pixel = _pixel_metrics(s, ~neg, order)
+    fpr, pro = _pro_from_pixels(s, w, neg, n_regions, order)
     return {
         "pixel_auroc": pixel["pixel_auroc"],
-        "aupro": aupro(
-            [it.score for it in items], [it.gt for it in items], [it.mask for it in items],
-            max_fpr, filters,
-        ),
+        "aupro": area_under_curve(fpr, pro, max_fpr) / max_fpr,
         "pixel_ap": pixel["pixel_ap"],
         "f1_max": pixel["f1_max"],
         "f1_threshold": pixel["f1_threshold"],
-        "defect_pixels": int(y.sum()),
-        "object_pixels": int(y.size),
+        "defect_pixels": int((~neg).sum()),
+        "object_pixels": int(neg.size),
     }
 
 
