@@ -82,6 +82,7 @@ cv2.setNumThreads(2)
 ROOT = Path(__file__).resolve().parents[1]
 DILIGENT = ROOT.parent / "shared" / "data" / "diligent"
 BEGIN, END = "<!-- variation:begin -->", "<!-- variation:end -->"
+TYPES_BEGIN, TYPES_END = "<!-- variation-types:begin -->", "<!-- variation-types:end -->"
 SEED = 7007
 N_TRAIN = 8
 LIGHTS_PER_CAPTURE = 24
@@ -164,8 +165,8 @@ def _solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray, solver: str
 # ------------------------------------------------------------------------------------------
 # rendered parts
 def render_case(family: str, rng: np.random.Generator, n_test: int, four_light: bool,
-                jitter_px: float, jitter_deg: float, train_splits: bool, solver: str
-                ) -> tuple[list[Capture], list[Capture]]:
+                jitter_px: float, jitter_deg: float, train_splits: bool, solver: str,
+                types: list[str] | None = None) -> tuple[list[Capture], list[Capture]]:
     design = pad_part(make_part(rng, RENDER_SIZE, family), PAD)
     mat = design.params["material"]
     if four_light:
@@ -176,7 +177,7 @@ def render_case(family: str, rng: np.random.Generator, n_test: int, four_light: 
     def instance(defective: bool, splits: bool = True) -> Capture:
         # manufacturing variation, then a pose, then (test) defects in the posed height field
         inst = part_instance(rng, design, jitter_px=jitter_px, jitter_deg=jitter_deg,
-                             defects=(1, 2) if defective else 0)
+                             defects=(1, 2) if defective else 0, defect_types=types)
         gt = inst.defect_mask if inst.defect_mask is not None else np.zeros_like(inst.mask)
         images, _ = render_images(inst.height, inst.albedo, inst.mask, lights, rng,
                                   specular=float(mat["ks"]), shininess=float(mat["shininess"]))
@@ -190,8 +191,8 @@ def render_case(family: str, rng: np.random.Generator, n_test: int, four_light: 
 # ------------------------------------------------------------------------------------------
 # DiLiGenT
 def diligent_case(obj: str, rng: np.random.Generator, n_test: int, jitter_px: float,
-                  jitter_deg: float, train_splits: bool, solver: str, split: str = "parity"
-                  ) -> tuple[list[Capture], list[Capture]]:
+                  jitter_deg: float, train_splits: bool, solver: str, split: str = "parity",
+                  types: list[str] | None = None) -> tuple[list[Capture], list[Capture]]:
     cap = load_capture(DILIGENT / f"{obj}PNG")
     images = np.pad(cap.images, ((0, 0), (PAD, PAD), (PAD, PAD)))
     mask = np.pad(cap.mask, PAD)
@@ -220,7 +221,7 @@ def diligent_case(obj: str, rng: np.random.Generator, n_test: int, jitter_px: fl
         if defective:
             imgs, gt, records = relight_defects(
                 imgs, l_posed, m_posed, n_posed, warp_image(albedo, m, shape), rng,
-                count=int(rng.integers(1, 3)))
+                count=int(rng.integers(1, 3)), types=types)
         return _solve(imgs, l_posed, m_posed, solver, gt, records, splits)
 
     train = [capture(even, False, train_splits) for _ in range(N_TRAIN)]
@@ -241,16 +242,19 @@ def run_case(name: str, args: argparse.Namespace, hp: dict[str, Any]) -> dict[st
            f"{args.jitter_deg:g}.npz")
     if name.startswith("diligent-") and args.diligent_split != "parity":
         key = f"{args.diligent_split}_{key}"
+    if args.types:
+        key = f"{'-'.join(args.types)}_{key}"
     cached = args.cache / key if args.cache else None
     if cached is not None and cached.is_file():
         train, test = load_cache(cached)
     elif name.startswith("render-"):
         family = name.split("-")[1]
         train, test = render_case(family, rng, args.test, name.endswith("4light"),
-                                  args.jitter_px, args.jitter_deg, True, solver)
+                                  args.jitter_px, args.jitter_deg, True, solver, args.types)
     else:
         train, test = diligent_case(name.split("-")[1], rng, args.test, args.jitter_px,
-                                    args.jitter_deg, True, solver, args.diligent_split)
+                                    args.jitter_deg, True, solver, args.diligent_split,
+                                    args.types)
     if cached is not None and not cached.is_file():
         save_cache(cached, train, test)
     t_data = time.perf_counter() - t0
@@ -717,6 +721,36 @@ def render_md(results: list[dict[str, Any]], args: argparse.Namespace, hp: dict)
 
 
 
+def render_types_md(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """The section of a run with ``--types``: the same cases, other test defects."""
+    date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
+    types = sorted({t for r in results for t in r["per_type"]})
+    lines = [
+        TYPES_BEGIN,
+        "### Known-part inspection on defects outside the library",
+        "",
+        f"`python bench/bench_variation.py --types {','.join(args.types)}` (seed {args.seed}, "
+        f"{args.test} test captures per case, half defective; machine `2-core CPU, no GPU`, "
+        f"1-min load average at the end {os.getloadavg()[0]:.1f}; {date}): the protocol and "
+        "the cases of the section above, with the test defects drawn from these types only "
+        "(the held-out kinds of `psinspect.defects.HELD_OUT_TYPES` are in no training recipe; "
+        "the variation model never trains on defects at all). Pixel AUROC / AUPRO / image "
+        "AUROC; verdicts at the threshold training sets.",
+        "",
+        "| case | pixel AUROC | AUPRO | image AUROC | clean failed / defective passed | "
+        + " | ".join(f"{t} (pixel AUROC)" for t in types) + " |",
+        "|---" * (5 + len(types)) + "|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['case']} | {_f(r['pixel_auroc'])} | {_f(r['aupro'])} | "
+            f"{_f(r['image_auroc'])} | {r['clean_failed']}/{r['clean']} / "
+            f"{r['defective_passed']}/{r['defective']} | "
+            + " | ".join(_f(r["per_type"].get(t)) for t in types) + " |")
+    lines.append(TYPES_END)
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", nargs="*", default=list(ALL_CASES), choices=ALL_CASES)
@@ -732,9 +766,18 @@ def main() -> int:
                     "the protocol): diagnostics of what the light split costs")
     ap.add_argument("--cache", type=Path, default=None,
                     help="development aid: keep the solved captures here and reuse them")
+    ap.add_argument("--types", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                    default=None,
+                    help="test defect types, comma-separated (default: the library's, e.g. "
+                    "the held-out kinds gouge,chatter,lap,spatter); the table of such a run "
+                    "goes to its own section of BENCHMARKS.md")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
+    from psinspect.defects import check_types
+
+    if args.types:
+        check_types(args.types)
     import ast
 
     hp = ast.literal_eval(args.hp)
@@ -750,7 +793,10 @@ def main() -> int:
         print(f"{name}: pixel AUROC {r['pixel_auroc']:.4f}  AUPRO {r['aupro']:.4f}  image AUROC "
               f"{_f(r['image_auroc'])}  train {r['t_train']:.2f}s (fit {r['t_fit']:.2f}s)  "
               f"detect {r['t_detect']:.3f}s  [{sev}]  (data {r['t_data']:.0f}s)", flush=True)
-    if not args.no_write:
+    if not args.no_write and args.types:
+        write_section(render_types_md(results, args), args.output, TYPES_BEGIN, TYPES_END)
+        print(f"wrote the variation-types section of {args.output}")
+    elif not args.no_write:
         write_section(render_md(results, args, hp), args.output, BEGIN, END)
         print(f"wrote the variation section of {args.output}")
     return 0

@@ -625,7 +625,7 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
     (["render", "--severity", "-1"], r"--severity"),
     (["defects", "GOOD", "--per-image", "100000"], r"--per-image must be between 1 and 100"),
     (["defects", "GOOD", "--min-angle", "nan"], r"--min-angle must be a non-negative"),
-    (["defects", "GOOD", "--types", "gouge"], r"unknown defect type"),
+    (["defects", "GOOD", "--types", "smudge"], r"unknown defect type"),
     (["defects", "missing.npy"], r"missing\.npy: file not found"),
     (["dataset", "CAP", "--solver", "magic"], r"solver"),
     (["dataset", "CAP", "--augment", "twirl"], r"twirl"),
