@@ -33,6 +33,8 @@ Writes its section of BENCHMARKS.md (between ``<!-- variation:begin -->`` and
 
     python bench/bench_variation.py             # all cases, writes BENCHMARKS.md
     python bench/bench_variation.py --cases diligent-cat --no-write
+    python bench/bench_variation.py --types gouge,chatter,lap,spatter   # defects outside the
+                                                    # library, to their own section
 """
 
 from __future__ import annotations
@@ -719,8 +721,6 @@ def render_md(results: list[dict[str, Any]], args: argparse.Namespace, hp: dict)
     return "\n".join(lines)
 
 
-
-
 def render_types_md(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """The section of a run with ``--types``: the same cases, other test defects."""
     date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
@@ -768,8 +768,8 @@ def main() -> int:
                     help="development aid: keep the solved captures here and reuse them")
     ap.add_argument("--types", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                     default=None,
-                    help="test defect types, comma-separated (default: the library's, e.g. "
-                    "the held-out kinds gouge,chatter,lap,spatter); the table of such a run "
+                    help="test defect types, comma-separated (default: the library's), e.g. "
+                    "the held-out kinds gouge,chatter,lap,spatter; the table of such a run "
                     "goes to its own section of BENCHMARKS.md")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")

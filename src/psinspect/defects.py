@@ -108,8 +108,8 @@ MAX_ATTEMPTS = 25
 @dataclass
 class DefectSpec:
     """One defect: its ``type`` (one of :data:`DEFECT_TYPES` or :data:`HELD_OUT_TYPES`), shape
-    ``params`` (see the module
-    docstring; JSON-friendly: floats, strings, nested lists) and ``severity`` (depth / width)."""
+    ``params`` (see the module docstring; JSON-friendly: floats, strings, nested lists) and
+    ``severity`` (depth / width)."""
 
     type: str
     params: dict[str, Any] = field(default_factory=dict)
