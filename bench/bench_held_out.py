@@ -8,8 +8,9 @@ recipe of the package ever draws (``psinspect.defects.HELD_OUT_TYPES``): gouge (
 raised lips that deepens along its path), chatter (periodic ripples across a band), lap (a raised
 tongue with one steep edge) and spatter (raised droplets).
 
-Test maps: the defect-free test maps of bench_detect.py (16 clean rendered test parts and the
-DiLiGenT ball, bear and cat, four light subsets each: 76 maps of surfaces never trained on).
+Test maps: the defect-free test maps of bench_detect.py (16 clean rendered test parts and, where
+../shared/data is present, the DiLiGenT ball, bear and cat, four light subsets each: 76 maps of
+surfaces never trained on).
 Every map is used three times, and the same 76 clean maps are the negatives of both test sets:
 
 * library: its twin with 1-3 library defects (the benchmark's own ``A_`` map);
@@ -104,7 +105,7 @@ def evaluate_model(bundle, maps: list[dict]) -> dict:
             sets[key].append(EvalItem("A_" + mp["name"], det.score, gt, dm, det.image_score,
                                       recs))
     surfaces = [mp["surface"] for mp in maps] * 2
-    res: dict = {"verdicts": verdicts, "maps": len(maps)}
+    res: dict = {"verdicts": verdicts, "maps": len(maps), "surfaces": sorted(set(surfaces))}
     for key, items in sets.items():
         r = evaluate(clean + items)
         r["intervals"] = bootstrap_intervals(clean + items, surfaces, resamples=BOOTSTRAP,
@@ -147,6 +148,11 @@ def render_markdown(results: dict, seconds: float, threads: int) -> str:
 
     some = next(iter(results.values()))
     n = some["maps"]
+    surfaces = some["surfaces"]
+    real = [s.removesuffix("PNG") for s in surfaces if s.endswith("PNG")]
+    which = (f"{len(surfaces) - len(real)} clean rendered test parts"
+             + (f" and the DiLiGenT {', '.join(real)}" if real else "")
+             + f" ({len(surfaces)} surfaces), four light subsets each")
     lines = [
         "### Defects outside the training library",
         "",
@@ -158,8 +164,7 @@ def render_markdown(results: dict, seconds: float, threads: int) -> str:
         "",
         f"The detection section tests with defects of the library that geo-seg is trained on "
         f"({', '.join(DEFECT_TYPES)}), on surfaces it never saw. Here the same {n} defect-free "
-        "test maps (16 clean rendered test parts and the DiLiGenT ball, bear and cat, four "
-        "light subsets each) also get 1-3 defects of four kinds that no training recipe of the "
+        f"test maps ({which}) also get 1-3 defects of four kinds that no training recipe of the "
         f"package draws (`psinspect.defects.HELD_OUT_TYPES`: {', '.join(HELD_OUT_TYPES)}): a "
         "gouge is a groove with raised lips of pushed-aside material that deepens along its "
         "path; chatter, periodic ripples (period 3-10 px) across a band; a lap, a raised "
@@ -169,7 +174,8 @@ def render_markdown(results: dict, seconds: float, threads: int) -> str:
         f"the same {n} clean maps as negatives, so the columns compare like with like: "
         "'library' is the detection section's own defective twins of these maps (the "
         "DiLiGenT and 'defects in normals' groups). Pixel AUROC / AUPRO / image AUROC inside "
-        "the object mask; 95 % bootstrap intervals over the 19 surfaces (1000 resamples, "
+        f"the object mask; 95 % bootstrap intervals over the {len(surfaces)} surfaces "
+        f"({BOOTSTRAP} resamples, "
         "seed 0); AUPRO per defect: each defect's ground truth counted as one region instead "
         "of its connected pieces (`bench_detect.aupro_by_defect`; a chatter band's ground "
         "truth falls apart into stripes, a spatter cluster's into droplets); failed = verdict "
