@@ -62,7 +62,7 @@ def held_out_copy(normals: np.ndarray, mask: np.ndarray, name: str
                            types=HELD_OUT_TYPES)
 
 
-def test_maps(ds: Path) -> list[dict]:
+def paired_test_maps(ds: Path) -> list[dict]:
     """Per clean test map: its name, surface, normals, mask, and both defective copies."""
     import cv2
 
@@ -239,7 +239,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ds = _bench_data.build(bench_detect.WORK)
     bundles = load_models(ds, args.threads)
-    maps = test_maps(ds)
+    maps = paired_test_maps(ds)
     print(f"{len(maps)} clean test maps, each with library and held-out copies "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
     results = {}

@@ -218,7 +218,7 @@ def main() -> None:
         import bench_held_out
 
         bundle = load_model_dir(out / "model")  # its own tta (4 for every HELD_OUT variant)
-        r = bench_held_out.evaluate_model(bundle, bench_held_out.test_maps(ds))
+        r = bench_held_out.evaluate_model(bundle, bench_held_out.paired_test_maps(ds))
         results["held_out"] = {k: {"pooled": r[k]["pooled"], "per_type": r[k]["per_type"],
                                    "intervals": r[k]["intervals"]}
                                for k in ("library", "held-out")}
