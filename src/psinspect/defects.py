@@ -308,14 +308,16 @@ def sample_defect(
                  vertices=[[float(r * math.cos(a)), float(r * math.sin(a))]
                            for a, r in zip(angles, rad, strict=True)],
                  wall=float(rng.uniform(1.0, 2.5)), depth=sev * 2 * radius)
-    elif kind == "porosity":
+    elif kind in ("porosity", "spatter"):  # a cluster of small pits / raised droplets
         spread = float(np.clip(rng.uniform(0.03, 0.08) * size, 5.0, 25.0))
         cx, cy = _pick_center(rng, mask, spread)
-        n = int(rng.integers(4, 13))
-        r = rng.uniform(1.0, 2.5, n)
+        lo, hi, r_max, key = ((4, 13, 2.5, "depths") if kind == "porosity"
+                              else (3, 11, 3.0, "heights"))
+        n = int(rng.integers(lo, hi))
+        r = rng.uniform(1.0, r_max, n)
         off = rng.normal(0.0, spread / 2, (n, 2))
-        p.update(centers=[[float(cx + a), float(cy + b)] for a, b in off],
-                 radii=[float(v) for v in r], depths=[float(sev * 2 * v) for v in r])
+        p.update({"centers": [[float(cx + a), float(cy + b)] for a, b in off],
+                  "radii": [float(v) for v in r], key: [float(sev * 2 * v) for v in r]})
     elif kind == "gouge":
         width = float(rng.uniform(2.0, 8.0))
         length = float(np.clip(rng.uniform(0.1, 0.4) * size, 10.0, 0.8 * max(h, w)))
@@ -337,14 +339,6 @@ def sample_defect(
         cx, cy = _pick_center(rng, mask, 0.05 * size)
         p.update(center=[cx, cy], angle_deg=float(rng.uniform(0, 360)), length=length,
                  rise=rise, reach=float(rng.uniform(8.0, 24.0)), height=sev * rise)
-    elif kind == "spatter":
-        spread = float(np.clip(rng.uniform(0.03, 0.08) * size, 5.0, 25.0))
-        cx, cy = _pick_center(rng, mask, spread)
-        n = int(rng.integers(3, 11))
-        r = rng.uniform(1.0, 3.0, n)
-        off = rng.normal(0.0, spread / 2, (n, 2))
-        p.update(centers=[[float(cx + a), float(cy + b)] for a, b in off],
-                 radii=[float(v) for v in r], heights=[float(sev * 2 * v) for v in r])
     else:  # pragma: no cover - check_types guards
         raise PsinspectError(f"unknown defect type {kind!r}")
     return DefectSpec(type=kind, params=p, severity=sev)
@@ -504,12 +498,13 @@ def _evaluate(spec: DefectSpec, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         cx, cy = p["center"]
         rho2 = ((x - cx) ** 2 + (y - cy) ** 2) / p["radius"] ** 2
         return -p["depth"] * np.clip(1.0 - rho2, 0.0, None)
-    if t == "porosity":
+    if t in ("porosity", "spatter"):  # the deepest pit / the highest droplet at each sample
+        sign, amps = (-1.0, p["depths"]) if t == "porosity" else (1.0, p["heights"])
         out = np.zeros(x.shape)
-        for (cx, cy), r, dep in zip(p["centers"], p["radii"], p["depths"], strict=True):
+        for (cx, cy), r, amp in zip(p["centers"], p["radii"], amps, strict=True):
             rho2 = ((x - cx) ** 2 + (y - cy) ** 2) / r**2
-            out = np.minimum(out, -dep * np.clip(1.0 - rho2, 0.0, None))
-        return out
+            out = np.maximum(out, amp * np.clip(1.0 - rho2, 0.0, None))
+        return sign * out
     if t == "chip":
         cx, cy = p["center"]
         poly = np.asarray(p["vertices"], float) + np.array([cx, cy])
@@ -540,12 +535,6 @@ def _evaluate(spec: DefectSpec, x: np.ndarray, y: np.ndarray) -> np.ndarray:
                                                  0.0, 1.0)))
         ends = _smoothstep((half - np.abs(u)) / (0.3 * half))
         return p["height"] * edge * fade * ends
-    if t == "spatter":
-        out = np.zeros(x.shape)
-        for (cx, cy), r, hgt in zip(p["centers"], p["radii"], p["heights"], strict=True):
-            rho2 = ((x - cx) ** 2 + (y - cy) ** 2) / r**2
-            out = np.maximum(out, hgt * np.clip(1.0 - rho2, 0.0, None))
-        return out
     raise PsinspectError(f"unknown defect type {t!r}")
 
 
