@@ -775,9 +775,13 @@ def main() -> int:
     ap.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
     from psinspect.defects import check_types
+    from psinspect.errors import PsinspectError
 
     if args.types:
-        check_types(args.types)
+        try:
+            check_types(args.types)
+        except PsinspectError as e:
+            ap.error(str(e))
     import ast
 
     hp = ast.literal_eval(args.hp)
