@@ -126,6 +126,18 @@ _BASE_VARIANTS: dict[str, tuple[dict, str]] = {
               "noise under a random blob, or a smooth push) in place of 40 % of the training "
               "defects instead of 20 %: does a broader training distribution carry over to "
               "defects outside the library (bench_held_out.py)?"),
+    "ref": ({**ORG2, "hyperparameters": {**OLD, "steps_per_epoch": 50, "tta": 4}},
+            "the current default recipe (seed 0: the bundled model's weights), also scored on "
+            "the held-out kinds: the paired reference for other training seeds of the variants "
+            "scored there"),
+    "tex": ({**ORG2, "hyperparameters": {**OLD, "steps_per_epoch": 50, "tta": 4,
+                                         "p_transplant": 0.5}},
+            "the current default with half its generic training anomalies (about a tenth of all "
+            "training anomalies) replaced by texture transplants (geo-seg "
+            "`texture_transplant`: another place's fine structure, turned or mirrored and "
+            "amplified, under a random blob): the "
+            "library's shapes and the generic height anomalies teach no anomaly of texture "
+            "itself, and geo-seg is weakest on defects outside the library"),
     "oracle": ({**ORG2, "data": "with-test-clean", "hyperparameters": {
         **OLD, "steps_per_epoch": 50, "tta": 4}},
                "a ceiling, not a candidate: the current default trained with the clean test "
@@ -139,13 +151,13 @@ _BASE_VARIANTS: dict[str, tuple[dict, str]] = {
 }
 #: variants also evaluated at 4 test-time copies (accuracy and speed)
 TTA4 = {"narrow", "sjn", "align", "align25", "bend25", "sevlow", "long80", "tgt1", "oracle",
-        "oracle80", "gen40"}
+        "oracle80", "gen40", "tex", "ref"}
 #: variants also evaluated on defects outside the library (bench_held_out.py, at their tta)
-HELD_OUT = {"gen40"}
+HELD_OUT = {"gen40", "tex", "ref"}
 #: variants repeated with other training seeds (run-to-run noise), listed after their base
 _RESEEDED = {"org2": (1, 2), "lines": (1,), "bend24": (1,), "ema": (1, 2), "align": (1,),
              "bend25": (1,), "sjn": (1, 2), "long80": (1,), "tgt1": (1,), "oracle": (1,),
-             "gen40": (1,)}
+             "gen40": (1,), "tex": (1,), "ref": (1,)}
 VARIANTS: dict[str, tuple[dict, str]] = {}
 for _name, (_recipe, _what) in _BASE_VARIANTS.items():
     VARIANTS[_name] = (_recipe, _what)

@@ -33,9 +33,12 @@ drawn with those weights; a crop around the
 first defect (or a random crop for clean examples, 20 %); a random tilt of all vectors, a random
 smooth "bend" of the surface (large-scale height change, not a defect: curvature is normal),
 sometimes a generic random height-field anomaly (band-limited noise under a random blob, so the
-net learns "locally inconsistent geometry" rather than a list of shapes); the summed defect
-height applied through :func:`psinspect.defects.apply_height`; PS-like noise. Target: pixels
-whose normal turned by more than ``min_angle`` degrees (the library's ground-truth rule). Loss:
+net learns "locally inconsistent geometry" rather than a list of shapes) or, for a fraction
+``p_transplant`` of those (0 in the bundled model), a texture anomaly
+(:func:`texture_transplant`: another place's fine structure, turned and amplified, under a
+blob); the summed defect height applied through :func:`psinspect.defects.apply_height`;
+PS-like noise. Target: pixels whose normal turned by more than ``min_angle`` degrees (the
+library's ground-truth rule), and a texture anomaly's whole changed patch. Loss:
 binary cross-entropy plus soft Dice, inside the object only.
 
 Score: ``softplus(logit)`` (monotone in the predicted defect probability, never saturating, 0
@@ -137,23 +140,31 @@ def random_bend(shape_hw: tuple[int, int], rng: np.random.Generator, max_slope: 
     return (f * (float(rng.uniform(0.0, max_slope)) / slope)).astype(np.float32)
 
 
-def generic_height_anomaly(shape_hw: tuple[int, int], mask: np.ndarray,
-                           rng: np.random.Generator) -> np.ndarray:
-    """A random, shape-agnostic height change (pixel units) on the object: band-limited noise
-    (Gaussian-filtered white noise, scale 1-6 px) under a soft random blob (thresholded smooth
-    noise, 8-40 px), scaled to a random peak slope of 0.04-0.5. (H, W) float32."""
+def random_blob(shape_hw: tuple[int, int], mask: np.ndarray, rng: np.random.Generator
+                ) -> tuple[np.ndarray, float]:
+    """A soft random blob around a random object pixel: a disc of radius 6-30 px with a
+    ragged edge (smooth noise of scale 4-14 px), softened by a 1.5 px blur; values in [0, 1].
+    Returns ((H, W) float32, radius)."""
     h, w = shape_hw
     blob_sigma = float(rng.uniform(4.0, 14.0))
     noise = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), blob_sigma)
     noise /= max(float(noise.std()), 1e-6)
-    # one blob around a random object pixel
     rows, cols = np.nonzero(mask)
     i = int(rng.integers(len(rows)))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     radius = float(rng.uniform(6.0, 30.0))
     dist = np.hypot((xx - cols[i]) / radius, (yy - rows[i]) / radius)
     blob = np.clip(1.5 - dist + 0.5 * noise, 0.0, 1.0)
-    blob = cv2.GaussianBlur(blob, (0, 0), 1.5)
+    return cv2.GaussianBlur(blob, (0, 0), 1.5), radius
+
+
+def generic_height_anomaly(shape_hw: tuple[int, int], mask: np.ndarray,
+                           rng: np.random.Generator) -> np.ndarray:
+    """A random, shape-agnostic height change (pixel units) on the object: band-limited noise
+    (Gaussian-filtered white noise, scale 1-6 px) under a soft random blob
+    (:func:`random_blob`), scaled to a random peak slope of 0.04-0.5. (H, W) float32."""
+    h, w = shape_hw
+    blob, radius = random_blob(shape_hw, mask, rng)
     tex_sigma = float(rng.uniform(1.0, 6.0))
     tex = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), tex_sigma)
     if rng.random() < 0.3:  # sometimes a plain smooth push (one-signed)
@@ -166,6 +177,64 @@ def generic_height_anomaly(shape_hw: tuple[int, int], mask: np.ndarray,
         return np.zeros((h, w), np.float32)
     target = float(rng.uniform(0.04, 0.5))
     return (field * (target / slope)).astype(np.float32)
+
+
+def _fine_structure(normals: np.ndarray, mask: np.ndarray, sigma: float, limit: float
+                    ) -> np.ndarray:
+    """The normals minus their masked Gaussian-smoothed (std ``sigma``) and renormalised field:
+    the fine structure (texture, noise) as (H, W, 3) deviation vectors, zero outside, each
+    shortened to at most ``limit`` (so the large deviations of edges and grooves stay mostly
+    where they are)."""
+    smooth = normalize(np.stack([masked_blur(normals[..., c], mask, sigma)
+                                 for c in range(3)], axis=-1))
+    dev = np.where(mask[..., None], normals - smooth, 0.0)
+    size = np.sqrt(np.einsum("...i,...i->...", dev, dev))
+    return (dev * np.minimum(1.0, limit / np.maximum(size, 1e-9))[..., None]).astype(np.float32)
+
+
+def texture_transplant(normals: np.ndarray, mask: np.ndarray, source: np.ndarray,
+                       source_mask: np.ndarray, rng: np.random.Generator,
+                       min_angle: float, sigma: float = 3.0, limit: float = 0.12
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """A texture anomaly (after Natural Synthetic Anomalies, Schlueter et al. 2022, in normal
+    space): under a soft random blob (:func:`random_blob`) the map's own fine structure
+    (:func:`_fine_structure`, scale ``sigma``, deviations up to ``limit``, ~7 deg) is replaced
+    by the fine structure of another place of ``source`` (a whole clean map, same frame),
+    turned and/or mirrored by a random non-identity element of the dihedral group (vectors
+    turn with it) and amplified 1.5-3x (a texture of the same strength is often
+    indistinguishable, e.g. a rough casting's): a patch whose texture differs from its
+    surroundings in direction or strength, not a shape from the defect library.
+    ``normals``, ``source``: (H, W, 3) and (Hs, Ws, 3) unit inside their masks; ``normals``
+    must be square. Returns the new map ((H, W, 3) float32, unit inside ``mask``, zero
+    outside) and the changed region ((H, W) bool): where the RMS of the angle the vectors
+    turned, over a Gaussian window of 2 px, exceeds ``min_angle`` degrees (a patch of
+    texture, not the speckle of its single pixels)."""
+    h, w = mask.shape
+    if h != w:
+        raise ValueError(f"texture_transplant needs a square map, got {h} x {w}")
+    dev = _fine_structure(normals, mask, sigma, limit)
+    src = _fine_structure(source, source_mask, sigma, limit)
+    rows, cols = np.nonzero(source_mask)
+    i = int(rng.integers(len(rows)))
+    r0, c0 = int(rows[i]) - h // 2, int(cols[i]) - w // 2
+    win = np.zeros((h, w, 3), np.float32)
+    win_m = np.zeros((h, w), bool)
+    rs, cs = max(0, r0), max(0, c0)
+    re, ce = min(source_mask.shape[0], r0 + h), min(source_mask.shape[1], c0 + w)
+    win[rs - r0:re - r0, cs - c0:ce - c0] = src[rs:re, cs:ce]
+    win_m[rs - r0:re - r0, cs - c0:ce - c0] = source_mask[rs:re, cs:ce]
+    g = int(rng.integers(1, 8))  # a non-identity dihedral element: g % 4 turns, mirror g >= 4
+    k, mirror = g % 4, g >= 4
+    win = rotate90(flip(win, "lr") if mirror else win, k)
+    win_m = np.rot90(win_m[:, ::-1] if mirror else win_m, k)
+    blob, _ = random_blob((h, w), mask, rng)
+    a = (blob * win_m * mask)[..., None]
+    gain = float(rng.uniform(1.5, 3.0))
+    out = normalize(normals + a * (gain * win - dev))
+    out[~mask] = 0.0
+    turned = np.where(mask, _angle(normals, out), 0.0) ** 2
+    region = (np.sqrt(masked_blur(turned, mask, 2.0)) > min_angle) & mask
+    return out.astype(np.float32), region
 
 
 def grain_direction(normals: np.ndarray, mask: np.ndarray, x: float, y: float,
@@ -277,7 +346,8 @@ class GeoSeg(TorchAnomalyModel):
                  norm: str = "gn",
                  geo_scales: Sequence[float] = (2.5, 8.0), geo_iterations: int = 0,
                  residual_gain: float = 10.0, max_defects: int = 3, p_clean: float = 0.2,
-                 p_generic: float = 0.2, min_angle: float = 2.0, min_confidence: float = 0.2,
+                 p_generic: float = 0.2, p_transplant: float = 0.0,
+                 min_angle: float = 2.0, min_confidence: float = 0.2,
                  dice_weight: float = 0.2, tilt_deg: float = 40.0, noise: float = 0.03,
                  bend: float = 0.8, bend_px: Sequence[float] = (8.0, 40.0),
                  region_balance: float = 150.0, tta: int = 4,
@@ -298,6 +368,9 @@ class GeoSeg(TorchAnomalyModel):
         self.max_defects = int(max_defects)
         self.p_clean = float(p_clean)
         self.p_generic = float(p_generic)
+        if not 0.0 <= p_transplant <= 1.0:
+            raise ValueError(f"p_transplant must be in [0, 1], got {p_transplant}")
+        self.p_transplant = float(p_transplant)
         self.min_angle = float(min_angle)
         self.min_confidence = float(min_confidence)
         self.dice_weight = float(dice_weight)
@@ -352,7 +425,8 @@ class GeoSeg(TorchAnomalyModel):
             "geo_scales": self.geo_scales,
             "geo_iterations": self.geo_iterations, "residual_gain": self.residual_gain,
             "max_defects": self.max_defects, "p_clean": self.p_clean,
-            "p_generic": self.p_generic, "min_angle": self.min_angle,
+            "p_generic": self.p_generic, "p_transplant": self.p_transplant,
+            "min_angle": self.min_angle,
             "min_confidence": self.min_confidence, "dice_weight": self.dice_weight,
             "tilt_deg": self.tilt_deg, "noise": self.noise, "bend": self.bend,
             "bend_px": self.bend_px,
@@ -484,18 +558,28 @@ class GeoSeg(TorchAnomalyModel):
         h = height[r:r + p, c:c + p].copy()
         if not m.any():
             n_generic = 0
+        transplants = 0
         for _ in range(n_generic):
-            h += generic_height_anomaly(m.shape, m, rng)
+            if self.p_transplant > 0 and rng.random() < self.p_transplant:
+                transplants += 1  # a texture anomaly, applied to the vectors below
+            else:
+                h += generic_height_anomaly(m.shape, m, rng)
         n = random_tilt(n, m, rng, self.tilt_deg)
         if self.bend > 0 and m.any():
             n = defects.apply_height(n, m, random_bend(m.shape, rng, self.bend,
                                                                 self.bend_px), along="view")
+        out = n
+        changed = np.zeros(m.shape, bool)
+        for _ in range(transplants):
+            out, region = texture_transplant(out, m, normals, mask, rng, self.min_angle)
+            changed |= region
         if h.any():
-            out = defects.apply_height(n, m, h, along="normal" if rng.random() < 0.5
+            out = defects.apply_height(out, m, h, along="normal" if rng.random() < 0.5
                                        else "view")
-            target = (_angle(n, out) > self.min_angle) & m
+        if out is n:
+            target = np.zeros(m.shape, bool)
         else:
-            out, target = n, np.zeros(m.shape, bool)
+            target = ((_angle(n, out) > self.min_angle) & m) | changed
         if rng.random() < 0.7:
             out = add_noise(out, m, rng, self.noise)
         x, _ = self.features(out, m)
