@@ -19,9 +19,18 @@ Every map is used three times, and the same 76 clean maps are the negatives of b
   ``default_rng([SEED, stable_hash(name)])``, severity level drawn as for the library).
 
 Models: the bundled default geo-seg (its calibrated thresholds) and bench_detect.py's unet-ae
-and geometric (runs/bench_detect/models; trained with bench_detect's recipes if missing).
+and geometric (runs/bench_detect/models; trained with bench_detect's recipes if missing), and
+with ``--extra NAME=MODEL_DIR`` other model folders (explore variants) as extra rows.
+
+Kind sets (``--set``): ``first``, the four kinds above (section 'heldout' of BENCHMARKS.md);
+``second``, blister, crater and scuff (``psinspect.defects.SECOND_HELD_OUT_TYPES``, section
+'heldout2'), added after the explore variant tex (texture-transplant training) had been designed
+with the first set in view, so that it can be judged on kinds it was not designed with.
 
     OMP_NUM_THREADS=2 python bench/bench_held_out.py
+    OMP_NUM_THREADS=2 python bench/bench_held_out.py --set second \
+        --extra tex=runs/explore/tex/model --extra tex-seed1=runs/explore/tex-seed1/model \
+        --extra ref-seed1=runs/explore/ref-seed1/model
     python bench/bench_held_out.py --no-write
 """
 
@@ -34,6 +43,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,27 +53,45 @@ import _bench_data  # noqa: E402
 import bench_detect  # noqa: E402
 from _markdown import write_section  # noqa: E402
 
+from psinspect.defects import HELD_OUT_TYPES, SECOND_HELD_OUT_TYPES  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- heldout:begin -->", "<!-- heldout:end -->"
 SEED = 777
+#: the kind sets (see the module docstring): kinds, BENCHMARKS.md section, results file
+SETS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "first": (tuple(k for k in HELD_OUT_TYPES if k not in SECOND_HELD_OUT_TYPES), "heldout",
+              "held_out.json"),
+    "second": (SECOND_HELD_OUT_TYPES, "heldout2", "held_out2.json"),
+}
+#: what each held-out kind is, for the report
+KIND_TEXT = {
+    "gouge": "a gouge is a groove with raised lips of pushed-aside material that deepens along "
+             "its path",
+    "chatter": "chatter, periodic ripples (period 3-10 px) across a band",
+    "lap": "a lap, a raised tongue with one steep edge that fades out behind it",
+    "spatter": "spatter, raised droplets",
+    "blister": "a blister is a raised dome with a steep edge and a nearly flat top",
+    "crater": "a crater, a small bowl (radius 2-6 px) with a raised rim",
+    "scuff": "a scuff, a band of 4-12 short, fine (1-2 px), parallel scratches",
+}
 #: bootstrap resamples of the test surfaces for the 95 % intervals
 BOOTSTRAP = 1000
 MODELS = ("geometric", "unet-ae", "geo-seg")
 
 
-def held_out_copy(normals: np.ndarray, mask: np.ndarray, name: str
+def held_out_copy(normals: np.ndarray, mask: np.ndarray, name: str, kinds: Sequence[str]
                   ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """``name``'s copy with 1-3 held-out defects: (normals, ground truth, records)."""
+    """``name``'s copy with 1-3 defects of ``kinds``: (normals, ground truth, records)."""
     from psinspect.dataset import stable_hash
-    from psinspect.defects import HELD_OUT_TYPES, implant_defects
+    from psinspect.defects import implant_defects
 
     rng = np.random.default_rng([SEED, stable_hash(name)])
-    return implant_defects(normals, mask, rng, count=int(rng.integers(1, 4)),
-                           types=HELD_OUT_TYPES)
+    return implant_defects(normals, mask, rng, count=int(rng.integers(1, 4)), types=kinds)
 
 
-def paired_test_maps(ds: Path) -> list[dict]:
-    """Per clean test map: its name, surface, normals, mask, and both defective copies."""
+def paired_test_maps(ds: Path, kinds: Sequence[str] = SETS["first"][0]) -> list[dict]:
+    """Per clean test map: its name, surface, normals, mask, and both defective copies (the
+    held-out one with defects of ``kinds``)."""
     import cv2
 
     from psinspect.normalmap import load_normal_map
@@ -78,7 +106,7 @@ def paired_test_maps(ds: Path) -> list[dict]:
         twin = by_name["A_" + it["name"][2:]]
         tn, tm = load_normal_map(ds / twin["file"])
         tgt = cv2.imread(str(ds / twin["defect_mask"]), cv2.IMREAD_GRAYSCALE) > 0
-        hn, hgt, hrec = held_out_copy(n, m, it["name"])
+        hn, hgt, hrec = held_out_copy(n, m, it["name"], kinds)
         out.append({"name": it["name"][2:], "surface": it["surface"], "clean": (n, m),
                     "library": (tn, tm, tgt & tm, twin["defects"]),
                     "held-out": (hn, m, hgt & m, hrec)})
@@ -115,8 +143,9 @@ def evaluate_model(bundle, maps: list[dict]) -> dict:
     return res
 
 
-def load_models(ds: Path, threads: int) -> dict:
-    """The bundled default model and bench_detect's baselines (trained there if missing)."""
+def load_models(ds: Path, threads: int, extra: Sequence[tuple[str, Path]] = ()) -> dict:
+    """The bundled default model and bench_detect's baselines (trained there if missing), then
+    the ``extra`` (name, model folder) pairs."""
     from psinspect.modelstore import load_model_dir
     from psinspect.train import train_model
 
@@ -131,6 +160,8 @@ def load_models(ds: Path, threads: int) -> dict:
             train_model([ds], mdir, seed=bench_detect.SEED, force=True, threads=threads,
                         **bench_detect.RECIPES[name])
         bundles[name] = load_model_dir(mdir)
+    for name, mdir in extra:
+        bundles[name] = load_model_dir(mdir)
     return bundles
 
 
@@ -143,9 +174,12 @@ def triple(block: dict) -> str:
             f"{fmt(block.get('image_auroc'))}")
 
 
-def render_markdown(results: dict, seconds: float, threads: int) -> str:
-    from psinspect.defects import DEFECT_TYPES, HELD_OUT_TYPES
+def render_markdown(results: dict, seconds: float, threads: int, kind_set: str = "first",
+                    extra: Sequence[str] = ()) -> str:
+    """The BENCHMARKS.md section of one kind set; ``extra``: names of the extra model rows."""
+    from psinspect.defects import DEFECT_TYPES
 
+    kinds = SETS[kind_set][0]
     some = next(iter(results.values()))
     n = some["maps"]
     surfaces = some["surfaces"]
@@ -153,10 +187,15 @@ def render_markdown(results: dict, seconds: float, threads: int) -> str:
     which = (f"{len(surfaces) - len(real)} clean rendered test parts"
              + (f" and the DiLiGenT {', '.join(real)}" if real else "")
              + f" ({len(surfaces)} surfaces), four light subsets each")
+    command = "OMP_NUM_THREADS=2 python bench/bench_held_out.py" + (
+        "" if kind_set == "first" else f" --set {kind_set}") + "".join(
+        f" --extra {e}=runs/explore/{e}/model" for e in extra)
+    count = {3: "three", 4: "four"}.get(len(kinds), str(len(kinds)))
     lines = [
-        "### Defects outside the training library",
+        "### Defects outside the training library" + (
+            "" if kind_set == "first" else f": a {kind_set} set of kinds"),
         "",
-        "Command: `OMP_NUM_THREADS=2 python bench/bench_held_out.py`  ",
+        f"Command: `{command}`  ",
         f"Machine: 2-core CPU, no GPU ({platform.machine()}, Python {platform.python_version()},"
         f" torch threads {threads}; 1-min load average at the end {os.getloadavg()[0]:.1f}; "
         f"{seconds:.0f} s)  ",
@@ -164,12 +203,10 @@ def render_markdown(results: dict, seconds: float, threads: int) -> str:
         "",
         f"The detection section tests with defects of the library that geo-seg is trained on "
         f"({', '.join(DEFECT_TYPES)}), on surfaces it never saw. Here the same {n} defect-free "
-        f"test maps ({which}) also get 1-3 defects of four kinds that no training recipe of the "
-        f"package draws (`psinspect.defects.HELD_OUT_TYPES`: {', '.join(HELD_OUT_TYPES)}): a "
-        "gouge is a groove with raised lips of pushed-aside material that deepens along its "
-        "path; chatter, periodic ripples (period 3-10 px) across a band; a lap, a raised "
-        "tongue with one steep edge that fades out behind it; spatter, raised droplets. They "
-        "are implanted in the normals like the library's (ground truth = normal turned by "
+        f"test maps ({which}) also get 1-3 defects of {count} kinds that no training recipe of "
+        f"the package draws (of `psinspect.defects.HELD_OUT_TYPES`: {', '.join(kinds)}): "
+        + "; ".join(KIND_TEXT[k] for k in kinds) + ". They are implanted in the normals "
+        "like the library's (ground truth = normal turned by "
         "more than 2 deg; severity levels drawn as for the library). Both test sets share "
         f"the same {n} clean maps as negatives, so the columns compare like with like: "
         "'library' is the detection section's own defective twins of these maps (the "
@@ -179,7 +216,15 @@ def render_markdown(results: dict, seconds: float, threads: int) -> str:
         "seed 0); AUPRO per defect: each defect's ground truth counted as one region instead "
         "of its connected pieces (`bench_detect.aupro_by_defect`; a chatter band's ground "
         "truth falls apart into stripes, a spatter cluster's into droplets); failed = verdict "
-        "fail at the model's calibrated image threshold.",
+        "fail at the model's calibrated image threshold." + (
+            "" if kind_set == "first" else " These kinds were added to the package after the "
+            "explore variant tex (training with texture transplants, `p_transplant`; 'Design "
+            "exploration' below) had been designed with the first set of held-out kinds in view, "
+            "to judge it on kinds it was not designed with.") + (
+            "" if not extra else " Extra rows, explore models that are not the default: "
+            + ", ".join(extra) + " (ref-seed1: the default recipe retrained with seed 1, the "
+            "pair of tex-seed1; the bundled model is the default recipe's seed 0, the pair of "
+            "tex)."),
         "",
         "| model | library defects | held-out defects | held-out intervals (pixel AUROC; "
         "AUPRO) | AUPRO per defect: library / held-out | failed: clean / library / held-out |",
@@ -198,20 +243,20 @@ def render_markdown(results: dict, seconds: float, threads: int) -> str:
             f"{v['library_failed']}/{n} / {v['held-out_failed']}/{n} |")
     lines += ["", "Per held-out kind and severity (pixel AUROC / AUPRO / image AUROC; a "
               "kind's image AUROC: the maps with that kind against the clean maps):", "",
-              "| model | " + " | ".join(HELD_OUT_TYPES) + " | low | medium | high |",
-              "|---" * (1 + len(HELD_OUT_TYPES) + 3) + "|"]
+              "| model | " + " | ".join(kinds) + " | low | medium | high |",
+              "|---" * (1 + len(kinds) + 3) + "|"]
     for name, r in results.items():
         pt, ps = r["held-out"]["per_type"], r["held-out"]["per_severity"]
-        cells = [triple(pt[t]) if t in pt else "-" for t in HELD_OUT_TYPES]
+        cells = [triple(pt[t]) if t in pt else "-" for t in kinds]
         cells += [triple(ps[s]) if s in ps else "-" for s in ("low", "medium", "high")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     regions = {t: b["regions"] for t, b in some["held-out"]["per_type"].items()}
     lines += ["", "Ground-truth regions per held-out kind: " + ", ".join(
-        f"{t} {regions.get(t, 0)}" for t in HELD_OUT_TYPES) + "."]
+        f"{t} {regions.get(t, 0)}" for t in kinds) + "."]
     if "geo-seg" in results:
         g = results["geo-seg"]
         lib, held = g["library"]["pooled"], g["held-out"]["pooled"]
-        others = [n for n in results if n != "geo-seg"]
+        others = [n for n in results if n not in ("geo-seg", *extra)]
         sev = g["held-out"]["per_severity"]
         worst = min(sev, key=lambda k: sev[k]["aupro"])
         lead = ", ".join(f"{held['aupro'] - results[n]['held-out']['pooled']['aupro']:+.3f} "
@@ -232,14 +277,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--set", dest="kind_set", choices=sorted(SETS), default="first",
+                    help="which held-out kinds (see the module docstring)")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=MODEL_DIR",
+                    help="another model folder to score as an extra row (repeatable)")
     args = ap.parse_args()
+    extra = []
+    for item in args.extra:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not (Path(folder) / "config.json").is_file():
+            ap.error(f"--extra {item!r}: expected NAME=MODEL_DIR with a model folder")
+        extra.append((name, Path(folder)))
+    kinds, section, results_file = SETS[args.kind_set]
     import torch
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     ds = _bench_data.build(bench_detect.WORK)
-    bundles = load_models(ds, args.threads)
-    maps = paired_test_maps(ds)
+    bundles = load_models(ds, args.threads, extra)
+    maps = paired_test_maps(ds, kinds)
     print(f"{len(maps)} clean test maps, each with library and held-out copies "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
     results = {}
@@ -251,11 +307,13 @@ def main() -> None:
         for t, b in r["held-out"]["per_type"].items():
             print(f"   {t}: {triple(b)} ({b['regions']} regions)", flush=True)
     seconds = time.perf_counter() - t0
-    out = bench_detect.WORK / "held_out.json"
+    out = bench_detect.WORK / results_file
     out.write_text(json.dumps(results, indent=1, default=float))
     if not args.no_write:
-        write_section(f"{BEGIN}\n{render_markdown(results, seconds, args.threads)}\n{END}",
-                      ROOT / "BENCHMARKS.md", BEGIN, END)
+        begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+        body = render_markdown(results, seconds, args.threads, args.kind_set,
+                               [n for n, _ in extra])
+        write_section(f"{begin}\n{body}\n{end}", ROOT / "BENCHMARKS.md", begin, end)
 
 
 if __name__ == "__main__":

@@ -203,6 +203,37 @@ def test_held_out_shapes() -> None:
     assert n[30, 31, 0] > 0.1 and n[30, 29, 0] < -0.1  # it faces +x right of its top
 
 
+def test_second_held_out_shapes() -> None:
+    """blister, crater and scuff have the shapes their docstring promises, in pixel units."""
+    size = 64
+    # blister: raised only; a nearly flat top, then a steep edge of width ``rim``
+    b = height_field(DefectSpec("blister", {"center": [32.0, 32.0], "radius": 10.0, "rim": 2.0,
+                                            "height": 2.0}, severity=0.1), (size, size))
+    assert b.min() >= 0 and 1.9 < b[32, 32] <= 2.0 and not b[32, 43:].any()
+    row = b[32, 32:44].astype(np.float64)
+    assert abs(row[5] - row[0]) < 0.25 * abs(row[9] - row[8])  # top flat beside the edge
+    # crater: a bowl below the surface, a raised rim around it, nothing beyond the rim
+    c = height_field(DefectSpec("crater", {"center": [32.0, 32.0], "radius": 4.0, "depth": 1.6,
+                                           "lip": 0.4, "lip_width": 0.5}, severity=0.2),
+                     (size, size))
+    assert c[32, 32] < -1.4 and c[32, 36] > 0.5 and c[36, 32] > 0.5  # rim at the radius
+    assert not c[32, 39:].any() and not c[:25].any()
+    # scuff: grooves only, one per line, parallel (here along x) at their offsets
+    s = height_field(DefectSpec("scuff", {"center": [32.0, 32.0], "angle_deg": 0.0,
+                                          "length": 30.0, "band": 12.0,
+                                          "offsets": [-4.0, 0.0, 4.0],
+                                          "spans": [[-15.0, 5.0], [-10.0, 10.0], [0.0, 15.0]],
+                                          "widths": [2.0, 2.0, 2.0],
+                                          "depths": [0.2, 0.2, 0.2]}, severity=0.1),
+                     (size, size))
+    assert s.max() <= 0 and s.min() < -0.1
+    col = s[:, 34].astype(np.float64)  # across the band, where all three lines run
+    troughs = np.flatnonzero((col[1:-1] < col[:-2]) & (col[1:-1] < col[2:])) + 1
+    assert len(troughs) == 3 and np.allclose(np.diff(troughs), 4)
+    assert not s[:, 10].any()  # beyond every line's span
+    assert s[28, 18:22].any() and not s[36, 18:22].any()  # the lines span different stretches
+
+
 def test_implant_in_height_field_matches_normals() -> None:
     rows, cols = np.mgrid[0:64, 0:64].astype(np.float64)
     z = (0.001 * (cols - 32) ** 2).astype(np.float32)
