@@ -194,3 +194,25 @@ def test_bad_arguments(tmp_path: Path, monkeypatch, capsys, args, pattern) -> No
     code, _, err = run_cli(["normals", str(cap), "-o", str(out), *args], monkeypatch, capsys)
     assert code == 2 and re.search(pattern, err), err
     assert not out.exists()
+
+
+def test_error_only_where_the_ground_truth_has_normals(tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
+    """Zero ground-truth vectors (no ground truth there, e.g. under a wider mask) are left out of
+    the angular error instead of counting as 90 deg; none at all: no error, a warning."""
+    cap = synthetic_capture(tmp_path / "cap")
+    full = load_capture(cap)
+    mask = full.mask
+    n = full.normals_gt.copy()
+    n[:, :20] = 0.0  # the left half has no ground truth
+    np.save(cap / "Normal_gt.npy", n)
+    out = tmp_path / "out"
+    code, _, _ = run_cli(["normals", str(cap), "-o", str(out)], monkeypatch, capsys)
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pixels"] == int((mask & (np.abs(n).sum(-1) > 0)).sum())
+    assert metrics["mean_angular_error_deg"] < 0.5
+    np.save(cap / "Normal_gt.npy", np.zeros_like(n))
+    out2 = tmp_path / "out2"
+    code, _, err = run_cli(["normals", str(cap), "-o", str(out2)], monkeypatch, capsys)
+    assert code == 0 and not (out2 / "metrics.json").exists() and "no angular error" in err

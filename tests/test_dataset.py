@@ -111,6 +111,15 @@ def test_holdout_errors(renders, tmp_path) -> None:
         build_dataset([renders], tmp_path / "b", holdout=names, subsets=1)
 
 
+def test_skip_lights_errors(renders, tmp_path) -> None:
+    """A misspelt surface or a light the capture does not have is an error, not ignored."""
+    names = [p.name for p in find_captures([renders])]
+    with pytest.raises(PsinspectError, match="--skip-lights: no capture named nope"):
+        build_dataset([renders], tmp_path / "a", skip_lights={"nope": [0]})
+    with pytest.raises(PsinspectError, match=r"light\(s\) 40, 41 out of range"):
+        build_dataset([renders], tmp_path / "b", skip_lights={names[0]: [2, 39, 40]})
+
+
 def test_augment_map_moves_masks_with_vectors() -> None:
     n = np.zeros((20, 30, 3), np.float32)
     n[2:8, 3:12] = normalize(np.array([0.3, 0.4, 0.8]))

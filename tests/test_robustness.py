@@ -650,6 +650,9 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
     (["detect", "CAP", "--model", "MODEL", "--solver", "magic"], r"--solver 'magic'"),
     (["detect", "GOOD", "--model", "nowhere"], r"nowhere: model directory not found"),
     (["detect", "missing.npy", "--model", "MODEL"], r"missing\.npy: input not found"),
+    (["run", "--pretrained", "--model", "unet-ae"], r"--pretrained uses the bundled model"),
+    (["run", "--pretrained", "--epochs", "3"], r"--model and --epochs do not apply"),
+    (["run", "--pretrained", "--quick", "--data", "CAP"], r"no surface left for testing"),
     (["evaluate", "GOOD", "GOOD", "--max-fpr", "0"], r"--max-fpr must be in"),
     (["evaluate", "CAP", "CAP"], r"summary\.json: missing"),
 ])

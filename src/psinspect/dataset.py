@@ -236,6 +236,10 @@ def build_dataset(
             f"({', '.join(names)})"
         )
     skip = {k: [int(i) for i in v] for k, v in (skip_lights or {}).items()}
+    unknown = sorted(set(skip) - set(names))
+    if unknown:
+        raise PsinspectError(f"--skip-lights: no capture named {', '.join(unknown)} (surfaces: "
+                             f"{', '.join(names)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {
@@ -253,6 +257,10 @@ def build_dataset(
         role = "test" if name in test_names else "train"
         surfaces[name] = {"source": str(folder), "role": role}
         cap = load_capture(folder)
+        beyond = sorted(i + 1 for i in skip.get(name, []) if not 0 <= i < cap.num_lights)
+        if beyond:
+            raise PsinspectError(f"--skip-lights {name}: light(s) {', '.join(map(str, beyond))} "
+                                 f"out of range (it has lights 1-{cap.num_lights})")
         usable = np.array([i for i in range(cap.num_lights) if i not in set(skip.get(name, []))])
         if len(usable) < 3:
             raise PsinspectError(f"{folder}: fewer than 3 lights left after skipping")

@@ -311,10 +311,15 @@ class InputMap:
     capture_images: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def _read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+def _read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A ground-truth mask PNG (non-zero = defect) of an input of ``shape``; an unreadable or
+    wrong-sized one is an error, not silently no ground truth."""
     m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if m is None or m.shape != shape:
-        return None
+    if m is None:
+        raise PsinspectError(f"{path}: unreadable ground-truth mask")
+    if m.shape != shape:
+        raise PsinspectError(f"{path}: ground-truth mask is {m.shape[1]} x {m.shape[0]}, the "
+                             f"map {shape[1]} x {shape[0]}")
     return m > 0
 
 
@@ -373,13 +378,19 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
 
 
 def unique_names(names: list[str]) -> list[str]:
-    """Make output names unique by suffixing ``_2``, ``_3`` ... to repeats."""
-    seen: dict[str, int] = {}
+    """Make output names unique by suffixing ``_2``, ``_3`` ... to repeats; a suffixed name
+    never takes a name that another input has or that was already given out (inputs ``x``,
+    ``x``, ``x_2`` -> ``x``, ``x_3``, ``x_2``)."""
+    taken = set(names)
+    used: set[str] = set()
     out = []
     for n in names:
-        k = seen.get(n, 0) + 1
-        seen[n] = k
-        out.append(n if k == 1 else f"{n}_{k}")
+        name, k = n, 1
+        while name in used or (k > 1 and name in taken):
+            k += 1
+            name = f"{n}_{k}"
+        used.add(name)
+        out.append(name)
     return out
 
 

@@ -22,6 +22,9 @@ UNIT_TOL = 1e-2
 #: and detection scores big maps in tiles; larger maps are refused before they are decoded
 MAX_MAP_PIXELS = 8192 * 8192
 
+#: the smallest side a normal map may have (a defect, a fit window or a verdict needs room)
+MIN_MAP_SIDE = 8
+
 
 def normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Unit vectors along the last axis; zero vectors stay zero. ``(..., 3) -> (..., 3)``."""
@@ -74,15 +77,19 @@ def validate_normal_map(
     """Check a normal map and return ``(normals float32 (H, W, 3), mask bool (H, W))``.
 
     Without a mask, the object is every non-zero vector. Raises :class:`PsinspectError` for a
-    wrong shape, NaN/Inf, an empty mask, or vectors inside the mask that are not unit length.
+    wrong shape, a map smaller than ``MIN_MAP_SIDE`` on a side, NaN/Inf, an empty mask, vectors
+    inside the mask that are not unit length, or a map whose object mostly faces away from the
+    camera (z < 0 on more than half of it: another sign convention, or a background decoded
+    as normals; a visible surface faces the camera).
     """
     n = np.asarray(normals)
     if n.ndim != 3 or n.shape[2] != 3:
         raise PsinspectError(f"{name}: expected shape (H, W, 3), got {n.shape}")
     if not np.issubdtype(n.dtype, np.floating):
         raise PsinspectError(f"{name}: expected float values, got dtype {n.dtype}")
-    if min(n.shape[:2]) < 1:
-        raise PsinspectError(f"{name}: empty image {n.shape}")
+    if min(n.shape[:2]) < MIN_MAP_SIDE:
+        raise PsinspectError(f"{name}: map is {n.shape[1]} x {n.shape[0]} pixels, too small "
+                             f"(at least {MIN_MAP_SIDE} x {MIN_MAP_SIDE})")
     if mask is not None:
         mask = np.asarray(mask, bool)
         if mask.shape != n.shape[:2]:
@@ -93,7 +100,7 @@ def validate_normal_map(
     out = np.empty((h, w, 3), np.float32)
     out_mask = np.empty((h, w), bool)
     rows = max(1, (1 << 20) // max(w, 1))
-    n_bad, n_obj, lo, hi = 0, 0, np.inf, -np.inf
+    n_bad, n_obj, n_back, lo, hi = 0, 0, 0, np.inf, -np.inf
     for r0 in range(0, h, rows):
         blk = n[r0:r0 + rows].astype(np.float32)
         finite = np.isfinite(blk).all(axis=2)
@@ -114,6 +121,7 @@ def validate_normal_map(
             lo, hi = min(lo, float(obj.min())), max(hi, float(obj.max()))
         blk /= np.maximum(length, 1e-12)[..., None]
         blk[~m] = 0.0
+        n_back += int((blk[..., 2][m] < 0).sum())
         out[r0:r0 + rows] = blk
         out_mask[r0:r0 + rows] = m
     if n_obj == 0:
@@ -123,6 +131,10 @@ def validate_normal_map(
             f"{name}: {n_bad} of {n_obj} object pixels are not unit vectors "
             f"(|n| from {lo:.3g} to {hi:.3g})"
         )
+    if 2 * n_back > n_obj:
+        raise PsinspectError(
+            f"{name}: {n_back} of {n_obj} object normals point away from the camera (z < 0); "
+            "expected the camera frame x right, y up, z toward the camera")
     return out, out_mask
 
 

@@ -180,6 +180,10 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
     counts = {sp: sum(it["split"] == sp for it in manifest["items"])
               for sp in ("train-clean", "val-clean", "test-clean", "test-defective")}
     held = sorted(k for k, v in manifest["surfaces"].items() if v["role"] == "test")
+    if not held:
+        raise PsinspectError(
+            f"no surface left for testing among {len(captures)} capture(s): give at least 2 "
+            "defect-free captures (one is held out for test) or a defective one")
     end(1, t0, ", ".join(f"{k} {v}" for k, v in counts.items())
         + f"; test surfaces: {', '.join(held)}")
 

@@ -166,13 +166,19 @@ def _load_maps(files: Sequence[Path], progress: Callable[[str], None] | None,
                ) -> list[tuple[str, NormalSample, dict[str, Any]]]:
     """(name, map, :func:`scoring_extras`) of each capture folder (PS with ``solver``, read as
     :func:`psinspect.detect.load_input` reads it, half-light-set solves with ``light_splits``,
-    its images kept with ``capture_images``) or normal-map file, in order."""
+    its images kept with ``capture_images``) or normal-map file, in order. An input whose
+    ground truth (a capture's ``M_defect.png``, a dataset map's ``M_`` mask) marks defects is
+    refused: a known-defective part must not teach what good looks like."""
     from psinspect.detect import load_input
 
     out = []
     for f in files:
         inp = load_input(f, solver=solver, light_splits=light_splits,
                          capture_images=capture_images)
+        if inp.gt_mask is not None and (inp.gt_mask & inp.mask).any():
+            raise PsinspectError(
+                f"{f}: its ground truth marks {int((inp.gt_mask & inp.mask).sum())} defect "
+                "pixels; training and calibration take defect-free parts only")
         out.append((inp.name, (inp.normals, inp.mask), scoring_extras(inp)))
         if progress is not None:
             progress(inp.name)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from psinspect.cli import app
+from psinspect.defects import DEFECT_TYPES, HELD_OUT_TYPES
 from psinspect.errors import PsinspectError
 
 #: most defects implanted into one map (more only takes time and hides the surface)
@@ -29,9 +30,9 @@ def defects_cmd(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
     per_image: Annotated[int, typer.Option(help="Defects per image.")] = 1,
     types: Annotated[str | None, typer.Option(
-        help="Comma-separated defect types (default all of the library): scratch, dent, "
-             "bump, pit, crack, chip, ridge, porosity. Held out of the library (never drawn "
-             "unless named, never trained on): gouge, chatter, lap, spatter.")] = None,
+        help="Comma-separated defect types (default all of the library): "
+             f"{', '.join(DEFECT_TYPES)}. Held out of the library (never drawn unless named, "
+             f"never trained on): {', '.join(HELD_OUT_TYPES)}.")] = None,
     severity: Annotated[str | None, typer.Option(
         help="Severity = depth / width: a level (low, medium, high), a number (0.1) or a "
              "range (0.05-0.2). Default: a random level per defect.")] = None,

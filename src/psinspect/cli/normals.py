@@ -94,12 +94,18 @@ def normals_cmd(
                    f"their light intensity: lights {_ranges(dropped)}")
     metrics = None
     if cap.normals_gt is not None:
-        err = angular_error_deg(res.normals[cap.mask], cap.normals_gt[cap.mask])
-        metrics = {
-            "mean_angular_error_deg": float(err.mean()),
-            "median_angular_error_deg": float(np.median(err)),
-            "pixels": int(err.size),
-        }
+        # only where the ground truth holds a normal (zero vectors = none there)
+        valid = cap.mask & (np.linalg.norm(cap.normals_gt, axis=-1) > 0.5)
+        if valid.any():
+            err = angular_error_deg(res.normals[valid], cap.normals_gt[valid])
+            metrics = {
+                "mean_angular_error_deg": float(err.mean()),
+                "median_angular_error_deg": float(np.median(err)),
+                "pixels": int(err.size),
+            }
+        else:
+            typer.echo("warning: the ground-truth normals hold no normal inside the mask; no "
+                       "angular error measured", err=True)
     run = {
         "command": "normals",
         "version": __version__,

@@ -78,6 +78,9 @@ def run_cmd(
 
     if data is not None and not data.is_dir():
         raise PsinspectError(f"--data {data}: folder not found")
+    if pretrained and (model is not None or epochs is not None):
+        raise PsinspectError("--pretrained uses the bundled model, which is not trained here: "
+                             "--model and --epochs do not apply")
     check_output_dir(out, force)
     cfg = make_config(
         "quick" if quick else "default", seed=seed, pretrained=pretrained,

@@ -1,0 +1,64 @@
+"""Inputs that used to give a silent wrong answer: back-facing or tiny normal maps, known
+defective parts given as good ones, ground-truth masks of the wrong size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from psinspect.detect import load_input
+from psinspect.errors import PsinspectError
+from psinspect.normalmap import MIN_MAP_SIDE, normals_from_height, validate_normal_map
+from psinspect.train import load_training_data
+
+
+def _dome(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    mask = np.ones((size, size), bool)
+    return normals_from_height(0.02 * ((xx - size / 2) ** 2 + (yy - size / 2) ** 2), mask), mask
+
+
+def test_back_facing_map_is_refused() -> None:
+    n, m = _dome()
+    validate_normal_map(n, m)
+    with pytest.raises(PsinspectError, match="point away from the camera"):
+        validate_normal_map(-n, m)
+    flipped = n.copy()
+    flipped[:, :10, 2] *= -1  # a third of the object: grazing noise, silhouettes -> accepted
+    validate_normal_map(flipped / np.linalg.norm(flipped, axis=-1, keepdims=True), m)
+
+
+def test_tiny_map_is_refused() -> None:
+    n, _ = _dome(MIN_MAP_SIDE)
+    validate_normal_map(n)
+    with pytest.raises(PsinspectError, match="too small"):
+        validate_normal_map(n[:1])
+
+
+def _save_pair(folder: Path, name: str, n: np.ndarray, gt: np.ndarray | None) -> Path:
+    path = folder / f"A_{name}.npy"
+    np.save(path, n)
+    if gt is not None:
+        cv2.imwrite(str(folder / f"M_{name}.png"), gt.astype(np.uint8) * 255)
+    return path
+
+
+def test_training_refuses_a_map_marked_defective(tmp_path: Path) -> None:
+    n, m = _dome()
+    gt = np.zeros(m.shape, bool)
+    good = [_save_pair(tmp_path, f"g{i}", n, gt) for i in range(2)]
+    load_training_data(good)  # an empty ground truth: defect-free
+    gt[10:14, 10:14] = True
+    bad = _save_pair(tmp_path, "bad", n, gt)
+    with pytest.raises(PsinspectError, match="16 defect pixels"):
+        load_training_data([*good, bad])
+
+
+def test_wrong_size_ground_truth_is_an_error(tmp_path: Path) -> None:
+    n, _ = _dome()
+    path = _save_pair(tmp_path, "x", n, np.zeros((20, 32), bool))
+    with pytest.raises(PsinspectError, match="ground-truth mask is 32 x 20"):
+        load_input(path)
