@@ -73,22 +73,73 @@ def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[Path
     return removed
 
 
+def current_umask() -> int:
+    """The process's umask. On Linux it is read from the ``Umask:`` line of
+    ``/proc/self/status`` (no change of the umask, so no race with other threads creating
+    files); elsewhere it is set and restored at once (``os.umask`` has no read-only form), to
+    the restrictive 0o077 for that instant."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):  # no procfs, or a kernel without the line
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
+def _reason(err: OSError) -> str:
+    """The system's words for ``err`` (``"No such file or directory"``), without the path."""
+    return err.strerror or str(err)
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is not a folder (a file where a folder
+    is needed), else None."""
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _cannot_create(out: Path, err: OSError, what: str = "the output folder") -> PsinspectError:
+    """The one-line error for a folder ``out`` (or ``what`` for it) that cannot be created."""
+    blocker = _file_in_the_way(out)
+    reason = f"{blocker} is not a folder" if blocker is not None else _reason(err)
+    return PsinspectError(f"{out}: cannot create {what} ({reason})")
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file in the same folder plus ``os.replace``
-    (the temp file ``.NAME.<pid>-*.tmp``, see :func:`remove_stale_temporaries`)."""
+    (the temp file ``.NAME.<pid>-*.tmp``, see :func:`remove_stale_temporaries`).
+
+    The file gets the mode a plain ``open()`` would give a new file, ``0o666 & ~umask``
+    (``mkstemp`` alone would leave it 0o600). A folder or file that cannot be created or
+    written is a :class:`PsinspectError` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
-                               dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _cannot_create(path, err, "its folder") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
+                                   dir=path.parent)
+    except OSError as err:
+        raise PsinspectError(f"{path}: cannot write ({_reason(err)})") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise PsinspectError(f"{path}: cannot write ({_reason(exc)})") from None
         raise
     return path
 
@@ -206,13 +257,45 @@ def image_size_hw(path: str | os.PathLike[str]) -> tuple[int, int] | None:
 
 
 def check_output_dir(path: str | os.PathLike[str], force: bool) -> Path:
-    """Refuse a non-empty existing folder unless ``force``; refuse a path that is a file."""
+    """Refuse a non-empty existing folder unless ``force``; refuse a path that is a file, and a
+    folder that does not exist and cannot be created (under a file, a read-only or
+    pseudo file system, no permission), so that commands fail before their slow part.
+
+    The last is tested by creating and at once removing an empty hidden folder
+    ``.NAME.staging-<pid>-*`` where the first missing folder of ``path`` would go."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise PsinspectError(f"{path}: output path exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise PsinspectError(f"{path}: output folder is not empty (use --force to overwrite)")
+    if path.is_dir():
+        try:
+            non_empty = any(path.iterdir())
+        except OSError as err:
+            raise PsinspectError(
+                f"{path}: cannot read the output folder ({_reason(err)})") from None
+        if non_empty and not force:
+            raise PsinspectError(f"{path}: output folder is not empty (use --force to overwrite)")
+    else:
+        _check_creatable(path)
     return path
+
+
+def _check_creatable(path: Path) -> None:
+    """Raise :class:`PsinspectError` unless a folder can be made where the first missing folder
+    of ``path`` (which does not exist) would go."""
+    child = path
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            break
+        child = parent
+    else:  # pragma: no cover - a path's last parent ("/" or ".") exists
+        return
+    if not parent.is_dir():
+        raise PsinspectError(
+            f"{path}: cannot create the output folder ({parent} is not a folder)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{child.name}.staging-{os.getpid()}-", dir=parent))
+    except OSError as err:
+        raise _cannot_create(path, err) from None
 
 
 @contextlib.contextmanager
@@ -222,21 +305,35 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False) -> Iter
     If the body raises, the staging folder is removed and ``path`` is untouched, so a failed
     command leaves nothing half-written. Each file is moved with ``os.replace`` (atomic per file).
     The staging folder is ``.NAME.staging-<pid>-*``; those left by killed processes are removed
-    (:func:`remove_stale_temporaries`).
+    (:func:`remove_stale_temporaries`). Folders created in ``path`` get the mode of a plain
+    ``mkdir``, ``0o777 & ~umask`` (not the staging folder's 0o700). A folder that cannot be
+    created or filled is a :class:`PsinspectError`.
     """
     out = check_output_dir(path, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _cannot_create(out, err) from None
     remove_stale_temporaries(out.parent, out.name)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-",
+                                      dir=out.parent))
+    except OSError as err:
+        raise _cannot_create(out, err, "the output folder" if not out.is_dir()
+                             else f"a staging folder in {out.parent}") from None
     try:
         yield stage
-        out.mkdir(parents=True, exist_ok=True)
-        for src in sorted(stage.rglob("*")):
-            dst = out / src.relative_to(stage)
-            if src.is_dir():
-                dst.mkdir(parents=True, exist_ok=True)
-            else:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, dst)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for src in sorted(stage.rglob("*")):
+                dst = out / src.relative_to(stage)
+                if src.is_dir():
+                    dst.mkdir(parents=True, exist_ok=True)
+                else:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(src, dst)
+        except OSError as err:
+            raise PsinspectError(f"{out}: cannot write the output folder ({_reason(err)})"
+                                 ) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
