@@ -623,6 +623,8 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
     (["render", "--defect-rate", "nan"], r"--defect-rate must be in \[0, 1\]"),
     (["render", "--layout", "spiral"], r"unknown light layout 'spiral'"),
     (["render", "--severity", "-1"], r"--severity"),
+    (["render", "--severity", "nan"], r"--severity"),
+    (["render", "--severity", "0.1-inf"], r"--severity"),
     (["defects", "GOOD", "--per-image", "100000"], r"--per-image must be between 1 and 100"),
     (["defects", "GOOD", "--min-angle", "nan"], r"--min-angle must be a non-negative"),
     (["defects", "GOOD", "--types", "smudge"], r"unknown defect type"),
@@ -630,6 +632,7 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
     (["dataset", "CAP", "--solver", "magic"], r"solver"),
     (["dataset", "CAP", "--augment", "twirl"], r"twirl"),
     (["dataset", "nowhere"], r"nowhere: capture folder not found"),
+    (["dataset", "CAP", "--lights-per-subset", "2"], r"--lights-per-subset 2: must be between"),
     (["normals", "CAP", "--gamma", "-1"], r"--gamma must be a positive number"),
     (["normals", "CAP", "--lights", "0-3"], r"--lights '0-3'"),
     (["train", "GOOD", "GOOD2", "--hp", '{"bogus": 1}'], r"bad hyperparameters"),
@@ -711,7 +714,7 @@ EVAL_CASES: list[tuple[str, str, Callable[[dict, Path], None], str]] = [
     ("score: wrong shape", "det", lambda s, d: (d / _score_file(s)).write_bytes(
         _npy(np.zeros((3, 3), np.float32))), r"_score\.npy: shape \(3, 3\)"),
     ("score: NaN", "det", lambda s, d: (d / _score_file(s)).write_bytes(
-        _npy(np.full((64, 64), np.nan, np.float32))), r"_score\.npy: .*non-finite"),
+        _npy(np.full((64, 64), np.nan, np.float32))), r"_score\.npy: contains NaN or Inf"),
     ("score: truncated", "det", lambda s, d: (d / _score_file(s)).write_bytes(
         (d / _score_file(s)).read_bytes()[:-50]), r"_score\.npy: truncated"),
     ("score: pickle", "det", lambda s, d: (d / _score_file(s)).write_bytes(

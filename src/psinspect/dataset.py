@@ -264,6 +264,9 @@ def build_dataset(
         usable = np.array([i for i in range(cap.num_lights) if i not in set(skip.get(name, []))])
         if len(usable) < 3:
             raise PsinspectError(f"{folder}: fewer than 3 lights left after skipping")
+        if lights_per_subset is not None and not 3 <= lights_per_subset <= len(usable):
+            raise PsinspectError(f"--lights-per-subset {lights_per_subset}: must be between 3 "
+                                 f"and the {len(usable)} usable lights of {name}")
         k = lights_per_subset or min(len(usable), max(8, len(usable) // 4))
         srng = np.random.default_rng([int(seed), stable_hash(name)])
         subs = [usable[s] for s in light_subsets(cap.lights[usable], subsets, k, srng)]

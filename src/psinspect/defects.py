@@ -168,11 +168,11 @@ def parse_severity(text: str | None) -> float | tuple[float, float] | str | None
     try:
         if "-" in t.lstrip("-") and not t.startswith("-"):
             lo, hi = (float(v) for v in t.split("-", 1))
-            if not 0 < lo <= hi:
+            if not 0 < lo <= hi < math.inf:
                 raise ValueError
             return (lo, hi)
         v = float(t)
-        if v <= 0:
+        if not 0 < v < math.inf:  # also refuses nan
             raise ValueError
         return v
     except ValueError:

@@ -289,9 +289,11 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
         name = Path(it["file"]).stem
         _, mask = load_normal_map(folder / it["file"])
         score = load_npy(pred_dir / f"{name}_score.npy")
-        if score.shape != mask.shape or not np.isfinite(score).all():
+        if score.shape != mask.shape:
             raise PsinspectError(f"{pred_dir / (name + '_score.npy')}: shape {score.shape} "
-                                 f"!= map {mask.shape} or non-finite values")
+                                 f"!= map {mask.shape}")
+        if not np.isfinite(score).all():
+            raise PsinspectError(f"{pred_dir / (name + '_score.npy')}: contains NaN or Inf")
         gt = np.zeros(mask.shape, bool)
         if it.get("defect_mask"):
             m = cv2.imread(str(folder / it["defect_mask"]), cv2.IMREAD_GRAYSCALE)
