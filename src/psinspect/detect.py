@@ -8,7 +8,9 @@ higher = more anomalous, 0 outside the mask.
   model's ``tile`` are scored in overlapping tiles whose borders (``tile_overlap`` px, larger than
   every model's receptive field used here) are dropped when stitching.
 - The image score is the peak of the score map after a 3 x 3 average over object pixels (one
-  isolated noisy pixel cannot fail a part; a defect of a few pixels can). Verdict: ``fail`` when
+  isolated noisy pixel cannot fail a part; a defect of a few pixels can), times the map's
+  ``image_scale`` (a model that normalises its score maps per map, as geo-seg does, takes the
+  verdict on the level before that division; 1 for the others). Verdict: ``fail`` when
   the image score exceeds the model's image threshold, else ``pass``.
 - Regions: 8-connected components of (score >= pixel threshold) inside the object with at least
   ``min_region_px`` pixels; each with its bounding box ``[x0, y0, x1, y1]`` (columns / rows,
@@ -475,7 +477,10 @@ def write_detection_outputs(
             "image_threshold": bundle.image_threshold,
             "ps_solver": solver,
             "verdict_rule": "fail when image_score > image_threshold (image score = peak of "
-                            "the 3x3 object-pixel mean of the score map)",
+                            "the 3x3 object-pixel mean of the score map, times the map's "
+                            "image_scale: the model's per-map score divisor, 1 for most "
+                            "models; geo-seg divides its score maps by a level of their own, "
+                            "and the verdict is taken before that division)",
             "inputs": summaries,
         }
         save_json(stage / "summary.json", summary)
