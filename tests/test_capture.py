@@ -134,6 +134,38 @@ def test_two_columns_without_header_refused(tmp_path: Path) -> None:
         read_lights_file(f)
 
 
+@pytest.mark.parametrize(("text", "light", "z"), [
+    ("0 0 1\n1 0 1\n0 -1 -1\n", 3, "-0.707"),  # pointing away from the camera
+    ("0.5 0 1\n1 0 0\n", 2, "0.000"),  # in the image plane
+    ("# format: slant_tilt\n30 0\n120 90\n", 2, "-0.500"),
+    ("# format: slant_tilt\n30 0\n90 90\n", 2, "0.000"),  # cos 90 deg, rounded
+    ("# format: elevation_azimuth\n60 0\n-10 90\n", 2, "-0.174"),
+])
+def test_lights_facing_away_from_the_camera_refused(tmp_path: Path, text: str, light: int,
+                                                    z: str) -> None:
+    f = tmp_path / "l.txt"
+    f.write_text(text)
+    with pytest.raises(PsinspectError, match=rf"l\.txt: light {light} has z = {z} <= 0.*"
+                                             r"z toward the camera") as err:
+        read_lights_file(f)
+    assert "\n" not in str(err.value)
+
+
+def test_negated_lights_refused_by_load_capture(tmp_path: Path) -> None:
+    """All light vectors negated (the opposite sign convention): PS would give normals facing
+    away from the camera everywhere; refused with the file named."""
+    imgs, lights, mask = small_scene()
+    folder = write_capture(tmp_path / "cap", imgs, lights, mask)
+    (folder / "light_directions.txt").write_text(
+        "\n".join(" ".join(f"{-v:.6f}" for v in row) for row in lights) + "\n")
+    with pytest.raises(PsinspectError, match=r"light_directions\.txt: light 1 has z = .*<= 0.*"
+                                             r"negate"):
+        load_capture(folder)
+    grazing = tmp_path / "grazing.txt"  # just in front of the image plane: accepted
+    grazing.write_text("# format: slant_tilt\n89.9 0\n0 0\n")
+    assert (read_lights_file(grazing)[:, 2] > 0).all()
+
+
 def test_missing_mask_uses_non_black_pixels_with_warning(tmp_path: Path) -> None:
     folder = _plain(tmp_path, "0 0 1\n1 0 1\n0 1 1\n-1 0 1\n", with_mask=False)
     with warnings.catch_warnings(record=True) as caught:

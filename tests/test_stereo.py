@@ -6,13 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _robust_util import error_lines, run_cli
 
-from psinspect.capture import lights_from_slant_tilt, load_capture
+from psinspect.capture import lights_from_slant_tilt, load_capture, write_capture
 from psinspect.errors import PsinspectError
 from psinspect.normalmap import angular_error_deg
+from psinspect.render import default_lights
 from psinspect.stereo import (
+    MIN_LIGHT_CONDITIONING,
     farthest_point_lights,
     image_gain_ratios,
+    light_conditioning,
     parse_light_spec,
     run_photometric_stereo,
     solve,
@@ -143,6 +147,83 @@ def test_solve_rejects_bad_inputs() -> None:
     flat = lights_from_slant_tilt([30, 30, 30], [0, 0, 0])
     with pytest.raises(PsinspectError, match="coplanar"):
         solve(imgs[:3], flat, mask)
+    for broken in ([0, np.nan, 1], [0, 0, 0]):
+        with pytest.raises(PsinspectError, match="finite non-zero"):
+            solve(imgs, np.vstack([lights[:3], broken]), mask)
+
+
+def test_light_conditioning_is_scale_free() -> None:
+    ring = lights_from_slant_tilt([30] * 3, [0, 120, 240]).astype(np.float64)
+    cond = light_conditioning(ring)
+    assert 0.3 < cond < 0.5
+    # independent of the lights' lengths and of how often the set is repeated
+    assert light_conditioning(ring * np.array([[1e-6], [1.0], [1e6]])) == pytest.approx(cond)
+    assert light_conditioning(np.vstack([ring] * 10)) == pytest.approx(cond)
+    assert light_conditioning(lights_from_slant_tilt([30, 30, 30], [0, 0, 0])) < 1e-6
+    for bad in (ring[:2], np.vstack([ring, [0, 0, 0]]), np.vstack([ring, [0, np.nan, 1]])):
+        assert light_conditioning(bad) == 0.0
+
+
+def test_light_sets_in_use_are_well_conditioned() -> None:
+    """The rendered layouts, their farthest-point subsets of 3-12 lights (``--num-lights``) and
+    the DiLiGenT light sets stay far from the coplanarity limit."""
+    sets = [default_lights(k, layout) for k in (3, 4, 5, 6, 8, 12, 16, 24, 48, 96)
+            for layout in ("diligent", "ring")]
+    sets += [np.loadtxt(f) for f in sorted(DILIGENT.glob("*/light_directions.txt"))]
+    for lights in sets:
+        assert light_conditioning(lights) > 20 * MIN_LIGHT_CONDITIONING
+        for k in range(3, min(12, len(lights)) + 1):
+            sub = lights[farthest_point_lights(lights, k)]
+            assert light_conditioning(sub) > 10 * MIN_LIGHT_CONDITIONING, (len(lights), k)
+
+
+def test_solve_refuses_nearly_coplanar_lights() -> None:
+    """Lights 1-3 of the rendered 12-light layout lie on one row of the planar light grid:
+    rank 3 only through rounding, and least squares gave 63 deg mean error on a plate."""
+    normals, mask = sphere(16)
+    lights = np.round(default_lights(12)[:3].astype(np.float64), 6)  # as light_directions.txt
+    assert np.linalg.matrix_rank(lights) == 3  # the old check let them through
+    imgs, _ = render(normals, mask, lights, np.random.default_rng(0))
+    for solver in ("ls", "robust"):
+        with pytest.raises(PsinspectError, match=r"light directions are \(nearly\) coplanar.*"
+                                                 r"unreliable"):
+            solve(imgs, lights, mask, solver=solver)
+    spread = default_lights(12)[[0, 3, 9]]  # three corners of the grid: fine
+    imgs, _ = render(normals, mask, spread, np.random.default_rng(0))
+    lit = (imgs > 0).all(axis=0) & mask
+    res = solve(imgs, spread, mask)
+    assert angular_error_deg(res.normals[lit], normals[lit]).max() < 0.1
+
+
+def test_nearly_coplanar_selection_refused_at_load(tmp_path: Path, monkeypatch,
+                                                   capsys) -> None:
+    normals, mask = sphere(24)
+    lights = default_lights(12)
+    imgs, _ = render(normals, mask, lights, np.random.default_rng(1))
+    cap = write_capture(tmp_path / "cap", imgs, lights, mask)
+    with pytest.raises(PsinspectError, match=r"light_directions\.txt: the 3 selected light "
+                                             r"directions are \(nearly\) coplanar"):
+        load_capture(cap, select=[0, 1, 2])
+    assert load_capture(cap, select=[0, 1, 4]).num_lights == 3
+    out = tmp_path / "out"
+    code, _, err = run_cli(["normals", cap, "-o", out, "--lights", "1-3"], monkeypatch, capsys)
+    errs = error_lines(err)
+    assert code == 2 and len(errs) == 1 and "coplanar" in errs[0] and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_robust_keeps_images_when_the_rest_would_be_coplanar() -> None:
+    """Image rejection never leaves a (nearly) coplanar light set to solve with."""
+    rng = np.random.default_rng(SEED + 3)
+    flat = lights_from_slant_tilt([10, 20, 30, 40, 15, 25, 35, 45],
+                                  [0] * 4 + [180] * 4).astype(np.float64)
+    flat[:, 1] += 1e-4 * np.arange(8)  # the x-z plane, rank 3 only by a hair
+    lights = np.vstack([lights_from_slant_tilt([30, 30], [90, 270]), flat])
+    normals, mask = sphere(48, min_nz=0.5)
+    imgs, _ = render(normals, mask, lights, rng, noise=0.002)
+    imgs[:2] *= 1.3  # the two lights out of that plane are brighter than stated
+    res = solve(imgs, lights, mask, solver="robust")
+    assert res.lights_used is not None and res.lights_used.all()
 
 
 def test_parse_light_spec() -> None:

@@ -5,7 +5,9 @@ distant light. Two folder layouts are read:
 
 **DiLiGenT layout** (recognised by ``filenames.txt``; see the DiLiGenT pmsData release)::
 
-    filenames.txt           image names in light order, one per line
+    filenames.txt           image names in light order, one per line; each must be a different
+                            file inside the folder (absolute paths, '..' and links out of the
+                            folder are refused)
     light_directions.txt    K lines ``x y z`` (unit vectors, normalised here)
     light_intensities.txt   optional, K lines ``r g b`` (or one value per line); images are
                             divided by them
@@ -30,6 +32,10 @@ header line ``# format: slant_tilt`` or ``# format: elevation_azimuth``, two num
 
 ``# format: xyz`` may be given explicitly. A two-column file without a header is refused, since
 slant and elevation are both in use in practice and silently picking one would give wrong lights.
+Directions point from the object toward the light, so every light has z > 0 (toward the camera);
+lights with z <= 0 (a flipped sign convention, or slant >= 90) are refused, as are (nearly)
+coplanar light sets (:func:`psinspect.stereo.check_lights_conditioned`), which give unreliable
+normals.
 
 **Radiometry.** Pixel values are scaled to [0, 1] (8-bit by 255, 16-bit by 65535), raised to the
 power ``gamma`` (1 for linear cameras, e.g. 2.2 for sRGB-encoded images), and divided by the light
@@ -58,6 +64,7 @@ import numpy as np
 
 from psinspect.errors import PsinspectError
 from psinspect.fileio import atomic_write_bytes, image_size_hw, load_npy, save_npy, save_png
+from psinspect.stereo import check_lights_conditioned
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,9 @@ LIGHT_FORMATS = ("xyz", "slant_tilt", "elevation_azimuth")
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_CAPTURE_BYTES = 2 * 1024**3
 _DEPTH_NAMES = {255.0: "8-bit", 65535.0: "16-bit", 1.0: "floating-point"}
+#: unit light directions with z at or below this (up to rounding, e.g. cos 90 deg) point at or
+#: behind the image plane, away from the camera, and are refused
+_MAX_BEHIND_Z = 1e-9
 
 
 @dataclass
@@ -168,8 +178,9 @@ def _read_table(path: Path, what: str) -> tuple[np.ndarray, str | None]:
 def read_lights_file(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a lights file (see the module docstring) -> (K, 3) float32 unit vectors.
 
-    Raises :class:`PsinspectError` naming the file for non-finite or zero vectors, a wrong
-    number of columns, or a two-column file without a format header.
+    Raises :class:`PsinspectError` naming the file for non-finite or zero vectors, lights with
+    z <= 0 (pointing away from the camera), a wrong number of columns, or a two-column file
+    without a format header.
     """
     path = Path(path)
     table, fmt = _read_table(path, "lights")
@@ -199,7 +210,23 @@ def read_lights_file(path: str | os.PathLike[str]) -> np.ndarray:
         bad = int(np.flatnonzero(big < 1e-8)[0])
         raise PsinspectError(f"{path}: light {bad + 1} is a zero vector")
     vec = vec / big[:, None]
-    return (vec / np.linalg.norm(vec, axis=1, keepdims=True)).astype(np.float32)
+    unit = vec / np.linalg.norm(vec, axis=1, keepdims=True)
+    _check_lights_face_camera(path, unit)
+    return unit.astype(np.float32)
+
+
+def _check_lights_face_camera(path: Path, unit: np.ndarray) -> None:
+    """Refuse unit lights (K, 3) with ``z <= 0``: at or behind the image plane, i.e. pointing
+    away from the camera (usually the opposite sign convention), which gives normals facing
+    away from the camera."""
+    behind = unit[:, 2] <= _MAX_BEHIND_Z
+    if behind.any():
+        bad = int(np.flatnonzero(behind)[0])
+        raise PsinspectError(
+            f"{path}: light {bad + 1} has z = {unit[bad, 2]:.3f} <= 0, i.e. it points away from "
+            "the camera; light directions point from the object toward the light, with x right, "
+            "y up and z toward the camera (negate all vectors if the file uses the opposite sign)"
+        )
 
 
 def _read_intensities(path: Path, num: int) -> np.ndarray:
@@ -290,6 +317,33 @@ def _read_filenames(path: Path) -> list[str]:
     return names
 
 
+def _check_image_entries(folder: Path, names: Sequence[str], source: Path) -> None:
+    """Every image name must resolve (links followed) to a path inside ``folder``, each to a
+    different file; ``source`` (the file that lists the names, or the folder) is named in the
+    error. Keeps a capture, e.g. an uploaded zip, from reading images elsewhere on the disk and
+    one image from standing in for two lights."""
+    root = folder.resolve()
+    seen: dict[Path, str] = {}
+    for name in names:
+        try:
+            target = (folder / name).resolve()
+        except (OSError, ValueError, RuntimeError) as err:  # NUL byte, link loop
+            raise PsinspectError(f"{source}: image entry {name!r} is not a valid path ({err})"
+                                 ) from None
+        if root not in target.parents:
+            raise PsinspectError(
+                f"{source}: image entry {name!r} is outside the capture folder (absolute paths, "
+                "'..' and links out of the folder are refused); list images inside the folder"
+            )
+        if target in seen:
+            first = seen[target]
+            same = "is listed twice" if first == name else f"is the same file as {first!r}"
+            raise PsinspectError(
+                f"{source}: image entry {name!r} {same}; each light needs its own image"
+            )
+        seen[target] = name
+
+
 def _load_gt(folder: Path, shape: tuple[int, int]) -> np.ndarray | None:
     mat, npy = folder / "Normal_gt.mat", folder / "Normal_gt.npy"
     if npy.is_file():
@@ -367,8 +421,9 @@ def load_capture(
 
     Raises:
         PsinspectError naming the file: image count vs light count, differing image sizes, an
-        unreadable image, non-finite or zero light vectors, a mask size mismatch, fewer than 3
-        lights.
+        unreadable image, an image entry outside the folder or listed twice, non-finite or zero
+        light vectors, lights with z <= 0, a mask size mismatch, fewer than 3 lights, (nearly)
+        coplanar selected lights.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -384,6 +439,7 @@ def load_capture(
         names = _list_plain_images(folder)
         if not names:
             raise PsinspectError(f"{folder}: no images found (and no filenames.txt)")
+    _check_image_entries(folder, names, fn_file if fn_file.is_file() else folder)
     if lights_file is not None:
         lf = Path(lights_file)
         if not lf.is_absolute() and (folder / lf).is_file():
@@ -419,6 +475,9 @@ def load_capture(
         raise PsinspectError(
             f"{lf}: photometric stereo needs at least 3 lights, got {idx.size}"
         )
+    check_lights_conditioned(
+        lights[idx], f"{lf}: the light directions" if select is None
+        else f"{lf}: the {idx.size} selected light directions")
 
     # --- images (threaded decode + conversion; cv2 and numpy release the GIL)
     paths = [folder / names[i] for i in idx]
