@@ -146,3 +146,29 @@ def test_uploaded_zip_cannot_read_images_elsewhere(cap_and_outside: tuple[Path, 
     # the same zip with the entry inside the folder loads
     upload.write_bytes(_zip_of(cap, (cap / "filenames.txt").read_text()))
     assert load_inspection_input(upload, work).mask.any()
+
+
+def test_uploaded_zip_images_in_a_subfolder_count_against_the_limits(tmp_path: Path) -> None:
+    """Images named in subfolders of the capture (allowed) are counted and size-checked like
+    those beside filenames.txt."""
+    from psinspect.app import Limits
+
+    cap = tiny_capture(tmp_path / "cap", k=6, size=16)
+    (cap / "imgs").mkdir()
+    names = (cap / "filenames.txt").read_text().splitlines()
+    for name in names:
+        (cap / name).rename(cap / "imgs" / name)
+    (cap / "filenames.txt").write_text("".join(f"imgs/{n}\n" for n in names))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(cap.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"cap/{f.relative_to(cap).as_posix()}")
+    upload = tmp_path / "upload.zip"
+    upload.write_bytes(buf.getvalue())
+    work = tmp_path / "work"
+    assert load_inspection_input(upload, work).mask.any()
+    with pytest.raises(PsinspectError, match=r"\d+ images, more than the limit of 3"):
+        load_inspection_input(upload, work, limits=Limits(max_lights=3))
+    with pytest.raises(PsinspectError, match="larger than the limit of 8"):
+        load_inspection_input(upload, work, limits=Limits(max_image_side=8))

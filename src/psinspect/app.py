@@ -285,8 +285,9 @@ def _load_capture_zip(path: Path, workdir: Path, limits: Limits,
     try:
         safe_extract_zip(path, tmp, limits)
         folder = find_capture_folder(tmp)
-        images = [p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff",
-                                                                     ".jpg", ".jpeg", ".bmp")]
+        # every image under the capture folder: filenames.txt may name images in subfolders
+        images = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (
+            ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")]
         if len(images) > limits.max_lights + 2:
             raise PsinspectError(
                 f"{path.name}: {len(images)} images, more than the limit of {limits.max_lights}"
