@@ -62,3 +62,9 @@ def test_wrong_size_ground_truth_is_an_error(tmp_path: Path) -> None:
     path = _save_pair(tmp_path, "x", n, np.zeros((20, 32), bool))
     with pytest.raises(PsinspectError, match="ground-truth mask is 32 x 20"):
         load_input(path)
+
+
+def test_a_dataset_folder_is_not_taken_for_a_capture(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(PsinspectError, match="a dataset folder, not a capture folder"):
+        load_input(tmp_path)

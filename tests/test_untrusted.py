@@ -138,6 +138,8 @@ TAMPERING = [
         (d / "config.json").read_text().replace('"image_threshold": 0.7',
                                                  '"image_threshold": 1e999')),
      r"config\.json: image_threshold is not a finite number"),
+    ("negative threshold", lambda d: _set_config(d, threshold=-1e308),
+     r"config\.json: threshold is not a finite number >= 0"),
     ("string threshold", lambda d: _set_config(d, threshold="0.5"),
      r"config\.json: missing or invalid 'threshold'"),
     ("unknown model", lambda d: _set_config(d, model="os.system"),

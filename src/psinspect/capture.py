@@ -50,7 +50,6 @@ image rows grow downward (a row step is -y).
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import warnings
@@ -65,8 +64,6 @@ import numpy as np
 from psinspect.errors import PsinspectError
 from psinspect.fileio import atomic_write_bytes, image_size_hw, load_npy, save_npy, save_png
 from psinspect.stereo import check_lights_conditioned
-
-log = logging.getLogger(__name__)
 
 #: Rec. 601 luma weights (R, G, B) used to combine intensity-normalised colour channels.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -531,7 +528,6 @@ def load_capture(
         msg = (f"{folder}: no mask.png; using every non-black pixel as the object "
                f"({int(mask.sum())} of {mask.size} pixels)")
         warnings.warn(msg, UserWarning, stacklevel=2)
-        log.warning(msg)
         if not mask.any():
             raise PsinspectError(f"{folder}: no mask.png and every image is black")
 

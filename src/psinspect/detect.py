@@ -352,6 +352,9 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         from psinspect.capture import load_capture
         from psinspect.stereo import run_photometric_stereo
 
+        if (p / "manifest.json").is_file():
+            raise PsinspectError(f"{p}: a dataset folder, not a capture folder: give its maps "
+                                 f"({p / '*.npy'}) or capture folders")
         cap = load_capture(p)
         res = run_photometric_stereo(cap, solver)
         obj = cap.mask & (np.abs(res.normals).sum(-1) > 0)

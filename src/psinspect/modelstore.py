@@ -236,17 +236,17 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     ):
         if not isinstance(config.get(key), kind):
             raise PsinspectError(f"{path}: missing or invalid {key!r}")
-    for key in ("threshold", "image_threshold"):
-        if not np.isfinite(config[key]):
-            raise PsinspectError(f"{path}: {key} is not a finite number")
+    for key in ("threshold", "image_threshold"):  # scores are >= 0, as --threshold must be
+        if not (np.isfinite(config[key]) and config[key] >= 0):
+            raise PsinspectError(f"{path}: {key} is not a finite number >= 0")
     levels = config.get("tta_thresholds", {})
     if not isinstance(levels, dict) or not all(
             isinstance(v, dict) and all(
-                isinstance(v.get(k), (int, float)) and np.isfinite(v[k])
+                isinstance(v.get(k), (int, float)) and np.isfinite(v[k]) and v[k] >= 0
                 for k in ("threshold", "image_threshold"))
             for v in levels.values()):
         raise PsinspectError(f"{path}: invalid 'tta_thresholds' (want {{level: {{threshold, "
-                             "image_threshold}}}} with finite numbers)")
+                             "image_threshold}}}} with finite numbers >= 0)")
     return config
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 
 import typer
 
@@ -59,11 +60,24 @@ def _summary(module_doc: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file: object = None, line: str | None = None) -> None:
+    """Show a Python warning as one ``warning: ...`` line (no source file and line)."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 def main() -> None:
-    """Console-script entry point (typer's standalone mode handles usage errors, exit 2)."""
+    """Console-script entry point (typer's standalone mode handles usage errors, exit 2).
+    Warnings print as one ``warning: ...`` line each; OpenCV's own log is kept to errors (its
+    "findDecoder" notes repeat what our one-line errors say)."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     _register()
-    try:
-        app()
-    except PsinspectError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            app()
+        except PsinspectError as err:
+            typer.echo(f"error: {err}", err=True)
+            sys.exit(2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import time
 import warnings
 from pathlib import Path
@@ -73,12 +72,8 @@ def normals_cmd(
         task = bar.add_task("loading images", total=total)
         with warnings.catch_warnings(record=True) as wlist:
             warnings.simplefilter("always")
-            logging.getLogger("psinspect.capture").propagate = False
-            try:
-                cap = load_capture(capture_dir, gamma=gamma, lights_file=lights_file,
-                                   select=select, progress=lambda n: bar.advance(task, n))
-            finally:
-                logging.getLogger("psinspect.capture").propagate = True
+            cap = load_capture(capture_dir, gamma=gamma, lights_file=lights_file,
+                               select=select, progress=lambda n: bar.advance(task, n))
             caught = [str(w.message) for w in wlist]
     for msg in caught:
         typer.echo(f"warning: {msg}", err=True)
