@@ -161,6 +161,8 @@ def test_negated_lights_refused_by_load_capture(tmp_path: Path) -> None:
     with pytest.raises(PsinspectError, match=r"light_directions\.txt: light 1 has z = .*<= 0.*"
                                              r"negate"):
         load_capture(folder)
+    with pytest.raises(PsinspectError, match=r"light 1 has z = .*<= 0"):  # nor written
+        write_capture(tmp_path / "cap2", imgs, -lights, mask)
     grazing = tmp_path / "grazing.txt"  # just in front of the image plane: accepted
     grazing.write_text("# format: slant_tilt\n89.9 0\n0 0\n")
     assert (read_lights_file(grazing)[:, 2] > 0).all()

@@ -589,6 +589,7 @@ def write_capture(
     norms = np.linalg.norm(lights, axis=1)
     if not np.isfinite(lights).all() or (norms < 1e-8).any():
         raise PsinspectError(f"{out}: lights must be finite non-zero vectors")
+    _check_lights_face_camera(out / "light_directions.txt", lights / norms[:, None])
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != (h, w):
         raise PsinspectError(f"{out}: mask shape {mask.shape} != image shape {(h, w)}")

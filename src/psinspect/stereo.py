@@ -181,6 +181,9 @@ def _check_inputs(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | Non
         raise PsinspectError(f"mask shape {mask.shape} != image shape {images.shape[1:]}")
     if not np.isfinite(lights).all() or (np.abs(lights).max(axis=1) == 0).any():
         raise PsinspectError("light directions must be finite non-zero vectors")
+    if (lights[:, 2] <= 0).any():
+        raise PsinspectError("light directions must face the camera (z > 0; frame x right, y up, "
+                             "z toward the camera)")
     check_lights_conditioned(lights)
     return images, lights, mask
 
@@ -427,7 +430,8 @@ def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None
 
     Raises:
         PsinspectError: unknown solver, mismatched shapes, fewer than 3 lights, non-finite or
-        zero light vectors, (nearly) coplanar lights (:func:`check_lights_conditioned`).
+        zero light vectors, lights with z <= 0, (nearly) coplanar lights
+        (:func:`check_lights_conditioned`).
     """
     check_solver(solver)
     images, lights, mask = _check_inputs(images, lights, mask)
