@@ -238,7 +238,9 @@ def _kill_after_checkpoint(n: int) -> Callable[[], None]:
 
 
 def _resume(inputs: list[Path], out: Path, monkeypatch, capsys) -> None:
-    code, _, err = run_cli(_train_argv(inputs, out, "--resume"), monkeypatch, capsys)
+    # the checkpoint holds the settings: --resume takes only inputs, output and run options
+    code, _, err = run_cli(["train", *inputs, "-o", out, "--threads", "1", "--resume"],
+                           monkeypatch, capsys)
     assert code == 0, err
 
 
@@ -341,3 +343,26 @@ def _assert_old_or_new_model(now: dict[str, bytes], old: dict[str, bytes],
             assert strip == [{k: v for k, v in e.items() if k != "seconds"} for e in new_log]
             continue
         assert data == old.get(name) or data == new.get(name), name
+
+
+def test_resume_refuses_other_settings_or_inputs(train_inputs: list[Path], tmp_path: Path,
+                                                 monkeypatch, capsys) -> None:
+    """--resume continues the checkpoint's run: a setting given again, or other inputs, would
+    be silently ignored, so they are refused."""
+    out = tmp_path / "model"
+    code, _, err = run_cli(_train_argv(train_inputs, out, "--resume"), monkeypatch, capsys)
+    assert code == 2 and "drop --model, --epochs, --batch-size, --seed, --patience, --hp" in err
+    assert "Traceback" not in err
+
+
+def test_resume_refuses_other_inputs(tmp_path: Path) -> None:
+    """The checkpoint names its inputs; resuming on others would train on the old ones."""
+    import numpy as np
+
+    from psinspect.train import _write_checkpoint, train_model
+
+    out = tmp_path / "model"
+    _write_checkpoint(out, {"w": np.zeros(1, np.float32)},
+                      {"args": {"inputs": [str(tmp_path / "a.npy")]}, "train_state": {}})
+    with pytest.raises(PsinspectError, match=r"--resume: the interrupted run trained on .*a\.npy"):
+        train_model([tmp_path / "b.npy"], out, resume=True)

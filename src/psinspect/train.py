@@ -409,6 +409,11 @@ def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return parse_weights(data, str(wpath)), meta
 
 
+def _resolved(path: str | os.PathLike[str]) -> str:
+    """An input path made absolute (links resolved), to compare inputs given in other forms."""
+    return str(Path(path).resolve())
+
+
 def calibration_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """The map files / capture folders of ``calibration_inputs``: capture folders (robust PS),
     folders of them, or normal maps, as for training, but not a dataset folder (give its
@@ -450,8 +455,9 @@ def train_model(
     (default: the model's :attr:`~psinspect.models.AnomalyModel.ps_solver`), recorded in the
     config for ``detect``. Returns the written ``config.json`` contents.
     ``on_epoch`` gets each epoch's log entry.
-    With ``resume``, model, hyperparameters, inputs and training settings come from the
-    checkpoint in ``out`` (other arguments are ignored).
+    With ``resume``, model, hyperparameters and training settings come from the checkpoint in
+    ``out`` (other arguments are ignored; the CLI refuses them when given); ``inputs`` must
+    name the same inputs as the checkpoint's.
     """
     out = Path(out)
     args = {"inputs": [str(p) for p in inputs], "model": model_name,
@@ -467,6 +473,10 @@ def train_model(
             raise PsinspectError(f"{_checkpoint_paths(out)[1]}: incomplete checkpoint (no args / "
                                  "train_state); train again without --resume")
         args = meta["args"]
+        if [_resolved(p) for p in inputs] != [_resolved(p) for p in args.get("inputs", [])]:
+            raise PsinspectError(f"{out}: --resume: the interrupted run trained on "
+                                 f"{', '.join(map(str, args.get('inputs', [])))}; give the same "
+                                 "inputs (or train again without --resume)")
         resume_state = (arrays, meta["train_state"])
     else:
         check_output_dir(out, force)

@@ -11,9 +11,15 @@ import typer
 from psinspect.cli import app
 from psinspect.errors import PsinspectError
 
+#: options that set up a training run; with --resume they come from the checkpoint
+_SETTINGS = ("model", "epochs", "batch_size", "seed", "patience", "threshold_fpr", "image_fpr",
+             "threshold", "solver", "hyperparameters", "calibrate_on")
+_OPTION_NAMES = {"hyperparameters": "--hp"}
+
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     inputs: Annotated[list[Path], typer.Argument(
         help="A dataset folder (manifest.json; train-clean/val-clean are used), or capture "
              "folders / folders of captures / normal maps (.npy, .png), all good parts.")],
@@ -65,6 +71,14 @@ def train_cmd(
     from psinspect.models import available_models
     from psinspect.train import train_model
 
+    if resume:
+        # (by name: typer's parameter-source enum is not click's own class)
+        given = [_OPTION_NAMES.get(name, f"--{name.replace('_', '-')}") for name in _SETTINGS
+                 if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
+        if given:
+            raise PsinspectError(
+                f"--resume continues the interrupted run with its own settings: drop "
+                f"{', '.join(given)} (or train again without --resume)")
     if model not in available_models():
         raise PsinspectError(f"--model {model!r}: unknown (available: "
                              f"{', '.join(available_models())})")
