@@ -68,3 +68,25 @@ def test_a_dataset_folder_is_not_taken_for_a_capture(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(PsinspectError, match="a dataset folder, not a capture folder"):
         load_input(tmp_path)
+
+
+def test_report_names_the_aupro_limit_it_used() -> None:
+    from psinspect.report import _columns
+
+    assert dict(_columns(0.001))["aupro"] == "AUPRO (FPR<=0.001)"
+    assert dict(_columns(0.3))["aupro"] == "AUPRO (FPR<=0.3)"
+
+
+def test_serve_refuses_a_busy_port_or_a_foreign_address() -> None:
+    import socket
+
+    from psinspect.app import check_bindable
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(PsinspectError, match=f"--port {port}: cannot serve there"):
+            check_bindable("127.0.0.1", port)
+    with pytest.raises(PsinspectError, match="--host 999.1.1.1"):
+        check_bindable("999.1.1.1", 7999)

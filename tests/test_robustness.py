@@ -708,6 +708,15 @@ def _defect_mask(s: dict) -> str:
     return next(it["defect_mask"] for it in s["tests"] if it.get("defect_mask"))
 
 
+def _drop_defective(s: dict, ds: Path) -> None:
+    """The dataset's manifest without its defective test maps."""
+    import json
+
+    m = json.loads((ds / "manifest.json").read_text())
+    m["items"] = [it for it in m["items"] if it["split"] != "test-defective"]
+    (ds / "manifest.json").write_text(json.dumps(m))
+
+
 EVAL_CASES: list[tuple[str, str, Callable[[dict, Path], None], str]] = [
     ("score: strings", "det", lambda s, d: (d / _score_file(s)).write_bytes(
         _npy(np.array(["a", "b"]))), r"_score\.npy: shape \(2,\)"),
@@ -725,6 +734,12 @@ EVAL_CASES: list[tuple[str, str, Callable[[dict, Path], None], str]] = [
      r"summary\.json: not a detect summary"),
     ("summary: wrong types", "det", lambda s, d: (d / "summary.json").write_text(
         '{"inputs": [{"name": 5}]}'), r"summary\.json: not a detect summary"),
+    ("summary: NaN image score", "det", lambda s, d: (d / "summary.json").write_text(
+        re.sub(r'"image_score": [-0-9.e+]+', '"image_score": NaN',
+               (d / "summary.json").read_text(), count=1)),
+     r"summary\.json: image_score of .* is not finite"),
+    ("manifest: no defective test maps", "ds", _drop_defective,
+     r"cannot evaluate its test maps \(no defective test maps"),
     ("manifest: a list", "ds", lambda s, d: (d / "manifest.json").write_text("[1]"),
      r"manifest\.json: malformed manifest"),
     ("manifest: items without keys", "ds", lambda s, d: (d / "manifest.json").write_text(
@@ -762,3 +777,18 @@ def test_evaluate_undamaged_baseline(tmp_path: Path, monkeypatch, capsys,
                            monkeypatch, capsys)
     assert code == 0, err
     assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+def test_evaluate_refuses_predictions_of_another_dataset(tmp_path: Path, monkeypatch, capsys,
+                                                        eval_setup: dict) -> None:
+    """Map names alone do not tie predictions to a dataset: detect's recorded source does."""
+    src = eval_setup["root"]
+    other = tmp_path / "ds"
+    shutil.copytree(src / "ds", other)
+    first = other / eval_setup["tests"][0]["file"]
+    n = np.load(first)
+    np.save(first, np.ascontiguousarray(n[:, ::-1] * np.array([-1, 1, 1], np.float32)))
+    code, _, err = run_cli(["evaluate", src / "det", other, "-o", tmp_path / "out"],
+                           monkeypatch, capsys)
+    errs = error_lines(err)
+    assert code == 2 and len(errs) == 1 and "predictions of another dataset" in errs[0], err

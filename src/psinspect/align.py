@@ -408,7 +408,8 @@ def register(
         raise PsinspectError(
             f"{name}: the part is rotated by about {transform.angle_deg:.1f} deg and shifted by "
             f"about {shift:.1f} px from the reference; the supported range is "
-            f"+-{max_rotation_deg:g} deg and {max_shift_px:g} px (re-fixture the part)"
+            f"+-{max_rotation_deg:g} deg and {max_shift_px:g} px: a different part than the "
+            "model was trained on, or this part placed off its fixture"
         )
     if not corr >= min_correlation:
         raise PsinspectError(

@@ -536,7 +536,10 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
             raise PsinspectError("unknown model: pick one from the list")
         inp = load_inspection_input(path, workdir, limits,
                                     solver=str(choice.bundle.input_handling["ps_solver"]))
-        p = predict(inp, choice, threshold, image_threshold)
+        try:
+            p = predict(inp, choice, threshold, image_threshold)
+        except PsinspectError as err:  # the model's own checks do not know the upload's name
+            raise PsinspectError(f"{Path(path).name}: {err}") from None
     except PsinspectError as err:
         return (verdict_html(None, str(err)), *empty)
     except MemoryError:
@@ -679,6 +682,25 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
     return demo
 
 
+def check_bindable(host: str, port: int) -> None:
+    """One-line :class:`PsinspectError` unless a TCP server can listen on ``host:port`` now
+    (port in use, not an address of this machine, a name that does not resolve); checked
+    before the app is built, as the web framework reports every such case as "cannot find an
+    empty port"."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port,
+                                                          type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+    except (OSError, UnicodeError, OverflowError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise PsinspectError(f"--host {host} --port {port}: cannot serve there ({reason})"
+                             ) from None
+
+
 def serve(choices_factory: Callable[[], Sequence[ModelChoice]], host: str = "127.0.0.1",
           port: int = 7860, share: bool = False, limits: Limits = Limits(),
           on_ready: Callable[[str], None] | None = None) -> None:
@@ -690,6 +712,7 @@ def serve(choices_factory: Callable[[], Sequence[ModelChoice]], host: str = "127
     import signal
     import threading
 
+    check_bindable(host, port)
     workdir = Path(tempfile.mkdtemp(prefix="psinspect-serve-"))
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(workdir / "examples-cache")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -154,16 +156,19 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-_COLUMNS = [("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO (FPR<=0.3)"),
+def _columns(max_fpr: float) -> list[tuple[str, str]]:
+    """The metric table's (key, heading) pairs; AUPRO is integrated up to ``max_fpr``."""
+    return [("pixel_auroc", "pixel AUROC"), ("aupro", f"AUPRO (FPR<={max_fpr:g})"),
             ("pixel_ap", "pixel AP"), ("f1_max", "F1-max"), ("image_auroc", "image AUROC"),
             ("defect_pixels", "defect px")]
 
 
-def _table(rows: dict[str, dict[str, Any]], first: str) -> str:
-    head = "".join(f"<th>{html.escape(t)}</th>" for _, t in _COLUMNS)
+def _table(rows: dict[str, dict[str, Any]], first: str, max_fpr: float) -> str:
+    columns = _columns(max_fpr)
+    head = "".join(f"<th>{html.escape(t)}</th>" for _, t in columns)
     body = []
     for name, vals in rows.items():
-        cells = "".join(f"<td>{_fmt(vals.get(k))}</td>" for k, _ in _COLUMNS)
+        cells = "".join(f"<td>{_fmt(vals.get(k))}</td>" for k, _ in columns)
         body.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
     return f"<table><tr><th>{html.escape(first)}</th>{head}</tr>{''.join(body)}</table>"
 
@@ -204,6 +209,7 @@ def report_html(
         return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
     pooled = metrics["pooled"]
+    fpr = float(metrics.get("max_fpr", 0.3))
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -218,10 +224,10 @@ def report_html(
         f"{metrics.get('max_fpr', 0.3)} (MVTec AD definition). Test maps: {pooled['maps']} "
         f"({pooled['defective_maps']} defective).</p>",
         *[f"<p class='note'>{html.escape(n)}</p>" for n in notes],
-        "<h2>Pooled</h2>", _table({"all test maps": pooled}, "set"),
+        "<h2>Pooled</h2>", _table({"all test maps": pooled}, "set", fpr),
         *_intervals_html(metrics.get("intervals")),
-        "<h2>Per defect type</h2>", _table(metrics.get("per_type", {}), "type"),
-        "<h2>Per severity</h2>", _table(metrics.get("per_severity", {}), "severity"),
+        "<h2>Per defect type</h2>", _table(metrics.get("per_type", {}), "type", fpr),
+        "<h2>Per severity</h2>", _table(metrics.get("per_severity", {}), "severity", fpr),
         "<h2>Curves</h2>", img(curves_png(curves), "ROC and PRO curves"),
         "<h2>Panels</h2>",
         "<p class='note'>input | reference | error map | predicted mask | ground truth</p>",
@@ -268,8 +274,12 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     try:
         summary = json.loads(spath.read_text(encoding="utf-8"))
         image_scores = {s["name"]: float(s["image_score"]) for s in summary["inputs"]}
+        sources = {s["name"]: s.get("source") for s in summary["inputs"]}
     except (ValueError, KeyError, TypeError) as err:
         raise PsinspectError(f"{spath}: not a detect summary ({err})") from None
+    bad = sorted(n for n, v in image_scores.items() if not np.isfinite(v))
+    if bad:
+        raise PsinspectError(f"{spath}: image_score of {', '.join(bad[:3])} is not finite")
     manifest, folder = load_manifest(ground_truth)
     wanted = [it for it in manifest["items"] if it["split"] in splits]
     if not wanted:
@@ -287,6 +297,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     surfaces = []
     for it in wanted:
         name = Path(it["file"]).stem
+        _check_same_input(sources.get(name), folder / it["file"], spath)
         _, mask = load_normal_map(folder / it["file"])
         score = load_npy(pred_dir / f"{name}_score.npy")
         if score.shape != mask.shape:
@@ -309,6 +320,25 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
             "pixel_threshold": summary.get("pixel_threshold"), "model": summary.get("model"),
             "splits": list(splits), "surfaces": surfaces}
     return items, info
+
+
+def _check_same_input(source: object, expected: Path, summary_path: Path) -> None:
+    """Refuse a prediction made from another file than the ground truth's map: its recorded
+    ``source`` still exists, is not the same file and differs in content (predictions of
+    another dataset with the same map names). A source that was moved or deleted is not
+    checked (folders get moved)."""
+    from psinspect.errors import PsinspectError
+
+    if not isinstance(source, str) or not Path(source).is_file():
+        return
+    src = Path(source)
+    if os.path.samefile(src, expected):
+        return
+    if src.stat().st_size == expected.stat().st_size and src.read_bytes() == \
+            expected.read_bytes():
+        return  # a copy of the same map
+    raise PsinspectError(f"{summary_path}: {expected.stem} was predicted from {src}, not from "
+                         f"{expected} (predictions of another dataset?)")
 
 
 def evaluation_curves(items: Sequence[Any], max_fpr: float = 0.3) -> dict[str, Any]:
@@ -345,12 +375,16 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     """``psinspect evaluate``: metrics.json + report.html into ``out`` (staged)."""
     from pathlib import Path
 
+    from psinspect.errors import PsinspectError
     from psinspect.fileio import atomic_write_bytes, save_json, staged_output_dir
     from psinspect.metrics import bootstrap_intervals, evaluate
     from psinspect.normalmap import load_normal_map
 
     items, info = load_eval_items(pred_dir, ground_truth)
-    metrics = evaluate(items, max_fpr=max_fpr)
+    try:
+        metrics = evaluate(items, max_fpr=max_fpr)
+    except ValueError as err:  # e.g. no defective test maps: nothing to measure
+        raise PsinspectError(f"{ground_truth}: cannot evaluate its test maps ({err})") from None
     # how far the figures could move on other test surfaces of the same kinds: the maps of one
     # surface are drawn together (fixed seed, recorded)
     metrics["intervals"] = bootstrap_intervals(items, info["surfaces"], max_fpr=max_fpr,

@@ -14,7 +14,7 @@ from psinspect.cli import app
 def render_cmd(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
     parts: Annotated[int | None, typer.Option(
-        help="Number of different parts to render [default: 10].")] = None,
+        help="Number of different parts to render (default 10).")] = None,
     instances: Annotated[int | None, typer.Option(
         help="Render this many instances of ONE part design instead (known-part "
              "inspection: good parts to train --model variation on, new parts to inspect).")
@@ -26,8 +26,8 @@ def render_cmd(
     jitter_deg: Annotated[float, typer.Option(
         help="With --instances: largest in-plane rotation of an instance, degrees.")] = 3.0,
     defect_rate: Annotated[float | None, typer.Option(
-        help="Fraction of parts that get 1..--max-defects defects [default: 0.3; with "
-             "--instances 0].")] = None,
+        help="Chance that a part gets 1..--max-defects defects (default 0.3; with "
+             "--instances 0).")] = None,
     lights: Annotated[int, typer.Option(help="Lights per capture.")] = 12,
     layout: Annotated[str, typer.Option(help="Light layout: diligent or ring.")] = "diligent",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
