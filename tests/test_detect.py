@@ -448,6 +448,11 @@ def test_detect_jobs_same_masks_and_verdicts(tiny_dataset: Path, tmp_path: Path)
     for a, b in zip(one["inputs"], two["inputs"], strict=True):
         assert a["verdict"] == b["verdict"]
         assert a["image_score"] == pytest.approx(b["image_score"], rel=1e-4)
+        # the image score can be recomputed from the written score map and image_scale
+        sc = np.load(tmp_path / "one" / f"{a['name']}_score.npy")
+        obj = np.load(next(f for f in files if f.stem == a["name"])).any(axis=-1)
+        assert a["image_scale"] > 0 and a["image_score"] == pytest.approx(
+            image_score(sc, obj) * a["image_scale"], rel=1e-5)
         assert [(r["bbox"], r["area_px"]) for r in a["regions"]] == \
             [(r["bbox"], r["area_px"]) for r in b["regions"]]
         for suffix in ("_mask.png", "_score.npy"):

@@ -244,6 +244,9 @@ class Detection:
     object_px: int
     unreliable: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: the model's per-map score divisor (see the module docstring): image_score is the peak of
+    #: the 3 x 3 mean of ``score`` times this
+    image_scale: float = 1.0
 
     def summary(self) -> dict[str, Any]:
         """JSON-able per-input summary (for summary.json)."""
@@ -251,6 +254,7 @@ class Detection:
             "name": self.name,
             "verdict": self.verdict,
             "image_score": self.image_score,
+            "image_scale": self.image_scale,
             "image_threshold": self.image_threshold,
             "pixel_threshold": self.threshold,
             "defect_area_px": int(self.pred_mask.sum()),
@@ -293,7 +297,7 @@ def detect_map(
         name=name, score=res.score, reference=res.reference, pred_mask=pred, regions=regions,
         image_score=s_img, verdict="fail" if s_img > bundle.image_threshold else "pass",
         threshold=thr, image_threshold=bundle.image_threshold, object_px=int(m.sum()),
-        unreliable=res.unreliable, info=dict(res.info),
+        unreliable=res.unreliable, info=dict(res.info), image_scale=float(res.image_scale),
     )
 
 
@@ -480,7 +484,7 @@ def write_detection_outputs(
             "image_threshold": bundle.image_threshold,
             "ps_solver": solver,
             "verdict_rule": "fail when image_score > image_threshold (image score = peak of "
-                            "the 3x3 object-pixel mean of the score map, times the map's "
+                            "the 3x3 object-pixel mean of the score map, times the input's "
                             "image_scale: the model's per-map score divisor, 1 for most "
                             "models; geo-seg divides its score maps by a level of their own, "
                             "and the verdict is taken before that division)",
