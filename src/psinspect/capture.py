@@ -63,7 +63,7 @@ import numpy as np
 
 from psinspect.errors import PsinspectError
 from psinspect.fileio import atomic_write_bytes, image_size_hw, load_npy, save_npy, save_png
-from psinspect.stereo import check_lights_conditioned
+from psinspect.stereo import check_lights_conditioned, check_lights_face_camera
 
 #: Rec. 601 luma weights (R, G, B) used to combine intensity-normalised colour channels.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -79,9 +79,6 @@ LIGHT_FORMATS = ("xyz", "slant_tilt", "elevation_azimuth")
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_CAPTURE_BYTES = 2 * 1024**3
 _DEPTH_NAMES = {255.0: "8-bit", 65535.0: "16-bit", 1.0: "floating-point"}
-#: unit light directions with z at or below this (up to rounding, e.g. cos 90 deg) point at or
-#: behind the image plane, away from the camera, and are refused
-_MAX_BEHIND_Z = 1e-9
 
 
 @dataclass
@@ -208,22 +205,8 @@ def read_lights_file(path: str | os.PathLike[str]) -> np.ndarray:
         raise PsinspectError(f"{path}: light {bad + 1} is a zero vector")
     vec = vec / big[:, None]
     unit = vec / np.linalg.norm(vec, axis=1, keepdims=True)
-    _check_lights_face_camera(path, unit)
+    check_lights_face_camera(unit, str(path))
     return unit.astype(np.float32)
-
-
-def _check_lights_face_camera(path: Path, unit: np.ndarray) -> None:
-    """Refuse unit lights (K, 3) with ``z <= 0``: at or behind the image plane, i.e. pointing
-    away from the camera (usually the opposite sign convention), which gives normals facing
-    away from the camera."""
-    behind = unit[:, 2] <= _MAX_BEHIND_Z
-    if behind.any():
-        bad = int(np.flatnonzero(behind)[0])
-        raise PsinspectError(
-            f"{path}: light {bad + 1} has z = {unit[bad, 2]:.3f} <= 0, i.e. it points away from "
-            "the camera; light directions point from the object toward the light, with x right, "
-            "y up and z toward the camera (negate all vectors if the file uses the opposite sign)"
-        )
 
 
 def _read_intensities(path: Path, num: int) -> np.ndarray:
@@ -589,7 +572,7 @@ def write_capture(
     norms = np.linalg.norm(lights, axis=1)
     if not np.isfinite(lights).all() or (norms < 1e-8).any():
         raise PsinspectError(f"{out}: lights must be finite non-zero vectors")
-    _check_lights_face_camera(out / "light_directions.txt", lights / norms[:, None])
+    check_lights_face_camera(lights, str(out / "light_directions.txt"))
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != (h, w):
         raise PsinspectError(f"{out}: mask shape {mask.shape} != image shape {(h, w)}")

@@ -45,6 +45,9 @@ INLIER_TOL = 0.1
 #: below 0.01 gave 26-90 deg mean error (above 0.1: ~5 deg). The DiLiGenT 96-light sets have
 #: ~0.31; the rendered layouts, their farthest-point subsets and azimuth halves >= 0.2.
 MIN_LIGHT_CONDITIONING = 1e-2
+#: unit light directions with z at or below this (up to rounding, e.g. cos 90 deg) point at or
+#: behind the image plane, away from the camera, and are refused
+MAX_BEHIND_Z = 1e-9
 
 
 @dataclass
@@ -147,6 +150,23 @@ def light_conditioning(lights: np.ndarray) -> float:
     return float(sv[-1] / sv[0])
 
 
+def check_lights_face_camera(lights: np.ndarray, label: str = "light directions") -> None:
+    """One-line :class:`PsinspectError` starting with ``label`` when a light (K, 3) has z <= 0
+    after normalisation (up to rounding, e.g. cos 90 deg): at or behind the image plane, i.e.
+    pointing away from the camera (usually the opposite sign convention), which gives normals
+    facing away from the camera."""
+    lt = np.asarray(lights, dtype=np.float64)
+    z = lt[:, 2] / np.maximum(np.linalg.norm(lt, axis=1), 1e-300)
+    behind = z <= MAX_BEHIND_Z
+    if behind.any():
+        bad = int(np.flatnonzero(behind)[0])
+        raise PsinspectError(
+            f"{label}: light {bad + 1} has z = {z[bad]:.3f} <= 0, i.e. it points away from the "
+            "camera; light directions point from the object toward the light, with x right, y "
+            "up and z toward the camera (negate all vectors if the file uses the opposite sign)"
+        )
+
+
 def check_lights_conditioned(lights: np.ndarray, label: str = "light directions") -> None:
     """One-line :class:`PsinspectError` starting with ``label`` when the lights are (nearly)
     coplanar (:func:`light_conditioning` below :data:`MIN_LIGHT_CONDITIONING`)."""
@@ -181,9 +201,7 @@ def _check_inputs(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | Non
         raise PsinspectError(f"mask shape {mask.shape} != image shape {images.shape[1:]}")
     if not np.isfinite(lights).all() or (np.abs(lights).max(axis=1) == 0).any():
         raise PsinspectError("light directions must be finite non-zero vectors")
-    if (lights[:, 2] <= 0).any():
-        raise PsinspectError("light directions must face the camera (z > 0; frame x right, y up, "
-                             "z toward the camera)")
+    check_lights_face_camera(lights)
     check_lights_conditioned(lights)
     return images, lights, mask
 

@@ -6,6 +6,7 @@ printed on one line and exit with code 2.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
@@ -70,9 +71,7 @@ def main() -> None:
     """Console-script entry point (typer's standalone mode handles usage errors, exit 2).
     Warnings print as one ``warning: ...`` line each; OpenCV's own log is kept to errors (its
     "findDecoder" notes repeat what our one-line errors say)."""
-    import cv2
-
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
     _register()
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
