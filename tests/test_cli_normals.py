@@ -15,6 +15,7 @@ from _robust_util import run_cli
 
 from psinspect.capture import lights_from_slant_tilt, load_capture, write_capture
 from psinspect.errors import PsinspectError
+from psinspect.fileio import WRITTEN_MANIFEST
 from psinspect.normalmap import load_normal_map
 
 SEED = 7
@@ -45,7 +46,7 @@ def test_normals_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
     code, stdout, _ = run_cli(["normals", str(cap), "-o", str(out)], monkeypatch, capsys)
     assert code == 0
     names = {"normals.npy", "normals.png", "mask.png", "albedo.npy", "confidence.npy",
-             "run.json", "metrics.json"}
+             "run.json", "metrics.json", WRITTEN_MANIFEST}
     assert {p.name for p in out.iterdir()} == names
     normals = np.load(out / "normals.npy")
     mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_UNCHANGED) > 0

@@ -29,7 +29,7 @@ from _robust_util import run_cli, sphere_normals, tree
 
 from psinspect.cli import main
 from psinspect.errors import PsinspectError
-from psinspect.fileio import save_npy
+from psinspect.fileio import WRITTEN_MANIFEST, save_npy
 from psinspect.models import create_model
 from psinspect.modelstore import load_model_dir, read_train_log, save_model_dir, weights_path
 
@@ -155,9 +155,13 @@ def test_detect_killed_while_writing_and_moving(detect_setup: dict, tmp_path: Pa
     n_replace = _count_replaces(argv(new_ref, "4.0"), monkeypatch, capsys)
     old, new = tree(old_ref), tree(new_ref)
     assert old != new and set(old) == set(new)
-    n_files = len(new)
-    assert n_replace == 2 * n_files  # each file: written atomically in stage, then moved
-    kill_points = sorted({1, n_files // 2, n_files + 1, n_files + n_files // 2, 2 * n_files})
+    assert WRITTEN_MANIFEST in new
+    n_files = len(new) - 1
+    # each file: written atomically in stage, then moved; the manifest twice (before the moves
+    # and after the stale files' removal), the same way
+    assert n_replace == 2 * n_files + 4
+    kill_points = sorted({1, n_files // 2, n_files + 1, n_files + 3, n_files + n_files // 2,
+                          2 * n_files + 2, 2 * n_files + 3, 2 * n_files + 4})
     for k in kill_points:
         out = tmp_path / f"out{k}"
         out.mkdir()
@@ -168,7 +172,7 @@ def test_detect_killed_while_writing_and_moving(detect_setup: dict, tmp_path: Pa
         _assert_old_or_new(out, old, new)
         if k <= n_files:  # killed while writing the staged files: OUT untouched
             assert tree(out) == old
-        elif k == 2 * n_files:  # killed before the last move: a real mix of old and new
+        elif k == 2 * n_files + 2:  # killed before the last move: a real mix of old and new
             assert tree(out) != old and tree(out) != new
         # a rerun finishes the job
         code, _, err = run_cli(argv(out, "4.0"), monkeypatch, capsys)

@@ -298,12 +298,57 @@ def _check_creatable(path: Path) -> None:
         raise _cannot_create(path, err) from None
 
 
+#: hidden file in each folder :func:`staged_output_dir` fills: the files that run wrote there
+WRITTEN_MANIFEST = ".psinspect-written.json"
+
+
+def _previously_written(out: Path) -> list[str]:
+    """The relative paths :data:`WRITTEN_MANIFEST` of ``out`` lists (none when absent or not
+    such a list); paths that are absolute or climb out of ``out`` are dropped."""
+    try:
+        listed = json.loads((out / WRITTEN_MANIFEST).read_text(encoding="utf-8")).get("files")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return []
+    if not isinstance(listed, list):
+        return []
+    return [p for p in listed if isinstance(p, str) and p and not Path(p).is_absolute()
+            and ".." not in Path(p).parts]
+
+
+def _remove_stale_outputs(out: Path, old: list[str], new: set[str]) -> None:
+    """Remove the plain files of ``old`` (an earlier run's :data:`WRITTEN_MANIFEST`) that this
+    run did not write again (``new``), then their folders left empty. Links and anything not
+    listed (the user's own files) are kept."""
+    folders = set()
+    for rel in old:
+        if rel in new:
+            continue
+        f = out / rel
+        if f.is_file() and not f.is_symlink():
+            f.unlink()
+            folders.update(p for p in f.relative_to(out).parents if p != Path("."))
+    for rel_dir in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            (out / rel_dir).rmdir()  # only if empty
+
+
+def _put_manifest(stage: Path, out: Path, files: set[str]) -> None:
+    """Write ``out``'s :data:`WRITTEN_MANIFEST` listing ``files``: made in ``stage``, then moved
+    in, so that a kill leaves no temporary in ``out``."""
+    os.replace(save_json(stage / WRITTEN_MANIFEST, {"files": sorted(files)}),
+               out / WRITTEN_MANIFEST)
+
+
 @contextlib.contextmanager
 def staged_output_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
     """Yield a staging folder next to ``path``; on success move its files into ``path``.
 
     If the body raises, the staging folder is removed and ``path`` is untouched, so a failed
     command leaves nothing half-written. Each file is moved with ``os.replace`` (atomic per file).
+    The files moved in are listed in ``path``'s hidden :data:`WRITTEN_MANIFEST`; with ``force``,
+    the files an earlier run listed there and this run did not write again are removed (after
+    the new ones are in place), so no stale result of an earlier run stays beside the new ones,
+    while files psinspect did not write are kept.
     The staging folder is ``.NAME.staging-<pid>-*``; those left by killed processes are removed
     (:func:`remove_stale_temporaries`). Folders created in ``path`` get the mode of a plain
     ``mkdir``, ``0o777 & ~umask`` (not the staging folder's 0o700). A folder that cannot be
@@ -325,13 +370,24 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False) -> Iter
         yield stage
         try:
             out.mkdir(parents=True, exist_ok=True)
-            for src in sorted(stage.rglob("*")):
+            old = _previously_written(out)
+            # a manifest at the top of the stage (a staged writer that filled the stage itself)
+            # is superseded by this one
+            staged = [p for p in sorted(stage.rglob("*")) if p.name != WRITTEN_MANIFEST
+                      or p.parent != stage]
+            written = {p.relative_to(stage).as_posix() for p in staged if not p.is_dir()}
+            # listed before and after the moves, so a kill at any point leaves every file
+            # psinspect wrote in the manifest
+            _put_manifest(stage, out, set(old) | written)
+            for src in staged:
                 dst = out / src.relative_to(stage)
                 if src.is_dir():
                     dst.mkdir(parents=True, exist_ok=True)
                 else:
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(src, dst)
+            _remove_stale_outputs(out, old, written)
+            _put_manifest(stage, out, written)
         except OSError as err:
             raise PsinspectError(f"{out}: cannot write the output folder ({_reason(err)})"
                                  ) from None

@@ -60,7 +60,9 @@ def dataset_cmd(
     skip_lights: Annotated[list[str] | None, typer.Option(
         help="SURFACE:RANGES of 1-based lights never used, e.g. bearPNG:1-20 (repeatable).")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+    force: Annotated[bool, typer.Option(help=(
+        "Write into a non-empty output folder, replacing the files an earlier psinspect run "
+        "wrote there; other files are kept."))] = False,
 ) -> None:
     """Build N_ (clean) and A_/M_ (defective) normal maps with splits train-clean, val-clean,
     test-clean, test-defective and manifest.json. Held-out surfaces appear only in test splits.

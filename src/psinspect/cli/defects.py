@@ -41,7 +41,9 @@ def defects_cmd(
         help="Ground-truth mask: pixels whose normal turned by more than this (degrees).")] = 2.0,
     along: Annotated[str, typer.Option(
         help="Height displacement along the surface 'normal' or the 'view' axis.")] = "normal",
-    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+    force: Annotated[bool, typer.Option(help=(
+        "Write into a non-empty output folder, replacing the files an earlier psinspect run "
+        "wrote there; other files are kept."))] = False,
 ) -> None:
     """Add physically consistent defects (height-field changes) to normal maps.
 

@@ -30,7 +30,9 @@ def detect_cmd(
              "model's good parts were solved with, recorded at training; robust for the "
              "bundled model). Another one than the model's changes the scores it was "
              "calibrated for.")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+    force: Annotated[bool, typer.Option(help=(
+        "Write into a non-empty output folder, replacing the files an earlier psinspect run "
+        "wrote there; other files are kept."))] = False,
     tta: Annotated[int | None, typer.Option(
         help="Test-time augmentation: copies of each map (turned / mirrored) scored and "
              "averaged, for models that have it (geo-seg: 1, 2, 4 or 8; default: the model's "

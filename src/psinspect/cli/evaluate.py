@@ -20,7 +20,9 @@ def evaluate_cmd(
              "(M_*.png) are the ground truth.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
     max_fpr: Annotated[float, typer.Option(help="AUPRO integration limit (FPR).")] = 0.3,
-    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+    force: Annotated[bool, typer.Option(help=(
+        "Write into a non-empty output folder, replacing the files an earlier psinspect run "
+        "wrote there; other files are kept."))] = False,
 ) -> None:
     """Pixel AUROC, AUPRO (FPR <= 0.3, normalised), pixel AP, F1-max and image AUROC, inside
     the object mask only, pooled and per defect type / severity; writes metrics.json and a

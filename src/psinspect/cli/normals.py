@@ -33,7 +33,9 @@ def normals_cmd(
     lights_file: Annotated[Path | None, typer.Option(
         help="Lights file: 'x y z' per line, or angles in degrees with a header line "
              "'# format: slant_tilt' or '# format: elevation_azimuth'.")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+    force: Annotated[bool, typer.Option(help=(
+        "Write into a non-empty output folder, replacing the files an earlier psinspect run "
+        "wrote there; other files are kept."))] = False,
 ) -> None:
     """Estimate surface normals, albedo and confidence from a multi-light capture.
 

@@ -44,7 +44,9 @@ def render_cmd(
     specular: Annotated[bool, typer.Option(
         help="Add the parts' specular lobe (--no-specular: Lambertian).")] = True,
     shadows: Annotated[bool, typer.Option(help="Render cast shadows.")] = True,
-    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+    force: Annotated[bool, typer.Option(help=(
+        "Write into a non-empty output folder, replacing the files an earlier psinspect run "
+        "wrote there; other files are kept."))] = False,
 ) -> None:
     """Render procedural parts (turned discs, brushed plates, castings) under K lights.
 

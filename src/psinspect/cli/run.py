@@ -64,7 +64,9 @@ def run_cmd(
                                                min=1)] = None,
     parts: Annotated[int | None, typer.Option(help="Rendered parts (preset default).",
                                               min=2)] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite a non-empty output folder.")] = False,
+    force: Annotated[bool, typer.Option(help=(
+        "Write into a non-empty output folder, replacing the files an earlier psinspect run "
+        "wrote there; other files are kept."))] = False,
     tta: Annotated[int | None, typer.Option(
         help="Test-time augmentation copies for detection (geo-seg: 1, 2, 4 or 8; default: "
              "the model's own); see `psinspect detect --tta`.")] = None,

@@ -1,0 +1,115 @@
+"""``--force`` into a folder an earlier run filled: that run's files which this run does not
+write again are removed (no stale result beside new ones); the user's own files are kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from psinspect.errors import PsinspectError
+from psinspect.fileio import WRITTEN_MANIFEST, atomic_write_bytes, staged_output_dir
+
+
+def _write(out: Path, files: dict[str, bytes], force: bool = False) -> None:
+    with staged_output_dir(out, force) as stage:
+        for rel, data in files.items():
+            atomic_write_bytes(stage / rel, data)
+
+
+def _listing(out: Path) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+
+
+def test_force_removes_only_the_earlier_runs_stale_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _write(out, {"a.txt": b"a1", "metrics.json": b"{}", "sub/b.txt": b"b1"})
+    assert json.loads((out / WRITTEN_MANIFEST).read_text())["files"] == [
+        "a.txt", "metrics.json", "sub/b.txt"]
+    (out / "notes.txt").write_text("mine")  # the user's own file
+    (out / "sub" / "mine.txt").write_text("mine too")
+    with pytest.raises(PsinspectError, match="not empty"):
+        _write(out, {"a.txt": b"a2"})
+    _write(out, {"a.txt": b"a2", "c/d.txt": b"d"}, force=True)
+    assert _listing(out) == [WRITTEN_MANIFEST, "a.txt", "c", "c/d.txt", "notes.txt", "sub",
+                             "sub/mine.txt"]
+    assert (out / "a.txt").read_bytes() == b"a2"
+    assert json.loads((out / WRITTEN_MANIFEST).read_text())["files"] == ["a.txt", "c/d.txt"]
+    _write(out, {"e.txt": b"e"}, force=True)  # a folder left empty by the removal goes too
+    assert _listing(out) == [WRITTEN_MANIFEST, "e.txt", "notes.txt", "sub", "sub/mine.txt"]
+
+
+def test_a_failed_forced_run_keeps_the_earlier_results(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _write(out, {"a.txt": b"a1", "b.txt": b"b1"})
+    before = {p: (out / p).read_bytes() for p in _listing(out)}
+    with pytest.raises(RuntimeError), staged_output_dir(out, force=True) as stage:
+        atomic_write_bytes(stage / "c.txt", b"c")
+        raise RuntimeError("the command failed half-way")
+    assert {p: (out / p).read_bytes() for p in _listing(out)} == before
+
+
+@pytest.mark.parametrize("listed", [["../victim.txt"], ["/abs/victim.txt"], "not a list",
+                                    [3, None, ""]])
+def test_a_tampered_manifest_removes_nothing_outside(tmp_path: Path, listed: object) -> None:
+    out = tmp_path / "out"
+    _write(out, {"a.txt": b"a"})
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    listed = [str(victim) if p == "/abs/victim.txt" else p for p in listed] if isinstance(
+        listed, list) else listed
+    (out / WRITTEN_MANIFEST).write_text(json.dumps({"files": listed}))
+    _write(out, {"b.txt": b"b"}, force=True)
+    assert victim.read_text() == "keep"
+    assert (out / "a.txt").is_file()  # no longer listed: kept as if the user's
+    (out / WRITTEN_MANIFEST).write_text("{broken")
+    _write(out, {"b.txt": b"b2"}, force=True)
+    assert (out / "b.txt").read_bytes() == b"b2"
+
+
+def test_a_listed_link_is_not_followed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _write(out, {"a.txt": b"a"})
+    target = tmp_path / "target.txt"
+    target.write_text("keep")
+    (out / "a.txt").unlink()
+    (out / "a.txt").symlink_to(target)
+    _write(out, {"b.txt": b"b"}, force=True)
+    assert target.read_text() == "keep" and (out / "a.txt").is_symlink()
+
+
+def test_cli_defects_force_leaves_no_stale_maps(tmp_path: Path) -> None:
+    from psinspect.cli import _register, app
+
+    _register()
+    z = np.linspace(-0.3, 0.3, 48)
+    normals = np.dstack(np.broadcast_arrays(z[None, :], 0 * z[:, None], np.ones((48, 48))))
+    normals = (normals / np.linalg.norm(normals, axis=2, keepdims=True)).astype(np.float32)
+    for name in ("N_one.npy", "N_two.npy"):
+        np.save(tmp_path / name, normals)
+    out = tmp_path / "out"
+    runner = CliRunner()
+    res = runner.invoke(app, ["defects", str(tmp_path / "N_one.npy"), str(tmp_path / "N_two.npy"),
+                              "-o", str(out), "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert (out / "A_one.npy").is_file()
+    res = runner.invoke(app, ["defects", str(tmp_path / "N_two.npy"), "-o", str(out), "--seed",
+                              "1", "--force"])
+    assert res.exit_code == 0, res.output
+    names = {p.name for p in out.iterdir()}
+    assert not any("one" in n for n in names), names
+    assert {"A_two.npy", "M_two.png", "defects.json"} <= names
+
+
+def test_nested_staging_into_the_stage_itself(tmp_path: Path) -> None:
+    """A staged writer whose output is the outer stage (as ``run`` writes its report) leaves a
+    manifest there; the outer one replaces it and lists every file."""
+    out = tmp_path / "out"
+    with staged_output_dir(out) as stage:
+        atomic_write_bytes(stage / "a.txt", b"a")
+        with staged_output_dir(stage, force=True) as inner:
+            atomic_write_bytes(inner / "report.html", b"r")
+    assert json.loads((out / WRITTEN_MANIFEST).read_text())["files"] == ["a.txt", "report.html"]
