@@ -540,3 +540,44 @@ def test_train_calibrate_on_parts_not_trained_on(tmp_path: Path,
                                monkeypatch, capsys)
         assert code == 2 and message in err and len(error_lines(err)) == 1, err
         assert not (tmp_path / "bad").exists()
+
+
+def test_detect_keep_going(geo_dir: Path, tiny_dataset: Path, tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``--keep-going``: bad inputs get an error line and a summary entry with verdict 'error'
+    and no files; the good ones are written; exit code 2. ``evaluate`` says which test map
+    detect failed on."""
+    save_npy(tmp_path / "good.npy", bowl(40)[0])
+    save_npy(tmp_path / "nan.npy", np.full((8, 8, 3), np.nan, np.float32))
+    (tmp_path / "render.json").write_text("{}")
+    args = ["detect", tmp_path / "good.npy", tmp_path / "nan.npy", tmp_path / "render.json",
+            "--model", geo_dir, "-o", tmp_path / "out", "--jobs", "2"]
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1  # without: the first error stops
+    assert not (tmp_path / "out").exists()
+    code, out, err = run_cli([*args, "--keep-going"], monkeypatch, capsys)
+    assert code == 2
+    errs = error_lines(err)
+    assert len(errs) == 2 and "nan.npy" in errs[0] and "render.json" in errs[1]
+    assert "Traceback" not in err
+    assert "3 input(s), " in out and ", 2 error" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    verdicts = {s["name"]: s["verdict"] for s in summary["inputs"]}
+    assert verdicts["nan"] == verdicts["render"] == "error" and verdicts["good"] in ("pass", "fail")
+    bad = next(s for s in summary["inputs"] if s["name"] == "nan")
+    assert bad["error"] == errs[0].removeprefix("error: ") and "image_score" not in bad
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "good_score.npy" in names and not any(n.startswith(("nan_", "render_")) for n in names)
+
+    tests = [t for t in sorted(tiny_dataset.glob("[AN]_*.npy")) if "part003" in t.name]
+    broken = tmp_path / tests[0].name  # a copy of one test map, broken, under its name
+    save_npy(broken, np.full((8, 8, 3), np.nan, np.float32))
+    det = tmp_path / "det"
+    code, _, _ = run_cli(["detect", broken, *tests[1:], "--model", geo_dir, "-o", det,
+                          "--keep-going"], monkeypatch, capsys)
+    assert code == 2
+    code, _, err = run_cli(["evaluate", det, tiny_dataset, "-o", tmp_path / "ev"],
+                           monkeypatch, capsys)
+    assert code == 2 and f"detect failed on {tests[0].stem}" in err
+    assert len(err.strip().splitlines()) == 1

@@ -386,6 +386,10 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
                          "folder)")
 
 
+#: the files ``write_detection_outputs`` writes per input: ``NAME`` + each suffix
+OUTPUT_SUFFIXES = ("_score.npy", "_heatmap.png", "_mask.png", "_reference.png", "_panel.png")
+
+
 def unique_names(names: list[str]) -> list[str]:
     """Make output names unique by suffixing ``_2``, ``_3`` ... to repeats; a suffixed name
     never takes a name that another input has or that was already given out (inputs ``x``,
@@ -414,9 +418,13 @@ def write_detection_outputs(
     force: bool = False,
     progress: Any = None,
     jobs: int | None = None,
+    keep_going: bool = False,
 ) -> dict[str, Any]:
     """Detect on every input and write the per-input files and ``summary.json`` into ``out``
-    (staged: nothing is written unless every input succeeds). ``threshold`` /
+    (staged: nothing is written unless every input succeeds, or with ``keep_going``, unless
+    every input succeeds or fails with a :class:`PsinspectError`: such an input gets no files
+    and its ``summary.json`` entry is ``{"name", "source", "verdict": "error", "error"}``, the
+    error's one line). ``threshold`` /
     ``image_threshold``: the pixel and pass/fail thresholds instead of the model's calibrated
     ones. ``solver``: the PS solver for capture folders (default: the model's, config
     ``input.ps_solver``). ``jobs``: inputs processed at once (default :func:`default_jobs`).
@@ -448,6 +456,16 @@ def write_detection_outputs(
     images = getattr(bundle.model, "uses_capture_images", False)
     with staged_output_dir(out, force) as stage:
 
+        def one_or_error(item: tuple[Path, str]) -> dict[str, Any]:
+            try:
+                return one(item)
+            except PsinspectError as err:
+                p, name = item
+                for suffix in OUTPUT_SUFFIXES:  # nothing half-written for the failed input
+                    (stage / f"{name}{suffix}").unlink(missing_ok=True)
+                msg = str(err) if str(p) in str(err) else f"{p}: {err}"
+                return {"name": name, "source": str(p), "verdict": "error", "error": msg}
+
         def one(item: tuple[Path, str]) -> dict[str, Any]:
             p, name = item
             inp = load_input(p, solver=solver, light_splits=light_splits,
@@ -473,7 +491,7 @@ def write_detection_outputs(
             return s
 
         summaries = run_parallel(
-            one, list(zip(paths, names, strict=True)),
+            one_or_error if keep_going else one, list(zip(paths, names, strict=True)),
             default_jobs(len(paths)) if jobs is None else jobs,
             on_result=None if progress is None else lambda s: progress(s["name"]))
         summary = {

@@ -273,7 +273,10 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
                              "output folder)")
     try:
         summary = json.loads(spath.read_text(encoding="utf-8"))
-        image_scores = {s["name"]: float(s["image_score"]) for s in summary["inputs"]}
+        failed = {s["name"]: s.get("error") for s in summary["inputs"]
+                  if s.get("verdict") == "error"}  # detect --keep-going
+        image_scores = {s["name"]: float(s["image_score"]) for s in summary["inputs"]
+                        if s["name"] not in failed}
         sources = {s["name"]: s.get("source") for s in summary["inputs"]}
     except (ValueError, KeyError, TypeError) as err:
         raise PsinspectError(f"{spath}: not a detect summary ({err})") from None
@@ -288,9 +291,10 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
                if Path(it["file"]).stem not in image_scores
                or not (pred_dir / f"{Path(it['file']).stem}_score.npy").is_file()]
     if missing:
+        why = next((f" (detect failed on {n}: {failed[n]})" for n in missing if n in failed), "")
         raise PsinspectError(
             f"{pred_dir}: no prediction for {len(missing)} of {len(wanted)} test maps "
-            f"(e.g. {', '.join(missing[:3])}); run detect on all of them"
+            f"(e.g. {', '.join(missing[:3])}){why}; run detect on all of them"
         )
     items = []
     normals_paths = {}
@@ -315,7 +319,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
                               image_scores[name], it.get("defects") or None))
         normals_paths[name] = folder / it["file"]
         surfaces.append(str(it.get("surface") or name))
-    unmatched = sorted(set(image_scores) - {it.name for it in items})
+    unmatched = sorted((set(image_scores) | set(failed)) - {it.name for it in items})
     info = {"normals": normals_paths, "unmatched_predictions": unmatched,
             "pixel_threshold": summary.get("pixel_threshold"), "model": summary.get("model"),
             "splits": list(splits), "surfaces": surfaces}

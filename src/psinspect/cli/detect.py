@@ -39,6 +39,12 @@ def detect_cmd(
              "own, 4 for the bundled model). More copies: more accurate and slower "
              "(BENCHMARKS.md); the model's thresholds calibrated for that level are used.")
     ] = None,
+    keep_going: Annotated[bool, typer.Option(
+        "--keep-going", help="Go on past inputs that cannot be read or scored (a broken "
+        "file, a capture of another part): each gets an error line and a summary.json entry "
+        "with verdict 'error' and no files; the others are written as usual; exit code 2 if "
+        "any input failed. Without it, the first such input stops the run and nothing is "
+        "written.")] = False,
     jobs: Annotated[int | None, typer.Option(
         help="Inputs processed at once (default: one per CPU core, at most 4, at most "
                     "the number of inputs); masks and verdicts do not depend on it.")] = None,
@@ -72,7 +78,8 @@ def detect_cmd(
         try:
             summary = write_detection_outputs(
                 inputs, out, bundle, threshold=threshold, image_threshold=image_threshold,
-                solver=solver, force=force, progress=advance, jobs=jobs)
+                solver=solver, force=force, progress=advance, jobs=jobs,
+                keep_going=keep_going)
         except PsinspectError as err:
             # name the input being processed when the message does not already (option
             # errors, "--threshold ...", are about no input)
@@ -81,8 +88,17 @@ def detect_cmd(
                     and not msg.startswith("-")):
                 raise PsinspectError(f"{inputs[len(done)]}: {err}") from None
             raise
+    errors = [s for s in summary["inputs"] if s["verdict"] == "error"]
     for s in summary["inputs"]:
+        if s["verdict"] == "error":
+            typer.echo(f"{s['name']}: ERROR (see below; no files written for it)")
+            continue
         typer.echo(f"{s['name']}: {s['verdict'].upper()} (image score {s['image_score']:.4g}, "
                    f"{len(s['regions'])} region(s), {s['defect_area_px']} px)")
     n_fail = sum(s["verdict"] == "fail" for s in summary["inputs"])
-    typer.echo(f"{len(summary['inputs'])} input(s), {n_fail} fail -> {out}")
+    n_err = f", {len(errors)} error" if errors else ""
+    typer.echo(f"{len(summary['inputs'])} input(s), {n_fail} fail{n_err} -> {out}")
+    for s in errors:
+        typer.echo(f"error: {s['error']}", err=True)
+    if errors:
+        raise typer.Exit(2)
