@@ -14,6 +14,7 @@ Two kinds of tests:
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import tempfile
@@ -789,6 +790,33 @@ def test_evaluate_refuses_predictions_of_another_dataset(tmp_path: Path, monkeyp
     n = np.load(first)
     np.save(first, np.ascontiguousarray(n[:, ::-1] * np.array([-1, 1, 1], np.float32)))
     code, _, err = run_cli(["evaluate", src / "det", other, "-o", tmp_path / "out"],
+                           monkeypatch, capsys)
+    errs = error_lines(err)
+    assert code == 2 and len(errs) == 1 and "predictions of another dataset" in errs[0], err
+
+
+def test_evaluate_refuses_another_dataset_after_the_first_moved(tmp_path: Path, monkeypatch,
+                                                                capsys, eval_setup: dict) -> None:
+    """detect records each input file's SHA-256, so the check holds when the dataset the
+    predictions were made from has been moved away (its recorded path no longer exists); the
+    same maps moved elsewhere still evaluate."""
+    src = eval_setup["root"]
+    moved = tmp_path / "moved"
+    shutil.copytree(src / "ds", moved / "ds")
+    det = tmp_path / "det"
+    shutil.copytree(src / "det", det)
+    summary = json.loads((det / "summary.json").read_text())
+    assert all(len(s["source_sha256"]) == 64 for s in summary["inputs"])
+    for s in summary["inputs"]:  # as if made from a dataset folder that is gone now
+        s["source"] = str(tmp_path / "gone" / Path(s["source"]).name)
+    (det / "summary.json").write_text(json.dumps(summary))
+    code, _, err = run_cli(["evaluate", det, moved / "ds", "-o", tmp_path / "ok"], monkeypatch,
+                           capsys)
+    assert code == 0, err
+    first = moved / "ds" / eval_setup["tests"][0]["file"]
+    n = np.load(first)
+    np.save(first, np.ascontiguousarray(n[:, ::-1] * np.array([-1, 1, 1], np.float32)))
+    code, _, err = run_cli(["evaluate", det, moved / "ds", "-o", tmp_path / "out"],
                            monkeypatch, capsys)
     errs = error_lines(err)
     assert code == 2 and len(errs) == 1 and "predictions of another dataset" in errs[0], err

@@ -429,7 +429,7 @@ def write_detection_outputs(
     ones. ``solver``: the PS solver for capture folders (default: the model's, config
     ``input.ps_solver``). ``jobs``: inputs processed at once (default :func:`default_jobs`).
     Returns the summary."""
-    from psinspect.fileio import save_json, save_npy, save_png, staged_output_dir
+    from psinspect.fileio import file_sha256, save_json, save_npy, save_png, staged_output_dir
     from psinspect.normalmap import encode_png
     from psinspect.report import heatmap_rgb, panel_rgb
 
@@ -486,6 +486,8 @@ def write_detection_outputs(
                 gt))
             s = det.summary()
             s["source"] = inp.source
+            if p.is_file():  # what evaluate checks the ground truth's map against
+                s["source_sha256"] = file_sha256(p)
             if gt is not None:
                 s["gt_defect_px"] = int(gt.sum())
             return s

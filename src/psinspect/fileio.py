@@ -8,6 +8,7 @@ without ``force``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -254,6 +255,12 @@ def image_size_hw(path: str | os.PathLike[str]) -> tuple[int, int] | None:
         raise PsinspectError(f"{path}: image too large to read ({err})") from None
     except Exception:  # unreadable or a format PIL does not know: the decoder will say
         return None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 hex digest of a file's bytes (read in chunks)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def check_output_dir(path: str | os.PathLike[str], force: bool) -> Path:

@@ -277,7 +277,8 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
                   if s.get("verdict") == "error"}  # detect --keep-going
         image_scores = {s["name"]: float(s["image_score"]) for s in summary["inputs"]
                         if s["name"] not in failed}
-        sources = {s["name"]: s.get("source") for s in summary["inputs"]}
+        sources = {s["name"]: (s.get("source"), s.get("source_sha256"))
+                   for s in summary["inputs"]}
     except (ValueError, KeyError, TypeError) as err:
         raise PsinspectError(f"{spath}: not a detect summary ({err})") from None
     bad = sorted(n for n, v in image_scores.items() if not np.isfinite(v))
@@ -301,7 +302,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     surfaces = []
     for it in wanted:
         name = Path(it["file"]).stem
-        _check_same_input(sources.get(name), folder / it["file"], spath)
+        _check_same_input(*sources.get(name, (None, None)), folder / it["file"], spath)
         _, mask = load_normal_map(folder / it["file"])
         score = load_npy(pred_dir / f"{name}_score.npy")
         if score.shape != mask.shape:
@@ -326,13 +327,22 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     return items, info
 
 
-def _check_same_input(source: object, expected: Path, summary_path: Path) -> None:
-    """Refuse a prediction made from another file than the ground truth's map: its recorded
-    ``source`` still exists, is not the same file and differs in content (predictions of
-    another dataset with the same map names). A source that was moved or deleted is not
-    checked (folders get moved)."""
+def _check_same_input(source: object, digest: object, expected: Path, summary_path: Path
+                      ) -> None:
+    """Refuse a prediction made from another file than the ground truth's map (predictions of
+    another dataset with the same map names): its recorded content hash ``digest``
+    (``source_sha256``) differs from the map's, or, in summaries without one, its recorded
+    ``source`` still exists, is not the same file and differs in content (a source that was
+    moved or deleted is not checked then)."""
     from psinspect.errors import PsinspectError
+    from psinspect.fileio import file_sha256
 
+    if isinstance(digest, str):
+        if digest != file_sha256(expected):
+            raise PsinspectError(f"{summary_path}: {expected.stem} was predicted from "
+                                 f"{source}, whose content differs from {expected} "
+                                 "(predictions of another dataset?)")
+        return
     if not isinstance(source, str) or not Path(source).is_file():
         return
     src = Path(source)
