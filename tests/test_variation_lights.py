@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from _posed_part import posed_part
@@ -163,6 +165,15 @@ def test_cli_detect_names_the_input_that_fails(tmp_path):
     assert isinstance(res.exception, PsinspectError), res.output
     assert str(res.exception).startswith(str(tmp_path / "turned.npy"))
     assert not (tmp_path / "det").exists() or not any((tmp_path / "det").iterdir())
+    # --keep-going: the good part's results are written, the turned one is reported
+    res = CliRunner().invoke(app, ["detect", str(files[0]), str(tmp_path / "turned.npy"),
+                                   "-o", str(tmp_path / "det"), "--model",
+                                   str(tmp_path / "model"), "--keep-going"])
+    assert res.exit_code == 2, res.output
+    verdicts = {s["name"]: s["verdict"] for s in json.loads(
+        (tmp_path / "det" / "summary.json").read_text())["inputs"]}
+    assert verdicts["turned"] == "error" and verdicts["good0"] in ("pass", "fail")
+    assert (tmp_path / "det" / "good0_score.npy").is_file()
 
 
 def _groove(normals, mask, angle_deg, tilt_deg, centre=(56.0, 48.0), half_width=1.2,
