@@ -12,6 +12,7 @@ import pytest
 from psinspect.capture import (
     lights_from_slant_tilt,
     load_capture,
+    natural_key,
     read_lights_file,
     write_capture,
 )
@@ -122,6 +123,26 @@ def test_plain_layout_slant_tilt_and_elevation(tmp_path: Path) -> None:
     elev = tmp_path / "elev.txt"
     elev.write_text("# format: elevation_azimuth\n60 0\n60 90\n60 180\n60 270\n")
     np.testing.assert_allclose(read_lights_file(elev), cap.lights, atol=1e-6)
+
+
+def test_plain_layout_natural_order_bom_and_lights_file(tmp_path: Path) -> None:
+    """Images numbered without leading zeros pair with the lights in number order (img2 before
+    img10); a lights file saved with a byte-order mark reads; the capture names its lights
+    file."""
+    imgs, lights, mask = small_scene(k=12)
+    folder = tmp_path / "unpadded"
+    folder.mkdir()
+    for i, im in enumerate(imgs, start=1):
+        cv2.imwrite(str(folder / f"img{i}.png"), np.rint(im * 255).astype(np.uint8))
+    rows = "\n".join(" ".join(f"{v:.6f}" for v in lt) for lt in lights)
+    (folder / "lights.txt").write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    cap = load_capture(folder)
+    assert cap.filenames == [f"img{i}.png" for i in range(1, 13)]
+    np.testing.assert_allclose(cap.images, np.rint(imgs * 255) / 255, atol=1e-6)
+    np.testing.assert_allclose(cap.lights, lights, atol=1e-5)
+    assert cap.lights_file == folder / "lights.txt"
+    assert natural_key("a01b") < natural_key("a1c") and natural_key("x9") < natural_key("x10")
+    assert sorted(["b", "a10", "a9", "A1"], key=natural_key) == ["A1", "a9", "a10", "b"]
 
 
 def test_two_columns_without_header_refused(tmp_path: Path) -> None:

@@ -48,6 +48,8 @@ def test_normals_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
     names = {"normals.npy", "normals.png", "mask.png", "albedo.npy", "confidence.npy",
              "run.json", "metrics.json", WRITTEN_MANIFEST}
     assert {p.name for p in out.iterdir()} == names
+    run = json.loads((out / "run.json").read_text())
+    assert run["inputs"]["lights_file"] == str((cap / "light_directions.txt").resolve())
     normals = np.load(out / "normals.npy")
     mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_UNCHANGED) > 0
     assert normals.dtype == np.float32 and normals.shape == (*mask.shape, 3)

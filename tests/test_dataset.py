@@ -210,6 +210,22 @@ def test_cli_dataset(renders, tmp_path) -> None:
     manifest, _ = load_manifest(out)
     assert manifest["config"]["holdout_auto"] and manifest["config"]["solver"] == "ls"
     assert {it["augment"] for it in manifest["items"]} == {"none"}
+    assert "warning" not in res.output
+
+
+def test_cli_dataset_warns_what_it_cannot_do(renders, tmp_path) -> None:
+    """--subsets 1 makes no val maps (train refuses such a dataset), and --min-angle does not
+    remake the ground truth of captures that bring their own M_defect.png: both are said."""
+    from psinspect.cli import _register, app
+
+    _register()
+    res = CliRunner().invoke(app, ["dataset", str(renders), "-o", str(tmp_path / "a"),
+                                   "--subsets", "1", "--augment", "none", "--min-angle", "4"])
+    assert res.exit_code == 0, res.output
+    warnings = [ln for ln in res.output.splitlines() if ln.startswith("warning: ")]
+    assert len(warnings) == 2, res.output
+    assert "no val-clean maps" in warnings[0] and "--subsets 2" in warnings[0]
+    assert "--min-angle 4 applies to the defects implanted here; 1 capture(s)" in warnings[1]
 
 
 @pytest.mark.skipif(not (DILIGENT / "ballPNG").is_dir(),

@@ -109,6 +109,8 @@ def test_run_quick_pretrained_end_to_end(tmp_path: Path) -> None:
     # (image AUROC over 12 maps is too coarse to judge here; the benchmarks report it)
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["preset"] == "quick" and run["config"]["pretrained"]
+    assert "epochs" not in run["config"] and "model" not in run["config"]  # not used
+    assert run["config"]["parts"] == 8  # rendered
     assert run["timings_s"]["total"] < 120
     # the bundled model IS the run's model: no second scoring of the same maps
     assert run["bundled_model"] is None and not (out / "bundled").exists()

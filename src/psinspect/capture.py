@@ -14,7 +14,8 @@ distant light. Two folder layouts are read:
     mask.png                optional object mask (non-zero = object)
     Normal_gt.mat / .npy    optional ground-truth normals (H, W, 3)
 
-**Plain layout** (no ``filenames.txt``): every image file in the folder, sorted by name, except
+**Plain layout** (no ``filenames.txt``): every image file in the folder, in natural order of
+the names (digit runs by value: ``img2`` before ``img10``; :func:`natural_key`), except
 ``mask.*``, ``Normal_gt.*`` and ``normals.*``, plus a lights file: the one given as
 ``lights_file``, else the first of ``lights.txt`` and ``light_directions.txt`` found (the same
 rule picks the lights file of a DiLiGenT-layout folder). ``light_intensities.txt``,
@@ -93,6 +94,7 @@ class Capture:
         normals_gt: (H, W, 3) float32 ground-truth normals (same frame) or None.
         filenames: the K image file names, in light order.
         path: the folder it was read from (None for in-memory captures).
+        lights_file: the lights file it was read with (None for in-memory captures).
     """
 
     name: str
@@ -103,6 +105,7 @@ class Capture:
     filenames: list[str]
     path: Path | None = None
     light_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    lights_file: Path | None = None
 
     @property
     def num_lights(self) -> int:
@@ -139,7 +142,7 @@ def _read_table(path: Path, what: str) -> tuple[np.ndarray, str | None]:
     fmt = None
     rows: list[list[float]] = []
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Notepad) is dropped
     except (OSError, UnicodeDecodeError) as err:
         raise PsinspectError(f"{path}: cannot read {what} file ({err})") from None
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -275,9 +278,17 @@ def _to_grey(raw: np.ndarray, scale: float, intensity: np.ndarray, gamma: float,
     return img
 
 
+def natural_key(name: str) -> tuple[list[str | int], str]:
+    """Sort key that orders the digit runs of a name by value: ``img2`` before ``img10``
+    (cameras often number images without leading zeros)."""
+    parts = re.split(r"(\d+)", name)
+    return [int(t) if i % 2 else t for i, t in enumerate(parts)], name
+
+
 def _list_plain_images(folder: Path) -> list[str]:
+    """The plain layout's image files, in natural order of their names (:func:`natural_key`)."""
     names = []
-    for p in sorted(folder.iterdir()):
+    for p in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
         if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
             continue
         if p.stem.lower() in _NON_CAPTURE_STEMS:
@@ -288,7 +299,7 @@ def _list_plain_images(folder: Path) -> list[str]:
 
 def _read_filenames(path: Path) -> list[str]:
     try:
-        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        names = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines()]
     except (OSError, UnicodeDecodeError) as err:
         raise PsinspectError(f"{path}: cannot read ({err})") from None
     names = [n for n in names if n and not n.startswith("#")]
@@ -374,6 +385,22 @@ def _check_sizes_from_headers(paths: Sequence[Path]) -> None:
         )
 
 
+def capture_lights_file(folder: str | os.PathLike[str],
+                        lights_file: str | os.PathLike[str] | None = None) -> Path:
+    """The lights file a capture folder is read with: ``lights_file`` (a relative path is taken
+    relative to the folder first, then the working directory), else the first of
+    :data:`DEFAULT_LIGHTS_FILES` in the folder."""
+    folder = Path(folder)
+    if lights_file is not None:
+        lf = Path(lights_file)
+        return folder / lf if not lf.is_absolute() and (folder / lf).is_file() else lf
+    for name in DEFAULT_LIGHTS_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise PsinspectError(f"{folder}: no lights file ({' or '.join(DEFAULT_LIGHTS_FILES)}); "
+                         "give one with --lights-file")
+
+
 def load_capture(
     path: str | os.PathLike[str],
     *,
@@ -420,18 +447,7 @@ def load_capture(
         if not names:
             raise PsinspectError(f"{folder}: no images found (and no filenames.txt)")
     _check_image_entries(folder, names, fn_file if fn_file.is_file() else folder)
-    if lights_file is not None:
-        lf = Path(lights_file)
-        if not lf.is_absolute() and (folder / lf).is_file():
-            lf = folder / lf
-    else:
-        cands = [folder / n for n in DEFAULT_LIGHTS_FILES if (folder / n).is_file()]
-        if not cands:
-            raise PsinspectError(
-                f"{folder}: no lights file ({' or '.join(DEFAULT_LIGHTS_FILES)}); "
-                "give one with --lights-file"
-            )
-        lf = cands[0]
+    lf = capture_lights_file(folder, lights_file)
     lights = read_lights_file(lf)
     if lights.shape[0] != len(names):
         src = fn_file if fn_file.is_file() else folder
@@ -522,6 +538,7 @@ def load_capture(
         mask=mask,
         normals_gt=gt,
         filenames=[names[i] for i in idx],
+        lights_file=lf,
         path=folder,
         light_indices=idx,
     )

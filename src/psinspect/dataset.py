@@ -29,7 +29,10 @@
 
 Manifest schema (``format`` "psinspect-dataset", ``version`` 1)::
 
-    {"format": "psinspect-dataset", "version": 1, "seed": 0, "config": {...},
+    {"format": "psinspect-dataset", "version": 1, "seed": 0,
+     "config": {..., "min_angle": <deg, for the defects implanted here; captures'
+                own M_defect.png are used as they are>,
+                "skip_lights": {"<surface>": [0-based indices (the CLI takes 1-based)]}},
      "surfaces": {"<surface>": {"source": "<capture path>", "role": "train" | "test"}},
      "items": [{"name": "N_ballPNG_l00", "file": "N_ballPNG_l00.npy", "surface": "ballPNG",
                 "split": "train-clean", "defect_mask": null | "M_<...>.png",
@@ -52,7 +55,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from psinspect.defects import check_types, implant_defects
+from psinspect.defects import check_min_angle, check_types, implant_defects
 from psinspect.errors import PsinspectError
 from psinspect.fileio import load_npy, save_json, save_npy, save_png
 from psinspect.normalmap import (
@@ -210,6 +213,7 @@ def build_dataset(
     check_solver(solver)
     if defects_per_map < 1:
         raise PsinspectError(f"--defects-per-map must be >= 1, got {defects_per_map}")
+    check_min_angle(min_angle)
     augment = [check_augment(a) for a in augment if a != "none"]
     check_types(defect_types)
     folders = find_captures(captures)

@@ -664,7 +664,7 @@ def apply_height(
     elif along == "view":
         out = n - n[..., 2:3] * e
     else:
-        raise PsinspectError(f"apply_height: along must be 'normal' or 'view', got {along!r}")
+        check_along(along)
     length = np.linalg.norm(out, axis=-1, keepdims=True)
     out = np.where(length > 1e-12, out / np.maximum(length, 1e-12), 0.0)
     flat = (gx == 0) & (gy == 0)
@@ -694,6 +694,19 @@ def _record(spec: DefectSpec, changed: np.ndarray, gt: np.ndarray) -> dict[str, 
     return rec
 
 
+def check_min_angle(min_angle: float) -> None:
+    """Raise :class:`PsinspectError` unless ``min_angle`` (the ground-truth angle) is a finite
+    number of degrees > 0."""
+    if not (math.isfinite(min_angle) and min_angle > 0):
+        raise PsinspectError(f"--min-angle must be a number of degrees > 0, got {min_angle}")
+
+
+def check_along(along: str) -> None:
+    """Raise :class:`PsinspectError` unless ``along`` is 'normal' or 'view'."""
+    if along not in ("normal", "view"):
+        raise PsinspectError(f"--along must be 'normal' or 'view', got {along!r}")
+
+
 def _implant(
     base: np.ndarray, mask: np.ndarray, rng: np.random.Generator, apply: Any, *, count: int,
     types: Sequence[str] | None, severity: Any, min_angle: float,
@@ -701,8 +714,7 @@ def _implant(
     """Shared loop: draw ``count`` visible defects, sum their heights, apply once."""
     if count < 0:
         raise PsinspectError(f"defect count must be >= 0, got {count}")
-    if min_angle <= 0:
-        raise PsinspectError(f"--min-angle must be > 0 degrees, got {min_angle}")
+    check_min_angle(min_angle)
     check_types(types)
     shape = mask.shape
     total = np.zeros(shape, np.float32)

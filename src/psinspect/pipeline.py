@@ -87,7 +87,25 @@ def make_config(preset: str = "default", **overrides: Any) -> RunConfig:
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     if cfg.model is not None and "model_hyperparameters" not in overrides:
         cfg.model_hyperparameters = {}  # the preset's settings are for the default model
+    if cfg.model is not None:  # an unknown model or bad settings fail before the slow part
+        from psinspect.models import create_model
+
+        create_model(cfg.model, **cfg.model_hyperparameters)
     return cfg
+
+
+#: settings of :class:`RunConfig` that only apply to the rendered default data
+RENDER_SETTINGS = ("parts", "size", "lights", "defect_rate")
+
+
+def recorded_config(cfg: RunConfig) -> dict[str, Any]:
+    """The settings a run used, for ``run.json``: without the rendering ones when it read
+    ``data`` captures, and without the training ones when it used the bundled model."""
+    out = asdict(cfg)
+    unused = (RENDER_SETTINGS if cfg.data else ()) + (
+        ("model", "model_hyperparameters", "epochs", "batch_size", "patience", "threads")
+        if cfg.pretrained else ())
+    return {k: v for k, v in out.items() if k not in unused}
 
 
 class Reporter(Protocol):
@@ -217,7 +235,7 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
                                cfg.tta if cfg.model is None else None) if compare else None)
     timings["total"] = round(time.perf_counter() - t_all, 2)
     run_info = {
-        "config": asdict(cfg), "timings_s": timings, "stages": list(STAGES),
+        "config": recorded_config(cfg), "timings_s": timings, "stages": list(STAGES),
         "counts": counts, "test_surfaces": held, "model_dir": "model",
         "model": bundle.config.get("model"), "pretrained": cfg.pretrained,
         "metrics": {k: pooled.get(k) for k in RUN_METRICS},

@@ -1,7 +1,8 @@
 """Command-line interface: thin typer commands, one module per command group.
 
-Each submodule registers its commands on :data:`app`. User errors (:class:`PsinspectError`) are
-printed on one line and exit with code 2.
+Each submodule registers its commands on :data:`app`. User errors (:class:`PsinspectError`) and
+usage errors (a missing argument, a bad option value) are printed on one line and exit with
+code 2.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import os
 import re
 import sys
 import warnings
+from functools import cache
+from typing import Any
 
+import click
 import typer
 
 from psinspect import __version__
@@ -33,11 +37,47 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Show the version."
     ),
 ) -> None:
     """psinspect command line."""
+    _use_quiet_progress(ctx)
+
+
+@cache
+def _quiet_progress_class() -> type:
+    """rich's ``Progress``, drawing nothing where its console is not interactive (a file, a
+    pipe, a dumb terminal). There rich shows no live bar anyway, but on stopping it prints the
+    bar's last state (unless transient) and an empty line: stray lines around our one-line
+    errors and results."""
+    from rich.progress import Progress
+
+    class QuietProgress(Progress):
+        def __init__(self, *columns: Any, **kwargs: Any) -> None:
+            super().__init__(*columns, **kwargs)
+            if not self.console.is_interactive:
+                self.disable = True
+
+    return QuietProgress
+
+
+def progress_bar(*columns: Any, **kwargs: Any) -> Any:
+    """A ``rich.progress.Progress(*columns, **kwargs)`` that draws nothing where its console is
+    not interactive (see :func:`_quiet_progress_class`)."""
+    return _quiet_progress_class()(*columns, **kwargs)
+
+
+def _use_quiet_progress(ctx: click.Context) -> None:
+    """While a command runs, ``from rich.progress import Progress`` gives the quiet kind, so
+    the commands' bars leave no empty line behind on a file or pipe (restored when the command
+    ends). Commands can also call :func:`progress_bar` directly."""
+    import rich.progress
+
+    original = rich.progress.Progress
+    rich.progress.Progress = _quiet_progress_class()
+    ctx.call_on_close(lambda: setattr(rich.progress, "Progress", original))
 
 
 def _register() -> None:
@@ -67,16 +107,38 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
     typer.echo(f"warning: {message}", err=True)
 
 
+def _usage_error_line(err: click.ClickException) -> str:
+    """A click error (usage error, bad option value, ...) as one ``error: ...`` line."""
+    message = " ".join(err.format_message().split())
+    ctx = getattr(err, "ctx", None)
+    if isinstance(err, click.UsageError) and ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    return f"error: {message}"
+
+
 def main() -> None:
-    """Console-script entry point (typer's standalone mode handles usage errors, exit 2).
-    Warnings print as one ``warning: ...`` line each; OpenCV's own log is kept to errors (its
-    "findDecoder" notes repeat what our one-line errors say)."""
+    """Console-script entry point. Always exits (``SystemExit``): 0 on success, a command's
+    ``typer.Exit`` code, 2 with one ``error: ...`` line on stderr for a user error
+    (:class:`PsinspectError`) or a usage error (typer's own multi-line error box is not used),
+    130 on Ctrl-C. Warnings print as one ``warning: ...`` line each; OpenCV's own log is kept to
+    errors (its "findDecoder" notes repeat what our one-line errors say)."""
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
     _register()
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:
-            app()
+            # not standalone: click errors come here instead of being printed by typer;
+            # --help, --version and typer.Exit(code) come back as the exit code
+            code = app(standalone_mode=False)
         except PsinspectError as err:
             typer.echo(f"error: {err}", err=True)
             sys.exit(2)
+        except click.exceptions.NoArgsIsHelpError as err:
+            sys.exit(err.exit_code)  # bare 'psinspect': typer has printed the help
+        except click.ClickException as err:
+            typer.echo(_usage_error_line(err), err=True)
+            sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
+        except click.Abort:  # EOF at a prompt (Ctrl-C comes back as exit code 130)
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -42,7 +42,8 @@ def dataset_cmd(
              "quarter of the clean surfaces, drawn with --seed.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     subsets: Annotated[int, typer.Option(
-        help="Light subsets (PS solves) per capture; the last is val for train surfaces.")] = 4,
+        help="Light subsets (PS solves) per capture; the last is val for train surfaces "
+             "('psinspect train' needs val maps: 2 or more).")] = 4,
     lights_per_subset: Annotated[int | None, typer.Option(
         help="Lights per PS solve (default min(K, max(8, K // 4))).")] = None,
     solver: Annotated[str, typer.Option(help="PS solver: ls, robust or stable.")] = "robust",
@@ -56,7 +57,10 @@ def dataset_cmd(
              "defects --help`, held-out types included).")] = None,
     severity: Annotated[str | None, typer.Option(
         help="Defect severity: level, number or range.")] = None,
-    min_angle: Annotated[float, typer.Option(help="Ground-truth angle (degrees).")] = 2.0,
+    min_angle: Annotated[float, typer.Option(
+        help="Ground-truth angle (degrees) of the defects implanted here: a pixel is defective "
+             "where the defect turned its normal by more than this. Captures with their own "
+             "M_defect.png keep that mask.")] = 2.0,
     skip_lights: Annotated[list[str] | None, typer.Option(
         help="SURFACE:RANGES of 1-based lights never used, e.g. bearPNG:1-20 (repeatable).")
     ] = None,
@@ -92,5 +96,13 @@ def dataset_cmd(
     for it in manifest["items"]:
         counts[it["split"]] = counts.get(it["split"], 0) + 1
     test = sorted(n for n, s in manifest["surfaces"].items() if s["role"] == "test")
+    if counts.get("train-clean") and not counts.get("val-clean"):
+        typer.echo("warning: no val-clean maps (--subsets 1): 'psinspect train' will refuse "
+                   "this dataset; build it with --subsets 2 or more", err=True)
+    own = manifest["config"]["real_defective"]
+    if own and min_angle != 2.0:
+        typer.echo(f"warning: --min-angle {min_angle:g} applies to the defects implanted here; "
+                   f"{len(own)} capture(s) with their own M_defect.png keep their masks "
+                   f"({', '.join(own[:3])}{', ...' if len(own) > 3 else ''})", err=True)
     typer.echo(f"{len(manifest['surfaces'])} surface(s), test: {', '.join(test) or 'none'}; "
                + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {out}")

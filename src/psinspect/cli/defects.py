@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -50,21 +49,28 @@ def defects_cmd(
     For each input NAME (a leading 'N_' is dropped) writes A_NAME.npy (defective normals),
     A_NAME.png (preview), M_NAME.png (ground truth: normal changed by more than --min-angle,
     0/255) and A_NAME.json (every defect: type, parameters, severity, bbox, area), plus
-    defects.json with the settings and all records. Image i uses the generator
-    default_rng([seed, hash(NAME)]), so the result does not depend on the order of inputs.
+    defects.json with the settings and all records. Each map's defects are drawn with a
+    generator seeded by --seed and a hash of its NAME, so the result does not depend on the
+    order of the inputs, and the same seed gives the same bytes.
     """
     import numpy as np
     from rich.progress import Progress
 
     from psinspect.dataset import stable_hash
-    from psinspect.defects import check_types, implant_defects, parse_severity
+    from psinspect.defects import (
+        check_along,
+        check_min_angle,
+        check_types,
+        implant_defects,
+        parse_severity,
+    )
     from psinspect.fileio import check_output_dir, save_json, save_npy, save_png, staged_output_dir
     from psinspect.normalmap import encode_png, load_normal_map
 
     if not 1 <= per_image <= MAX_PER_IMAGE:
         raise PsinspectError(f"--per-image must be between 1 and {MAX_PER_IMAGE}, got {per_image}")
-    if not (math.isfinite(min_angle) and min_angle >= 0):
-        raise PsinspectError(f"--min-angle must be a non-negative number, got {min_angle}")
+    check_min_angle(min_angle)
+    check_along(along)
     type_list = list(check_types(split_list(types)))
     sev = parse_severity(severity)
     check_output_dir(out, force)

@@ -45,7 +45,7 @@ def normals_cmd(
     from rich.console import Console
     from rich.progress import Progress
 
-    from psinspect.capture import load_capture, read_lights_file
+    from psinspect.capture import capture_lights_file, load_capture, read_lights_file
     from psinspect.fileio import check_output_dir, save_json, save_npy, save_png, staged_output_dir
     from psinspect.normalmap import angular_error_deg, encode_png
     from psinspect.stereo import (
@@ -61,7 +61,9 @@ def normals_cmd(
     check_output_dir(out, force)  # fail before the slow part
 
     # Which lights? Parsing needs the light count, so read the lights first (cheap).
-    all_lights = _peek_lights(capture_dir, lights_file, read_lights_file)
+    if not Path(capture_dir).is_dir():
+        raise PsinspectError(f"{capture_dir}: capture folder not found")
+    all_lights = read_lights_file(capture_lights_file(capture_dir, lights_file))
     select = None
     if lights is not None:
         select = parse_light_spec(lights, len(all_lights))
@@ -108,7 +110,7 @@ def normals_cmd(
         "version": __version__,
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "inputs": {"capture_dir": str(Path(capture_dir).resolve()),
-                   "lights_file": str(lights_file) if lights_file else None,
+                   "lights_file": str(Path(cap.lights_file).resolve()),
                    "image_files": cap.filenames},
         "solver": solver,
         "settings": {"gamma": gamma, "lights": lights, "num_lights": num_lights,
@@ -134,24 +136,6 @@ def normals_cmd(
     if metrics is not None:
         typer.echo(f"mean angular error {metrics['mean_angular_error_deg']:.2f} deg, "
                    f"median {metrics['median_angular_error_deg']:.2f} deg")
-
-
-def _peek_lights(capture_dir: Path, lights_file: Path | None, reader) -> np.ndarray:
-    """The capture's full light list (to resolve --lights / --num-lights before loading)."""
-    from psinspect.capture import DEFAULT_LIGHTS_FILES
-
-    folder = Path(capture_dir)
-    if not folder.is_dir():
-        raise PsinspectError(f"{folder}: capture folder not found")
-    if lights_file is not None:
-        lf = lights_file if lights_file.is_absolute() or not (folder / lights_file).is_file() \
-            else folder / lights_file
-        return reader(lf)
-    for name in DEFAULT_LIGHTS_FILES:
-        if (folder / name).is_file():
-            return reader(folder / name)
-    raise PsinspectError(f"{folder}: no lights file ({' or '.join(DEFAULT_LIGHTS_FILES)}); "
-                         "give one with --lights-file")
 
 
 def _ranges(idx: list[int]) -> str:

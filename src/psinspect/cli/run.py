@@ -80,6 +80,9 @@ def run_cmd(
 
     if data is not None and not data.is_dir():
         raise PsinspectError(f"--data {data}: folder not found")
+    if data is not None and parts is not None:
+        raise PsinspectError("--parts sets how many parts are rendered; with --data the "
+                             "captures are read instead")
     if pretrained and (model is not None or epochs is not None):
         raise PsinspectError("--pretrained uses the bundled model, which is not trained here: "
                              "--model and --epochs do not apply")

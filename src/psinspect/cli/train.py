@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from psinspect.cli import app
+from psinspect.cli import app, progress_bar
 from psinspect.errors import PsinspectError
 
 #: options that set up a training run; with --resume they come from the checkpoint
@@ -66,7 +66,7 @@ def train_cmd(
     kept in MODEL_DIR/.checkpoint during training; --resume continues from it.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
     from psinspect.models import available_models
     from psinspect.train import train_model
@@ -91,8 +91,11 @@ def train_cmd(
         if not isinstance(hp, dict):
             raise PsinspectError("--hp: expected a JSON object")
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-                  "{task.total}"), TimeElapsedColumn(), console=console) as bar:
+    # (draws nothing where stderr is not a terminal; on a terminal the last epoch's line stays
+    # after a successful run, but an error leaves only its own line)
+    with progress_bar(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                      console=console) as bar:
         task = bar.add_task("loading data", total=epochs)
 
         def on_epoch(e: dict) -> None:
@@ -100,14 +103,18 @@ def train_cmd(
                        description=f"epoch {e['epoch'] + 1}: train {e['train_loss']:.4f} "
                                    f"val {e['val_loss']:.4f}{' *' if e['best'] else ''}")
 
-        config = train_model(
-            inputs, out, model_name=model, hyperparameters=hp, epochs=epochs,
-            batch_size=batch_size, seed=seed, patience=patience, threshold_fpr=threshold_fpr,
-            image_fpr=image_fpr,
-            threshold=threshold, solver=solver, force=force, resume=resume, threads=threads,
-            calibration_inputs=calibrate_on, on_epoch=on_epoch,
-            progress=lambda msg: bar.update(task, description=msg),
-        )
+        try:
+            config = train_model(
+                inputs, out, model_name=model, hyperparameters=hp, epochs=epochs,
+                batch_size=batch_size, seed=seed, patience=patience,
+                threshold_fpr=threshold_fpr, image_fpr=image_fpr,
+                threshold=threshold, solver=solver, force=force, resume=resume,
+                threads=threads, calibration_inputs=calibrate_on, on_epoch=on_epoch,
+                progress=lambda msg: bar.update(task, description=msg),
+            )
+        except BaseException:
+            bar.live.transient = True  # erase the bar on stopping
+            raise
     tr = config["training"]
     work = (f"{tr['epochs_run']} epochs in {tr['train_seconds']:.0f} s" if tr["epochs_run"]
             else f"fitted in {tr['train_seconds']:.0f} s")
