@@ -14,7 +14,6 @@ import warnings
 from functools import cache
 from typing import Any
 
-import click
 import typer
 
 from psinspect import __version__
@@ -69,7 +68,7 @@ def progress_bar(*columns: Any, **kwargs: Any) -> Any:
     return _quiet_progress_class()(*columns, **kwargs)
 
 
-def _use_quiet_progress(ctx: click.Context) -> None:
+def _use_quiet_progress(ctx: typer.Context) -> None:
     """While a command runs, ``from rich.progress import Progress`` gives the quiet kind, so
     the commands' bars leave no empty line behind on a file or pipe (restored when the command
     ends). Commands can also call :func:`progress_bar` directly."""
@@ -107,11 +106,13 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
     typer.echo(f"warning: {message}", err=True)
 
 
-def _usage_error_line(err: click.ClickException) -> str:
-    """A click error (usage error, bad option value, ...) as one ``error: ...`` line."""
-    message = " ".join(err.format_message().split())
+def _usage_error_line(err: typer.TyperException) -> str:
+    """A typer (vendored click) error - a missing argument, an unknown option, a bad option
+    value - as one ``error: ...`` line, pointing to the command's --help."""
+    format_message = getattr(err, "format_message", None)
+    message = " ".join((format_message() if format_message else str(err)).split())
     ctx = getattr(err, "ctx", None)
-    if isinstance(err, click.UsageError) and ctx is not None:
+    if ctx is not None:
         message += f" (see '{ctx.command_path} --help')"
     return f"error: {message}"
 
@@ -128,17 +129,18 @@ def main() -> None:
         warnings.showwarning = _one_line_warning
         try:
             # not standalone: click errors come here instead of being printed by typer;
-            # --help, --version and typer.Exit(code) come back as the exit code
-            code = app(standalone_mode=False)
+            # --help, --version and typer.Exit(code) come back as the exit code; the program
+            # is "psinspect" in messages also when run some other way (python -m ...)
+            code = app(standalone_mode=False, prog_name="psinspect")
         except PsinspectError as err:
             typer.echo(f"error: {err}", err=True)
             sys.exit(2)
-        except click.exceptions.NoArgsIsHelpError as err:
-            sys.exit(err.exit_code)  # bare 'psinspect': typer has printed the help
-        except click.ClickException as err:
+        except typer.TyperException as err:  # typer's click errors (its click is vendored)
+            if type(err).__name__ == "NoArgsIsHelpError":  # bare 'psinspect': help printed
+                sys.exit(getattr(err, "exit_code", 2))
             typer.echo(_usage_error_line(err), err=True)
-            sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
-        except click.Abort:  # EOF at a prompt (Ctrl-C comes back as exit code 130)
+            sys.exit(2)
+        except typer.Abort:  # EOF at a prompt (Ctrl-C comes back as exit code 130)
             typer.echo("Aborted!", err=True)
             sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,137 @@
+"""Every user error is ONE line on stderr, ``error: ...``, exit code 2 (README 'Reliability'):
+
+- usage errors (a bad option value, a missing argument or option, an unknown option or
+  command) are not typer's multi-line error box;
+- value errors found by a command leave no empty line (rich's progress bars print one on
+  stopping where the output is not a terminal) and no progress-bar line ("loading data 0/30").
+
+``--help``, ``--version`` and a bare ``psinspect`` keep working.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _robust_util import run_cli, sphere_normals, tiny_capture
+from rich.console import Console
+
+from psinspect import __version__
+
+
+@pytest.fixture(autouse=True)
+def _plain_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output captured as by a pipe: no variable that makes rich treat it as a terminal."""
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A capture folder and a normal map."""
+    root = tmp_path_factory.mktemp("inputs")
+    cap = tiny_capture(root / "cap")
+    npy = root / "normals.npy"
+    np.save(npy, sphere_normals(16)[0])
+    return {"cap": cap, "npy": npy}
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["render", "-o", "{out}", "--parts", "abc"], ["'--parts'", "'psinspect render --help'"]),
+    (["normals", "{cap}", "-o", "{out}", "--gamma", "x"], ["'--gamma'", "psinspect normals"]),
+    (["detect", "-o", "{out}"], ["Missing argument", "'psinspect detect --help'"]),
+    (["train", "{cap}"], ["Missing option", "--out", "'psinspect train --help'"]),
+    (["render", "--bogus"], ["No such option: --bogus"]),
+    (["defects", "{npy}", "-o", "{out}", "--along"], ["--along"]),
+    (["nosuchcommand"], ["No such command", "'psinspect --help'"]),
+    (["--bogus"], ["No such option: --bogus"]),
+], ids=["bad-int", "bad-float", "missing-argument", "missing-option", "unknown-option",
+        "option-without-value", "unknown-command", "unknown-root-option"])
+def test_usage_error_is_one_line(args: list[str], expect: list[str], inputs: dict[str, Path],
+                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a.format(out=tmp_path / "out", **inputs) for a in args]
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert code == 2
+    line = _one_error_line(err)
+    for text in expect:
+        assert text in line
+    assert out == ""
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["render", "-o", "{out}", "--parts", "0"], "--parts must be >= 1"),
+    (["normals", "{cap}", "-o", "{out}", "--gamma", "0"], "--gamma"),
+    (["defects", "{npy}", "-o", "{out}", "--along", "foo"], "--along"),
+    (["train", "{cap}", "-o", "{out}", "--model", "nosuch"], "--model 'nosuch'"),
+    # fails inside training, with its progress bar shown
+    (["train", "{cap}", "-o", "{out}", "--model", "geometric"], "good parts"),
+    (["train", "{cap}/nothing-here", "-o", "{out}"], "nothing-here"),
+], ids=["render", "normals", "defects", "train-model", "train-fails", "train-no-input"])
+def test_value_error_is_one_line(args: list[str], expect: str, inputs: dict[str, Path],
+                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a.format(out=tmp_path / "out", **inputs) for a in args]
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert code == 2
+    assert expect in _one_error_line(err)
+    assert out == ""
+
+
+def test_success_leaves_no_empty_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A command with a progress bar on stdout prints its summary line and nothing else."""
+    import rich.progress
+
+    original = rich.progress.Progress
+    code, out, err = run_cli(["render", "-o", tmp_path / "r", "--parts", "1", "--size", "32"],
+                             monkeypatch, capsys)
+    assert code == 0, err
+    assert len(out.splitlines()) == 1 and out.startswith("1 part(s), "), out
+    assert err == ""
+    assert rich.progress.Progress is original  # the quiet bars are only for the command's run
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--help"], "Usage: psinspect"),
+    (["render", "--help"], "Usage: psinspect render"),
+    (["--version"], f"psinspect {__version__}"),
+])
+def test_help_and_version_exit_0(args: list[str], expect: str, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0
+    assert expect in out
+    assert err == ""
+
+
+def test_bare_command_prints_help(monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli([], monkeypatch, capsys)
+    assert code == 2  # click's code for "no command given"; the help says what to give
+    assert "Usage: psinspect" in out and "render" in out
+    assert "error" not in err.lower()
+
+
+def test_progress_bar_draws_only_on_a_terminal() -> None:
+    from rich.progress import BarColumn, TextColumn
+
+    from psinspect.cli import progress_bar
+
+    for interactive in (False, True):
+        buf = io.StringIO()
+        console = Console(file=buf, force_terminal=interactive, force_interactive=interactive)
+        with progress_bar(TextColumn("{task.description}"), BarColumn(),
+                          console=console) as bar:
+            bar.add_task("loading data", total=30)
+        assert ("loading data" in buf.getvalue()) is interactive, buf.getvalue()
