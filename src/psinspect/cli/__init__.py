@@ -11,7 +11,6 @@ import os
 import re
 import sys
 import warnings
-from functools import cache
 from typing import Any
 
 import typer
@@ -42,41 +41,18 @@ def _root(
     ),
 ) -> None:
     """psinspect command line."""
-    _use_quiet_progress(ctx)
-
-
-@cache
-def _quiet_progress_class() -> type:
-    """rich's ``Progress``, drawing nothing where its console is not interactive (a file, a
-    pipe, a dumb terminal). There rich shows no live bar anyway, but on stopping it prints the
-    bar's last state (unless transient) and an empty line: stray lines around our one-line
-    errors and results."""
-    from rich.progress import Progress
-
-    class QuietProgress(Progress):
-        def __init__(self, *columns: Any, **kwargs: Any) -> None:
-            super().__init__(*columns, **kwargs)
-            if not self.console.is_interactive:
-                self.disable = True
-
-    return QuietProgress
 
 
 def progress_bar(*columns: Any, **kwargs: Any) -> Any:
-    """A ``rich.progress.Progress(*columns, **kwargs)`` that draws nothing where its console is
-    not interactive (see :func:`_quiet_progress_class`)."""
-    return _quiet_progress_class()(*columns, **kwargs)
+    """A ``rich.progress.Progress(*columns, **kwargs)`` on stderr (unless ``console`` is given)
+    that draws nothing where its console is not interactive (a file, a pipe, a dumb terminal):
+    there rich shows no live bar anyway, but on stopping it prints the bar's last state (unless
+    transient) and an empty line, stray lines around our one-line errors and results."""
+    from rich.console import Console
+    from rich.progress import Progress
 
-
-def _use_quiet_progress(ctx: typer.Context) -> None:
-    """While a command runs, ``from rich.progress import Progress`` gives the quiet kind, so
-    the commands' bars leave no empty line behind on a file or pipe (restored when the command
-    ends). Commands can also call :func:`progress_bar` directly."""
-    import rich.progress
-
-    original = rich.progress.Progress
-    rich.progress.Progress = _quiet_progress_class()
-    ctx.call_on_close(lambda: setattr(rich.progress, "Progress", original))
+    console = kwargs.pop("console", None) or Console(stderr=True)
+    return Progress(*columns, console=console, disable=not console.is_interactive, **kwargs)
 
 
 def _register() -> None:

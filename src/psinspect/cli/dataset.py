@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from psinspect.cli import app
+from psinspect.cli import app, progress_bar
 from psinspect.errors import PsinspectError
 
 
@@ -71,8 +71,6 @@ def dataset_cmd(
     """Build N_ (clean) and A_/M_ (defective) normal maps with splits train-clean, val-clean,
     test-clean, test-defective and manifest.json. Held-out surfaces appear only in test splits.
     """
-    from rich.progress import Progress
-
     from psinspect.cli.defects import split_list
     from psinspect.dataset import build_dataset, find_captures
     from psinspect.defects import parse_severity
@@ -83,7 +81,7 @@ def dataset_cmd(
         [] if holdout.strip().lower() == "none" else split_list(holdout) or [])
     aug = [] if augment.strip().lower() == "none" else (split_list(augment) or [])
     n_caps = len(find_captures(captures))
-    with staged_output_dir(out, force) as stage, Progress(transient=True) as bar:
+    with staged_output_dir(out, force) as stage, progress_bar(transient=True) as bar:
         task = bar.add_task("photometric stereo", total=n_caps * subsets)
         manifest = build_dataset(
             captures, stage, holdout=hold, seed=seed, subsets=subsets,

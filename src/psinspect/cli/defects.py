@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from psinspect.cli import app
+from psinspect.cli import app, progress_bar
 from psinspect.defects import DEFECT_TYPES, HELD_OUT_TYPES
 from psinspect.errors import PsinspectError
 
@@ -54,7 +54,6 @@ def defects_cmd(
     order of the inputs, and the same seed gives the same bytes.
     """
     import numpy as np
-    from rich.progress import Progress
 
     from psinspect.dataset import stable_hash
     from psinspect.defects import (
@@ -84,7 +83,7 @@ def defects_cmd(
     summary: dict = {"settings": {"per_image": per_image, "types": type_list,
                                   "severity": severity, "seed": seed, "min_angle": min_angle,
                                   "along": along}, "images": {}}
-    with staged_output_dir(out, force) as stage, Progress(transient=True) as bar:
+    with staged_output_dir(out, force) as stage, progress_bar(transient=True) as bar:
         task = bar.add_task("implanting defects", total=len(normals))
         for path, name in zip(normals, names, strict=True):
             n, mask = load_normal_map(path)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from psinspect.cli import app
+from psinspect.cli import app, progress_bar
 
 
 @app.command("detect")
@@ -57,8 +57,6 @@ def detect_cmd(
     Ground truth is picked up from a capture's M_defect.png or, for a dataset map A_X.npy, from
     M_X.png beside it.
     """
-    from rich.console import Console
-    from rich.progress import Progress
 
     from psinspect.detect import write_detection_outputs
     from psinspect.errors import PsinspectError
@@ -73,7 +71,7 @@ def detect_cmd(
         done.append(name)
         bar.update(task, advance=1, description=name)
 
-    with Progress(console=Console(stderr=True), transient=True) as bar:
+    with progress_bar(transient=True) as bar:
         task = bar.add_task("detecting", total=len(inputs))
         try:
             summary = write_detection_outputs(

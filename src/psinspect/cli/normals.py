@@ -12,7 +12,7 @@ import numpy as np
 import typer
 
 from psinspect import __version__
-from psinspect.cli import app
+from psinspect.cli import app, progress_bar
 from psinspect.errors import PsinspectError
 
 
@@ -42,8 +42,6 @@ def normals_cmd(
     Writes normals.npy, normals.png, mask.png, albedo.npy, confidence.npy, run.json and, when
     the capture has ground truth (Normal_gt.mat / Normal_gt.npy), metrics.json.
     """
-    from rich.console import Console
-    from rich.progress import Progress
 
     from psinspect.capture import capture_lights_file, load_capture, read_lights_file
     from psinspect.fileio import check_output_dir, save_json, save_npy, save_png, staged_output_dir
@@ -72,7 +70,7 @@ def normals_cmd(
     total = len(all_lights) if select is None else len(select)
 
     caught: list[str] = []
-    with Progress(transient=True, console=Console(stderr=True)) as bar:
+    with progress_bar(transient=True) as bar:
         task = bar.add_task("loading images", total=total)
         with warnings.catch_warnings(record=True) as wlist:
             warnings.simplefilter("always")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from psinspect.cli import app
+from psinspect.cli import app, progress_bar
 
 
 @app.command("render")
@@ -60,7 +60,6 @@ def render_cmd(
     variation, a pose within --jitter-px / --jitter-deg), folders OUT/instNNN_FAMILY; the same
     --design-seed with another --seed gives new instances of the same part.
     """
-    from rich.progress import Progress
 
     from psinspect.cli.defects import split_list
     from psinspect.defects import parse_severity
@@ -78,7 +77,7 @@ def render_cmd(
     count = instances if instances is not None else (10 if parts is None else parts)
     rate = defect_rate if defect_rate is not None else (0.0 if instances is not None else 0.3)
     check_output_dir(out, force)
-    with staged_output_dir(out, force) as stage, Progress(transient=True) as bar:
+    with staged_output_dir(out, force) as stage, progress_bar(transient=True) as bar:
         task = bar.add_task("rendering parts", total=count)
         common = dict(defect_rate=rate, lights=lights, seed=seed, size=size, layout=layout,
                       max_defects=max_defects, defect_types=split_list(types),

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from psinspect.cli import app
+from psinspect.cli import app, progress_bar
 
 
 class _RichReporter:
@@ -16,11 +16,11 @@ class _RichReporter:
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
         self.console = Console(stderr=True, highlight=False)
-        self.progress = Progress(TextColumn("  {task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), console=self.console, transient=True)
+        self.progress = progress_bar(TextColumn("  {task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), console=self.console, transient=True)
         self.task = None
         self.label = ""
 
