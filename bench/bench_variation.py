@@ -57,12 +57,13 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from _markdown import write_section  # noqa: E402
 
-from psinspect.align import random_pose, rotate_vectors, warp_image, warp_normals  # noqa: E402
+from psinspect.align import random_pose, warp_image, warp_normals  # noqa: E402
 from psinspect.capture import lights_from_slant_tilt, load_capture  # noqa: E402
 from psinspect.detect import image_score  # noqa: E402
 from psinspect.metrics import EvalItem, bootstrap_intervals, evaluate  # noqa: E402
 from psinspect.models import create_model  # noqa: E402
 from psinspect.models.variation import light_split_differences  # noqa: E402
+from psinspect.normalmap import rotate_vectors  # noqa: E402
 from psinspect.relight import relight_defects  # noqa: E402
 from psinspect.render import (  # noqa: E402
     default_lights,

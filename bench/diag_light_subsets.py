@@ -49,9 +49,9 @@ from _markdown import write_section  # noqa: E402
 from bench_detect import defect_owner  # noqa: E402
 from bench_variation import DILIGENT, LIGHTS_PER_CAPTURE, PAD  # noqa: E402
 
-from psinspect.align import random_pose, rotate_vectors, warp_image, warp_normals  # noqa: E402
+from psinspect.align import random_pose, warp_image, warp_normals  # noqa: E402
 from psinspect.capture import load_capture  # noqa: E402
-from psinspect.normalmap import angular_error_deg  # noqa: E402
+from psinspect.normalmap import angular_error_deg, rotate_vectors  # noqa: E402
 from psinspect.relight import relight_defects  # noqa: E402
 from psinspect.stereo import solve  # noqa: E402
 

@@ -13,11 +13,10 @@ from psinspect.align import (
     local_shift,
     register,
     registration_image,
-    rotate_vectors,
     warp_normals,
 )
 from psinspect.errors import PsinspectError
-from psinspect.normalmap import angular_error_deg
+from psinspect.normalmap import angular_error_deg, rotate_vectors
 
 
 def test_rotate_vectors_is_about_plus_z():

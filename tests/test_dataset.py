@@ -1,4 +1,4 @@
-"""Datasets: manifest schema, surface-disjoint splits, files, the torch Dataset, resizing."""
+"""Datasets: manifest schema, surface-disjoint splits, files, resizing."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from psinspect.dataset import (
-    NormalMapDataset,
     augment_map,
     build_dataset,
     find_captures,
@@ -156,36 +154,6 @@ def test_resize_keeps_aspect_and_renormalises() -> None:
     inner = bmask & ((rows - (h - 1) / 2) ** 2 + (cols - (w - 1) / 2) ** 2 < 17**2)
     assert inner.sum() > 800
     assert angle_deg(back, n)[inner].mean() < 0.5
-
-
-def test_torch_dataset(built) -> None:
-    manifest, out = built
-    ds = NormalMapDataset(out, "train-clean")
-    assert len(ds) == sum(it["split"] == "train-clean" for it in manifest["items"])
-    s = ds[0]
-    assert s["normals"].shape == (3, 64, 64) and s["normals"].dtype == torch.float32
-    assert s["mask"].shape == (1, 64, 64) and s["defect_mask"].shape == (1, 64, 64)
-    assert s["normals"].abs().max() <= 1.0 + 1e-6
-    assert torch.equal((s["normals"].abs().sum(0) > 0).float(), s["mask"][0])
-    test = NormalMapDataset(out / "manifest.json", ["test-defective"], size=48)
-    t = test[0]
-    assert t["normals"].shape == (3, 48, 48) and t["defect_mask"].sum() > 0
-    assert not ((t["defect_mask"] > 0) & (t["mask"] == 0)).any()
-    inside = t["mask"][0] > 0
-    lengths = t["normals"].permute(1, 2, 0)[inside].norm(dim=1)
-    assert torch.allclose(lengths, torch.ones_like(lengths), atol=1e-5)
-    # random patches: deterministic per (seed, epoch, index), different per epoch
-    p = NormalMapDataset(out, "train-clean", patch=24, seed=3)
-    a, b = p[1]["normals"], p[1]["normals"]
-    assert a.shape == (3, 24, 24) and torch.equal(a, b)
-    p.set_epoch(1)
-    assert not all(torch.equal(p[i]["normals"], NormalMapDataset(out, "train-clean", patch=24,
-                                                                  seed=3)[i]["normals"])
-                   for i in range(4))
-    loader = torch.utils.data.DataLoader(p, batch_size=4)
-    assert next(iter(loader))["normals"].shape == (4, 3, 24, 24)
-    with pytest.raises(PsinspectError, match="unknown split"):
-        NormalMapDataset(out, "train")
 
 
 def test_load_manifest_rejects_leaky_manifest(built, tmp_path) -> None:

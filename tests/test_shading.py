@@ -10,10 +10,10 @@ import pytest
 from _posed_part import posed_part
 from scipy import ndimage
 
-from psinspect.align import RigidTransform, rotate_vectors
+from psinspect.align import RigidTransform
 from psinspect.errors import PsinspectError
 from psinspect.models import create_model
-from psinspect.normalmap import angular_error_deg
+from psinspect.normalmap import angular_error_deg, rotate_vectors
 from psinspect.render import default_lights
 from psinspect.shading import build_light_field, shading_deviation, warp_samples
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from psinspect.errors import PsinspectError
-from psinspect.normalmap import normalize
+from psinspect.normalmap import normalize, rotate_vectors
 
 #: largest supported translation of a part relative to the reference, pixels
 DEFAULT_MAX_SHIFT_PX = 20.0
@@ -105,17 +105,6 @@ def registration_image(normals: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     nz = np.asarray(normals, np.float32)[..., 2]
     return np.where(mask, 0.5 * (1.0 + nz), 0.0).astype(np.float32)
-
-
-def rotate_vectors(normals: np.ndarray, angle_deg: float) -> np.ndarray:
-    """Rotate (..., 3) vectors about +z (camera frame) by ``angle_deg`` (counter-clockwise)."""
-    t = math.radians(angle_deg)
-    c, s = math.cos(t), math.sin(t)
-    n = np.asarray(normals, np.float32)
-    out = n.copy()
-    out[..., 0] = c * n[..., 0] - s * n[..., 1]
-    out[..., 1] = s * n[..., 0] + c * n[..., 1]
-    return out
 
 
 def random_pose(rng: np.random.Generator, shape_hw: tuple[int, int], shift_px: float,
@@ -288,13 +277,6 @@ def _ncc(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
     y -= y.mean()
     den = math.sqrt(float((x * x).sum() * (y * y).sum()))
     return float((x * y).sum() / den) if den > 0 else -1.0
-
-
-def _pad_to(image: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
-    out = np.zeros(shape_hw, np.float32)
-    h, w = min(image.shape[0], shape_hw[0]), min(image.shape[1], shape_hw[1])
-    out[:h, :w] = image[:h, :w]
-    return out
 
 
 def _downsize(image: np.ndarray, f: float) -> np.ndarray:

@@ -702,9 +702,10 @@ def check_bindable(host: str, port: int) -> None:
 
 
 def serve(choices_factory: Callable[[], Sequence[ModelChoice]], host: str = "127.0.0.1",
-          port: int = 7860, share: bool = False, limits: Limits = Limits(),
+          port: int = 7860, limits: Limits = Limits(),
           on_ready: Callable[[str], None] | None = None) -> None:
     """Launch the app and block until interrupted; the app's temp folder is removed at the end.
+    Never with a public share link (no network beyond ``host``).
 
     Gradio's upload and cache folders are pointed into one fresh temp folder, so the server
     never serves files from anywhere else.
@@ -728,7 +729,7 @@ def serve(choices_factory: Callable[[], Sequence[ModelChoice]], host: str = "127
     try:
         demo = build_app(choices_factory(), workdir, limits)
         demo.queue(default_concurrency_limit=1)
-        demo.launch(server_name=host, server_port=port, share=share,
+        demo.launch(server_name=host, server_port=port, share=False,
                     max_file_size=limits.max_upload_bytes, show_error=False, ssr_mode=False,
                     pwa=False, mcp_server=False, quiet=True, inbrowser=False, run_history=False,
                     footer_links=["gradio", "settings"],

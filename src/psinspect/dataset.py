@@ -1,4 +1,4 @@
-"""Normal-map datasets built from captures, and the torch ``Dataset`` that reads them.
+"""Normal-map datasets built from captures.
 
 :func:`build_dataset` turns capture folders into a folder of normal maps and a ``manifest.json``:
 
@@ -57,11 +57,9 @@ import numpy as np
 
 from psinspect.defects import check_min_angle, check_types, implant_defects
 from psinspect.errors import PsinspectError
-from psinspect.fileio import load_npy, save_json, save_npy, save_png
+from psinspect.fileio import save_json, save_npy, save_png
 from psinspect.normalmap import (
     flip,
-    resize_mask_with_pad,
-    resize_with_pad,
     rotate,
     rotate90,
     rotate_mask,
@@ -368,122 +366,3 @@ def load_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
     except (AttributeError, KeyError, TypeError) as err:  # not a dict, items missing keys ...
         raise PsinspectError(f"{p}: malformed manifest ({type(err).__name__}: {err})") from None
     return manifest, p.parent
-
-
-# ------------------------------------------------------------------------------------------
-# torch Dataset
-# ------------------------------------------------------------------------------------------
-
-
-def _torch_dataset_base() -> type:
-    import torch.utils.data
-
-    return torch.utils.data.Dataset
-
-
-class NormalMapDataset(_torch_dataset_base()):  # type: ignore[misc]
-    """Normal maps of a dataset manifest as torch tensors.
-
-    Each sample is a dict: ``normals`` float32 (3, H, W) in [-1, 1] (x, y, z of the DiLiGenT
-    frame; zero outside the object), ``mask`` float32 (1, H, W) in {0, 1} (object = non-zero
-    vectors), ``defect_mask`` float32 (1, H, W) (all zero for clean maps), ``name``, ``split``,
-    ``surface``.
-
-    Args:
-        manifest: path to ``manifest.json`` or its folder.
-        splits: which splits to serve (a name or several).
-        size: if given (int or (H, W)), each map is fitted into it keeping its aspect ratio
-            (zero padding, never stretched) and renormalised (:func:`resize_with_pad`); a
-            resized defect-mask pixel is set when any defective pixel falls in it.
-        patch: if given, a random ``patch`` x ``patch`` crop (after resizing) holding at
-            least ``min_object`` object pixels where possible (best of 10 draws); maps smaller
-            than the patch are padded. Crops are drawn from ``default_rng([seed, epoch, i])``:
-            deterministic, different per epoch (:meth:`set_epoch`) and per DataLoader worker
-            safe.
-        cache: keep loaded maps in memory.
-    """
-
-    def __init__(self, manifest: str | Path, splits: str | Sequence[str] = ("train-clean",), *,
-                 size: int | tuple[int, int] | None = None, patch: int | None = None,
-                 min_object: float = 0.5, seed: int = 0, cache: bool = True) -> None:
-        self.manifest, self.root = load_manifest(manifest)
-        self.splits = (splits,) if isinstance(splits, str) else tuple(splits)
-        bad = [s for s in self.splits if s not in SPLITS]
-        if bad:
-            raise PsinspectError(f"unknown split(s) {', '.join(bad)}; known: {', '.join(SPLITS)}")
-        self.items = [it for it in self.manifest["items"] if it["split"] in self.splits]
-        self.size = size
-        self.patch = patch
-        self.min_object = float(min_object)
-        self.seed = int(seed)
-        self.epoch = 0
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = (
-            {} if cache else None)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Change the random crops drawn (call once per training epoch)."""
-        self.epoch = int(epoch)
-
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Item ``i`` as numpy ``(normals (H, W, 3), mask (H, W) bool, defect (H, W) bool)``,
-        resized if ``size`` is set, not cropped."""
-        if self._cache is not None and i in self._cache:
-            return self._cache[i]
-        it = self.items[i]
-        n = load_npy(self.root / it["file"]).astype(np.float32)
-        if n.ndim != 3 or n.shape[2] != 3:
-            raise PsinspectError(f"{self.root / it['file']}: expected (H, W, 3), got {n.shape}")
-        mask = np.abs(n).sum(axis=2) > 0
-        defect = np.zeros(mask.shape, bool)
-        if it.get("defect_mask"):
-            p = self.root / it["defect_mask"]
-            m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-            if m is None or m.shape != mask.shape:
-                raise PsinspectError(f"{p}: unreadable defect mask or size differs from the map")
-            defect = (m > 0) & mask
-        if self.size is not None:
-            n, mask = resize_with_pad(n, self.size, mask=mask)
-            defect = resize_mask_with_pad(defect, self.size, threshold=1e-3) & mask
-        out = (n, mask, defect)
-        if self._cache is not None:
-            self._cache[i] = out
-        return out
-
-    def _crop(self, i: int, n: np.ndarray, mask: np.ndarray, defect: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = int(self.patch)  # type: ignore[arg-type]
-        h, w = mask.shape
-        if h < p or w < p:
-            ph, pw = max(0, p - h), max(0, p - w)
-            pad = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
-            n = np.pad(n, (*pad, (0, 0)))
-            mask, defect = np.pad(mask, pad), np.pad(defect, pad)
-            h, w = mask.shape
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        best, best_frac = (0, 0), -1.0
-        for _ in range(10):
-            r, c = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-            frac = float(mask[r:r + p, c:c + p].mean())
-            if frac > best_frac:
-                best, best_frac = (r, c), frac
-            if frac >= self.min_object:
-                break
-        r, c = best
-        return n[r:r + p, c:c + p], mask[r:r + p, c:c + p], defect[r:r + p, c:c + p]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        import torch
-
-        n, mask, defect = self.load(i)
-        if self.patch is not None:
-            n, mask, defect = self._crop(i, n, mask, defect)
-        it = self.items[i]
-        return {
-            "normals": torch.from_numpy(np.ascontiguousarray(n.transpose(2, 0, 1))),
-            "mask": torch.from_numpy(mask[None].astype(np.float32)),
-            "defect_mask": torch.from_numpy(defect[None].astype(np.float32)),
-            "name": it["name"], "split": it["split"], "surface": it["surface"],
-        }

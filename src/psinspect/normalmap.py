@@ -7,6 +7,7 @@ the object mask and exactly zero outside it.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -27,16 +28,38 @@ MIN_MAP_SIDE = 8
 
 
 def normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Unit vectors along the last axis; zero vectors stay zero. ``(..., 3) -> (..., 3)``."""
+    """Unit vectors along the last axis; zero vectors stay zero. ``(..., 3) -> (..., 3)``.
+    (The models' hot path uses ``models.geometric.normalize``, a faster form whose last bits
+    differ; the bundled model was calibrated with it.)"""
     v = np.asarray(vectors, dtype=np.float32)
     norm = np.linalg.norm(v, axis=-1, keepdims=True)
     return np.where(norm > eps, v / np.maximum(norm, eps), 0.0).astype(np.float32)
 
 
+def unit_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle in degrees between corresponding UNIT vectors of ``a`` and ``b`` (``(..., 3)``
+    each, float32; not renormalised: the fast form for model scores). Inputs of other lengths:
+    :func:`angular_error_deg`; small angles to float64 precision: ``defects.angle_deg``."""
+    cos = np.clip(np.einsum("...i,...i->...", a, b), -1.0, 1.0)
+    return np.degrees(np.arccos(cos)).astype(np.float32)
+
+
 def angular_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Angle in degrees between corresponding vectors of ``a`` and ``b`` (``(..., 3)`` each)."""
-    cos = np.sum(normalize(a) * normalize(b), axis=-1)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).astype(np.float32)
+    """Angle in degrees between corresponding vectors of ``a`` and ``b`` (``(..., 3)`` each, any
+    length: both are normalised first)."""
+    return unit_angle_deg(normalize(a), normalize(b))
+
+
+def rotate_vectors(normals: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Rotate (..., 3) vectors about +z (camera frame) by ``angle_deg`` (counter-clockwise);
+    float32."""
+    t = math.radians(angle_deg)
+    c, s = math.cos(t), math.sin(t)
+    n = np.asarray(normals, np.float32)
+    out = n.copy()
+    out[..., 0] = c * n[..., 0] - s * n[..., 1]
+    out[..., 1] = s * n[..., 0] + c * n[..., 1]
+    return out
 
 
 def encode_png(normals: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -213,17 +236,6 @@ def normals_from_height(height: np.ndarray, mask: np.ndarray | None = None) -> n
     return n
 
 
-def _rotate_vectors(normals: np.ndarray, angle_deg: float) -> np.ndarray:
-    """Turn the (x, y) part of every vector by ``angle_deg`` counter-clockwise about +z."""
-    t = np.radians(angle_deg)
-    c, s = np.cos(t), np.sin(t)
-    out = np.asarray(normals, np.float32).copy()
-    x, y = out[..., 0].copy(), out[..., 1].copy()
-    out[..., 0] = c * x - s * y
-    out[..., 1] = s * x + c * y
-    return out
-
-
 def rotate90(normals: np.ndarray, k: int = 1) -> np.ndarray:
     """Rotate a normal map by ``k`` x 90 degrees counter-clockwise as seen on screen.
 
@@ -295,7 +307,7 @@ def rotate(
         mask = np.abs(n).sum(axis=-1) > 0
     mask = np.asarray(mask, bool)
     mat, out_hw = _rotation_matrix(mask.shape, angle_deg, expand)
-    turned = _rotate_vectors(n, angle_deg)
+    turned = rotate_vectors(n, angle_deg)
     return _warp_normals(turned, mask, mat, out_hw)
 
 
@@ -339,22 +351,6 @@ def pad_geometry(
     nh = max(1, min(th, int(round(h * scale))))
     nw = max(1, min(tw, int(round(w * scale))))
     return scale, (nh, nw), ((th - nh) // 2, (tw - nw) // 2)
-
-
-def resize_mask_with_pad(
-    mask: np.ndarray, size: int | tuple[int, int], *, threshold: float = 0.5
-) -> np.ndarray:
-    """Resize a bool mask like :func:`resize_with_pad`: a new pixel is set when more than
-    ``threshold`` of its area is covered (use a tiny threshold for thin defect masks, so a
-    1-pixel crack survives shrinking). ``(H, W) -> size``."""
-    m = np.asarray(mask, bool)
-    _, (nh, nw), (top, left) = pad_geometry(m.shape, size)
-    th, tw = (size, size) if isinstance(size, int) else size
-    interp = cv2.INTER_AREA if nh < m.shape[0] else cv2.INTER_LINEAR
-    r = cv2.resize(m.astype(np.float32), (nw, nh), interpolation=interp) > threshold
-    out = np.zeros((th, tw), bool)
-    out[top:top + nh, left:left + nw] = r
-    return out
 
 
 def resize_with_pad(

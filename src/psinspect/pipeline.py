@@ -484,4 +484,3 @@ if __name__ == "__main__":  # pragma: no cover - regenerate the shipped examples
         raise SystemExit("usage: python -m psinspect.pipeline OUT_DIR")
     for p in write_examples(sys.argv[1]):
         print(p, p.stat().st_size)
-    _ = PsinspectError

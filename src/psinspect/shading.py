@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psinspect.align import matrix_angle, rotate_vectors, warp_image, warp_stack
+from psinspect.align import matrix_angle, warp_image, warp_stack
+from psinspect.normalmap import rotate_vectors
 from psinspect.stereo import batched_wls
 
 #: lights whose cosine with the template normal is below this are not used for ``dn``

@@ -43,7 +43,12 @@ def normals_cmd(
     the capture has ground truth (Normal_gt.mat / Normal_gt.npy), metrics.json.
     """
 
-    from psinspect.capture import capture_lights_file, load_capture, read_lights_file
+    from psinspect.capture import (
+        LUMA_WEIGHTS,
+        capture_lights_file,
+        load_capture,
+        read_lights_file,
+    )
     from psinspect.fileio import check_output_dir, save_json, save_npy, save_png, staged_output_dir
     from psinspect.normalmap import angular_error_deg, encode_png
     from psinspect.stereo import (
@@ -112,7 +117,7 @@ def normals_cmd(
                    "image_files": cap.filenames},
         "solver": solver,
         "settings": {"gamma": gamma, "lights": lights, "num_lights": num_lights,
-                     "channel_weights_rgb": [0.299, 0.587, 0.114]},
+                     "channel_weights_rgb": list(LUMA_WEIGHTS)},
         "light_indices_1based": [int(i) + 1 for i in cap.light_indices],
         "lights_dropped_by_solver_1based": dropped,
         "num_lights_used": cap.num_lights,

@@ -67,17 +67,12 @@ from psinspect import defects
 from psinspect.models import ScoreResult, register
 from psinspect.models._torch import TorchAnomalyModel, UNet, crop_window, pad_to_size
 from psinspect.models.geometric import line_kernel, masked_blur, normalize, robust_reference
-from psinspect.normalmap import flip, resize_with_pad, rotate90
+from psinspect.normalmap import flip, resize_with_pad, rotate90, unit_angle_deg
 
 #: test-time augmentation: (quarter turns, mirrored) of the map, in the order they are used;
 #: the network's logits over the first ``tta`` of them are averaged (vectors turn with the map)
 _TTA_ORDER: tuple[tuple[int, bool], ...] = (
     (0, False), (2, True), (1, False), (3, True), (2, False), (0, True), (3, False), (1, True))
-
-
-def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    cos = np.clip(np.einsum("...i,...i->...", a, b), -1.0, 1.0)
-    return np.degrees(np.arccos(cos)).astype(np.float32)
 
 
 def tangent_components(n: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +227,7 @@ def texture_transplant(normals: np.ndarray, mask: np.ndarray, source: np.ndarray
     gain = float(rng.uniform(1.5, 3.0))
     out = normalize(normals + a * (gain * win - dev))
     out[~mask] = 0.0
-    turned = np.where(mask, _angle(normals, out), 0.0) ** 2
+    turned = np.where(mask, unit_angle_deg(normals, out), 0.0) ** 2
     region = (np.sqrt(masked_blur(turned, mask, 2.0)) > min_angle) & mask
     return out.astype(np.float32), region
 
@@ -579,7 +574,7 @@ class GeoSeg(TorchAnomalyModel):
         if out is n:
             target = np.zeros(m.shape, bool)
         else:
-            target = ((_angle(n, out) > self.min_angle) & m) | changed
+            target = ((unit_angle_deg(n, out) > self.min_angle) & m) | changed
         if rng.random() < 0.7:
             out = add_noise(out, m, rng, self.noise)
         x, _ = self.features(out, m)

@@ -24,10 +24,14 @@ import cv2
 import numpy as np
 
 from psinspect.models import AnomalyModel, ScoreResult, register
+from psinspect.normalmap import unit_angle_deg
 
 
 def normalize(v: np.ndarray) -> np.ndarray:
-    """Fast unit vectors along the last axis (zero stays zero); float32 in, float32 out."""
+    """Fast unit vectors along the last axis (zero stays zero); float32 in, float32 out. The
+    models' form of :func:`psinspect.normalmap.normalize` (a reciprocal square root instead of a
+    division: faster on the hot path; the last bits differ, and the bundled model's thresholds
+    were calibrated with this one)."""
     n2 = np.einsum("...i,...i->...", v, v)
     inv = np.where(n2 > 1e-24, 1.0 / np.sqrt(np.maximum(n2, 1e-24)), 0.0).astype(np.float32)
     return v * inv[..., None]
@@ -135,18 +139,13 @@ def robust_reference(
     factor = _pyramid_factor(sigma)
     ref = _fit(normals, base, sigma, factor)
     for _ in range(iterations):
-        r = _angle_deg(normals, ref)
+        r = unit_angle_deg(normals, ref)
         med = float(np.median(r[mask])) if mask.any() else 0.0
         scale = max(welsch_deg, 3.0 * med)
         w = base * np.exp(-0.5 * (r / scale) ** 2).astype(np.float32)
         ref = _fit(normals, w, sigma, factor)
     ref[~mask] = 0.0
     return ref
-
-
-def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    cos = np.clip(np.einsum("...i,...i->...", a, b), -1.0, 1.0)
-    return np.degrees(np.arccos(cos)).astype(np.float32)
 
 
 def masked_blur(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -174,7 +173,7 @@ def residual_features(
     refs, res = [], []
     for s in scales:
         ref = robust_reference(normals, mask, float(s), iterations, confidence=confidence)
-        r = _angle_deg(normals, ref)
+        r = unit_angle_deg(normals, ref)
         r[~mask] = 0.0
         refs.append(ref)
         res.append(r)

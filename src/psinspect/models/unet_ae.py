@@ -23,6 +23,7 @@ from torch import nn
 from psinspect.models import ScoreResult, register
 from psinspect.models._torch import TorchAnomalyModel, UNet
 from psinspect.models.geometric import masked_blur, normalize
+from psinspect.normalmap import unit_angle_deg
 
 
 @register
@@ -68,7 +69,6 @@ class UNetAE(TorchAnomalyModel):
         out = self.run_net(self._input(n, mask))
         recon = normalize(np.ascontiguousarray(np.moveaxis(out, 0, -1)))
         recon[~mask] = 0.0
-        cos = np.clip(np.einsum("hwc,hwc->hw", n, recon), -1.0, 1.0)
-        ang = np.degrees(np.arccos(cos)).astype(np.float32)
+        ang = unit_angle_deg(n, recon)
         score = masked_blur(ang, mask, self.smooth)
         return ScoreResult(score=score, reference=recon)

@@ -88,7 +88,6 @@ from psinspect.align import (
     local_shift,
     register,
     registration_image,
-    rotate_vectors,
     warp_image,
     warp_normals,
     warp_stack,
@@ -97,7 +96,7 @@ from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, NormalSample, ScoreResult
 from psinspect.models import register as register_model
 from psinspect.models.geometric import line_kernel
-from psinspect.normalmap import normalize, validate_normal_map
+from psinspect.normalmap import normalize, rotate_vectors, validate_normal_map
 from psinspect.shading import (
     LightField,
     azimuth_halves,
