@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from _robust_util import error_lines, run_cli
@@ -221,6 +222,32 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     html = (ev / "report.html").read_text()
     assert "data:image/png;base64," in html and "<script" not in html
     assert "No bootstrap intervals: the test set has a single surface" in html
+    # the operating point: detect's own thresholds, masks and verdicts, scored
+    op = metrics["operating_point"]
+    assert op["pixel_threshold"] == summary["pixel_threshold"] == cfg["threshold"]
+    assert op["image_threshold"] == summary["image_threshold"]
+    tp = fp = fn = 0
+    for t in tests:
+        pred = cv2.imread(str(det / f"{t.stem}_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+        gt_path = tiny_dataset / f"M_{t.stem[2:]}.png"
+        gt = (cv2.imread(str(gt_path), cv2.IMREAD_GRAYSCALE) > 0 if t.stem.startswith("A_")
+              else np.zeros_like(pred))
+        obj = np.abs(np.load(t)).sum(-1) > 0
+        tp += int((pred & gt & obj).sum())
+        fp += int((pred & ~gt & obj).sum())
+        fn += int((~pred & gt & obj).sum())
+    pm = op["predicted_masks"]
+    assert pm["predicted_px"] == tp + fp
+    assert pm["recall"] == pytest.approx(tp / (tp + fn))
+    if tp + fp:
+        assert pm["precision"] == pytest.approx(tp / (tp + fp))
+    verdicts = {s["name"]: s["verdict"] for s in summary["inputs"]}
+    v = metrics["verdicts"]
+    assert v["defective_failed"] == sum(verdicts[t.stem] == "fail" for t in tests
+                                        if t.stem.startswith("A_"))
+    assert v["clean_passed"] == sum(verdicts[t.stem] == "pass" for t in tests
+                                    if t.stem.startswith("N_"))
+    assert "At the operating point" in html
 
     # thresholds were calibrated at every test-time augmentation level; detect --tta uses them
     levels = cfg["tta_thresholds"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -377,7 +378,9 @@ def evaluate(items: Sequence[EvalItem], max_fpr: float = 0.3, breakdowns: bool =
         )
 
     def breakdown(pos: int) -> dict:
-        groups = sorted({k[pos] for keys in region_keys for k in keys})
+        order = {"low": 0, "medium": 1, "high": 2}  # severity levels in their own order
+        groups = sorted({k[pos] for keys in region_keys for k in keys},
+                        key=lambda g: (order.get(g, 3), g))
         result = {}
         for g in groups:
             filters: list[np.ndarray | None] = []
@@ -535,3 +538,38 @@ def region_aupro(items: Sequence[EvalItem], max_fpr: float = 0.3, bins: int = 40
     vals = np.array([area_under_curve(fpr, np.r_[0.0, c], max_fpr) / max_fpr
                      for c in bn.region_cum])
     return [vals[bn.region_map == i] for i in range(len(items))]
+
+
+def verdict_counts(verdicts: Sequence[str], defective: Sequence[bool]) -> dict[str, Any]:
+    """Pass/fail verdicts (``"pass"`` / ``"fail"``) against the truth: ``defective[i]`` says
+    whether map ``i`` is defective and should fail."""
+    tp = fp = tn = fn = 0
+    for v, bad in zip(verdicts, defective, strict=True):
+        fail = v == "fail"
+        tp += bad and fail
+        fn += bad and not fail
+        fp += fail and not bad
+        tn += not bad and not fail
+    total = tp + fp + tn + fn
+    return {"defective_failed": tp, "defective_passed": fn, "clean_failed": fp,
+            "clean_passed": tn, "accuracy": (tp + tn) / total if total else None}
+
+
+def mask_metrics(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
+                 masks: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Pooled pixel precision, recall, F1 and false-positive rate of predicted defect masks
+    (bool (H, W) each, at one threshold) against the ground truth, inside the object masks."""
+    tp = fp = fn = tn = 0
+    for p, g, m in zip(preds, gts, masks, strict=True):
+        p, g, m = np.asarray(p, bool) & m, np.asarray(g, bool) & m, np.asarray(m, bool)
+        tp += int((p & g).sum())
+        fp += int((p & ~g).sum())
+        fn += int((~p & g & m).sum())
+        tn += int((~p & ~g & m).sum())
+    prec = tp / (tp + fp) if tp + fp else None
+    rec = tp / (tp + fn) if tp + fn else None
+    f1 = (2 * prec * rec / (prec + rec) if prec is not None and rec is not None and prec + rec
+          else (0.0 if prec is not None and rec is not None else None))
+    return {"precision": prec, "recall": rec, "f1": f1,
+            "fpr": fp / (fp + tn) if fp + tn else None, "predicted_px": tp + fp}
+

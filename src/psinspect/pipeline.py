@@ -227,9 +227,7 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
     t0 = begin(4, "metrics inside the object mask, report.html"
                + (", the bundled default model on the same maps" if compare else ""), None)
     metrics = write_evaluation(work / "predictions", work / "dataset", work, force=True)
-    verdicts = verdict_counts(summaries, [it["split"] == "test-defective" for it in tests])
-    metrics["verdicts"] = verdicts
-    save_json(work / "metrics.json", metrics)
+    verdicts = metrics["verdicts"]
     pooled = metrics["pooled"]
     bundled = (compare_bundled(work / "bundled", work / "dataset", tests,
                                cfg.tta if cfg.model is None else None) if compare else None)
@@ -265,7 +263,7 @@ def compare_bundled(out: Path, dataset: Path, tests: list[dict[str, Any]],
     which the run's parts are not) makes of the same maps. ``tta``: its test-time copies
     (None: its own)."""
     from psinspect.detect import write_detection_outputs
-    from psinspect.metrics import evaluate
+    from psinspect.metrics import evaluate, verdict_counts
     from psinspect.modelstore import default_model_dir, load_model_dir
     from psinspect.report import load_eval_items
 
@@ -275,23 +273,8 @@ def compare_bundled(out: Path, dataset: Path, tests: list[dict[str, Any]],
     pooled = evaluate(items, breakdowns=False)["pooled"]
     return {"model": bundle.config.get("model"), "model_dir": str(default_model_dir()),
             "metrics": {k: pooled.get(k) for k in RUN_METRICS},
-            "verdicts": verdict_counts(summary["inputs"],
+            "verdicts": verdict_counts([s["verdict"] for s in summary["inputs"]],
                                        [it["split"] == "test-defective" for it in tests])}
-
-
-def verdict_counts(summaries: list[dict[str, Any]], defective: list[bool]) -> dict[str, Any]:
-    """Pass/fail at the model's image threshold against the truth: ``defective[i]`` says
-    whether map ``i`` is defective (the dataset's ``test-defective`` split) and should fail."""
-    tp = fp = tn = fn = 0
-    for s, bad in zip(summaries, defective, strict=True):
-        fail = s["verdict"] == "fail"
-        tp += bad and fail
-        fn += bad and not fail
-        fp += fail and not bad
-        tn += not bad and not fail
-    total = tp + fp + tn + fn
-    return {"defective_failed": tp, "defective_passed": fn, "clean_failed": fp,
-            "clean_passed": tn, "accuracy": (tp + tn) / total if total else None}
 
 
 def _add_run_section(report: Path, run_info: dict[str, Any]) -> None:

@@ -173,6 +173,34 @@ def _table(rows: dict[str, dict[str, Any]], first: str, max_fpr: float) -> str:
     return f"<table><tr><th>{html.escape(first)}</th>{head}</tr>{''.join(body)}</table>"
 
 
+def _operating_point_html(op: dict[str, Any] | None, verdicts: dict[str, Any] | None
+                          ) -> list[str]:
+    """The thresholds detect used and what its masks and verdicts scored (nothing when
+    absent)."""
+    if not op:
+        return []
+    pm = op.get("predicted_masks") or {}
+    keys = (("precision", "precision"), ("recall", "recall"), ("f1", "F1"),
+            ("fpr", "false-positive rate"))
+    out = [
+        "<h2>At the operating point</h2>",
+        "<p class='note'>The masks and verdicts detect wrote, at its thresholds: pixel "
+        f"threshold {_fmt(op.get('pixel_threshold'))}, image (pass/fail) threshold "
+        f"{_fmt(op.get('image_threshold'))}, model {html.escape(str(op.get('model')))}. "
+        "The metrics above are threshold-free; these are what an inspector gets.</p>",
+        "<table><tr><th>predicted masks</th>"
+        + "".join(f"<th>{t}</th>" for _, t in keys) + "</tr><tr><td>object pixels</td>"
+        + "".join(f"<td>{_fmt(pm.get(k))}</td>" for k, _ in keys) + "</tr></table>"]
+    if verdicts:
+        out.append(
+            "<table><tr><th>verdicts</th><th>fail</th><th>pass</th></tr>"
+            f"<tr><td>defective maps</td><td>{verdicts['defective_failed']}</td>"
+            f"<td>{verdicts['defective_passed']}</td></tr>"
+            f"<tr><td>clean maps</td><td>{verdicts['clean_failed']}</td>"
+            f"<td>{verdicts['clean_passed']}</td></tr></table>")
+    return out
+
+
 def _intervals_html(iv: dict[str, Any] | None) -> list[str]:
     """The bootstrap intervals of :func:`psinspect.metrics.bootstrap_intervals` as a note and a
     one-row table (nothing when absent)."""
@@ -226,6 +254,7 @@ def report_html(
         *[f"<p class='note'>{html.escape(n)}</p>" for n in notes],
         "<h2>Pooled</h2>", _table({"all test maps": pooled}, "set", fpr),
         *_intervals_html(metrics.get("intervals")),
+        *_operating_point_html(metrics.get("operating_point"), metrics.get("verdicts")),
         "<h2>Per defect type</h2>", _table(metrics.get("per_type", {}), "type", fpr),
         "<h2>Per severity</h2>", _table(metrics.get("per_severity", {}), "severity", fpr),
         "<h2>Curves</h2>", img(curves_png(curves), "ROC and PRO curves"),
@@ -254,8 +283,11 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     have a prediction named like its file stem. The object mask of an item is the non-zero
     vectors of its normal map; its defect mask is its ``defect_mask`` PNG (none = clean).
     Returns ``(items, info)`` with :class:`psinspect.metrics.EvalItem` items and
-    ``info["normals"]``: name -> path of the item's normal map (for panels), and
-    ``info["surfaces"]``: the manifest's surface of each item (its name when not given).
+    ``info["normals"]``: name -> path of the item's normal map (for panels); per item (in
+    order) ``info["surfaces"]``: the manifest's surface (its name when not given),
+    ``info["pred_masks"]``: detect's predicted mask (``NAME_mask.png``), ``info["verdicts"]``
+    and ``info["defective"]`` (in the ``test-defective`` split); and the detect run's
+    ``pixel_threshold``, ``image_threshold``, ``model`` and ``model_dir``.
     """
     import json
     from pathlib import Path
@@ -279,6 +311,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
                         if s["name"] not in failed}
         sources = {s["name"]: (s.get("source"), s.get("source_sha256"))
                    for s in summary["inputs"]}
+        verdicts = {s["name"]: s["verdict"] for s in summary["inputs"]}
     except (ValueError, KeyError, TypeError) as err:
         raise PsinspectError(f"{spath}: not a detect summary ({err})") from None
     bad = sorted(n for n, v in image_scores.items() if not np.isfinite(v))
@@ -300,6 +333,8 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     items = []
     normals_paths = {}
     surfaces = []
+    pred_masks = []
+    defective = []
     for it in wanted:
         name = Path(it["file"]).stem
         _check_same_input(*sources.get(name, (None, None)), folder / it["file"], spath)
@@ -318,12 +353,21 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
             gt = m > 0
         items.append(EvalItem(name, score.astype(np.float32), gt & mask, mask,
                               image_scores[name], it.get("defects") or None))
+        pred_path = pred_dir / f"{name}_mask.png"
+        pred = cv2.imread(str(pred_path), cv2.IMREAD_GRAYSCALE)
+        if pred is None or pred.shape != mask.shape:
+            raise PsinspectError(f"{pred_path}: missing, unreadable or wrong size")
+        pred_masks.append(pred > 0)
+        defective.append(it["split"] == "test-defective")
         normals_paths[name] = folder / it["file"]
         surfaces.append(str(it.get("surface") or name))
     unmatched = sorted((set(image_scores) | set(failed)) - {it.name for it in items})
     info = {"normals": normals_paths, "unmatched_predictions": unmatched,
             "pixel_threshold": summary.get("pixel_threshold"), "model": summary.get("model"),
-            "splits": list(splits), "surfaces": surfaces}
+            "image_threshold": summary.get("image_threshold"),
+            "model_dir": summary.get("model_dir"), "splits": list(splits),
+            "surfaces": surfaces, "pred_masks": pred_masks,
+            "verdicts": [verdicts[it.name] for it in items], "defective": defective}
     return items, info
 
 
@@ -384,14 +428,18 @@ def select_panels(items: Sequence[Any], n_defective: int = 8, n_clean: int = 3) 
 
 
 def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool = False,
-                     max_fpr: float = 0.3, pred_threshold: float | None = None
-                     ) -> dict[str, Any]:
-    """``psinspect evaluate``: metrics.json + report.html into ``out`` (staged)."""
+                     max_fpr: float = 0.3) -> dict[str, Any]:
+    """``psinspect evaluate``: metrics.json + report.html into ``out`` (staged).
+
+    Besides the threshold-free metrics, ``metrics.json`` holds the operating point detect
+    used (``operating_point``: its pixel and image thresholds, model, and the pooled pixel
+    precision / recall / F1 / false-positive rate of the masks it wrote) and ``verdicts``
+    (its pass/fail verdicts against the truth)."""
     from pathlib import Path
 
     from psinspect.errors import PsinspectError
     from psinspect.fileio import atomic_write_bytes, save_json, staged_output_dir
-    from psinspect.metrics import bootstrap_intervals, evaluate
+    from psinspect.metrics import bootstrap_intervals, evaluate, mask_metrics, verdict_counts
     from psinspect.normalmap import load_normal_map
 
     items, info = load_eval_items(pred_dir, ground_truth)
@@ -403,18 +451,30 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     # surface are drawn together (fixed seed, recorded)
     metrics["intervals"] = bootstrap_intervals(items, info["surfaces"], max_fpr=max_fpr,
                                                seed=0)
-    thr = pred_threshold if pred_threshold is not None else info.get("pixel_threshold")
-    metrics["source"] = {"predictions": str(Path(pred_dir)), "ground_truth": str(ground_truth),
+    metrics["operating_point"] = {
+        "pixel_threshold": info.get("pixel_threshold"),
+        "image_threshold": info.get("image_threshold"),
+        "model": info.get("model"), "model_dir": info.get("model_dir"),
+        "predicted_masks": mask_metrics(info["pred_masks"], [it.gt for it in items],
+                                        [it.mask for it in items])}
+    metrics["verdicts"] = verdict_counts(info["verdicts"], info["defective"])
+    metrics["source"] = {"predictions": str(Path(pred_dir).resolve()),
+                         "ground_truth": str(Path(ground_truth).resolve()),
                          "model": info.get("model"), "splits": info["splits"],
                          "unmatched_predictions": info["unmatched_predictions"]}
+    thr = info.get("pixel_threshold")
+    pred_of = dict(zip([it.name for it in items], info["pred_masks"], strict=True))
+    verdict_of = dict(zip([it.name for it in items], info["verdicts"], strict=True))
     panels = []
     for it in select_panels(items):
         n, _ = load_normal_map(info["normals"][it.name])
         t = float(thr) if thr is not None else float(np.quantile(it.score[it.mask], 0.999))
         ref_path = Path(pred_dir) / f"{it.name}_reference.png"
         ref = load_normal_map(ref_path)[0] if ref_path.is_file() else None
-        panels.append((it.name, panel_rgb(n, it.mask, ref, it.score, (it.score >= t) & it.mask,
-                                          t, it.gt)))
+        label = (f"{it.name}: {verdict_of[it.name].upper()} (image score "
+                 f"{it.image_score:.3g}; {'defective' if it.gt.any() else 'clean'} map)")
+        panels.append((label, panel_rgb(n, it.mask, ref, it.score, pred_of[it.name], t,
+                                        it.gt)))
     html_text = report_html(metrics, evaluation_curves(items, max_fpr), panels,
                             title=f"psinspect evaluation: {info.get('model') or 'predictions'}")
     with staged_output_dir(out, force) as stage:

@@ -91,8 +91,10 @@ def detect_cmd(
         if s["verdict"] == "error":
             typer.echo(f"{s['name']}: ERROR (see below; no files written for it)")
             continue
-        typer.echo(f"{s['name']}: {s['verdict'].upper()} (image score {s['image_score']:.4g}, "
-                   f"{len(s['regions'])} region(s), {s['defect_area_px']} px)")
+        rel = ">" if s["verdict"] == "fail" else "<="
+        typer.echo(f"{s['name']}: {s['verdict'].upper()} (image score {s['image_score']:.4g} "
+                   f"{rel} {summary['image_threshold']:.4g}; {len(s['regions'])} region(s) "
+                   f"above the pixel threshold, {s['defect_area_px']} px)")
     n_fail = sum(s["verdict"] == "fail" for s in summary["inputs"])
     n_err = f", {len(errors)} error" if errors else ""
     typer.echo(f"{len(summary['inputs'])} input(s), {n_fail} fail{n_err} -> {out}")
