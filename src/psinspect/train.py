@@ -409,6 +409,29 @@ def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return parse_weights(data, str(wpath)), meta
 
 
+def checkpoint_progress(out: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(epochs finished, maximum epochs) of the interrupted run checkpointed in ``out``, or
+    None when there is no readable checkpoint (``train_model(resume=True)`` says why)."""
+    try:
+        meta = json.loads(_checkpoint_paths(Path(out))[1].read_text(encoding="utf-8"))
+        return int(meta["train_state"]["epoch"]) + 1, int(meta["args"]["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _epoch_summary(log: Sequence[dict[str, Any]], epochs: int) -> dict[str, Any]:
+    """What the training log says about the run, for ``config.json``: the epoch whose weights
+    were kept (1-based, as the CLI counts; the log counts from 0), whether early stopping
+    ended it, and the seconds of all its epochs (over resumed sessions too)."""
+    if not log:
+        return {}
+    best = [e for e in log if e.get("best")]
+    return {"best_epoch_1based": int(best[-1]["epoch"]) + 1 if best else None,
+            "best_val_loss": float(best[-1]["val_loss"]) if best else None,
+            "stopped_early": len(log) < epochs,
+            "epoch_seconds_total": round(sum(float(e.get("seconds", 0.0)) for e in log), 2)}
+
+
 def _resolved(path: str | os.PathLike[str]) -> str:
     """An input path made absolute (links resolved), to compare inputs given in other forms."""
     return str(Path(path).resolve())
@@ -454,7 +477,8 @@ def train_model(
     models (:func:`gumbel_threshold`). ``solver``: the PS solver for capture-folder inputs
     (default: the model's :attr:`~psinspect.models.AnomalyModel.ps_solver`), recorded in the
     config for ``detect``. Returns the written ``config.json`` contents.
-    ``on_epoch`` gets each epoch's log entry.
+    ``on_epoch`` gets each epoch's log entry, plus ``epochs`` (the run's maximum; with
+    ``resume`` the checkpoint's).
     With ``resume``, model, hyperparameters and training settings come from the checkpoint in
     ``out`` (other arguments are ignored; the CLI refuses them when given); ``inputs`` must
     name the same inputs as the checkpoint's.
@@ -512,7 +536,7 @@ def train_model(
                    state: dict[str, Any]) -> None:
         _write_checkpoint(out, arrays, {"args": args, "train_state": state})
         if on_epoch is not None:
-            on_epoch(entry)
+            on_epoch({**entry, "epochs": args["epochs"]})
 
     t0 = time.perf_counter()
     fit_args = {"epochs": args["epochs"], "batch_size": args["batch_size"], "seed": args["seed"],
@@ -575,6 +599,7 @@ def train_model(
         "epochs_run": len(log) if model.trainable and scorers is None else 0,
         "batch_size": args["batch_size"], "seed": args["seed"], "patience": args["patience"],
         "train_seconds": round(train_seconds, 2), "resumed": bool(resume),
+        **_epoch_summary(log if model.trainable and scorers is None else [], args["epochs"]),
         **({"calibration_inputs": args["calibration_inputs"]}
            if args.get("calibration_inputs") else {}),
         "psinspect_version": __version__,

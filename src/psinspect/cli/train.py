@@ -55,7 +55,8 @@ def train_cmd(
     threads: Annotated[int | None, typer.Option(min=1, help="Torch CPU threads.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty model directory.")] = False,
     resume: Annotated[bool, typer.Option(
-        help="Continue an interrupted run from MODEL_DIR/.checkpoint (same settings).")] = False,
+        help="Continue an interrupted run from MODEL_DIR/.checkpoint: give the same inputs "
+             "and -o only; its settings come from the checkpoint.")] = False,
 ) -> None:
     """Train an anomaly model on defect-free maps and calibrate its thresholds.
 
@@ -69,7 +70,7 @@ def train_cmd(
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
     from psinspect.models import available_models
-    from psinspect.train import train_model
+    from psinspect.train import checkpoint_progress, train_model
 
     if resume:
         # (by name: typer's parameter-source enum is not click's own class)
@@ -90,18 +91,24 @@ def train_cmd(
             raise PsinspectError(f"--hp: not valid JSON ({err})") from None
         if not isinstance(hp, dict):
             raise PsinspectError("--hp: expected a JSON object")
-    console = Console(stderr=True)
-    # (draws nothing where stderr is not a terminal; on a terminal the last epoch's line stays
-    # after a successful run, but an error leaves only its own line)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)  # no wrapping in logs
+    done = checkpoint_progress(out) if resume else None
+    if done is not None:
+        console.print(f"resuming: {done[0]} of {done[1]} epochs done (checkpoint in "
+                      f"{out / '.checkpoint'})")
+    # one line per epoch (kept on a terminal, and in logs); the bar draws only on a terminal
     with progress_bar(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                      console=console) as bar:
-        task = bar.add_task("loading data", total=epochs)
+                      console=console, transient=True) as bar:
+        task = bar.add_task("loading data", total=done[1] if done else epochs,
+                            completed=done[0] if done else 0)
 
         def on_epoch(e: dict) -> None:
-            bar.update(task, completed=e["epoch"] + 1,
-                       description=f"epoch {e['epoch'] + 1}: train {e['train_loss']:.4f} "
-                                   f"val {e['val_loss']:.4f}{' *' if e['best'] else ''}")
+            line = (f"epoch {e['epoch'] + 1}/{e['epochs']}: train loss {e['train_loss']:.4f}, "
+                    f"val loss {e['val_loss']:.4f}{' (best so far)' if e['best'] else ''}, "
+                    f"{e['seconds']:.1f} s")
+            bar.console.print(line)
+            bar.update(task, completed=e["epoch"] + 1, total=e["epochs"], description="training")
 
         try:
             config = train_model(
@@ -112,12 +119,26 @@ def train_cmd(
                 threads=threads, calibration_inputs=calibrate_on, on_epoch=on_epoch,
                 progress=lambda msg: bar.update(task, description=msg),
             )
-        except BaseException:
-            bar.live.transient = True  # erase the bar on stopping
-            raise
+        except KeyboardInterrupt:
+            bar.stop()
+            if checkpoint_progress(out) is None:
+                typer.echo("interrupted (no epoch finished: nothing to resume)", err=True)
+            else:
+                typer.echo(f"interrupted: the last finished epoch is kept in "
+                           f"{out / '.checkpoint'}; continue with the same inputs and "
+                           f"'-o {out} --resume'", err=True)
+            raise typer.Exit(130) from None
     tr = config["training"]
-    work = (f"{tr['epochs_run']} epochs in {tr['train_seconds']:.0f} s" if tr["epochs_run"]
-            else f"fitted in {tr['train_seconds']:.0f} s")
+    if tr.get("stopped_early"):
+        typer.echo(f"stopped early after epoch {tr['epochs_run']} of {tr['epochs']}: no better "
+                   f"validation loss for {tr['patience']} "
+                   f"epoch{'s' if tr['patience'] != 1 else ''}", err=True)
+    if tr.get("best_epoch_1based"):
+        typer.echo(f"kept the weights of epoch {tr['best_epoch_1based']} (best validation "
+                   f"loss {tr['best_val_loss']:.4f})", err=True)
+    session = f", {tr['epochs_run'] - done[0]} of them now" if done else ""
+    work = (f"{tr['epochs_run']} epochs{session} in {tr['train_seconds']:.0f} s"
+            if tr["epochs_run"] else f"fitted in {tr['train_seconds']:.0f} s")
     typer.echo(
         f"{config['model']}: {tr['train_maps']} train / {tr['val_maps']} val maps, "
         f"{work}; pixel threshold "

@@ -1,0 +1,86 @@
+"""What ``psinspect train`` tells its user: a line per epoch (also when stderr is a log file),
+early stopping and the kept epoch, Ctrl-C with how to resume, and the resumed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _robust_util import sphere_normals
+
+from psinspect.fileio import save_npy
+
+# a high learning rate makes the validation loss stop improving early (seeded: always epoch 10)
+HP = json.dumps({"channels": [4, 8], "patch": 32, "steps_per_epoch": 2, "val_patches": 1,
+                 "lr": 0.05})
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    root = tmp_path_factory.mktemp("train_console")
+    paths = []
+    for i, r in enumerate((0.45, 0.4, 0.35)):
+        save_npy(root / f"good{i}.npy", sphere_normals(48, r)[0])
+        paths.append(str(root / f"good{i}.npy"))
+    return paths
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from psinspect.cli import main; main()", *args]
+
+
+def test_epoch_lines_early_stop_and_kept_epoch(inputs: list[str], tmp_path: Path) -> None:
+    r = subprocess.run(_cmd("train", *inputs, "-o", str(tmp_path / "m"), "--model", "unet-ae",
+                            "--hp", HP, "--epochs", "40", "--patience", "1", "--threads", "1"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    epochs = [ln for ln in lines if ln.startswith("epoch ")]
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    tr = config["training"]
+    assert len(epochs) == tr["epochs_run"] and epochs[0].startswith("epoch 1/40: train loss ")
+    assert tr["stopped_early"] and tr["epochs_run"] < 40
+    assert (f"stopped early after epoch {tr['epochs_run']} of 40: no better validation loss "
+            "for 1 epoch\n") in r.stderr
+    best = tr["best_epoch_1based"]
+    assert "(best so far)" in epochs[best - 1]
+    assert f"kept the weights of epoch {best} (best validation loss" in r.stderr
+    assert "" not in lines  # no empty lines from a progress bar
+
+
+def test_interrupt_says_how_to_resume_and_resume_continues(inputs: list[str],
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    hp = json.dumps({"channels": [4, 8], "patch": 32, "steps_per_epoch": 40, "val_patches": 1})
+    args = _cmd("train", *inputs, "-o", str(out), "--model", "unet-ae", "--hp", hp,
+                "--epochs", "30", "--patience", "100", "--threads", "1")
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen = []
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if line.startswith("epoch 2/30"):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)[1], None
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "interrupted: the last finished epoch is kept in" in rest
+    assert f"'-o {out} --resume'" in rest and "Traceback" not in rest
+    r = subprocess.run(_cmd("train", *inputs, "-o", str(out), "--resume", "--threads", "1"),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("resuming: ") and first.endswith(f"of 30 epochs done (checkpoint in "
+                                                             f"{out / '.checkpoint'})")
+    done = int(first.split()[1])
+    epochs = [ln for ln in r.stderr.splitlines() if ln.startswith("epoch ")]
+    assert epochs[0].startswith(f"epoch {done + 1}/30")
+    assert f"30 epochs, {30 - done} of them now in" in r.stdout
