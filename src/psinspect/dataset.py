@@ -245,7 +245,7 @@ def build_dataset(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {
-        "captures": [str(f) for f in folders], "holdout": held,
+        "captures": [str(f.resolve()) for f in folders], "holdout": held,
         "holdout_auto": holdout is None, "real_defective": sorted(real_defective),
         "subsets": subsets, "lights_per_subset": lights_per_subset, "solver": solver,
         "augment": ["none", *augment], "defects_per_map": defects_per_map,
@@ -257,7 +257,7 @@ def build_dataset(
     items: list[dict[str, Any]] = []
     for folder, name in zip(folders, names, strict=True):
         role = "test" if name in test_names else "train"
-        surfaces[name] = {"source": str(folder), "role": role}
+        surfaces[name] = {"source": str(folder.resolve()), "role": role}
         cap = load_capture(folder)
         beyond = sorted(i + 1 for i in skip.get(name, []) if not 0 <= i < cap.num_lights)
         if beyond:

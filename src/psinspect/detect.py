@@ -498,7 +498,7 @@ def write_detection_outputs(
             on_result=None if progress is None else lambda s: progress(s["name"]))
         summary = {
             "model": bundle.config.get("model"),
-            "model_dir": str(bundle.path) if bundle.path else None,
+            "model_dir": str(Path(bundle.path).resolve()) if bundle.path else None,
             **({"tta": bundle.model.tta} if bundle.model.tta_levels else {}),
             "pixel_threshold": threshold if threshold is not None else bundle.threshold,
             "image_threshold": bundle.image_threshold,

@@ -114,32 +114,46 @@ def curves_png(curves: dict[str, Any]) -> bytes:
     """One figure with pixel ROC, PRO (FPR <= max_fpr) and image ROC, as PNG bytes.
 
     ``curves``: ``{"pixel_roc": (fpr, tpr), "pro": (fpr, pro), "image_roc": (fpr, tpr) | None,
-    "max_fpr": 0.3}``.
+    "max_fpr": 0.3}``; optional ``"areas"`` (``{"pixel_roc", "pro", "image_roc"}``: the areas,
+    shown in the titles) and ``"pixel_point"`` / ``"image_point"`` ((fpr, tpr) of the masks
+    and verdicts at the operating point, marked).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 3.8), dpi=90)
+    areas = curves.get("areas") or {}
+
+    def titled(text: str, key: str, name: str) -> str:
+        return text if areas.get(key) is None else f"{text}\n{name} {areas[key]:.4f}"
+
+    fig = Figure(figsize=(12, 4.2), dpi=90)
     axes = fig.subplots(1, 3)
     x, y = _subsample_curve(*curves["pixel_roc"])
     axes[0].plot(x, y, lw=1.5)
     axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
-    axes[0].set(title="pixel ROC (object pixels)", xlabel="false-positive rate",
-                ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    axes[0].set(title=titled("pixel ROC (object pixels)", "pixel_roc", "AUROC"),
+                xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1),
+                ylim=(0, 1.01))
     max_fpr = float(curves.get("max_fpr", 0.3))
     x, y = _subsample_curve(*curves["pro"])
     keep = x <= max_fpr * 1.0001
     axes[1].plot(x[keep], y[keep], lw=1.5, color="tab:orange")
-    axes[1].set(title=f"PRO curve (FPR <= {max_fpr:g})", xlabel="false-positive rate",
-                ylabel="per-region overlap", xlim=(0, max_fpr), ylim=(0, 1.01))
+    axes[1].set(title=titled(f"PRO curve (FPR <= {max_fpr:g})", "pro", "AUPRO"),
+                xlabel="false-positive rate", ylabel="per-region overlap", xlim=(0, max_fpr),
+                ylim=(0, 1.01))
     if curves.get("image_roc") is not None:
         x, y = curves["image_roc"]
         axes[2].step(x, y, where="post", lw=1.5, color="tab:green")
         axes[2].plot([0, 1], [0, 1], "k:", lw=0.8)
-    axes[2].set(title="image ROC (pass/fail)", xlabel="false-positive rate",
-                ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    axes[2].set(title=titled("image ROC (pass/fail)", "image_roc", "AUROC"),
+                xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1),
+                ylim=(0, 1.01))
+    for ax, key in ((axes[0], "pixel_point"), (axes[2], "image_point")):
+        if curves.get(key) is not None and None not in curves[key]:
+            ax.plot(*curves[key], "o", color="k", ms=6, label="at the thresholds used")
+            ax.legend(loc="lower right", fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -171,6 +185,16 @@ def _table(rows: dict[str, dict[str, Any]], first: str, max_fpr: float) -> str:
         cells = "".join(f"<td>{_fmt(vals.get(k))}</td>" for k, _ in columns)
         body.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
     return f"<table><tr><th>{html.escape(first)}</th>{head}</tr>{''.join(body)}</table>"
+
+
+def evaluation_warnings(metrics: dict[str, Any]) -> list[str]:
+    """What makes an evaluation's figures not what they seem (one line each)."""
+    seen = metrics.get("test_surfaces_seen_in_training") or []
+    if not seen:
+        return []
+    return [f"the model was trained on {len(seen)} of the test surfaces "
+            f"({', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''}): these figures are not "
+            "a measurement on unseen surfaces"]
 
 
 def _operating_point_html(op: dict[str, Any] | None, verdicts: dict[str, Any] | None
@@ -228,7 +252,6 @@ def report_html(
     panels: Sequence[tuple[str, np.ndarray]],
     *,
     title: str = "psinspect evaluation",
-    notes: Sequence[str] = (),
 ) -> str:
     """Self-contained HTML report: metric tables, curves, panels (base64 PNG)."""
 
@@ -245,13 +268,14 @@ def report_html(
         "table{border-collapse:collapse;margin:8px 0 18px}"
         "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
         "th:first-child{text-align:left}img{max-width:100%;display:block;margin:6px 0}"
-        ".note{color:#555;font-size:90%}</style></head><body>",
+        ".note{color:#555;font-size:90%}.warn{color:#b00;font-weight:bold}"
+        "</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         "<p class='note'>All pixel metrics count object pixels only (background never counts). "
         f"AUPRO: normalised area under the per-region-overlap curve up to FPR "
         f"{metrics.get('max_fpr', 0.3)} (MVTec AD definition). Test maps: {pooled['maps']} "
         f"({pooled['defective_maps']} defective).</p>",
-        *[f"<p class='note'>{html.escape(n)}</p>" for n in notes],
+        *[f"<p class='warn'>Warning: {html.escape(w)}</p>" for w in evaluation_warnings(metrics)],
         "<h2>Pooled</h2>", _table({"all test maps": pooled}, "set", fpr),
         *_intervals_html(metrics.get("intervals")),
         *_operating_point_html(metrics.get("operating_point"), metrics.get("verdicts")),
@@ -259,7 +283,10 @@ def report_html(
         "<h2>Per severity</h2>", _table(metrics.get("per_severity", {}), "severity", fpr),
         "<h2>Curves</h2>", img(curves_png(curves), "ROC and PRO curves"),
         "<h2>Panels</h2>",
-        "<p class='note'>input | reference | error map | predicted mask | ground truth</p>",
+        f"<p class='note'>{len(panels)} of the {pooled['maps']} test maps: up to 8 defective "
+        "ones spread over their names, and the 3 clean ones with the highest image scores (the "
+        "likeliest false alarms). Each: input | reference | error map | predicted mask (as "
+        "detect wrote it) | ground truth.</p>",
     ]
     for name, rgb in panels:
         parts.append(f"<h3>{html.escape(name)}</h3>{img(png_bytes(rgb), name)}")
@@ -367,8 +394,45 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
             "image_threshold": summary.get("image_threshold"),
             "model_dir": summary.get("model_dir"), "splits": list(splits),
             "surfaces": surfaces, "pred_masks": pred_masks,
+            "seen_in_training": (surfaces_seen_in_training(summary["model_dir"], manifest)
+                                 if summary.get("model_dir") else []),
             "verdicts": [verdicts[it.name] for it in items], "defective": defective}
     return items, info
+
+
+def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any]) -> list[str]:
+    """The test surfaces of a dataset ``manifest`` that the model in ``model_dir`` was trained
+    on: its ``config.json`` names its training dataset (whose train surfaces' capture folders
+    are compared) or its input files and folders (a test surface's capture folder that is one
+    of them or lies inside one). Compared by resolved path, so the same captures under other
+    names count and other captures with the same names do not. Empty when the model's
+    training cannot be traced (no model folder, a dataset that was moved)."""
+    import json
+    from pathlib import Path
+
+    try:
+        training = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")
+                              ).get("training", {})
+    except (OSError, TypeError, ValueError, AttributeError):
+        return []
+    seen: set[Path] = set()
+    if isinstance(training.get("dataset"), str):
+        try:
+            trained = json.loads((Path(training["dataset"]) / "manifest.json").read_text(
+                encoding="utf-8"))
+            seen |= {Path(s["source"]).resolve() for s in trained["surfaces"].values()
+                     if s.get("role") == "train"}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+    inputs = [Path(p).resolve() for p in training.get("inputs", []) if isinstance(p, str)]
+    leaks = []
+    for name, s in manifest.get("surfaces", {}).items():
+        if s.get("role") != "test" or not isinstance(s.get("source"), str):
+            continue
+        src = Path(s["source"]).resolve()
+        if src in seen or any(src == p or p in src.parents for p in inputs):
+            leaks.append(name)
+    return sorted(leaks)
 
 
 def _check_same_input(source: object, digest: object, expected: Path, summary_path: Path
@@ -458,6 +522,7 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
         "predicted_masks": mask_metrics(info["pred_masks"], [it.gt for it in items],
                                         [it.mask for it in items])}
     metrics["verdicts"] = verdict_counts(info["verdicts"], info["defective"])
+    metrics["test_surfaces_seen_in_training"] = info["seen_in_training"]
     metrics["source"] = {"predictions": str(Path(pred_dir).resolve()),
                          "ground_truth": str(Path(ground_truth).resolve()),
                          "model": info.get("model"), "splits": info["splits"],
@@ -475,7 +540,17 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
                  f"{it.image_score:.3g}; {'defective' if it.gt.any() else 'clean'} map)")
         panels.append((label, panel_rgb(n, it.mask, ref, it.score, pred_of[it.name], t,
                                         it.gt)))
-    html_text = report_html(metrics, evaluation_curves(items, max_fpr), panels,
+    curves = evaluation_curves(items, max_fpr)
+    pooled, pm, v = metrics["pooled"], metrics["operating_point"]["predicted_masks"], \
+        metrics["verdicts"]
+    curves["areas"] = {"pixel_roc": pooled.get("pixel_auroc"), "pro": pooled.get("aupro"),
+                       "image_roc": pooled.get("image_auroc")}
+    curves["pixel_point"] = (pm["fpr"], pm["recall"])
+    n_bad, n_good = v["defective_failed"] + v["defective_passed"], \
+        v["clean_failed"] + v["clean_passed"]
+    if n_bad and n_good:
+        curves["image_point"] = (v["clean_failed"] / n_good, v["defective_failed"] / n_bad)
+    html_text = report_html(metrics, curves, panels,
                             title=f"psinspect evaluation: {info.get('model') or 'predictions'}")
     with staged_output_dir(out, force) as stage:
         save_json(stage / "metrics.json", metrics)

@@ -117,7 +117,7 @@ def _load_dataset(path: Path) -> TrainingData:
         )
     surfaces = sorted({it["surface"] for it in manifest["items"]
                        if it["split"] in ("train-clean", "val-clean")})
-    return TrainingData(train, val, tn, vn, {"dataset": str(path), "surfaces": surfaces,
+    return TrainingData(train, val, tn, vn, {"dataset": str(path.resolve()), "surfaces": surfaces,
                                              "dataset_seed": manifest.get("seed"),
                                              "ps_solver": _dataset_solver(manifest)})
 
@@ -216,8 +216,9 @@ def load_training_data(
 
     return TrainingData(
         pick(1, False), pick(1, True), pick(0, False), pick(0, True),
-        {"inputs": [str(f) for f in files], "holdout_rule": f"seeded shuffle ({seed}), first "
-         f"{n_val} of {len(loaded)} held out for validation", "ps_solver": solver},
+        {"inputs": [str(Path(f).resolve()) for f in files],
+         "holdout_rule": f"seeded shuffle ({seed}), first {n_val} of {len(loaded)} held out "
+                         "for validation", "ps_solver": solver},
         pick(2, False), pick(2, True),
     )
 

@@ -32,7 +32,7 @@ def evaluate_cmd(
 
     from psinspect.errors import PsinspectError
     from psinspect.fileio import check_output_dir
-    from psinspect.report import write_evaluation
+    from psinspect.report import evaluation_warnings, write_evaluation
 
     if not 0.0 < max_fpr <= 1.0:
         raise PsinspectError(f"--max-fpr must be in (0, 1], got {max_fpr}")
@@ -56,3 +56,5 @@ def evaluate_cmd(
                        f"surfaces: {', '.join(spans)}")
     for name, v in m["per_type"].items():
         typer.echo(f"  {name:10s} AUROC {v['pixel_auroc']:.4f}  AUPRO {v['aupro']:.4f}")
+    for w in evaluation_warnings(m):
+        typer.echo(f"warning: {w}", err=True)

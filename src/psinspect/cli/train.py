@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +19,31 @@ from psinspect.errors import PsinspectError
 _SETTINGS = ("model", "epochs", "batch_size", "seed", "patience", "threshold_fpr", "image_fpr",
              "threshold", "solver", "hyperparameters", "calibrate_on")
 _OPTION_NAMES = {"hyperparameters": "--hp"}
+
+
+@contextlib.contextmanager
+def _interrupt_noted() -> Iterator[list[bool]]:
+    """The first Ctrl-C (SIGINT) is noted in the yielded list and said; training stops after
+    the epoch it is in (``on_epoch`` raises KeyboardInterrupt there, once that epoch is
+    checkpointed). A second one raises KeyboardInterrupt at once. (Raised from the first,
+    it is lost when it arrives while a finaliser runs: Python prints "Exception ignored" and
+    goes on.)"""
+    noted: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        noted.append(True)
+        if len(noted) > 1:
+            raise KeyboardInterrupt
+        typer.echo("stopping after this epoch (Ctrl-C again to stop at once)", err=True)
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @app.command("train")
@@ -104,6 +133,8 @@ def train_cmd(
                             completed=done[0] if done else 0)
 
         def on_epoch(e: dict) -> None:
+            if interrupted:  # a Ctrl-C that Python swallowed (it arrived in a finaliser)
+                raise KeyboardInterrupt
             line = (f"epoch {e['epoch'] + 1}/{e['epochs']}: train loss {e['train_loss']:.4f}, "
                     f"val loss {e['val_loss']:.4f}{' (best so far)' if e['best'] else ''}, "
                     f"{e['seconds']:.1f} s")
@@ -111,14 +142,15 @@ def train_cmd(
             bar.update(task, completed=e["epoch"] + 1, total=e["epochs"], description="training")
 
         try:
-            config = train_model(
-                inputs, out, model_name=model, hyperparameters=hp, epochs=epochs,
-                batch_size=batch_size, seed=seed, patience=patience,
-                threshold_fpr=threshold_fpr, image_fpr=image_fpr,
-                threshold=threshold, solver=solver, force=force, resume=resume,
-                threads=threads, calibration_inputs=calibrate_on, on_epoch=on_epoch,
-                progress=lambda msg: bar.update(task, description=msg),
-            )
+            with _interrupt_noted() as interrupted:
+                config = train_model(
+                    inputs, out, model_name=model, hyperparameters=hp, epochs=epochs,
+                    batch_size=batch_size, seed=seed, patience=patience,
+                    threshold_fpr=threshold_fpr, image_fpr=image_fpr,
+                    threshold=threshold, solver=solver, force=force, resume=resume,
+                    threads=threads, calibration_inputs=calibrate_on, on_epoch=on_epoch,
+                    progress=lambda msg: bar.update(task, description=msg),
+                )
         except KeyboardInterrupt:
             bar.stop()
             if checkpoint_progress(out) is None:

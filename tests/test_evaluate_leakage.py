@@ -1,0 +1,59 @@
+"""evaluate says when the model was trained on a test surface (traced through the model's
+config.json to the captures), in metrics.json, report.html and a warning line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _robust_util import run_cli
+
+from psinspect.dataset import build_dataset
+from psinspect.detect import write_detection_outputs
+from psinspect.modelstore import load_model_dir
+from psinspect.render import render_dataset
+from psinspect.train import train_model
+
+
+@pytest.fixture(scope="module")
+def caps(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("leak")
+    return render_dataset(root / "caps", 4, defect_rate=0.0, seed=1, size=64, lights=8)
+
+
+def _evaluate(model: Path, ds: Path, tmp: Path, monkeypatch, capsys) -> tuple[dict, str]:
+    manifest = json.loads((ds / "manifest.json").read_text())
+    tests = [ds / it["file"] for it in manifest["items"] if it["split"].startswith("test")]
+    write_detection_outputs(tests, tmp / "det", load_model_dir(model))
+    code, _, err = run_cli(["evaluate", tmp / "det", ds, "-o", tmp / "ev"], monkeypatch, capsys)
+    assert code == 0, err
+    return json.loads((tmp / "ev" / "metrics.json").read_text()), err
+
+
+@pytest.mark.parametrize("trained_on", ["dataset", "captures"])
+def test_evaluate_names_test_surfaces_seen_in_training(caps: list[Path], tmp_path: Path,
+                                                       monkeypatch, capsys,
+                                                       trained_on: str) -> None:
+    names = [c.name for c in caps]
+    ds_a, ds_b = tmp_path / "a", tmp_path / "b"
+    build_dataset(caps, ds_a, holdout=[names[3]], seed=0, subsets=2, augment=[],
+                  defects_per_map=1, severity="high")
+    build_dataset(caps, ds_b, holdout=[names[0]], seed=0, subsets=2, augment=[],
+                  defects_per_map=1, severity="high")
+    inputs = [ds_a] if trained_on == "dataset" else caps[:3]
+    model = tmp_path / "model"
+    train_model(inputs, model, model_name="geometric")
+
+    # held out from the model's training: no warning
+    metrics, err = _evaluate(model, ds_a, tmp_path / "own", monkeypatch, capsys)
+    assert metrics["test_surfaces_seen_in_training"] == [] and "warning" not in err
+    # names[0] was trained on and is a test surface of ds_b
+    metrics, err = _evaluate(model, ds_b, tmp_path / "other", monkeypatch, capsys)
+    assert metrics["test_surfaces_seen_in_training"] == [names[0]]
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
+    assert warnings == [f"warning: the model was trained on 1 of the test surfaces "
+                        f"({names[0]}): these figures are not a measurement on unseen "
+                        "surfaces"]
+    html = (tmp_path / "other" / "ev" / "report.html").read_text()
+    assert f"Warning: the model was trained on 1 of the test surfaces ({names[0]})" in html
