@@ -608,3 +608,30 @@ def test_detect_keep_going(geo_dir: Path, tiny_dataset: Path, tmp_path: Path,
                            monkeypatch, capsys)
     assert code == 2 and f"detect failed on {tests[0].stem}" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_detect_lights_of_captures(geo_dir: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--lights solves capture folders from the given 1-based lights only (as normals
+    --lights does) and is recorded; a spec outside a capture's lights names the capture."""
+    from psinspect.capture import load_capture
+    from psinspect.render import render_dataset
+    from psinspect.stereo import run_photometric_stereo
+
+    cap = render_dataset(tmp_path / "caps", 1, defect_rate=0.0, seed=2, size=64, lights=12)[0]
+    code, _, err = run_cli(["detect", cap, "--model", geo_dir, "-o", tmp_path / "d",
+                            "--lights", "4-12"], monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert summary["lights"] == "4-12"
+    want = run_photometric_stereo(load_capture(cap, select=np.arange(3, 12)),
+                                  summary["ps_solver"])
+    m = (np.abs(want.normals).sum(-1) > 0) & load_capture(cap).mask
+    ref = detect_map(load_model_dir(geo_dir), want.normals, m, confidence=want.confidence).score
+    np.testing.assert_allclose(np.load(tmp_path / "d" / f"{cap.name}_score.npy"), ref,
+                               rtol=1e-4, atol=1e-4)
+    code, _, err = run_cli(["detect", cap, "--model", geo_dir, "-o", tmp_path / "e",
+                            "--lights", "1-20"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [
+        f"error: {cap}: --lights '1-20': '1-20' is outside the capture's lights 1-12"]

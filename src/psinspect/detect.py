@@ -343,11 +343,14 @@ def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
 
 
 def load_input(path: str | os.PathLike[str], solver: str = "robust",
-               light_splits: bool = False, capture_images: bool = False) -> InputMap:
+               light_splits: bool = False, capture_images: bool = False,
+               lights: str | None = None) -> InputMap:
     """Read one detect input: ``.npy`` / ``.png`` normal map or a capture folder (PS first).
     ``light_splits``: for a capture folder, also solve PS on half light sets
     (:func:`psinspect.models.variation.light_split_differences`; None below 12 lights);
-    ``capture_images``: keep a capture folder's images and lights."""
+    ``capture_images``: keep a capture folder's images and lights; ``lights``: for a capture
+    folder, the 1-based lights to use (:func:`psinspect.stereo.parse_light_spec`, e.g.
+    ``"21-96"``; default all)."""
     p = Path(path)
     if p.is_file():
         n, m = load_normal_map(p)
@@ -359,7 +362,16 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         if (p / "manifest.json").is_file():
             raise PsinspectError(f"{p}: a dataset folder, not a capture folder: give its maps "
                                  f"({p / '*.npy'}) or capture folders")
-        cap = load_capture(p)
+        select = None
+        if lights is not None:
+            from psinspect.capture import capture_lights_file, read_lights_file
+            from psinspect.stereo import parse_light_spec
+
+            try:
+                select = parse_light_spec(lights, len(read_lights_file(capture_lights_file(p))))
+            except PsinspectError as err:
+                raise PsinspectError(f"{p}: {err}") from None
+        cap = load_capture(p, select=select)
         res = run_photometric_stereo(cap, solver)
         obj = cap.mask & (np.abs(res.normals).sum(-1) > 0)
         n, m = validate_normal_map(res.normals, obj, name=str(p))
@@ -419,6 +431,7 @@ def write_detection_outputs(
     progress: Any = None,
     jobs: int | None = None,
     keep_going: bool = False,
+    lights: str | None = None,
 ) -> dict[str, Any]:
     """Detect on every input and write the per-input files and ``summary.json`` into ``out``
     (staged: nothing is written unless every input succeeds, or with ``keep_going``, unless
@@ -428,6 +441,7 @@ def write_detection_outputs(
     ``image_threshold``: the pixel and pass/fail thresholds instead of the model's calibrated
     ones. ``solver``: the PS solver for capture folders (default: the model's, config
     ``input.ps_solver``). ``jobs``: inputs processed at once (default :func:`default_jobs`).
+    ``lights``: the 1-based lights of capture folders to use (default all; :func:`load_input`).
     Returns the summary."""
     from psinspect.fileio import file_sha256, save_json, save_npy, save_png, staged_output_dir
     from psinspect.normalmap import encode_png
@@ -469,7 +483,7 @@ def write_detection_outputs(
         def one(item: tuple[Path, str]) -> dict[str, Any]:
             p, name = item
             inp = load_input(p, solver=solver, light_splits=light_splits,
-                             capture_images=images)
+                             capture_images=images, lights=lights)
             det = detect_map(bundle, inp.normals, inp.mask, name=name,
                              confidence=inp.confidence, threshold=threshold,
                              light_splits=inp.light_splits,
@@ -503,6 +517,7 @@ def write_detection_outputs(
             "pixel_threshold": threshold if threshold is not None else bundle.threshold,
             "image_threshold": bundle.image_threshold,
             "ps_solver": solver,
+            **({"lights": lights} if lights is not None else {}),
             "verdict_rule": "fail when image_score > image_threshold (image score = peak of "
                             "the 3x3 object-pixel mean of the score map, times the input's "
                             "image_scale: the model's per-map score divisor, 1 for most "

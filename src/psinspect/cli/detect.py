@@ -39,6 +39,10 @@ def detect_cmd(
              "own, 4 for the bundled model). More copies: more accurate and slower "
              "(BENCHMARKS.md); the model's thresholds calibrated for that level are used.")
     ] = None,
+    lights: Annotated[str | None, typer.Option(
+        help="For capture folders: the 1-based lights to use, e.g. '21-96' (default all), "
+             "e.g. to leave out images known to be bad. The model's thresholds were "
+             "calibrated on maps solved from its own captures' lights.")] = None,
     keep_going: Annotated[bool, typer.Option(
         "--keep-going", help="Go on past inputs that cannot be read or scored (a broken "
         "file, a capture of another part): each gets an error line and a summary.json entry "
@@ -77,7 +81,7 @@ def detect_cmd(
             summary = write_detection_outputs(
                 inputs, out, bundle, threshold=threshold, image_threshold=image_threshold,
                 solver=solver, force=force, progress=advance, jobs=jobs,
-                keep_going=keep_going)
+                keep_going=keep_going, lights=lights)
         except PsinspectError as err:
             # name the input being processed when the message does not already (option
             # errors, "--threshold ...", are about no input)
