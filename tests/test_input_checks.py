@@ -90,3 +90,23 @@ def test_serve_refuses_a_busy_port_or_a_foreign_address() -> None:
             check_bindable("127.0.0.1", port)
     with pytest.raises(PsinspectError, match="--host 999.1.1.1"):
         check_bindable("999.1.1.1", 7999)
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"other": 1}', '{"defects": 3}', "[1, 2]",
+                                  '{"defects": [1]}'])
+def test_malformed_defect_records_are_one_line_errors(tmp_path: Path, text: str) -> None:
+    """A capture's defects.json is read one way (defects.read_defect_records) by detect and
+    dataset: a malformed one is a clear error (dataset raised a KeyError or JSON traceback,
+    detect dropped it silently)."""
+    from psinspect.dataset import build_dataset
+    from psinspect.render import render_dataset
+
+    caps = render_dataset(tmp_path / "caps", 3, defect_rate=0.0, seed=4, size=48, lights=6)
+    bad = caps[0]
+    cv2.imwrite(str(bad / "M_defect.png"), np.zeros((48, 48), np.uint8))
+    (bad / "defects.json").write_text(text)
+    with pytest.raises(PsinspectError, match=r"defects\.json: (unreadable defect records|"
+                                             r"'defects' must be a list)"):
+        load_input(bad)
+    with pytest.raises(PsinspectError, match=r"defects\.json: "):
+        build_dataset(caps, tmp_path / "ds", seed=0, subsets=2, augment=[])

@@ -752,9 +752,9 @@ EVAL_CASES: list[tuple[str, str, Callable[[dict, Path], None], str]] = [
         '{"format": "psinspect-dataset", "version": 1, "items": [{"x": 1}]}'),
      r"manifest\.json: malformed manifest"),
     ("defect mask: wrong size", "ds", lambda s, d: (d / _defect_mask(s)).write_bytes(
-        _png(np.zeros((5, 5), np.uint8))), r"M_.*\.png: unreadable or wrong size"),
+        _png(np.zeros((5, 5), np.uint8))), r"M_.*\.png: ground-truth mask is 5 x 5, the map"),
     ("defect mask: zero bytes", "ds", lambda s, d: (d / _defect_mask(s)).write_bytes(b""),
-     r"M_.*\.png: unreadable or wrong size"),
+     r"M_.*\.png: missing or unreadable ground-truth mask"),
 ]
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from psinspect.capture import CAPTURE_MARKERS, IMAGE_SUFFIXES
 from psinspect.errors import PsinspectError
 from psinspect.fileio import image_size_hw, npy_header, save_png
 from psinspect.normalmap import encode_png, load_normal_map
@@ -177,7 +178,6 @@ def safe_extract_zip(zip_path: str | os.PathLike[str], dest: str | os.PathLike[s
     return dest
 
 
-_CAPTURE_MARKERS = ("filenames.txt", "lights.txt", "light_directions.txt")
 
 
 def find_capture_folder(root: str | os.PathLike[str], max_depth: int = 3) -> Path:
@@ -195,7 +195,7 @@ def find_capture_folder(root: str | os.PathLike[str], max_depth: int = 3) -> Pat
         dirnames[:] = sorted(
             d for d in dirnames if not d.startswith(".") and d != "__MACOSX" and depth < max_depth
         )
-        if any(m in filenames for m in _CAPTURE_MARKERS):
+        if any(m in filenames for m in CAPTURE_MARKERS):
             found.append(here)
     if not found:
         raise PsinspectError(
@@ -286,8 +286,8 @@ def _load_capture_zip(path: Path, workdir: Path, limits: Limits,
         safe_extract_zip(path, tmp, limits)
         folder = find_capture_folder(tmp)
         # every image under the capture folder: filenames.txt may name images in subfolders
-        images = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (
-            ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")]
+        images = [p for p in folder.rglob("*") if p.is_file()
+                  and p.suffix.lower() in IMAGE_SUFFIXES]
         if len(images) > limits.max_lights + 2:
             raise PsinspectError(
                 f"{path.name}: {len(images)} images, more than the limit of {limits.max_lights}"

@@ -73,6 +73,14 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 #: file stems (lower case) that are never capture images in the plain layout
 _NON_CAPTURE_STEMS = ("mask", "normal_gt", "normals")
 DEFAULT_LIGHTS_FILES = ("lights.txt", "light_directions.txt")
+#: a folder holding one of these is a capture folder
+CAPTURE_MARKERS = ("filenames.txt", *DEFAULT_LIGHTS_FILES)
+
+
+def is_capture_folder(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` is a capture folder (holds one of :data:`CAPTURE_MARKERS`)."""
+    folder = Path(folder)
+    return folder.is_dir() and any((folder / m).is_file() for m in CAPTURE_MARKERS)
 LIGHT_FORMATS = ("xyz", "slant_tilt", "elevation_azimuth")
 #: largest image of a capture (pixels) and largest float32 image stack (bytes) that are loaded;
 #: photometric stereo needs a few times the stack plus ~300 bytes per pixel, so these keep a

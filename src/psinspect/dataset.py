@@ -52,14 +52,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from psinspect.defects import check_min_angle, check_types, implant_defects
+from psinspect.capture import CAPTURE_MARKERS, is_capture_folder
+from psinspect.defects import (
+    check_min_angle,
+    check_types,
+    implant_defects,
+    read_defect_records,
+)
 from psinspect.errors import PsinspectError
 from psinspect.fileio import save_json, save_npy, save_png
 from psinspect.normalmap import (
     flip,
+    read_mask_png,
     rotate,
     rotate90,
     rotate_mask,
@@ -69,7 +75,6 @@ FORMAT = "psinspect-dataset"
 VERSION = 1
 SPLITS = ("train-clean", "val-clean", "test-clean", "test-defective")
 DEFAULT_AUGMENT: tuple[str, ...] = ("rot90", "rot180", "rot270", "fliplr")
-_CAPTURE_MARKERS = ("filenames.txt", "light_directions.txt", "lights.txt")
 
 
 # ------------------------------------------------------------------------------------------
@@ -119,10 +124,6 @@ def augment_map(
 # ------------------------------------------------------------------------------------------
 
 
-def _is_capture(folder: Path) -> bool:
-    return folder.is_dir() and any((folder / m).is_file() for m in _CAPTURE_MARKERS)
-
-
 def find_captures(paths: Sequence[str | Path]) -> list[Path]:
     """Expand the given paths to capture folders: a capture folder itself, or a folder whose
     direct sub-folders are captures (e.g. the output of ``psinspect render``)."""
@@ -130,13 +131,13 @@ def find_captures(paths: Sequence[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise PsinspectError(f"{p}: capture folder not found")
-        if _is_capture(p):
+        if is_capture_folder(p):
             found.append(p)
             continue
-        subs = sorted(q for q in p.iterdir() if _is_capture(q)) if p.is_dir() else []
+        subs = sorted(q for q in p.iterdir() if is_capture_folder(q)) if p.is_dir() else []
         if not subs:
             raise PsinspectError(
-                f"{p}: not a capture folder (no {' / '.join(_CAPTURE_MARKERS)}) and holds none"
+                f"{p}: not a capture folder (no {' / '.join(CAPTURE_MARKERS)}) and holds none"
             )
         found.extend(subs)
     names = [f.resolve().name for f in found]
@@ -274,12 +275,9 @@ def build_dataset(
         subs = [usable[s] for s in light_subsets(cap.lights[usable], subsets, k, srng)]
         real_mask, real_records = None, []
         if name in real_defective:
-            m = cv2.imread(str(folder / "M_defect.png"), cv2.IMREAD_GRAYSCALE)
-            if m is None or m.shape != cap.mask.shape:
-                raise PsinspectError(f"{folder / 'M_defect.png'}: unreadable or wrong size")
-            real_mask = (m > 0) & cap.mask
+            real_mask = read_mask_png(folder / "M_defect.png", cap.mask.shape) & cap.mask
             if (folder / "defects.json").is_file():
-                real_records = json.loads((folder / "defects.json").read_text())["defects"]
+                real_records = read_defect_records(folder / "defects.json")
         for j, idx in enumerate(subs):
             res = solve(cap.images[idx], cap.lights[idx], cap.mask, solver=solver)
             normals = res.normals

@@ -83,9 +83,12 @@ Severity levels (for sampling and for per-severity reports): see :data:`SEVERITY
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -802,3 +805,16 @@ def implant_defects_height(
     _, gt, total, records = _implant(base, m, rng, apply, count=count, types=types,
                                      severity=severity, min_angle=min_angle)
     return (z + total).astype(np.float32), gt, records
+
+
+def read_defect_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The defect records of a ``defects.json`` (as :mod:`psinspect.render` writes it beside
+    a capture's ``M_defect.png``); a malformed one is a :class:`PsinspectError`."""
+    try:
+        records = json.loads(Path(path).read_text(encoding="utf-8"))["defects"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise PsinspectError(f"{path}: unreadable defect records ({err})") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise PsinspectError(f"{path}: 'defects' must be a list of records")
+    return records
+

@@ -37,10 +37,11 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from psinspect.defects import read_defect_records
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, ScoreResult
 from psinspect.modelstore import ModelBundle
-from psinspect.normalmap import load_normal_map, validate_normal_map
+from psinspect.normalmap import load_normal_map, read_mask_png, validate_normal_map
 
 #: smallest predicted region reported (pixels)
 MIN_REGION_PX = 4
@@ -317,18 +318,6 @@ class InputMap:
     capture_images: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def _read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A ground-truth mask PNG (non-zero = defect) of an input of ``shape``; an unreadable or
-    wrong-sized one is an error, not silently no ground truth."""
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        raise PsinspectError(f"{path}: unreadable ground-truth mask")
-    if m.shape != shape:
-        raise PsinspectError(f"{path}: ground-truth mask is {m.shape[1]} x {m.shape[0]}, the "
-                             f"map {shape[1]} x {shape[0]}")
-    return m > 0
-
-
 def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     """Ground truth next to a normal-map file: ``M_<x>.png`` for ``A_<x>``; an ``N_<x>`` map is
     clean (its ``M_<x>.png``, where present, belongs to the defective copy ``A_<x>``)."""
@@ -338,7 +327,7 @@ def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     if stem.startswith("A_"):
         cand = path.with_name(f"M_{stem[2:]}.png")
         if cand.is_file():
-            return _read_mask_png(cand, shape)
+            return read_mask_png(cand, shape)
     return None
 
 
@@ -378,14 +367,9 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         gt = None
         recs = None
         if (p / "M_defect.png").is_file():
-            gt = _read_mask_png(p / "M_defect.png", m.shape)
+            gt = read_mask_png(p / "M_defect.png", m.shape)
         if (p / "defects.json").is_file():
-            import json
-
-            try:
-                recs = json.loads((p / "defects.json").read_text())["defects"]
-            except (ValueError, KeyError, OSError):
-                recs = None
+            recs = read_defect_records(p / "defects.json")
         splits = None
         if light_splits:
             from psinspect.models.variation import light_split_differences

@@ -385,3 +385,17 @@ def resize_with_pad(
     out[top:top + nh, left:left + nw] = r
     out_m[top:top + nh, left:left + nw] = m
     return out, out_m
+
+
+def read_mask_png(path: str | os.PathLike[str], shape: tuple[int, int],
+                  what: str = "ground-truth mask") -> np.ndarray:
+    """A mask PNG (non-zero = set) for a map of ``shape`` (H, W) -> bool (H, W); a missing,
+    unreadable or wrong-sized one is a :class:`PsinspectError` naming it as ``what``."""
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise PsinspectError(f"{path}: missing or unreadable {what}")
+    if m.shape != tuple(shape):
+        raise PsinspectError(f"{path}: {what} is {m.shape[1]} x {m.shape[0]}, the map "
+                             f"{shape[1]} x {shape[0]}")
+    return m > 0
+

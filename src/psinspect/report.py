@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from psinspect.normalmap import encode_png
+from psinspect.normalmap import encode_png, read_mask_png
 
 TILE_TITLE_PX = 22
 
@@ -374,17 +374,11 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
             raise PsinspectError(f"{pred_dir / (name + '_score.npy')}: contains NaN or Inf")
         gt = np.zeros(mask.shape, bool)
         if it.get("defect_mask"):
-            m = cv2.imread(str(folder / it["defect_mask"]), cv2.IMREAD_GRAYSCALE)
-            if m is None or m.shape != mask.shape:
-                raise PsinspectError(f"{folder / it['defect_mask']}: unreadable or wrong size")
-            gt = m > 0
+            gt = read_mask_png(folder / it["defect_mask"], mask.shape)
         items.append(EvalItem(name, score.astype(np.float32), gt & mask, mask,
                               image_scores[name], it.get("defects") or None))
-        pred_path = pred_dir / f"{name}_mask.png"
-        pred = cv2.imread(str(pred_path), cv2.IMREAD_GRAYSCALE)
-        if pred is None or pred.shape != mask.shape:
-            raise PsinspectError(f"{pred_path}: missing, unreadable or wrong size")
-        pred_masks.append(pred > 0)
+        pred_masks.append(read_mask_png(pred_dir / f"{name}_mask.png", mask.shape,
+                                        "predicted mask"))
         defective.append(it["split"] == "test-defective")
         normals_paths[name] = folder / it["file"]
         surfaces.append(str(it.get("surface") or name))

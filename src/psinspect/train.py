@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from psinspect.capture import is_capture_folder
 from psinspect.errors import PsinspectError
 from psinspect.fileio import (
     check_output_dir,
@@ -145,8 +146,7 @@ def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
         elif p.is_dir():
             maps = sorted(q for q in p.iterdir() if q.suffix.lower() in (".npy", ".png")
                           and q.is_file())
-            if (p / "filenames.txt").is_file() or (p / "light_directions.txt").is_file() \
-                    or (p / "lights.txt").is_file():
+            if is_capture_folder(p):
                 out.append(p)
             elif any(q.is_dir() for q in p.iterdir()):
                 out.extend(find_captures([p]))
