@@ -635,3 +635,19 @@ def test_detect_lights_of_captures(geo_dir: Path, tmp_path: Path,
                             "--lights", "1-20"], monkeypatch, capsys)
     assert code == 2 and error_lines(err) == [
         f"error: {cap}: --lights '1-20': '1-20' is outside the capture's lights 1-12"]
+
+
+def test_detect_lights_needs_a_capture_and_a_valid_spec(geo_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    save_npy(tmp_path / "x.npy", bowl(40)[0])
+    code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", geo_dir, "-o",
+                            tmp_path / "o", "--lights", "1-5"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [
+        "error: --lights applies to capture folders; no input is one"]
+    (tmp_path / "cap").mkdir()
+    code, _, err = run_cli(["detect", tmp_path / "x.npy", tmp_path / "cap", "--model", geo_dir,
+                            "-o", tmp_path / "o", "--lights", "zzz"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err)[0].startswith("error: --lights 'zzz'")
+    assert not (tmp_path / "o").exists()

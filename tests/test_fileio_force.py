@@ -113,3 +113,49 @@ def test_nested_staging_into_the_stage_itself(tmp_path: Path) -> None:
         with staged_output_dir(stage, force=True) as inner:
             atomic_write_bytes(inner / "report.html", b"r")
     assert json.loads((out / WRITTEN_MANIFEST).read_text())["files"] == ["a.txt", "report.html"]
+
+
+def test_force_never_goes_through_a_link(tmp_path: Path) -> None:
+    """An output subfolder replaced by a link to another folder (an archive moved away), or
+    a manifest naming files below such a link: nothing outside the output folder is removed."""
+    out = tmp_path / "out"
+    _write(out, {"keep.txt": b"k", "part4/a.png": b"a", "part4/sub/b.png": b"b"})
+    archive = tmp_path / "archive"
+    (out / "part4").rename(archive)
+    (out / "part4").symlink_to(archive)
+    (archive / "notes.txt").write_text("mine")
+    _write(out, {"keep.txt": b"k2"}, force=True)
+    assert sorted(p.relative_to(archive).as_posix() for p in archive.rglob("*")) == [
+        "a.png", "notes.txt", "sub", "sub/b.png"]
+
+
+@pytest.mark.parametrize("command", ["defects", "detect", "evaluate", "dataset"])
+def test_force_refuses_an_output_folder_holding_an_input(tmp_path: Path, command: str) -> None:
+    """--force into a folder where an earlier run wrote the command's inputs would delete
+    them (that run's files are listed in the manifest): refused, and nothing is touched."""
+    from psinspect.cli import _register, app
+    from psinspect.dataset import build_dataset
+
+    _register()
+    runner = CliRunner()
+    res = runner.invoke(app, ["render", "-o", str(tmp_path / "caps"), "--parts", "3", "--size",
+                              "48", "--defect-rate", "0"])
+    assert res.exit_code == 0, res.output
+    caps = sorted(p for p in (tmp_path / "caps").iterdir() if p.is_dir())
+    ds = tmp_path / "ds"
+    with staged_output_dir(ds) as stage:
+        build_dataset(caps, stage, holdout=[caps[0].name], seed=0, subsets=2, augment=[])
+    some_map = sorted(ds.glob("N_*.npy"))[0]
+    det = tmp_path / "det"
+    res = runner.invoke(app, ["detect", str(some_map), "-o", str(det)])
+    assert res.exit_code == 0, res.output
+    argv = {"defects": ["defects", str(some_map), "-o", str(ds)],
+            "detect": ["detect", str(some_map), "-o", str(ds)],
+            "evaluate": ["evaluate", str(det), str(ds), "-o", str(det)],
+            "dataset": ["dataset", str(tmp_path / "caps"), "-o", str(tmp_path / "caps")]}[command]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    res = runner.invoke(app, [*argv, "--force"])
+    assert res.exit_code != 0
+    assert "is an input of this one: write to another folder" in str(res.exception
+                                                                     or res.output)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

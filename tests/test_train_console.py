@@ -82,6 +82,8 @@ def test_interrupt_says_how_to_resume_and_resume_continues(inputs: list[str],
     assert first.startswith("resuming: ") and first.endswith(f"of 30 epochs done (checkpoint in "
                                                              f"{out / '.checkpoint'})")
     done = int(first.split()[1])
+    printed = [ln for ln in [*seen, *rest.splitlines()] if ln.startswith("epoch ")]
+    assert len(printed) == done  # the epoch finished after the Ctrl-C has its line too
     epochs = [ln for ln in r.stderr.splitlines() if ln.startswith("epoch ")]
     assert epochs[0].startswith(f"epoch {done + 1}/30")
     assert f"30 epochs, {30 - done} of them now in" in r.stdout

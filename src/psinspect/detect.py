@@ -449,10 +449,16 @@ def write_detection_outputs(
     for p in paths:
         if not p.exists():
             raise PsinspectError(f"{p}: input not found")
+    if lights is not None:
+        if not any(p.is_dir() for p in paths):
+            raise PsinspectError("--lights applies to capture folders; no input is one")
+        from psinspect.stereo import parse_light_spec
+
+        parse_light_spec(lights, 10**6)  # its syntax, before anything is solved
     names = unique_names([p.stem if p.is_file() else p.name for p in paths])
     light_splits = getattr(bundle.model, "uses_light_splits", False)
     images = getattr(bundle.model, "uses_capture_images", False)
-    with staged_output_dir(out, force) as stage:
+    with staged_output_dir(out, force, inputs=[*paths, bundle.path]) as stage:
 
         def one_or_error(item: tuple[Path, str]) -> dict[str, Any]:
             try:

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -263,10 +263,14 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def check_output_dir(path: str | os.PathLike[str], force: bool) -> Path:
+def check_output_dir(path: str | os.PathLike[str], force: bool,
+                     inputs: Sequence[str | os.PathLike[str] | None] = ()) -> Path:
     """Refuse a non-empty existing folder unless ``force``; refuse a path that is a file, and a
     folder that does not exist and cannot be created (under a file, a read-only or
-    pseudo file system, no permission), so that commands fail before their slow part.
+    pseudo file system, no permission), so that commands fail before their slow part. With
+    ``force``, also refuse a folder where an earlier run wrote one of the command's ``inputs``
+    (files or folders it reads, or files inside them; None entries are skipped): replacing
+    that run's files (:func:`staged_output_dir`) would delete them.
 
     The last is tested by creating and at once removing an empty hidden folder
     ``.NAME.staging-<pid>-*`` where the first missing folder of ``path`` would go."""
@@ -281,9 +285,24 @@ def check_output_dir(path: str | os.PathLike[str], force: bool) -> Path:
                 f"{path}: cannot read the output folder ({_reason(err)})") from None
         if non_empty and not force:
             raise PsinspectError(f"{path}: output folder is not empty (use --force to overwrite)")
+        if non_empty and inputs:
+            _check_inputs_kept(path, inputs)
     else:
         _check_creatable(path)
     return path
+
+
+def _check_inputs_kept(out: Path, inputs: Sequence[str | os.PathLike[str] | None]) -> None:
+    """Refuse ``--force`` into ``out`` when the files an earlier run wrote there (which it
+    would remove) include one of ``inputs`` or a file inside an input folder."""
+    reads = [Path(p).resolve() for p in inputs if p is not None]
+    for rel in _previously_written(out):
+        f = (out / rel).resolve()
+        for p in reads:
+            if f == p or p in f.parents:
+                raise PsinspectError(f"{out}: --force would replace an earlier run's files "
+                                     f"there, and {p} is an input of this one: write to "
+                                     "another folder")
 
 
 def _check_creatable(path: Path) -> None:
@@ -326,17 +345,21 @@ def _remove_stale_outputs(out: Path, old: list[str], new: set[str]) -> None:
     """Remove the plain files of ``old`` (an earlier run's :data:`WRITTEN_MANIFEST`) that this
     run did not write again (``new``), then their folders left empty. Links and anything not
     listed (the user's own files) are kept."""
+    def through_link(rel: Path) -> bool:  # a folder on the way (below ``out``) is a link
+        return any((out / p).is_symlink() for p in rel.parents if p != Path("."))
+
     folders = set()
     for rel in old:
-        if rel in new:
+        if rel in new or through_link(Path(rel)):
             continue
         f = out / rel
         if f.is_file() and not f.is_symlink():
             f.unlink()
-            folders.update(p for p in f.relative_to(out).parents if p != Path("."))
+            folders.update(p for p in Path(rel).parents if p != Path("."))
     for rel_dir in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            (out / rel_dir).rmdir()  # only if empty
+        if not (out / rel_dir).is_symlink() and not through_link(rel_dir):
+            with contextlib.suppress(OSError):
+                (out / rel_dir).rmdir()  # only if empty
 
 
 def _put_manifest(stage: Path, out: Path, files: set[str]) -> None:
@@ -347,7 +370,8 @@ def _put_manifest(stage: Path, out: Path, files: set[str]) -> None:
 
 
 @contextlib.contextmanager
-def staged_output_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
+                      inputs: Sequence[str | os.PathLike[str] | None] = ()) -> Iterator[Path]:
     """Yield a staging folder next to ``path``; on success move its files into ``path``.
 
     If the body raises, the staging folder is removed and ``path`` is untouched, so a failed
@@ -355,13 +379,14 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False) -> Iter
     The files moved in are listed in ``path``'s hidden :data:`WRITTEN_MANIFEST`; with ``force``,
     the files an earlier run listed there and this run did not write again are removed (after
     the new ones are in place), so no stale result of an earlier run stays beside the new ones,
-    while files psinspect did not write are kept.
+    while files psinspect did not write are kept; nothing is removed through a symbolic link.
+    ``inputs``: see :func:`check_output_dir`.
     The staging folder is ``.NAME.staging-<pid>-*``; those left by killed processes are removed
     (:func:`remove_stale_temporaries`). Folders created in ``path`` get the mode of a plain
     ``mkdir``, ``0o777 & ~umask`` (not the staging folder's 0o700). A folder that cannot be
     created or filled is a :class:`PsinspectError`.
     """
-    out = check_output_dir(path, force)
+    out = check_output_dir(path, force, inputs)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

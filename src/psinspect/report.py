@@ -546,7 +546,7 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
         curves["image_point"] = (v["clean_failed"] / n_good, v["defective_failed"] / n_bad)
     html_text = report_html(metrics, curves, panels,
                             title=f"psinspect evaluation: {info.get('model') or 'predictions'}")
-    with staged_output_dir(out, force) as stage:
+    with staged_output_dir(out, force, inputs=(pred_dir, ground_truth)) as stage:
         save_json(stage / "metrics.json", metrics)
         atomic_write_bytes(stage / "report.html", html_text.encode("utf-8"))
     return metrics

@@ -504,7 +504,7 @@ def train_model(
                                  "inputs (or train again without --resume)")
         resume_state = (arrays, meta["train_state"])
     else:
-        check_output_dir(out, force)
+        check_output_dir(out, force, [*inputs, *(calibration_inputs or [])])
         if out.is_dir():
             shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     if args["epochs"] < 1:

@@ -72,7 +72,7 @@ def defects_cmd(
     check_along(along)
     type_list = list(check_types(split_list(types)))
     sev = parse_severity(severity)
-    check_output_dir(out, force)
+    check_output_dir(out, force, normals)
     names = []
     for p in normals:
         stem = p.stem[2:] if p.stem.startswith("N_") else p.stem
@@ -83,7 +83,7 @@ def defects_cmd(
     summary: dict = {"settings": {"per_image": per_image, "types": type_list,
                                   "severity": severity, "seed": seed, "min_angle": min_angle,
                                   "along": along}, "images": {}}
-    with staged_output_dir(out, force) as stage, progress_bar(transient=True) as bar:
+    with staged_output_dir(out, force, normals) as stage, progress_bar(transient=True) as bar:
         task = bar.add_task("implanting defects", total=len(normals))
         for path, name in zip(normals, names, strict=True):
             n, mask = load_normal_map(path)

@@ -67,7 +67,7 @@ def detect_cmd(
     from psinspect.fileio import check_output_dir
     from psinspect.modelstore import load_model_dir
 
-    check_output_dir(out, force)
+    check_output_dir(out, force, [*inputs, model])
     bundle = load_model_dir(model, tta=tta)
     done = []
 

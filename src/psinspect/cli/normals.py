@@ -61,7 +61,7 @@ def normals_cmd(
     check_solver(solver)
     if lights is not None and num_lights is not None:
         raise PsinspectError("--lights and --num-lights cannot be used together")
-    check_output_dir(out, force)  # fail before the slow part
+    check_output_dir(out, force, [capture_dir, lights_file])  # fail before the slow part
 
     # Which lights? Parsing needs the light count, so read the lights first (cheap).
     if not Path(capture_dir).is_dir():
@@ -125,7 +125,7 @@ def normals_cmd(
         "object_pixels": int(cap.mask.sum()),
         "solve_seconds": round(solve_s, 4),
     }
-    with staged_output_dir(out, force) as stage:
+    with staged_output_dir(out, force, [capture_dir, lights_file]) as stage:
         save_npy(stage / "normals.npy", res.normals)
         save_png(stage / "normals.png", encode_png(res.normals, cap.mask))
         save_png(stage / "mask.png", cap.mask.astype(np.uint8) * 255)

@@ -86,14 +86,14 @@ def run_cmd(
     if pretrained and (model is not None or epochs is not None):
         raise PsinspectError("--pretrained uses the bundled model, which is not trained here: "
                              "--model and --epochs do not apply")
-    check_output_dir(out, force)
+    check_output_dir(out, force, [data])
     cfg = make_config(
         "quick" if quick else "default", seed=seed, pretrained=pretrained,
         data=None if data is None else str(data.resolve()), model=model, epochs=epochs,
         parts=parts, tta=tta,
         holdout=None if holdout is None else [h.strip() for h in holdout.split(",") if h.strip()],
     )
-    with staged_output_dir(out, force) as stage:
+    with staged_output_dir(out, force, [data]) as stage:
         info = run_pipeline(stage, cfg, _RichReporter())
         relocate_paths(stage, out)
     m = info["metrics"]

@@ -133,13 +133,13 @@ def train_cmd(
                             completed=done[0] if done else 0)
 
         def on_epoch(e: dict) -> None:
-            if interrupted:  # a Ctrl-C that Python swallowed (it arrived in a finaliser)
-                raise KeyboardInterrupt
             line = (f"epoch {e['epoch'] + 1}/{e['epochs']}: train loss {e['train_loss']:.4f}, "
                     f"val loss {e['val_loss']:.4f}{' (best so far)' if e['best'] else ''}, "
                     f"{e['seconds']:.1f} s")
             bar.console.print(line)
             bar.update(task, completed=e["epoch"] + 1, total=e["epochs"], description="training")
+            if interrupted and e["epoch"] + 1 < e["epochs"]:  # Ctrl-C: this epoch is saved
+                raise KeyboardInterrupt
 
         try:
             with _interrupt_noted() as interrupted:
@@ -160,6 +160,9 @@ def train_cmd(
                            f"{out / '.checkpoint'}; continue with the same inputs and "
                            f"'-o {out} --resume'", err=True)
             raise typer.Exit(130) from None
+    if interrupted:
+        typer.echo("the Ctrl-C came after the last epoch: the model was finished and written",
+                   err=True)
     tr = config["training"]
     if tr.get("stopped_early"):
         typer.echo(f"stopped early after epoch {tr['epochs_run']} of {tr['epochs']}: no better "
