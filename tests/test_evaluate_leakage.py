@@ -57,3 +57,33 @@ def test_evaluate_names_test_surfaces_seen_in_training(caps: list[Path], tmp_pat
                         "surfaces"]
     html = (tmp_path / "other" / "ev" / "report.html").read_text()
     assert f"Warning: the model was trained on 1 of the test surfaces ({names[0]})" in html
+
+
+def test_seen_surfaces_are_traced_by_content(caps: list[Path], tmp_path: Path, monkeypatch,
+                                             capsys) -> None:
+    """Captures trained on, then copied elsewhere and held out in a dataset, are found (by
+    their fingerprints); another part rendered into a trained-on folder is not."""
+    import shutil
+
+    names = [c.name for c in caps]
+    model = tmp_path / "model"
+    train_model(caps[:3], model, model_name="geometric")
+    moved = tmp_path / "moved"
+    shutil.copytree(caps[0].parent, moved)
+    ds = tmp_path / "ds"
+    build_dataset([moved], ds, holdout=[names[0]], seed=0, subsets=2, augment=[],
+                  defects_per_map=1, severity="high")
+    metrics, err = _evaluate(model, ds, tmp_path / "e1", monkeypatch, capsys)
+    assert metrics["test_surfaces_seen_in_training"] == [names[0]] and "warning" in err
+
+    # a trained-on folder refilled with another part: same path and name, other content
+    again = [Path(shutil.copytree(c, tmp_path / "again" / c.name)) for c in caps]
+    model2 = tmp_path / "model2"
+    train_model(again[:3], model2, model_name="geometric")
+    shutil.rmtree(again[0])
+    shutil.copytree(caps[3], again[0])
+    ds2 = tmp_path / "ds2"
+    build_dataset(again, ds2, holdout=[again[0].name], seed=0, subsets=2, augment=[],
+                  defects_per_map=1, severity="high")
+    metrics, err = _evaluate(model2, ds2, tmp_path / "e2", monkeypatch, capsys)
+    assert metrics["test_surfaces_seen_in_training"] == [] and "warning" not in err

@@ -63,7 +63,14 @@ import cv2
 import numpy as np
 
 from psinspect.errors import PsinspectError
-from psinspect.fileio import atomic_write_bytes, image_size_hw, load_npy, save_npy, save_png
+from psinspect.fileio import (
+    atomic_write_bytes,
+    file_sha256,
+    image_size_hw,
+    load_npy,
+    save_npy,
+    save_png,
+)
 from psinspect.stereo import check_lights_conditioned, check_lights_face_camera
 
 #: Rec. 601 luma weights (R, G, B) used to combine intensity-normalised colour channels.
@@ -407,6 +414,21 @@ def capture_lights_file(folder: str | os.PathLike[str],
             return folder / name
     raise PsinspectError(f"{folder}: no lights file ({' or '.join(DEFAULT_LIGHTS_FILES)}); "
                          "give one with --lights-file")
+
+
+def capture_fingerprint(folder: str | os.PathLike[str]) -> str:
+    """SHA-256 over the contents of a capture folder's images (in light order) and lights
+    file: the same capture copied, moved or renamed has the same fingerprint, another one
+    (a part rendered again into the same folder) another. Names are not hashed."""
+    import hashlib
+
+    folder = Path(folder)
+    fn_file = folder / "filenames.txt"
+    names = _read_filenames(fn_file) if fn_file.is_file() else _list_plain_images(folder)
+    h = hashlib.sha256()
+    for f in [*(folder / n for n in names), capture_lights_file(folder)]:
+        h.update(file_sha256(f).encode("ascii"))
+    return h.hexdigest()
 
 
 def load_capture(

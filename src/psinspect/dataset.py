@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from psinspect.capture import CAPTURE_MARKERS, is_capture_folder
+from psinspect.capture import CAPTURE_MARKERS, capture_fingerprint, is_capture_folder
 from psinspect.defects import (
     check_min_angle,
     check_types,
@@ -258,7 +258,8 @@ def build_dataset(
     items: list[dict[str, Any]] = []
     for folder, name in zip(folders, names, strict=True):
         role = "test" if name in test_names else "train"
-        surfaces[name] = {"source": str(folder.resolve()), "role": role}
+        surfaces[name] = {"source": str(folder.resolve()), "role": role,
+                          "fingerprint": capture_fingerprint(folder)}
         cap = load_capture(folder)
         beyond = sorted(i + 1 for i in skip.get(name, []) if not 0 <= i < cap.num_lights)
         if beyond:

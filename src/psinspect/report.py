@@ -396,11 +396,13 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
 
 def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any]) -> list[str]:
     """The test surfaces of a dataset ``manifest`` that the model in ``model_dir`` was trained
-    on: its ``config.json`` names its training dataset (whose train surfaces' capture folders
-    are compared) or its input files and folders (a test surface's capture folder that is one
-    of them or lies inside one). Compared by resolved path, so the same captures under other
-    names count and other captures with the same names do not. Empty when the model's
-    training cannot be traced (no model folder, a dataset that was moved)."""
+    on. Where both record them, by content: the capture fingerprints of the model's training
+    surfaces (``config.json`` ``training.surface_fingerprints``) against each test surface's
+    (:func:`psinspect.capture.capture_fingerprint`), so the same capture copied, moved or
+    renamed counts and another one rendered into the same folder does not. Otherwise (models
+    or datasets of earlier versions) by resolved path: the training dataset's train surfaces'
+    capture folders, or the training inputs (a test surface's capture folder that is one of
+    them or lies inside one). Empty when the model's training cannot be traced."""
     import json
     from pathlib import Path
 
@@ -419,9 +421,17 @@ def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any]) -> list[
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
     inputs = [Path(p).resolve() for p in training.get("inputs", []) if isinstance(p, str)]
+    prints = training.get("surface_fingerprints")
+    prints = set(prints) if isinstance(prints, list) and prints else None  # [] says nothing
     leaks = []
     for name, s in manifest.get("surfaces", {}).items():
-        if s.get("role") != "test" or not isinstance(s.get("source"), str):
+        if s.get("role") != "test":
+            continue
+        if prints is not None and isinstance(s.get("fingerprint"), str):
+            if s["fingerprint"] in prints:
+                leaks.append(name)
+            continue
+        if not isinstance(s.get("source"), str):
             continue
         src = Path(s["source"]).resolve()
         if src in seen or any(src == p or p in src.parents for p in inputs):

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from psinspect.capture import is_capture_folder
+from psinspect.capture import capture_fingerprint, is_capture_folder
 from psinspect.errors import PsinspectError
 from psinspect.fileio import (
     check_output_dir,
@@ -118,7 +118,10 @@ def _load_dataset(path: Path) -> TrainingData:
         )
     surfaces = sorted({it["surface"] for it in manifest["items"]
                        if it["split"] in ("train-clean", "val-clean")})
+    prints = sorted(s["fingerprint"] for n, s in manifest.get("surfaces", {}).items()
+                    if n in surfaces and isinstance(s, dict) and "fingerprint" in s)
     return TrainingData(train, val, tn, vn, {"dataset": str(path.resolve()), "surfaces": surfaces,
+                                             "surface_fingerprints": prints,
                                              "dataset_seed": manifest.get("seed"),
                                              "ps_solver": _dataset_solver(manifest)})
 
@@ -217,6 +220,8 @@ def load_training_data(
     return TrainingData(
         pick(1, False), pick(1, True), pick(0, False), pick(0, True),
         {"inputs": [str(Path(f).resolve()) for f in files],
+         "surface_fingerprints": sorted(capture_fingerprint(f) for f in files
+                                        if is_capture_folder(f)),
          "holdout_rule": f"seeded shuffle ({seed}), first {n_val} of {len(loaded)} held out "
                          "for validation", "ps_solver": solver},
         pick(2, False), pick(2, True),
