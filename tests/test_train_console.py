@@ -87,3 +87,18 @@ def test_interrupt_says_how_to_resume_and_resume_continues(inputs: list[str],
     epochs = [ln for ln in r.stderr.splitlines() if ln.startswith("epoch ")]
     assert epochs[0].startswith(f"epoch {done + 1}/30")
     assert f"30 epochs, {30 - done} of them now in" in r.stdout
+
+
+def test_sigterm_stops_at_once_with_the_resume_hint(inputs: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    hp = json.dumps({"channels": [4, 8], "patch": 32, "steps_per_epoch": 40, "val_patches": 1})
+    proc = subprocess.Popen(_cmd("train", *inputs, "-o", str(out), "--model", "unet-ae", "--hp",
+                                 hp, "--epochs", "30", "--threads", "1"),
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not proc.stderr.readline().startswith("epoch 2/30"):
+        pass
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 143, rest
+    assert "interrupted: the last finished epoch is kept in" in rest and "Traceback" not in rest

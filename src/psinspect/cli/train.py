@@ -22,28 +22,29 @@ _OPTION_NAMES = {"hyperparameters": "--hp"}
 
 
 @contextlib.contextmanager
-def _interrupt_noted() -> Iterator[list[bool]]:
+def _interrupt_noted() -> Iterator[list[int]]:
     """The first Ctrl-C (SIGINT) is noted in the yielded list and said; training stops after
     the epoch it is in (``on_epoch`` raises KeyboardInterrupt there, once that epoch is
     checkpointed). A second one raises KeyboardInterrupt at once. (Raised from the first,
     it is lost when it arrives while a finaliser runs: Python prints "Exception ignored" and
-    goes on.)"""
-    noted: list[bool] = []
+    goes on.) SIGTERM stops at once. The list holds the signals received."""
+    noted: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield noted
         return
 
     def handler(signum: int, frame: object) -> None:
-        noted.append(True)
-        if len(noted) > 1:
+        noted.append(signum)
+        if len(noted) > 1 or signum == signal.SIGTERM:
             raise KeyboardInterrupt
         typer.echo("stopping after this epoch (Ctrl-C again to stop at once)", err=True)
 
-    old = signal.signal(signal.SIGINT, handler)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield noted
     finally:
-        signal.signal(signal.SIGINT, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @app.command("train")
@@ -159,7 +160,7 @@ def train_cmd(
                 typer.echo(f"interrupted: the last finished epoch is kept in "
                            f"{out / '.checkpoint'}; continue with the same inputs and "
                            f"'-o {out} --resume'", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(143 if signal.SIGTERM in interrupted else 130) from None
     if interrupted:
         typer.echo("the Ctrl-C came after the last epoch: the model was finished and written",
                    err=True)
