@@ -72,7 +72,8 @@ def test_interrupt_says_how_to_resume_and_resume_continues(inputs: list[str],
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=120)[1], None
     assert proc.returncode == 130, "".join(seen) + rest
-    assert rest.startswith("stopping after this epoch (Ctrl-C again to stop at once)\n")
+    assert rest.startswith("stopping once the current epoch is saved (Ctrl-C again to stop at "
+                           "once)\n")
     assert "interrupted: the last finished epoch is kept in" in rest
     assert f"'-o {out} --resume'" in rest and "Traceback" not in rest
     r = subprocess.run(_cmd("train", *inputs, "-o", str(out), "--resume", "--threads", "1"),

@@ -598,14 +598,16 @@ def train_model(
     from psinspect import __version__
 
     ps_solver = data.source.pop("ps_solver", solver)  # the config records it under "input"
+    # training-free models and cross-calibrated ones (fitted in one go) have no epochs: their
+    # config records no epoch settings
+    by_epochs = model.trainable and scorers is None
     training = {
         **data.source, "train_maps": len(data.train), "val_maps": len(data.val),
-        # the log of a cross-calibrated model (fitted in one go) has no epochs
-        "epochs": args["epochs"],
-        "epochs_run": len(log) if model.trainable and scorers is None else 0,
-        "batch_size": args["batch_size"], "seed": args["seed"], "patience": args["patience"],
+        **({"epochs": args["epochs"], "batch_size": args["batch_size"],
+            "patience": args["patience"]} if by_epochs else {}),
+        "epochs_run": len(log) if by_epochs else 0, "seed": args["seed"],
         "train_seconds": round(train_seconds, 2), "resumed": bool(resume),
-        **_epoch_summary(log if model.trainable and scorers is None else [], args["epochs"]),
+        **_epoch_summary(log if by_epochs else [], args["epochs"]),
         **({"calibration_inputs": args["calibration_inputs"]}
            if args.get("calibration_inputs") else {}),
         "psinspect_version": __version__,

@@ -37,7 +37,8 @@ def _interrupt_noted() -> Iterator[list[int]]:
         noted.append(signum)
         if len(noted) > 1 or signum == signal.SIGTERM:
             raise KeyboardInterrupt
-        typer.echo("stopping after this epoch (Ctrl-C again to stop at once)", err=True)
+        typer.echo("stopping once the current epoch is saved (Ctrl-C again to stop at once)",
+                   err=True)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
