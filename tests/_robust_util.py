@@ -49,6 +49,17 @@ def sphere_normals(size: int, radius: float = 0.45) -> tuple[np.ndarray, np.ndar
     return n.astype(np.float32), mask
 
 
+def good_sphere_maps(folder: Path, size: int) -> list[Path]:
+    """Three defect-free hemisphere maps of radii 0.45, 0.4 and 0.35 (``good0..2.npy`` in
+    ``folder``): the smallest training set."""
+    from psinspect.fileio import save_npy
+
+    paths = []
+    for i, r in enumerate((0.45, 0.4, 0.35)):
+        paths.append(save_npy(folder / f"good{i}.npy", sphere_normals(size, r)[0]))
+    return paths
+
+
 def tiny_capture(folder: Path, k: int = 6, size: int = 16, seed: int = 3,
                  with_gt: bool = False) -> Path:
     """A Lambertian hemisphere under ``k`` lights, DiLiGenT layout, 16-bit grey PNGs."""

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _robust_util import run_cli, sphere_normals, tree
+from _robust_util import good_sphere_maps, run_cli, sphere_normals, tree
 
 from psinspect.cli import main
 from psinspect.errors import PsinspectError
@@ -186,12 +186,7 @@ def test_detect_killed_while_writing_and_moving(detect_setup: dict, tmp_path: Pa
 
 @pytest.fixture(scope="module")
 def train_inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("train")
-    paths = []
-    for i, r in enumerate((0.45, 0.4, 0.35)):
-        save_npy(root / f"good{i}.npy", sphere_normals(40, r)[0])
-        paths.append(root / f"good{i}.npy")
-    return paths
+    return good_sphere_maps(tmp_path_factory.mktemp("train"), 40)
 
 
 def _train_argv(inputs: list[Path], out: Path, *extra: str) -> list:

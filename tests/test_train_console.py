@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _robust_util import sphere_normals
-
-from psinspect.fileio import save_npy
+from _robust_util import good_sphere_maps
 
 # a high learning rate makes the validation loss stop improving early (seeded: always epoch 10)
 HP = json.dumps({"channels": [4, 8], "patch": 32, "steps_per_epoch": 2, "val_patches": 1,
@@ -23,12 +21,7 @@ HP = json.dumps({"channels": [4, 8], "patch": 32, "steps_per_epoch": 2, "val_pat
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    root = tmp_path_factory.mktemp("train_console")
-    paths = []
-    for i, r in enumerate((0.45, 0.4, 0.35)):
-        save_npy(root / f"good{i}.npy", sphere_normals(48, r)[0])
-        paths.append(str(root / f"good{i}.npy"))
-    return paths
+    return [str(p) for p in good_sphere_maps(tmp_path_factory.mktemp("train_console"), 48)]
 
 
 def _cmd(*args: str) -> list[str]:

@@ -382,10 +382,6 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
                          "folder)")
 
 
-#: the files ``write_detection_outputs`` writes per input: ``NAME`` + each suffix
-OUTPUT_SUFFIXES = ("_score.npy", "_heatmap.png", "_mask.png", "_reference.png", "_panel.png")
-
-
 def unique_names(names: list[str]) -> list[str]:
     """Make output names unique by suffixing ``_2``, ``_3`` ... to repeats; a suffixed name
     never takes a name that another input has or that was already given out (inputs ``x``,
@@ -461,12 +457,10 @@ def write_detection_outputs(
     with staged_output_dir(out, force, inputs=[*paths, bundle.path]) as stage:
 
         def one_or_error(item: tuple[Path, str]) -> dict[str, Any]:
-            try:
+            try:  # (reading and scoring raise before ``one`` writes any file)
                 return one(item)
             except PsinspectError as err:
                 p, name = item
-                for suffix in OUTPUT_SUFFIXES:  # nothing half-written for the failed input
-                    (stage / f"{name}{suffix}").unlink(missing_ok=True)
                 msg = str(err) if str(p) in str(err) else f"{p}: {err}"
                 return {"name": name, "source": str(p), "verdict": "error", "error": msg}
 

@@ -295,14 +295,14 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
 def _check_inputs_kept(out: Path, inputs: Sequence[str | os.PathLike[str] | None]) -> None:
     """Refuse ``--force`` into ``out`` when the files an earlier run wrote there (which it
     would remove) include one of ``inputs`` or a file inside an input folder."""
-    reads = [Path(p).resolve() for p in inputs if p is not None]
+    reads = {Path(p).resolve() for p in inputs if p is not None}
     for rel in _previously_written(out):
         f = (out / rel).resolve()
-        for p in reads:
-            if f == p or p in f.parents:
-                raise PsinspectError(f"{out}: --force would replace an earlier run's files "
-                                     f"there, and {p} is an input of this one: write to "
-                                     "another folder")
+        hit = reads & {f, *f.parents}
+        if hit:
+            raise PsinspectError(f"{out}: --force would replace an earlier run's files there, "
+                                 f"and {min(hit)} is an input of this one: write to another "
+                                 "folder")
 
 
 def _check_creatable(path: Path) -> None:
