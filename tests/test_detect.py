@@ -651,3 +651,8 @@ def test_detect_lights_needs_a_capture_and_a_valid_spec(geo_dir: Path, tmp_path:
                             "-o", tmp_path / "o", "--lights", "zzz"], monkeypatch, capsys)
     assert code == 2 and error_lines(err)[0].startswith("error: --lights 'zzz'")
     assert not (tmp_path / "o").exists()
+    code, _, err = run_cli(["detect", tmp_path / "cap", "--model", geo_dir, "-o",
+                            tmp_path / "o", "--lights", "1-3"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [
+        f"error: {tmp_path / 'cap'}: no lights file (lights.txt or light_directions.txt); "
+        "give one with --lights-file"]

@@ -358,8 +358,9 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
 
             try:
                 select = parse_light_spec(lights, len(read_lights_file(capture_lights_file(p))))
-            except PsinspectError as err:
-                raise PsinspectError(f"{p}: {err}") from None
+            except PsinspectError as err:  # named by the capture (once)
+                raise PsinspectError(str(err) if str(p) in str(err) else f"{p}: {err}"
+                                     ) from None
         cap = load_capture(p, select=select)
         res = run_photometric_stereo(cap, solver)
         obj = cap.mask & (np.abs(res.normals).sum(-1) > 0)
