@@ -184,6 +184,15 @@ def test_validation_failure(tmp_path: Path, monkeypatch, capsys, breakage, patte
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no staging leftovers
 
 
+def test_missing_lights_file_points_to_the_option(tmp_path: Path, monkeypatch, capsys) -> None:
+    cap = synthetic_capture(tmp_path / "cap", k=12, size=24)
+    (cap / "light_directions.txt").unlink()
+    code, _, err = run_cli(["normals", str(cap), "-o", str(tmp_path / "out")], monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {cap}: no lights file (lights.txt or light_directions.txt) in the folder; "
+        "give one with --lights-file"]
+
+
 @pytest.mark.parametrize(("args", "pattern"), [
     (["--lights", "1-20"], r"--lights '1-20': '1-20' is outside the capture's lights 1-12"),
     (["--num-lights", "2"], r"--num-lights 2: must be between 3"),

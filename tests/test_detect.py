@@ -654,5 +654,25 @@ def test_detect_lights_needs_a_capture_and_a_valid_spec(geo_dir: Path, tmp_path:
     code, _, err = run_cli(["detect", tmp_path / "cap", "--model", geo_dir, "-o",
                             tmp_path / "o", "--lights", "1-3"], monkeypatch, capsys)
     assert code == 2 and error_lines(err) == [
-        f"error: {tmp_path / 'cap'}: no lights file (lights.txt or light_directions.txt); "
-        "give one with --lights-file"]
+        f"error: {tmp_path / 'cap'}: no lights file (lights.txt or light_directions.txt) "
+        "in the folder"]
+
+
+def test_detect_a_folder_of_captures(geo_dir: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder holding capture folders (render's output, beside its render.json) stands for
+    those captures; a folder holding none is still refused."""
+    from psinspect.render import render_dataset
+
+    caps = render_dataset(tmp_path / "caps", 2, defect_rate=0.0, seed=2, size=48, lights=12)
+    (tmp_path / "caps" / "render.json").write_text("{}")
+    code, _, err = run_cli(["detect", tmp_path / "caps", "--model", geo_dir, "-o",
+                            tmp_path / "d"], monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert [s["source"] for s in summary["inputs"]] == [str(c) for c in caps]
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["detect", tmp_path / "empty", "--model", geo_dir, "-o",
+                            tmp_path / "e"], monkeypatch, capsys)
+    assert code == 2 and len(error_lines(err)) == 1 and str(tmp_path / "empty") in err

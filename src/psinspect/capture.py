@@ -412,8 +412,8 @@ def capture_lights_file(folder: str | os.PathLike[str],
     for name in DEFAULT_LIGHTS_FILES:
         if (folder / name).is_file():
             return folder / name
-    raise PsinspectError(f"{folder}: no lights file ({' or '.join(DEFAULT_LIGHTS_FILES)}); "
-                         "give one with --lights-file")
+    raise PsinspectError(f"{folder}: no lights file ({' or '.join(DEFAULT_LIGHTS_FILES)}) "
+                         "in the folder")
 
 
 def capture_fingerprint(folder: str | os.PathLike[str]) -> str:

@@ -383,6 +383,23 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
                          "folder)")
 
 
+def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Detect's inputs with each folder of capture folders (e.g. the output of ``psinspect
+    render``: one sub-folder per part) replaced by those capture folders, in natural name
+    order. Files, capture folders, dataset folders and anything else stay as given
+    (:func:`load_input` reads or refuses them)."""
+    from psinspect.capture import is_capture_folder, natural_key
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        subs = []
+        if p.is_dir() and not is_capture_folder(p) and not (p / "manifest.json").is_file():
+            subs = [q for q in sorted(p.iterdir(), key=lambda q: natural_key(q.name))
+                    if is_capture_folder(q)]
+        out.extend(subs or [p])
+    return out
+
+
 def unique_names(names: list[str]) -> list[str]:
     """Make output names unique by suffixing ``_2``, ``_3`` ... to repeats; a suffixed name
     never takes a name that another input has or that was already given out (inputs ``x``,

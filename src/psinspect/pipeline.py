@@ -202,8 +202,8 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         raise PsinspectError(
             f"no surface left for testing among {len(captures)} capture(s): give at least 2 "
             "defect-free captures (one is held out for test) or a defective one")
-    end(1, t0, ", ".join(f"{k} {v}" for k, v in counts.items())
-        + f"; test surfaces: {', '.join(held)}")
+    end(1, t0, "normal maps: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + f" (per surface and light subset); test surfaces: {', '.join(held)}")
 
     # 3. model
     bundle = _model_stage(work, cfg, rep, begin, end)

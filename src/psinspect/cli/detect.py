@@ -14,7 +14,8 @@ from psinspect.cli import app, progress_bar
 def detect_cmd(
     inputs: Annotated[list[Path], typer.Argument(
         help="Normal maps (.npy H x W x 3 float, or 8/16-bit normal .png) and/or capture folders "
-             "(photometric stereo runs first).")],
+             "(photometric stereo runs first); a folder of capture folders (e.g. render's "
+             "output) stands for the captures in it.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
     model: Annotated[Path | None, typer.Option(
         "--model", help="Model directory (default: the bundled default model).")] = None,
@@ -62,12 +63,13 @@ def detect_cmd(
     M_X.png beside it.
     """
 
-    from psinspect.detect import write_detection_outputs
+    from psinspect.detect import expand_capture_sets, write_detection_outputs
     from psinspect.errors import PsinspectError
     from psinspect.fileio import check_output_dir
     from psinspect.modelstore import load_model_dir
 
     check_output_dir(out, force, [*inputs, model])
+    inputs = expand_capture_sets(inputs)
     bundle = load_model_dir(model, tta=tta)
     done = []
 

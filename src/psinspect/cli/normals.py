@@ -66,7 +66,11 @@ def normals_cmd(
     # Which lights? Parsing needs the light count, so read the lights first (cheap).
     if not Path(capture_dir).is_dir():
         raise PsinspectError(f"{capture_dir}: capture folder not found")
-    all_lights = read_lights_file(capture_lights_file(capture_dir, lights_file))
+    try:
+        lights_path = capture_lights_file(capture_dir, lights_file)
+    except PsinspectError as exc:
+        raise PsinspectError(f"{exc}; give one with --lights-file") from None
+    all_lights = read_lights_file(lights_path)
     select = None
     if lights is not None:
         select = parse_light_spec(lights, len(all_lights))
