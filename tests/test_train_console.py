@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _robust_util import good_sphere_maps
+from _robust_util import good_sphere_maps, run_cli
 
 # a high learning rate makes the validation loss stop improving early (seeded: always epoch 10)
 HP = json.dumps({"channels": [4, 8], "patch": 32, "steps_per_epoch": 2, "val_patches": 1,
@@ -96,3 +96,33 @@ def test_sigterm_stops_at_once_with_the_resume_hint(inputs: list[str], tmp_path:
     _, rest = proc.communicate(timeout=120)
     assert proc.returncode == 143, rest
     assert "interrupted: the last finished epoch is kept in" in rest and "Traceback" not in rest
+
+
+def test_ctrl_c_while_reading_inputs_stops_after_that_input(
+        inputs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C before training begins stops after the input being read: nothing is trained
+    (it used to wait for the first epoch to be saved)."""
+    import psinspect.detect
+
+    real = psinspect.detect.load_input
+    read: list[str] = []
+
+    def load_input(path, **kw):  # noqa: ANN001, ANN003, ANN202
+        read.append(str(path))
+        if len(read) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(path, **kw)
+
+    monkeypatch.setattr(psinspect.detect, "load_input", load_input)
+    epoch = []
+    monkeypatch.setattr("psinspect.models._torch.TorchAnomalyModel.fit",
+                        lambda *a, **k: epoch.append(1) or [])
+    code, _, err = run_cli(["train", *inputs, "-o", tmp_path / "m", "--model", "unet-ae",
+                            "--hp", HP, "--epochs", "3", "--threads", "1"], monkeypatch, capsys)
+    assert code == 130, err
+    assert read == inputs[:2] and not epoch
+    assert err.splitlines() == [
+        "stopping after the input being read (Ctrl-C again to stop at once)",
+        "interrupted (no epoch finished: nothing to resume)"]
+    assert not (tmp_path / "m").exists()

@@ -415,6 +415,10 @@ def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return parse_weights(data, str(wpath)), meta
 
 
+#: the ``progress`` message of :func:`train_model` when the inputs are read and fitting begins
+TRAINING_STARTED = "training"
+
+
 def checkpoint_progress(out: str | os.PathLike[str]) -> tuple[int, int] | None:
     """(epochs finished, maximum epochs) of the interrupted run checkpointed in ``out``, or
     None when there is no readable checkpoint (``train_model(resume=True)`` says why)."""
@@ -544,6 +548,8 @@ def train_model(
         if on_epoch is not None:
             on_epoch({**entry, "epochs": args["epochs"]})
 
+    if progress is not None:
+        progress(TRAINING_STARTED)
     t0 = time.perf_counter()
     fit_args = {"epochs": args["epochs"], "batch_size": args["batch_size"], "seed": args["seed"],
                 "patience": args["patience"], "threads": threads}

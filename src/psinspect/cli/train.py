@@ -6,7 +6,7 @@ import contextlib
 import json
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -22,9 +22,10 @@ _OPTION_NAMES = {"hyperparameters": "--hp"}
 
 
 @contextlib.contextmanager
-def _interrupt_noted() -> Iterator[list[int]]:
+def _interrupt_noted(reading: Callable[[], bool]) -> Iterator[list[int]]:
     """The first Ctrl-C (SIGINT) is noted in the yielded list and said; training stops after
-    the epoch it is in (``on_epoch`` raises KeyboardInterrupt there, once that epoch is
+    the input being read (``reading()`` true: the progress callback raises KeyboardInterrupt)
+    or after the epoch it is in (``on_epoch`` raises it there, once that epoch is
     checkpointed). A second one raises KeyboardInterrupt at once. (Raised from the first,
     it is lost when it arrives while a finaliser runs: Python prints "Exception ignored" and
     goes on.) SIGTERM stops at once. The list holds the signals received."""
@@ -37,8 +38,9 @@ def _interrupt_noted() -> Iterator[list[int]]:
         noted.append(signum)
         if len(noted) > 1 or signum == signal.SIGTERM:
             raise KeyboardInterrupt
-        typer.echo("stopping once the current epoch is saved (Ctrl-C again to stop at once)",
-                   err=True)
+        when = ("after the input being read" if reading()
+                else "once the current epoch is saved")
+        typer.echo(f"stopping {when} (Ctrl-C again to stop at once)", err=True)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -101,7 +103,7 @@ def train_cmd(
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
     from psinspect.models import available_models
-    from psinspect.train import checkpoint_progress, train_model
+    from psinspect.train import TRAINING_STARTED, checkpoint_progress, train_model
 
     if resume:
         # (by name: typer's parameter-source enum is not click's own class)
@@ -134,6 +136,15 @@ def train_cmd(
         task = bar.add_task("loading data", total=done[1] if done else epochs,
                             completed=done[0] if done else 0)
 
+        reading = [True]  # inputs are being read (until train_model says TRAINING_STARTED)
+
+        def on_progress(msg: str) -> None:
+            bar.update(task, description=msg)
+            if msg == TRAINING_STARTED:
+                reading[0] = False
+            elif interrupted and reading[0]:  # Ctrl-C while reading: nothing to save
+                raise KeyboardInterrupt
+
         def on_epoch(e: dict) -> None:
             line = (f"epoch {e['epoch'] + 1}/{e['epochs']}: train loss {e['train_loss']:.4f}, "
                     f"val loss {e['val_loss']:.4f}{' (best so far)' if e['best'] else ''}, "
@@ -144,14 +155,14 @@ def train_cmd(
                 raise KeyboardInterrupt
 
         try:
-            with _interrupt_noted() as interrupted:
+            with _interrupt_noted(lambda: reading[0]) as interrupted:
                 config = train_model(
                     inputs, out, model_name=model, hyperparameters=hp, epochs=epochs,
                     batch_size=batch_size, seed=seed, patience=patience,
                     threshold_fpr=threshold_fpr, image_fpr=image_fpr,
                     threshold=threshold, solver=solver, force=force, resume=resume,
                     threads=threads, calibration_inputs=calibrate_on, on_epoch=on_epoch,
-                    progress=lambda msg: bar.update(task, description=msg),
+                    progress=on_progress,
                 )
         except KeyboardInterrupt:
             bar.stop()
