@@ -452,15 +452,15 @@ def verdict_html(prediction: Prediction | None, error: str | None = None) -> str
 
 
 def heatmap_overlay(normals_rgb: np.ndarray, score: np.ndarray, mask: np.ndarray,
-                    vmax: float, alpha: float = 0.6) -> np.ndarray:
-    """Blend a colour-mapped score (``inferno``, 0..vmax) over the normal-map image inside the mask.
+                    threshold: float, alpha: float = 0.6) -> np.ndarray:
+    """Blend detect's heat map (:func:`psinspect.report.heatmap_rgb`: ``threshold`` at
+    mid-scale) over the normal-map image inside the mask; outside it the image is dimmed.
 
     normals_rgb: (H, W, 3) uint8; score: (H, W) float; mask: (H, W) bool. Returns (H, W, 3) uint8.
     """
-    from matplotlib import colormaps
+    from psinspect.report import heatmap_rgb
 
-    s = np.clip(np.asarray(score, np.float32) / max(float(vmax), 1e-12), 0.0, 1.0)
-    heat = (colormaps["inferno"](s)[..., :3] * 255.0).astype(np.float32)
+    heat = heatmap_rgb(np.asarray(score, np.float32), mask, threshold).astype(np.float32)
     base = normals_rgb.astype(np.float32)
     out = np.where(mask[..., None], (1 - alpha) * base + alpha * heat, base * 0.5)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
@@ -504,8 +504,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
         kind=inp.kind,
         normals_rgb=normals_rgb,
         reference_rgb=None if ref is None else encode_png(ref, inp.mask),
-        heatmap_rgb=heatmap_overlay(normals_rgb, det.score, inp.mask,
-                                    vmax=max(2 * det.threshold, 1e-6)),
+        heatmap_rgb=heatmap_overlay(normals_rgb, det.score, inp.mask, det.threshold),
         mask_rgb=mask_image(det.pred_mask, inp.mask),
         image_score=float(det.image_score),
         threshold=float(det.threshold),
