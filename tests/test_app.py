@@ -119,6 +119,11 @@ def test_load_inputs_and_errors(tmp_path: Path) -> None:
     save_npy(bad, arr)
     with pytest.raises(PsinspectError, match=r"^nan\.npy: "):
         load_inspection_input(bad, tmp_path)
+    chw = tmp_path / "chw.npy"  # channels first: named by its shape, not as "too small"
+    save_npy(chw, np.zeros((3, 16, 16), np.float32))
+    with pytest.raises(PsinspectError, match=r"^chw\.npy: expected shape \(H, W, 3\), got "
+                       r"\(3, 16, 16\)$"):
+        load_inspection_input(chw, tmp_path)
     nocap = _zip(tmp_path / "nocap.zip", [("readme.txt", b"no capture here")])
     with pytest.raises(PsinspectError, match="holds no capture"):
         load_inspection_input(nocap, tmp_path)

@@ -141,6 +141,9 @@ def test_plain_layout_natural_order_bom_and_lights_file(tmp_path: Path) -> None:
     np.testing.assert_allclose(cap.images, np.rint(imgs * 255) / 255, atol=1e-6)
     np.testing.assert_allclose(cap.lights, lights, atol=1e-5)
     assert cap.lights_file == folder / "lights.txt"
+    # a defect ground truth beside the images is not a light image
+    cv2.imwrite(str(folder / "M_defect.png"), np.zeros(imgs.shape[1:3], np.uint8))
+    assert load_capture(folder).filenames == cap.filenames
     assert natural_key("a01b") < natural_key("a1c") and natural_key("x9") < natural_key("x10")
     assert sorted(["b", "a10", "a9", "A1"], key=natural_key) == ["A1", "a9", "a10", "b"]
 

@@ -50,6 +50,7 @@ def test_normals_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
     assert {p.name for p in out.iterdir()} == names
     run = json.loads((out / "run.json").read_text())
     assert run["inputs"]["lights_file"] == str((cap / "light_directions.txt").resolve())
+    assert run["inputs"]["intensities_file"] == str((cap / "light_intensities.txt").resolve())
     normals = np.load(out / "normals.npy")
     mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_UNCHANGED) > 0
     assert normals.dtype == np.float32 and normals.shape == (*mask.shape, 3)
@@ -185,12 +186,17 @@ def test_validation_failure(tmp_path: Path, monkeypatch, capsys, breakage, patte
 
 
 def test_missing_lights_file_points_to_the_option(tmp_path: Path, monkeypatch, capsys) -> None:
+    synthetic_capture(tmp_path / "cap2", k=12, size=24)
     cap = synthetic_capture(tmp_path / "cap", k=12, size=24)
     (cap / "light_directions.txt").unlink()
     code, _, err = run_cli(["normals", str(cap), "-o", str(tmp_path / "out")], monkeypatch, capsys)
     assert code == 2 and err.strip().splitlines() == [
         f"error: {cap}: no lights file (lights.txt or light_directions.txt) in the folder; "
         "give one with --lights-file"]
+    code, _, err = run_cli(["normals", str(tmp_path), "-o", str(tmp_path / "out")], monkeypatch,
+                           capsys)  # a folder holding a capture folder
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {tmp_path}: a folder of 2 capture folders (cap, cap2); give one of them"]
 
 
 @pytest.mark.parametrize(("args", "pattern"), [

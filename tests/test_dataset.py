@@ -167,6 +167,26 @@ def test_load_manifest_rejects_leaky_manifest(built, tmp_path) -> None:
         load_manifest(tmp_path)
 
 
+def test_a_copied_capture_is_the_same_surface(renders, built, tmp_path) -> None:
+    """A training capture copied under another name (e.g. held out for test) is refused at
+    build time, and a manifest whose train and test surfaces share a fingerprint at load
+    time (the split had let train and test share a surface)."""
+    import shutil
+
+    caps = find_captures([renders])
+    shutil.copytree(caps[0], tmp_path / "copy")
+    with pytest.raises(PsinspectError, match=f"{caps[0].name} and copy are the same capture"):
+        build_dataset([*caps, tmp_path / "copy"], tmp_path / "ds", holdout=["copy"], subsets=2)
+    assert not (tmp_path / "ds").exists()
+    manifest, _ = built
+    bad = json.loads(json.dumps(manifest))
+    roles = {s["role"]: n for n, s in bad["surfaces"].items()}
+    bad["surfaces"][roles["test"]]["fingerprint"] = bad["surfaces"][roles["train"]]["fingerprint"]
+    (tmp_path / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(PsinspectError, match="are the same capture"):
+        load_manifest(tmp_path)
+
+
 def test_cli_dataset(renders, tmp_path) -> None:
     from psinspect.cli import _register, app
 

@@ -251,6 +251,10 @@ def test_errors() -> None:
     with pytest.raises(PsinspectError, match="--severity"):
         parse_severity("strong")
     assert parse_severity("0.05-0.2") == (0.05, 0.2)
+    assert parse_severity("1") == 1.0
+    for steep in ("5", "0.2-3"):  # turned normals away from the camera (z down to -0.44)
+        with pytest.raises(PsinspectError, match=r"a number in \(0, 1\]"):
+            parse_severity(steep)
     assert parse_severity("high") == "high"
     with pytest.raises(PsinspectError, match="not unit"):
         implant_defects(normals * 2, mask, np.random.default_rng(0))

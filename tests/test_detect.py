@@ -64,6 +64,34 @@ def test_tiled_scoring_matches_full_map() -> None:
     np.testing.assert_allclose(tiled.score, full.score, atol=0.05)
 
 
+@pytest.mark.parametrize("name", ["geo-seg", "unet-ae"])
+def test_learned_scores_do_not_depend_on_the_framing(name: str) -> None:
+    """The learned models' GroupNorm statistics span their whole input: they score the object's
+    window (bounding box + margin), so background added around the part, a part touching the
+    map's edge, or a map larger than the tile size give the same scores (a geo-seg model's
+    clean casting failed with 64 px of background added before)."""
+    hp = {"channels": [4, 8], "tta": 2} if name == "geo-seg" else {"channels": [4, 8]}
+    model = create_model(name, **hp)
+    n, m = bowl(60)
+    n[20:26, 30:33] = [0.3, 0.0, 0.954]  # something to score
+    base = score_map(model, n, m).score
+    for pad in [(0, 0), (40, 5), (3, 90)]:
+        big_n = np.pad(n, (pad, pad[::-1], (0, 0)))
+        big_m = np.pad(m, (pad, pad[::-1]))
+        got = score_map(model, big_n, big_m, tile=32, overlap=8)  # never tiled
+        assert not got.info.get("tiled")
+        np.testing.assert_allclose(got.score[pad[0]:pad[0] + 60, pad[1]:pad[1] + 60], base,
+                                   atol=1e-5)
+    r0, c0 = np.flatnonzero(m.any(1))[0], np.flatnonzero(m.any(0))[0]
+    cut = score_map(model, n[r0:, c0:], m[r0:, c0:]).score  # the part touches the map's edge
+    np.testing.assert_allclose(cut, base[r0:, c0:], atol=1e-5)
+    assert base.max() > 0 and (base[~m] == 0).all()
+    model.max_whole_pixels = 40 * 40  # a larger object is scored in tiles (memory)
+    tiled = score_map(model, n, m)
+    assert tiled.info.get("tiled") and tiled.info["tile"] == 40
+    assert (tiled.score[~m] == 0).all() and tiled.score[m].min() > 0
+
+
 class _HalfMaxModel:
     """A stand-in whose map-level step needs the WHOLE map: score = 1 - n_z, then divided by
     the map's maximum (wrapped around the geometric model's plumbing)."""
@@ -569,6 +597,31 @@ def test_train_calibrate_on_parts_not_trained_on(tmp_path: Path,
         assert not (tmp_path / "bad").exists()
 
 
+def test_calibrate_on_refuses_training_surfaces(tiny_dataset: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """A training input, a copy of a training capture (same fingerprint) or a map of a
+    training dataset's train surface is not a part 'not trained on' (it was accepted and
+    recorded as such)."""
+    import shutil
+
+    from psinspect.render import render_dataset
+
+    caps = render_dataset(tmp_path / "caps", 3, defect_rate=0.0, seed=4, size=40, lights=12)
+    shutil.copytree(caps[0], tmp_path / "copy")
+    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
+    train_map = next(tiny_dataset / it["file"] for it in manifest["items"]
+                     if it["split"] == "train-clean")
+    for inputs, cal in (([*caps], caps[1]), ([*caps], tmp_path / "copy"),
+                        ([tiny_dataset], train_map)):
+        code, _, err = run_cli(["train", *inputs, "--model", "geometric", "-o",
+                                tmp_path / "m", "--calibrate-on", cal], monkeypatch, capsys)
+        assert code == 2 and error_lines(err) == [
+            f"error: {cal}: --calibrate-on takes parts NOT trained on, and this one is among "
+            "the training surfaces"], err
+        assert not (tmp_path / "m").exists()
+
+
 def test_detect_keep_going(geo_dir: Path, tiny_dataset: Path, tmp_path: Path,
                            monkeypatch: pytest.MonkeyPatch,
                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -672,6 +725,7 @@ def test_detect_a_folder_of_captures(geo_dir: Path, tmp_path: Path,
     assert code == 0, err
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert [s["source"] for s in summary["inputs"]] == [str(c) for c in caps]
+    assert summary["min_region_px"] == 4  # the masks leave smaller specks out (recorded)
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(["detect", tmp_path / "empty", "--model", geo_dir, "-o",
                             tmp_path / "e"], monkeypatch, capsys)

@@ -65,9 +65,12 @@ def test_a_tampered_manifest_removes_nothing_outside(tmp_path: Path, listed: obj
     _write(out, {"b.txt": b"b"}, force=True)
     assert victim.read_text() == "keep"
     assert (out / "a.txt").is_file()  # no longer listed: kept as if the user's
-    (out / WRITTEN_MANIFEST).write_text("{broken")
-    _write(out, {"b.txt": b"b2"}, force=True)
-    assert (out / "b.txt").read_bytes() == b"b2"
+    (out / WRITTEN_MANIFEST).write_text("{broken")  # nothing known to be psinspect's now
+    with pytest.raises(PsinspectError, match=r"b\.txt: exists and was not written by psinspect"):
+        _write(out, {"b.txt": b"b2"}, force=True)
+    assert (out / "b.txt").read_bytes() == b"b"
+    _write(out, {"c.txt": b"c"}, force=True)
+    assert (out / "c.txt").read_bytes() == b"c"
 
 
 def test_a_listed_link_is_not_followed(tmp_path: Path) -> None:
@@ -159,3 +162,20 @@ def test_force_refuses_an_output_folder_holding_an_input(tmp_path: Path, command
     assert "is an input of this one: write to another folder" in str(res.exception
                                                                      or res.output)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_force_never_replaces_a_file_psinspect_did_not_write(tmp_path: Path, monkeypatch,
+                                                              capsys) -> None:
+    """``normals CAP -o CAP --force`` used to replace the capture's own mask.png (an input that
+    psinspect did not write); now it is refused and the capture is untouched."""
+    from _robust_util import run_cli, tree
+    from test_cli_normals import synthetic_capture
+
+    cap = synthetic_capture(tmp_path / "cap", k=12, size=24)
+    before = tree(cap)
+    code, _, err = run_cli(["normals", cap, "-o", cap, "--force"], monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {cap / 'mask.png'}: exists and was not written by psinspect (only its own "
+        "earlier results are replaced, even with --force): move it away or choose another "
+        "output folder"]
+    assert tree(cap) == before

@@ -152,6 +152,8 @@ TAMPERING = [
      r"config\.json: weights_file must be a plain file name"),
     ("absolute weights path", lambda d: _set_config(d, weights_file="/etc/passwd"),
      r"config\.json: weights_file must be a plain file name"),
+    ("tile no larger than its overlaps", lambda d: _set_config(d, input={
+        "tile": 128, "tile_overlap": 64}), r"config\.json: invalid input 'tile' / 'tile_overlap'"),
     ("consistent forgery", _consistent_forgery, _W + r": weights do not fit"),
     ("pickle as weights", _pickle_as_weights, _W + r": not a readable safetensors"),
 ]

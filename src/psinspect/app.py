@@ -271,7 +271,7 @@ def _check_npy_header(path: Path, label: str, limits: Limits) -> None:
         shape, _, _ = npy_header(path)
     except PsinspectError:  # unreadable headers are reported by load_normal_map
         return
-    if len(shape) == 3:
+    if len(shape) == 3 and shape[2] == 3:  # other shapes: load_normal_map refuses them
         _check_size(shape, label, limits)
 
 

@@ -16,7 +16,8 @@ distant light. Two folder layouts are read:
 
 **Plain layout** (no ``filenames.txt``): every image file in the folder, in natural order of
 the names (digit runs by value: ``img2`` before ``img10``; :func:`natural_key`), except
-``mask.*``, ``Normal_gt.*`` and ``normals.*``, plus a lights file: the one given as
+``mask.*``, ``Normal_gt.*``, ``normals.*`` and ``M_defect.*`` (a defect ground truth), plus a
+lights file: the one given as
 ``lights_file``, else the first of ``lights.txt`` and ``light_directions.txt`` found (the same
 rule picks the lights file of a DiLiGenT-layout folder). ``light_intensities.txt``,
 ``mask.png`` and ground truth are read as above when present.
@@ -78,8 +79,10 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 #: file stems (lower case) that are never capture images in the plain layout
-_NON_CAPTURE_STEMS = ("mask", "normal_gt", "normals")
+_NON_CAPTURE_STEMS = ("mask", "normal_gt", "normals", "m_defect")
 DEFAULT_LIGHTS_FILES = ("lights.txt", "light_directions.txt")
+#: the optional per-light intensities of a capture folder (both layouts)
+INTENSITIES_FILE = "light_intensities.txt"
 #: a folder holding one of these is a capture folder
 CAPTURE_MARKERS = ("filenames.txt", *DEFAULT_LIGHTS_FILES)
 
@@ -484,7 +487,7 @@ def load_capture(
         raise PsinspectError(
             f"{lf}: {lights.shape[0]} lights but {len(names)} images ({src})"
         )
-    inten_file = folder / "light_intensities.txt"
+    inten_file = folder / INTENSITIES_FILE
     intens = (_read_intensities(inten_file, len(names)) if inten_file.is_file()
               else np.ones((len(names), 1)))
 

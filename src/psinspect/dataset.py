@@ -243,6 +243,14 @@ def build_dataset(
     if unknown:
         raise PsinspectError(f"--skip-lights: no capture named {', '.join(unknown)} (surfaces: "
                              f"{', '.join(names)})")
+    prints = {name: capture_fingerprint(folder) for folder, name in zip(folders, names,
+                                                                        strict=True)}
+    first: dict[str, str] = {}
+    for name, fp in prints.items():
+        if fp in first:
+            raise PsinspectError(f"{first[fp]} and {name} are the same capture (identical images "
+                                 "and lights): give each surface once")
+        first[fp] = name
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {
@@ -259,7 +267,7 @@ def build_dataset(
     for folder, name in zip(folders, names, strict=True):
         role = "test" if name in test_names else "train"
         surfaces[name] = {"source": str(folder.resolve()), "role": role,
-                          "fingerprint": capture_fingerprint(folder)}
+                          "fingerprint": prints[name]}
         cap = load_capture(folder)
         beyond = sorted(i + 1 for i in skip.get(name, []) if not 0 <= i < cap.num_lights)
         if beyond:
@@ -330,7 +338,8 @@ def _add(items: list[dict[str, Any]], out: Path, name: str, normals: np.ndarray,
 
 def check_manifest(manifest: dict[str, Any]) -> None:
     """Raise :class:`PsinspectError` unless ``manifest`` is a valid psinspect dataset manifest
-    whose train/val surfaces and test surfaces are disjoint."""
+    whose train/val surfaces and test surfaces are disjoint (also by capture fingerprint: a
+    copy of a training capture under another name is the same surface)."""
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise PsinspectError(f"not a {FORMAT} manifest of version {VERSION}")
     surfaces = manifest.get("surfaces", {})
@@ -345,6 +354,13 @@ def check_manifest(manifest: dict[str, Any]) -> None:
                 f"manifest item {it['name']}: split {it['split']} but surface "
                 f"{it['surface']} has role {role}"
             )
+    roles: dict[str, set[str]] = {}  # the same capture under two names (by fingerprint)
+    for sf in surfaces.values():
+        if isinstance(sf, dict) and sf.get("fingerprint"):
+            roles.setdefault(sf["fingerprint"], set()).add(sf["role"])
+    if any(len(r) > 1 for r in roles.values()):
+        raise PsinspectError("a train surface and a test surface are the same capture "
+                             "(identical fingerprints)")
 
 
 def load_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:

@@ -117,6 +117,9 @@ SEVERITY_LEVELS: dict[str, tuple[float, float]] = {
     "high": (0.15, 0.40),
 }
 
+#: the largest severity accepted from the command line (2.5x the top of 'high')
+MAX_SEVERITY = 1.0
+
 #: sub-pixel samples per axis when evaluating a height field (box filter = pixel integration)
 SUPERSAMPLE = 3
 
@@ -171,17 +174,19 @@ def parse_severity(text: str | None) -> float | tuple[float, float] | str | None
     try:
         if "-" in t.lstrip("-") and not t.startswith("-"):
             lo, hi = (float(v) for v in t.split("-", 1))
-            if not 0 < lo <= hi < math.inf:
+            if not 0 < lo <= hi <= MAX_SEVERITY:
                 raise ValueError
             return (lo, hi)
         v = float(t)
-        if not 0 < v < math.inf:  # also refuses nan
+        if not 0 < v <= MAX_SEVERITY:  # also refuses nan
             raise ValueError
         return v
     except ValueError:
         raise PsinspectError(
-            f"--severity: expected a level ({', '.join(SEVERITY_LEVELS)}), a positive number or a "
-            f"range like 0.05-0.2, got {text!r}"
+            f"--severity: expected a level ({', '.join(SEVERITY_LEVELS)}), a number in "
+            f"(0, {MAX_SEVERITY:g}] or a range like 0.05-0.2, got {text!r} (depth as a fraction "
+            "of the defect's size; 'high' is 0.15-0.40, far steeper ones turn normals away "
+            "from the camera)"
         ) from None
 
 

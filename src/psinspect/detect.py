@@ -4,9 +4,12 @@ Frame: DiLiGenT camera frame (x right, y up, z toward the camera). Normal maps a
 ``float32 (H, W, 3)``, unit inside the mask, zero outside. Score maps are ``float32 (H, W)``,
 higher = more anomalous, 0 outside the mask.
 
-- Maps of any size are scored at their native resolution (never resized); maps larger than the
-  model's ``tile`` are scored in overlapping tiles whose borders (``tile_overlap`` px, larger than
-  every model's receptive field used here) are dropped when stitching.
+- Maps of any size are scored at their native resolution (never resized). The learned models
+  score the object whole, in a window of its bounding box plus a margin (their GroupNorm
+  statistics span the whole input, so scores do not depend on how much background surrounds
+  the part; :mod:`psinspect.models._torch`). Models that declare themselves ``tileable`` (the
+  geometric one) score maps larger than the model's ``tile`` in overlapping tiles whose
+  borders (``tile_overlap`` px, larger than their reach) are dropped when stitching.
 - The image score is the peak of the score map after a 3 x 3 average over object pixels (one
   isolated noisy pixel cannot fail a part; a defect of a few pixels can), times the map's
   ``image_scale`` (a model that normalises its score maps per map, as geo-seg does, takes the
@@ -24,6 +27,7 @@ higher = more anomalous, 0 outside the mask.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -108,11 +112,18 @@ def run_parallel(fn: Callable[[_T], _R], items: Sequence[_T], jobs: int,
     return out
 
 
+#: overlap of the tiles of a learned model's object larger than its ``max_whole_pixels`` (px):
+#: beyond the reach of geo-seg's features (a 24 px Gaussian) and network
+BIG_TILE_OVERLAP = 128
+
+
 def _tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """Along one axis: (read_start, read_end, keep_start, keep_end) covering [0, n)."""
     if n <= tile:
         return [(0, n, 0, n)]
     step = tile - 2 * overlap
+    if step < 1:
+        raise ValueError(f"tile {tile} must exceed twice the overlap {overlap}")
     out = []
     start = 0
     while True:
@@ -142,7 +153,10 @@ def score_map(
     then the model's map-level step (:meth:`AnomalyModel.finish_map`) on the joined map.
 
     Models whose score depends on the whole map (e.g. registered templates) declare
-    ``tileable = False`` and are always run on the full map. ``light_splits``: the capture's
+    ``tileable = False`` and are always run on the full map. Models that score the object
+    whole (the learned ones) declare ``max_whole_pixels``: an object whose bounding box is
+    larger (memory) is scored in overlapping tiles of that area (:data:`BIG_TILE_OVERLAP`),
+    and ``info["tiled"]`` says so. ``light_splits``: the capture's
     half-light-set PS differences, for models that use them (``uses_light_splits``);
     ``capture_images``: the capture's ``(images, lights)``, for models that compare images
     (``uses_capture_images``).
@@ -154,7 +168,15 @@ def score_map(
         extra["light_splits"] = light_splits
     if capture_images is not None and getattr(model, "uses_capture_images", False):
         extra["capture_images"] = capture_images
-    if extra or not getattr(model, "tileable", True) or (h <= tile and w <= tile):
+    whole_px = getattr(model, "max_whole_pixels", None)
+    if whole_px is not None:  # scores the object whole up to that size, else in big tiles
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        big = bool(rows.size) and (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) > whole_px
+        tile = math.isqrt(whole_px) if big else max(h, w)
+        overlap = min(BIG_TILE_OVERLAP, tile // 4)
+    elif not getattr(model, "tileable", True):
+        tile = max(h, w)
+    if extra or (h <= tile and w <= tile):
         res = model.score(normals, mask, confidence, **extra)
         res.score, res.image_scale = model.finish_map(
             np.where(mask, res.score, 0.0).astype(np.float32), mask)
@@ -518,6 +540,9 @@ def write_detection_outputs(
             **({"tta": bundle.model.tta} if bundle.model.tta_levels else {}),
             "pixel_threshold": threshold if threshold is not None else bundle.threshold,
             "image_threshold": bundle.image_threshold,
+            # masks and regions: score >= pixel_threshold, 8-connected components of at
+            # least this many pixels (smaller specks are left out of both)
+            "min_region_px": MIN_REGION_PX,
             "ps_solver": solver,
             **({"lights": lights} if lights is not None else {}),
             "verdict_rule": "fail when image_score > image_threshold (image score = peak of "

@@ -379,7 +379,10 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
     The files moved in are listed in ``path``'s hidden :data:`WRITTEN_MANIFEST`; with ``force``,
     the files an earlier run listed there and this run did not write again are removed (after
     the new ones are in place), so no stale result of an earlier run stays beside the new ones,
-    while files psinspect did not write are kept; nothing is removed through a symbolic link.
+    while files psinspect did not write are kept: a file this run would write over that the
+    manifest does not list (say, a capture's own ``mask.png`` when ``normals`` writes into the
+    capture folder) is a :class:`PsinspectError` before anything is moved; nothing is removed
+    through a symbolic link.
     ``inputs``: see :func:`check_output_dir`.
     The staging folder is ``.NAME.staging-<pid>-*``; those left by killed processes are removed
     (:func:`remove_stale_temporaries`). Folders created in ``path`` get the mode of a plain
@@ -408,6 +411,12 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
             staged = [p for p in sorted(stage.rglob("*")) if p.name != WRITTEN_MANIFEST
                       or p.parent != stage]
             written = {p.relative_to(stage).as_posix() for p in staged if not p.is_dir()}
+            foreign = sorted(r for r in written - set(old) if os.path.lexists(out / r))
+            if foreign:  # never replace a file psinspect did not write (e.g. an input)
+                raise PsinspectError(
+                    f"{out / foreign[0]}: exists and was not written by psinspect (only its own "
+                    "earlier results are replaced, even with --force): move it away or choose "
+                    "another output folder")
             # listed before and after the moves, so a kill at any point leaves every file
             # psinspect wrote in the manifest
             _put_manifest(stage, out, set(old) | written)

@@ -54,7 +54,9 @@ LOG_STEM = "train_log"
 DEFAULT_INPUT_HANDLING: dict[str, Any] = {
     "normals": "float32 (H, W, 3) unit vectors, DiLiGenT camera frame (x right, y up, z to camera)",
     "mask": "non-zero vectors of the map",
-    "resolution": "native (never resized); maps larger than 'tile' are scored in overlapping tiles",
+    "resolution": "native (never resized); the learned models score the object whole (its "
+                  "bounding box plus a margin); others score maps larger than 'tile' in "
+                  "overlapping tiles",
     "tile": 768,
     "tile_overlap": 64,
     # the PS solver of capture folders (models made before it was recorded: robust)
@@ -247,6 +249,11 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
             for v in levels.values()):
         raise PsinspectError(f"{path}: invalid 'tta_thresholds' (want {{level: {{threshold, "
                              "image_threshold}}}} with finite numbers >= 0)")
+    tile, overlap = (config.get("input") or {}).get("tile", 768), \
+        (config.get("input") or {}).get("tile_overlap", 64)
+    if not (isinstance(tile, int) and isinstance(overlap, int) and 0 <= 2 * overlap < tile):
+        raise PsinspectError(f"{path}: invalid input 'tile' / 'tile_overlap' (want integers "
+                             f"with 0 <= 2 * tile_overlap < tile, got {tile!r}, {overlap!r})")
     return config
 
 

@@ -185,8 +185,11 @@ def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
         raise PsinspectError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        shape, _, _ = npy_header(path)
-        if len(shape) == 3:
+        shape, dtype, _ = npy_header(path)
+        # refused from the header, before loading (object arrays: by load_npy)
+        if not dtype.hasobject:
+            if len(shape) != 3 or shape[2] != 3:
+                raise PsinspectError(f"{path}: expected shape (H, W, 3), got {tuple(shape)}")
             check_map_size(shape[:2], str(path))
         return validate_normal_map(load_npy(path), name=str(path))
     if suffix == ".png":

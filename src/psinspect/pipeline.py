@@ -90,7 +90,10 @@ def make_config(preset: str = "default", **overrides: Any) -> RunConfig:
     if cfg.model is not None:  # an unknown model or bad settings fail before the slow part
         from psinspect.models import create_model
 
-        create_model(cfg.model, **cfg.model_hyperparameters)
+        if create_model(cfg.model, **cfg.model_hyperparameters).known_part:
+            raise PsinspectError(
+                f"--model {cfg.model} learns one part type from instances of it; run renders "
+                "or reads different parts: use render --instances, then train and detect")
     return cfg
 
 

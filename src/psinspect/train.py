@@ -299,7 +299,7 @@ def calibrate(
         "target_pixel_fpr": threshold_fpr,
         "val_maps": len(val),
         "val_object_pixels": int(scores.size),
-        "val_pixel_fpr_at_threshold": float(np.mean(scores > thr)),
+        "val_pixel_fpr_at_threshold": float(np.mean(scores >= thr)),  # as detect flags
         "val_score_percentiles": {str(p): float(np.percentile(scores, p))
                                   for p in (50, 90, 99, 99.9)},
         "image_threshold_rule": rule,
@@ -458,6 +458,30 @@ def calibration_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return _expand_inputs(paths)
 
 
+def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any]) -> None:
+    """Refuse calibration inputs that are training surfaces: a capture folder with a training
+    capture's fingerprint, a training input file itself, or a map of a training dataset's
+    train / val surface (thresholds from parts the model has seen are too low for new ones)."""
+    if not cal_files:
+        return
+    prints = set(source.get("surface_fingerprints", []))
+    own = {str(Path(f).resolve()) for f in source.get("inputs", [])}
+    ds_items: dict[str, str] = {}
+    if "dataset" in source:
+        from psinspect.dataset import load_manifest
+
+        manifest, folder = load_manifest(source["dataset"])
+        ds_items = {str((folder / it["file"]).resolve()): it["surface"]
+                    for it in manifest["items"] if it["surface"] in source["surfaces"]}
+    for f in cal_files:
+        seen = (str(f.resolve()) in own or str(f.resolve()) in ds_items
+                or (is_capture_folder(f) and capture_fingerprint(f) in prints))
+        if seen:
+            raise PsinspectError(
+                f"{f}: --calibrate-on takes parts NOT trained on, and this one is among the "
+                "training surfaces")
+
+
 def train_model(
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -538,6 +562,7 @@ def train_model(
     images = bool(getattr(model, "learns_from_images", False))
     data = load_training_data(args["inputs"], seed=args["seed"], progress=progress,
                               light_splits=splits, solver=solver, capture_images=images)
+    _check_not_trained_on(cal_files, data.source)
     cal_loaded = _load_maps(cal_files, progress, splits, solver, images)
     cal_names, cal_maps = [c[0] for c in cal_loaded], [c[1] for c in cal_loaded]
     cal_extras = [c[2] for c in cal_loaded]

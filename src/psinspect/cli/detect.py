@@ -55,7 +55,8 @@ def detect_cmd(
                     "the number of inputs); masks and verdicts do not depend on it.")] = None,
 ) -> None:
     """Score every input and write, per input, NAME_score.npy (float32, 0 outside the object),
-    NAME_heatmap.png, NAME_mask.png (prediction at the threshold), NAME_reference.png (the
+    NAME_heatmap.png, NAME_mask.png (prediction at the threshold: connected regions of at
+    least 4 pixels), NAME_reference.png (the
     model's idea of the good surface, where it has one), NAME_panel.png (input | reference |
     error map | predicted mask | ground truth where known), and summary.json (per input: image
     score, verdict pass/fail, defect area, regions with bounding boxes and peak scores).
@@ -68,6 +69,9 @@ def detect_cmd(
     from psinspect.fileio import check_output_dir
     from psinspect.modelstore import load_model_dir
 
+    for p in inputs:  # named alone (a later error is named by the input being processed)
+        if not p.exists():
+            raise PsinspectError(f"{p}: input not found")
     check_output_dir(out, force, [*inputs, model])
     inputs = expand_capture_sets(inputs)
     bundle = load_model_dir(model, tta=tta)

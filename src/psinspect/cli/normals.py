@@ -44,8 +44,10 @@ def normals_cmd(
     """
 
     from psinspect.capture import (
+        INTENSITIES_FILE,
         LUMA_WEIGHTS,
         capture_lights_file,
+        is_capture_folder,
         load_capture,
         read_lights_file,
     )
@@ -69,6 +71,11 @@ def normals_cmd(
     try:
         lights_path = capture_lights_file(capture_dir, lights_file)
     except PsinspectError as exc:
+        subs = sorted(q.name for q in Path(capture_dir).iterdir() if is_capture_folder(q))
+        if subs:
+            raise PsinspectError(
+                f"{capture_dir}: a folder of {len(subs)} capture folders ({', '.join(subs[:3])}"
+                f"{', ...' if len(subs) > 3 else ''}); give one of them") from None
         raise PsinspectError(f"{exc}; give one with --lights-file") from None
     all_lights = read_lights_file(lights_path)
     select = None
@@ -118,6 +125,10 @@ def normals_cmd(
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "inputs": {"capture_dir": str(Path(capture_dir).resolve()),
                    "lights_file": str(Path(cap.lights_file).resolve()),
+                   # images are divided by these light intensities (None: all 1)
+                   "intensities_file": (str((Path(capture_dir) / INTENSITIES_FILE).resolve())
+                                        if (Path(capture_dir) / INTENSITIES_FILE).is_file()
+                                        else None),
                    "image_files": cap.filenames},
         "solver": solver,
         "settings": {"gamma": gamma, "lights": lights, "num_lights": num_lights,

@@ -63,6 +63,9 @@ class AnomalyModel(ABC):
     #: model is trained on; training records the one it used in the model's config
     #: (``input.ps_solver``) and ``detect`` and the web app solve capture folders with it
     ps_solver: ClassVar[str] = "robust"
+    #: whether the model learns one part type from instances of it (known-part inspection), as
+    #: opposed to what good surfaces look like in general
+    known_part: ClassVar[bool] = False
 
     @abstractmethod
     def score(

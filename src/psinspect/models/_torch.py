@@ -1,5 +1,12 @@
 """Shared machinery of the learned (torch) models: patch sampling, the training loop with early
-stopping and exact resume, tiled-free full-map inference.
+stopping and exact resume, whole-object inference.
+
+Inference sees the object whole, in a window of its bounding box plus ``object_margin`` px
+(zero-padded where that reaches past the map's edge; :func:`object_window`), not in tiles:
+the networks' GroupNorm statistics span their whole input, so a score computed on a tile, or on
+a map with more empty background around the part, would differ. Scores therefore do not depend
+on how the part is framed. Only an object larger than ``max_whole_pixels`` is scored in tiles
+(memory).
 
 Frame: DiLiGenT camera frame (x right, y up, z toward the camera). Normal maps are
 ``float32 (H, W, 3)`` unit inside the mask, zero outside; tensors are ``(B, C, H, W)``.
@@ -25,7 +32,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from psinspect.errors import PsinspectError
-from psinspect.models import AnomalyModel, NormalSample
+from psinspect.models import AnomalyModel, NormalSample, ScoreResult
 from psinspect.normalmap import flip, rotate90
 
 #: checkpoint callback: (epoch log entry, state arrays, state meta) -> None
@@ -119,6 +126,38 @@ def random_dihedral(normals: np.ndarray, mask: np.ndarray, rng: np.random.Genera
     return np.ascontiguousarray(n), np.ascontiguousarray(m)
 
 
+def object_window(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:
+    """``(r0, r1, c0, c1)``: the object's bounding box grown by ``margin`` on every side, in
+    map coordinates (it may reach past the map's edges); None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return (int(rows[0]) - margin, int(rows[-1]) + 1 + margin,
+            int(cols[0]) - margin, int(cols[-1]) + 1 + margin)
+
+
+def take_window(arr: np.ndarray, win: tuple[int, int, int, int]) -> np.ndarray:
+    """``arr[r0:r1, c0:c1]`` (first two axes), zeros where the window lies outside ``arr``."""
+    r0, r1, c0, c1 = win
+    h, w = arr.shape[:2]
+    out = np.zeros((r1 - r0, c1 - c0, *arr.shape[2:]), arr.dtype)
+    a0, a1, b0, b1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+    out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = arr[a0:a1, b0:b1]
+    return out
+
+
+def put_window(arr: np.ndarray, win: tuple[int, int, int, int], shape: tuple[int, int]
+               ) -> np.ndarray:
+    """The inverse of :func:`take_window`: a zero array of ``shape`` (plus ``arr``'s trailing
+    axes) holding ``arr`` at the window."""
+    r0, r1, c0, c1 = win
+    h, w = shape
+    out = np.zeros((h, w, *arr.shape[2:]), arr.dtype)
+    a0, a1, b0, b1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+    out[a0:a1, b0:b1] = arr[a0 - r0:a1 - r0, b0 - c0:b1 - c0]
+    return out
+
+
 def pad_to_size(arrays: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
     """Zero-pad (centred) arrays sharing (H, W) so that both sides are at least ``size``."""
     h, w = arrays[0].shape[:2]
@@ -169,8 +208,15 @@ class TorchAnomalyModel(AnomalyModel):
     loss, and how a network output becomes a score; this class runs training and inference.
 
     Subclasses implement :meth:`build_net`, :meth:`example` (one training example from a clean
-    crop), :meth:`loss` and :meth:`infer`.
+    crop), :meth:`loss` and :meth:`score_window`.
     """
+
+    #: see the module docstring: the object is scored whole, up to this bounding-box area
+    #: (4096 x 4096 px, ~7 GB at geo-seg's size); a larger object is scored in tiles of it
+    #: (:func:`psinspect.detect.score_map`)
+    max_whole_pixels = 4096 * 4096
+    #: background kept around the object's bounding box when scoring (px)
+    object_margin = 32
 
     def __init__(self, patch: int = 128, steps_per_epoch: int = 40, lr: float = 2e-3,
                  val_patches: int = 4, ema: float = 0.0) -> None:
@@ -202,6 +248,29 @@ class TorchAnomalyModel(AnomalyModel):
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
+
+    def score_window(self, normals: np.ndarray, mask: np.ndarray,
+                     confidence: np.ndarray | None = None) -> ScoreResult:
+        """:meth:`score` on the object's window (:func:`object_window`)."""
+        raise NotImplementedError
+
+    def score(self, normals: np.ndarray, mask: np.ndarray,
+              confidence: np.ndarray | None = None) -> ScoreResult:
+        """Score the object's window (bounding box plus ``object_margin``, see the module
+        docstring) and place the result in the map: the same scores however much background
+        surrounds the part."""
+        mask = np.asarray(mask, bool)
+        win = object_window(mask, self.object_margin)
+        if win is None:
+            return self.score_window(normals, mask, confidence)
+        res = self.score_window(take_window(normals, win), take_window(mask, win),
+                                None if confidence is None else take_window(confidence, win))
+        shape = mask.shape
+        return ScoreResult(
+            score=put_window(res.score, win, shape),
+            reference=None if res.reference is None else put_window(res.reference, win, shape),
+            unreliable=None if res.unreliable is None else put_window(res.unreliable, win, shape),
+            info=res.info, image_scale=res.image_scale)
 
     # --- common ---------------------------------------------------------------------------
     def _init_net(self, seed: int) -> nn.Module:

@@ -73,6 +73,8 @@ from psinspect.normalmap import flip, resize_with_pad, rotate90, unit_angle_deg
 #: the network's logits over the first ``tta`` of them are averaged (vectors turn with the map)
 _TTA_ORDER: tuple[tuple[int, bool], ...] = (
     (0, False), (2, True), (1, False), (3, True), (2, False), (0, True), (3, False), (1, True))
+#: pixels of test-time copies run through the network in one pass (memory: ~1 kB per pixel)
+_PASS_PIXELS = 4 * 1024 * 1024
 
 
 def tangent_components(n: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -617,28 +619,35 @@ class GeoSeg(TorchAnomalyModel):
         d = (q + self.map_norm_eps) ** self.map_norm_power
         return (score / d).astype(np.float32), float(d)
 
-    def score(self, normals: np.ndarray, mask: np.ndarray,
-              confidence: np.ndarray | None = None) -> ScoreResult:
+    def score_window(self, normals: np.ndarray, mask: np.ndarray,
+                     confidence: np.ndarray | None = None) -> ScoreResult:
         mask = np.asarray(mask, bool)
         n = np.where(mask[..., None], normals, 0.0).astype(np.float32)
         logit = np.zeros(mask.shape, np.float32)
         x0, ref = self.features(n, mask)
-        groups: dict[tuple[int, ...], list[tuple[int, bool, np.ndarray]]] = {}
-        for k, mirror in _TTA_ORDER[:self.tta]:  # copies of one shape share a forward pass
+
+        def copy_features(k: int, mirror: bool) -> np.ndarray:
             if (k, mirror) == (0, False):
-                x = x0
-            elif self.line_orientations:  # the line cue is not computed equivariantly
+                return x0
+            if self.line_orientations:  # the line cue is not computed equivariantly
                 nt = flip(n, "lr") if mirror else n
                 mt = mask[:, ::-1] if mirror else mask
-                x, _ = self.features(rotate90(nt, k), np.ascontiguousarray(np.rot90(mt, k)))
-            else:
-                x = self.transform_features(x0, k, mirror)
-            groups.setdefault(x.shape, []).append((k, mirror, x))
-        for copies in groups.values():
-            outs = self.run_net(np.stack([c[2] for c in copies]))[:, 0]
-            for (k, mirror, _), out in zip(copies, outs, strict=True):
-                out = np.rot90(out, -k)
-                logit += out[:, ::-1] if mirror else out
+                return self.features(rotate90(nt, k), np.ascontiguousarray(np.rot90(mt, k)))[0]
+            return self.transform_features(x0, k, mirror)
+
+        # copies of one shape share a forward pass, at most ~4 Mpx of them (a large part's
+        # copies go one by one, their features made just before)
+        groups: dict[tuple[int, ...], list[tuple[int, bool]]] = {}
+        for k, mirror in _TTA_ORDER[:self.tta]:
+            groups.setdefault(mask.shape[::-1] if k % 2 else mask.shape, []).append((k, mirror))
+        per_pass = max(1, _PASS_PIXELS // mask.size)
+        for shape_copies in groups.values():
+            for i in range(0, len(shape_copies), per_pass):
+                copies = shape_copies[i:i + per_pass]
+                outs = self.run_net(np.stack([copy_features(k, m) for k, m in copies]))[:, 0]
+                for (k, mirror), out in zip(copies, outs, strict=True):
+                    out = np.rot90(out, -k)
+                    logit += out[:, ::-1] if mirror else out
         logit /= self.tta
         score = np.logaddexp(0.0, logit).astype(np.float32)  # softplus
         unreliable = None

@@ -62,8 +62,8 @@ class UNetAE(TorchAnomalyModel):
         err = ((out - batch["y"]) ** 2 * w).sum()
         return err / (3 * w.sum()).clamp_min(1.0)
 
-    def score(self, normals: np.ndarray, mask: np.ndarray,
-              confidence: np.ndarray | None = None) -> ScoreResult:
+    def score_window(self, normals: np.ndarray, mask: np.ndarray,
+                     confidence: np.ndarray | None = None) -> ScoreResult:
         mask = np.asarray(mask, bool)
         n = np.where(mask[..., None], normals, 0.0).astype(np.float32)
         out = self.run_net(self._input(n, mask))

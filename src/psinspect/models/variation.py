@@ -243,6 +243,7 @@ class VariationModel(AnomalyModel):
 
     name = "variation"
     trainable = True
+    known_part = True
     #: the score depends on the whole map (registration), so never score it in tiles
     tileable = False
     #: train.py fits on all good maps and calibrates on cross-fitted held-out scores
