@@ -338,6 +338,10 @@ def markdown() -> str:
                     f"{'-' if mps is None else f'{mps:.1f}'} | {r.get('date', '-')} |")
     return "\n".join([
         "<!-- explore:begin -->", "### Design exploration of the default model", "",
+        "Measured with psinspect 0.1-0.2, which ran the network on the whole map; since 0.3 "
+        "(2026-11-30) the learned models score the object's own window (detection section, "
+        "'Scoring since psinspect 0.3') and 0.2 model folders are refused, so these figures "
+        "compare with each other, not with that section's current ones.", "",
         "Command: `python bench/explore_geo_seg.py VARIANT` (one per row), then "
         "`python bench/explore_geo_seg.py --write`; machine: 2-core CPU, no GPU, 2 threads, "
         "shared with other jobs (training times are wall clock under that load). One training "

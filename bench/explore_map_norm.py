@@ -108,6 +108,10 @@ def main() -> None:
         print(rows[-1], flush=True)
     text = "\n".join([
         "<!-- mapnorm:begin -->", "#### Per-map score normalisation (geo-seg `map_norm_*`)", "",
+        "Measured with psinspect 0.1-0.2, which ran the network on the whole map; since 0.3 "
+        "(2026-11-30) the learned models score the object's own window (detection section, "
+        "'Scoring since psinspect 0.3') and 0.2 model folders are refused, so these figures "
+        "compare with each other, not with that section's current ones.", "",
         "Command: `python bench/explore_map_norm.py --write`; machine: 2-core CPU, no GPU "
         f"({platform.machine()}); date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}.", "",
         "Each test map's (the detection section's test set as of the date above: 19 surfaces "
