@@ -148,10 +148,20 @@ _BASE_VARIANTS: dict[str, tuple[dict, str]] = {
         **OLD, "steps_per_epoch": 50, "tta": 4}},
                  "a ceiling, not a candidate: oracle trained twice as long (long80's schedule): "
                  "both levers that helped at once"),
+    "nonorm": ({**ORG2, "hyperparameters": {**OLD, "steps_per_epoch": 50, "tta": 4,
+                                            "norm": "none"}},
+               "the current default without GroupNorm (plain ReLU after each convolution): "
+               "GroupNorm's statistics span the whole input, which made scores depend on the "
+               "framing until 0.3 scored the object's own window, and it costs about half "
+               "the CPU time of a step"),
+    "nonorm80": ({"epochs": 80, "patience": 16, "hyperparameters": {
+        **OLD, "steps_per_epoch": 50, "tta": 4, "norm": "none"}},
+                 "nonorm trained twice as long (long80's schedule): does the time saved buy "
+                 "long80's gain inside the 10-minute budget?"),
 }
 #: variants also evaluated at 4 test-time copies (accuracy and speed)
 TTA4 = {"narrow", "sjn", "align", "align25", "bend25", "sevlow", "long80", "tgt1", "oracle",
-        "oracle80", "gen40", "tex", "ref"}
+        "oracle80", "gen40", "tex", "ref", "nonorm", "nonorm80"}
 #: variants also evaluated on defects outside the library (bench_held_out.py, at their tta)
 HELD_OUT = {"gen40", "tex", "ref"}
 #: variants repeated with other training seeds (run-to-run noise), listed after their base

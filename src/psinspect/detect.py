@@ -422,6 +422,21 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
+def input_names(paths: Sequence[Path]) -> list[str]:
+    """Output names of detect's inputs: a file's stem or a folder's name; a file stem that
+    several inputs share gets its folder's name in front when that tells them apart
+    (``a/normals.npy``, ``b/normals.npy`` -> ``a_normals``, ``b_normals``: the outputs of
+    ``psinspect normals``); :func:`unique_names` settles the rest."""
+    base = [p.stem if p.is_file() else p.name for p in paths]
+    out = []
+    for p, b in zip(paths, base, strict=True):
+        shared = [q for q, c in zip(paths, base, strict=True) if c == b]
+        parents = {q.resolve().parent.name for q in shared}
+        out.append(f"{p.resolve().parent.name}_{b}" if p.is_file() and len(shared) > 1
+                   and len(parents) == len(shared) else b)
+    return unique_names(out)
+
+
 def unique_names(names: list[str]) -> list[str]:
     """Make output names unique by suffixing ``_2``, ``_3`` ... to repeats; a suffixed name
     never takes a name that another input has or that was already given out (inputs ``x``,
@@ -491,7 +506,7 @@ def write_detection_outputs(
         from psinspect.stereo import parse_light_spec
 
         parse_light_spec(lights, 10**6)  # its syntax, before anything is solved
-    names = unique_names([p.stem if p.is_file() else p.name for p in paths])
+    names = input_names(paths)
     light_splits = getattr(bundle.model, "uses_light_splits", False)
     images = getattr(bundle.model, "uses_capture_images", False)
     with staged_output_dir(out, force, inputs=[*paths, bundle.path]) as stage:

@@ -53,7 +53,7 @@ def serve_cmd(
         typer.echo(f"warning: binding {host}: the app is reachable from other machines",
                    err=True)
     limits = Limits(max_upload_bytes=max_upload_mb * 1024 * 1024, max_image_side=max_image_side)
-    labels = ", ".join(c.label for c in choices)
+    labels = "; ".join(c.label for c in choices)  # labels may hold commas
     serve(lambda: choices, host=host, port=port, limits=limits,
           on_ready=lambda url: typer.echo(f"psinspect app on {url} (models: {labels}); "
                                           "Ctrl-C to stop", err=True))
