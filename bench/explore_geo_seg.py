@@ -152,8 +152,8 @@ _BASE_VARIANTS: dict[str, tuple[dict, str]] = {
                                             "norm": "none"}},
                "the current default without GroupNorm (plain ReLU after each convolution): "
                "GroupNorm's statistics span the whole input, which made scores depend on the "
-               "framing until 0.3 scored the object's own window, and it costs about half "
-               "the CPU time of a step"),
+               "framing until 0.3 scored the object's own window, and it costs CPU time in "
+               "every step"),
     "nonorm80": ({"epochs": 80, "patience": 16, "hyperparameters": {
         **OLD, "steps_per_epoch": 50, "tta": 4, "norm": "none"}},
                  "nonorm trained twice as long (long80's schedule): does the time saved buy "
