@@ -131,6 +131,7 @@ def test_run_quick_trains_end_to_end(tmp_path: Path) -> None:
     assert len(read_train_log(out / "model")) == config["training"]["epochs_run"]
     run = json.loads((out / "run.json").read_text())
     assert not run["config"]["pretrained"] and run["timings_s"]["total"] < 120
+    assert run["trained"]  # (False for a training-free model)
     # beside the model trained in seconds: the bundled default model on the same test maps,
     # with its own detect outputs, figures and verdicts (in run.json, the report and stdout)
     bundled = run["bundled_model"]

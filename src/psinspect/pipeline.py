@@ -239,6 +239,8 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         "config": recorded_config(cfg), "timings_s": timings, "stages": list(STAGES),
         "counts": counts, "test_surfaces": held, "model_dir": "model",
         "model": bundle.config.get("model"), "pretrained": cfg.pretrained,
+        # False for training-free models (nothing was trained in this run)
+        "trained": bool((bundle.config.get("training") or {}).get("epochs_run")),
         "metrics": {k: pooled.get(k) for k in RUN_METRICS},
         "intervals": metrics.get("intervals"),
         "verdicts": verdicts,
@@ -288,7 +290,8 @@ def _add_run_section(report: Path, run_info: dict[str, Any]) -> None:
     data = cfg["data"] or (f"{cfg['parts']} rendered parts, {cfg['size']} px, "
                            f"{cfg['lights']} lights, defect rate {cfg['defect_rate']}")
     v = run_info["verdicts"]
-    how = "bundled, --pretrained" if cfg["pretrained"] else "trained in this run"
+    how = ("bundled, --pretrained" if cfg["pretrained"] else "trained in this run"
+           if run_info.get("trained", True) else "made in this run, training-free")
     lines = [
         f"psinspect run, preset {cfg['preset']}, seed {cfg['seed']}: data {data}.",
         f"Model {run_info['model']} ({how}, "
@@ -360,8 +363,12 @@ def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
     kwargs: dict[str, Any] = {}
     if cfg.model is not None:
         kwargs["model_name"] = cfg.model
-    t0 = begin(2, f"training {cfg.model or 'the default model'} ({cfg.epochs} epochs)",
-               cfg.epochs)
+    from psinspect.models import create_model
+
+    trainable = create_model(cfg.model or "geo-seg", **cfg.model_hyperparameters).trainable
+    t0 = begin(2, f"training {cfg.model or 'the default model'} ({cfg.epochs} epochs)"
+               if trainable else f"fitting {cfg.model} (training-free: thresholds only)",
+               cfg.epochs if trainable else None)
     config = train_model(
         [work / "dataset"], work / "model", hyperparameters=dict(cfg.model_hyperparameters),
         epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, patience=cfg.patience,

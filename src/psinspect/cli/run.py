@@ -98,7 +98,9 @@ def run_cmd(
         relocate_paths(stage, out)
     m = info["metrics"]
     shown = ("The bundled default model (--pretrained): " if pretrained
-             else f"The {info['model']} model trained in this run: ") + ", ".join(
+             else f"The {info['model']} model "
+             f"{'trained' if info.get('trained', True) else 'made (training-free)'} in this "
+             "run: ") + ", ".join(
         f"{k} {v:.3f}" for k, v in m.items() if v is not None)
     iv = info.get("intervals") or {}
     spans = [f"{k} {iv[k][0]:.3f}-{iv[k][1]:.3f}" for k in ("pixel_auroc", "aupro", "image_auroc")
