@@ -112,8 +112,9 @@ def run_parallel(fn: Callable[[_T], _R], items: Sequence[_T], jobs: int,
     return out
 
 
-#: overlap of the tiles of a learned model's object larger than its ``max_whole_pixels`` (px):
-#: beyond the reach of geo-seg's features (a 24 px Gaussian) and network
+#: overlap of the tiles of a learned model's object larger than its ``max_whole_pixels`` (px).
+#: Such tiles score a little differently from the whole object would (GroupNorm statistics per
+#: tile, features reaching about as far as the overlap): memory, not accuracy, sets the limit
 BIG_TILE_OVERLAP = 128
 
 
