@@ -178,12 +178,22 @@ def test_a_copied_capture_is_the_same_surface(renders, built, tmp_path) -> None:
     with pytest.raises(PsinspectError, match=f"{caps[0].name} and copy are the same capture"):
         build_dataset([*caps, tmp_path / "copy"], tmp_path / "ds", holdout=["copy"], subsets=2)
     assert not (tmp_path / "ds").exists()
+    # one exposure of a tray cut into parts by their masks: the same images, other surfaces
+    mask = cv2.imread(str(tmp_path / "copy" / "mask.png"), cv2.IMREAD_GRAYSCALE)
+    mask[: mask.shape[0] // 2] = 0
+    cv2.imwrite(str(tmp_path / "copy" / "mask.png"), mask)
+    m2 = build_dataset([*caps, tmp_path / "copy"], tmp_path / "ds2", holdout=["copy"],
+                       subsets=2, augment=[])
+    assert m2["surfaces"]["copy"]["fingerprint"] == m2["surfaces"][caps[0].name]["fingerprint"]
+    assert m2["surfaces"]["copy"]["mask_sha256"] != m2["surfaces"][caps[0].name]["mask_sha256"]
     manifest, _ = built
     bad = json.loads(json.dumps(manifest))
     roles = {s["role"]: n for n, s in bad["surfaces"].items()}
-    bad["surfaces"][roles["test"]]["fingerprint"] = bad["surfaces"][roles["train"]]["fingerprint"]
+    for key in ("fingerprint", "mask_sha256"):
+        bad["surfaces"][roles["test"]][key] = bad["surfaces"][roles["train"]][key]
     (tmp_path / "manifest.json").write_text(json.dumps(bad))
-    with pytest.raises(PsinspectError, match="are the same capture"):
+    with pytest.raises(PsinspectError, match=f"train surface {roles['train']} and test surface "
+                       f"{roles['test']} are the same capture"):
         load_manifest(tmp_path)
 
 

@@ -252,6 +252,7 @@ def test_errors() -> None:
         parse_severity("strong")
     assert parse_severity("0.05-0.2") == (0.05, 0.2)
     assert parse_severity("1") == 1.0
+    assert parse_severity("1e-3") == 0.001  # a number, not the range "1e" to "3"
     for steep in ("5", "0.2-3"):  # turned normals away from the camera (z down to -0.44)
         with pytest.raises(PsinspectError, match=r"a number in \(0, 1\]"):
             parse_severity(steep)

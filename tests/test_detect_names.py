@@ -32,5 +32,9 @@ def test_a_shared_file_name_takes_its_folder(tmp_path) -> None:
     (tmp_path / "x.npy").write_bytes(b"")
     paths = [tmp_path / "a" / "normals.npy", tmp_path / "x.npy", tmp_path / "b" / "normals.npy"]
     assert input_names(paths) == ["a_normals", "x", "b_normals"]
+    (tmp_path / "d").mkdir()  # a link is named by its own folder, not its target's
+    (tmp_path / "d" / "normals.npy").symlink_to(tmp_path / "c" / "normals.npy")
+    assert input_names([tmp_path / "c" / "normals.npy", tmp_path / "d" / "normals.npy"]) == [
+        "c_normals", "d_normals"]
     same = [tmp_path / "c" / "normals.npy", tmp_path / "c" / "normals.npy"]
     assert input_names(same) == ["normals", "normals_2"]  # one folder: suffixes

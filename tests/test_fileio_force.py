@@ -66,7 +66,8 @@ def test_a_tampered_manifest_removes_nothing_outside(tmp_path: Path, listed: obj
     assert victim.read_text() == "keep"
     assert (out / "a.txt").is_file()  # no longer listed: kept as if the user's
     (out / WRITTEN_MANIFEST).write_text("{broken")  # nothing known to be psinspect's now
-    with pytest.raises(PsinspectError, match=r"b\.txt: exists and was not written by psinspect"):
+    with pytest.raises(PsinspectError, match=r"b\.txt: exists and .*out has no list of the "
+                       r"files psinspect wrote there"):
         _write(out, {"b.txt": b"b2"}, force=True)
     assert (out / "b.txt").read_bytes() == b"b"
     _write(out, {"c.txt": b"c"}, force=True)
@@ -175,7 +176,27 @@ def test_force_never_replaces_a_file_psinspect_did_not_write(tmp_path: Path, mon
     before = tree(cap)
     code, _, err = run_cli(["normals", cap, "-o", cap, "--force"], monkeypatch, capsys)
     assert code == 2 and err.strip().splitlines() == [
-        f"error: {cap / 'mask.png'}: exists and was not written by psinspect (only its own "
-        "earlier results are replaced, even with --force): move it away or choose another "
-        "output folder"]
+        f"error: {cap / 'mask.png'}: exists and {cap} has no list of the files psinspect "
+        "wrote there (.psinspect-written.json; folders written before psinspect 0.3 have none), "
+        "so it is kept, even with --force: move it away or choose another output folder"]
     assert tree(cap) == before
+
+
+def test_force_replaces_what_a_folder_above_listed(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A folder filled as part of a larger output (``run``'s captures/ and dataset/ have no list
+    of their own; the run's folder lists them) is psinspect's: ``render --force`` into it
+    replaces the files and removes the stale ones, while ``normals`` into one of its capture
+    folders is still refused (the capture's files are its inputs)."""
+    from _robust_util import run_cli
+
+    out = tmp_path / "run"
+    _write(out, {"captures/p1/001.png": b"1", "captures/p2/001.png": b"2", "report.html": b"r"})
+    with staged_output_dir(out / "captures", force=True) as stage:
+        atomic_write_bytes(stage / "p1" / "001.png", b"new")
+    assert _listing(out / "captures") == [WRITTEN_MANIFEST, "p1", "p1/001.png"]
+    assert (out / "captures" / "p1" / "001.png").read_bytes() == b"new"
+    code, _, err = run_cli(["render", "-o", tmp_path / "r", "--parts", "1", "--size", "32",
+                            "--lights", "6"], monkeypatch, capsys)
+    cap = next(p for p in (tmp_path / "r").iterdir() if p.is_dir())
+    code, _, err = run_cli(["normals", cap, "-o", cap, "--force"], monkeypatch, capsys)
+    assert code == 2 and "is an input of this one" in err, err

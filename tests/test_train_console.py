@@ -126,3 +126,43 @@ def test_ctrl_c_while_reading_inputs_stops_after_that_input(
         "stopping after the input being read (Ctrl-C again to stop at once)",
         "interrupted (no epoch finished: nothing to resume)"]
     assert not (tmp_path / "m").exists()
+
+
+def test_ctrl_c_while_reading_a_dataset_stops_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The same for a dataset's maps (they were read without a progress call, so the Ctrl-C
+    waited for the first epoch), and for a Ctrl-C after the last input was read."""
+    import psinspect.train
+    from psinspect.dataset import build_dataset
+    from psinspect.render import render_dataset
+
+    caps = render_dataset(tmp_path / "caps", 3, defect_rate=0.0, seed=1, size=40, lights=8)
+    build_dataset(caps, tmp_path / "ds", holdout=[caps[-1].name], seed=0, subsets=2,
+                  augment=[])
+    real = psinspect.train.load_normal_map
+    epoch = []
+    monkeypatch.setattr("psinspect.models._torch.TorchAnomalyModel.fit",
+                        lambda *a, **k: epoch.append(1) or [])
+    real_check = psinspect.train._check_not_trained_on
+    for at in (2, None):  # while reading a map; once all are read (while they are checked)
+        read: list[str] = []
+
+        def load(path, at=at, read=read):  # noqa: ANN001, ANN202
+            read.append(str(path))
+            if len(read) == at:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(path)
+
+        def check(*a, at=at):  # noqa: ANN002, ANN202
+            if at is None:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real_check(*a)
+
+        monkeypatch.setattr(psinspect.train, "load_normal_map", load)
+        monkeypatch.setattr(psinspect.train, "_check_not_trained_on", check)
+        code, _, err = run_cli(["train", tmp_path / "ds", "-o", tmp_path / f"m{at}", "--model",
+                                "unet-ae", "--hp", HP, "--epochs", "3", "--threads", "1"],
+                               monkeypatch, capsys)
+        assert code == 130 and len(read) == (at or 4) and not epoch, err
+        assert err.splitlines()[-1] == "interrupted (no epoch finished: nothing to resume)"

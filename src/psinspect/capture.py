@@ -434,6 +434,14 @@ def capture_fingerprint(folder: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def capture_mask_sha256(folder: str | os.PathLike[str]) -> str | None:
+    """SHA-256 of a capture folder's ``mask.png`` (None without one). With
+    :func:`capture_fingerprint` it tells apart parts cut by their masks from one exposure (a
+    tray of parts, one folder per part): their fingerprints are equal, their masks are not."""
+    mask = Path(folder) / "mask.png"
+    return file_sha256(mask) if mask.is_file() else None
+
+
 def load_capture(
     path: str | os.PathLike[str],
     *,

@@ -54,7 +54,12 @@ from typing import Any
 
 import numpy as np
 
-from psinspect.capture import CAPTURE_MARKERS, capture_fingerprint, is_capture_folder
+from psinspect.capture import (
+    CAPTURE_MARKERS,
+    capture_fingerprint,
+    capture_mask_sha256,
+    is_capture_folder,
+)
 from psinspect.defects import (
     check_min_angle,
     check_types,
@@ -245,12 +250,14 @@ def build_dataset(
                              f"{', '.join(names)})")
     prints = {name: capture_fingerprint(folder) for folder, name in zip(folders, names,
                                                                         strict=True)}
-    first: dict[str, str] = {}
+    masks = {name: capture_mask_sha256(folder) for folder, name in zip(folders, names,
+                                                                       strict=True)}
+    first: dict[tuple[str, str | None], str] = {}
     for name, fp in prints.items():
-        if fp in first:
-            raise PsinspectError(f"{first[fp]} and {name} are the same capture (identical images "
-                                 "and lights): give each surface once")
-        first[fp] = name
+        if (fp, masks[name]) in first:
+            raise PsinspectError(f"{first[fp, masks[name]]} and {name} are the same capture "
+                                 "(identical images, lights and mask): give each surface once")
+        first[fp, masks[name]] = name
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {
@@ -267,7 +274,7 @@ def build_dataset(
     for folder, name in zip(folders, names, strict=True):
         role = "test" if name in test_names else "train"
         surfaces[name] = {"source": str(folder.resolve()), "role": role,
-                          "fingerprint": prints[name]}
+                          "fingerprint": prints[name], "mask_sha256": masks[name]}
         cap = load_capture(folder)
         beyond = sorted(i + 1 for i in skip.get(name, []) if not 0 <= i < cap.num_lights)
         if beyond:
@@ -354,13 +361,16 @@ def check_manifest(manifest: dict[str, Any]) -> None:
                 f"manifest item {it['name']}: split {it['split']} but surface "
                 f"{it['surface']} has role {role}"
             )
-    roles: dict[str, set[str]] = {}  # the same capture under two names (by fingerprint)
-    for sf in surfaces.values():
+    # the same capture under two names (fingerprint and mask; older manifests: fingerprint)
+    seen: dict[tuple[str, str | None], dict[str, str]] = {}
+    for name, sf in surfaces.items():
         if isinstance(sf, dict) and sf.get("fingerprint"):
-            roles.setdefault(sf["fingerprint"], set()).add(sf["role"])
-    if any(len(r) > 1 for r in roles.values()):
-        raise PsinspectError("a train surface and a test surface are the same capture "
-                             "(identical fingerprints)")
+            seen.setdefault((sf["fingerprint"], sf.get("mask_sha256")), {})[sf["role"]] = name
+    for by_role in seen.values():
+        if len(by_role) > 1:
+            raise PsinspectError(f"train surface {by_role['train']} and test surface "
+                                 f"{by_role['test']} are the same capture (identical "
+                                 "fingerprints)")
 
 
 def load_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:

@@ -172,13 +172,16 @@ def parse_severity(text: str | None) -> float | tuple[float, float] | str | None
     if t in SEVERITY_LEVELS:
         return t
     try:
-        if "-" in t.lstrip("-") and not t.startswith("-"):
-            lo, hi = (float(v) for v in t.split("-", 1))
+        try:
+            v = float(t)  # a number first: "1e-3" is not a range
+        except ValueError:
+            v = None
+        if v is None and "-" in t.lstrip("-") and not t.startswith("-"):
+            lo, hi = (float(x) for x in t.split("-", 1))
             if not 0 < lo <= hi <= MAX_SEVERITY:
                 raise ValueError
             return (lo, hi)
-        v = float(t)
-        if not 0 < v <= MAX_SEVERITY:  # also refuses nan
+        if v is None or not 0 < v <= MAX_SEVERITY:  # also refuses nan
             raise ValueError
         return v
     except ValueError:

@@ -432,9 +432,10 @@ def input_names(paths: Sequence[Path]) -> list[str]:
     out = []
     for p, b in zip(paths, base, strict=True):
         shared = [q for q, c in zip(paths, base, strict=True) if c == b]
-        parents = {q.resolve().parent.name for q in shared}
-        out.append(f"{p.resolve().parent.name}_{b}" if p.is_file() and len(shared) > 1
-                   and len(parents) == len(shared) else b)
+        # the folder as given (a link's own folder, not its target's)
+        parents = {Path(os.path.abspath(q)).parent.name for q in shared}
+        out.append(f"{Path(os.path.abspath(p)).parent.name}_{b}" if p.is_file()
+                   and len(shared) > 1 and len(parents) == len(shared) else b)
     return unique_names(out)
 
 

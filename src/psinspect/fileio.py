@@ -296,7 +296,7 @@ def _check_inputs_kept(out: Path, inputs: Sequence[str | os.PathLike[str] | None
     """Refuse ``--force`` into ``out`` when the files an earlier run wrote there (which it
     would remove) include one of ``inputs`` or a file inside an input folder."""
     reads = {Path(p).resolve() for p in inputs if p is not None}
-    for rel in _previously_written(out):
+    for rel in _previously_written(out) or []:
         f = (out / rel).resolve()
         hit = reads & {f, *f.parents}
         if hit:
@@ -328,17 +328,36 @@ def _check_creatable(path: Path) -> None:
 WRITTEN_MANIFEST = ".psinspect-written.json"
 
 
-def _previously_written(out: Path) -> list[str]:
-    """The relative paths :data:`WRITTEN_MANIFEST` of ``out`` lists (none when absent or not
-    such a list); paths that are absolute or climb out of ``out`` are dropped."""
+def _manifest_files(folder: Path) -> list[str] | None:
+    """The relative paths :data:`WRITTEN_MANIFEST` of ``folder`` lists (None when it has none
+    or it is not such a list); paths that are absolute or climb out of ``folder`` are dropped."""
     try:
-        listed = json.loads((out / WRITTEN_MANIFEST).read_text(encoding="utf-8")).get("files")
+        listed = json.loads((folder / WRITTEN_MANIFEST).read_text(encoding="utf-8")).get("files")
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return []
+        return None
     if not isinstance(listed, list):
-        return []
+        return None
     return [p for p in listed if isinstance(p, str) and p and not Path(p).is_absolute()
             and ".." not in Path(p).parts]
+
+
+def _previously_written(out: Path) -> list[str] | None:
+    """The files psinspect wrote in ``out`` (relative paths): those its own
+    :data:`WRITTEN_MANIFEST` lists, and those under ``out`` that a folder above it lists (a
+    command that filled ``out`` as part of a larger output, e.g. ``run``'s ``captures/``).
+    None when no such list exists (``out`` was not written by psinspect, or by a version
+    before 0.3)."""
+    found = _manifest_files(out)
+    files = set(found or [])
+    absolute = Path(os.path.abspath(out))
+    for parent in absolute.parents:
+        listed = _manifest_files(parent)
+        if listed is None:
+            continue
+        found = found or []
+        prefix = absolute.relative_to(parent).as_posix() + "/"
+        files.update(p[len(prefix):] for p in listed if p.startswith(prefix))
+    return None if found is None else sorted(files)
 
 
 def _remove_stale_outputs(out: Path, old: list[str], new: set[str]) -> None:
@@ -405,7 +424,8 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
         yield stage
         try:
             out.mkdir(parents=True, exist_ok=True)
-            old = _previously_written(out)
+            listed = _previously_written(out)
+            old = listed or []
             # a manifest at the top of the stage (a staged writer that filled the stage itself)
             # is superseded by this one
             staged = [p for p in sorted(stage.rglob("*")) if p.name != WRITTEN_MANIFEST
@@ -413,10 +433,13 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
             written = {p.relative_to(stage).as_posix() for p in staged if not p.is_dir()}
             foreign = sorted(r for r in written - set(old) if os.path.lexists(out / r))
             if foreign:  # never replace a file psinspect did not write (e.g. an input)
-                raise PsinspectError(
-                    f"{out / foreign[0]}: exists and was not written by psinspect (only its own "
-                    "earlier results are replaced, even with --force): move it away or choose "
-                    "another output folder")
+                why = ("was not written by psinspect (only its own earlier results are "
+                       "replaced, even with --force)" if listed is not None else
+                       f"and {out} has no list of the files psinspect wrote there "
+                       f"({WRITTEN_MANIFEST}; folders written before psinspect 0.3 have none), "
+                       "so it is kept, even with --force")
+                raise PsinspectError(f"{out / foreign[0]}: exists {why}: move it away or "
+                                     "choose another output folder")
             # listed before and after the moves, so a kill at any point leaves every file
             # psinspect wrote in the manifest
             _put_manifest(stage, out, set(old) | written)

@@ -92,8 +92,9 @@ def make_config(preset: str = "default", **overrides: Any) -> RunConfig:
 
         if create_model(cfg.model, **cfg.model_hyperparameters).known_part:
             raise PsinspectError(
-                f"--model {cfg.model} learns one part type from instances of it; run renders "
-                "or reads different parts: use render --instances, then train and detect")
+                f"--model {cfg.model} learns one part type from instances of it in one pose; "
+                "run trains on a dataset of different parts, turned and mirrored: use render "
+                "--instances, then train and detect")
     return cfg
 
 

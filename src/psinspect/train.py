@@ -96,7 +96,7 @@ def _is_dataset(path: Path) -> bool:
     return path.is_dir() and (path / "manifest.json").is_file()
 
 
-def _load_dataset(path: Path) -> TrainingData:
+def _load_dataset(path: Path, progress: Callable[[str], None] | None = None) -> TrainingData:
     """The clean maps of a dataset folder; ``source["ps_solver"]``: the solver its maps were
     made with (``psinspect dataset --solver``)."""
     from psinspect.dataset import load_manifest
@@ -108,6 +108,8 @@ def _load_dataset(path: Path) -> TrainingData:
             continue
         n, m = load_normal_map(folder / it["file"])
         (train if it["split"] == "train-clean" else val).append((n, m))
+        if progress is not None:
+            progress(it["name"])
         (tn if it["split"] == "train-clean" else vn).append(it["name"])
     if not train:
         raise PsinspectError(f"{path}: the dataset has no train-clean maps")
@@ -201,7 +203,7 @@ def load_training_data(
     if not paths:
         raise PsinspectError("no training inputs given")
     if len(paths) == 1 and _is_dataset(paths[0]):
-        return _load_dataset(paths[0])
+        return _load_dataset(paths[0], progress)
     if any(_is_dataset(p) for p in paths):
         raise PsinspectError("give a dataset folder alone, not mixed with other inputs")
     files = _expand_inputs(paths)
@@ -415,10 +417,6 @@ def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return parse_weights(data, str(wpath)), meta
 
 
-#: the ``progress`` message of :func:`train_model` when the inputs are read and fitting begins
-TRAINING_STARTED = "training"
-
-
 def checkpoint_progress(out: str | os.PathLike[str]) -> tuple[int, int] | None:
     """(epochs finished, maximum epochs) of the interrupted run checkpointed in ``out``, or
     None when there is no readable checkpoint (``train_model(resume=True)`` says why)."""
@@ -459,13 +457,19 @@ def calibration_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any]) -> None:
-    """Refuse calibration inputs that are training surfaces: a capture folder with a training
-    capture's fingerprint, a training input file itself, or a map of a training dataset's
-    train / val surface (thresholds from parts the model has seen are too low for new ones)."""
+    """Refuse calibration inputs that are training surfaces: a training input file itself, a
+    map of a training dataset's train / val surface, or a capture folder with a training
+    capture's fingerprint and mask (a copy of it; parts cut from one exposure by their masks
+    are different surfaces). Thresholds from parts the model has seen are too low for new
+    ones."""
+    from psinspect.capture import capture_mask_sha256
+
     if not cal_files:
         return
-    prints = set(source.get("surface_fingerprints", []))
     own = {str(Path(f).resolve()) for f in source.get("inputs", [])}
+    # (fingerprint, mask SHA-256 or None); a dataset made before masks were recorded: "any"
+    keys = {(capture_fingerprint(f), capture_mask_sha256(f)) for f in map(Path, source.get(
+        "inputs", [])) if is_capture_folder(f)}
     ds_items: dict[str, str] = {}
     if "dataset" in source:
         from psinspect.dataset import load_manifest
@@ -473,9 +477,14 @@ def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any]) -> 
         manifest, folder = load_manifest(source["dataset"])
         ds_items = {str((folder / it["file"]).resolve()): it["surface"]
                     for it in manifest["items"] if it["surface"] in source["surfaces"]}
+        keys |= {(sf["fingerprint"], sf.get("mask_sha256", "any"))
+                 for n, sf in manifest.get("surfaces", {}).items()
+                 if n in source["surfaces"] and isinstance(sf, dict) and sf.get("fingerprint")}
     for f in cal_files:
-        seen = (str(f.resolve()) in own or str(f.resolve()) in ds_items
-                or (is_capture_folder(f) and capture_fingerprint(f) in prints))
+        seen = str(f.resolve()) in own or str(f.resolve()) in ds_items
+        if not seen and is_capture_folder(f):
+            fp = capture_fingerprint(f)
+            seen = bool(keys & {(fp, capture_mask_sha256(f)), (fp, "any")})
         if seen:
             raise PsinspectError(
                 f"{f}: --calibrate-on takes parts NOT trained on, and this one is among the "
@@ -502,6 +511,7 @@ def train_model(
     threads: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    on_fit_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train a model on clean maps, calibrate its thresholds, write ``out`` (a model dir).
 
@@ -512,7 +522,9 @@ def train_model(
     (default: the model's :attr:`~psinspect.models.AnomalyModel.ps_solver`), recorded in the
     config for ``detect``. Returns the written ``config.json`` contents.
     ``on_epoch`` gets each epoch's log entry, plus ``epochs`` (the run's maximum; with
-    ``resume`` the checkpoint's).
+    ``resume`` the checkpoint's). ``progress`` gets the name of each input (or dataset map)
+    once it is read, then what is being done; ``on_fit_start`` is called once every input
+    is read and checked, as fitting begins.
     With ``resume``, model, hyperparameters and training settings come from the checkpoint in
     ``out`` (other arguments are ignored; the CLI refuses them when given); ``inputs`` must
     name the same inputs as the checkpoint's.
@@ -573,8 +585,10 @@ def train_model(
         if on_epoch is not None:
             on_epoch({**entry, "epochs": args["epochs"]})
 
+    if on_fit_start is not None:
+        on_fit_start()
     if progress is not None:
-        progress(TRAINING_STARTED)
+        progress("training")
     t0 = time.perf_counter()
     fit_args = {"epochs": args["epochs"], "batch_size": args["batch_size"], "seed": args["seed"],
                 "patience": args["patience"], "threads": threads}

@@ -103,7 +103,7 @@ def train_cmd(
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
     from psinspect.models import available_models
-    from psinspect.train import TRAINING_STARTED, checkpoint_progress, train_model
+    from psinspect.train import checkpoint_progress, train_model
 
     if resume:
         # (by name: typer's parameter-source enum is not click's own class)
@@ -136,14 +136,17 @@ def train_cmd(
         task = bar.add_task("loading data", total=done[1] if done else epochs,
                             completed=done[0] if done else 0)
 
-        reading = [True]  # inputs are being read (until train_model says TRAINING_STARTED)
+        reading = [True]  # inputs are being read and checked (until fitting begins)
 
         def on_progress(msg: str) -> None:
             bar.update(task, description=msg)
-            if msg == TRAINING_STARTED:
-                reading[0] = False
-            elif interrupted and reading[0]:  # Ctrl-C while reading: nothing to save
+            if interrupted and reading[0]:  # Ctrl-C while reading: nothing to save
                 raise KeyboardInterrupt
+
+        def on_fit_start() -> None:
+            if interrupted:  # Ctrl-C after the last input was read
+                raise KeyboardInterrupt
+            reading[0] = False
 
         def on_epoch(e: dict) -> None:
             line = (f"epoch {e['epoch'] + 1}/{e['epochs']}: train loss {e['train_loss']:.4f}, "
@@ -162,7 +165,7 @@ def train_cmd(
                     threshold_fpr=threshold_fpr, image_fpr=image_fpr,
                     threshold=threshold, solver=solver, force=force, resume=resume,
                     threads=threads, calibration_inputs=calibrate_on, on_epoch=on_epoch,
-                    progress=on_progress,
+                    progress=on_progress, on_fit_start=on_fit_start,
                 )
         except KeyboardInterrupt:
             bar.stop()
