@@ -730,3 +730,37 @@ def test_detect_a_folder_of_captures(geo_dir: Path, tmp_path: Path,
     code, _, err = run_cli(["detect", tmp_path / "empty", "--model", geo_dir, "-o",
                             tmp_path / "e"], monkeypatch, capsys)
     assert code == 2 and len(error_lines(err)) == 1 and str(tmp_path / "empty") in err
+
+
+def test_scale_scores_a_resampled_map_at_the_maps_own_pixels(
+        geo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--scale F scores the map resampled by F and returns the score at the map's own size
+    (0 outside the object): a map made at twice the size and scored at --scale 0.5 gives about
+    the score of the map itself; out-of-range factors and known-part models are refused."""
+    from psinspect.normalmap import resample
+
+    bundle = load_model_dir(geo_dir)
+    n, m = bowl(60)
+    n[20:26, 30:36] = [0.3, 0.0, 0.954]
+    base = detect_map(bundle, n, m).score
+    big_n, big_m = resample(n, m, (120, 120))
+    det = detect_map(bundle, big_n, big_m, scale=0.5)
+    assert det.score.shape == (120, 120) and (det.score[~big_m] == 0).all()
+    assert det.info["scale"] == 0.5
+    r, c = np.unravel_index(np.argmax(det.score), det.score.shape)
+    assert 36 <= r <= 56 and 56 <= c <= 76  # the planted patch, at twice the size
+    assert det.score.max() == pytest.approx(base.max(), rel=0.3)
+    save_npy(tmp_path / "x.npy", big_n)
+    code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", geo_dir, "-o",
+                            tmp_path / "o", "--scale", "0.5"], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["scale"] == 0.5
+    code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", geo_dir, "-o",
+                            tmp_path / "p", "--scale", "9"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == ["error: --scale must be between 0.1 and 4, got 9.0"]
+    from psinspect.modelstore import ModelBundle
+
+    known = ModelBundle(model=create_model("variation"), threshold=1.0, image_threshold=1.0)
+    with pytest.raises(PsinspectError, match="--scale: model 'variation' compares a part"):
+        detect_map(known, n, m, scale=0.5)

@@ -45,7 +45,7 @@ from psinspect.defects import read_defect_records
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, ScoreResult
 from psinspect.modelstore import ModelBundle
-from psinspect.normalmap import load_normal_map, read_mask_png, validate_normal_map
+from psinspect.normalmap import load_normal_map, read_mask_png, resample, validate_normal_map
 
 #: smallest predicted region reported (pixels)
 MIN_REGION_PX = 4
@@ -290,6 +290,18 @@ class Detection:
         }
 
 
+#: the resampling factors ``detect --scale`` accepts
+SCALES = (0.1, 4.0)
+
+
+def check_scale(scale: float) -> float:
+    """``scale`` if it is a finite number in :data:`SCALES`, else a :class:`PsinspectError`."""
+    if not (np.isfinite(scale) and SCALES[0] <= scale <= SCALES[1]):
+        raise PsinspectError(f"--scale must be between {SCALES[0]:g} and {SCALES[1]:g}, "
+                             f"got {scale}")
+    return float(scale)
+
+
 def detect_map(
     bundle: ModelBundle,
     normals: np.ndarray,
@@ -300,18 +312,48 @@ def detect_map(
     threshold: float | None = None,
     light_splits: np.ndarray | None = None,
     capture_images: tuple[np.ndarray, np.ndarray] | None = None,
+    scale: float = 1.0,
 ) -> Detection:
     """Validate, score, threshold and judge one normal map with a loaded model
-    (``light_splits``, ``capture_images``: see :func:`score_map`)."""
+    (``light_splits``, ``capture_images``: see :func:`score_map`). ``scale``: score the map
+    resampled by this factor (:func:`psinspect.normalmap.resample`: the same surface at
+    another pixel size), then bring the score back to the map's own pixels (bilinear), where
+    it is thresholded and judged: for maps whose pixels are much finer or coarser than those
+    the model learned from (see :data:`SCALES`)."""
     n, m = validate_normal_map(normals, mask, name=name)
     if confidence is not None:
         confidence = np.asarray(confidence, np.float32)
         if confidence.shape != m.shape or not np.isfinite(confidence[m]).all():
             raise PsinspectError(f"{name}: confidence map must be finite and {m.shape}")
+    check_scale(scale)
+    if scale != 1.0 and (getattr(bundle.model, "uses_light_splits", False)
+                         or getattr(bundle.model, "uses_capture_images", False)
+                         or getattr(bundle.model, "known_part", False)):
+        raise PsinspectError(f"--scale: model {bundle.model.name!r} compares a part with its "
+                             "own training captures pixel by pixel; capture at their scale")
     ih = bundle.input_handling
-    res = score_map(bundle.model, n, m, confidence, tile=int(ih["tile"]),
-                    overlap=int(ih["tile_overlap"]), light_splits=light_splits,
-                    capture_images=capture_images)
+    h, w = m.shape
+    if scale != 1.0:
+        size = (max(8, round(h * scale)), max(8, round(w * scale)))
+        ns, ms = resample(n, m, size)
+        if not ms.any():
+            raise PsinspectError(f"{name}: nothing of the object is left at --scale {scale:g}")
+        cs = None if confidence is None else cv2.resize(
+            confidence, size[::-1], interpolation=cv2.INTER_LINEAR)
+        res = score_map(bundle.model, ns, ms, cs, tile=int(ih["tile"]),
+                        overlap=int(ih["tile_overlap"]))
+        res.score = np.where(m, cv2.resize(res.score, (w, h), interpolation=cv2.INTER_LINEAR),
+                             0.0).astype(np.float32)
+        if res.reference is not None:
+            res.reference = resample(res.reference, ms, (h, w))[0]
+        if res.unreliable is not None:
+            res.unreliable = m & (cv2.resize(res.unreliable.astype(np.uint8), (w, h),
+                                             interpolation=cv2.INTER_NEAREST) > 0)
+        res.info = {**res.info, "scale": scale}
+    else:
+        res = score_map(bundle.model, n, m, confidence, tile=int(ih["tile"]),
+                        overlap=int(ih["tile_overlap"]), light_splits=light_splits,
+                        capture_images=capture_images)
     if not np.isfinite(res.score).all():
         raise PsinspectError(f"{name}: the model produced non-finite scores")
     thr = bundle.threshold if threshold is None else float(threshold)
@@ -469,6 +511,7 @@ def write_detection_outputs(
     jobs: int | None = None,
     keep_going: bool = False,
     lights: str | None = None,
+    scale: float = 1.0,
 ) -> dict[str, Any]:
     """Detect on every input and write the per-input files and ``summary.json`` into ``out``
     (staged: nothing is written unless every input succeeds, or with ``keep_going``, unless
@@ -479,7 +522,7 @@ def write_detection_outputs(
     ones. ``solver``: the PS solver for capture folders (default: the model's, config
     ``input.ps_solver``). ``jobs``: inputs processed at once (default :func:`default_jobs`).
     ``lights``: the 1-based lights of capture folders to use (default all; :func:`load_input`).
-    Returns the summary."""
+    ``scale``: see :func:`detect_map`. Returns the summary."""
     from psinspect.fileio import file_sha256, save_json, save_npy, save_png, staged_output_dir
     from psinspect.normalmap import encode_png
     from psinspect.report import heatmap_rgb, panel_rgb
@@ -493,6 +536,7 @@ def write_detection_outputs(
         bundle = replace(bundle, image_threshold=float(image_threshold))
     if jobs is not None and jobs < 1:
         raise PsinspectError(f"--jobs must be at least 1, got {jobs}")
+    check_scale(scale)
     from psinspect.stereo import check_solver
 
     solver = check_solver(solver or str(bundle.input_handling["ps_solver"]))
@@ -528,7 +572,7 @@ def write_detection_outputs(
             det = detect_map(bundle, inp.normals, inp.mask, name=name,
                              confidence=inp.confidence, threshold=threshold,
                              light_splits=inp.light_splits,
-                             capture_images=inp.capture_images)
+                             capture_images=inp.capture_images, scale=scale)
             save_npy(stage / f"{name}_score.npy", det.score.astype(np.float32))
             save_png(stage / f"{name}_heatmap.png", heatmap_rgb(det.score, inp.mask,
                                                                 det.threshold))
@@ -562,6 +606,7 @@ def write_detection_outputs(
             "min_region_px": MIN_REGION_PX,
             "ps_solver": solver,
             **({"lights": lights} if lights is not None else {}),
+            **({"scale": scale} if scale != 1.0 else {}),
             "verdict_rule": "fail when image_score > image_threshold (image score = peak of "
                             "the 3x3 object-pixel mean of the score map, times the input's "
                             "image_scale: the model's per-map score divisor, 1 for most "

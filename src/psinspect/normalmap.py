@@ -356,26 +356,17 @@ def pad_geometry(
     return scale, (nh, nw), ((th - nh) // 2, (tw - nw) // 2)
 
 
-def resize_with_pad(
-    normals: np.ndarray, size: int | tuple[int, int], *, mask: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fit a normal map into ``size`` (int or (H, W)) keeping its aspect ratio: one scale
-    factor for both axes, zero padding around (centred), never stretched.
-
-    Vectors are resampled (area averaging when shrinking, bilinear when growing) and
-    renormalised to unit length; directions need no turning (it is the map of the same surface
-    scaled alike in x, y and z, whose slopes are unchanged). The mask
-    (default: non-zero vectors) is resampled and cut at 1/2. Returns ``(normals float32
-    (h, w, 3), mask bool (h, w))`` with ``(h, w) = size``.
-    """
+def resample(normals: np.ndarray, mask: np.ndarray, size_hw: tuple[int, int]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """A normal map resampled to ``size_hw`` (H, W): the same surface scaled alike in x, y and
+    z, whose slopes, so vectors, are unchanged. Object vectors only are averaged (area
+    averaging when shrinking, bilinear when growing; background zeros do not pull edges in)
+    and renormalised; the mask is resampled and cut at 1/2. Returns ``(normals float32
+    (H, W, 3), mask bool (H, W))``."""
     n = np.asarray(normals, np.float32)
-    if mask is None:
-        mask = np.abs(n).sum(axis=-1) > 0
     mask = np.asarray(mask, bool)
-    _, (nh, nw), (top, left) = pad_geometry(mask.shape, size)
-    th, tw = (size, size) if isinstance(size, int) else size
+    nh, nw = size_hw
     interp = cv2.INTER_AREA if nh < mask.shape[0] else cv2.INTER_LINEAR
-    # average only object vectors: weight by the mask so background zeros do not pull edges in
     w = mask.astype(np.float32)
     num = cv2.resize(n * w[..., None], (nw, nh), interpolation=interp)
     den = cv2.resize(w, (nw, nh), interpolation=interp)
@@ -383,6 +374,24 @@ def resize_with_pad(
     r = normalize(num)
     m &= np.linalg.norm(num, axis=-1) > 1e-6
     r[~m] = 0.0
+    return r, m
+
+
+def resize_with_pad(
+    normals: np.ndarray, size: int | tuple[int, int], *, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit a normal map into ``size`` (int or (H, W)) keeping its aspect ratio: one scale
+    factor for both axes (:func:`resample`), zero padding around (centred), never stretched.
+    The mask defaults to the non-zero vectors. Returns ``(normals float32 (h, w, 3), mask bool
+    (h, w))`` with ``(h, w) = size``.
+    """
+    n = np.asarray(normals, np.float32)
+    if mask is None:
+        mask = np.abs(n).sum(axis=-1) > 0
+    mask = np.asarray(mask, bool)
+    _, (nh, nw), (top, left) = pad_geometry(mask.shape, size)
+    th, tw = (size, size) if isinstance(size, int) else size
+    r, m = resample(n, mask, (nh, nw))
     out = np.zeros((th, tw, 3), np.float32)
     out_m = np.zeros((th, tw), bool)
     out[top:top + nh, left:left + nw] = r

@@ -44,6 +44,11 @@ def detect_cmd(
         help="For capture folders: the 1-based lights to use, e.g. '21-96' (default all), "
              "e.g. to leave out images known to be bad. The model's thresholds were "
              "calibrated on maps solved from its own captures' lights.")] = None,
+    scale: Annotated[float, typer.Option(
+        help="Score each map resampled by this factor (0.1-4), the score brought back to the "
+             "map's own pixels: for parts imaged much finer or coarser than the model's "
+             "training maps (the bundled model: parts about 140-230 px across, at their best "
+             "at 1; BENCHMARKS.md 'Scale'). E.g. 0.25 for a 1000 px part.")] = 1.0,
     keep_going: Annotated[bool, typer.Option(
         "--keep-going", help="Go on past inputs that cannot be read or scored (a broken "
         "file, a capture of another part): each gets an error line and a summary.json entry "
@@ -87,7 +92,7 @@ def detect_cmd(
             summary = write_detection_outputs(
                 inputs, out, bundle, threshold=threshold, image_threshold=image_threshold,
                 solver=solver, force=force, progress=advance, jobs=jobs,
-                keep_going=keep_going, lights=lights)
+                keep_going=keep_going, lights=lights, scale=scale)
         except PsinspectError as err:
             # name the input being processed when the message does not already (option
             # errors, "--threshold ...", are about no input)
