@@ -254,6 +254,7 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     op = metrics["operating_point"]
     assert op["pixel_threshold"] == summary["pixel_threshold"] == cfg["threshold"]
     assert op["image_threshold"] == summary["image_threshold"]
+    assert op["tta"] == summary.get("tta") and op["scale"] == 1.0  # how detect scored
     tp = fp = fn = 0
     for t in tests:
         pred = cv2.imread(str(det / f"{t.stem}_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
@@ -600,9 +601,9 @@ def test_train_calibrate_on_parts_not_trained_on(tmp_path: Path,
 def test_calibrate_on_refuses_training_surfaces(tiny_dataset: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture) -> None:
-    """A training input, a copy of a training capture (same fingerprint) or a map of a
-    training dataset's train surface is not a part 'not trained on' (it was accepted and
-    recorded as such)."""
+    """A training input, a copy of a training capture (same fingerprint), a map of a training
+    dataset's train surface, a copy of such a map or the normals solved from a training capture
+    is not a part 'not trained on' (they were accepted and recorded as such)."""
     import shutil
 
     from psinspect.render import render_dataset
@@ -612,8 +613,12 @@ def test_calibrate_on_refuses_training_surfaces(tiny_dataset: Path, tmp_path: Pa
     manifest = json.loads((tiny_dataset / "manifest.json").read_text())
     train_map = next(tiny_dataset / it["file"] for it in manifest["items"]
                      if it["split"] == "train-clean")
+    shutil.copy(train_map, tmp_path / "map_copy.npy")
+    code, _, err = run_cli(["normals", caps[2], "-o", tmp_path / "solved"], monkeypatch, capsys)
+    assert code == 0, err
     for inputs, cal in (([*caps], caps[1]), ([*caps], tmp_path / "copy"),
-                        ([tiny_dataset], train_map)):
+                        ([tiny_dataset], train_map), ([tiny_dataset], tmp_path / "map_copy.npy"),
+                        ([*caps], tmp_path / "solved" / "normals.npy")):
         code, _, err = run_cli(["train", *inputs, "--model", "geometric", "-o",
                                 tmp_path / "m", "--calibrate-on", cal], monkeypatch, capsys)
         assert code == 2 and error_lines(err) == [
@@ -726,6 +731,12 @@ def test_detect_a_folder_of_captures(geo_dir: Path, tmp_path: Path,
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert [s["source"] for s in summary["inputs"]] == [str(c) for c in caps]
     assert summary["min_region_px"] == 4  # the masks leave smaller specks out (recorded)
+    (tmp_path / "caps" / "broken").mkdir()  # e.g. a capture without its lights file
+    code, _, err = run_cli(["detect", tmp_path / "caps", "--model", geo_dir, "-o",
+                            tmp_path / "d2"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [
+        f"error: {tmp_path / 'caps'}: holds capture folders and also broken, which is not one "
+        "(no filenames.txt / lights.txt / light_directions.txt): give the inputs one by one"]
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(["detect", tmp_path / "empty", "--model", geo_dir, "-o",
                             tmp_path / "e"], monkeypatch, capsys)
@@ -751,6 +762,10 @@ def test_scale_scores_a_resampled_map_at_the_maps_own_pixels(
     r, c = np.unravel_index(np.argmax(det.score), det.score.shape)
     assert 36 <= r <= 56 and 56 <= c <= 76  # the planted patch, at twice the size
     assert det.score.max() == pytest.approx(base.max(), rel=0.3)
+    padded = detect_map(bundle, np.pad(big_n, ((37, 5), (3, 61), (0, 0))),
+                        np.pad(big_m, ((37, 5), (3, 61))), scale=0.37)  # framing-free too
+    np.testing.assert_allclose(padded.score[37:157, 3:123],
+                               detect_map(bundle, big_n, big_m, scale=0.37).score, atol=1e-5)
     save_npy(tmp_path / "x.npy", big_n)
     code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", geo_dir, "-o",
                             tmp_path / "o", "--scale", "0.5"], monkeypatch, capsys)

@@ -160,8 +160,9 @@ def test_force_refuses_an_output_folder_holding_an_input(tmp_path: Path, command
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     res = runner.invoke(app, [*argv, "--force"])
     assert res.exit_code != 0
-    assert "is an input of this one: write to another folder" in str(res.exception
-                                                                     or res.output)
+    said = ("is an input folder of this command" if command in ("evaluate", "dataset")
+            else "is an input of this one: write to another folder")  # (out IS an input)
+    assert said in str(res.exception or res.output)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
@@ -176,27 +177,78 @@ def test_force_never_replaces_a_file_psinspect_did_not_write(tmp_path: Path, mon
     before = tree(cap)
     code, _, err = run_cli(["normals", cap, "-o", cap, "--force"], monkeypatch, capsys)
     assert code == 2 and err.strip().splitlines() == [
-        f"error: {cap / 'mask.png'}: exists and {cap} has no list of the files psinspect "
-        "wrote there (.psinspect-written.json; folders written before psinspect 0.3 have none), "
-        "so it is kept, even with --force: move it away or choose another output folder"]
+        f"error: {cap}: is an input folder of this command: choose another output folder"]
     assert tree(cap) == before
+    # the file rule on its own: a folder with a mask.png that no list names
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mask.png").write_bytes(b"mine")
+    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "out", "--force"], monkeypatch,
+                           capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {tmp_path / 'out' / 'mask.png'}: exists and {tmp_path / 'out'} has no list of "
+        "the files psinspect wrote there (.psinspect-written.json; folders written before "
+        "psinspect 0.3 have none), so it is kept, even with --force: move it away or choose "
+        "another output folder"]
+    assert (tmp_path / "out" / "mask.png").read_bytes() == b"mine"
 
 
 def test_force_replaces_what_a_folder_above_listed(tmp_path: Path, monkeypatch, capsys) -> None:
     """A folder filled as part of a larger output (``run``'s captures/ and dataset/ have no list
     of their own; the run's folder lists them) is psinspect's: ``render --force`` into it
-    replaces the files and removes the stale ones, while ``normals`` into one of its capture
-    folders is still refused (the capture's files are its inputs)."""
+    replaces the files (the others stay: only a folder's own list removes stale files, so
+    ``-o`` into a part of another command's output deletes nothing), while ``normals`` into
+    one of its capture folders is still refused (the capture's files are its inputs)."""
     from _robust_util import run_cli
 
     out = tmp_path / "run"
     _write(out, {"captures/p1/001.png": b"1", "captures/p2/001.png": b"2", "report.html": b"r"})
     with staged_output_dir(out / "captures", force=True) as stage:
         atomic_write_bytes(stage / "p1" / "001.png", b"new")
-    assert _listing(out / "captures") == [WRITTEN_MANIFEST, "p1", "p1/001.png"]
+    assert _listing(out / "captures") == [WRITTEN_MANIFEST, "p1", "p1/001.png", "p2",
+                                          "p2/001.png"]
     assert (out / "captures" / "p1" / "001.png").read_bytes() == b"new"
     code, _, err = run_cli(["render", "-o", tmp_path / "r", "--parts", "1", "--size", "32",
                             "--lights", "6"], monkeypatch, capsys)
     cap = next(p for p in (tmp_path / "r").iterdir() if p.is_dir())
+    code, _, err = run_cli(["normals", cap, "-o", cap / "sub", "--force"], monkeypatch, capsys)
+    assert code == 0, err  # a new folder inside the capture: nothing of it is replaced
     code, _, err = run_cli(["normals", cap, "-o", cap, "--force"], monkeypatch, capsys)
-    assert code == 2 and "is an input of this one" in err, err
+    assert code == 2 and "is an input folder of this command" in err, err
+
+
+def test_force_never_writes_through_a_linked_folder(tmp_path: Path) -> None:
+    """A sub-folder of the output replaced by a link to other files (a capture elsewhere) is
+    not written through: refused before anything is moved, the files behind it unchanged."""
+    out = tmp_path / "out"
+    _write(out, {"p1/001.png": b"1", "p1/mask.png": b"m"})
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "001.png").write_bytes(b"theirs")
+    (out / "p1" / "001.png").unlink()
+    (out / "p1" / "mask.png").unlink()
+    (out / "p1").rmdir()
+    (out / "p1").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(PsinspectError, match=r"p1: is a symbolic link; psinspect does not write"):
+        _write(out, {"p1/001.png": b"new", "p1/mask.png": b"new"}, force=True)
+    assert (tmp_path / "elsewhere" / "001.png").read_bytes() == b"theirs"
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["001.png"]
+
+
+def test_train_force_writes_only_into_a_model_folder(tmp_path: Path, monkeypatch,
+                                                     capsys) -> None:
+    """train writes model folders its own way (no written-files list): --force replaces a
+    model folder, and refuses any other non-empty folder (it replaced a user's config.json and
+    left a detect run's results beside the model)."""
+    from _robust_util import good_sphere_maps, run_cli
+
+    maps = good_sphere_maps(tmp_path / "maps", 32)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"my": "own"}')
+    base = ["train", *maps, "--model", "geometric", "--force", "-o"]
+    code, _, err = run_cli([*base, other], monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {other}: --force replaces a psinspect model folder, and this folder is not one "
+        "(no model config.json or checkpoint): choose another output folder"]
+    assert (other / "config.json").read_text() == '{"my": "own"}'
+    assert run_cli([*base, tmp_path / "m"], monkeypatch, capsys)[0] == 0
+    assert run_cli([*base, tmp_path / "m"], monkeypatch, capsys)[0] == 0  # a model: replaced

@@ -45,7 +45,15 @@ from psinspect.defects import read_defect_records
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, ScoreResult
 from psinspect.modelstore import ModelBundle
-from psinspect.normalmap import load_normal_map, read_mask_png, resample, validate_normal_map
+from psinspect.normalmap import (
+    load_normal_map,
+    object_window,
+    put_window,
+    read_mask_png,
+    resample,
+    take_window,
+    validate_normal_map,
+)
 
 #: smallest predicted region reported (pixels)
 MIN_REGION_PX = 4
@@ -294,11 +302,18 @@ class Detection:
 SCALES = (0.1, 4.0)
 
 
-def check_scale(scale: float) -> float:
-    """``scale`` if it is a finite number in :data:`SCALES`, else a :class:`PsinspectError`."""
+def check_scale(scale: float, bundle: ModelBundle) -> float:
+    """``scale`` if it is a finite number in :data:`SCALES` that ``bundle``'s model can score
+    at (1 only for models that compare a part with their training captures pixel by pixel),
+    else a :class:`PsinspectError`."""
     if not (np.isfinite(scale) and SCALES[0] <= scale <= SCALES[1]):
         raise PsinspectError(f"--scale must be between {SCALES[0]:g} and {SCALES[1]:g}, "
                              f"got {scale}")
+    if scale != 1.0 and (getattr(bundle.model, "uses_light_splits", False)
+                         or getattr(bundle.model, "uses_capture_images", False)
+                         or getattr(bundle.model, "known_part", False)):
+        raise PsinspectError(f"--scale: model {bundle.model.name!r} compares a part with its "
+                             "own training captures pixel by pixel; capture at their scale")
     return float(scale)
 
 
@@ -325,31 +340,39 @@ def detect_map(
         confidence = np.asarray(confidence, np.float32)
         if confidence.shape != m.shape or not np.isfinite(confidence[m]).all():
             raise PsinspectError(f"{name}: confidence map must be finite and {m.shape}")
-    check_scale(scale)
-    if scale != 1.0 and (getattr(bundle.model, "uses_light_splits", False)
-                         or getattr(bundle.model, "uses_capture_images", False)
-                         or getattr(bundle.model, "known_part", False)):
-        raise PsinspectError(f"--scale: model {bundle.model.name!r} compares a part with its "
-                             "own training captures pixel by pixel; capture at their scale")
+    check_scale(scale, bundle)
     ih = bundle.input_handling
     h, w = m.shape
     if scale != 1.0:
-        size = (max(8, round(h * scale)), max(8, round(w * scale)))
-        ns, ms = resample(n, m, size)
+        # the object's box (plus a margin) resampled, so the result does not depend on how
+        # much background surrounds the part; at least 8 x 8 px (zero padding)
+        win = object_window(m, 2 + math.ceil(2.0 / scale))
+        assert win is not None  # (validate_normal_map refuses an empty object)
+        mc = take_window(m, win)
+        hc, wc = mc.shape
+        size = (max(1, round(hc * scale)), max(1, round(wc * scale)))
+        ns, ms = resample(take_window(n, win), mc, size)
         if not ms.any():
             raise PsinspectError(f"{name}: nothing of the object is left at --scale {scale:g}")
-        cs = None if confidence is None else cv2.resize(
-            confidence, size[::-1], interpolation=cv2.INTER_LINEAR)
-        res = score_map(bundle.model, ns, ms, cs, tile=int(ih["tile"]),
-                        overlap=int(ih["tile_overlap"]))
-        res.score = np.where(m, cv2.resize(res.score, (w, h), interpolation=cv2.INTER_LINEAR),
-                             0.0).astype(np.float32)
+        big = (0, max(8, size[0]), 0, max(8, size[1]))
+        cs = None if confidence is None else take_window(cv2.resize(
+            take_window(confidence, win), size[::-1], interpolation=cv2.INTER_LINEAR), big)
+        res = score_map(bundle.model, take_window(ns, big), take_window(ms, big), cs,
+                        tile=int(ih["tile"]), overlap=int(ih["tile_overlap"]))
+
+        def back(a: np.ndarray, interp: int) -> np.ndarray:
+            """A scaled-window array back at the map's own pixels (zero outside the box)."""
+            a = a[:size[0], :size[1]]
+            return put_window(cv2.resize(a, (wc, hc), interpolation=interp), win, (h, w))
+
+        res.score = np.where(m, back(res.score, cv2.INTER_LINEAR), 0.0).astype(np.float32)
         if res.reference is not None:
-            res.reference = resample(res.reference, ms, (h, w))[0]
+            ref_c = resample(res.reference[:size[0], :size[1]], ms, (hc, wc))[0]
+            res.reference = put_window(ref_c, win, (h, w))
         if res.unreliable is not None:
-            res.unreliable = m & (cv2.resize(res.unreliable.astype(np.uint8), (w, h),
-                                             interpolation=cv2.INTER_NEAREST) > 0)
-        res.info = {**res.info, "scale": scale}
+            res.unreliable = m & (back(res.unreliable.astype(np.uint8), cv2.INTER_NEAREST) > 0)
+        res.info = {**res.info, "scale": scale,
+                    "scale_effective_hw": [size[0] / hc, size[1] / wc]}
     else:
         res = score_map(bundle.model, n, m, confidence, tile=int(ih["tile"]),
                         overlap=int(ih["tile_overlap"]), light_splits=light_splits,
@@ -451,16 +474,25 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
 def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Detect's inputs with each folder of capture folders (e.g. the output of ``psinspect
     render``: one sub-folder per part) replaced by those capture folders, in natural name
-    order. Files, capture folders, dataset folders and anything else stay as given
-    (:func:`load_input` reads or refuses them)."""
-    from psinspect.capture import is_capture_folder, natural_key
+    order; such a folder that also holds another sub-folder or a map file is refused (a part
+    must not be skipped silently). Files, capture folders, dataset folders and anything else
+    stay as given (:func:`load_input` reads or refuses them)."""
+    from psinspect.capture import CAPTURE_MARKERS, is_capture_folder, natural_key
 
     out: list[Path] = []
     for p in map(Path, paths):
         subs = []
         if p.is_dir() and not is_capture_folder(p) and not (p / "manifest.json").is_file():
-            subs = [q for q in sorted(p.iterdir(), key=lambda q: natural_key(q.name))
-                    if is_capture_folder(q)]
+            entries = sorted((q for q in p.iterdir() if not q.name.startswith(".")),
+                             key=lambda q: natural_key(q.name))
+            subs = [q for q in entries if is_capture_folder(q)]
+            # never skip a part silently: a broken capture, a nested folder, a loose map
+            stray = [q for q in entries if q not in subs and (
+                q.is_dir() or q.suffix.lower() in (".npy", ".png"))]
+            if subs and stray:
+                raise PsinspectError(
+                    f"{p}: holds capture folders and also {stray[0].name}, which is not one "
+                    f"(no {' / '.join(CAPTURE_MARKERS)}): give the inputs one by one")
         out.extend(subs or [p])
     return out
 
@@ -536,7 +568,7 @@ def write_detection_outputs(
         bundle = replace(bundle, image_threshold=float(image_threshold))
     if jobs is not None and jobs < 1:
         raise PsinspectError(f"--jobs must be at least 1, got {jobs}")
-    check_scale(scale)
+    check_scale(scale, bundle)
     from psinspect.stereo import check_solver
 
     solver = check_solver(solver or str(bundle.input_handling["ps_solver"]))

@@ -270,13 +270,18 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     pseudo file system, no permission), so that commands fail before their slow part. With
     ``force``, also refuse a folder where an earlier run wrote one of the command's ``inputs``
     (files or folders it reads, or files inside them; None entries are skipped): replacing
-    that run's files (:func:`staged_output_dir`) would delete them.
+    that run's files (:func:`staged_output_dir`) would delete them. An input folder itself is
+    never an output folder (written files would join its images, say).
 
     The last is tested by creating and at once removing an empty hidden folder
     ``.NAME.staging-<pid>-*`` where the first missing folder of ``path`` would go."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise PsinspectError(f"{path}: output path exists and is not a folder")
+    folders = {Path(p).resolve() for p in inputs if p is not None and Path(p).is_dir()}
+    if path.is_dir() and path.resolve() in folders:  # its files would mix with the input's
+        raise PsinspectError(f"{path}: is an input folder of this command: choose another "
+                             "output folder")
     if path.is_dir():
         try:
             non_empty = any(path.iterdir())
@@ -296,7 +301,8 @@ def _check_inputs_kept(out: Path, inputs: Sequence[str | os.PathLike[str] | None
     """Refuse ``--force`` into ``out`` when the files an earlier run wrote there (which it
     would remove) include one of ``inputs`` or a file inside an input folder."""
     reads = {Path(p).resolve() for p in inputs if p is not None}
-    for rel in _previously_written(out) or []:
+    own, above = _previously_written(out)
+    for rel in sorted(set(own or []) | above):
         f = (out / rel).resolve()
         hit = reads & {f, *f.parents}
         if hit:
@@ -341,23 +347,21 @@ def _manifest_files(folder: Path) -> list[str] | None:
             and ".." not in Path(p).parts]
 
 
-def _previously_written(out: Path) -> list[str] | None:
-    """The files psinspect wrote in ``out`` (relative paths): those its own
-    :data:`WRITTEN_MANIFEST` lists, and those under ``out`` that a folder above it lists (a
-    command that filled ``out`` as part of a larger output, e.g. ``run``'s ``captures/``).
-    None when no such list exists (``out`` was not written by psinspect, or by a version
-    before 0.3)."""
-    found = _manifest_files(out)
-    files = set(found or [])
+def _previously_written(out: Path) -> tuple[list[str] | None, set[str]]:
+    """What psinspect wrote in ``out`` (relative paths): ``(own, above)``. ``own``: what
+    ``out``'s :data:`WRITTEN_MANIFEST` lists (None without one: ``out`` was not written by
+    psinspect, or by a version before 0.3); ``above``: the files under ``out`` that a folder
+    above it lists (``out`` filled as part of a larger output, e.g. ``run``'s ``captures/``).
+    Both may be replaced by a forced run; only ``own`` files are removed as stale."""
+    own = _manifest_files(out)
+    above: set[str] = set()
     absolute = Path(os.path.abspath(out))
     for parent in absolute.parents:
         listed = _manifest_files(parent)
-        if listed is None:
-            continue
-        found = found or []
-        prefix = absolute.relative_to(parent).as_posix() + "/"
-        files.update(p[len(prefix):] for p in listed if p.startswith(prefix))
-    return None if found is None else sorted(files)
+        if listed is not None:
+            prefix = absolute.relative_to(parent).as_posix() + "/"
+            above.update(p[len(prefix):] for p in listed if p.startswith(prefix))
+    return own, above
 
 
 def _remove_stale_outputs(out: Path, old: list[str], new: set[str]) -> None:
@@ -424,17 +428,25 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
         yield stage
         try:
             out.mkdir(parents=True, exist_ok=True)
-            listed = _previously_written(out)
+            listed, above = _previously_written(out)
             old = listed or []
             # a manifest at the top of the stage (a staged writer that filled the stage itself)
             # is superseded by this one
             staged = [p for p in sorted(stage.rglob("*")) if p.name != WRITTEN_MANIFEST
                       or p.parent != stage]
             written = {p.relative_to(stage).as_posix() for p in staged if not p.is_dir()}
-            foreign = sorted(r for r in written - set(old) if os.path.lexists(out / r))
+            linked = sorted(r for r in written if any(
+                (out / q).is_symlink() for q in Path(r).parents if q != Path(".")))
+            if linked:  # never write through a link (it may lead to anyone's files)
+                first = next(q for q in Path(linked[0]).parents[::-1][1:]
+                             if (out / q).is_symlink())
+                raise PsinspectError(f"{out / first}: is a symbolic link; psinspect does not "
+                                     "write through links: remove it or choose another "
+                                     "output folder")
+            foreign = sorted(r for r in written - set(old) - above if os.path.lexists(out / r))
             if foreign:  # never replace a file psinspect did not write (e.g. an input)
                 why = ("was not written by psinspect (only its own earlier results are "
-                       "replaced, even with --force)" if listed is not None else
+                       "replaced, even with --force)" if listed is not None or above else
                        f"and {out} has no list of the files psinspect wrote there "
                        f"({WRITTEN_MANIFEST}; folders written before psinspect 0.3 have none), "
                        "so it is kept, even with --force")

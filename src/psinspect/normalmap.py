@@ -356,6 +356,38 @@ def pad_geometry(
     return scale, (nh, nw), ((th - nh) // 2, (tw - nw) // 2)
 
 
+def object_window(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:
+    """``(r0, r1, c0, c1)``: the object's bounding box grown by ``margin`` on every side, in
+    map coordinates (it may reach past the map's edges); None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return (int(rows[0]) - margin, int(rows[-1]) + 1 + margin,
+            int(cols[0]) - margin, int(cols[-1]) + 1 + margin)
+
+
+def take_window(arr: np.ndarray, win: tuple[int, int, int, int]) -> np.ndarray:
+    """``arr[r0:r1, c0:c1]`` (first two axes), zeros where the window lies outside ``arr``."""
+    r0, r1, c0, c1 = win
+    h, w = arr.shape[:2]
+    out = np.zeros((r1 - r0, c1 - c0, *arr.shape[2:]), arr.dtype)
+    a0, a1, b0, b1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+    out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = arr[a0:a1, b0:b1]
+    return out
+
+
+def put_window(arr: np.ndarray, win: tuple[int, int, int, int], shape: tuple[int, int]
+               ) -> np.ndarray:
+    """The inverse of :func:`take_window`: a zero array of ``shape`` (plus ``arr``'s trailing
+    axes) holding ``arr`` at the window."""
+    r0, r1, c0, c1 = win
+    h, w = shape
+    out = np.zeros((h, w, *arr.shape[2:]), arr.dtype)
+    a0, a1, b0, b1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+    out[a0:a1, b0:b1] = arr[a0 - r0:a1 - r0, b0 - c0:b1 - c0]
+    return out
+
+
 def resample(normals: np.ndarray, mask: np.ndarray, size_hw: tuple[int, int]
              ) -> tuple[np.ndarray, np.ndarray]:
     """A normal map resampled to ``size_hw`` (H, W): the same surface scaled alike in x, y and

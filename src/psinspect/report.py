@@ -210,8 +210,10 @@ def _operating_point_html(op: dict[str, Any] | None, verdicts: dict[str, Any] | 
         "<h2>At the operating point</h2>",
         "<p class='note'>The masks and verdicts detect wrote, at its thresholds: pixel "
         f"threshold {_fmt(op.get('pixel_threshold'))}, image (pass/fail) threshold "
-        f"{_fmt(op.get('image_threshold'))}, model {html.escape(str(op.get('model')))}. "
-        "The metrics above are threshold-free; these are what an inspector gets.</p>",
+        f"{_fmt(op.get('image_threshold'))}, model {html.escape(str(op.get('model')))}"
+        + (f", {op['tta']} test-time copies" if op.get("tta") else "")
+        + (f", --scale {op['scale']:g}" if op.get("scale") not in (None, 1.0) else "")
+        + ". The metrics above are threshold-free; these are what an inspector gets.</p>",
         "<table><tr><th>predicted masks</th>"
         + "".join(f"<th>{t}</th>" for _, t in keys) + "</tr><tr><td>object pixels</td>"
         + "".join(f"<td>{_fmt(pm.get(k))}</td>" for k, _ in keys) + "</tr></table>"]
@@ -386,6 +388,8 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     info = {"normals": normals_paths, "unmatched_predictions": unmatched,
             "pixel_threshold": summary.get("pixel_threshold"), "model": summary.get("model"),
             "image_threshold": summary.get("image_threshold"),
+            # how detect scored (test-time copies, resampling); absent: the model's own / 1
+            "tta": summary.get("tta"), "scale": summary.get("scale", 1.0),
             "model_dir": summary.get("model_dir"), "splits": list(splits),
             "surfaces": surfaces, "pred_masks": pred_masks,
             "seen_in_training": (surfaces_seen_in_training(summary["model_dir"], manifest)
@@ -523,6 +527,7 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
         "pixel_threshold": info.get("pixel_threshold"),
         "image_threshold": info.get("image_threshold"),
         "model": info.get("model"), "model_dir": info.get("model_dir"),
+        "tta": info.get("tta"), "scale": info.get("scale"),
         "predicted_masks": mask_metrics(info["pred_masks"], [it.gt for it in items],
                                         [it.mask for it in items])}
     metrics["verdicts"] = verdict_counts(info["verdicts"], info["defective"])

@@ -57,6 +57,7 @@ from psinspect.capture import capture_fingerprint, is_capture_folder
 from psinspect.errors import PsinspectError
 from psinspect.fileio import (
     check_output_dir,
+    file_sha256,
     remove_stale_temporaries,
     save_json,
 )
@@ -417,6 +418,20 @@ def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return parse_weights(data, str(wpath)), meta
 
 
+def _is_model_folder(out: Path) -> bool:
+    """Whether ``out`` holds a psinspect model (its config.json) or an interrupted training
+    run's checkpoint: the only folders ``train --force`` writes into."""
+    from psinspect.modelstore import CONFIG_FILE, MODEL_FORMAT
+
+    if (out / CHECKPOINT_DIR).is_dir():
+        return True
+    try:
+        return json.loads((out / CONFIG_FILE).read_text(encoding="utf-8")).get(
+            "format") == MODEL_FORMAT
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
 def checkpoint_progress(out: str | os.PathLike[str]) -> tuple[int, int] | None:
     """(epochs finished, maximum epochs) of the interrupted run checkpointed in ``out``, or
     None when there is no readable checkpoint (``train_model(resume=True)`` says why)."""
@@ -456,11 +471,23 @@ def calibration_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return _expand_inputs(paths)
 
 
+def _solved_from(map_file: Path) -> Path | None:
+    """The capture folder a ``psinspect normals`` output map was solved from (its ``run.json``
+    beside it names it), if that folder is still a capture folder; else None."""
+    try:
+        run = json.loads((map_file.parent / "run.json").read_text(encoding="utf-8"))
+        folder = Path(run["inputs"]["capture_dir"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    return folder if run.get("command") == "normals" and is_capture_folder(folder) else None
+
+
 def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any]) -> None:
-    """Refuse calibration inputs that are training surfaces: a training input file itself, a
-    map of a training dataset's train / val surface, or a capture folder with a training
-    capture's fingerprint and mask (a copy of it; parts cut from one exposure by their masks
-    are different surfaces). Thresholds from parts the model has seen are too low for new
+    """Refuse calibration inputs that are training surfaces: a training input file itself or a
+    copy of one (same content), a map of a training dataset's train / val surface, a capture
+    folder with a training capture's fingerprint and mask (a copy of it; parts cut from one
+    exposure by their masks are different surfaces), or a map ``psinspect normals`` solved
+    from such a capture. Thresholds from parts the model has seen are too low for new
     ones."""
     from psinspect.capture import capture_mask_sha256
 
@@ -480,11 +507,23 @@ def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any]) -> 
         keys |= {(sf["fingerprint"], sf.get("mask_sha256", "any"))
                  for n, sf in manifest.get("surfaces", {}).items()
                  if n in source["surfaces"] and isinstance(sf, dict) and sf.get("fingerprint")}
+    train_files = [*(Path(f) for f in own if Path(f).is_file()), *map(Path, ds_items)]
+    shas: set[str] | None = None  # of the training map files, made when first needed
+
+    def same_capture(folder: Path) -> bool:
+        fp = capture_fingerprint(folder)
+        return bool(keys & {(fp, capture_mask_sha256(folder)), (fp, "any")})
+
     for f in cal_files:
         seen = str(f.resolve()) in own or str(f.resolve()) in ds_items
         if not seen and is_capture_folder(f):
-            fp = capture_fingerprint(f)
-            seen = bool(keys & {(fp, capture_mask_sha256(f)), (fp, "any")})
+            seen = same_capture(f)
+        elif not seen and f.is_file():
+            if shas is None:
+                shas = {file_sha256(t) for t in train_files}
+            seen = file_sha256(f) in shas  # a copy of a training map
+            src = _solved_from(f)  # a map `psinspect normals` solved from a training capture
+            seen = seen or (src is not None and same_capture(src))
         if seen:
             raise PsinspectError(
                 f"{f}: --calibrate-on takes parts NOT trained on, and this one is among the "
@@ -550,6 +589,10 @@ def train_model(
         resume_state = (arrays, meta["train_state"])
     else:
         check_output_dir(out, force, [*inputs, *(calibration_inputs or [])])
+        if out.is_dir() and any(out.iterdir()) and not _is_model_folder(out):
+            raise PsinspectError(f"{out}: --force replaces a psinspect model folder, and this "
+                                 "folder is not one (no model config.json or checkpoint): "
+                                 "choose another output folder")
         if out.is_dir():
             shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     if args["epochs"] < 1:

@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, NormalSample, ScoreResult
-from psinspect.normalmap import flip, rotate90
+from psinspect.normalmap import flip, object_window, put_window, rotate90, take_window
 
 #: checkpoint callback: (epoch log entry, state arrays, state meta) -> None
 CheckpointFn = Callable[[dict[str, Any], dict[str, np.ndarray], dict[str, Any]], None]
@@ -124,38 +124,6 @@ def random_dihedral(normals: np.ndarray, mask: np.ndarray, rng: np.random.Genera
         n = flip(n, "lr")
         m = m[:, ::-1]
     return np.ascontiguousarray(n), np.ascontiguousarray(m)
-
-
-def object_window(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:
-    """``(r0, r1, c0, c1)``: the object's bounding box grown by ``margin`` on every side, in
-    map coordinates (it may reach past the map's edges); None for an empty mask."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return None
-    return (int(rows[0]) - margin, int(rows[-1]) + 1 + margin,
-            int(cols[0]) - margin, int(cols[-1]) + 1 + margin)
-
-
-def take_window(arr: np.ndarray, win: tuple[int, int, int, int]) -> np.ndarray:
-    """``arr[r0:r1, c0:c1]`` (first two axes), zeros where the window lies outside ``arr``."""
-    r0, r1, c0, c1 = win
-    h, w = arr.shape[:2]
-    out = np.zeros((r1 - r0, c1 - c0, *arr.shape[2:]), arr.dtype)
-    a0, a1, b0, b1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
-    out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = arr[a0:a1, b0:b1]
-    return out
-
-
-def put_window(arr: np.ndarray, win: tuple[int, int, int, int], shape: tuple[int, int]
-               ) -> np.ndarray:
-    """The inverse of :func:`take_window`: a zero array of ``shape`` (plus ``arr``'s trailing
-    axes) holding ``arr`` at the window."""
-    r0, r1, c0, c1 = win
-    h, w = shape
-    out = np.zeros((h, w, *arr.shape[2:]), arr.dtype)
-    a0, a1, b0, b1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
-    out[a0:a1, b0:b1] = arr[a0 - r0:a1 - r0, b0 - c0:b1 - c0]
-    return out
 
 
 def pad_to_size(arrays: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
