@@ -404,8 +404,9 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
     the new ones are in place), so no stale result of an earlier run stays beside the new ones,
     while files psinspect did not write are kept: a file this run would write over that the
     manifest does not list (say, a capture's own ``mask.png`` when ``normals`` writes into the
-    capture folder) is a :class:`PsinspectError` before anything is moved; nothing is removed
-    through a symbolic link.
+    capture folder) is a :class:`PsinspectError` before anything is moved (files a manifest of
+    a folder above lists count as psinspect's for this, but are never removed as stale), and
+    nothing is written or removed through a symbolic link.
     ``inputs``: see :func:`check_output_dir`.
     The staging folder is ``.NAME.staging-<pid>-*``; those left by killed processes are removed
     (:func:`remove_stale_temporaries`). Folders created in ``path`` get the mode of a plain
