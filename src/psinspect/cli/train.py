@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,9 +27,10 @@ def _interrupt_noted(reading: Callable[[], bool]) -> Iterator[list[int]]:
     """The first Ctrl-C (SIGINT) is noted in the yielded list and said; training stops after
     the input being read (``reading()`` true: the progress callback raises KeyboardInterrupt)
     or after the epoch it is in (``on_epoch`` raises it there, once that epoch is
-    checkpointed). A second one raises KeyboardInterrupt at once. (Raised from the first,
-    it is lost when it arrives while a finaliser runs: Python prints "Exception ignored" and
-    goes on.) SIGTERM stops at once. The list holds the signals received."""
+    checkpointed). A second one, or SIGTERM, raises KeyboardInterrupt at once. (Raised from
+    the first, it is lost when it arrives while a finaliser runs; a KeyboardInterrupt lost
+    that way is not printed, "Exception ignored ... Traceback", and the noted signal stops
+    training once the current epoch is saved instead.) The list holds the signals received."""
     noted: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield noted
@@ -42,10 +44,16 @@ def _interrupt_noted(reading: Callable[[], bool]) -> Iterator[list[int]]:
                 else "once the current epoch is saved")
         typer.echo(f"stopping {when} (Ctrl-C again to stop at once)", err=True)
 
+    def unraisable(info: sys.UnraisableHookArgs) -> None:
+        if not issubclass(info.exc_type, KeyboardInterrupt):  # ours: quiet (see above)
+            old_hook(info)
+
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield noted
     finally:
+        sys.unraisablehook = old_hook
         for s, h in old.items():
             signal.signal(s, h)
 
