@@ -179,8 +179,8 @@ def score_map(
         extra["capture_images"] = capture_images
     whole_px = getattr(model, "max_whole_pixels", None)
     if whole_px is not None:  # scores the object whole up to that size, else in big tiles
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        big = bool(rows.size) and (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) > whole_px
+        box = object_window(mask, 0)
+        big = box is not None and (box[1] - box[0]) * (box[3] - box[2]) > whole_px
         tile = math.isqrt(whole_px) if big else max(h, w)
         overlap = min(BIG_TILE_OVERLAP, tile // 4)
     elif not getattr(model, "tileable", True):
@@ -317,6 +317,43 @@ def check_scale(scale: float, bundle: ModelBundle) -> float:
     return float(scale)
 
 
+def _score_resampled(bundle: ModelBundle, n: np.ndarray, m: np.ndarray,
+                     confidence: np.ndarray | None, scale: float, name: str) -> ScoreResult:
+    """:func:`score_map` of the object's box (plus a margin) resampled by ``scale``, brought
+    back to the map's own pixels: the result does not depend on how much background surrounds
+    the part; at least 8 x 8 px are scored (zero padding)."""
+    ih = bundle.input_handling
+    h, w = m.shape
+    win = object_window(m, 2 + math.ceil(2.0 / scale))
+    assert win is not None  # (validate_normal_map refuses an empty object)
+    mc = take_window(m, win)
+    hc, wc = mc.shape
+    size = (max(1, round(hc * scale)), max(1, round(wc * scale)))
+    ns, ms = resample(take_window(n, win), mc, size)
+    if not ms.any():
+        raise PsinspectError(f"{name}: nothing of the object is left at --scale {scale:g}")
+    big = (0, max(8, size[0]), 0, max(8, size[1]))
+    cs = None if confidence is None else take_window(cv2.resize(
+        take_window(confidence, win), size[::-1], interpolation=cv2.INTER_LINEAR), big)
+    res = score_map(bundle.model, take_window(ns, big), take_window(ms, big), cs,
+                    tile=int(ih["tile"]), overlap=int(ih["tile_overlap"]))
+
+    def back(a: np.ndarray, interp: int) -> np.ndarray:
+        """A scaled-window array back at the map's own pixels (zero outside the box)."""
+        a = a[:size[0], :size[1]]
+        return put_window(cv2.resize(a, (wc, hc), interpolation=interp), win, (h, w))
+
+    res.score = np.where(m, back(res.score, cv2.INTER_LINEAR), 0.0).astype(np.float32)
+    if res.reference is not None:
+        ref_c = resample(res.reference[:size[0], :size[1]], ms, (hc, wc))[0]
+        res.reference = put_window(ref_c, win, (h, w))
+    if res.unreliable is not None:
+        res.unreliable = m & (back(res.unreliable.astype(np.uint8), cv2.INTER_NEAREST) > 0)
+    res.info = {**res.info, "scale": scale,
+                "scale_effective_hw": [size[0] / hc, size[1] / wc]}
+    return res
+
+
 def detect_map(
     bundle: ModelBundle,
     normals: np.ndarray,
@@ -342,37 +379,8 @@ def detect_map(
             raise PsinspectError(f"{name}: confidence map must be finite and {m.shape}")
     check_scale(scale, bundle)
     ih = bundle.input_handling
-    h, w = m.shape
     if scale != 1.0:
-        # the object's box (plus a margin) resampled, so the result does not depend on how
-        # much background surrounds the part; at least 8 x 8 px (zero padding)
-        win = object_window(m, 2 + math.ceil(2.0 / scale))
-        assert win is not None  # (validate_normal_map refuses an empty object)
-        mc = take_window(m, win)
-        hc, wc = mc.shape
-        size = (max(1, round(hc * scale)), max(1, round(wc * scale)))
-        ns, ms = resample(take_window(n, win), mc, size)
-        if not ms.any():
-            raise PsinspectError(f"{name}: nothing of the object is left at --scale {scale:g}")
-        big = (0, max(8, size[0]), 0, max(8, size[1]))
-        cs = None if confidence is None else take_window(cv2.resize(
-            take_window(confidence, win), size[::-1], interpolation=cv2.INTER_LINEAR), big)
-        res = score_map(bundle.model, take_window(ns, big), take_window(ms, big), cs,
-                        tile=int(ih["tile"]), overlap=int(ih["tile_overlap"]))
-
-        def back(a: np.ndarray, interp: int) -> np.ndarray:
-            """A scaled-window array back at the map's own pixels (zero outside the box)."""
-            a = a[:size[0], :size[1]]
-            return put_window(cv2.resize(a, (wc, hc), interpolation=interp), win, (h, w))
-
-        res.score = np.where(m, back(res.score, cv2.INTER_LINEAR), 0.0).astype(np.float32)
-        if res.reference is not None:
-            ref_c = resample(res.reference[:size[0], :size[1]], ms, (hc, wc))[0]
-            res.reference = put_window(ref_c, win, (h, w))
-        if res.unreliable is not None:
-            res.unreliable = m & (back(res.unreliable.astype(np.uint8), cv2.INTER_NEAREST) > 0)
-        res.info = {**res.info, "scale": scale,
-                    "scale_effective_hw": [size[0] / hc, size[1] / wc]}
+        res = _score_resampled(bundle, n, m, confidence, scale, name)
     else:
         res = score_map(bundle.model, n, m, confidence, tile=int(ih["tile"]),
                         overlap=int(ih["tile_overlap"]), light_splits=light_splits,

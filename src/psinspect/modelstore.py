@@ -211,6 +211,16 @@ def weights_path(model_dir: str | os.PathLike[str],
                        "weights_file")
 
 
+def is_model_folder(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds a psinspect model config (of any version; not checked
+    further): what ``train --force`` may replace."""
+    try:
+        config = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == MODEL_FORMAT
+
+
 def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check ``config.json`` of a model directory (format, version, required keys)."""
     model_dir = Path(model_dir)

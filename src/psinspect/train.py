@@ -63,6 +63,7 @@ from psinspect.fileio import (
 )
 from psinspect.models import AnomalyModel, NormalSample, create_model
 from psinspect.modelstore import (
+    is_model_folder,
     parse_weights,
     remove_unreferenced,
     save_model_dir,
@@ -418,20 +419,6 @@ def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return parse_weights(data, str(wpath)), meta
 
 
-def _is_model_folder(out: Path) -> bool:
-    """Whether ``out`` holds a psinspect model (its config.json) or an interrupted training
-    run's checkpoint: the only folders ``train --force`` writes into."""
-    from psinspect.modelstore import CONFIG_FILE, MODEL_FORMAT
-
-    if (out / CHECKPOINT_DIR).is_dir():
-        return True
-    try:
-        return json.loads((out / CONFIG_FILE).read_text(encoding="utf-8")).get(
-            "format") == MODEL_FORMAT
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False
-
-
 def checkpoint_progress(out: str | os.PathLike[str]) -> tuple[int, int] | None:
     """(epochs finished, maximum epochs) of the interrupted run checkpointed in ``out``, or
     None when there is no readable checkpoint (``train_model(resume=True)`` says why)."""
@@ -589,7 +576,8 @@ def train_model(
         resume_state = (arrays, meta["train_state"])
     else:
         check_output_dir(out, force, [*inputs, *(calibration_inputs or [])])
-        if out.is_dir() and any(out.iterdir()) and not _is_model_folder(out):
+        if out.is_dir() and any(out.iterdir()) and not (
+                (out / CHECKPOINT_DIR).is_dir() or is_model_folder(out)):
             raise PsinspectError(f"{out}: --force replaces a psinspect model folder, and this "
                                  "folder is not one (no model config.json or checkpoint): "
                                  "choose another output folder")
