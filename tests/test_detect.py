@@ -743,6 +743,66 @@ def test_detect_a_folder_of_captures(geo_dir: Path, tmp_path: Path,
     assert code == 2 and len(error_lines(err)) == 1 and str(tmp_path / "empty") in err
 
 
+def test_detect_a_folder_of_maps(geo_dir: Path, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder of .npy normal maps stands for its maps (it said "no images found"), with an
+    A_<x>.npy map's M_<x>.png ground truth beside it; any other PNG or sub-folder there is
+    refused rather than skipped."""
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    n, m = bowl(40)
+    for name in ("A_p1", "b2", "b10"):
+        save_npy(maps / f"{name}.npy", n)
+    gt = np.zeros(m.shape, np.uint8)
+    gt[18:22, 18:22] = 255
+    cv2.imwrite(str(maps / "M_p1.png"), gt)
+    code, _, err = run_cli(["detect", maps, "--model", geo_dir, "-o", tmp_path / "d"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert [s["name"] for s in summary["inputs"]] == ["A_p1", "b2", "b10"]  # natural order
+    assert [s.get("gt_defect_px") for s in summary["inputs"]] == [16, None, None]
+    cv2.imwrite(str(maps / "other.png"), gt)
+    code, _, err = run_cli(["detect", maps, "--model", geo_dir, "-o", tmp_path / "d2"],
+                           monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [
+        f"error: {maps}: holds normal maps (.npy) and also other.png, which is not one: give "
+        "the inputs one by one"]
+    assert not (tmp_path / "d2").exists()
+
+
+def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """``normals CAP -o N`` then ``detect N`` (or ``detect N/normals.npy``) scores with the
+    PS confidence that ``normals`` wrote beside the map, as ``detect CAP`` does; it was
+    dropped, so the same normals scored otherwise. The folder is named by itself."""
+    from psinspect.render import render_dataset
+
+    cap = render_dataset(tmp_path / "caps", 1, defect_rate=1.0, seed=4, size=48,
+                         lights=12)[0]
+    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "n"], monkeypatch, capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["detect", tmp_path / "n", tmp_path / "n" / "normals.npy",
+                            "--model", geo_dir, "-o", tmp_path / "d"], monkeypatch, capsys)
+    assert code == 0, err
+    n, m = load_normal_map(tmp_path / "n" / "normals.npy")
+    conf = np.load(tmp_path / "n" / "confidence.npy")
+    assert (conf[m] < 1).any()  # (else the test could not tell)
+    bundle = load_model_dir(geo_dir)
+    want = detect_map(bundle, n, m, confidence=conf).score
+    assert not np.allclose(want, detect_map(bundle, n, m).score)
+    for name in ("n", "normals"):
+        np.testing.assert_array_equal(np.load(tmp_path / "d" / f"{name}_score.npy"), want)
+    np.save(tmp_path / "n" / "confidence.npy", conf[:-1])  # not the map's: refused
+    code, _, err = run_cli(["detect", tmp_path / "n", "--model", geo_dir, "-o",
+                            tmp_path / "d2"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err)[0].startswith(
+        f"error: {tmp_path / 'n' / 'confidence.npy'}: expected PS confidence in [0, 1]")
+
+
 def test_scale_scores_a_resampled_map_at_the_maps_own_pixels(
         geo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

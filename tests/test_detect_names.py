@@ -38,3 +38,39 @@ def test_a_shared_file_name_takes_its_folder(tmp_path) -> None:
         "c_normals", "d_normals"]
     same = [tmp_path / "c" / "normals.npy", tmp_path / "c" / "normals.npy"]
     assert input_names(same) == ["normals", "normals_2"]  # one folder: suffixes
+
+
+def test_repeated_folder_names_take_as_many_folders_as_tell_them_apart(tmp_path) -> None:
+    for sub in ("A", "B", "C/A", "r1/cap", "r2/cap"):
+        (tmp_path / sub).mkdir(parents=True)
+    for sub in ("A", "B", "C/A"):
+        (tmp_path / sub / "normals.npy").write_bytes(b"")
+    top = tmp_path.name
+    paths = [tmp_path / "A" / "normals.npy", tmp_path / "B" / "normals.npy",
+             tmp_path / "C" / "A" / "normals.npy"]
+    assert input_names(paths) == [f"{top}_A_normals", "B_normals", "C_A_normals"]
+    # capture folders of one name (two runs of render) are named by their parents too
+    assert input_names([tmp_path / "r1" / "cap", tmp_path / "r2" / "cap"]) == [
+        "r1_cap", "r2_cap"]
+
+
+def test_an_error_names_its_input_once(tmp_path, monkeypatch, capsys) -> None:
+    """An error raised while scoring names the failing input's path once, also when it is
+    not the first input and inputs are processed in parallel (it named whichever input the
+    progress bar had reached, and the map's output name as well)."""
+    import numpy as np
+    from _robust_util import run_cli
+
+    good = np.zeros((64, 64, 3), np.float32)
+    good[8:56, 8:56] = (0, 0, 1)
+    tiny = np.zeros((64, 64, 3), np.float32)
+    tiny[30:33, 30:33] = (0, 0, 1)
+    np.save(tmp_path / "good.npy", good)
+    np.save(tmp_path / "tiny.npy", tiny)
+    code, _, err = run_cli(["detect", tmp_path / "good.npy", tmp_path / "tiny.npy",
+                            "--scale", "0.1", "--jobs", "2", "-o", tmp_path / "out"],
+                           monkeypatch, capsys)
+    assert code == 2
+    assert err.strip() == (f"error: {tmp_path / 'tiny.npy'}: nothing of the object is left "
+                           "at --scale 0.1"), err
+    assert not (tmp_path / "out").exists()

@@ -27,6 +27,7 @@ higher = more anomalous, 0 outside the mask.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -439,7 +440,11 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
     p = Path(path)
     if p.is_file():
         n, m = load_normal_map(p)
-        return InputMap(p.stem, n, m, str(p), gt_mask=_sibling_gt(p, m.shape))
+        return InputMap(p.stem, n, m, str(p), confidence=_sibling_confidence(p, m.shape),
+                        gt_mask=_sibling_gt(p, m.shape))
+    if is_normals_folder(p):
+        inp = load_input(p / NORMALS_FILE)
+        return replace(inp, name=p.name)
     if p.is_dir():
         from psinspect.capture import load_capture
         from psinspect.stereo import run_photometric_stereo
@@ -479,45 +484,93 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
                          "folder)")
 
 
+#: the normal map in ``psinspect normals``' output folder (beside ``confidence.npy`` and
+#: ``run.json``)
+NORMALS_FILE = "normals.npy"
+
+
+def is_normals_folder(folder: Path) -> bool:
+    """Whether ``folder`` is the output of ``psinspect normals`` (its ``run.json`` says so)."""
+    try:
+        return (folder / NORMALS_FILE).is_file() and json.loads(
+            (folder / "run.json").read_text()).get("command") == "normals"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _sibling_confidence(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """PS confidence for ``normals.npy`` of ``psinspect normals``' output: its
+    ``confidence.npy``, which detect uses as it does for the capture itself (None for any
+    other map); a confidence file of another shape or with values outside [0, 1] is refused."""
+    if path.name != NORMALS_FILE or not is_normals_folder(path.parent):
+        return None
+    conf_path = path.parent / "confidence.npy"
+    if not conf_path.is_file():
+        return None
+    from psinspect.fileio import load_npy
+
+    conf = load_npy(conf_path)
+    if (conf.dtype.kind not in "fiu" or conf.shape != shape or not np.isfinite(conf).all()
+            or conf.min() < 0 or conf.max() > 1):
+        raise PsinspectError(f"{conf_path}: expected PS confidence in [0, 1] of shape {shape}, "
+                             f"got {conf.dtype} {conf.shape}")
+    return conf.astype(np.float32)
+
+
 def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Detect's inputs with each folder of capture folders (e.g. the output of ``psinspect
-    render``: one sub-folder per part) replaced by those capture folders, in natural name
-    order; such a folder that also holds another sub-folder or a map file is refused (a part
-    must not be skipped silently). Files, capture folders, dataset folders and anything else
+    """Detect's inputs with each folder of parts replaced by its parts, in natural name order:
+    a folder of capture folders (e.g. the output of ``psinspect render``: one sub-folder per
+    part) by those capture folders, a folder of ``.npy`` normal maps by those maps (with
+    ``M_<x>.png`` ground truth beside ``A_<x>.npy``, as :func:`load_input` reads it). Such a
+    folder that also holds anything else that could be a part (another sub-folder, a map
+    file of the other kind, a PNG) is refused: a part must not be skipped silently. Files,
+    capture folders, ``psinspect normals`` output folders, dataset folders and anything else
     stay as given (:func:`load_input` reads or refuses them)."""
     from psinspect.capture import CAPTURE_MARKERS, is_capture_folder, natural_key
 
     out: list[Path] = []
     for p in map(Path, paths):
         subs = []
-        if p.is_dir() and not is_capture_folder(p) and not (p / "manifest.json").is_file():
+        if (p.is_dir() and not is_capture_folder(p) and not is_normals_folder(p)
+                and not (p / "manifest.json").is_file()):
             entries = sorted((q for q in p.iterdir() if not q.name.startswith(".")),
                              key=lambda q: natural_key(q.name))
             subs = [q for q in entries if is_capture_folder(q)]
+            kind, why = "capture folders", f" (no {' / '.join(CAPTURE_MARKERS)})"
+            if not subs:
+                subs = [q for q in entries if q.is_file() and q.suffix.lower() == ".npy"]
+                kind, why = "normal maps (.npy)", ""
+            gts = {f"M_{q.stem[2:]}.png" for q in subs if q.name.startswith("A_")}
             # never skip a part silently: a broken capture, a nested folder, a loose map
-            stray = [q for q in entries if q not in subs and (
+            stray = [q for q in entries if q not in subs and q.name not in gts and (
                 q.is_dir() or q.suffix.lower() in (".npy", ".png"))]
             if subs and stray:
                 raise PsinspectError(
-                    f"{p}: holds capture folders and also {stray[0].name}, which is not one "
-                    f"(no {' / '.join(CAPTURE_MARKERS)}): give the inputs one by one")
+                    f"{p}: holds {kind} and also {stray[0].name}, which is not one{why}: "
+                    "give the inputs one by one")
         out.extend(subs or [p])
     return out
 
 
 def input_names(paths: Sequence[Path]) -> list[str]:
-    """Output names of detect's inputs: a file's stem or a folder's name; a file stem that
-    several inputs share gets its folder's name in front when that tells them apart
+    """Output names of detect's inputs: a file's stem or a folder's name; a name that several
+    inputs share gets as many of its folders' names in front as tell it apart from the others
     (``a/normals.npy``, ``b/normals.npy`` -> ``a_normals``, ``b_normals``: the outputs of
-    ``psinspect normals``); :func:`unique_names` settles the rest."""
+    ``psinspect normals``; ``x/a/normals.npy`` beside ``y/a/normals.npy`` -> ``x_a_normals``,
+    ``y_a_normals``; capture folders ``run1/cap``, ``run2/cap`` -> ``run1_cap``,
+    ``run2_cap``); :func:`unique_names` settles the rest (the same input twice)."""
     base = [p.stem if p.is_file() else p.name for p in paths]
+    # the folders as given (a link's own folders, not its target's), nearest first
+    folders = [Path(os.path.abspath(p)).parent.parts[::-1] for p in paths]
     out = []
-    for p, b in zip(paths, base, strict=True):
-        shared = [q for q, c in zip(paths, base, strict=True) if c == b]
-        # the folder as given (a link's own folder, not its target's)
-        parents = {Path(os.path.abspath(q)).parent.name for q in shared}
-        out.append(f"{Path(os.path.abspath(p)).parent.name}_{b}" if p.is_file()
-                   and len(shared) > 1 and len(parents) == len(shared) else b)
+    for i, b in enumerate(base):
+        mine = folders[i]  # (the same input twice cannot be told apart by its folders)
+        others = [f for f, c in zip(folders, base, strict=True) if c == b and f != mine]
+        k = 0
+        while any(o[:k] == mine[:k] for o in others):
+            k += 1
+        parts = [f for f in mine[:k][::-1] if f not in ("", "/")]
+        out.append("_".join([*parts, b]) if others else b)
     return unique_names(out)
 
 
@@ -602,10 +655,19 @@ def write_detection_outputs(
                 return one(item)
             except PsinspectError as err:
                 p, name = item
-                msg = str(err) if str(p) in str(err) else f"{p}: {err}"
-                return {"name": name, "source": str(p), "verdict": "error", "error": msg}
+                return {"name": name, "source": str(p), "verdict": "error", "error": str(err)}
 
         def one(item: tuple[Path, str]) -> dict[str, Any]:
+            try:
+                return one_unnamed(item)
+            except PsinspectError as err:  # named by its input's path, once
+                p, name = item
+                msg = str(err)
+                if msg.startswith(f"{name}: ") and name != str(p):
+                    msg = msg[len(name) + 2:]
+                raise PsinspectError(msg if str(p) in msg else f"{p}: {msg}") from None
+
+        def one_unnamed(item: tuple[Path, str]) -> dict[str, Any]:
             p, name = item
             inp = load_input(p, solver=solver, light_splits=light_splits,
                              capture_images=images, lights=lights)

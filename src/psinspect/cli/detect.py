@@ -80,27 +80,16 @@ def detect_cmd(
     check_output_dir(out, force, [*inputs, model])
     inputs = expand_capture_sets(inputs)
     bundle = load_model_dir(model, tta=tta)
-    done = []
 
     def advance(name: str) -> None:
-        done.append(name)
         bar.update(task, advance=1, description=name)
 
     with progress_bar(transient=True) as bar:
         task = bar.add_task("detecting", total=len(inputs))
-        try:
-            summary = write_detection_outputs(
-                inputs, out, bundle, threshold=threshold, image_threshold=image_threshold,
-                solver=solver, force=force, progress=advance, jobs=jobs,
-                keep_going=keep_going, lights=lights, scale=scale)
-        except PsinspectError as err:
-            # name the input being processed when the message does not already (option
-            # errors, "--threshold ...", are about no input)
-            msg = str(err)
-            if (len(done) < len(inputs) and str(inputs[len(done)]) not in msg
-                    and not msg.startswith("-")):
-                raise PsinspectError(f"{inputs[len(done)]}: {err}") from None
-            raise
+        summary = write_detection_outputs(
+            inputs, out, bundle, threshold=threshold, image_threshold=image_threshold,
+            solver=solver, force=force, progress=advance, jobs=jobs,
+            keep_going=keep_going, lights=lights, scale=scale)
     errors = [s for s in summary["inputs"] if s["verdict"] == "error"]
     for s in summary["inputs"]:
         if s["verdict"] == "error":
