@@ -94,3 +94,39 @@ def test_a_thread_id_is_not_a_live_writer(tmp_path: Path) -> None:
     finally:
         done.set()
         t.join()
+
+
+def _other_file_system(tmp_path: Path) -> Path | None:
+    """A fresh folder on another file system than ``tmp_path`` (tmpfs), or None."""
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        return None
+    if os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        return None
+    return Path(tempfile.mkdtemp(dir=shm))
+
+
+def test_an_output_folder_on_another_file_system_is_filled(tmp_path: Path) -> None:
+    """``-o link`` where link leads to another disk (or is a mount point): the files are moved
+    in by rename, which failed across file systems only after all the work ("Invalid
+    cross-device link"); the staging folder now goes inside such a folder, and nothing of it
+    stays behind."""
+    import shutil
+
+    import pytest
+
+    far = _other_file_system(tmp_path)
+    if far is None:
+        pytest.skip("no second file system (tmpfs /dev/shm) here")
+    try:
+        (tmp_path / "out").symlink_to(far)
+        with staged_output_dir(tmp_path / "out") as stage:
+            (stage / "sub").mkdir()
+            (stage / "sub" / "a.txt").write_text("a")
+        assert (far / "sub" / "a.txt").read_text() == "a"
+        assert sorted(p.name for p in far.iterdir()) == [".psinspect-written.json", "sub"]
+        assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    finally:
+        shutil.rmtree(far, ignore_errors=True)

@@ -392,6 +392,14 @@ def _put_manifest(stage: Path, out: Path, files: set[str]) -> None:
                out / WRITTEN_MANIFEST)
 
 
+def _same_device(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` (links followed) lie on one file system."""
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:
+        return True  # (whatever fails here fails again, with its own message, when used)
+
+
 @contextlib.contextmanager
 def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
                       inputs: Sequence[str | os.PathLike[str] | None] = ()) -> Iterator[Path]:
@@ -408,7 +416,9 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
     a folder above lists count as psinspect's for this, but are never removed as stale), and
     nothing is written or removed through a symbolic link.
     ``inputs``: see :func:`check_output_dir`.
-    The staging folder is ``.NAME.staging-<pid>-*``; those left by killed processes are removed
+    The staging folder is ``.NAME.staging-<pid>-*`` beside ``path``, or inside it when ``path``
+    is an existing folder on another file system than its parent; those left by killed
+    processes are removed
     (:func:`remove_stale_temporaries`). Folders created in ``path`` get the mode of a plain
     ``mkdir``, ``0o777 & ~umask`` (not the staging folder's 0o700). A folder that cannot be
     created or filled is a :class:`PsinspectError`.
@@ -418,10 +428,14 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _cannot_create(out, err) from None
-    remove_stale_temporaries(out.parent, out.name)
+    # files are moved in by rename, which works within one file system: an existing output
+    # folder on another one than its parent (a mount point, or a link to another disk) gets
+    # the staging folder inside it
+    home = out if out.is_dir() and not _same_device(out, out.parent) else out.parent
+    remove_stale_temporaries(home, out.name)
     try:
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-",
-                                      dir=out.parent))
+                                      dir=home))
     except OSError as err:
         raise _cannot_create(out, err, "the output folder" if not out.is_dir()
                              else f"a staging folder in {out.parent}") from None
