@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from psinspect.cli import _register, _summary, app
+from psinspect.cli import _summary, app, register_commands
 
 
 def test_summary_of_a_module_docstring() -> None:
@@ -13,7 +13,7 @@ def test_summary_of_a_module_docstring() -> None:
 
 
 def test_every_command_has_a_one_line_summary() -> None:
-    _register()
+    register_commands()
     names = {c.name for c in app.registered_commands}
     assert {"normals", "render", "defects", "dataset", "train", "detect", "evaluate", "run",
             "serve"} <= names

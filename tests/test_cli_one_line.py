@@ -135,3 +135,26 @@ def test_progress_bar_draws_only_on_a_terminal() -> None:
                           console=console) as bar:
             bar.add_task("loading data", total=30)
         assert ("loading data" in buf.getvalue()) is interactive, buf.getvalue()
+
+
+def test_ctrl_c_while_the_program_loads_prints_no_traceback() -> None:
+    """A Ctrl-C while psinspect's modules load (simulated: SIGINT sent as typer is imported)
+    ends the program quietly, as the signal does by default; it printed a traceback."""
+    import subprocess
+    import sys
+
+    code = (
+        "import builtins, os, signal, sys\n"
+        "import psinspect._console as console\n"
+        "real = builtins.__import__\n"
+        "def imp(name, *a, **k):\n"
+        "    if name == 'typer':\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = imp\n"
+        "sys.argv = ['psinspect', '--version']\n"
+        "console.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -2, (proc.returncode, proc.stderr)  # killed by SIGINT
+    assert proc.stdout == "" and proc.stderr == ""

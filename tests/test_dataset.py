@@ -198,9 +198,9 @@ def test_a_copied_capture_is_the_same_surface(renders, built, tmp_path) -> None:
 
 
 def test_cli_dataset(renders, tmp_path) -> None:
-    from psinspect.cli import _register, app
+    from psinspect.cli import app, register_commands
 
-    _register()
+    register_commands()
     out = tmp_path / "ds"
     res = CliRunner().invoke(app, ["dataset", str(renders), "-o", str(out), "--subsets", "2",
                                    "--augment", "none", "--solver", "ls", "--seed", "1"])
@@ -214,9 +214,9 @@ def test_cli_dataset(renders, tmp_path) -> None:
 def test_cli_dataset_warns_what_it_cannot_do(renders, tmp_path) -> None:
     """--subsets 1 makes no val maps (train refuses such a dataset), and --min-angle does not
     remake the ground truth of captures that bring their own M_defect.png: both are said."""
-    from psinspect.cli import _register, app
+    from psinspect.cli import app, register_commands
 
-    _register()
+    register_commands()
     res = CliRunner().invoke(app, ["dataset", str(renders), "-o", str(tmp_path / "a"),
                                    "--subsets", "1", "--augment", "none", "--min-angle", "4"])
     assert res.exit_code == 0, res.output

@@ -262,9 +262,9 @@ def test_errors() -> None:
 
 
 def test_cli_defects_deterministic(tmp_path) -> None:
-    from psinspect.cli import _register, app
+    from psinspect.cli import app, register_commands
 
-    _register()
+    register_commands()
     normals, _ = _sphere(64, 28)
     src = tmp_path / "N_ball.npy"
     np.save(src, normals)

@@ -86,9 +86,9 @@ def test_a_listed_link_is_not_followed(tmp_path: Path) -> None:
 
 
 def test_cli_defects_force_leaves_no_stale_maps(tmp_path: Path) -> None:
-    from psinspect.cli import _register, app
+    from psinspect.cli import app, register_commands
 
-    _register()
+    register_commands()
     z = np.linspace(-0.3, 0.3, 48)
     normals = np.dstack(np.broadcast_arrays(z[None, :], 0 * z[:, None], np.ones((48, 48))))
     normals = (normals / np.linalg.norm(normals, axis=2, keepdims=True)).astype(np.float32)
@@ -137,10 +137,10 @@ def test_force_never_goes_through_a_link(tmp_path: Path) -> None:
 def test_force_refuses_an_output_folder_holding_an_input(tmp_path: Path, command: str) -> None:
     """--force into a folder where an earlier run wrote the command's inputs would delete
     them (that run's files are listed in the manifest): refused, and nothing is touched."""
-    from psinspect.cli import _register, app
+    from psinspect.cli import app, register_commands
     from psinspect.dataset import build_dataset
 
-    _register()
+    register_commands()
     runner = CliRunner()
     res = runner.invoke(app, ["render", "-o", str(tmp_path / "caps"), "--parts", "3", "--size",
                               "48", "--defect-rate", "0"])

@@ -208,9 +208,9 @@ def test_normals_gt_are_height_normals() -> None:
 def test_cli_render(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from psinspect.cli import _register, app
+    from psinspect.cli import app, register_commands
 
-    _register()
+    register_commands()
     out = tmp_path / "r"
     res = CliRunner().invoke(app, ["render", "-o", str(out), "--parts", "3", "--size", "48",
                                    "--defect-rate", "1", "--lights", "8", "--layout", "ring",

@@ -145,9 +145,9 @@ def test_bad_light_splits_are_refused():
 def test_cli_detect_names_the_input_that_fails(tmp_path):
     from typer.testing import CliRunner
 
-    from psinspect.cli import _register, app
+    from psinspect.cli import app, register_commands
 
-    _register()
+    register_commands()
     rng = np.random.default_rng(3)
     files = []
     for i in range(5):

@@ -55,8 +55,9 @@ def progress_bar(*columns: Any, **kwargs: Any) -> Any:
     return Progress(*columns, console=console, disable=not console.is_interactive, **kwargs)
 
 
-def _register() -> None:
-    """Import the command modules (each adds its commands to ``app``)."""
+def register_commands() -> None:
+    """Import the command modules (each adds its commands to ``app``); once is enough, more
+    does no harm."""
     import importlib
     import pkgutil
 
@@ -100,7 +101,7 @@ def main() -> None:
     130 on Ctrl-C. Warnings print as one ``warning: ...`` line each; OpenCV's own log is kept to
     errors (its "findDecoder" notes repeat what our one-line errors say)."""
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
-    _register()
+    register_commands()
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:

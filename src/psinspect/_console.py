@@ -1,0 +1,19 @@
+"""The ``psinspect`` console script. Python starts with Ctrl-C raising ``KeyboardInterrupt``,
+so one pressed while the program's modules load (about half a second) printed a traceback;
+until they are loaded it now ends the program at once and quietly, as the signal does by
+default (exit status 130 in a shell), and from then on the CLI handles it
+(:func:`psinspect.cli.main`)."""
+
+from __future__ import annotations
+
+import signal
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    from psinspect.cli import main as cli_main
+    from psinspect.cli import register_commands
+
+    register_commands()  # (the command modules: most of the loading)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    cli_main()
