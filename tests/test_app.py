@@ -246,3 +246,25 @@ def test_bundled_model_is_also_offered_thorough() -> None:
     assert thorough.label.startswith(plain.label) and "thorough" in thorough.label
     assert thorough.threshold == levels["threshold"] != plain.threshold
     assert thorough.image_threshold == levels["image_threshold"]
+
+
+def test_the_app_scores_at_a_pixel_scale(tmp_path: Path, geometric_choice) -> None:
+    """The app's pixel-scale field is detect's --scale: the same scores; a factor out of range
+    is a message, not a trace; the field is an input of the Inspect button and its API."""
+    from psinspect.app import build_app, inspect_upload, predict
+    from psinspect.detect import detect_map
+
+    ex = next(p for p in list_examples() if "scratch" in p.name and p.suffix == ".png")
+    inp = load_inspection_input(ex, tmp_path)
+    want = detect_map(geometric_choice.bundle, inp.normals, inp.mask, scale=0.5)
+    got = predict(inp, geometric_choice, scale=0.5)
+    assert got.image_score == pytest.approx(want.image_score)
+    assert got.image_score != pytest.approx(predict(inp, geometric_choice).image_score)
+    out = inspect_upload(ex, geometric_choice, None, None, tmp_path, scale=9.0)
+    assert "Cannot inspect" in out[0] and "--scale must be between 0.1 and 4" in out[0]
+    assert inspect_upload(ex, geometric_choice, None, None, tmp_path, scale=None)[0] == (
+        inspect_upload(ex, geometric_choice, None, None, tmp_path)[0])
+    config = build_app([geometric_choice], tmp_path, examples=[]).config
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    (dep,) = [d for d in config["dependencies"] if d.get("api_name") == "inspect"]
+    assert dep["inputs"][-1] == ids["scale"]

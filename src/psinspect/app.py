@@ -475,11 +475,12 @@ def mask_image(pred_mask: np.ndarray, object_mask: np.ndarray) -> np.ndarray:
 
 
 def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None = None,
-            image_threshold: float | None = None) -> Prediction:
+            image_threshold: float | None = None, scale: float = 1.0) -> Prediction:
     """Score one input with one model (:func:`psinspect.detect.detect_map`).
 
     ``threshold``: per-pixel threshold for the defect mask and regions; ``image_threshold``:
     pass/fail threshold on the image score. ``None`` = the model's calibrated value.
+    ``scale``: score the map resampled by this factor, as ``psinspect detect --scale``.
     """
     from dataclasses import replace
 
@@ -496,7 +497,8 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     images = (inp.capture[:2] if inp.capture is not None
               and getattr(bundle.model, "uses_capture_images", False) else None)
     det = detect_map(bundle, inp.normals, inp.mask, name=inp.name, confidence=inp.confidence,
-                     threshold=threshold, light_splits=splits, capture_images=images)
+                     threshold=threshold, light_splits=splits, capture_images=images,
+                     scale=scale)
     normals_rgb = encode_png(inp.normals, inp.mask)
     ref = det.reference
     return Prediction(
@@ -520,8 +522,9 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
 
 def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: float | None,
                    image_threshold: float | None, workdir: str | os.PathLike[str],
-                   limits: Limits = Limits()) -> tuple[Any, ...]:
+                   limits: Limits = Limits(), scale: float | None = 1.0) -> tuple[Any, ...]:
     """The app's button: load, predict, and turn every failure into a readable message.
+    ``scale``: see :func:`predict` (None, an emptied field, = 1).
 
     Returns ``(verdict_html, normals, reference, heatmap, mask, region_rows)``; images are RGB
     uint8 arrays or None. Never raises for bad input; bugs are logged with their traceback on
@@ -536,7 +539,8 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
         inp = load_inspection_input(path, workdir, limits,
                                     solver=str(choice.bundle.input_handling["ps_solver"]))
         try:
-            p = predict(inp, choice, threshold, image_threshold)
+            p = predict(inp, choice, threshold, image_threshold,
+                        1.0 if scale is None else float(scale))
         except PsinspectError as err:  # the model's own checks do not know the upload's name
             raise PsinspectError(f"{Path(path).name}: {err}") from None
     except PsinspectError as err:
@@ -605,6 +609,8 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
     (:func:`result_image_files`)."""
     import gradio as gr
 
+    from psinspect.detect import SCALES
+
     if not choices:
         raise PsinspectError("no model to serve")
     by_label = {c.label: c for c in choices}
@@ -618,12 +624,13 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                 gr.Slider(minimum=0.0, maximum=c.image_slider_max, value=c.image_threshold,
                           step=c.image_slider_max / 1000))
 
-    def run(upload: Any, label: str, threshold: float, image_threshold: float
-            ) -> tuple[Any, ...]:
+    def run(upload: Any, label: str, threshold: float, image_threshold: float,
+            scale: float | None = 1.0) -> tuple[Any, ...]:
         path = None if upload is None else Path(upload if isinstance(upload, str)
                                                 else upload.name)
         verdict, *images, rows = inspect_upload(path, by_label.get(label), threshold,
-                                                image_threshold, workdir / "inputs", limits)
+                                                image_threshold, workdir / "inputs", limits,
+                                                scale)
         return (verdict, *result_image_files(images, workdir / "results"), rows)
 
     first = choices[0]
@@ -656,6 +663,12 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                                             label="Pass/fail threshold on the image score "
                                                   "(starts at the calibrated value)",
                                             elem_id="image-threshold")
+                scale = gr.Number(value=1.0, minimum=SCALES[0], maximum=SCALES[1], step=0.05,
+                                  label="Pixel scale: score the map resampled by this factor, "
+                                        "for parts imaged much finer or coarser than the "
+                                        "model's training parts (about 140-230 px across for "
+                                        "the bundled model; e.g. 0.25 for a 1000 px part)",
+                                  elem_id="scale")
                 button = gr.Button("Inspect", variant="primary", elem_id="inspect")
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[upload],
@@ -675,7 +688,7 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                 table = gr.Dataframe(headers=REGION_COLUMNS, label="Defect regions",
                                      interactive=False, elem_id="regions")
         model.change(sliders_for, inputs=[model], outputs=[threshold, image_threshold])
-        button.click(run, inputs=[upload, model, threshold, image_threshold],
+        button.click(run, inputs=[upload, model, threshold, image_threshold, scale],
                      outputs=[verdict, normals_img, ref_img, heat_img, mask_img, table],
                      api_name="inspect")
     return demo
