@@ -163,7 +163,7 @@ def test_cli_detect_names_the_input_that_fails(tmp_path):
                                    "-o", str(tmp_path / "det"), "--model",
                                    str(tmp_path / "model")])
     assert isinstance(res.exception, PsinspectError), res.output
-    assert str(res.exception).startswith(str(tmp_path / "turned.npy"))
+    assert str(res.exception).startswith(f"{tmp_path / 'turned.npy'}: the part is rotated")
     assert not (tmp_path / "det").exists() or not any((tmp_path / "det").iterdir())
     # --keep-going: the good part's results are written, the turned one is reported
     res = CliRunner().invoke(app, ["detect", str(files[0]), str(tmp_path / "turned.npy"),

@@ -891,17 +891,18 @@ class VariationModel(AnomalyModel):
 
     # ------------------------------------------------------------------ scoring
     def register_map(self, normals: np.ndarray, mask: np.ndarray,
-                     name: str = "input normal map") -> Registration:
-        """Registration of a map to the template (moving -> reference); raises when refused."""
+                     name: str = "") -> Registration:
+        """Registration of a map to the template (moving -> reference); raises when refused
+        (errors begin with ``name``, when given: the caller may name the input itself)."""
         self._require_fitted()
         assert self._ref_image is not None
-        n, m = validate_normal_map(normals, mask, name=name)
+        n, m = validate_normal_map(normals, mask, name=name or "normals")
         if n.shape[:2] != self._ref_image.shape:
             h, w = self._ref_image.shape
             raise PsinspectError(
-                f"{name}: size {n.shape[1]}x{n.shape[0]} differs from the trained part's "
-                f"{w}x{h}; the variation model only compares captures of the same size"
-            )
+                f"{name + ': ' if name else ''}size {n.shape[1]}x{n.shape[0]} differs from the "
+                f"trained part's {w}x{h}; the variation model only compares captures of the "
+                "same size")
         return self._register(n, m, self._ref_image, name)
 
     def score(
@@ -920,8 +921,8 @@ class VariationModel(AnomalyModel):
         their variance is added to the spread (weight ``light_test_weight``), so pixels whose PS
         depends on the choice of lights need a larger deviation.
         """
-        n, m = validate_normal_map(normals, mask, name="input normal map")
-        reg = self.register_map(n, m)
+        n, m = validate_normal_map(normals, mask, name="normals")
+        reg = self.register_map(n, m)  # (errors unnamed: detect names them by the input)
         assert self._mean_ext is not None and self._spread_ext is not None
         assert self._dist is not None
         shape = n.shape[:2]
