@@ -50,12 +50,14 @@ def _one_error_line(err: str) -> str:
     (["normals", "{cap}", "-o", "{out}", "--gamma", "x"], ["'--gamma'", "psinspect normals"]),
     (["detect", "-o", "{out}"], ["Missing argument", "'psinspect detect --help'"]),
     (["train", "{cap}"], ["Missing option", "--out", "'psinspect train --help'"]),
-    (["render", "--bogus"], ["No such option: --bogus"]),
+    (["render", "--bogus"], ["No such option: --bogus (see"]),  # (click suggested --out)
+    (["detect", "x", "-o", "{out}", "--modle", "m"], ["No such option: --modle (did you mean "
+                                                      "--model?)"]),
     (["defects", "{npy}", "-o", "{out}", "--along"], ["--along"]),
     (["nosuchcommand"], ["No such command", "'psinspect --help'"]),
     (["--bogus"], ["No such option: --bogus"]),
 ], ids=["bad-int", "bad-float", "missing-argument", "missing-option", "unknown-option",
-        "option-without-value", "unknown-command", "unknown-root-option"])
+        "misspelt-option", "option-without-value", "unknown-command", "unknown-root-option"])
 def test_usage_error_is_one_line(args: list[str], expect: list[str], inputs: dict[str, Path],
                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:

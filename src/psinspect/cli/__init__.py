@@ -7,6 +7,7 @@ code 2.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
@@ -88,6 +89,12 @@ def _usage_error_line(err: typer.TyperException) -> str:
     value - as one ``error: ...`` line, pointing to the command's --help."""
     format_message = getattr(err, "format_message", None)
     message = " ".join((format_message() if format_message else str(err)).split())
+    if type(err).__name__ == "NoSuchOption":  # click's suggestions count the dashes alike
+        name = str(getattr(err, "option_name", ""))
+        options = {o.lstrip("-"): o for o in getattr(err, "possibilities", None) or ()}
+        close = difflib.get_close_matches(name.lstrip("-"), list(options))
+        message = f"No such option: {name}" + (
+            f" (did you mean {' / '.join(options[c] for c in close)}?)" if close else "")
     ctx = getattr(err, "ctx", None)
     if ctx is not None:
         message += f" (see '{ctx.command_path} --help')"
