@@ -110,3 +110,48 @@ def test_malformed_defect_records_are_one_line_errors(tmp_path: Path, text: str)
         load_input(bad)
     with pytest.raises(PsinspectError, match=r"defects\.json: "):
         build_dataset(caps, tmp_path / "ds", seed=0, subsets=2, augment=[])
+
+
+def test_a_capture_without_light_on_the_object_is_refused(tmp_path: Path) -> None:
+    """A capture whose images are black on the part (lights off, lens cap), or hold only
+    sensor noise, got PASS from detect: PS made a flat or noisy map of it. Now refused, with
+    the reason; a dim but lit capture is kept."""
+    import warnings
+
+    from _robust_util import lights_from_slant_tilt, sphere_normals
+
+    from psinspect.capture import load_capture, write_capture
+
+    rng = np.random.default_rng(0)
+    lights = lights_from_slant_tilt(rng.uniform(15, 45, 8), np.linspace(0, 360, 8,
+                                                                         endpoint=False))
+    n, mask = sphere_normals(32)
+    lit = np.maximum(np.einsum("hwc,kc->khw", n, lights), 0)
+    for name, imgs, ok in (("black", np.zeros_like(lit), False),
+                           ("noise", rng.uniform(0, 300 / 65535, lit.shape), False),
+                           ("dim", 0.05 * lit, True)):
+        cap = write_capture(tmp_path / name, imgs, lights, mask)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (no numpy warning on the way)
+            if ok:
+                assert load_capture(cap).mask.sum() == mask.sum()
+                continue
+            with pytest.raises(PsinspectError, match=r"the images are \(nearly\) black on the "
+                                                     r"object: half its pixels are never "
+                                                     r"brighter than [0-9.]+% of full scale"):
+                load_input(cap, solver="robust")
+
+
+def test_a_map_of_scattered_normals_is_refused() -> None:
+    """Random unit normals (noise, not a surface) scored lower than a real part, and passed."""
+    rng = np.random.default_rng(1)
+    r = rng.normal(size=(40, 40, 3))
+    r[..., 2] = np.abs(r[..., 2])
+    r /= np.linalg.norm(r, axis=-1, keepdims=True)
+    with pytest.raises(PsinspectError, match=r"not a surface: on \d+ of 1444 object pixels the "
+                                             r"3 x 3 neighbours' normals point every which way"):
+        validate_normal_map(r.astype(np.float32), np.ones((40, 40), bool))
+    n, m = _dome(40)
+    rough = n + rng.normal(0, 0.1, n.shape)  # about 6 deg of noise: a rough surface, kept
+    validate_normal_map((rough / np.linalg.norm(rough, axis=-1, keepdims=True)
+                         ).astype(np.float32), m)

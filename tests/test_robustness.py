@@ -97,8 +97,16 @@ def test_png_codec_round_trip(raw: np.ndarray) -> None:
 @given(hnp.arrays(st.sampled_from([np.uint8, np.uint16]),
                   st.tuples(st.integers(1, 6), st.integers(1, 6), st.sampled_from([3, 4]))))
 def test_decode_any_rgb_or_rgba_image(img: np.ndarray) -> None:
-    n, m = decode_png(img)
+    """Every RGB(A) image decodes to unit vectors in its mask, unless more than 5 % of the
+    mask decodes 0.1 or more off unit length: then it is not a normal map, and refused."""
     expect = img[..., 3] > 0 if img.shape[2] == 4 else img.max(axis=2) > 0
+    raw = img[..., :3].astype(np.float64) * (2.0 / np.iinfo(img.dtype).max) - 1.0
+    length = np.linalg.norm(raw[expect], axis=-1)
+    if length.size and np.mean(np.abs(length - 1.0) > 0.1) > 0.05:
+        with pytest.raises(PsinspectError, match="not a normal map"):
+            decode_png(img)
+        return
+    n, m = decode_png(img)
     assert (m == expect).all()
     assert np.isfinite(n).all() and not n[~m].any()
     np.testing.assert_allclose(np.linalg.norm(n[m], axis=1), 1.0, atol=1e-5)
@@ -480,6 +488,15 @@ def _png(img: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def _pil_png(rgb: np.ndarray, mode: str) -> bytes:
+    """An RGB image saved as a PNG of another pixel format (OpenCV reads them as colour)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert(mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _good() -> np.ndarray:
     return sphere_normals(24)[0]
 
@@ -513,6 +530,12 @@ MAP_CASES: list[tuple[str, str, Callable[[], bytes], str]] = [
      r"normal PNG must be 8- or 16-bit RGB or RGBA"),
     ("RGBA png, transparent", "clear.png", lambda: _png(np.zeros((24, 24, 4), np.uint8)),
      r"empty mask"),
+    ("white png", "white.png", lambda: _png(np.full((24, 24, 3), 255, np.uint8)),
+     r"not a normal map: 100% of its object pixels decode to vectors of length outside"),
+    ("palette png", "pal.png", lambda: _pil_png(encode_png(_good()), "P"),
+     r"normal PNG must be 8- or 16-bit RGB or RGBA, got a palette \(indexed\) PNG"),
+    ("grey + alpha png", "la.png", lambda: _pil_png(encode_png(_good()), "LA"),
+     r"normal PNG must be 8- or 16-bit RGB or RGBA, got a greyscale PNG \(mode LA\)"),
     ("not an image", "text.png", lambda: b"hello, I am not a PNG\n", r"cannot read image"),
     ("huge png header", "huge.png", lambda: png_header_only(9000, 8000),
      r"normal map is 9000 x 8000 pixels, more than the limit"),

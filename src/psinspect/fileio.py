@@ -257,6 +257,19 @@ def image_size_hw(path: str | os.PathLike[str]) -> tuple[int, int] | None:
         return None
 
 
+def image_mode(path: str | os.PathLike[str]) -> str | None:
+    """An image file's pixel format as PIL names it from the header (``"RGB"``, ``"RGBA"``,
+    ``"P"`` palette, ``"L"`` / ``"LA"`` / ``"I;16"`` grey, ...; 16-bit colour PNGs read as
+    ``"RGB"`` / ``"RGBA"``), or None when the header is not readable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return str(im.mode)
+    except Exception:  # unreadable: the decoder will say
+        return None
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The SHA-256 hex digest of a file's bytes (read in chunks)."""
     with open(path, "rb") as fh:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from psinspect.errors import PsinspectError
-from psinspect.fileio import image_size_hw, load_npy, npy_header
+from psinspect.fileio import image_mode, image_size_hw, load_npy, npy_header
 
 #: tolerance on | |n| - 1 | for a vector to count as unit length
 UNIT_TOL = 1e-2
@@ -74,14 +74,24 @@ def encode_png(normals: np.ndarray, mask: np.ndarray | None = None) -> np.ndarra
     return img
 
 
+#: :func:`decode_png`: how far off unit length a decoded vector may be (8-bit quantisation:
+#: at most about 0.014) ...
+PNG_UNIT_TOLERANCE = 0.1
+#: ... and the largest share of object pixels that may be further off (anti-aliased edges)
+PNG_OFF_UNIT_SHARE = 0.05
+
+
 def decode_png(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`encode_png`: (H, W, 3) RGB or (H, W, 4) RGBA, 8- or 16-bit ->
     (normals float32, mask bool).
 
     Channel value ``v`` of a ``b``-bit image decodes to ``v / (2^b - 1) * 2 - 1`` (R=x, G=y,
     B=z, DiLiGenT frame). The mask is the alpha channel's non-zero pixels when there is one,
-    else "not black". Decoded vectors are renormalised (8-bit quantisation leaves them about
-    0.5 degree off unit length, 16-bit about 0.002).
+    else "not black". Decoded vectors are renormalised (8-bit quantisation leaves their length
+    at most about 0.014 off 1, 16-bit about 0.0001); an image of which more than
+    :data:`PNG_OFF_UNIT_SHARE` of the object pixels decode to a length more than
+    :data:`PNG_UNIT_TOLERANCE` off 1 is not a normal map (a photo, a mask, another encoding)
+    and is refused.
     """
     if image.dtype not in (np.uint8, np.uint16) or image.ndim != 3 or image.shape[2] not in (3, 4):
         raise PsinspectError("normal PNG must be 8- or 16-bit RGB or RGBA, got "
@@ -89,6 +99,13 @@ def decode_png(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rgb = image[..., :3]
     mask = image[..., 3] > 0 if image.shape[2] == 4 else rgb.max(axis=2) > 0
     n = rgb.astype(np.float32) * np.float32(2.0 / np.iinfo(image.dtype).max) - 1.0
+    length = np.linalg.norm(n[mask], axis=-1)
+    off = float(np.mean(np.abs(length - 1.0) > PNG_UNIT_TOLERANCE)) if length.size else 0.0
+    if off > PNG_OFF_UNIT_SHARE:
+        raise PsinspectError(
+            f"not a normal map: {100 * off:.0f}% of its object pixels decode to vectors of "
+            f"length outside {1 - PNG_UNIT_TOLERANCE:g}-{1 + PNG_UNIT_TOLERANCE:g} (a normal "
+            "PNG holds unit vectors, (n + 1) / 2 per channel, R = x, G = y, B = z)")
     n = normalize(n)
     n[~mask] = 0.0
     return n, mask
@@ -101,9 +118,10 @@ def validate_normal_map(
 
     Without a mask, the object is every non-zero vector. Raises :class:`PsinspectError` for a
     wrong shape, a map smaller than ``MIN_MAP_SIDE`` on a side, NaN/Inf, an empty mask, vectors
-    inside the mask that are not unit length, or a map whose object mostly faces away from the
+    inside the mask that are not unit length, a map whose object mostly faces away from the
     camera (z < 0 on more than half of it: another sign convention, or a background decoded
-    as normals; a visible surface faces the camera).
+    as normals; a visible surface faces the camera), or a map whose normals point every which
+    way between neighbours on most of the object (noise: :data:`MIN_COHERENCE`).
     """
     n = np.asarray(normals)
     if n.ndim != 3 or n.shape[2] != 3:
@@ -158,7 +176,39 @@ def validate_normal_map(
         raise PsinspectError(
             f"{name}: {n_back} of {n_obj} object normals point away from the camera (z < 0); "
             "expected the camera frame x right, y up, z toward the camera")
+    inner, scattered = _scattered_pixels(out, out_mask, rows)
+    if 2 * scattered > inner:
+        raise PsinspectError(
+            f"{name}: not a surface: on {scattered} of {inner} object pixels the 3 x 3 "
+            f"neighbours' normals point every which way (their mean is shorter than "
+            f"{MIN_COHERENCE:g}; a surface's is about 1): noise, or not a normal map")
     return out, out_mask
+
+
+#: :func:`validate_normal_map`: a map on most of whose object the mean of each pixel's 3 x 3
+#: unit normals is shorter than this is not a surface (measured: rendered and real maps
+#: have a median of 0.97 or more, random normals 0.58)
+MIN_COHERENCE = 0.8
+
+
+def _scattered_pixels(n: np.ndarray, mask: np.ndarray, rows: int) -> tuple[int, int]:
+    """``(inner, scattered)``: the object pixels whose 3 x 3 neighbourhood lies in the object,
+    and those of them where the mean of the 9 unit normals is shorter than
+    :data:`MIN_COHERENCE`; in row blocks (no whole-map temporaries)."""
+    h = mask.shape[0]
+    inner = scattered = 0
+    for r0 in range(0, h, rows):
+        a, b = max(0, r0 - 1), min(h, r0 + rows + 1)
+        keep = slice(r0 - a, r0 - a + min(rows, h - r0))
+        m = cv2.erode(mask[a:b].astype(np.uint8), np.ones((3, 3), np.uint8),
+                      borderType=cv2.BORDER_CONSTANT, borderValue=0)[keep] > 0
+        if not m.any():
+            continue
+        mean = cv2.blur(n[a:b], (3, 3))[keep]
+        inner += int(m.sum())
+        scattered += int((np.einsum("...i,...i->...", mean[m], mean[m])
+                          < MIN_COHERENCE ** 2).sum())
+    return inner, scattered
 
 
 def check_map_size(shape_hw: tuple[int, int], name: str,
@@ -196,6 +246,11 @@ def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
         hw = image_size_hw(path)
         if hw is not None:
             check_map_size(hw, str(path))
+        mode = image_mode(path)
+        if mode is not None and mode not in ("RGB", "RGBA"):  # (OpenCV would expand them)
+            kind = "a palette (indexed)" if mode.startswith("P") else "a greyscale"
+            raise PsinspectError(f"{path}: normal PNG must be 8- or 16-bit RGB or RGBA, got "
+                                 f"{kind} PNG (mode {mode})")
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if raw is None:
             raise PsinspectError(f"{path}: cannot read image (corrupt or not a PNG)")
@@ -203,8 +258,11 @@ def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
                 or raw.dtype not in (np.uint8, np.uint16)):
             raise PsinspectError(f"{path}: normal PNG must be 8- or 16-bit RGB or RGBA, got "
                                  f"{raw.dtype} with shape {raw.shape}")
-        n, mask = decode_png(cv2.cvtColor(raw, cv2.COLOR_BGR2RGB if raw.shape[2] == 3
-                                          else cv2.COLOR_BGRA2RGBA))
+        try:
+            n, mask = decode_png(cv2.cvtColor(raw, cv2.COLOR_BGR2RGB if raw.shape[2] == 3
+                                              else cv2.COLOR_BGRA2RGBA))
+        except PsinspectError as err:
+            raise PsinspectError(f"{path}: {err}") from None
         return validate_normal_map(n, mask, name=str(path))
     raise PsinspectError(f"{path}: unsupported normal-map format (use .npy or .png)")
 

@@ -328,7 +328,8 @@ def image_gain_ratios(obs: np.ndarray, lights: np.ndarray, g: np.ndarray,
     med, counts = _lower_median(ratio, lit, axis=1)
     out = np.where(counts >= min_pixels, med, np.nan).astype(np.float64)
     if np.isfinite(out).any():
-        out /= np.nanmedian(out)
+        ref = np.nanmedian(out)
+        out = out / ref if ref > 0 else np.full_like(out, np.nan)  # (no light at all: NaN)
     return out
 
 
