@@ -88,3 +88,45 @@ def test_seen_surfaces_are_traced_by_content(caps: list[Path], tmp_path: Path, m
                   defects_per_map=1, severity="high")
     metrics, err = _evaluate(model2, ds2, tmp_path / "e2", monkeypatch, capsys)
     assert metrics["test_surfaces_seen_in_training"] == [] and "warning" not in err
+
+
+def test_models_trained_on_maps_are_traced(caps: list[Path], tmp_path: Path, monkeypatch,
+                                           capsys) -> None:
+    """A model trained on a dataset's own test maps (.npy inputs), or on the normals that
+    `psinspect normals` solved from a test capture, was not noticed (its config recorded no
+    fingerprint); and a model folder that is gone gave [] ("none seen"), not "cannot tell"."""
+    import shutil
+
+    names = [c.name for c in caps]
+    ds = tmp_path / "ds"
+    build_dataset(caps, ds, holdout=[names[3]], seed=0, subsets=2, augment=[],
+                  defects_per_map=1, severity="high")
+    manifest = json.loads((ds / "manifest.json").read_text())
+    clean_test = [ds / it["file"] for it in manifest["items"] if it["split"] == "test-clean"]
+    model = tmp_path / "on_maps"
+    train_model([clean_test[0], ds / manifest["items"][0]["file"]], model,
+                model_name="geometric")
+    metrics, err = _evaluate(model, ds, tmp_path / "e1", monkeypatch, capsys)
+    assert metrics["test_surfaces_seen_in_training"] == [names[3]] and "warning" in err
+
+    code, _, err = run_cli(["normals", caps[3], "-o", tmp_path / "n3"], monkeypatch, capsys)
+    assert code == 0, err
+    model = tmp_path / "on_normals"
+    train_model([tmp_path / "n3", caps[0]], model, model_name="geometric")
+    metrics, err = _evaluate(model, ds, tmp_path / "e2", monkeypatch, capsys)
+    assert metrics["test_surfaces_seen_in_training"] == [names[3]] and "warning" in err
+
+    gone = tmp_path / "gone"
+    shutil.copytree(model, gone)
+    manifest_tests = [ds / it["file"] for it in manifest["items"]
+                      if it["split"].startswith("test")]
+    write_detection_outputs(manifest_tests, tmp_path / "e3" / "det", load_model_dir(gone))
+    shutil.rmtree(gone)
+    code, _, err = run_cli(["evaluate", tmp_path / "e3" / "det", ds, "-o", tmp_path / "e3" /
+                            "ev"], monkeypatch, capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "e3" / "ev" / "metrics.json").read_text())
+    assert metrics["test_surfaces_seen_in_training"] is None
+    assert [ln for ln in err.splitlines() if ln.startswith("warning: ")] == [
+        f"warning: cannot tell whether the model was trained on test surfaces: its folder "
+        f"{gone.resolve()} cannot be read (moved or deleted?)"]

@@ -27,7 +27,6 @@ higher = more anomalous, 0 outside the mask.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -47,6 +46,8 @@ from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, ScoreResult
 from psinspect.modelstore import ModelBundle
 from psinspect.normalmap import (
+    NORMALS_FILE,
+    is_normals_folder,
     load_normal_map,
     object_window,
     put_window,
@@ -482,20 +483,6 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
                         capture_images=(cap.images, cap.lights) if capture_images else None)
     raise PsinspectError(f"{p}: input not found (expected a .npy/.png normal map or a capture "
                          "folder)")
-
-
-#: the normal map in ``psinspect normals``' output folder (beside ``confidence.npy`` and
-#: ``run.json``)
-NORMALS_FILE = "normals.npy"
-
-
-def is_normals_folder(folder: Path) -> bool:
-    """Whether ``folder`` is the output of ``psinspect normals`` (its ``run.json`` says so)."""
-    try:
-        return (folder / NORMALS_FILE).is_file() and json.loads(
-            (folder / "run.json").read_text()).get("command") == "normals"
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _sibling_confidence(path: Path, shape: tuple[int, int]) -> np.ndarray | None:

@@ -7,6 +7,7 @@ the object mask and exactly zero outside it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -209,6 +210,20 @@ def _scattered_pixels(n: np.ndarray, mask: np.ndarray, rows: int) -> tuple[int, 
         scattered += int((np.einsum("...i,...i->...", mean[m], mean[m])
                           < MIN_COHERENCE ** 2).sum())
     return inner, scattered
+
+
+#: the normal map in ``psinspect normals``' output folder (beside ``confidence.npy`` and
+#: ``run.json``)
+NORMALS_FILE = "normals.npy"
+
+
+def is_normals_folder(folder: Path) -> bool:
+    """Whether ``folder`` is the output of ``psinspect normals`` (its ``run.json`` says so)."""
+    try:
+        return (folder / NORMALS_FILE).is_file() and json.loads(
+            (folder / "run.json").read_text()).get("command") == "normals"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def check_map_size(shape_hw: tuple[int, int], name: str,

@@ -189,7 +189,11 @@ def _table(rows: dict[str, dict[str, Any]], first: str, max_fpr: float) -> str:
 
 def evaluation_warnings(metrics: dict[str, Any]) -> list[str]:
     """What makes an evaluation's figures not what they seem (one line each)."""
-    seen = metrics.get("test_surfaces_seen_in_training") or []
+    seen = metrics.get("test_surfaces_seen_in_training")
+    if seen is None:
+        model_dir = (metrics.get("source") or {}).get("model_dir")
+        return [f"cannot tell whether the model was trained on test surfaces: its folder "
+                f"{model_dir or '(not recorded by detect)'} cannot be read (moved or deleted?)"]
     if not seen:
         return []
     return [f"the model was trained on {len(seen)} of the test surfaces "
@@ -364,9 +368,12 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     surfaces = []
     pred_masks = []
     defective = []
+    map_shas: dict[str, set[str]] = {}  # surface -> its test maps' SHA-256
     for it in wanted:
         name = Path(it["file"]).stem
-        _check_same_input(*sources.get(name, (None, None)), folder / it["file"], spath)
+        digest = _check_same_input(*sources.get(name, (None, None)), folder / it["file"],
+                                   spath)
+        map_shas.setdefault(str(it.get("surface") or name), set()).add(digest)
         _, mask = load_normal_map(folder / it["file"])
         score = load_npy(pred_dir / f"{name}_score.npy")
         if score.shape != mask.shape:
@@ -392,21 +399,27 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
             "tta": summary.get("tta"), "scale": summary.get("scale", 1.0),
             "model_dir": summary.get("model_dir"), "splits": list(splits),
             "surfaces": surfaces, "pred_masks": pred_masks,
-            "seen_in_training": (surfaces_seen_in_training(summary["model_dir"], manifest)
-                                 if summary.get("model_dir") else []),
+            "seen_in_training": (surfaces_seen_in_training(summary["model_dir"], manifest,
+                                                           map_shas)
+                                 if summary.get("model_dir") else None),
             "verdicts": [verdicts[it.name] for it in items], "defective": defective}
     return items, info
 
 
-def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any]) -> list[str]:
+def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any],
+                              map_shas: dict[str, set[str]] | None = None) -> list[str] | None:
     """The test surfaces of a dataset ``manifest`` that the model in ``model_dir`` was trained
     on. Where both record them, by content: the capture fingerprints of the model's training
-    surfaces (``config.json`` ``training.surface_fingerprints``) against each test surface's
+    surfaces (``config.json`` ``training.surface_fingerprints``: its training captures and the
+    captures its ``psinspect normals`` maps were solved from) against each test surface's
     (:func:`psinspect.capture.capture_fingerprint`), so the same capture copied, moved or
-    renamed counts and another one rendered into the same folder does not. Otherwise (models
-    or datasets of earlier versions) by resolved path: the training dataset's train surfaces'
-    capture folders, or the training inputs (a test surface's capture folder that is one of
-    them or lies inside one). Empty when the model's training cannot be traced."""
+    renamed counts and another one rendered into the same folder does not; and the SHA-256 of
+    the model's training map files (``training.map_sha256``) against ``map_shas`` (surface ->
+    the SHA-256 of its test maps): a model trained on a dataset's own test maps. Otherwise
+    (models or datasets of earlier versions) by resolved path: the training dataset's train
+    surfaces' capture folders, or the training inputs (a test surface's capture folder that is
+    one of them or lies inside one). None when the model folder cannot be read (moved,
+    deleted): then nothing can be told."""
     import json
     from pathlib import Path
 
@@ -414,7 +427,9 @@ def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any]) -> list[
         training = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")
                               ).get("training", {})
     except (OSError, TypeError, ValueError, AttributeError):
-        return []
+        return None
+    trained_maps = training.get("map_sha256")
+    trained_maps = set(trained_maps) if isinstance(trained_maps, list) else set()
     seen: set[Path] = set()
     if isinstance(training.get("dataset"), str):
         try:
@@ -431,6 +446,9 @@ def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any]) -> list[
     for name, s in manifest.get("surfaces", {}).items():
         if s.get("role") != "test":
             continue
+        if trained_maps & (map_shas or {}).get(name, set()):
+            leaks.append(name)
+            continue
         if prints is not None and isinstance(s.get("fingerprint"), str):
             if s["fingerprint"] in prints:
                 leaks.append(name)
@@ -444,29 +462,27 @@ def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any]) -> list[
 
 
 def _check_same_input(source: object, digest: object, expected: Path, summary_path: Path
-                      ) -> None:
+                      ) -> str:
     """Refuse a prediction made from another file than the ground truth's map (predictions of
     another dataset with the same map names): its recorded content hash ``digest``
     (``source_sha256``) differs from the map's, or, in summaries without one, its recorded
     ``source`` still exists, is not the same file and differs in content (a source that was
-    moved or deleted is not checked then)."""
+    moved or deleted is not checked then). Returns the map's SHA-256."""
     from psinspect.errors import PsinspectError
     from psinspect.fileio import file_sha256
 
+    own = file_sha256(expected)
     if isinstance(digest, str):
-        if digest != file_sha256(expected):
+        if digest != own:
             raise PsinspectError(f"{summary_path}: {expected.stem} was predicted from "
                                  f"{source}, whose content differs from {expected} "
                                  "(predictions of another dataset?)")
-        return
+        return own
     if not isinstance(source, str) or not Path(source).is_file():
-        return
+        return own
     src = Path(source)
-    if os.path.samefile(src, expected):
-        return
-    if src.stat().st_size == expected.stat().st_size and src.read_bytes() == \
-            expected.read_bytes():
-        return  # a copy of the same map
+    if os.path.samefile(src, expected) or file_sha256(src) == own:
+        return own  # the map itself, or a copy of it
     raise PsinspectError(f"{summary_path}: {expected.stem} was predicted from {src}, not from "
                          f"{expected} (predictions of another dataset?)")
 
@@ -534,7 +550,8 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     metrics["test_surfaces_seen_in_training"] = info["seen_in_training"]
     metrics["source"] = {"predictions": str(Path(pred_dir).resolve()),
                          "ground_truth": str(Path(ground_truth).resolve()),
-                         "model": info.get("model"), "splits": info["splits"],
+                         "model": info.get("model"), "model_dir": info.get("model_dir"),
+                         "splits": info["splits"],
                          "unmatched_predictions": info["unmatched_predictions"]}
     thr = info.get("pixel_threshold")
     pred_of = dict(zip([it.name for it in items], info["pred_masks"], strict=True))

@@ -70,7 +70,7 @@ from psinspect.modelstore import (
     weights_bytes,
     write_addressed,
 )
-from psinspect.normalmap import load_normal_map
+from psinspect.normalmap import NORMALS_FILE, is_normals_folder, load_normal_map
 from psinspect.stereo import check_solver
 
 CHECKPOINT_DIR = ".checkpoint"
@@ -150,6 +150,8 @@ def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
     for p in inputs:
         if p.is_file():
             out.append(p)
+        elif is_normals_folder(p):  # `psinspect normals` output: its map
+            out.append(p / NORMALS_FILE)
         elif p.is_dir():
             maps = sorted(q for q in p.iterdir() if q.suffix.lower() in (".npy", ".png")
                           and q.is_file())
@@ -224,8 +226,12 @@ def load_training_data(
     return TrainingData(
         pick(1, False), pick(1, True), pick(0, False), pick(0, True),
         {"inputs": [str(Path(f).resolve()) for f in files],
-         "surface_fingerprints": sorted(capture_fingerprint(f) for f in files
-                                        if is_capture_folder(f)),
+         # the captures trained on, also those `psinspect normals` maps were solved from, and
+         # the map files' content: what evaluate traces test surfaces by
+         "surface_fingerprints": sorted({capture_fingerprint(c) for c in (
+             f if is_capture_folder(f) else _solved_from(f) for f in files)
+             if c is not None}),
+         "map_sha256": sorted({file_sha256(f) for f in files if f.is_file()}),
          "holdout_rule": f"seeded shuffle ({seed}), first {n_val} of {len(loaded)} held out "
                          "for validation", "ps_solver": solver},
         pick(2, False), pick(2, True),
