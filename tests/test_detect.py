@@ -788,6 +788,13 @@ def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path
     code, _, err = run_cli(["detect", tmp_path / "n", tmp_path / "n" / "normals.npy",
                             "--model", geo_dir, "-o", tmp_path / "d"], monkeypatch, capsys)
     assert code == 0, err
+    # solved with normals' default solver (ls), not the model's (robust): recorded and said
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert [s["ps_solver"] for s in summary["inputs"]] == ["ls", "ls"]
+    assert sorted(ln for ln in err.splitlines() if ln.startswith("warning")) == sorted(
+        f"warning: {p}: its normals were solved with the 'ls' PS solver, the model's "
+        "thresholds with 'robust' normals: scores may be off (give the capture, or solve it "
+        "with --solver robust)" for p in (tmp_path / "n", tmp_path / "n" / "normals.npy"))
     n, m = load_normal_map(tmp_path / "n" / "normals.npy")
     conf = np.load(tmp_path / "n" / "confidence.npy")
     assert (conf[m] < 1).any()  # (else the test could not tell)

@@ -27,9 +27,11 @@ higher = more anomalous, 0 outside the mask.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -414,6 +416,9 @@ class InputMap:
     light_splits: np.ndarray | None = None
     #: a capture folder's ``(images (K, H, W), lights (K, 3))``, for models that use them
     capture_images: tuple[np.ndarray, np.ndarray] | None = None
+    #: the PS solver the normals were made with, where known (a capture folder: detect's;
+    #: ``psinspect normals``' map: the one its ``run.json`` records)
+    ps_solver: str | None = None
 
 
 def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
@@ -442,7 +447,7 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
     if p.is_file():
         n, m = load_normal_map(p)
         return InputMap(p.stem, n, m, str(p), confidence=_sibling_confidence(p, m.shape),
-                        gt_mask=_sibling_gt(p, m.shape))
+                        gt_mask=_sibling_gt(p, m.shape), ps_solver=_normals_solver(p))
     if is_normals_folder(p):
         inp = load_input(p / NORMALS_FILE)
         return replace(inp, name=p.name)
@@ -480,9 +485,22 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
             splits = light_split_differences(cap.images, cap.lights, m, solver=solver)
         return InputMap(p.name, n, m, str(p), confidence=res.confidence, gt_mask=gt,
                         defects=recs, light_splits=splits,
-                        capture_images=(cap.images, cap.lights) if capture_images else None)
+                        capture_images=(cap.images, cap.lights) if capture_images else None,
+                        ps_solver=solver)
     raise PsinspectError(f"{p}: input not found (expected a .npy/.png normal map or a capture "
                          "folder)")
+
+
+def _normals_solver(path: Path) -> str | None:
+    """The PS solver of ``normals.npy`` in ``psinspect normals``' output (its ``run.json``),
+    else None."""
+    if path.name != NORMALS_FILE or not is_normals_folder(path.parent):
+        return None
+    try:
+        solver = json.loads((path.parent / "run.json").read_text()).get("solver")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return solver if isinstance(solver, str) else None
 
 
 def _sibling_confidence(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
@@ -674,6 +692,15 @@ def write_detection_outputs(
                 gt))
             s = det.summary()
             s["source"] = inp.source
+            if inp.ps_solver is not None:
+                s["ps_solver"] = inp.ps_solver
+                if inp.ps_solver != bundle.input_handling["ps_solver"]:
+                    warnings.warn(
+                        f"{p}: its normals were solved with the {inp.ps_solver!r} PS solver, "
+                        f"the model's thresholds with {bundle.input_handling['ps_solver']!r} "
+                        "normals: scores may be off (give the capture, or solve it with "
+                        f"--solver {bundle.input_handling['ps_solver']})", UserWarning,
+                        stacklevel=2)
             if p.is_file():  # what evaluate checks the ground truth's map against
                 s["source_sha256"] = file_sha256(p)
             if gt is not None:
