@@ -708,6 +708,10 @@ def test_detect_lights_needs_a_capture_and_a_valid_spec(geo_dir: Path, tmp_path:
     code, _, err = run_cli(["detect", tmp_path / "x.npy", tmp_path / "cap", "--model", geo_dir,
                             "-o", tmp_path / "o", "--lights", "zzz"], monkeypatch, capsys)
     assert code == 2 and error_lines(err)[0].startswith("error: --lights 'zzz'")
+    code, _, err = run_cli(["detect", tmp_path / "x.npy", tmp_path / "cap", "--model", geo_dir,
+                            "-o", tmp_path / "o", "--lights", "0-5"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [  # (it said "outside the capture's lights
+        "error: --lights '0-5': lights are numbered from 1; '0-5' starts at 0"]  # 1-1000000")
     assert not (tmp_path / "o").exists()
     code, _, err = run_cli(["detect", tmp_path / "cap", "--model", geo_dir, "-o",
                             tmp_path / "o", "--lights", "1-3"], monkeypatch, capsys)

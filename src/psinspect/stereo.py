@@ -93,7 +93,10 @@ def parse_light_spec(spec: str, num_lights: int) -> np.ndarray:
         b = int(m.group(2)) if m.group(2) else a
         if a > b:
             raise PsinspectError(f"--lights {spec!r}: range {part!r} is descending")
-        if a < 1 or b > num_lights:
+        if a < 1:
+            raise PsinspectError(f"--lights {spec!r}: lights are numbered from 1; {part!r} "
+                                 "starts at 0")
+        if b > num_lights:
             raise PsinspectError(
                 f"--lights {spec!r}: {part!r} is outside the capture's lights 1-{num_lights}"
             )
