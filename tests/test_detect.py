@@ -250,6 +250,12 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     html = (ev / "report.html").read_text()
     assert "data:image/png;base64," in html and "<script" not in html
     assert "No bootstrap intervals: the test set has a single surface" in html
+    # the panels' caption counts the maps it shows (it said "the 3 clean ones" for any number)
+    n_clean = sum(t.stem.startswith("N_") for t in tests)
+    n_def = len(tests) - n_clean
+    assert (f"{len(tests)} of the {len(tests)} test maps: {n_def} defective map"
+            f"{'s' if n_def > 1 else ''} spread over their names, and {n_clean or 'no'} clean "
+            f"map{'s' if n_clean > 1 else ''} with the highest image scores") in html
     # the operating point: detect's own thresholds, masks and verdicts, scored
     op = metrics["operating_point"]
     assert op["pixel_threshold"] == summary["pixel_threshold"] == cfg["threshold"]

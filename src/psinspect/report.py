@@ -252,14 +252,22 @@ def _intervals_html(iv: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 clean map"``, ``"3 clean maps"``, ``"no clean map"``."""
+    return f"{n or 'no'} {noun}{'s' if n > 1 else ''}"
+
+
 def report_html(
     metrics: dict[str, Any],
     curves: dict[str, Any],
     panels: Sequence[tuple[str, np.ndarray]],
     *,
     title: str = "psinspect evaluation",
+    panel_counts: tuple[int, int] | None = None,
 ) -> str:
-    """Self-contained HTML report: metric tables, curves, panels (base64 PNG)."""
+    """Self-contained HTML report: metric tables, curves, panels (base64 PNG);
+    ``panel_counts``: how many of the panels are of defective and of clean maps
+    (:func:`select_panels`)."""
 
     def img(data: bytes, alt: str) -> str:
         b64 = base64.b64encode(data).decode("ascii")
@@ -289,10 +297,12 @@ def report_html(
         "<h2>Per severity</h2>", _table(metrics.get("per_severity", {}), "severity", fpr),
         "<h2>Curves</h2>", img(curves_png(curves), "ROC and PRO curves"),
         "<h2>Panels</h2>",
-        f"<p class='note'>{len(panels)} of the {pooled['maps']} test maps: up to 8 defective "
-        "ones spread over their names, and the 3 clean ones with the highest image scores (the "
-        "likeliest false alarms). Each: input | reference | error map | predicted mask (as "
-        "detect wrote it) | ground truth.</p>",
+        f"<p class='note'>{len(panels)} of the {pooled['maps']} test maps"
+        + (f": {_count(panel_counts[0], 'defective map')} spread over their names, and "
+           f"{_count(panel_counts[1], 'clean map')} with the highest image scores (the "
+           "likeliest false alarms)" if panel_counts else "")
+        + ". Each: input | reference | error map | predicted mask (as detect wrote it) | "
+        "ground truth.</p>",
     ]
     for name, rgb in panels:
         parts.append(f"<h3>{html.escape(name)}</h3>{img(png_bytes(rgb), name)}")
@@ -557,7 +567,8 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     pred_of = dict(zip([it.name for it in items], info["pred_masks"], strict=True))
     verdict_of = dict(zip([it.name for it in items], info["verdicts"], strict=True))
     panels = []
-    for it in select_panels(items):
+    shown = select_panels(items)
+    for it in shown:
         n, _ = load_normal_map(info["normals"][it.name])
         t = float(thr) if thr is not None else float(np.quantile(it.score[it.mask], 0.999))
         ref_path = Path(pred_dir) / f"{it.name}_reference.png"
@@ -576,8 +587,10 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
         v["clean_failed"] + v["clean_passed"]
     if n_bad and n_good:
         curves["image_point"] = (v["clean_failed"] / n_good, v["defective_failed"] / n_bad)
+    n_def = sum(bool(it.gt.any()) for it in shown)
     html_text = report_html(metrics, curves, panels,
-                            title=f"psinspect evaluation: {info.get('model') or 'predictions'}")
+                            title=f"psinspect evaluation: {info.get('model') or 'predictions'}",
+                            panel_counts=(n_def, len(shown) - n_def))
     with staged_output_dir(out, force, inputs=(pred_dir, ground_truth)) as stage:
         save_json(stage / "metrics.json", metrics)
         atomic_write_bytes(stage / "report.html", html_text.encode("utf-8"))
