@@ -410,8 +410,8 @@ class Prediction:
     regions: list[dict[str, Any]]
 
 
-REGION_COLUMNS = ["region", "area (px)", "centre x", "centre y", "bbox (x0, y0, x1, y1)",
-                  "peak score", "mean score"]
+REGION_COLUMNS = ["region", "area (px)", "centre x", "centre y",
+                  "bbox (x0, y0, x1, y1; x1, y1 one past the last)", "peak score", "mean score"]
 
 
 def regions_table(regions: Sequence[dict[str, Any]]) -> list[list[Any]]:

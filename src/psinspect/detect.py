@@ -720,6 +720,7 @@ def write_detection_outputs(
             # masks and regions: score >= pixel_threshold, 8-connected components of at
             # least this many pixels (smaller specks are left out of both)
             "min_region_px": MIN_REGION_PX,
+            "bbox": "[x0, y0, x1, y1] in pixels: first column and row, and one past the last",
             "ps_solver": solver,
             **({"lights": lights} if lights is not None else {}),
             **({"scale": scale} if scale != 1.0 else {}),

@@ -60,11 +60,13 @@ def detect_cmd(
                     "the number of inputs); masks and verdicts do not depend on it.")] = None,
 ) -> None:
     """Score every input and write, per input, NAME_score.npy (float32, 0 outside the object),
-    NAME_heatmap.png, NAME_mask.png (prediction at the threshold: connected regions of at
+    NAME_heatmap.png (inferno colours: 0 black, the pixel threshold mid-scale, twice it and
+    above brightest), NAME_mask.png (prediction at the threshold: connected regions of at
     least 4 pixels), NAME_reference.png (the
     model's idea of the good surface, where it has one), NAME_panel.png (input | reference |
     error map | predicted mask | ground truth where known), and summary.json (per input: image
-    score, verdict pass/fail, defect area, regions with bounding boxes and peak scores).
+    score, verdict pass/fail, defect area, regions with peak scores and bounding boxes
+    [x0, y0, x1, y1] in pixels, x1 and y1 one past the last column and row).
     Ground truth is picked up from a capture's M_defect.png or, for a dataset map A_X.npy, from
     M_X.png beside it.
     """

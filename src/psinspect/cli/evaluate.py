@@ -19,7 +19,9 @@ def evaluate_cmd(
              "test-defective maps, their object masks (non-zero normals) and defect masks "
              "(M_*.png) are the ground truth.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
-    max_fpr: Annotated[float, typer.Option(help="AUPRO integration limit (FPR).")] = 0.3,
+    max_fpr: Annotated[float, typer.Option(help=(
+        "AUPRO integration limit: the per-pixel false-positive rate up to which the PRO "
+        "curve is integrated, in (0, 1] (MVTec AD: 0.3)."))] = 0.3,
     force: Annotated[bool, typer.Option(help=(
         "Write into a non-empty output folder, replacing the files an earlier psinspect run "
         "wrote there; other files are kept."))] = False,
