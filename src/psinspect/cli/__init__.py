@@ -25,6 +25,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts are plain text: "[x0, y0, x1, y1]" is not a rich markup tag, and a
+    # paragraph's line breaks are not kept at other terminal widths
+    rich_markup_mode=None,
 )
 
 
@@ -120,7 +123,10 @@ def main() -> None:
             typer.echo(f"error: {err}", err=True)
             sys.exit(2)
         except typer.TyperException as err:  # typer's click errors (its click is vendored)
-            if type(err).__name__ == "NoArgsIsHelpError":  # bare 'psinspect': help printed
+            if type(err).__name__ == "NoArgsIsHelpError":  # bare 'psinspect': the help
+                ctx = getattr(err, "ctx", None)
+                if ctx is not None:
+                    typer.echo(ctx.get_help())
                 sys.exit(getattr(err, "exit_code", 2))
             typer.echo(_usage_error_line(err), err=True)
             sys.exit(2)
