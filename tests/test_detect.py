@@ -856,3 +856,29 @@ def test_scale_scores_a_resampled_map_at_the_maps_own_pixels(
     known = ModelBundle(model=create_model("variation"), threshold=1.0, image_threshold=1.0)
     with pytest.raises(PsinspectError, match="--scale: model 'variation' compares a part"):
         detect_map(known, n, m, scale=0.5)
+
+
+def test_summary_records_how_the_verdicts_were_made(geo_dir: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """summary.json is an inspection record: version, date, the model's weights hash, and the
+    calibrated thresholds where --threshold / --image-threshold replaced them."""
+    import datetime as dt
+
+    from psinspect import __version__
+
+    save_npy(tmp_path / "x.npy", bowl(40)[0])
+    code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", geo_dir, "-o",
+                            tmp_path / "d", "--threshold", "0.5"], monkeypatch, capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "d" / "summary.json").read_text())
+    cfg = json.loads((geo_dir / "config.json").read_text())
+    assert s["psinspect_version"] == __version__
+    assert abs(dt.datetime.fromisoformat(s["date"]) - dt.datetime.now(dt.UTC)).total_seconds() < 600
+    assert s["model_weights_sha256"] == cfg.get("weights_sha256")
+    assert s["pixel_threshold"] == 0.5 and s["image_threshold"] == 3.0
+    assert s["calibrated_thresholds"] == {"pixel_threshold": 2.0, "image_threshold": 3.0}
+    code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", geo_dir, "-o",
+                            tmp_path / "d2"], monkeypatch, capsys)
+    assert "calibrated_thresholds" not in json.loads((tmp_path / "d2" / "summary.json"
+                                                      ).read_text())

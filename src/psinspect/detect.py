@@ -627,6 +627,8 @@ def write_detection_outputs(
 
     if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
         raise PsinspectError(f"--threshold must be a finite number >= 0, got {threshold}")
+    calibrated = {"pixel_threshold": bundle.threshold,
+                  "image_threshold": bundle.image_threshold}
     if image_threshold is not None:
         if not (np.isfinite(image_threshold) and image_threshold >= 0):
             raise PsinspectError(
@@ -711,12 +713,22 @@ def write_detection_outputs(
             one_or_error if keep_going else one, list(zip(paths, names, strict=True)),
             default_jobs(len(paths)) if jobs is None else jobs,
             on_result=None if progress is None else lambda s: progress(s["name"]))
+        import datetime as dt
+
+        from psinspect import __version__
+
         summary = {
+            "psinspect_version": __version__,
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "model": bundle.config.get("model"),
             "model_dir": str(Path(bundle.path).resolve()) if bundle.path else None,
+            "model_weights_sha256": bundle.config.get("weights_sha256"),
             **({"tta": bundle.model.tta} if bundle.model.tta_levels else {}),
             "pixel_threshold": threshold if threshold is not None else bundle.threshold,
             "image_threshold": bundle.image_threshold,
+            # the model's own, where --threshold / --image-threshold replaced them
+            **({"calibrated_thresholds": calibrated}
+               if threshold is not None or image_threshold is not None else {}),
             # masks and regions: score >= pixel_threshold, 8-connected components of at
             # least this many pixels (smaller specks are left out of both)
             "min_region_px": MIN_REGION_PX,
