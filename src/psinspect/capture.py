@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -73,7 +72,7 @@ from psinspect.fileio import (
     save_npy,
     save_png,
 )
-from psinspect.stereo import check_lights_conditioned, check_lights_face_camera
+from psinspect.stereo import check_lights_conditioned, check_lights_face_camera, check_shading
 
 #: Rec. 601 luma weights (R, G, B) used to combine intensity-normalised colour channels.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -97,10 +96,6 @@ LIGHT_FORMATS = ("xyz", "slant_tilt", "elevation_azimuth")
 #: photometric stereo needs a few times the stack plus ~300 bytes per pixel, so these keep a
 #: capture under ~13 GB. Checked from the image headers before anything is decoded.
 MAX_IMAGE_PIXELS = 4096 * 4096
-#: a capture of 8- or 16-bit images in which half the object's pixels never get brighter than
-#: this fraction of full scale in any image is refused (no light reached it; measured: the
-#: DiLiGenT ball, bear and cat reach 18-33 %, the rendered captures about 75 %)
-MIN_SIGNAL = 0.02
 MAX_CAPTURE_BYTES = 2 * 1024**3
 _DEPTH_NAMES = {255.0: "8-bit", 65535.0: "16-bit", 1.0: "floating-point"}
 
@@ -528,20 +523,10 @@ def load_capture(
 
     _check_sizes_from_headers(paths)
 
-    brightest: list[np.ndarray] = []  # each pixel's brightest value over the images, as stored
-    lock = threading.Lock()
-
     def work(j: int) -> tuple[np.ndarray, np.ndarray | None, float]:
         raw, scale = _imread(paths[j])
         grey = _to_grey(raw, scale, intens[idx[j]], gamma, channel_weights)
-        flat = raw.reshape(*raw.shape[:2], -1)
-        nonblack = (flat > 0).any(axis=2) if need_nonblack else None
-        level = flat.max(axis=2)
-        with lock:
-            if not brightest:
-                brightest.append(level)
-            elif level.shape == brightest[0].shape and level.dtype == brightest[0].dtype:
-                np.maximum(brightest[0], level, out=brightest[0])  # (else refused below)
+        nonblack = (raw.reshape(*raw.shape[:2], -1) > 0).any(axis=2) if need_nonblack else None
         if progress is not None:
             progress(1)
         return grey, nonblack, scale
@@ -586,14 +571,7 @@ def load_capture(
         if not mask.any():
             raise PsinspectError(f"{folder}: no mask.png and every image is black")
 
-    # (integer images only: floating-point ones have no full scale)
-    signal = float(np.median(brightest[0][mask])) / scale0
-    if scale0 != 1.0 and signal < MIN_SIGNAL:
-        raise PsinspectError(
-            f"{folder}: the images are (nearly) black on the object: half its pixels are never "
-            f"brighter than {100 * signal:.2g}% of full scale in any image (at least "
-            f"{100 * MIN_SIGNAL:g}% needed): lights off, lens cap on, or far too short an "
-            "exposure?")
+    check_shading(images, lights[idx], mask, str(folder))
     gt = _load_gt(folder, shape0)
     return Capture(
         name=folder.resolve().name,
