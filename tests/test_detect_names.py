@@ -74,3 +74,27 @@ def test_an_error_names_its_input_once(tmp_path, monkeypatch, capsys) -> None:
     assert err.strip() == (f"error: {tmp_path / 'tiny.npy'}: nothing of the object is left "
                            "at --scale 0.1"), err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_error_is_named_even_when_the_name_is_in_the_message(tmp_path, monkeypatch,
+                                                               capsys) -> None:
+    """A capture folder 'a' given as 'a', refused by a variation model whose message names no
+    input ("size 16x16 differs from the trained part's ..."): the message holds the letter
+    a, and the input was left unnamed (a substring test)."""
+    import numpy as np
+    from _posed_part import posed_part
+    from _robust_util import run_cli, tiny_capture
+
+    from psinspect.fileio import save_npy
+
+    monkeypatch.chdir(tmp_path)
+    for i in range(5):
+        save_npy(tmp_path / f"good{i}.npy", posed_part(noise_deg=0.5,
+                                                       rng=np.random.default_rng(i))[0])
+    code, _, err = run_cli(["train", *[f"good{i}.npy" for i in range(5)], "-o", "vm",
+                            "--model", "variation"], monkeypatch, capsys)
+    assert code == 0, err
+    tiny_capture(tmp_path / "a")
+    code, _, err = run_cli(["detect", "a", "--model", "vm", "-o", "out"], monkeypatch, capsys)
+    assert code == 2
+    assert err.strip().startswith("error: a: size 16x16 differs from the trained part's"), err

@@ -672,7 +672,8 @@ def write_detection_outputs(
                 msg = str(err)
                 if msg.startswith(f"{name}: ") and name != str(p):
                     msg = msg[len(name) + 2:]
-                raise PsinspectError(msg if str(p) in msg else f"{p}: {msg}") from None
+                raise PsinspectError(msg if msg.startswith(str(p)) else f"{p}: {msg}"
+                                     ) from None
 
         def one_unnamed(item: tuple[Path, str]) -> dict[str, Any]:
             p, name = item

@@ -262,13 +262,15 @@ def calibrate(
     scorers: Sequence[AnomalyModel] | None = None,
     extras: Sequence[dict[str, Any]] | None = None,
     image_fpr: float | None = None,
+    names: Sequence[str | None] | None = None,
 ) -> tuple[float, float, dict[str, Any]]:
     """Per-pixel and image thresholds from clean validation maps (see the module docstring).
     ``scorers``: one model per map of ``val`` that scores it instead of ``model`` (cross
     calibration: each map scored by a model fitted without it). ``extras``: per map, the
     :func:`scoring_extras` that ``detect`` would pass with it (PS confidence, light splits).
     ``image_fpr``: set the image threshold by :func:`gumbel_threshold` at that rate instead of
-    the largest image score."""
+    the largest image score. ``names``: per map, what an error scoring it is named by (e.g.
+    a --calibrate-on input's path; None: unnamed)."""
     from psinspect.detect import image_score, score_map
 
     if not 0.0 < threshold_fpr < 1.0:
@@ -279,9 +281,15 @@ def calibrate(
 
     def one(i: int) -> Any:
         ex = extras[i] if extras is not None else {}
-        return score_map(model if scorers is None else scorers[i], *val[i],
-                         ex.get("confidence"), light_splits=ex.get("light_splits"),
-                         capture_images=ex.get("capture_images"))
+        try:
+            return score_map(model if scorers is None else scorers[i], *val[i],
+                             ex.get("confidence"), light_splits=ex.get("light_splits"),
+                             capture_images=ex.get("capture_images"))
+        except PsinspectError as err:
+            name = names[i] if names is not None else None
+            if name is None or str(err).startswith(name):
+                raise
+            raise PsinspectError(f"{name}: {err}") from None
 
     # cross calibration scores with one numpy model per map: side by side (the GIL is
     # released); other models (torch) one map at a time
@@ -659,9 +667,12 @@ def train_model(
     if scorers is not None and cal_maps:
         scorers = [*scorers, *[model] * len(cal_maps)]  # not fitted on: the full model
     # a cross-calibrated model rests on a handful of good parts: a fitted tail, not their max
+    val_names = data.val_names if len(data.val_names) == len(data.val) else [None] * len(
+        data.val)
     thr, img_thr, stats = calibrate(
         model, cal, args["threshold_fpr"], scorers, extras,
-        image_fpr=args.get("image_fpr", DEFAULT_IMAGE_FPR) if scorers is not None else None)
+        image_fpr=args.get("image_fpr", DEFAULT_IMAGE_FPR) if scorers is not None else None,
+        names=[*val_names, *map(str, cal_files)])
     if scorers is not None:
         stats["method"] = "clean maps, each scored by a model fitted without it"
     if cal_maps:
