@@ -160,3 +160,23 @@ def test_ctrl_c_while_the_program_loads_prints_no_traceback() -> None:
                           timeout=120)
     assert proc.returncode == -2, (proc.returncode, proc.stderr)  # killed by SIGINT
     assert proc.stdout == "" and proc.stderr == ""
+
+
+def test_a_process_started_with_ctrl_c_ignored_keeps_ignoring_it() -> None:
+    """A script's background job starts with SIGINT ignored; the console script made it
+    interruptible again."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import signal, sys\n"
+            "import psinspect._console as console\n"
+            "import psinspect.cli as cli\n"
+            "cli.main = lambda: print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n"
+            "console.main()\n")
+    for ignore, want in ((True, "True"), (False, "False")):
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore
+            else None)
+        assert proc.stdout.strip() == want, (ignore, proc.stdout, proc.stderr)

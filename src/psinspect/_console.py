@@ -2,7 +2,8 @@
 so one pressed while the program's modules load (about half a second) printed a traceback;
 until they are loaded it now ends the program at once and quietly, as the signal does by
 default (exit status 130 in a shell), and from then on the CLI handles it
-(:func:`psinspect.cli.main`)."""
+(:func:`psinspect.cli.main`). A process started with Ctrl-C ignored (a background job of a
+script) keeps ignoring it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import signal
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if not ignored:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     from psinspect.cli import main as cli_main
     from psinspect.cli import register_commands
 
     register_commands()  # (the command modules: most of the loading)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if not ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     cli_main()
