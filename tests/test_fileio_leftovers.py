@@ -128,5 +128,15 @@ def test_an_output_folder_on_another_file_system_is_filled(tmp_path: Path) -> No
         assert (far / "sub" / "a.txt").read_text() == "a"
         assert sorted(p.name for p in far.iterdir()) == [".psinspect-written.json", "sub"]
         assert [p.name for p in tmp_path.iterdir()] == ["out"]
+        # a killed run's staging folder there is its own leftover: the folder counts as empty
+        # for a run without --force (it said "not empty")
+        far2 = _other_file_system(tmp_path)
+        assert far2 is not None
+        (tmp_path / "out2").symlink_to(far2)
+        (far2 / f".out2.staging-{_dead_pid()}-abc").mkdir()
+        with staged_output_dir(tmp_path / "out2") as stage:
+            (stage / "b.txt").write_text("b")
+        assert sorted(p.name for p in far2.iterdir()) == [".psinspect-written.json", "b.txt"]
+        shutil.rmtree(far2, ignore_errors=True)
     finally:
         shutil.rmtree(far, ignore_errors=True)

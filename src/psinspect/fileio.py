@@ -296,6 +296,9 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
         raise PsinspectError(f"{path}: is an input folder of this command: choose another "
                              "output folder")
     if path.is_dir():
+        # a killed run's staging folder inside it (an output folder on another file system
+        # than its parent, see staged_output_dir) does not make it "not empty"
+        remove_stale_temporaries(path, path.name)
         try:
             non_empty = any(path.iterdir())
         except OSError as err:
@@ -416,7 +419,8 @@ def _same_device(a: Path, b: Path) -> bool:
 @contextlib.contextmanager
 def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
                       inputs: Sequence[str | os.PathLike[str] | None] = ()) -> Iterator[Path]:
-    """Yield a staging folder next to ``path``; on success move its files into ``path``.
+    """Yield a staging folder (next to ``path``, or inside it, see below); on success move its
+    files into ``path``.
 
     If the body raises, the staging folder is removed and ``path`` is untouched, so a failed
     command leaves nothing half-written. Each file is moved with ``os.replace`` (atomic per file).
@@ -451,7 +455,7 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
                                       dir=home))
     except OSError as err:
         raise _cannot_create(out, err, "the output folder" if not out.is_dir()
-                             else f"a staging folder in {out.parent}") from None
+                             else f"a staging folder in {home}") from None
     try:
         yield stage
         try:
