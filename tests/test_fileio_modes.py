@@ -191,9 +191,14 @@ def test_atomic_write_bytes_one_line_errors(tmp_path: Path) -> None:
 
 
 def _tiny_capture(folder: Path, k: int = 4, size: int = 16) -> Path:
+    """A lit capture (shading that changes with the light; a uniform grey one is refused)."""
     lights = lights_from_slant_tilt(np.full(k, 30.0), np.linspace(0, 360, k, endpoint=False))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    n = np.stack([(xx - size / 2) / size, (yy - size / 2) / size, np.ones_like(xx)], axis=-1)
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
     mask = np.ones((size, size), bool)
-    return write_capture(folder, np.full((k, size, size), 0.5, np.float32), lights, mask)
+    return write_capture(folder, np.maximum(np.einsum("hwc,kc->khw", n, lights), 0), lights,
+                         mask)
 
 
 @pytest.mark.parametrize("kind", KINDS)
