@@ -26,7 +26,12 @@ def small_scene(k: int = 6, h: int = 12, w: int = 10, seed: int = 3):
     lights = lights_from_slant_tilt(rng.uniform(10, 50, k), rng.uniform(0, 360, k))
     mask = np.zeros((h, w), bool)
     mask[2:-2, 2:-2] = True
-    imgs = np.where(mask, rng.uniform(0.1, 0.9, (k, h, w)), 0).astype(np.float32)
+    # a lit surface (random normals within 40 deg of the view, random albedo): images of
+    # noise alone are refused as "no shading"
+    n = np.concatenate([rng.uniform(-0.6, 0.6, (h, w, 2)), np.ones((h, w, 1))], axis=-1)
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    shade = np.clip(np.einsum("hwc,kc->khw", n, lights), 0.05, 1.0)
+    imgs = np.where(mask, shade * rng.uniform(0.3, 0.9, (h, w)), 0).astype(np.float32)
     return imgs, lights, mask
 
 

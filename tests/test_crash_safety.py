@@ -145,6 +145,7 @@ def test_detect_killed_while_writing_and_moving(detect_setup: dict, tmp_path: Pa
     """Old results in OUT, a new ``detect --force`` killed at points spread over writing the
     staged files and moving them in: each file is the old or the new one, never torn."""
     s = detect_setup
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764547200")  # summary.json's date: one for all
 
     def argv(out: Path, thr: str) -> list:
         return ["detect", *s["inputs"], "--model", s["model"], "-o", out, "--threshold", thr,

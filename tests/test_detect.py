@@ -878,7 +878,8 @@ def test_summary_records_how_the_verdicts_were_made(geo_dir: Path, tmp_path: Pat
     assert s["model_weights_sha256"] == cfg.get("weights_sha256")
     assert s["pixel_threshold"] == 0.5 and s["image_threshold"] == 3.0
     assert s["calibrated_thresholds"] == {"pixel_threshold": 2.0, "image_threshold": 3.0}
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764547200")  # a fixed date (reproducible)
     code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", geo_dir, "-o",
                             tmp_path / "d2"], monkeypatch, capsys)
-    assert "calibrated_thresholds" not in json.loads((tmp_path / "d2" / "summary.json"
-                                                      ).read_text())
+    s2 = json.loads((tmp_path / "d2" / "summary.json").read_text())
+    assert "calibrated_thresholds" not in s2 and s2["date"] == "2025-12-01T00:00:00+00:00"

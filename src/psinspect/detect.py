@@ -714,13 +714,12 @@ def write_detection_outputs(
             one_or_error if keep_going else one, list(zip(paths, names, strict=True)),
             default_jobs(len(paths)) if jobs is None else jobs,
             on_result=None if progress is None else lambda s: progress(s["name"]))
-        import datetime as dt
-
         from psinspect import __version__
+        from psinspect.fileio import utc_timestamp
 
         summary = {
             "psinspect_version": __version__,
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "date": utc_timestamp(),
             "model": bundle.config.get("model"),
             "model_dir": str(Path(bundle.path).resolve()) if bundle.path else None,
             "model_weights_sha256": bundle.config.get("weights_sha256"),

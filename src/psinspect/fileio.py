@@ -270,6 +270,18 @@ def image_mode(path: str | os.PathLike[str]) -> str | None:
         return None
 
 
+def utc_timestamp() -> str:
+    """The date and time records are stamped with: now in UTC (ISO 8601, seconds), or the
+    time given by the ``SOURCE_DATE_EPOCH`` environment variable (seconds since 1970, the
+    reproducible-builds convention), so that a rerun can give byte-identical outputs."""
+    import datetime as dt
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = (dt.datetime.fromtimestamp(int(epoch), dt.UTC) if epoch.isdigit()
+            else dt.datetime.now(dt.UTC))
+    return when.isoformat(timespec="seconds")
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The SHA-256 hex digest of a file's bytes (read in chunks)."""
     with open(path, "rb") as fh:

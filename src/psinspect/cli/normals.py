@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 import warnings
 from pathlib import Path
@@ -51,7 +50,14 @@ def normals_cmd(
         load_capture,
         read_lights_file,
     )
-    from psinspect.fileio import check_output_dir, save_json, save_npy, save_png, staged_output_dir
+    from psinspect.fileio import (
+        check_output_dir,
+        save_json,
+        save_npy,
+        save_png,
+        staged_output_dir,
+        utc_timestamp,
+    )
     from psinspect.normalmap import angular_error_deg, encode_png
     from psinspect.stereo import (
         check_solver,
@@ -122,7 +128,7 @@ def normals_cmd(
     run = {
         "command": "normals",
         "version": __version__,
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "date": utc_timestamp(),
         "inputs": {"capture_dir": str(Path(capture_dir).resolve()),
                    "lights_file": str(Path(cap.lights_file).resolve()),
                    # images are divided by these light intensities (None: all 1)
