@@ -253,9 +253,13 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     # the panels' caption counts the maps it shows (it said "the 3 clean ones" for any number)
     n_clean = sum(t.stem.startswith("N_") for t in tests)
     n_def = len(tests) - n_clean
-    assert (f"{len(tests)} of the {len(tests)} test maps: {n_def} defective map"
-            f"{'s' if n_def > 1 else ''} spread over their names, and {n_clean or 'no'} clean "
-            f"map{'s' if n_clean > 1 else ''} with the highest image scores") in html
+    assert n_def > 1 and n_clean > 1
+    assert (f"{len(tests)} of the {len(tests)} test maps: {n_def} defective maps spread over "
+            f"their names and the {n_clean} clean maps with the highest image scores") in html
+    from psinspect.report import _panels_shown
+    assert _panels_shown((1, 0)) == ": 1 defective map"
+    assert _panels_shown((0, 1)) == (": the 1 clean map with the highest image score (the "
+                                     "likeliest false alarm)")
     # the operating point: detect's own thresholds, masks and verdicts, scored
     op = metrics["operating_point"]
     assert op["pixel_threshold"] == summary["pixel_threshold"] == cfg["threshold"]
@@ -773,6 +777,10 @@ def test_detect_a_folder_of_maps(geo_dir: Path, tmp_path: Path,
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert [s["name"] for s in summary["inputs"]] == ["A_p1", "b2", "b10"]  # natural order
     assert [s.get("gt_defect_px") for s in summary["inputs"]] == [16, None, None]
+    cv2.imwrite(str(maps / "A_p1.png"), gt)  # a preview beside its map, as `defects` writes
+    code, _, err = run_cli(["detect", maps, "--model", geo_dir, "-o", tmp_path / "d1"],
+                           monkeypatch, capsys)
+    assert code == 0, err
     cv2.imwrite(str(maps / "other.png"), gt)
     code, _, err = run_cli(["detect", maps, "--model", geo_dir, "-o", tmp_path / "d2"],
                            monkeypatch, capsys)
@@ -805,6 +813,10 @@ def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path
         f"warning: {p}: its normals were solved with the 'ls' PS solver, the model's "
         "thresholds with 'robust' normals: scores may be off (give the capture, or solve it "
         "with --solver robust)" for p in (tmp_path / "n", tmp_path / "n" / "normals.npy"))
+    # a capture solved with --solver ls: the user's choice, no warning
+    code, _, err = run_cli(["detect", cap, "--model", geo_dir, "--solver", "ls", "-o",
+                            tmp_path / "dc"], monkeypatch, capsys)
+    assert code == 0 and "warning" not in err, err
     n, m = load_normal_map(tmp_path / "n" / "normals.npy")
     conf = np.load(tmp_path / "n" / "confidence.npy")
     assert (conf[m] < 1).any()  # (else the test could not tell)

@@ -140,3 +140,16 @@ def test_an_output_folder_on_another_file_system_is_filled(tmp_path: Path) -> No
         shutil.rmtree(far2, ignore_errors=True)
     finally:
         shutil.rmtree(far, ignore_errors=True)
+
+
+def test_an_output_link_to_a_missing_folder_is_refused_up_front(tmp_path: Path) -> None:
+    """It passed the early checks and failed after the work ("File exists")."""
+    import pytest
+
+    from psinspect.errors import PsinspectError
+    from psinspect.fileio import check_output_dir
+
+    (tmp_path / "out").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(PsinspectError, match=r"out: is a link to .*nowhere, which does not "
+                                             r"exist: create that folder or choose another"):
+        check_output_dir(tmp_path / "out", force=True)

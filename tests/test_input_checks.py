@@ -159,3 +159,8 @@ def test_a_map_of_scattered_normals_is_refused() -> None:
     rough = n + rng.normal(0, 0.1, n.shape)  # about 6 deg of noise: a rough surface, kept
     validate_normal_map((rough / np.linalg.norm(rough, axis=-1, keepdims=True)
                          ).astype(np.float32), m)
+    # knurling / thread flanks 3 px wide at +-40 deg: a surface (0.8 refused it)
+    t = np.deg2rad(np.where((np.arange(40) // 3) % 2 == 0, 40.0, -40.0))
+    grooves = np.zeros((40, 40, 3), np.float32)
+    grooves[..., 0], grooves[..., 2] = np.sin(t)[None, :], np.cos(t)[None, :]
+    validate_normal_map(grooves, np.ones((40, 40), bool))

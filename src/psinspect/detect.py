@@ -391,7 +391,7 @@ def detect_map(
                         capture_images=capture_images)
     if not np.isfinite(res.score).all():
         raise PsinspectError(f"{name}: the model produced non-finite scores")
-    thr = bundle.threshold if threshold is None else float(threshold)
+    thr = bundle.threshold if threshold is None else float(threshold) + 0.0  # (-0 -> 0)
     pred, regions = find_regions(res.score, m, thr)
     s_img = image_score(res.score, m) * res.image_scale
     return Detection(
@@ -419,6 +419,8 @@ class InputMap:
     #: the PS solver the normals were made with, where known (a capture folder: detect's;
     #: ``psinspect normals``' map: the one its ``run.json`` records)
     ps_solver: str | None = None
+    #: whether detect solved the normals itself (a capture folder) or was given them (a map)
+    capture_solved: bool = False
 
 
 def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
@@ -486,7 +488,7 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         return InputMap(p.name, n, m, str(p), confidence=res.confidence, gt_mask=gt,
                         defects=recs, light_splits=splits,
                         capture_images=(cap.images, cap.lights) if capture_images else None,
-                        ps_solver=solver)
+                        ps_solver=solver, capture_solved=True)
     raise PsinspectError(f"{p}: input not found (expected a .npy/.png normal map or a capture "
                          "folder)")
 
@@ -545,7 +547,10 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             if not subs:
                 subs = [q for q in entries if q.is_file() and q.suffix.lower() == ".npy"]
                 kind, why = "normal maps (.npy)", ""
-            gts = {f"M_{q.stem[2:]}.png" for q in subs if q.name.startswith("A_")}
+            # an A_<x>.npy map's ground truth M_<x>.png, and the A_<x>.png / N_<x>.png
+            # previews that `psinspect defects` writes beside its maps
+            gts = {f"M_{q.stem[2:]}.png" for q in subs if q.name.startswith("A_")} | {
+                f"{q.stem}.png" for q in subs}
             # never skip a part silently: a broken capture, a nested folder, a loose map
             stray = [q for q in entries if q not in subs and q.name not in gts and (
                 q.is_dir() or q.suffix.lower() in (".npy", ".png"))]
@@ -633,7 +638,7 @@ def write_detection_outputs(
         if not (np.isfinite(image_threshold) and image_threshold >= 0):
             raise PsinspectError(
                 f"--image-threshold must be a finite number >= 0, got {image_threshold}")
-        bundle = replace(bundle, image_threshold=float(image_threshold))
+        bundle = replace(bundle, image_threshold=float(image_threshold) + 0.0)  # (-0 -> 0)
     if jobs is not None and jobs < 1:
         raise PsinspectError(f"--jobs must be at least 1, got {jobs}")
     check_scale(scale, bundle)
@@ -697,7 +702,9 @@ def write_detection_outputs(
             s["source"] = inp.source
             if inp.ps_solver is not None:
                 s["ps_solver"] = inp.ps_solver
-                if inp.ps_solver != bundle.input_handling["ps_solver"]:
+                # (a capture is solved with --solver, the user's choice: said in its help)
+                if (inp.ps_solver != bundle.input_handling["ps_solver"]
+                        and inp.capture_solved is False):
                     warnings.warn(
                         f"{p}: its normals were solved with the {inp.ps_solver!r} PS solver, "
                         f"the model's thresholds with {bundle.input_handling['ps_solver']!r} "

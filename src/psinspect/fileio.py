@@ -303,6 +303,9 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise PsinspectError(f"{path}: output path exists and is not a folder")
+    if path.is_symlink() and not path.exists():  # (it failed after the work: "File exists")
+        raise PsinspectError(f"{path}: is a link to {os.readlink(path)}, which does not exist: "
+                             "create that folder or choose another output folder")
     folders = {Path(p).resolve() for p in inputs if p is not None and Path(p).is_dir()}
     if path.is_dir() and path.resolve() in folders:  # its files would mix with the input's
         raise PsinspectError(f"{path}: is an input folder of this command: choose another "

@@ -189,11 +189,12 @@ def _table(rows: dict[str, dict[str, Any]], first: str, max_fpr: float) -> str:
 
 def evaluation_warnings(metrics: dict[str, Any]) -> list[str]:
     """What makes an evaluation's figures not what they seem (one line each)."""
-    seen = metrics.get("test_surfaces_seen_in_training")
+    seen = metrics.get("test_surfaces_seen_in_training", [])
     if seen is None:
         model_dir = (metrics.get("source") or {}).get("model_dir")
-        return [f"cannot tell whether the model was trained on test surfaces: its folder "
-                f"{model_dir or '(not recorded by detect)'} cannot be read (moved or deleted?)"]
+        return ["cannot tell whether the model was trained on test surfaces: " + (
+            f"its folder {model_dir} cannot be read (moved or deleted?)" if model_dir else
+            "the detect run did not record its model folder")]
     if not seen:
         return []
     return [f"the model was trained on {len(seen)} of the test surfaces "
@@ -252,9 +253,18 @@ def _intervals_html(iv: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _count(n: int, noun: str) -> str:
-    """``"1 clean map"``, ``"3 clean maps"``, ``"no clean map"``."""
-    return f"{n or 'no'} {noun}{'s' if n > 1 else ''}"
+def _panels_shown(counts: tuple[int, int] | None) -> str:
+    """What the report's panels are, from (defective, clean) counts: ``": 8 defective maps
+    spread over their names and the 3 clean maps with the highest image scores (...)"``."""
+    if not counts or not any(counts):
+        return ""
+    d, c = counts
+    parts = ([f"{d} defective map{'s' if d > 1 else ''}"
+              + (" spread over their names" if d > 1 else "")] if d else []) + (
+        [f"the {c} clean map{'s' if c > 1 else ''} with the highest image score"
+         f"{'s' if c > 1 else ''} (the likeliest false alarm{'s' if c > 1 else ''})"]
+        if c else [])
+    return ": " + " and ".join(parts)
 
 
 def report_html(
@@ -298,9 +308,7 @@ def report_html(
         "<h2>Curves</h2>", img(curves_png(curves), "ROC and PRO curves"),
         "<h2>Panels</h2>",
         f"<p class='note'>{len(panels)} of the {pooled['maps']} test maps"
-        + (f": {_count(panel_counts[0], 'defective map')} spread over their names, and "
-           f"{_count(panel_counts[1], 'clean map')} with the highest image scores (the "
-           "likeliest false alarms)" if panel_counts else "")
+        + _panels_shown(panel_counts)
         + ". Each: input | reference | error map | predicted mask (as detect wrote it) | "
         "ground truth.</p>",
     ]

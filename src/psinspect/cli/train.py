@@ -63,7 +63,8 @@ def train_cmd(
     ctx: typer.Context,
     inputs: Annotated[list[Path], typer.Argument(
         help="A dataset folder (manifest.json; train-clean/val-clean are used), or capture "
-             "folders / folders of captures / normal maps (.npy, .png), all good parts.")],
+             "folders / folders of captures / normal maps (.npy, .png) / folders of maps / "
+             "output folders of 'psinspect normals', all good parts.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Model directory to write.")],
     model: Annotated[str, typer.Option(
         "--model", help="Model: geo-seg (default), unet-ae, geometric, variation.")] = "geo-seg",
