@@ -330,7 +330,7 @@ def register(
     """
     if moving.shape != reference.shape:
         raise PsinspectError(
-            f"{_named(name)}image size {moving.shape[1]}x{moving.shape[0]} differs from the "
+            f"{named_prefix(name)}image size {moving.shape[1]}x{moving.shape[0]} differs from the "
             f"reference {reference.shape[1]}x{reference.shape[0]} (all captures of a part type "
             "must have the same size)"
         )
@@ -388,20 +388,20 @@ def register(
 
     if abs(transform.angle_deg) > max_rotation_deg or shift > max_shift_px:
         raise PsinspectError(
-            f"{_named(name)}the part is rotated by about {transform.angle_deg:.1f} deg and "
+            f"{named_prefix(name)}the part is rotated by about {transform.angle_deg:.1f} deg and "
             f"shifted by about {shift:.1f} px from the reference; the supported range is "
             f"+-{max_rotation_deg:g} deg and {max_shift_px:g} px: a different part than the "
             "model was trained on, or this part placed off its fixture"
         )
     if not corr >= min_correlation:
         raise PsinspectError(
-            f"{_named(name)}registration to the reference failed (correlation {corr:.3f} < "
+            f"{named_prefix(name)}registration to the reference failed (correlation {corr:.3f} < "
             f"{min_correlation:g}); is it the same part type, seen from the same side?"
         )
     return Registration(transform, corr, shift)
 
 
-def _named(name: str) -> str:
+def named_prefix(name: str) -> str:
     """The start of an error message about ``name``: ``"NAME: "``, nothing for ``""`` (a
-    caller that names the input itself)."""
+    caller that names the input itself, as detect does)."""
     return f"{name}: " if name else ""

@@ -27,7 +27,6 @@ higher = more anomalous, 0 outside the mask.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -51,6 +50,7 @@ from psinspect.normalmap import (
     NORMALS_FILE,
     is_normals_folder,
     load_normal_map,
+    normals_run,
     object_window,
     put_window,
     read_mask_png,
@@ -496,12 +496,8 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
 def _normals_solver(path: Path) -> str | None:
     """The PS solver of ``normals.npy`` in ``psinspect normals``' output (its ``run.json``),
     else None."""
-    if path.name != NORMALS_FILE or not is_normals_folder(path.parent):
-        return None
-    try:
-        solver = json.loads((path.parent / "run.json").read_text()).get("solver")
-    except (OSError, ValueError, AttributeError):
-        return None
+    run = normals_run(path.parent) if path.name == NORMALS_FILE else None
+    solver = None if run is None else run.get("solver")
     return solver if isinstance(solver, str) else None
 
 

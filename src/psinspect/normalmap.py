@@ -222,13 +222,21 @@ def _scattered_pixels(n: np.ndarray, mask: np.ndarray, rows: int) -> tuple[int, 
 NORMALS_FILE = "normals.npy"
 
 
-def is_normals_folder(folder: Path) -> bool:
-    """Whether ``folder`` is the output of ``psinspect normals`` (its ``run.json`` says so)."""
+def normals_run(folder: Path) -> dict | None:
+    """The ``run.json`` of ``psinspect normals``' output ``folder`` (its ``normals.npy`` beside
+    it; the solver, the capture solved, ...), or None for any other folder."""
     try:
-        return (folder / NORMALS_FILE).is_file() and json.loads(
-            (folder / "run.json").read_text()).get("command") == "normals"
-    except (OSError, ValueError, AttributeError):
-        return False
+        run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(run, dict) or run.get("command") != "normals":
+        return None
+    return run if (folder / NORMALS_FILE).is_file() else None
+
+
+def is_normals_folder(folder: Path) -> bool:
+    """Whether ``folder`` is the output of ``psinspect normals`` (:func:`normals_run`)."""
+    return normals_run(folder) is not None
 
 
 def check_map_size(shape_hw: tuple[int, int], name: str,

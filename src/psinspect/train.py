@@ -70,7 +70,7 @@ from psinspect.modelstore import (
     weights_bytes,
     write_addressed,
 )
-from psinspect.normalmap import NORMALS_FILE, is_normals_folder, load_normal_map
+from psinspect.normalmap import NORMALS_FILE, is_normals_folder, load_normal_map, normals_run
 from psinspect.stereo import check_solver
 
 CHECKPOINT_DIR = ".checkpoint"
@@ -475,12 +475,12 @@ def calibration_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
 def _solved_from(map_file: Path) -> Path | None:
     """The capture folder a ``psinspect normals`` output map was solved from (its ``run.json``
     beside it names it), if that folder is still a capture folder; else None."""
+    run = normals_run(map_file.parent)
     try:
-        run = json.loads((map_file.parent / "run.json").read_text(encoding="utf-8"))
-        folder = Path(run["inputs"]["capture_dir"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        folder = Path(run["inputs"]["capture_dir"])  # type: ignore[index]
+    except (KeyError, TypeError):
         return None
-    return folder if run.get("command") == "normals" and is_capture_folder(folder) else None
+    return folder if is_capture_folder(folder) else None
 
 
 def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any]) -> None:

@@ -894,15 +894,18 @@ class VariationModel(AnomalyModel):
                      name: str = "") -> Registration:
         """Registration of a map to the template (moving -> reference); raises when refused
         (errors begin with ``name``, when given: the caller may name the input itself)."""
+        return self._register_valid(*validate_normal_map(normals, mask, name=name or "normals"),
+                                    name)
+
+    def _register_valid(self, n: np.ndarray, m: np.ndarray, name: str) -> Registration:
+        """:meth:`register_map` of a map already validated."""
         self._require_fitted()
         assert self._ref_image is not None
-        n, m = validate_normal_map(normals, mask, name=name or "normals")
         if n.shape[:2] != self._ref_image.shape:
             h, w = self._ref_image.shape
             raise PsinspectError(
-                f"{name + ': ' if name else ''}size {n.shape[1]}x{n.shape[0]} differs from the "
-                f"trained part's {w}x{h}; the variation model only compares captures of the "
-                "same size")
+                f"{named_prefix(name)}size {n.shape[1]}x{n.shape[0]} differs from the trained "
+                f"part's {w}x{h}; the variation model only compares captures of the same size")
         return self._register(n, m, self._ref_image, name)
 
     def score(
@@ -922,7 +925,7 @@ class VariationModel(AnomalyModel):
         depends on the choice of lights need a larger deviation.
         """
         n, m = validate_normal_map(normals, mask, name="normals")
-        reg = self.register_map(n, m)  # (errors unnamed: detect names them by the input)
+        reg = self._register_valid(n, m, "")  # (errors unnamed: detect names them by input)
         assert self._mean_ext is not None and self._spread_ext is not None
         assert self._dist is not None
         shape = n.shape[:2]
