@@ -86,6 +86,7 @@ from psinspect.align import (
     RigidTransform,
     TemplateLookup,
     local_shift,
+    named_prefix,
     register,
     registration_image,
     warp_image,
