@@ -212,8 +212,8 @@ def _scattered_pixels(n: np.ndarray, mask: np.ndarray, rows: int) -> tuple[int, 
             continue
         mean = cv2.blur(n[a:b], (3, 3))[keep]
         inner += int(m.sum())
-        scattered += int((np.einsum("...i,...i->...", mean[m], mean[m])
-                          < MIN_COHERENCE ** 2).sum())
+        short = np.einsum("...i,...i->...", mean, mean) < MIN_COHERENCE ** 2
+        scattered += int(np.count_nonzero(short & m))
     return inner, scattered
 
 
