@@ -289,7 +289,24 @@ def test_kill_from_outside_at_an_unknown_moment(train_inputs: list[Path], uninte
                 pytest.fail("training finished before it could be killed")
             time.sleep(0.001)
 
-    assert _run_child(_train_argv(train_inputs, out), external=killer) == signal.SIGKILL
+    def slow_checkpoints() -> None:
+        """In the child: each checkpoint stays a while, and after the last one the child stops
+        itself, so the kill lands in a running epoch and never after the run (the window
+        from the checkpoint to the end of training was under 0.1 s)."""
+        import psinspect.train
+
+        real = psinspect.train._write_checkpoint
+
+        def write(out_dir: Path, arrays: dict, meta: dict) -> None:
+            real(out_dir, arrays, meta)
+            time.sleep(0.2)
+            if meta["train_state"]["epoch"] + 1 >= int(EPOCHS):
+                os.kill(os.getpid(), signal.SIGSTOP)  # (SIGKILL ends a stopped process too)
+
+        psinspect.train._write_checkpoint = write
+
+    assert _run_child(_train_argv(train_inputs, out), setup=slow_checkpoints,
+                      external=killer) == signal.SIGKILL
     _resume(train_inputs, out, monkeypatch, capsys)
     _same_model(uninterrupted, out)
 

@@ -437,27 +437,39 @@ def server(tmp_path_factory: pytest.TempPathFactory):
                            image_threshold=3.0)
     tmpdir = root / "tmp"
     tmpdir.mkdir()
-    port = _free_port()
     env = {**os.environ, "TMPDIR": str(tmpdir), "OMP_NUM_THREADS": "1",
            "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "*"}
-    log = open(root / "server.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from psinspect.cli import main; main()", "serve",
-         "--no-default-model", "--model-dir", str(model), "--port", str(port),
-         "--max-upload-mb", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {(root / 'server.log').read_text()}")
-        try:
-            if _get(url + "/", timeout=2)[0] == 200:
-                break
-        except OSError:
+    log_path = root / "server.log"
+    for _attempt in range(3):  # a port found free can be taken before the server binds it
+        port = _free_port()
+        log = open(log_path, "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from psinspect.cli import main; main()", "serve",
+             "--no-default-model", "--model-dir", str(model), "--port", str(port),
+             "--max-upload-mb", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        # ready: this server said it serves there (not another process on the port) and
+        # answers
+        while time.monotonic() < deadline and proc.poll() is None:
+            if f"psinspect app on {url}" in log_path.read_text(errors="replace"):
+                try:
+                    if _get(url + "/", timeout=2)[0] == 200:
+                        break
+                except OSError:
+                    pass
             time.sleep(0.3)
+        if proc.poll() is None and time.monotonic() < deadline:
+            break
+        log.close()
+        text = log_path.read_text(errors="replace")
+        if proc.poll() is None:
+            proc.kill()
+            pytest.fail(f"server did not start: {text}")
+        if "cannot serve there" not in text:
+            pytest.fail(f"server exited: {text}")
     else:
-        proc.kill()
-        pytest.fail(f"server did not start: {(root / 'server.log').read_text()}")
+        pytest.fail(f"no free port in 3 tries: {log_path.read_text(errors='replace')}")
     yield url, tmpdir, model, proc
     if proc.poll() is None:
         proc.kill()

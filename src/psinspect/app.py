@@ -724,6 +724,7 @@ def serve(choices_factory: Callable[[], Sequence[ModelChoice]], host: str = "127
     """
     import signal
     import threading
+    import time
 
     check_bindable(host, port)
     workdir = Path(tempfile.mkdtemp(prefix="psinspect-serve-"))
@@ -731,12 +732,16 @@ def serve(choices_factory: Callable[[], Sequence[ModelChoice]], host: str = "127
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(workdir / "examples-cache")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
-    def _interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # SIGTERM stops the server like Ctrl-C, so cleanup runs
+    # SIGTERM stops the server like Ctrl-C, so cleanup runs; noted, not raised (an exception
+    # raised at an arbitrary point can be lost inside a finaliser, and the server ran on)
+    stop: list[int] = []
+
+    def _note_stop(signum: int, frame: Any) -> None:
+        stop.append(signum)
 
     old_handler = None
     if threading.current_thread() is threading.main_thread():
-        old_handler = signal.signal(signal.SIGTERM, _interrupt)
+        old_handler = signal.signal(signal.SIGTERM, _note_stop)
     demo = None
     try:
         demo = build_app(choices_factory(), workdir, limits)
@@ -748,7 +753,8 @@ def serve(choices_factory: Callable[[], Sequence[ModelChoice]], host: str = "127
                     prevent_thread_lock=True)
         if on_ready is not None:
             on_ready(demo.local_url or f"http://{host}:{port}/")
-        demo.block_thread()
+        while not stop and demo.is_running:
+            time.sleep(0.1)
     except KeyboardInterrupt:
         pass
     finally:
