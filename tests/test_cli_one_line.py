@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,22 @@ def test_a_process_started_with_ctrl_c_ignored_keeps_ignoring_it() -> None:
             preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore
             else None)
         assert proc.stdout.strip() == want, (ignore, proc.stdout, proc.stderr)
+
+
+def test_the_console_script_keeps_opencv_quiet(inputs: dict[str, Path], tmp_path: Path
+                                                ) -> None:
+    """A missing image: one error line, no OpenCV "findDecoder" note before it (the console
+    script imported OpenCV before the CLI turned its log down)."""
+    import shutil
+    import subprocess
+    import sys
+
+    cap = Path(shutil.copytree(inputs["cap"], tmp_path / "cap"))
+    first = sorted(cap.glob("*.png"))[0]
+    first.unlink()
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", "from psinspect._console import main; main()",
+                           "normals", str(cap), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"error: {first}: image file not found"], proc.stderr

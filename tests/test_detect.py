@@ -809,6 +809,9 @@ def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path
     # solved with normals' default solver (ls), not the model's (robust): recorded and said
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert [s["ps_solver"] for s in summary["inputs"]] == ["ls", "ls"]
+    from psinspect.fileio import file_sha256
+    assert [s["source_sha256"] for s in summary["inputs"]] == [
+        file_sha256(tmp_path / "n" / "normals.npy")] * 2  # the map read, also for the folder
     assert sorted(ln for ln in err.splitlines() if ln.startswith("warning")) == sorted(
         f"warning: {p}: its normals were solved with the 'ls' PS solver, the model's "
         "thresholds with 'robust' normals: scores may be off (give the capture, or solve it "

@@ -106,6 +106,12 @@ def test_interrupt_says_how_to_resume_and_resume_continues(inputs: list[str],
     assert n_epoch <= 1, text  # the epoch that was running when the signal came
     assert after[n_epoch].startswith("interrupted: the last finished epoch is kept in"), text
     assert f"'-o {out} --resume'" in text and "Traceback" not in text
+    # the same command again, without --resume: pointed to it (it said "use --force", which
+    # would have thrown the checkpoint away)
+    again = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and again.stderr.strip() == (
+        f"error: {out}: holds an interrupted training run: add --resume to go on with it (or "
+        "--force to start over, which discards it)"), again.stderr
     r = subprocess.run(_cmd("train", *inputs, "-o", str(out), "--resume", "--threads", "1"),
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr

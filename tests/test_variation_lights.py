@@ -239,3 +239,23 @@ def test_native_spread_covers_resampling_at_a_sharp_design_feature():
         model.fit(train, [])
         peaks[native] = max(float(model.score(*t).score.max()) for t in tests)
     assert peaks[True] < 3.0 < peaks[False]
+
+
+def test_cli_train_names_the_map_it_cannot_align(tmp_path):
+    """It said "training map 5: the part is rotated ..."."""
+    from typer.testing import CliRunner
+
+    from psinspect.cli import app, register_commands
+
+    register_commands()
+    rng = np.random.default_rng(3)
+    files = []
+    for i in range(5):
+        n, _ = posed_part(angle_deg=rng.uniform(-2, 2), noise_deg=0.5, rng=rng)
+        files.append(tmp_path / f"good{i}.npy")
+        np.save(files[-1], n)
+    np.save(tmp_path / "turned.npy", posed_part(angle_deg=40.0)[0])
+    res = CliRunner().invoke(app, ["train", *map(str, files), str(tmp_path / "turned.npy"),
+                                   "-o", str(tmp_path / "model"), "--model", "variation"])
+    assert isinstance(res.exception, PsinspectError), res.output
+    assert str(res.exception).startswith("turned: the part is rotated"), str(res.exception)

@@ -7,10 +7,14 @@ script) keeps ignoring it."""
 
 from __future__ import annotations
 
+import os
 import signal
 
 
 def main() -> None:
+    # OpenCV reads its log level when first imported (by the command modules): its own
+    # "findDecoder" notes would repeat what our one-line errors say
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     if not ignored:
         signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -707,8 +707,10 @@ def write_detection_outputs(
                         "normals: scores may be off (give the capture, or solve it with "
                         f"--solver {bundle.input_handling['ps_solver']})", UserWarning,
                         stacklevel=2)
-            if p.is_file():  # what evaluate checks the ground truth's map against
-                s["source_sha256"] = file_sha256(p)
+            # what evaluate checks the ground truth's map against: the map file read
+            map_file = p if p.is_file() else p / NORMALS_FILE if is_normals_folder(p) else None
+            if map_file is not None:
+                s["source_sha256"] = file_sha256(map_file)
             if gt is not None:
                 s["gt_defect_px"] = int(gt.sum())
             return s

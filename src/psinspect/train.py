@@ -589,6 +589,9 @@ def train_model(
                                  "inputs (or train again without --resume)")
         resume_state = (arrays, meta["train_state"])
     else:
+        if not force and (out / CHECKPOINT_DIR / "state.json").is_file():
+            raise PsinspectError(f"{out}: holds an interrupted training run: add --resume to "
+                                 "go on with it (or --force to start over, which discards it)")
         check_output_dir(out, force, [*inputs, *(calibration_inputs or [])])
         if out.is_dir() and any(out.iterdir()) and not (
                 (out / CHECKPOINT_DIR).is_dir() or is_model_folder(out)):
@@ -645,7 +648,7 @@ def train_model(
         data.train_extras = data.val_extras = data.train_extras + data.val_extras
         per_sample = ({"capture_images": [ex.get("capture_images") for ex in data.train_extras]}
                       if images and data.train_extras else {})
-        log = model.fit(data.train, [], **fit_args, **per_sample)
+        log = model.fit(data.train, [], **fit_args, **per_sample, names=data.train_names)
         if progress is not None:
             progress("cross-fitting for calibration")
         scorers = cross_fitted(args["model"], args["hyperparameters"], data.train, fit_args,
