@@ -435,7 +435,7 @@ def test_train_resume_after_kill_matches_uninterrupted(tiny_dataset: Path, tmp_p
     assert (tmp_path / "part" / CHECKPOINT_DIR / "state.json").is_file()
     assert not (tmp_path / "part" / "config.json").exists()  # no half-made model dir
     # without --resume (or --force) the interrupted folder is not overwritten
-    with pytest.raises(PsinspectError, match="not empty"):
+    with pytest.raises(PsinspectError, match="holds an interrupted training run: add --resume"):
         train_model([tiny_dataset], tmp_path / "part", **kw)
     resumed = train_model([tiny_dataset], tmp_path / "part", resume=True)
     assert resumed["weights_sha256"] == full["weights_sha256"]
