@@ -673,8 +673,8 @@ def write_detection_outputs(
                 msg = str(err)
                 if msg.startswith(f"{name}: ") and name != str(p):
                     msg = msg[len(name) + 2:]
-                raise PsinspectError(msg if msg.startswith(str(p)) else f"{p}: {msg}"
-                                     ) from None
+                named = msg.startswith((f"{p}: ", f"{p}{os.sep}"))  # (p or a file in it)
+                raise PsinspectError(msg if named else f"{p}: {msg}") from None
 
         def one_unnamed(item: tuple[Path, str]) -> dict[str, Any]:
             p, name = item
@@ -729,7 +729,7 @@ def write_detection_outputs(
             "model_dir": str(Path(bundle.path).resolve()) if bundle.path else None,
             "model_weights_sha256": bundle.config.get("weights_sha256"),
             **({"tta": bundle.model.tta} if bundle.model.tta_levels else {}),
-            "pixel_threshold": threshold if threshold is not None else bundle.threshold,
+            "pixel_threshold": threshold + 0.0 if threshold is not None else bundle.threshold,
             "image_threshold": bundle.image_threshold,
             # the model's own, where --threshold / --image-threshold replaced them
             **({"calibrated_thresholds": calibrated}
