@@ -490,7 +490,7 @@ def test_run_parallel_order_errors_and_threads() -> None:
             started.append(i)
         if i == 1:
             raise PsinspectError("bad input 1")
-        time.sleep(0.05)
+        time.sleep(0.5)  # (40 of them take 20 s: only a main thread stalled that long fails)
         return i
 
     with pytest.raises(PsinspectError, match="bad input 1"):
