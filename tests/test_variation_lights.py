@@ -142,18 +142,24 @@ def test_bad_light_splits_are_refused():
         create_model("variation", split_full_deg=5.0, split_zero_deg=3.0)
 
 
+def _good_part_files(folder):
+    """Five good posed parts (a little turned, noisy) saved as good0..4.npy -> their paths."""
+    rng = np.random.default_rng(3)
+    files = []
+    for i in range(5):
+        n, _ = posed_part(angle_deg=rng.uniform(-2, 2), noise_deg=0.5, rng=rng)
+        files.append(folder / f"good{i}.npy")
+        np.save(files[-1], n)
+    return files
+
+
 def test_cli_detect_names_the_input_that_fails(tmp_path):
     from typer.testing import CliRunner
 
     from psinspect.cli import app, register_commands
 
     register_commands()
-    rng = np.random.default_rng(3)
-    files = []
-    for i in range(5):
-        n, m = posed_part(angle_deg=rng.uniform(-2, 2), noise_deg=0.5, rng=rng)
-        files.append(tmp_path / f"good{i}.npy")
-        np.save(files[-1], n)
+    files = _good_part_files(tmp_path)
     res = CliRunner().invoke(app, ["train", *map(str, files), "-o", str(tmp_path / "model"),
                                    "--model", "variation"])
     assert res.exit_code == 0, res.output
@@ -248,12 +254,7 @@ def test_cli_train_names_the_map_it_cannot_align(tmp_path):
     from psinspect.cli import app, register_commands
 
     register_commands()
-    rng = np.random.default_rng(3)
-    files = []
-    for i in range(5):
-        n, _ = posed_part(angle_deg=rng.uniform(-2, 2), noise_deg=0.5, rng=rng)
-        files.append(tmp_path / f"good{i}.npy")
-        np.save(files[-1], n)
+    files = _good_part_files(tmp_path)
     np.save(tmp_path / "turned.npy", posed_part(angle_deg=40.0)[0])
     res = CliRunner().invoke(app, ["train", *map(str, files), str(tmp_path / "turned.npy"),
                                    "-o", str(tmp_path / "model"), "--model", "variation"])

@@ -421,6 +421,9 @@ class InputMap:
     ps_solver: str | None = None
     #: whether detect solved the normals itself (a capture folder) or was given them (a map)
     capture_solved: bool = False
+    #: the normal-map file read (None for a capture folder): what evaluate checks a ground
+    #: truth's map against, by its SHA-256
+    map_file: Path | None = None
 
 
 def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
@@ -448,8 +451,14 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
     p = Path(path)
     if p.is_file():
         n, m = load_normal_map(p)
-        return InputMap(p.stem, n, m, str(p), confidence=_sibling_confidence(p, m.shape),
-                        gt_mask=_sibling_gt(p, m.shape), ps_solver=_normals_solver(p))
+        # `psinspect normals`' map: scored with its PS confidence, its solver recorded
+        run = normals_run(p.parent) if p.name == NORMALS_FILE else None
+        solver = None if run is None else run.get("solver")
+        return InputMap(p.stem, n, m, str(p),
+                        confidence=None if run is None else _normals_confidence(p.parent,
+                                                                                m.shape),
+                        gt_mask=_sibling_gt(p, m.shape),
+                        ps_solver=solver if isinstance(solver, str) else None, map_file=p)
     if is_normals_folder(p):
         inp = load_input(p / NORMALS_FILE)
         return replace(inp, name=p.name)
@@ -493,21 +502,11 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
                          "folder)")
 
 
-def _normals_solver(path: Path) -> str | None:
-    """The PS solver of ``normals.npy`` in ``psinspect normals``' output (its ``run.json``),
-    else None."""
-    run = normals_run(path.parent) if path.name == NORMALS_FILE else None
-    solver = None if run is None else run.get("solver")
-    return solver if isinstance(solver, str) else None
-
-
-def _sibling_confidence(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """PS confidence for ``normals.npy`` of ``psinspect normals``' output: its
-    ``confidence.npy``, which detect uses as it does for the capture itself (None for any
-    other map); a confidence file of another shape or with values outside [0, 1] is refused."""
-    if path.name != NORMALS_FILE or not is_normals_folder(path.parent):
-        return None
-    conf_path = path.parent / "confidence.npy"
+def _normals_confidence(folder: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """The ``confidence.npy`` of ``psinspect normals``' output ``folder`` (None when absent),
+    which detect uses as it does for the capture itself; a confidence file of another shape or
+    with values outside [0, 1] is refused."""
+    conf_path = folder / "confidence.npy"
     if not conf_path.is_file():
         return None
     from psinspect.fileio import load_npy
@@ -707,10 +706,8 @@ def write_detection_outputs(
                         "normals: scores may be off (give the capture, or solve it with "
                         f"--solver {bundle.input_handling['ps_solver']})", UserWarning,
                         stacklevel=2)
-            # what evaluate checks the ground truth's map against: the map file read
-            map_file = p if p.is_file() else p / NORMALS_FILE if is_normals_folder(p) else None
-            if map_file is not None:
-                s["source_sha256"] = file_sha256(map_file)
+            if inp.map_file is not None:
+                s["source_sha256"] = file_sha256(inp.map_file)
             if gt is not None:
                 s["gt_defect_px"] = int(gt.sum())
             return s
