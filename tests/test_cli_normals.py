@@ -62,7 +62,7 @@ def test_normals_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
     assert metrics["mean_angular_error_deg"] < 0.5  # 16-bit quantisation only
     assert f"{metrics['mean_angular_error_deg']:.2f}" in stdout
     run = json.loads((out / "run.json").read_text())
-    assert run["solver"] == "ls" and run["light_indices_1based"] == list(range(1, 13))
+    assert run["solver"] == "robust" and run["light_indices_1based"] == list(range(1, 13))
     assert run["version"] and run["inputs"]["capture_dir"].endswith("cap")
     conf = np.load(out / "confidence.npy")
     assert conf.shape == mask.shape and (conf[~mask] == 0).all() and conf[mask].mean() > 0.9

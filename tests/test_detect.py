@@ -801,12 +801,21 @@ def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path
 
     cap = render_dataset(tmp_path / "caps", 1, defect_rate=1.0, seed=4, size=48,
                          lights=12)[0]
-    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "n"], monkeypatch, capsys)
+    # normals' default solver is the bundled model's (robust): nothing to warn about
+    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "nr"], monkeypatch, capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["detect", tmp_path / "nr", "--model", geo_dir, "-o",
+                            tmp_path / "dr"], monkeypatch, capsys)
+    assert code == 0 and "warning" not in err, err
+    summary = json.loads((tmp_path / "dr" / "summary.json").read_text())
+    assert [s["ps_solver"] for s in summary["inputs"]] == ["robust"]
+    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "n", "--solver", "ls"],
+                           monkeypatch, capsys)
     assert code == 0, err
     code, _, err = run_cli(["detect", tmp_path / "n", tmp_path / "n" / "normals.npy",
                             "--model", geo_dir, "-o", tmp_path / "d"], monkeypatch, capsys)
     assert code == 0, err
-    # solved with normals' default solver (ls), not the model's (robust): recorded and said
+    # solved with another solver than the model's (robust): recorded and said
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert [s["ps_solver"] for s in summary["inputs"]] == ["ls", "ls"]
     from psinspect.fileio import file_sha256

@@ -21,8 +21,10 @@ def normals_cmd(
         help="Capture folder (DiLiGenT or plain layout).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
     solver: Annotated[str, typer.Option(
-        help="ls (least squares), robust, or stable (robust, and moves less when the set of "
-             "lights changes: for comparing captures with each other).")] = "ls",
+        help="robust (least squares that leaves out shadows and highlights; the solver of "
+             "the bundled model), ls (plain least squares), or stable (robust, and moves less "
+             "when the set of lights changes: for comparing captures with each other).")
+    ] = "robust",
     lights: Annotated[str | None, typer.Option(
         help="1-based light subset, e.g. '1-20,40'.")] = None,
     num_lights: Annotated[int | None, typer.Option(
