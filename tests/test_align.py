@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from _posed_part import posed_part
@@ -14,6 +15,7 @@ from psinspect.align import (
     register,
     registration_image,
     warp_normals,
+    warp_stack,
 )
 from psinspect.errors import PsinspectError
 from psinspect.normalmap import angular_error_deg, rotate_vectors
@@ -112,3 +114,25 @@ def test_local_shift_lines_up_a_sub_pixel_offset_and_ignores_a_dent():
     still = local_shift(dented, m, n, max_px=0.5)
     # (the part's own relief near the dent lets it move a little; far below the clip)
     assert np.abs(still[m]).max() < 0.25
+
+
+def test_warp_stack_is_bilinear_for_any_channel_count():
+    """A stack of many images (a capture's K lights) is warped as each image alone would be
+    and as exact bilinear interpolation gives: OpenCV warps more than 4 channels at once at
+    sample positions rounded to 1/32 px (errors of about 2 % of the range on noise)."""
+    rng = np.random.default_rng(0)
+    h, w = 30, 40
+    stack = rng.random((12, h, w)).astype(np.float32)
+    m = RigidTransform(7.0, 1.3, -2.1, (w / 2, h / 2)).matrix()
+    # exact bilinear sampling at the source positions of the inner pixels
+    inv = cv2.invertAffineTransform(m)
+    rows, cols = np.mgrid[5:h - 5, 5:w - 5].astype(np.float64)
+    x = inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2]
+    y = inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2]
+    exact = np.stack([ndimage.map_coordinates(s.astype(np.float64), [y, x], order=1)
+                      for s in stack])
+    out = warp_stack(stack, m, (h, w))
+    assert out.shape == (12, h, w)
+    np.testing.assert_allclose(out[:, 5:-5, 5:-5], exact, atol=1e-4)
+    for c in (1, 4, 5):  # the same channel whatever is warped with it
+        np.testing.assert_array_equal(warp_stack(stack[:c], m, (h, w)), out[:c])

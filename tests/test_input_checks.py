@@ -164,3 +164,25 @@ def test_a_map_of_scattered_normals_is_refused() -> None:
     grooves = np.zeros((40, 40, 3), np.float32)
     grooves[..., 0], grooves[..., 2] = np.sin(t)[None, :], np.cos(t)[None, :]
     validate_normal_map(grooves, np.ones((40, 40), bool))
+
+
+@pytest.mark.parametrize("dtype,value,channels", [
+    (np.uint8, 255, 1), (np.uint8, 1, 1), (np.uint16, 1, 1), (np.uint16, 255, 1),
+    (np.uint16, 65535, 1), (np.uint8, 255, 3), (np.uint16, 200, 3), (np.uint8, 255, 4)])
+def test_mask_png_any_depth_and_channels(tmp_path, dtype, value, channels) -> None:
+    """A ground-truth or object mask reads the same whatever its bit depth, value or
+    channels: a 16-bit 0/1 or 0/255 mask was read as 8 bits (its low byte shifted out), so
+    empty; an opaque alpha channel is not the mask."""
+    from psinspect.fileio import read_mask_image
+    from psinspect.normalmap import read_mask_png
+
+    want = np.zeros((12, 16), bool)
+    want[3:7, 4:11] = True
+    img = np.zeros((12, 16, channels), dtype)
+    img[want, :min(channels, 3)] = value
+    if channels == 4:
+        img[..., 3] = 255  # fully opaque, as editors save
+    path = tmp_path / "m.png"
+    assert cv2.imwrite(str(path), img if channels > 1 else img[..., 0])
+    np.testing.assert_array_equal(read_mask_image(path), want)
+    np.testing.assert_array_equal(read_mask_png(path, (12, 16)), want)

@@ -131,6 +131,12 @@ def warp_image(
     Output (shape_hw[0], shape_hw[1], ...) float32; pixels that come from outside are 0.
     """
     img = np.ascontiguousarray(image, dtype=np.float32)
+    if img.ndim == 3 and img.shape[2] > 4:
+        # OpenCV warps more than 4 channels at sample positions rounded to 1/32 px (and a
+        # channel's values then depend on how many are warped with it): 4 at a time
+        return np.concatenate([
+            warp_image(img[..., i:i + 4], matrix, shape_hw, interpolation).reshape(
+                *shape_hw, -1) for i in range(0, img.shape[2], 4)], axis=-1)
     return cv2.warpAffine(img, matrix, (shape_hw[1], shape_hw[0]), flags=interpolation,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 

@@ -69,6 +69,7 @@ from psinspect.fileio import (
     file_sha256,
     image_size_hw,
     load_npy,
+    read_mask_image,
     save_npy,
     save_png,
 )
@@ -552,15 +553,14 @@ def load_capture(
 
     # --- mask
     if not need_nonblack:
-        m = cv2.imread(str(mask_file), cv2.IMREAD_UNCHANGED)
-        if m is None:
+        mask = read_mask_image(mask_file)
+        if mask is None:
             raise PsinspectError(f"{mask_file}: cannot read image (corrupt or unsupported)")
-        if m.shape[:2] != shape0:
+        if mask.shape != shape0:
             raise PsinspectError(
-                f"{mask_file}: mask size {m.shape[1]}x{m.shape[0]} differs from the images "
-                f"({shape0[1]}x{shape0[0]})"
+                f"{mask_file}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the "
+                f"images ({shape0[1]}x{shape0[0]})"
             )
-        mask = (m.reshape(*m.shape[:2], -1) > 0).any(axis=2)
         if not mask.any():
             raise PsinspectError(f"{mask_file}: mask is empty (no object pixels)")
     else:

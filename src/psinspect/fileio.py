@@ -270,6 +270,20 @@ def image_mode(path: str | os.PathLike[str]) -> str | None:
         return None
 
 
+def read_mask_image(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """A mask image (PNG or any format OpenCV reads; 8 or 16 bits, grey or colour) -> bool
+    (H, W), set where any colour channel is non-zero (an alpha channel is ignored: editors
+    save masks fully opaque); None when the file is missing or unreadable."""
+    import cv2
+
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        return None
+    if raw.ndim == 3 and raw.shape[2] == 4:
+        raw = raw[..., :3]
+    return (raw.reshape(*raw.shape[:2], -1) != 0).any(axis=2)
+
+
 def utc_timestamp() -> str:
     """The date and time records are stamped with: now in UTC (ISO 8601, seconds), or the
     time given by the ``SOURCE_DATE_EPOCH`` environment variable (seconds since 1970, the

@@ -199,9 +199,10 @@ def _pro_pixels(
         keep = areas > 0
         keep[0] = False
         if region_filter is not None and region_filter[i] is not None:
-            keep[:] = False
-            keep[np.asarray(region_filter[i], dtype=np.int64)] = True
-            keep[0] = False
+            chosen = np.asarray(region_filter[i], dtype=np.int64)
+            if np.any((chosen < 1) | (chosen > n)):
+                raise ValueError(f"region_filter labels must lie in 1..{n}")
+            keep &= np.isin(np.arange(n + 1), chosen)  # (labels without pixels stay out)
         lab_obj = lab[obj]
         use = (lab_obj == 0) | keep[lab_obj]
         s = np.asarray(sm, np.float64)[obj][use]
@@ -283,6 +284,14 @@ class EvalItem:
     image_score: float
     defects: list[dict] | None = None
 
+    def __post_init__(self) -> None:
+        # one reading for every consumer: bool masks, ground truth inside the object only
+        self.mask = np.asarray(self.mask, bool)
+        self.gt = np.asarray(self.gt, bool)
+        if not self.gt.shape == self.mask.shape == np.shape(self.score):
+            raise ValueError(f"{self.name}: score, gt and mask shapes differ")
+        self.gt = self.gt & self.mask
+
 
 def _severity_bin(record: dict) -> str:
     """A defect record's severity level: its ``level`` if given, else the defect library's
@@ -301,10 +310,14 @@ def _severity_bin(record: dict) -> str:
 
 def _region_attributes(item: EvalItem, lab: np.ndarray, n: int) -> list[dict]:
     """Per region label 1..n: the defect record covering most of its pixels (or {})."""
+    from scipy import ndimage
+
     out: list[dict] = []
     recs = item.defects or []
-    for r in range(1, n + 1):
-        ys, xs = np.nonzero(lab == r)
+    boxes = ndimage.find_objects(lab, max_label=n)  # (one pass over the map, not one per region)
+    for r, box in enumerate(boxes, start=1):
+        ys, xs = np.nonzero(lab[box] == r) if box is not None else (np.empty(0), np.empty(0))
+        ys, xs = ys + (box[0].start if box else 0), xs + (box[1].start if box else 0)
         best, best_hits = {}, 0
         for rec in recs:
             bbox = rec.get("bbox")
@@ -411,44 +424,53 @@ class _Binned:
     """Score histograms of a test set on common bins (ascending scores), for fast resampling.
 
     neg, pos: (M, B) counts of defect-free / ground-truth object pixels per map and bin;
-    region_cum: (R, B) per ground-truth region the fraction of its pixels at or above each bin
-    (bins from the highest down); region_map: (R,) the map of each region; images: (M,) image
-    scores; defective: (M,) whether a map has ground-truth pixels.
+    region_sum: (M, B) per map the sum over its ground-truth regions of the fraction of the
+    region's pixels at or above each bin (bins from the highest down); regions: (M,) the
+    number of regions of each map; images: (M,) image scores; defective: (M,) whether a map
+    has ground-truth pixels.
     """
 
     neg: np.ndarray
     pos: np.ndarray
-    region_cum: np.ndarray
-    region_map: np.ndarray
+    region_sum: np.ndarray
+    regions: np.ndarray
     images: np.ndarray
     defective: np.ndarray
 
 
-def _bin_items(items: Sequence[EvalItem], bins: int) -> _Binned:
+def _bin_edges(items: Sequence[EvalItem], bins: int) -> np.ndarray:
+    """Ascending bin edges: ``bins`` quantiles of all object-pixel scores (ties merged)."""
     all_obj = np.concatenate([np.asarray(it.score, np.float64)[it.mask] for it in items])
     if not np.isfinite(all_obj).all():
         raise ValueError("scores contain NaN or Inf")
-    edges = np.unique(np.quantile(all_obj, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    return np.unique(np.quantile(all_obj, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+
+
+def _item_bins(it: EvalItem, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """An item's bin index per pixel (H, W), its ground-truth region labels and their number."""
+    lab, n = label_regions(it.gt)
+    return np.searchsorted(edges, np.asarray(it.score, np.float64), side="right"), lab, n
+
+
+def _bin_items(items: Sequence[EvalItem], bins: int) -> _Binned:
+    edges = _bin_edges(items, bins)
     nb = edges.size + 1
     neg = np.zeros((len(items), nb))
     pos = np.zeros((len(items), nb))
-    regions: list[np.ndarray] = []
-    region_map: list[int] = []
+    region_sum = np.zeros((len(items), nb))
+    regions = np.zeros(len(items))
     for i, it in enumerate(items):
-        obj = np.asarray(it.mask, bool)
-        gt = np.asarray(it.gt, bool) & obj
-        b = np.searchsorted(edges, np.asarray(it.score, np.float64), side="right")
-        neg[i] = np.bincount(b[obj & ~gt], minlength=nb)
-        pos[i] = np.bincount(b[gt], minlength=nb)
-        lab, n = label_regions(gt)
-        if n:
-            h = np.bincount(lab[gt] * nb + b[gt], minlength=(n + 1) * nb).reshape(n + 1, nb)[1:]
-            regions.append(h / h.sum(axis=1, keepdims=True))
-            region_map += [i] * n
-    frac = np.concatenate(regions) if regions else np.zeros((0, nb))
-    return _Binned(neg, pos, np.cumsum(frac[:, ::-1], axis=1), np.array(region_map, np.int64),
+        b, lab, n = _item_bins(it, edges)
+        neg[i] = np.bincount(b[it.mask & ~it.gt], minlength=nb)
+        pos[i] = np.bincount(b[it.gt], minlength=nb)
+        if n:  # each pixel weighs 1 / its region's area: the regions' fractions, summed
+            area = np.bincount(lab[it.gt], minlength=n + 1)
+            frac = np.bincount(b[it.gt], weights=1.0 / area[lab[it.gt]], minlength=nb)
+            region_sum[i] = np.cumsum(frac[::-1])
+            regions[i] = n
+    return _Binned(neg, pos, region_sum, regions,
                    np.array([it.image_score for it in items], np.float64),
-                   np.array([bool((it.gt & it.mask).any()) for it in items]))
+                   np.array([bool(it.gt.any()) for it in items]))
 
 
 def _binned_metrics(bn: _Binned, weights: np.ndarray, max_fpr: float) -> dict[str, np.ndarray]:
@@ -462,8 +484,7 @@ def _binned_metrics(bn: _Binned, weights: np.ndarray, max_fpr: float) -> dict[st
         fpr = np.c_[np.zeros(k), neg / n_neg]
         tpr = np.c_[np.zeros(k), pos / n_pos]
         pixel = np.trapezoid(tpr, fpr, axis=1)
-        rw = weights[:, bn.region_map]
-        pro = np.c_[np.zeros(k), (rw @ bn.region_cum) / rw.sum(axis=1, keepdims=True)]
+        pro = np.c_[np.zeros(k), (weights @ bn.region_sum) / (weights @ bn.regions)[:, None]]
     out = {"pixel_auroc": pixel, "aupro": np.full(k, np.nan), "image_auroc": np.full(k, np.nan)}
     for j in range(k):
         if n_neg[j, 0] > 0 and np.isfinite(pro[j]).all():
@@ -532,12 +553,23 @@ def region_aupro(items: Sequence[EvalItem], max_fpr: float = 0.3, bins: int = 40
     number of regions is the region's share of ``1 - AUPRO``. Returns per item a float64 array
     in the label order of :func:`label_regions` (empty for defect-free maps).
     """
-    bn = _bin_items(items, bins)
-    neg = np.cumsum(bn.neg.sum(axis=0)[::-1])
+    edges = _bin_edges(items, bins)
+    nb = edges.size + 1
+    binned = [_item_bins(it, edges) for it in items]
+    neg = np.cumsum(sum(np.bincount(b[it.mask & ~it.gt], minlength=nb)
+                        for it, (b, _, _) in zip(items, binned, strict=True))[::-1])
     fpr = np.r_[0.0, neg / max(neg[-1], 1.0)]
-    vals = np.array([area_under_curve(fpr, np.r_[0.0, c], max_fpr) / max_fpr
-                     for c in bn.region_cum])
-    return [vals[bn.region_map == i] for i in range(len(items))]
+    # the area is linear in the region's overlap curve, so it is the mean over its pixels of
+    # the area of one pixel's curve (0 until the pixel's bin, then 1): one value per bin
+    steps = np.arange(nb + 1)
+    per_bin = np.array([area_under_curve(fpr, (steps >= nb - b).astype(np.float64), max_fpr)
+                        for b in range(nb)]) / max_fpr
+    out = []
+    for it, (b, lab, n) in zip(items, binned, strict=True):
+        area = np.bincount(lab[it.gt], minlength=n + 1)[1:]
+        total = np.bincount(lab[it.gt], weights=per_bin[b[it.gt]], minlength=n + 1)[1:]
+        out.append(total / np.maximum(area, 1))
+    return out
 
 
 def verdict_counts(verdicts: Sequence[str], defective: Sequence[bool]) -> dict[str, Any]:

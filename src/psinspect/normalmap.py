@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from psinspect.errors import PsinspectError
-from psinspect.fileio import image_mode, image_size_hw, load_npy, npy_header
+from psinspect.fileio import image_mode, image_size_hw, load_npy, npy_header, read_mask_image
 
 #: tolerance on | |n| - 1 | for a vector to count as unit length
 UNIT_TOL = 1e-2
@@ -521,13 +521,14 @@ def resize_with_pad(
 
 def read_mask_png(path: str | os.PathLike[str], shape: tuple[int, int],
                   what: str = "ground-truth mask") -> np.ndarray:
-    """A mask PNG (non-zero = set) for a map of ``shape`` (H, W) -> bool (H, W); a missing,
+    """A mask PNG (any colour channel non-zero = set, 8 or 16 bits; alpha ignored) for a map of
+    ``shape`` (H, W) -> bool (H, W); a missing,
     unreadable or wrong-sized one is a :class:`PsinspectError` naming it as ``what``."""
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    m = read_mask_image(path)
     if m is None:
         raise PsinspectError(f"{path}: missing or unreadable {what}")
     if m.shape != tuple(shape):
         raise PsinspectError(f"{path}: {what} is {m.shape[1]} x {m.shape[0]}, the map "
                              f"{shape[1]} x {shape[0]}")
-    return m > 0
+    return m
 

@@ -145,7 +145,7 @@ def curves_png(curves: dict[str, Any]) -> bytes:
                 ylim=(0, 1.01))
     if curves.get("image_roc") is not None:
         x, y = curves["image_roc"]
-        axes[2].step(x, y, where="post", lw=1.5, color="tab:green")
+        axes[2].plot(x, y, lw=1.5, color="tab:green")  # (ties: diagonal, as AUROC counts them)
         axes[2].plot([0, 1], [0, 1], "k:", lw=0.8)
     axes[2].set(title=titled("image ROC (pass/fail)", "image_roc", "AUROC"),
                 xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1),
