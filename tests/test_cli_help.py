@@ -40,3 +40,13 @@ def test_help_texts_are_plain_text_wrapped_to_the_terminal() -> None:
                            if ln.startswith(("Options", "Arguments")))]
         for ln, nxt in zip(body, body[1:], strict=False):
             assert len(ln) > 50 or not ln.strip() or not nxt.strip(), (command, ln)
+
+
+def test_dash_h_is_help_everywhere() -> None:
+    register_commands()
+    runner = CliRunner()
+    assert runner.invoke(app, ["-h"]).output == runner.invoke(app, ["--help"]).output
+    for cmd in app.registered_commands:
+        short = runner.invoke(app, [cmd.name, "-h"])
+        assert short.exit_code == 0 and short.output == runner.invoke(
+            app, [cmd.name, "--help"]).output, cmd.name

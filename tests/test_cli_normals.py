@@ -235,3 +235,21 @@ def test_error_only_where_the_ground_truth_has_normals(tmp_path: Path, monkeypat
     out2 = tmp_path / "out2"
     code, _, err = run_cli(["normals", str(cap), "-o", str(out2)], monkeypatch, capsys)
     assert code == 0 and not (out2 / "metrics.json").exists() and "no angular error" in err
+
+
+def test_lights_in_a_flipped_frame_are_hinted_at(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Lights whose y was taken from row numbers (flipped): PS still fits, the normals come
+    out mirrored; against the capture's ground truth that is tens of degrees, which was only
+    printed as the error."""
+    cap = synthetic_capture(tmp_path / "cap")
+    code, _, err = run_cli(["normals", str(cap), "-o", str(tmp_path / "ok")], monkeypatch, capsys)
+    assert code == 0 and "warning" not in err, err
+    lights_file = cap / "light_directions.txt"
+    lights = np.loadtxt(lights_file)
+    lights[:, 1] *= -1
+    np.savetxt(lights_file, lights)
+    code, _, err = run_cli(["normals", str(cap), "-o", str(tmp_path / "flip")], monkeypatch,
+                           capsys)
+    assert code == 0, err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("warning")]
+    assert "check the lights' frame" in line and "y taken from row numbers" in line

@@ -200,3 +200,23 @@ def test_the_console_script_keeps_opencv_quiet(inputs: dict[str, Path], tmp_path
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"error: {first}: image file not found"], proc.stderr
+
+
+@pytest.mark.parametrize("command", ["normals", "detect"])
+def test_ctrl_c_in_a_command_says_nothing_was_written(
+        inputs: dict[str, Path], tmp_path: Path, command: str,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C in the middle of a command: one line that the (staged) outputs were not
+    written, exit 130; it ended silently. (Ctrl-C simulated: the photometric stereo solve
+    raises KeyboardInterrupt.)"""
+    import psinspect.stereo as stereo
+
+    def interrupted(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stereo, "solve", interrupted)
+    monkeypatch.setattr(stereo, "run_photometric_stereo", interrupted)
+    out = tmp_path / "out"
+    code, _, err = run_cli([command, inputs["cap"], "-o", out], monkeypatch, capsys)
+    assert code == 130 and err.strip().splitlines()[-1] == "interrupted: nothing written", err
+    assert not out.exists()

@@ -289,3 +289,33 @@ def test_cli_defects_deterministic(tmp_path) -> None:
     assert {d["type"] for d in side["defects"]} <= {"chatter", "lap"}
     bad = runner.invoke(app, ["defects", str(src), "-o", str(tmp_path / "x"), "--types", "blob"])
     assert bad.exit_code != 0
+
+
+def test_cli_defects_names_inputs_as_detect_does(tmp_path, monkeypatch, capsys) -> None:
+    """Two psinspect normals outputs (folders, or their normals.npy) get their folders' names:
+    they were refused as 'two inputs would both be written as A_normals'; a plain folder is
+    a one-line error, not 'file not found'."""
+    from _robust_util import run_cli
+
+    normals, _ = _sphere(48, 20)
+    for name in ("n1", "n2"):
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "normals.npy", normals)
+        (tmp_path / name / "run.json").write_text(json.dumps({"command": "normals"}))
+    code, _, err = run_cli(["defects", tmp_path / "n1", tmp_path / "n2" / "normals.npy", "-o",
+                            tmp_path / "o"], monkeypatch, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").glob("A_*.npy")) == ["A_n1.npy",
+                                                                        "A_normals.npy"]
+    code, _, err = run_cli(["defects", tmp_path / "n1" / "normals.npy",
+                            tmp_path / "n2" / "normals.npy", "-o", tmp_path / "o2"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o2").glob("A_*.npy")) == [
+        "A_n1_normals.npy", "A_n2_normals.npy"]
+    (tmp_path / "plain").mkdir()
+    code, _, err = run_cli(["defects", tmp_path / "plain", "-o", tmp_path / "o3"], monkeypatch,
+                           capsys)
+    assert code == 2 and err.strip() == (
+        f"error: {tmp_path / 'plain'}: is a folder, not a normal map (.npy / .png) or the "
+        "output folder of psinspect normals"), err

@@ -907,3 +907,37 @@ def test_summary_records_how_the_verdicts_were_made(geo_dir: Path, tmp_path: Pat
                             tmp_path / "d2"], monkeypatch, capsys)
     s2 = json.loads((tmp_path / "d2" / "summary.json").read_text())
     assert "calibrated_thresholds" not in s2 and s2["date"] == "2025-12-01T00:00:00+00:00"
+
+
+def test_normals_of_a_defective_capture_keep_its_ground_truth(
+        geo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``normals`` copies a capture's M_defect.png and defects.json: its output, its
+    normals.npy or its normals.png were taken as a good part by ``train`` (input or
+    --calibrate-on), and ``detect`` showed no ground truth for them."""
+    from psinspect.render import render_dataset
+
+    cap = render_dataset(tmp_path / "caps", 1, defect_rate=1.0, seed=4, size=48, lights=12)[0]
+    good = render_dataset(tmp_path / "good", 2, defect_rate=0.0, seed=5, size=48, lights=12)
+    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "n"], monkeypatch, capsys)
+    assert code == 0, err
+    for name in ("M_defect.png", "defects.json"):
+        assert (tmp_path / "n" / name).read_bytes() == (cap / name).read_bytes()
+    code, _, err = run_cli(["detect", cap, tmp_path / "n", "--model", geo_dir, "-o",
+                            tmp_path / "d"], monkeypatch, capsys)
+    assert code == 0, err
+    panels = [cv2.imread(str(tmp_path / "d" / f"{nm}_panel.png")) for nm in (cap.name, "n")]
+    np.testing.assert_array_equal(*panels)  # the ground truth drawn for both
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert summary["inputs"][0]["regions"] == summary["inputs"][1]["regions"]
+    for given in (tmp_path / "n", tmp_path / "n" / "normals.npy", tmp_path / "n" / "normals.png"):
+        for args in ([given, *good], [*good, "--calibrate-on", given]):
+            out = tmp_path / "m"
+            code, _, err = run_cli(["train", *args, "--model", "geometric", "-o", out],
+                                   monkeypatch, capsys)
+            assert code == 2 and "its ground truth marks" in err and "defect-free parts only" \
+                in err, (given, err)
+            assert not out.exists()
+    code, _, err = run_cli(["train", *good, "--model", "geometric", "-o", tmp_path / "ok"],
+                           monkeypatch, capsys)
+    assert code == 0, err  # (the good parts alone train)

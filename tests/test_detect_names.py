@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from psinspect.detect import input_names, unique_names
+from psinspect.fileio import input_names, unique_names
 
 
 def test_suffixes_do_not_take_another_inputs_name() -> None:

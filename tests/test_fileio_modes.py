@@ -149,6 +149,20 @@ def test_check_output_dir_refuses_a_folder_that_cannot_be_created(tmp_path: Path
     assert sorted(tmp_path.iterdir()) == before  # the probe left nothing behind
 
 
+def test_check_output_dir_refuses_an_existing_folder_it_cannot_write(tmp_path: Path) -> None:
+    """An existing folder without write permission (here one of procfs, where even root may
+    not create entries) was found only when the results were moved in, after the work."""
+    if not (sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")):
+        pytest.skip("needs procfs")
+    with pytest.raises(PsinspectError, match=r"^/proc/self/task: cannot write the output "
+                                             r"folder \([^()]+\)$"):
+        check_output_dir("/proc/self/task", force=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert check_output_dir(empty, force=False) == empty
+    assert list(empty.iterdir()) == []  # the probe left nothing behind
+
+
 def test_check_output_dir_probe_leaves_nothing(tmp_path: Path) -> None:
     assert check_output_dir(tmp_path / "a" / "b", force=False) == tmp_path / "a" / "b"
     assert list(tmp_path.iterdir()) == []

@@ -11,7 +11,12 @@ import pytest
 
 from psinspect.detect import load_input
 from psinspect.errors import PsinspectError
-from psinspect.normalmap import MIN_MAP_SIDE, normals_from_height, validate_normal_map
+from psinspect.normalmap import (
+    MIN_MAP_SIDE,
+    load_normal_map,
+    normals_from_height,
+    validate_normal_map,
+)
 from psinspect.train import load_training_data
 
 
@@ -186,3 +191,65 @@ def test_mask_png_any_depth_and_channels(tmp_path, dtype, value, channels) -> No
     assert cv2.imwrite(str(path), img if channels > 1 else img[..., 0])
     np.testing.assert_array_equal(read_mask_image(path), want)
     np.testing.assert_array_equal(read_mask_png(path, (12, 16)), want)
+
+
+def test_a_path_of_the_wrong_kind_is_named_as_such(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A file where a folder is expected, or a folder where a file is, was 'not found'; a
+    model folder given as an input was 'no images found'."""
+    from _robust_util import run_cli, sphere_normals
+
+    from psinspect.models import create_model
+    from psinspect.modelstore import save_model_dir
+
+    afile = tmp_path / "notes.json"
+    afile.write_text("{}")
+    model = save_model_dir(tmp_path / "model", create_model("geometric"), threshold=2.0,
+                           image_threshold=3.0)
+    n, _ = sphere_normals(32)
+    np.save(tmp_path / "m.npy", n)
+    out = str(tmp_path / "out")
+    cases = [
+        (["normals", afile, "-o", out],
+         f"{afile}: is a file, not a capture folder (images + lights)"),
+        (["run", "--quick", "--data", afile, "-o", out],
+         f"--data {afile}: is a file, not a folder of captures"),
+        (["detect", tmp_path / "m.npy", "--model", model / "config.json", "-o", out],
+         f"{model / 'config.json'}: is a file; the model is the folder that holds config.json "
+         "and the weights"),
+        (["detect", model, "--model", model, "-o", out],
+         f"{model}: a model folder, not an input: give it with --model"),
+        (["defects", tmp_path, "-o", out],
+         f"{tmp_path}: is a folder, not a normal map (.npy / .png) or the output folder of "
+         "psinspect normals"),
+    ]
+    for args, message in cases:
+        code, _, err = run_cli(args, monkeypatch, capsys)
+        assert code == 2 and err.strip() == f"error: {message}", (args, err)
+    with pytest.raises(PsinspectError, match="is a folder, not a normal map file"):
+        load_normal_map(tmp_path)
+
+
+def test_a_png_whose_background_is_a_flat_normal_is_warned_about(tmp_path: Path) -> None:
+    """A background written as the flat normal (0.5, 0.5, 1), a common convention, made the
+    whole frame the object without a word (image score and area of another part)."""
+    import warnings
+
+    from _robust_util import sphere_normals
+
+    from psinspect.normalmap import encode_png
+
+    n, m = sphere_normals(40)
+    png = encode_png(n, m)
+    for name, background, warned in (("black", (0, 0, 0), False), ("flat", (128, 128, 255), True)):
+        img = png.copy()
+        img[~m] = background
+        assert cv2.imwrite(str(tmp_path / f"{name}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, mask = load_normal_map(tmp_path / f"{name}.png")
+        said = [str(w.message) for w in caught]
+        assert mask.all() == warned
+        assert (len(said) == 1 and "every pixel counts as the object" in said[0]
+                and "(0.00, 0.00, 1.00)" in said[0]) if warned else not said, said

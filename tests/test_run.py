@@ -39,6 +39,11 @@ def test_refuses_non_empty_output(tmp_path: Path) -> None:
     assert "not empty" in r.stderr and "--force" in r.stderr
     assert "Traceback" not in r.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    r = _psinspect("run", "--quick", "--skip-lights", "bear", "-o", str(tmp_path / "o4"),
+                   cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: --skip-lights 'bear': use SURFACE:RANGES, e.g. bearPNG:1-20")
+    assert not (tmp_path / "o4").exists()
     r = _psinspect("run", "--quick", "--data", str(tmp_path / "nope"), "-o",
                    str(tmp_path / "o2"), cwd=tmp_path)
     assert r.returncode == 2 and "--data" in r.stderr
@@ -93,10 +98,22 @@ def _check_run_folder(out: Path, stderr: str) -> dict:
 def test_run_quick_pretrained_end_to_end(tmp_path: Path) -> None:
     """Fresh rendered parts, PS, dataset, the bundled model, detect, evaluate, report: the
     shipped model must find the defects of parts it has never seen, better than chance."""
+    import numpy as np
+
+    from psinspect.render import DEFAULT_FAMILIES
+
+    # the first rendered part's name (render_dataset: family drawn from seed [0, 0]), whose
+    # first two lights are left out, as DiLiGenT bear's bad images are
+    first = f"part000_{DEFAULT_FAMILIES[int(np.random.default_rng([0, 0]).integers(3))]}"
+    assert len(DEFAULT_FAMILIES) == 3
     out = tmp_path / "run"
     r = _psinspect("run", "--quick", "--pretrained", "--seed", "0", "-o", str(out),
-                   cwd=tmp_path)
+                   "--skip-lights", f"{first}:1-2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
+    manifest = json.loads((out / "dataset" / "manifest.json").read_text())
+    assert manifest["config"]["skip_lights"] == {first: [0, 1]}
+    used = {i for it in manifest["items"] if it["surface"] == first for i in it["lights"]}
+    assert used and not used & {0, 1}
     assert "pixel_auroc" in r.stdout and "report.html" in r.stdout
     assert "bootstrap intervals over the" in r.stdout
     pooled = _check_run_folder(out, r.stderr)["pooled"]
@@ -111,6 +128,7 @@ def test_run_quick_pretrained_end_to_end(tmp_path: Path) -> None:
     assert run["config"]["preset"] == "quick" and run["config"]["pretrained"]
     assert "epochs" not in run["config"] and "model" not in run["config"]  # not used
     assert run["config"]["parts"] == 8  # rendered
+    assert run["config"]["skip_lights"] == {first: [0, 1]}
     assert run["timings_s"]["total"] < 120
     # the bundled model IS the run's model: no second scoring of the same maps
     assert run["bundled_model"] is None and not (out / "bundled").exists()

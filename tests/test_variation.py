@@ -130,10 +130,11 @@ def test_extra_material_outside_the_template_scores_high():
 
 
 def test_too_few_training_captures():
-    with pytest.raises(PsinspectError, match="at least 5 good captures.*got 4 for training "
-                       "and 0 for calibration"):
+    with pytest.raises(PsinspectError, match=r"^the variation model needs at least 5 good "
+                       r"captures of the part to train on, got 4 \(parts given only to "
+                       r"calibrate on do not count\)$"):
         create_model("variation").fit([posed_part()] * 4, [])
-    with pytest.raises(PsinspectError, match="at least 5 good captures.*got 3 for training"):
+    with pytest.raises(PsinspectError, match=r"got 5, 3 of them to learn from \(at least 4\)"):
         create_model("variation").fit([posed_part()] * 3, [posed_part()] * 2)
     # 4 to learn from + 1 held out for calibration is enough
     create_model("variation").fit([posed_part()] * 4, [posed_part()])

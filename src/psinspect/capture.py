@@ -475,6 +475,8 @@ def load_capture(
         coplanar selected lights.
     """
     folder = Path(path)
+    if folder.is_file():
+        raise PsinspectError(f"{folder}: is a file, not a capture folder (images + lights)")
     if not folder.is_dir():
         raise PsinspectError(f"{folder}: capture folder not found")
     if not (gamma > 0 and np.isfinite(gamma)):

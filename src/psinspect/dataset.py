@@ -176,6 +176,28 @@ def light_subsets(lights: np.ndarray, count: int, size: int, rng: np.random.Gene
     return subsets
 
 
+def parse_skip_lights(specs: Sequence[str] | None) -> dict[str, list[int]]:
+    """``--skip-lights`` values -> ``skip_lights`` of :func:`build_dataset`:
+    ``["bearPNG:1-20"]`` -> ``{"bearPNG": [0..19]}`` (1-based ranges, as --lights)."""
+    out: dict[str, list[int]] = {}
+    for spec in specs or []:
+        name, sep, rng = spec.partition(":")
+        if not sep or not name or not rng:
+            raise PsinspectError(f"--skip-lights {spec!r}: use SURFACE:RANGES, e.g. bearPNG:1-20")
+        idx: list[int] = []
+        for part in rng.split(","):
+            a, _, b = part.strip().partition("-")
+            try:
+                lo, hi = int(a), int(b or a)
+            except ValueError:
+                raise PsinspectError(f"--skip-lights {spec!r}: cannot parse {part!r}") from None
+            if lo < 1 or hi < lo:
+                raise PsinspectError(f"--skip-lights {spec!r}: bad range {part!r} (1-based)")
+            idx.extend(range(lo - 1, hi))
+        out.setdefault(name, []).extend(idx)
+    return out
+
+
 def build_dataset(
     captures: Sequence[str | Path],
     out: str | Path,

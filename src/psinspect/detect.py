@@ -48,6 +48,7 @@ from psinspect.models import AnomalyModel, ScoreResult
 from psinspect.modelstore import ModelBundle
 from psinspect.normalmap import (
     NORMALS_FILE,
+    NORMALS_PNG,
     is_normals_folder,
     load_normal_map,
     normals_run,
@@ -439,6 +440,18 @@ def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     return None
 
 
+def _folder_gt(folder: Path, shape: tuple[int, int]
+               ) -> tuple[np.ndarray | None, list[dict] | None]:
+    """A capture's (or the ``psinspect normals`` output of one) ground truth: its
+    ``M_defect.png`` and ``defects.json``, each None where absent."""
+    gt = recs = None
+    if (folder / "M_defect.png").is_file():
+        gt = read_mask_png(folder / "M_defect.png", shape)
+    if (folder / "defects.json").is_file():
+        recs = read_defect_records(folder / "defects.json")
+    return gt, recs
+
+
 def load_input(path: str | os.PathLike[str], solver: str = "robust",
                light_splits: bool = False, capture_images: bool = False,
                lights: str | None = None) -> InputMap:
@@ -451,13 +464,17 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
     p = Path(path)
     if p.is_file():
         n, m = load_normal_map(p)
-        # `psinspect normals`' map: scored with its PS confidence, its solver recorded
-        run = normals_run(p.parent) if p.name == NORMALS_FILE else None
+        # `psinspect normals`' map: scored with its PS confidence, its solver recorded, the
+        # solved capture's ground truth (copied beside it) its own
+        # (or its 16-bit copy normals.png)
+        run = normals_run(p.parent) if p.name in (NORMALS_FILE, NORMALS_PNG) else None
         solver = None if run is None else run.get("solver")
+        gt, recs = _folder_gt(p.parent, m.shape) if run is not None else (
+            _sibling_gt(p, m.shape), None)
         return InputMap(p.stem, n, m, str(p),
                         confidence=None if run is None else _normals_confidence(p.parent,
                                                                                 m.shape),
-                        gt_mask=_sibling_gt(p, m.shape),
+                        gt_mask=gt, defects=recs,
                         ps_solver=solver if isinstance(solver, str) else None, map_file=p)
     if is_normals_folder(p):
         inp = load_input(p / NORMALS_FILE)
@@ -469,6 +486,8 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         if (p / "manifest.json").is_file():
             raise PsinspectError(f"{p}: a dataset folder, not a capture folder: give its maps "
                                  f"({p / '*.npy'}) or capture folders")
+        if (p / "config.json").is_file() and any(p.glob("model-*.safetensors")):
+            raise PsinspectError(f"{p}: a model folder, not an input: give it with --model")
         select = None
         if lights is not None:
             from psinspect.capture import capture_lights_file, read_lights_file
@@ -483,12 +502,7 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         res = run_photometric_stereo(cap, solver)
         obj = cap.mask & (np.abs(res.normals).sum(-1) > 0)
         n, m = validate_normal_map(res.normals, obj, name=str(p))
-        gt = None
-        recs = None
-        if (p / "M_defect.png").is_file():
-            gt = read_mask_png(p / "M_defect.png", m.shape)
-        if (p / "defects.json").is_file():
-            recs = read_defect_records(p / "defects.json")
+        gt, recs = _folder_gt(p, m.shape)
         splits = None
         if light_splits:
             from psinspect.models.variation import light_split_differences
@@ -557,45 +571,6 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def input_names(paths: Sequence[Path]) -> list[str]:
-    """Output names of detect's inputs: a file's stem or a folder's name; a name that several
-    inputs share gets as many of its folders' names in front as tell it apart from the others
-    (``a/normals.npy``, ``b/normals.npy`` -> ``a_normals``, ``b_normals``: the outputs of
-    ``psinspect normals``; ``x/a/normals.npy`` beside ``y/a/normals.npy`` -> ``x_a_normals``,
-    ``y_a_normals``; capture folders ``run1/cap``, ``run2/cap`` -> ``run1_cap``,
-    ``run2_cap``); :func:`unique_names` settles the rest (the same input twice)."""
-    base = [p.stem if p.is_file() else p.name for p in paths]
-    # the folders as given (a link's own folders, not its target's), nearest first
-    folders = [Path(os.path.abspath(p)).parent.parts[::-1] for p in paths]
-    out = []
-    for i, b in enumerate(base):
-        mine = folders[i]  # (the same input twice cannot be told apart by its folders)
-        others = [f for f, c in zip(folders, base, strict=True) if c == b and f != mine]
-        k = 0
-        while any(o[:k] == mine[:k] for o in others):
-            k += 1
-        parts = [f for f in mine[:k][::-1] if f not in ("", "/")]
-        out.append("_".join([*parts, b]) if others else b)
-    return unique_names(out)
-
-
-def unique_names(names: list[str]) -> list[str]:
-    """Make output names unique by suffixing ``_2``, ``_3`` ... to repeats; a suffixed name
-    never takes a name that another input has or that was already given out (inputs ``x``,
-    ``x``, ``x_2`` -> ``x``, ``x_3``, ``x_2``)."""
-    taken = set(names)
-    used: set[str] = set()
-    out = []
-    for n in names:
-        name, k = n, 1
-        while name in used or (k > 1 and name in taken):
-            k += 1
-            name = f"{n}_{k}"
-        used.add(name)
-        out.append(name)
-    return out
-
-
 def write_detection_outputs(
     inputs: list[str | os.PathLike[str]] | list[Path],
     out: str | os.PathLike[str],
@@ -621,7 +596,14 @@ def write_detection_outputs(
     ``input.ps_solver``). ``jobs``: inputs processed at once (default :func:`default_jobs`).
     ``lights``: the 1-based lights of capture folders to use (default all; :func:`load_input`).
     ``scale``: see :func:`detect_map`. Returns the summary."""
-    from psinspect.fileio import file_sha256, save_json, save_npy, save_png, staged_output_dir
+    from psinspect.fileio import (
+        file_sha256,
+        input_names,
+        save_json,
+        save_npy,
+        save_png,
+        staged_output_dir,
+    )
     from psinspect.normalmap import encode_png
     from psinspect.report import heatmap_rgb, panel_rgb
 

@@ -274,14 +274,51 @@ def read_mask_image(path: str | os.PathLike[str]) -> np.ndarray | None:
     """A mask image (PNG or any format OpenCV reads; 8 or 16 bits, grey or colour) -> bool
     (H, W), set where any colour channel is non-zero (an alpha channel is ignored: editors
     save masks fully opaque); None when the file is missing or unreadable."""
-    import cv2
-
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         return None
     if raw.ndim == 3 and raw.shape[2] == 4:
         raw = raw[..., :3]
     return (raw.reshape(*raw.shape[:2], -1) != 0).any(axis=2)
+
+
+def input_names(paths: Sequence[Path]) -> list[str]:
+    """Output names of detect's inputs: a file's stem or a folder's name; a name that several
+    inputs share gets as many of its folders' names in front as tell it apart from the others
+    (``a/normals.npy``, ``b/normals.npy`` -> ``a_normals``, ``b_normals``: the outputs of
+    ``psinspect normals``; ``x/a/normals.npy`` beside ``y/a/normals.npy`` -> ``x_a_normals``,
+    ``y_a_normals``; capture folders ``run1/cap``, ``run2/cap`` -> ``run1_cap``,
+    ``run2_cap``); :func:`unique_names` settles the rest (the same input twice)."""
+    base = [p.stem if p.is_file() else p.name for p in paths]
+    # the folders as given (a link's own folders, not its target's), nearest first
+    folders = [Path(os.path.abspath(p)).parent.parts[::-1] for p in paths]
+    out = []
+    for i, b in enumerate(base):
+        mine = folders[i]  # (the same input twice cannot be told apart by its folders)
+        others = [f for f, c in zip(folders, base, strict=True) if c == b and f != mine]
+        k = 0
+        while any(o[:k] == mine[:k] for o in others):
+            k += 1
+        parts = [f for f in mine[:k][::-1] if f not in ("", "/")]
+        out.append("_".join([*parts, b]) if others else b)
+    return unique_names(out)
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Make output names unique by suffixing ``_2``, ``_3`` ... to repeats; a suffixed name
+    never takes a name that another input has or that was already given out (inputs ``x``,
+    ``x``, ``x_2`` -> ``x``, ``x_3``, ``x_2``)."""
+    taken = set(names)
+    used: set[str] = set()
+    out = []
+    for n in names:
+        name, k = n, 1
+        while name in used or (k > 1 and name in taken):
+            k += 1
+            name = f"{n}_{k}"
+        used.add(name)
+        out.append(name)
+    return out
 
 
 def utc_timestamp() -> str:
@@ -312,8 +349,9 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     that run's files (:func:`staged_output_dir`) would delete them. An input folder itself is
     never an output folder (written files would join its images, say).
 
-    The last is tested by creating and at once removing an empty hidden folder
-    ``.NAME.staging-<pid>-*`` where the first missing folder of ``path`` would go."""
+    Whether the folder can be made, or an existing one written, is tested by creating and at
+    once removing an empty hidden folder ``.NAME.staging-<pid>-*`` where the first missing
+    folder of ``path`` would go, or inside the existing folder."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise PsinspectError(f"{path}: output path exists and is not a folder")
@@ -337,6 +375,11 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
             raise PsinspectError(f"{path}: output folder is not empty (use --force to overwrite)")
         if non_empty and inputs:
             _check_inputs_kept(path, inputs)
+        try:  # (read-only, no permission: found now, not after the work)
+            os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.staging-{os.getpid()}-", dir=path))
+        except OSError as err:
+            raise PsinspectError(
+                f"{path}: cannot write the output folder ({_reason(err)})") from None
     else:
         _check_creatable(path)
     return path

@@ -224,6 +224,9 @@ def is_model_folder(folder: str | os.PathLike[str]) -> bool:
 def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check ``config.json`` of a model directory (format, version, required keys)."""
     model_dir = Path(model_dir)
+    if model_dir.is_file():
+        raise PsinspectError(f"{model_dir}: is a file; the model is the folder that holds "
+                             f"{CONFIG_FILE} and the weights")
     if not model_dir.is_dir():
         raise PsinspectError(f"{model_dir}: model directory not found")
     path = model_dir / CONFIG_FILE

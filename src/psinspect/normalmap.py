@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -220,6 +221,8 @@ def _scattered_pixels(n: np.ndarray, mask: np.ndarray, rows: int) -> tuple[int, 
 #: the normal map in ``psinspect normals``' output folder (beside ``confidence.npy`` and
 #: ``run.json``)
 NORMALS_FILE = "normals.npy"
+#: its 16-bit PNG copy
+NORMALS_PNG = "normals.png"
 
 
 def normals_run(folder: Path) -> dict | None:
@@ -259,6 +262,8 @@ def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
     naming the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise PsinspectError(f"{path}: is a folder, not a normal map file (.npy / .png)")
     if not path.is_file():
         raise PsinspectError(f"{path}: file not found")
     suffix = path.suffix.lower()
@@ -293,8 +298,25 @@ def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
                                               else cv2.COLOR_BGRA2RGBA))
         except PsinspectError as err:
             raise PsinspectError(f"{path}: {err}") from None
-        return validate_normal_map(n, mask, name=str(path))
+        out = validate_normal_map(n, mask, name=str(path))
+        _warn_flat_background(*out, str(path))
+        return out
     raise PsinspectError(f"{path}: unsupported normal-map format (use .npy or .png)")
+
+
+def _warn_flat_background(normals: np.ndarray, mask: np.ndarray, name: str) -> None:
+    """Warn when a map's object is the whole frame and its border one constant normal: most
+    likely a background written as a flat normal (e.g. (0.5, 0.5, 1) in a PNG), which is
+    then scored as part of the object."""
+    if not mask.all():
+        return
+    border = np.concatenate([normals[0], normals[-1], normals[:, 0], normals[:, -1]])
+    if np.ptp(border, axis=0).max() < 1e-3:
+        x, y, z = (float(v) for v in border[0])
+        warnings.warn(f"{name}: every pixel counts as the object and the whole border is the "
+                      f"one normal ({x:.2f}, {y:.2f}, {z:.2f}): if that is background, write "
+                      "it as 0 (black) or alpha 0, or it is scored as part of the surface",
+                      UserWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------------------------

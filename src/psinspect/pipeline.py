@@ -60,6 +60,8 @@ class RunConfig:
     defect_rate: float = 0.25
     subsets: int = 3
     holdout: list[str] | None = None
+    #: per capture (surface) name, 0-based lights never used (e.g. DiLiGenT bear's first 20)
+    skip_lights: dict[str, list[int]] | None = None
     solver: str = "robust"
     model: str | None = None
     model_hyperparameters: dict[str, Any] = field(default_factory=dict)
@@ -198,7 +200,7 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
                   "splits", len(captures) * cfg.subsets)
     manifest = build_dataset(captures, work / "dataset", holdout=cfg.holdout, seed=cfg.seed,
                              subsets=cfg.subsets, solver=cfg.solver,
-                             progress=lambda msg: rep.tick(msg))
+                             skip_lights=cfg.skip_lights, progress=lambda msg: rep.tick(msg))
     counts = {sp: sum(it["split"] == sp for it in manifest["items"])
               for sp in ("train-clean", "val-clean", "test-clean", "test-defective")}
     held = sorted(k for k, v in manifest["surfaces"].items() if v["role"] == "test")

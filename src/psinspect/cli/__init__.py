@@ -24,6 +24,7 @@ app = typer.Typer(
     help="Surface inspection from photometric stereo: captures -> normals -> anomaly maps.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     # help texts are plain text: "[x0, y0, x1, y1]" is not a rich markup tag, and a
     # paragraph's line breaks are not kept at other terminal widths
@@ -133,4 +134,9 @@ def main() -> None:
         except typer.Abort:  # EOF at a prompt (Ctrl-C comes back as exit code 130)
             typer.echo("Aborted!", err=True)
             sys.exit(1)
+    if code == 130:  # Ctrl-C: the outputs are staged, so nothing was written (train, which
+        # keeps the last finished epoch, says so itself)
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+        if command != "train":
+            typer.echo("interrupted: nothing written", err=True)
     sys.exit(code if isinstance(code, int) else 0)

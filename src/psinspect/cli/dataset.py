@@ -8,28 +8,6 @@ from typing import Annotated
 import typer
 
 from psinspect.cli import app, progress_bar
-from psinspect.errors import PsinspectError
-
-
-def _parse_skip(specs: list[str] | None) -> dict[str, list[int]]:
-    """``["bearPNG:1-20"]`` -> ``{"bearPNG": [0..19]}`` (1-based ranges, as --lights)."""
-    out: dict[str, list[int]] = {}
-    for spec in specs or []:
-        name, sep, rng = spec.partition(":")
-        if not sep or not name or not rng:
-            raise PsinspectError(f"--skip-lights {spec!r}: use SURFACE:RANGES, e.g. bearPNG:1-20")
-        idx: list[int] = []
-        for part in rng.split(","):
-            a, _, b = part.strip().partition("-")
-            try:
-                lo, hi = int(a), int(b or a)
-            except ValueError:
-                raise PsinspectError(f"--skip-lights {spec!r}: cannot parse {part!r}") from None
-            if lo < 1 or hi < lo:
-                raise PsinspectError(f"--skip-lights {spec!r}: bad range {part!r} (1-based)")
-            idx.extend(range(lo - 1, hi))
-        out.setdefault(name, []).extend(idx)
-    return out
 
 
 @app.command("dataset")
@@ -72,7 +50,7 @@ def dataset_cmd(
     test-clean, test-defective and manifest.json. Held-out surfaces appear only in test splits.
     """
     from psinspect.cli.defects import split_list
-    from psinspect.dataset import build_dataset, find_captures
+    from psinspect.dataset import build_dataset, find_captures, parse_skip_lights
     from psinspect.defects import parse_severity
     from psinspect.fileio import check_output_dir, staged_output_dir
 
@@ -88,7 +66,7 @@ def dataset_cmd(
             lights_per_subset=lights_per_subset, solver=solver, augment=aug,
             defects_per_map=defects_per_map, defect_types=split_list(types),
             severity=parse_severity(severity), min_angle=min_angle,
-            skip_lights=_parse_skip(skip_lights),
+            skip_lights=parse_skip_lights(skip_lights),
             progress=lambda msg: bar.update(task, advance=1, description=msg))
     counts: dict[str, int] = {}
     for it in manifest["items"]:

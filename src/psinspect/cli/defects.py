@@ -25,7 +25,8 @@ def split_list(text: str | None) -> list[str] | None:
 @app.command("defects")
 def defects_cmd(
     normals: Annotated[list[Path], typer.Argument(
-        help="Normal maps (.npy (H, W, 3) float or 8/16-bit normal PNG); object = non-zero.")],
+        help="Normal maps (.npy (H, W, 3) float or 8/16-bit normal PNG; object = non-zero) "
+             "or output folders of psinspect normals.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
     per_image: Annotated[int, typer.Option(help="Defects per image.")] = 1,
     types: Annotated[str | None, typer.Option(
@@ -46,12 +47,13 @@ def defects_cmd(
 ) -> None:
     """Add physically consistent defects (height-field changes) to normal maps.
 
-    For each input NAME (a leading 'N_' is dropped) writes A_NAME.npy (defective normals),
-    A_NAME.png (preview), M_NAME.png (ground truth: normal changed by more than --min-angle,
-    0/255) and A_NAME.json (every defect: type, parameters, severity, bbox, area), plus
-    defects.json with the settings and all records. Each map's defects are drawn with a
-    generator seeded by --seed and a hash of its NAME, so the result does not depend on the
-    order of the inputs, and the same seed gives the same bytes.
+    For each input NAME (a map's file stem or a folder's name, with its folders' names in
+    front where inputs share a name, as detect names them; a leading 'N_' is dropped) writes
+    A_NAME.npy (defective normals), A_NAME.png (preview), M_NAME.png (ground truth: normal
+    changed by more than --min-angle, 0/255) and A_NAME.json (every defect: type, parameters,
+    severity, bbox, area), plus defects.json with the settings and all records. Each map's
+    defects are drawn with a generator seeded by --seed and a hash of its NAME, so the result
+    does not depend on the order of the inputs, and the same seed gives the same bytes.
     """
     import numpy as np
 
@@ -63,8 +65,21 @@ def defects_cmd(
         implant_defects,
         parse_severity,
     )
-    from psinspect.fileio import check_output_dir, save_json, save_npy, save_png, staged_output_dir
-    from psinspect.normalmap import encode_png, load_normal_map
+    from psinspect.fileio import (
+        check_output_dir,
+        input_names,
+        save_json,
+        save_npy,
+        save_png,
+        staged_output_dir,
+        unique_names,
+    )
+    from psinspect.normalmap import (
+        NORMALS_FILE,
+        encode_png,
+        is_normals_folder,
+        load_normal_map,
+    )
 
     if not 1 <= per_image <= MAX_PER_IMAGE:
         raise PsinspectError(f"--per-image must be between 1 and {MAX_PER_IMAGE}, got {per_image}")
@@ -73,19 +88,21 @@ def defects_cmd(
     type_list = list(check_types(split_list(types)))
     sev = parse_severity(severity)
     check_output_dir(out, force, normals)
-    names = []
+    # named as detect names them (a file's stem, a folder's name, with as many of their
+    # folders' names in front as tell equal names apart), a leading N_ dropped
+    names = unique_names([n[2:] if n.startswith("N_") else n for n in input_names(normals)])
+    maps = []
     for p in normals:
-        stem = p.stem[2:] if p.stem.startswith("N_") else p.stem
-        names.append(stem)
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise PsinspectError(f"two inputs would both be written as A_{dup[0]} (same name)")
+        if p.is_dir() and not is_normals_folder(p):
+            raise PsinspectError(f"{p}: is a folder, not a normal map (.npy / .png) or the "
+                                 "output folder of psinspect normals")
+        maps.append(p / NORMALS_FILE if p.is_dir() else p)
     summary: dict = {"settings": {"per_image": per_image, "types": type_list,
                                   "severity": severity, "seed": seed, "min_angle": min_angle,
                                   "along": along}, "images": {}}
     with staged_output_dir(out, force, normals) as stage, progress_bar(transient=True) as bar:
         task = bar.add_task("implanting defects", total=len(normals))
-        for path, name in zip(normals, names, strict=True):
+        for path, name in zip(maps, names, strict=True):
             n, mask = load_normal_map(path)
             rng = np.random.default_rng([int(seed), stable_hash(name)])
             a, gt, records = implant_defects(n, mask, rng, count=per_image, types=type_list,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -13,6 +14,9 @@ import typer
 from psinspect import __version__
 from psinspect.cli import app, progress_bar
 from psinspect.errors import PsinspectError
+
+#: median error against ground truth (deg) above which the lights' frame is suspect
+LIGHTS_FRAME_HINT_DEG = 20.0
 
 
 @app.command("normals")
@@ -41,7 +45,9 @@ def normals_cmd(
     """Estimate surface normals, albedo and confidence from a multi-light capture.
 
     Writes normals.npy, normals.png, mask.png, albedo.npy, confidence.npy, run.json and, when
-    the capture has ground truth (Normal_gt.mat / Normal_gt.npy), metrics.json.
+    the capture has ground truth (Normal_gt.mat / Normal_gt.npy), metrics.json; a defective
+    capture's M_defect.png and defects.json are copied, so that detect shows them and train
+    refuses the part.
     """
 
     from psinspect.capture import (
@@ -74,6 +80,8 @@ def normals_cmd(
     check_output_dir(out, force, [capture_dir, lights_file])  # fail before the slow part
 
     # Which lights? Parsing needs the light count, so read the lights first (cheap).
+    if Path(capture_dir).is_file():
+        raise PsinspectError(f"{capture_dir}: is a file, not a capture folder (images + lights)")
     if not Path(capture_dir).is_dir():
         raise PsinspectError(f"{capture_dir}: capture folder not found")
     try:
@@ -157,11 +165,19 @@ def normals_cmd(
         save_json(stage / "run.json", run)
         if metrics is not None:
             save_json(stage / "metrics.json", metrics)
+        for name in ("M_defect.png", "defects.json"):  # the part's ground truth goes with it
+            if (Path(capture_dir) / name).is_file():
+                shutil.copyfile(Path(capture_dir) / name, stage / name)
     typer.echo(f"{cap.name}: {cap.num_lights} lights, solver {solver}, "
                f"{int(cap.mask.sum())} object pixels -> {out}")
     if metrics is not None:
         typer.echo(f"mean angular error {metrics['mean_angular_error_deg']:.2f} deg, "
                    f"median {metrics['median_angular_error_deg']:.2f} deg")
+        if metrics["median_angular_error_deg"] > LIGHTS_FRAME_HINT_DEG:
+            typer.echo(f"warning: a median error of {metrics['median_angular_error_deg']:.0f} "
+                       "deg against the capture's ground truth is not noise: check the lights' "
+                       "frame (x right, y up, z toward the camera; image rows grow downward, "
+                       "so a y taken from row numbers is flipped)", err=True)
 
 
 def _ranges(idx: list[int]) -> str:

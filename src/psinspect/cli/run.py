@@ -70,16 +70,22 @@ def run_cmd(
     tta: Annotated[int | None, typer.Option(
         help="Test-time augmentation copies for detection (geo-seg: 1, 2, 4 or 8; default: "
              "the model's own); see `psinspect detect --tta`.")] = None,
+    skip_lights: Annotated[list[str] | None, typer.Option(
+        help="SURFACE:RANGES of 1-based lights never used, e.g. bearPNG:1-20 for DiLiGenT's "
+             "bear, whose first 20 images are known to be bad (repeatable; as in `psinspect "
+             "dataset`).")] = None,
 ) -> None:
     """Run everything: render parts (or read --data captures), photometric stereo, dataset with
     defects and held-out surfaces, train (or --pretrained), detect, evaluate; writes
     OUT/report.html, OUT/metrics.json and every artifact."""
+    from psinspect.dataset import parse_skip_lights
     from psinspect.errors import PsinspectError
     from psinspect.fileio import check_output_dir, staged_output_dir
     from psinspect.pipeline import bundled_line, make_config, relocate_paths, run_pipeline
 
     if data is not None and not data.is_dir():
-        raise PsinspectError(f"--data {data}: folder not found")
+        raise PsinspectError(f"--data {data}: " + ("is a file, not a folder of captures"
+                                                   if data.is_file() else "folder not found"))
     if data is not None and parts is not None:
         raise PsinspectError("--parts sets how many parts are rendered; with --data the "
                              "captures are read instead")
@@ -90,7 +96,7 @@ def run_cmd(
     cfg = make_config(
         "quick" if quick else "default", seed=seed, pretrained=pretrained,
         data=None if data is None else str(data.resolve()), model=model, epochs=epochs,
-        parts=parts, tta=tta,
+        parts=parts, tta=tta, skip_lights=parse_skip_lights(skip_lights) or None,
         holdout=None if holdout is None else [h.strip() for h in holdout.split(",") if h.strip()],
     )
     with staged_output_dir(out, force, [data]) as stage:

@@ -492,10 +492,13 @@ class VariationModel(AnomalyModel):
         one dict per training map (its registration to the template).
         """
         if len(train) + len(val) < MIN_TRAIN or len(train) < MIN_TRAIN - 1:
+            got = len(train) + len(val)
             raise PsinspectError(
-                f"the variation model needs at least {MIN_TRAIN} good captures of the part "
-                f"(at least {MIN_TRAIN - 1} to learn from, the rest for calibration), got "
-                f"{len(train)} for training and {len(val)} for calibration"
+                f"the variation model needs at least {MIN_TRAIN} good captures of the part to "
+                f"train on, got {got}"
+                + (f", {len(train)} of them to learn from (at least {MIN_TRAIN - 1})"
+                   if got >= MIN_TRAIN else "")
+                + " (parts given only to calibrate on do not count)"
             )
         given = options.get("names")
         names = ([str(x) for x in given] if given is not None and len(given) == len(train)
