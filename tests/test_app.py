@@ -268,3 +268,24 @@ def test_the_app_scores_at_a_pixel_scale(tmp_path: Path, geometric_choice) -> No
     ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
     (dep,) = [d for d in config["dependencies"] if d.get("api_name") == "inspect"]
     assert dep["inputs"][-1] == ids["scale"]
+
+
+def test_a_refused_upload_type_prints_no_trace_on_the_server(tmp_path: Path,
+                                                             geometric_choice) -> None:
+    """Gradio's own refusal of a file type outside the upload's list (an API client can send
+    one) printed a traceback on the server console; now the client gets the message only."""
+    import gradio as gr
+    from gradio.data_classes import FileData
+
+    from psinspect.app import build_app
+
+    demo = build_app([geometric_choice], tmp_path, examples=[])
+    (upload,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "upload"]
+    notes = tmp_path / "notes.json"
+    notes.write_text("{}")
+    with pytest.raises(gr.Error) as err:
+        upload.preprocess(FileData(path=str(notes), orig_name="notes.json"))
+    assert "Invalid file type" in str(err.value.message)
+    assert err.value.print_exception is False
+    png = next(p for p in list_examples() if p.suffix == ".png")
+    assert upload.preprocess(FileData(path=str(png), orig_name=png.name)) == str(png)

@@ -602,6 +602,23 @@ def list_examples(folder: Path | None = None) -> list[Path]:
                   and not p.stem.endswith("_gt_mask"))
 
 
+def _quiet_user_errors(component: Any) -> None:
+    """Gradio's own refusal of an upload (a file type outside ``file_types``, sent through
+    the API) printed a traceback on the server's console for what is the client's mistake:
+    the same message, shown to the client only."""
+    import gradio as gr
+
+    original = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return original(payload)
+        except gr.Error as err:
+            raise gr.Error(str(err.message), print_exception=False) from None
+
+    component.preprocess = preprocess
+
+
 def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
               limits: Limits = Limits(), examples: Sequence[Path] | None = None) -> Any:
     """The Gradio Blocks app over ``choices`` (first = default). Temp files go to ``workdir``:
@@ -650,6 +667,7 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                 upload = gr.File(label="Normal map or capture zip", file_count="single",
                                  file_types=[".png", ".npy", ".zip"], type="filepath",
                                  elem_id="upload")
+                _quiet_user_errors(upload)
                 model = gr.Dropdown(choices=[c.label for c in choices], value=first.label,
                                     label="Model", elem_id="model")
                 threshold = gr.Slider(minimum=0.0, maximum=first.slider_max,
