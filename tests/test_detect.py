@@ -941,3 +941,41 @@ def test_normals_of_a_defective_capture_keep_its_ground_truth(
     code, _, err = run_cli(["train", *good, "--model", "geometric", "-o", tmp_path / "ok"],
                            monkeypatch, capsys)
     assert code == 0, err  # (the good parts alone train)
+
+
+def test_train_uses_the_solver_its_normals_were_made_with(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Maps solved by `psinspect normals --solver ls` trained a model recorded as 'robust'
+    (the model's default), so detect solved new captures otherwise and warned about maps
+    solved exactly like the training ones; --calibrate-on captures were solved with the
+    model's default too. One solver now: the recorded one."""
+    import psinspect.detect as detect_mod
+    from psinspect.render import render_dataset
+
+    caps = render_dataset(tmp_path / "caps", 4, defect_rate=0.0, seed=6, size=48, lights=12)
+    for i, cap in enumerate(caps[:3]):
+        code, _, err = run_cli(["normals", cap, "-o", tmp_path / f"n{i}", "--solver",
+                                "ls" if i < 2 else "robust"], monkeypatch, capsys)
+        assert code == 0, err
+    solved_with: list[tuple[str, str]] = []
+    real = detect_mod.load_input
+
+    def spy(path, solver="robust", **kw):  # noqa: ANN001, ANN003, ANN202
+        solved_with.append((Path(path).name, solver))
+        return real(path, solver=solver, **kw)
+
+    monkeypatch.setattr(detect_mod, "load_input", spy)
+    code, _, err = run_cli(["train", tmp_path / "n0", tmp_path / "n1", "--calibrate-on",
+                            caps[3], "--model", "geometric", "-o", tmp_path / "m"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["input"]["ps_solver"] == "ls"
+    assert (caps[3].name, "ls") in solved_with  # the calibration capture solved alike
+    code, _, err = run_cli(["train", tmp_path / "n0", tmp_path / "n2", "--model", "geometric",
+                            "-o", tmp_path / "mix"], monkeypatch, capsys)
+    assert code == 2 and "inputs solved with different PS solvers" in err, err
+    code, _, err = run_cli(["train", tmp_path / "n0", tmp_path / "n1", "--solver", "robust",
+                            "--model", "geometric", "-o", tmp_path / "s"], monkeypatch, capsys)
+    assert code == 2 and "were solved with 'ls'" in err, err

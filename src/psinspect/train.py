@@ -70,7 +70,13 @@ from psinspect.modelstore import (
     weights_bytes,
     write_addressed,
 )
-from psinspect.normalmap import NORMALS_FILE, is_normals_folder, load_normal_map, normals_run
+from psinspect.normalmap import (
+    NORMALS_FILE,
+    NORMALS_PNG,
+    is_normals_folder,
+    load_normal_map,
+    normals_run,
+)
 from psinspect.stereo import check_solver
 
 CHECKPOINT_DIR = ".checkpoint"
@@ -99,8 +105,7 @@ def _is_dataset(path: Path) -> bool:
 
 
 def _load_dataset(path: Path, progress: Callable[[str], None] | None = None) -> TrainingData:
-    """The clean maps of a dataset folder; ``source["ps_solver"]``: the solver its maps were
-    made with (``psinspect dataset --solver``)."""
+    """The clean maps of a dataset folder."""
     from psinspect.dataset import load_manifest
 
     manifest, folder = load_manifest(path)
@@ -126,8 +131,7 @@ def _load_dataset(path: Path, progress: Callable[[str], None] | None = None) -> 
                     if n in surfaces and isinstance(s, dict) and "fingerprint" in s)
     return TrainingData(train, val, tn, vn, {"dataset": str(path.resolve()), "surfaces": surfaces,
                                              "surface_fingerprints": prints,
-                                             "dataset_seed": manifest.get("seed"),
-                                             "ps_solver": _dataset_solver(manifest)})
+                                             "dataset_seed": manifest.get("seed")})
 
 
 def _dataset_solver(manifest: dict[str, Any]) -> str:
@@ -141,6 +145,30 @@ def scoring_extras(inp: Any) -> dict[str, Any]:
     ``capture_images`` (None for normal-map files)."""
     return {"confidence": inp.confidence, "light_splits": inp.light_splits,
             "capture_images": inp.capture_images}
+
+
+def _recorded_solver(paths: Sequence[Path]) -> str | None:
+    """The PS solver the given inputs' normals were made with where it is recorded (a
+    dataset's manifest, the ``run.json`` of a ``psinspect normals`` output beside its map);
+    None when no input records one. Inputs solved with different solvers are refused: a
+    model's thresholds hold for normals of one solver."""
+    from psinspect.dataset import load_manifest
+
+    found: dict[str, Path] = {}
+    for p in paths:
+        if _is_dataset(p):
+            found.setdefault(_dataset_solver(load_manifest(p)[0]), p)
+            continue
+        folder = (p if p.is_dir() else p.parent if p.name in (NORMALS_FILE, NORMALS_PNG)
+                  else None)
+        run = normals_run(folder) if folder is not None else None
+        if run is not None and isinstance(run.get("solver"), str):
+            found.setdefault(run["solver"], p)
+    if len(found) > 1:
+        raise PsinspectError("inputs solved with different PS solvers: " + ", ".join(
+            f"{q} ({name})" for name, q in sorted(found.items())) + "; a model's thresholds "
+            "hold for normals of one solver (solve them alike)")
+    return next(iter(found), None)
 
 
 def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
@@ -233,7 +261,7 @@ def load_training_data(
              if c is not None}),
          "map_sha256": sorted({file_sha256(f) for f in files if f.is_file()}),
          "holdout_rule": f"seeded shuffle ({seed}), first {n_val} of {len(loaded)} held out "
-                         "for validation", "ps_solver": solver},
+                         "for validation"},
         pick(2, False), pick(2, True),
     )
 
@@ -559,8 +587,10 @@ def train_model(
     validation maps for threshold calibration only (not for early stopping; see the module
     docstring). ``image_fpr``: the target share of good parts failing for cross-calibrated
     models (:func:`gumbel_threshold`). ``solver``: the PS solver for capture-folder inputs
-    (default: the model's :attr:`~psinspect.models.AnomalyModel.ps_solver`), recorded in the
-    config for ``detect``. Returns the written ``config.json`` contents.
+    (default: the one the given normals were solved with where recorded, a dataset's or a
+    ``psinspect normals`` output's, else the model's
+    :attr:`~psinspect.models.AnomalyModel.ps_solver`), used for the calibration captures too
+    and recorded in the config for ``detect``. Returns the written ``config.json`` contents.
     ``on_epoch`` gets each epoch's log entry, plus ``epochs`` (the run's maximum; with
     ``resume`` the checkpoint's). ``progress`` gets the name of each input (or dataset map)
     once it is read, then what is being done; ``on_fit_start`` is called once every input
@@ -613,11 +643,20 @@ def train_model(
     if not 0.0 < args.get("image_fpr", DEFAULT_IMAGE_FPR) < 1.0:
         raise PsinspectError(f"--image-fpr must be in (0, 1), got {args['image_fpr']}")
     model = create_model(args["model"], **args["hyperparameters"])
-    solver = check_solver(args.get("solver") or model.ps_solver)
     if args.get("solver") and len(args["inputs"]) == 1 and _is_dataset(Path(args["inputs"][0])):
         raise PsinspectError("--solver applies to capture folders; a dataset's maps were solved "
                              "when it was built (psinspect dataset --solver)")
     cal_files = calibration_files(args.get("calibration_inputs", []))  # fail before loading
+    # one solver for everything: the one the given maps were solved with, where recorded, so
+    # that capture folders (training and --calibrate-on) are solved alike and the model
+    # records it for detect
+    given = [Path(p) for p in args["inputs"]]
+    recorded = _recorded_solver([*(given if any(_is_dataset(p) for p in given)
+                                   else _expand_inputs(given)), *cal_files])
+    if recorded is not None and args.get("solver") and args["solver"] != recorded:
+        raise PsinspectError(f"--solver {args['solver']}: the normals given were solved with "
+                             f"{recorded!r}, which the model takes for capture folders too")
+    solver = check_solver(recorded or args.get("solver") or model.ps_solver)
     splits = bool(getattr(model, "uses_light_splits", False))
     images = bool(getattr(model, "learns_from_images", False))
     data = load_training_data(args["inputs"], seed=args["seed"], progress=progress,
@@ -693,7 +732,6 @@ def train_model(
         thr = float(args["threshold"])
     from psinspect import __version__
 
-    ps_solver = data.source.pop("ps_solver", solver)  # the config records it under "input"
     # training-free models and cross-calibrated ones (fitted in one go) have no epochs: their
     # config records no epoch settings
     by_epochs = model.trainable and scorers is None
@@ -710,6 +748,6 @@ def train_model(
     }
     save_model_dir(out, model, threshold=thr, image_threshold=img_thr, calibration=stats,
                    training=training, log=log, tta_thresholds=tta_thresholds,
-                   input_handling={"ps_solver": ps_solver})
+                   input_handling={"ps_solver": solver})
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     return json.loads((out / "config.json").read_text(encoding="utf-8"))
