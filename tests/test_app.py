@@ -289,3 +289,26 @@ def test_a_refused_upload_type_prints_no_trace_on_the_server(tmp_path: Path,
     assert err.value.print_exception is False
     png = next(p for p in list_examples() if p.suffix == ".png")
     assert upload.preprocess(FileData(path=str(png), orig_name=png.name)) == str(png)
+    (scale,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "scale"]
+    with pytest.raises(gr.Error) as err:
+        scale.preprocess(9.0)  # out of the field's range (the API does not check it)
+    assert "greater than maximum" in str(err.value.message)
+    assert err.value.print_exception is False
+    assert scale.preprocess(0.5) == 0.5
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA, zipfile.ZIP_BZIP2])
+def test_zip_with_damaged_compressed_data_is_one_error(tmp_path: Path, method: int) -> None:
+    """Damaged compressed data raised the decompressor's own error (zlib.error, LZMAError,
+    bzip2's OSError): 'internal error' and a traceback on the server, not a message."""
+    payload = np.random.default_rng(0).integers(0, 4, 200_000).astype(np.uint8).tobytes()
+    z = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(z, "w", compression=method) as zf:
+        zf.writestr("cap/1.png", payload)
+    data = bytearray(z.read_bytes())
+    start = 30 + len("cap/1.png") + 64  # inside the member's compressed data
+    for i in range(start, start + 200):
+        data[i] ^= 0x5A
+    z.write_bytes(bytes(data))
+    with pytest.raises(PsinspectError, match=r"^damaged\.zip: cannot read zip archive \("):
+        safe_extract_zip(z, tmp_path / "out")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import logging
+import lzma
 import os
 import shutil
 import stat
@@ -27,6 +28,7 @@ import tempfile
 import time
 import uuid
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -125,7 +127,7 @@ def safe_extract_zip(zip_path: str | os.PathLike[str], dest: str | os.PathLike[s
     zip_path, dest = Path(zip_path), Path(dest)
     label = zip_path.name
     if not zipfile.is_zipfile(zip_path):
-        raise PsinspectError(f"{label}: not a zip archive")
+        raise PsinspectError(f"{label}: not a zip archive (or a damaged or incomplete one)")
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     try:
@@ -173,7 +175,13 @@ def safe_extract_zip(zip_path: str | os.PathLike[str], dest: str | os.PathLike[s
                     raise PsinspectError(
                         f"{label}: entry {info.filename!r} appears twice or clashes with a file "
                         "or folder of the same name") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as err:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
+            zlib.error, lzma.LZMAError) as err:  # (damaged data: the decompressors' errors)
+        raise PsinspectError(f"{label}: cannot read zip archive ({err})") from None
+    except OSError as err:
+        if err.errno is not None:  # the server's own trouble (disk full, ...), not the zip's
+            raise
+        # bzip2's damaged data: an OSError without an errno
         raise PsinspectError(f"{label}: cannot read zip archive ({err})") from None
     return dest
 
@@ -603,9 +611,9 @@ def list_examples(folder: Path | None = None) -> list[Path]:
 
 
 def _quiet_user_errors(component: Any) -> None:
-    """Gradio's own refusal of an upload (a file type outside ``file_types``, sent through
-    the API) printed a traceback on the server's console for what is the client's mistake:
-    the same message, shown to the client only."""
+    """Gradio's own refusals of an input (a file type outside ``file_types``, a number out of
+    its range, sent through the API) printed a traceback on the server's console for what is
+    the client's mistake: the same message, shown to the client only."""
     import gradio as gr
 
     original = component.preprocess
@@ -667,7 +675,6 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                 upload = gr.File(label="Normal map or capture zip", file_count="single",
                                  file_types=[".png", ".npy", ".zip"], type="filepath",
                                  elem_id="upload")
-                _quiet_user_errors(upload)
                 model = gr.Dropdown(choices=[c.label for c in choices], value=first.label,
                                     label="Model", elem_id="model")
                 threshold = gr.Slider(minimum=0.0, maximum=first.slider_max,
@@ -688,6 +695,8 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                                         "the bundled model; e.g. 0.25 for a 1000 px part)",
                                   elem_id="scale")
                 button = gr.Button("Inspect", variant="primary", elem_id="inspect")
+                for component in (upload, model, threshold, image_threshold, scale):
+                    _quiet_user_errors(component)
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[upload],
                                 label="Examples (rendered parts)",
