@@ -250,6 +250,15 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     html = (ev / "report.html").read_text()
     assert "data:image/png;base64," in html and "<script" not in html
     assert "No bootstrap intervals: the test set has a single surface" in html
+    # the breakdowns say how many regions and maps each row rests on
+    n_defective = metrics["pooled"]["defective_maps"]
+    for block in (*metrics["per_type"].values(), *metrics["per_severity"].values()):
+        assert 1 <= block["maps"] <= n_defective and block["regions"] >= 1
+    assert sum(b["regions"] for b in metrics["per_type"].values()) == sum(
+        b["regions"] for b in metrics["per_severity"].values())
+    assert "<th>regions</th><th>maps</th>" in html and "Definitions:" in html
+    assert all(f"({b['regions']} regions on {b['maps']} maps)" in out
+               for b in metrics["per_type"].values())
     # the panels' caption counts the maps it shows (it said "the 3 clean ones" for any number)
     n_clean = sum(t.stem.startswith("N_") for t in tests)
     n_def = len(tests) - n_clean

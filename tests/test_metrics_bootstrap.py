@@ -150,3 +150,27 @@ def test_region_filter_skips_empty_labels_and_refuses_unknown_ones() -> None:
                              region_filter=[np.array(chosen)]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="region_filter"):
         metrics.aupro([score], [gt], [obj], region_filter=[np.array([5])])
+
+
+def test_draws_a_figure_is_undefined_on_are_counted() -> None:
+    """Draws without a defect-free map leave image AUROC out; the report said nothing of how
+    many (7 % of them on a run with clean maps on 2 of 4 surfaces)."""
+    from psinspect.report import _intervals_html
+
+    rng = np.random.default_rng(2)
+    items, groups = [], []
+    for s in range(4):
+        for k in range(2):
+            gt = np.zeros((16, 16), bool)
+            if s >= 2 or k == 0:  # surfaces 0, 1 have a clean map; 2, 3 none
+                gt[4:8, 4:8] = True
+            items.append(metrics.EvalItem(f"s{s}k{k}", rng.random((16, 16)) + gt, gt,
+                                          np.ones((16, 16), bool), float(rng.random())))
+            groups.append(f"s{s}")
+    res = metrics.bootstrap_intervals(items, groups, resamples=200)
+    used = res["draws_used"]
+    assert used["pixel_auroc"] == used["aupro"] == 200
+    # P(no draw of surface 0 or 1 among 4) = (2/4) ** 4
+    assert 150 < used["image_auroc"] < 200
+    note = _intervals_html(res)[0]
+    assert f"image AUROC from {used['image_auroc']} of them" in note

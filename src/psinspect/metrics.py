@@ -362,7 +362,10 @@ def evaluate(items: Sequence[EvalItem], max_fpr: float = 0.3, breakdowns: bool =
     Returns a JSON-able dict: ``pooled`` (pixel_auroc, aupro, pixel_ap, f1_max, image_auroc,
     counts), ``per_type`` and ``per_severity`` (same pixel metrics, counting as positives only
     the ground-truth regions attributed to that group and as negatives all defect-free object
-    pixels; image AUROC of the maps containing that group against the defect-free maps).
+    pixels; image AUROC of the maps containing that group against the defect-free maps;
+    ``regions`` and ``maps``: how many regions and defective maps the group has). A region is
+    a connected component of the ground truth and goes to the defect record whose box holds
+    most of its pixels, so a defect whose truth merges with another's counts for that one.
     Severity: a record's ``level`` (low / medium / high) or, failing that, the level of its
     numeric ``severity`` in :data:`psinspect.defects.SEVERITY_LEVELS`.
     """
@@ -408,6 +411,7 @@ def evaluate(items: Sequence[EvalItem], max_fpr: float = 0.3, breakdowns: bool =
                 auroc(img_scores[sel], has[sel]) if (~is_defective).any() else None
             )
             block["regions"] = int(sum(f.size for f in filters if f is not None))
+            block["maps"] = int(has.sum())  # (defective maps holding such a region)
             result[g] = block
         return result
 
@@ -514,7 +518,8 @@ def bootstrap_intervals(
     are left out of that metric.
 
     Returns a JSON-able dict: per metric ``[low, high]`` (or ``None``), and ``binned``,
-    ``level``, ``resamples``, ``groups``, ``seed``.
+    ``level``, ``resamples``, ``groups``, ``seed``, ``draws_used`` (per metric, the draws it
+    was defined on).
     """
     if not items:
         raise ValueError("nothing to evaluate")
@@ -534,9 +539,10 @@ def bootstrap_intervals(
         boot = _binned_metrics(bn, per_group[:, index].astype(np.float64), max_fpr)
     tail = 100 * (1 - level) / 2
     out: dict = {"level": level, "resamples": resamples, "groups": len(names), "seed": seed,
-                 "binned": {}}
+                 "binned": {}, "draws_used": {}}
     for key in point:
         ok = boot[key][np.isfinite(boot[key])] if boot is not None else np.empty(0)
+        out["draws_used"][key] = int(ok.size)
         out[key] = ([float(np.percentile(ok, tail)), float(np.percentile(ok, 100 - tail))]
                     if ok.size else None)
         p = float(point[key][0])

@@ -174,7 +174,7 @@ def _columns(max_fpr: float) -> list[tuple[str, str]]:
     """The metric table's (key, heading) pairs; AUPRO is integrated up to ``max_fpr``."""
     return [("pixel_auroc", "pixel AUROC"), ("aupro", f"AUPRO (FPR<={max_fpr:g})"),
             ("pixel_ap", "pixel AP"), ("f1_max", "F1-max"), ("image_auroc", "image AUROC"),
-            ("defect_pixels", "defect px")]
+            ("defect_pixels", "defect px"), ("regions", "regions"), ("maps", "maps")]
 
 
 def _table(rows: dict[str, dict[str, Any]], first: str, max_fpr: float) -> str:
@@ -243,11 +243,17 @@ def _intervals_html(iv: dict[str, Any] | None) -> list[str]:
     keys = (("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"), ("image_auroc", "image AUROC"))
     cells = "".join(f"<td>{'-' if iv.get(k) is None else f'{iv[k][0]:.4f} - {iv[k][1]:.4f}'}"
                     "</td>" for k, _ in keys)
+    used = iv.get("draws_used") or {}
+    left = [f"{t} from {used[k]} of them" for k, t in keys
+            if k in used and used[k] < iv["resamples"]]
+    dropped = (" Draws without the maps a figure needs (defect-free maps, defective ones, "
+               "ground-truth regions) leave that figure out: " + "; ".join(left) + "."
+               ) if left else ""
     return [
         f"<p class='note'>{iv['level']:.0%} bootstrap intervals: the test surfaces "
         f"({iv['groups']}) drawn with replacement {iv['resamples']} times (seed {iv['seed']}), "
         "the maps of a surface together; how far the pooled figures could move on another "
-        "test set of the same kinds. Few surfaces give wide intervals.</p>",
+        f"test set of the same kinds. Few surfaces give wide intervals.{dropped}</p>",
         "<table><tr><th>interval</th>" + "".join(f"<th>{t}</th>" for _, t in keys) + "</tr>"
         f"<tr><td>{iv['level']:.0%}</td>{cells}</tr></table>",
     ]
@@ -305,6 +311,19 @@ def report_html(
         *_operating_point_html(metrics.get("operating_point"), metrics.get("verdicts")),
         "<h2>Per defect type</h2>", _table(metrics.get("per_type", {}), "type", fpr),
         "<h2>Per severity</h2>", _table(metrics.get("per_severity", {}), "severity", fpr),
+        "<p class='note'>Breakdowns: a ground-truth region (a connected component of the "
+        "truth) counts for the defect whose recorded box holds most of its pixels, so a defect "
+        "whose truth runs into another's is counted with that one; positives are the group's "
+        "regions, negatives all defect-free object pixels; image AUROC: the maps holding such "
+        "a region (which may hold other defects too) against the defect-free maps. Figures "
+        "from a few regions or maps (columns 'regions', 'maps') say little.</p>",
+        "<p class='note'>Definitions: pixel AUROC and pixel AP (average precision) rank all "
+        "object pixels by score against the truth; F1-max is the best F1 of the pixel masks "
+        "over all thresholds; the image score of a map (what the pass/fail threshold is "
+        "compared with) is its own summary of the score map (summary.json 'verdict_rule'), on "
+        "another scale than the pixel scores, so a region's peak score can exceed the image "
+        "threshold on a part that passes. Error maps: 0 black, the pixel threshold mid-scale, "
+        "twice it and above brightest.</p>",
         "<h2>Curves</h2>", img(curves_png(curves), "ROC and PRO curves"),
         "<h2>Panels</h2>",
         f"<p class='note'>{len(panels)} of the {pooled['maps']} test maps"

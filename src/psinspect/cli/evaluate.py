@@ -57,6 +57,7 @@ def evaluate_cmd(
             typer.echo(f"  {iv['level']:.0%} bootstrap intervals over {iv['groups']} test "
                        f"surfaces: {', '.join(spans)}")
     for name, v in m["per_type"].items():
-        typer.echo(f"  {name:10s} AUROC {v['pixel_auroc']:.4f}  AUPRO {v['aupro']:.4f}")
+        typer.echo(f"  {name:10s} AUROC {v['pixel_auroc']:.4f}  AUPRO {v['aupro']:.4f}  "
+                   f"({v['regions']} regions on {v['maps']} maps)")
     for w in evaluation_warnings(m):
         typer.echo(f"warning: {w}", err=True)
