@@ -171,6 +171,10 @@ def test_predict_on_example(tmp_path: Path, geometric_choice) -> None:
         assert img is not None and img.shape == (h, w, 3) and img.dtype == np.uint8
     assert p.threshold == 10.0 and p.image_threshold == 20.0
     assert p.verdict == ("FAIL" if p.image_score > p.image_threshold else "PASS")
+    from psinspect.app import verdict_html
+    box = verdict_html(p)
+    assert (f"{len(p.regions)} regions above the pixel threshold {p.threshold:.4g}" in box
+            and "a part can pass with marked regions" in box)
     # the mask image paints exactly the reported regions
     red = (p.mask_rgb == (255, 40, 40)).all(axis=2)
     assert red.sum() == sum(r["area_px"] for r in p.regions) > 0

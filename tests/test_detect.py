@@ -191,6 +191,24 @@ def test_model_dir_from_another_version(geo_dir: Path) -> None:
         load_model_dir(geo_dir)
 
 
+@pytest.mark.parametrize("patch,message", [
+    ({"input": None}, r"invalid 'input' \(want an object of settings, got NoneType\)"),
+    ({"input": []}, "invalid 'input'"),
+    ({"input": {"tile": True}}, "invalid input 'tile'"),
+    ({"threshold": True}, "missing or invalid 'threshold'"),
+    ({"tta_thresholds": {"4": {"threshold": True, "image_threshold": 1.0}}},
+     r"invalid 'tta_thresholds' \(want \{level: \{threshold, image_threshold\}\} with"),
+])
+def test_malformed_config_sections_are_clear_errors(geo_dir: Path, patch: dict,
+                                                    message: str) -> None:
+    """A config.json whose 'input' is not an object crashed with a TypeError or
+    AttributeError; true passed for a number; the tta message showed '}}}}'."""
+    cfg = json.loads((geo_dir / "config.json").read_text())
+    (geo_dir / "config.json").write_text(json.dumps({**cfg, **patch}))
+    with pytest.raises(PsinspectError, match=message):
+        load_model_dir(geo_dir)
+
+
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from psinspect.dataset import build_dataset
@@ -988,3 +1006,20 @@ def test_train_uses_the_solver_its_normals_were_made_with(
     code, _, err = run_cli(["train", tmp_path / "n0", tmp_path / "n1", "--solver", "robust",
                             "--model", "geometric", "-o", tmp_path / "s"], monkeypatch, capsys)
     assert code == 2 and "were solved with 'ls'" in err, err
+
+
+def test_threshold_override_holds_at_every_tta_level(tiny_dataset: Path, tmp_path: Path
+                                                     ) -> None:
+    """train --threshold T set the model's own level to T, while detect --tta 8 (and the
+    app's thorough mode) kept the calibrated pixel threshold of that level."""
+    from psinspect.train import train_model
+
+    hp = {"channels": [4, 8], "patch": 32, "steps_per_epoch": 2, "val_patches": 1}
+    cfg = train_model([tiny_dataset], tmp_path / "m", model_name="geo-seg", hyperparameters=hp,
+                      epochs=1, threshold=0.5)
+    levels = cfg["tta_thresholds"]
+    assert sorted(levels, key=int) == ["1", "2", "4", "8"]
+    assert {v["threshold"] for v in levels.values()} == {0.5}
+    assert len({v["image_threshold"] for v in levels.values()}) > 1  # still calibrated
+    for tta in (1, 8):
+        assert load_model_dir(tmp_path / "m", tta=tta).threshold == 0.5

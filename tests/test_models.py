@@ -149,3 +149,18 @@ def test_geo_seg_full_test_time_augmentation_is_rotation_equivariant() -> None:
     assert diff(plain) > 1e-2 * scale
     with pytest.raises(PsinspectError, match="tta must be 1, 2, 4 or 8"):
         create_model("geo-seg", tta=3)
+
+
+def test_any_channel_width_builds() -> None:
+    """GroupNorm needs a group count that divides the width: 14, 18 or 36 channels were
+    refused as bad hyperparameters; the bundled widths keep their groups (2, 4, 8, 8)."""
+    from psinspect.models._torch import conv_block
+
+    assert [conv_block(3, c)[1].num_groups for c in (8, 16, 32, 64)] == [2, 4, 8, 8]
+    for c in (6, 14, 18, 36):
+        gn = conv_block(3, c)[1]
+        assert c % gn.num_groups == 0 and c // gn.num_groups >= 2
+    model = create_model("geo-seg", **{**TINY, "channels": [6, 14]})
+    n, m = sphere_map(48, 20.0)
+    model.fit([(n, m)], [(n, m)], epochs=1, batch_size=2, seed=0)
+    assert np.isfinite(model.score(n, m).score).all()

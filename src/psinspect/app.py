@@ -455,7 +455,11 @@ def verdict_html(prediction: Prediction | None, error: str | None = None) -> str
         f'<div style="color:white !important">{html.escape(prediction.name)} '
         f"({html.escape(prediction.kind)}): image score "
         f"{prediction.image_score:.4g} (pass/fail threshold {prediction.image_threshold:.4g}), "
-        f"{n} defect region{'s' if n != 1 else ''}</div></div>"
+        f"{n} region{'s' if n != 1 else ''} above the pixel threshold "
+        f"{prediction.threshold:.4g}</div>"
+        '<div style="color:white !important;font-size:0.85em">The verdict compares the image '
+        "score (the map's own summary) with the pass/fail threshold; regions and their peak "
+        "scores are on the pixel-score scale: a part can pass with marked regions.</div></div>"
     )
 
 

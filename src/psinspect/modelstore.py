@@ -249,7 +249,7 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
         ("model", str), ("hyperparameters", dict), ("threshold", (int, float)),
         ("image_threshold", (int, float)), ("weights_file", str), ("weights_sha256", str),
     ):
-        if not isinstance(config.get(key), kind):
+        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
             raise PsinspectError(f"{path}: missing or invalid {key!r}")
     for key in ("threshold", "image_threshold"):  # scores are >= 0, as --threshold must be
         if not (np.isfinite(config[key]) and config[key] >= 0):
@@ -257,14 +257,18 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     levels = config.get("tta_thresholds", {})
     if not isinstance(levels, dict) or not all(
             isinstance(v, dict) and all(
-                isinstance(v.get(k), (int, float)) and np.isfinite(v[k]) and v[k] >= 0
+                isinstance(v.get(k), (int, float)) and not isinstance(v[k], bool)
+                and np.isfinite(v[k]) and v[k] >= 0
                 for k in ("threshold", "image_threshold"))
             for v in levels.values()):
         raise PsinspectError(f"{path}: invalid 'tta_thresholds' (want {{level: {{threshold, "
-                             "image_threshold}}}} with finite numbers >= 0)")
-    tile, overlap = (config.get("input") or {}).get("tile", 768), \
-        (config.get("input") or {}).get("tile_overlap", 64)
-    if not (isinstance(tile, int) and isinstance(overlap, int) and 0 <= 2 * overlap < tile):
+                             "image_threshold}} with finite numbers >= 0)")
+    given = config.get("input", {})
+    if not isinstance(given, dict):
+        raise PsinspectError(f"{path}: invalid 'input' (want an object of settings, got "
+                             f"{type(given).__name__})")
+    tile, overlap = given.get("tile", 768), given.get("tile_overlap", 64)
+    if not (type(tile) is int and type(overlap) is int and 0 <= 2 * overlap < tile):
         raise PsinspectError(f"{path}: invalid input 'tile' / 'tile_overlap' (want integers "
                              f"with 0 <= 2 * tile_overlap < tile, got {tile!r}, {overlap!r})")
     return config

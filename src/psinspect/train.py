@@ -728,8 +728,10 @@ def train_model(
                                           extras)
     if args["threshold"] is not None:
         stats["calibrated_threshold"] = thr
-        stats["override"] = "threshold set by --threshold"
+        stats["override"] = "threshold set by --threshold (at every test-time augmentation level)"
         thr = float(args["threshold"])
+        for level in tta_thresholds.values():  # (detect --tta N reads its level's)
+            level["threshold"] = thr
     from psinspect import __version__
 
     # training-free models and cross-calibrated ones (fitted in one go) have no epochs: their

@@ -81,7 +81,9 @@ def train_cmd(
         help="Target share of good parts failing, for models calibrated on their own good "
              "parts (variation): sets the pass/fail threshold.")] = 0.01,
     threshold: Annotated[float | None, typer.Option(
-        help="Use this per-pixel threshold instead of the calibrated one.")] = None,
+        help="Use this per-pixel threshold instead of the calibrated one (at every "
+             "test-time augmentation level; the pass/fail threshold stays calibrated).")
+    ] = None,
     solver: Annotated[str | None, typer.Option(
         help="PS solver for capture-folder inputs: ls, robust or stable (default: the "
              "model's: stable for variation, robust otherwise). Recorded in the model; detect "

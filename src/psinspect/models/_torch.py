@@ -42,7 +42,8 @@ CheckpointFn = Callable[[dict[str, Any], dict[str, np.ndarray], dict[str, Any]],
 def conv_block(c_in: int, c_out: int, convs: int = 2, norm: str = "gn") -> nn.Sequential:
     """``convs`` 3x3 convolutions (padding keeps the size), each followed by GroupNorm + SiLU
     (``norm="gn"``) or by a plain ReLU (``norm="none"``: about twice as fast on a CPU)."""
-    groups = max(1, min(8, c_out // 4))
+    # up to 8 groups of at least 4 channels: the most that divide the width (any width works)
+    groups = max(g for g in range(1, max(1, min(8, c_out // 4)) + 1) if c_out % g == 0)
     layers: list[nn.Module] = []
     for i in range(convs):
         layers.append(nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1))
