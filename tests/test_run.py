@@ -126,6 +126,7 @@ def test_run_quick_pretrained_end_to_end(tmp_path: Path) -> None:
     # (image AUROC over 12 maps is too coarse to judge here; the benchmarks report it)
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["preset"] == "quick" and run["config"]["pretrained"]
+    assert run["trained"] is False  # (the bundled model: nothing trained in this run)
     assert "epochs" not in run["config"] and "model" not in run["config"]  # not used
     assert run["config"]["parts"] == 8  # rendered
     assert run["config"]["skip_lights"] == {first: [0, 1]}

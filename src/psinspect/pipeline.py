@@ -242,8 +242,10 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         "config": recorded_config(cfg), "timings_s": timings, "stages": list(STAGES),
         "counts": counts, "test_surfaces": held, "model_dir": "model",
         "model": bundle.config.get("model"), "pretrained": cfg.pretrained,
-        # False for training-free models (nothing was trained in this run)
-        "trained": bool((bundle.config.get("training") or {}).get("epochs_run")),
+        # whether a model was trained in this run (not with --pretrained, nor for a
+        # training-free model)
+        "trained": not cfg.pretrained and bool(
+            (bundle.config.get("training") or {}).get("epochs_run")),
         "metrics": {k: pooled.get(k) for k in RUN_METRICS},
         "intervals": metrics.get("intervals"),
         "verdicts": verdicts,
