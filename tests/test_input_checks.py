@@ -54,7 +54,8 @@ def _save_pair(folder: Path, name: str, n: np.ndarray, gt: np.ndarray | None) ->
 def test_training_refuses_a_map_marked_defective(tmp_path: Path) -> None:
     n, m = _dome()
     gt = np.zeros(m.shape, bool)
-    good = [_save_pair(tmp_path, f"g{i}", n, gt) for i in range(2)]
+    good = [_save_pair(tmp_path, f"g{i}", np.rot90(n, 2 * i).copy() * [1 - 2 * i, 1 - 2 * i, 1],
+                       gt) for i in range(2)]  # two parts (the dome turned by 180 deg)
     load_training_data(good)  # an empty ground truth: defect-free
     gt[10:14, 10:14] = True
     bad = _save_pair(tmp_path, "bad", n, gt)

@@ -186,3 +186,44 @@ def test_ps_solver_is_recorded_and_checked(tmp_path: Path) -> None:
     (ds / "manifest.json").write_text("{}")
     with pytest.raises(PsinspectError, match="dataset"):
         train_model([ds], tmp_path / "bad", model_name="variation", solver="ls")
+
+
+def test_a_training_capture_given_twice_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The same capture twice, or a copy of it, counted as another good part: 4 parts passed
+    the variation model's minimum of 5 and its cross-calibrated threshold came from captures
+    scored by a template that held their twins."""
+    import shutil
+
+    from _robust_util import run_cli
+
+    good = render_instances(tmp_path / "good", 4, design_seed=3, seed=1, size=64, lights=6)
+    copy = Path(shutil.copytree(good[0], tmp_path / "copy" / "inst_copy"))
+    for extra, twin in ((good[0], good[0]), (copy, good[0])):
+        code, _, err = run_cli(["train", *good, extra, "--model", "variation", "-o",
+                                tmp_path / "m"], monkeypatch, capsys)
+        assert code == 2 and err.strip() == (
+            f"error: {extra}: the same capture as {twin} (same content): give each good part "
+            "once"), err
+        assert not (tmp_path / "m").exists()
+    np.save(tmp_path / "a.npy", np.dstack([np.zeros((20, 20, 2)), np.ones((20, 20))]))
+    shutil.copy(tmp_path / "a.npy", tmp_path / "b.npy")
+    code, _, err = run_cli(["train", tmp_path / "a.npy", tmp_path / "b.npy", "--model",
+                            "geometric", "-o", tmp_path / "g"], monkeypatch, capsys)
+    assert code == 2 and "b.npy: the same map as" in err, err
+
+
+def test_the_variation_model_refuses_a_dataset(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A dataset's maps (turned, mirrored, solved from light subsets) failed registration
+    with a message about the fixture, or with --augment none trained a model that passed 18
+    of 20 defective parts."""
+    from _robust_util import run_cli
+
+    from psinspect.dataset import build_dataset
+
+    good = render_instances(tmp_path / "good", 3, design_seed=3, seed=1, size=64, lights=6)
+    build_dataset(good, tmp_path / "ds", holdout=[], seed=0, subsets=2, augment=[],
+                  lights_per_subset=4)
+    code, _, err = run_cli(["train", tmp_path / "ds", "--model", "variation", "-o",
+                            tmp_path / "m"], monkeypatch, capsys)
+    assert code == 2 and "a dataset's maps are turned, mirrored and solved from light " \
+        "subsets: give the capture folders" in err, err

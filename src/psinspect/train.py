@@ -171,6 +171,24 @@ def _recorded_solver(paths: Sequence[Path]) -> str | None:
     return next(iter(found), None)
 
 
+def _check_distinct(files: Sequence[Path]) -> None:
+    """Refuse a training input given twice, also as a copy (a capture folder's content
+    fingerprint and mask, a map file's content): it would count as another good part, and
+    each part's held-out score would come from a model that holds its twin."""
+    from psinspect.capture import capture_mask_sha256
+
+    seen: dict[tuple[str, str, str | None], Path] = {}
+    for f in files:
+        if f.is_file() and f.suffix.lower() not in (".npy", ".png"):
+            continue  # (refused when read, for what it is)
+        key = (("capture", capture_fingerprint(f), capture_mask_sha256(f))
+               if is_capture_folder(f) else ("map", file_sha256(f), None))
+        if key in seen:
+            raise PsinspectError(f"{f}: the same {key[0]} as {seen[key]} (same content): give "
+                                 "each good part once")
+        seen[key] = f
+
+
 def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
     from psinspect.dataset import find_captures
 
@@ -243,6 +261,7 @@ def load_training_data(
         raise PsinspectError(
             f"need at least 2 good parts (one is held out for calibration), got {len(files)}"
         )
+    _check_distinct(files)
     loaded = _load_maps(files, progress, light_splits, solver, capture_images)
     order = np.random.default_rng(int(seed)).permutation(len(loaded))
     n_val = max(1, len(loaded) // max(2, int(val_every)))
@@ -643,6 +662,10 @@ def train_model(
     if not 0.0 < args.get("image_fpr", DEFAULT_IMAGE_FPR) < 1.0:
         raise PsinspectError(f"--image-fpr must be in (0, 1), got {args['image_fpr']}")
     model = create_model(args["model"], **args["hyperparameters"])
+    if model.known_part and any(_is_dataset(Path(p)) for p in args["inputs"]):
+        raise PsinspectError(f"--model {args['model']} learns one part type in one pose from "
+                             "its captures (or their normal maps); a dataset's maps are turned, "
+                             "mirrored and solved from light subsets: give the capture folders")
     if args.get("solver") and len(args["inputs"]) == 1 and _is_dataset(Path(args["inputs"][0])):
         raise PsinspectError("--solver applies to capture folders; a dataset's maps were solved "
                              "when it was built (psinspect dataset --solver)")
