@@ -227,3 +227,17 @@ def test_the_variation_model_refuses_a_dataset(tmp_path: Path, monkeypatch, caps
                             tmp_path / "m"], monkeypatch, capsys)
     assert code == 2 and "a dataset's maps are turned, mirrored and solved from light " \
         "subsets: give the capture folders" in err, err
+
+
+def test_instance_options_without_instances_are_refused(tmp_path: Path, monkeypatch,
+                                                        capsys) -> None:
+    """--design-seed / --jitter-* without --instances were ignored without a word."""
+    from _robust_util import run_cli
+
+    for opt, value in (("--design-seed", "5"), ("--jitter-px", "5"), ("--jitter-deg", "2")):
+        code, _, err = run_cli(["render", "-o", tmp_path / "r", "--parts", "1", "--size", "32",
+                                opt, value], monkeypatch, capsys)
+        assert code == 2 and err.strip() == (
+            f"error: {opt} set how --instances are rendered; without --instances the parts "
+            "are all different designs"), err
+        assert not (tmp_path / "r").exists()

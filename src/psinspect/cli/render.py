@@ -19,12 +19,15 @@ def render_cmd(
         help="Render this many instances of ONE part design instead (known-part "
              "inspection: good parts to train --model variation on, new parts to inspect).")
     ] = None,
-    design_seed: Annotated[int, typer.Option(
-        help="With --instances: the design's seed (same design seed, same part type).")] = 0,
-    jitter_px: Annotated[float, typer.Option(
-        help="With --instances: largest shift of an instance's pose, pixels per axis.")] = 3.0,
-    jitter_deg: Annotated[float, typer.Option(
-        help="With --instances: largest in-plane rotation of an instance, degrees.")] = 3.0,
+    design_seed: Annotated[int | None, typer.Option(
+        help="With --instances: the design's seed (same design seed, same part type; "
+             "default 0).")] = None,
+    jitter_px: Annotated[float | None, typer.Option(
+        help="With --instances: largest shift of an instance's pose, pixels per axis "
+             "(default 3).")] = None,
+    jitter_deg: Annotated[float | None, typer.Option(
+        help="With --instances: largest in-plane rotation of an instance, degrees "
+             "(default 3).")] = None,
     defect_rate: Annotated[float | None, typer.Option(
         help="Chance that a part gets 1..--max-defects defects (default 0.3; with "
              "--instances 0).")] = None,
@@ -70,6 +73,14 @@ def render_cmd(
     if parts is not None and instances is not None:
         raise PsinspectError("give --parts (different parts) or --instances (one design), "
                              "not both")
+    given = [f"--{n}" for n, v in (("design-seed", design_seed), ("jitter-px", jitter_px),
+                                   ("jitter-deg", jitter_deg)) if v is not None]
+    if instances is None and given:
+        raise PsinspectError(f"{', '.join(given)} set how --instances are rendered; without "
+                             "--instances the parts are all different designs")
+    design_seed = 0 if design_seed is None else design_seed
+    jitter_px = 3.0 if jitter_px is None else jitter_px
+    jitter_deg = 3.0 if jitter_deg is None else jitter_deg
     fams = split_list(families)
     if instances is not None and fams and len(fams) != 1:
         raise PsinspectError(f"--instances renders one design: give one family in "
@@ -93,7 +104,8 @@ def render_cmd(
         save_json(stage / "render.json", {
             "command": "render", "parts": None if instances is not None else count,
             "instances": instances, "design_seed": design_seed if instances is not None
-            else None, "jitter_px": jitter_px, "jitter_deg": jitter_deg,
+            else None, **({"jitter_px": jitter_px, "jitter_deg": jitter_deg}
+                          if instances is not None else {}),
             "defect_rate": rate, "lights": lights,
             "layout": layout, "seed": seed, "size": size, "families": families,
             "max_defects": max_defects, "types": types, "severity": severity,
