@@ -241,3 +241,17 @@ def test_instance_options_without_instances_are_refused(tmp_path: Path, monkeypa
             f"error: {opt} set how --instances are rendered; without --instances the parts "
             "are all different designs"), err
         assert not (tmp_path / "r").exists()
+
+
+def test_the_pass_fail_line_counts_the_calibration_parts(tmp_path: Path, monkeypatch,
+                                                         capsys) -> None:
+    """With --calibrate-on the Gumbel fit takes those parts' scores too; the line said it
+    fitted the training parts' only."""
+    from _robust_util import run_cli
+
+    good = render_instances(tmp_path / "good", 6, design_seed=3, seed=1, size=64, lights=6)
+    code, out, err = run_cli(["train", *good[:5], "--model", "variation", "--calibrate-on",
+                              good[5], "-o", tmp_path / "m"], monkeypatch, capsys)
+    assert code == 0, err
+    assert ("a fit to the held-out scores of 6 good parts, 1 of them given to calibrate on"
+            in out + err), out + err

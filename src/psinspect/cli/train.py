@@ -210,6 +210,9 @@ def train_cmd(
     )
     cal = config.get("calibration", {})
     if "gumbel" in cal:
+        fitted = int(cal.get("val_maps", tr["val_maps"]))  # (with --calibrate-on parts)
+        extra = len(cal.get("calibration_maps") or [])
         typer.echo(f"pass/fail threshold set for about {cal['image_fpr']:.1%} of good parts "
-                   f"failing (a fit to the held-out scores of the {tr['val_maps']} good "
-                   "parts; more good parts make it surer)")
+                   f"failing (a fit to the held-out scores of {fitted} good parts"
+                   + (f", {extra} of them given to calibrate on" if extra else "")
+                   + "; more good parts make it surer)")
