@@ -45,7 +45,7 @@ from scipy import ndimage
 from psinspect.defects import read_defect_records
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, ScoreResult
-from psinspect.modelstore import ModelBundle
+from psinspect.modelstore import ModelBundle, is_model_folder
 from psinspect.normalmap import (
     NORMALS_FILE,
     NORMALS_PNG,
@@ -464,9 +464,8 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
     p = Path(path)
     if p.is_file():
         n, m = load_normal_map(p)
-        # `psinspect normals`' map: scored with its PS confidence, its solver recorded, the
-        # solved capture's ground truth (copied beside it) its own
-        # (or its 16-bit copy normals.png)
+        # `psinspect normals`' map (or its 16-bit copy): scored with its PS confidence, its
+        # solver recorded, the solved capture's ground truth (copied beside it) its own
         run = normals_run(p.parent) if p.name in (NORMALS_FILE, NORMALS_PNG) else None
         solver = None if run is None else run.get("solver")
         gt, recs = _folder_gt(p.parent, m.shape) if run is not None else (
@@ -486,7 +485,7 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         if (p / "manifest.json").is_file():
             raise PsinspectError(f"{p}: a dataset folder, not a capture folder: give its maps "
                                  f"({p / '*.npy'}) or capture folders")
-        if (p / "config.json").is_file() and any(p.glob("model-*.safetensors")):
+        if is_model_folder(p):
             raise PsinspectError(f"{p}: a model folder, not an input: give it with --model")
         select = None
         if lights is not None:

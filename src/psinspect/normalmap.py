@@ -543,9 +543,9 @@ def resize_with_pad(
 
 def read_mask_png(path: str | os.PathLike[str], shape: tuple[int, int],
                   what: str = "ground-truth mask") -> np.ndarray:
-    """A mask PNG (any colour channel non-zero = set, 8 or 16 bits; alpha ignored) for a map of
-    ``shape`` (H, W) -> bool (H, W); a missing,
-    unreadable or wrong-sized one is a :class:`PsinspectError` naming it as ``what``."""
+    """A mask PNG (:func:`psinspect.fileio.read_mask_image`) for a map of ``shape`` (H, W) ->
+    bool (H, W); a missing, unreadable or wrong-sized one is a :class:`PsinspectError` naming
+    it as ``what``."""
     m = read_mask_image(path)
     if m is None:
         raise PsinspectError(f"{path}: missing or unreadable {what}")

@@ -171,22 +171,24 @@ def _recorded_solver(paths: Sequence[Path]) -> str | None:
     return next(iter(found), None)
 
 
-def _check_distinct(files: Sequence[Path]) -> None:
-    """Refuse a training input given twice, also as a copy (a capture folder's content
-    fingerprint and mask, a map file's content): it would count as another good part, and
-    each part's held-out score would come from a model that holds its twin."""
+def _distinct_contents(files: Sequence[Path]) -> dict[Path, tuple[str, str, str | None]]:
+    """Per input its content: ("capture", fingerprint, mask SHA-256) of a capture folder,
+    ("map", SHA-256, None) of a map file (files of other kinds are left out: refused when
+    read). An input given twice, also as a copy, is refused: it would count as another good
+    part, and each part's held-out score would come from a model that holds its twin."""
     from psinspect.capture import capture_mask_sha256
 
     seen: dict[tuple[str, str, str | None], Path] = {}
     for f in files:
         if f.is_file() and f.suffix.lower() not in (".npy", ".png"):
-            continue  # (refused when read, for what it is)
+            continue
         key = (("capture", capture_fingerprint(f), capture_mask_sha256(f))
                if is_capture_folder(f) else ("map", file_sha256(f), None))
         if key in seen:
             raise PsinspectError(f"{f}: the same {key[0]} as {seen[key]} (same content): give "
                                  "each good part once")
         seen[key] = f
+    return {f: key for key, f in seen.items()}
 
 
 def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
@@ -261,7 +263,7 @@ def load_training_data(
         raise PsinspectError(
             f"need at least 2 good parts (one is held out for calibration), got {len(files)}"
         )
-    _check_distinct(files)
+    contents = _distinct_contents(files)
     loaded = _load_maps(files, progress, light_splits, solver, capture_images)
     order = np.random.default_rng(int(seed)).permutation(len(loaded))
     n_val = max(1, len(loaded) // max(2, int(val_every)))
@@ -275,10 +277,11 @@ def load_training_data(
         {"inputs": [str(Path(f).resolve()) for f in files],
          # the captures trained on, also those `psinspect normals` maps were solved from, and
          # the map files' content: what evaluate traces test surfaces by
-         "surface_fingerprints": sorted({capture_fingerprint(c) for c in (
-             f if is_capture_folder(f) else _solved_from(f) for f in files)
-             if c is not None}),
-         "map_sha256": sorted({file_sha256(f) for f in files if f.is_file()}),
+         "surface_fingerprints": sorted(
+             {k[1] for k in contents.values() if k[0] == "capture"}
+             | {capture_fingerprint(c) for c in (_solved_from(f) for f, k in contents.items()
+                                                 if k[0] == "map") if c is not None}),
+         "map_sha256": sorted({k[1] for k in contents.values() if k[0] == "map"}),
          "holdout_rule": f"seeded shuffle ({seed}), first {n_val} of {len(loaded)} held out "
                          "for validation"},
         pick(2, False), pick(2, True),
