@@ -316,3 +316,51 @@ def test_zip_with_damaged_compressed_data_is_one_error(tmp_path: Path, method: i
     z.write_bytes(bytes(data))
     with pytest.raises(PsinspectError, match=r"^damaged\.zip: cannot read zip archive \("):
         safe_extract_zip(z, tmp_path / "out")
+
+
+def test_results_download_holds_what_detect_writes(tmp_path: Path, geometric_choice) -> None:
+    """The app's results zip: the input's score map, mask, heatmap, panel and a summary.json as
+    ``psinspect detect`` writes them for the same upload; no server path in it; moved sliders
+    are recorded beside the calibrated thresholds; the Inspect button returns it."""
+    import json
+
+    import cv2
+
+    from psinspect.app import build_app, inspect_upload, result_files
+    from psinspect.detect import write_detection_outputs
+    from psinspect.fileio import file_sha256
+
+    ex = next(p for p in list_examples() if "scratch" in p.name and p.suffix == ".png")
+    out = inspect_upload(ex, geometric_choice, None, None, tmp_path / "in")
+    _, download = result_files(out[1:5], tmp_path / "results", out[6])
+    want = write_detection_outputs([ex], tmp_path / "detect", geometric_choice.bundle)
+    with zipfile.ZipFile(download) as z:
+        names = set(z.namelist())
+        assert names == {"summary.json", *(f"{ex.stem}_{k}" for k in (
+            "score.npy", "mask.png", "heatmap.png", "reference.png", "panel.png"))}
+        z.extractall(tmp_path / "zip")
+    got_dir, want_dir = tmp_path / "zip", tmp_path / "detect"
+    np.testing.assert_array_equal(np.load(got_dir / f"{ex.stem}_score.npy"),
+                                  np.load(want_dir / f"{ex.stem}_score.npy"))
+    for k in ("mask.png", "heatmap.png", "panel.png"):
+        np.testing.assert_array_equal(cv2.imread(str(got_dir / f"{ex.stem}_{k}")),
+                                      cv2.imread(str(want_dir / f"{ex.stem}_{k}")))
+    text = (got_dir / "summary.json").read_text()
+    summary = json.loads(text)
+    (entry,) = summary["inputs"]
+    (want_entry,) = want["inputs"]
+    for key in ("verdict", "image_score", "regions", "defect_area_px", "pixel_threshold"):
+        assert entry[key] == want_entry[key], key
+    assert entry["source"] == ex.name and entry["source_sha256"] == file_sha256(ex)
+    assert summary["model_label"] == geometric_choice.label and summary["model_dir"] is None
+    assert str(tmp_path) not in text and str(ex.parent) not in text
+    assert "calibrated_thresholds" not in summary and "ps_solver" not in summary
+    moved = inspect_upload(ex, geometric_choice, 12.5, None, tmp_path / "in")[6].summary
+    assert moved["pixel_threshold"] == 12.5
+    assert moved["calibrated_thresholds"] == {"pixel_threshold": 10.0, "image_threshold": 20.0}
+    assert inspect_upload(tmp_path / "gone.png", geometric_choice, None, None,
+                          tmp_path / "in")[6] is None
+    config = build_app([geometric_choice], tmp_path, examples=[]).config
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    (dep,) = [d for d in config["dependencies"] if d.get("api_name") == "inspect"]
+    assert dep["outputs"][-1] == ids["results"]

@@ -2,18 +2,21 @@
 
 Starts the server as a subprocess on a free localhost port, opens the page, clicks the first
 shipped example, presses Inspect, and checks that the heatmap image and the PASS/FAIL verdict
-appear. A screenshot goes to ``test-artifacts/``. Skips only where Debian's chromium or
-chromedriver are absent (CI installs them).
+appear, and that the results zip downloads. A screenshot goes to ``test-artifacts/``. Skips
+only where Debian's chromium or chromedriver are absent (CI installs them).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -97,11 +100,23 @@ def test_serve_inspect_example_in_browser(tmp_path: Path) -> None:
                                     e)), None)
             )
             width = drv.execute_script("return arguments[0].naturalWidth", heat)
+            link = wait.until(
+                lambda d: next((a for a in d.find_elements(By.CSS_SELECTOR, "#results a")
+                                if (a.get_attribute("href") or "").endswith("_results.zip")),
+                               None)
+            )
+            download = link.get_attribute("href")
             drv.save_screenshot(str(ARTIFACTS / "browser-inspect.png"))
             verdict = box.text.split()[0]
             page = drv.page_source
         assert verdict in ("PASS", "FAIL")
         assert width >= 32
+        # the results download: what detect writes, with the verdict shown
+        with urllib.request.urlopen(download, timeout=10) as resp:
+            results = zipfile.ZipFile(io.BytesIO(resp.read()))
+        summary = json.loads(results.read("summary.json"))
+        assert summary["inputs"][0]["verdict"] == verdict.lower()
+        assert any(n.endswith("_score.npy") for n in results.namelist())
         assert "Traceback" not in page
         # the server hands out no file from outside its own temp folder
         from psinspect.app import EXAMPLES_DIR

@@ -19,6 +19,7 @@ grow downward.
 from __future__ import annotations
 
 import html
+import io
 import logging
 import lzma
 import os
@@ -30,7 +31,7 @@ import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -38,7 +39,7 @@ import numpy as np
 
 from psinspect.capture import CAPTURE_MARKERS, IMAGE_SUFFIXES
 from psinspect.errors import PsinspectError
-from psinspect.fileio import image_size_hw, npy_header, save_png
+from psinspect.fileio import file_sha256, image_size_hw, npy_header, save_png
 from psinspect.normalmap import encode_png, load_normal_map
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class InspectionInput:
     capture: for a capture, ``(images (K, H, W), lights (K, 3), solver)``: what
     :meth:`light_splits` needs (models that also solve PS on half light sets, as
     ``psinspect detect`` does for them).
+    source: the uploaded file's name (no server folder); source_sha256: its SHA-256.
     """
 
     name: str
@@ -76,6 +78,8 @@ class InspectionInput:
     mask: np.ndarray
     confidence: np.ndarray | None = None
     kind: str = "normal map"
+    source: str = ""
+    source_sha256: str | None = None
     capture: tuple[np.ndarray, np.ndarray, str] | None = field(default=None, repr=False)
     _splits: list[np.ndarray | None] = field(default_factory=list, repr=False)
 
@@ -252,6 +256,17 @@ def load_inspection_input(
             f"{limits.max_upload_bytes / 2**20:.0f} MB"
         )
     suffix = path.suffix.lower()
+    if suffix in (".png", ".npy", ".zip"):
+        return replace(_load_upload(path, label, suffix, Path(workdir), limits, solver),
+                       source=label, source_sha256=file_sha256(path))
+    raise PsinspectError(
+        f"{label}: unsupported file type {suffix or '(none)'}; upload a normal map (.png, .npy) "
+        "or a capture (.zip of images plus a lights file)"
+    )
+
+
+def _load_upload(path: Path, label: str, suffix: str, workdir: Path, limits: Limits,
+                 solver: str | None) -> InspectionInput:
     if suffix in (".png", ".npy"):
         if suffix == ".png":
             hw = image_size_hw(path)
@@ -265,12 +280,7 @@ def load_inspection_input(
             raise PsinspectError(str(err).replace(str(path), label)) from None
         _check_size(normals.shape, label, limits)
         return InspectionInput(name=path.stem, normals=normals, mask=mask)
-    if suffix == ".zip":
-        return _load_capture_zip(path, Path(workdir), limits, solver)
-    raise PsinspectError(
-        f"{label}: unsupported file type {suffix or '(none)'}; upload a normal map (.png, .npy) "
-        "or a capture (.zip of images plus a lights file)"
-    )
+    return _load_capture_zip(path, workdir, limits, solver)
 
 
 def _check_npy_header(path: Path, label: str, limits: Limits) -> None:
@@ -416,6 +426,11 @@ class Prediction:
     image_threshold: float
     verdict: str
     regions: list[dict[str, Any]]
+    #: what the results download holds (:func:`write_results_zip`): the input scored, the
+    #: detection, and the summary.json document (``psinspect detect``'s, for this one input)
+    inspected: InspectionInput | None = field(default=None, repr=False)
+    detection: Any = field(default=None, repr=False)
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 REGION_COLUMNS = ["region", "area (px)", "centre x", "centre y",
@@ -494,9 +509,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     pass/fail threshold on the image score. ``None`` = the model's calibrated value.
     ``scale``: score the map resampled by this factor, as ``psinspect detect --scale``.
     """
-    from dataclasses import replace
-
-    from psinspect.detect import detect_map
+    from psinspect.detect import detect_map, summary_document
 
     for label, v in (("pixel threshold", threshold), ("pass/fail threshold", image_threshold)):
         if v is not None and not (np.isfinite(v) and v >= 0):
@@ -511,6 +524,19 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     det = detect_map(bundle, inp.normals, inp.mask, name=inp.name, confidence=inp.confidence,
                      threshold=threshold, light_splits=splits, capture_images=images,
                      scale=scale)
+    calibrated = {"pixel_threshold": choice.bundle.threshold,
+                  "image_threshold": choice.bundle.image_threshold}
+    replaced = calibrated != {"pixel_threshold": det.threshold,
+                              "image_threshold": det.image_threshold}
+    entry = {**det.summary(), "source": inp.source,
+             **({"source_sha256": inp.source_sha256} if inp.source_sha256 else {})}
+    summary = summary_document(bundle, [entry],
+                               threshold=det.threshold, calibrated=calibrated if replaced
+                               else None, solver=None if inp.capture is None
+                               else inp.capture[2], scale=scale)
+    # the server's folders are not the client's business: the model is named by its label
+    summary["model_dir"] = None
+    summary["model_label"] = choice.label
     normals_rgb = encode_png(inp.normals, inp.mask)
     ref = det.reference
     return Prediction(
@@ -525,6 +551,9 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
         image_threshold=float(det.image_threshold),
         verdict=det.verdict.upper(),
         regions=[dict(r) for r in det.regions],
+        inspected=inp,
+        detection=det,
+        summary=summary,
     )
 
 
@@ -538,11 +567,12 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
     """The app's button: load, predict, and turn every failure into a readable message.
     ``scale``: see :func:`predict` (None, an emptied field, = 1).
 
-    Returns ``(verdict_html, normals, reference, heatmap, mask, region_rows)``; images are RGB
-    uint8 arrays or None. Never raises for bad input; bugs are logged with their traceback on
-    the server and shown as one line in the page.
+    Returns ``(verdict_html, normals, reference, heatmap, mask, region_rows, prediction)``;
+    images are RGB uint8 arrays or None, ``prediction`` the :class:`Prediction` (None after an
+    error). Never raises for bad input; bugs are logged with their traceback on the server and
+    shown as one line in the page.
     """
-    empty = (None, None, None, None, [])
+    empty = (None, None, None, None, [], None)
     try:
         if path is None:
             raise PsinspectError("no file: upload a normal map or a capture zip first")
@@ -564,7 +594,7 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
         return (verdict_html(None, f"internal error ({type(err).__name__}); see the server "
                                    "log"), *empty)
     return (verdict_html(p), p.normals_rgb, p.reference_rgb, p.heatmap_rgb, p.mask_rgb,
-            regions_table(p.regions))
+            regions_table(p.regions), p)
 
 
 #: per-request result images older than this are removed (Gradio copies them into its own
@@ -572,10 +602,13 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
 RESULT_FILES_MAX_AGE_S = 900.0
 
 
-def result_image_files(images: Sequence[np.ndarray | None], folder: Path) -> list[str | None]:
-    """Write each RGB image as a PNG in a new unique subfolder of ``folder`` (atomically) and
-    return the paths (None stays None); prunes subfolders older than
-    :data:`RESULT_FILES_MAX_AGE_S`.
+def result_files(images: Sequence[np.ndarray | None], folder: Path,
+                 prediction: Prediction | None = None) -> tuple[list[str | None], str | None]:
+    """Write each RGB image as a PNG in a new unique subfolder of ``folder`` (atomically) and,
+    for a ``prediction``, its results download (:func:`write_results_zip`) beside them; return
+    the image paths (None stays None) and the zip's (None without a prediction, or when it
+    could not be written: logged, the page still shows the results); prunes subfolders older
+    than :data:`RESULT_FILES_MAX_AGE_S`.
 
     Why files and not arrays: Gradio writes a returned array to a cache file named by the
     image's hash, in place (not atomically), so when two requests produce the same image (two
@@ -593,8 +626,35 @@ def result_image_files(images: Sequence[np.ndarray | None], folder: Path) -> lis
             continue  # pruned by another request at the same moment
     out = folder / uuid.uuid4().hex
     out.mkdir()
-    return [None if im is None else str(save_png(out / f"{i}.png", im))
-            for i, im in enumerate(images)]
+    paths = [None if im is None else str(save_png(out / f"{i}.png", im))
+             for i, im in enumerate(images)]
+    download = None
+    if prediction is not None:
+        try:
+            download = str(write_results_zip(prediction, out))
+        except OSError:
+            log.exception("the results download could not be written")
+    return paths, download
+
+
+def write_results_zip(prediction: Prediction, folder: Path) -> Path:
+    """``folder/<name>_results.zip``, written atomically: the files ``psinspect detect`` writes
+    for the input (:func:`psinspect.detect.write_input_files`: ``<name>_score.npy``, heatmap,
+    mask, reference and panel PNGs) and its ``summary.json`` (:attr:`Prediction.summary`)."""
+    from psinspect.detect import write_input_files
+    from psinspect.fileio import atomic_write_bytes, json_bytes
+
+    inp, name = prediction.inspected, prediction.name
+    if inp is None or prediction.detection is None:
+        raise PsinspectError(f"{name}: the prediction holds no detection to write")
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        write_input_files(Path(tmp), name, inp.normals, inp.mask, prediction.detection)
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(Path(tmp).iterdir()):
+                z.write(f, f.name)
+            z.writestr("summary.json", json_bytes(prediction.summary))
+    return atomic_write_bytes(folder / f"{name}_results.zip", buf.getvalue())
 
 
 def list_examples(folder: Path | None = None) -> list[Path]:
@@ -635,7 +695,7 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
               limits: Limits = Limits(), examples: Sequence[Path] | None = None) -> Any:
     """The Gradio Blocks app over ``choices`` (first = default). Temp files go to ``workdir``:
     unpacked capture zips under ``inputs/``, result images under ``results/``
-    (:func:`result_image_files`)."""
+    (:func:`result_files`)."""
     import gradio as gr
 
     from psinspect.detect import SCALES
@@ -657,10 +717,11 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
             scale: float | None = 1.0) -> tuple[Any, ...]:
         path = None if upload is None else Path(upload if isinstance(upload, str)
                                                 else upload.name)
-        verdict, *images, rows = inspect_upload(path, by_label.get(label), threshold,
-                                                image_threshold, workdir / "inputs", limits,
-                                                scale)
-        return (verdict, *result_image_files(images, workdir / "results"), rows)
+        verdict, *images, rows, prediction = inspect_upload(
+            path, by_label.get(label), threshold, image_threshold, workdir / "inputs", limits,
+            scale)
+        paths, download = result_files(images, workdir / "results", prediction)
+        return (verdict, *paths, rows, download)
 
     first = choices[0]
     # no "share" button on images (it would upload to a hub)
@@ -718,9 +779,13 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                     mask_img = gr.Image(label="Predicted defect mask", elem_id="mask", **img_kw)
                 table = gr.Dataframe(headers=REGION_COLUMNS, label="Defect regions",
                                      interactive=False, elem_id="regions")
+                download = gr.File(label="Results (zip): score map (.npy), mask, heatmap, "
+                                         "panel and summary.json, as psinspect detect writes",
+                                   interactive=False, elem_id="results")
         model.change(sliders_for, inputs=[model], outputs=[threshold, image_threshold])
         button.click(run, inputs=[upload, model, threshold, image_threshold, scale],
-                     outputs=[verdict, normals_img, ref_img, heat_img, mask_img, table],
+                     outputs=[verdict, normals_img, ref_img, heat_img, mask_img, table,
+                              download],
                      api_name="inspect")
     return demo
 

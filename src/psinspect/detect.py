@@ -595,16 +595,7 @@ def write_detection_outputs(
     ``input.ps_solver``). ``jobs``: inputs processed at once (default :func:`default_jobs`).
     ``lights``: the 1-based lights of capture folders to use (default all; :func:`load_input`).
     ``scale``: see :func:`detect_map`. Returns the summary."""
-    from psinspect.fileio import (
-        file_sha256,
-        input_names,
-        save_json,
-        save_npy,
-        save_png,
-        staged_output_dir,
-    )
-    from psinspect.normalmap import encode_png
-    from psinspect.report import heatmap_rgb, panel_rgb
+    from psinspect.fileio import file_sha256, input_names, save_json, staged_output_dir
 
     if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
         raise PsinspectError(f"--threshold must be a finite number >= 0, got {threshold}")
@@ -664,16 +655,8 @@ def write_detection_outputs(
                              confidence=inp.confidence, threshold=threshold,
                              light_splits=inp.light_splits,
                              capture_images=inp.capture_images, scale=scale)
-            save_npy(stage / f"{name}_score.npy", det.score.astype(np.float32))
-            save_png(stage / f"{name}_heatmap.png", heatmap_rgb(det.score, inp.mask,
-                                                                det.threshold))
-            save_png(stage / f"{name}_mask.png", det.pred_mask.astype(np.uint8) * 255)
-            if det.reference is not None:
-                save_png(stage / f"{name}_reference.png", encode_png(det.reference, inp.mask))
             gt = None if inp.gt_mask is None else inp.gt_mask & inp.mask
-            save_png(stage / f"{name}_panel.png", panel_rgb(
-                inp.normals, inp.mask, det.reference, det.score, det.pred_mask, det.threshold,
-                gt))
+            write_input_files(stage, name, inp.normals, inp.mask, det, gt)
             s = det.summary()
             s["source"] = inp.source
             if inp.ps_solver is not None:
@@ -697,34 +680,67 @@ def write_detection_outputs(
             one_or_error if keep_going else one, list(zip(paths, names, strict=True)),
             default_jobs(len(paths)) if jobs is None else jobs,
             on_result=None if progress is None else lambda s: progress(s["name"]))
-        from psinspect import __version__
-        from psinspect.fileio import utc_timestamp
-
-        summary = {
-            "psinspect_version": __version__,
-            "date": utc_timestamp(),
-            "model": bundle.config.get("model"),
-            "model_dir": str(Path(bundle.path).resolve()) if bundle.path else None,
-            "model_weights_sha256": bundle.config.get("weights_sha256"),
-            **({"tta": bundle.model.tta} if bundle.model.tta_levels else {}),
-            "pixel_threshold": threshold + 0.0 if threshold is not None else bundle.threshold,
-            "image_threshold": bundle.image_threshold,
-            # the model's own, where --threshold / --image-threshold replaced them
-            **({"calibrated_thresholds": calibrated}
-               if threshold is not None or image_threshold is not None else {}),
-            # masks and regions: score >= pixel_threshold, 8-connected components of at
-            # least this many pixels (smaller specks are left out of both)
-            "min_region_px": MIN_REGION_PX,
-            "bbox": "[x0, y0, x1, y1] in pixels: first column and row, and one past the last",
-            "ps_solver": solver,
-            **({"lights": lights} if lights is not None else {}),
-            **({"scale": scale} if scale != 1.0 else {}),
-            "verdict_rule": "fail when image_score > image_threshold (image score = peak of "
-                            "the 3x3 object-pixel mean of the score map, times the input's "
-                            "image_scale: the model's per-map score divisor, 1 for most "
-                            "models; geo-seg divides its score maps by a level of their own, "
-                            "and the verdict is taken before that division)",
-            "inputs": summaries,
-        }
+        summary = summary_document(bundle, summaries, threshold=threshold,
+                                   calibrated=(calibrated if threshold is not None
+                                               or image_threshold is not None else None),
+                                   solver=solver, lights=lights, scale=scale)
         save_json(stage / "summary.json", summary)
     return summary
+
+
+def write_input_files(folder: Path, name: str, normals: np.ndarray, mask: np.ndarray,
+                      det: Detection, gt: np.ndarray | None = None) -> None:
+    """The files ``psinspect detect`` writes for one input into ``folder`` (each atomically):
+    ``<name>_score.npy`` (float32 (H, W), 0 outside the mask), ``_heatmap.png``, ``_mask.png``
+    (the prediction at the pixel threshold), ``_reference.png`` (where the model has one) and
+    ``_panel.png`` (with the ground truth ``gt``, (H, W) bool, where given)."""
+    from psinspect.fileio import save_npy, save_png
+    from psinspect.normalmap import encode_png
+    from psinspect.report import heatmap_rgb, panel_rgb
+
+    save_npy(folder / f"{name}_score.npy", det.score.astype(np.float32))
+    save_png(folder / f"{name}_heatmap.png", heatmap_rgb(det.score, mask, det.threshold))
+    save_png(folder / f"{name}_mask.png", det.pred_mask.astype(np.uint8) * 255)
+    if det.reference is not None:
+        save_png(folder / f"{name}_reference.png", encode_png(det.reference, mask))
+    save_png(folder / f"{name}_panel.png", panel_rgb(
+        normals, mask, det.reference, det.score, det.pred_mask, det.threshold, gt))
+
+
+def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
+                     threshold: float | None, calibrated: dict[str, float] | None,
+                     solver: str | None, lights: str | None = None, scale: float = 1.0
+                     ) -> dict[str, Any]:
+    """The ``summary.json`` of a detection run: the version, date, model, thresholds and rules
+    around the per-input entries ``inputs`` (:meth:`Detection.summary` and more).
+    ``threshold``: the pixel threshold used instead of the model's (None: the model's);
+    ``calibrated``: the model's own thresholds, recorded where others replaced them;
+    ``solver``: the PS solver of capture inputs (None: no capture was solved)."""
+    from psinspect import __version__
+    from psinspect.fileio import utc_timestamp
+
+    return {
+        "psinspect_version": __version__,
+        "date": utc_timestamp(),
+        "model": bundle.config.get("model"),
+        "model_dir": str(Path(bundle.path).resolve()) if bundle.path else None,
+        "model_weights_sha256": bundle.config.get("weights_sha256"),
+        **({"tta": bundle.model.tta} if bundle.model.tta_levels else {}),
+        "pixel_threshold": threshold + 0.0 if threshold is not None else bundle.threshold,
+        "image_threshold": bundle.image_threshold,
+        # the model's own, where --threshold / --image-threshold replaced them
+        **({"calibrated_thresholds": calibrated} if calibrated is not None else {}),
+        # masks and regions: score >= pixel_threshold, 8-connected components of at
+        # least this many pixels (smaller specks are left out of both)
+        "min_region_px": MIN_REGION_PX,
+        "bbox": "[x0, y0, x1, y1] in pixels: first column and row, and one past the last",
+        **({"ps_solver": solver} if solver is not None else {}),
+        **({"lights": lights} if lights is not None else {}),
+        **({"scale": scale} if scale != 1.0 else {}),
+        "verdict_rule": "fail when image_score > image_threshold (image score = peak of "
+                        "the 3x3 object-pixel mean of the score map, times the input's "
+                        "image_scale: the model's per-map score divisor, 1 for most "
+                        "models; geo-seg divides its score maps by a level of their own, "
+                        "and the verdict is taken before that division)",
+        "inputs": inputs,
+    }
