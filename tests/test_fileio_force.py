@@ -252,3 +252,12 @@ def test_train_force_writes_only_into_a_model_folder(tmp_path: Path, monkeypatch
     assert (other / "config.json").read_text() == '{"my": "own"}'
     assert run_cli([*base, tmp_path / "m"], monkeypatch, capsys)[0] == 0
     assert run_cli([*base, tmp_path / "m"], monkeypatch, capsys)[0] == 0  # a model: replaced
+    # and the other way round: other commands' --force does not fill a model folder
+    before = sorted(p.name for p in (tmp_path / "m").iterdir())
+    for cmd in (["render", "--parts", "1", "--size", "64"],
+                ["detect", maps[0]]):
+        code, _, err = run_cli([*cmd, "--force", "-o", tmp_path / "m"], monkeypatch, capsys)
+        assert code == 2 and err.strip().splitlines() == [
+            f"error: {tmp_path / 'm'}: holds a psinspect model, which --force does not replace "
+            "with other results: choose another output folder"], cmd
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == before

@@ -340,14 +340,17 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def check_output_dir(path: str | os.PathLike[str], force: bool,
-                     inputs: Sequence[str | os.PathLike[str] | None] = ()) -> Path:
+                     inputs: Sequence[str | os.PathLike[str] | None] = (),
+                     model_folder: bool = False) -> Path:
     """Refuse a non-empty existing folder unless ``force``; refuse a path that is a file, and a
     folder that does not exist and cannot be created (under a file, a read-only or
     pseudo file system, no permission), so that commands fail before their slow part. With
     ``force``, also refuse a folder where an earlier run wrote one of the command's ``inputs``
     (files or folders it reads, or files inside them; None entries are skipped): replacing
-    that run's files (:func:`staged_output_dir`) would delete them. An input folder itself is
-    never an output folder (written files would join its images, say).
+    that run's files (:func:`staged_output_dir`) would delete them; and, unless the command
+    writes a model folder (``model_folder``: train), a folder that holds a psinspect model
+    (its files are not replaced by other commands' results, which would join them). An input
+    folder itself is never an output folder (written files would join its images, say).
 
     Whether the folder can be made, or an existing one written, is tested by creating and at
     once removing an empty hidden folder ``.NAME.staging-<pid>-*`` where the first missing
@@ -375,6 +378,13 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
             raise PsinspectError(f"{path}: output folder is not empty (use --force to overwrite)")
         if non_empty and inputs:
             _check_inputs_kept(path, inputs)
+        if non_empty and not model_folder:
+            from psinspect.modelstore import is_model_folder
+
+            if is_model_folder(path):
+                raise PsinspectError(f"{path}: holds a psinspect model, which --force does not "
+                                     "replace with other results: choose another output "
+                                     "folder")
         try:  # (read-only, no permission: found now, not after the work)
             os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.staging-{os.getpid()}-", dir=path))
         except OSError as err:

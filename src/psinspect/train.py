@@ -644,7 +644,8 @@ def train_model(
         if not force and (out / CHECKPOINT_DIR / "state.json").is_file():
             raise PsinspectError(f"{out}: holds an interrupted training run: add --resume to "
                                  "go on with it (or --force to start over, which discards it)")
-        check_output_dir(out, force, [*inputs, *(calibration_inputs or [])])
+        check_output_dir(out, force, [*inputs, *(calibration_inputs or [])],
+                         model_folder=True)
         if out.is_dir() and any(out.iterdir()) and not (
                 (out / CHECKPOINT_DIR).is_dir() or is_model_folder(out)):
             raise PsinspectError(f"{out}: --force replaces a psinspect model folder, and this "
