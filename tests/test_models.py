@@ -151,6 +151,32 @@ def test_geo_seg_full_test_time_augmentation_is_rotation_equivariant() -> None:
         create_model("geo-seg", tta=3)
 
 
+def test_geo_seg_default_test_time_augmentation_is_invariant_to_turns() -> None:
+    """A part put down turned by any quarter turn scores the same, turned with it, at the
+    default 4 test-time copies (the quarter turns); at 2 copies by a half turn; mirror images
+    are only matched at 8 (a turned part is never mirrored)."""
+    from psinspect.normalmap import flip, rotate90
+
+    rng = np.random.default_rng(5)
+    n, m = sphere_map(64, 26)
+    n, _, _ = implant_defects(n, m, rng, count=2, types=["scratch", "dent"], severity="high")
+    four = create_model("geo-seg", **TINY)
+    assert four.tta == 4
+    two = create_model("geo-seg", tta=2, **TINY)
+    two.net = four.net
+    s4, s2 = four.score(n, m).score, two.score(n, m).score
+    scale = float(s4.max())
+    for k in (1, 2, 3):
+        turned = four.score(rotate90(n, k), np.rot90(m, k).copy()).score
+        assert np.abs(np.rot90(s4, k) - turned).max() < 1e-3 * scale, k
+    turned = two.score(rotate90(n, 2), np.rot90(m, 2).copy()).score
+    assert np.abs(np.rot90(s2, 2) - turned).max() < 1e-3 * scale
+    turned = two.score(rotate90(n, 1), np.rot90(m, 1).copy()).score
+    assert np.abs(np.rot90(s2, 1) - turned).max() > 1e-2 * scale
+    mirrored = four.score(flip(n, "lr"), m[:, ::-1].copy()).score
+    assert np.abs(s4[:, ::-1] - mirrored).max() > 1e-2 * scale
+
+
 def test_any_channel_width_builds() -> None:
     """GroupNorm needs a group count that divides the width: 14, 18 or 36 channels were
     refused as bad hyperparameters; the bundled widths keep their groups (2, 4, 8, 8)."""

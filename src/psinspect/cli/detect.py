@@ -40,7 +40,9 @@ def detect_cmd(
         help="Test-time augmentation: copies of each map (turned / mirrored) scored and "
              "averaged, for models that have it (geo-seg: 1, 2, 4 or 8; default: the model's "
              "own, 4 for the bundled model). More copies: more accurate and slower "
-             "(BENCHMARKS.md); the model's thresholds calibrated for that level are used.")
+             "(BENCHMARKS.md); the model's thresholds calibrated for that level are used. "
+             "At 4 (the quarter turns) a part turned by any multiple of 90 degrees scores "
+             "the same; at 2 by 180 degrees; at 8 also mirrored.")
     ] = None,
     lights: Annotated[str | None, typer.Option(
         help="For capture folders: the 1-based lights to use, e.g. '21-96' (default all), "

@@ -45,8 +45,10 @@ Score: ``softplus(logit)`` (monotone in the predicted defect probability, never 
 outside the mask), the logit averaged over ``tta`` rotated/mirrored copies of the map
 (test-time augmentation: each copy's vectors turn with it, its features are the map's own
 turned with it, :meth:`GeoSeg.transform_features`; the network is not exactly
-rotation-equivariant, so the average is a cheap ensemble; more copies score better and cost
-more, and training calibrates thresholds for 1, 2, 4 and 8 of them: ``detect --tta N``), times
+rotation-equivariant, so the average is a cheap ensemble, and as the copies of 2 and 4 are
+the half and quarter turns, a part turned by those scores exactly the same, turned with it;
+more copies score better and cost more, and training calibrates thresholds for 1, 2, 4 and 8
+of them: ``detect --tta N``), times
 ``min(1, confidence / min_confidence)`` when PS confidence is given (those pixels are reported
 as unreliable); finally, on the whole map, divided by a soft measure of the map's own score
 level (:meth:`GeoSeg.finish_map`; the pass/fail image score is taken before that division).
@@ -70,9 +72,13 @@ from psinspect.models.geometric import line_kernel, masked_blur, normalize, robu
 from psinspect.normalmap import flip, resize_with_pad, rotate90, unit_angle_deg
 
 #: test-time augmentation: (quarter turns, mirrored) of the map, in the order they are used;
-#: the network's logits over the first ``tta`` of them are averaged (vectors turn with the map)
+#: the network's logits over the first ``tta`` of them are averaged (vectors turn with the map).
+#: The first 2 and 4 are the half and quarter turns, groups of turns: a part turned by 180
+#: degrees (``tta`` 2) or by any quarter turn (``tta`` 4, the default) scores exactly the same,
+#: turned with it, as a part lies on a fixture whichever way it was put down; all 8 add the
+#: mirror images (a camera that flips its image)
 _TTA_ORDER: tuple[tuple[int, bool], ...] = (
-    (0, False), (2, True), (1, False), (3, True), (2, False), (0, True), (3, False), (1, True))
+    (0, False), (2, False), (1, False), (3, False), (0, True), (2, True), (1, True), (3, True))
 #: pixels of test-time copies run through the network in one pass (memory: ~1 kB per pixel)
 _PASS_PIXELS = 4 * 1024 * 1024
 
