@@ -318,7 +318,8 @@ def test_zip_with_damaged_compressed_data_is_one_error(tmp_path: Path, method: i
         safe_extract_zip(z, tmp_path / "out")
 
 
-def test_results_download_holds_what_detect_writes(tmp_path: Path, geometric_choice) -> None:
+def test_results_download_holds_what_detect_writes(tmp_path: Path, geometric_choice,
+                                                   monkeypatch, caplog) -> None:
     """The app's results zip: the input's score map, mask, heatmap, panel and a summary.json as
     ``psinspect detect`` writes them for the same upload; no server path in it; moved sliders
     are recorded beside the calibrated thresholds; the Inspect button returns it."""
@@ -354,12 +355,25 @@ def test_results_download_holds_what_detect_writes(tmp_path: Path, geometric_cho
     assert entry["source"] == ex.name and entry["source_sha256"] == file_sha256(ex)
     assert summary["model_label"] == geometric_choice.label and summary["model_dir"] is None
     assert str(tmp_path) not in text and str(ex.parent) not in text
-    assert "calibrated_thresholds" not in summary and "ps_solver" not in summary
+    assert "calibrated_thresholds" not in summary and "ps_solver" not in entry
+    assert summary["ps_solver"] == geometric_choice.bundle.input_handling["ps_solver"]
+    assert list(summary)[-1] == "inputs"
     moved = inspect_upload(ex, geometric_choice, 12.5, None, tmp_path / "in")[6].summary
     assert moved["pixel_threshold"] == 12.5
     assert moved["calibrated_thresholds"] == {"pixel_threshold": 10.0, "image_threshold": 20.0}
     assert inspect_upload(tmp_path / "gone.png", geometric_choice, None, None,
                           tmp_path / "in")[6] is None
+    # a download that cannot be written (a full disk: atomic writes say so as a
+    # PsinspectError) leaves the results shown, without a zip and without a trace
+    import psinspect.detect
+
+    def full_disk(folder, *args, **kwargs):
+        raise PsinspectError(f"{folder}/x.npy: cannot write (No space left on device)")
+
+    monkeypatch.setattr(psinspect.detect, "write_input_files", full_disk)
+    paths, none = result_files(out[1:5], tmp_path / "results", out[6])
+    assert none is None and all(Path(p).is_file() for p in paths if p is not None)
+    assert "No space left" in caplog.text and "Traceback" not in caplog.text
     config = build_app([geometric_choice], tmp_path, examples=[]).config
     ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
     (dep,) = [d for d in config["dependencies"] if d.get("api_name") == "inspect"]

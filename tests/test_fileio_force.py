@@ -258,6 +258,14 @@ def test_train_force_writes_only_into_a_model_folder(tmp_path: Path, monkeypatch
                 ["detect", maps[0]]):
         code, _, err = run_cli([*cmd, "--force", "-o", tmp_path / "m"], monkeypatch, capsys)
         assert code == 2 and err.strip().splitlines() == [
-            f"error: {tmp_path / 'm'}: holds a psinspect model, which --force does not replace "
-            "with other results: choose another output folder"], cmd
+            f"error: {tmp_path / 'm'}: holds a psinspect model (or an interrupted training "
+            "run), which --force does not replace with other results: choose another output "
+            "folder"], cmd
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == before
+    # an interrupted training run (no config.json yet; train --resume finishes it there)
+    interrupted = tmp_path / "interrupted"
+    (interrupted / ".checkpoint").mkdir(parents=True)
+    (interrupted / ".checkpoint" / "state.json").write_text("{}")
+    code, _, err = run_cli(["render", "--parts", "1", "--size", "64", "--force", "-o",
+                            interrupted], monkeypatch, capsys)
+    assert code == 2 and "interrupted training run" in err

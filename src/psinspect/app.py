@@ -22,6 +22,7 @@ import html
 import io
 import logging
 import lzma
+import math
 import os
 import shutil
 import stat
@@ -516,7 +517,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
             raise PsinspectError(f"{label} must be a non-negative number, got {v}")
     bundle = choice.bundle
     if image_threshold is not None:
-        bundle = replace(bundle, image_threshold=float(image_threshold))
+        bundle = replace(bundle, image_threshold=float(image_threshold) + 0.0)  # (-0 -> 0)
     # as psinspect detect: models that use them get the capture's half-light-set solves
     splits = inp.light_splits() if getattr(bundle.model, "uses_light_splits", False) else None
     images = (inp.capture[:2] if inp.capture is not None
@@ -526,17 +527,17 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
                      scale=scale)
     calibrated = {"pixel_threshold": choice.bundle.threshold,
                   "image_threshold": choice.bundle.image_threshold}
-    replaced = calibrated != {"pixel_threshold": det.threshold,
-                              "image_threshold": det.image_threshold}
+    replaced = not all(math.isclose(calibrated[k], v, rel_tol=1e-9) for k, v in (
+        ("pixel_threshold", det.threshold), ("image_threshold", det.image_threshold)))
     entry = {**det.summary(), "source": inp.source,
-             **({"source_sha256": inp.source_sha256} if inp.source_sha256 else {})}
-    summary = summary_document(bundle, [entry],
-                               threshold=det.threshold, calibrated=calibrated if replaced
-                               else None, solver=None if inp.capture is None
-                               else inp.capture[2], scale=scale)
+             **({"source_sha256": inp.source_sha256} if inp.source_sha256 else {}),
+             **({"ps_solver": inp.capture[2]} if inp.capture is not None else {})}
+    summary = summary_document(bundle, [entry], threshold=det.threshold,
+                               calibrated=calibrated if replaced else None,
+                               solver=str(bundle.input_handling["ps_solver"]), scale=scale)
     # the server's folders are not the client's business: the model is named by its label
-    summary["model_dir"] = None
-    summary["model_label"] = choice.label
+    summary = {**{k: v for k, v in summary.items() if k != "inputs"}, "model_dir": None,
+               "model_label": choice.label, "inputs": summary["inputs"]}
     normals_rgb = encode_png(inp.normals, inp.mask)
     ref = det.reference
     return Prediction(
@@ -632,8 +633,8 @@ def result_files(images: Sequence[np.ndarray | None], folder: Path,
     if prediction is not None:
         try:
             download = str(write_results_zip(prediction, out))
-        except OSError:
-            log.exception("the results download could not be written")
+        except (OSError, PsinspectError) as err:  # (a full disk): the results still show
+            log.error("the results download could not be written: %s", err)
     return paths, download
 
 
@@ -651,8 +652,8 @@ def write_results_zip(prediction: Prediction, folder: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         write_input_files(Path(tmp), name, inp.normals, inp.mask, prediction.detection)
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for f in sorted(Path(tmp).iterdir()):
-                z.write(f, f.name)
+            for f in sorted(Path(tmp).iterdir()):  # (PNGs are compressed already)
+                z.write(f, f.name, zipfile.ZIP_STORED if f.suffix == ".png" else None)
             z.writestr("summary.json", json_bytes(prediction.summary))
     return atomic_write_bytes(folder / f"{name}_results.zip", buf.getvalue())
 
@@ -694,7 +695,7 @@ def _quiet_user_errors(component: Any) -> None:
 def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
               limits: Limits = Limits(), examples: Sequence[Path] | None = None) -> Any:
     """The Gradio Blocks app over ``choices`` (first = default). Temp files go to ``workdir``:
-    unpacked capture zips under ``inputs/``, result images under ``results/``
+    unpacked capture zips under ``inputs/``, result images and downloads under ``results/``
     (:func:`result_files`)."""
     import gradio as gr
 

@@ -709,13 +709,14 @@ def write_input_files(folder: Path, name: str, normals: np.ndarray, mask: np.nda
 
 def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
                      threshold: float | None, calibrated: dict[str, float] | None,
-                     solver: str | None, lights: str | None = None, scale: float = 1.0
+                     solver: str, lights: str | None = None, scale: float = 1.0
                      ) -> dict[str, Any]:
     """The ``summary.json`` of a detection run: the version, date, model, thresholds and rules
     around the per-input entries ``inputs`` (:meth:`Detection.summary` and more).
     ``threshold``: the pixel threshold used instead of the model's (None: the model's);
     ``calibrated``: the model's own thresholds, recorded where others replaced them;
-    ``solver``: the PS solver of capture inputs (None: no capture was solved)."""
+    ``solver``: the PS solver capture inputs are solved with (each capture's entry names
+    the one it was solved with)."""
     from psinspect import __version__
     from psinspect.fileio import utc_timestamp
 
@@ -734,7 +735,7 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
         # least this many pixels (smaller specks are left out of both)
         "min_region_px": MIN_REGION_PX,
         "bbox": "[x0, y0, x1, y1] in pixels: first column and row, and one past the last",
-        **({"ps_solver": solver} if solver is not None else {}),
+        "ps_solver": solver,
         **({"lights": lights} if lights is not None else {}),
         **({"scale": scale} if scale != 1.0 else {}),
         "verdict_rule": "fail when image_score > image_threshold (image score = peak of "

@@ -348,8 +348,9 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     ``force``, also refuse a folder where an earlier run wrote one of the command's ``inputs``
     (files or folders it reads, or files inside them; None entries are skipped): replacing
     that run's files (:func:`staged_output_dir`) would delete them; and, unless the command
-    writes a model folder (``model_folder``: train), a folder that holds a psinspect model
-    (its files are not replaced by other commands' results, which would join them). An input
+    writes a model folder (``model_folder``: train), a folder that holds a psinspect model or
+    an interrupted training run (its files are not replaced by other commands' results, which
+    would join them). An input
     folder itself is never an output folder (written files would join its images, say).
 
     Whether the folder can be made, or an existing one written, is tested by creating and at
@@ -379,12 +380,12 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
         if non_empty and inputs:
             _check_inputs_kept(path, inputs)
         if non_empty and not model_folder:
-            from psinspect.modelstore import is_model_folder
+            from psinspect.modelstore import is_training_folder
 
-            if is_model_folder(path):
-                raise PsinspectError(f"{path}: holds a psinspect model, which --force does not "
-                                     "replace with other results: choose another output "
-                                     "folder")
+            if is_training_folder(path):
+                raise PsinspectError(f"{path}: holds a psinspect model (or an interrupted "
+                                     "training run), which --force does not replace with "
+                                     "other results: choose another output folder")
         try:  # (read-only, no permission: found now, not after the work)
             os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.staging-{os.getpid()}-", dir=path))
         except OSError as err:

@@ -47,6 +47,8 @@ FORMAT_VERSION = 1
 #: weights files are ``WEIGHTS_STEM-<first 16 hex digits of their SHA-256>.safetensors``
 WEIGHTS_STEM = "model"
 CONFIG_FILE = "config.json"
+#: where train keeps an interrupted run's state (``train --resume``), inside the model folder
+CHECKPOINT_DIR = ".checkpoint"
 #: training logs are ``LOG_STEM-<first 16 hex digits of their SHA-256>.json``, named by config.json
 LOG_STEM = "train_log"
 
@@ -219,6 +221,12 @@ def is_model_folder(folder: str | os.PathLike[str]) -> bool:
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(config, dict) and config.get("format") == MODEL_FORMAT
+
+
+def is_training_folder(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds a model (:func:`is_model_folder`) or an interrupted training
+    run that ``train --resume`` finishes into it (``CHECKPOINT_DIR/state.json``)."""
+    return is_model_folder(folder) or (Path(folder) / CHECKPOINT_DIR / "state.json").is_file()
 
 
 def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:

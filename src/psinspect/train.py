@@ -63,6 +63,7 @@ from psinspect.fileio import (
 )
 from psinspect.models import AnomalyModel, NormalSample, create_model
 from psinspect.modelstore import (
+    CHECKPOINT_DIR,
     is_model_folder,
     parse_weights,
     remove_unreferenced,
@@ -79,7 +80,6 @@ from psinspect.normalmap import (
 )
 from psinspect.stereo import check_solver
 
-CHECKPOINT_DIR = ".checkpoint"
 DEFAULT_THRESHOLD_FPR = 0.001
 #: target share of good parts failing, for cross-calibrated models (:func:`gumbel_threshold`)
 DEFAULT_IMAGE_FPR = 0.01
