@@ -157,8 +157,13 @@ def test_ctrl_c_while_the_program_loads_prints_no_traceback() -> None:
         "builtins.__import__ = imp\n"
         "sys.argv = ['psinspect', '--version']\n"
         "console.main()\n")
+    import signal
+
+    # (Ctrl-C handled by default in the child, whatever this test process inherited: a
+    # background job, as `./.ci/run &`, starts with SIGINT ignored)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.returncode == -2, (proc.returncode, proc.stderr)  # killed by SIGINT
     assert proc.stdout == "" and proc.stderr == ""
 
@@ -178,8 +183,8 @@ def test_a_process_started_with_ctrl_c_ignored_keeps_ignoring_it() -> None:
     for ignore, want in ((True, "True"), (False, "False")):
         proc = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore
-            else None)
+            preexec_fn=lambda ignore=ignore: signal.signal(
+                signal.SIGINT, signal.SIG_IGN if ignore else signal.SIG_DFL))
         assert proc.stdout.strip() == want, (ignore, proc.stdout, proc.stderr)
 
 
