@@ -17,3 +17,22 @@ def write_section(text: str, path: Path, begin: str, end: str) -> None:
     else:
         new = old.rstrip("\n") + "\n\n" + text + "\n"
     atomic_write_bytes(path, new.encode("utf-8"))
+
+
+def cpu_description() -> str:
+    """The CPU as the machine line of a benchmark states it: its model name and whether it has
+    AVX-512 (vector width: what torch's CPU kernels use), from ``/proc/cpuinfo``
+    where there is one; speeds of runs on different days compare only with the same CPU."""
+    import platform
+
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
+                  if line.startswith("flags")), [])
+    vector = ("AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags
+              else "no AVX2")
+    return f"{model}, {vector}"

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_data  # noqa: E402
-from _markdown import write_section  # noqa: E402
+from _markdown import cpu_description, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "bench_detect"
@@ -459,7 +459,7 @@ def render_markdown(results: dict, args) -> str:
         + (" --reuse` (the unet-ae and geometric model folders of an earlier run of the same "
            "recipes, runs/bench_detect/models, were evaluated again; training time is the one "
            "recorded in them)  " if args.reuse else "`  "),
-        f"Machine: 2-core CPU, no GPU ({platform.machine()}, Python "
+        f"Machine: 2-core CPU, no GPU ({platform.machine()}, {cpu_description()}, Python "
         f"{platform.python_version()}, torch threads {args.threads}; 1-min load average at the "
         f"end {load:.1f}, the cores are shared with other jobs, so times are pessimistic)  ",
         f"Date: {dt.datetime.now(dt.UTC).strftime('%a %b %d %H:%M:%S UTC %Y')}",
