@@ -195,6 +195,8 @@ def test_model_dir_from_another_version(geo_dir: Path) -> None:
     ({"input": None}, r"invalid 'input' \(want an object of settings, got NoneType\)"),
     ({"input": []}, "invalid 'input'"),
     ({"input": {"tile": True}}, "invalid input 'tile'"),
+    ({"input": {"capture_lights": [12, True]}}, "invalid input 'capture_lights'"),
+    ({"input": {"capture_lights": 12}}, "invalid input 'capture_lights'"),
     ({"threshold": True}, "missing or invalid 'threshold'"),
     ({"tta_thresholds": {"4": {"threshold": True, "image_threshold": 1.0}}},
      r"invalid 'tta_thresholds' \(want \{level: \{threshold, image_threshold\}\} with"),

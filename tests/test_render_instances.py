@@ -101,6 +101,15 @@ def test_cli_known_part_workflow_on_rendered_instances(tmp_path, monkeypatch, ca
     # the good captures were solved with the model's PS solver, and detect used the same
     assert cfg["input"]["ps_solver"] == "stable"
     assert json.loads((tmp_path / "det" / "summary.json").read_text())["ps_solver"] == "stable"
+    # the training captures' light count is recorded; a capture under another number of
+    # lights gets a warning (the thresholds assume the training lights), the same lights none
+    assert cfg["input"]["capture_lights"] == [12] and "captured under" not in err
+    code, _, err = run_cli(["detect", str(new[0]), "--model", str(tmp_path / "model"),
+                            "--lights", "1-8", "-o", str(tmp_path / "det8")], monkeypatch,
+                           capsys)
+    assert code == 0, err
+    assert (f"{new[0]}: captured under 8 lights, the model's training captures under 12: "
+            "its thresholds assume those lights") in err
     for p in new:
         bad = p in defective
         assert summary[p.name]["verdict"] == ("fail" if bad else "pass"), summary[p.name]

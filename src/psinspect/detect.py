@@ -422,6 +422,8 @@ class InputMap:
     ps_solver: str | None = None
     #: whether detect solved the normals itself (a capture folder) or was given them (a map)
     capture_solved: bool = False
+    #: a capture folder's number of lights used (after ``lights`` selection); None for a map
+    num_lights: int | None = None
     #: the normal-map file read (None for a capture folder): what evaluate checks a ground
     #: truth's map against, by its SHA-256
     map_file: Path | None = None
@@ -510,7 +512,7 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         return InputMap(p.name, n, m, str(p), confidence=res.confidence, gt_mask=gt,
                         defects=recs, light_splits=splits,
                         capture_images=(cap.images, cap.lights) if capture_images else None,
-                        ps_solver=solver, capture_solved=True)
+                        ps_solver=solver, capture_solved=True, num_lights=cap.num_lights)
     raise PsinspectError(f"{p}: input not found (expected a .npy/.png normal map or a capture "
                          "folder)")
 
@@ -670,6 +672,13 @@ def write_detection_outputs(
                         "normals: scores may be off (give the capture, or solve it with "
                         f"--solver {bundle.input_handling['ps_solver']})", UserWarning,
                         stacklevel=2)
+            trained = bundle.input_handling.get("capture_lights")
+            if trained and inp.num_lights is not None and inp.num_lights not in trained:
+                warnings.warn(
+                    f"{p}: captured under {inp.num_lights} lights, the model's training "
+                    f"captures under {' / '.join(map(str, trained))}: its thresholds assume "
+                    "those lights, so good parts may fail (calibrate it with `train "
+                    "--calibrate-on` captures under these lights)", UserWarning, stacklevel=2)
             if inp.map_file is not None:
                 s["source_sha256"] = file_sha256(inp.map_file)
             if gt is not None:

@@ -275,6 +275,10 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(given, dict):
         raise PsinspectError(f"{path}: invalid 'input' (want an object of settings, got "
                              f"{type(given).__name__})")
+    counts = given.get("capture_lights", [])
+    if not (isinstance(counts, list) and all(type(c) is int and c > 0 for c in counts)):
+        raise PsinspectError(f"{path}: invalid input 'capture_lights' (want a list of light "
+                             f"counts, got {counts!r})")
     tile, overlap = given.get("tile", 768), given.get("tile_overlap", 64)
     if not (type(tile) is int and type(overlap) is int and 0 <= 2 * overlap < tile):
         raise PsinspectError(f"{path}: invalid input 'tile' / 'tile_overlap' (want integers "

@@ -191,6 +191,13 @@ def _distinct_contents(files: Sequence[Path]) -> dict[Path, tuple[str, str, str 
     return {f: key for key, f in seen.items()}
 
 
+def _light_count(capture: Path) -> int:
+    """How many lights (and images) a capture folder has: its lights file's rows."""
+    from psinspect.capture import capture_lights_file, read_lights_file
+
+    return len(read_lights_file(capture_lights_file(capture)))
+
+
 def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
     from psinspect.dataset import find_captures
 
@@ -684,6 +691,11 @@ def train_model(
         raise PsinspectError(f"--solver {args['solver']}: the normals given were solved with "
                              f"{recorded!r}, which the model takes for capture folders too")
     solver = check_solver(recorded or args.get("solver") or model.ps_solver)
+    # a known part's thresholds hold for the lights its captures were taken under: recorded,
+    # so detect can warn about a capture under another number of lights
+    counts = sorted({_light_count(f) for f in [*_expand_inputs(given), *cal_files]
+                     if f.is_dir() and is_capture_folder(f)}) if model.known_part else []
+    capture_lights = {"capture_lights": counts} if counts else {}
     splits = bool(getattr(model, "uses_light_splits", False))
     images = bool(getattr(model, "learns_from_images", False))
     data = load_training_data(args["inputs"], seed=args["seed"], progress=progress,
@@ -777,6 +789,6 @@ def train_model(
     }
     save_model_dir(out, model, threshold=thr, image_threshold=img_thr, calibration=stats,
                    training=training, log=log, tta_thresholds=tta_thresholds,
-                   input_handling={"ps_solver": solver})
+                   input_handling={"ps_solver": solver, **capture_lights})
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     return json.loads((out / "config.json").read_text(encoding="utf-8"))
