@@ -110,6 +110,8 @@ def test_cli_known_part_workflow_on_rendered_instances(tmp_path, monkeypatch, ca
     assert code == 0, err
     assert (f"{new[0]}: captured under 8 lights, the model's training captures under 12: "
             "its thresholds assume those lights") in err
+    (entry,) = json.loads((tmp_path / "det8" / "summary.json").read_text())["inputs"]
+    assert entry["warnings"][0].startswith("captured under 8 lights")
     for p in new:
         bad = p in defective
         assert summary[p.name]["verdict"] == ("fail" if bad else "pass"), summary[p.name]
@@ -156,6 +158,20 @@ def test_app_scores_a_capture_upload_as_psinspect_detect_does(tmp_path: Path) ->
     app = predict(app_inp, ModelChoice("part", bundle))
     assert app.image_score == pytest.approx(cli.image_score, rel=1e-5)
     assert app.verdict.lower() == cli.verdict
+    # a capture under another number of lights than the training captures' gets the note
+    # detect warns with, under the verdict and in the download's summary.json
+    import html
+    from dataclasses import replace
+
+    from psinspect.app import verdict_html
+
+    assert app.notes == [] and "Note:" not in verdict_html(app)
+    config = {**bundle.config, "input": {**bundle.config["input"], "capture_lights": [8]}}
+    other = predict(app_inp, ModelChoice("part", replace(bundle, config=config)))
+    assert other.notes and other.notes[0].startswith("captured under 12 lights, the model's "
+                                                     "training captures under 8")
+    assert f"Note: {html.escape(other.notes[0])}" in verdict_html(other)
+    assert other.summary["inputs"][0]["warnings"] == other.notes
     # without the half-set solves or without the images the score would differ: the check
     # above can fail
     for kwargs in ({"capture_images": inp.capture_images}, {"light_splits": inp.light_splits}):

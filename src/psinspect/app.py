@@ -432,6 +432,8 @@ class Prediction:
     inspected: InspectionInput | None = field(default=None, repr=False)
     detection: Any = field(default=None, repr=False)
     summary: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: why the verdict may not hold (shown under it, and in summary.json's ``warnings``)
+    notes: list[str] = field(default_factory=list)
 
 
 REGION_COLUMNS = ["region", "area (px)", "centre x", "centre y",
@@ -475,7 +477,10 @@ def verdict_html(prediction: Prediction | None, error: str | None = None) -> str
         f"{prediction.threshold:.4g}</div>"
         '<div style="color:white !important;font-size:0.85em">The verdict compares the image '
         "score (the map's own summary) with the pass/fail threshold; regions and their peak "
-        "scores are on the pixel-score scale: a part can pass with marked regions.</div></div>"
+        "scores are on the pixel-score scale: a part can pass with marked regions.</div>"
+        + "".join('<div class="ps-note" style="color:white !important;font-weight:bold">'
+                  f"Note: {html.escape(note)}</div>" for note in prediction.notes)
+        + "</div>"
     )
 
 
@@ -510,7 +515,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     pass/fail threshold on the image score. ``None`` = the model's calibrated value.
     ``scale``: score the map resampled by this factor, as ``psinspect detect --scale``.
     """
-    from psinspect.detect import detect_map, summary_document
+    from psinspect.detect import detect_map, light_count_note, summary_document
 
     for label, v in (("pixel threshold", threshold), ("pass/fail threshold", image_threshold)):
         if v is not None and not (np.isfinite(v) and v >= 0):
@@ -529,9 +534,12 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
                   "image_threshold": choice.bundle.image_threshold}
     replaced = not all(math.isclose(calibrated[k], v, rel_tol=1e-9) for k, v in (
         ("pixel_threshold", det.threshold), ("image_threshold", det.image_threshold)))
+    note = light_count_note(bundle, None if inp.capture is None else len(inp.capture[1]))
+    notes = [] if note is None else [note]
     entry = {**det.summary(), "source": inp.source,
              **({"source_sha256": inp.source_sha256} if inp.source_sha256 else {}),
-             **({"ps_solver": inp.capture[2]} if inp.capture is not None else {})}
+             **({"ps_solver": inp.capture[2]} if inp.capture is not None else {}),
+             **({"warnings": notes} if notes else {})}
     summary = summary_document(bundle, [entry], threshold=det.threshold,
                                calibrated=calibrated if replaced else None,
                                solver=str(bundle.input_handling["ps_solver"]), scale=scale)
@@ -555,6 +563,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
         inspected=inp,
         detection=det,
         summary=summary,
+        notes=notes,
     )
 
 

@@ -672,13 +672,10 @@ def write_detection_outputs(
                         "normals: scores may be off (give the capture, or solve it with "
                         f"--solver {bundle.input_handling['ps_solver']})", UserWarning,
                         stacklevel=2)
-            trained = bundle.input_handling.get("capture_lights")
-            if trained and inp.num_lights is not None and inp.num_lights not in trained:
-                warnings.warn(
-                    f"{p}: captured under {inp.num_lights} lights, the model's training "
-                    f"captures under {' / '.join(map(str, trained))}: its thresholds assume "
-                    "those lights, so good parts may fail (calibrate it with `train "
-                    "--calibrate-on` captures under these lights)", UserWarning, stacklevel=2)
+            note = light_count_note(bundle, inp.num_lights)
+            if note is not None:
+                warnings.warn(f"{p}: {note}", UserWarning, stacklevel=2)
+                s["warnings"] = [note]
             if inp.map_file is not None:
                 s["source_sha256"] = file_sha256(inp.map_file)
             if gt is not None:
@@ -695,6 +692,20 @@ def write_detection_outputs(
                                    solver=solver, lights=lights, scale=scale)
         save_json(stage / "summary.json", summary)
     return summary
+
+
+def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:
+    """Why a capture's verdict may not hold: it has another number of lights than the
+    model's training captures (a known-part model records theirs, config
+    ``input.capture_lights``), whose lights its thresholds assume; None when it has one of
+    theirs, is a normal map (``num_lights`` None) or the model records none."""
+    trained = bundle.input_handling.get("capture_lights")
+    if not trained or num_lights is None or num_lights in trained:
+        return None
+    return (f"captured under {num_lights} lights, the model's training captures under "
+            f"{' / '.join(map(str, trained))}: its thresholds assume those lights, so good "
+            "parts may fail (calibrate it with `train --calibrate-on` captures under these "
+            "lights)")
 
 
 def write_input_files(folder: Path, name: str, normals: np.ndarray, mask: np.ndarray,
