@@ -280,3 +280,15 @@ def test_the_pass_fail_line_counts_the_calibration_parts(tmp_path: Path, monkeyp
     assert code == 0, err
     assert ("a fit to the held-out scores of 6 good parts, 1 of them given to calibrate on"
             in out + err), out + err
+    assert "given to --calibrate-on" not in err  # capture folders: as the model compares them
+    # a normal map to calibrate a model that compares captures' images: scored on its normals
+    # only, lower than the capture would score: warned
+    code, _, err = run_cli(["normals", good[5], "--solver", "stable", "-o", tmp_path / "n5"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["train", *good[:5], "--model", "variation", "--calibrate-on",
+                              tmp_path / "n5" / "normals.npy", "-o", tmp_path / "m2"],
+                             monkeypatch, capsys)
+    assert code == 0, err
+    assert (f"warning: {tmp_path / 'n5' / 'normals.npy'}: a normal map given to --calibrate-on: "
+            "the model learns the training captures' images too") in err, err

@@ -46,6 +46,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -698,6 +699,15 @@ def train_model(
     capture_lights = {"capture_lights": counts} if counts else {}
     splits = bool(getattr(model, "uses_light_splits", False))
     images = bool(getattr(model, "learns_from_images", False))
+    cal_maps_only = [f for f in cal_files if not f.is_dir()]
+    if images and cal_maps_only and any(f.is_dir() and is_capture_folder(f)
+                                        for f in _expand_inputs(given)):
+        warnings.warn(
+            f"{cal_maps_only[0]}: a normal map given to --calibrate-on: the model learns the "
+            "training captures' images too and compares a capture's images with them, a normal "
+            "map's normals only, so its calibration scores run lower than a capture's and the "
+            "thresholds may fail good captures (give the capture folders)", UserWarning,
+            stacklevel=2)
     data = load_training_data(args["inputs"], seed=args["seed"], progress=progress,
                               light_splits=splits, solver=solver, capture_images=images)
     _check_not_trained_on(cal_files, data.source)
