@@ -41,7 +41,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _markdown import write_section  # noqa: E402
+from _markdown import cpu_description, write_section  # noqa: E402
 
 from psinspect.defects import implant_defects_height  # noqa: E402
 from psinspect.detect import detect_map  # noqa: E402
@@ -146,7 +146,8 @@ def render_md(parts: list[dict], args: argparse.Namespace, elapsed: float) -> st
         "",
         f"Command: `python bench/bench_appearance.py` (seed {args.seed}, {args.parts} rendered "
         f"parts, {LIGHTS} lights, {SIZE} x {SIZE}; bundled default model at its own settings "
-        f"and calibrated thresholds); machine: 2-core CPU, no GPU ({platform.machine()}; 1-min "
+        f"and calibrated thresholds); machine: 2-core CPU, no GPU ({platform.machine()}, "
+        f"{cpu_description()}; 1-min "
         f"load average at the end {load:.1f}); "
         f"{time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())}; {elapsed:.0f} s.",
         "",

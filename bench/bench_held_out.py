@@ -51,7 +51,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_data  # noqa: E402
 import bench_detect  # noqa: E402
-from _markdown import write_section  # noqa: E402
+from _markdown import cpu_description, write_section  # noqa: E402
 
 from psinspect.defects import HELD_OUT_TYPES, SECOND_HELD_OUT_TYPES  # noqa: E402
 
@@ -196,7 +196,8 @@ def render_markdown(results: dict, seconds: float, threads: int, kind_set: str =
             "" if kind_set == "first" else f": a {kind_set} set of kinds"),
         "",
         f"Command: `{command}`  ",
-        f"Machine: 2-core CPU, no GPU ({platform.machine()}, Python {platform.python_version()},"
+        f"Machine: 2-core CPU, no GPU ({platform.machine()}, {cpu_description()}, Python "
+        f"{platform.python_version()},"
         f" torch threads {threads}; 1-min load average at the end {os.getloadavg()[0]:.1f}; "
         f"{seconds:.0f} s)  ",
         f"Date: {dt.datetime.now(dt.UTC).strftime('%a %b %d %H:%M:%S UTC %Y')}",

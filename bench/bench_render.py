@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _markdown import write_section
+from _markdown import cpu_description, write_section
 
 from psinspect.capture import load_capture
 from psinspect.defects import implant_defects
@@ -103,7 +103,7 @@ def render_md(res: dict, args: argparse.Namespace) -> str:
         f"{args.lights} lights (DiLiGenT-like layout)",
         "",
         f"Command: `{cmd}`  ",
-        f"Machine: 2-core CPU, no GPU ({platform.processor() or platform.machine()}, Python "
+        f"Machine: 2-core CPU, no GPU ({platform.machine()}, {cpu_description()}, Python "
         f"{platform.python_version()}, numpy {np.__version__}; 1-min load average at the end "
         f"{load:.1f}, the cores are shared)  ",
         f"Date: {date}",

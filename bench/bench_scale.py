@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_data  # noqa: E402
 import bench_detect  # noqa: E402
-from _markdown import write_section  # noqa: E402
+from _markdown import cpu_description, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
@@ -112,7 +112,8 @@ def main() -> None:
     lines = [
         BEGIN, "### Pixel size: parts imaged finer or coarser, and `detect --scale`", "",
         f"Command: `OMP_NUM_THREADS={args.threads} python bench/bench_scale.py`; machine: "
-        f"2-core CPU, no GPU ({platform.machine()}; 1-min load average at the end "
+        f"2-core CPU, no GPU ({platform.machine()}, {cpu_description()}; 1-min load average "
+        "at the end "
         f"{os.getloadavg()[0]:.1f}); {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}; "
         f"{time.perf_counter() - t0:.0f} s.", "",
         "The detection section's test maps (35 surfaces, the same defects) resampled by a "

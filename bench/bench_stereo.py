@@ -29,7 +29,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _markdown import write_section  # noqa: E402
+from _markdown import cpu_description, write_section  # noqa: E402
 
 from psinspect.capture import load_capture  # noqa: E402
 from psinspect.normalmap import angular_error_deg  # noqa: E402
@@ -118,7 +118,7 @@ def render(results: list[dict], sens: list[tuple[str, list[float]]], args: argpa
         "## Photometric stereo (DiLiGenT, all 96 lights)",
         "",
         f"Command: `OMP_NUM_THREADS=2 python bench/bench_stereo.py --repeats {args.repeats}`  ",
-        f"Machine: 2-core CPU, no GPU ({platform.processor() or platform.machine()}, "
+        f"Machine: 2-core CPU, no GPU ({platform.machine()}, {cpu_description()}, "
         f"Python {platform.python_version()}, numpy {np.__version__}; 1-min load average at "
         f"the end {load:.1f}, the cores are shared)  ",
         f"Date: {date}",

@@ -55,7 +55,7 @@ from typing import Any  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from _markdown import write_section  # noqa: E402
+from _markdown import cpu_description, write_section  # noqa: E402
 
 from psinspect.align import random_pose, warp_image, warp_normals  # noqa: E402
 from psinspect.capture import lights_from_slant_tilt, load_capture  # noqa: E402
@@ -461,7 +461,7 @@ def render_md(results: list[dict[str, Any]], args: argparse.Namespace, hp: dict)
         "",
         f"`python bench/bench_variation.py` (seed {args.seed}, {args.test} test captures per "
         f"case, half defective; jitter up to {args.jitter_px:g} px and {args.jitter_deg:g} deg); "
-        f"machine `2-core CPU, no GPU` ({platform.processor() or platform.machine()}; 1-min "
+        f"machine `2-core CPU, no GPU` ({platform.machine()}, {cpu_description()}; 1-min "
         f"load average at the end {os.getloadavg()[0]:.1f}: the 2 cores are shared with other "
         f"jobs, so times are pessimistic); {date}."
         + (" Run with `--cache DIR`: the solved captures of an earlier run of the same code "
