@@ -28,11 +28,13 @@ def cpu_description() -> str:
     try:
         info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return platform.processor() or platform.machine()
+        return platform.processor() or "CPU model unknown"
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                  if line.startswith("model name")), platform.machine())
+                  if line.startswith("model name")), platform.processor() or "CPU model unknown")
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
-                  if line.startswith("flags")), [])
+                  if line.startswith("flags")), None)
+    if flags is None:  # (not x86: ARM lists "Features")
+        return model
     vector = ("AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags
               else "no AVX2")
     return f"{model}, {vector}"

@@ -103,15 +103,15 @@ def test_cli_known_part_workflow_on_rendered_instances(tmp_path, monkeypatch, ca
     assert json.loads((tmp_path / "det" / "summary.json").read_text())["ps_solver"] == "stable"
     # the training captures' light count is recorded; a capture under another number of
     # lights gets a warning (the thresholds assume the training lights), the same lights none
-    assert cfg["input"]["capture_lights"] == [12] and "captured under" not in err
+    assert cfg["input"]["capture_lights"] == [12] and "solved from" not in err
     code, _, err = run_cli(["detect", str(new[0]), "--model", str(tmp_path / "model"),
                             "--lights", "1-8", "-o", str(tmp_path / "det8")], monkeypatch,
                            capsys)
     assert code == 0, err
-    assert (f"{new[0]}: captured under 8 lights, the model's training captures under 12: "
+    assert (f"{new[0]}: solved from 8 lights, the model's training captures from 12: "
             "its thresholds assume those lights") in err
     (entry,) = json.loads((tmp_path / "det8" / "summary.json").read_text())["inputs"]
-    assert entry["warnings"][0].startswith("captured under 8 lights")
+    assert entry["warnings"][0].startswith("solved from 8 lights")
     for p in new:
         bad = p in defective
         assert summary[p.name]["verdict"] == ("fail" if bad else "pass"), summary[p.name]
@@ -168,8 +168,8 @@ def test_app_scores_a_capture_upload_as_psinspect_detect_does(tmp_path: Path) ->
     assert app.notes == [] and "Note:" not in verdict_html(app)
     config = {**bundle.config, "input": {**bundle.config["input"], "capture_lights": [8]}}
     other = predict(app_inp, ModelChoice("part", replace(bundle, config=config)))
-    assert other.notes and other.notes[0].startswith("captured under 12 lights, the model's "
-                                                     "training captures under 8")
+    assert other.notes and other.notes[0].startswith("solved from 12 lights, the model's "
+                                                     "training captures from 8")
     assert f"Note: {html.escape(other.notes[0])}" in verdict_html(other)
     assert other.summary["inputs"][0]["warnings"] == other.notes
     # without the half-set solves or without the images the score would differ: the check

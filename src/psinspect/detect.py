@@ -695,17 +695,18 @@ def write_detection_outputs(
 
 
 def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:
-    """Why a capture's verdict may not hold: it has another number of lights than the
-    model's training captures (a known-part model records theirs, config
-    ``input.capture_lights``), whose lights its thresholds assume; None when it has one of
-    theirs, is a normal map (``num_lights`` None) or the model records none."""
+    """Why a capture's verdict may not hold: it was solved from another number of lights
+    (``detect --lights`` included) than the model's training captures (a known-part model
+    records theirs, config ``input.capture_lights``), whose lights its thresholds assume;
+    None when it has one of theirs, is a normal map (``num_lights`` None) or the model
+    records none."""
     trained = bundle.input_handling.get("capture_lights")
     if not trained or num_lights is None or num_lights in trained:
         return None
-    return (f"captured under {num_lights} lights, the model's training captures under "
+    return (f"solved from {num_lights} lights, the model's training captures from "
             f"{' / '.join(map(str, trained))}: its thresholds assume those lights, so good "
-            "parts may fail (calibrate it with `train --calibrate-on` captures under these "
-            "lights)")
+            "parts may fail (use the lights it was trained with, or calibrate it with train "
+            "--calibrate-on on good capture folders holding only these lights' images)")
 
 
 def write_input_files(folder: Path, name: str, normals: np.ndarray, mask: np.ndarray,

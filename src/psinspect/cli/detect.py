@@ -70,7 +70,8 @@ def detect_cmd(
     model's idea of the good surface, where it has one), NAME_panel.png (input | reference |
     error map | predicted mask | ground truth where known), and summary.json (per input: image
     score, verdict pass/fail, defect area, regions with peak scores and bounding boxes
-    [x0, y0, x1, y1] in pixels, x1 and y1 one past the last column and row).
+    [x0, y0, x1, y1] in pixels, x1 and y1 one past the last column and row; "warnings":
+    why a verdict may not hold, e.g. a capture under other lights than a known-part model's).
     Ground truth is picked up from a capture's M_defect.png or, for a dataset map A_X.npy, from
     M_X.png beside it.
     """
