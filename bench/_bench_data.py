@@ -9,8 +9,11 @@ DiLiGenT objects ball/bear/cat (real captures, defects implanted in the PS norma
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DILIGENT = ROOT.parent / "shared" / "data" / "diligent"
@@ -113,3 +116,22 @@ def build_calibration(work: Path) -> list[Path]:
                       progress=lambda m: None)
         stamp.write_text(CALIB_STAMP)
     return sorted(ds.glob("N_*.npy"))
+
+
+def test_maps(ds: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name, normals, mask, ground truth inside the mask) of every test map of the dataset
+    ``ds`` (:func:`build`), in manifest order."""
+    import cv2
+
+    from psinspect.normalmap import load_normal_map
+
+    out = []
+    for it in json.loads((ds / "manifest.json").read_text())["items"]:
+        if not it["split"].startswith("test"):
+            continue
+        n, m = load_normal_map(ds / it["file"])
+        gt = np.zeros(m.shape, bool)
+        if it["defect_mask"]:
+            gt = cv2.imread(str(ds / it["defect_mask"]), cv2.IMREAD_GRAYSCALE) > 0
+        out.append((it["name"], n, m, gt & m))
+    return out

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -37,23 +36,6 @@ from _markdown import cpu_description, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
-
-
-def test_maps(ds: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """(name, normals, mask, ground truth) of every test map of the dataset ``ds``."""
-    from psinspect.normalmap import load_normal_map
-
-    manifest = json.loads((ds / "manifest.json").read_text())
-    out = []
-    for it in manifest["items"]:
-        if not it["split"].startswith("test"):
-            continue
-        n, m = load_normal_map(ds / it["file"])
-        gt = np.zeros(m.shape, bool)
-        if it["defect_mask"]:
-            gt = cv2.imread(str(ds / it["defect_mask"]), cv2.IMREAD_GRAYSCALE) > 0
-        out.append((it["name"], n, m, gt & m))
-    return out
 
 
 def evaluate_factor(bundle, maps, factor: float, scale: float) -> dict:
@@ -95,7 +77,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    maps = test_maps(_bench_data.build(bench_detect.WORK))
+    maps = _bench_data.test_maps(_bench_data.build(bench_detect.WORK))
     bundle = load_model_dir()
     rows = []
     for f in args.factors:

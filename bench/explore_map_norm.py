@@ -28,7 +28,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,18 +60,9 @@ def main() -> None:
     from psinspect.detect import image_score, score_map
     from psinspect.metrics import aupro, auroc
     from psinspect.modelstore import load_model_dir
-    from psinspect.normalmap import load_normal_map
 
     ds = _bench_data.build(ROOT / "runs" / "bench_detect")
-    items = [it for it in json.loads((ds / "manifest.json").read_text())["items"]
-             if it["split"].startswith("test")]
-    maps = []
-    for it in items:
-        n, m = load_normal_map(ds / it["file"])
-        gt = np.zeros(m.shape, bool)
-        if it["defect_mask"]:
-            gt = cv2.imread(str(ds / it["defect_mask"]), cv2.IMREAD_GRAYSCALE) > 0
-        maps.append((n, m, gt & m))
+    maps = [(n, m, gt) for _, n, m, gt in _bench_data.test_maps(ds)]
     defective = np.array([g.any() for _, _, g in maps])
 
     def metrics(scores: list[np.ndarray]) -> np.ndarray:

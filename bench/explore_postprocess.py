@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -33,7 +32,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -55,33 +53,26 @@ def main() -> None:
     from psinspect.metrics import EvalItem, evaluate
     from psinspect.models.geometric import masked_blur
     from psinspect.modelstore import load_model_dir
-    from psinspect.normalmap import load_normal_map
 
     torch.set_num_threads(2)
     ds = _bench_data.build(ROOT / "runs" / "bench_detect")
     bundle = load_model_dir()
     t0 = time.perf_counter()
-    maps = []  # (name, ground truth, mask, {scale: (score, image score)}, defects)
-    for it in json.loads((ds / "manifest.json").read_text())["items"]:
-        if not it["split"].startswith("test"):
-            continue
-        n, m = load_normal_map(ds / it["file"])
-        gt = np.zeros(m.shape, bool)
-        if it["defect_mask"]:
-            gt = cv2.imread(str(ds / it["defect_mask"]), cv2.IMREAD_GRAYSCALE) > 0
+    maps = []  # (name, ground truth, mask, {scale: (score, image score)})
+    for name, n, m, gt in _bench_data.test_maps(ds):
         scored = {}
         for s in SCALES:
-            det = detect_map(bundle, n, m, name=it["name"], scale=s)
+            det = detect_map(bundle, n, m, name=name, scale=s)
             scored[s] = (det.score, det.image_score)
-        maps.append((it["name"], gt & m, m, scored, it["defects"] or None))
+        maps.append((name, gt, m, scored))
     print(f"scored {len(maps)} maps at {len(SCALES)} scales in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
 
     def row(label: str, post) -> str:
         items = []
-        for name, gt, m, scored, defects in maps:
+        for name, gt, m, scored in maps:
             score, img = post(scored, m)
-            items.append(EvalItem(name, score, gt, m, img, defects))
+            items.append(EvalItem(name, score, gt, m, img))
         p = evaluate(items, breakdowns=False)["pooled"]
         line = (f"| {label} | {p['pixel_auroc']:.4f} | {p['aupro']:.4f} | "
                 f"{p['image_auroc']:.4f} |")
