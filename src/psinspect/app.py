@@ -542,10 +542,8 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
              **({"warnings": notes} if notes else {})}
     summary = summary_document(bundle, [entry], threshold=det.threshold,
                                calibrated=calibrated if replaced else None,
-                               solver=str(bundle.input_handling["ps_solver"]), scale=scale)
-    # the server's folders are not the client's business: the model is named by its label
-    summary = {**{k: v for k, v in summary.items() if k != "inputs"}, "model_dir": None,
-               "model_label": choice.label, "inputs": summary["inputs"]}
+                               solver=str(bundle.input_handling["ps_solver"]), scale=scale,
+                               model_label=choice.label)
     normals_rgb = encode_png(inp.normals, inp.mask)
     ref = det.reference
     return Prediction(

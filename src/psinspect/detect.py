@@ -730,14 +730,15 @@ def write_input_files(folder: Path, name: str, normals: np.ndarray, mask: np.nda
 
 def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
                      threshold: float | None, calibrated: dict[str, float] | None,
-                     solver: str, lights: str | None = None, scale: float = 1.0
-                     ) -> dict[str, Any]:
+                     solver: str, lights: str | None = None, scale: float = 1.0,
+                     model_label: str | None = None) -> dict[str, Any]:
     """The ``summary.json`` of a detection run: the version, date, model, thresholds and rules
     around the per-input entries ``inputs`` (:meth:`Detection.summary` and more).
     ``threshold``: the pixel threshold used instead of the model's (None: the model's);
     ``calibrated``: the model's own thresholds, recorded where others replaced them;
     ``solver``: the PS solver capture inputs are solved with (each capture's entry names
-    the one it was solved with)."""
+    the one it was solved with); ``model_label``: the model named by a label instead of its
+    folder (the web app: its clients are not told the server's folders)."""
     from psinspect import __version__
     from psinspect.fileio import utc_timestamp
 
@@ -745,7 +746,9 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
         "psinspect_version": __version__,
         "date": utc_timestamp(),
         "model": bundle.config.get("model"),
-        "model_dir": str(Path(bundle.path).resolve()) if bundle.path else None,
+        "model_dir": (str(Path(bundle.path).resolve()) if bundle.path and model_label is None
+                      else None),
+        **({"model_label": model_label} if model_label is not None else {}),
         "model_weights_sha256": bundle.config.get("weights_sha256"),
         **({"tta": bundle.model.tta} if bundle.model.tta_levels else {}),
         "pixel_threshold": threshold + 0.0 if threshold is not None else bundle.threshold,

@@ -350,8 +350,8 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     that run's files (:func:`staged_output_dir`) would delete them; and, unless the command
     writes a model folder (``model_folder``: train), a folder that holds a psinspect model or
     an interrupted training run (its files are not replaced by other commands' results, which
-    would join them). An input
-    folder itself is never an output folder (written files would join its images, say).
+    would join them). An input folder itself is never an output folder (written files would
+    join its images, say).
 
     Whether the folder can be made, or an existing one written, is tested by creating and at
     once removing an empty hidden folder ``.NAME.staging-<pid>-*`` where the first missing

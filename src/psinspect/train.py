@@ -686,22 +686,22 @@ def train_model(
     # that capture folders (training and --calibrate-on) are solved alike and the model
     # records it for detect
     given = [Path(p) for p in args["inputs"]]
-    recorded = _recorded_solver([*(given if any(_is_dataset(p) for p in given)
-                                   else _expand_inputs(given)), *cal_files])
+    expanded = given if any(_is_dataset(p) for p in given) else _expand_inputs(given)
+    captures = [f for f in expanded if f.is_dir() and is_capture_folder(f)]
+    recorded = _recorded_solver([*expanded, *cal_files])
     if recorded is not None and args.get("solver") and args["solver"] != recorded:
         raise PsinspectError(f"--solver {args['solver']}: the normals given were solved with "
                              f"{recorded!r}, which the model takes for capture folders too")
     solver = check_solver(recorded or args.get("solver") or model.ps_solver)
     # a known part's thresholds hold for the lights its captures were taken under: recorded,
     # so detect can warn about a capture under another number of lights
-    counts = sorted({_light_count(f) for f in [*_expand_inputs(given), *cal_files]
+    counts = sorted({_light_count(f) for f in [*captures, *cal_files]
                      if f.is_dir() and is_capture_folder(f)}) if model.known_part else []
     capture_lights = {"capture_lights": counts} if counts else {}
     splits = bool(getattr(model, "uses_light_splits", False))
     images = bool(getattr(model, "learns_from_images", False))
     cal_maps_only = [f for f in cal_files if not f.is_dir()]
-    if images and cal_maps_only and any(f.is_dir() and is_capture_folder(f)
-                                        for f in _expand_inputs(given)):
+    if images and cal_maps_only and captures:
         warnings.warn(
             f"{cal_maps_only[0]}: a normal map given to --calibrate-on: the model learns the "
             "training captures' images too and compares a capture's images with them, a normal "
