@@ -419,6 +419,9 @@ def main() -> None:
         res["epochs_run"] = bundle.config["training"].get("epochs_run")
         res["extra_calibration_maps"] = len(
             bundle.config.get("calibration", {}).get("calibration_maps", []))
+        res["image_threshold_rule"] = bundle.config.get("calibration", {}).get(
+            "image_threshold_rule")
+        res["image_threshold"] = bundle.image_threshold
         res["hyperparameters"] = bundle.config.get("hyperparameters", {})
         res["batch_size"] = bundle.config["training"].get("batch_size")
         results[name] = res
@@ -551,8 +554,11 @@ def render_markdown(results: dict, args) -> str:
     n_calib_parts = _bench_data.N_CALIB_PARTS + _bench_data.N_ORGANIC_CALIB_PARTS
     cal_maps = "clean val maps" + (f" and {n_extra} clean maps of parts neither trained on "
                                    "nor tested" if n_extra else "")
-    lines.append(f"Verdicts of {best} at its calibrated image threshold (max image score over "
-                 f"{cal_maps}): defective maps failed {v['defective_failed']}/"
+    rule = (r.get("image_threshold_rule") or "max image score over clean validation maps"
+            ).replace("clean validation maps", cal_maps)
+    lines.append(f"Verdicts of {best} at its calibrated image threshold "
+                 f"({r.get('image_threshold', float('nan')):.3g}: {rule}): defective maps failed "
+                 f"{v['defective_failed']}/"
                  f"{v['defective_failed'] + v['defective_passed']}, clean maps passed "
                  f"{v['clean_passed']}/{v['clean_passed'] + v['clean_failed']}"
                  + ("" if not r.get("clean_failed_surfaces") else " (the clean maps that "

@@ -278,7 +278,7 @@ def test_the_pass_fail_line_counts_the_calibration_parts(tmp_path: Path, monkeyp
     code, out, err = run_cli(["train", *good[:5], "--model", "variation", "--calibrate-on",
                               good[5], "-o", tmp_path / "m"], monkeypatch, capsys)
     assert code == 0, err
-    assert ("a fit to the held-out scores of 6 good parts, 1 of them given to calibrate on"
+    assert ("a fit to the image scores of 6 good maps, 1 of them given to calibrate on"
             in out + err), out + err
     assert "given to --calibrate-on" not in err  # capture folders: as the model compares them
     # a normal map to calibrate a model that compares captures' images: scored on its normals

@@ -19,12 +19,14 @@ Thresholds are calibrated on the clean validation maps only (plus, with
 are the training parts under other lights, and a new part's peak score can exceed all of
 theirs, so that good new parts fail; BENCHMARKS.md measures it): the per-pixel threshold is the
 ``1 - threshold_fpr`` quantile of their object-pixel scores (default FPR 0.1 %); the image
-(pass/fail) threshold is the largest image score (:func:`psinspect.detect.image_score`) among
-them, so that no clean validation part fails. Cross-calibrated models, whose thresholds rest on
-a handful of good parts (the highest of N scores lets about 1 in N + 1 new good parts fail),
-instead fit a Gumbel (largest-value) distribution to those image scores and take its
-``1 - image_fpr`` quantile (:func:`gumbel_threshold`; default 1 % of good parts failing), never
-below their largest score. Each map is scored as ``detect`` scores it: a capture folder with
+(pass/fail) threshold comes from a Gumbel (largest-value) distribution fitted to their image
+scores (:func:`psinspect.detect.image_score`, the peak of a map): its ``1 - image_fpr`` quantile
+(:func:`gumbel_threshold`; default 1 % of good parts failing), never below their largest score,
+so that no clean validation part fails. The largest score alone would let about 1 in N + 1 new
+good parts fail for N calibration maps (a tenth with 9 maps), and new parts scatter more than
+the validation maps, which are the training parts under other lights (BENCHMARKS.md: rough
+castings rougher than those): the fitted tail states the rate asked for, whatever N. Each map
+is scored as ``detect`` scores it: a capture folder with
 its PS confidence and, for models that use them (variation), the differences of its
 half-light-set solves, so the thresholds fit the scores they will judge. Models with test-time
 augmentation levels (geo-seg) get both thresholds for every level (:func:`calibrate_tta_levels`),
@@ -319,16 +321,16 @@ def calibrate(
     model: AnomalyModel, val: Sequence[NormalSample], threshold_fpr: float,
     scorers: Sequence[AnomalyModel] | None = None,
     extras: Sequence[dict[str, Any]] | None = None,
-    image_fpr: float | None = None,
+    image_fpr: float | None = DEFAULT_IMAGE_FPR,
     names: Sequence[str | None] | None = None,
 ) -> tuple[float, float, dict[str, Any]]:
     """Per-pixel and image thresholds from clean validation maps (see the module docstring).
     ``scorers``: one model per map of ``val`` that scores it instead of ``model`` (cross
     calibration: each map scored by a model fitted without it). ``extras``: per map, the
     :func:`scoring_extras` that ``detect`` would pass with it (PS confidence, light splits).
-    ``image_fpr``: set the image threshold by :func:`gumbel_threshold` at that rate instead of
-    the largest image score. ``names``: per map, what an error scoring it is named by (e.g.
-    a --calibrate-on input's path; None: unnamed)."""
+    ``image_fpr``: the image threshold by :func:`gumbel_threshold` at that rate (``None``: the
+    largest image score; so too with a single map). ``names``: per map, what an error scoring
+    it is named by (e.g. a --calibrate-on input's path; None: unnamed)."""
     from psinspect.detect import image_score, score_map
 
     if not 0.0 < threshold_fpr < 1.0:
@@ -368,8 +370,8 @@ def calibrate(
     fit: dict[str, float] = {}
     if image_fpr is not None and len(imgs) >= 2:
         img_thr, fit = gumbel_threshold(imgs, image_fpr)
-        rule = (f"Gumbel fit to the clean validation maps' image scores, {1 - image_fpr:.4g} "
-                "quantile, at least their maximum")
+        rule = (f"Gumbel fit to the image scores of the clean validation maps, "
+                f"{1 - image_fpr:.4g} quantile, at least their maximum")
     stats = {
         "method": "clean validation maps only",
         "target_pixel_fpr": threshold_fpr,
@@ -388,14 +390,15 @@ def calibrate(
 def calibrate_tta_levels(model: AnomalyModel, val: Sequence[NormalSample],
                          threshold_fpr: float, own_thresholds: tuple[float, float] | None = None,
                          extras: Sequence[dict[str, Any]] | None = None,
+                         image_fpr: float | None = DEFAULT_IMAGE_FPR,
                          ) -> dict[str, dict[str, float]]:
     """Pixel and image thresholds (as :func:`calibrate`) at every test-time augmentation level
     of ``model`` (:attr:`AnomalyModel.tta_levels`; ``{}`` for models without one), keyed by
     the level as a string, so that a model can be scored at another level than it was trained
     with (``load_model_dir(..., tta=N)``) with thresholds that fit that level's scores.
     ``own_thresholds``: the (pixel, image) thresholds already calibrated at the model's own
-    level, not computed again; ``extras`` as for :func:`calibrate`. The model's own ``tta`` is
-    left as it was."""
+    level, not computed again; ``extras`` and ``image_fpr`` as for :func:`calibrate`. The
+    model's own ``tta`` is left as it was."""
     own = getattr(model, "tta", None)
     out: dict[str, dict[str, float]] = {}
     try:
@@ -404,7 +407,8 @@ def calibrate_tta_levels(model: AnomalyModel, val: Sequence[NormalSample],
                 thr, img_thr = own_thresholds
             else:
                 model.tta = level  # type: ignore[attr-defined]
-                thr, img_thr, _ = calibrate(model, val, threshold_fpr, extras=extras)
+                thr, img_thr, _ = calibrate(model, val, threshold_fpr, extras=extras,
+                                            image_fpr=image_fpr)
             out[str(level)] = {"threshold": thr, "image_threshold": img_thr}
     finally:
         if own is not None:
@@ -615,8 +619,9 @@ def train_model(
 
     ``calibration_inputs``: clean maps or captures of parts NOT in ``inputs``, added to the
     validation maps for threshold calibration only (not for early stopping; see the module
-    docstring). ``image_fpr``: the target share of good parts failing for cross-calibrated
-    models (:func:`gumbel_threshold`). ``solver``: the PS solver for capture-folder inputs
+    docstring). ``image_fpr``: the target share of good parts failing, which sets the
+    pass/fail threshold (:func:`gumbel_threshold`). ``solver``: the PS solver for
+    capture-folder inputs
     (default: the one the given normals were solved with where recorded, a dataset's or a
     ``psinspect normals`` output's, else the model's
     :attr:`~psinspect.models.AnomalyModel.ps_solver`), used for the calibration captures too
@@ -757,12 +762,11 @@ def train_model(
               else [{}] * len(data.val) + cal_extras)
     if scorers is not None and cal_maps:
         scorers = [*scorers, *[model] * len(cal_maps)]  # not fitted on: the full model
-    # a cross-calibrated model rests on a handful of good parts: a fitted tail, not their max
     val_names = data.val_names if len(data.val_names) == len(data.val) else [None] * len(
         data.val)
     thr, img_thr, stats = calibrate(
         model, cal, args["threshold_fpr"], scorers, extras,
-        image_fpr=args.get("image_fpr", DEFAULT_IMAGE_FPR) if scorers is not None else None,
+        image_fpr=args.get("image_fpr", DEFAULT_IMAGE_FPR),
         names=[*val_names, *map(str, cal_files)])
     if scorers is not None:
         stats["method"] = "clean maps, each scored by a model fitted without it"
@@ -774,7 +778,7 @@ def train_model(
         progress("calibrating thresholds for each test-time augmentation level")
     tta_thresholds = calibrate_tta_levels(model, cal, args["threshold_fpr"],
                                           None if scorers is not None else (thr, img_thr),
-                                          extras)
+                                          extras, args.get("image_fpr", DEFAULT_IMAGE_FPR))
     if args["threshold"] is not None:
         stats["calibrated_threshold"] = thr
         stats["override"] = "threshold set by --threshold (at every test-time augmentation level)"

@@ -25,9 +25,8 @@ def detect_cmd(
         help="Per-pixel threshold (default: the model's calibrated one).")] = None,
     image_threshold: Annotated[float | None, typer.Option(
         help="Pass/fail threshold on the image score (default: the model's calibrated one, "
-             "set at training: the largest image score of its clean validation maps, or for "
-             "variation models a Gumbel quantile, see train --image-fpr). Lower: more defective "
-             "parts caught and more good parts rejected.")] = None,
+             "set at training for about 1 % of good parts failing, see train --image-fpr). "
+             "Lower: more defective parts caught and more good parts rejected.")] = None,
     solver: Annotated[str | None, typer.Option(
         help="PS solver for capture folders: ls, robust or stable (default: the one the "
              "model's good parts were solved with, recorded at training; robust for the "
