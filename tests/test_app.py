@@ -274,6 +274,26 @@ def test_the_app_scores_at_a_pixel_scale(tmp_path: Path, geometric_choice) -> No
     assert dep["inputs"][-1] == ids["scale"]
 
 
+def test_a_button_puts_the_thresholds_back_to_the_calibrated_values(tmp_path: Path,
+                                                                    geometric_choice) -> None:
+    """A moved slider snaps to 1/1000 of its range, which the calibrated value is not on, so
+    it could not be set back to it by hand: a button does that, for the chosen model."""
+    from psinspect.app import build_app
+
+    demo = build_app([geometric_choice], tmp_path, examples=[])
+    config = demo.config
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    (dep,) = [d for d in config["dependencies"]
+              if [ids["reset-thresholds"], "click"] in [list(t) for t in d["targets"]]]
+    assert dep["inputs"] == [ids["model"]]
+    assert dep["outputs"] == [ids["threshold"], ids["image-threshold"]]
+    pixel, image = demo.fns[dep["id"]].fn(geometric_choice.label)
+    assert (pixel.value, image.value) == (geometric_choice.threshold,
+                                          geometric_choice.image_threshold)
+    step = pixel.step
+    assert geometric_choice.threshold / step != round(geometric_choice.threshold / step)
+
+
 def test_a_refused_upload_type_prints_no_trace_on_the_server(tmp_path: Path,
                                                              geometric_choice) -> None:
     """Gradio's own refusal of a file type outside the upload's list (an API client can send

@@ -898,6 +898,11 @@ def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path
         f"warning: {p}: its normals were solved with the 'ls' PS solver, the model's "
         "thresholds with 'robust' normals: scores may be off (give the capture, or solve it "
         "with --solver robust)" for p in (tmp_path / "n", tmp_path / "n" / "normals.npy"))
+    # ... and kept with the verdict it concerns (it was printed only)
+    assert [s["warnings"] for s in summary["inputs"]] == [[
+        "its normals were solved with the 'ls' PS solver, the model's thresholds with "
+        "'robust' normals: scores may be off (give the capture, or solve it with --solver "
+        "robust)"]] * 2
     # a capture solved with --solver ls: the user's choice, no warning
     code, _, err = run_cli(["detect", cap, "--model", geo_dir, "--solver", "ls", "-o",
                             tmp_path / "dc"], monkeypatch, capsys)

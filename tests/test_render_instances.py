@@ -292,3 +292,22 @@ def test_the_pass_fail_line_counts_the_calibration_parts(tmp_path: Path, monkeyp
     assert code == 0, err
     assert (f"warning: {tmp_path / 'n5' / 'normals.npy'}: a normal map given to --calibrate-on: "
             "the model learns the training captures' images too") in err, err
+    # the lights a `psinspect normals` map was solved from count as a capture's: recorded,
+    # and detect warns about a map of it solved from other lights (only captures were)
+    assert json.loads((tmp_path / "m2" / "config.json").read_text())["input"][
+        "capture_lights"] == [6]
+    code, _, err = run_cli(["normals", good[5], "--solver", "stable", "--lights", "1-5", "-o",
+                            tmp_path / "n5l"], monkeypatch, capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["train", *good[:5], "--model", "variation", "--calibrate-on",
+                              tmp_path / "n5l", "-o", tmp_path / "m3"], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "m3" / "config.json").read_text())["input"][
+        "capture_lights"] == [5, 6]
+    code, _, err = run_cli(["detect", tmp_path / "n5l", "--model", tmp_path / "m2", "-o",
+                            tmp_path / "d5"], monkeypatch, capsys)
+    assert code == 0, err
+    assert f"{tmp_path / 'n5l'}: solved from 5 lights, the model's training captures from 6" \
+        in err, err
+    (entry,) = json.loads((tmp_path / "d5" / "summary.json").read_text())["inputs"]
+    assert entry["warnings"][0].startswith("solved from 5 lights")

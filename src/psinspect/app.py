@@ -767,6 +767,10 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                                         "model's training parts (about 140-230 px across for "
                                         "the bundled model; e.g. 0.25 for a 1000 px part)",
                                   elem_id="scale")
+                # a moved slider snaps to its grid (1/1000 of its range), which the
+                # calibrated value is not on: this puts both back
+                reset = gr.Button("Calibrated thresholds", size="sm",
+                                  elem_id="reset-thresholds")
                 button = gr.Button("Inspect", variant="primary", elem_id="inspect")
                 for component in (upload, model, threshold, image_threshold, scale):
                     _quiet_user_errors(component)
@@ -791,6 +795,8 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                                          "panel and summary.json, as psinspect detect writes",
                                    interactive=False, elem_id="results")
         model.change(sliders_for, inputs=[model], outputs=[threshold, image_threshold])
+        reset.click(sliders_for, inputs=[model], outputs=[threshold, image_threshold],
+                    api_name=False)
         button.click(run, inputs=[upload, model, threshold, image_threshold, scale],
                      outputs=[verdict, normals_img, ref_img, heat_img, mask_img, table,
                               download],

@@ -48,14 +48,14 @@ from psinspect.models import AnomalyModel, ScoreResult
 from psinspect.modelstore import ModelBundle, is_model_folder
 from psinspect.normalmap import (
     NORMALS_FILE,
-    NORMALS_PNG,
     is_normals_folder,
     load_normal_map,
-    normals_run,
+    normals_run_of,
     object_window,
     put_window,
     read_mask_png,
     resample,
+    solved_light_count,
     take_window,
     validate_normal_map,
 )
@@ -422,7 +422,8 @@ class InputMap:
     ps_solver: str | None = None
     #: whether detect solved the normals itself (a capture folder) or was given them (a map)
     capture_solved: bool = False
-    #: a capture folder's number of lights used (after ``lights`` selection); None for a map
+    #: a capture folder's number of lights used (after ``lights`` selection), or the one the
+    #: ``run.json`` of ``psinspect normals``' map records; None for other maps
     num_lights: int | None = None
     #: the normal-map file read (None for a capture folder): what evaluate checks a ground
     #: truth's map against, by its SHA-256
@@ -468,7 +469,7 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         n, m = load_normal_map(p)
         # `psinspect normals`' map (or its 16-bit copy): scored with its PS confidence, its
         # solver recorded, the solved capture's ground truth (copied beside it) its own
-        run = normals_run(p.parent) if p.name in (NORMALS_FILE, NORMALS_PNG) else None
+        run = normals_run_of(p)
         solver = None if run is None else run.get("solver")
         gt, recs = _folder_gt(p.parent, m.shape) if run is not None else (
             _sibling_gt(p, m.shape), None)
@@ -476,7 +477,8 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
                         confidence=None if run is None else _normals_confidence(p.parent,
                                                                                 m.shape),
                         gt_mask=gt, defects=recs,
-                        ps_solver=solver if isinstance(solver, str) else None, map_file=p)
+                        ps_solver=solver if isinstance(solver, str) else None,
+                        num_lights=solved_light_count(p), map_file=p)
     if is_normals_folder(p):
         inp = load_input(p / NORMALS_FILE)
         return replace(inp, name=p.name)
@@ -661,21 +663,23 @@ def write_detection_outputs(
             write_input_files(stage, name, inp.normals, inp.mask, det, gt)
             s = det.summary()
             s["source"] = inp.source
+            notes: list[str | None] = []
             if inp.ps_solver is not None:
                 s["ps_solver"] = inp.ps_solver
                 # (a capture is solved with --solver, the user's choice: said in its help)
                 if (inp.ps_solver != bundle.input_handling["ps_solver"]
                         and inp.capture_solved is False):
-                    warnings.warn(
-                        f"{p}: its normals were solved with the {inp.ps_solver!r} PS solver, "
-                        f"the model's thresholds with {bundle.input_handling['ps_solver']!r} "
+                    notes.append(
+                        f"its normals were solved with the {inp.ps_solver!r} PS solver, the "
+                        f"model's thresholds with {bundle.input_handling['ps_solver']!r} "
                         "normals: scores may be off (give the capture, or solve it with "
-                        f"--solver {bundle.input_handling['ps_solver']})", UserWarning,
-                        stacklevel=2)
-            note = light_count_note(bundle, inp.num_lights)
-            if note is not None:
+                        f"--solver {bundle.input_handling['ps_solver']})")
+            notes.append(light_count_note(bundle, inp.num_lights))
+            notes = [n for n in notes if n is not None]
+            for note in notes:
                 warnings.warn(f"{p}: {note}", UserWarning, stacklevel=2)
-                s["warnings"] = [note]
+            if notes:
+                s["warnings"] = notes
             if inp.map_file is not None:
                 s["source_sha256"] = file_sha256(inp.map_file)
             if gt is not None:

@@ -237,6 +237,23 @@ def normals_run(folder: Path) -> dict | None:
     return run if (folder / NORMALS_FILE).is_file() else None
 
 
+def normals_run_of(path: Path) -> dict | None:
+    """:func:`normals_run` of the ``psinspect normals`` output that ``path`` is (the folder) or
+    lies in (its ``normals.npy`` / ``normals.png``); None for any other path."""
+    folder = (path if path.is_dir() else path.parent if path.name in (NORMALS_FILE, NORMALS_PNG)
+              else None)
+    return normals_run(folder) if folder is not None else None
+
+
+def solved_light_count(path: Path) -> int | None:
+    """How many lights ``psinspect normals`` solved the map at ``path`` from
+    (:func:`normals_run_of`; its ``run.json`` records ``num_lights_used``); None for any other
+    input, or where the record is missing or not a positive count."""
+    run = normals_run_of(path)
+    n = None if run is None else run.get("num_lights_used")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
 def is_normals_folder(folder: Path) -> bool:
     """Whether ``folder`` is the output of ``psinspect normals`` (:func:`normals_run`)."""
     return normals_run(folder) is not None

@@ -76,10 +76,11 @@ from psinspect.modelstore import (
 )
 from psinspect.normalmap import (
     NORMALS_FILE,
-    NORMALS_PNG,
     is_normals_folder,
     load_normal_map,
     normals_run,
+    normals_run_of,
+    solved_light_count,
 )
 from psinspect.stereo import check_solver
 
@@ -162,9 +163,7 @@ def _recorded_solver(paths: Sequence[Path]) -> str | None:
         if _is_dataset(p):
             found.setdefault(_dataset_solver(load_manifest(p)[0]), p)
             continue
-        folder = (p if p.is_dir() else p.parent if p.name in (NORMALS_FILE, NORMALS_PNG)
-                  else None)
-        run = normals_run(folder) if folder is not None else None
+        run = normals_run_of(p)
         if run is not None and isinstance(run.get("solver"), str):
             found.setdefault(run["solver"], p)
     if len(found) > 1:
@@ -700,8 +699,10 @@ def train_model(
     solver = check_solver(recorded or args.get("solver") or model.ps_solver)
     # a known part's thresholds hold for the lights its captures were taken under: recorded,
     # so detect can warn about a capture under another number of lights
-    counts = sorted({_light_count(f) for f in [*captures, *cal_files]
-                     if f.is_dir() and is_capture_folder(f)}) if model.known_part else []
+    # (a map that `psinspect normals` solved counts with the lights its run.json records)
+    counts = sorted({n for n in (
+        _light_count(f) if f.is_dir() and is_capture_folder(f) else solved_light_count(f)
+        for f in [*expanded, *cal_files]) if n is not None}) if model.known_part else []
     capture_lights = {"capture_lights": counts} if counts else {}
     splits = bool(getattr(model, "uses_light_splits", False))
     images = bool(getattr(model, "learns_from_images", False))

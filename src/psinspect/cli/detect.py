@@ -70,7 +70,9 @@ def detect_cmd(
     error map | predicted mask | ground truth where known), and summary.json (per input: image
     score, verdict pass/fail, defect area, regions with peak scores and bounding boxes
     [x0, y0, x1, y1] in pixels, x1 and y1 one past the last column and row; "warnings":
-    why a verdict may not hold, e.g. a capture under other lights than a known-part model's).
+    why a verdict may not hold: a capture, or psinspect normals' map, solved from another
+    number of lights than a known-part model's training captures, or a map solved with
+    another PS solver than the model's).
     Ground truth is picked up from a capture's M_defect.png or, for a dataset map A_X.npy, from
     M_X.png beside it.
     """
