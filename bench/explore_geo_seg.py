@@ -194,7 +194,13 @@ def main() -> None:
         rescore(args.threads, [args.variant] if args.variant else None)
         return
     if args.write:
-        write_section(markdown(), ROOT / "BENCHMARKS.md", "<!-- explore:begin -->",
+        text = markdown()
+        lost = dropped_rows(ROOT / "BENCHMARKS.md", text)
+        if lost:
+            sys.exit(f"error: --write would drop the rows of {', '.join(lost)} from "
+                     "BENCHMARKS.md (no runs/explore/<variant>/results.json or rescore.json "
+                     "here): write from the machine that holds every run")
+        write_section(text, ROOT / "BENCHMARKS.md", "<!-- explore:begin -->",
                       "<!-- explore:end -->")
         return
     if args.list or not args.variant:
@@ -322,6 +328,34 @@ def rescore(threads: int, only: list[str] | None = None) -> None:
         print(name, "  ".join(f"{k} {out[k]['pixel_auroc']:.4f} / {out[k]['aupro']:.4f} / "
                               f"{out[k]['image_auroc']:.3f}" for k in ("all", "first", "added")),
               flush=True)
+
+
+def table_rows(text: str) -> list[str]:
+    """The variant rows of the exploration section's tables in ``text``: the first cell of each
+    table row that names a variant (a re-score row's name may carry a parenthesised note),
+    once per table it appears in."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("| "):
+            name = line[2:].split(" |", 1)[0].split(" (", 1)[0]
+            if name in VARIANTS:
+                out.append(name)
+    return out
+
+
+def dropped_rows(path: Path, new: str) -> list[str]:
+    """Variants with a row in the exploration section of ``path`` that the section ``new``
+    would lose (its results are not on this machine: a fresh clone has no runs/)."""
+    if not path.is_file():
+        return []
+    old = path.read_text(encoding="utf-8")
+    if "<!-- explore:begin -->" not in old or "<!-- explore:end -->" not in old:
+        return []
+    section = old.split("<!-- explore:begin -->", 1)[1].split("<!-- explore:end -->", 1)[0]
+    from collections import Counter
+
+    lost = Counter(table_rows(section)) - Counter(table_rows(new))
+    return sorted(lost)
 
 
 def markdown() -> str:
