@@ -57,6 +57,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
+    missing = [str(d) for d in MODELS.values() if d is not None and not d.is_dir()]
+    if missing:
+        sys.exit(f"error: no model folder {', '.join(missing)}: train those seeds first "
+                 "(python bench/explore_geo_seg.py org2-seed1, org2-seed2)")
     from psinspect.detect import image_score, score_map
     from psinspect.metrics import aupro, auroc
     from psinspect.modelstore import load_model_dir
