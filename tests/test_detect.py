@@ -11,7 +11,13 @@ import pytest
 from _robust_util import error_lines, run_cli
 
 from psinspect.defects import implant_defects
-from psinspect.detect import detect_map, find_regions, image_score, score_map
+from psinspect.detect import (
+    detect_map,
+    find_regions,
+    image_score,
+    score_map,
+    write_detection_outputs,
+)
 from psinspect.errors import PsinspectError
 from psinspect.fileio import save_npy
 from psinspect.models import create_model
@@ -371,6 +377,13 @@ def test_every_model_sets_its_pass_fail_threshold_for_a_share_of_good_parts(
         assert "Gumbel" in cal["image_threshold_rule"] and cal["image_fpr"] == fpr
     assert cfgs[0.01]["image_threshold"] > max(cfgs[0.01]["calibration"]["val_image_scores"])
     assert cfgs[0.2]["image_threshold"] < cfgs[0.01]["image_threshold"]
+    # and detect's summary.json says what the threshold means
+    detected = write_detection_outputs([files[0]], tmp_path / "det", load_model_dir(
+        tmp_path / "m0.2"))
+    assert detected["image_threshold"] == cfgs[0.2]["image_threshold"]
+    assert detected["image_threshold_calibration"] == (
+        "Gumbel fit to the image scores of the clean validation maps, 0.8 quantile, at least "
+        "their maximum")
 
     maps = [bowl(64), bowl(72), bowl(56)]
     seg = create_model("geo-seg", channels=[4, 8], patch=32, steps_per_epoch=2, val_patches=1)
@@ -381,6 +394,73 @@ def test_every_model_sets_its_pass_fail_threshold_for_a_share_of_good_parts(
         scores = calibrate(seg, maps, 0.01, image_fpr=None)[2]["val_image_scores"]
         assert thr["image_threshold"] == gumbel_threshold(scores, 0.05)[0]
         assert thr["image_threshold"] > max(scores)
+
+
+def test_image_fpr_reaches_every_level_and_its_limits_are_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """train's --image-fpr sets the pass/fail threshold of every test-time level; a rate whose
+    fit runs off to infinity (or fails half the good parts) is refused before training; one
+    validation map cannot be fitted: its score, with a warning; a fit below the largest score
+    is said to be clipped; a NaN score is an error naming the map, not a traceback."""
+    from _posed_part import posed_part
+
+    from psinspect.models import ScoreResult
+    from psinspect.train import (
+        calibrate,
+        gumbel_threshold,
+        load_training_data,
+        train_model,
+    )
+
+    rng = np.random.default_rng(9)
+    files = []
+    for i in range(10):
+        n, _ = posed_part(angle_deg=rng.uniform(-2, 2), shift=tuple(rng.uniform(-2, 2, 2)),
+                          noise_deg=rng.uniform(0.5, 2.0), rng=rng)
+        files.append(tmp_path / f"good{i}.npy")
+        np.save(files[-1], n)
+    hp = {"channels": [4, 8], "patch": 32, "steps_per_epoch": 2, "val_patches": 1}
+    cfg = train_model(files, tmp_path / "seg", model_name="geo-seg", hyperparameters=hp,
+                      epochs=1, image_fpr=0.2)
+    val = load_training_data(files).val
+    assert len(val) == 2
+    model = load_model_dir(tmp_path / "seg").model
+    for level, thr in cfg["tta_thresholds"].items():
+        model.tta = int(level)
+        scores = calibrate(model, val, 0.001, image_fpr=None)[2]["val_image_scores"]
+        assert thr["image_threshold"] == pytest.approx(gumbel_threshold(scores, 0.2)[0])
+
+    base = ["train", *files[:5], "--model", "geometric"]
+    for rate in ("1e-9", "0.6"):
+        code, _, err = run_cli([*base, "--image-fpr", rate, "-o", tmp_path / f"r{rate}"],
+                               monkeypatch, capsys)
+        assert code == 2 and error_lines(err) == [
+            f"error: --image-fpr must be between 1e-06 and 0.5, got {float(rate)}"], err
+        assert not (tmp_path / f"r{rate}").exists()
+    # five inputs: one validation map
+    code, _, err = run_cli([*base, "-o", tmp_path / "one"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "warning: the pass/fail threshold is the image score of the one clean validation " \
+           "map: --image-fpr needs the scores of at least 2" in err, err
+    one = json.loads((tmp_path / "one" / "config.json").read_text())
+    assert one["image_threshold"] == one["calibration"]["val_image_scores"][0]
+    assert "only one" in one["calibration"]["image_threshold_rule"]
+    # at 50 % the fit's quantile lies below the largest of the scores: said so
+    code, out, err = run_cli(["train", *files, "--model", "geometric", "--image-fpr", "0.5",
+                              "-o", tmp_path / "half"], monkeypatch, capsys)
+    assert code == 0, err
+    half = json.loads((tmp_path / "half" / "config.json").read_text())
+    assert half["image_threshold"] == max(half["calibration"]["val_image_scores"])
+    assert "pass/fail threshold set at the largest image score of the 2 good maps: the fit " \
+           "for about 50 % of good parts failing lies below it" in out, out
+
+    def nan_score(model, normals, mask, *args, **kwargs):
+        return ScoreResult(score=np.full(mask.shape, np.nan, np.float32))
+
+    monkeypatch.setattr("psinspect.detect.score_map", nan_score)
+    with pytest.raises(PsinspectError, match="^first: the model scored it NaN or infinite"):
+        calibrate(model, val, 0.001, names=["first", "second"])
 
 
 def test_tta_thresholds_are_calibrated_per_level(tmp_path: Path) -> None:

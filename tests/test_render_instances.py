@@ -87,7 +87,7 @@ def test_cli_known_part_workflow_on_rendered_instances(tmp_path, monkeypatch, ca
                               "--model", "variation"], monkeypatch, capsys)
     assert code == 0, err
     assert "fitted in" in out and "epochs" not in out  # no epochs: fitted in one go
-    assert "about 1.0% of good parts failing" in out  # the pass/fail rule, said in words
+    assert "about 1 % of good parts failing" in out  # the pass/fail rule, said in words
     code, out, err = run_cli(["detect", *map(str, new), "--model", str(tmp_path / "model"),
                               "-o", str(tmp_path / "det")], monkeypatch, capsys)
     assert code == 0, err

@@ -700,10 +700,11 @@ def write_detection_outputs(
 
 def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:
     """Why a capture's verdict may not hold: it was solved from another number of lights
-    (``detect --lights`` included) than the model's training captures (a known-part model
-    records theirs, config ``input.capture_lights``), whose lights its thresholds assume;
-    None when it has one of theirs, is a normal map (``num_lights`` None) or the model
-    records none."""
+    (``detect --lights`` included; for a ``psinspect normals`` map, the count its ``run.json``
+    records) than the model's training captures (a known-part model records theirs, config
+    ``input.capture_lights``), whose lights its thresholds assume; None when it has one of
+    theirs, its count is unknown (``num_lights`` None: other normal maps) or the model records
+    none."""
     trained = bundle.input_handling.get("capture_lights")
     if not trained or num_lights is None or num_lights in trained:
         return None
@@ -759,6 +760,11 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
         "image_threshold": bundle.image_threshold,
         # the model's own, where --threshold / --image-threshold replaced them
         **({"calibrated_thresholds": calibrated} if calibrated is not None else {}),
+        # how training set the model's pass/fail threshold (e.g. for about 1 % of good parts
+        # failing), where its config records it
+        **({"image_threshold_calibration": rule} if isinstance(
+            rule := bundle.config.get("calibration", {}).get("image_threshold_rule"), str)
+           else {}),
         # masks and regions: score >= pixel_threshold, 8-connected components of at
         # least this many pixels (smaller specks are left out of both)
         "min_region_px": MIN_REGION_PX,

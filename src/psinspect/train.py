@@ -85,8 +85,10 @@ from psinspect.normalmap import (
 from psinspect.stereo import check_solver
 
 DEFAULT_THRESHOLD_FPR = 0.001
-#: target share of good parts failing, for cross-calibrated models (:func:`gumbel_threshold`)
+#: target share of good parts failing, which sets the pass/fail threshold (:func:`gumbel_threshold`)
 DEFAULT_IMAGE_FPR = 0.01
+#: the range of ``image_fpr`` (:func:`check_image_fpr`)
+IMAGE_FPR_RANGE = (1e-6, 0.5)
 
 
 @dataclass
@@ -308,12 +310,20 @@ def gumbel_threshold(scores: Sequence[float], rate: float) -> tuple[float, dict[
     v = np.asarray(scores, np.float64)
     if v.size < 2 or not np.isfinite(v).all():
         raise ValueError("need at least 2 finite scores")
-    if not 0.0 < rate < 1.0:
-        raise PsinspectError(f"--image-fpr must be in (0, 1), got {rate}")
+    check_image_fpr(rate)
     scale = max(float(v.std(ddof=1)) * np.sqrt(6.0) / np.pi, 1e-12)
     loc = float(v.mean()) - float(np.euler_gamma) * scale
     q = float(gumbel_r.ppf(1.0 - rate, loc=loc, scale=scale))
     return max(q, float(v.max())), {"loc": loc, "scale": scale, "quantile": q}
+
+
+def check_image_fpr(rate: float) -> None:
+    """Refuse a target share of good parts failing outside :data:`IMAGE_FPR_RANGE`: below it
+    the fitted quantile runs off to infinity (no part could ever fail), above it half the good
+    parts would."""
+    lo, hi = IMAGE_FPR_RANGE
+    if not lo <= rate <= hi:
+        raise PsinspectError(f"--image-fpr must be between {lo:g} and {hi:g}, got {rate}")
 
 
 def calibrate(
@@ -359,18 +369,24 @@ def calibrate(
     workers = min(available_cpus(), len(val)) if scorers is not None else 1
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = list(pool.map(one, range(len(val))))
-    for (_, m), res in zip(val, results, strict=True):
+    for i, ((_, m), res) in enumerate(zip(val, results, strict=True)):
         pix.append(res.score[m])
         imgs.append(image_score(res.score, m) * res.image_scale)
+        if not (np.isfinite(pix[-1]).all() and np.isfinite(imgs[-1])):
+            name = names[i] if names is not None and names[i] is not None else f"map {i + 1}"
+            raise PsinspectError(f"{name}: the model scored it NaN or infinite; no thresholds "
+                                 "can be calibrated on it")
     scores = np.concatenate(pix).astype(np.float64)
     thr = float(np.quantile(scores, 1.0 - threshold_fpr, method="higher"))
     img_thr = float(max(imgs))
-    rule = "max image score over clean validation maps"
+    rule = "max image score over clean validation maps" + (
+        " (only one: a fit for --image-fpr needs at least 2)"
+        if image_fpr is not None and len(imgs) < 2 else "")
     fit: dict[str, float] = {}
     if image_fpr is not None and len(imgs) >= 2:
         img_thr, fit = gumbel_threshold(imgs, image_fpr)
         rule = (f"Gumbel fit to the image scores of the clean validation maps, "
-                f"{1 - image_fpr:.4g} quantile, at least their maximum")
+                f"{1 - image_fpr:.6g} quantile, at least their maximum")
     stats = {
         "method": "clean validation maps only",
         "target_pixel_fpr": threshold_fpr,
@@ -675,8 +691,7 @@ def train_model(
         raise PsinspectError(f"--threshold must be a finite number >= 0, got {args['threshold']}")
     if not 0.0 < args["threshold_fpr"] < 1.0:  # checked before training, not after it
         raise PsinspectError(f"--threshold-fpr must be in (0, 1), got {args['threshold_fpr']}")
-    if not 0.0 < args.get("image_fpr", DEFAULT_IMAGE_FPR) < 1.0:
-        raise PsinspectError(f"--image-fpr must be in (0, 1), got {args['image_fpr']}")
+    check_image_fpr(args.get("image_fpr", DEFAULT_IMAGE_FPR))
     model = create_model(args["model"], **args["hyperparameters"])
     if model.known_part and any(_is_dataset(Path(p)) for p in args["inputs"]):
         raise PsinspectError(f"--model {args['model']} learns one part type in one pose from "
@@ -771,6 +786,10 @@ def train_model(
         names=[*val_names, *map(str, cal_files)])
     if scorers is not None:
         stats["method"] = "clean maps, each scored by a model fitted without it"
+    if len(cal) < 2:
+        warnings.warn("the pass/fail threshold is the image score of the one clean validation "
+                      "map: --image-fpr needs the scores of at least 2 (give more good parts, "
+                      "or --calibrate-on good parts not trained on)", UserWarning, stacklevel=2)
     if cal_maps:
         stats["method"] = (stats["method"].removesuffix(" only") + f" + {len(cal_maps)} "
                            "clean maps of parts not trained on (--calibrate-on)")

@@ -25,8 +25,9 @@ def detect_cmd(
         help="Per-pixel threshold (default: the model's calibrated one).")] = None,
     image_threshold: Annotated[float | None, typer.Option(
         help="Pass/fail threshold on the image score (default: the model's calibrated one, "
-             "set at training for about 1 % of good parts failing, see train --image-fpr). "
-             "Lower: more defective parts caught and more good parts rejected.")] = None,
+             "set at training for a share of good parts failing, train --image-fpr, 1 % by "
+             "default). Lower: more defective parts caught and more good parts "
+             "rejected.")] = None,
     solver: Annotated[str | None, typer.Option(
         help="PS solver for capture folders: ls, robust or stable (default: the one the "
              "model's good parts were solved with, recorded at training; robust for the "

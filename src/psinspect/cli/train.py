@@ -78,9 +78,9 @@ def train_cmd(
     threshold_fpr: Annotated[float, typer.Option(
         help="Target per-pixel false-positive rate on clean validation maps.")] = 0.001,
     image_fpr: Annotated[float, typer.Option(
-        help="Target share of good parts failing: sets the pass/fail threshold (a Gumbel fit "
-             "to the image scores of the clean validation / calibration maps, never below "
-             "their largest).")] = 0.01,
+        help="Target share of good parts failing, 1e-06 to 0.5: sets the pass/fail threshold "
+             "(a Gumbel fit to the image scores of the clean validation / calibration maps, "
+             "never below their largest; with one such map, its score).")] = 0.01,
     threshold: Annotated[float | None, typer.Option(
         help="Use this per-pixel threshold instead of the calibrated one (at every "
              "test-time augmentation level; the pass/fail threshold stays calibrated).")
@@ -213,7 +213,12 @@ def train_cmd(
     if "gumbel" in cal:
         fitted = int(cal.get("val_maps", tr["val_maps"]))  # (with --calibrate-on parts)
         extra = len(cal.get("calibration_maps") or [])
-        typer.echo(f"pass/fail threshold set for about {cal['image_fpr']:.1%} of good parts "
-                   f"failing (a fit to the image scores of {fitted} good maps"
-                   + (f", {extra} of them given to calibrate on" if extra else "")
-                   + "; more good parts make it surer)")
+        maps = (f"{fitted} good maps" + (f", {extra} of them given to calibrate on"
+                                         if extra else ""))
+        rate = f"{cal['image_fpr'] * 100:.3g} %"
+        if cal["gumbel"]["quantile"] < config["image_threshold"]:
+            typer.echo(f"pass/fail threshold set at the largest image score of the {maps}: "
+                       f"the fit for about {rate} of good parts failing lies below it")
+        else:
+            typer.echo(f"pass/fail threshold set for about {rate} of good parts failing (a "
+                       f"fit to the image scores of {maps}; more good parts make it surer)")

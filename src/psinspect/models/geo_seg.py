@@ -617,8 +617,8 @@ class GeoSeg(TorchAnomalyModel):
         seeds of the default recipe (BENCHMARKS.md): pixel AUROC and AUPRO rose with each
         seed. The pass/fail image score stays on the absolute level (the divisor is returned
         as ``image_scale``): normalised, a smooth clean part's noise is amplified, and the
-        calibrated image threshold (the largest clean validation score) rose so far that most
-        defective test parts passed."""
+        calibrated image threshold (then the largest clean validation score) rose so far that
+        most defective test parts passed."""
         if self.map_norm_power <= 0 or not mask.any():
             return score, 1.0
         q = float(np.percentile(score[mask], self.map_norm_quantile))
