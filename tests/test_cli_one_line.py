@@ -225,3 +225,43 @@ def test_ctrl_c_in_a_command_says_nothing_was_written(
     code, _, err = run_cli([command, inputs["cap"], "-o", out], monkeypatch, capsys)
     assert code == 130 and err.strip().splitlines()[-1] == "interrupted: nothing written", err
     assert not out.exists()
+
+
+def test_json_nested_too_deeply_is_one_line_or_ignored(inputs: dict[str, Path],
+                                                       tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
+    """JSON nested deeper than Python's parser goes (its RecursionError) was a traceback
+    wherever psinspect reads JSON: now it is malformed JSON like any other, so a model's
+    config.json, a capture's defects.json and --hp are one-line errors, and a run.json beside
+    a normal map that is not `psinspect normals`' is ignored as before."""
+    import shutil
+
+    from psinspect.models import create_model
+    from psinspect.modelstore import save_model_dir
+
+    deep = "[" * 100_000 + "]" * 100_000
+    model = save_model_dir(tmp_path / "m", create_model("geometric"), threshold=1.0,
+                           image_threshold=2.0)
+    (model / "config.json").write_text(deep)
+    code, _, err = run_cli(["detect", inputs["npy"], "--model", model, "-o", tmp_path / "d1"],
+                           monkeypatch, capsys)
+    assert code == 2 and "not readable JSON (nested too deeply" in _one_error_line(err), err
+
+    cap = tmp_path / "cap"
+    shutil.copytree(inputs["cap"], cap)
+    (cap / "defects.json").write_text(deep)
+    code, _, err = run_cli(["detect", cap, "-o", tmp_path / "d2"], monkeypatch, capsys)
+    assert code == 2 and "unreadable defect records (nested too deeply" in _one_error_line(
+        err), err
+
+    code, _, err = run_cli(["train", inputs["npy"], "-o", tmp_path / "m2", "--hp", deep],
+                           monkeypatch, capsys)
+    assert code == 2 and "--hp: not valid JSON (nested too deeply" in _one_error_line(err), err
+
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    shutil.copy(inputs["npy"], maps / "normals.npy")
+    (maps / "run.json").write_text(deep)
+    code, _, err = run_cli(["detect", maps / "normals.npy", "-o", tmp_path / "d3"],
+                           monkeypatch, capsys)
+    assert code == 0, err

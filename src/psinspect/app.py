@@ -668,14 +668,14 @@ def write_results_zip(prediction: Prediction, folder: Path) -> Path:
 def list_examples(folder: Path | None = None) -> list[Path]:
     """The shipped example inputs, in the order of ``examples.json`` (or all normal maps and
     capture zips, sorted by name, where there is no such file)."""
-    import json
+    from psinspect.fileio import read_json
 
     folder = EXAMPLES_DIR if folder is None else Path(folder)
     if not folder.is_dir():
         return []
     index = folder / "examples.json"
     if index.is_file():
-        entries = json.loads(index.read_text(encoding="utf-8")).get("examples", [])
+        entries = read_json(index).get("examples", [])
         return [folder / e["file"] for e in entries if (folder / e["file"]).is_file()]
     return sorted(p for p in folder.iterdir()
                   if p.suffix.lower() in (".png", ".npy", ".zip") and not p.name.startswith(".")

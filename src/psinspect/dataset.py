@@ -67,7 +67,7 @@ from psinspect.defects import (
     read_defect_records,
 )
 from psinspect.errors import PsinspectError
-from psinspect.fileio import save_json, save_npy, save_png
+from psinspect.fileio import read_json, save_json, save_npy, save_png
 from psinspect.normalmap import (
     flip,
     read_mask_png,
@@ -403,7 +403,7 @@ def load_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
     if not p.is_file():
         raise PsinspectError(f"{p}: dataset manifest not found")
     try:
-        manifest = json.loads(p.read_text(encoding="utf-8"))
+        manifest = read_json(p)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PsinspectError(f"{p}: not valid JSON ({err})") from None
     try:

@@ -83,18 +83,17 @@ Severity levels (for sampling and for per-severity reports): see :data:`SEVERITY
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from psinspect.errors import PsinspectError
+from psinspect.fileio import read_json
 from psinspect.normalmap import height_gradient, normals_from_height, validate_normal_map
 
 #: every defect type this module can make
@@ -819,7 +818,7 @@ def read_defect_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The defect records of a ``defects.json`` (as :mod:`psinspect.render` writes it beside
     a capture's ``M_defect.png``); a malformed one is a :class:`PsinspectError`."""
     try:
-        records = json.loads(Path(path).read_text(encoding="utf-8"))["defects"]
+        records = read_json(path)["defects"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise PsinspectError(f"{path}: unreadable defect records ({err})") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):

@@ -145,6 +145,21 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
+def parse_json(text: str) -> Any:
+    """``json.loads``, with JSON nested too deeply for Python's parser (its RecursionError)
+    raised as the :class:`json.JSONDecodeError` of other malformed JSON, which callers turn
+    into one-line errors."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """:func:`parse_json` of the UTF-8 text of ``path``."""
+    return parse_json(Path(path).read_text(encoding="utf-8"))
+
+
 def json_bytes(obj: Any) -> bytes:
     """``obj`` as pretty JSON text (UTF-8, trailing newline)."""
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
@@ -437,7 +452,7 @@ def _manifest_files(folder: Path) -> list[str] | None:
     """The relative paths :data:`WRITTEN_MANIFEST` of ``folder`` lists (None when it has none
     or it is not such a list); paths that are absolute or climb out of ``folder`` are dropped."""
     try:
-        listed = json.loads((folder / WRITTEN_MANIFEST).read_text(encoding="utf-8")).get("files")
+        listed = read_json(folder / WRITTEN_MANIFEST).get("files")
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return None
     if not isinstance(listed, list):

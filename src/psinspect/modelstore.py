@@ -38,7 +38,13 @@ import numpy as np
 
 from psinspect import __version__
 from psinspect.errors import PsinspectError
-from psinspect.fileio import atomic_write_bytes, json_bytes, remove_stale_temporaries, save_json
+from psinspect.fileio import (
+    atomic_write_bytes,
+    json_bytes,
+    read_json,
+    remove_stale_temporaries,
+    save_json,
+)
 from psinspect.models import AnomalyModel, create_model
 
 MODEL_FORMAT = "psinspect-model"
@@ -196,7 +202,7 @@ def read_train_log(model_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
         return []
     path = _named_file(model_dir, config, "log_file")
     try:
-        log = json.loads(path.read_text(encoding="utf-8"))
+        log = read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PsinspectError(f"{path}: not a readable training log ({err})") from None
     if not isinstance(log, list):
@@ -217,7 +223,7 @@ def is_model_folder(folder: str | os.PathLike[str]) -> bool:
     """Whether ``folder`` holds a psinspect model config (of any version; not checked
     further): what ``train --force`` may replace."""
     try:
-        config = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = read_json(Path(folder) / CONFIG_FILE)
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(config, dict) and config.get("format") == MODEL_FORMAT
@@ -241,7 +247,7 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise PsinspectError(f"{path}: missing (not a psinspect model directory)")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PsinspectError(f"{path}: not readable JSON ({err})") from None
     if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:

@@ -7,7 +7,6 @@ the object mask and exactly zero outside it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -17,7 +16,14 @@ import cv2
 import numpy as np
 
 from psinspect.errors import PsinspectError
-from psinspect.fileio import image_mode, image_size_hw, load_npy, npy_header, read_mask_image
+from psinspect.fileio import (
+    image_mode,
+    image_size_hw,
+    load_npy,
+    npy_header,
+    read_json,
+    read_mask_image,
+)
 
 #: tolerance on | |n| - 1 | for a vector to count as unit length
 UNIT_TOL = 1e-2
@@ -229,7 +235,7 @@ def normals_run(folder: Path) -> dict | None:
     """The ``run.json`` of ``psinspect normals``' output ``folder`` (its ``normals.npy`` beside
     it; the solver, the capture solved, ...), or None for any other folder."""
     try:
-        run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        run = read_json(folder / "run.json")
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     if not isinstance(run, dict) or run.get("command") != "normals":

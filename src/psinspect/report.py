@@ -359,12 +359,11 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     and ``info["defective"]`` (in the ``test-defective`` split); and the detect run's
     ``pixel_threshold``, ``image_threshold``, ``model`` and ``model_dir``.
     """
-    import json
     from pathlib import Path
 
     from psinspect.dataset import load_manifest
     from psinspect.errors import PsinspectError
-    from psinspect.fileio import load_npy
+    from psinspect.fileio import load_npy, read_json
     from psinspect.metrics import EvalItem
     from psinspect.normalmap import load_normal_map
 
@@ -374,7 +373,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
         raise PsinspectError(f"{spath}: missing (PREDICTIONS must be a 'psinspect detect' "
                              "output folder)")
     try:
-        summary = json.loads(spath.read_text(encoding="utf-8"))
+        summary = read_json(spath)
         failed = {s["name"]: s.get("error") for s in summary["inputs"]
                   if s.get("verdict") == "error"}  # detect --keep-going
         image_scores = {s["name"]: float(s["image_score"]) for s in summary["inputs"]
@@ -457,12 +456,12 @@ def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any],
     surfaces' capture folders, or the training inputs (a test surface's capture folder that is
     one of them or lies inside one). None when the model folder cannot be read (moved,
     deleted): then nothing can be told."""
-    import json
     from pathlib import Path
 
+    from psinspect.fileio import read_json
+
     try:
-        training = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")
-                              ).get("training", {})
+        training = read_json(Path(model_dir) / "config.json").get("training", {})
     except (OSError, TypeError, ValueError, AttributeError):
         return None
     trained_maps = training.get("map_sha256")
@@ -470,8 +469,7 @@ def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any],
     seen: set[Path] = set()
     if isinstance(training.get("dataset"), str):
         try:
-            trained = json.loads((Path(training["dataset"]) / "manifest.json").read_text(
-                encoding="utf-8"))
+            trained = read_json(Path(training["dataset"]) / "manifest.json")
             seen |= {Path(s["source"]).resolve() for s in trained["surfaces"].values()
                      if s.get("role") == "train"}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -61,6 +61,7 @@ from psinspect.errors import PsinspectError
 from psinspect.fileio import (
     check_output_dir,
     file_sha256,
+    read_json,
     remove_stale_temporaries,
     save_json,
 )
@@ -494,7 +495,7 @@ def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not jpath.is_file():
         raise PsinspectError(f"{out}: no checkpoint to resume from ({CHECKPOINT_DIR}/ missing)")
     try:
-        meta = json.loads(jpath.read_text(encoding="utf-8"))
+        meta = read_json(jpath)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PsinspectError(f"{jpath}: unreadable checkpoint ({err})") from None
     wname = meta.get("weights_file") if isinstance(meta, dict) else None
@@ -514,7 +515,7 @@ def checkpoint_progress(out: str | os.PathLike[str]) -> tuple[int, int] | None:
     """(epochs finished, maximum epochs) of the interrupted run checkpointed in ``out``, or
     None when there is no readable checkpoint (``train_model(resume=True)`` says why)."""
     try:
-        meta = json.loads(_checkpoint_paths(Path(out))[1].read_text(encoding="utf-8"))
+        meta = read_json(_checkpoint_paths(Path(out))[1])
         return int(meta["train_state"]["epoch"]) + 1, int(meta["args"]["epochs"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -825,4 +826,4 @@ def train_model(
                    training=training, log=log, tta_thresholds=tta_thresholds,
                    input_handling={"ps_solver": solver, **capture_lights})
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    return json.loads((out / "config.json").read_text(encoding="utf-8"))
+    return read_json(out / "config.json")

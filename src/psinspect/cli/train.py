@@ -15,6 +15,7 @@ import typer
 
 from psinspect.cli import app, progress_bar
 from psinspect.errors import PsinspectError
+from psinspect.fileio import parse_json
 
 #: options that set up a training run; with --resume they come from the checkpoint
 _SETTINGS = ("model", "epochs", "batch_size", "seed", "patience", "threshold_fpr", "image_fpr",
@@ -131,7 +132,7 @@ def train_cmd(
     hp = {}
     if hyperparameters:
         try:
-            hp = json.loads(hyperparameters)
+            hp = parse_json(hyperparameters)
         except json.JSONDecodeError as err:
             raise PsinspectError(f"--hp: not valid JSON ({err})") from None
         if not isinstance(hp, dict):
