@@ -718,7 +718,7 @@ def render_markdown(results: dict, args) -> str:
               "0.9377 / 0.7593 / 0.9042, 25.8 maps/s, trained in 6.1 min; unet-ae 0.6639 / "
               "0.3446 / 0.6033. This machine's 2 shared cores ran the same training epochs at "
               "7-10 s on 2026-11-30, at 15-18 s on 2026-12-01 before 05:00 UTC (that run: 10.3 "
-              "min of training, 9.9 maps/s) and at 11-15 s after 07:00 UTC (the run above), "
+              "min of training, 9.9 maps/s) and at 10-15 s after 07:00 UTC (the run above), "
               "with nothing else of ours running: times of different days and hours do not "
               "compare.",
               "",
