@@ -154,6 +154,12 @@ _BASE_VARIANTS: dict[str, tuple[dict, str]] = {
                "GroupNorm's statistics span the whole input, which made scores depend on the "
                "framing until 0.3 scored the object's own window, and it costs CPU time in "
                "every step"),
+    "focal": ({**ORG2, "hyperparameters": {**OLD, "steps_per_epoch": 50, "tta": 4,
+                                           "focal_gamma": 2.0}},
+              "the current default with a focal loss (gamma 2: each pixel's cross-entropy "
+              "times (1 - p_t) ** 2) instead of plain cross-entropy: most clean pixels are "
+              "easy, and what the default gets wrong are the hard ones (faint lines, texture "
+              "streaks)"),
     "nonorm80": ({"epochs": 80, "patience": 16, "hyperparameters": {
         **OLD, "steps_per_epoch": 50, "tta": 4, "norm": "none"}},
                  "nonorm trained twice as long (long80's schedule): does the time saved buy "
@@ -161,7 +167,7 @@ _BASE_VARIANTS: dict[str, tuple[dict, str]] = {
 }
 #: variants also evaluated at 4 test-time copies (accuracy and speed)
 TTA4 = {"narrow", "sjn", "align", "align25", "bend25", "sevlow", "long80", "tgt1", "oracle",
-        "oracle80", "gen40", "tex", "ref", "nonorm", "nonorm80"}
+        "oracle80", "gen40", "tex", "ref", "nonorm", "nonorm80", "focal"}
 #: variants also evaluated on defects outside the library (bench_held_out.py, at their tta)
 HELD_OUT = {"gen40", "tex", "ref"}
 #: variants repeated with other training seeds (run-to-run noise), listed after their base

@@ -130,3 +130,29 @@ def test_transformed_features_equal_features_of_the_transformed_map(scales: list
             got = model.transform_features(x0, k, mirror)
             assert got.shape == want.shape
             np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"k={k} mirror={mirror}")
+
+
+def test_focal_loss_weighs_hard_pixels_and_is_off_by_default() -> None:
+    """``focal_gamma`` (off: plain cross-entropy) scales each pixel's cross-entropy by
+    (1 - p_t) ** gamma: a confidently right pixel nearly drops out, a wrong one keeps most of
+    its weight."""
+    import torch
+
+    y = torch.tensor([[[[1.0, 0.0, 1.0, 0.0]]]])
+    w = torch.ones_like(y)
+    out = torch.tensor([[[[4.0, -4.0, -2.0, 2.0]]]])  # right, right, wrong, wrong
+    batch = {"y": y, "w": w}
+    plain = create_model("geo-seg", dice_weight=0.0)
+    assert plain.focal_gamma == 0.0
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(out, y)
+    assert float(plain.loss(out, batch)) == pytest.approx(float(bce))
+    focal = create_model("geo-seg", dice_weight=0.0, focal_gamma=2.0)
+    per_pixel = []
+    for i in range(4):
+        one = {"y": y, "w": torch.zeros_like(w).index_fill_(3, torch.tensor([i]), 1.0)}
+        per_pixel.append((float(focal.loss(out, one)), float(plain.loss(out, one))))
+    right = [f / p for f, p in per_pixel[:2]]
+    wrong = [f / p for f, p in per_pixel[2:]]
+    assert max(right) < 0.001 and min(wrong) > 0.7
+    with pytest.raises(PsinspectError, match="focal_gamma must be >= 0"):
+        create_model("geo-seg", focal_gamma=-1.0)

@@ -351,7 +351,8 @@ class GeoSeg(TorchAnomalyModel):
                  residual_gain: float = 10.0, max_defects: int = 3, p_clean: float = 0.2,
                  p_generic: float = 0.2, p_transplant: float = 0.0,
                  min_angle: float = 2.0, min_confidence: float = 0.2,
-                 dice_weight: float = 0.2, tilt_deg: float = 40.0, noise: float = 0.03,
+                 dice_weight: float = 0.2, focal_gamma: float = 0.0,
+                 tilt_deg: float = 40.0, noise: float = 0.03,
                  bend: float = 0.8, bend_px: Sequence[float] = (8.0, 40.0),
                  region_balance: float = 150.0, tta: int = 4,
                  scale_jitter: float = 0.0, p_align: float = 0.0,
@@ -377,6 +378,9 @@ class GeoSeg(TorchAnomalyModel):
         self.min_angle = float(min_angle)
         self.min_confidence = float(min_confidence)
         self.dice_weight = float(dice_weight)
+        if focal_gamma < 0:
+            raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
+        self.focal_gamma = float(focal_gamma)
         self.tilt_deg = float(tilt_deg)
         self.noise = float(noise)
         self.bend = float(bend)
@@ -431,6 +435,7 @@ class GeoSeg(TorchAnomalyModel):
             "p_generic": self.p_generic, "p_transplant": self.p_transplant,
             "min_angle": self.min_angle,
             "min_confidence": self.min_confidence, "dice_weight": self.dice_weight,
+            "focal_gamma": self.focal_gamma,
             "tilt_deg": self.tilt_deg, "noise": self.noise, "bend": self.bend,
             "bend_px": self.bend_px,
             "region_balance": self.region_balance, "tta": self.tta,
@@ -599,6 +604,9 @@ class GeoSeg(TorchAnomalyModel):
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         w, y = batch["w"], batch["y"]
         bce = nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")
+        if self.focal_gamma > 0:  # focal loss: easy pixels weigh less (Lin et al. 2017)
+            pt = torch.where(y > 0.5, torch.sigmoid(out), torch.sigmoid(-out))
+            bce = bce * (1.0 - pt) ** self.focal_gamma
         bce = (bce * w).sum() / (w > 0).sum().clamp_min(1)
         p = torch.sigmoid(out) * (w > 0)
         inter = (p * y).sum()
