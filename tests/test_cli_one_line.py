@@ -230,10 +230,11 @@ def test_ctrl_c_in_a_command_says_nothing_was_written(
 def test_json_nested_too_deeply_is_one_line_or_ignored(inputs: dict[str, Path],
                                                        tmp_path: Path, monkeypatch,
                                                        capsys) -> None:
-    """JSON nested deeper than Python's parser goes (its RecursionError) was a traceback
-    wherever psinspect reads JSON: now it is malformed JSON like any other, so a model's
-    config.json, a capture's defects.json and --hp are one-line errors, and a run.json beside
-    a normal map that is not `psinspect normals`' is ignored as before."""
+    """JSON nested deeper than Python's parser goes (its RecursionError), or with an integer of
+    more digits than it converts (ValueError), was a traceback wherever psinspect reads JSON:
+    now it is malformed JSON like any other, so a model's config.json, a capture's
+    defects.json and --hp are one-line errors, and a run.json beside a normal map that is not
+    `psinspect normals`' is ignored as before."""
     import shutil
 
     from psinspect.models import create_model
@@ -257,6 +258,14 @@ def test_json_nested_too_deeply_is_one_line_or_ignored(inputs: dict[str, Path],
     code, _, err = run_cli(["train", inputs["npy"], "-o", tmp_path / "m2", "--hp", deep],
                            monkeypatch, capsys)
     assert code == 2 and "--hp: not valid JSON (nested too deeply" in _one_error_line(err), err
+    # an integer of more digits than Python converts: likewise
+    code, _, err = run_cli(["train", inputs["npy"], "-o", tmp_path / "m3", "--hp",
+                            '{"epochs": ' + "9" * 5000 + "}"], monkeypatch, capsys)
+    assert code == 2 and "--hp: not valid JSON (Exceeds the limit" in _one_error_line(err), err
+    (model / "config.json").write_text('{"format": ' + "1" * 5000 + "}")
+    code, _, err = run_cli(["detect", inputs["npy"], "--model", model, "-o", tmp_path / "d4"],
+                           monkeypatch, capsys)
+    assert code == 2 and "not readable JSON (Exceeds the limit" in _one_error_line(err), err
 
     maps = tmp_path / "maps"
     maps.mkdir()

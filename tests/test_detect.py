@@ -1065,6 +1065,14 @@ def test_summary_records_how_the_verdicts_were_made(geo_dir: Path, tmp_path: Pat
                             tmp_path / "d2"], monkeypatch, capsys)
     s2 = json.loads((tmp_path / "d2" / "summary.json").read_text())
     assert "calibrated_thresholds" not in s2 and s2["date"] == "2025-12-01T00:00:00+00:00"
+    # a config without calibration record (or a null one) is no trouble for the summary
+    cfg_path = geo_dir / "config.json"
+    cfg_path.write_text(json.dumps({**cfg, "calibration": None}))
+    code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", geo_dir, "-o",
+                            tmp_path / "d3"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "image_threshold_calibration" not in json.loads(
+        (tmp_path / "d3" / "summary.json").read_text())
 
 
 def test_normals_of_a_defective_capture_keep_its_ground_truth(

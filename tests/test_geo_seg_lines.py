@@ -154,5 +154,13 @@ def test_focal_loss_weighs_hard_pixels_and_is_off_by_default() -> None:
     right = [f / p for f, p in per_pixel[:2]]
     wrong = [f / p for f, p in per_pixel[2:]]
     assert max(right) < 0.001 and min(wrong) > 0.7
-    with pytest.raises(PsinspectError, match="focal_gamma must be >= 0"):
-        create_model("geo-seg", focal_gamma=-1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(PsinspectError, match="focal_gamma must be a finite number >= 0"):
+            create_model("geo-seg", focal_gamma=bad)
+    # a gamma below 1 keeps a finite gradient where a pixel is confidently right (1 - p_t
+    # reaches 0 in float32 near a logit of 17; its power's derivative there was NaN)
+    sure = torch.tensor([[[[-30.0, 30.0]]]], requires_grad=True)
+    loss = create_model("geo-seg", dice_weight=0.0, focal_gamma=0.5).loss(
+        sure, {"y": torch.tensor([[[[0.0, 1.0]]]]), "w": torch.tensor([[[[0.0, 1.0]]]])})
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(sure.grad).all()

@@ -747,6 +747,8 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
     from psinspect import __version__
     from psinspect.fileio import utc_timestamp
 
+    cal = bundle.config.get("calibration")
+    rule = cal.get("image_threshold_rule") if isinstance(cal, dict) else None
     return {
         "psinspect_version": __version__,
         "date": utc_timestamp(),
@@ -762,9 +764,7 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
         **({"calibrated_thresholds": calibrated} if calibrated is not None else {}),
         # how training set the model's pass/fail threshold (e.g. for about 1 % of good parts
         # failing), where its config records it
-        **({"image_threshold_calibration": rule} if isinstance(
-            rule := bundle.config.get("calibration", {}).get("image_threshold_rule"), str)
-           else {}),
+        **({"image_threshold_calibration": rule} if isinstance(rule, str) else {}),
         # masks and regions: score >= pixel_threshold, 8-connected components of at
         # least this many pixels (smaller specks are left out of both)
         "min_region_px": MIN_REGION_PX,

@@ -146,13 +146,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def parse_json(text: str) -> Any:
-    """``json.loads``, with JSON nested too deeply for Python's parser (its RecursionError)
-    raised as the :class:`json.JSONDecodeError` of other malformed JSON, which callers turn
-    into one-line errors."""
+    """``json.loads``, with what Python's parser refuses outside JSON syntax (nesting too deep
+    for it: RecursionError; an integer of more digits than it converts: ValueError) raised as
+    the :class:`json.JSONDecodeError` of other malformed JSON, which callers turn into
+    one-line errors."""
     try:
         return json.loads(text)
+    except json.JSONDecodeError:
+        raise
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except ValueError as err:
+        raise json.JSONDecodeError(str(err).split(";")[0], text, 0) from None
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

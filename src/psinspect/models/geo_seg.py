@@ -378,8 +378,8 @@ class GeoSeg(TorchAnomalyModel):
         self.min_angle = float(min_angle)
         self.min_confidence = float(min_confidence)
         self.dice_weight = float(dice_weight)
-        if focal_gamma < 0:
-            raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
+        if not (np.isfinite(focal_gamma) and focal_gamma >= 0):
+            raise ValueError(f"focal_gamma must be a finite number >= 0, got {focal_gamma}")
         self.focal_gamma = float(focal_gamma)
         self.tilt_deg = float(tilt_deg)
         self.noise = float(noise)
@@ -605,8 +605,9 @@ class GeoSeg(TorchAnomalyModel):
         w, y = batch["w"], batch["y"]
         bce = nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")
         if self.focal_gamma > 0:  # focal loss: easy pixels weigh less (Lin et al. 2017)
-            pt = torch.where(y > 0.5, torch.sigmoid(out), torch.sigmoid(-out))
-            bce = bce * (1.0 - pt) ** self.focal_gamma
+            # (1 - p_t) ** gamma from log(1 - p_t), finite in its gradient where p_t -> 1
+            log_miss = nn.functional.logsigmoid(torch.where(y > 0.5, -out, out))
+            bce = bce * torch.exp(self.focal_gamma * log_miss)
         bce = (bce * w).sum() / (w > 0).sum().clamp_min(1)
         p = torch.sigmoid(out) * (w > 0)
         inter = (p * y).sum()
