@@ -733,8 +733,9 @@ def render_markdown(results: dict, args) -> str:
               "previous run: defective maps failed 110 instead of 113 of 140, clean maps passed "
               "64 of 76 as before (1 copy: 52 / 73 instead of 57 / 72; 2: 91 / 72 instead of "
               "92 / 72; 8: 113 / 64 instead of 116 / 64); on fresh renders ('Verdicts on fresh "
-              "renders') 2 instead of 6 of 40 clean castings fail at 4 copies, and 18 of 24 "
-              "defective parts are caught as before. The threshold-free metrics are unchanged."]
+              "renders') 2 instead of 6 of 40 clean parts fail at 4 copies (all of them rough "
+              "castings), and 18 of 24 defective parts are caught as before. The "
+              "threshold-free metrics are unchanged."]
     if "geo-seg" in results and "unet-ae" in results:
         d = results["geo-seg"]["pooled"]["aupro"] - results["unet-ae"]["pooled"]["aupro"]
         g = results["geo-seg"]["pooled"]

@@ -205,7 +205,8 @@ def main() -> None:
         if lost:
             sys.exit(f"error: --write would drop the rows of {', '.join(lost)} from "
                      "BENCHMARKS.md (no runs/explore/<variant>/results.json or rescore.json "
-                     "here): write from the machine that holds every run")
+                     "here, or an account written there by hand): write from the machine "
+                     "that holds every run, after adding hand-written accounts to markdown()")
         write_section(text, ROOT / "BENCHMARKS.md", "<!-- explore:begin -->",
                       "<!-- explore:end -->")
         return
@@ -339,19 +340,23 @@ def rescore(threads: int, only: list[str] | None = None) -> None:
 def table_rows(text: str) -> list[str]:
     """The variant rows of the exploration section's tables in ``text``: the first cell of each
     table row that names a variant (a re-score row's name may carry a parenthesised note),
-    once per table it appears in."""
+    once per table it appears in; and each paragraph that starts with a variant's name and a
+    parenthesis (its account, as 'focal (2026-12-01, ...'), as ``name (paragraph)``."""
     out = []
     for line in text.splitlines():
         if line.startswith("| "):
             name = line[2:].split(" |", 1)[0].split(" (", 1)[0]
             if name in VARIANTS:
                 out.append(name)
+        elif " (" in line and line.split(" (", 1)[0] in VARIANTS:
+            out.append(f"{line.split(' (', 1)[0]} (paragraph)")
     return out
 
 
 def dropped_rows(path: Path, new: str) -> list[str]:
-    """Variants with a row in the exploration section of ``path`` that the section ``new``
-    would lose (its results are not on this machine: a fresh clone has no runs/)."""
+    """Variants with a table row or a paragraph in the exploration section of ``path`` that the
+    section ``new`` would lose: rows whose results are not on this machine (a fresh clone has
+    no runs/), and accounts written into BENCHMARKS.md by hand (not in :func:`markdown`)."""
     if not path.is_file():
         return []
     old = path.read_text(encoding="utf-8")
@@ -388,10 +393,11 @@ def markdown() -> str:
                     f"{'-' if mps is None else f'{mps:.1f}'} | {r.get('date', '-')} |")
     return "\n".join([
         "<!-- explore:begin -->", "### Design exploration of the default model", "",
-        "Measured with psinspect 0.1-0.2, which ran the network on the whole map; since 0.3 "
-        "(2026-11-30) the learned models score the object's own window (detection section, "
-        "'Scoring since psinspect 0.3') and 0.2 model folders are refused, so these figures "
-        "compare with each other, not with that section's current ones.", "",
+        "Measured with psinspect 0.1-0.2, which ran the network on the whole map, except "
+        "nonorm (0.3) and focal (0.4), which score the object's own window as the current "
+        "code does; since 0.3 (2026-11-30) the learned models score that window (detection "
+        "section, 'Scoring since psinspect 0.3') and 0.2 model folders are refused, so the "
+        "other rows compare with each other, not with that section's current ones.", "",
         "Command: `python bench/explore_geo_seg.py VARIANT` (one per row), then "
         "`python bench/explore_geo_seg.py --write`; machine: 2-core CPU, no GPU, 2 threads, "
         "shared with other jobs (training times are wall clock under that load). One training "

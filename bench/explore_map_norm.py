@@ -57,7 +57,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    missing = [str(d) for d in MODELS.values() if d is not None and not d.is_dir()]
+    missing = [str(d) for d in MODELS.values()
+               if d is not None and not (d / "config.json").is_file()]
     if missing:
         sys.exit(f"error: no model folder {', '.join(missing)}: train those seeds first "
                  "(python bench/explore_geo_seg.py org2-seed1, org2-seed2)")
