@@ -207,6 +207,25 @@ def test_missing_mask_uses_non_black_pixels_with_warning(tmp_path: Path) -> None
     assert (cap.mask == mask).all()
 
 
+def test_diligent_layout_without_intensities_warns(tmp_path: Path) -> None:
+    """A DiLiGenT-layout capture without its light_intensities.txt was solved with every light
+    equally bright, silently: DiLiGenT's ball came out 18.9 deg off instead of 2.0."""
+    imgs, lights, mask = small_scene(k=4)
+    folder = write_capture(tmp_path / "cap", imgs, lights, mask)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_capture(folder)
+    assert not any("light_intensities" in str(w.message) for w in caught)
+    (folder / "light_intensities.txt").unlink()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_capture(folder)
+    assert [str(w.message) for w in caught if "light_intensities" in str(w.message)] == [
+        f"{folder}: no light_intensities.txt; every light taken as equally bright (a "
+        "DiLiGenT-layout capture's lights differ: without their intensities the normals can "
+        "be off by degrees)"]
+
+
 @pytest.mark.skipif(not (DILIGENT / "catPNG").is_dir(),
                     reason=f"DiLiGenT data not found at {DILIGENT} (see shared/data/README.md)")
 def test_diligent_layout() -> None:

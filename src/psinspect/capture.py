@@ -501,6 +501,12 @@ def load_capture(
     inten_file = folder / INTENSITIES_FILE
     intens = (_read_intensities(inten_file, len(names)) if inten_file.is_file()
               else np.ones((len(names), 1)))
+    if fn_file.is_file() and not inten_file.is_file():
+        # the DiLiGenT layout comes with its lights' intensities, which differ from light to
+        # light: without them the normals are off by degrees, and nothing else would say so
+        warnings.warn(f"{folder}: no {INTENSITIES_FILE}; every light taken as equally bright "
+                      "(a DiLiGenT-layout capture's lights differ: without their intensities "
+                      "the normals can be off by degrees)", UserWarning, stacklevel=2)
 
     # --- subset
     if select is None:

@@ -119,8 +119,9 @@ def normals_cmd(
     used = np.ones(cap.num_lights, bool) if res.lights_used is None else res.lights_used
     dropped = [int(i) + 1 for i in cap.light_indices[~used]]
     if dropped:
-        typer.echo(f"{solver}: left out {len(dropped)} image(s) whose brightness contradicts "
-                   f"their light intensity: lights {_ranges(dropped)}")
+        typer.echo(f"{solver}: left out {len(dropped)} image(s) whose brightness does not fit "
+                   "the others (a highlight, a shadow or a wrong light intensity): lights "
+                   f"{_ranges(dropped)}")
     metrics = None
     if cap.normals_gt is not None:
         # only where the ground truth holds a normal (zero vectors = none there)
