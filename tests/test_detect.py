@@ -265,6 +265,20 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     metrics = json.loads((ev / "metrics.json").read_text())
     assert 0.0 <= metrics["pooled"]["pixel_auroc"] <= 1.0
     assert metrics["pooled"]["image_auroc"] is not None
+    # the dataset folder itself stands for its test maps (it was refused, and ds/*.npy scores
+    # its training and validation maps too): the same predictions and metrics
+    code, _, err = run_cli(["detect", str(tiny_dataset), "--model", str(mdir), "-o",
+                            str(tmp_path / "det_ds")], monkeypatch, capsys)
+    assert code == 0, err
+    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
+    want = [Path(it["file"]).stem for it in manifest["items"] if it["split"].startswith("test")]
+    by_ds = json.loads((tmp_path / "det_ds" / "summary.json").read_text())["inputs"]
+    assert [s["name"] for s in by_ds] == want and sorted(want) == [t.stem for t in tests]
+    code, _, err = run_cli(["evaluate", str(tmp_path / "det_ds"), str(tiny_dataset), "-o",
+                            str(tmp_path / "ev_ds")], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "ev_ds" / "metrics.json").read_text())["pooled"] == \
+        metrics["pooled"]
     # bootstrap intervals over the test surfaces: one test part says nothing about another
     # draw, so none are given (no zero-width interval), and both outputs say why
     iv = metrics["intervals"]

@@ -540,15 +540,28 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Detect's inputs with each folder of parts replaced by its parts, in natural name order:
     a folder of capture folders (e.g. the output of ``psinspect render``: one sub-folder per
     part) by those capture folders, a folder of ``.npy`` normal maps by those maps (with
-    ``M_<x>.png`` ground truth beside ``A_<x>.npy``, as :func:`load_input` reads it). Such a
-    folder that also holds anything else that could be a part (another sub-folder, a map
-    file of the other kind, a PNG) is refused: a part must not be skipped silently. Files,
-    capture folders, ``psinspect normals`` output folders, dataset folders and anything else
-    stay as given (:func:`load_input` reads or refuses them)."""
+    ``M_<x>.png`` ground truth beside ``A_<x>.npy``, as :func:`load_input` reads it), a dataset
+    folder (:mod:`psinspect.dataset`) by its test maps in manifest order (what ``evaluate``
+    judges against it; its training and validation maps are left out). Such a folder of
+    parts that also holds anything else that could be a part (another sub-folder, a map file
+    of the other kind, a PNG) is refused: a part must not be skipped silently. Files,
+    capture folders, ``psinspect normals`` output folders and anything else stay as given
+    (:func:`load_input` reads or refuses them)."""
     from psinspect.capture import CAPTURE_MARKERS, is_capture_folder, natural_key
 
     out: list[Path] = []
     for p in map(Path, paths):
+        if p.is_dir() and (p / "manifest.json").is_file():
+            from psinspect.dataset import load_manifest
+
+            manifest, folder = load_manifest(p)
+            tests = [folder / it["file"] for it in manifest["items"]
+                     if str(it["split"]).startswith("test")]
+            if not tests:
+                raise PsinspectError(f"{p}: a dataset folder without test maps: give its "
+                                     f"maps ({p / '*.npy'}) or capture folders")
+            out.extend(tests)
+            continue
         subs = []
         if (p.is_dir() and not is_capture_folder(p) and not is_normals_folder(p)
                 and not (p / "manifest.json").is_file()):
