@@ -24,10 +24,10 @@ def render_cmd(
              "default 0).")] = None,
     jitter_px: Annotated[float | None, typer.Option(
         help="With --instances: largest shift of an instance's pose, pixels per axis "
-             "(default 3).")] = None,
+             "(default 3, at most 16: the margin around the design).")] = None,
     jitter_deg: Annotated[float | None, typer.Option(
         help="With --instances: largest in-plane rotation of an instance, degrees "
-             "(default 3).")] = None,
+             "(default 3, at most 10).")] = None,
     defect_rate: Annotated[float | None, typer.Option(
         help="Chance that a part gets 1..--max-defects defects (default 0.3; with "
              "--instances 0).")] = None,
