@@ -365,23 +365,30 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     assert code == 0, err
 
 
+def _good_part_maps(folder: Path, count: int, seed: int) -> list[Path]:
+    """``count`` normal maps (.npy) of one good part, each posed and noisy a little otherwise
+    (:func:`_posed_part.posed_part`), saved as ``folder/good<i>.npy``."""
+    from _posed_part import posed_part
+
+    rng = np.random.default_rng(seed)
+    files = []
+    for i in range(count):
+        n, _ = posed_part(angle_deg=rng.uniform(-2, 2), shift=tuple(rng.uniform(-2, 2, 2)),
+                          noise_deg=rng.uniform(0.5, 2.0), rng=rng)
+        files.append(folder / f"good{i}.npy")
+        np.save(files[-1], n)
+    return files
+
+
 def test_every_model_sets_its_pass_fail_threshold_for_a_share_of_good_parts(
         tmp_path: Path) -> None:
     """The image threshold is the Gumbel quantile of the clean validation maps' image scores at
     --image-fpr, for every model (it was their largest score except for the cross-calibrated
     variation model: about 1 in N + 1 new good parts failing, a tenth with 9 maps), and at
     every test-time augmentation level too."""
-    from _posed_part import posed_part
-
     from psinspect.train import calibrate, calibrate_tta_levels, gumbel_threshold, train_model
 
-    rng = np.random.default_rng(8)
-    files = []
-    for i in range(15):
-        n, _ = posed_part(angle_deg=rng.uniform(-2, 2), shift=tuple(rng.uniform(-2, 2, 2)),
-                          noise_deg=rng.uniform(0.5, 2.0), rng=rng)
-        files.append(tmp_path / f"good{i}.npy")
-        np.save(files[-1], n)
+    files = _good_part_maps(tmp_path, 15, seed=8)
     cfgs = {fpr: train_model(files, tmp_path / f"m{fpr}", model_name="geometric",
                              image_fpr=fpr) for fpr in (0.01, 0.2)}
     for fpr, cfg in cfgs.items():
@@ -417,8 +424,6 @@ def test_image_fpr_reaches_every_level_and_its_limits_are_said(
     fit runs off to infinity (or fails half the good parts) is refused before training; one
     validation map cannot be fitted: its score, with a warning; a fit below the largest score
     is said to be clipped; a NaN score is an error naming the map, not a traceback."""
-    from _posed_part import posed_part
-
     from psinspect.models import ScoreResult
     from psinspect.train import (
         calibrate,
@@ -427,13 +432,7 @@ def test_image_fpr_reaches_every_level_and_its_limits_are_said(
         train_model,
     )
 
-    rng = np.random.default_rng(9)
-    files = []
-    for i in range(10):
-        n, _ = posed_part(angle_deg=rng.uniform(-2, 2), shift=tuple(rng.uniform(-2, 2, 2)),
-                          noise_deg=rng.uniform(0.5, 2.0), rng=rng)
-        files.append(tmp_path / f"good{i}.npy")
-        np.save(files[-1], n)
+    files = _good_part_maps(tmp_path, 10, seed=9)
     hp = {"channels": [4, 8], "patch": 32, "steps_per_epoch": 2, "val_patches": 1}
     cfg = train_model(files, tmp_path / "seg", model_name="geo-seg", hyperparameters=hp,
                       epochs=1, image_fpr=0.2)

@@ -478,7 +478,7 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
                                                                                 m.shape),
                         gt_mask=gt, defects=recs,
                         ps_solver=solver if isinstance(solver, str) else None,
-                        num_lights=solved_light_count(p), map_file=p)
+                        num_lights=solved_light_count(run), map_file=p)
     if is_normals_folder(p):
         inp = load_input(p / NORMALS_FILE)
         return replace(inp, name=p.name)

@@ -251,11 +251,10 @@ def normals_run_of(path: Path) -> dict | None:
     return normals_run(folder) if folder is not None else None
 
 
-def solved_light_count(path: Path) -> int | None:
-    """How many lights ``psinspect normals`` solved the map at ``path`` from
-    (:func:`normals_run_of`; its ``run.json`` records ``num_lights_used``); None for any other
-    input, or where the record is missing or not a positive count."""
-    run = normals_run_of(path)
+def solved_light_count(run: dict | None) -> int | None:
+    """How many lights ``psinspect normals`` solved its map from, as its ``run.json``
+    (:func:`normals_run_of`) records in ``num_lights_used``; None without a run record, or
+    where the count is missing or not a positive integer."""
     n = None if run is None else run.get("num_lights_used")
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 

@@ -717,7 +717,8 @@ def train_model(
     # so detect can warn about a capture under another number of lights
     # (a map that `psinspect normals` solved counts with the lights its run.json records)
     counts = sorted({n for n in (
-        _light_count(f) if f.is_dir() and is_capture_folder(f) else solved_light_count(f)
+        _light_count(f) if f.is_dir() and is_capture_folder(f)
+        else solved_light_count(normals_run_of(f))
         for f in [*expanded, *cal_files]) if n is not None}) if model.known_part else []
     capture_lights = {"capture_lights": counts} if counts else {}
     splits = bool(getattr(model, "uses_light_splits", False))
