@@ -19,7 +19,7 @@ from psinspect.fileio import parse_json
 
 #: options that set up a training run; with --resume they come from the checkpoint
 _SETTINGS = ("model", "epochs", "batch_size", "seed", "patience", "threshold_fpr", "image_fpr",
-             "threshold", "solver", "hyperparameters", "calibrate_on")
+             "threshold", "solver", "hyperparameters", "calibrate_on", "init_from")
 _OPTION_NAMES = {"hyperparameters": "--hp"}
 
 
@@ -67,8 +67,16 @@ def train_cmd(
              "folders / folders of captures / normal maps (.npy, .png) / folders of maps / "
              "output folders of 'psinspect normals', all good parts.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Model directory to write.")],
-    model: Annotated[str, typer.Option(
-        "--model", help="Model: geo-seg (default), unet-ae, geometric, variation.")] = "geo-seg",
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Model: geo-seg (default), unet-ae, geometric, variation; with "
+        "--init-from, that model's.")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        "--init-from", help="Fine-tune: start from a trained model's weights instead of random "
+        "ones: 'bundled' (the bundled default model) or a model folder (geo-seg, unet-ae). "
+        "Its hyperparameters are kept (--hp may change those that leave the network as it "
+        "is), its learning rate divided by 4 unless --hp sets lr; the weights kept are never "
+        "worse on the validation maps than the ones started from. A minute of it adapts the "
+        "bundled model to your parts (README).")] = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end "
                                              "sooner).")] = 30,
     batch_size: Annotated[int, typer.Option(help="Crops per training step.")] = 8,
@@ -126,7 +134,7 @@ def train_cmd(
             raise PsinspectError(
                 f"--resume continues the interrupted run with its own settings: drop "
                 f"{', '.join(given)} (or train again without --resume)")
-    if model not in available_models():
+    if model is not None and model not in available_models():
         raise PsinspectError(f"--model {model!r}: unknown (available: "
                              f"{', '.join(available_models())})")
     hp = {}
@@ -173,7 +181,8 @@ def train_cmd(
         try:
             with _interrupt_noted(lambda: reading[0]) as interrupted:
                 config = train_model(
-                    inputs, out, model_name=model, hyperparameters=hp, epochs=epochs,
+                    inputs, out, model_name=model, hyperparameters=hp, init_from=init_from,
+                    epochs=epochs,
                     batch_size=batch_size, seed=seed, patience=patience,
                     threshold_fpr=threshold_fpr, image_fpr=image_fpr,
                     threshold=threshold, solver=solver, force=force, resume=resume,
@@ -199,12 +208,19 @@ def train_cmd(
                    f"epoch{'s' if tr['patience'] != 1 else ''}", err=True)
     if tr.get("best_epoch_1based"):
         typer.echo(f"kept the weights of epoch {tr['best_epoch_1based']} (best validation "
-                   f"loss {tr['best_val_loss']:.4f})", err=True)
+                   f"loss {tr['best_val_loss']:.4f}"
+                   + (f"; {tr['init_from']['initial_val_loss']:.4f} for the weights started "
+                      "from" if tr.get("init_from") else "") + ")", err=True)
+    elif tr.get("init_from") and tr["epochs_run"]:
+        typer.echo(f"kept the weights started from: no epoch beat their validation loss "
+                   f"{tr['init_from']['initial_val_loss']:.4f}", err=True)
     session = f", {tr['epochs_run'] - done[0]} of them now" if done else ""
     work = (f"{tr['epochs_run']} epochs{session} in {tr['train_seconds']:.0f} s"
             if tr["epochs_run"] else f"fitted in {tr['train_seconds']:.0f} s")
     typer.echo(
-        f"{config['model']}: {tr['train_maps']} train / {tr['val_maps']} val maps, "
+        f"{config['model']}"
+        + (f" fine-tuned from {tr['init_from']['model']}" if tr.get("init_from") else "")
+        + f": {tr['train_maps']} train / {tr['val_maps']} val maps, "
         f"{work}; pixel threshold "
         f"{config['threshold']:.4g}, image threshold {config['image_threshold']:.4g}"
         + (f" (also calibrated on {len(tr['calibration_inputs'])} input(s) not trained on)"

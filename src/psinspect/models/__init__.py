@@ -66,6 +66,9 @@ class AnomalyModel(ABC):
     #: whether the model learns one part type from instances of it (known-part inspection), as
     #: opposed to what good surfaces look like in general
     known_part: ClassVar[bool] = False
+    #: whether training can start from another trained model's weights (``fit(init=...)``,
+    #: ``psinspect train --init-from``): the networks
+    fine_tunable: ClassVar[bool] = False
 
     @abstractmethod
     def score(
@@ -126,6 +129,12 @@ def available_models() -> list[str]:
     """Names of all registered models."""
     _load_all()
     return sorted(_REGISTRY)
+
+
+def fine_tunable_models() -> list[str]:
+    """Names of the registered models that training can start from (``fine_tunable``)."""
+    _load_all()
+    return sorted(n for n, cls in _REGISTRY.items() if cls.fine_tunable)
 
 
 def create_model(name: str, **hyperparameters: Any) -> AnomalyModel:

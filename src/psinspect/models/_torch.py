@@ -184,6 +184,7 @@ class TorchAnomalyModel(AnomalyModel):
     #: (4096 x 4096 px, ~7 GB at geo-seg's size); a larger object is scored in tiles of it
     #: (:func:`psinspect.detect.score_map`)
     max_whole_pixels = 4096 * 4096
+    fine_tunable = True
     #: background kept around the object's bounding box when scoring (px)
     object_margin = 32
 
@@ -296,6 +297,12 @@ class TorchAnomalyModel(AnomalyModel):
         opt.step()
         return float(loss.detach())
 
+    def _val_loss(self, net: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+        """Mean loss of ``net`` (eval mode, no gradients) over the validation batches."""
+        net.eval()
+        with torch.no_grad():
+            return float(np.mean([float(self.loss(net(b["x"]), b)) for b in batches]))
+
     def fit(
         self,
         train: Sequence[NormalSample],
@@ -308,6 +315,7 @@ class TorchAnomalyModel(AnomalyModel):
         threads: int | None = None,
         on_epoch: CheckpointFn | None = None,
         resume: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None,
+        init: dict[str, np.ndarray] | None = None,
         **_: Any,
     ) -> list[dict[str, Any]]:
         """Train on clean maps; returns the per-epoch log.
@@ -322,6 +330,11 @@ class TorchAnomalyModel(AnomalyModel):
         gain measured for geo-seg, BENCHMARKS.md 'Design exploration').
         ``on_epoch(entry, arrays, meta)`` receives a full checkpoint after every epoch;
         ``resume=(arrays, meta)`` continues from one.
+        ``init``: start from these weights (:meth:`state_arrays` of a trained model of the same
+        network) instead of random ones: fine-tuning. Their own validation loss is the one to
+        beat (the first epoch's log entry records it as ``initial_val_loss``), so the weights
+        kept are never worse on the validation maps than the ones started from; when no epoch
+        beats them they are kept (no log entry is then ``best``).
         """
         if not train:
             raise PsinspectError("training needs at least one clean map")
@@ -330,6 +343,8 @@ class TorchAnomalyModel(AnomalyModel):
         if threads:
             torch.set_num_threads(int(threads))
         self.net = self._init_net(seed)
+        if init is not None and resume is None:
+            self.load_state_arrays(init)
         params = list(self.net.parameters())
         opt = torch.optim.Adam(params, lr=self.lr)
         # with ``ema`` > 0 an exponential moving average of the weights (decay ``ema`` per
@@ -346,6 +361,9 @@ class TorchAnomalyModel(AnomalyModel):
         best_epoch = -1
         bad = 0
         start = 0
+        initial_val = None
+        if init is not None and resume is None:  # the weights started from: the loss to beat
+            best_val = initial_val = self._val_loss(judged, val_batches)
         if resume is not None:
             arrays, meta = resume
             self.load_state_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
@@ -389,9 +407,7 @@ class TorchAnomalyModel(AnomalyModel):
                     losses.append(self._step(opt, batch))
                     if averaged is not None:
                         averaged.update_parameters(self.net)
-            judged.eval()
-            with torch.no_grad():
-                vl = float(np.mean([float(self.loss(judged(b["x"]), b)) for b in val_batches]))
+            vl = self._val_loss(judged, val_batches)
             improved = vl < best_val
             if improved:
                 best_val, best_epoch, bad = vl, epoch, 0
@@ -401,6 +417,8 @@ class TorchAnomalyModel(AnomalyModel):
             stopped = bad >= patience
             entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": vl,
                      "lr": lr, "best": improved, "seconds": time.perf_counter() - t0}
+            if initial_val is not None and epoch == 0:
+                entry["initial_val_loss"] = initial_val
             log.append(entry)
             if on_epoch is not None:
                 arrays = {f"net.{k}": v.detach().numpy().copy()
