@@ -147,10 +147,13 @@ def test_run_quick_trains_end_to_end(tmp_path: Path) -> None:
     _check_run_folder(out, r.stderr)
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["training"]["epochs_run"] >= 1
+    # by default the run fine-tunes the bundled model on its good training parts
+    assert config["training"]["init_from"]["model"] == "bundled"
     assert len(read_train_log(out / "model")) == config["training"]["epochs_run"]
     run = json.loads((out / "run.json").read_text())
     assert not run["config"]["pretrained"] and run["timings_s"]["total"] < 120
     assert run["trained"]  # (False for a training-free model)
+    assert run["fine_tuned_from"] == "bundled" and run["config"]["fine_tune"]
     # beside the model trained in seconds: the bundled default model on the same test maps,
     # with its own detect outputs, figures and verdicts (in run.json, the report and stdout)
     bundled = run["bundled_model"]
@@ -162,7 +165,9 @@ def test_run_quick_trains_end_to_end(tmp_path: Path) -> None:
     assert len(summary["inputs"]) == len(tests) == sum(bundled["verdicts"][k] for k in (
         "defective_failed", "defective_passed", "clean_failed", "clean_passed"))
     assert all((out / "bundled" / f"{s['name']}_score.npy").is_file() for s in summary["inputs"])
-    assert r.stdout.startswith("The geo-seg model trained in this run: pixel_auroc")
+    assert r.stdout.startswith(
+        "The geo-seg model fine-tuned in this run from the bundled one: pixel_auroc")
+    assert "fine-tuned in this run from the bundled model" in (out / "report.html").read_text()
     line = next(x for x in r.stdout.splitlines() if x.startswith("The bundled default model"))
     assert f"pixel_auroc {bundled['metrics']['pixel_auroc']:.3f}" in line
     assert "The bundled default model" in (out / "report.html").read_text()
@@ -187,6 +192,21 @@ def test_pretrained_copies_the_bundled_model(tmp_path: Path) -> None:
                       lambda i, text, steps: 0.0, lambda i, t0, summary: None)
     assert b8.model.tta == 8
     assert b8.threshold == b8.config["tta_thresholds"]["8"]["threshold"] != bundle.threshold
+
+
+def test_from_scratch_and_other_models_start_from_random_weights(tmp_path: Path) -> None:
+    """--from-scratch (``fine_tune=False``), and a model other than the bundled one's kind,
+    train from random weights; --pretrained refuses --from-scratch."""
+    from psinspect.pipeline import fine_tunes
+
+    assert fine_tunes(make_config("quick")) and fine_tunes(make_config("quick", model="geo-seg"))
+    assert not fine_tunes(make_config("quick", fine_tune=False))
+    assert not fine_tunes(make_config("quick", model="unet-ae"))
+    assert not fine_tunes(make_config("quick", pretrained=True))
+    r = _psinspect("run", "--quick", "--pretrained", "--from-scratch", "-o",
+                   str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 2 and "--from-scratch do not apply" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -46,8 +46,11 @@ class RunConfig:
     subsets per capture, ``holdout`` surfaces for test (None = a seeded quarter of the clean
     surfaces). Model: ``model`` trained ``epochs`` x ``steps_per_epoch`` steps of
     ``batch_size`` crops of ``patch`` px (``model_hyperparameters`` passed on), or the bundled
-    default with ``pretrained``. ``tta``: score at that test-time augmentation level (models
-    that have one, with the thresholds calibrated for it; None = the model's own).
+    default with ``pretrained``. ``fine_tune``: the default model (geo-seg) starts from the
+    bundled model's weights (``train --init-from bundled``) instead of random ones; other
+    models always start from random weights. ``tta``: score at that test-time augmentation
+    level (models that have one, with the thresholds calibrated for it; None = the model's
+    own).
     """
 
     preset: str = "default"
@@ -65,6 +68,7 @@ class RunConfig:
     solver: str = "robust"
     model: str | None = None
     model_hyperparameters: dict[str, Any] = field(default_factory=dict)
+    fine_tune: bool = True
     epochs: int = 8
     batch_size: int = 8
     patience: int = 3
@@ -109,8 +113,8 @@ def recorded_config(cfg: RunConfig) -> dict[str, Any]:
     ``data`` captures, and without the training ones when it used the bundled model."""
     out = asdict(cfg)
     unused = (RENDER_SETTINGS if cfg.data else ()) + (
-        ("model", "model_hyperparameters", "epochs", "batch_size", "patience", "threads")
-        if cfg.pretrained else ())
+        ("model", "model_hyperparameters", "fine_tune", "epochs", "batch_size", "patience",
+         "threads") if cfg.pretrained else ())
     return {k: v for k, v in out.items() if k not in unused}
 
 
@@ -242,6 +246,7 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         "config": recorded_config(cfg), "timings_s": timings, "stages": list(STAGES),
         "counts": counts, "test_surfaces": held, "model_dir": "model",
         "model": bundle.config.get("model"), "pretrained": cfg.pretrained,
+        "fine_tuned_from": "bundled" if fine_tunes(cfg) else None,
         # whether a model was trained in this run (not with --pretrained, nor for a
         # training-free model)
         "trained": not cfg.pretrained and bool(
@@ -295,8 +300,10 @@ def _add_run_section(report: Path, run_info: dict[str, Any]) -> None:
     data = cfg["data"] or (f"{cfg['parts']} rendered parts, {cfg['size']} px, "
                            f"{cfg['lights']} lights, defect rate {cfg['defect_rate']}")
     v = run_info["verdicts"]
-    how = ("bundled, --pretrained" if cfg["pretrained"] else "trained in this run"
-           if run_info.get("trained", True) else "made in this run, training-free")
+    how = ("bundled, --pretrained" if cfg["pretrained"]
+           else "fine-tuned in this run from the bundled model" if run_info.get("fine_tuned_from")
+           else "trained in this run" if run_info.get("trained", True)
+           else "made in this run, training-free")
     lines = [
         f"psinspect run, preset {cfg['preset']}, seed {cfg['seed']}: data {data}.",
         f"Model {run_info['model']} ({how}, "
@@ -351,6 +358,12 @@ def _versions() -> dict[str, str]:
             "numpy": numpy.__version__, "torch": torch.__version__}
 
 
+def fine_tunes(cfg: RunConfig) -> bool:
+    """Whether the run's model starts from the bundled model's weights: ``fine_tune`` and the
+    bundled model's kind (geo-seg, the default), not ``pretrained``."""
+    return cfg.fine_tune and not cfg.pretrained and cfg.model in (None, "geo-seg")
+
+
 def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
                  begin: Callable[[int, str, int | None], float],
                  end: Callable[[int, float, str], None]) -> Any:
@@ -371,11 +384,14 @@ def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
     from psinspect.models import create_model
 
     trainable = create_model(cfg.model or "geo-seg", **cfg.model_hyperparameters).trainable
-    t0 = begin(2, f"training {cfg.model or 'the default model'} ({cfg.epochs} epochs)"
+    init_from = "bundled" if fine_tunes(cfg) else None
+    t0 = begin(2, (f"fine-tuning the bundled model ({cfg.epochs} epochs)" if init_from
+                   else f"training {cfg.model or 'the default model'} ({cfg.epochs} epochs)")
                if trainable else f"fitting {cfg.model} (training-free: thresholds only)",
                cfg.epochs if trainable else None)
     config = train_model(
         [work / "dataset"], work / "model", hyperparameters=dict(cfg.model_hyperparameters),
+        init_from=init_from,
         epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, patience=cfg.patience,
         threads=cfg.threads,
         on_epoch=lambda e: rep.tick(f"epoch {e['epoch'] + 1}: val loss {e['val_loss']:.4f}"),

@@ -60,6 +60,9 @@ def run_cmd(
         "seeded quarter of the clean surfaces.")] = None,
     model: Annotated[str | None, typer.Option(
         help="Model to train (default: the project's default model).")] = None,
+    from_scratch: Annotated[bool, typer.Option(
+        help="Train the default model from random weights instead of fine-tuning the bundled "
+             "one (other --model choices always start from random weights).")] = False,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (preset default).",
                                                min=1)] = None,
     parts: Annotated[int | None, typer.Option(help="Rendered parts (preset default).",
@@ -76,8 +79,9 @@ def run_cmd(
              "dataset`).")] = None,
 ) -> None:
     """Run everything: render parts (or read --data captures), photometric stereo, dataset with
-    defects and held-out surfaces, train (or --pretrained), detect, evaluate; writes
-    OUT/report.html, OUT/metrics.json and every artifact."""
+    defects and held-out surfaces, train (a minute of fine-tuning the bundled model on the
+    run's good training parts; --from-scratch: from random weights; --pretrained: none), detect,
+    evaluate; writes OUT/report.html, OUT/metrics.json and every artifact."""
     from psinspect.dataset import parse_skip_lights
     from psinspect.errors import PsinspectError
     from psinspect.fileio import check_output_dir, staged_output_dir
@@ -89,13 +93,14 @@ def run_cmd(
     if data is not None and parts is not None:
         raise PsinspectError("--parts sets how many parts are rendered; with --data the "
                              "captures are read instead")
-    if pretrained and (model is not None or epochs is not None):
+    if pretrained and (model is not None or epochs is not None or from_scratch):
         raise PsinspectError("--pretrained uses the bundled model, which is not trained here: "
-                             "--model and --epochs do not apply")
+                             "--model, --epochs and --from-scratch do not apply")
     check_output_dir(out, force, [data])
     cfg = make_config(
         "quick" if quick else "default", seed=seed, pretrained=pretrained,
         data=None if data is None else str(data.resolve()), model=model, epochs=epochs,
+        fine_tune=False if from_scratch else None,
         parts=parts, tta=tta, skip_lights=parse_skip_lights(skip_lights) or None,
         holdout=None if holdout is None else [h.strip() for h in holdout.split(",") if h.strip()],
     )
@@ -104,6 +109,8 @@ def run_cmd(
         relocate_paths(stage, out)
     m = info["metrics"]
     shown = ("The bundled default model (--pretrained): " if pretrained
+             else f"The {info['model']} model fine-tuned in this run from the bundled one: "
+             if info.get("fine_tuned_from")
              else f"The {info['model']} model "
              f"{'trained' if info.get('trained', True) else 'made (training-free)'} in this "
              "run: ") + ", ".join(
