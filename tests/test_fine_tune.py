@@ -117,6 +117,7 @@ def test_fine_tune_mistakes_are_one_line_errors(maps: list[Path], base: Path, tm
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     geo = tmp_path / "geometric"
     train_model(maps, geo, model_name="geometric")
+    capsys.readouterr()
     cases = [
         (["--init-from", str(tmp_path / "nowhere")], "--init-from: "),
         (["--init-from", str(geo)], "a geometric model has no network weights to start from "
