@@ -396,3 +396,69 @@ def test_results_download_holds_what_detect_writes(tmp_path: Path, geometric_cho
     ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
     (dep,) = [d for d in config["dependencies"] if d.get("api_name") == "inspect"]
     assert dep["outputs"][-1] == ids["results"]
+
+
+def test_api_thresholds_mean_the_chosen_models(tmp_path: Path, geometric_choice) -> None:
+    """Through the /inspect API: left out, the thresholds were the FIRST model's calibrated
+    ones (the sliders' first values) whatever model was chosen, a wrong verdict; the chosen
+    model's own thresholds above the first model's slider range were refused; null raised a
+    TypeError inside Gradio. Now left out or null = the chosen model's calibrated values, and
+    any number >= 0 is taken."""
+    import gradio as gr
+
+    from psinspect.app import build_app, inspect_upload, load_model_choices
+    from psinspect.models import create_model
+    from psinspect.modelstore import save_model_dir
+
+    d = tmp_path / "strict"
+    save_model_dir(d, create_model("geometric"), threshold=1.0, image_threshold=2.0)
+    (first,) = load_model_choices([d], include_default=False)
+    second = geometric_choice  # thresholds 10 / 20, above the first's slider range
+    demo = build_app([first, second], tmp_path / "work", examples=[])
+    config = demo.config
+    (dep,) = [dp for dp in config["dependencies"] if dp.get("api_name") == "inspect"]
+    run = demo.fns[dep["id"]].fn
+    ex = next(p for p in list_examples() if "scratch" in p.name and p.suffix == ".png")
+    want = inspect_upload(ex, second, None, None, tmp_path / "w2")[0]
+    assert "(pass/fail threshold 20" in want
+    got = run(str(ex), second.label, first.threshold, first.image_threshold, 1.0)[0]
+    assert got == want
+    # the first model keeps the values given (its own calibrated ones)
+    assert "(pass/fail threshold 2" in run(str(ex), first.label, first.threshold,
+                                           first.image_threshold, 1.0)[0]
+    sliders = {b.elem_id: b for b in demo.blocks.values()
+               if getattr(b, "elem_id", None) in ("threshold", "image-threshold")}
+    for slider in sliders.values():
+        assert slider.preprocess(None) is None
+        assert slider.preprocess(second.image_threshold) == second.image_threshold
+        assert slider.preprocess(0) == 0.0
+        for bad in (-1.0, float("nan"), "x", [1]):
+            with pytest.raises(gr.Error) as err:
+                slider.preprocess(bad)
+            assert "must be a number >= 0" in str(err.value.message)
+            assert err.value.print_exception is False
+    # a null threshold through the whole button: the chosen model's calibrated value
+    assert run(str(ex), second.label, None, None, 1.0)[0] == want
+
+
+def test_input_warnings_are_shown_under_the_verdict(tmp_path: Path, geometric_choice) -> None:
+    """detect warns about a map whose background is written as one flat normal (scored as
+    surface); the app showed nothing. Now a note under the verdict and in the summary's
+    warnings, naming the upload, not the server's path."""
+    import cv2
+
+    from psinspect.app import inspect_upload
+
+    ex = next(p for p in list_examples() if "scratch" in p.name and p.suffix == ".png")
+    bgr = cv2.imread(str(ex), cv2.IMREAD_UNCHANGED)
+    bgr[(bgr[..., :3] == 0).all(axis=-1)] = (255, 128, 128)  # (0.5, 0.5, 1) as 8-bit BGR
+    flat = tmp_path / "flat_bg.png"
+    cv2.imwrite(str(flat), bgr)
+    verdict, *_, prediction = inspect_upload(flat, geometric_choice, None, None, tmp_path / "w")
+    assert "Note: flat_bg.png: every pixel counts as the object" in verdict, verdict
+    assert str(tmp_path) not in verdict
+    (entry,) = prediction.summary["inputs"]
+    assert any(w.startswith("flat_bg.png: every pixel counts as the object")
+               for w in entry["warnings"])
+    clean_verdict = inspect_upload(ex, geometric_choice, None, None, tmp_path / "w")[0]
+    assert "Note:" not in clean_verdict

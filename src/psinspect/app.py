@@ -24,11 +24,13 @@ import logging
 import lzma
 import math
 import os
+import re
 import shutil
 import stat
 import tempfile
 import time
 import uuid
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -508,12 +510,15 @@ def mask_image(pred_mask: np.ndarray, object_mask: np.ndarray) -> np.ndarray:
 
 
 def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None = None,
-            image_threshold: float | None = None, scale: float = 1.0) -> Prediction:
+            image_threshold: float | None = None, scale: float = 1.0,
+            input_notes: Sequence[str] = ()) -> Prediction:
     """Score one input with one model (:func:`psinspect.detect.detect_map`).
 
     ``threshold``: per-pixel threshold for the defect mask and regions; ``image_threshold``:
     pass/fail threshold on the image score. ``None`` = the model's calibrated value.
     ``scale``: score the map resampled by this factor, as ``psinspect detect --scale``.
+    ``input_notes``: warnings about the input (those ``psinspect detect`` prints while reading
+    it), shown under the verdict and kept in the summary's ``warnings``.
     """
     from psinspect.detect import detect_map, light_count_note, summary_document
 
@@ -535,7 +540,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     replaced = not all(math.isclose(calibrated[k], v, rel_tol=1e-9) for k, v in (
         ("pixel_threshold", det.threshold), ("image_threshold", det.image_threshold)))
     note = light_count_note(bundle, None if inp.capture is None else len(inp.capture[1]))
-    notes = [] if note is None else [note]
+    notes = [*input_notes, *([] if note is None else [note])]
     entry = {**det.summary(), "source": inp.source,
              **({"source_sha256": inp.source_sha256} if inp.source_sha256 else {}),
              **({"ps_solver": inp.capture[2]} if inp.capture is not None else {}),
@@ -586,11 +591,14 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
             raise PsinspectError("no file: upload a normal map or a capture zip first")
         if choice is None:
             raise PsinspectError("unknown model: pick one from the list")
-        inp = load_inspection_input(path, workdir, limits,
-                                    solver=str(choice.bundle.input_handling["ps_solver"]))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            inp = load_inspection_input(path, workdir, limits,
+                                        solver=str(choice.bundle.input_handling["ps_solver"]))
         try:
             p = predict(inp, choice, threshold, image_threshold,
-                        1.0 if scale is None else float(scale))
+                        1.0 if scale is None else float(scale),
+                        input_notes=_input_notes(caught, Path(path), workdir))
         except PsinspectError as err:  # the model's own checks do not know the upload's name
             raise PsinspectError(f"{Path(path).name}: {err}") from None
     except PsinspectError as err:
@@ -603,6 +611,25 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
                                    "log"), *empty)
     return (verdict_html(p), p.normals_rgb, p.reference_rgb, p.heatmap_rgb, p.mask_rgb,
             regions_table(p.regions), p)
+
+
+def _input_notes(caught: Sequence[warnings.WarningMessage], upload: Path,
+                 workdir: str | os.PathLike[str]) -> list[str]:
+    """The warnings raised while an upload was read (a flat background written as the object,
+    a capture without mask.png or light intensities), each once, with the server's paths (the
+    uploaded file's, the unpacked zip's folders under ``workdir``) replaced by the upload's
+    name."""
+    upload_name = upload.name
+    places = {str(upload), str(upload.resolve()), str(Path(workdir)),
+              str(Path(workdir).resolve())}
+    server_path = re.compile("|".join(re.escape(p) + r"[^\s:,;]*"
+                                      for p in sorted(places, key=len, reverse=True)))
+    notes: list[str] = []
+    for w in caught:
+        text = server_path.sub(upload_name, str(w.message))
+        if text not in notes:
+            notes.append(text)
+    return notes
 
 
 #: per-request result images older than this are removed (Gradio copies them into its own
@@ -699,6 +726,35 @@ def _quiet_user_errors(component: Any) -> None:
     component.preprocess = preprocess
 
 
+def _threshold_input(component: Any, what: str) -> None:
+    """A threshold slider as an API input: None (or left out, see ``build_app``'s ``run``)
+    means the chosen model's calibrated value, and any finite number >= 0 is taken. The
+    server checks a slider's value against the range it was built with, the FIRST model's,
+    so another model's own calibrated threshold above it was refused, and None raised a
+    TypeError inside Gradio (a traceback on the server, an opaque error for the client)."""
+    import gradio as gr
+
+    def preprocess(payload: Any) -> float | None:
+        if payload is None:
+            return None
+        try:
+            value = float(payload)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and value >= 0):
+            raise gr.Error(f"the {what} must be a number >= 0 (or null for the model's "
+                           f"calibrated value), got {payload!r}", print_exception=False)
+        return value
+
+    def api_info() -> dict[str, Any]:
+        return {"anyOf": [{"type": "number"}, {"type": "null"}],
+                "description": f"the {what}, a number >= 0; null = the chosen model's "
+                               "calibrated value"}
+
+    component.preprocess = preprocess
+    component.api_info = api_info
+
+
 def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
               limits: Limits = Limits(), examples: Sequence[Path] | None = None) -> Any:
     """The Gradio Blocks app over ``choices`` (first = default). Temp files go to ``workdir``:
@@ -721,13 +777,21 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                 gr.Slider(minimum=0.0, maximum=c.image_slider_max, value=c.image_threshold,
                           step=c.image_slider_max / 1000))
 
-    def run(upload: Any, label: str, threshold: float, image_threshold: float,
+    def run(upload: Any, label: str, threshold: float | None, image_threshold: float | None,
             scale: float | None = 1.0) -> tuple[Any, ...]:
         path = None if upload is None else Path(upload if isinstance(upload, str)
                                                 else upload.name)
+        choice = by_label.get(label)
+        if choice is not None and choice is not first:
+            # an API call that leaves the thresholds out gets the sliders' first values, the
+            # FIRST model's calibrated ones: for another model they mean its own calibrated
+            # ones (in the page the sliders change with the model, and a moved slider is on
+            # its 1/1000 grid, which a calibrated value is not)
+            threshold = None if threshold == first.threshold else threshold
+            image_threshold = None if image_threshold == first.image_threshold else (
+                image_threshold)
         verdict, *images, rows, prediction = inspect_upload(
-            path, by_label.get(label), threshold, image_threshold, workdir / "inputs", limits,
-            scale)
+            path, choice, threshold, image_threshold, workdir / "inputs", limits, scale)
         paths, download = result_files(images, workdir / "results", prediction)
         return (verdict, *paths, rows, download)
 
@@ -772,8 +836,10 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                 reset = gr.Button("Calibrated thresholds", size="sm",
                                   elem_id="reset-thresholds")
                 button = gr.Button("Inspect", variant="primary", elem_id="inspect")
-                for component in (upload, model, threshold, image_threshold, scale):
+                for component in (upload, model, scale):
                     _quiet_user_errors(component)
+                _threshold_input(threshold, "pixel threshold")
+                _threshold_input(image_threshold, "pass/fail threshold")
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[upload],
                                 label="Examples (rendered parts)",
