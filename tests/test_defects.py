@@ -319,3 +319,40 @@ def test_cli_defects_names_inputs_as_detect_does(tmp_path, monkeypatch, capsys) 
     assert code == 2 and err.strip() == (
         f"error: {tmp_path / 'plain'}: is a folder, not a normal map (.npy / .png) or the "
         "output folder of psinspect normals"), err
+
+
+def test_cli_defects_keeps_the_inputs_own_ground_truth(tmp_path, monkeypatch, capsys) -> None:
+    """A psinspect normals output of a defective capture (its M_defect.png and defects.json
+    copied beside the map) and a dataset's A_x map (M_x.png beside it) already hold defects:
+    the new mask marked only the new ones, so the real defect counted as clean surface."""
+    import cv2
+    from _robust_util import run_cli
+
+    normals, _ = _sphere(48, 20)
+    own = np.zeros(normals.shape[:2], np.uint8)
+    own[20:26, 18:30] = 255  # on the object
+    folder = tmp_path / "solved"
+    folder.mkdir()
+    np.save(folder / "normals.npy", normals)
+    (folder / "run.json").write_text(json.dumps({"command": "normals"}))
+    cv2.imwrite(str(folder / "M_defect.png"), own)
+    records = [{"type": "scratch", "severity": 0.1}]
+    (folder / "defects.json").write_text(json.dumps({"defects": records}))
+    np.save(tmp_path / "A_x.npy", normals)
+    cv2.imwrite(str(tmp_path / "M_x.png"), own)
+    np.save(tmp_path / "N_y.npy", normals)  # a clean dataset map: nothing to keep
+    code, out, err = run_cli(["defects", folder, tmp_path / "A_x.npy", tmp_path / "N_y.npy",
+                              "-o", tmp_path / "o", "--seed", "3"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "the ground truth of 2 input(s) with defects of their own is kept" in out
+    for name in ("solved", "A_x"):
+        gt = cv2.imread(str(tmp_path / "o" / f"M_{name}.png"), cv2.IMREAD_GRAYSCALE) > 0
+        assert gt[own > 0].all(), name  # the input's defect pixels stay defects
+        assert (gt & (own == 0)).any(), name  # and the new defect is there too
+        side = json.loads((tmp_path / "o" / f"A_{name}.json").read_text())
+        assert side["input_ground_truth_pixels"] == int((own > 0).sum())
+    assert json.loads((tmp_path / "o" / "A_solved.json").read_text())["input_defects"] == records
+    side = json.loads((tmp_path / "o" / "A_y.json").read_text())
+    assert "input_ground_truth_pixels" not in side and "input_defects" not in side
+    gt_y = cv2.imread(str(tmp_path / "o" / "M_y.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert not gt_y[own > 0].all()  # only its new defect (which misses this patch)

@@ -455,6 +455,20 @@ def _folder_gt(folder: Path, shape: tuple[int, int]
     return gt, recs
 
 
+def given_ground_truth(path: str | os.PathLike[str], shape: tuple[int, int]
+                       ) -> tuple[np.ndarray | None, list[dict] | None]:
+    """The ground truth a normal-map input comes with, as detect finds it: for a map that
+    ``psinspect normals`` solved (its ``run.json`` beside it; or its output folder) the solved
+    capture's ``M_defect.png`` and ``defects.json`` copied there; otherwise ``M_<x>.png`` beside
+    an ``A_<x>`` map (an ``N_<x>`` map is clean: all False). Each None where there is none."""
+    p = Path(path)
+    if is_normals_folder(p):
+        p = p / NORMALS_FILE
+    if normals_run_of(p) is not None:
+        return _folder_gt(p.parent, shape)
+    return _sibling_gt(p, shape), None
+
+
 def load_input(path: str | os.PathLike[str], solver: str = "robust",
                light_splits: bool = False, capture_images: bool = False,
                lights: str | None = None) -> InputMap:
@@ -471,8 +485,7 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         # solver recorded, the solved capture's ground truth (copied beside it) its own
         run = normals_run_of(p)
         solver = None if run is None else run.get("solver")
-        gt, recs = _folder_gt(p.parent, m.shape) if run is not None else (
-            _sibling_gt(p, m.shape), None)
+        gt, recs = given_ground_truth(p, m.shape)
         return InputMap(p.stem, n, m, str(p),
                         confidence=None if run is None else _normals_confidence(p.parent,
                                                                                 m.shape),

@@ -51,7 +51,10 @@ def defects_cmd(
     front where inputs share a name, as detect names them; a leading 'N_' is dropped) writes
     A_NAME.npy (defective normals), A_NAME.png (preview), M_NAME.png (ground truth: normal
     changed by more than --min-angle, 0/255) and A_NAME.json (every defect: type, parameters,
-    severity, bbox, area), plus defects.json with the settings and all records. Each map's
+    severity, bbox, area), plus defects.json with the settings and all records. A map that
+    comes with ground truth of its own (the M_defect.png of the capture a psinspect normals
+    output was solved from, or M_<x>.png beside an A_<x> map) keeps it: M_NAME.png marks its
+    defects and the new ones, and A_NAME.json lists its records as input_defects. Each map's
     defects are drawn with a generator seeded by --seed and a hash of its NAME, so the result
     does not depend on the order of the inputs, and the same seed gives the same bytes.
     """
@@ -65,6 +68,7 @@ def defects_cmd(
         implant_defects,
         parse_severity,
     )
+    from psinspect.detect import given_ground_truth
     from psinspect.fileio import (
         check_output_dir,
         input_names,
@@ -100,6 +104,7 @@ def defects_cmd(
     summary: dict = {"settings": {"per_image": per_image, "types": type_list,
                                   "severity": severity, "seed": seed, "min_angle": min_angle,
                                   "along": along}, "images": {}}
+    kept = 0
     with staged_output_dir(out, force, normals) as stage, progress_bar(transient=True) as bar:
         task = bar.add_task("implanting defects", total=len(normals))
         for path, name in zip(maps, names, strict=True):
@@ -107,13 +112,23 @@ def defects_cmd(
             rng = np.random.default_rng([int(seed), stable_hash(name)])
             a, gt, records = implant_defects(n, mask, rng, count=per_image, types=type_list,
                                              severity=sev, min_angle=min_angle, along=along)
+            # the input's own defects stay defects (their pixels were lost from the truth)
+            given, given_recs = given_ground_truth(path, mask.shape)
+            if given is not None and given.any():
+                gt = gt | (given & mask)
+                kept += 1
             save_npy(stage / f"A_{name}.npy", a)
             save_png(stage / f"A_{name}.png", encode_png(a, mask))
             save_png(stage / f"M_{name}.png", gt.astype(np.uint8) * 255)
             side = {"source": str(path), "defect_mask": f"M_{name}.png",
-                    "min_angle": min_angle, "defects": records}
+                    "min_angle": min_angle, "defects": records,
+                    **({"input_defects": given_recs} if given_recs else {}),
+                    **({"input_ground_truth_pixels": int((given & mask).sum())}
+                       if given is not None and given.any() else {})}
             save_json(stage / f"A_{name}.json", side)
             summary["images"][f"A_{name}"] = side
             bar.advance(task)
         save_json(stage / "defects.json", summary)
-    typer.echo(f"{len(normals)} map(s), {per_image} defect(s) each -> {out}")
+    typer.echo(f"{len(normals)} map(s), {per_image} defect(s) each"
+               + (f"; the ground truth of {kept} input(s) with defects of their own is kept in "
+                  "their masks" if kept else "") + f" -> {out}")
