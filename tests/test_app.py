@@ -265,7 +265,7 @@ def test_the_app_scores_at_a_pixel_scale(tmp_path: Path, geometric_choice) -> No
     assert got.image_score == pytest.approx(want.image_score)
     assert got.image_score != pytest.approx(predict(inp, geometric_choice).image_score)
     out = inspect_upload(ex, geometric_choice, None, None, tmp_path, scale=9.0)
-    assert "Cannot inspect" in out[0] and "--scale must be between 0.1 and 4" in out[0]
+    assert "Cannot inspect" in out[0] and "pixel scale must be between 0.1 and 4" in out[0]
     assert inspect_upload(ex, geometric_choice, None, None, tmp_path, scale=None)[0] == (
         inspect_upload(ex, geometric_choice, None, None, tmp_path)[0])
     config = build_app([geometric_choice], tmp_path, examples=[]).config

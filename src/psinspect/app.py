@@ -215,7 +215,8 @@ def find_capture_folder(root: str | os.PathLike[str], max_depth: int = 3) -> Pat
     if not found:
         raise PsinspectError(
             "the zip holds no capture: need images plus a lights file "
-            "(filenames.txt + light_directions.txt in DiLiGenT layout, or lights.txt)"
+            "(filenames.txt + light_directions.txt in DiLiGenT layout, or lights.txt), at most "
+            f"{max_depth} folder{'s' if max_depth != 1 else ''} deep"
         )
     if len(found) > 1:
         names = ", ".join(str(f.relative_to(root)) or "." for f in found[:5])
@@ -591,6 +592,12 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
             raise PsinspectError("no file: upload a normal map or a capture zip first")
         if choice is None:
             raise PsinspectError("unknown model: pick one from the list")
+        from psinspect.detect import check_scale
+
+        try:  # before a zip is unpacked and solved; named as the page names the field
+            check_scale(1.0 if scale is None else float(scale), choice.bundle)
+        except PsinspectError as err:
+            raise PsinspectError(str(err).replace("--scale", "pixel scale", 1)) from None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             inp = load_inspection_input(path, workdir, limits,

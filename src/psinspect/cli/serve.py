@@ -41,7 +41,7 @@ def serve_cmd(
 ) -> None:
     """Start the web app: upload a normal map (.png/.npy) or a capture .zip, get a heatmap, a
     defect mask, regions and a PASS/FAIL verdict. Runs until Ctrl-C; no public share link."""
-    from psinspect.app import Limits, load_model_choices, serve
+    from psinspect.app import Limits, check_bindable, load_model_choices, serve
 
     dirs = list(model_dir or [])
     for d in dirs:
@@ -49,6 +49,7 @@ def serve_cmd(
             raise PsinspectError(f"--model-dir {d}: folder not found")
     # load (and check) the models before binding the port, so errors are one line and exit 2
     choices = load_model_choices(dirs, include_default=default_model)
+    check_bindable(host, port)  # (before the warning below: a host that is not ours is an error)
     if not _is_loopback(host):
         typer.echo(f"warning: binding {host}: the app is reachable from other machines",
                    err=True)
