@@ -687,7 +687,7 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
      r"^error: [^:]*missing\.npy: input not found$"),
     (["run", "--quick", "--model", "variation"], r"--model variation learns one part"),
     (["run", "--pretrained", "--model", "unet-ae"], r"--pretrained uses the bundled model"),
-    (["run", "--pretrained", "--epochs", "3"], r"--model, --epochs and --from-scratch do not apply"),
+    (["run", "--pretrained", "--epochs", "3"], r"--epochs and --from-scratch do not apply"),
     (["run", "--pretrained", "--quick", "--data", "CAP"], r"no surface left for testing"),
     (["run", "--quick", "--model", "nosuch"], r"unknown model 'nosuch'"),
     (["run", "--data", "CAP", "--parts", "3"], r"--parts sets how many parts are rendered"),

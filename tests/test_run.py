@@ -86,7 +86,12 @@ def _check_run_folder(out: Path, stderr: str) -> dict:
     iv = metrics["intervals"]
     assert iv["groups"] == len(test_surfaces)
     assert iv["pixel_auroc"][0] <= iv["pixel_auroc"][1]
-    assert json.loads((out / "run.json").read_text())["intervals"] == iv
+    run = json.loads((out / "run.json").read_text())
+    assert run["intervals"] == iv
+    # the report states every stage's time and the total as run.json records them
+    times = ", ".join(f"{k} {t}" for k, t in run["timings_s"].items())
+    assert "evaluate" in run["timings_s"] and f"Stage times (s): {times}." in (
+        out / "report.html").read_text()
     v = metrics["verdicts"]
     assert v["defective_failed"] + v["defective_passed"] == pooled["defective_maps"]
     assert sum(v[k] for k in ("defective_failed", "defective_passed", "clean_failed",

@@ -257,10 +257,11 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         "bundled_model": bundled,
         "versions": _versions(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
-    _add_run_section(work / "report.html", run_info)
     end(4, t0, ", ".join(f"{k} {v:.3f}" for k, v in run_info["metrics"].items()
                          if v is not None))
     timings["total"] = round(time.perf_counter() - t_all, 2)
+    # (after the last stage ended: the report states the times run.json records)
+    _add_run_section(work / "report.html", run_info)
     save_json(work / "run.json", run_info)
     return run_info
 
