@@ -1175,3 +1175,39 @@ def test_threshold_override_holds_at_every_tta_level(tiny_dataset: Path, tmp_pat
     assert len({v["image_threshold"] for v in levels.values()}) > 1  # still calibrated
     for tta in (1, 8):
         assert load_model_dir(tmp_path / "m", tta=tta).threshold == 0.5
+
+
+def test_evaluate_says_when_detect_thresholds_were_set_by_hand(
+        tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """detect --threshold / --image-threshold: summary.json kept the calibrated values, but
+    evaluate's metrics.json and report showed the hand-set ones as if they were the model's."""
+    from psinspect.train import train_model
+
+    cfg = train_model([tiny_dataset], tmp_path / "m", model_name="geometric")
+    code, _, err = run_cli(["detect", tiny_dataset, "--model", tmp_path / "m", "-o",
+                            tmp_path / "d", "--threshold", "1.5", "--image-threshold", "0.001"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["evaluate", tmp_path / "d", tiny_dataset, "-o", tmp_path / "e"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    op = json.loads((tmp_path / "e" / "metrics.json").read_text())["operating_point"]
+    assert op["pixel_threshold"] == 1.5 and op["image_threshold"] == 0.001
+    assert op["calibrated_thresholds"] == {"pixel_threshold": cfg["threshold"],
+                                           "image_threshold": cfg["image_threshold"]}
+    report = (tmp_path / "e" / "report.html").read_text()
+    assert "image (pass/fail) threshold 0.001," in report  # (not 0.0000)
+    assert (f"thresholds set by hand (detect --threshold / --image-threshold), the model's "
+            f"calibrated ones: pixel {cfg['threshold']:.4g}, image "
+            f"{cfg['image_threshold']:.4g}") in report
+    # at the calibrated thresholds nothing is said
+    code, _, err = run_cli(["detect", tiny_dataset, "--model", tmp_path / "m", "-o",
+                            tmp_path / "d2"], monkeypatch, capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["evaluate", tmp_path / "d2", tiny_dataset, "-o", tmp_path / "e2"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    op = json.loads((tmp_path / "e2" / "metrics.json").read_text())["operating_point"]
+    assert "calibrated_thresholds" not in op
+    assert "set by hand" not in (tmp_path / "e2" / "report.html").read_text()

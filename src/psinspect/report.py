@@ -202,6 +202,20 @@ def evaluation_warnings(metrics: dict[str, Any]) -> list[str]:
             "a measurement on unseen surfaces"]
 
 
+def _fmt_threshold(v: Any) -> str:
+    """A threshold to 4 significant digits (any scale: a small one is not '0.0000')."""
+    return f"{v:.4g}" if isinstance(v, int | float) else _fmt(v)
+
+
+def _replaced_note(calibrated: Any) -> str:
+    """', set by hand (...)' when detect's thresholds replaced the model's calibrated ones."""
+    if not isinstance(calibrated, dict):
+        return ""
+    return ("; thresholds set by hand (detect --threshold / --image-threshold), the model's "
+            f"calibrated ones: pixel {_fmt_threshold(calibrated.get('pixel_threshold'))}, "
+            f"image {_fmt_threshold(calibrated.get('image_threshold'))}")
+
+
 def _operating_point_html(op: dict[str, Any] | None, verdicts: dict[str, Any] | None
                           ) -> list[str]:
     """The thresholds detect used and what its masks and verdicts scored (nothing when
@@ -214,10 +228,11 @@ def _operating_point_html(op: dict[str, Any] | None, verdicts: dict[str, Any] | 
     out = [
         "<h2>At the operating point</h2>",
         "<p class='note'>The masks and verdicts detect wrote, at its thresholds: pixel "
-        f"threshold {_fmt(op.get('pixel_threshold'))}, image (pass/fail) threshold "
-        f"{_fmt(op.get('image_threshold'))}, model {html.escape(str(op.get('model')))}"
+        f"threshold {_fmt_threshold(op.get('pixel_threshold'))}, image (pass/fail) threshold "
+        f"{_fmt_threshold(op.get('image_threshold'))}, model {html.escape(str(op.get('model')))}"
         + (f", {op['tta']} test-time copies" if op.get("tta") else "")
         + (f", --scale {op['scale']:g}" if op.get("scale") not in (None, 1.0) else "")
+        + _replaced_note(op.get("calibrated_thresholds"))
         + ". The metrics above are threshold-free; these are what an inspector gets.</p>",
         "<table><tr><th>predicted masks</th>"
         + "".join(f"<th>{t}</th>" for _, t in keys) + "</tr><tr><td>object pixels</td>"
@@ -433,6 +448,8 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
             "image_threshold": summary.get("image_threshold"),
             # how detect scored (test-time copies, resampling); absent: the model's own / 1
             "tta": summary.get("tta"), "scale": summary.get("scale", 1.0),
+            # the model's own, where detect's --threshold / --image-threshold replaced them
+            "calibrated_thresholds": summary.get("calibrated_thresholds"),
             "model_dir": summary.get("model_dir"), "splits": list(splits),
             "surfaces": surfaces, "pred_masks": pred_masks,
             "seen_in_training": (surfaces_seen_in_training(summary["model_dir"], manifest,
@@ -579,6 +596,8 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
         "image_threshold": info.get("image_threshold"),
         "model": info.get("model"), "model_dir": info.get("model_dir"),
         "tta": info.get("tta"), "scale": info.get("scale"),
+        **({"calibrated_thresholds": info["calibrated_thresholds"]}
+           if isinstance(info.get("calibrated_thresholds"), dict) else {}),
         "predicted_masks": mask_metrics(info["pred_masks"], [it.gt for it in items],
                                         [it.mask for it in items])}
     metrics["verdicts"] = verdict_counts(info["verdicts"], info["defective"])
