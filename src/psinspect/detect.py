@@ -5,11 +5,13 @@ Frame: DiLiGenT camera frame (x right, y up, z toward the camera). Normal maps a
 higher = more anomalous, 0 outside the mask.
 
 - Maps of any size are scored at their native resolution (never resized). The learned models
-  score the object whole, in a window of its bounding box plus a margin (their GroupNorm
-  statistics span the whole input, so scores do not depend on how much background surrounds
-  the part; :mod:`psinspect.models._torch`). Models that declare themselves ``tileable`` (the
-  geometric one) score maps larger than the model's ``tile`` in overlapping tiles whose
-  borders (``tile_overlap`` px, larger than their reach) are dropped when stitching.
+  and the geometric one score the object whole, in a window of its bounding box plus a margin
+  (:func:`psinspect.models.score_in_window`: GroupNorm statistics, a coarse fitting grid and a
+  reference level over the input would otherwise make the scores depend on how much
+  background surrounds the part), up to their ``max_whole_pixels``, and larger objects in
+  overlapping tiles of that area. Other tileable models score maps larger than the model's
+  ``tile`` in overlapping tiles whose borders (``tile_overlap`` px) are dropped when
+  stitching.
 - The image score is the peak of the score map after a 3 x 3 average over object pixels (one
   isolated noisy pixel cannot fail a part; a defect of a few pixels can), times the map's
   ``image_scale`` (a model that normalises its score maps per map, as geo-seg does, takes the

@@ -110,6 +110,31 @@ class AnomalyModel(ABC):
             raise PsinspectError(f"model {self.name!r} expects no weights, got {len(arrays)}")
 
 
+def score_in_window(
+    score_window: Callable[[np.ndarray, np.ndarray, np.ndarray | None], ScoreResult],
+    normals: np.ndarray, mask: np.ndarray, confidence: np.ndarray | None, margin: int,
+) -> ScoreResult:
+    """``score_window`` run on the object's window, its bounding box plus ``margin`` px
+    (:func:`psinspect.normalmap.object_window`, zero-padded past the map's edges), and its
+    result placed in the map: the same scores however much background surrounds the part,
+    as the window moves with the object (a model that pools over its input or works on a
+    coarser grid would otherwise score the part by where it lies in the map)."""
+    from psinspect.normalmap import object_window, put_window, take_window
+
+    mask = np.asarray(mask, bool)
+    win = object_window(mask, margin)
+    if win is None:
+        return score_window(normals, mask, confidence)
+    res = score_window(take_window(normals, win), take_window(mask, win),
+                       None if confidence is None else take_window(confidence, win))
+    shape = mask.shape
+    return ScoreResult(
+        score=put_window(res.score, win, shape),
+        reference=None if res.reference is None else put_window(res.reference, win, shape),
+        unreliable=None if res.unreliable is None else put_window(res.unreliable, win, shape),
+        info=res.info, image_scale=res.image_scale)
+
+
 _REGISTRY: dict[str, type[AnomalyModel]] = {}
 
 

@@ -32,8 +32,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from psinspect.errors import PsinspectError
-from psinspect.models import AnomalyModel, NormalSample, ScoreResult
-from psinspect.normalmap import flip, object_window, put_window, rotate90, take_window
+from psinspect.models import AnomalyModel, NormalSample, ScoreResult, score_in_window
+from psinspect.normalmap import flip, rotate90
 
 #: checkpoint callback: (epoch log entry, state arrays, state meta) -> None
 CheckpointFn = Callable[[dict[str, Any], dict[str, np.ndarray], dict[str, Any]], None]
@@ -229,18 +229,8 @@ class TorchAnomalyModel(AnomalyModel):
         """Score the object's window (bounding box plus ``object_margin``, see the module
         docstring) and place the result in the map: the same scores however much background
         surrounds the part."""
-        mask = np.asarray(mask, bool)
-        win = object_window(mask, self.object_margin)
-        if win is None:
-            return self.score_window(normals, mask, confidence)
-        res = self.score_window(take_window(normals, win), take_window(mask, win),
-                                None if confidence is None else take_window(confidence, win))
-        shape = mask.shape
-        return ScoreResult(
-            score=put_window(res.score, win, shape),
-            reference=None if res.reference is None else put_window(res.reference, win, shape),
-            unreliable=None if res.unreliable is None else put_window(res.unreliable, win, shape),
-            info=res.info, image_scale=res.image_scale)
+        return score_in_window(self.score_window, normals, mask, confidence,
+                               self.object_margin)
 
     # --- common ---------------------------------------------------------------------------
     def _init_net(self, seed: int) -> nn.Module:

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from psinspect.models import AnomalyModel, ScoreResult, register
+from psinspect.models import AnomalyModel, ScoreResult, register, score_in_window
 from psinspect.normalmap import unit_angle_deg
 
 
@@ -201,6 +201,14 @@ class GeometricModel(AnomalyModel):
 
     name = "geometric"
     trainable = False
+    #: scored whole in the object's window (:func:`psinspect.models.score_in_window`) up to
+    #: this bounding-box area, in tiles beyond (:func:`psinspect.detect.score_map`): its coarse
+    #: fits run on a downsampled grid, and its reference level is a median over its input, so
+    #: scored on the whole map or in 768 px tiles the same part scored differently with more
+    #: background around it or in another tiling (up to ~1 deg, verdicts flipped)
+    max_whole_pixels = 4096 * 4096
+    #: background kept around the object's bounding box (px): beyond its fits' reach
+    object_margin = 32
 
     def __init__(
         self,
@@ -219,6 +227,11 @@ class GeometricModel(AnomalyModel):
         self, normals: np.ndarray, mask: np.ndarray, confidence: np.ndarray | None = None
     ) -> ScoreResult:
         """normals (H, W, 3) float32 camera frame, mask (H, W) bool -> score in degrees."""
+        return score_in_window(self._score_window, normals, mask, confidence,
+                               self.object_margin)
+
+    def _score_window(self, normals: np.ndarray, mask: np.ndarray,
+                      confidence: np.ndarray | None) -> ScoreResult:
         mask = np.asarray(mask, bool)
         n = np.where(mask[..., None], normals, 0.0).astype(np.float32)
         refs, res = residual_features(n, mask, self.scales, self.iterations, confidence)
