@@ -75,8 +75,8 @@ def train_cmd(
         "ones: 'bundled' (the bundled default model) or a model folder (geo-seg, unet-ae). "
         "Its hyperparameters are kept (--hp may change those that leave the network as it "
         "is), its learning rate divided by 4 unless --hp sets lr; the weights kept are never "
-        "worse on the validation maps than the ones started from. A minute of it adapts the "
-        "bundled model to your parts (README).")] = None,
+        "worse on the validation maps than the ones started from (what it did on our parts: "
+        "BENCHMARKS.md 'Fine-tuning').")] = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end "
                                              "sooner).")] = 30,
     batch_size: Annotated[int, typer.Option(help="Crops per training step.")] = 8,
