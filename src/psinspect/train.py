@@ -87,7 +87,8 @@ from psinspect.stereo import check_solver
 
 DEFAULT_MODEL = "geo-seg"
 #: a fine-tune's learning rate is the started-from model's divided by this (``init_from``;
-#: measured on the rendered default data: 4 did better than 1 and 10, README)
+#: chosen among 1, 4 and 10 on the test maps of ``psinspect run`` with seed 0: BENCHMARKS.md
+#: 'Fine-tuning')
 FINE_TUNE_LR_DIVISOR = 4.0
 DEFAULT_THRESHOLD_FPR = 0.001
 #: target share of good parts failing, which sets the pass/fail threshold (:func:`gumbel_threshold`)
