@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -554,8 +555,9 @@ def render_markdown(results: dict, args) -> str:
     n_calib_parts = _bench_data.N_CALIB_PARTS + _bench_data.N_ORGANIC_CALIB_PARTS
     cal_maps = "clean val maps" + (f" and {n_extra} clean maps of parts neither trained on "
                                    "nor tested" if n_extra else "")
-    rule = (r.get("image_threshold_rule") or "max image score over clean validation maps"
-            ).replace("clean validation maps", cal_maps)
+    rule = re.sub(r"clean validation maps( and the \d+ maps given to --calibrate-on)?",
+                  cal_maps, r.get("image_threshold_rule")
+                  or "max image score over clean validation maps", count=1)
     lines.append(f"Verdicts of {best} at its calibrated image threshold "
                  f"({r.get('image_threshold', float('nan')):.3g}: {rule}): defective maps failed "
                  f"{v['defective_failed']}/"

@@ -754,6 +754,11 @@ def test_train_calibrate_on_parts_not_trained_on(tmp_path: Path,
     assert cal["training"]["calibration_inputs"] == [str(p) for p in rough]
     assert cal["calibration"]["calibration_maps"] == ["rough0", "rough1"]
     assert "not trained on" in cal["calibration"]["method"]
+    # the pass/fail rule names what it was fitted to
+    assert cal["calibration"]["image_threshold_rule"].startswith(
+        "Gumbel fit to the image scores of the clean validation maps and the 2 maps given to "
+        "--calibrate-on, ")
+    assert "--calibrate-on" not in plain["calibration"]["image_threshold_rule"]
     assert cal["threshold"] > plain["threshold"]
     assert cal["image_threshold"] > plain["image_threshold"]
     # exactly the thresholds of the validation map (one of the goods) plus the two rough maps

@@ -859,6 +859,9 @@ def train_model(
     if cal_maps:
         stats["method"] = (stats["method"].removesuffix(" only") + f" + {len(cal_maps)} "
                            "clean maps of parts not trained on (--calibrate-on)")
+        stats["image_threshold_rule"] = stats["image_threshold_rule"].replace(
+            "clean validation maps", f"clean validation maps and the {len(cal_maps)} maps "
+            "given to --calibrate-on", 1)
         stats["calibration_maps"] = cal_names
     if progress is not None and model.tta_levels:
         progress("calibrating thresholds for each test-time augmentation level")
