@@ -125,7 +125,7 @@ def test_fine_tune_mistakes_are_one_line_errors(maps: list[Path], base: Path, tm
         (["--init-from", str(base), "--model", "unet-ae"], "is a geo-seg model, and "
                                                            "fine-tuning keeps its model"),
         (["--init-from", str(base), "--hp", '{"channels": [4, 8, 16]}'],
-         "its weights do not fit the network of the hyperparameters given"),
+         "--hp channels: fine-tuning keeps the network"),
     ]
     for extra, message in cases:
         code, _, err = run_cli(["train", *maps, "-o", tmp_path / "out", *extra], monkeypatch,
@@ -145,3 +145,75 @@ def test_fine_tune_mistakes_are_one_line_errors(maps: list[Path], base: Path, tm
     assert code == 2 and "drop --init-from" in err, err
     with pytest.raises(PsinspectError, match="fine-tuning keeps its model"):
         train_model(maps, tmp_path / "api", init_from=str(base), model_name="unet-ae")
+
+
+def test_the_start_models_training_parts_are_not_calibration_parts(
+        maps: list[Path], base: Path, tmp_path: Path) -> None:
+    """--calibrate-on refused this run's training surfaces but let the started-from model's
+    through ("not trained on", though the model had been)."""
+    from _robust_util import sphere_normals
+
+    from psinspect.fileio import save_npy
+
+    other = [save_npy(tmp_path / f"other{i}.npy", sphere_normals(48, r)[0])
+             for i, r in enumerate((0.42, 0.38, 0.33))]
+    with pytest.raises(PsinspectError, match=r"good0\.npy: --calibrate-on takes parts NOT "
+                       r"trained on.*\(of this run or of the model it starts from\)"):
+        train_model(other, tmp_path / "ft", init_from=str(base), epochs=1,
+                    calibration_inputs=[maps[0]])
+    assert not (tmp_path / "ft" / "config.json").exists()
+    cfg = train_model(other, tmp_path / "ok", init_from=str(base), epochs=1)
+    assert set(json.loads((base / "config.json").read_text())["training"]["map_sha256"]) <= set(
+        cfg["training"]["map_sha256"])
+
+
+def test_the_bundled_model_is_never_the_output(maps: list[Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """--init-from bundled -o <the bundled model's folder> --force replaced the bundled
+    model (a folder given by its path was refused). On a copy: the package's own stays."""
+    import shutil
+
+    import psinspect.modelstore
+    import psinspect.train
+
+    copy = tmp_path / "bundled_copy"
+    shutil.copytree(default_model_dir(), copy)
+    monkeypatch.setattr(psinspect.modelstore, "default_model_dir", lambda: copy)
+    monkeypatch.setattr(psinspect.train, "default_model_dir", lambda: copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    with pytest.raises(PsinspectError, match="is an input folder of this command"):
+        train_model(maps, copy, init_from="bundled", epochs=1, force=True)
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
+def test_features_and_network_settings_are_kept(maps: list[Path], base: Path,
+                                                tmp_path: Path) -> None:
+    """--hp that changes what the network sees (fit scales, gain) ran silently when the
+    weights' shapes still fitted; now refused, as changing its shape is."""
+    for hp, key in (({"geo_scales": [3.0, 9.0]}, "geo_scales"),
+                    ({"residual_gain": 5.0}, "residual_gain"),
+                    ({"channels": [4, 8], "norm": "none"}, "norm")):
+        with pytest.raises(PsinspectError, match=rf"--hp {key}: fine-tuning keeps the network "
+                           "and the features it was trained on"):
+            train_model(maps, tmp_path / "ft", init_from=str(base), epochs=1,
+                        hyperparameters=hp)
+    # the same values as the start's are no change
+    train_model(maps, tmp_path / "same", init_from=str(base), epochs=1,
+                hyperparameters={"channels": [4, 8], "map_norm_power": 0.0})
+
+
+def test_a_refused_fine_tune_keeps_an_interrupted_runs_checkpoint(
+        maps: list[Path], base: Path, tmp_path: Path) -> None:
+    """A mistyped --init-from (or another refused setting) with --force deleted the folder's
+    interrupted run before failing."""
+    def stop(entry: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(maps, tmp_path / "m", model_name="geo-seg", hyperparameters=HP, epochs=3,
+                    on_epoch=stop)
+    assert (tmp_path / "m" / ".checkpoint" / "state.json").is_file()
+    for kw in ({"init_from": str(tmp_path / "nowhere")}, {"epochs": 0}):
+        with pytest.raises(PsinspectError):
+            train_model(maps, tmp_path / "m", force=True, **{"epochs": 1, **kw})
+        assert (tmp_path / "m" / ".checkpoint" / "state.json").is_file(), kw

@@ -226,3 +226,17 @@ def test_bad_tta_is_refused_before_any_work(tmp_path: Path, overrides: dict,
     with pytest.raises(PsinspectError, match=message):
         run_pipeline(tmp_path / "w", make_config("quick", **overrides))
     assert not (tmp_path / "w").exists()
+
+
+def test_run_model_geo_seg_is_the_default_run() -> None:
+    """--model geo-seg dropped the preset's schedule (fine-tuned 4x longer than the default
+    run); another model recorded fine_tune true though it trains from random weights."""
+    from psinspect.pipeline import recorded_config
+
+    default, named = make_config("default"), make_config("default", model="geo-seg")
+    assert named.model_hyperparameters == default.model_hyperparameters == {
+        "steps_per_epoch": 12}
+    assert named.fine_tune and default.fine_tune
+    other = make_config("default", model="unet-ae")
+    assert other.model_hyperparameters == {} and not other.fine_tune
+    assert recorded_config(other)["fine_tune"] is False

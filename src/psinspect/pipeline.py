@@ -32,6 +32,7 @@ import numpy as np
 
 from psinspect.errors import PsinspectError
 from psinspect.fileio import atomic_write_bytes, save_json, save_png
+from psinspect.models import DEFAULT_MODEL
 
 # --------------------------------------------------------------------------------------------
 # configuration
@@ -91,8 +92,10 @@ def make_config(preset: str = "default", **overrides: Any) -> RunConfig:
         raise PsinspectError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     cfg = replace(RunConfig(preset=preset), **PRESETS[preset])
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    if cfg.model is not None and "model_hyperparameters" not in overrides:
-        cfg.model_hyperparameters = {}  # the preset's settings are for the default model
+    if cfg.model not in (None, DEFAULT_MODEL):
+        if "model_hyperparameters" not in overrides:
+            cfg.model_hyperparameters = {}  # the preset's settings are for the default model
+        cfg.fine_tune = False  # (the bundled model is a geo-seg one)
     if cfg.model is not None:  # an unknown model or bad settings fail before the slow part
         from psinspect.models import create_model
 
@@ -167,7 +170,7 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         from psinspect.models import create_model
         from psinspect.modelstore import check_tta
 
-        check_tta(create_model("geo-seg" if cfg.pretrained or cfg.model is None
+        check_tta(create_model(DEFAULT_MODEL if cfg.pretrained or cfg.model is None
                                else cfg.model), cfg.tta)
     rep: Reporter = reporter or _Silent()
     work = Path(work)
@@ -360,9 +363,10 @@ def _versions() -> dict[str, str]:
 
 
 def fine_tunes(cfg: RunConfig) -> bool:
-    """Whether the run's model starts from the bundled model's weights: ``fine_tune`` and the
-    bundled model's kind (geo-seg, the default), not ``pretrained``."""
-    return cfg.fine_tune and not cfg.pretrained and cfg.model in (None, "geo-seg")
+    """Whether the run's model starts from the bundled model's weights: ``fine_tune`` (false
+    for models other than the bundled model's kind, :func:`make_config`), not
+    ``pretrained``."""
+    return cfg.fine_tune and not cfg.pretrained and cfg.model in (None, DEFAULT_MODEL)
 
 
 def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
@@ -384,7 +388,7 @@ def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
         kwargs["model_name"] = cfg.model
     from psinspect.models import create_model
 
-    trainable = create_model(cfg.model or "geo-seg", **cfg.model_hyperparameters).trainable
+    trainable = create_model(cfg.model or DEFAULT_MODEL, **cfg.model_hyperparameters).trainable
     init_from = "bundled" if fine_tunes(cfg) else None
     t0 = begin(2, (f"fine-tuning the bundled model ({cfg.epochs} epochs)" if init_from
                    else f"training {cfg.model or 'the default model'} ({cfg.epochs} epochs)")

@@ -65,9 +65,10 @@ from psinspect.fileio import (
     remove_stale_temporaries,
     save_json,
 )
-from psinspect.models import AnomalyModel, NormalSample, create_model
+from psinspect.models import DEFAULT_MODEL, AnomalyModel, NormalSample, create_model
 from psinspect.modelstore import (
     CHECKPOINT_DIR,
+    default_model_dir,
     is_model_folder,
     parse_weights,
     remove_unreferenced,
@@ -85,7 +86,6 @@ from psinspect.normalmap import (
 )
 from psinspect.stereo import check_solver
 
-DEFAULT_MODEL = "geo-seg"
 #: a fine-tune's learning rate is the started-from model's divided by this (``init_from``;
 #: chosen among 1, 4 and 10 on the test maps of ``psinspect run`` with seed 0: BENCHMARKS.md
 #: 'Fine-tuning')
@@ -585,17 +585,20 @@ def _solved_from(map_file: Path) -> Path | None:
     return folder if is_capture_folder(folder) else None
 
 
-def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any]) -> None:
+def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any],
+                          started: dict[str, Any] | None = None) -> None:
     """Refuse calibration inputs that are training surfaces: a training input file itself or a
     copy of one (same content), a map of a training dataset's train / val surface, a capture
     folder with a training capture's fingerprint and mask (a copy of it; parts cut from one
     exposure by their masks are different surfaces), or a map ``psinspect normals`` solved
-    from such a capture. Thresholds from parts the model has seen are too low for new
-    ones."""
+    from such a capture; with ``started`` (a fine-tune's ``init_from`` record) also the
+    started-from model's training surfaces (by capture fingerprint, whatever the mask) and
+    map files. Thresholds from parts the model has seen are too low for new ones."""
     from psinspect.capture import capture_mask_sha256
 
     if not cal_files:
         return
+    started = started or {}
     own = {str(Path(f).resolve()) for f in source.get("inputs", [])}
     # (fingerprint, mask SHA-256 or None); a dataset made before masks were recorded: "any"
     keys = {(capture_fingerprint(f), capture_mask_sha256(f)) for f in map(Path, source.get(
@@ -610,6 +613,7 @@ def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any]) -> 
         keys |= {(sf["fingerprint"], sf.get("mask_sha256", "any"))
                  for n, sf in manifest.get("surfaces", {}).items()
                  if n in source["surfaces"] and isinstance(sf, dict) and sf.get("fingerprint")}
+    keys |= {(fp, "any") for fp in started.get("surface_fingerprints", [])}
     train_files = [*(Path(f) for f in own if Path(f).is_file()), *map(Path, ds_items)]
     shas: set[str] | None = None  # of the training map files, made when first needed
 
@@ -623,14 +627,16 @@ def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any]) -> 
             seen = same_capture(f)
         elif not seen and f.is_file():
             if shas is None:
-                shas = {file_sha256(t) for t in train_files}
+                shas = {file_sha256(t) for t in train_files} | set(started.get("map_sha256",
+                                                                               []))
             seen = file_sha256(f) in shas  # a copy of a training map
             src = _solved_from(f)  # a map `psinspect normals` solved from a training capture
             seen = seen or (src is not None and same_capture(src))
         if seen:
             raise PsinspectError(
                 f"{f}: --calibrate-on takes parts NOT trained on, and this one is among the "
-                "training surfaces")
+                "training surfaces" + (" (of this run or of the model it starts from)"
+                                       if started else ""))
 
 
 def train_model(
@@ -661,13 +667,15 @@ def train_model(
     ``model_name``: default ``geo-seg``, or with ``init_from`` the started-from model's.
     ``init_from``: fine-tune: start from the weights of a trained model, ``"bundled"`` (the
     bundled default model) or a model folder (:func:`init_source`), instead of random ones;
-    its hyperparameters are taken, ``hyperparameters`` override them (those that change the
-    network are refused), and the learning rate is its own divided by
+    its hyperparameters are taken, ``hyperparameters`` override them (those that shape the
+    network or its input features, the model's ``fine_tune_fixed``, are refused), and the
+    learning rate is its own divided by
     :data:`FINE_TUNE_LR_DIVISOR` unless ``hyperparameters`` set ``lr``. The weights kept are
     never worse on the validation maps than the ones started from (see
     :meth:`psinspect.models._torch.TorchAnomalyModel.fit`); the config records the model
     started from (``training.init_from``) and counts its training surfaces among the model's
-    (so that evaluate still finds test surfaces it was trained on).
+    (so that evaluate still finds test surfaces it was trained on, and ``calibration_inputs``
+    refuses them).
     ``calibration_inputs``: clean maps or captures of parts NOT in ``inputs``, added to the
     validation maps for threshold calibration only (not for early stopping; see the module
     docstring). ``image_fpr``: the target share of good parts failing, which sets the
@@ -708,7 +716,8 @@ def train_model(
         if not force and (out / CHECKPOINT_DIR / "state.json").is_file():
             raise PsinspectError(f"{out}: holds an interrupted training run: add --resume to "
                                  "go on with it (or --force to start over, which discards it)")
-        init_dir = [init_from] if init_from not in (None, "bundled") else []
+        init_dir = ([] if init_from is None else [default_model_dir()]
+                    if init_from == "bundled" else [init_from])
         check_output_dir(out, force, [*inputs, *(calibration_inputs or []), *init_dir],
                          model_folder=True)
         if out.is_dir() and any(out.iterdir()) and not (
@@ -716,8 +725,6 @@ def train_model(
             raise PsinspectError(f"{out}: --force replaces a psinspect model folder, and this "
                                  "folder is not one (no model config.json or checkpoint): "
                                  "choose another output folder")
-        if out.is_dir():
-            shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     if args["epochs"] < 1:
         raise PsinspectError(f"--epochs must be >= 1, got {args['epochs']}")
     if args["batch_size"] < 1:
@@ -738,6 +745,13 @@ def train_model(
         hp = init_model.hyperparameters()
         if "lr" in hp and "lr" not in args["hyperparameters"]:
             hp["lr"] = hp["lr"] / FINE_TUNE_LR_DIVISOR
+        changed = sorted(k for k in init_model.fine_tune_fixed
+                         if k in args["hyperparameters"] and args["hyperparameters"][k] != hp[k])
+        if changed:
+            raise PsinspectError(
+                f"--hp {', '.join(changed)}: fine-tuning keeps the network and the features it "
+                f"was trained on ({init_from}: " + ", ".join(f"{k} {hp[k]}" for k in changed)
+                + "); train from random weights to change them")
         args["model"] = init_model.name
         args["hyperparameters"] = {**hp, **args["hyperparameters"]}
         init_arrays = init_model.state_arrays()
@@ -797,7 +811,7 @@ def train_model(
             stacklevel=2)
     data = load_training_data(args["inputs"], seed=args["seed"], progress=progress,
                               light_splits=splits, solver=solver, capture_images=images)
-    _check_not_trained_on(cal_files, data.source)
+    _check_not_trained_on(cal_files, data.source, args.get("init_from"))
     cal_loaded = _load_maps(cal_files, progress, splits, solver, images)
     cal_names, cal_maps = [c[0] for c in cal_loaded], [c[1] for c in cal_loaded]
     cal_extras = [c[2] for c in cal_loaded]
@@ -808,6 +822,8 @@ def train_model(
         if on_epoch is not None:
             on_epoch({**entry, "epochs": args["epochs"]})
 
+    if resume_state is None and out.is_dir():  # (everything checked: an old one goes)
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     if on_fit_start is not None:
         on_fit_start()
     if progress is not None:

@@ -73,10 +73,10 @@ def train_cmd(
     init_from: Annotated[str | None, typer.Option(
         "--init-from", help="Fine-tune: start from a trained model's weights instead of random "
         "ones: 'bundled' (the bundled default model) or a model folder (geo-seg, unet-ae). "
-        "Its hyperparameters are kept (--hp may change those that leave the network as it "
-        "is), its learning rate divided by 4 unless --hp sets lr; the weights kept are never "
-        "worse on the validation maps than the ones started from (what it did on our parts: "
-        "BENCHMARKS.md 'Fine-tuning').")] = None,
+        "Its hyperparameters are kept (--hp may change training and scoring settings, not the "
+        "network or the features it sees), its learning rate divided by 4 unless --hp sets "
+        "lr; the weights kept are never worse on the validation maps than the ones started "
+        "from (what it did on our parts: BENCHMARKS.md 'Fine-tuning').")] = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end "
                                              "sooner).")] = 30,
     batch_size: Annotated[int, typer.Option(help="Crops per training step.")] = 8,

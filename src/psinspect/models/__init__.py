@@ -69,6 +69,10 @@ class AnomalyModel(ABC):
     #: whether training can start from another trained model's weights (``fit(init=...)``,
     #: ``psinspect train --init-from``): the networks
     fine_tunable: ClassVar[bool] = False
+    #: hyperparameters a fine-tune keeps: those that shape the network or compute the
+    #: features it was trained on (changing them is refused, not just when the weights'
+    #: shapes no longer fit)
+    fine_tune_fixed: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def score(
@@ -134,6 +138,9 @@ def score_in_window(
         unreliable=None if res.unreliable is None else put_window(res.unreliable, win, shape),
         info=res.info, image_scale=res.image_scale)
 
+
+#: the default model (``train``, ``run``; the bundled model is one)
+DEFAULT_MODEL = "geo-seg"
 
 _REGISTRY: dict[str, type[AnomalyModel]] = {}
 

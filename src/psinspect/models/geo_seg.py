@@ -344,6 +344,9 @@ class GeoSeg(TorchAnomalyModel):
 
     name = "geo-seg"
     tta_levels = (1, 2, 4, 8)
+    fine_tune_fixed = ("channels", "decoder_convs", "norm", "geo_scales", "geo_iterations",
+                       "residual_gain", "line_orientations", "line_px", "line_context_px",
+                       "line_floor", "line_inhibition")
 
     def __init__(self, channels: Sequence[int] = (8, 16, 32, 64), decoder_convs: int = 1,
                  norm: str = "gn",

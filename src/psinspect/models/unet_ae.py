@@ -32,6 +32,7 @@ class UNetAE(TorchAnomalyModel):
     input and reconstruction (degrees), lightly smoothed."""
 
     name = "unet-ae"
+    fine_tune_fixed = ("channels",)
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64, 128), smooth: float = 1.0,
                  **base: Any) -> None:
