@@ -748,7 +748,7 @@ def test_train_calibrate_on_parts_not_trained_on(tmp_path: Path,
     code, text, err = run_cli([*base, "-o", tmp_path / "cal", "--calibrate-on", rough[0],
                                "--calibrate-on", rough[1]], monkeypatch, capsys)
     assert code == 0, err
-    assert "also calibrated on 2 input(s) not trained on" in text
+    assert "also calibrated on 2 map(s) of parts not trained on" in text
     plain = json.loads((tmp_path / "plain" / "config.json").read_text())
     cal = json.loads((tmp_path / "cal" / "config.json").read_text())
     assert cal["training"]["calibration_inputs"] == [str(p) for p in rough]

@@ -54,6 +54,7 @@ def test_fine_tune_records_its_start_and_takes_its_settings(maps: list[Path], ba
     # an epoch is "best" only where it beat the weights started from
     best = [e["val_loss"] for e in log if e["best"]]
     assert all(v < init["initial_val_loss"] for v in best)
+    assert init["kept_start_weights"] is (not best)
     # --hp overrides a setting that leaves the network as it is, lr included
     cfg2 = train_model(maps, tmp_path / "ft2", init_from=str(base), epochs=1,
                        hyperparameters={"lr": 1e-4, "tta": 2})
@@ -70,6 +71,7 @@ def test_weights_never_worse_than_the_start(maps: list[Path], base: Path,
     assert not any(e["best"] for e in log)
     assert all(e["val_loss"] > cfg["training"]["init_from"]["initial_val_loss"] for e in log)
     assert cfg["training"]["best_epoch_1based"] is None
+    assert cfg["training"]["init_from"]["kept_start_weights"] is True
     start, kept = _weights(base), _weights(tmp_path / "ft")
     assert start.keys() == kept.keys()
     assert all(np.array_equal(start[k], kept[k]) for k in start)
@@ -217,3 +219,65 @@ def test_a_refused_fine_tune_keeps_an_interrupted_runs_checkpoint(
         with pytest.raises(PsinspectError):
             train_model(maps, tmp_path / "m", force=True, **{"epochs": 1, **kw})
         assert (tmp_path / "m" / ".checkpoint" / "state.json").is_file(), kw
+
+
+def test_resume_takes_the_same_inputs_from_any_folder(maps: list[Path], base: Path,
+                                                      tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """The checkpoint kept the inputs as typed (relative), so resuming from another folder
+    refused the same inputs given another way, and took other data of the same relative name;
+    a refused --resume also printed its 'resuming:' line first."""
+    import shutil
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    (here / "in").mkdir(parents=True)
+    (there / "in").mkdir(parents=True)
+    for m in maps:
+        shutil.copy(m, here / "in")
+    monkeypatch.chdir(here)
+
+    def stop(entry: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(["in"], "m", init_from=str(base), epochs=3, on_epoch=stop)
+    monkeypatch.chdir(there)
+    # other data under the same relative name: refused, one line
+    shutil.copy(maps[0], there / "in")
+    code, _, err = run_cli(["train", "in", "-o", here / "m", "--resume"], monkeypatch, capsys)
+    assert code == 2 and "--resume: the interrupted run trained on" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    # the same inputs by their absolute path: resumed, to the same model as uninterrupted
+    code, _, err = run_cli(["train", here / "in", "-o", here / "m", "--resume"], monkeypatch,
+                           capsys)
+    assert code == 0, err
+    assert "resuming: 1 of 3 epochs done" in err
+    whole = train_model([here / "in"], tmp_path / "whole", init_from=str(base), epochs=3)
+    assert json.loads((here / "m" / "config.json").read_text())["weights_sha256"] == (
+        whole["weights_sha256"])
+
+
+def test_train_never_writes_into_the_bundled_models_folder(
+        maps: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`train -o <the bundled model's folder> --force` (without --init-from) replaced the
+    shipped model, which detect, run and --init-from bundled then used; a folder inside it was
+    taken too. On a copy: refused before any work."""
+    import shutil
+
+    import psinspect.modelstore
+
+    copy = tmp_path / "bundled_copy"
+    shutil.copytree(default_model_dir(), copy)
+    monkeypatch.setattr(psinspect.modelstore, "default_model_dir", lambda: copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    for out in (copy, copy / "sub"):
+        code, _, err = run_cli(["train", *maps, "-o", out, "--force", "--model", "geometric"],
+                               monkeypatch, capsys)
+        assert code == 2 and "is the bundled default model's folder" in err, err
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+    code, _, err = run_cli(["train", *maps, "-o", tmp_path / "x", "--init-from", " "],
+                           monkeypatch, capsys)
+    assert code == 2 and err.strip() == "error: --init-from: give 'bundled' or a model folder"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from psinspect.modelstore import read_train_log
+from psinspect.modelstore import default_model_dir, read_train_log
 from psinspect.pipeline import PRESETS, make_config
 
 
@@ -152,8 +152,13 @@ def test_run_quick_trains_end_to_end(tmp_path: Path) -> None:
     _check_run_folder(out, r.stderr)
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["training"]["epochs_run"] >= 1
-    # by default the run fine-tunes the bundled model on its good training parts
+    # by default the run fine-tunes the bundled model on its good training parts; where no
+    # epoch beat it, its weights are kept, and the run says so
     assert config["training"]["init_from"]["model"] == "bundled"
+    kept = config["training"]["init_from"]["kept_start_weights"]
+    bundled_sha = json.loads((default_model_dir() / "config.json").read_text())[
+        "weights_sha256"]
+    assert kept is (config["weights_sha256"] == bundled_sha)
     assert len(read_train_log(out / "model")) == config["training"]["epochs_run"]
     run = json.loads((out / "run.json").read_text())
     assert not run["config"]["pretrained"] and run["timings_s"]["total"] < 120
@@ -171,7 +176,10 @@ def test_run_quick_trains_end_to_end(tmp_path: Path) -> None:
         "defective_failed", "defective_passed", "clean_failed", "clean_passed"))
     assert all((out / "bundled" / f"{s['name']}_score.npy").is_file() for s in summary["inputs"])
     assert r.stdout.startswith(
-        "The geo-seg model fine-tuned in this run from the bundled one: pixel_auroc")
+        "The geo-seg model fine-tuned in this run from the bundled one"
+        + (" (no epoch beat it on the validation maps: the bundled weights, with thresholds "
+           "fitted here)" if kept else "") + ": pixel_auroc")
+    assert json.loads((out / "run.json").read_text())["fine_tune_kept_start"] is kept
     assert "fine-tuned in this run from the bundled model" in (out / "report.html").read_text()
     line = next(x for x in r.stdout.splitlines() if x.startswith("The bundled default model"))
     assert f"pixel_auroc {bundled['metrics']['pixel_auroc']:.3f}" in line

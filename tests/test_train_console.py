@@ -167,7 +167,7 @@ def test_ctrl_c_while_reading_inputs_stops_after_that_input(
     assert read == inputs[:2] and not epoch
     assert err.splitlines() == [
         "stopping after the input being read (Ctrl-C again to stop at once)",
-        "interrupted (no epoch finished: nothing to resume)"]
+        "interrupted: nothing written (no epoch finished: nothing to resume)"]
     assert not (tmp_path / "m").exists()
 
 
@@ -208,4 +208,5 @@ def test_ctrl_c_while_reading_a_dataset_stops_before_training(
                                 "unet-ae", "--hp", HP, "--epochs", "3", "--threads", "1"],
                                monkeypatch, capsys)
         assert code == 130 and len(read) == (at or 4) and not epoch, err
-        assert err.splitlines()[-1] == "interrupted (no epoch finished: nothing to resume)"
+        assert err.splitlines()[-1] == (
+            "interrupted: nothing written (no epoch finished: nothing to resume)")

@@ -250,6 +250,8 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         "counts": counts, "test_surfaces": held, "model_dir": "model",
         "model": bundle.config.get("model"), "pretrained": cfg.pretrained,
         "fine_tuned_from": "bundled" if fine_tunes(cfg) else None,
+        # fine-tuned, but no epoch beat the start: the bundled weights, thresholds fitted here
+        "fine_tune_kept_start": kept_start_weights(bundle.config),
         # whether a model was trained in this run (not with --pretrained, nor for a
         # training-free model)
         "trained": not cfg.pretrained and bool(
@@ -305,7 +307,10 @@ def _add_run_section(report: Path, run_info: dict[str, Any]) -> None:
                            f"{cfg['lights']} lights, defect rate {cfg['defect_rate']}")
     v = run_info["verdicts"]
     how = ("bundled, --pretrained" if cfg["pretrained"]
-           else "fine-tuned in this run from the bundled model" if run_info.get("fine_tuned_from")
+           else "fine-tuned in this run from the bundled model"
+           + (" (no epoch beat it on the validation maps: its weights kept, thresholds fitted "
+              "here)" if run_info.get("fine_tune_kept_start") else "")
+           if run_info.get("fine_tuned_from")
            else "trained in this run" if run_info.get("trained", True)
            else "made in this run, training-free")
     lines = [
@@ -402,9 +407,17 @@ def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
         on_epoch=lambda e: rep.tick(f"epoch {e['epoch'] + 1}: val loss {e['val_loss']:.4f}"),
         **kwargs)
     bundle = load_model_dir(work / "model", tta=cfg.tta)
+    kept = ("; no epoch beat the bundled model on the validation maps: its weights kept, "
+            "thresholds fitted here" if kept_start_weights(config) else "")
     end(2, t0, f"{config['model']}: pixel threshold {config['threshold']:.4g}, image "
-               f"threshold {config['image_threshold']:.4g}")
+               f"threshold {config['image_threshold']:.4g}{kept}")
     return bundle
+
+
+def kept_start_weights(config: dict[str, Any]) -> bool:
+    """Whether a fine-tuned model's config says no epoch beat the weights it started from."""
+    return bool(((config.get("training") or {}).get("init_from") or {}).get(
+        "kept_start_weights"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -694,12 +694,13 @@ def train_model(
     name the same inputs as the checkpoint's.
     """
     out = Path(out)
-    args = {"inputs": [str(p) for p in inputs], "model": model_name or DEFAULT_MODEL,
+    # paths made absolute: a resumed run reads them again, maybe from another folder
+    args = {"inputs": [_resolved(p) for p in inputs], "model": model_name or DEFAULT_MODEL,
             "hyperparameters": hyperparameters or {}, "init_from": None, "epochs": int(epochs),
             "batch_size": int(batch_size), "seed": int(seed), "patience": int(patience),
             "threshold_fpr": float(threshold_fpr), "image_fpr": float(image_fpr),
             "threshold": threshold, "solver": solver,
-            "calibration_inputs": [str(p) for p in calibration_inputs or []]}
+            "calibration_inputs": [_resolved(p) for p in calibration_inputs or []]}
     resume_state = None
     if resume:
         arrays, meta = _read_checkpoint(out)
@@ -912,10 +913,13 @@ def train_model(
             both = set(training.get(key) or []) | set(started[key])
             if both:
                 training[key] = sorted(both)
+        kept_start = not any(e.get("best") for e in log)
         training["init_from"] = {
             **{k: v for k, v in started.items() if k not in ("surface_fingerprints",
                                                                "map_sha256")},
-            "initial_val_loss": log[0].get("initial_val_loss") if log else None}
+            "initial_val_loss": log[0].get("initial_val_loss") if log else None,
+            # no epoch beat the weights started from: they were kept (recalibrated)
+            "kept_start_weights": kept_start}
     save_model_dir(out, model, threshold=thr, image_threshold=img_thr, calibration=stats,
                    training=training, log=log, tta_thresholds=tta_thresholds,
                    input_handling={"ps_solver": solver, **capture_lights})

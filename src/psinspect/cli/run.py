@@ -109,7 +109,9 @@ def run_cmd(
         relocate_paths(stage, out)
     m = info["metrics"]
     shown = ("The bundled default model (--pretrained): " if pretrained
-             else f"The {info['model']} model fine-tuned in this run from the bundled one: "
+             else f"The {info['model']} model fine-tuned in this run from the bundled one"
+             + (" (no epoch beat it on the validation maps: the bundled weights, with "
+                "thresholds fitted here)" if info.get("fine_tune_kept_start") else "") + ": "
              if info.get("fine_tuned_from")
              else f"The {info['model']} model "
              f"{'trained' if info.get('trained', True) else 'made (training-free)'} in this "

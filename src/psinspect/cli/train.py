@@ -134,6 +134,15 @@ def train_cmd(
             raise PsinspectError(
                 f"--resume continues the interrupted run with its own settings: drop "
                 f"{', '.join(given)} (or train again without --resume)")
+    from psinspect.modelstore import default_model_dir
+
+    bundled = default_model_dir().resolve()
+    if out.resolve() == bundled or bundled in out.resolve().parents:
+        raise PsinspectError(f"{out}: is the bundled default model's folder, inside the "
+                             "package: choose another output folder (bench/train_default.py "
+                             "remakes the bundled model)")
+    if init_from is not None and not init_from.strip():
+        raise PsinspectError("--init-from: give 'bundled' or a model folder")
     if model is not None and model not in available_models():
         raise PsinspectError(f"--model {model!r}: unknown (available: "
                              f"{', '.join(available_models())})")
@@ -147,9 +156,6 @@ def train_cmd(
             raise PsinspectError("--hp: expected a JSON object")
     console = Console(stderr=True, highlight=False, soft_wrap=True)  # no wrapping in logs
     done = checkpoint_progress(out) if resume else None
-    if done is not None:
-        console.print(f"resuming: {done[0]} of {done[1]} epochs done (checkpoint in "
-                      f"{out / '.checkpoint'})")
     # one line per epoch (kept on a terminal, and in logs); the bar draws only on a terminal
     with progress_bar(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
@@ -168,6 +174,9 @@ def train_cmd(
             if interrupted:  # Ctrl-C after the last input was read
                 raise KeyboardInterrupt
             reading[0] = False
+            if done is not None:  # (said once the checkpoint's inputs were checked and read)
+                bar.console.print(f"resuming: {done[0]} of {done[1]} epochs done (checkpoint "
+                                  f"in {out / '.checkpoint'})")
 
         def on_epoch(e: dict) -> None:
             line = (f"epoch {e['epoch'] + 1}/{e['epochs']}: train loss {e['train_loss']:.4f}, "
@@ -192,7 +201,8 @@ def train_cmd(
         except KeyboardInterrupt:
             bar.stop()
             if checkpoint_progress(out) is None:
-                typer.echo("interrupted (no epoch finished: nothing to resume)", err=True)
+                typer.echo("interrupted: nothing written (no epoch finished: nothing to "
+                           "resume)", err=True)
             else:
                 typer.echo(f"interrupted: the last finished epoch is kept in "
                            f"{out / '.checkpoint'}; continue with the same inputs and "
@@ -215,7 +225,8 @@ def train_cmd(
         typer.echo(f"kept the weights started from: no epoch beat their validation loss "
                    f"{tr['init_from']['initial_val_loss']:.4f}", err=True)
     session = f", {tr['epochs_run'] - done[0]} of them now" if done else ""
-    work = (f"{tr['epochs_run']} epochs{session} in {tr['train_seconds']:.0f} s"
+    work = (f"{tr['epochs_run']} epoch{'s' if tr['epochs_run'] != 1 else ''}{session} in "
+            f"{tr['train_seconds']:.0f} s"
             if tr["epochs_run"] else f"fitted in {tr['train_seconds']:.0f} s")
     typer.echo(
         f"{config['model']}"
@@ -223,8 +234,9 @@ def train_cmd(
         + f": {tr['train_maps']} train / {tr['val_maps']} val maps, "
         f"{work}; pixel threshold "
         f"{config['threshold']:.4g}, image threshold {config['image_threshold']:.4g}"
-        + (f" (also calibrated on {len(tr['calibration_inputs'])} input(s) not trained on)"
-           if tr.get("calibration_inputs") else "") + f" -> {out}"
+        + (f" (also calibrated on {n_cal} map(s) of parts not trained on)"
+           if (n_cal := len(config.get("calibration", {}).get("calibration_maps") or []))
+           else "") + f" -> {out}"
     )
     cal = config.get("calibration", {})
     if "gumbel" in cal:
