@@ -256,3 +256,18 @@ def test_exact_augmentations_are_isometries(seed: int, name: str) -> None:
     assert np.allclose(back, n, atol=1e-6)
     # the z component (angle to the view axis) never changes
     assert np.allclose(np.sort(a[..., 2].ravel()), np.sort(n[..., 2].ravel()))
+
+
+def test_captures_of_one_surface_name_are_named_in_the_error(tmp_path: Path) -> None:
+    """Two capture folders of one name (a dataset names surfaces by folder) were refused
+    without saying which captures."""
+    from _robust_util import tiny_capture
+
+    from psinspect.dataset import find_captures
+
+    a = tiny_capture(tmp_path / "a" / "part1")
+    b = tiny_capture(tmp_path / "b" / "part1")
+    with pytest.raises(PsinspectError) as err:
+        find_captures([a, b])
+    assert str(err.value) == (f"{a} and {b}: captures share the surface name part1; a dataset "
+                              "names its surfaces by their folders: rename one")

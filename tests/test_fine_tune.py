@@ -135,6 +135,17 @@ def test_fine_tune_mistakes_are_one_line_errors(maps: list[Path], base: Path, tm
         assert code == 2 and message in err, (extra, err)
         assert len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "out" / "config.json").exists()
+    # a model of another version: fine-tune from one of this version, or from scratch
+    old = tmp_path / "old"
+    import shutil
+
+    shutil.copytree(base, old)
+    cfg = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**cfg, "psinspect_version": "0.3.0"}))
+    code, _, err = run_cli(["train", *maps, "-o", tmp_path / "out", "--init-from", old],
+                           monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: --init-from: ") and err.strip().endswith(
+        "start from a model of this version, or train from random weights (no --init-from)"), err
     # the model started from is an input: never the output folder, even with --force
     before = (base / "config.json").read_bytes()
     code, _, err = run_cli(["train", *maps, "-o", base, "--init-from", str(base), "--force"],

@@ -148,7 +148,11 @@ def find_captures(paths: Sequence[str | Path]) -> list[Path]:
     names = [f.resolve().name for f in found]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise PsinspectError(f"two captures share the surface name(s) {', '.join(dup)}")
+        same = [str(f) for f in found if f.resolve().name == dup[0]]
+        raise PsinspectError(f"{same[0]} and {same[1]}: captures share the surface name "
+                             f"{dup[0]}" + (f" (and {len(dup) - 1} more name(s))"
+                                            if len(dup) > 1 else "")
+                             + "; a dataset names its surfaces by their folders: rename one")
     return found
 
 

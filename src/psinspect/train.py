@@ -534,8 +534,10 @@ def init_source(init_from: str) -> tuple[AnomalyModel, dict[str, Any]]:
 
     try:
         bundle = load_model_dir(None if init_from == "bundled" else init_from)
-    except PsinspectError as err:
-        raise PsinspectError(f"--init-from: {err}") from None
+    except PsinspectError as err:  # (an old model: its weights are not this version's)
+        raise PsinspectError("--init-from: " + str(err).replace(
+            "retrain the model with this version", "start from a model of this version, or "
+            "train from random weights (no --init-from)")) from None
     model = bundle.model
     if not model.fine_tunable:
         tunable = fine_tunable_models()
