@@ -271,3 +271,6 @@ def test_captures_of_one_surface_name_are_named_in_the_error(tmp_path: Path) -> 
         find_captures([a, b])
     assert str(err.value) == (f"{a} and {b}: captures share the surface name part1; a dataset "
                               "names its surfaces by their folders: rename one")
+
+    with pytest.raises(PsinspectError, match="part1: this capture is given twice"):
+        find_captures([a, tmp_path / "a"])

@@ -284,11 +284,31 @@ def test_train_never_writes_into_the_bundled_models_folder(
     shutil.copytree(default_model_dir(), copy)
     monkeypatch.setattr(psinspect.modelstore, "default_model_dir", lambda: copy)
     before = {p.name: p.read_bytes() for p in copy.iterdir()}
-    for out in (copy, copy / "sub"):
+    for out, where in ((copy, "is the"), (copy / "sub", "is inside the")):
         code, _, err = run_cli(["train", *maps, "-o", out, "--force", "--model", "geometric"],
                                monkeypatch, capsys)
-        assert code == 2 and "is the bundled default model's folder" in err, err
+        assert code == 2 and f"{where} bundled default model's folder" in err, err
     assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
     code, _, err = run_cli(["train", *maps, "-o", tmp_path / "x", "--init-from", " "],
                            monkeypatch, capsys)
     assert code == 2 and err.strip() == "error: --init-from: give 'bundled' or a model folder"
+
+
+def test_linked_inputs_are_read_as_linked(maps: list[Path], tmp_path: Path) -> None:
+    """Absolute input paths for resuming were made by resolving links, so a linked defective
+    map (A_x.npy beside its M_x.png, the link's target elsewhere) was trained on as a good part,
+    and names came from the targets."""
+    import cv2
+
+    links = tmp_path / "links"
+    links.mkdir()
+    for i, m in enumerate(maps):
+        (links / f"good{i}.npy").symlink_to(m)
+    (links / "A_p0.npy").symlink_to(maps[0])
+    gt = np.zeros((48, 48), np.uint8)
+    gt[20:24, 20:24] = 255
+    cv2.imwrite(str(links / "M_p0.png"), gt)
+    with pytest.raises(PsinspectError, match="A_p0.npy"):
+        train_model(sorted(links.glob("*.npy")), tmp_path / "m", model_name="geometric")
+    train_model([links / f"good{i}.npy" for i in range(3)], tmp_path / "ok",
+                model_name="geometric")  # the good ones, linked, train

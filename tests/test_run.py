@@ -245,6 +245,11 @@ def test_run_model_geo_seg_is_the_default_run() -> None:
     assert named.model_hyperparameters == default.model_hyperparameters == {
         "steps_per_epoch": 12}
     assert named.fine_tune and default.fine_tune
+    from psinspect.pipeline import comparison_tta
+
+    assert comparison_tta(make_config("default", model="geo-seg", tta=2)) == 2
+    assert comparison_tta(make_config("default", tta=2)) == 2
+    assert comparison_tta(make_config("default", model="unet-ae")) is None
     other = make_config("default", model="unet-ae")
     assert other.model_hyperparameters == {} and not other.fine_tune
     assert recorded_config(other)["fine_tune"] is False

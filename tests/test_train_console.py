@@ -210,3 +210,39 @@ def test_ctrl_c_while_reading_a_dataset_stops_before_training(
         assert code == 130 and len(read) == (at or 4) and not epoch, err
         assert err.splitlines()[-1] == (
             "interrupted: nothing written (no epoch finished: nothing to resume)")
+
+
+def test_ctrl_c_while_reading_keeps_an_earlier_interrupted_run_and_says_so(
+        inputs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """train --force into a folder holding an earlier interrupted run, stopped while reading:
+    the earlier checkpoint stays (it is removed only once training starts), and the message
+    no longer tells the user to resume an epoch this run never finished."""
+    import psinspect.detect
+    from psinspect.train import train_model
+
+    def stop(entry: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(inputs, tmp_path / "m", model_name="unet-ae", hyperparameters=json.loads(HP),
+                    epochs=3, threads=1, on_epoch=stop)
+    state = tmp_path / "m" / ".checkpoint" / "state.json"
+    before = state.read_bytes()
+    real = psinspect.detect.load_input
+    read: list[str] = []
+
+    def load_input(path, **kw):  # noqa: ANN001, ANN003, ANN202
+        read.append(str(path))
+        if len(read) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(path, **kw)
+
+    monkeypatch.setattr(psinspect.detect, "load_input", load_input)
+    code, _, err = run_cli(["train", *inputs, "-o", tmp_path / "m", "--model", "unet-ae",
+                            "--hp", HP, "--epochs", "3", "--threads", "1", "--force"],
+                           monkeypatch, capsys)
+    assert code == 130, err
+    assert err.splitlines()[-1] == (f"interrupted: nothing written; the earlier interrupted run "
+                                    f"in {tmp_path / 'm' / '.checkpoint'} is kept")
+    assert state.read_bytes() == before

@@ -148,7 +148,10 @@ def find_captures(paths: Sequence[str | Path]) -> list[Path]:
     names = [f.resolve().name for f in found]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        same = [str(f) for f in found if f.resolve().name == dup[0]]
+        same = [f for f in found if f.resolve().name == dup[0]]
+        if same[0].resolve() == same[1].resolve():
+            raise PsinspectError(f"{same[0]}: this capture is given twice (also as "
+                                 f"{same[1]})")
         raise PsinspectError(f"{same[0]} and {same[1]}: captures share the surface name "
                              f"{dup[0]}" + (f" (and {len(dup) - 1} more name(s))"
                                             if len(dup) > 1 else "")

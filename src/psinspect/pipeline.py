@@ -243,7 +243,7 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
     verdicts = metrics["verdicts"]
     pooled = metrics["pooled"]
     bundled = (compare_bundled(work / "bundled", work / "dataset", tests,
-                               cfg.tta if cfg.model is None else None) if compare else None)
+                               comparison_tta(cfg)) if compare else None)
     timings["total"] = round(time.perf_counter() - t_all, 2)
     run_info = {
         "config": recorded_config(cfg), "timings_s": timings, "stages": list(STAGES),
@@ -365,6 +365,12 @@ def _versions() -> dict[str, str]:
 
     return {"psinspect": __version__, "python": platform.python_version(),
             "numpy": numpy.__version__, "torch": torch.__version__}
+
+
+def comparison_tta(cfg: RunConfig) -> int | None:
+    """The test-time copies the bundled model is compared at: the run's ``tta`` when its
+    model is the bundled model's kind (default or named), else the bundled model's own."""
+    return cfg.tta if cfg.model in (None, DEFAULT_MODEL) else None
 
 
 def fine_tunes(cfg: RunConfig) -> bool:

@@ -696,13 +696,15 @@ def train_model(
     name the same inputs as the checkpoint's.
     """
     out = Path(out)
-    # paths made absolute: a resumed run reads them again, maybe from another folder
-    args = {"inputs": [_resolved(p) for p in inputs], "model": model_name or DEFAULT_MODEL,
+    # paths made absolute (links kept: a map's ground truth and name are beside the link): a
+    # resumed run reads them again, maybe from another folder
+    args = {"inputs": [os.path.abspath(p) for p in inputs],
+            "model": model_name or DEFAULT_MODEL,
             "hyperparameters": hyperparameters or {}, "init_from": None, "epochs": int(epochs),
             "batch_size": int(batch_size), "seed": int(seed), "patience": int(patience),
             "threshold_fpr": float(threshold_fpr), "image_fpr": float(image_fpr),
             "threshold": threshold, "solver": solver,
-            "calibration_inputs": [_resolved(p) for p in calibration_inputs or []]}
+            "calibration_inputs": [os.path.abspath(p) for p in calibration_inputs or []]}
     resume_state = None
     if resume:
         arrays, meta = _read_checkpoint(out)

@@ -138,9 +138,9 @@ def train_cmd(
 
     bundled = default_model_dir().resolve()
     if out.resolve() == bundled or bundled in out.resolve().parents:
-        raise PsinspectError(f"{out}: is the bundled default model's folder, inside the "
-                             "package: choose another output folder (bench/train_default.py "
-                             "remakes the bundled model)")
+        raise PsinspectError(f"{out}: is {'' if out.resolve() == bundled else 'inside '}the "
+                             "bundled default model's folder, in the package: choose another "
+                             "output folder (bench/train_default.py remakes the bundled model)")
     if init_from is not None and not init_from.strip():
         raise PsinspectError("--init-from: give 'bundled' or a model folder")
     if model is not None and model not in available_models():
@@ -200,7 +200,10 @@ def train_cmd(
                 )
         except KeyboardInterrupt:
             bar.stop()
-            if checkpoint_progress(out) is None:
+            if reading[0] and not resume and checkpoint_progress(out) is not None:
+                typer.echo(f"interrupted: nothing written; the earlier interrupted run in "
+                           f"{out / '.checkpoint'} is kept", err=True)
+            elif checkpoint_progress(out) is None:
                 typer.echo("interrupted: nothing written (no epoch finished: nothing to "
                            "resume)", err=True)
             else:
