@@ -312,3 +312,19 @@ def test_linked_inputs_are_read_as_linked(maps: list[Path], tmp_path: Path) -> N
         train_model(sorted(links.glob("*.npy")), tmp_path / "m", model_name="geometric")
     train_model([links / f"good{i}.npy" for i in range(3)], tmp_path / "ok",
                 model_name="geometric")  # the good ones, linked, train
+
+
+def test_hp_is_repeatable(maps: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--hp given twice kept only the last object, silently (typer's way): now merged, and a
+    setting given in two of them is refused."""
+    code, _, err = run_cli(["train", *maps, "-o", tmp_path / "m", "--epochs", "1",
+                            "--hp", json.dumps({"channels": [4, 8], "patch": 32}),
+                            "--hp", json.dumps({"steps_per_epoch": 1, "val_patches": 1})],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    hp = json.loads((tmp_path / "m" / "config.json").read_text())["hyperparameters"]
+    assert hp["channels"] == [4, 8] and hp["patch"] == 32 and hp["steps_per_epoch"] == 1
+    code, _, err = run_cli(["train", *maps, "-o", tmp_path / "m2", "--hp", '{"patch": 32}',
+                            "--hp", '{"patch": 48}'], monkeypatch, capsys)
+    assert code == 2 and err.strip() == "error: --hp: patch given twice", err

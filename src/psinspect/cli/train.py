@@ -98,8 +98,9 @@ def train_cmd(
         help="PS solver for capture-folder inputs: ls, robust or stable (default: the "
              "model's: stable for variation, robust otherwise). Recorded in the model; detect "
              "solves capture folders with it.")] = None,
-    hyperparameters: Annotated[str | None, typer.Option(
-        "--hp", help='Model hyperparameters as JSON, e.g. \'{"channels": [8, 16, 32, 64]}\'.'
+    hyperparameters: Annotated[list[str] | None, typer.Option(
+        "--hp", help='Model hyperparameters as JSON, e.g. \'{"channels": [8, 16, 32, 64]}\'; '
+        "repeatable (the objects are merged; a setting given twice is refused)."
     )] = None,
     calibrate_on: Annotated[list[Path] | None, typer.Option(
         "--calibrate-on",
@@ -147,13 +148,17 @@ def train_cmd(
         raise PsinspectError(f"--model {model!r}: unknown (available: "
                              f"{', '.join(available_models())})")
     hp = {}
-    if hyperparameters:
+    for text in hyperparameters or []:
         try:
-            hp = parse_json(hyperparameters)
+            more = parse_json(text)
         except json.JSONDecodeError as err:
             raise PsinspectError(f"--hp: not valid JSON ({err})") from None
-        if not isinstance(hp, dict):
+        if not isinstance(more, dict):
             raise PsinspectError("--hp: expected a JSON object")
+        twice = sorted(set(hp) & set(more))
+        if twice:
+            raise PsinspectError(f"--hp: {', '.join(twice)} given twice")
+        hp.update(more)
     console = Console(stderr=True, highlight=False, soft_wrap=True)  # no wrapping in logs
     done = checkpoint_progress(out) if resume else None
     # one line per epoch (kept on a terminal, and in logs); the bar draws only on a terminal
