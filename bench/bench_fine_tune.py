@@ -69,6 +69,17 @@ def row(name: str, m: dict, v: dict, extra: str) -> str:
             f" | {v['clean_passed']} / {v['clean_passed'] + v['clean_failed']} | {extra} |")
 
 
+def three_rows(label: str, r: dict) -> list[str]:
+    """The fine-tuned, shipped and from-scratch rows of one seed or held-out object."""
+    ft, fs = r["fine_tune"], r["scratch"]
+    b = ft["bundled_model"]
+    return [row(f"{label}: fine-tuned (default)", ft["metrics"], ft["verdicts"],
+                f"{ft['train_seconds']:.0f} s"),
+            row(f"{label}: bundled, as shipped", b["metrics"], b["verdicts"], "(none here)"),
+            row(f"{label}: from random weights", fs["metrics"], fs["verdicts"],
+                f"{fs['train_seconds']:.0f} s")]
+
+
 def markdown(results: dict[int, dict], date: str, real: dict[str, dict]) -> str:
     lines = [
         BEGIN, "## Fine-tuning the bundled model on a part family (`psinspect run`)", "",
@@ -93,15 +104,8 @@ def markdown(results: dict[int, dict], date: str, real: dict[str, dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for seed, r in sorted(results.items()):
-        ft, fs = r["fine_tune"], r["scratch"]
-        b = ft["bundled_model"]
-        lines += [
-            row(f"{seed}: fine-tuned (default)", ft["metrics"], ft["verdicts"],
-                f"{ft['train_seconds']:.0f} s"),
-            row(f"{seed}: bundled, as shipped", b["metrics"], b["verdicts"], "(none here)"),
-            row(f"{seed}: from random weights", fs["metrics"], fs["verdicts"],
-                f"{fs['train_seconds']:.0f} s"),
-        ]
+        lines += three_rows(str(seed), r)
+
     def mean(get) -> str:
         return " / ".join(f"{sum(get(r)[k] for r in results.values()) / len(results):.3f}"
                           for k in ("pixel_auroc", "aupro", "image_auroc"))
@@ -123,15 +127,7 @@ def markdown(results: dict[int, dict], date: str, real: dict[str, dict]) -> str:
             "", "| held out: model | pixel AUROC | AUPRO | pixel AP | image AUROC "
             "| defective failed | clean passed | training |", "|---|---|---|---|---|---|---|---|"]
         for obj, r in real.items():
-            ft, fs = r["fine_tune"], r["scratch"]
-            b = ft["bundled_model"]
-            lines += [
-                row(f"{obj}: fine-tuned (default)", ft["metrics"], ft["verdicts"],
-                    f"{ft['train_seconds']:.0f} s"),
-                row(f"{obj}: bundled, as shipped", b["metrics"], b["verdicts"], "(none here)"),
-                row(f"{obj}: from random weights", fs["metrics"], fs["verdicts"],
-                    f"{fs['train_seconds']:.0f} s"),
-            ]
+            lines += three_rows(obj, r)
     everything = [*results.values(), *real.values()]
     seen = sorted({s for r in everything for k in ("fine_tune", "scratch")
                    for s in (r[k]["seen_in_training"] or [])})

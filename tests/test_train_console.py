@@ -141,11 +141,9 @@ def test_sigterm_stops_at_once_with_the_resume_hint(inputs: list[str], tmp_path:
     assert "interrupted: the last finished epoch is kept in" in rest and "Traceback" not in rest
 
 
-def test_ctrl_c_while_reading_inputs_stops_after_that_input(
-        inputs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """A Ctrl-C before training begins stops after the input being read: nothing is trained
-    (it used to wait for the first epoch to be saved)."""
+def _sigint_at_second_input(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make detect's input reader send this process a SIGINT (Ctrl-C) while it reads the
+    second input; returns the list of inputs read."""
     import psinspect.detect
 
     real = psinspect.detect.load_input
@@ -158,6 +156,15 @@ def test_ctrl_c_while_reading_inputs_stops_after_that_input(
         return real(path, **kw)
 
     monkeypatch.setattr(psinspect.detect, "load_input", load_input)
+    return read
+
+
+def test_ctrl_c_while_reading_inputs_stops_after_that_input(
+        inputs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C before training begins stops after the input being read: nothing is trained
+    (it used to wait for the first epoch to be saved)."""
+    read = _sigint_at_second_input(monkeypatch)
     epoch = []
     monkeypatch.setattr("psinspect.models._torch.TorchAnomalyModel.fit",
                         lambda *a, **k: epoch.append(1) or [])
@@ -218,7 +225,6 @@ def test_ctrl_c_while_reading_keeps_an_earlier_interrupted_run_and_says_so(
     """train --force into a folder holding an earlier interrupted run, stopped while reading:
     the earlier checkpoint stays (it is removed only once training starts), and the message
     no longer tells the user to resume an epoch this run never finished."""
-    import psinspect.detect
     from psinspect.train import train_model
 
     def stop(entry: dict) -> None:
@@ -229,16 +235,7 @@ def test_ctrl_c_while_reading_keeps_an_earlier_interrupted_run_and_says_so(
                     epochs=3, threads=1, on_epoch=stop)
     state = tmp_path / "m" / ".checkpoint" / "state.json"
     before = state.read_bytes()
-    real = psinspect.detect.load_input
-    read: list[str] = []
-
-    def load_input(path, **kw):  # noqa: ANN001, ANN003, ANN202
-        read.append(str(path))
-        if len(read) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(path, **kw)
-
-    monkeypatch.setattr(psinspect.detect, "load_input", load_input)
+    _sigint_at_second_input(monkeypatch)
     code, _, err = run_cli(["train", *inputs, "-o", tmp_path / "m", "--model", "unet-ae",
                             "--hp", HP, "--epochs", "3", "--threads", "1", "--force"],
                            monkeypatch, capsys)
