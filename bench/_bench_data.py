@@ -71,6 +71,37 @@ def build(work: Path, progress=print) -> Path:
     return ds
 
 
+MORE_STAMP = f"v1-{SEED + 21}-{N_TRAIN_PARTS}-organic{N_ORGANIC_TRAIN_PARTS}"
+
+
+def build_more_parts(work: Path) -> Path:
+    """A second training dataset as large as the benchmark's (``N_TRAIN_PARTS`` machined parts
+    and ``N_ORGANIC_TRAIN_PARTS`` organic bodies, seeds of their own, all for training and
+    validation, none tested) under ``work/more_parts`` (cached: skipped if present). For the
+    ``more`` design-exploration variants only."""
+    from psinspect.dataset import build_dataset
+    from psinspect.render import render_dataset
+
+    root = work / "more_parts"
+    ds, stamp = root / "dataset", root / "dataset.stamp"
+    if (ds / "manifest.json").is_file() and stamp.is_file() and stamp.read_text() == MORE_STAMP:
+        return ds
+    if root.exists():
+        shutil.rmtree(root)
+    tmp = root / "tmp_render"
+    parts = render_dataset(tmp / "parts", N_TRAIN_PARTS, defect_rate=0.0, seed=SEED + 21)
+    organic = render_dataset(tmp / "organic", N_ORGANIC_TRAIN_PARTS, defect_rate=0.0,
+                             seed=SEED + 23, families=("organic",))
+    caps = root / "captures"
+    caps.mkdir()
+    folders = [Path(shutil.move(str(p), caps / f"m{prefix}_{p.name}"))
+               for prefix, group in (("c", parts), ("o", organic)) for p in group]
+    shutil.rmtree(tmp)
+    build_dataset(folders, ds, holdout=[], seed=SEED + 21, subsets=4, progress=lambda m: None)
+    stamp.write_text(MORE_STAMP)
+    return ds
+
+
 #: test parts of the first 8 + 8 (the benchmark's test set until 2026-11-29 20:30 UTC; every
 #: design choice of the explore rows was made on them): ``c_part024``-``c_part031``, ``d_part000``
 #: -``d_part007``, and the DiLiGenT objects
