@@ -231,12 +231,15 @@ def main() -> None:
     recipe = {**BASE, **VARIANTS[args.variant][0]}
     seed = recipe.pop("seed", SEED)
     data = recipe.pop("data", None)
-    train_ds = [with_test_clean(ds, out / "dataset")] if data == "with-test-clean" else [ds]
-    if data == "more-parts":
-        train_ds.append(_bench_data.build_more_parts(ROOT / "runs" / "bench_detect"))
+    train_ds = ds
+    if data is not None:
+        extra = (_bench_data.build_more_parts(ROOT / "runs" / "bench_detect")
+                 if data == "more-parts" else None)
+        train_ds = training_view(ds, out / "dataset", test_clean=data == "with-test-clean",
+                                 extra=extra)
     load_start = os.getloadavg()[0]
     t0 = time.perf_counter()
-    train_model(train_ds, out / "model", seed=seed, force=True, threads=args.threads,
+    train_model([train_ds], out / "model", seed=seed, force=True, threads=args.threads,
                 on_epoch=lambda e: print(f"epoch {e['epoch'] + 1}: val {e['val_loss']:.4f}",
                                          flush=True), **recipe)
     results = {"variant": args.variant, "recipe": recipe, "seed": seed,
@@ -270,11 +273,13 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
 
 
-def with_test_clean(ds: Path, dest: Path) -> Path:
-    """A dataset folder ``dest`` holding the training and validation maps of ``ds`` and, as
-    training maps too, its clean test maps (``test-clean``; their surfaces' role becomes
-    train); no defective test maps. Files are symbolic links to those of ``ds``; the items keep
-    their order. For the ``oracle`` variants only: they train on the test surfaces."""
+def training_view(ds: Path, dest: Path, *, test_clean: bool = False,
+                  extra: Path | None = None) -> Path:
+    """A dataset folder ``dest`` holding the training and validation maps of ``ds``, with
+    ``test_clean`` its clean test maps (``test-clean``) as training maps too (their surfaces'
+    role becomes train; for the ``oracle`` variants only: they train on the test surfaces), and
+    with ``extra`` the training and validation maps of that dataset as well (the ``more``
+    variants); no test maps. Files are symbolic links; the items keep their order."""
     from psinspect.dataset import load_manifest
 
     manifest, folder = load_manifest(ds)
@@ -282,14 +287,18 @@ def with_test_clean(ds: Path, dest: Path) -> Path:
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     items = []
-    for it in manifest["items"]:
-        if it["split"] == "test-clean":
-            it = {**it, "split": "train-clean"}
-            manifest["surfaces"][it["surface"]] = {**manifest["surfaces"][it["surface"]],
-                                                   "role": "train"}
-        if it["split"] in ("train-clean", "val-clean"):
-            (dest / it["file"]).symlink_to((folder / it["file"]).resolve())
-            items.append(it)
+    sources = [(manifest, folder)] + ([load_manifest(extra)] if extra is not None else [])
+    for m, f in sources:
+        if m is not manifest:
+            manifest["surfaces"].update(m["surfaces"])
+        for it in m["items"]:
+            if test_clean and it["split"] == "test-clean":
+                it = {**it, "split": "train-clean"}
+                manifest["surfaces"][it["surface"]] = {**manifest["surfaces"][it["surface"]],
+                                                       "role": "train"}
+            if it["split"] in ("train-clean", "val-clean"):
+                (dest / it["file"]).symlink_to((f / it["file"]).resolve())
+                items.append(it)
     (dest / "manifest.json").write_text(json.dumps({**manifest, "items": items}, indent=1))
     return dest
 
@@ -579,7 +588,7 @@ def markdown() -> str:
         "oracle (2026-11-30, seed 0; a ceiling, not a candidate): the default recipe trained "
         "with the 76 clean test maps (the 16 clean rendered test parts and the DiLiGenT ball, "
         "bear and cat, four light subsets each: the very surfaces whose copies with implanted "
-        "defects are tested) added to its 600 training maps; `explore_geo_seg.with_test_clean`. "
+        "defects are tested) added to its 600 training maps; `explore_geo_seg.training_view`. "
         "At 4 test-time copies 0.950 / 0.788 / 0.906 on all 35 surfaces against the bundled "
         "model's 0.938 / 0.772 / 0.898 (by group: DiLiGenT 0.965 / 0.875 against 0.959 / 0.899, "
         "rendered with defects in the normals 0.958 / 0.708 against 0.942 / 0.688, through PS "
