@@ -22,6 +22,7 @@ from psinspect.errors import PsinspectError
 from psinspect.fileio import save_npy
 from psinspect.models import create_model
 from psinspect.modelstore import (
+    ModelBundle,
     load_model_dir,
     read_config,
     read_train_log,
@@ -59,6 +60,44 @@ def test_regions_and_image_score() -> None:
     assert image_score(score, mask) == pytest.approx(5.0)
     mask[2:5, 3:9] = False
     assert image_score(score, mask) == pytest.approx(1.0)  # the 9.0 pixel averaged over 3x3
+
+
+def test_image_score_averages_object_pixels_only_at_the_rim() -> None:
+    """A defect on the object's rim: its 3 x 3 average is over the object pixels around it, not
+    diluted by the background's zeros (a corner pixel has 4 object pixels in its window)."""
+    score = np.zeros((10, 10), np.float32)
+    mask = np.zeros_like(score, bool)
+    mask[3:, 3:] = True
+    score[3, 3] = 8.0  # corner of the object: window holds (3,3), (3,4), (4,3), (4,4)
+    score[3, 4] = score[4, 3] = 4.0
+    assert image_score(score, mask) == pytest.approx((8.0 + 4.0 + 4.0) / 4)
+    score[0, 0] = 100.0  # background scores never count
+    assert image_score(score, mask) == pytest.approx(4.0)
+
+
+def test_threshold_boundaries() -> None:
+    """A pixel AT the pixel threshold is marked (README: 'at or above'); regions of exactly
+    MIN_REGION_PX pixels are kept, one pixel fewer dropped; a part fails only when its image
+    score EXCEEDS the image threshold (equal passes)."""
+    from psinspect.detect import MIN_REGION_PX
+
+    score = np.zeros((20, 30), np.float32)
+    mask = np.ones_like(score, bool)
+    score[2, 2:2 + MIN_REGION_PX] = 2.0  # exactly MIN_REGION_PX pixels, exactly at threshold
+    score[10, 2:2 + MIN_REGION_PX - 1] = 3.0  # one pixel fewer
+    pred, regions = find_regions(score, mask, threshold=2.0)
+    assert [r["area_px"] for r in regions] == [MIN_REGION_PX]
+    assert pred.sum() == MIN_REGION_PX and pred[2, 2:2 + MIN_REGION_PX].all()
+    n, m = bowl(48)
+    model = create_model("geometric")
+    s_img = detect_map(ModelBundle(model=model, threshold=1.0, image_threshold=1.0), n, m
+                       ).image_score
+    assert s_img > 0
+    at = ModelBundle(model=model, threshold=1.0, image_threshold=s_img)
+    assert detect_map(at, n, m).verdict == "pass"
+    below = ModelBundle(model=model, threshold=1.0,
+                        image_threshold=float(np.nextafter(s_img, -np.inf)))
+    assert detect_map(below, n, m).verdict == "fail"
 
 
 def test_tiled_scoring_matches_full_map() -> None:
@@ -1055,8 +1094,6 @@ def test_scale_scores_a_resampled_map_at_the_maps_own_pixels(
     code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", geo_dir, "-o",
                             tmp_path / "p", "--scale", "9"], monkeypatch, capsys)
     assert code == 2 and error_lines(err) == ["error: --scale must be between 0.1 and 4, got 9.0"]
-    from psinspect.modelstore import ModelBundle
-
     known = ModelBundle(model=create_model("variation"), threshold=1.0, image_threshold=1.0)
     with pytest.raises(PsinspectError, match="--scale: model 'variation' compares a part"):
         detect_map(known, n, m, scale=0.5)

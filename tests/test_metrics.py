@@ -185,6 +185,75 @@ def test_evaluate_breakdowns() -> None:
     assert quick["per_type"] == {} and quick["per_severity"] == {}
 
 
+def _item(name: str, score: np.ndarray, gt: np.ndarray, image: float,
+          defects: list[dict] | None = None, obj: np.ndarray | None = None
+          ) -> metrics.EvalItem:
+    return metrics.EvalItem(name, score, gt, np.ones(gt.shape, bool) if obj is None else obj,
+                            image, defects or [])
+
+
+def test_per_type_image_auroc_is_that_type_against_clean_maps() -> None:
+    """Per defect type, image AUROC ranks the maps holding that type against the defect-free
+    maps only: maps with other types are neither positives nor negatives."""
+    items = []
+    for name, kind, image in [("d1", "dent", 5.0), ("d2", "dent", 4.0),
+                              ("s1", "scratch", 10.0), ("s2", "scratch", 9.0),
+                              ("c1", None, 2.0), ("c2", None, 3.0)]:
+        gt = np.zeros((12, 12), bool)
+        defects = []
+        if kind:
+            gt[4:7, 4:7] = True
+            defects = [{"type": kind, "severity": 0.03 if kind == "dent" else 0.3,
+                        "bbox": [4, 4, 7, 7]}]
+        items.append(_item(name, gt + 0.1 * np.arange(144).reshape(12, 12) / 144, gt, image,
+                           defects))
+    res = metrics.evaluate(items)
+    # dents (5, 4) above both clean maps (2, 3): 1.0; counting the scratch maps (10, 9) as
+    # negatives would give 0.5
+    assert res["per_type"]["dent"]["image_auroc"] == pytest.approx(1.0)
+    assert res["per_type"]["scratch"]["image_auroc"] == pytest.approx(1.0)
+    assert res["per_type"]["dent"]["maps"] == 2
+    assert res["pooled"]["image_auroc"] == pytest.approx(1.0)
+
+
+def test_metrics_are_taken_inside_the_object_mask_only() -> None:
+    """Background pixels (outside the object mask) never count, however they score: here they
+    outscore every defect pixel, and every metric inside the object is perfect."""
+    gt = np.zeros((16, 16), bool)
+    gt[6:9, 6:9] = True
+    obj = np.zeros((16, 16), bool)
+    obj[3:13, 3:13] = True
+    score = np.where(gt, 1.0, 0.5)
+    score[~obj] = 10.0
+    clean = np.where(obj, 0.4, 10.0)
+    items = [_item("bad", score, gt, 1.0, obj=obj),
+             _item("good", clean, np.zeros_like(gt), 0.4, obj=obj)]
+    pooled = metrics.evaluate(items)["pooled"]
+    for key in ("pixel_auroc", "aupro", "pixel_ap", "f1_max"):
+        assert pooled[key] == pytest.approx(1.0), key
+    assert pooled["object_pixels"] == 2 * 100
+
+
+def test_mask_metrics_hand_computed() -> None:
+    """Precision, recall, F1 and false-positive rate of predicted masks, inside the object: the
+    background's predictions and ground truth are ignored."""
+    obj = np.zeros((6, 6), bool)
+    obj[:, :4] = True  # 24 object pixels
+    gt = np.zeros((6, 6), bool)
+    gt[0, :4] = True  # 4 defect pixels inside
+    gt[5, 5] = True  # outside the object: ignored
+    pred = np.zeros((6, 6), bool)
+    pred[0, :2] = True  # 2 true positives
+    pred[3, 0:3] = True  # 3 false positives
+    pred[:, 4:] = True  # outside the object: ignored
+    res = metrics.mask_metrics([pred], [gt], [obj])
+    assert res["predicted_px"] == 5
+    assert res["precision"] == pytest.approx(2 / 5)
+    assert res["recall"] == pytest.approx(2 / 4)
+    assert res["f1"] == pytest.approx(2 * 0.4 * 0.5 / 0.9)
+    assert res["fpr"] == pytest.approx(3 / 20)  # 20 defect-free object pixels
+
+
 def test_errors() -> None:
     with pytest.raises(ValueError, match="both positive and negative"):
         metrics.auroc(np.ones(3), np.ones(3, bool))

@@ -36,6 +36,45 @@ def test_binned_point_matches_exact(decimals: int | None, tol: float) -> None:
         assert 0.0 <= lo <= hi <= 1.0
 
 
+@pytest.mark.parametrize("level", [0.95, 0.8])
+def test_image_auroc_interval_matches_an_independent_grouped_bootstrap(level: float) -> None:
+    """The documented procedure redone by hand: draw the groups (not the maps) with replacement
+    from numpy's generator seeded with ``seed``, recompute image AUROC (scikit-learn) on each
+    draw's maps, take the central ``level`` percentile interval. Groups here are surfaces of
+    unequal size whose maps are alike, so drawing maps one by one would give another interval."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(7)
+    groups = ["b", "a", "c", "a", "d", "b", "e", "a", "c", "f", "f", "a"]
+    surface_level = {g: rng.random() for g in "abcdef"}
+    items = []
+    for i, g in enumerate(groups):
+        gt = np.zeros((8, 8), bool)
+        if i % 3 != 1:
+            gt[2:4, 2:4] = True
+        image = surface_level[g] + 0.3 * gt.any() + 0.01 * rng.random()
+        items.append(metrics.EvalItem(f"m{i}", rng.random((8, 8)) + gt, gt,
+                                      np.ones((8, 8), bool), float(image)))
+    resamples, seed = 300, 3
+    res = metrics.bootstrap_intervals(items, groups, resamples=resamples, level=level,
+                                      seed=seed)
+    names = sorted(set(groups))
+    members = [[i for i, g in enumerate(groups) if g == n] for n in names]
+    y = np.array([it.gt.any() for it in items])
+    s = np.array([it.image_score for it in items])
+    draws = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
+    values = []
+    for d in draws:
+        idx = [i for k in d for i in members[k]]
+        if y[idx].any() and not y[idx].all():
+            values.append(roc_auc_score(y[idx], s[idx]))
+    tail = 100 * (1 - level) / 2
+    assert res["draws_used"]["image_auroc"] == len(values)
+    assert res["image_auroc"] == pytest.approx(
+        [np.percentile(values, tail), np.percentile(values, 100 - tail)], abs=1e-12)
+    assert res["groups"] == len(names)
+
+
 def test_one_group_gives_no_interval() -> None:
     # every draw of a single surface is the test set itself: a zero-width interval would
     # claim a certainty the data cannot give

@@ -105,6 +105,21 @@ def _consistent_forgery(d: Path) -> None:
     _set_config(d, weights_sha256=hashlib.sha256(data).hexdigest())
 
 
+def _nan_weights(d: Path) -> None:
+    """One weight set to NaN, the checksum updated to match: refused, not scored with."""
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    arrays = load_file(weights_path(d))
+    name = sorted(arrays)[0]
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[0] = np.nan
+    data = weights_bytes(arrays)
+    (weights_path(d)).write_bytes(data)
+    _set_config(d, weights_sha256=hashlib.sha256(data).hexdigest())
+
+
 def _pickle_as_weights(d: Path) -> None:
     """A pickle (that would create a marker file) in place of the safetensors file, with a
     matching checksum."""
@@ -155,6 +170,7 @@ TAMPERING = [
     ("tile no larger than its overlaps", lambda d: _set_config(d, input={
         "tile": 128, "tile_overlap": 64}), r"config\.json: invalid input 'tile' / 'tile_overlap'"),
     ("consistent forgery", _consistent_forgery, _W + r": weights do not fit"),
+    ("NaN weight", _nan_weights, _W + r": .*contains NaN or Inf"),
     ("pickle as weights", _pickle_as_weights, _W + r": not a readable safetensors"),
 ]
 
