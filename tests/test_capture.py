@@ -77,6 +77,19 @@ def test_colour_channels_divided_then_luma_weighted(tmp_path: Path) -> None:
     np.testing.assert_allclose(cap2.images, imgs, atol=3e-5)
 
 
+def test_grey_images_with_colour_intensities_use_their_luma(tmp_path: Path) -> None:
+    """A mono camera under lights of stated RGB intensity: each grey image is divided by the
+    luma-weighted intensity of its light, as a colour image's channels would be weighted."""
+    imgs, lights, mask = small_scene()
+    imgs = (0.9 * imgs).astype(np.float32)
+    inten = np.tile([[1.0, 2.0, 4.0]], (len(lights), 1))
+    inten[1] = [3.0, 1.0, 1.0]
+    write_capture(tmp_path / "c", imgs, lights, mask, intensities=inten)
+    cap = load_capture(tmp_path / "c")
+    luma = inten @ np.array([0.299, 0.587, 0.114])  # 1.929 for (1, 2, 4), 1.598 for (3, 1, 1)
+    np.testing.assert_allclose(cap.images, imgs / luma[:, None, None], atol=3e-5)
+
+
 def test_gamma_linearises(tmp_path: Path) -> None:
     imgs, lights, mask = small_scene()
     write_capture(tmp_path / "g", imgs, lights, mask)

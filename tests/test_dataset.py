@@ -258,6 +258,28 @@ def test_exact_augmentations_are_isometries(seed: int, name: str) -> None:
     assert np.allclose(np.sort(a[..., 2].ravel()), np.sort(n[..., 2].ravel()))
 
 
+@pytest.mark.parametrize(("name", "move"), [
+    ("rot90", lambda h: np.rot90(h, 1)), ("rot180", lambda h: np.rot90(h, 2)),
+    ("rot270", lambda h: np.rot90(h, 3)), ("fliplr", lambda h: h[:, ::-1]),
+    ("flipud", lambda h: h[::-1]), ("transpose", lambda h: h.T)])
+def test_exact_augmentations_are_the_moved_surfaces_normals(name: str, move) -> None:
+    """An augmented map is the normal map of the surface moved the same way: each vector turns
+    with the pixels (a move applied twice hides vectors left unturned; this does not)."""
+    from scipy.ndimage import gaussian_filter
+
+    from psinspect.normalmap import normals_from_height
+
+    h = 40.0 * gaussian_filter(np.random.default_rng(3).normal(size=(26, 20)), 3.0)
+    moved = np.ascontiguousarray(move(h))
+    a, _ = augment_map(normals_from_height(h), name)
+    want = normals_from_height(moved)
+    inner = (slice(2, -2), slice(2, -2))  # (one-sided differences at the border)
+    np.testing.assert_allclose(a[inner], want[inner], atol=1e-5)
+    # the pixels moved but the vectors left as they were would be far off
+    unturned = np.stack([move(c) for c in np.moveaxis(normals_from_height(h), -1, 0)], -1)
+    assert np.abs(unturned[inner] - want[inner]).max() > 0.1
+
+
 def test_captures_of_one_surface_name_are_named_in_the_error(tmp_path: Path) -> None:
     """Two capture folders of one name (a dataset names surfaces by folder) were refused
     without saying which captures."""

@@ -356,3 +356,24 @@ def test_cli_defects_keeps_the_inputs_own_ground_truth(tmp_path, monkeypatch, ca
     assert "input_ground_truth_pixels" not in side and "input_defects" not in side
     gt_y = cv2.imread(str(tmp_path / "o" / "M_y.png"), cv2.IMREAD_GRAYSCALE) > 0
     assert not gt_y[own > 0].all()  # only its new defect (which misses this patch)
+
+
+def test_a_single_defects_record_boxes_its_ground_truth_exactly() -> None:
+    """With one defect the ground truth is its own changed pixels: the record's bbox is their
+    bounding box, end exclusive ([x0, y0, x1, y1]), and its area their count."""
+    n = np.zeros((80, 80, 3), np.float32)
+    n[..., 2] = 1.0
+    for seed in range(6):
+        out, gt, recs = implant_defects(n, None, np.random.default_rng(seed), count=1)
+        rows, cols = np.nonzero(gt)
+        assert len(recs) == 1
+        assert recs[0]["bbox"] == [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+        assert recs[0]["area"] == int(gt.sum())
+
+
+def test_default_severity_draws_every_level() -> None:
+    """Without a severity, each defect's level is drawn from all of low, medium and high."""
+    rng = np.random.default_rng(0)
+    levels = [sample_defect(rng, (64, 64)).level for _ in range(90)]
+    assert set(levels) == {"low", "medium", "high"}
+    assert min(levels.count(v) for v in ("low", "medium", "high")) >= 15

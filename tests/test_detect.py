@@ -17,10 +17,11 @@ from psinspect.detect import (
     image_score,
     score_map,
     write_detection_outputs,
+    write_input_files,
 )
 from psinspect.errors import PsinspectError
 from psinspect.fileio import save_npy
-from psinspect.models import create_model
+from psinspect.models import AnomalyModel, ScoreResult, create_model
 from psinspect.modelstore import (
     ModelBundle,
     load_model_dir,
@@ -98,6 +99,60 @@ def test_threshold_boundaries() -> None:
     below = ModelBundle(model=model, threshold=1.0,
                         image_threshold=float(np.nextafter(s_img, -np.inf)))
     assert detect_map(below, n, m).verdict == "fail"
+
+
+class _RampModel(AnomalyModel):
+    """Scores the object pixels 1, 2, ... in raster order and, carelessly, 7 outside them."""
+
+    name = "ramp (test stub)"
+    trainable = False
+
+    def score(self, normals, mask, confidence=None):
+        s = np.full(mask.shape, 7.0, np.float32)
+        s[mask] = np.arange(1, mask.sum() + 1, dtype=np.float32)
+        return ScoreResult(score=s, reference=None)
+
+
+def test_calibrated_pixel_threshold_is_the_quantile_at_the_target_fpr() -> None:
+    """The pixel threshold is the (1 - threshold_fpr) quantile ('higher') of the clean
+    validation pixels' scores, and the stats say which share of them it flags."""
+    from psinspect.train import calibrate
+
+    n = np.zeros((100, 100, 3), np.float32)
+    n[..., 2] = 1.0
+    m = np.ones((100, 100), bool)  # two maps of 10 000 object pixels scored 1..10 000
+    thr, img_thr, stats = calibrate(_RampModel(), [(n, m), (n, m)], 0.001, image_fpr=None)
+    assert thr == 9991.0
+    assert stats["val_pixel_fpr_at_threshold"] == pytest.approx(0.001)
+    assert img_thr == pytest.approx(image_score(np.arange(1, 10001, dtype=np.float32)
+                                                .reshape(100, 100), m))
+
+
+def test_scores_outside_the_mask_are_zero_and_the_summary_counts_the_object(
+        tmp_path: Path) -> None:
+    """Whatever a model leaves outside the object, the score map is 0 there (whole or tiled);
+    the summary's defect area fraction is of the object, its region boxes and peaks are the
+    predicted ones; the written mask PNG is 0 / 255."""
+    n = np.zeros((40, 40, 3), np.float32)
+    n[..., 2] = 1.0
+    m = np.zeros((40, 40), bool)
+    m[:20, :] = True  # 800 object pixels
+    model = _RampModel()
+    for tile in (768, 16):
+        res = score_map(model, n, m, tile=tile, overlap=4)
+        assert (res.score[~m] == 0).all() and (res.score[m] > 0).all(), tile
+    bundle = ModelBundle(model=model, threshold=795.0, image_threshold=1e9)
+    det = detect_map(bundle, n, m)
+    summary = det.summary()
+    # pixels 795..800 of the ramp: the last 6 of row 19, one region
+    assert summary["defect_area_px"] == 6 and summary["object_area_px"] == 800
+    assert summary["defect_area_fraction"] == pytest.approx(6 / 800)
+    assert [(r["bbox"], r["area_px"], r["peak_score"]) for r in summary["regions"]] == [
+        ([34, 19, 40, 20], 6, 800.0)]
+    write_input_files(tmp_path, "x", n, m, det)
+    png = cv2.imread(str(tmp_path / "x_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint8 and set(np.unique(png).tolist()) == {0, 255}
+    assert (png[19, 34:] == 255).all() and int((png == 255).sum()) == 6
 
 
 def test_tiled_scoring_matches_full_map() -> None:

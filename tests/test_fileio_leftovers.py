@@ -153,3 +153,21 @@ def test_an_output_link_to_a_missing_folder_is_refused_up_front(tmp_path: Path) 
     with pytest.raises(PsinspectError, match=r"out: is a link to .*nowhere, which does not "
                                              r"exist: create that folder or choose another"):
         check_output_dir(tmp_path / "out", force=True)
+
+
+def test_a_failed_atomic_write_leaves_no_temp_file(tmp_path: Path, monkeypatch) -> None:
+    """A write that fails at the rename (disk full, permissions, an interrupt) raises a clear
+    error and leaves neither the file nor its temp file behind."""
+    import errno
+
+    import pytest
+
+    from psinspect.errors import PsinspectError
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(PsinspectError, match="a.json"):
+        atomic_write_bytes(tmp_path / "a.json", b"x")
+    assert list(tmp_path.iterdir()) == []

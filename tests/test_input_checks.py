@@ -254,3 +254,26 @@ def test_a_png_whose_background_is_a_flat_normal_is_warned_about(tmp_path: Path)
         assert mask.all() == warned
         assert (len(said) == 1 and "every pixel counts as the object" in said[0]
                 and "(0.00, 0.00, 1.00)" in said[0]) if warned else not said, said
+
+
+@pytest.mark.parametrize(("share", "refused"), [(0.03, False), (0.10, True)])
+def test_a_png_with_too_many_off_unit_pixels_is_not_a_normal_map(share: float,
+                                                                 refused: bool) -> None:
+    """Up to PNG_OFF_UNIT_SHARE (5 %) of the object's inner pixels may decode off unit length
+    (damage, a painted mark); more, and the image is not a normal map."""
+    from psinspect.normalmap import PNG_OFF_UNIT_SHARE, decode_png, encode_png
+
+    n = np.zeros((40, 40, 3), np.float32)
+    n[..., 2] = 1.0
+    png = encode_png(n, np.ones((40, 40), bool))
+    inner = np.argwhere(np.ones((38, 38), bool)) + 1
+    pick = inner[np.random.default_rng(0).choice(len(inner), int(share * len(inner)),
+                                                 replace=False)]
+    png[pick[:, 0], pick[:, 1], :3] = 255  # (1, 1, 1): length 1.73
+    assert (share > PNG_OFF_UNIT_SHARE) == refused
+    if refused:
+        with pytest.raises(PsinspectError, match=r"not a normal map: 10% of its object"):
+            decode_png(png)
+    else:
+        out, mask = decode_png(png)
+        assert mask.all() and np.allclose(np.linalg.norm(out, axis=-1), 1, atol=1e-5)

@@ -105,6 +105,29 @@ def test_resume_gives_the_same_model(ema: float) -> None:
         np.testing.assert_array_equal(a[k], b[k])
 
 
+def test_early_stopping_after_patience_epochs_keeps_the_best_epochs_weights(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation losses 1.0, 0.9, then worse: with patience 2 training stops after the 2nd
+    epoch without improvement (the 4th), and the weights kept are the 2nd epoch's, not the
+    last trained ones."""
+    maps = [sphere_map(64, r) for r in (20, 24, 28)]
+    model = create_model("geo-seg", **TINY)
+    losses = iter([1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0])
+    monkeypatch.setattr(type(model), "_val_loss", lambda self, net, batches: next(losses))
+    seen = {}
+
+    def on_epoch(entry, arrays, meta):
+        seen[entry["epoch"]] = {k[4:]: v for k, v in arrays.items() if k.startswith("net.")}
+
+    log = model.fit(maps[:2], maps[2:], epochs=8, batch_size=2, seed=3, patience=2,
+                    on_epoch=on_epoch)
+    assert [e["best"] for e in log] == [True, True, False, False]
+    kept = model.state_arrays()
+    assert kept.keys() == seen[1].keys()
+    assert all(np.array_equal(kept[k], seen[1][k]) for k in kept)
+    assert not all(np.array_equal(kept[k], seen[3][k]) for k in kept)
+
+
 def test_ema_keeps_the_average_of_the_trained_weights() -> None:
     """With ``ema`` the kept weights are the moving average, not the last step's weights: they
     differ from a plain run's, and a decay of 0.9 over 3 x 2 steps sits between the initial and

@@ -132,6 +132,61 @@ def test_robust_rejects_miscalibrated_images() -> None:
     assert np.all(gains[:5] > 1.2)
 
 
+def test_robust_rejects_miscalibrated_images_of_a_dark_part() -> None:
+    """The same five too-bright images on a dark part (albedo 0.04-0.16, or a short
+    exposure): 'well lit' is judged relative to each pixel's albedo, so they are still found."""
+    rng = np.random.default_rng(SEED + 2)
+    lights = hemisphere_lights(30, 50.0, rng)
+    normals, mask = sphere(min_nz=0.2)
+    imgs, _ = render(normals, mask, lights, rng, noise=0.0005)
+    imgs *= 0.2
+    imgs[:5] *= 1.3
+    res = solve(imgs, lights, mask, solver="robust")
+    assert not res.lights_used[:5].any() and res.lights_used[5:].all()
+
+
+def test_confidence_counts_the_lights_used_and_allows_for_attached_shadows() -> None:
+    """Noiseless Lambertian images are fully explained: confidence ~1 everywhere, also where
+    the solver left rejected images out (they are not counted) and near the limb, where some
+    lights fall behind the surface (an attached shadow is what the model predicts there)."""
+    rng = np.random.default_rng(SEED + 2)
+    lights = hemisphere_lights(30, 50.0, rng)
+    normals, mask = sphere(min_nz=0.2)
+    imgs, _ = render(normals, mask, lights, rng)
+    imgs[:5] *= 1.3
+    res = solve(imgs, lights, mask, solver="robust")
+    assert not res.lights_used[:5].any()
+    assert res.confidence[mask].mean() > 0.95  # 1.00 when written; 0.86 counting the 5
+    rng = np.random.default_rng(5)
+    lights = hemisphere_lights(40, 60.0, rng)
+    normals, mask = sphere(min_nz=0.1)
+    imgs, _ = render(normals, mask, lights, rng)
+    limb = mask & (normals[..., 2] < 0.4)
+    shadowed = (np.einsum("hwc,kc->khw", normals, lights) < 0)[:, limb].any(axis=0)
+    assert shadowed.mean() > 0.9  # the limb really is in attached shadow under some lights
+    res = solve(imgs, lights, mask, solver="robust")
+    assert res.confidence[limb].mean() > 0.95  # 1.00 when written; 0.79 without the clip
+
+
+def test_rank_trimmed_start_leaves_out_the_darkest_and_brightest_fractions() -> None:
+    """The robust solver's first fit: least squares on each pixel's observations between the
+    ``low`` (darkest) and ``1 - high`` (brightest) rank fractions, the cut values kept."""
+    from psinspect.stereo import RobustSettings, _rank_trimmed
+
+    rng = np.random.default_rng(0)
+    lights = hemisphere_lights(20, 50.0, rng).astype(np.float64)
+    order = rng.permutation(20)
+    obs = (np.arange(1, 21, dtype=np.float32)[order] * 0.01)[None]
+    st = RobustSettings()
+    lo, hi = int(np.floor(st.low * 20)), 20 - int(np.floor(st.high * 20))
+    assert (lo, hi) != (int(np.floor(st.high * 20)), 20 - int(np.floor(st.low * 20)))
+    keep = (obs[0] >= (lo + 1) * 0.01 - 1e-6) & (obs[0] <= hi * 0.01 + 1e-6)
+    assert keep.sum() == hi - lo
+    want = np.linalg.lstsq(lights[keep], obs[0, keep].astype(np.float64), rcond=None)[0]
+    np.testing.assert_allclose(_rank_trimmed(obs, lights, st.low, st.high)[0], want,
+                               rtol=1e-4, atol=1e-6)
+
+
 def test_solve_rejects_bad_inputs() -> None:
     normals, mask = sphere(16)
     lights = lights_from_slant_tilt([10, 20, 30, 40], [0, 90, 180, 270])
