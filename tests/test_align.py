@@ -136,3 +136,15 @@ def test_warp_stack_is_bilinear_for_any_channel_count():
     np.testing.assert_allclose(out[:, 5:-5, 5:-5], exact, atol=1e-4)
     for c in (1, 4, 5):  # the same channel whatever is warped with it
         np.testing.assert_array_equal(warp_stack(stack[:c], m, (h, w)), out[:c])
+
+
+@pytest.mark.parametrize("angle", [16.0, -16.0])
+def test_rotation_outside_the_range_is_refused_either_way(angle):
+    """A part turned by +16 or -16 deg (range +-10): refused both ways."""
+    from psinspect.align import register, registration_image
+    from psinspect.errors import PsinspectError
+
+    ref_n, ref_m = posed_part()
+    mov_n, mov_m = posed_part(angle_deg=angle)
+    with pytest.raises(PsinspectError, match=r"rotated by about -?1[56]\.\d deg"):
+        register(registration_image(mov_n, mov_m), registration_image(ref_n, ref_m))

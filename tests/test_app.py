@@ -462,3 +462,18 @@ def test_input_warnings_are_shown_under_the_verdict(tmp_path: Path, geometric_ch
                for w in entry["warnings"])
     clean_verdict = inspect_upload(ex, geometric_choice, None, None, tmp_path / "w")[0]
     assert "Note:" not in clean_verdict
+
+
+def test_app_pass_fail_threshold_zero_is_not_the_calibrated_one(tmp_path):
+    """image_threshold=0.0 is a threshold (every part with any score fails), not 'unset'."""
+    from psinspect.app import list_examples, load_inspection_input, load_model_choices, predict
+    from psinspect.models import create_model
+    from psinspect.modelstore import save_model_dir
+
+    d = tmp_path / "model"
+    save_model_dir(d, create_model("geometric"), threshold=10.0, image_threshold=1e6)
+    (choice,) = load_model_choices([d], include_default=False)
+    ex = next(p for p in list_examples() if p.suffix == ".png")
+    inp = load_inspection_input(ex, tmp_path)
+    p = predict(inp, choice, image_threshold=0.0)
+    assert p.image_threshold == 0.0 and p.image_score > 0 and p.verdict == "FAIL"

@@ -247,3 +247,20 @@ def test_diligent_layout() -> None:
     assert cap.normals_gt is not None and cap.normals_gt.shape == (*cap.mask.shape, 3)
     assert np.allclose(np.linalg.norm(cap.lights, axis=1), 1, atol=1e-5)
     assert np.isfinite(cap.images).all() and cap.images[:, cap.mask].mean() > 0
+
+
+def test_capture_fingerprint_changes_with_the_lights(tmp_path):
+    """The same images with another light file are another capture (PS gives other normals):
+    the fingerprint differs; the same files copied elsewhere give the same fingerprint."""
+    import shutil
+
+    from psinspect.capture import capture_fingerprint, write_capture
+    from psinspect.render import default_lights
+
+    imgs = np.random.default_rng(0).random((6, 16, 16)).astype(np.float32)
+    mask = np.ones((16, 16), bool)
+    a = write_capture(tmp_path / "a", imgs, default_lights(6), mask)
+    b = write_capture(tmp_path / "b", imgs, default_lights(6, "ring"), mask)
+    shutil.copytree(a, tmp_path / "a2")
+    assert capture_fingerprint(a) == capture_fingerprint(tmp_path / "a2")
+    assert capture_fingerprint(a) != capture_fingerprint(b)

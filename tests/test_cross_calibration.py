@@ -130,6 +130,14 @@ def test_gumbel_threshold_finds_the_tail_of_largest_values() -> None:
     # on a few scores it never falls below the largest: no good part of the set fails
     few = [1.0, 1.1, 1.05, 3.0]
     assert gumbel_threshold(few, 0.5)[0] == 3.0
+    # the moments fit by hand on 3 scores (sample sd, n - 1): the small sets it is made for
+    three = [1.0, 2.0, 4.0]
+    scale = float(np.std(three, ddof=1)) * np.sqrt(6) / np.pi  # 1.5275 * 0.7797
+    loc = np.mean(three) - 0.5772156649 * scale
+    thr, fit = gumbel_threshold(three, 0.05)
+    assert fit["scale"] == pytest.approx(scale, rel=1e-9)
+    assert fit["loc"] == pytest.approx(loc, rel=1e-9)
+    assert thr == pytest.approx(loc - scale * np.log(-np.log(0.95)), rel=1e-9)
     with pytest.raises(ValueError):
         gumbel_threshold([1.0], 0.01)
     with pytest.raises(PsinspectError, match="image-fpr"):

@@ -1312,3 +1312,60 @@ def test_evaluate_says_when_detect_thresholds_were_set_by_hand(
     op = json.loads((tmp_path / "e2" / "metrics.json").read_text())["operating_point"]
     assert "calibrated_thresholds" not in op
     assert "set by hand" not in (tmp_path / "e2" / "report.html").read_text()
+
+
+def test_report_metric_table_puts_each_value_under_its_heading():
+    import re
+
+    from psinspect.report import _table
+
+    vals = {"pixel_auroc": 0.1111, "aupro": 0.2222, "pixel_ap": 0.3333, "f1_max": 0.4444,
+            "image_auroc": 0.5555, "defect_pixels": 6, "regions": 7, "maps": 8}
+    out = _table({"all test maps": vals}, "set", 0.3)
+    heads = re.findall(r"<th>(.*?)</th>", out)
+    cells = re.findall(r"<td>(.*?)</td>", out)
+    assert heads[0] == "set" and heads[-1] == "all test maps"
+    got = dict(zip(heads[1:-1], cells, strict=True))
+    assert got == {"pixel AUROC": "0.1111", "AUPRO (FPR&lt;=0.3)": "0.2222",
+                   "pixel AP": "0.3333", "F1-max": "0.4444", "image AUROC": "0.5555",
+                   "defect px": "6", "regions": "7", "maps": "8"}
+
+
+def test_report_verdict_table_rows_and_columns():
+    from psinspect.report import _operating_point_html
+
+    html = "".join(_operating_point_html(
+        {"pixel_threshold": 1.0, "image_threshold": 2.0, "model": "geometric"},
+        {"defective_failed": 11, "defective_passed": 12, "clean_failed": 13,
+         "clean_passed": 14}))
+    assert ("<tr><th>verdicts</th><th>fail</th><th>pass</th></tr>"
+            "<tr><td>defective maps</td><td>11</td><td>12</td></tr>"
+            "<tr><td>clean maps</td><td>13</td><td>14</td></tr>") in html
+
+
+def test_evaluate_force_refuses_the_dataset_folder_as_output(tmp_path):
+    """``evaluate DET DS -o DS --force`` would replace the dataset's own files (the run that
+    wrote them listed them) with metrics.json and report.html: refused, nothing touched."""
+    from typer.testing import CliRunner
+
+    from psinspect.cli import app, register_commands
+    from psinspect.dataset import build_dataset
+    from psinspect.fileio import staged_output_dir
+
+    register_commands()
+    runner = CliRunner()
+    res = runner.invoke(app, ["render", "-o", str(tmp_path / "caps"), "--parts", "3", "--size",
+                              "48", "--defect-rate", "0"])
+    assert res.exit_code == 0, res.output
+    caps = sorted(p for p in (tmp_path / "caps").iterdir() if p.is_dir())
+    ds = tmp_path / "ds"
+    with staged_output_dir(ds) as stage:
+        build_dataset(caps, stage, holdout=[caps[0].name], seed=0, subsets=2, augment=[])
+    det = tmp_path / "det"
+    res = runner.invoke(app, ["detect", str(ds), "-o", str(det)])
+    assert res.exit_code == 0, res.output
+    before = {p: p.read_bytes() for p in ds.rglob("*") if p.is_file()}
+    res = runner.invoke(app, ["evaluate", str(det), str(ds), "-o", str(ds), "--force"])
+    assert res.exit_code != 0
+    assert "is an input folder of this command" in str(res.exception or res.output)
+    assert {p: p.read_bytes() for p in ds.rglob("*") if p.is_file()} == before

@@ -3,8 +3,11 @@ exact resume."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from _posed_part import posed_part
 
 from psinspect.defects import implant_defects
 from psinspect.errors import PsinspectError
@@ -213,3 +216,95 @@ def test_any_channel_width_builds() -> None:
     n, m = sphere_map(48, 20.0)
     model.fit([(n, m)], [(n, m)], epochs=1, batch_size=2, seed=0)
     assert np.isfinite(model.score(n, m).score).all()
+
+
+@pytest.mark.parametrize("tta", [1, 2, 4, 8])
+def test_geo_seg_tta_averages_the_logits_and_moves_each_copy_back(tta):
+    """A stand-in network: logit = the copy's mask channel (a scalar channel, moved with the
+    copy) + 1. Every copy moved back lands on the map's own mask, so the average logit is
+    mask + 1 at any level: score = softplus(2) = 2.1269 inside an asymmetric mask, 0 outside
+    (wrong inverse: misplaced; a sum instead of the mean: softplus(2 * tta / 4) ...)."""
+    model = create_model("geo-seg", channels=[4, 8], patch=32, tta=tta, map_norm_power=0.0)
+    model.run_net = lambda x: x[:, -1:] + 1.0  # (B, C, H, W) -> (B, 1, H, W)
+    n, m = posed_part((40, 56))
+    res = model.score(n, m)
+    np.testing.assert_allclose(res.score[m], math.log1p(math.exp(2.0)), rtol=1e-5)
+    assert (res.score[~m] == 0).all()
+
+
+def test_geo_seg_texture_channel_is_the_fine_rms_over_three_coarse_scales():
+    """Channel 6 (after 2 x 2 tangent components and the curvature pair) is the RMS of the
+    finest residual over a masked Gaussian of 3 x the COARSEST scale (3 x 8 = 24 px)."""
+    from psinspect.models.geometric import masked_blur
+
+    model = create_model("geo-seg", channels=[4, 8], patch=32)
+    assert model.geo_scales == [2.5, 8.0]
+    n, m = posed_part(noise_deg=3.0, rng=np.random.default_rng(0))
+    x, _ = model.features(n, m)
+    fine = x[0] ** 2 + x[1] ** 2
+    want = np.sqrt(np.maximum(masked_blur(fine, m, 24.0), 0.0))
+    np.testing.assert_allclose(x[6][m], want[m], rtol=1e-4, atol=1e-6)
+
+
+def test_unet_ae_scores_zero_for_a_perfect_reconstruction():
+    """A stand-in network that returns its input's three normal channels: the reconstruction
+    is the map itself, so every angle, and the score, is 0 (a swapped channel order would
+    score the angle between (x, y, z) and (z, y, x): tens of degrees)."""
+    model = create_model("unet-ae", channels=[4, 8], patch=32)
+    model.run_net = lambda x: x[..., :3, :, :]
+    n, m = posed_part()
+    res = model.score(n, m)
+    assert res.score[m].max() < 0.05
+
+
+def test_robust_reference_ignores_a_facet_on_a_noisy_plane():
+    """A plane (+z) with 1 deg PS noise (median residual ~1.2 deg, so the Welsch scale is
+    max(4, 3 * 1.2) = 4 deg) and a 9 x 9 facet turned by 20 deg: at scale 8 the robust
+    reference at the facet's centre stays the plane's normal (within 0.5 deg; a non-robust fit
+    is pulled ~3 deg), and the geometric score there is the full 20 deg."""
+    from psinspect.models.geometric import robust_reference
+
+    rng = np.random.default_rng(0)
+    n = np.zeros((96, 96, 3), np.float32)
+    n[..., 2] = 1.0
+    n[..., :2] += rng.normal(0.0, math.radians(1.0), (96, 96, 2))
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    m = np.ones((96, 96), bool)
+    t = math.radians(20.0)
+    n[44:53, 44:53] = (math.sin(t), 0.0, math.cos(t))
+    ref = robust_reference(n, m, 8.0, 2)
+    assert math.degrees(math.acos(min(1.0, float(ref[48, 48, 2])))) < 0.5
+    assert create_model("geometric").score(n, m).score[48, 48] == pytest.approx(20.0, abs=0.5)
+
+
+def test_geo_seg_low_confidence_pixels_are_scaled_and_reported():
+    """min_confidence 0.2, confidence 0.15 on a patch: the score there is 0.75 x softplus(2)
+    (stand-in net: logit = mask + 1), and exactly those pixels are reported unreliable."""
+    model = create_model("geo-seg", channels=[4, 8], patch=32, tta=1, map_norm_power=0.0)
+    model.run_net = lambda x: x[:, -1:] + 1.0
+    n, m = posed_part((40, 56))
+    conf = np.ones(m.shape, np.float32)
+    patch = np.zeros_like(m)
+    patch[15:22, 20:30] = True
+    conf[patch] = 0.15
+    res = model.score(n, m, confidence=conf)
+    np.testing.assert_allclose(res.score[patch & m], 0.75 * math.log1p(math.exp(2.0)),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(res.unreliable, patch & m)
+
+
+@pytest.mark.parametrize("name, verdict, score", [
+    ("disc_scratch_dent_normals.png", "fail", 5.22525),
+    ("plate_clean_normals.png", "pass", 0.65688)])
+def test_bundled_model_scores_the_shipped_examples_as_released(tmp_path, name, verdict, score):
+    """The bundled weights were trained and calibrated with this feature and scoring code: the
+    shipped examples' image scores (recorded from psinspect 0.4.0) must not move."""
+    from psinspect.app import EXAMPLES_DIR, load_inspection_input
+    from psinspect.detect import detect_map
+    from psinspect.modelstore import load_model_dir
+
+    bundle = load_model_dir()
+    inp = load_inspection_input(EXAMPLES_DIR / name, tmp_path)
+    det = detect_map(bundle, inp.normals, inp.mask, name=inp.name)
+    assert det.verdict == verdict
+    assert det.summary()["image_score"] == pytest.approx(score, rel=2e-3)

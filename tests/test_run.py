@@ -253,3 +253,27 @@ def test_run_model_geo_seg_is_the_default_run() -> None:
     other = make_config("default", model="unet-ae")
     assert other.model_hyperparameters == {} and not other.fine_tune
     assert recorded_config(other)["fine_tune"] is False
+
+
+def test_compare_bundled_counts_verdicts_by_split(monkeypatch, tmp_path):
+    """Two test maps, a defective one that failed and a clean one that passed: 1 defective
+    failed, 1 clean passed, nothing else (labels swapped: 1 clean failed, 1 defective passed)."""
+    import psinspect.detect
+    import psinspect.metrics
+    import psinspect.modelstore
+    import psinspect.report
+    from psinspect.pipeline import compare_bundled
+
+    class _B:
+        config = {"model": "geo-seg"}
+
+    monkeypatch.setattr(psinspect.modelstore, "load_model_dir", lambda *a, **k: _B())
+    monkeypatch.setattr(psinspect.detect, "write_detection_outputs", lambda *a, **k: {
+        "inputs": [{"verdict": "fail"}, {"verdict": "pass"}]})
+    monkeypatch.setattr(psinspect.report, "load_eval_items", lambda *a, **k: ([], {}))
+    monkeypatch.setattr(psinspect.metrics, "evaluate", lambda *a, **k: {"pooled": {}})
+    tests = [{"file": "a.npy", "split": "test-defective"}, {"file": "b.npy", "split": "test-clean"}]
+    got = compare_bundled(tmp_path / "b", tmp_path, tests)["verdicts"]
+    assert {k: got[k] for k in ("defective_failed", "defective_passed", "clean_failed",
+                                "clean_passed")} == {"defective_failed": 1, "defective_passed": 0,
+                                                     "clean_failed": 0, "clean_passed": 1}

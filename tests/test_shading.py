@@ -191,3 +191,43 @@ def test_held_out_copy_leaves_the_held_capture_out_of_its_light_field() -> None:
     z_copy = copy.score(n, m, capture_images=captures[0]).score[m].max()
     z_full = model.score(n, m, capture_images=captures[0]).score[m].max()
     assert z_copy > 3.0 and z_copy > 1.5 * z_full
+
+
+def _flat_case(mu_vec, k=12):
+    from psinspect.render import default_lights
+
+    lights = default_lights(k).astype(np.float32)
+    mask = np.ones((6, 6), bool)
+    mu = np.broadcast_to(np.asarray(mu_vec, np.float32) / np.linalg.norm(mu_vec),
+                         (6, 6, 3)).copy()
+    albedo = np.full((6, 6), 0.8, np.float32)
+    pred = 0.8 * np.maximum(np.einsum("hwc,kc->khw", mu, lights), 0.0).astype(np.float32)
+    return lights, mask, mu, albedo, pred
+
+
+def test_a_brighter_part_is_not_a_tilt():
+    """Every image 10 % brighter than predicted: the residual 0.1 * rho * (mu . l) is explained
+    by dn = 0.1 mu, which is along the template normal; projected perpendicular to it, the
+    deviation is 0 (unprojected it would be 0.1 rad = 5.7 deg)."""
+    from psinspect.shading import shading_deviation
+
+    lights, mask, mu, albedo, pred = _flat_case((0.2, -0.1, 1.0))
+    dn = shading_deviation(1.1 * pred, lights, pred, mu, albedo, mask)
+    assert np.abs(np.sum(dn * mu, axis=-1)).max() < 1e-4
+    assert np.linalg.norm(dn, axis=-1).max() < 1e-3
+
+
+def test_a_tilt_of_a_steep_pixel_is_recovered_exactly():
+    """A steep pixel (mu 72 deg from the view axis; 5 of 12 lights at mu . l <= MIN_COS) tilted
+    by 3 deg: its images are clipped at 0 under the lights it faces away from, so those lights
+    must be left out of the linear fit; then dn is the 3 deg tilt (included, their zero
+    residuals pull it to 2.86 deg)."""
+    from psinspect.shading import MIN_COS, shading_deviation
+
+    lights, mask, mu, albedo, pred = _flat_case((0.95, 0.0, 0.31))
+    assert ((lights @ mu[0, 0]) <= MIN_COS).sum() == 5
+    t = math.radians(3.0)
+    tilted = mu * math.cos(t) + np.array([0.0, 1.0, 0.0], np.float32) * math.sin(t)
+    images = 0.8 * np.maximum(np.einsum("hwc,kc->khw", tilted, lights), 0.0)
+    dn = shading_deviation(images.astype(np.float32), lights, pred, mu, albedo, mask)
+    np.testing.assert_allclose(np.degrees(np.linalg.norm(dn, axis=-1)), 3.0, atol=0.03)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from _posed_part import posed_part
@@ -10,7 +12,7 @@ from scipy import ndimage
 from psinspect.errors import PsinspectError
 from psinspect.models import ScoreResult, create_model
 from psinspect.models.variation import VariationModel
-from psinspect.normalmap import angular_error_deg
+from psinspect.normalmap import angular_error_deg, rotate_vectors
 
 DENT = (40.0, 50.0, 3.0, 1.5)  # col, row, radius px, depth px (part coordinates)
 
@@ -171,3 +173,155 @@ def test_failed_alignment_in_training_and_scoring():
 def test_unfitted_model_refuses_to_score():
     with pytest.raises(PsinspectError, match="not trained"):
         create_model("variation").score(*posed_part())
+
+
+DENT = (40.0, 50.0, 3.0, 1.5)
+
+
+BARE = dict(scales_px=[0.0], line_orientations=0, spread_smooth_px=0.0, highpass_px=0.0,
+            edge_band_px=0.0, spread_floor_deg=0.01, native_spread=False, local_shift_px=0.0,
+            shading=False)
+
+
+def _turned(n, m, deg):
+    """The map's vectors turned about +z by ``deg`` (pixels stay: nz, hence the registration
+    image, is unchanged)."""
+    out = rotate_vectors(n, deg).astype(np.float32)
+    out[~m] = 0.0
+    return out
+
+
+def test_spread_is_the_corrected_rms_of_the_residual():
+    """5 maps of one pixel grid: 2 turned +t about z, 2 turned -t, 1 as is: the mean is the
+    untouched map (to O(t^2)), the residual of a turned map is the chord 2 s sin(t / 2) (s the
+    length of the normal's xy part), and the spread is sqrt(floor^2 + (k+1)/(k-1)/k * sum|d|^2)
+    = sqrt(floor^2 + 6/4/5 * 4 chord^2) = sqrt(floor^2 + 1.2 chord^2) (without the correction:
+    0.8 chord^2)."""
+    n, m = posed_part()
+    t = 4.0
+    maps = [(n, m), (_turned(n, m, t), m), (_turned(n, m, -t), m), (_turned(n, m, t), m),
+            (_turned(n, m, -t), m)]
+    model = create_model("variation", **BARE)
+    model.fit(maps, [])
+    spread = model.state_arrays()["spread_deg"][0]
+    s = np.hypot(n[..., 0], n[..., 1])
+    chord = np.degrees(2 * s * math.sin(math.radians(t) / 2))
+    from scipy import ndimage
+    inner = ndimage.binary_erosion(m, iterations=3) & (s > 0.2)
+    want = np.sqrt(0.01**2 + 1.2 * chord**2)
+    np.testing.assert_allclose(spread[inner], want[inner], rtol=0.03)
+
+
+def test_material_on_one_training_part_is_not_in_the_template():
+    """1 of 5 good parts carries an extra blob; the template mask is the majority (>= 3 of 5),
+    so the blob is not template, and the same blob on a test part scores as extra material."""
+    n0, m0 = posed_part()
+    rows, cols = np.nonzero(m0)
+    r = int(rows[cols == cols.max()].mean())
+    blob = np.zeros_like(m0)
+    blob[r - 4:r + 4, cols.max() + 1:cols.max() + 9] = True
+    nb, mb = n0.copy(), m0 | blob
+    nb[blob] = (0.0, 0.0, 1.0)
+    model = create_model("variation")
+    model.fit([(n0, m0)] * 4 + [(nb, mb)], [])
+    tmask = model.state_arrays()["mask"] > 0.5
+    assert not tmask[blob].any()
+    far = blob & (ndimage.distance_transform_edt(~m0) > model.edge_tolerance_px)
+    assert (model.score(nb, mb).score[far] >= model.outside_score).all()
+
+
+def test_pixels_weighted_below_half_are_unreliable():
+    """confidence 0.65 with the default ramp (0 at 0.5, 1 at 0.9): weight 0.375 < 0.5, so the
+    pixels are reported unreliable; confidence 0.75 (weight 0.625) is not."""
+    model = create_model("variation", edge_band_px=0.0)
+    model.fit([posed_part()] * 5, [])
+    n, m = posed_part()
+    conf = np.ones(m.shape, np.float32)
+    low = np.zeros(m.shape, bool)
+    low[40:46, 50:56] = True
+    mid = np.zeros(m.shape, bool)
+    mid[40:46, 60:66] = True
+    conf[low], conf[mid] = 0.65, 0.75
+    res = model.score(n, m, confidence=conf)
+    np.testing.assert_array_equal(res.unreliable, low & m)
+
+
+def test_light_test_weight_scales_the_split_variance():
+    """spread^2 = sigma^2 + w * var: where var dominates, the z-score falls as 1 / sqrt(w), so
+    weight 4 scores the dent at about half of weight 1."""
+    good = posed_part()
+    n, m = posed_part(dent=DENT)
+    phi = np.random.default_rng(0).uniform(0, 2 * np.pi, (2,) + m.shape)
+    size = math.radians(10.0)
+    splits = np.zeros((2,) + m.shape + (3,), np.float32)
+    splits[..., 0], splits[..., 1] = size * np.cos(phi), size * np.sin(phi)
+    splits[:, ~m] = 0.0
+    peak = {}
+    for w in (1.0, 4.0):
+        model = create_model("variation", light_test_weight=w, split_zero_deg=0.0)
+        model.fit([good] * 5, [])
+        peak[w] = model.score(n, m, light_splits=splits).score.max()
+    assert peak[4.0] == pytest.approx(0.5 * peak[1.0], rel=0.15)
+
+
+def test_default_shading_join_is_the_geometric_mean():
+    """Trained from capture images, the default model's score is sqrt(z_normal * z_shading)
+    wherever the shading comparison covers the pixel: z_normal is the score without images,
+    z_shading the score of the same model with shading_combine='shading'."""
+    from psinspect.render import default_lights
+
+    def images(nn, mm, lights):
+        shade = np.maximum(np.einsum("hwc,kc->khw", nn, lights), 0.0)
+        return np.where(mm, 0.8 * shade, 0.0).astype(np.float32)
+
+    lights = default_lights(8)
+    n, m = posed_part()
+    model = create_model("variation", light_test_weight=0.0, split_zero_deg=0.0)
+    assert model.shading_combine == "geometric"
+    model.fit([(n, m)] * 5, [], capture_images=[(images(n, m, lights), lights)] * 5)
+    dn, dm = posed_part(dent=DENT)
+    cap = (images(dn, dm, lights), lights)
+    joined = model.score(dn, dm, capture_images=cap)
+    assert joined.info["shading_pixels"] > 0.9 * dm.sum()
+    zn = model.score(dn, dm).score
+    model.shading_combine = "shading"
+    zs = model.score(dn, dm, capture_images=cap).score
+    from scipy import ndimage
+    inner = ndimage.binary_erosion(dm, iterations=4)
+    np.testing.assert_allclose(joined.score[inner], np.sqrt(zn * zs)[inner], rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_nan_confidence_is_zero_confidence():
+    """PS leaves NaN confidence where it could not solve: those pixels weigh 0 (as confidence
+    0), so a dent there is down-weighted and reported unreliable, not scored at full weight."""
+
+    from psinspect.normalmap import angular_error_deg
+
+    model = create_model("variation", edge_band_px=0.0)
+    model.fit([posed_part()] * 5, [])
+    n, m = posed_part(dent=DENT)
+    clean, _ = posed_part()
+    gt = (angular_error_deg(clean, n) > 2.0) & m
+    conf = np.ones(m.shape, np.float32)
+    conf[gt] = np.nan
+    full = model.score(n, m).score
+    res = model.score(n, m, confidence=conf)
+    assert res.score[gt].max() < 0.5 * full[gt].max()
+    np.testing.assert_array_equal(res.unreliable, gt)
+
+
+def test_material_that_maps_outside_the_template_image_scores_high():
+    """A part shifted 8 px right with a strip of material on the image's left edge: the strip
+    maps to columns -8..-4 of the template's image (no template value there), so it is extra
+    material (>= outside_score), not 'no residual' (its own normal as the reference: 0)."""
+    model = create_model("variation")
+    model.fit([posed_part()] * 5, [])
+    n, m = posed_part(shift=(8.0, 0.0))
+    n, m = n.copy(), m.copy()
+    strip = np.zeros_like(m)
+    strip[40:50, 0:4] = True
+    n[strip], m[strip] = (0.0, 0.0, 1.0), True
+    res = model.score(n, m)
+    assert (res.score[strip] >= model.outside_score).all()
+    assert res.info["outside_template_pixels"] >= int(strip.sum())
