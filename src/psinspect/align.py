@@ -9,6 +9,10 @@ Registration image. Rotating a part about z changes ``nx, ny`` but not ``nz``, s
 uses ``mask * (1 + nz) / 2`` (the slant of the surface, plus a step at the silhouette), which is
 the same for every in-plane pose. The estimate is a coarse search over angles (phase correlation
 for the shift at each angle) refined by OpenCV's ECC (maximises the correlation coefficient).
+Given the normal maps too, the coarse search also compares the in-plane components ``nx, ny``
+(turned with each candidate): ``nz`` cannot tell a surface sloping one way from one sloping the
+other way, so a toothed part's ``nz`` image repeats every half tooth, and a part turned a few
+degrees was registered half a tooth off (its flanks' normals then point the wrong way).
 
 Supported range (defaults): shifts up to ``DEFAULT_MAX_SHIFT_PX`` pixels and rotations up to
 ``DEFAULT_MAX_ROTATION_DEG`` degrees; larger poses and registrations whose final correlation is
@@ -326,10 +330,14 @@ def register(
     max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG,
     min_correlation: float = DEFAULT_MIN_CORRELATION,
     name: str = "map",
+    normals: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Registration:
     """Estimate the rigid transform that maps ``moving`` onto ``reference``.
 
     Both are (H, W) float32 registration images (:func:`registration_image`) of the same shape.
+    ``normals``: the moving and the reference normal maps ((H, W, 3) float32, 0 outside the
+    object) those images were made from: the coarse search then also compares their in-plane
+    components (see module docstring); recommended wherever the maps are at hand.
     Returns a :class:`Registration` whose transform maps moving pixel coordinates to reference
     ones. Raises :class:`PsinspectError` (naming ``name``) for mismatched shapes, a pose outside
     ``max_shift_px`` / ``max_rotation_deg``, or a final correlation below ``min_correlation``.
@@ -357,6 +365,9 @@ def register(
     angles = np.arange(-search, search + 1e-6, _COARSE_STEP_DEG)
     candidates: list[tuple[float, float, np.ndarray]] = []
     everywhere = np.ones(shape_c, bool)
+    if normals is not None:
+        mov_nc, ref_nc = (cv2.GaussianBlur(_downsize(np.asarray(v, np.float32), f_c), (0, 0), 1.5)
+                          for v in normals)
     for ang in angles:
         rot = cv2.getRotationMatrix2D(pivot_c, float(ang), 1.0)
         rotated = warp_image(mov_c, rot, shape_c)
@@ -365,7 +376,12 @@ def register(
         m[0, 2] += dx
         m[1, 2] += dy
         cand = warp_image(mov_c, m, shape_c)
-        candidates.append((_ncc(cand, ref_c, everywhere), abs(float(ang)), m))
+        fit = _ncc(cand, ref_c, everywhere)
+        if normals is not None:  # the in-plane components, turned with the candidate
+            turned = rotate_vectors(warp_image(mov_nc, m, shape_c), float(ang))
+            fit = (fit + _ncc(turned[..., 0], ref_nc[..., 0], everywhere)
+                   + _ncc(turned[..., 1], ref_nc[..., 1], everywhere)) / 3.0
+        candidates.append((fit, abs(float(ang)), m))
     top = max(c[0] for c in candidates)
     m_coarse = _rescale_matrix(
         min((c for c in candidates if c[0] >= top - _TIE_NCC), key=lambda c: c[1])[2], f_c, 1.0)

@@ -356,7 +356,6 @@ class VariationModel(AnomalyModel):
         self._mean_ext: np.ndarray | None = None
         self._spread_ext: np.ndarray | None = None  # (H, W, S)
         self._dist: np.ndarray | None = None
-        self._ref_image: np.ndarray | None = None
         self._nearest: np.ndarray | None = None  # (2, H, W) nearest template pixel
         # learned from capture images (None when trained from normal maps), reference frame
         self._light_field: LightField | None = None
@@ -513,11 +512,9 @@ class VariationModel(AnomalyModel):
                     "size"
                 )
         # pass 1: align to the first map; pass 2: align to the mean of pass 1 (less noisy)
-        aligned, regs = self._align_all(maps, names, registration_image(*maps[0]),
-                                        skip_first=True)
+        aligned, regs = self._align_all(maps, names, maps[0], skip_first=True)
         mean, _, tmask = self._mean_direction(aligned)
-        aligned, regs = self._align_all(maps, names, registration_image(mean, tmask),
-                                        skip_first=False)
+        aligned, regs = self._align_all(maps, names, (mean, tmask), skip_first=False)
         mean, count, tmask = self._mean_direction(aligned)
         light_var = self._train_light_variance(options.get("light_splits"), maps, regs, shape)
         captures = options.get("capture_images")
@@ -837,18 +834,18 @@ class VariationModel(AnomalyModel):
         return d
 
     def _align_all(
-        self, maps: list[tuple[np.ndarray, np.ndarray]], names: list[str], ref_image: np.ndarray,
-        skip_first: bool,
+        self, maps: list[tuple[np.ndarray, np.ndarray]], names: list[str],
+        ref: tuple[np.ndarray, np.ndarray], skip_first: bool,
     ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[Registration]]:
         aligned: list[tuple[np.ndarray, np.ndarray]] = []
         regs: list[Registration] = []
-        shape = ref_image.shape[:2]
+        shape = ref[1].shape[:2]
         for i, (n, m) in enumerate(maps):
             if i == 0 and skip_first:
                 aligned.append((n, m))
                 regs.append(Registration(RigidTransform.identity(shape), 1.0, 0.0))
                 continue
-            reg = self._register(n, m, ref_image, names[i])
+            reg = self._register(n, m, ref, names[i])
             aligned.append(warp_normals(n, m, reg.transform.matrix(), shape))
             regs.append(reg)
         return aligned, regs
@@ -869,11 +866,16 @@ class VariationModel(AnomalyModel):
         mean[~tmask] = 0.0
         return mean, count, tmask
 
-    def _register(self, normals: np.ndarray, mask: np.ndarray, ref_image: np.ndarray,
-                  name: str) -> Registration:
-        return register(registration_image(normals, mask), ref_image,
+    def _register(self, normals: np.ndarray, mask: np.ndarray,
+                  ref: tuple[np.ndarray, np.ndarray], name: str) -> Registration:
+        """``normals``, ``mask`` registered onto ``ref`` (normals, mask), comparing the in-plane
+        normal components too (:func:`psinspect.align.register`)."""
+        ref_n, ref_m = ref
+        return register(registration_image(normals, mask), registration_image(ref_n, ref_m),
                         max_shift_px=self.max_shift_px, max_rotation_deg=self.max_rotation_deg,
-                        min_correlation=self.min_correlation, name=name)
+                        min_correlation=self.min_correlation, name=name,
+                        normals=(np.where(mask[..., None], normals, 0.0),
+                                 np.where(ref_m[..., None], ref_n, 0.0)))
 
     def _set_state(self, mean: np.ndarray, spread: np.ndarray, mask: np.ndarray) -> None:
         self._mean, self._spread, self._mask = mean, spread, mask
@@ -887,7 +889,6 @@ class VariationModel(AnomalyModel):
         self._spread_ext = np.ascontiguousarray(
             np.moveaxis(spread[:, rows, cols], 0, -1), dtype=np.float32)
         self._dist = dist.astype(np.float32)
-        self._ref_image = registration_image(mean, mask)
 
     def _require_fitted(self) -> None:
         if self._mean is None:
@@ -904,13 +905,13 @@ class VariationModel(AnomalyModel):
     def _register_valid(self, n: np.ndarray, m: np.ndarray, name: str) -> Registration:
         """:meth:`register_map` of a map already validated."""
         self._require_fitted()
-        assert self._ref_image is not None
-        if n.shape[:2] != self._ref_image.shape:
-            h, w = self._ref_image.shape
+        assert self._mean is not None and self._mask is not None
+        if n.shape[:2] != self._mask.shape:
+            h, w = self._mask.shape
             raise PsinspectError(
                 f"{named_prefix(name)}size {n.shape[1]}x{n.shape[0]} differs from the trained "
                 f"part's {w}x{h}; the variation model only compares captures of the same size")
-        return self._register(n, m, self._ref_image, name)
+        return self._register(n, m, (self._mean, self._mask), name)
 
     def score(
         self, normals: np.ndarray, mask: np.ndarray, confidence: np.ndarray | None = None,
