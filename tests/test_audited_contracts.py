@@ -161,30 +161,35 @@ def test_fine_tune_refuses_a_changed_geo_iterations(maps, tmp_path) -> None:
                     hyperparameters={"geo_iterations": 2})
 
 
-def test_resume_keeps_the_early_stopping_count(maps, tmp_path) -> None:
-    """Catches: resume resets the epochs-without-improvement counter. With lr 0.5 epoch 0 is
-    the best and epochs 1, 2 are worse (checked: best flags [True, False, False]), so patience
-    2 stops the run after 3 epochs; cut after epoch 1 (1 bad epoch counted) and resumed, it
-    must also stop after epoch 2 (the mutant restarts the count and runs a 4th epoch)."""
+def test_resume_keeps_the_early_stopping_count(maps, tmp_path, monkeypatch) -> None:
+    """Catches: resume resets the epochs-without-improvement counter. Validation losses rise
+    after epoch 0 (set here, not left to the training numbers), so patience 2 stops the run
+    after 3 epochs; cut after epoch 1 (1 bad epoch counted) and resumed, it must also stop
+    after epoch 2 (a reset count runs a 4th epoch), with the same weights."""
+    from psinspect.models._torch import TorchAnomalyModel
     from psinspect.modelstore import read_train_log
     from psinspect.train import train_model
 
-    hp = {**HP, "lr": 0.5}
-    whole = train_model(maps, tmp_path / "whole", model_name="geo-seg", hyperparameters=hp,
+    losses = {"next": iter([])}
+    monkeypatch.setattr(TorchAnomalyModel, "_val_loss",
+                        lambda self, net, batches: next(losses["next"]))
+    rising = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
+    losses["next"] = iter(rising)
+    whole = train_model(maps, tmp_path / "whole", model_name="geo-seg", hyperparameters=HP,
                         epochs=6, patience=2)
-    flags = [e["best"] for e in read_train_log(tmp_path / "whole")]
-    assert flags == [True, False, False]  # (precondition: early stopping after epoch 2)
-    n_whole = len(flags)
+    assert [e["best"] for e in read_train_log(tmp_path / "whole")] == [True, False, False]
 
     def stop(entry: dict) -> None:
         if entry["epoch"] == 1:
             raise KeyboardInterrupt
 
+    losses["next"] = iter(rising)
     with pytest.raises(KeyboardInterrupt):
-        train_model(maps, tmp_path / "cut", model_name="geo-seg", hyperparameters=hp,
+        train_model(maps, tmp_path / "cut", model_name="geo-seg", hyperparameters=HP,
                     epochs=6, patience=2, on_epoch=stop)
+    losses["next"] = iter(rising[2:])
     resumed = train_model(maps, tmp_path / "cut", resume=True)
-    assert len(read_train_log(tmp_path / "cut")) == n_whole
+    assert len(read_train_log(tmp_path / "cut")) == 3
     assert resumed["weights_sha256"] == whole["weights_sha256"]
 
 
