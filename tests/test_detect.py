@@ -1341,31 +1341,3 @@ def test_report_verdict_table_rows_and_columns():
     assert ("<tr><th>verdicts</th><th>fail</th><th>pass</th></tr>"
             "<tr><td>defective maps</td><td>11</td><td>12</td></tr>"
             "<tr><td>clean maps</td><td>13</td><td>14</td></tr>") in html
-
-
-def test_evaluate_force_refuses_the_dataset_folder_as_output(tmp_path):
-    """``evaluate DET DS -o DS --force`` would replace the dataset's own files (the run that
-    wrote them listed them) with metrics.json and report.html: refused, nothing touched."""
-    from typer.testing import CliRunner
-
-    from psinspect.cli import app, register_commands
-    from psinspect.dataset import build_dataset
-    from psinspect.fileio import staged_output_dir
-
-    register_commands()
-    runner = CliRunner()
-    res = runner.invoke(app, ["render", "-o", str(tmp_path / "caps"), "--parts", "3", "--size",
-                              "48", "--defect-rate", "0"])
-    assert res.exit_code == 0, res.output
-    caps = sorted(p for p in (tmp_path / "caps").iterdir() if p.is_dir())
-    ds = tmp_path / "ds"
-    with staged_output_dir(ds) as stage:
-        build_dataset(caps, stage, holdout=[caps[0].name], seed=0, subsets=2, augment=[])
-    det = tmp_path / "det"
-    res = runner.invoke(app, ["detect", str(ds), "-o", str(det)])
-    assert res.exit_code == 0, res.output
-    before = {p: p.read_bytes() for p in ds.rglob("*") if p.is_file()}
-    res = runner.invoke(app, ["evaluate", str(det), str(ds), "-o", str(ds), "--force"])
-    assert res.exit_code != 0
-    assert "is an input folder of this command" in str(res.exception or res.output)
-    assert {p: p.read_bytes() for p in ds.rglob("*") if p.is_file()} == before

@@ -133,7 +133,8 @@ def test_force_never_goes_through_a_link(tmp_path: Path) -> None:
         "a.png", "notes.txt", "sub", "sub/b.png"]
 
 
-@pytest.mark.parametrize("command", ["defects", "detect", "evaluate", "dataset"])
+@pytest.mark.parametrize("command", ["defects", "detect", "evaluate", "evaluate-dataset",
+                                     "dataset"])
 def test_force_refuses_an_output_folder_holding_an_input(tmp_path: Path, command: str) -> None:
     """--force into a folder where an earlier run wrote the command's inputs would delete
     them (that run's files are listed in the manifest): refused, and nothing is touched."""
@@ -156,11 +157,14 @@ def test_force_refuses_an_output_folder_holding_an_input(tmp_path: Path, command
     argv = {"defects": ["defects", str(some_map), "-o", str(ds)],
             "detect": ["detect", str(some_map), "-o", str(ds)],
             "evaluate": ["evaluate", str(det), str(ds), "-o", str(det)],
+            # the ground-truth dataset as the output (its files would be replaced)
+            "evaluate-dataset": ["evaluate", str(det), str(ds), "-o", str(ds)],
             "dataset": ["dataset", str(tmp_path / "caps"), "-o", str(tmp_path / "caps")]}[command]
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     res = runner.invoke(app, [*argv, "--force"])
     assert res.exit_code != 0
-    said = ("is an input folder of this command" if command in ("evaluate", "dataset")
+    said = ("is an input folder of this command" if command.split("-")[0] in ("evaluate",
+                                                                           "dataset")
             else "is an input of this one: write to another folder")  # (out IS an input)
     assert said in str(res.exception or res.output)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
