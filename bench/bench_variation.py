@@ -5,11 +5,11 @@ tested on captures that never share a surface image with training: half clean, h
 
 * ``render-<family>``: one rendered design of a part family (:func:`psinspect.render.make_part`);
   every capture is a new instance (a little manufacturing variation: a tilt of up to 0.3 deg,
-  a smooth height ripple of 0.15 px and a 5 % albedo variation) in a new pose (shift up to
-  ``--jitter-px``, in-plane rotation up to ``--jitter-deg``), rendered under the same 24-light rig
-  (Blinn-Phong with the family's material, cast shadows, sensor noise) and solved with the
-  model's PS solver (``stable``: :data:`psinspect.stereo.STABLE_SETTINGS`), as ``psinspect
-  train`` and ``detect`` solve capture folders for it; every case, DiLiGenT too.
+  a smooth height ripple of 0.15 px and an albedo variation of about 0.7 % rms) in a new pose
+  (shift up to ``--jitter-px``, in-plane rotation up to ``--jitter-deg``), rendered under the
+  same 24-light rig (Blinn-Phong with the family's material, cast shadows, sensor noise) and
+  solved with the model's PS solver (``stable``: :data:`psinspect.stereo.STABLE_SETTINGS`), as
+  ``psinspect train`` and ``detect`` solve capture folders for it; every case, DiLiGenT too.
   Defects come from the defect library, implanted in the HEIGHT FIELD before rendering.
 * ``render-<family>-4light``: the same with a 4-light rig given as slant/tilt (slant 45 deg,
   tilts 0/90/180/270 deg).

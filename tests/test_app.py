@@ -477,3 +477,217 @@ def test_app_pass_fail_threshold_zero_is_not_the_calibrated_one(tmp_path):
     inp = load_inspection_input(ex, tmp_path)
     p = predict(inp, choice, image_threshold=0.0)
     assert p.image_threshold == 0.0 and p.image_score > 0 and p.verdict == "FAIL"
+
+
+# ------------------------------------------------------------------------------------------
+# asked for by a mutation audit (each test fails on a one-line change to app.py that no test
+# caught before)
+
+
+def test_verdict_and_error_boxes_escape_what_they_quote(tmp_path: Path,
+                                                        geometric_choice) -> None:
+    """Error messages quote zip entry names, which no upload sanitiser cleans, and the
+    verdict box quotes the input's name: both reach the page as text, never as markup."""
+    from dataclasses import replace
+
+    from psinspect.app import inspect_upload, predict, verdict_html
+
+    evil = "<img src=x onerror=alert(1)>"
+    box = verdict_html(None, f"entry {evil!r} leaves the folder")
+    assert "<img" not in box and "&lt;img src=x onerror=alert(1)&gt;" in box
+    z = _zip(tmp_path / "x.zip", [(f"{evil}/../../e.txt", b"1")])
+    shown = inspect_upload(z, geometric_choice, None, None, tmp_path / "w")[0]
+    assert "Cannot inspect" in shown and "<img" not in shown and "&lt;img" in shown
+    inp = load_inspection_input(next(p for p in list_examples() if p.suffix == ".png"),
+                                tmp_path)
+    p = replace(predict(inp, geometric_choice), name=evil, kind="<b>k</b>", notes=["<i>n</i>"])
+    box = verdict_html(p)
+    assert "<img" not in box and "<b>k" not in box and "<i>n" not in box
+    assert "&lt;img" in box and "&lt;b&gt;k" in box and "&lt;i&gt;n" in box
+
+
+def test_verdict_colours(tmp_path: Path, geometric_choice) -> None:
+    from psinspect.app import predict, verdict_html
+
+    inp = load_inspection_input(next(p for p in list_examples() if p.suffix == ".png"),
+                                tmp_path)
+    fail = verdict_html(predict(inp, geometric_choice, image_threshold=0.0))
+    ok = verdict_html(predict(inp, geometric_choice, image_threshold=1e9))
+    assert "ps-fail" in fail and "background:#b00020" in fail and "#1b7f3b" not in fail
+    assert "ps-pass" in ok and "background:#1b7f3b" in ok and "#b00020" not in ok
+
+
+@pytest.mark.parametrize("suffix", [".PNG", ".Npy", ".ZIP"])
+def test_upper_case_suffixes_are_accepted(tmp_path: Path, suffix: str) -> None:
+    """Cameras and Windows tools write SCAN.PNG and CAP.ZIP."""
+    import shutil
+
+    src = next(p for p in list_examples() if p.suffix.lower() == suffix.lower()
+               or suffix.lower() == ".npy" and p.suffix == ".png")
+    if suffix.lower() == ".npy":
+        up = save_npy(tmp_path / f"scan{suffix}", load_inspection_input(src, tmp_path).normals)
+    else:
+        up = Path(shutil.copy(src, tmp_path / f"SCAN{suffix}"))
+    inp = load_inspection_input(up, tmp_path / "w")
+    assert inp.mask.any() and inp.source == up.name
+
+
+def test_the_heatmap_follows_the_chosen_pixel_threshold(tmp_path: Path,
+                                                        geometric_choice) -> None:
+    """The heat map puts the pixel threshold at mid-scale: the one the inspector chose."""
+    from psinspect.app import heatmap_overlay, predict
+
+    inp = load_inspection_input(next(p for p in list_examples() if p.suffix == ".png"),
+                                tmp_path)
+    p = predict(inp, geometric_choice, threshold=40.0)
+    calibrated = predict(inp, geometric_choice)
+    np.testing.assert_array_equal(
+        p.heatmap_rgb, heatmap_overlay(p.normals_rgb, p.detection.score, inp.mask, 40.0))
+    assert not np.array_equal(p.heatmap_rgb, calibrated.heatmap_rgb)
+
+
+def test_regions_table_columns() -> None:
+    from psinspect.app import REGION_COLUMNS, regions_table
+
+    rows = regions_table([{"area_px": 5, "centroid_xy": (1.25, 7.5), "bbox": (0, 2, 3, 9),
+                           "peak_score": 0.5, "mean_score": 0.25}])
+    assert REGION_COLUMNS[2:4] == ["centre x", "centre y"]
+    assert rows == [[1, 5, 1.2, 7.5, "0, 2, 3, 9", 0.5, 0.25]]
+
+
+@pytest.mark.parametrize(("value", "top"), [(10.0, 30.0), (0.37, 2.0), (2.5, 8.0), (2e-4, 6e-4),
+                                            (0.0, 1.0), (float("nan"), 1.0)])
+def test_sliders_reach_about_three_times_the_calibrated_value(value: float, top: float) -> None:
+    from psinspect.app import _slider_max
+
+    assert _slider_max(value) == pytest.approx(top)
+
+
+def test_model_choices_have_distinct_labels_and_no_duplicates(tmp_path: Path) -> None:
+    """Two model folders of the same name both stay reachable; the bundled model given again
+    as a folder, or a model already at the thorough level, is offered once."""
+    import json
+    import shutil
+
+    from psinspect.app import THOROUGH_TTA, load_model_choices
+    from psinspect.models import create_model
+    from psinspect.modelstore import default_model_dir, save_model_dir
+
+    dirs = [tmp_path / k / "model" for k in "ab"]
+    for d, t in zip(dirs, (1.0, 2.0), strict=True):
+        save_model_dir(d, create_model("geometric"), threshold=t, image_threshold=5.0)
+    choices = load_model_choices(dirs, include_default=False)
+    assert len({c.label for c in choices}) == 2
+    assert [c.threshold for c in choices] == [1.0, 2.0]
+    assert len(load_model_choices([default_model_dir()])) == len(load_model_choices([]))
+    eight = tmp_path / "eight"
+    shutil.copytree(default_model_dir(), eight)
+    config = json.loads((eight / "config.json").read_text())
+    config["hyperparameters"]["tta"] = THOROUGH_TTA
+    config.update(config["tta_thresholds"][str(THOROUGH_TTA)])
+    (eight / "config.json").write_text(json.dumps(config))
+    (only,) = load_model_choices([eight], include_default=False)
+    assert only.bundle.model.tta == THOROUGH_TTA and "thorough" not in only.label
+
+
+def test_the_upload_field_takes_each_supported_type(tmp_path: Path, geometric_choice) -> None:
+    from gradio.data_classes import FileData
+
+    from psinspect.app import build_app
+
+    demo = build_app([geometric_choice], tmp_path, examples=[])
+    (upload,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "upload"]
+    for name in ("a.png", "a.npy", "a.zip"):
+        (tmp_path / name).write_bytes(b"x")
+        assert upload.preprocess(FileData(path=str(tmp_path / name), orig_name=name)) == str(
+            tmp_path / name)
+
+
+def test_serve_launches_loopback_only_one_inspection_at_a_time(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """What serve asks of the web framework, without starting it: one inspection at a time
+    (a CPU-bound model), this machine only by default, no share link, the upload limit."""
+    import psinspect.app as app
+
+    for key in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE", "GRADIO_ANALYTICS_ENABLED"):
+        monkeypatch.setenv(key, "")  # (serve sets them; restored after the test)
+    asked: dict[str, dict] = {}
+
+    class Demo:
+        is_running = False
+        local_url = None
+
+        def queue(self, **kw: object) -> None:
+            asked["queue"] = kw
+
+        def launch(self, **kw: object) -> None:
+            asked["launch"] = kw
+
+        def close(self) -> None:
+            asked["closed"] = {}
+
+    monkeypatch.setattr(app, "check_bindable", lambda host, port: None)
+    monkeypatch.setattr(app, "build_app", lambda choices, workdir, limits: Demo())
+    app.serve(lambda: [], port=8765, limits=Limits(max_upload_bytes=12345))
+    assert asked["queue"] == {"default_concurrency_limit": 1}
+    launch = asked["launch"]
+    assert (launch["server_name"], launch["server_port"], launch["share"],
+            launch["max_file_size"], launch["show_error"]) == ("127.0.0.1", 8765, False, 12345,
+                                                               False)
+    assert "closed" in asked
+
+
+def test_limits_are_inclusive(tmp_path: Path) -> None:
+    """A zip of exactly the most entries, an image of exactly the largest side and a file of
+    exactly the upload limit are accepted."""
+    z = _zip(tmp_path / "ten.zip", [(f"f{i}.txt", b"") for i in range(10)])
+    safe_extract_zip(z, tmp_path / "o", Limits(max_zip_entries=10))
+    png = next(p for p in list_examples() if p.suffix == ".png")
+    h, w = load_inspection_input(png, tmp_path).mask.shape
+    inp = load_inspection_input(png, tmp_path, Limits(max_image_side=max(h, w),
+                                                      max_upload_bytes=png.stat().st_size))
+    assert inp.mask.shape == (h, w)
+
+
+def test_capture_folder_depth_and_hidden_folders(tmp_path: Path) -> None:
+    deep = tmp_path / "deep"
+    (deep / "a" / "b" / "c" / "d").mkdir(parents=True)
+    (deep / "a" / "b" / "c" / "d" / "lights.txt").write_text("0 0 1\n")
+    with pytest.raises(PsinspectError, match="at most 3 folders deep"):
+        find_capture_folder(deep)
+    (deep / "a" / "b" / "c" / "lights.txt").write_text("0 0 1\n")
+    assert find_capture_folder(deep) == deep / "a" / "b" / "c"
+    hidden = tmp_path / "hidden"
+    for sub in (".git", "cap"):
+        (hidden / sub).mkdir(parents=True)
+        (hidden / sub / "lights.txt").write_text("0 0 1\n")
+    assert find_capture_folder(hidden) == hidden / "cap"
+
+
+def test_an_npy_too_large_is_refused_from_its_header(tmp_path: Path) -> None:
+    """The header's shape is checked before any pixel is read (no 300 MB allocated)."""
+    big = tmp_path / "big.npy"
+    with big.open("wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (5000, 5000, 3)})
+    with pytest.raises(PsinspectError, match="larger than the limit of 2048 pixels"):
+        load_inspection_input(big, tmp_path, Limits(max_image_side=2048))
+
+
+def test_examples_without_an_index_leave_out_masks_and_hidden_files(tmp_path: Path) -> None:
+    for name in ("a.png", "a_gt_mask.png", ".h.png", "b.zip", "c.txt", "d.NPY"):
+        (tmp_path / name).write_bytes(b"")
+    assert list_examples(tmp_path) == [tmp_path / "a.png", tmp_path / "b.zip",
+                                       tmp_path / "d.NPY"]
+
+
+@pytest.mark.parametrize(("option", "what"), [("threshold", "pixel threshold"),
+                                              ("image_threshold", "pass/fail threshold")])
+def test_predict_refuses_a_negative_threshold(tmp_path: Path, geometric_choice, option: str,
+                                              what: str) -> None:
+    from psinspect.app import predict
+
+    inp = load_inspection_input(next(p for p in list_examples() if p.suffix == ".png"),
+                                tmp_path)
+    with pytest.raises(PsinspectError, match=what):
+        predict(inp, geometric_choice, **{option: -1.0})

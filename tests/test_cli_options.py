@@ -368,3 +368,15 @@ def test_run_refuses_options_that_do_not_apply(options, tmp_path, monkeypatch,
     code, _, err = run_cli(["run", "-o", tmp_path / "r", *options], monkeypatch, capsys)
     assert code == 2 and not seen and len(error_lines(err)) == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_serve_binds_this_machine_only_by_default(tmp_path, monkeypatch, capsys) -> None:
+    import psinspect.app as app
+
+    monkeypatch.setattr(app, "load_model_choices", lambda dirs, include_default: [])
+    monkeypatch.setattr(app, "check_bindable", lambda host, port: None)
+    seen = _recorder(monkeypatch, app, "serve")
+    code, _, err = run_cli(["serve"], monkeypatch, capsys)
+    _stopped_at_the_call(code, err)
+    assert (seen["kwargs"]["host"], seen["kwargs"]["port"]) == ("127.0.0.1", 7860)
+    assert "warning" not in err

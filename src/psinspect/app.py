@@ -378,7 +378,7 @@ def _slider_max(value: float) -> float:
         return 1.0
     top = 3.0 * value
     mag = 10.0 ** np.floor(np.log10(top))
-    return float(np.ceil(top / mag) * mag)
+    return float(np.ceil(round(top / mag, 9)) * mag)  # (3 * 2e-4 / 1e-4 is 6.000...01)
 
 
 #: the test-time augmentation level offered as a model's "thorough" choice (where calibrated)

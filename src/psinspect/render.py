@@ -449,7 +449,8 @@ def make_part(rng: np.random.Generator, size: int = 256, family: str = "disc",
     """Build one random part of ``family`` (see :data:`PART_FAMILIES`) on a ``size`` x ``size``
     grid. Every random choice is recorded in ``Part.params``; the same generator state gives
     the same part, bit for bit. Heights are in pixel units (+z toward the camera), so a
-    slope of 1 is 45 degrees. Also tilts the part slightly (``tilt`` in params).
+    slope of 1 is 45 degrees. Also tilts the part slightly (``tilt`` in params), except the
+    calibration sphere.
     """
     if family not in _FAMILY_FUNCS:
         raise PsinspectError(
@@ -720,9 +721,10 @@ def part_instance(
     """One instance of ``design`` as a production line makes and places it.
 
     Manufacturing variation first: a tilt of up to 0.3 deg about each image axis, a smooth
-    height ripple (Gaussian-smoothed noise, 12 px, peak 0.15 px) and a 5 % albedo variation
-    (8 px); then a random in-plane pose (:func:`psinspect.align.random_pose`: shift up to
-    ``jitter_px`` per axis, rotation up to ``jitter_deg`` about the image centre); then
+    height ripple (Gaussian-smoothed noise, 12 px, peak 0.15 px) and an albedo variation
+    (Gaussian-smoothed noise, 8 px: about 0.7 % rms, 2-3 % at most); then a random in-plane
+    pose (:func:`psinspect.align.random_pose`: shift up to ``jitter_px`` per axis, rotation up
+    to ``jitter_deg`` about the image centre); then
     ``defects`` library defects (a count, or an inclusive ``(lo, hi)`` range drawn here) in the
     POSED height field (:func:`psinspect.defects.implant_defects_height`), so their ground truth
     is in the frame of the captured images. Leave room around the part for the pose
