@@ -77,7 +77,7 @@ class RunConfig:
     tta: int | None = None
 
 
-#: named presets. ``quick`` is the CI size (under a minute on 2 cores): its few seconds of
+#: named presets. ``quick`` is the CI size (about a minute on 2 cores): its few seconds of
 #: training check the training path, not the model's quality (use ``--pretrained`` for that)
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"model_hyperparameters": {"steps_per_epoch": 12}},

@@ -53,7 +53,8 @@ def run_cmd(
     pretrained: Annotated[bool, typer.Option(
         help="Use the bundled default model instead of training one.")] = False,
     quick: Annotated[bool, typer.Option(
-        help="Reduced preset (small parts, short training) for CI: under a minute.")] = False,
+        help="Reduced preset (small parts, short training) for CI: about a minute on 2 "
+        "cores.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed (rendering, splits, training).")] = 0,
     holdout: Annotated[str | None, typer.Option(
         help="Comma-separated surfaces (capture folder names) kept for test; default: a "
