@@ -64,3 +64,20 @@ def posed_part(
     )
     n[~mask] = 0.0
     return n.astype(np.float32), mask
+
+
+def toothed_part(angle_deg: float, shape_hw: tuple[int, int] = (96, 112)
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A dome with 20 teeth (one every 18 deg) turned by ``angle_deg`` about the image centre:
+    normal map (H, W, 3) float32 and mask (H, W) bool. Its nz image repeats every 9 deg (a
+    flank sloping one way and one sloping the other have the same nz)."""
+    from psinspect.normalmap import normals_from_height
+
+    h, w = shape_hw
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    y, x = rows - (h - 1) / 2.0, cols - (w - 1) / 2.0
+    r = np.hypot(x, y)
+    th = np.arctan2(y, x) - np.radians(angle_deg)
+    z = 10.0 * np.exp(-r**2 / 800.0) + 6.0 * np.cos(20 * th) * np.exp(-(r - 28) ** 2 / 128.0)
+    m = r < 40
+    return normals_from_height(z.astype(np.float32), m), m

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from _posed_part import posed_part
+from _posed_part import posed_part, toothed_part
 from scipy import ndimage
 
 from psinspect.align import (
@@ -18,7 +18,7 @@ from psinspect.align import (
     warp_stack,
 )
 from psinspect.errors import PsinspectError
-from psinspect.normalmap import angular_error_deg, normals_from_height, rotate_vectors
+from psinspect.normalmap import angular_error_deg, rotate_vectors
 
 
 def test_rotate_vectors_is_about_plus_z():
@@ -150,18 +150,6 @@ def test_rotation_outside_the_range_is_refused_either_way(angle):
         register(registration_image(mov_n, mov_m), registration_image(ref_n, ref_m))
 
 
-def _toothed_part(angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """A dome with 20 teeth (one every 18 deg) turned by ``angle_deg``: its nz image repeats
-    every 9 deg (a flank sloping one way and one sloping the other have the same nz)."""
-    rows, cols = np.mgrid[0:96, 0:112].astype(np.float64)
-    y, x = rows - 47.5, cols - 55.5
-    r = np.hypot(x, y)
-    th = np.arctan2(y, x) - np.radians(angle_deg)
-    z = 10.0 * np.exp(-r**2 / 800.0) + 6.0 * np.cos(20 * th) * np.exp(-(r - 28) ** 2 / 128.0)
-    m = r < 40
-    return normals_from_height(z.astype(np.float32), m), m
-
-
 @pytest.mark.parametrize("angle", [5.0, 8.0, -5.0, 13.0])
 def test_a_toothed_part_is_registered_to_a_whole_tooth(angle: float) -> None:
     """Turned a few degrees, a toothed part is registered to the nearest whole-tooth pose (the
@@ -170,8 +158,8 @@ def test_a_toothed_part_is_registered_to_a_whole_tooth(angle: float) -> None:
     as it finds one turned by a degree or two."""
     from psinspect.models import create_model
 
-    ref_n, ref_m = _toothed_part(0.0)
-    mov_n, mov_m = _toothed_part(angle)
+    ref_n, ref_m = toothed_part(0.0)
+    mov_n, mov_m = toothed_part(angle)
     reg = register(registration_image(mov_n, mov_m), registration_image(ref_n, ref_m),
                    normals=(mov_n, ref_n))
     off = (reg.transform.angle_deg - angle + 9.0) % 18.0 - 9.0
@@ -182,5 +170,5 @@ def test_a_toothed_part_is_registered_to_a_whole_tooth(angle: float) -> None:
                - 9.0) < 0.5
     # scored like the part turned by only 2 deg (registered right by nz alone): about 16-18
     # (5 identical training copies, no spread but the floor); half a tooth off it was 207
-    slight = model.score(*_toothed_part(2.0)).score.max()
+    slight = model.score(*toothed_part(2.0)).score.max()
     assert model.score(mov_n, mov_m).score.max() < 1.5 * slight

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from _posed_part import posed_part
+from _posed_part import posed_part, toothed_part
 
 from psinspect import align
 from psinspect.align import (
@@ -190,17 +190,6 @@ def _dome(shift=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     return normals_from_height(z.astype(np.float32), m), m
 
 
-def _toothed_square(angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """test_align's 20-tooth dome on a 96 x 96 image (both sides DFT-friendly sizes)."""
-    rows, cols = np.mgrid[0:96, 0:96].astype(np.float64)
-    y, x = rows - 47.5, cols - 47.5
-    r = np.hypot(x, y)
-    th = np.arctan2(y, x) - np.radians(angle_deg)
-    z = 10.0 * np.exp(-r**2 / 800.0) + 6.0 * np.cos(20 * th) * np.exp(-(r - 28) ** 2 / 128.0)
-    m = r < 40
-    return normals_from_height(z.astype(np.float32), m), m
-
-
 @pytest.mark.parametrize("part", ["round part to itself", "toothed part turned 5 deg"])
 def test_square_images_register_like_others(part: str) -> None:
     """OpenCV multiplies phaseCorrelate's inputs by the window IN PLACE where their sides need
@@ -210,7 +199,8 @@ def test_square_images_register_like_others(part: str) -> None:
         ref_n, ref_m = _dome()
         mov_n, mov_m, angle = ref_n, ref_m, 0.0
     else:
-        (ref_n, ref_m), (mov_n, mov_m), angle = _toothed_square(0.0), _toothed_square(5.0), 5.0
+        (ref_n, ref_m), (mov_n, mov_m), angle = (toothed_part(0.0, (96, 96)),
+                                                  toothed_part(5.0, (96, 96)), 5.0)
     reg = register(registration_image(mov_n, mov_m), registration_image(ref_n, ref_m),
                    normals=(mov_n, ref_n))
     assert abs((reg.transform.angle_deg - angle + 9.0) % 18.0 - 9.0) < 0.5
