@@ -371,9 +371,9 @@ def register(
     for ang in angles:
         rot = cv2.getRotationMatrix2D(pivot_c, float(ang), 1.0)
         rotated = warp_image(mov_c, rot, shape_c)
-        # (copies: OpenCV multiplies both inputs by the window IN PLACE where their size needs
-        # no padding, e.g. 256 x 256, which degraded ref_c with every candidate)
-        (dx, dy), _ = cv2.phaseCorrelate(rotated.copy(), ref_c.copy(), window)
+        # (a copy of ref_c: OpenCV multiplies both inputs by the window IN PLACE where their
+        # size needs no padding, e.g. 256 x 256, which degraded ref_c with every candidate)
+        (dx, dy), _ = cv2.phaseCorrelate(rotated, ref_c.copy(), window)
         m = rot.copy()
         m[0, 2] += dx
         m[1, 2] += dy

@@ -357,6 +357,8 @@ class VariationModel(AnomalyModel):
         self._spread_ext: np.ndarray | None = None  # (H, W, S)
         self._dist: np.ndarray | None = None
         self._nearest: np.ndarray | None = None  # (2, H, W) nearest template pixel
+        #: the template as a registration reference (:func:`_registration_reference`)
+        self._reference: tuple[np.ndarray, np.ndarray] | None = None
         # learned from capture images (None when trained from normal maps), reference frame
         self._light_field: LightField | None = None
         self._shading_spread: np.ndarray | None = None  # (S, H, W) float32 degrees
@@ -840,12 +842,13 @@ class VariationModel(AnomalyModel):
         aligned: list[tuple[np.ndarray, np.ndarray]] = []
         regs: list[Registration] = []
         shape = ref[1].shape[:2]
+        reference = _registration_reference(*ref)
         for i, (n, m) in enumerate(maps):
             if i == 0 and skip_first:
                 aligned.append((n, m))
                 regs.append(Registration(RigidTransform.identity(shape), 1.0, 0.0))
                 continue
-            reg = self._register(n, m, ref, names[i])
+            reg = self._register(n, m, reference, names[i])
             aligned.append(warp_normals(n, m, reg.transform.matrix(), shape))
             regs.append(reg)
         return aligned, regs
@@ -867,15 +870,15 @@ class VariationModel(AnomalyModel):
         return mean, count, tmask
 
     def _register(self, normals: np.ndarray, mask: np.ndarray,
-                  ref: tuple[np.ndarray, np.ndarray], name: str) -> Registration:
-        """``normals``, ``mask`` registered onto ``ref`` (normals, mask), comparing the in-plane
-        normal components too (:func:`psinspect.align.register`)."""
-        ref_n, ref_m = ref
-        return register(registration_image(normals, mask), registration_image(ref_n, ref_m),
+                  reference: tuple[np.ndarray, np.ndarray], name: str) -> Registration:
+        """``normals``, ``mask`` registered onto ``reference``
+        (:func:`_registration_reference`), comparing the in-plane normal components too
+        (:func:`psinspect.align.register`)."""
+        ref_image, ref_normals = reference
+        return register(registration_image(normals, mask), ref_image,
                         max_shift_px=self.max_shift_px, max_rotation_deg=self.max_rotation_deg,
                         min_correlation=self.min_correlation, name=name,
-                        normals=(np.where(mask[..., None], normals, 0.0),
-                                 np.where(ref_m[..., None], ref_n, 0.0)))
+                        normals=(np.where(mask[..., None], normals, 0.0), ref_normals))
 
     def _set_state(self, mean: np.ndarray, spread: np.ndarray, mask: np.ndarray) -> None:
         self._mean, self._spread, self._mask = mean, spread, mask
@@ -889,6 +892,7 @@ class VariationModel(AnomalyModel):
         self._spread_ext = np.ascontiguousarray(
             np.moveaxis(spread[:, rows, cols], 0, -1), dtype=np.float32)
         self._dist = dist.astype(np.float32)
+        self._reference = _registration_reference(mean, mask)
 
     def _require_fitted(self) -> None:
         if self._mean is None:
@@ -905,13 +909,13 @@ class VariationModel(AnomalyModel):
     def _register_valid(self, n: np.ndarray, m: np.ndarray, name: str) -> Registration:
         """:meth:`register_map` of a map already validated."""
         self._require_fitted()
-        assert self._mean is not None and self._mask is not None
+        assert self._reference is not None and self._mask is not None
         if n.shape[:2] != self._mask.shape:
             h, w = self._mask.shape
             raise PsinspectError(
                 f"{named_prefix(name)}size {n.shape[1]}x{n.shape[0]} differs from the trained "
                 f"part's {w}x{h}; the variation model only compares captures of the same size")
-        return self._register(n, m, (self._mean, self._mask), name)
+        return self._register(n, m, self._reference, name)
 
     def score(
         self, normals: np.ndarray, mask: np.ndarray, confidence: np.ndarray | None = None,
@@ -1016,3 +1020,10 @@ class VariationModel(AnomalyModel):
             "shading_pixels": shading_px,
         }
         return ScoreResult(score, reference, unreliable=unreliable, info=info)
+
+
+def _registration_reference(normals: np.ndarray, mask: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """A registration reference made once for every map registered onto it: its registration
+    image (:func:`psinspect.align.registration_image`) and its normals, 0 outside ``mask``."""
+    return registration_image(normals, mask), np.where(mask[..., None], normals, 0.0)
