@@ -1341,3 +1341,34 @@ def test_report_verdict_table_rows_and_columns():
     assert ("<tr><th>verdicts</th><th>fail</th><th>pass</th></tr>"
             "<tr><td>defective maps</td><td>11</td><td>12</td></tr>"
             "<tr><td>clean maps</td><td>13</td><td>14</td></tr>") in html
+
+
+def test_summary_keeps_what_reading_each_input_warned_about(
+        geo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What reading an input warned about (a capture without mask.png, a map whose flat
+    background counts as the object) is printed once and kept in that input's summary.json
+    entry only, also when inputs are read side by side (--jobs 2): a line system reading the
+    summary must see why a verdict may not hold, as the printed lines say."""
+    from psinspect.render import render_dataset
+
+    caps = render_dataset(tmp_path / "caps", 2, defect_rate=0.0, seed=2, size=48, lights=12)
+    (caps[1] / "mask.png").unlink()
+    flat = np.zeros((40, 40, 3), np.float32)
+    flat[..., 2] = 1.0
+    flat[10:30, 10:30] = bowl(20)[0]
+    flat[10:30, 10:30][~bowl(20)[1]] = (0.0, 0.0, 1.0)
+    save_npy(tmp_path / "flat.npy", flat)
+    code, _, err = run_cli(["detect", *caps, tmp_path / "flat.npy", "--model", geo_dir,
+                            "--jobs", "2", "-o", tmp_path / "d"], monkeypatch, capsys)
+    assert code == 0, err
+    entries = json.loads((tmp_path / "d" / "summary.json").read_text())["inputs"]
+    assert "warnings" not in entries[0]
+    (no_mask,) = entries[1]["warnings"]
+    assert no_mask.startswith("no mask.png; using every non-black pixel as the object (")
+    (whole,) = entries[2]["warnings"]
+    assert whole.startswith("every pixel counts as the object and the whole border is the "
+                            "one normal (0.00, 0.00, 1.00)")
+    printed = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
+    assert sorted(printed) == sorted([f"warning: {caps[1]}: {no_mask}",
+                                      f"warning: {tmp_path / 'flat.npy'}: {whole}"])

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +100,45 @@ def shared_cpu_threads(jobs: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+class ThreadWarnings:
+    """While active, UserWarnings are shown as usual and, in a thread inside
+    :meth:`recording`, also kept in that thread's list: what each of several inputs read at
+    once warned about (``warnings.catch_warnings`` is process-wide, not per thread, so it is
+    entered once, around the parallel calls). Each warning is shown and kept every time it is
+    raised, not only the first time."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._saved = warnings.catch_warnings()
+
+    def __enter__(self) -> ThreadWarnings:
+        self._saved.__enter__()
+        warnings.simplefilter("always", UserWarning)
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+            kept = getattr(self._local, "kept", None)
+            if kept is not None:
+                kept.append(str(message))
+            shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._saved.__exit__(*exc)
+
+    @contextmanager
+    def recording(self) -> Iterator[list[str]]:
+        """The calling thread's warnings while inside, in the order raised."""
+        self._local.kept = kept = []
+        try:
+            yield kept
+        finally:
+            self._local.kept = None
 
 
 def run_parallel(fn: Callable[[_T], _R], items: Sequence[_T], jobs: int,
@@ -681,8 +721,9 @@ def write_detection_outputs(
 
         def one_unnamed(item: tuple[Path, str]) -> dict[str, Any]:
             p, name = item
-            inp = load_input(p, solver=solver, light_splits=light_splits,
-                             capture_images=images, lights=lights)
+            with reading.recording() as read_notes:  # (a capture without mask.png, ...)
+                inp = load_input(p, solver=solver, light_splits=light_splits,
+                                 capture_images=images, lights=lights)
             det = detect_map(bundle, inp.normals, inp.mask, name=name,
                              confidence=inp.confidence, threshold=threshold,
                              light_splits=inp.light_splits,
@@ -706,6 +747,8 @@ def write_detection_outputs(
             notes = [n for n in notes if n is not None]
             for note in notes:
                 warnings.warn(f"{p}: {note}", UserWarning, stacklevel=2)
+            # with what reading it warned about (printed as it was raised), its path dropped
+            notes = [n.removeprefix(f"{p}: ") for n in dict.fromkeys(read_notes)] + notes
             if notes:
                 s["warnings"] = notes
             if inp.map_file is not None:
@@ -714,10 +757,11 @@ def write_detection_outputs(
                 s["gt_defect_px"] = int(gt.sum())
             return s
 
-        summaries = run_parallel(
-            one_or_error if keep_going else one, list(zip(paths, names, strict=True)),
-            default_jobs(len(paths)) if jobs is None else jobs,
-            on_result=None if progress is None else lambda s: progress(s["name"]))
+        with ThreadWarnings() as reading:
+            summaries = run_parallel(
+                one_or_error if keep_going else one, list(zip(paths, names, strict=True)),
+                default_jobs(len(paths)) if jobs is None else jobs,
+                on_result=None if progress is None else lambda s: progress(s["name"]))
         summary = summary_document(bundle, summaries, threshold=threshold,
                                    calibrated=(calibrated if threshold is not None
                                                or image_threshold is not None else None),

@@ -281,7 +281,8 @@ def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
     RGBA with the alpha channel as the object mask; :func:`decode_png`).
 
     Returns ``(normals float32 (H, W, 3), mask bool (H, W))``; errors are :class:`PsinspectError`
-    naming the file.
+    naming the file. A map whose object is the whole frame and whose border is one constant
+    normal, most likely a background written as a flat normal, gets a warning (either format).
     """
     path = Path(path)
     if path.is_dir():
@@ -296,7 +297,9 @@ def load_normal_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
             if len(shape) != 3 or shape[2] != 3:
                 raise PsinspectError(f"{path}: expected shape (H, W, 3), got {tuple(shape)}")
             check_map_size(shape[:2], str(path))
-        return validate_normal_map(load_npy(path), name=str(path))
+        out = validate_normal_map(load_npy(path), name=str(path))
+        _warn_flat_background(*out, str(path))
+        return out
     if suffix == ".png":
         hw = image_size_hw(path)
         if hw is not None:

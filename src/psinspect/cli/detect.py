@@ -71,9 +71,10 @@ def detect_cmd(
     error map | predicted mask | ground truth where known), and summary.json (per input: image
     score, verdict pass/fail, defect area, regions with peak scores and bounding boxes
     [x0, y0, x1, y1] in pixels, x1 and y1 one past the last column and row; "warnings":
-    why a verdict may not hold: a capture, or psinspect normals' map, solved from another
-    number of lights than a known-part model's training captures, or a map solved with
-    another PS solver than the model's).
+    why a verdict may not hold, as printed: a capture read without mask.png or without its
+    lights' intensities, a map whose object is the whole frame with a flat border, a capture,
+    or psinspect normals' map, solved from another number of lights than a known-part model's
+    training captures, or a map solved with another PS solver than the model's).
     Ground truth is picked up from a capture's M_defect.png or, for a dataset map A_X.npy, from
     M_X.png beside it.
     """
