@@ -710,6 +710,24 @@ def test_bad_arguments(tmp_path: Path, monkeypatch, capsys, geo_model: Path, arg
     assert not out.exists()
 
 
+def test_train_names_a_lone_bad_input_before_counting(tmp_path: Path, monkeypatch,
+                                                      capsys) -> None:
+    """One training input that cannot be used gets its own error (what the user must fix),
+    not "need at least 2 good parts"; a lone good map gets that one."""
+    bad = sphere_normals(24)[0]
+    bad[12, 12] = np.nan
+    save_npy(tmp_path / "nan.npy", bad)
+    (tmp_path / "fake.png").write_bytes(b"not a png")
+    save_npy(tmp_path / "good.npy", sphere_normals(24)[0])
+    for name, pattern in (("nan.npy", r"nan\.npy: .*NaN"), ("fake.png", r"fake\.png: cannot read"),
+                          ("good.npy", r"need at least 2 good parts .* got 1")):
+        code, _, err = run_cli(["train", tmp_path / name, "--model", "geometric", "-o",
+                                tmp_path / "out"], monkeypatch, capsys)
+        errs = error_lines(err)
+        assert code == 2 and len(errs) == 1 and re.search(pattern, errs[0]), (name, err)
+        assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # evaluate: damaged detect outputs and datasets
 

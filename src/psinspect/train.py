@@ -277,6 +277,8 @@ def load_training_data(
         raise PsinspectError("give a dataset folder alone, not mixed with other inputs")
     files = _expand_inputs(paths)
     if len(files) < 2:
+        # a broken or defective map's own error first: it is what the user must fix
+        _load_maps([f for f in files if f.is_file()], None)
         raise PsinspectError(
             f"need at least 2 good parts (one is held out for calibration), got {len(files)}"
         )
