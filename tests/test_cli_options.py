@@ -126,7 +126,8 @@ def test_detect_passes_every_option(tmp_path, monkeypatch, capsys) -> None:
 
     monkeypatch.setattr(modelstore, "load_model_dir", load)
     seen = _recorder(monkeypatch, detect, "write_detection_outputs")
-    src = _normal_map(tmp_path)
+    src = tmp_path / "capture"  # (--solver and --lights need a capture folder among inputs)
+    src.mkdir()
     code, _, err = run_cli(
         ["detect", src, "-o", tmp_path / "out", "--threshold", "0.7", "--image-threshold",
          "3.5", "--solver", "ls", "--tta", "2", "--lights", "1-4", "--scale", "0.5",

@@ -983,6 +983,10 @@ def test_detect_lights_needs_a_capture_and_a_valid_spec(geo_dir: Path, tmp_path:
                             tmp_path / "o", "--lights", "1-5"], monkeypatch, capsys)
     assert code == 2 and error_lines(err) == [
         "error: --lights applies to capture folders; no input is one"]
+    code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", geo_dir, "-o",
+                            tmp_path / "o", "--solver", "ls"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [  # (it was ignored: maps are solved already)
+        "error: --solver applies to capture folders; no input is one"]
     (tmp_path / "cap").mkdir()
     code, _, err = run_cli(["detect", tmp_path / "x.npy", tmp_path / "cap", "--model", geo_dir,
                             "-o", tmp_path / "o", "--lights", "zzz"], monkeypatch, capsys)

@@ -89,6 +89,8 @@ def detect_cmd(
             raise PsinspectError(f"{p}: input not found")
     check_output_dir(out, force, [*inputs, model])
     inputs = expand_capture_sets(inputs)
+    if solver is not None and not any(p.is_dir() for p in inputs):
+        raise PsinspectError("--solver applies to capture folders; no input is one")
     bundle = load_model_dir(model, tta=tta)
 
     def advance(name: str) -> None:
