@@ -128,8 +128,9 @@ def validate_normal_map(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check a normal map and return ``(normals float32 (H, W, 3), mask bool (H, W))``.
 
-    Without a mask, the object is every non-zero vector. Raises :class:`PsinspectError` for a
-    wrong shape, a map smaller than ``MIN_MAP_SIDE`` on a side, NaN/Inf, an empty mask, vectors
+    Without a mask, the object is every non-zero vector; with one, what lies outside it is
+    ignored (returned as 0). Raises :class:`PsinspectError` for a wrong shape, a map smaller
+    than ``MIN_MAP_SIDE`` on a side, NaN/Inf (inside the mask), an empty mask, vectors
     inside the mask that are not unit length, a map whose object mostly faces away from the
     camera (z < 0 on more than half of it: another sign convention, or a background decoded
     as normals; a visible surface faces the camera), or a map whose normals point every which
@@ -165,6 +166,7 @@ def validate_normal_map(
             m = mask[r0:r0 + rows]
             if not finite[m].all():
                 raise PsinspectError(f"{name}: contains NaN or Inf values inside the mask")
+        blk[~m] = 0.0  # (what lies outside the object is ignored: also NaN or Inf there)
         length = np.sqrt(np.einsum("...i,...i->...", blk, blk))
         obj = length[m]
         bad = np.abs(obj - 1.0) > UNIT_TOL
@@ -173,7 +175,6 @@ def validate_normal_map(
         if obj.size:
             lo, hi = min(lo, float(obj.min())), max(hi, float(obj.max()))
         blk /= np.maximum(length, 1e-12)[..., None]
-        blk[~m] = 0.0
         n_back += int((blk[..., 2][m] < 0).sum())
         out[r0:r0 + rows] = blk
         out_mask[r0:r0 + rows] = m
