@@ -20,7 +20,7 @@ from psinspect.detect import (
     write_input_files,
 )
 from psinspect.errors import PsinspectError
-from psinspect.fileio import save_npy
+from psinspect.fileio import save_npy, save_png
 from psinspect.models import AnomalyModel, ScoreResult, create_model
 from psinspect.modelstore import (
     ModelBundle,
@@ -30,7 +30,7 @@ from psinspect.modelstore import (
     save_model_dir,
     weights_path,
 )
-from psinspect.normalmap import load_normal_map, normals_from_height
+from psinspect.normalmap import encode_png, load_normal_map, normals_from_height
 
 
 def bowl(size: int = 80) -> tuple[np.ndarray, np.ndarray]:
@@ -1033,9 +1033,10 @@ def test_detect_a_folder_of_captures(geo_dir: Path, tmp_path: Path,
 def test_detect_a_folder_of_maps(geo_dir: Path, tmp_path: Path,
                                  monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """A folder of .npy normal maps stands for its maps (it said "no images found"), with an
-    A_<x>.npy map's M_<x>.png ground truth beside it; any other PNG or sub-folder there is
-    refused rather than skipped."""
+    """A folder of normal maps (.npy and .png) stands for its maps (it said "no images
+    found", and a folder of PNG maps "no lights file"), with an A_<x>.npy map's M_<x>.png
+    ground truth and the .png previews of .npy maps beside them; a sub-folder there is refused
+    and a PNG that is not a normal map is an error, never skipped."""
     maps = tmp_path / "maps"
     maps.mkdir()
     n, m = bowl(40)
@@ -1054,13 +1055,25 @@ def test_detect_a_folder_of_maps(geo_dir: Path, tmp_path: Path,
     code, _, err = run_cli(["detect", maps, "--model", geo_dir, "-o", tmp_path / "d1"],
                            monkeypatch, capsys)
     assert code == 0, err
-    cv2.imwrite(str(maps / "other.png"), gt)
+    cv2.imwrite(str(maps / "b10.png"), gt)  # b10.npy's preview
+    save_png(maps / "c3.png", encode_png(n, m))  # a PNG normal map
     code, _, err = run_cli(["detect", maps, "--model", geo_dir, "-o", tmp_path / "d2"],
                            monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "d2" / "summary.json").read_text())
+    assert [s["name"] for s in summary["inputs"]] == ["A_p1", "b2", "b10", "c3"]
+    cv2.imwrite(str(maps / "other.png"), gt)  # not a normal map: an error, not skipped
+    code, _, err = run_cli(["detect", maps, "--model", geo_dir, "-o", tmp_path / "d3"],
+                           monkeypatch, capsys)
+    assert code == 2 and len(error_lines(err)) == 1 and "other.png" in err, err
+    assert not (tmp_path / "d3").exists()
+    (maps / "other.png").unlink()
+    (maps / "sub").mkdir()
+    code, _, err = run_cli(["detect", maps, "--model", geo_dir, "-o", tmp_path / "d4"],
+                           monkeypatch, capsys)
     assert code == 2 and error_lines(err) == [
-        f"error: {maps}: holds normal maps (.npy) and also other.png, which is not one: give "
-        "the inputs one by one"]
-    assert not (tmp_path / "d2").exists()
+        f"error: {maps}: holds normal maps and also sub, which is not one: give the inputs "
+        "one by one"]
 
 
 def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path: Path,

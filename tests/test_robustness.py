@@ -728,6 +728,23 @@ def test_train_names_a_lone_bad_input_before_counting(tmp_path: Path, monkeypatc
         assert not (tmp_path / "out").exists()
 
 
+def test_train_takes_a_folder_of_maps_as_detect_does(tmp_path: Path, monkeypatch,
+                                                      capsys) -> None:
+    """train reads a folder of maps as detect does (``detect.normal_map_files``): a .npy map's
+    .png preview beside it is not a second map (it was read as one: the same surface twice,
+    or an error on a greyscale preview)."""
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    save_npy(folder / "g1.npy", sphere_normals(24)[0])
+    save_npy(folder / "g2.npy", sphere_normals(22)[0])
+    cv2.imwrite(str(folder / "g1.png"), np.zeros((24, 24), np.uint8))
+    code, _, err = run_cli(["train", folder, "--model", "geometric", "-o", tmp_path / "m"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["training"]["inputs"] == [str(folder / "g1.npy"), str(folder / "g2.npy")]
+
+
 # --------------------------------------------------------------------------------------------
 # evaluate: damaged detect outputs and datasets
 

@@ -591,15 +591,32 @@ def _normals_confidence(folder: Path, shape: tuple[int, int]) -> np.ndarray | No
     return conf.astype(np.float32)
 
 
+def normal_map_files(folder: Path) -> list[Path]:
+    """The normal-map files of a folder, in natural name order: its ``.npy`` and ``.png`` files
+    (hidden ones left out) except the PNGs that belong to another file there: ``X.png`` beside
+    ``X.npy`` (a preview, as ``psinspect defects`` and ``dataset`` write them) and ``M_X.png``
+    beside an ``A_X`` map (its ground truth, read with it)."""
+    from psinspect.capture import natural_key
+
+    files = [q for q in folder.iterdir() if q.is_file() and not q.name.startswith(".")
+             and q.suffix.lower() in (".npy", ".png")]
+    stems = {q.stem for q in files if q.suffix.lower() == ".npy"}
+    maps = {q.stem[2:] for q in files if q.name.startswith("A_")}
+    return sorted((q for q in files if q.suffix.lower() == ".npy" or not (
+        q.stem in stems or (q.name.startswith("M_") and q.stem[2:] in maps))),
+        key=lambda q: natural_key(q.name))
+
+
 def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Detect's inputs with each folder of parts replaced by its parts, in natural name order:
     a folder of capture folders (e.g. the output of ``psinspect render``: one sub-folder per
-    part) by those capture folders, a folder of ``.npy`` normal maps by those maps (with
-    ``M_<x>.png`` ground truth beside ``A_<x>.npy``, as :func:`load_input` reads it), a dataset
+    part) by those capture folders, a folder of normal maps by those maps
+    (:func:`normal_map_files`: ``.npy`` and ``.png``, with ``M_<x>.png`` ground truth beside
+    ``A_<x>.npy``, as :func:`load_input` reads it), a dataset
     folder (:mod:`psinspect.dataset`) by its test maps in manifest order (what ``evaluate``
     judges against it; its training and validation maps are left out). Such a folder of
-    parts that also holds anything else that could be a part (another sub-folder, a map file
-    of the other kind, a PNG) is refused: a part must not be skipped silently. Files,
+    parts that also holds anything else that could be a part (another sub-folder, or a map
+    file among capture folders) is refused: a part must not be skipped silently. Files,
     capture folders, ``psinspect normals`` output folders and anything else stay as given
     (:func:`load_input` reads or refuses them)."""
     from psinspect.capture import CAPTURE_MARKERS, is_capture_folder, natural_key
@@ -624,16 +641,12 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
                              key=lambda q: natural_key(q.name))
             subs = [q for q in entries if is_capture_folder(q)]
             kind, why = "capture folders", f" (no {' / '.join(CAPTURE_MARKERS)})"
+            maps = normal_map_files(p)
             if not subs:
-                subs = [q for q in entries if q.is_file() and q.suffix.lower() == ".npy"]
-                kind, why = "normal maps (.npy)", ""
-            # an A_<x>.npy map's ground truth M_<x>.png, and the A_<x>.png / N_<x>.png
-            # previews that `psinspect defects` writes beside its maps
-            gts = {f"M_{q.stem[2:]}.png" for q in subs if q.name.startswith("A_")} | {
-                f"{q.stem}.png" for q in subs}
-            # never skip a part silently: a broken capture, a nested folder, a loose map
-            stray = [q for q in entries if q not in subs and q.name not in gts and (
-                q.is_dir() or q.suffix.lower() in (".npy", ".png"))]
+                subs, kind, why = maps, "normal maps", ""
+            # never skip a part silently: a broken capture, a nested folder, a loose map (not
+            # the previews and ground truth that belong to a map)
+            stray = [q for q in entries if q not in subs and (q.is_dir() or q in maps)]
             if subs and stray:
                 raise PsinspectError(
                     f"{p}: holds {kind} and also {stray[0].name}, which is not one{why}: "

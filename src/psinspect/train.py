@@ -210,6 +210,7 @@ def _light_count(capture: Path) -> int:
 
 def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
     from psinspect.dataset import find_captures
+    from psinspect.detect import normal_map_files
 
     out: list[Path] = []
     for p in inputs:
@@ -218,13 +219,11 @@ def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
         elif is_normals_folder(p):  # `psinspect normals` output: its map
             out.append(p / NORMALS_FILE)
         elif p.is_dir():
-            maps = sorted(q for q in p.iterdir() if q.suffix.lower() in (".npy", ".png")
-                          and q.is_file())
             if is_capture_folder(p):
                 out.append(p)
             elif any(q.is_dir() for q in p.iterdir()):
                 out.extend(find_captures([p]))
-            elif maps:
+            elif maps := normal_map_files(p):
                 out.extend(maps)
             else:
                 raise PsinspectError(f"{p}: neither a dataset, a capture folder nor a folder of "

@@ -15,7 +15,7 @@ def detect_cmd(
     inputs: Annotated[list[Path], typer.Argument(
         help="Normal maps (.npy H x W x 3 float, or 8/16-bit normal .png) and/or capture folders "
              "(photometric stereo runs first); a folder of capture folders (e.g. render's "
-             "output) stands for the captures in it, a folder of .npy maps for its maps, a "
+             "output) stands for the captures in it, a folder of maps for its maps, a "
              "dataset folder for its test maps (what evaluate judges), and an output folder "
              "of 'psinspect normals' for its map (scored with its PS confidence).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
