@@ -130,3 +130,35 @@ def test_models_trained_on_maps_are_traced(caps: list[Path], tmp_path: Path, mon
     assert [ln for ln in err.splitlines() if ln.startswith("warning: ")] == [
         f"warning: cannot tell whether the model was trained on test surfaces: its folder "
         f"{gone.resolve()} cannot be read (moved or deleted?)"]
+
+
+@pytest.mark.parametrize("given", ["capture", "map"])
+def test_evaluate_names_test_surfaces_the_thresholds_were_calibrated_on(
+        caps: list[Path], tmp_path: Path, monkeypatch, capsys, given: str) -> None:
+    """A test surface given to train --calibrate-on (its capture, or one of the dataset's own
+    test maps) is not trained on, but the model's thresholds were fitted to it: evaluate names
+    it (metrics.json, a warning line, report.html), traced by content as training surfaces
+    are; a model calibrated on other parts gets an empty list."""
+    names = [c.name for c in caps]
+    ds = tmp_path / "ds"
+    build_dataset(caps, ds, holdout=[names[3]], seed=0, subsets=2, augment=[],
+                  defects_per_map=1, severity="high")
+    manifest = json.loads((ds / "manifest.json").read_text())
+    clean_test = next(ds / it["file"] for it in manifest["items"]
+                      if it["split"] == "test-clean")
+    model = tmp_path / "model"
+    train_model(caps[:2], model, model_name="geometric",
+                calibration_inputs=[caps[3] if given == "capture" else clean_test])
+    metrics, err = _evaluate(model, ds, tmp_path / "e", monkeypatch, capsys)
+    assert metrics["test_surfaces_seen_in_training"] == []
+    assert metrics["test_surfaces_seen_in_calibration"] == [names[3]]
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
+    assert warnings == [f"warning: the model's thresholds were calibrated on 1 of the test "
+                        f"surfaces ({names[3]}; train --calibrate-on): its verdicts and masks "
+                        "there are not those of unseen parts"]
+    assert "Warning: the model&#x27;s thresholds were calibrated on 1" in (
+        tmp_path / "e" / "ev" / "report.html").read_text()
+    other = tmp_path / "other"
+    train_model(caps[:2], other, model_name="geometric", calibration_inputs=[caps[2]])
+    metrics, err = _evaluate(other, ds, tmp_path / "f", monkeypatch, capsys)
+    assert metrics["test_surfaces_seen_in_calibration"] == [] and "warning" not in err

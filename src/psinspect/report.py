@@ -195,11 +195,17 @@ def evaluation_warnings(metrics: dict[str, Any]) -> list[str]:
         return ["cannot tell whether the model was trained on test surfaces: " + (
             f"its folder {model_dir} cannot be read (moved or deleted?)" if model_dir else
             "the detect run did not record its model folder")]
-    if not seen:
-        return []
-    return [f"the model was trained on {len(seen)} of the test surfaces "
-            f"({', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''}): these figures are not "
-            "a measurement on unseen surfaces"]
+    out = [] if not seen else [
+        f"the model was trained on {len(seen)} of the test surfaces "
+        f"({', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''}): these figures are not "
+        "a measurement on unseen surfaces"]
+    calibrated = metrics.get("test_surfaces_seen_in_calibration") or []
+    if calibrated:
+        out.append(f"the model's thresholds were calibrated on {len(calibrated)} of the test "
+                   f"surfaces ({', '.join(calibrated[:5])}"
+                   f"{', ...' if len(calibrated) > 5 else ''}; train --calibrate-on): its "
+                   "verdicts and masks there are not those of unseen parts")
+    return out
 
 
 def _fmt_threshold(v: Any) -> str:
@@ -455,6 +461,9 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
             "seen_in_training": (surfaces_seen_in_training(summary["model_dir"], manifest,
                                                            map_shas)
                                  if summary.get("model_dir") else None),
+            "seen_in_calibration": (surfaces_seen_in_calibration(summary["model_dir"],
+                                                                 manifest, map_shas)
+                                    if summary.get("model_dir") else None),
             "verdicts": [verdicts[it.name] for it in items], "defective": defective}
     return items, info
 
@@ -498,11 +507,9 @@ def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any],
     for name, s in manifest.get("surfaces", {}).items():
         if s.get("role") != "test":
             continue
-        if trained_maps & (map_shas or {}).get(name, set()):
-            leaks.append(name)
-            continue
-        if prints is not None and isinstance(s.get("fingerprint"), str):
-            if s["fingerprint"] in prints:
+        by_content = _recorded_surface(name, s, prints, trained_maps, map_shas)
+        if by_content is not None:
+            if by_content:
                 leaks.append(name)
             continue
         if not isinstance(s.get("source"), str):
@@ -511,6 +518,44 @@ def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any],
         if src in seen or any(src == p or p in src.parents for p in inputs):
             leaks.append(name)
     return sorted(leaks)
+
+
+def surfaces_seen_in_calibration(model_dir: Any, manifest: dict[str, Any],
+                                 map_shas: dict[str, set[str]] | None = None
+                                 ) -> list[str] | None:
+    """The test surfaces of a dataset ``manifest`` among the clean parts the model in
+    ``model_dir`` calibrated its thresholds on (``train --calibrate-on``; ``config.json``
+    ``training.calibration_surfaces``, recorded since psinspect 0.4: by content, as
+    :func:`surfaces_seen_in_training` traces training surfaces). Its verdicts and pixel
+    threshold on those surfaces are not what an unseen part gets. None when the model folder
+    cannot be read."""
+    from pathlib import Path
+
+    from psinspect.fileio import read_json
+
+    try:
+        record = read_json(Path(model_dir) / "config.json").get("training", {}).get(
+            "calibration_surfaces", {})
+        prints = set(record.get("surface_fingerprints") or []) or None
+        shas = set(record.get("map_sha256") or [])
+    except (OSError, TypeError, ValueError, AttributeError):
+        return None
+    return sorted(name for name, s in manifest.get("surfaces", {}).items()
+                  if s.get("role") == "test"
+                  and _recorded_surface(name, s, prints, shas, map_shas))
+
+
+def _recorded_surface(name: str, surface: dict[str, Any], prints: set[str] | None,
+                      shas: set[str], map_shas: dict[str, set[str]] | None) -> bool | None:
+    """Whether a dataset's surface ``name`` (its manifest entry ``surface``) is one of a
+    model's recorded surfaces, by content: one of its test maps' SHA-256 (``map_shas``) among
+    ``shas``, or its capture's fingerprint among ``prints``; None where the records cannot
+    tell (no fingerprints recorded, or none in the manifest)."""
+    if shas & (map_shas or {}).get(name, set()):
+        return True
+    if prints is not None and isinstance(surface.get("fingerprint"), str):
+        return surface["fingerprint"] in prints
+    return None
 
 
 def _check_same_input(source: object, digest: object, expected: Path, summary_path: Path
@@ -602,6 +647,7 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
                                         [it.mask for it in items])}
     metrics["verdicts"] = verdict_counts(info["verdicts"], info["defective"])
     metrics["test_surfaces_seen_in_training"] = info["seen_in_training"]
+    metrics["test_surfaces_seen_in_calibration"] = info["seen_in_calibration"]
     metrics["source"] = {"predictions": str(Path(pred_dir).resolve()),
                          "ground_truth": str(Path(ground_truth).resolve()),
                          "model": info.get("model"), "model_dir": info.get("model_dir"),

@@ -201,6 +201,19 @@ def _distinct_contents(files: Sequence[Path]) -> dict[Path, tuple[str, str, str 
     return {f: key for key, f in seen.items()}
 
 
+def surface_record(contents: dict[Path, tuple[str, str, str | None]]) -> dict[str, list[str]]:
+    """What evaluate traces test surfaces by (:func:`psinspect.report.surfaces_seen_in`), of
+    inputs with their :func:`_distinct_contents`: ``surface_fingerprints``, the captures'
+    fingerprints, also of those ``psinspect normals`` maps were solved from, and
+    ``map_sha256``, the map files' content."""
+    return {
+        "surface_fingerprints": sorted(
+            {k[1] for k in contents.values() if k[0] == "capture"}
+            | {capture_fingerprint(c) for c in (_solved_from(f) for f, k in contents.items()
+                                                if k[0] == "map") if c is not None}),
+        "map_sha256": sorted({k[1] for k in contents.values() if k[0] == "map"})}
+
+
 def _light_count(capture: Path) -> int:
     """How many lights (and images) a capture folder has: its lights file's rows."""
     from psinspect.capture import capture_lights_file, read_lights_file
@@ -293,13 +306,7 @@ def load_training_data(
     return TrainingData(
         pick(1, False), pick(1, True), pick(0, False), pick(0, True),
         {"inputs": [str(Path(f).resolve()) for f in files],
-         # the captures trained on, also those `psinspect normals` maps were solved from, and
-         # the map files' content: what evaluate traces test surfaces by
-         "surface_fingerprints": sorted(
-             {k[1] for k in contents.values() if k[0] == "capture"}
-             | {capture_fingerprint(c) for c in (_solved_from(f) for f, k in contents.items()
-                                                 if k[0] == "map") if c is not None}),
-         "map_sha256": sorted({k[1] for k in contents.values() if k[0] == "map"}),
+         **surface_record(contents),
          "holdout_rule": f"seeded shuffle ({seed}), first {n_val} of {len(loaded)} held out "
                          "for validation"},
         pick(2, False), pick(2, True),
@@ -908,7 +915,9 @@ def train_model(
         "epochs_run": len(log) if by_epochs else 0, "seed": args["seed"],
         "train_seconds": round(train_seconds, 2), "resumed": bool(resume),
         **_epoch_summary(log if by_epochs else [], args["epochs"]),
-        **({"calibration_inputs": args["calibration_inputs"]}
+        **({"calibration_inputs": args["calibration_inputs"],
+            # their surfaces, as the training ones: evaluate says which test surfaces they are
+            "calibration_surfaces": surface_record(_distinct_contents(cal_files))}
            if args.get("calibration_inputs") else {}),
         "psinspect_version": __version__,
     }
