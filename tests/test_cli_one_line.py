@@ -168,6 +168,40 @@ def test_ctrl_c_while_the_program_loads_prints_no_traceback() -> None:
     assert proc.stdout == "" and proc.stderr == ""
 
 
+def test_sigterm_is_handled_as_ctrl_c(tmp_path: Path) -> None:
+    """SIGTERM (kill, a supervisor stopping the job) while detect writes: the staged output is
+    removed, one line says nothing was written, exit status 143; it ended the process at once,
+    silently, and left a hidden staging folder behind."""
+    import subprocess
+    import sys
+
+    from psinspect.fileio import save_npy
+    from psinspect.normalmap import normals_from_height
+
+    yy, xx = np.mgrid[0:48, 0:48].astype(np.float32)
+    mask = (xx - 24) ** 2 + (yy - 24) ** 2 < 400
+    save_npy(tmp_path / "part.npy",
+             normals_from_height(-((xx - 24) ** 2 + (yy - 24) ** 2) / 400.0, mask))
+    code = (
+        "import os, signal, sys\n"
+        "import psinspect._console as console\n"
+        "import psinspect.detect as detect\n"
+        "real = detect.write_input_files\n"
+        "def write(*a, **k):\n"
+        "    real(*a, **k)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "detect.write_input_files = write\n"
+        f"sys.argv = ['psinspect', 'detect', {str(tmp_path / 'part.npy')!r}, '-o', "
+        f"{str(tmp_path / 'out')!r}, '--tta', '1']\n"
+        "console.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 143, (proc.returncode, proc.stderr)
+    assert proc.stderr.strip().splitlines()[-1] == "interrupted: nothing written", proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part.npy"]
+
+
 def test_a_process_started_with_ctrl_c_ignored_keeps_ignoring_it() -> None:
     """A script's background job starts with SIGINT ignored; the console script made it
     interruptible again."""
