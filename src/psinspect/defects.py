@@ -706,9 +706,11 @@ def _record(spec: DefectSpec, changed: np.ndarray, gt: np.ndarray) -> dict[str, 
 
 def check_min_angle(min_angle: float) -> None:
     """Raise :class:`PsinspectError` unless ``min_angle`` (the ground-truth angle) is a finite
-    number of degrees > 0."""
-    if not (math.isfinite(min_angle) and min_angle > 0):
-        raise PsinspectError(f"--min-angle must be a number of degrees > 0, got {min_angle}")
+    number of degrees in (0, 90): a defect that turned a flat part's normals by 90 degrees or
+    more would turn them away from the camera."""
+    if not (math.isfinite(min_angle) and 0 < min_angle < 90):
+        raise PsinspectError(
+            f"--min-angle must be a number of degrees between 0 and 90, got {min_angle}")
 
 
 def check_along(along: str) -> None:

@@ -110,8 +110,12 @@ def defects_cmd(
         for path, name in zip(maps, names, strict=True):
             n, mask = load_normal_map(path)
             rng = np.random.default_rng([int(seed), stable_hash(name)])
-            a, gt, records = implant_defects(n, mask, rng, count=per_image, types=type_list,
-                                             severity=sev, min_angle=min_angle, along=along)
+            try:
+                a, gt, records = implant_defects(n, mask, rng, count=per_image,
+                                                 types=type_list, severity=sev,
+                                                 min_angle=min_angle, along=along)
+            except PsinspectError as err:  # (a part too small for them: named)
+                raise PsinspectError(f"{path}: {err}") from None
             # the input's own defects stay defects (their pixels were lost from the truth)
             given, given_recs = given_ground_truth(path, mask.shape)
             if given is not None and given.any():
