@@ -6,8 +6,8 @@ distant light. Two folder layouts are read:
 **DiLiGenT layout** (recognised by ``filenames.txt``; see the DiLiGenT pmsData release)::
 
     filenames.txt           image names in light order, one per line; each must be a different
-                            file inside the folder (absolute paths, '..' and links out of the
-                            folder are refused)
+                            file inside the folder (an absolute path, '..' or a link that
+                            leads out of the folder is refused)
     light_directions.txt    K lines ``x y z`` (unit vectors, normalised here)
     light_intensities.txt   optional, K lines ``r g b`` (or one value per line); images are
                             divided by them
@@ -342,8 +342,9 @@ def _check_image_entries(folder: Path, names: Sequence[str], source: Path) -> No
                                  ) from None
         if root not in target.parents:
             raise PsinspectError(
-                f"{source}: image entry {name!r} is outside the capture folder (absolute paths, "
-                "'..' and links out of the folder are refused); list images inside the folder"
+                f"{source}: image entry {name!r} is outside the capture folder (an absolute "
+                "path, '..' or a link that leads out of it is refused); list images inside the "
+                "folder"
             )
         if target in seen:
             first = seen[target]
