@@ -224,6 +224,14 @@ def test_cli_dataset_warns_what_it_cannot_do(renders, tmp_path) -> None:
     assert len(warnings) == 2, res.output
     assert "no val-clean maps" in warnings[0] and "--subsets 2" in warnings[0]
     assert "--min-angle 4 applies to the defects implanted here; 1 capture(s)" in warnings[1]
+    clean = next(c for c in sorted(renders.iterdir())
+                 if c.is_dir() and not (c / "M_defect.png").exists())
+    res = CliRunner().invoke(app, ["dataset", str(clean), "-o", str(tmp_path / "b"),
+                                   "--augment", "none"])  # one capture: nothing to test on
+    assert res.exit_code == 0, res.output
+    assert [ln for ln in res.output.splitlines() if ln.startswith("warning: ")] == [
+        "warning: no test surface (one capture, or --holdout none): evaluate has nothing to "
+        "judge against this dataset; give more captures, or name test ones with --holdout"]
 
 
 @pytest.mark.skipif(not (DILIGENT / "ballPNG").is_dir(),

@@ -75,6 +75,10 @@ def dataset_cmd(
     if counts.get("train-clean") and not counts.get("val-clean"):
         typer.echo("warning: no val-clean maps (--subsets 1): 'psinspect train' will refuse "
                    "this dataset; build it with --subsets 2 or more", err=True)
+    if not test:
+        typer.echo("warning: no test surface (one capture, or --holdout none): evaluate has "
+                   "nothing to judge against this dataset; give more captures, or name test "
+                   "ones with --holdout", err=True)
     own = manifest["config"]["real_defective"]
     if own and min_angle != 2.0:
         typer.echo(f"warning: --min-angle {min_angle:g} applies to the defects implanted here; "
