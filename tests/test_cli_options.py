@@ -234,7 +234,7 @@ def test_defects_passes_every_option(tmp_path, monkeypatch, capsys) -> None:
     code, _, err = run_cli(["defects", src, "-o", tmp_path / "out", "--per-image", "3",
                             "--types", "pit,scratch", "--severity", "high", "--seed", "5",
                             "--min-angle", "4", "--along", "view"], monkeypatch, capsys)
-    _stopped_at_the_call(code, err)
+    assert code == 2 and error_lines(err) == [f"error: {src}: recorded"], err  # (map named)
     rng = seen["args"][2]
     assert rng.random() == np.random.default_rng([5, stable_hash("ball")]).random()
     kw = seen["kwargs"]
