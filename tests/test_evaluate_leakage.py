@@ -162,3 +162,10 @@ def test_evaluate_names_test_surfaces_the_thresholds_were_calibrated_on(
     train_model(caps[:2], other, model_name="geometric", calibration_inputs=[caps[2]])
     metrics, err = _evaluate(other, ds, tmp_path / "f", monkeypatch, capsys)
     assert metrics["test_surfaces_seen_in_calibration"] == [] and "warning" not in err
+    # a calibration part given twice would count as two good parts: refused, nothing written
+    from psinspect.errors import PsinspectError
+
+    with pytest.raises(PsinspectError, match="the same capture as .*give each good part once"):
+        train_model(caps[:2], tmp_path / "twice", model_name="geometric",
+                    calibration_inputs=[caps[2], caps[2]])
+    assert not (tmp_path / "twice").exists()

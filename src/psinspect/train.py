@@ -202,10 +202,10 @@ def _distinct_contents(files: Sequence[Path]) -> dict[Path, tuple[str, str, str 
 
 
 def surface_record(contents: dict[Path, tuple[str, str, str | None]]) -> dict[str, list[str]]:
-    """What evaluate traces test surfaces by (:func:`psinspect.report.surfaces_seen_in`), of
-    inputs with their :func:`_distinct_contents`: ``surface_fingerprints``, the captures'
-    fingerprints, also of those ``psinspect normals`` maps were solved from, and
-    ``map_sha256``, the map files' content."""
+    """What evaluate traces test surfaces by (:func:`psinspect.report.surfaces_seen_in_training`
+    and ``surfaces_seen_in_calibration``), of inputs with their :func:`_distinct_contents`:
+    ``surface_fingerprints``, the captures' fingerprints, also of those ``psinspect normals``
+    maps were solved from, and ``map_sha256``, the map files' content."""
     return {
         "surface_fingerprints": sorted(
             {k[1] for k in contents.values() if k[0] == "capture"}
@@ -825,6 +825,8 @@ def train_model(
     data = load_training_data(args["inputs"], seed=args["seed"], progress=progress,
                               light_splits=splits, solver=solver, capture_images=images)
     _check_not_trained_on(cal_files, data.source, args.get("init_from"))
+    # (a part given twice is refused here, before training, as for the training inputs)
+    cal_record = surface_record(_distinct_contents(cal_files))
     cal_loaded = _load_maps(cal_files, progress, splits, solver, images)
     cal_names, cal_maps = [c[0] for c in cal_loaded], [c[1] for c in cal_loaded]
     cal_extras = [c[2] for c in cal_loaded]
@@ -917,7 +919,7 @@ def train_model(
         **_epoch_summary(log if by_epochs else [], args["epochs"]),
         **({"calibration_inputs": args["calibration_inputs"],
             # their surfaces, as the training ones: evaluate says which test surfaces they are
-            "calibration_surfaces": surface_record(_distinct_contents(cal_files))}
+            "calibration_surfaces": cal_record}
            if args.get("calibration_inputs") else {}),
         "psinspect_version": __version__,
     }
