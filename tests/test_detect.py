@@ -813,6 +813,30 @@ def test_image_threshold_override_sets_the_verdicts(geo_dir: Path, tmp_path: Pat
         assert s["inputs"][0]["regions"] == cal["inputs"][0]["regions"]
 
 
+def test_summary_says_when_the_pass_fail_threshold_was_set_by_hand(geo_dir: Path) -> None:
+    """image_threshold_calibration describes the threshold used: the model's calibration rule,
+    or, with --image-threshold, that it was set by hand (the model's own rule then describes
+    calibrated_thresholds); a replaced pixel threshold alone leaves the rule as it is."""
+    from dataclasses import replace
+
+    from psinspect.detect import summary_document
+
+    bundle = load_model_dir(geo_dir)
+    bundle = replace(bundle, config={**bundle.config, "calibration": {
+        "image_threshold_rule": "Gumbel fit, 0.99 quantile"}})
+    own = {"pixel_threshold": bundle.threshold, "image_threshold": bundle.image_threshold}
+    doc = summary_document(bundle, [], threshold=None, calibrated=None, solver="robust")
+    assert doc["image_threshold_calibration"] == "Gumbel fit, 0.99 quantile"
+    doc = summary_document(bundle, [], threshold=0.5, calibrated=own, solver="robust")
+    assert doc["image_threshold_calibration"] == "Gumbel fit, 0.99 quantile"
+    doc = summary_document(replace(bundle, image_threshold=9.0), [], threshold=None,
+                           calibrated=own, solver="robust")
+    assert doc["image_threshold_calibration"] == (
+        "set by hand (--image-threshold); the model's own, in calibrated_thresholds: Gumbel "
+        "fit, 0.99 quantile")
+    assert doc["calibrated_thresholds"]["image_threshold"] == bundle.image_threshold
+
+
 def test_train_calibrate_on_parts_not_trained_on(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:

@@ -834,6 +834,10 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
 
     cal = bundle.config.get("calibration")
     rule = cal.get("image_threshold_rule") if isinstance(cal, dict) else None
+    if (isinstance(rule, str) and calibrated is not None
+            and calibrated.get("image_threshold") != bundle.image_threshold):
+        rule = ("set by hand (--image-threshold); the model's own, in calibrated_thresholds: "
+                + rule)
     return {
         "psinspect_version": __version__,
         "date": utc_timestamp(),
