@@ -832,7 +832,8 @@ def test_summary_says_when_the_pass_fail_threshold_was_set_by_hand(geo_dir: Path
     doc = summary_document(replace(bundle, image_threshold=9.0), [], threshold=None,
                            calibrated=own, solver="robust")
     assert doc["image_threshold_calibration"] == (
-        "set by hand (--image-threshold); the model's own, in calibrated_thresholds: Gumbel "
+        "set by hand (--image-threshold, or the web app's slider); the model's own, in "
+        "calibrated_thresholds: Gumbel "
         "fit, 0.99 quantile")
     assert doc["calibrated_thresholds"]["image_threshold"] == bundle.image_threshold
 

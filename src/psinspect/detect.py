@@ -836,8 +836,8 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
     rule = cal.get("image_threshold_rule") if isinstance(cal, dict) else None
     if (isinstance(rule, str) and calibrated is not None
             and calibrated.get("image_threshold") != bundle.image_threshold):
-        rule = ("set by hand (--image-threshold); the model's own, in calibrated_thresholds: "
-                + rule)
+        rule = ("set by hand (--image-threshold, or the web app's slider); the model's own, "
+                "in calibrated_thresholds: " + rule)
     return {
         "psinspect_version": __version__,
         "date": utc_timestamp(),
