@@ -304,6 +304,28 @@ def test_the_pass_fail_line_counts_the_calibration_parts(tmp_path: Path, monkeyp
     assert code == 0, err
     assert json.loads((tmp_path / "m3" / "config.json").read_text())["input"][
         "capture_lights"] == [5, 6]
+    # one threshold for captures of 5 and 6 lights: loosened for the lower-scoring ones (a
+    # defective 6-light part passed such a model silently): said at training and at detect
+    assert ("warning: captures of 5 and 6 lights (training and --calibrate-on): one "
+            "pass/fail threshold for all of them") in err, err
+    code, _, err = run_cli(["detect", good[5], "--model", tmp_path / "m3", "-o",
+                            tmp_path / "d6"], monkeypatch, capsys)
+    assert code == 0, err
+    (entry,) = json.loads((tmp_path / "d6" / "summary.json").read_text())["inputs"]
+    assert entry["warnings"] == [
+        "the model's thresholds were fitted to captures of 5 and 6 lights together: one "
+        "pass/fail threshold for all of them lets more through on the lights whose good parts "
+        "score lower (a defective part may pass; train one model per light set)"]
+    # a normal map among the training captures: it has no images to learn (the model learned
+    # normals only and solved the captures as the map was solved, silently): refused
+    code, _, err = run_cli(["train", *good[:5], tmp_path / "n5" / "normals.npy", "--model",
+                            "variation", "-o", tmp_path / "m4"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [
+        f"error: {tmp_path / 'n5' / 'normals.npy'}: a normal map among capture folders: "
+        "--model variation learns the captures' images too, which a map has none of (it would "
+        "learn and compare normals only, and solve the captures as the map was solved): give "
+        "capture folders only, or normal maps only"], err
+    assert not (tmp_path / "m4").exists()
     code, _, err = run_cli(["detect", tmp_path / "n5l", "--model", tmp_path / "m2", "-o",
                             tmp_path / "d5"], monkeypatch, capsys)
     assert code == 0, err

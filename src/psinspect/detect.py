@@ -787,16 +787,23 @@ def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:
     """Why a capture's verdict may not hold: it was solved from another number of lights
     (``detect --lights`` included; for a ``psinspect normals`` map, the count its ``run.json``
     records) than the model's training captures (a known-part model records theirs, config
-    ``input.capture_lights``), whose lights its thresholds assume; None when it has one of
+    ``input.capture_lights``), whose lights its thresholds assume, or its thresholds were
+    fitted to captures of several light counts together; None when it has the one count of
     theirs, its count is unknown (``num_lights`` None: other normal maps) or the model records
     none."""
     trained = bundle.input_handling.get("capture_lights")
-    if not trained or num_lights is None or num_lights in trained:
+    if not trained or num_lights is None:
         return None
+    if num_lights in trained:
+        return None if len(trained) == 1 else (
+            f"the model's thresholds were fitted to captures of "
+            f"{' and '.join(map(str, trained))} lights together: one pass/fail threshold for "
+            "all of them lets more through on the lights whose good parts score lower (a "
+            "defective part may pass; train one model per light set)")
     return (f"solved from {num_lights} lights, the model's training captures from "
             f"{' / '.join(map(str, trained))}: its thresholds assume those lights, so good "
-            "parts may fail (use the lights it was trained with, or calibrate it with train "
-            "--calibrate-on on good capture folders holding only these lights' images)")
+            "parts may fail (use the lights it was trained with, or train a model on good "
+            "captures under these lights)")
 
 
 def write_input_files(folder: Path, name: str, normals: np.ndarray, mask: np.ndarray,

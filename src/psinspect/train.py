@@ -814,6 +814,20 @@ def train_model(
     capture_lights = {"capture_lights": counts} if counts else {}
     splits = bool(getattr(model, "uses_light_splits", False))
     images = bool(getattr(model, "learns_from_images", False))
+    train_maps = [f for f in expanded if not f.is_dir()]
+    if images and captures and train_maps:
+        raise PsinspectError(
+            f"{train_maps[0]}: a normal map among capture folders: --model {args['model']} "
+            "learns the captures' images too, which a map has none of (it would learn and "
+            "compare normals only, and solve the captures as the map was solved): give capture "
+            "folders only, or normal maps only")
+    if len(counts) > 1:
+        warnings.warn(
+            f"captures of {' and '.join(map(str, counts))} lights (training and "
+            "--calibrate-on): one pass/fail threshold for all of them is fitted to the "
+            "higher-scoring ones and lets more through on the others (a defective part may "
+            "pass); if the model is to judge captures under both, train one model per light "
+            "set", UserWarning, stacklevel=2)
     cal_maps_only = [f for f in cal_files if not f.is_dir()]
     if images and cal_maps_only and captures:
         warnings.warn(
