@@ -237,6 +237,26 @@ def test_a_training_capture_given_twice_is_refused(tmp_path: Path, monkeypatch, 
     assert code == 2 and "b.npy: the same map as" in err, err
 
 
+def test_too_few_captures_for_the_variation_model_are_refused_first(tmp_path: Path,
+                                                                   monkeypatch, capsys) -> None:
+    """The variation model's minimum of 5 good parts is said before any capture is solved
+    (one capture was told "need at least 2 good parts", two to four were solved first)."""
+    import psinspect.train as train
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("captures were read before the count was checked")
+
+    good = render_instances(tmp_path / "good", 4, design_seed=3, seed=1, size=64, lights=6)
+    monkeypatch.setattr(train, "_load_maps", no_loading)
+    for parts in (good[:1], good):
+        code, _, err = run_cli(["train", *parts, "--model", "variation", "-o", tmp_path / "m"],
+                               monkeypatch, capsys)
+        assert code == 2 and error_lines(err) == [
+            f"error: --model variation needs at least 5 good parts to train on, got "
+            f"{len(parts)} (parts given only to --calibrate-on do not count)"], err
+        assert not (tmp_path / "m").exists()
+
+
 def test_the_variation_model_refuses_a_dataset(tmp_path: Path, monkeypatch, capsys) -> None:
     """A dataset's maps (turned, mirrored, solved from light subsets) failed registration
     with a message about the fixture, or with --augment none trained a model that passed 18

@@ -798,6 +798,10 @@ def train_model(
     # records it for detect
     given = [Path(p) for p in args["inputs"]]
     expanded = given if any(_is_dataset(p) for p in given) else _expand_inputs(given)
+    if model.min_training_parts > 2 and len(expanded) < model.min_training_parts:
+        raise PsinspectError(
+            f"--model {args['model']} needs at least {model.min_training_parts} good parts to "
+            f"train on, got {len(expanded)} (parts given only to --calibrate-on do not count)")
     captures = [f for f in expanded if f.is_dir() and is_capture_folder(f)]
     recorded = _recorded_solver([*expanded, *cal_files])
     if recorded is not None and args.get("solver") and args["solver"] != recorded:

@@ -66,6 +66,9 @@ class AnomalyModel(ABC):
     #: whether the model learns one part type from instances of it (known-part inspection), as
     #: opposed to what good surfaces look like in general
     known_part: ClassVar[bool] = False
+    #: the fewest good parts it trains on (validation maps included); ``train`` refuses fewer
+    #: before any capture is solved
+    min_training_parts: ClassVar[int] = 2
     #: whether training can start from another trained model's weights (``fit(init=...)``,
     #: ``psinspect train --init-from``): the networks
     fine_tunable: ClassVar[bool] = False

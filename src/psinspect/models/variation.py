@@ -245,6 +245,7 @@ class VariationModel(AnomalyModel):
     name = "variation"
     trainable = True
     known_part = True
+    min_training_parts = MIN_TRAIN
     #: the score depends on the whole map (registration), so never score it in tiles
     tileable = False
     #: train.py fits on all good maps and calibrates on cross-fitted held-out scores
