@@ -257,6 +257,19 @@ def test_too_few_captures_for_the_variation_model_are_refused_first(tmp_path: Pa
         assert not (tmp_path / "m").exists()
 
 
+def test_training_errors_tell_inputs_of_one_name_apart(tmp_path: Path, monkeypatch,
+                                                        capsys) -> None:
+    """Inputs of one name are named in train's messages as detect names them, with their
+    folders' names in front (it said "inst000_casting: size 64x64 differs from
+    inst000_casting")."""
+    good = render_instances(tmp_path / "good", 4, design_seed=3, seed=1, size=80, lights=6)
+    other = render_instances(tmp_path / "other", 1, design_seed=3, seed=2, size=64, lights=6)
+    code, _, err = run_cli(["train", *good, *other, "--model", "variation", "-o",
+                            tmp_path / "m"], monkeypatch, capsys)
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert "other_inst000_casting: size 64x64 differs from good_inst000_casting" in err, err
+
+
 def test_the_variation_model_refuses_a_dataset(tmp_path: Path, monkeypatch, capsys) -> None:
     """A dataset's maps (turned, mirrored, solved from light subsets) failed registration
     with a message about the fixture, or with --augment none trained a model that passed 18

@@ -61,6 +61,7 @@ from psinspect.errors import PsinspectError
 from psinspect.fileio import (
     check_output_dir,
     file_sha256,
+    input_names,
     read_json,
     remove_stale_temporaries,
     save_json,
@@ -258,16 +259,17 @@ def _load_maps(files: Sequence[Path], progress: Callable[[str], None] | None,
     from psinspect.detect import load_input
 
     out = []
-    for f in files:
+    # named as detect names them: inputs of one name get their folders' names in front
+    for f, name in zip(files, input_names(list(files)), strict=True):
         inp = load_input(f, solver=solver, light_splits=light_splits,
                          capture_images=capture_images)
         if inp.gt_mask is not None and (inp.gt_mask & inp.mask).any():
             raise PsinspectError(
                 f"{f}: its ground truth marks {int((inp.gt_mask & inp.mask).sum())} defect "
                 "pixels; training and calibration take defect-free parts only")
-        out.append((inp.name, (inp.normals, inp.mask), scoring_extras(inp)))
+        out.append((name, (inp.normals, inp.mask), scoring_extras(inp)))
         if progress is not None:
-            progress(inp.name)
+            progress(name)
     return out
 
 
