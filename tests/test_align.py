@@ -75,7 +75,9 @@ def test_failed_registration_is_refused():
     # a mirrored part is not the same part in another pose
     other_n, other_m = ref_n[:, ::-1].copy(), ref_m[:, ::-1].copy()
     other_n[..., 0] *= -1
-    with pytest.raises(PsinspectError, match="registration to the reference failed"):
+    with pytest.raises(PsinspectError, match=r"registration to the reference failed .*; is it "
+                       r"the same part type, seen from the same side, and placed within "
+                       r"\+-\d+ deg and \d+ px of the reference"):
         register(registration_image(other_n, other_m), registration_image(ref_n, ref_m))
 
 

@@ -420,7 +420,9 @@ def register(
     if not corr >= min_correlation:
         raise PsinspectError(
             f"{named_prefix(name)}registration to the reference failed (correlation {corr:.3f} < "
-            f"{min_correlation:g}); is it the same part type, seen from the same side?"
+            f"{min_correlation:g}); is it the same part type, seen from the same side, and "
+            f"placed within +-{max_rotation_deg:g} deg and {max_shift_px:g} px of the "
+            "reference (a part turned or shifted further is not found)?"
         )
     return Registration(transform, corr, shift)
 
