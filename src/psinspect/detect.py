@@ -761,7 +761,7 @@ def write_detection_outputs(
             for note in notes:
                 warnings.warn(f"{p}: {note}", UserWarning, stacklevel=2)
             # with what reading it warned about (printed as it was raised), its path dropped
-            notes = [n.removeprefix(f"{p}: ") for n in dict.fromkeys(read_notes)] + notes
+            notes = [n.removeprefix(f"{p}: ") for n in read_notes] + notes
             if notes:
                 s["warnings"] = notes
             if inp.map_file is not None:
