@@ -12,7 +12,11 @@ A model directory (``MODEL_DIR``) holds
   ``image_threshold`` (pass/fail decision), ``weights_file`` and ``weights_sha256`` (the
   weights file's name and SHA-256), for models with test-time augmentation levels
   ``tta_thresholds`` (``{"<level>": {"threshold", "image_threshold"}}``, calibrated on the same
-  clean maps at each level), free-form ``training`` facts and ``log_file``;
+  clean maps at each level), for known-part models whose good captures were taken under
+  several numbers of lights ``thresholds_by_light_count`` (``{"<lights>": {"threshold",
+  "image_threshold", "maps", ...}}``: the thresholds calibrated on that light count's clean
+  maps alone, which detect uses for a capture of that count; :func:`for_light_count`), free-form
+  ``training`` facts and ``log_file``;
 - ``train_log-<hash>.json`` (the ``log_file`` of config.json): one entry per epoch, named by
   its content like the weights, so a retraining killed before its config was written leaves
   the previous model with its own log.
@@ -29,7 +33,7 @@ import copy
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,9 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = ".checkpoint"
 #: training logs are ``LOG_STEM-<first 16 hex digits of their SHA-256>.json``, named by config.json
 LOG_STEM = "train_log"
+
+#: config.json's per-light-count thresholds of a known-part model (:func:`for_light_count`)
+LIGHT_COUNT_THRESHOLDS = "thresholds_by_light_count"
 
 #: how every model sees its input (documented in config.json)
 DEFAULT_INPUT_HANDLING: dict[str, Any] = {
@@ -146,6 +153,7 @@ def save_model_dir(
     log: list[dict[str, Any]] | None = None,
     input_handling: dict[str, Any] | None = None,
     tta_thresholds: dict[str, dict[str, float]] | None = None,
+    light_count_thresholds: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Write ``model-<hash>.safetensors``, ``train_log-<hash>.json`` and ``config.json`` into
     ``out``.
@@ -154,7 +162,8 @@ def save_model_dir(
     ``config.json``, written last, names both (and the weights' SHA-256), so a directory whose
     config exists is complete, and a kill at any moment of a retraining into the same folder
     leaves the previous model with its own log. Older weights and logs are removed after the
-    config was switched.
+    config was switched. ``light_count_thresholds``: config ``thresholds_by_light_count``
+    (see the module docstring; left out when None or empty).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,6 +181,7 @@ def save_model_dir(
         "threshold": float(threshold),
         "image_threshold": float(image_threshold),
         **({"tta_thresholds": tta_thresholds} if tta_thresholds else {}),
+        **({LIGHT_COUNT_THRESHOLDS: light_count_thresholds} if light_count_thresholds else {}),
         "calibration": calibration or {},
         "training": training or {},
         "weights_file": wname,
@@ -277,6 +287,17 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
             for v in levels.values()):
         raise PsinspectError(f"{path}: invalid 'tta_thresholds' (want {{level: {{threshold, "
                              "image_threshold}} with finite numbers >= 0)")
+    by_count = config.get(LIGHT_COUNT_THRESHOLDS, {})
+    if not isinstance(by_count, dict) or not all(
+            isinstance(k, str) and k.isdigit() and int(k) > 0 and isinstance(v, dict)
+            and all(isinstance(v.get(t), (int, float)) and not isinstance(v[t], bool)
+                    and np.isfinite(v[t]) and v[t] >= 0
+                    for t in ("threshold", "image_threshold"))
+            and type(v.get("maps")) is int and v["maps"] > 0
+            for k, v in by_count.items()):
+        raise PsinspectError(f"{path}: invalid {LIGHT_COUNT_THRESHOLDS!r} (want {{light count: "
+                             "{threshold, image_threshold, maps}} with finite numbers >= 0 "
+                             "and a number of maps >= 1)")
     given = config.get("input", {})
     if not isinstance(given, dict):
         raise PsinspectError(f"{path}: invalid 'input' (want an object of settings, got "
@@ -355,6 +376,31 @@ def with_tta(bundle: ModelBundle, tta: int | None) -> ModelBundle:
     return ModelBundle(model=model, threshold=float(levels[str(tta)]["threshold"]),
                        image_threshold=float(levels[str(tta)]["image_threshold"]),
                        config=bundle.config, path=bundle.path)
+
+
+def light_count_thresholds(bundle: ModelBundle) -> dict[int, dict[str, Any]]:
+    """The thresholds ``bundle``'s model was calibrated with per number of lights of its
+    captures (config ``thresholds_by_light_count``, keyed by the count), ``{}`` for a model
+    without them (one set of thresholds for every input) or one scored at another test-time
+    augmentation level than its own (they were calibrated at that level)."""
+    by_count = bundle.config.get(LIGHT_COUNT_THRESHOLDS) or {}
+    own = (bundle.config.get("hyperparameters") or {}).get("tta")
+    if by_count and own is not None and getattr(bundle.model, "tta", own) != own:
+        return {}
+    return {int(k): v for k, v in by_count.items()}
+
+
+def for_light_count(bundle: ModelBundle, num_lights: int | None
+                    ) -> tuple[ModelBundle, int | None]:
+    """``bundle`` with the pixel and pass/fail thresholds calibrated for inputs solved from
+    ``num_lights`` lights (:func:`light_count_thresholds`), and that count; ``bundle`` itself
+    and None where the model has none for that count or ``num_lights`` is None (unknown: a
+    plain normal map): its general thresholds, calibrated on all its clean maps together."""
+    group = light_count_thresholds(bundle).get(num_lights) if num_lights is not None else None
+    if group is None:
+        return bundle, None
+    return replace(bundle, threshold=float(group["threshold"]),
+                   image_threshold=float(group["image_threshold"])), num_lights
 
 
 def load_model_dir(model_dir: str | os.PathLike[str] | None = None,
