@@ -337,18 +337,17 @@ def test_the_pass_fail_line_counts_the_calibration_parts(tmp_path: Path, monkeyp
     assert code == 0, err
     assert json.loads((tmp_path / "m3" / "config.json").read_text())["input"][
         "capture_lights"] == [5, 6]
-    # one threshold for captures of 5 and 6 lights: loosened for the lower-scoring ones (a
-    # defective 6-light part passed such a model silently): said at training and at detect
-    assert ("warning: captures of 5 and 6 lights (training and --calibrate-on): one "
-            "pass/fail threshold for all of them") in err, err
+    # one threshold for captures of 5 and 6 lights was loosened for the lower-scoring ones (a
+    # defective 6-light part passed such a model silently): now each count has its own
+    # (tests/test_light_count_thresholds.py), and the 5-light ones, of one map, are warned about
+    assert "one pass/fail threshold for all of them" not in err, err
+    assert ("warning: only one good part under 5 lights (training and --calibrate-on)"
+            in err), err
     code, _, err = run_cli(["detect", good[5], "--model", tmp_path / "m3", "-o",
                             tmp_path / "d6"], monkeypatch, capsys)
     assert code == 0, err
     (entry,) = json.loads((tmp_path / "d6" / "summary.json").read_text())["inputs"]
-    assert entry["warnings"] == [
-        "the model's thresholds were fitted to captures of 5 and 6 lights together: one "
-        "pass/fail threshold for all of them lets more through on the lights whose good parts "
-        "score lower (a defective part may pass; train one model per light set)"]
+    assert entry["thresholds_for_lights"] == 6 and "warnings" not in entry
     # a normal map among the training captures: it has no images to learn (the model learned
     # normals only and solved the captures as the map was solved, silently): refused
     code, _, err = run_cli(["train", *good[:5], tmp_path / "n5" / "normals.npy", "--model",

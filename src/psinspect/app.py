@@ -516,31 +516,42 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     """Score one input with one model (:func:`psinspect.detect.detect_map`).
 
     ``threshold``: per-pixel threshold for the defect mask and regions; ``image_threshold``:
-    pass/fail threshold on the image score. ``None`` = the model's calibrated value.
+    pass/fail threshold on the image score. ``None``, or the model's calibrated value (where
+    the page's sliders start) = the model's calibrated thresholds: for a capture, those of
+    its number of lights where the model was calibrated per light count
+    (:func:`psinspect.modelstore.for_light_count`), as ``psinspect detect`` judges it.
     ``scale``: score the map resampled by this factor, as ``psinspect detect --scale``.
     ``input_notes``: warnings about the input (those ``psinspect detect`` prints while reading
     it), shown under the verdict and kept in the summary's ``warnings``.
     """
     from psinspect.detect import detect_map, light_count_note, summary_document
+    from psinspect.modelstore import for_light_count
 
     for label, v in (("pixel threshold", threshold), ("pass/fail threshold", image_threshold)):
         if v is not None and not (np.isfinite(v) and v >= 0):
             raise PsinspectError(f"{label} must be a non-negative number, got {v}")
     bundle = choice.bundle
-    if image_threshold is not None:
-        bundle = replace(bundle, image_threshold=float(image_threshold) + 0.0)  # (-0 -> 0)
+    # a slider left at the model's calibrated value asks for the model's own thresholds
+    if threshold is not None and math.isclose(threshold, bundle.threshold, rel_tol=1e-9):
+        threshold = None
+    if image_threshold is not None and math.isclose(image_threshold, bundle.image_threshold,
+                                                    rel_tol=1e-9):
+        image_threshold = None
+    num_lights = None if inp.capture is None else len(inp.capture[1])
     # as psinspect detect: models that use them get the capture's half-light-set solves
     splits = inp.light_splits() if getattr(bundle.model, "uses_light_splits", False) else None
     images = (inp.capture[:2] if inp.capture is not None
               and getattr(bundle.model, "uses_capture_images", False) else None)
     det = detect_map(bundle, inp.normals, inp.mask, name=inp.name, confidence=inp.confidence,
                      threshold=threshold, light_splits=splits, capture_images=images,
-                     scale=scale)
-    calibrated = {"pixel_threshold": choice.bundle.threshold,
-                  "image_threshold": choice.bundle.image_threshold}
-    replaced = not all(math.isclose(calibrated[k], v, rel_tol=1e-9) for k, v in (
-        ("pixel_threshold", det.threshold), ("image_threshold", det.image_threshold)))
-    note = light_count_note(bundle, None if inp.capture is None else len(inp.capture[1]))
+                     scale=scale, image_threshold=image_threshold, num_lights=num_lights)
+    replaced = threshold is not None or image_threshold is not None
+    # the model's own for this input (those of its light count, where it has them)
+    own, _ = for_light_count(choice.bundle, num_lights)
+    calibrated = {"pixel_threshold": own.threshold, "image_threshold": own.image_threshold}
+    # the summary's thresholds: those that judged this one input
+    bundle = replace(bundle, image_threshold=det.image_threshold)
+    note = light_count_note(bundle, num_lights)
     notes = [*input_notes, *([] if note is None else [note])]
     entry = {**det.summary(), "source": inp.source,
              **({"source_sha256": inp.source_sha256} if inp.source_sha256 else {}),

@@ -48,7 +48,12 @@ from scipy import ndimage
 from psinspect.defects import read_defect_records
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, ScoreResult
-from psinspect.modelstore import ModelBundle, is_model_folder
+from psinspect.modelstore import (
+    ModelBundle,
+    for_light_count,
+    is_model_folder,
+    light_count_thresholds,
+)
 from psinspect.normalmap import (
     NORMALS_FILE,
     is_normals_folder,
@@ -326,6 +331,12 @@ class Detection:
     #: the model's per-map score divisor (see the module docstring): image_score is the peak of
     #: the 3 x 3 mean of ``score`` times this
     image_scale: float = 1.0
+    #: the light count whose thresholds (config ``thresholds_by_light_count``) judged it; None
+    #: where the model's general ones did (or both were given by hand)
+    thresholds_for_lights: int | None = None
+    #: whether the model has thresholds per light count (``thresholds_for_lights`` then goes
+    #: into the summary, None included)
+    light_count_thresholds: bool = False
 
     def summary(self) -> dict[str, Any]:
         """JSON-able per-input summary (for summary.json)."""
@@ -341,6 +352,10 @@ class Detection:
             "defect_area_fraction": float(self.pred_mask.sum() / max(1, self.object_px)),
             "regions": self.regions,
             "unreliable_px": None if self.unreliable is None else int(self.unreliable.sum()),
+            # which of the model's calibrated thresholds judged it: those of captures of this
+            # many lights, or (null) its general ones, calibrated on all its clean maps
+            **({"thresholds_for_lights": self.thresholds_for_lights}
+               if self.light_count_thresholds else {}),
             **({"info": self.info} if self.info else {}),
         }
 
@@ -412,9 +427,16 @@ def detect_map(
     light_splits: np.ndarray | None = None,
     capture_images: tuple[np.ndarray, np.ndarray] | None = None,
     scale: float = 1.0,
+    image_threshold: float | None = None,
+    num_lights: int | None = None,
 ) -> Detection:
     """Validate, score, threshold and judge one normal map with a loaded model
-    (``light_splits``, ``capture_images``: see :func:`score_map`). ``scale``: score the map
+    (``light_splits``, ``capture_images``: see :func:`score_map`). ``threshold`` /
+    ``image_threshold``: the pixel / pass/fail threshold instead of the model's calibrated
+    one. ``num_lights``: how many lights the map was solved from (a capture's, or the count
+    a ``psinspect normals`` run records; None: unknown): a known-part model calibrated per
+    light count (:func:`psinspect.modelstore.for_light_count`) judges it with the thresholds
+    of that count, where it has them, and with its general ones otherwise. ``scale``: score the map
     resampled by this factor (:func:`psinspect.normalmap.resample`: the same surface at
     another pixel size), then bring the score back to the map's own pixels (bilinear), where
     it is thresholded and judged: for maps whose pixels are much finer or coarser than those
@@ -434,14 +456,21 @@ def detect_map(
                         capture_images=capture_images)
     if not np.isfinite(res.score).all():
         raise PsinspectError(f"{name}: the model produced non-finite scores")
-    thr = bundle.threshold if threshold is None else float(threshold) + 0.0  # (-0 -> 0)
+    by_count = bool(light_count_thresholds(bundle))
+    # hand-set thresholds replace everything; a threshold left to the model comes from the
+    # thresholds of the input's light count where the model has them
+    used, lights_used = (bundle, None) if threshold is not None and image_threshold is not None \
+        else for_light_count(bundle, num_lights)
+    thr = used.threshold if threshold is None else float(threshold) + 0.0  # (-0 -> 0)
+    img_thr = used.image_threshold if image_threshold is None else float(image_threshold) + 0.0
     pred, regions = find_regions(res.score, m, thr)
     s_img = image_score(res.score, m) * res.image_scale
     return Detection(
         name=name, score=res.score, reference=res.reference, pred_mask=pred, regions=regions,
-        image_score=s_img, verdict="fail" if s_img > bundle.image_threshold else "pass",
-        threshold=thr, image_threshold=bundle.image_threshold, object_px=int(m.sum()),
+        image_score=s_img, verdict="fail" if s_img > img_thr else "pass",
+        threshold=thr, image_threshold=img_thr, object_px=int(m.sum()),
         unreliable=res.unreliable, info=dict(res.info), image_scale=float(res.image_scale),
+        thresholds_for_lights=lights_used, light_count_thresholds=by_count,
     )
 
 
@@ -740,7 +769,8 @@ def write_detection_outputs(
             det = detect_map(bundle, inp.normals, inp.mask, name=name,
                              confidence=inp.confidence, threshold=threshold,
                              light_splits=inp.light_splits,
-                             capture_images=inp.capture_images, scale=scale)
+                             capture_images=inp.capture_images, scale=scale,
+                             image_threshold=image_threshold, num_lights=inp.num_lights)
             gt = None if inp.gt_mask is None else inp.gt_mask & inp.mask
             write_input_files(stage, name, inp.normals, inp.mask, det, gt)
             s = det.summary()
@@ -787,13 +817,21 @@ def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:
     """Why a capture's verdict may not hold: it was solved from another number of lights
     (``detect --lights`` included; for a ``psinspect normals`` map, the count its ``run.json``
     records) than the model's training captures (a known-part model records theirs, config
-    ``input.capture_lights``), whose lights its thresholds assume, or its thresholds were
-    fitted to captures of several light counts together; None when it has the one count of
-    theirs, its count is unknown (``num_lights`` None: other normal maps) or the model records
-    none."""
+    ``input.capture_lights``), whose lights its thresholds assume; or its count is among
+    several the model's captures had and its thresholds were fitted to all of them together
+    (a model made before thresholds were calibrated per light count), or the thresholds of its
+    count come from a single good map (no fit). None when it has the one count of theirs, or
+    one the model has thresholds of its own for, its count is unknown (``num_lights`` None:
+    other normal maps) or the model records none."""
     trained = bundle.input_handling.get("capture_lights")
     if not trained or num_lights is None:
         return None
+    group = light_count_thresholds(bundle).get(num_lights)
+    if group is not None:
+        return None if group["maps"] > 1 else (
+            f"the model's thresholds for {num_lights} lights come from one good map of that "
+            "count (its peak score; a fit for --image-fpr needs at least 2): good parts may "
+            "fail (train or --calibrate-on with more good captures under these lights)")
     if num_lights in trained:
         return None if len(trained) == 1 else (
             f"the model's thresholds were fitted to captures of "
@@ -840,6 +878,7 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
     from psinspect.fileio import utc_timestamp
 
     cal = bundle.config.get("calibration")
+    by_count = light_count_thresholds(bundle)
     rule = cal.get("image_threshold_rule") if isinstance(cal, dict) else None
     if (isinstance(rule, str) and calibrated is not None
             and calibrated.get("image_threshold") != bundle.image_threshold):
@@ -858,6 +897,13 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
         "image_threshold": bundle.image_threshold,
         # the model's own, where --threshold / --image-threshold replaced them
         **({"calibrated_thresholds": calibrated} if calibrated is not None else {}),
+        # a known-part model's thresholds per light count of its captures (the two above are
+        # its general ones): an input of such a count is judged with them, unless set by hand
+        # (each input's thresholds_for_lights says which judged it)
+        **({"thresholds_by_light_count": {
+            str(k): {key: v[key] for key in ("threshold", "image_threshold", "maps",
+                                              "image_threshold_rule") if key in v}
+            for k, v in sorted(by_count.items())}} if by_count else {}),
         # how training set the model's pass/fail threshold (e.g. for about 1 % of good parts
         # failing), where its config records it
         **({"image_threshold_calibration": rule} if isinstance(rule, str) else {}),

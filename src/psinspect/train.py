@@ -30,7 +30,13 @@ is scored as ``detect`` scores it: a capture folder with
 its PS confidence and, for models that use them (variation), the differences of its
 half-light-set solves, so the thresholds fit the scores they will judge. Models with test-time
 augmentation levels (geo-seg) get both thresholds for every level (:func:`calibrate_tta_levels`),
-so ``detect --tta N`` scores with thresholds made for its scores.
+so ``detect --tta N`` scores with thresholds made for its scores. A known-part model whose
+good captures (training and ``calibration_inputs``) were taken under several numbers of lights
+also gets both thresholds for each count, from that count's maps alone
+(:func:`thresholds_by_light_count`; config ``thresholds_by_light_count``): captures of fewer
+lights score higher, and one threshold for all of them let a defective part of the others
+pass. The thresholds of all maps together stay the model's general ones (maps of unknown
+count).
 
 Checkpoints: after every epoch the full training state is written atomically to
 ``MODEL_DIR/.checkpoint/`` (``state-<hash>.safetensors`` + ``state.json``, which names it, so
@@ -155,9 +161,11 @@ def _dataset_solver(manifest: dict[str, Any]) -> str:
 def scoring_extras(inp: Any) -> dict[str, Any]:
     """What ``detect`` gives a model besides the map, from a
     :class:`psinspect.detect.InputMap`: ``confidence``, ``light_splits`` and
-    ``capture_images`` (None for normal-map files)."""
+    ``capture_images`` (None for normal-map files), and ``num_lights``, the number of lights
+    it was solved from (where known; detect judges it with the thresholds of that count where
+    the model has them)."""
     return {"confidence": inp.confidence, "light_splits": inp.light_splits,
-            "capture_images": inp.capture_images}
+            "capture_images": inp.capture_images, "num_lights": inp.num_lights}
 
 
 def _recorded_solver(paths: Sequence[Path]) -> str | None:
@@ -356,10 +364,22 @@ def calibrate(
     ``image_fpr``: the image threshold by :func:`gumbel_threshold` at that rate (``None``: the
     largest image score; so too with a single map). ``names``: per map, what an error scoring
     it is named by (e.g. a --calibrate-on input's path; None: unnamed)."""
-    from psinspect.detect import image_score, score_map
-
     if not 0.0 < threshold_fpr < 1.0:
         raise PsinspectError(f"--threshold-fpr must be in (0, 1), got {threshold_fpr}")
+    pix, imgs = calibration_scores(model, val, scorers, extras, names)
+    return thresholds_from_scores(pix, imgs, threshold_fpr, image_fpr)
+
+
+def calibration_scores(
+    model: AnomalyModel, val: Sequence[NormalSample],
+    scorers: Sequence[AnomalyModel] | None = None,
+    extras: Sequence[dict[str, Any]] | None = None,
+    names: Sequence[str | None] | None = None,
+) -> tuple[list[np.ndarray], list[float]]:
+    """The scores :func:`calibrate` calibrates on (arguments as there): per map of ``val``, its
+    object pixels' scores (float32 (N,)) and its image score."""
+    from psinspect.detect import image_score, score_map
+
     if extras is not None and len(extras) != len(val):
         raise ValueError(f"{len(extras)} extras for {len(val)} maps")
     pix, imgs = [], []
@@ -392,21 +412,33 @@ def calibrate(
             name = names[i] if names is not None and names[i] is not None else f"map {i + 1}"
             raise PsinspectError(f"{name}: the model scored it NaN or infinite; no thresholds "
                                  "can be calibrated on it")
+    return pix, [float(v) for v in imgs]
+
+
+def thresholds_from_scores(
+    pix: Sequence[np.ndarray], imgs: Sequence[float], threshold_fpr: float,
+    image_fpr: float | None = DEFAULT_IMAGE_FPR, maps: str = "clean validation maps",
+) -> tuple[float, float, dict[str, Any]]:
+    """The pixel and image thresholds of :func:`calibrate` from clean maps' scores
+    (:func:`calibration_scores`: per map its object pixels' scores and its image score): the
+    pixel threshold the ``1 - threshold_fpr`` quantile of all their pixels' scores, the image
+    threshold :func:`gumbel_threshold` of their image scores at ``image_fpr`` (their largest
+    with a single map, or ``image_fpr`` None). ``maps``: how the rule names the maps."""
     scores = np.concatenate(pix).astype(np.float64)
     thr = float(np.quantile(scores, 1.0 - threshold_fpr, method="higher"))
     img_thr = float(max(imgs))
-    rule = "max image score over clean validation maps" + (
+    rule = f"max image score over {maps}" + (
         " (only one: a fit for --image-fpr needs at least 2)"
         if image_fpr is not None and len(imgs) < 2 else "")
     fit: dict[str, float] = {}
     if image_fpr is not None and len(imgs) >= 2:
         img_thr, fit = gumbel_threshold(imgs, image_fpr)
-        rule = (f"Gumbel fit to the image scores of the clean validation maps, "
+        rule = (f"Gumbel fit to the image scores of the {maps}, "
                 f"{1 - image_fpr:.6g} quantile, at least their maximum")
     stats = {
         "method": "clean validation maps only",
         "target_pixel_fpr": threshold_fpr,
-        "val_maps": len(val),
+        "val_maps": len(imgs),
         "val_object_pixels": int(scores.size),
         "val_pixel_fpr_at_threshold": float(np.mean(scores >= thr)),  # as detect flags
         "val_score_percentiles": {str(p): float(np.percentile(scores, p))
@@ -416,6 +448,35 @@ def calibrate(
         "val_image_scores": [float(v) for v in imgs],
     }
     return thr, img_thr, stats
+
+
+def thresholds_by_light_count(
+    pix: Sequence[np.ndarray], imgs: Sequence[float], counts: Sequence[int | None],
+    threshold_fpr: float, image_fpr: float | None = DEFAULT_IMAGE_FPR,
+) -> dict[str, dict[str, Any]]:
+    """Per number of lights the clean maps were solved from (``counts``, one per map; None:
+    unknown, left out), the thresholds of :func:`thresholds_from_scores` on that count's maps
+    alone (scores as there), keyed by the count as a string: ``threshold``,
+    ``image_threshold``, ``maps`` (how many), ``target_pixel_fpr``, ``image_threshold_rule``
+    and ``val_image_scores``. ``{}`` unless the maps have at least two known counts (one
+    count's thresholds are the pooled ones)."""
+    if len(counts) != len(imgs):
+        raise ValueError(f"{len(counts)} light counts for {len(imgs)} maps")
+    known = sorted({c for c in counts if c is not None})
+    if len(known) < 2:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for n in known:
+        idx = [i for i, c in enumerate(counts) if c == n]
+        what = (f"{len(idx)} clean maps of {n}-light captures" if len(idx) > 1
+                else f"one clean map of {n}-light captures")
+        thr, img_thr, stats = thresholds_from_scores(
+            [pix[i] for i in idx], [imgs[i] for i in idx], threshold_fpr, image_fpr, what)
+        out[str(n)] = {"threshold": thr, "image_threshold": img_thr, "maps": len(idx),
+                       "target_pixel_fpr": threshold_fpr,
+                       "image_threshold_rule": stats["image_threshold_rule"],
+                       "val_image_scores": stats["val_image_scores"]}
+    return out
 
 
 def calibrate_tta_levels(model: AnomalyModel, val: Sequence[NormalSample],
@@ -813,11 +874,17 @@ def train_model(
     # a known part's thresholds hold for the lights its captures were taken under: recorded,
     # so detect can warn about a capture under another number of lights
     # (a map that `psinspect normals` solved counts with the lights its run.json records)
-    counts = sorted({n for n in (
-        _light_count(f) if f.is_dir() and is_capture_folder(f)
-        else solved_light_count(normals_run_of(f))
-        for f in [*expanded, *cal_files]) if n is not None}) if model.known_part else []
+    per_file = [_light_count(f) if f.is_dir() and is_capture_folder(f)
+                else solved_light_count(normals_run_of(f))
+                for f in [*expanded, *cal_files]] if model.known_part else []
+    counts = sorted({n for n in per_file if n is not None})
     capture_lights = {"capture_lights": counts} if counts else {}
+    # captures of several light counts score differently (fewer lights, noisier normals): one
+    # pass/fail threshold for all would be fitted to the higher-scoring ones and let more
+    # through on the others, so each count gets thresholds of its own (detect judges a
+    # capture with those of its count); models with test-time augmentation levels have none
+    # (their levels' thresholds are calibrated on all maps together)
+    by_lights = len(counts) > 1 and not model.tta_levels
     splits = bool(getattr(model, "uses_light_splits", False))
     images = bool(getattr(model, "learns_from_images", False))
     train_maps = [f for f in expanded if not f.is_dir()]
@@ -827,13 +894,21 @@ def train_model(
             "learns the captures' images too, which a map has none of (it would learn and "
             "compare normals only, and solve the captures as the map was solved): give capture "
             "folders only, or normal maps only")
-    if len(counts) > 1:
+    if len(counts) > 1 and not by_lights:
         warnings.warn(
             f"captures of {' and '.join(map(str, counts))} lights (training and "
             "--calibrate-on): one pass/fail threshold for all of them is fitted to the "
             "higher-scoring ones and lets more through on the others (a defective part may "
             "pass); if the model is to judge captures under both, train one model per light "
             "set", UserWarning, stacklevel=2)
+    for n in counts if by_lights else []:
+        if per_file.count(n) == 1:
+            warnings.warn(
+                f"only one good part under {n} lights (training and --calibrate-on): the "
+                f"thresholds for {n}-light captures are its scores' (its peak for pass/fail; "
+                "--image-fpr needs at least 2 to fit), so good parts under these lights may "
+                f"fail (give more good {n}-light captures, e.g. to --calibrate-on)",
+                UserWarning, stacklevel=2)
     cal_maps_only = [f for f in cal_files if not f.is_dir()]
     if images and cal_maps_only and captures:
         warnings.warn(
@@ -897,10 +972,14 @@ def train_model(
         scorers = [*scorers, *[model] * len(cal_maps)]  # not fitted on: the full model
     val_names = data.val_names if len(data.val_names) == len(data.val) else [None] * len(
         data.val)
-    thr, img_thr, stats = calibrate(
-        model, cal, args["threshold_fpr"], scorers, extras,
-        image_fpr=args.get("image_fpr", DEFAULT_IMAGE_FPR),
-        names=[*val_names, *map(str, cal_files)])
+    pix, imgs = calibration_scores(model, cal, scorers, extras,
+                                   names=[*val_names, *map(str, cal_files)])
+    thr, img_thr, stats = thresholds_from_scores(
+        pix, imgs, args["threshold_fpr"], args.get("image_fpr", DEFAULT_IMAGE_FPR))
+    # the thresholds of each light count's maps alone (by_lights: several counts)
+    light_thresholds = thresholds_by_light_count(
+        pix, imgs, [ex.get("num_lights") for ex in extras], args["threshold_fpr"],
+        args.get("image_fpr", DEFAULT_IMAGE_FPR)) if by_lights else {}
     if scorers is not None:
         stats["method"] = "clean maps, each scored by a model fitted without it"
     if len(cal) < 2:
@@ -925,6 +1004,9 @@ def train_model(
         thr = float(args["threshold"])
         for level in tta_thresholds.values():  # (detect --tta N reads its level's)
             level["threshold"] = thr
+        for group in light_thresholds.values():  # (and detect a light count's)
+            group["calibrated_threshold"] = group["threshold"]
+            group["threshold"] = thr
     from psinspect import __version__
 
     # training-free models and cross-calibrated ones (fitted in one go) have no epochs: their
@@ -958,6 +1040,7 @@ def train_model(
             "kept_start_weights": kept_start}
     save_model_dir(out, model, threshold=thr, image_threshold=img_thr, calibration=stats,
                    training=training, log=log, tta_thresholds=tta_thresholds,
-                   input_handling={"ps_solver": solver, **capture_lights})
+                   input_handling={"ps_solver": solver, **capture_lights},
+                   light_count_thresholds=light_thresholds)
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     return read_json(out / "config.json")

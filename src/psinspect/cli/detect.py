@@ -108,8 +108,11 @@ def detect_cmd(
             typer.echo(f"{s['name']}: ERROR (see below; no files written for it)")
             continue
         rel = ">" if s["verdict"] == "fail" else "<="
+        group = (f", the threshold of {s['thresholds_for_lights']}-light captures"
+                 if s.get("thresholds_for_lights") is not None and image_threshold is None
+                 else "")
         typer.echo(f"{s['name']}: {s['verdict'].upper()} (image score {s['image_score']:.4g} "
-                   f"{rel} {summary['image_threshold']:.4g}; {len(s['regions'])} region(s) "
+                   f"{rel} {s['image_threshold']:.4g}{group}; {len(s['regions'])} region(s) "
                    f"above the pixel threshold, {s['defect_area_px']} px)")
     n_fail = sum(s["verdict"] == "fail" for s in summary["inputs"])
     n_err = f", {len(errors)} error" if errors else ""

@@ -259,3 +259,12 @@ def train_cmd(
         else:
             typer.echo(f"pass/fail threshold set for about {rate} of good parts failing (a "
                        f"fit to the image scores of {maps}; more good parts make it surer)")
+    by_count = config.get("thresholds_by_light_count") or {}
+    if by_count:
+        typer.echo(
+            "captures of several light counts: thresholds fitted per light count, on its good "
+            "maps alone (detect judges a capture with those of its count; the ones above, of "
+            "all maps together, judge maps of unknown count): " + "; ".join(
+                f"{n} lights ({g['maps']} map{'s' if g['maps'] != 1 else ''}): pixel "
+                f"{g['threshold']:.4g}, image {g['image_threshold']:.4g}"
+                for n, g in sorted(by_count.items(), key=lambda kv: int(kv[0]))))
