@@ -1,0 +1,247 @@
+"""A known-part model whose good captures were taken under several numbers of lights gets
+thresholds per light count (config ``thresholds_by_light_count``), and detect judges a capture
+with those of its count. One pass/fail threshold for 12-light training captures and 8-light
+--calibrate-on captures was fitted to all of them together: a walkthrough's defective
+12-light part scored 4.67 against 6.31 (1.28 without the 8-light captures) and passed,
+silently."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _robust_util import error_lines, run_cli
+
+from psinspect.errors import PsinspectError
+from psinspect.render import render_instances
+
+
+@pytest.fixture(scope="module")
+def lights_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Five good 12-light captures to train on, three good 8-light ones to calibrate on (one
+    part design), a defective 12-light capture whose image score lies between the 12-light
+    thresholds and the pooled ones, and the model trained on them."""
+    from psinspect.train import train_model
+
+    root = tmp_path_factory.mktemp("lights")
+    good = render_instances(root / "good", 5, design_seed=3, seed=1, size=64, lights=12)
+    cal = render_instances(root / "cal8", 3, design_seed=3, seed=2, size=64, lights=8)
+    # a shallow dent (severity 0.05) of instance 1
+    bad = render_instances(root / "bad", 2, design_seed=3, seed=3, size=64, lights=12,
+                           defect_rate=1.0, max_defects=1, severity=0.05)[1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = train_model(good, root / "m", model_name="variation",
+                             calibration_inputs=cal)
+    return {"root": root, "good": good, "cal": cal, "bad": bad, "config": config,
+            "model": root / "m", "warnings": [str(w.message) for w in caught]}
+
+
+def test_thresholds_per_light_count_are_those_of_each_count_alone(lights_model,
+                                                                  tmp_path: Path) -> None:
+    """Each count's thresholds are what calibration gives on that count's maps alone: the
+    8-light --calibrate-on captures scored by the model (as train scores them), the 12-light
+    training captures as a model trained on them alone calibrates them (cross-fitted)."""
+    from psinspect.modelstore import load_model_dir
+    from psinspect.train import _load_maps, calibrate, train_model
+
+    config = lights_model["config"]
+    by_count = config["thresholds_by_light_count"]
+    assert sorted(by_count) == ["12", "8"]
+    assert by_count["12"]["maps"] == 5 and by_count["8"]["maps"] == 3
+    assert config["input"]["capture_lights"] == [8, 12]
+    assert "Gumbel fit to the image scores of the 3 clean maps of 8-light captures" in \
+        by_count["8"]["image_threshold_rule"]
+    # the general thresholds are still the pooled ones of all 8 maps
+    assert config["calibration"]["val_maps"] == 8
+    bundle = load_model_dir(lights_model["model"])
+    loaded = _load_maps(lights_model["cal"], None,  # (as train reads them for this model)
+                        light_splits=bool(getattr(bundle.model, "uses_light_splits", False)),
+                        solver=config["input"]["ps_solver"],
+                        capture_images=bool(getattr(bundle.model, "learns_from_images", False)))
+    thr, img_thr, _ = calibrate(bundle.model, [c[1] for c in loaded], 0.001,
+                                extras=[c[2] for c in loaded])
+    assert by_count["8"]["threshold"] == pytest.approx(thr, rel=1e-6)
+    assert by_count["8"]["image_threshold"] == pytest.approx(img_thr, rel=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alone = train_model(lights_model["good"], tmp_path / "m12", model_name="variation")
+    assert "thresholds_by_light_count" not in alone  # one light count: one set
+    assert by_count["12"]["threshold"] == pytest.approx(alone["threshold"], rel=1e-6)
+    assert by_count["12"]["image_threshold"] == pytest.approx(alone["image_threshold"],
+                                                              rel=1e-6)
+    # the counts' thresholds differ from the pooled ones (else this test proves nothing)
+    assert by_count["12"]["image_threshold"] < config["image_threshold"]
+    # training no longer warns that one threshold lets defective parts pass
+    assert not any("one pass/fail threshold" in w for w in lights_model["warnings"])
+
+
+def test_a_defective_capture_is_judged_with_its_light_counts_thresholds(
+        lights_model, tmp_path: Path, monkeypatch, capsys) -> None:
+    """The walkthrough's failure: a defective 12-light part, whose image score lies between
+    the 12-light threshold and the pooled one, passed. Now it fails, judged with the 12-light
+    thresholds (summary: thresholds_for_lights 12), without a warning; a normal map of unknown
+    light count gets the pooled thresholds; --image-threshold by hand overrides them."""
+    config, by_count = lights_model["config"], lights_model["config"][
+        "thresholds_by_light_count"]
+    bad = lights_model["bad"]
+    code, out, err = run_cli(["detect", bad, lights_model["cal"][0], "--model",
+                              lights_model["model"], "-o", tmp_path / "d"], monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    entry, cal8 = summary["inputs"]
+    assert by_count["12"]["image_threshold"] < entry["image_score"] <= config["image_threshold"]
+    assert entry["verdict"] == "fail" and entry["thresholds_for_lights"] == 12
+    assert entry["image_threshold"] == by_count["12"]["image_threshold"]
+    assert entry["pixel_threshold"] == by_count["12"]["threshold"]
+    assert "warnings" not in entry
+    assert cal8["thresholds_for_lights"] == 8 and "warnings" not in cal8
+    assert cal8["image_threshold"] == by_count["8"]["image_threshold"]
+    assert summary["image_threshold"] == config["image_threshold"]  # the general one
+    assert summary["thresholds_by_light_count"]["12"]["maps"] == 5
+    assert (f"{entry['name']}: FAIL (image score {entry['image_score']:.4g} > "
+            f"{by_count['12']['image_threshold']:.4g}, the threshold of 12-light captures"
+            in out), out
+    # the same part as a plain normal map (no run.json: its light count unknown): pooled
+    from psinspect.detect import load_input
+
+    np.save(tmp_path / "bad_map.npy", load_input(bad).normals)
+    code, out, err = run_cli(["detect", tmp_path / "bad_map.npy", "--model",
+                              lights_model["model"], "-o", tmp_path / "d2"], monkeypatch, capsys)
+    assert code == 0, err
+    (entry,) = json.loads((tmp_path / "d2" / "summary.json").read_text())["inputs"]
+    assert entry["thresholds_for_lights"] is None
+    assert entry["image_threshold"] == config["image_threshold"]
+    assert entry["pixel_threshold"] == config["threshold"]
+    # thresholds given by hand override the light count's
+    code, out, err = run_cli(["detect", bad, "--model", lights_model["model"], "-o",
+                              tmp_path / "d3", "--image-threshold", "100"], monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "d3" / "summary.json").read_text())
+    (entry,) = summary["inputs"]
+    assert entry["verdict"] == "pass" and entry["image_threshold"] == 100.0
+    assert entry["pixel_threshold"] == by_count["12"]["threshold"]  # (not given by hand)
+    assert summary["image_threshold_calibration"].startswith("set by hand")
+    code, out, err = run_cli(["detect", bad, "--model", lights_model["model"], "-o",
+                              tmp_path / "d4", "--image-threshold", "100", "--threshold", "50"],
+                             monkeypatch, capsys)
+    assert code == 0, err
+    (entry,) = json.loads((tmp_path / "d4" / "summary.json").read_text())["inputs"]
+    assert entry["thresholds_for_lights"] is None and entry["pixel_threshold"] == 50.0
+
+
+def test_the_web_app_judges_a_capture_with_its_light_counts_thresholds(lights_model) -> None:
+    """The app's path (predict -> detect_map): the sliders start at the model's general
+    thresholds; left there, a capture gets the thresholds of its light count."""
+    from psinspect.app import InspectionInput, ModelChoice, predict
+    from psinspect.detect import load_input
+    from psinspect.modelstore import load_model_dir
+
+    bundle = load_model_dir(lights_model["model"])
+    by_count = lights_model["config"]["thresholds_by_light_count"]
+    solver = bundle.input_handling["ps_solver"]
+    inp = load_input(lights_model["bad"], solver=solver, capture_images=True)
+    upload = InspectionInput("bad", inp.normals, inp.mask, inp.confidence, kind="capture",
+                             capture=(*inp.capture_images, solver))
+    choice = ModelChoice("m", bundle)
+    for args in ((None, None), (bundle.threshold, bundle.image_threshold)):
+        p = predict(upload, choice, *args)
+        assert p.verdict == "FAIL" and p.image_threshold == by_count["12"]["image_threshold"]
+        (entry,) = p.summary["inputs"]
+        assert entry["thresholds_for_lights"] == 12 and "warnings" not in entry
+        assert "calibrated_thresholds" not in p.summary
+    p = predict(upload, choice, None, 100.0)
+    assert p.verdict == "PASS" and p.summary["calibrated_thresholds"]["image_threshold"] == \
+        by_count["12"]["image_threshold"]
+
+
+def test_a_model_without_per_count_thresholds_judges_as_before(lights_model,
+                                                               tmp_path: Path) -> None:
+    """A model folder made before (config without thresholds_by_light_count) loads and
+    judges every input with its one pair of thresholds, and warns as before; the field is what
+    makes the defective part fail."""
+    from psinspect.detect import light_count_note, write_detection_outputs
+    from psinspect.modelstore import load_model_dir
+
+    old = tmp_path / "old"
+    shutil.copytree(lights_model["model"], old)
+    cfg = json.loads((old / "config.json").read_text())
+    del cfg["thresholds_by_light_count"]
+    (old / "config.json").write_text(json.dumps(cfg))
+    bundle = load_model_dir(old)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = write_detection_outputs([lights_model["bad"]], tmp_path / "d", bundle)
+    (entry,) = summary["inputs"]
+    assert entry["verdict"] == "pass" and "thresholds_for_lights" not in entry
+    assert entry["image_threshold"] == cfg["image_threshold"]
+    assert "thresholds_by_light_count" not in summary
+    assert entry["warnings"] == [
+        "the model's thresholds were fitted to captures of 8 and 12 lights together: one "
+        "pass/fail threshold for all of them lets more through on the lights whose good parts "
+        "score lower (a defective part may pass; train one model per light set)"]
+    assert any("fitted to captures of 8 and 12" in str(w.message) for w in caught)
+    # with the field: the 12-light thresholds, no warning; a count never seen still warns
+    new = load_model_dir(lights_model["model"])
+    assert light_count_note(new, 12) is None and light_count_note(new, 8) is None
+    assert light_count_note(new, 6).startswith("solved from 6 lights, the model's training "
+                                               "captures from 8 / 12")
+    summary = write_detection_outputs([lights_model["bad"]], tmp_path / "d2", new)
+    assert summary["inputs"][0]["verdict"] == "fail"
+
+
+@pytest.mark.parametrize("field", [
+    {"8": {"threshold": -1.0, "image_threshold": 2.0, "maps": 3}},
+    {"8": {"threshold": 1.0, "image_threshold": 2.0}},
+    {"eight": {"threshold": 1.0, "image_threshold": 2.0, "maps": 3}},
+    {"8": {"threshold": 1.0, "image_threshold": float("nan"), "maps": 3}},
+    [1, 2],
+])
+def test_a_broken_per_count_field_is_one_error(tmp_path: Path, field, monkeypatch,
+                                               capsys) -> None:
+    from psinspect.models import create_model
+    from psinspect.modelstore import load_model_dir, save_model_dir
+
+    save_model_dir(tmp_path / "m", create_model("geometric"), threshold=1.0, image_threshold=2.0)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["thresholds_by_light_count"] = field
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(PsinspectError, match="invalid 'thresholds_by_light_count'"):
+        load_model_dir(tmp_path / "m")
+    np.save(tmp_path / "x.npy", np.dstack([np.zeros((8, 8, 2)), np.ones((8, 8))]))
+    code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", tmp_path / "m", "-o",
+                            tmp_path / "d"], monkeypatch, capsys)
+    assert code == 2 and len(error_lines(err)) == 1 and "Traceback" not in err, err
+
+
+def test_a_light_count_of_one_good_capture_is_warned_about(tmp_path: Path, monkeypatch,
+                                                           capsys) -> None:
+    """A count with a single good capture gets its scores' thresholds (its peak for
+    pass/fail, no fit): said at training, and for each capture of that count at detect."""
+    good = render_instances(tmp_path / "good", 5, design_seed=3, seed=1, size=64, lights=6)
+    cal = render_instances(tmp_path / "cal", 1, design_seed=3, seed=2, size=64, lights=5)
+    code, out, err = run_cli(["train", *good, "--model", "variation", "--calibrate-on", *cal,
+                              "-o", tmp_path / "m"], monkeypatch, capsys)
+    assert code == 0, err
+    assert ("warning: only one good part under 5 lights (training and --calibrate-on): the "
+            "thresholds for 5-light captures are its scores'") in err, err
+    assert "thresholds fitted per light count" in out and "5 lights (1 map)" in out, out
+    by_count = json.loads((tmp_path / "m" / "config.json").read_text())[
+        "thresholds_by_light_count"]
+    assert by_count["5"]["maps"] == 1
+    assert by_count["5"]["image_threshold_rule"] == (
+        "max image score over one clean map of 5-light captures (only one: a fit for "
+        "--image-fpr needs at least 2)")
+    code, _, err = run_cli(["detect", cal[0], "--model", tmp_path / "m", "-o", tmp_path / "d"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    (entry,) = json.loads((tmp_path / "d" / "summary.json").read_text())["inputs"]
+    assert entry["thresholds_for_lights"] == 5
+    assert entry["warnings"] == [
+        "the model's thresholds for 5 lights come from one good map of that count (its peak "
+        "score; a fit for --image-fpr needs at least 2): good parts may fail (train or "
+        "--calibrate-on with more good captures under these lights)"]
