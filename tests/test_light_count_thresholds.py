@@ -28,11 +28,11 @@ def lights_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from psinspect.train import train_model
 
     root = tmp_path_factory.mktemp("lights")
-    good = render_instances(root / "good", 5, design_seed=3, seed=1, size=64, lights=12)
-    cal = render_instances(root / "cal8", 3, design_seed=3, seed=2, size=64, lights=8)
-    # a shallow dent (severity 0.05) of instance 1
-    bad = render_instances(root / "bad", 2, design_seed=3, seed=3, size=64, lights=12,
-                           defect_rate=1.0, max_defects=1, severity=0.05)[1]
+    good = render_instances(root / "good", 5, design_seed=5, seed=1, size=64, lights=12)
+    cal = render_instances(root / "cal8", 3, design_seed=5, seed=2, size=64, lights=8)
+    # a shallow defect (severity 0.05)
+    bad = render_instances(root / "bad", 1, design_seed=5, seed=3, size=64, lights=12,
+                           defect_rate=1.0, max_defects=1, severity=0.05)[0]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         config = train_model(good, root / "m", model_name="variation",
