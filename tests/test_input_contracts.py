@@ -148,3 +148,21 @@ def test_config_records_every_calibration_parts_surface(tmp_path: Path) -> None:
         "calibration_surfaces"]
     assert record == {"surface_fingerprints": [capture_fingerprint(caps[2])],
                       "map_sha256": [hashlib.sha256(extra.read_bytes()).hexdigest()]}
+
+
+@pytest.mark.parametrize("command", [["detect"], ["train", "--model", "variation"],
+                                     ["dataset"]])
+def test_a_folder_of_folders_of_captures_says_where_they_are(
+        command: list[str], tmp_path: Path, monkeypatch, capsys) -> None:
+    """Folders of parts are read one level deep: a folder whose sub-folder holds the capture
+    folders is refused with that sub-folder named (detect said only 'no images found')."""
+    for part in ("p1", "p2"):
+        (tmp_path / "top" / "caps" / part).mkdir(parents=True)
+        (tmp_path / "top" / "caps" / part / "filenames.txt").write_text("a.png\n")
+    code, out, err = run_cli([*command[:1], tmp_path / "top", *command[1:], "-o",
+                              tmp_path / "out"], monkeypatch, capsys)
+    (line,) = [ln for ln in err.splitlines() if ln.strip()]
+    assert code != 0 and line.startswith("error:"), err
+    assert line.endswith(f"give {tmp_path / 'top' / 'caps'} (folders of parts are read one "
+                         "level deep)"), line
+    assert not (tmp_path / "out").exists()

@@ -92,6 +92,20 @@ def is_capture_folder(folder: str | os.PathLike[str]) -> bool:
     """Whether ``folder`` is a capture folder (holds one of :data:`CAPTURE_MARKERS`)."""
     folder = Path(folder)
     return folder.is_dir() and any((folder / m).is_file() for m in CAPTURE_MARKERS)
+
+
+def nested_captures_hint(folder: Path) -> str:
+    """For an error about ``folder``, which holds no capture folder itself: where its
+    captures are, if one of its sub-folders holds capture folders (folders of parts are read
+    one level deep), else ``""``."""
+    for q in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not q.name.startswith(".") and q.is_dir() and any(
+                is_capture_folder(r) for r in q.iterdir() if not r.name.startswith(".")):
+            return (f"; its sub-folder {q.name} holds capture folders: give {folder / q.name} "
+                    "(folders of parts are read one level deep)")
+    return ""
+
+
 LIGHT_FORMATS = ("xyz", "slant_tilt", "elevation_azimuth")
 #: largest image of a capture (pixels) and largest float32 image stack (bytes) that are loaded;
 #: photometric stereo needs a few times the stack plus ~300 bytes per pixel, so these keep a

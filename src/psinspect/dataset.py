@@ -59,6 +59,7 @@ from psinspect.capture import (
     capture_fingerprint,
     capture_mask_sha256,
     is_capture_folder,
+    nested_captures_hint,
 )
 from psinspect.defects import (
     check_min_angle,
@@ -143,7 +144,7 @@ def find_captures(paths: Sequence[str | Path]) -> list[Path]:
         if not subs:
             raise PsinspectError(
                 f"{p}: not a capture folder (no {' / '.join(CAPTURE_MARKERS)}) and holds none"
-            )
+                + nested_captures_hint(p))
         found.extend(subs)
     names = [f.resolve().name for f in found]
     dup = sorted({n for n in names if names.count(n) > 1})

@@ -648,7 +648,12 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     file among capture folders) is refused: a part must not be skipped silently. Files,
     capture folders, ``psinspect normals`` output folders and anything else stay as given
     (:func:`load_input` reads or refuses them)."""
-    from psinspect.capture import CAPTURE_MARKERS, is_capture_folder, natural_key
+    from psinspect.capture import (
+        CAPTURE_MARKERS,
+        is_capture_folder,
+        natural_key,
+        nested_captures_hint,
+    )
 
     out: list[Path] = []
     for p in map(Path, paths):
@@ -680,6 +685,10 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
                 raise PsinspectError(
                     f"{p}: holds {kind} and also {stray[0].name}, which is not one{why}: "
                     "give the inputs one by one")
+            hint = "" if subs else nested_captures_hint(p)
+            if hint:
+                raise PsinspectError(f"{p}: not a capture folder, nor a folder of capture "
+                                     f"folders or normal maps{hint}")
         out.extend(subs or [p])
     return out
 
