@@ -137,7 +137,7 @@ def test_a_defective_capture_is_judged_with_its_light_counts_thresholds(
 def test_the_web_app_judges_a_capture_with_its_light_counts_thresholds(lights_model) -> None:
     """The app's path (predict -> detect_map): the sliders start at the model's general
     thresholds; left there, a capture gets the thresholds of its light count."""
-    from psinspect.app import InspectionInput, ModelChoice, predict
+    from psinspect.app import InspectionInput, ModelChoice, predict, verdict_html
     from psinspect.detect import load_input
     from psinspect.modelstore import load_model_dir
 
@@ -154,9 +154,13 @@ def test_the_web_app_judges_a_capture_with_its_light_counts_thresholds(lights_mo
         (entry,) = p.summary["inputs"]
         assert entry["thresholds_for_lights"] == 12 and "warnings" not in entry
         assert "calibrated_thresholds" not in p.summary
+        # the page says which threshold judged it (the slider shows the general one)
+        assert (f"(pass/fail threshold {by_count['12']['image_threshold']:.4g}, the one for "
+                "12-light captures)") in verdict_html(p)
     p = predict(upload, choice, None, 100.0)
     assert p.verdict == "PASS" and p.summary["calibrated_thresholds"]["image_threshold"] == \
         by_count["12"]["image_threshold"]
+    assert "(pass/fail threshold 100)" in verdict_html(p)
 
 
 def test_a_model_without_per_count_thresholds_judges_as_before(lights_model,

@@ -437,6 +437,9 @@ class Prediction:
     summary: dict[str, Any] = field(default_factory=dict, repr=False)
     #: why the verdict may not hold (shown under it, and in summary.json's ``warnings``)
     notes: list[str] = field(default_factory=list)
+    #: the light count whose calibrated pass/fail threshold judged it (a known-part model
+    #: calibrated per light count); None: the model's general one, or one set by hand
+    image_threshold_lights: int | None = None
 
 
 REGION_COLUMNS = ["region", "area (px)", "centre x", "centre y",
@@ -468,6 +471,8 @@ def verdict_html(prediction: Prediction | None, error: str | None = None) -> str
     fail = prediction.verdict == "FAIL"
     colour = "#b00020" if fail else "#1b7f3b"
     n = len(prediction.regions)
+    lights = prediction.image_threshold_lights
+    which = "" if lights is None else f", the one for {lights}-light captures"
     return (
         f'<div id="verdict-box" class="ps-verdict ps-{prediction.verdict.lower()}" '
         f'style="padding:12px;border-radius:8px;background:{colour}">'
@@ -475,7 +480,8 @@ def verdict_html(prediction: Prediction | None, error: str | None = None) -> str
         f"{prediction.verdict}</div>"
         f'<div style="color:white !important">{html.escape(prediction.name)} '
         f"({html.escape(prediction.kind)}): image score "
-        f"{prediction.image_score:.4g} (pass/fail threshold {prediction.image_threshold:.4g}), "
+        f"{prediction.image_score:.4g} (pass/fail threshold {prediction.image_threshold:.4g}"
+        f"{which}), "
         f"{n} region{'s' if n != 1 else ''} above the pixel threshold "
         f"{prediction.threshold:.4g}</div>"
         '<div style="color:white !important;font-size:0.85em">The verdict compares the image '
@@ -579,6 +585,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
         detection=det,
         summary=summary,
         notes=notes,
+        image_threshold_lights=None if image_threshold is not None else det.thresholds_for_lights,
     )
 
 
