@@ -553,7 +553,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
                      scale=scale, image_threshold=image_threshold, num_lights=num_lights)
     replaced = threshold is not None or image_threshold is not None
     # the model's own for this input (those of its light count, where it has them)
-    own, _ = for_light_count(choice.bundle, num_lights)
+    own, own_lights = for_light_count(choice.bundle, num_lights)
     calibrated = {"pixel_threshold": own.threshold, "image_threshold": own.image_threshold}
     # the summary's thresholds: those that judged this one input
     bundle = replace(bundle, image_threshold=det.image_threshold)
@@ -566,7 +566,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     summary = summary_document(bundle, [entry], threshold=det.threshold,
                                calibrated=calibrated if replaced else None,
                                solver=str(bundle.input_handling["ps_solver"]), scale=scale,
-                               model_label=choice.label)
+                               model_label=choice.label, light_count=own_lights)
     normals_rgb = encode_png(inp.normals, inp.mask)
     ref = det.reference
     return Prediction(

@@ -875,20 +875,25 @@ def write_input_files(folder: Path, name: str, normals: np.ndarray, mask: np.nda
 def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
                      threshold: float | None, calibrated: dict[str, float] | None,
                      solver: str, lights: str | None = None, scale: float = 1.0,
-                     model_label: str | None = None) -> dict[str, Any]:
+                     model_label: str | None = None,
+                     light_count: int | None = None) -> dict[str, Any]:
     """The ``summary.json`` of a detection run: the version, date, model, thresholds and rules
     around the per-input entries ``inputs`` (:meth:`Detection.summary` and more).
     ``threshold``: the pixel threshold used instead of the model's (None: the model's);
     ``calibrated``: the model's own thresholds, recorded where others replaced them;
     ``solver``: the PS solver capture inputs are solved with (each capture's entry names
     the one it was solved with); ``model_label``: the model named by a label instead of its
-    folder (the web app: its clients are not told the server's folders)."""
+    folder (the web app: its clients are not told the server's folders); ``light_count``:
+    the light count whose calibrated thresholds (``thresholds_by_light_count``) ``bundle``
+    carries instead of the general ones (the web app's one input), whose rule is then the
+    one recorded."""
     from psinspect import __version__
     from psinspect.fileio import utc_timestamp
 
     cal = bundle.config.get("calibration")
     by_count = light_count_thresholds(bundle)
-    rule = cal.get("image_threshold_rule") if isinstance(cal, dict) else None
+    rule = (by_count[light_count].get("image_threshold_rule") if light_count in by_count
+            else cal.get("image_threshold_rule") if isinstance(cal, dict) else None)
     if (isinstance(rule, str) and calibrated is not None
             and calibrated.get("image_threshold") != bundle.image_threshold):
         rule = ("set by hand (--image-threshold, or the web app's slider); the model's own, "
