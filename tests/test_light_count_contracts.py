@@ -14,13 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
-from _robust_util import error_lines, run_cli
+from _robust_util import run_cli
 
-from psinspect.errors import PsinspectError
-from psinspect.render import make_part, pad_part, part_instance, render_instances
+from psinspect.render import render_instances
 
 #: the pixel threshold given to ``train --threshold``
 HAND = 0.75
@@ -151,52 +148,3 @@ def test_the_web_app_summary_names_the_thresholds_that_judged(hand_model) -> Non
     assert p.summary["image_threshold_calibration"] == (
         "set by hand (--image-threshold, or the web app's slider); the model's own, in "
         "calibrated_thresholds: " + by_count["8"]["image_threshold_rule"])
-
-
-@pytest.mark.parametrize("field", [
-    {"8": {"threshold": 1.0, "image_threshold": 2.0, "maps": 0}},
-    {"0": {"threshold": 1.0, "image_threshold": 2.0, "maps": 3}},
-    {"8": {"threshold": 1.0, "image_threshold": 2.0, "maps": True}},
-    {"8": {"threshold": 1.0, "image_threshold": 2.0, "maps": 3.0}},
-    {"8": {"threshold": 1.0, "image_threshold": -2.0, "maps": 3}},
-    {"8": {"threshold": True, "image_threshold": 2.0, "maps": 3}},
-    {"8": [1.0, 2.0, 3]},
-], ids=["maps-0", "count-0", "maps-bool", "maps-float", "negative-image", "bool-threshold",
-        "group-list"])
-def test_more_broken_per_count_fields_are_refused(tmp_path: Path, field, monkeypatch,
-                                                  capsys) -> None:
-    from psinspect.models import create_model
-    from psinspect.modelstore import load_model_dir, save_model_dir
-
-    save_model_dir(tmp_path / "m", create_model("geometric"), threshold=1.0, image_threshold=2.0)
-    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
-    cfg["thresholds_by_light_count"] = field
-    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(PsinspectError, match="invalid 'thresholds_by_light_count'"):
-        load_model_dir(tmp_path / "m")
-    np.save(tmp_path / "x.npy", np.dstack([np.zeros((8, 8, 2)), np.ones((8, 8))]))
-    code, _, err = run_cli(["detect", tmp_path / "x.npy", "--model", tmp_path / "m", "-o",
-                            tmp_path / "d"], monkeypatch, capsys)
-    assert code == 2 and len(error_lines(err)) == 1 and "Traceback" not in err, err
-
-
-@pytest.mark.parametrize("family", ["plate", "disc"])
-def test_an_instances_albedo_grain_does_not_depend_on_its_sub_pixel_pose(
-        family: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """As the height's (tests/test_render_instances.py): the albedo resampled bicubically
-    keeps its fine-scale variation at a half-pixel pose (1.026-1.032 of the whole-pixel one;
-    bilinear: 0.88-0.91), so an instance's images do not sharpen or blur with its pose."""
-    import psinspect.render as render
-
-    design = pad_part(make_part(np.random.default_rng(3), 128, family), 16)
-    grains, masks = [], []
-    for shift in (0.0, 0.5):
-        pose = np.array([[1.0, 0.0, shift], [0.0, 1.0, shift]])
-        monkeypatch.setattr(render, "random_pose", lambda *a, pose=pose, **k: (pose, 0.0))
-        inst = part_instance(np.random.default_rng(0), design)
-        a = inst.albedo.astype(np.float32)
-        grains.append(a - cv2.GaussianBlur(a, (0, 0), 3))
-        masks.append(inst.mask)
-    inner = cv2.erode((masks[0] & masks[1]).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-    ratio = float(np.std(grains[1][inner]) / np.std(grains[0][inner]))
-    assert abs(ratio - 1.0) < 0.05, ratio

@@ -204,6 +204,13 @@ def test_a_model_without_per_count_thresholds_judges_as_before(lights_model,
     {"eight": {"threshold": 1.0, "image_threshold": 2.0, "maps": 3}},
     {"8": {"threshold": 1.0, "image_threshold": float("nan"), "maps": 3}},
     [1, 2],
+    {"8": {"threshold": 1.0, "image_threshold": 2.0, "maps": 0}},
+    {"0": {"threshold": 1.0, "image_threshold": 2.0, "maps": 3}},
+    {"8": {"threshold": 1.0, "image_threshold": 2.0, "maps": True}},
+    {"8": {"threshold": 1.0, "image_threshold": 2.0, "maps": 3.0}},
+    {"8": {"threshold": 1.0, "image_threshold": -2.0, "maps": 3}},
+    {"8": {"threshold": True, "image_threshold": 2.0, "maps": 3}},
+    {"8": [1.0, 2.0, 3]},
 ])
 def test_a_broken_per_count_field_is_one_error(tmp_path: Path, field, monkeypatch,
                                                capsys) -> None:

@@ -368,11 +368,13 @@ def test_the_pass_fail_line_counts_the_calibration_parts(tmp_path: Path, monkeyp
 
 
 @pytest.mark.parametrize("family", ["plate", "disc"])
+@pytest.mark.parametrize(("layer", "tolerance"), [("height", 0.02), ("albedo", 0.05)])
 def test_an_instances_surface_grain_does_not_depend_on_its_sub_pixel_pose(
-        family: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        family: str, layer: str, tolerance: float, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same instance (same manufacturing variation) placed on whole pixels and half a
-    pixel off keeps its fine-scale grain: bilinear resampling blurred it by 2.4-3.3 % at the half
-    pixel, so good parts posed on whole pixels failed a model trained on jittered ones."""
+    pixel off keeps its fine-scale grain: bilinear resampling blurred the height's by 2.4-3.3 %
+    and the albedo's by 9-12 % at the half pixel (bicubic: 0.8-1.4 % and 2.6-3.2 %), so good
+    parts posed on whole pixels failed a model trained on jittered ones."""
     import psinspect.render as render
 
     design = pad_part(make_part(np.random.default_rng(3), 128, family), 16)
@@ -381,9 +383,9 @@ def test_an_instances_surface_grain_does_not_depend_on_its_sub_pixel_pose(
         pose = np.array([[1.0, 0.0, shift], [0.0, 1.0, shift]])
         monkeypatch.setattr(render, "random_pose", lambda *a, pose=pose, **k: (pose, 0.0))
         inst = part_instance(np.random.default_rng(0), design)
-        h = inst.height.astype(np.float32)
+        h = getattr(inst, layer).astype(np.float32)
         grains.append(h - cv2.GaussianBlur(h, (0, 0), 3))
         masks.append(inst.mask)
     inner = cv2.erode((masks[0] & masks[1]).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     ratio = float(np.std(grains[1][inner]) / np.std(grains[0][inner]))
-    assert abs(ratio - 1.0) < 0.02, ratio  # (bicubic: 1.008 and 1.014)
+    assert abs(ratio - 1.0) < tolerance, ratio
