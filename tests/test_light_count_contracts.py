@@ -3,8 +3,9 @@ tests/test_light_count_thresholds.py leaves open (a mutation audit): ``train --t
 sets each count's pixel threshold too, the one-good-part warning for any count (not only the
 lowest), what ``train`` prints per count (in count order, each count's own pass/fail value),
 a capture of a count the model has no thresholds for, what ``detect`` says and writes when
-the pass/fail threshold was set by hand, the web app's summary, the checks of the config
-field, and the bicubic resampling of a rendered instance's albedo."""
+the pass/fail threshold was set by hand, and the web app's summary. (Its broken-field cases and
+the albedo-grain test joined tests/test_light_count_thresholds.py and
+tests/test_render_instances.py.)"""
 
 from __future__ import annotations
 
