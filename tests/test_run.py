@@ -236,6 +236,31 @@ def test_bad_tta_is_refused_before_any_work(tmp_path: Path, overrides: dict,
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"holdout": ["part001_disc"]}, "--holdout: no capture named part001_disc"),
+    ({"skip_lights": {"nope": [0]}}, "--skip-lights: no capture named nope"),
+])
+def test_an_unknown_surface_name_is_refused_before_rendering(
+        tmp_path: Path, overrides: dict, message: str) -> None:
+    """The rendered parts' names are known before they are rendered (part001 of the quick
+    preset's seed is a plate): a wrong --holdout or --skip-lights name fails at once, not after
+    the rendering stage; the names named as the surfaces are those render_dataset gives."""
+    from psinspect.errors import PsinspectError
+    from psinspect.pipeline import run_pipeline
+    from psinspect.render import part_names, render_dataset
+
+    cfg = make_config("quick", **overrides)
+    names = part_names(cfg.parts, seed=cfg.seed)
+    with pytest.raises(PsinspectError, match=message) as err:
+        run_pipeline(tmp_path / "w", cfg)
+    assert f"(surfaces: {', '.join(names)})" in str(err.value)
+    assert not (tmp_path / "w").exists()
+    rendered = render_dataset(tmp_path / "r", 3, seed=cfg.seed, size=32, lights=4)
+    assert [f.name for f in rendered] == names[:3]
+    assert part_names(4, seed=5, families=["organic"]) == [f"part{i:03d}_organic"
+                                                            for i in range(4)]
+
+
 def test_run_model_geo_seg_is_the_default_run() -> None:
     """--model geo-seg dropped the preset's schedule (fine-tuned 4x longer than the default
     run); another model recorded fine_tune true though it trains from random weights."""

@@ -48,7 +48,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,18 @@ def find_captures(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
+def check_surface_names(names: Sequence[str], holdout: Sequence[str] | None,
+                        skip_lights: Mapping[str, Any] | None) -> None:
+    """Refuse ``--holdout`` and ``--skip-lights`` surfaces that are none of ``names`` (the
+    captures' folder names; :func:`psinspect.render.part_names` for parts not yet rendered)."""
+    for option, given in (("--holdout", sorted(set(holdout or []))),
+                          ("--skip-lights", sorted(skip_lights or {}))):
+        unknown = [h for h in given if h not in names]
+        if unknown:
+            raise PsinspectError(f"{option}: no capture named {', '.join(unknown)} (surfaces: "
+                                 f"{', '.join(names)})")
+
+
 def light_subsets(lights: np.ndarray, count: int, size: int, rng: np.random.Generator
                   ) -> list[np.ndarray]:
     """``count`` light subsets of ``size`` lights (sorted 0-based indices).
@@ -261,11 +273,7 @@ def build_dataset(
         held = sorted(str(n) for n in rng.choice(clean, n_hold, replace=False)) if n_hold else []
     else:
         held = sorted(set(holdout))
-        unknown = [h for h in held if h not in names]
-        if unknown:
-            raise PsinspectError(
-                f"--holdout: no capture named {', '.join(unknown)} (surfaces: {', '.join(names)})"
-            )
+    check_surface_names(names, holdout, skip_lights)
     test_names = set(held) | real_defective
     train_names = [n for n in names if n not in test_names]
     if not train_names:
@@ -274,10 +282,6 @@ def build_dataset(
             f"({', '.join(names)})"
         )
     skip = {k: [int(i) for i in v] for k, v in (skip_lights or {}).items()}
-    unknown = sorted(set(skip) - set(names))
-    if unknown:
-        raise PsinspectError(f"--skip-lights: no capture named {', '.join(unknown)} (surfaces: "
-                             f"{', '.join(names)})")
     prints = {name: capture_fingerprint(folder) for folder, name in zip(folders, names,
                                                                         strict=True)}
     masks = {name: capture_mask_sha256(folder) for folder, name in zip(folders, names,

@@ -172,6 +172,11 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
 
         check_tta(create_model(DEFAULT_MODEL if cfg.pretrained or cfg.model is None
                                else cfg.model), cfg.tta)
+    if cfg.data is None:  # the parts' names are known before they are rendered
+        from psinspect.dataset import check_surface_names
+        from psinspect.render import part_names
+
+        check_surface_names(part_names(cfg.parts, seed=cfg.seed), cfg.holdout, cfg.skip_lights)
     rep: Reporter = reporter or _Silent()
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)

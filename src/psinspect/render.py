@@ -842,8 +842,7 @@ def render_dataset(
     out = Path(out)
     paths = []
     for i in range(n_parts):
-        rng = np.random.default_rng([int(seed), i])
-        fam = fams[int(rng.integers(len(fams)))]
+        rng, fam = _part_family(seed, i, fams)
         n_def = int(rng.integers(1, max_defects + 1)) if rng.random() < defect_rate else 0
         name = f"part{i:03d}_{fam}"
         rp = render_part(rng, size=size, family=fam, lights=lights, layout=layout,
@@ -854,6 +853,22 @@ def render_dataset(
         if progress is not None:
             progress(1)
     return paths
+
+
+def _part_family(seed: int, i: int, families: Sequence[str]
+                 ) -> tuple[np.random.Generator, str]:
+    """Part ``i`` of :func:`render_dataset`'s seed ``seed``: its own generator and its
+    family, the generator's first draw (the rest of the part is drawn after it)."""
+    rng = np.random.default_rng([int(seed), i])
+    return rng, families[int(rng.integers(len(families)))]
+
+
+def part_names(n_parts: int, *, seed: int = 0,
+               families: Sequence[str] | None = None) -> list[str]:
+    """The folder (surface) names :func:`render_dataset` gives its parts with these
+    arguments, without rendering them: ``part<i:03d>_<family>``."""
+    fams = tuple(families) if families else DEFAULT_FAMILIES
+    return [f"part{i:03d}_{_part_family(seed, i, fams)[1]}" for i in range(n_parts)]
 
 
 #: room (pixels) :func:`render_instances` leaves around a design for the poses
