@@ -5,14 +5,14 @@ default (exit status 130 in a shell), and from then on the CLI handles it
 (:func:`psinspect.cli.main`). A process started with Ctrl-C ignored (a background job of a
 script) keeps ignoring it. SIGTERM (``kill``, a supervisor stopping the job) is handled as
 Ctrl-C is, so staged outputs are cleaned up and training keeps its last epoch, and the exit
-status is then 143, as for a process the signal ended."""
+status is then 143, as for a process the signal ended. Both are held back while extension
+modules load (:mod:`psinspect.interrupts`)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
-from typing import Any
 
 
 def main() -> None:
@@ -24,20 +24,20 @@ def main() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
     from psinspect.cli import main as cli_main
     from psinspect.cli import register_commands
+    from psinspect.interrupts import on_signal, received
 
     register_commands()  # (the command modules: most of the loading)
+    # both raise KeyboardInterrupt, held back while torch loads (psinspect.interrupts)
     if not ignored:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    terminated: list[int] = []
-
-    def terminate(signum: int, frame: Any) -> None:
-        terminated.append(signum)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
+        signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
-        cli_main()
+        try:
+            cli_main()
+        except KeyboardInterrupt:  # before the command ran (typer building it): nothing staged
+            print("interrupted: nothing written", file=sys.stderr)
+            sys.exit(130)
     except SystemExit:
-        if terminated:
+        if signal.SIGTERM in received():
             sys.exit(128 + signal.SIGTERM)
         raise

@@ -16,6 +16,7 @@ import typer
 from psinspect.cli import app, progress_bar
 from psinspect.errors import PsinspectError
 from psinspect.fileio import parse_json
+from psinspect.interrupts import interrupt
 
 #: options that set up a training run; with --resume they come from the checkpoint
 _SETTINGS = ("model", "epochs", "batch_size", "seed", "patience", "threshold_fpr", "image_fpr",
@@ -40,7 +41,7 @@ def _interrupt_noted(reading: Callable[[], bool]) -> Iterator[list[int]]:
     def handler(signum: int, frame: object) -> None:
         noted.append(signum)
         if len(noted) > 1 or signum == signal.SIGTERM:
-            raise KeyboardInterrupt
+            interrupt()  # (KeyboardInterrupt, held back while torch loads)
         when = ("after the input being read" if reading()
                 else "once the current epoch is saved")
         typer.echo(f"stopping {when} (Ctrl-C again to stop at once)", err=True)

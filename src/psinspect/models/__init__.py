@@ -155,9 +155,12 @@ def register(cls: type[AnomalyModel]) -> type[AnomalyModel]:
 
 
 def _load_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    from psinspect.interrupts import held
+
+    with held():  # (torch loads here: a Ctrl-C inside its import would abort the process)
+        for info in pkgutil.iter_modules(__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{info.name}")
 
 
 def available_models() -> list[str]:
