@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from psinspect.modelstore import default_model_dir, read_train_log
 from psinspect.pipeline import PRESETS, make_config
+from psinspect.train import few_maps_note
 
 
 def _psinspect(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -184,6 +186,18 @@ def test_run_quick_trains_end_to_end(tmp_path: Path) -> None:
     line = next(x for x in r.stdout.splitlines() if x.startswith("The bundled default model"))
     assert f"pixel_auroc {bundled['metrics']['pixel_auroc']:.3f}" in line
     assert "The bundled default model" in (out / "report.html").read_text()
+    # the run's own verdicts are said beside the bundled model's
+    v = run["verdicts"]
+    assert (f"; {v['defective_failed']} defective maps failed, {v['defective_passed']} passed; "
+            f"{v['clean_passed']} clean maps passed, {v['clean_failed']} failed"
+            ) in r.stdout.splitlines()[0]
+    # the quick preset's few validation maps: its pass/fail threshold is flagged as unsure
+    # (said while training, in run.json and in the report)
+    n = config["calibration"]["val_maps"]
+    assert n < 8 and run["notes"] == [few_maps_note(config["calibration"])]
+    assert f"only {n} good maps" in run["notes"][0]
+    assert f"warning: {run['notes'][0]}" in r.stderr
+    assert html.escape(f"Note: {run['notes'][0]}.") in (out / "report.html").read_text()
 
 
 def test_pretrained_copies_the_bundled_model(tmp_path: Path) -> None:

@@ -243,3 +243,20 @@ def test_ctrl_c_while_reading_keeps_an_earlier_interrupted_run_and_says_so(
     assert err.splitlines()[-1] == (f"interrupted: nothing written; the earlier interrupted run "
                                     f"in {tmp_path / 'm' / '.checkpoint'} is kept")
     assert state.read_bytes() == before
+
+
+@pytest.mark.parametrize(("calibration", "flagged"), [
+    ({"val_maps": 7, "gumbel": {}}, True),
+    ({"val_maps": 8, "gumbel": {}}, False),
+    ({"val_maps": 3}, False),  # the largest score (no fit): not this note
+    ({}, False),
+])
+def test_a_threshold_fitted_to_few_maps_is_flagged(calibration: dict, flagged: bool) -> None:
+    """A Gumbel fit to fewer than 8 clean maps' image scores is flagged (a walkthrough's
+    `run --quick` fitted 4 and passed every defective map): train warns, run notes it."""
+    from psinspect.train import MIN_FIT_MAPS, few_maps_note
+
+    note = few_maps_note(calibration)
+    assert MIN_FIT_MAPS == 8 and (note is not None) is flagged
+    if flagged:
+        assert note.startswith("the pass/fail threshold is a fit to the image scores of only 7")

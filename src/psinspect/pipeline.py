@@ -250,6 +250,8 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
     bundled = (compare_bundled(work / "bundled", work / "dataset", tests,
                                comparison_tta(cfg)) if compare else None)
     timings["total"] = round(time.perf_counter() - t_all, 2)
+    from psinspect.train import few_maps_note
+
     run_info = {
         "config": recorded_config(cfg), "timings_s": timings, "stages": list(STAGES),
         "counts": counts, "test_surfaces": held, "model_dir": "model",
@@ -264,6 +266,8 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         "metrics": {k: pooled.get(k) for k in RUN_METRICS},
         "intervals": metrics.get("intervals"),
         "verdicts": verdicts,
+        # why the run's verdicts may not hold (also printed while training)
+        "notes": [n for n in [few_maps_note(bundle.config.get("calibration") or {})] if n],
         "bundled_model": bundled,
         "versions": _versions(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
@@ -326,6 +330,7 @@ def _add_run_section(report: Path, run_info: dict[str, Any]) -> None:
         f"Verdicts at the calibrated image threshold: {v['defective_failed']} defective maps "
         f"failed, {v['defective_passed']} passed; {v['clean_passed']} clean maps passed, "
         f"{v['clean_failed']} failed.",
+        *(f"Note: {n}." for n in run_info.get("notes", [])),
         "Stage times (s): " + ", ".join(f"{k} {t}" for k, t in run_info["timings_s"].items())
         + ". Details in run.json; per-map outputs in predictions/.",
     ]

@@ -341,6 +341,24 @@ def gumbel_threshold(scores: Sequence[float], rate: float) -> tuple[float, dict[
     return max(q, float(v.max())), {"loc": loc, "scale": scale, "quantile": q}
 
 
+#: fewest clean maps whose image scores make a pass/fail threshold that is not flagged as
+#: unsure (:func:`few_maps_note`): a Gumbel fit to fewer can land far from the rate asked for
+MIN_FIT_MAPS = 8
+
+
+def few_maps_note(calibration: dict[str, Any]) -> str | None:
+    """Why a model's pass/fail threshold may be far off (None: no reason known): its
+    ``calibration`` (config.json) fitted it to the image scores of fewer than
+    :data:`MIN_FIT_MAPS` clean maps."""
+    n = calibration.get("val_maps")
+    if "gumbel" not in calibration or not isinstance(n, int) or n >= MIN_FIT_MAPS:
+        return None
+    return (f"the pass/fail threshold is a fit to the image scores of only {n} good maps: it "
+            "may be far from the share of good parts failing asked for, and pass defective "
+            "parts or fail good ones (train on more good parts, or give good parts not trained "
+            "on to --calibrate-on)")
+
+
 def check_image_fpr(rate: float) -> None:
     """Refuse a target share of good parts failing outside :data:`IMAGE_FPR_RANGE`: below it
     the fitted quantile runs off to infinity (no part could ever fail), above it half the good
@@ -982,6 +1000,8 @@ def train_model(
         args.get("image_fpr", DEFAULT_IMAGE_FPR)) if by_lights else {}
     if scorers is not None:
         stats["method"] = "clean maps, each scored by a model fitted without it"
+    if (note := few_maps_note(stats)) is not None:
+        warnings.warn(note, UserWarning, stacklevel=2)
     if len(cal) < 2:
         warnings.warn("the pass/fail threshold is the image score of the one clean validation "
                       "map: --image-fpr needs the scores of at least 2 (give more good parts, "

@@ -118,6 +118,9 @@ def run_cmd(
              f"{'trained' if info.get('trained', True) else 'made (training-free)'} in this "
              "run: ") + ", ".join(
         f"{k} {v:.3f}" for k, v in m.items() if v is not None)
+    v = info["verdicts"]
+    shown += (f"; {v['defective_failed']} defective maps failed, {v['defective_passed']} "
+              f"passed; {v['clean_passed']} clean maps passed, {v['clean_failed']} failed")
     iv = info.get("intervals") or {}
     spans = [f"{k} {iv[k][0]:.3f}-{iv[k][1]:.3f}" for k in ("pixel_auroc", "aupro", "image_auroc")
              if iv.get(k) is not None]
