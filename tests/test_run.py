@@ -275,6 +275,24 @@ def test_an_unknown_surface_name_is_refused_before_rendering(
                                                             for i in range(4)]
 
 
+def test_staged_paths_are_rewritten_absolute_and_as_given(tmp_path: Path, monkeypatch) -> None:
+    """JSON files name the final folder, whether a path was written absolute or relative as
+    given (a walkthrough's run given `-o run3` left detect's summary.json sources pointing at
+    '.run3.staging-.../dataset/...', a folder that no longer exists)."""
+    from psinspect.pipeline import relocate_paths
+
+    monkeypatch.chdir(tmp_path)
+    stage, final = Path("o d") / ".r 1.staging-7-ab", Path("o d") / "r 1"
+    (stage / "predictions").mkdir(parents=True)
+    doc = {"source": str(stage / "dataset" / "A_x.npy"),
+           "dataset": str((stage / "dataset").resolve()), "other": "o d/r 1-notes"}
+    (stage / "predictions" / "summary.json").write_text(json.dumps(doc))
+    relocate_paths(stage, final)
+    got = json.loads((stage / "predictions" / "summary.json").read_text())
+    assert got == {"source": str(final / "dataset" / "A_x.npy"),
+                   "dataset": str((final / "dataset").resolve()), "other": "o d/r 1-notes"}
+
+
 def test_run_model_geo_seg_is_the_default_run() -> None:
     """--model geo-seg dropped the preset's schedule (fine-tuned 4x longer than the default
     run); another model recorded fine_tune true though it trains from random weights."""

@@ -354,17 +354,22 @@ def bundled_line(bundled: dict[str, Any]) -> str:
 
 
 def relocate_paths(stage: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
-    """Rewrite the staging folder's absolute path to the final one inside the JSON files of
-    ``stage`` (manifest, model config, run.json), so artifacts name where they end up."""
+    """Rewrite the staging folder's path to the final one inside the JSON files of ``stage``
+    (manifest, model config, run.json, the predictions' summary.json), so artifacts name where
+    they end up: the absolute path, then the path as given (detect's ``source`` entries are
+    relative where the output folder was given so)."""
     import json
 
-    old = str(Path(stage).resolve())
-    new = str(Path(final).resolve())
+    pairs = [(str(Path(stage).resolve()), str(Path(final).resolve()))]
+    if str(stage) != pairs[0][0]:
+        pairs.append((str(stage), str(final)))
+    escaped = [(json.dumps(a)[1:-1], json.dumps(b)[1:-1]) for a, b in pairs]
     for path in Path(stage).rglob("*.json"):
-        text = path.read_text(encoding="utf-8")
-        if old in text:
-            esc_old, esc_new = json.dumps(old)[1:-1], json.dumps(new)[1:-1]
-            atomic_write_bytes(path, text.replace(esc_old, esc_new).encode("utf-8"))
+        text = new = path.read_text(encoding="utf-8")
+        for old, to in escaped:
+            new = new.replace(old, to)
+        if new != text:
+            atomic_write_bytes(path, new.encode("utf-8"))
 
 
 def _versions() -> dict[str, str]:
