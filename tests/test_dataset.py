@@ -304,3 +304,32 @@ def test_captures_of_one_surface_name_are_named_in_the_error(tmp_path: Path) -> 
 
     with pytest.raises(PsinspectError, match="part1: this capture is given twice"):
         find_captures([a, tmp_path / "a"])
+
+
+def test_a_test_surface_read_with_warnings_is_reported_by_evaluate(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """A capture without mask.png counts its background as the object: said while the dataset
+    is built (as before), and now kept in the manifest (surface ``warnings``) and reported by
+    evaluate (metrics.json ``test_surface_reading_warnings``, a warning line and the report):
+    a walkthrough's metrics took in the background while the report said it never counts."""
+    from _robust_util import run_cli
+
+    caps = render_dataset(tmp_path / "caps", 4, defect_rate=0.0, seed=3, size=64, lights=6)
+    (caps[3] / "mask.png").unlink()
+    ds, pred, ev, model = (tmp_path / n for n in ("ds", "pred", "ev", "m"))
+    with pytest.warns(UserWarning, match="no mask.png"):
+        manifest = build_dataset(caps, ds, holdout=[caps[3].name], seed=0, subsets=2)
+    surfaces = manifest["surfaces"]
+    (said,) = surfaces[caps[3].name]["warnings"]
+    assert "no mask.png" in said
+    assert not any("warnings" in surfaces[c.name] for c in caps[:3])
+    for args in (["train", ds, "--model", "geometric", "-o", model],
+                 ["detect", ds, "--model", model, "-o", pred],
+                 ["evaluate", pred, ds, "-o", ev]):
+        code, out, err = run_cli(args, monkeypatch, capsys)
+        assert code == 0, err
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["test_surface_reading_warnings"] == {caps[3].name: [said]}
+    assert f"1 test surface(s) were read with warnings that may change these figures " \
+           f"({caps[3].name}; {said})" in out + err
+    assert "were read with warnings" in (ev / "report.html").read_text()

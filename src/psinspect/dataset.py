@@ -33,7 +33,8 @@ Manifest schema (``format`` "psinspect-dataset", ``version`` 1)::
      "config": {..., "min_angle": <deg, for the defects implanted here; captures'
                 own M_defect.png are used as they are>,
                 "skip_lights": {"<surface>": [0-based indices (the CLI takes 1-based)]}},
-     "surfaces": {"<surface>": {"source": "<capture path>", "role": "train" | "test"}},
+     "surfaces": {"<surface>": {"source": "<capture path>", "role": "train" | "test",
+                                ["warnings": [what reading the capture warned about]]}},
      "items": [{"name": "N_ballPNG_l00", "file": "N_ballPNG_l00.npy", "surface": "ballPNG",
                 "split": "train-clean", "defect_mask": null | "M_<...>.png",
                 "defects": [<records>], "lights": [0-based light indices used for PS],
@@ -48,6 +49,7 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -309,7 +311,13 @@ def build_dataset(
         role = "test" if name in test_names else "train"
         surfaces[name] = {"source": str(folder.resolve()), "role": role,
                           "fingerprint": prints[name], "mask_sha256": masks[name]}
-        cap = load_capture(folder)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cap = load_capture(folder)
+        for w in caught:  # said as before, and kept: evaluate reports a test surface's
+            warnings.warn(str(w.message), w.category, stacklevel=2)
+        if caught:
+            surfaces[name]["warnings"] = [str(w.message) for w in caught]
         beyond = sorted(i + 1 for i in skip.get(name, []) if not 0 <= i < cap.num_lights)
         if beyond:
             raise PsinspectError(f"--skip-lights {name}: light(s) {', '.join(map(str, beyond))} "

@@ -199,6 +199,12 @@ def evaluation_warnings(metrics: dict[str, Any]) -> list[str]:
         f"the model was trained on {len(seen)} of the test surfaces "
         f"({', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''}): these figures are not "
         "a measurement on unseen surfaces"]
+    read = metrics.get("test_surface_reading_warnings") or {}
+    if read:
+        first = next(iter(read))
+        out.append(f"{len(read)} test surface(s) were read with warnings that may change these "
+                   f"figures ({', '.join(list(read)[:5])}{', ...' if len(read) > 5 else ''}; "
+                   f"{read[first][0]})")
     calibrated = metrics.get("test_surfaces_seen_in_calibration") or []
     if calibrated:
         out.append(f"the model's thresholds were calibrated on {len(calibrated)} of the test "
@@ -648,6 +654,15 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     metrics["verdicts"] = verdict_counts(info["verdicts"], info["defective"])
     metrics["test_surfaces_seen_in_training"] = info["seen_in_training"]
     metrics["test_surfaces_seen_in_calibration"] = info["seen_in_calibration"]
+    # what reading a test surface's capture warned about (dataset: a capture without mask.png
+    # counts its background as the object, without its lights' intensities bends its normals)
+    from psinspect.dataset import load_manifest
+
+    tested = sorted(set(info["surfaces"]))
+    recorded = load_manifest(Path(ground_truth))[0].get("surfaces", {})
+    metrics["test_surface_reading_warnings"] = {
+        s: list(recorded[s]["warnings"]) for s in tested
+        if isinstance(recorded.get(s), dict) and recorded[s].get("warnings")}
     metrics["source"] = {"predictions": str(Path(pred_dir).resolve()),
                          "ground_truth": str(Path(ground_truth).resolve()),
                          "model": info.get("model"), "model_dir": info.get("model_dir"),
