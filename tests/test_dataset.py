@@ -209,6 +209,10 @@ def test_cli_dataset(renders, tmp_path) -> None:
     assert manifest["config"]["holdout_auto"] and manifest["config"]["solver"] == "ls"
     assert {it["augment"] for it in manifest["items"]} == {"none"}
     assert "warning" not in res.output
+    # the splits' counts in their own order, whichever surface comes first
+    n = {sp: sum(it["split"] == sp for it in manifest["items"]) for sp in
+         ("train-clean", "val-clean", "test-clean", "test-defective")}
+    assert (", ".join(f"{k} {v}" for k, v in n.items() if v) + f" -> {out}") in res.output
 
 
 def test_cli_dataset_warns_what_it_cannot_do(renders, tmp_path) -> None:

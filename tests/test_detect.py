@@ -395,8 +395,8 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     assert sum(b["regions"] for b in metrics["per_type"].values()) == sum(
         b["regions"] for b in metrics["per_severity"].values())
     assert "<th>regions</th><th>maps</th>" in html and "Definitions:" in html
-    assert all(f"({b['regions']} regions on {b['maps']} maps)" in out
-               for b in metrics["per_type"].values())
+    assert all(f"({b['regions']} region{'s' * (b['regions'] != 1)} on {b['maps']} "
+               f"map{'s' * (b['maps'] != 1)})" in out for b in metrics["per_type"].values())
     # the panels' caption counts the maps it shows (it said "the 3 clean ones" for any number)
     n_clean = sum(t.stem.startswith("N_") for t in tests)
     n_def = len(tests) - n_clean

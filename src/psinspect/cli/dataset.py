@@ -50,7 +50,7 @@ def dataset_cmd(
     test-clean, test-defective and manifest.json. Held-out surfaces appear only in test splits.
     """
     from psinspect.cli.defects import split_list
-    from psinspect.dataset import build_dataset, find_captures, parse_skip_lights
+    from psinspect.dataset import SPLITS, build_dataset, find_captures, parse_skip_lights
     from psinspect.defects import parse_severity
     from psinspect.fileio import check_output_dir, staged_output_dir
 
@@ -68,9 +68,9 @@ def dataset_cmd(
             severity=parse_severity(severity), min_angle=min_angle,
             skip_lights=parse_skip_lights(skip_lights),
             progress=lambda msg: bar.update(task, advance=1, description=msg))
-    counts: dict[str, int] = {}
-    for it in manifest["items"]:
-        counts[it["split"]] = counts.get(it["split"], 0) + 1
+    # in the splits' own order (items come surface by surface)
+    counts = {sp: n for sp in SPLITS
+              if (n := sum(it["split"] == sp for it in manifest["items"]))}
     test = sorted(n for n, s in manifest["surfaces"].items() if s["role"] == "test")
     if counts.get("train-clean") and not counts.get("val-clean"):
         typer.echo("warning: no val-clean maps (--subsets 1): 'psinspect train' will refuse "

@@ -58,6 +58,7 @@ def evaluate_cmd(
                        f"surfaces: {', '.join(spans)}")
     for name, v in m["per_type"].items():
         typer.echo(f"  {name:10s} AUROC {v['pixel_auroc']:.4f}  AUPRO {v['aupro']:.4f}  "
-                   f"({v['regions']} regions on {v['maps']} maps)")
+                   f"({v['regions']} region{'s' if v['regions'] != 1 else ''} on "
+                   f"{v['maps']} map{'s' if v['maps'] != 1 else ''})")
     for w in evaluation_warnings(m):
         typer.echo(f"warning: {w}", err=True)
