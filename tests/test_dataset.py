@@ -336,4 +336,10 @@ def test_a_test_surface_read_with_warnings_is_reported_by_evaluate(
     assert metrics["test_surface_reading_warnings"] == {caps[3].name: [said]}
     assert f"1 test surface(s) were read with warnings that may change these figures " \
            f"({caps[3].name}; {said})" in out + err
-    assert "were read with warnings" in (ev / "report.html").read_text()
+    report = (ev / "report.html").read_text()
+    assert "were read with warnings" in report
+    # the report says what it evaluated (it named only the model's kind)
+    assert metrics["source"]["test_surfaces"] == [caps[3].name]
+    assert (f"Evaluated: the predictions in {pred.resolve()} of geometric ({model.resolve()}), "
+            f"against the dataset {ds.resolve()}; its 1 test surface(s): {caps[3].name}."
+            ) in report

@@ -78,6 +78,15 @@ def _check_run_folder(out: Path, stderr: str) -> dict:
                       if it["split"] in ("train-clean", "val-clean")}
     test_surfaces = {it["surface"] for it in manifest["items"] if it["split"].startswith("test")}
     assert train_surfaces and test_surfaces and not train_surfaces & test_surfaces
+    # the report names both, and why each test surface is one (run.json too)
+    run = json.loads((out / "run.json").read_text())
+    assert run["train_surfaces"] == sorted(train_surfaces)
+    own = set(manifest["config"]["real_defective"])
+    assert run["test_surfaces_why"] == {
+        k: "its own defects, M_defect.png" if k in own
+        else "drawn: a quarter of the clean captures" for k in sorted(test_surfaces)}
+    assert ("; training surfaces: " + ", ".join(sorted(train_surfaces)) + ".") in (
+        out / "report.html").read_text()
 
     metrics = json.loads((out / "metrics.json").read_text())
     pooled = metrics["pooled"]

@@ -254,7 +254,16 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
 
     run_info = {
         "config": recorded_config(cfg), "timings_s": timings, "stages": list(STAGES),
-        "counts": counts, "test_surfaces": held, "model_dir": "model",
+        "counts": counts, "test_surfaces": held,
+        "train_surfaces": sorted(k for k, v in manifest["surfaces"].items()
+                                 if v["role"] != "test"),
+        # why each test surface is one: held out (drawn or given), or its own defects
+        "test_surfaces_why": {k: ("its own defects, M_defect.png"
+                                  if k in manifest["config"]["real_defective"]
+                                  else "drawn: a quarter of the clean captures"
+                                  if manifest["config"]["holdout_auto"] else "given to --holdout")
+                              for k in held},
+        "model_dir": "model",
         "model": bundle.config.get("model"), "pretrained": cfg.pretrained,
         "fine_tuned_from": "bundled" if fine_tunes(cfg) else None,
         # fine-tuned, but no epoch beat the start: the bundled weights, thresholds fitted here
@@ -325,8 +334,10 @@ def _add_run_section(report: Path, run_info: dict[str, Any]) -> None:
     lines = [
         f"psinspect run, preset {cfg['preset']}, seed {cfg['seed']}: data {data}.",
         f"Model {run_info['model']} ({how}, "
-        "folder model/). Test surfaces (never seen in training): "
-        f"{', '.join(run_info['test_surfaces'])}.",
+        "folder model/). Test surfaces (never seen in training): " + ", ".join(
+            f"{k} ({why})" if (why := run_info.get("test_surfaces_why", {}).get(k)) else k
+            for k in run_info["test_surfaces"]) + "; training surfaces: "
+        + (", ".join(run_info.get("train_surfaces", [])) or "none") + ".",
         f"Verdicts at the calibrated image threshold: {v['defective_failed']} defective maps "
         f"failed, {v['defective_passed']} passed; {v['clean_passed']} clean maps passed, "
         f"{v['clean_failed']} failed.",

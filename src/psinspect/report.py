@@ -214,6 +214,22 @@ def evaluation_warnings(metrics: dict[str, Any]) -> list[str]:
     return out
 
 
+def _source_html(source: dict[str, Any] | None) -> list[str]:
+    """What was evaluated: the predictions, their model, the dataset and its test surfaces
+    (metrics.json ``source``; nothing when absent)."""
+    if not source:
+        return []
+    model = source.get("model") or "a model"
+    where = f" ({source['model_dir']})" if source.get("model_dir") else ""
+    tested = source.get("test_surfaces") or []
+    pred = html.escape(str(source.get("predictions")))
+    return [f"<p class='note'>Evaluated: the predictions in {pred} "
+            f"of {html.escape(str(model))}{html.escape(where)}, against the dataset "
+            f"{html.escape(str(source.get('ground_truth')))}"
+            + (f"; its {len(tested)} test surface(s): {html.escape(', '.join(tested))}"
+               if tested else "") + ".</p>"]
+
+
 def _fmt_threshold(v: Any) -> str:
     """A threshold to 4 significant digits (any scale: a small one is not '0.0000')."""
     return f"{v:.4g}" if isinstance(v, int | float) else _fmt(v)
@@ -332,6 +348,7 @@ def report_html(
         f"AUPRO: normalised area under the per-region-overlap curve up to FPR "
         f"{metrics.get('max_fpr', 0.3)} (MVTec AD definition). Test maps: {pooled['maps']} "
         f"({pooled['defective_maps']} defective).</p>",
+        *_source_html(metrics.get("source")),
         *[f"<p class='warn'>Warning: {html.escape(w)}</p>" for w in evaluation_warnings(metrics)],
         "<h2>Pooled</h2>", _table({"all test maps": pooled}, "set", fpr),
         *_intervals_html(metrics.get("intervals")),
@@ -666,7 +683,7 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     metrics["source"] = {"predictions": str(Path(pred_dir).resolve()),
                          "ground_truth": str(Path(ground_truth).resolve()),
                          "model": info.get("model"), "model_dir": info.get("model_dir"),
-                         "splits": info["splits"],
+                         "splits": info["splits"], "test_surfaces": tested,
                          "unmatched_predictions": info["unmatched_predictions"]}
     thr = info.get("pixel_threshold")
     pred_of = dict(zip([it.name for it in items], info["pred_masks"], strict=True))
