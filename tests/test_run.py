@@ -215,6 +215,9 @@ def test_pretrained_copies_the_bundled_model(tmp_path: Path) -> None:
     from psinspect.pipeline import _model_stage
 
     calls: list[str] = []
+    import time
+
+    start = time.time()
     bundle = _model_stage(tmp_path, make_config("quick", pretrained=True), None,
                           lambda i, text, steps: calls.append(text) or 0.0,
                           lambda i, t0, summary: calls.append(summary))
@@ -222,6 +225,12 @@ def test_pretrained_copies_the_bundled_model(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted(
         p.name for p in src.iterdir())
     assert bundle.path == tmp_path / "model"
+    # made by the run: the user's umask and today's date, not the package files' (walkthrough)
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (tmp_path / "model").iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+        assert f.stat().st_mtime >= start - 1, f
     assert bundle.threshold > 0 and bundle.image_threshold > 0
     assert "--pretrained" in calls[0]
     b8 = _model_stage(tmp_path / "t8", make_config("quick", pretrained=True, tta=8), None,

@@ -414,7 +414,12 @@ def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
     if cfg.pretrained:
         t0 = begin(2, "using the bundled default model (--pretrained)", None)
         src = default_model_dir()
-        shutil.copytree(src, work / "model")
+        # its files' contents only: made here, they get the user's umask and today's date,
+        # as everything else the run writes (copytree kept the package's mode and times)
+        (work / "model").mkdir(parents=True)
+        for f in sorted(src.iterdir()):
+            if f.is_file():
+                shutil.copyfile(f, work / "model" / f.name)
         bundle = load_model_dir(work / "model", tta=cfg.tta)
         end(2, t0, f"{bundle.config.get('model')} from {src}")
         return bundle
