@@ -35,6 +35,7 @@ class _Stages:
 
         self.calls: dict[str, Any] = {"load": []}
         for module, name in ((psinspect.render, "render_dataset"),
+                             (psinspect.render, "part_names"),
                              (psinspect.dataset, "build_dataset"),
                              (psinspect.train, "train_model"),
                              (psinspect.modelstore, "load_model_dir"),
@@ -50,6 +51,9 @@ class _Stages:
             f.mkdir(parents=True)
         return folders
 
+    def part_names(self, parts: int, *, seed: int = 0) -> list[str]:
+        return [f"s{i}" for i in range(3)]  # (render_dataset's names)
+
     def build_dataset(self, captures: list[Path], out: Path, **kw: Any) -> dict[str, Any]:
         self.calls["dataset"] = kw
         Path(out).mkdir(parents=True)
@@ -59,7 +63,8 @@ class _Stages:
                  {"file": "A_s2.npy", "split": "test-defective", "surface": "s2"},
                  {"file": "A_s1.npy", "split": "test-defective", "surface": "s1b"}]
         return {"items": items, "surfaces": {"s0": {"role": "train"}, "s1": {"role": "train"},
-                                             "s2": {"role": "test"}, "s1b": {"role": "test"}}}
+                                             "s2": {"role": "test"}, "s1b": {"role": "test"}},
+                "config": {"real_defective": ["s1b"], "holdout_auto": False}}
 
     def train_model(self, inputs: list[Path], out: Path, **kw: Any) -> dict[str, Any]:
         self.calls["train"] = kw
@@ -140,7 +145,9 @@ def test_run_passes_its_settings_to_each_stage(tmp_path, monkeypatch) -> None:
     assert json.loads((tmp_path / "w" / "run.json").read_text()) == json.loads(
         json.dumps(run))
     html = (tmp_path / "w" / "report.html").read_text()
-    assert "Test surfaces (never seen in training): s1b, s2." in html
+    assert ("Test surfaces (never seen in training): s1b (its own defects, M_defect.png), s2 "
+            "(given to --holdout); training surfaces: s0, s1.") in html
+    assert run["train_surfaces"] == ["s0", "s1"]
     assert ("3 defective maps failed, 1 passed; 5 clean maps passed, 2 failed.") in html
     assert "preset quick, seed 7" in html
 
