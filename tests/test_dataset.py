@@ -343,3 +343,20 @@ def test_a_test_surface_read_with_warnings_is_reported_by_evaluate(
     assert (f"Evaluated: the predictions in {pred.resolve()} of geometric ({model.resolve()}), "
             f"against the dataset {ds.resolve()}; its 1 test surface(s): {caps[3].name}."
             ) in report
+
+
+def test_training_on_a_surface_read_with_warnings_says_so(tmp_path: Path) -> None:
+    """A training capture without mask.png: the dataset keeps its warning, and train says
+    the model learns that surface as read (its background as good surface)."""
+    from psinspect.train import _load_dataset
+
+    caps = render_dataset(tmp_path / "caps", 4, defect_rate=0.0, seed=3, size=64, lights=6)
+    (caps[0] / "mask.png").unlink()
+    with pytest.warns(UserWarning, match="no mask.png"):
+        build_dataset(caps, tmp_path / "ds", holdout=[caps[3].name], seed=0, subsets=2)
+    with pytest.warns(UserWarning) as caught:
+        _load_dataset(tmp_path / "ds")
+    (said,) = [str(w.message) for w in caught]
+    assert said.startswith(f"1 training surface(s) of {tmp_path / 'ds'} were read with "
+                           f"warnings ({caps[0].name}; ")
+    assert "no mask.png" in said and said.endswith("the model learns them as they were read")

@@ -148,6 +148,16 @@ def _load_dataset(path: Path, progress: Callable[[str], None] | None = None) -> 
                        if it["split"] in ("train-clean", "val-clean")})
     prints = sorted(s["fingerprint"] for n, s in manifest.get("surfaces", {}).items()
                     if n in surfaces and isinstance(s, dict) and "fingerprint" in s)
+    # what reading a training capture warned about (kept by the dataset): e.g. without
+    # mask.png its background is learnt as part of the good surface
+    read = {n: s["warnings"] for n, s in manifest.get("surfaces", {}).items()
+            if n in surfaces and isinstance(s, dict) and s.get("warnings")}
+    if read:
+        first = next(iter(read))
+        warnings.warn(f"{len(read)} training surface(s) of {path} were read with warnings "
+                      f"({', '.join(list(read)[:5])}{', ...' if len(read) > 5 else ''}; "
+                      f"{read[first][0]}): the model learns them as they were read",
+                      UserWarning, stacklevel=2)
     return TrainingData(train, val, tn, vn, {"dataset": str(path.resolve()), "surfaces": surfaces,
                                              "surface_fingerprints": prints,
                                              "dataset_seed": manifest.get("seed")})
