@@ -401,7 +401,9 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     order) ``info["surfaces"]``: the manifest's surface (its name when not given),
     ``info["pred_masks"]``: detect's predicted mask (``NAME_mask.png``), ``info["verdicts"]``
     and ``info["defective"]`` (in the ``test-defective`` split); and the detect run's
-    ``pixel_threshold``, ``image_threshold``, ``model`` and ``model_dir``.
+    ``pixel_threshold``, ``image_threshold``, ``model`` and ``model_dir``; and
+    ``info["reading_warnings"]``: per test surface, what reading its capture warned about
+    (the manifest's surface ``warnings``).
     """
     from pathlib import Path
 
@@ -487,7 +489,12 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
             "seen_in_calibration": (surfaces_seen_in_calibration(summary["model_dir"],
                                                                  manifest, map_shas)
                                     if summary.get("model_dir") else None),
-            "verdicts": [verdicts[it.name] for it in items], "defective": defective}
+            "verdicts": [verdicts[it.name] for it in items], "defective": defective,
+            # what reading a test surface's capture warned about (the dataset keeps it: a
+            # capture without mask.png counts its background as the object, ...)
+            "reading_warnings": {
+                n: list(s["warnings"]) for n, s in manifest.get("surfaces", {}).items()
+                if n in set(surfaces) and isinstance(s, dict) and s.get("warnings")}}
     return items, info
 
 
@@ -671,15 +678,8 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     metrics["verdicts"] = verdict_counts(info["verdicts"], info["defective"])
     metrics["test_surfaces_seen_in_training"] = info["seen_in_training"]
     metrics["test_surfaces_seen_in_calibration"] = info["seen_in_calibration"]
-    # what reading a test surface's capture warned about (dataset: a capture without mask.png
-    # counts its background as the object, without its lights' intensities bends its normals)
-    from psinspect.dataset import load_manifest
-
+    metrics["test_surface_reading_warnings"] = info["reading_warnings"]
     tested = sorted(set(info["surfaces"]))
-    recorded = load_manifest(Path(ground_truth))[0].get("surfaces", {})
-    metrics["test_surface_reading_warnings"] = {
-        s: list(recorded[s]["warnings"]) for s in tested
-        if isinstance(recorded.get(s), dict) and recorded[s].get("warnings")}
     metrics["source"] = {"predictions": str(Path(pred_dir).resolve()),
                          "ground_truth": str(Path(ground_truth).resolve()),
                          "model": info.get("model"), "model_dir": info.get("model_dir"),
