@@ -166,3 +166,25 @@ def test_a_folder_of_folders_of_captures_says_where_they_are(
     assert line.endswith(f"give {tmp_path / 'top' / 'caps'} (folders of parts are read one "
                          "level deep)"), line
     assert not (tmp_path / "out").exists()
+
+
+def test_an_input_given_twice_is_refused(tmp_path: Path) -> None:
+    """detect refuses an input given twice, also through its folder of parts or another path
+    to it (it was scored twice, as x and x_2); distinct inputs of the same name are kept."""
+    from psinspect.detect import expand_capture_sets
+    from psinspect.render import render_dataset
+
+    caps = render_dataset(tmp_path / "caps", 2, defect_rate=0.0, seed=2, size=48, lights=8)
+    twice = rf"{caps[0]}: this input is given twice \(through {tmp_path / 'caps'}\)"
+    with pytest.raises(PsinspectError, match=twice):
+        expand_capture_sets([caps[0], tmp_path / "caps"])
+    save_npy(tmp_path / "x.npy", sphere_normals(48)[0])
+    with pytest.raises(PsinspectError, match="x.npy: this input is given twice: give"):
+        expand_capture_sets([tmp_path / "x.npy", tmp_path / "x.npy"])
+    (tmp_path / "link.npy").symlink_to(tmp_path / "x.npy")
+    with pytest.raises(PsinspectError, match=r"link.npy: this input is given twice \(also as "):
+        expand_capture_sets([tmp_path / "x.npy", tmp_path / "link.npy"])
+    (tmp_path / "sub").mkdir()
+    save_npy(tmp_path / "sub" / "x.npy", sphere_normals(48)[0])
+    assert expand_capture_sets([tmp_path / "x.npy", tmp_path / "sub" / "x.npy"]) == [
+        tmp_path / "x.npy", tmp_path / "sub" / "x.npy"]

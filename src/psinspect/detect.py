@@ -647,7 +647,8 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     parts that also holds anything else that could be a part (another sub-folder, or a map
     file among capture folders) is refused: a part must not be skipped silently. Files,
     capture folders, ``psinspect normals`` output folders and anything else stay as given
-    (:func:`load_input` reads or refuses them)."""
+    (:func:`load_input` reads or refuses them). An input given twice (also through a folder of
+    parts, or by another path to the same file) is refused."""
     from psinspect.capture import (
         CAPTURE_MARKERS,
         is_capture_folder,
@@ -655,7 +656,7 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
         nested_captures_hint,
     )
 
-    out: list[Path] = []
+    out: list[tuple[Path, Path]] = []  # (input, the argument that named it)
     for p in map(Path, paths):
         if p.is_dir() and (p / "manifest.json").is_file():
             from psinspect.dataset import load_manifest
@@ -666,7 +667,7 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             if not tests:
                 raise PsinspectError(f"{p}: a dataset folder without test maps: give its "
                                      f"maps ({p / '*.npy'}) or capture folders")
-            out.extend(tests)
+            out.extend((t, p) for t in tests)
             continue
         subs = []
         if (p.is_dir() and not is_capture_folder(p) and not is_normals_folder(p)
@@ -689,8 +690,17 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             if hint:
                 raise PsinspectError(f"{p}: not a capture folder, nor a folder of capture "
                                      f"folders or normal maps{hint}")
-        out.extend(subs or [p])
-    return out
+        out.extend((q, p) for q in subs or [p])
+    seen: dict[Path, tuple[Path, Path]] = {}
+    for q, arg in out:  # (scored twice it would be two parts in the summary, x and x_2)
+        if q.resolve() in seen:
+            fq, farg = seen[q.resolve()]
+            how = [f"also as {fq}"] if fq != q else []
+            how += [f"through {a}" for a in dict.fromkeys((farg, arg)) if a not in (fq, q)]
+            detail = f" ({'; '.join(how)})" if how else ""
+            raise PsinspectError(f"{q}: this input is given twice{detail}: give each part once")
+        seen[q.resolve()] = (q, arg)
+    return [q for q, _ in out]
 
 
 def write_detection_outputs(
