@@ -381,3 +381,23 @@ def test_serve_binds_this_machine_only_by_default(tmp_path, monkeypatch, capsys)
     _stopped_at_the_call(code, err)
     assert (seen["kwargs"]["host"], seen["kwargs"]["port"]) == ("127.0.0.1", 7860)
     assert "warning" not in err
+
+
+@pytest.mark.parametrize("args", [
+    ["defects", "x.npy", "-o", "o", "--seed", "-1"],
+    ["render", "-o", "o", "--parts", "1", "--seed", "-1"],
+    ["render", "-o", "o", "--instances", "2", "--design-seed", "-1"],
+    ["dataset", "caps", "-o", "o", "--seed", "-1"],
+    ["train", "d", "-o", "o", "--seed", "-1"],
+    ["run", "--seed", "-1"],
+    ["render", "-o", "o", "--parts", "1", "--seed", str(2 ** 64)],
+])
+def test_a_seed_out_of_range_is_a_usage_error(args, tmp_path, monkeypatch, capsys) -> None:
+    """A negative seed (numpy's generators refuse it: a traceback) or one past 2 ** 63 - 1 is
+    refused by the option itself, on one line, before anything is read or written."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 2
+    lines = error_lines(err)
+    assert len(lines) == 1 and "seed': Input should be" in lines[0], err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()

@@ -580,7 +580,7 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
                                      "output folder")
             foreign = sorted(r for r in written - set(old) - above if os.path.lexists(out / r))
             if foreign:  # never replace a file psinspect did not write (e.g. an input)
-                why = ("was not written by psinspect (only its own earlier results are "
+                why = ("and psinspect did not write it (only its own earlier results are "
                        "replaced, even with --force)" if listed is not None or above else
                        f"and {out} has no list of the files psinspect wrote there "
                        f"({WRITTEN_MANIFEST}; folders written before psinspect 0.3 have none), "

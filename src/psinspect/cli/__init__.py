@@ -19,6 +19,9 @@ import typer
 from psinspect import __version__
 from psinspect.errors import PsinspectError
 
+#: the largest ``--seed`` (torch's generator takes up to 2 ** 64 - 1; JSON readers an int64)
+MAX_SEED = 2 ** 63 - 1
+
 app = typer.Typer(
     name="psinspect",
     help="Surface inspection from photometric stereo: captures -> normals -> anomaly maps.",

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from psinspect.cli import app, progress_bar
+from psinspect.cli import MAX_SEED, app, progress_bar
 
 
 @app.command("dataset")
@@ -18,7 +18,8 @@ def dataset_cmd(
     holdout: Annotated[str | None, typer.Option(
         help="Comma-separated surfaces kept for test only ('none' for none). Default: a "
              "quarter of the clean surfaces, drawn with --seed.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=MAX_SEED, help="Random seed.")] = 0,
     subsets: Annotated[int, typer.Option(
         help="Light subsets (PS solves) per capture; the last is val for train surfaces "
              "('psinspect train' needs val maps: 2 or more).")] = 4,

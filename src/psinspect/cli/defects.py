@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from psinspect.cli import app, progress_bar
+from psinspect.cli import MAX_SEED, app, progress_bar
 from psinspect.defects import DEFECT_TYPES, HELD_OUT_TYPES
 from psinspect.errors import PsinspectError
 
@@ -36,7 +36,8 @@ def defects_cmd(
     severity: Annotated[str | None, typer.Option(
         help="Severity = depth / width: a level (low, medium, high), a number (0.1) or a "
              "range (0.05-0.2). Default: a random level per defect.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=MAX_SEED, help="Random seed (same seed, same bytes).")] = 0,
     min_angle: Annotated[float, typer.Option(
         help="Ground-truth mask: pixels whose normal turned by more than this (degrees).")] = 2.0,
     along: Annotated[str, typer.Option(

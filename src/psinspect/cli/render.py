@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from psinspect.cli import app, progress_bar
+from psinspect.cli import MAX_SEED, app, progress_bar
 
 
 @app.command("render")
@@ -20,6 +20,7 @@ def render_cmd(
              "inspection: good parts to train --model variation on, new parts to inspect).")
     ] = None,
     design_seed: Annotated[int | None, typer.Option(
+        min=0, max=MAX_SEED,
         help="With --instances: the design's seed (same design seed, same part type; "
              "default 0).")] = None,
     jitter_px: Annotated[float | None, typer.Option(
@@ -33,7 +34,8 @@ def render_cmd(
              "--instances 0).")] = None,
     lights: Annotated[int, typer.Option(help="Lights per capture.")] = 12,
     layout: Annotated[str, typer.Option(help="Light layout: diligent or ring.")] = "diligent",
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=MAX_SEED, help="Random seed (same seed, same bytes).")] = 0,
     size: Annotated[int, typer.Option(help="Image size in pixels (square).")] = 256,
     families: Annotated[str | None, typer.Option(
         help="Comma-separated part families (default disc,plate,casting; also organic, "

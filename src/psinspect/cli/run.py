@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from psinspect.cli import app, progress_bar
+from psinspect.cli import MAX_SEED, app, progress_bar
 
 
 class _RichReporter:
@@ -55,7 +55,8 @@ def run_cmd(
     quick: Annotated[bool, typer.Option(
         help="Reduced preset (small parts, short training) for CI: about a minute on 2 "
         "cores.")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed (rendering, splits, training).")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=MAX_SEED, help="Random seed (rendering, splits, training).")] = 0,
     holdout: Annotated[str | None, typer.Option(
         help="Comma-separated surfaces (capture folder names) kept for test; default: a "
         "seeded quarter of the clean surfaces.")] = None,

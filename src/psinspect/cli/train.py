@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from psinspect.cli import app, progress_bar
+from psinspect.cli import MAX_SEED, app, progress_bar
 from psinspect.errors import PsinspectError
 from psinspect.fileio import parse_json
 from psinspect.interrupts import interrupt
@@ -81,7 +81,8 @@ def train_cmd(
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end "
                                              "sooner).")] = 30,
     batch_size: Annotated[int, typer.Option(help="Crops per training step.")] = 8,
-    seed: Annotated[int, typer.Option(help="Random seed (initialisation, data, "
+    seed: Annotated[int, typer.Option(
+        min=0, max=MAX_SEED, help="Random seed (initialisation, data, "
                                            "hold-out).")] = 0,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without a "
                                                "better validation loss.")] = 6,
