@@ -109,3 +109,27 @@ def test_an_interrupt_before_the_command_runs_is_one_line(tmp_path) -> None:
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip() == "interrupted: nothing written", proc.stderr
+
+
+def test_a_reader_that_has_gone_loses_no_output(tmp_path) -> None:
+    """Output piped into a reader that has exited (``| head -1``, ``| grep -q``): the first
+    line written raised BrokenPipeError in the middle of the command, which then wrote
+    nothing and exited 1 without a word. Now the lines are dropped and the command finishes:
+    its files written, exit status 0."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "psinspect", "render", "-o", str(tmp_path / "r"),
+             "--parts", "2", "--size", "32", "--lights", "6"],
+            stdout=write, stderr=write, cwd=tmp_path, timeout=300)
+    finally:
+        os.close(write)
+    assert proc.returncode == 0
+    assert sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir()) == [
+        "part000_casting", "part001_plate"]
+    assert (tmp_path / "r" / "render.json").is_file()

@@ -13,12 +13,51 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import Any, TextIO
+
+
+class _UntilReaderGone:
+    """A text stream (stdout / stderr) that drops what is written once its reader has gone (a
+    pipe into ``head`` or ``grep -q`` that has exited): the write raised BrokenPipeError in
+    the middle of a command, whose outputs (staged) were then lost with exit status 1 and no
+    message. The stream's file descriptor is pointed at the null device, so the interpreter's
+    last flush does not fail either; the command finishes as it would have."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, self._stream.fileno())
+        finally:
+            os.close(null)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def main() -> None:
     # OpenCV reads its log level when first imported (by the command modules): its own
     # "findDecoder" notes would repeat what our one-line errors say
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None:  # (None: started without one)
+            setattr(sys, name, _UntilReaderGone(stream))
     ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     if not ignored:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
