@@ -1097,8 +1097,8 @@ def test_detect_a_folder_of_maps(geo_dir: Path, tmp_path: Path,
     code, _, err = run_cli(["detect", maps, "--model", geo_dir, "-o", tmp_path / "d4"],
                            monkeypatch, capsys)
     assert code == 2 and error_lines(err) == [
-        f"error: {maps}: holds normal maps and also sub, which is not one: give the inputs "
-        "one by one"]
+        f"error: {maps}: holds normal maps and also sub, which is not one (.npy or .png): "
+        "give the inputs one by one"]
 
 
 def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path: Path,

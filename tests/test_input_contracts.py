@@ -188,3 +188,40 @@ def test_an_input_given_twice_is_refused(tmp_path: Path) -> None:
     save_npy(tmp_path / "sub" / "x.npy", sphere_normals(48)[0])
     assert expand_capture_sets([tmp_path / "x.npy", tmp_path / "sub" / "x.npy"]) == [
         tmp_path / "x.npy", tmp_path / "sub" / "x.npy"]
+
+
+def test_psinspect_normals_outputs_as_detect_inputs(tmp_path: Path, monkeypatch,
+                                                    capsys) -> None:
+    """A folder of 'psinspect normals' output folders stands for them, as a folder of capture
+    folders does (it was read as a broken capture: 'no images found'); --lights and --solver
+    are refused where no input is a capture (they were ignored for a solved map); a run.json
+    that cannot be read beside normals.npy is named (the folder was taken for a folder of
+    maps and its albedo.npy called a bad normal map); a .tif among maps is not skipped
+    silently."""
+    from psinspect.detect import expand_capture_sets
+    from psinspect.render import render_dataset
+
+    caps = render_dataset(tmp_path / "caps", 2, defect_rate=0.0, seed=2, size=48, lights=8)
+    outs = tmp_path / "solved"
+    for cap in caps:
+        code, _, err = run_cli(["normals", cap, "-o", outs / cap.name], monkeypatch, capsys)
+        assert code == 0, err
+    assert expand_capture_sets([outs]) == [outs / c.name for c in caps]
+    geo = save_model_dir(tmp_path / "geo", create_model("geometric"), threshold=2.0,
+                         image_threshold=3.0)
+    for option, value in (("--lights", "1-5"), ("--solver", "ls")):
+        code, _, err = run_cli(["detect", outs / caps[0].name, option, value, "--model", geo,
+                                "-o", tmp_path / "d"], monkeypatch, capsys)
+        assert code == 2 and f"{option} applies to capture folders; no input is one" in err
+    assert not (tmp_path / "d").exists()
+    (outs / caps[1].name / "run.json").write_text("{bad")
+    with pytest.raises(PsinspectError, match=r"run.json: cannot be read .*a damaged "):
+        expand_capture_sets([outs / caps[1].name])
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    save_npy(maps / "a.npy", sphere_normals(48)[0])
+    assert expand_capture_sets([maps]) == [maps / "a.npy"]
+    (maps / "b.tif").write_bytes(b"")
+    with pytest.raises(PsinspectError, match=r"maps: holds normal maps and also b.tif, which "
+                                             r"is not one \(.npy or .png\)"):
+        expand_capture_sets([maps])

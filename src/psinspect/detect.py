@@ -639,18 +639,20 @@ def normal_map_files(folder: Path) -> list[Path]:
 def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Detect's inputs with each folder of parts replaced by its parts, in natural name order:
     a folder of capture folders (e.g. the output of ``psinspect render``: one sub-folder per
-    part) by those capture folders, a folder of normal maps by those maps
-    (:func:`normal_map_files`: ``.npy`` and ``.png``, with ``M_<x>.png`` ground truth beside
-    ``A_<x>.npy``, as :func:`load_input` reads it), a dataset
-    folder (:mod:`psinspect.dataset`) by its test maps in manifest order (what ``evaluate``
-    judges against it; its training and validation maps are left out). Such a folder of
-    parts that also holds anything else that could be a part (another sub-folder, or a map
-    file among capture folders) is refused: a part must not be skipped silently. Files,
-    capture folders, ``psinspect normals`` output folders and anything else stay as given
-    (:func:`load_input` reads or refuses them). An input given twice (also through a folder of
-    parts, or by another path to the same file) is refused."""
+    part) or of ``psinspect normals`` output folders (or both) by those folders, a folder of
+    normal maps by those maps (:func:`normal_map_files`: ``.npy`` and ``.png``, with
+    ``M_<x>.png`` ground truth beside ``A_<x>.npy``, as :func:`load_input` reads it), a
+    dataset folder (:mod:`psinspect.dataset`) by its test maps in manifest order (what
+    ``evaluate`` judges against it; its training and validation maps are left out). Such a
+    folder of parts that also holds anything else that could be a part (another sub-folder,
+    a map file among capture folders, an image of another format among maps) is refused: a
+    part must not be skipped silently. Files, capture folders, ``psinspect normals`` output
+    folders and anything else stay as given (:func:`load_input` reads or refuses them). An
+    input given twice (also through a folder of parts, or by another path to the same file)
+    is refused."""
     from psinspect.capture import (
         CAPTURE_MARKERS,
+        IMAGE_SUFFIXES,
         is_capture_folder,
         natural_key,
         nested_captures_hint,
@@ -674,14 +676,19 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
                 and not (p / "manifest.json").is_file()):
             entries = sorted((q for q in p.iterdir() if not q.name.startswith(".")),
                              key=lambda q: natural_key(q.name))
-            subs = [q for q in entries if is_capture_folder(q)]
-            kind, why = "capture folders", f" (no {' / '.join(CAPTURE_MARKERS)})"
+            solved = [q for q in entries if is_normals_folder(q)]
+            subs = [q for q in entries if q in solved or is_capture_folder(q)]
+            kind, why = ("capture folders", f" (no {' / '.join(CAPTURE_MARKERS)})") if (
+                len(solved) < len(subs)) else ("'psinspect normals' output folders", "")
             maps = normal_map_files(p)
             if not subs:
-                subs, kind, why = maps, "normal maps", ""
+                subs, kind, why = maps, "normal maps", " (.npy or .png)"
             # never skip a part silently: a broken capture, a nested folder, a loose map (not
-            # the previews and ground truth that belong to a map)
-            stray = [q for q in entries if q not in subs and (q.is_dir() or q in maps)]
+            # the previews and ground truth that belong to a map), an image of a format maps
+            # are not read from (a .tif normal map)
+            stray = [q for q in entries if q not in subs and (
+                q.is_dir() or q in maps or (subs is maps and q.suffix.lower() in IMAGE_SUFFIXES
+                                            and q.suffix.lower() != ".png"))]
             if subs and stray:
                 raise PsinspectError(
                     f"{p}: holds {kind} and also {stray[0].name}, which is not one{why}: "
@@ -752,7 +759,7 @@ def write_detection_outputs(
         if not p.exists():
             raise PsinspectError(f"{p}: input not found")
     if lights is not None:
-        if not any(p.is_dir() for p in paths):
+        if not any(p.is_dir() and not is_normals_folder(p) for p in paths):
             raise PsinspectError("--lights applies to capture folders; no input is one")
         from psinspect.stereo import parse_light_spec
 

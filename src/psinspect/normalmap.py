@@ -234,10 +234,17 @@ NORMALS_PNG = "normals.png"
 
 def normals_run(folder: Path) -> dict | None:
     """The ``run.json`` of ``psinspect normals``' output ``folder`` (its ``normals.npy`` beside
-    it; the solver, the capture solved, ...), or None for any other folder."""
+    it; the solver, the capture solved, ...), or None for any other folder. A ``run.json``
+    that cannot be read beside a ``normals.npy`` is a :class:`PsinspectError` (such a folder
+    was taken for a folder of maps, and its albedo.npy named as a bad normal map)."""
     try:
         run = read_json(folder / "run.json")
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        if (folder / "run.json").is_file() and (folder / NORMALS_FILE).is_file():
+            raise PsinspectError(
+                f"{folder / 'run.json'}: cannot be read ({err}), beside {NORMALS_FILE}: a "
+                "damaged 'psinspect normals' output folder (solve the capture again)"
+            ) from None
         return None
     if not isinstance(run, dict) or run.get("command") != "normals":
         return None

@@ -15,7 +15,8 @@ def detect_cmd(
     inputs: Annotated[list[Path], typer.Argument(
         help="Normal maps (.npy H x W x 3 float, or 8/16-bit normal .png) and/or capture folders "
              "(photometric stereo runs first); a folder of capture folders (e.g. render's "
-             "output) stands for the captures in it, a folder of maps for its maps, a "
+             "output) or of 'psinspect normals' output folders stands for the parts in it, a "
+             "folder of maps for its maps, a "
              "dataset folder for its test maps (what evaluate judges), and an output folder "
              "of 'psinspect normals' for its map (scored with its PS confidence).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
@@ -83,13 +84,14 @@ def detect_cmd(
     from psinspect.errors import PsinspectError
     from psinspect.fileio import check_output_dir
     from psinspect.modelstore import load_model_dir
+    from psinspect.normalmap import is_normals_folder
 
     for p in inputs:  # named alone (a later error is named by the input being processed)
         if not p.exists():
             raise PsinspectError(f"{p}: input not found")
     check_output_dir(out, force, [*inputs, model])
     inputs = expand_capture_sets(inputs)
-    if solver is not None and not any(p.is_dir() for p in inputs):
+    if solver is not None and not any(p.is_dir() and not is_normals_folder(p) for p in inputs):
         raise PsinspectError("--solver applies to capture folders; no input is one")
     bundle = load_model_dir(model, tta=tta)
 
