@@ -1158,6 +1158,13 @@ def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path
                             tmp_path / "d2"], monkeypatch, capsys)
     assert code == 2 and error_lines(err)[0].startswith(
         f"error: {tmp_path / 'n' / 'confidence.npy'}: expected PS confidence in [0, 1]")
+    conf[3, 4], conf[5, 6] = np.nan, 1.5  # the map's shape, values outside [0, 1]: named
+    np.save(tmp_path / "n" / "confidence.npy", conf)
+    code, _, err = run_cli(["detect", tmp_path / "n", "--model", geo_dir, "-o",
+                            tmp_path / "d2"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [
+        f"error: {tmp_path / 'n' / 'confidence.npy'}: expected PS confidence in [0, 1], got "
+        "2 value(s) outside it (e.g. nan)"]
 
 
 def test_scale_scores_a_resampled_map_at_the_maps_own_pixels(

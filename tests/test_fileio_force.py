@@ -273,3 +273,23 @@ def test_train_force_writes_only_into_a_model_folder(tmp_path: Path, monkeypatch
     code, _, err = run_cli(["render", "--parts", "1", "--size", "64", "--force", "-o",
                             interrupted], monkeypatch, capsys)
     assert code == 2 and "interrupted training run" in err
+
+
+def test_an_unexpanded_home_folder_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    """--out=~/x: the shell does not expand '~' after '=', and a folder named '~' was made in
+    the working folder; now refused on one line (a folder of that name that exists here is
+    still an output folder like any other)."""
+    from _robust_util import error_lines, run_cli
+
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["render", "--out=~/x", "--parts", "1", "--size", "32"],
+                           monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [
+        "error: ~/x: '~' was not expanded to a home folder (a shell leaves it as it is after "
+        "'=', as in --out=~/x): give the full path, or the option and path apart (--out ~/x)"]
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "~").mkdir()
+    code, _, err = run_cli(["render", "--out=~/x", "--parts", "1", "--size", "32", "--lights",
+                            "6"], monkeypatch, capsys)
+    assert code == 0, err
+    assert (tmp_path / "~" / "x" / "render.json").is_file()

@@ -613,10 +613,14 @@ def _normals_confidence(folder: Path, shape: tuple[int, int]) -> np.ndarray | No
     from psinspect.fileio import load_npy
 
     conf = load_npy(conf_path)
-    if (conf.dtype.kind not in "fiu" or conf.shape != shape or not np.isfinite(conf).all()
-            or conf.min() < 0 or conf.max() > 1):
+    if conf.dtype.kind not in "fiu" or conf.shape != shape:
         raise PsinspectError(f"{conf_path}: expected PS confidence in [0, 1] of shape {shape}, "
                              f"got {conf.dtype} {conf.shape}")
+    bad = ~np.isfinite(conf) | (conf < 0) | (conf > 1)
+    if bad.any():
+        first = conf[bad].flat[0]
+        raise PsinspectError(f"{conf_path}: expected PS confidence in [0, 1], got {bad.sum()} "
+                             f"value(s) outside it (e.g. {first:g})")
     return conf.astype(np.float32)
 
 

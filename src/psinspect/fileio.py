@@ -373,10 +373,16 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     would join them). An input folder itself is never an output folder (written files would
     join its images, say).
 
-    Whether the folder can be made, or an existing one written, is tested by creating and at
-    once removing an empty hidden folder ``.NAME.staging-<pid>-*`` where the first missing
+    A relative path starting with ``~`` (a home folder the shell did not expand, as after
+    ``--out=``) is refused unless that folder exists here, instead of creating one named
+    ``~``. Whether the folder can be made, or an existing one written, is tested by creating
+    and at once removing an empty hidden folder ``.NAME.staging-<pid>-*`` where the first missing
     folder of ``path`` would go, or inside the existing folder."""
     path = Path(path)
+    if path.parts and path.parts[0].startswith("~") and not Path(path.parts[0]).exists():
+        raise PsinspectError(f"{path}: '{path.parts[0]}' was not expanded to a home folder (a "
+                             "shell leaves it as it is after '=', as in --out=~/x): give the "
+                             "full path, or the option and path apart (--out ~/x)")
     if path.exists() and not path.is_dir():
         raise PsinspectError(f"{path}: output path exists and is not a folder")
     if path.is_symlink() and not path.exists():  # (it failed after the work: "File exists")
