@@ -225,3 +225,30 @@ def test_psinspect_normals_outputs_as_detect_inputs(tmp_path: Path, monkeypatch,
     with pytest.raises(PsinspectError, match=r"maps: holds normal maps and also b.tif, which "
                                              r"is not one \(.npy or .png\)"):
         expand_capture_sets([maps])
+
+
+def test_a_capture_and_its_solved_map_are_one_training_part(tmp_path: Path, monkeypatch,
+                                                             capsys) -> None:
+    """train took a capture and the map 'psinspect normals' solved from it for two good
+    parts, one of them then held out to calibrate the thresholds on a surface trained on;
+    now refused, as two maps solved from one capture are (with one solver)."""
+    from psinspect.render import render_dataset
+
+    caps = render_dataset(tmp_path / "caps", 2, defect_rate=0.0, seed=2, size=48, lights=8)
+    for i, name in ((0, "n0"), (0, "n0b"), (1, "n1")):
+        code, _, err = run_cli(["normals", caps[i], "-o", tmp_path / name], monkeypatch,
+                               capsys)
+        assert code == 0, err
+    for inputs, first in (([tmp_path / "n0", caps[0]], caps[0]),
+                          ([caps[0], tmp_path / "n1", tmp_path / "n0"],
+                           tmp_path / "n0" / "normals.npy")):
+        code, _, err = run_cli(["train", *inputs, "--model", "geometric", "-o",
+                                tmp_path / "m"], monkeypatch, capsys)
+        assert code == 2 and f"error: {first}: the same surface as " in err, err
+    code, _, err = run_cli(["train", tmp_path / "n0", tmp_path / "n0b", "--model", "geometric",
+                            "-o", tmp_path / "m"], monkeypatch, capsys)
+    assert code == 2 and "the same map as" in err, err  # (same solver: the same bytes)
+    assert not (tmp_path / "m").exists()
+    code, _, err = run_cli(["train", tmp_path / "n0", caps[1], "--model", "geometric", "-o",
+                            tmp_path / "m"], monkeypatch, capsys)
+    assert code == 0, err

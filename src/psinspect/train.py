@@ -204,10 +204,13 @@ def _distinct_contents(files: Sequence[Path]) -> dict[Path, tuple[str, str, str 
     """Per input its content: ("capture", fingerprint, mask SHA-256) of a capture folder,
     ("map", SHA-256, None) of a map file (files of other kinds are left out: refused when
     read). An input given twice, also as a copy, is refused: it would count as another good
-    part, and each part's held-out score would come from a model that holds its twin."""
+    part, and each part's held-out score would come from a model that holds its twin; so is
+    a map ``psinspect normals`` solved from a capture also given (or two maps solved from one
+    capture)."""
     from psinspect.capture import capture_mask_sha256
 
     seen: dict[tuple[str, str, str | None], Path] = {}
+    captures: dict[tuple[str, str | None], Path] = {}  # the surfaces, of captures and maps
     for f in files:
         if f.is_file() and f.suffix.lower() not in (".npy", ".png"):
             continue
@@ -217,6 +220,14 @@ def _distinct_contents(files: Sequence[Path]) -> dict[Path, tuple[str, str, str 
             raise PsinspectError(f"{f}: the same {key[0]} as {seen[key]} (same content): give "
                                  "each good part once")
         seen[key] = f
+        src = f if key[0] == "capture" else _solved_from(f)
+        if src is not None:
+            surface = (capture_fingerprint(src), capture_mask_sha256(src))
+            if surface in captures:
+                raise PsinspectError(
+                    f"{f}: the same surface as {captures[surface]} ('psinspect normals' "
+                    "solved one from the other's capture): give each good part once")
+            captures[surface] = f
     return {f: key for key, f in seen.items()}
 
 
