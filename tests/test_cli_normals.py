@@ -251,5 +251,7 @@ def test_lights_in_a_flipped_frame_are_hinted_at(tmp_path: Path, monkeypatch, ca
     code, _, err = run_cli(["normals", str(cap), "-o", str(tmp_path / "flip")], monkeypatch,
                            capsys)
     assert code == 0, err
-    (line,) = [ln for ln in err.splitlines() if ln.startswith("warning")]
+    # the slopes' own check (tests/test_frame_check.py), then the ground truth's
+    curl, line = [ln for ln in err.splitlines() if ln.startswith("warning")]
+    assert "its light directions (the lights file)'s x or y axis is likely flipped" in curl
     assert "check the lights' frame" in line and "y taken from row numbers" in line

@@ -254,7 +254,7 @@ def build_dataset(
         progress: called with a short message after each PS solve.
     """
     from psinspect.capture import load_capture
-    from psinspect.stereo import check_solver, solve
+    from psinspect.stereo import check_solver, solve, warn_flipped_lights
 
     if subsets < 1:
         raise PsinspectError(f"--subsets must be >= 1, got {subsets}")
@@ -339,6 +339,8 @@ def build_dataset(
         for j, idx in enumerate(subs):
             res = solve(cap.images[idx], cap.lights[idx], cap.mask, solver=solver)
             normals = res.normals
+            if j == 0:
+                warn_flipped_lights(normals, cap)
             base = f"{name}_l{j:02d}"
             lights_used = [int(i) for i in idx]
             if progress is not None:

@@ -71,7 +71,7 @@ def normals_cmd(
         check_solver,
         farthest_point_lights,
         parse_light_spec,
-        solve,
+        run_photometric_stereo,
     )
 
     check_solver(solver)
@@ -113,7 +113,7 @@ def normals_cmd(
         typer.echo(f"warning: {msg}", err=True)
 
     t0 = time.perf_counter()
-    res = solve(cap.images, cap.lights, cap.mask, solver=solver)
+    res = run_photometric_stereo(cap, solver)
     solve_s = time.perf_counter() - t0
 
     used = np.ones(cap.num_lights, bool) if res.lights_used is None else res.lights_used

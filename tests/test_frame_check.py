@@ -1,0 +1,89 @@
+"""Normal maps in another frame: a map (or a capture's lights file) with its x or y axis
+flipped, as y-down (DirectX-style) normal maps are, was scored as it was, and a defective
+part passed. Its slopes then do not fit any surface (their curl is large), so psinspect warns.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _robust_util import run_cli, sphere_normals
+
+from psinspect.fileio import save_npy
+from psinspect.normalmap import FLIPPED_AXIS_RATIO, flipped_axis_ratio, load_normal_map
+
+
+def _flipped(n: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    out = n.copy()
+    for a in axes:
+        out[..., a] *= -1
+    return out
+
+
+def test_the_ratio_tells_a_flipped_axis() -> None:
+    n, m = sphere_normals(64)
+    assert flipped_axis_ratio(n, m) < 0.1
+    assert flipped_axis_ratio(_flipped(n, (1,)), m) > 10
+    assert flipped_axis_ratio(_flipped(n, (0,)), m) > 10
+    # both flipped: the slopes of the surface upside down, which no curl can tell
+    assert flipped_axis_ratio(_flipped(n, (0, 1)), m) < 0.1
+    # noise on a flat surface: about 1, below the warning's ratio
+    rng = np.random.default_rng(0)
+    flat = np.zeros((64, 64, 3), np.float32)
+    flat[..., :2] = rng.normal(0, 0.05, (64, 64, 2))
+    flat[..., 2] = 1
+    flat /= np.linalg.norm(flat, axis=-1, keepdims=True)
+    ratio = flipped_axis_ratio(flat, np.ones((64, 64), bool))
+    assert 0.7 < ratio < FLIPPED_AXIS_RATIO
+    small = np.zeros((64, 64), bool)
+    small[:18, :18] = True  # 14 x 14 = 196 pixels count: too few to tell
+    assert flipped_axis_ratio(n, small) is None
+
+
+def test_a_map_with_a_flipped_axis_warns_when_read(tmp_path: Path) -> None:
+    n, m = sphere_normals(64)
+    save_npy(tmp_path / "ok.npy", n)
+    save_npy(tmp_path / "ydown.npy", _flipped(n, (1,)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_normal_map(tmp_path / "ok.npy")
+    assert not caught
+    with pytest.warns(UserWarning, match=r"ydown.npy: its normals fit a surface [0-9.]+x "
+                                         r"better with their y component negated"):
+        load_normal_map(tmp_path / "ydown.npy")
+
+
+def test_a_capture_whose_lights_file_has_y_down_warns(tmp_path: Path, monkeypatch,
+                                                      capsys) -> None:
+    """detect (and normals) on a capture whose light directions have y negated: a warning
+    naming the lights file, recorded in the summary; the capture as rendered: none."""
+    from psinspect.capture import capture_lights_file
+    from psinspect.models import create_model
+    from psinspect.modelstore import save_model_dir
+    from psinspect.render import render_dataset
+
+    (cap,) = render_dataset(tmp_path / "caps", 1, defect_rate=0.0, seed=3, size=64, lights=8)
+    geo = save_model_dir(tmp_path / "geo", create_model("geometric"), threshold=2.0,
+                         image_threshold=3.0)
+    code, _, err = run_cli(["detect", cap, "--model", geo, "-o", tmp_path / "d0"],
+                           monkeypatch, capsys)
+    assert code == 0 and "flipped" not in err, err
+    lights_file = capture_lights_file(cap)
+    lights = np.loadtxt(lights_file)
+    lights[:, 1] *= -1
+    np.savetxt(lights_file, lights)
+    code, _, err = run_cli(["detect", cap, "--model", geo, "-o", tmp_path / "d1"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    note = (f"{cap}: its normals fit a surface", "its light directions (the lights file)'s x "
+            "or y axis is likely flipped")
+    assert all(part in err for part in note), err
+    (entry,) = json.loads((tmp_path / "d1" / "summary.json").read_text())["inputs"]
+    assert any(w.startswith("its normals fit a surface") and note[1] in w
+               for w in entry["warnings"]), entry
+    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "n"], monkeypatch, capsys)
+    assert code == 0 and all(part in err for part in note), err
