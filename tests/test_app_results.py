@@ -4,12 +4,15 @@ download holds what ``psinspect detect`` writes for the input."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from psinspect.app import RESULT_FILES_MAX_AGE_S, result_files
 
@@ -37,3 +40,77 @@ def test_old_result_folders_are_pruned(tmp_path: Path) -> None:
     result_files([rgb], tmp_path)
     assert not Path(old).exists() and Path(recent).is_file()
     assert len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.fixture(scope="module")
+def geometric_choice(tmp_path_factory: pytest.TempPathFactory):
+    """A training-free model with set thresholds, 10 / 20."""
+    from psinspect.app import load_model_choices
+    from psinspect.models import create_model
+    from psinspect.modelstore import save_model_dir
+
+    d = tmp_path_factory.mktemp("geo") / "model"
+    save_model_dir(d, create_model("geometric"), threshold=10.0, image_threshold=20.0)
+    (choice,) = load_model_choices([d], include_default=False)
+    return choice
+
+
+def _app_and_detect(upload: Path, detect_input: Path, choice, tmp_path: Path
+                    ) -> tuple[Path, dict, Path, dict]:
+    """The app's results zip for ``upload``, extracted, and its summary.json; detect's output
+    folder for ``detect_input`` and its summary."""
+    from psinspect.app import inspect_upload
+    from psinspect.detect import write_detection_outputs
+
+    out = inspect_upload(upload, choice, None, None, tmp_path / "in")
+    _, download = result_files(out[1:5], tmp_path / "results", out[6])
+    with zipfile.ZipFile(download) as z:
+        z.extractall(tmp_path / "zip")
+    want = write_detection_outputs([detect_input], tmp_path / "detect", choice.bundle)
+    got = json.loads((tmp_path / "zip" / "summary.json").read_text())
+    return tmp_path / "zip", got, tmp_path / "detect", want
+
+
+def test_a_capture_zips_ground_truth_is_in_the_results(tmp_path: Path, geometric_choice) -> None:
+    """detect draws a capture's M_defect.png in the panel and counts it in summary.json
+    (gt_defect_px); the app's download, said to hold what detect writes, had neither."""
+    from psinspect.app import list_examples
+
+    example = next(p for p in list_examples() if p.suffix == ".zip")
+    with zipfile.ZipFile(example) as z:
+        z.extractall(tmp_path / "capture")
+    (folder,) = (tmp_path / "capture").iterdir()
+    h, w = cv2.imread(str(folder / "mask.png"), cv2.IMREAD_GRAYSCALE).shape
+    gt = np.zeros((h, w), np.uint8)
+    gt[h // 3:h // 2, w // 3:w // 2] = 255
+    cv2.imwrite(str(folder / "M_defect.png"), gt)
+    upload = tmp_path / f"{folder.name}.zip"
+    with zipfile.ZipFile(upload, "w") as z:
+        for f in sorted(folder.iterdir()):
+            z.write(f, f"{folder.name}/{f.name}")
+    got_dir, got, want_dir, want = _app_and_detect(upload, folder, geometric_choice, tmp_path)
+    (entry,), (want_entry,) = got["inputs"], want["inputs"]
+    assert entry["gt_defect_px"] == want_entry["gt_defect_px"] > 0
+    # the panel has detect's ground-truth column (the app's normals of a capture differ from
+    # detect's by float rounding, and a few of the panel's pixels by one grey level)
+    panel, want_panel = (cv2.imread(str(d / f"{folder.name}_panel.png"))
+                         for d in (got_dir, want_dir))
+    assert panel.shape == want_panel.shape
+    assert np.abs(panel.astype(int) - want_panel).max() <= 1
+
+
+def test_a_clean_dataset_maps_ground_truth_is_in_the_results(tmp_path: Path,
+                                                             geometric_choice) -> None:
+    """An N_<x> map is a clean dataset map for detect (ground truth: no defect); so for the
+    app, which found no ground truth for a map before."""
+    import shutil
+
+    from psinspect.app import list_examples
+
+    example = next(p for p in list_examples() if p.suffix == ".png")
+    (tmp_path / "up").mkdir()
+    upload = Path(shutil.copy(example, tmp_path / "up" / "N_part.png"))
+    got_dir, got, want_dir, want = _app_and_detect(upload, upload, geometric_choice, tmp_path)
+    assert got["inputs"][0]["gt_defect_px"] == want["inputs"][0]["gt_defect_px"] == 0
+    np.testing.assert_array_equal(cv2.imread(str(got_dir / "N_part_panel.png")),
+                                  cv2.imread(str(want_dir / "N_part_panel.png")))

@@ -18,6 +18,7 @@ grow downward.
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import logging
@@ -36,6 +37,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -43,7 +45,7 @@ import numpy as np
 from psinspect.capture import CAPTURE_MARKERS, IMAGE_SUFFIXES
 from psinspect.errors import PsinspectError
 from psinspect.fileio import file_sha256, image_size_hw, npy_header, save_png
-from psinspect.normalmap import encode_png, load_normal_map
+from psinspect.normalmap import encode_png, load_normal_map, read_mask_png
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,9 @@ class InspectionInput:
     :meth:`light_splits` needs (models that also solve PS on half light sets, as
     ``psinspect detect`` does for them).
     source: the uploaded file's name (no server folder); source_sha256: its SHA-256.
+    gt_mask: (H, W) bool ground truth inside ``mask``, as ``psinspect detect`` finds it (a
+    capture's ``M_defect.png``; for a map, :func:`psinspect.detect.given_ground_truth`, e.g. an
+    ``N_<x>`` map is clean), or None where the input comes with none.
     """
 
     name: str
@@ -84,6 +89,7 @@ class InspectionInput:
     source: str = ""
     source_sha256: str | None = None
     capture: tuple[np.ndarray, np.ndarray, str] | None = field(default=None, repr=False)
+    gt_mask: np.ndarray | None = field(default=None, repr=False)
     _splits: list[np.ndarray | None] = field(default_factory=list, repr=False)
 
     def light_splits(self) -> np.ndarray | None:
@@ -283,8 +289,22 @@ def _load_upload(path: Path, label: str, suffix: str, workdir: Path, limits: Lim
         except PsinspectError as err:
             raise PsinspectError(str(err).replace(str(path), label)) from None
         _check_size(normals.shape, label, limits)
-        return InspectionInput(name=path.stem, normals=normals, mask=mask)
+        return InspectionInput(name=path.stem, normals=normals, mask=mask,
+                               gt_mask=_map_ground_truth(path, mask))
     return _load_capture_zip(path, workdir, limits, solver)
+
+
+def _map_ground_truth(path: Path, mask: np.ndarray) -> np.ndarray | None:
+    """A normal map's ground truth inside ``mask`` as detect finds it
+    (:func:`psinspect.detect.given_ground_truth`: an upload, alone in its folder, has one only
+    when named ``N_<x>``, a clean dataset map); errors name files without their folder."""
+    from psinspect.detect import given_ground_truth
+
+    try:
+        gt, _ = given_ground_truth(path, mask.shape)
+    except PsinspectError as err:
+        raise PsinspectError(str(err).replace(str(path.parent) + os.sep, "")) from None
+    return None if gt is None else gt & mask
 
 
 def _check_npy_header(path: Path, label: str, limits: Limits) -> None:
@@ -320,6 +340,9 @@ def _load_capture_zip(path: Path, workdir: Path, limits: Limits,
                 if hw is not None:
                     _check_size(hw, f"{path.name}/{img.relative_to(tmp)}", limits)
             capture = load_capture(folder, workers=2)
+            gt = None  # (as psinspect detect reads a capture folder's ground truth)
+            if (folder / "M_defect.png").is_file():
+                gt = read_mask_png(folder / "M_defect.png", capture.mask.shape)
         except PsinspectError as err:
             raise PsinspectError(str(err).replace(str(tmp) + os.sep, "")) from None
         _check_size(capture.mask.shape, path.name, limits)
@@ -335,6 +358,7 @@ def _load_capture_zip(path: Path, workdir: Path, limits: Limits,
             confidence=result.confidence,
             kind=f"capture ({capture.num_lights} lights)",
             capture=(capture.images, capture.lights, solver or "robust"),
+            gt_mask=None if gt is None else gt & obj,
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -349,7 +373,8 @@ class ModelChoice:
     """A model the app offers: a loaded model directory and its calibrated operating point.
 
     bundle: :class:`psinspect.modelstore.ModelBundle` (model, pixel threshold, image
-    threshold). The sliders start at the calibrated thresholds and reach 3x them.
+    threshold). The sliders start at the general calibrated thresholds and reach 3x the
+    largest of :attr:`calibrated_thresholds` (those of each light count included).
     """
 
     label: str
@@ -364,12 +389,31 @@ class ModelChoice:
         return float(self.bundle.image_threshold)
 
     @property
+    def calibrated_thresholds(self) -> list[float]:
+        """The model's calibrated pixel thresholds: its general one and, for a known-part model
+        calibrated per light count, each count's
+        (:func:`psinspect.modelstore.light_count_thresholds`, at the model's level of test-time
+        augmentation), sorted."""
+        return self._calibrated("threshold")
+
+    @property
+    def calibrated_image_thresholds(self) -> list[float]:
+        """As :attr:`calibrated_thresholds`, the pass/fail thresholds."""
+        return self._calibrated("image_threshold")
+
+    def _calibrated(self, key: str) -> list[float]:
+        from psinspect.modelstore import light_count_thresholds
+
+        groups = light_count_thresholds(self.bundle).values()
+        return sorted({float(getattr(self.bundle, key)), *(float(g[key]) for g in groups)})
+
+    @property
     def slider_max(self) -> float:
-        return _slider_max(self.threshold)
+        return _slider_max(max(self.calibrated_thresholds))
 
     @property
     def image_slider_max(self) -> float:
-        return _slider_max(self.image_threshold)
+        return _slider_max(max(self.calibrated_image_thresholds))
 
 
 def _slider_max(value: float) -> float:
@@ -522,10 +566,11 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     """Score one input with one model (:func:`psinspect.detect.detect_map`).
 
     ``threshold``: per-pixel threshold for the defect mask and regions; ``image_threshold``:
-    pass/fail threshold on the image score. ``None``, or the model's calibrated value (where
-    the page's sliders start) = the model's calibrated thresholds: for a capture, those of
-    its number of lights where the model was calibrated per light count
-    (:func:`psinspect.modelstore.for_light_count`), as ``psinspect detect`` judges it.
+    pass/fail threshold on the image score. ``None``, or any of the model's calibrated values
+    (:attr:`ModelChoice.calibrated_thresholds`: where the page's sliders start, or those of
+    the light count they were last set to) = the model's calibrated thresholds for this input:
+    for a capture, those of its number of lights where the model was calibrated per light
+    count (:func:`psinspect.modelstore.for_light_count`), as ``psinspect detect`` judges it.
     ``scale``: score the map resampled by this factor, as ``psinspect detect --scale``.
     ``input_notes``: warnings about the input (those ``psinspect detect`` prints while reading
     it), shown under the verdict and kept in the summary's ``warnings``.
@@ -537,12 +582,9 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
         if v is not None and not (np.isfinite(v) and v >= 0):
             raise PsinspectError(f"{label} must be a non-negative number, got {v}")
     bundle = choice.bundle
-    # a slider left at the model's calibrated value asks for the model's own thresholds
-    if threshold is not None and math.isclose(threshold, bundle.threshold, rel_tol=1e-9):
-        threshold = None
-    if image_threshold is not None and math.isclose(image_threshold, bundle.image_threshold,
-                                                    rel_tol=1e-9):
-        image_threshold = None
+    # a slider left at a calibrated value asks for the model's own thresholds for this input
+    threshold = _unless_calibrated(threshold, choice.calibrated_thresholds)
+    image_threshold = _unless_calibrated(image_threshold, choice.calibrated_image_thresholds)
     num_lights = None if inp.capture is None else len(inp.capture[1])
     # as psinspect detect: models that use them get the capture's half-light-set solves
     splits = inp.light_splits() if getattr(bundle.model, "uses_light_splits", False) else None
@@ -562,7 +604,8 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     entry = {**det.summary(), "source": inp.source,
              **({"source_sha256": inp.source_sha256} if inp.source_sha256 else {}),
              **({"ps_solver": inp.capture[2]} if inp.capture is not None else {}),
-             **({"warnings": notes} if notes else {})}
+             **({"warnings": notes} if notes else {}),
+             **({"gt_defect_px": int(inp.gt_mask.sum())} if inp.gt_mask is not None else {})}
     summary = summary_document(bundle, [entry], threshold=det.threshold,
                                calibrated=calibrated if replaced else None,
                                solver=str(bundle.input_handling["ps_solver"]), scale=scale,
@@ -587,6 +630,13 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
         notes=notes,
         image_threshold_lights=None if image_threshold is not None else det.thresholds_for_lights,
     )
+
+
+def _unless_calibrated(value: float | None, calibrated: Sequence[float]) -> float | None:
+    """None where ``value`` is one of the ``calibrated`` values (or None), else ``value``."""
+    if value is None or any(math.isclose(value, c, rel_tol=1e-9) for c in calibrated):
+        return None
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -700,7 +750,8 @@ def result_files(images: Sequence[np.ndarray | None], folder: Path,
 def write_results_zip(prediction: Prediction, folder: Path) -> Path:
     """``folder/<name>_results.zip``, written atomically: the files ``psinspect detect`` writes
     for the input (:func:`psinspect.detect.write_input_files`: ``<name>_score.npy``, heatmap,
-    mask, reference and panel PNGs) and its ``summary.json`` (:attr:`Prediction.summary`)."""
+    mask, reference and panel PNGs, the panel with the input's ground truth where it has one)
+    and its ``summary.json`` (:attr:`Prediction.summary`)."""
     from psinspect.detect import write_input_files
     from psinspect.fileio import atomic_write_bytes, json_bytes
 
@@ -709,7 +760,8 @@ def write_results_zip(prediction: Prediction, folder: Path) -> Path:
         raise PsinspectError(f"{name}: the prediction holds no detection to write")
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        write_input_files(Path(tmp), name, inp.normals, inp.mask, prediction.detection)
+        write_input_files(Path(tmp), name, inp.normals, inp.mask, prediction.detection,
+                          inp.gt_mask)
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for f in sorted(Path(tmp).iterdir()):  # (PNGs are compressed already)
                 z.write(f, f.name, zipfile.ZIP_STORED if f.suffix == ".png" else None)
@@ -734,63 +786,135 @@ def list_examples(folder: Path | None = None) -> list[Path]:
                   and not p.stem.endswith("_gt_mask"))
 
 
-def _quiet_user_errors(component: Any) -> None:
-    """Gradio's own refusals of an input (a file type outside ``file_types``, a number out of
-    its range, sent through the API) printed a traceback on the server's console for what is
-    the client's mistake: the same message, shown to the client only."""
+@functools.cache
+def _widgets() -> SimpleNamespace:
+    """The app's input widgets: Gradio's file, dropdown, number and slider with the checks of
+    an API client's values that the app needs (``File``, ``Dropdown``: Gradio's own refusals,
+    a file type outside ``file_types``, a value not in the list, shown to the client only:
+    they printed a traceback on the server's console for the client's mistake; ``Scale``:
+    :func:`_scale_input`; ``PixelThreshold``, ``PassFailThreshold``: :func:`_threshold_input`).
+
+    Subclasses, not methods patched onto one instance: once an event updates a component
+    (the sliders, when the model changes), Gradio keeps a NEW instance of its class in the
+    session and preprocesses that session's inputs with it. ``is_template`` makes Gradio draw
+    each with its base class's widget. Made on first use (only the app imports Gradio), with
+    Gradio's writing of a ``.pyi`` stub beside the source of each component class it sees
+    defined turned off (a tool for authors of custom components: it wrote
+    ``psinspect/app.pyi`` into the installed package).
+    """
+    import gradio.component_meta as meta
+
+    write_stub = meta.create_or_modify_pyi
+    meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    try:
+        return _define_widgets()
+    finally:
+        meta.create_or_modify_pyi = write_stub
+
+
+def _define_widgets() -> SimpleNamespace:
+    """The classes of :func:`_widgets`."""
     import gradio as gr
 
-    original = component.preprocess
+    from psinspect.detect import SCALES
 
-    def preprocess(payload: Any) -> Any:
+    def quiet(preprocess: Callable[[Any], Any], payload: Any) -> Any:
         try:
-            return original(payload)
+            return preprocess(payload)
         except gr.Error as err:
             raise gr.Error(str(err.message), print_exception=False) from None
 
-    component.preprocess = preprocess
+    class File(gr.File):
+        is_template = True
+
+        def preprocess(self, payload: Any) -> Any:
+            return quiet(super().preprocess, payload)
+
+    class Dropdown(gr.Dropdown):
+        is_template = True
+
+        def preprocess(self, payload: Any) -> Any:
+            return quiet(super().preprocess, payload)
+
+    class Scale(gr.Number):
+        is_template = True
+
+        def preprocess(self, payload: Any) -> float | None:
+            return _scale_input(payload, SCALES)
+
+    def threshold_slider(what: str) -> type:
+        class ThresholdSlider(gr.Slider):
+            is_template = True
+
+            def preprocess(self, payload: Any) -> float | None:
+                return _threshold_input(payload, what)
+
+            def api_info(self) -> dict[str, Any]:
+                return {"anyOf": [{"type": "number"}, {"type": "null"}],
+                        "description": f"the {what}, a number >= 0; null = the chosen model's "
+                                       "calibrated value"}
+
+        return ThresholdSlider
+
+    return SimpleNamespace(File=File, Dropdown=Dropdown, Scale=Scale,
+                           PixelThreshold=threshold_slider("pixel threshold"),
+                           PassFailThreshold=threshold_slider("pass/fail threshold"))
 
 
-def _threshold_input(component: Any, what: str) -> None:
-    """A threshold slider as an API input: None (or left out, see ``build_app``'s ``run``)
-    means the chosen model's calibrated value, and any finite number >= 0 is taken. The
-    server checks a slider's value against the range it was built with, the FIRST model's,
-    so another model's own calibrated threshold above it was refused, and None raised a
-    TypeError inside Gradio (a traceback on the server, an opaque error for the client)."""
+def _finite_number(payload: Any) -> float:
+    """``payload`` as a float, NaN where it is not a number (a string, a list)."""
+    try:
+        return float(payload)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _threshold_input(payload: Any, what: str) -> float | None:
+    """A threshold slider's value from an API client: None (or left out, see ``build_app``'s
+    ``run``) means the chosen model's calibrated value, and any finite number >= 0 is taken
+    (the server checked a slider's value against the range it was built with, the FIRST
+    model's, so another model's own calibrated threshold above it was refused). Anything else
+    is a :class:`gradio.Error` for the client only, naming the threshold as ``what``."""
     import gradio as gr
 
-    def preprocess(payload: Any) -> float | None:
-        if payload is None:
-            return None
-        try:
-            value = float(payload)
-        except (TypeError, ValueError):
-            value = math.nan
-        if not (math.isfinite(value) and value >= 0):
-            raise gr.Error(f"the {what} must be a number >= 0 (or null for the model's "
-                           f"calibrated value), got {payload!r}", print_exception=False)
-        return value
+    if payload is None:
+        return None
+    value = _finite_number(payload)
+    if not (math.isfinite(value) and value >= 0):
+        raise gr.Error(f"the {what} must be a number >= 0 (or null for the model's "
+                       f"calibrated value), got {payload!r}", print_exception=False)
+    return value
 
-    def api_info() -> dict[str, Any]:
-        return {"anyOf": [{"type": "number"}, {"type": "null"}],
-                "description": f"the {what}, a number >= 0; null = the chosen model's "
-                               "calibrated value"}
 
-    component.preprocess = preprocess
-    component.api_info = api_info
+def _scale_input(payload: Any, scales: tuple[float, float]) -> float | None:
+    """The pixel-scale field's value from an API client: None (an emptied field, = 1) or a
+    number within ``scales``; anything else (``"abc"`` raised a TypeError inside Gradio: a
+    traceback on the server) is a :class:`gradio.Error` for the client only."""
+    import gradio as gr
+
+    if payload is None:
+        return None
+    value = _finite_number(payload)
+    if not (math.isfinite(value) and scales[0] <= value <= scales[1]):
+        raise gr.Error(f"the pixel scale must be a number between {scales[0]:g} and "
+                       f"{scales[1]:g}, got {payload!r}", print_exception=False)
+    return value
 
 
 def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
               limits: Limits = Limits(), examples: Sequence[Path] | None = None) -> Any:
     """The Gradio Blocks app over ``choices`` (first = default). Temp files go to ``workdir``:
     unpacked capture zips under ``inputs/``, result images and downloads under ``results/``
-    (:func:`result_files`)."""
+    (:func:`result_files`). After each inspection the two threshold sliders show the
+    thresholds that judged the input (for a capture, those of its light count where the model
+    has them), in an event chained to the ``/inspect`` API's."""
     import gradio as gr
 
     from psinspect.detect import SCALES
 
     if not choices:
         raise PsinspectError("no model to serve")
+    w = _widgets()
     by_label = {c.label: c for c in choices}
     workdir = Path(workdir)
     examples = list_examples() if examples is None else list(examples)
@@ -804,6 +928,8 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
 
     def run(upload: Any, label: str, threshold: float | None, image_threshold: float | None,
             scale: float | None = 1.0) -> tuple[Any, ...]:
+        # the Inspect button (the /inspect API): the results, then (a gr.State, not part of
+        # the API's answer) the thresholds that judged the input, None where none did
         path = None if upload is None else Path(upload if isinstance(upload, str)
                                                 else upload.name)
         choice = by_label.get(label)
@@ -818,7 +944,16 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
         verdict, *images, rows, prediction = inspect_upload(
             path, choice, threshold, image_threshold, workdir / "inputs", limits, scale)
         paths, download = result_files(images, workdir / "results", prediction)
-        return (verdict, *paths, rows, download)
+        judged = None if prediction is None else (prediction.threshold,
+                                                  prediction.image_threshold)
+        return (verdict, *paths, rows, download, judged)
+
+    def show_judged(judged: tuple[float, float] | None) -> tuple[Any, Any]:
+        """The sliders set to the thresholds that judged the last input (unchanged after an
+        error): a slider left at the calibrated value showed the model's general threshold
+        while the input was judged with its light count's, so moving it one step down (in the
+        inspector's eyes stricter) could turn a FAIL into a PASS."""
+        return (gr.skip(), gr.skip()) if judged is None else judged
 
     first = choices[0]
     # no "share" button on images (it would upload to a hub)
@@ -834,37 +969,35 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
         )
         with gr.Row():
             with gr.Column(scale=1):
-                upload = gr.File(label="Normal map or capture zip", file_count="single",
-                                 file_types=[".png", ".npy", ".zip"], type="filepath",
-                                 elem_id="upload")
-                model = gr.Dropdown(choices=[c.label for c in choices], value=first.label,
-                                    label="Model", elem_id="model")
-                threshold = gr.Slider(minimum=0.0, maximum=first.slider_max,
-                                      value=first.threshold, step=first.slider_max / 1000,
-                                      label="Pixel threshold: defect mask and regions "
-                                            "(starts at the calibrated value)",
-                                      elem_id="threshold")
-                image_threshold = gr.Slider(minimum=0.0, maximum=first.image_slider_max,
-                                            value=first.image_threshold,
-                                            step=first.image_slider_max / 1000,
-                                            label="Pass/fail threshold on the image score "
-                                                  "(starts at the calibrated value)",
-                                            elem_id="image-threshold")
-                scale = gr.Number(value=1.0, minimum=SCALES[0], maximum=SCALES[1], step=0.05,
-                                  label="Pixel scale: score the map resampled by this factor, "
-                                        "for parts imaged much finer or coarser than the "
-                                        "model's training parts (about 140-230 px across for "
-                                        "the bundled model; e.g. 0.25 for a 1000 px part)",
-                                  elem_id="scale")
+                upload = w.File(label="Normal map or capture zip", file_count="single",
+                                file_types=[".png", ".npy", ".zip"], type="filepath",
+                                elem_id="upload")
+                model = w.Dropdown(choices=[c.label for c in choices], value=first.label,
+                                   label="Model", elem_id="model")
+                threshold = w.PixelThreshold(
+                    minimum=0.0, maximum=first.slider_max, value=first.threshold,
+                    step=first.slider_max / 1000,
+                    label="Pixel threshold: defect mask and regions (starts at the calibrated "
+                          "value; after Inspect, the one that judged the input)",
+                    elem_id="threshold")
+                image_threshold = w.PassFailThreshold(
+                    minimum=0.0, maximum=first.image_slider_max, value=first.image_threshold,
+                    step=first.image_slider_max / 1000,
+                    label="Pass/fail threshold on the image score (starts at the calibrated "
+                          "value; after Inspect, the one that judged the input)",
+                    elem_id="image-threshold")
+                scale = w.Scale(value=1.0, minimum=SCALES[0], maximum=SCALES[1], step=0.05,
+                                label="Pixel scale: score the map resampled by this factor, "
+                                      "for parts imaged much finer or coarser than the "
+                                      "model's training parts (about 140-230 px across for "
+                                      "the bundled model; e.g. 0.25 for a 1000 px part)",
+                                elem_id="scale")
                 # a moved slider snaps to its grid (1/1000 of its range), which the
                 # calibrated value is not on: this puts both back
                 reset = gr.Button("Calibrated thresholds", size="sm",
                                   elem_id="reset-thresholds")
                 button = gr.Button("Inspect", variant="primary", elem_id="inspect")
-                for component in (upload, model, scale):
-                    _quiet_user_errors(component)
-                _threshold_input(threshold, "pixel threshold")
-                _threshold_input(image_threshold, "pass/fail threshold")
+                judged = gr.State(None)
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[upload],
                                 label="Examples (rendered parts)",
@@ -885,13 +1018,17 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                 download = gr.File(label="Results (zip): score map (.npy), mask, heatmap, "
                                          "panel and summary.json, as psinspect detect writes",
                                    interactive=False, elem_id="results")
-        model.change(sliders_for, inputs=[model], outputs=[threshold, image_threshold])
+        # (the page's own events: no API endpoint; the README documents /inspect)
+        model.change(sliders_for, inputs=[model], outputs=[threshold, image_threshold],
+                     api_name=False)
         reset.click(sliders_for, inputs=[model], outputs=[threshold, image_threshold],
                     api_name=False)
         button.click(run, inputs=[upload, model, threshold, image_threshold, scale],
                      outputs=[verdict, normals_img, ref_img, heat_img, mask_img, table,
-                              download],
-                     api_name="inspect")
+                              download, judged],
+                     api_name="inspect").then(show_judged, inputs=[judged],
+                                              outputs=[threshold, image_threshold],
+                                              api_name=False)
     return demo
 
 
