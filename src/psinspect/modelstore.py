@@ -403,15 +403,45 @@ def for_light_count(bundle: ModelBundle, num_lights: int | None
                    image_threshold=float(group["image_threshold"])), num_lights
 
 
+def check_own_tta_thresholds(model_dir: Path, config: dict[str, Any],
+                             model: AnomalyModel) -> None:
+    """Refuse (:class:`PsinspectError`) a config whose ``threshold`` / ``image_threshold`` are
+    not the ones its ``tta_thresholds`` hold for the level ``model`` scores at (its
+    hyperparameter ``tta``): training writes the same pair in both, so a difference means a
+    hand-edited ``tta`` (judging with thresholds made for other scores: a good part failing)
+    or hand-edited thresholds; which one was meant cannot be told. A config without
+    ``tta_thresholds`` (or a model without levels) has only its own pair: nothing to check."""
+    levels = config.get("tta_thresholds") or {}
+    if not model.tta_levels or not levels:
+        return
+    own = getattr(model, "tta", None)
+    path = model_dir / CONFIG_FILE
+    entry = levels.get(str(own))
+    if entry is None:
+        raise PsinspectError(f"{path}: tta_thresholds has no thresholds for the level the model "
+                             f"scores at (hyperparameters 'tta' {own}; it has "
+                             f"{', '.join(sorted(levels, key=str))})")
+    given = (float(config["threshold"]), float(config["image_threshold"]))
+    calibrated = (float(entry["threshold"]), float(entry["image_threshold"]))
+    if given != calibrated:
+        raise PsinspectError(
+            f"{path}: threshold / image_threshold {given[0]:.6g} / {given[1]:.6g} are not "
+            f"tta_thresholds['{own}'] {calibrated[0]:.6g} / {calibrated[1]:.6g}, those of the "
+            f"level the model scores at (hyperparameters 'tta' {own}): edit them together "
+            "(or keep the trained 'tta' and use --tta)")
+
+
 def load_model_dir(model_dir: str | os.PathLike[str] | None = None,
                    tta: int | None = None) -> ModelBundle:
     """Load a model directory (default: the bundled model); never executes code from it.
-    ``tta``: score at that test-time augmentation level instead of the model's own
-    (:func:`with_tta`)."""
+    Its thresholds must be those calibrated for the level its model scores at
+    (:func:`check_own_tta_thresholds`). ``tta``: score at that test-time augmentation level
+    instead of the model's own (:func:`with_tta`)."""
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     config = read_config(model_dir)
-    bundle = ModelBundle(model=model_from_config(model_dir, config),
-                         threshold=float(config["threshold"]),
+    model = model_from_config(model_dir, config)
+    check_own_tta_thresholds(model_dir, config, model)
+    bundle = ModelBundle(model=model, threshold=float(config["threshold"]),
                          image_threshold=float(config["image_threshold"]),
                          config=config, path=model_dir)
     return with_tta(bundle, tta)

@@ -432,6 +432,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     bad = sorted(n for n, v in image_scores.items() if not np.isfinite(v))
     if bad:
         raise PsinspectError(f"{spath}: image_score of {', '.join(bad[:3])} is not finite")
+    _check_operating_point(summary, spath)
     manifest, folder = load_manifest(ground_truth)
     wanted = [it for it in manifest["items"] if it["split"] in splits]
     if not wanted:
@@ -496,6 +497,27 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
                 n: list(s["warnings"]) for n, s in manifest.get("surfaces", {}).items()
                 if n in set(surfaces) and isinstance(s, dict) and s.get("warnings")}}
     return items, info
+
+
+def _check_operating_point(summary: dict[str, Any], spath: Any) -> None:
+    """Refuse (:class:`PsinspectError`) a detect summary whose operating point is not what
+    detect writes: ``pixel_threshold`` and ``image_threshold`` finite numbers >= 0, ``scale``
+    a finite number > 0, ``tta`` a number of copies >= 1 (each may be absent or null)."""
+    from psinspect.errors import PsinspectError
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+    for key, ok, want in (
+            ("pixel_threshold", lambda v: number(v) and v >= 0, "a finite number >= 0"),
+            ("image_threshold", lambda v: number(v) and v >= 0, "a finite number >= 0"),
+            ("scale", lambda v: number(v) and v > 0, "a finite number > 0"),
+            ("tta", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+             "a number of test-time copies >= 1")):
+        value = summary.get(key)
+        if value is not None and not ok(value):
+            raise PsinspectError(f"{spath}: not a detect summary ({key} must be {want}, got "
+                                 f"{value!r})")
 
 
 def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any],

@@ -33,7 +33,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, NormalSample, ScoreResult, score_in_window
+from psinspect.models._checks import integer, number
 from psinspect.normalmap import flip, rotate90
+
+#: the largest training crop (px) a model may set as its ``patch``: a batch of 8 such crops
+#: takes a few GB in the network
+MAX_PATCH = 1024
+#: the most channels a network level may have (hyperparameter ``channels``)
+MAX_CHANNELS = 1024
 
 #: checkpoint callback: (epoch log entry, state arrays, state meta) -> None
 CheckpointFn = Callable[[dict[str, Any], dict[str, np.ndarray], dict[str, Any]], None]
@@ -190,14 +197,19 @@ class TorchAnomalyModel(AnomalyModel):
 
     def __init__(self, patch: int = 128, steps_per_epoch: int = 40, lr: float = 2e-3,
                  val_patches: int = 4, ema: float = 0.0) -> None:
-        if not 0.0 <= float(ema) < 1.0:
-            raise ValueError(f"ema must be in [0, 1) (0 = off), got {ema}")
-        self.patch = int(patch)
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.lr = float(lr)
-        self.val_patches = int(val_patches)
-        self.ema = float(ema)
+        self.steps_per_epoch = integer("steps_per_epoch", steps_per_epoch, 1, 100_000)
+        self.lr = number("lr", lr, 0.0, above=True)
+        # validation crops are all held in memory at once
+        self.val_patches = integer("val_patches", val_patches, 1, 64)
+        self.ema = number("ema", ema, 0.0, 1.0, below=True)
         self.net: nn.Module = self._init_net(0)
+        # training feeds crops of ``patch`` px to the network as they are: it must halve them
+        # down to its coarsest level evenly
+        factor = getattr(self.net, "factor", 1)
+        self.patch = integer("patch", patch, factor, MAX_PATCH)
+        if self.patch % factor:
+            raise ValueError(f"patch must be a multiple of {factor} (the network's size step), "
+                             f"got {patch!r}")
 
     # --- subclass API -------------------------------------------------------------------
     def build_net(self) -> nn.Module:

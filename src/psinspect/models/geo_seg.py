@@ -67,8 +67,15 @@ from torch import nn
 
 from psinspect import defects
 from psinspect.models import ScoreResult, register
-from psinspect.models._torch import TorchAnomalyModel, UNet, crop_window, pad_to_size
-from psinspect.models.geometric import line_kernel, masked_blur, normalize, robust_reference
+from psinspect.models._checks import integer, integers_list, is_integer, number, numbers_list
+from psinspect.models._torch import MAX_CHANNELS, TorchAnomalyModel, UNet, crop_window, pad_to_size
+from psinspect.models.geometric import (
+    MAX_SCALE_PX,
+    line_kernel,
+    masked_blur,
+    normalize,
+    robust_reference,
+)
 from psinspect.normalmap import flip, resize_with_pad, rotate90, unit_angle_deg
 
 #: test-time augmentation: (quarter turns, mirrored) of the map, in the order they are used;
@@ -366,65 +373,61 @@ class GeoSeg(TorchAnomalyModel):
                  map_norm_power: float = 0.5, map_norm_quantile: float = 99.0,
                  map_norm_eps: float = 0.05,
                  **base: Any) -> None:
-        self.channels = [int(c) for c in channels]
-        self.decoder_convs = int(decoder_convs)
+        self.channels = integers_list("channels", channels, 1, MAX_CHANNELS)
+        self.decoder_convs = integer("decoder_convs", decoder_convs, 1, 8)
         self.norm = str(norm)
-        self.geo_scales = [float(s) for s in geo_scales]
-        self.geo_iterations = int(geo_iterations)
-        self.residual_gain = float(residual_gain)
-        self.max_defects = int(max_defects)
-        self.p_clean = float(p_clean)
-        self.p_generic = float(p_generic)
-        if not 0.0 <= p_transplant <= 1.0:
-            raise ValueError(f"p_transplant must be in [0, 1], got {p_transplant}")
-        self.p_transplant = float(p_transplant)
-        self.min_angle = float(min_angle)
-        self.min_confidence = float(min_confidence)
-        self.dice_weight = float(dice_weight)
-        if not (np.isfinite(focal_gamma) and focal_gamma >= 0):
-            raise ValueError(f"focal_gamma must be a finite number >= 0, got {focal_gamma}")
-        self.focal_gamma = float(focal_gamma)
-        self.tilt_deg = float(tilt_deg)
-        self.noise = float(noise)
-        self.bend = float(bend)
-        if len(bend_px) != 2 or not 0 < bend_px[0] <= bend_px[1]:
+        # finest first: the features read the finest fit as the reference and the coarsest as
+        # the frame of the curvature channel
+        self.geo_scales = numbers_list("geo_scales", geo_scales, 0.0, MAX_SCALE_PX, above=True,
+                                       increasing=True)
+        self.geo_iterations = integer("geo_iterations", geo_iterations, 0, 20)
+        self.residual_gain = number("residual_gain", residual_gain, 0.0, 1000.0, above=True)
+        self.max_defects = integer("max_defects", max_defects, 1, 20)
+        self.p_clean = number("p_clean", p_clean, 0.0, 1.0)
+        self.p_generic = number("p_generic", p_generic, 0.0, 1.0)
+        self.p_transplant = number("p_transplant", p_transplant, 0.0, 1.0)
+        self.min_angle = number("min_angle", min_angle, 0.0, 90.0, above=True, below=True)
+        self.min_confidence = number("min_confidence", min_confidence, 0.0, 1.0)
+        self.dice_weight = number("dice_weight", dice_weight, 0.0)
+        self.focal_gamma = number("focal_gamma", focal_gamma, 0.0)
+        self.tilt_deg = number("tilt_deg", tilt_deg, 0.0, 90.0, below=True)
+        self.noise = number("noise", noise, 0.0, 1.0)
+        self.bend = number("bend", bend, 0.0, 10.0)
+        self.bend_px = numbers_list("bend_px", bend_px, 0.0, MAX_SCALE_PX, above=True, length=2)
+        if self.bend_px[0] > self.bend_px[1]:
             raise ValueError(f"bend_px must be two scales 0 < low <= high, got {bend_px}")
-        self.bend_px = [float(x) for x in bend_px]
-        self.region_balance = float(region_balance)
-        if int(tta) not in self.tta_levels:
-            raise ValueError(f"tta must be 1, 2, 4 or 8, got {tta}")
+        self.region_balance = number("region_balance", region_balance, 0.0)
+        if not is_integer(tta) or tta not in self.tta_levels:
+            raise ValueError(f"tta must be 1, 2, 4 or 8, got {tta!r}")
         self.tta = int(tta)
-        self.scale_jitter = float(scale_jitter)
-        if not 0.0 <= p_align <= 1.0:
-            raise ValueError(f"p_align must be in [0, 1], got {p_align}")
-        self.p_align = float(p_align)
-        if len(severity_weights) != len(defects.SEVERITY_LEVELS) or min(severity_weights) < 0 \
-                or sum(severity_weights) <= 0:
+        # resampled by up to 1 + scale_jitter: at most twice the map's size
+        self.scale_jitter = number("scale_jitter", scale_jitter, 0.0, 1.0)
+        self.p_align = number("p_align", p_align, 0.0, 1.0)
+        self.severity_weights = numbers_list("severity_weights", severity_weights, 0.0,
+                                             length=len(defects.SEVERITY_LEVELS))
+        if sum(self.severity_weights) <= 0:
             raise ValueError("severity_weights must be one weight >= 0 per severity level "
                              f"{tuple(defects.SEVERITY_LEVELS)}, not all 0, got "
                              f"{severity_weights}")
-        self.severity_weights = [float(w) for w in severity_weights]
         # optional thin-line cue (0 = off, the bundled model's setting); an even count keeps the
         # angle set closed under quarter turns and mirrors (orientation invariance)
-        if int(line_orientations) < 0 or int(line_orientations) % 2:
-            raise ValueError(f"line_orientations must be 0 (off) or even, got {line_orientations}")
-        if len(line_px) != 2 or min(line_px) <= 0 or line_context_px <= 0 or line_floor <= 0:
-            raise ValueError("line_px must be two sigmas > 0 (along, across) and line_context_px, "
-                             f"line_floor > 0, got {line_px}, {line_context_px}, {line_floor}")
+        if not (is_integer(line_orientations) and 0 <= line_orientations <= 64
+                and line_orientations % 2 == 0):
+            raise ValueError("line_orientations must be 0 (off) or even, at most 64, got "
+                             f"{line_orientations!r}")
         self.line_orientations = int(line_orientations)
-        self.line_px = [float(x) for x in line_px]
-        self.line_context_px = float(line_context_px)
-        self.line_floor = float(line_floor)
-        if line_inhibition < 0:
-            raise ValueError(f"line_inhibition must be >= 0, got {line_inhibition}")
-        self.line_inhibition = float(line_inhibition)
-        if not (map_norm_power >= 0 and 0 < map_norm_quantile <= 100 and map_norm_eps > 0):
-            raise ValueError("map_norm_power must be >= 0 (0 = off), map_norm_quantile in "
-                             "(0, 100] and map_norm_eps > 0, got "
-                             f"{map_norm_power}, {map_norm_quantile}, {map_norm_eps}")
-        self.map_norm_power = float(map_norm_power)
-        self.map_norm_quantile = float(map_norm_quantile)
-        self.map_norm_eps = float(map_norm_eps)
+        self.line_px = numbers_list("line_px", line_px, 0.0, 32.0, above=True, length=2)
+        self.line_context_px = number("line_context_px", line_context_px, 0.0, MAX_SCALE_PX,
+                                      above=True)
+        self.line_floor = number("line_floor", line_floor, 0.0, 10.0, above=True)
+        self.line_inhibition = number("line_inhibition", line_inhibition, 0.0, 100.0)
+        # scores are divided by (q + eps) ** power, q a percentile of the map's scores (softplus
+        # values, about 0.01 to 10): an eps far above them, or a large power, would make that
+        # division a constant that rounds every score to 0 (or overflows)
+        self.map_norm_power = number("map_norm_power", map_norm_power, 0.0, 2.0)
+        self.map_norm_quantile = number("map_norm_quantile", map_norm_quantile, 0.0, 100.0,
+                                        above=True)
+        self.map_norm_eps = number("map_norm_eps", map_norm_eps, 0.0, 10.0, above=True)
         self._line_kernels = [line_kernel(180.0 * i / self.line_orientations, *self.line_px, 2.0)
                               for i in range(self.line_orientations)]
         super().__init__(**base)

@@ -24,7 +24,15 @@ import cv2
 import numpy as np
 
 from psinspect.models import AnomalyModel, ScoreResult, register, score_in_window
+from psinspect.models._checks import integer, number, numbers_list
 from psinspect.normalmap import unit_angle_deg
+
+#: the largest scale (px, a Gaussian's sigma) of a fit a hyperparameter may set (``scales``,
+#: geo-seg's ``geo_scales``): its kernels reach 3 sigma, and the models learnt parts of a few
+#: hundred px
+MAX_SCALE_PX = 256.0
+#: the largest score smoothing (px, sigma) a hyperparameter may set (``smooth``)
+MAX_SMOOTH_PX = 64.0
 
 
 def normalize(v: np.ndarray) -> np.ndarray:
@@ -216,9 +224,9 @@ class GeometricModel(AnomalyModel):
         iterations: int = 2,
         smooth: float = 1.0,
     ) -> None:
-        self.scales = [float(s) for s in scales]
-        self.iterations = int(iterations)
-        self.smooth = float(smooth)
+        self.scales = numbers_list("scales", scales, 0.0, MAX_SCALE_PX, above=True)
+        self.iterations = integer("iterations", iterations, 0, 20)
+        self.smooth = number("smooth", smooth, 0.0, MAX_SMOOTH_PX)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"scales": self.scales, "iterations": self.iterations, "smooth": self.smooth}

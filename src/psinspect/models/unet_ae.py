@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from psinspect.models import ScoreResult, register
-from psinspect.models._torch import TorchAnomalyModel, UNet
-from psinspect.models.geometric import masked_blur, normalize
+from psinspect.models._checks import integers_list, number
+from psinspect.models._torch import MAX_CHANNELS, TorchAnomalyModel, UNet
+from psinspect.models.geometric import MAX_SMOOTH_PX, masked_blur, normalize
 from psinspect.normalmap import unit_angle_deg
 
 
@@ -36,8 +37,8 @@ class UNetAE(TorchAnomalyModel):
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64, 128), smooth: float = 1.0,
                  **base: Any) -> None:
-        self.channels = [int(c) for c in channels]
-        self.smooth = float(smooth)
+        self.channels = integers_list("channels", channels, 1, MAX_CHANNELS)
+        self.smooth = number("smooth", smooth, 0.0, MAX_SMOOTH_PX)
         super().__init__(**base)
 
     def hyperparameters(self) -> dict[str, Any]:

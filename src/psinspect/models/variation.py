@@ -96,7 +96,8 @@ from psinspect.align import (
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, NormalSample, ScoreResult
 from psinspect.models import register as register_model
-from psinspect.models.geometric import line_kernel
+from psinspect.models._checks import flag, integer, number, numbers_list
+from psinspect.models.geometric import MAX_SCALE_PX, line_kernel
 from psinspect.normalmap import normalize, rotate_vectors, validate_normal_map
 from psinspect.shading import (
     LightField,
@@ -289,66 +290,50 @@ class VariationModel(AnomalyModel):
         shading_combine: str = "geometric",
         local_shift_px: float = 0.5,
     ) -> None:
-        scales = [float(s) for s in scales_px]
-        if not scales or min(scales) < 0:
-            raise PsinspectError(f"scales_px must be a non-empty list of sigmas >= 0, got {scales}")
-        if spread_floor_deg <= 0:
-            raise PsinspectError(f"spread_floor_deg must be > 0, got {spread_floor_deg}")
-        if min(spread_smooth_px, edge_band_px, edge_tolerance_px) < 0:
-            raise PsinspectError(
-                "spread_smooth_px, edge_band_px and edge_tolerance_px must be >= 0")
-        if not 0 <= zero_confidence < min_confidence <= 1:
-            raise PsinspectError(
-                "need 0 <= zero_confidence < min_confidence <= 1, got "
-                f"{zero_confidence} and {min_confidence}")
-        self.scales_px = scales
-        if line_orientations < 0 or len(line_px) != 2 or min(line_px) <= 0:
-            raise PsinspectError("line_orientations must be >= 0 and line_px two sigmas > 0 "
-                                 f"(along, across), got {line_orientations} and {line_px}")
-        self.line_orientations = int(line_orientations)
-        self.line_px = [float(x) for x in line_px]
+        self.scales_px = numbers_list("scales_px", scales_px, 0.0, MAX_SCALE_PX)
+        self.line_orientations = integer("line_orientations", line_orientations, 0, 64)
+        self.line_px = numbers_list("line_px", line_px, 0.0, 32.0, above=True, length=2)
         self._kernels = [
             (line_kernel(180.0 * i / self.line_orientations, *self.line_px),
              180.0 * i / self.line_orientations)
             for i in range(self.line_orientations)
         ]
-        self.spread_floor_deg = float(spread_floor_deg)
-        self.spread_smooth_px = float(spread_smooth_px)
-        self.spread_max_px = float(spread_max_px)
-        self.highpass_px = float(highpass_px)
-        self.max_shift_px = float(max_shift_px)
-        self.max_rotation_deg = float(max_rotation_deg)
-        self.min_correlation = float(min_correlation)
-        self.min_confidence = float(min_confidence)
-        self.zero_confidence = float(zero_confidence)
-        self.edge_band_px = float(edge_band_px)
-        self.edge_tolerance_px = float(edge_tolerance_px)
-        self.outside_score = float(outside_score)
-        if min(light_train_weight, light_test_weight) < 0:
-            raise PsinspectError("light_train_weight and light_test_weight must be >= 0")
-        self.light_train_weight = float(light_train_weight)
-        self.light_test_weight = float(light_test_weight)
-        if split_zero_deg > 0 and not 0 <= split_full_deg < split_zero_deg:
+        self.spread_floor_deg = number("spread_floor_deg", spread_floor_deg, 0.0, 90.0,
+                                       above=True)
+        self.spread_smooth_px = number("spread_smooth_px", spread_smooth_px, 0.0, MAX_SCALE_PX)
+        self.spread_max_px = number("spread_max_px", spread_max_px, 0.0, MAX_SCALE_PX)
+        self.highpass_px = number("highpass_px", highpass_px, 0.0, MAX_SCALE_PX)
+        self.max_shift_px = number("max_shift_px", max_shift_px, 0.0)
+        self.max_rotation_deg = number("max_rotation_deg", max_rotation_deg, 0.0, 180.0)
+        self.min_correlation = number("min_correlation", min_correlation, -1.0, 1.0)
+        self.min_confidence = number("min_confidence", min_confidence, 0.0, 1.0)
+        self.zero_confidence = number("zero_confidence", zero_confidence, 0.0, 1.0)
+        if not self.zero_confidence < self.min_confidence:
+            raise PsinspectError(
+                "need 0 <= zero_confidence < min_confidence <= 1, got "
+                f"{zero_confidence} and {min_confidence}")
+        self.edge_band_px = number("edge_band_px", edge_band_px, 0.0, MAX_SCALE_PX)
+        self.edge_tolerance_px = number("edge_tolerance_px", edge_tolerance_px, 0.0,
+                                        MAX_SCALE_PX)
+        self.outside_score = number("outside_score", outside_score, 0.0)
+        self.light_train_weight = number("light_train_weight", light_train_weight, 0.0)
+        self.light_test_weight = number("light_test_weight", light_test_weight, 0.0)
+        self.split_full_deg = number("split_full_deg", split_full_deg, 0.0, 90.0)
+        self.split_zero_deg = number("split_zero_deg", split_zero_deg, 0.0, 90.0)
+        if self.split_zero_deg > 0 and not self.split_full_deg < self.split_zero_deg:
             raise PsinspectError("need 0 <= split_full_deg < split_zero_deg (or "
                                  f"split_zero_deg = 0: off), got {split_full_deg} and "
                                  f"{split_zero_deg}")
-        self.split_full_deg = float(split_full_deg)
-        self.split_zero_deg = float(split_zero_deg)
-        self.native_spread = bool(native_spread)
-        if shading_neighbours < 1 or shading_cutoff <= 0 or shading_test_weight < 0:
-            raise PsinspectError("need shading_neighbours >= 1, shading_cutoff > 0 and "
-                                 "shading_test_weight >= 0")
+        self.native_spread = flag("native_spread", native_spread)
         if shading_combine not in SHADING_COMBINE:
             raise PsinspectError(f"shading_combine must be one of {SHADING_COMBINE}, got "
                                  f"{shading_combine!r}")
-        self.shading = bool(shading)
-        self.shading_neighbours = int(shading_neighbours)
-        self.shading_cutoff = float(shading_cutoff)
-        self.shading_test_weight = float(shading_test_weight)
+        self.shading = flag("shading", shading)
+        self.shading_neighbours = integer("shading_neighbours", shading_neighbours, 1, 64)
+        self.shading_cutoff = number("shading_cutoff", shading_cutoff, 0.0, above=True)
+        self.shading_test_weight = number("shading_test_weight", shading_test_weight, 0.0)
         self.shading_combine = str(shading_combine)
-        if not 0 <= local_shift_px <= 2:
-            raise PsinspectError(f"local_shift_px must be in [0, 2], got {local_shift_px}")
-        self.local_shift_px = float(local_shift_px)
+        self.local_shift_px = number("local_shift_px", local_shift_px, 0.0, 2.0)
         # learned state, in the reference frame
         self._mean: np.ndarray | None = None  # (H, W, 3) float32, zero outside the template
         self._spread: np.ndarray | None = None  # (S, H, W) float32 degrees, floor included
