@@ -575,7 +575,12 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     ``input_notes``: warnings about the input (those ``psinspect detect`` prints while reading
     it), shown under the verdict and kept in the summary's ``warnings``.
     """
-    from psinspect.detect import detect_map, light_count_note, summary_document
+    from psinspect.detect import (
+        detect_map,
+        light_count_note,
+        part_size_note,
+        summary_document,
+    )
     from psinspect.modelstore import for_light_count
 
     for label, v in (("pixel threshold", threshold), ("pass/fail threshold", image_threshold)):
@@ -599,8 +604,8 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     calibrated = {"pixel_threshold": own.threshold, "image_threshold": own.image_threshold}
     # the summary's thresholds: those that judged this one input
     bundle = replace(bundle, image_threshold=det.image_threshold)
-    note = light_count_note(bundle, num_lights)
-    notes = [*input_notes, *([] if note is None else [note])]
+    judged = (light_count_note(bundle, num_lights), part_size_note(bundle, inp.mask, scale))
+    notes = [*input_notes, *(n for n in judged if n is not None)]
     entry = {**det.summary(), "source": inp.source,
              **({"source_sha256": inp.source_sha256} if inp.source_sha256 else {}),
              **({"ps_solver": inp.capture[2]} if inp.capture is not None else {}),
@@ -989,7 +994,7 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                 scale = w.Scale(value=1.0, minimum=SCALES[0], maximum=SCALES[1], step=0.05,
                                 label="Pixel scale: score the map resampled by this factor, "
                                       "for parts imaged much finer or coarser than the "
-                                      "model's training parts (about 140-230 px across for "
+                                      "model's training parts (118-224 px across for "
                                       "the bundled model; e.g. 0.25 for a 1000 px part)",
                                 elem_id="scale")
                 # a moved slider snaps to its grid (1/1000 of its range), which the

@@ -49,6 +49,7 @@ from psinspect.defects import read_defect_records
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, ScoreResult
 from psinspect.modelstore import (
+    PART_SIZE_KEY,
     ModelBundle,
     for_light_count,
     is_model_folder,
@@ -60,6 +61,7 @@ from psinspect.normalmap import (
     load_normal_map,
     normals_run_of,
     object_window,
+    part_size_px,
     put_window,
     read_mask_png,
     resample,
@@ -817,6 +819,7 @@ def write_detection_outputs(
                         "normals: scores may be off (give the capture, or solve it with "
                         f"--solver {bundle.input_handling['ps_solver']})")
             notes.append(light_count_note(bundle, inp.num_lights))
+            notes.append(part_size_note(bundle, inp.mask, scale))
             notes = [n for n in notes if n is not None]
             for note in notes:
                 warnings.warn(f"{p}: {note}", UserWarning, stacklevel=2)
@@ -841,6 +844,37 @@ def write_detection_outputs(
                                    solver=solver, lights=lights, scale=scale)
         save_json(stage / "summary.json", summary)
     return summary
+
+
+#: how far outside its training parts' size range (a factor) a part is said to be
+PART_SIZE_SLACK = 1.4
+
+
+def part_size_note(bundle: ModelBundle, mask: np.ndarray, scale: float = 1.0) -> str | None:
+    """Why a verdict may not hold: the part of ``mask`` (H, W), resampled by ``scale``, is
+    more than :data:`PART_SIZE_SLACK` times smaller or larger (in pixels across,
+    :func:`psinspect.normalmap.part_size_px`) than any the model was trained on (config
+    ``training.part_size_px``): a model that learned surfaces at one pixel size sees another's
+    texture and curvature as anomalous (clean parts of half the size fail). None where it is
+    within, the model records no sizes (made before psinspect 0.5) or compares parts with its
+    own training captures pixel by pixel (a known-part model: registration judges the pose)."""
+    sizes = (bundle.config.get("training") or {}).get(PART_SIZE_KEY)
+    if not isinstance(sizes, dict) or getattr(bundle.model, "known_part", False):
+        return None
+    try:
+        low, mid, high = (float(sizes[k]) for k in ("min", "median", "max"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    own = part_size_px(mask)
+    size = own * scale
+    if not own or low / PART_SIZE_SLACK <= size <= high * PART_SIZE_SLACK:
+        return None
+    suggest = float(np.clip(mid / own, *SCALES))
+    at = f" at scale {scale:g}" if scale != 1.0 else ""
+    return (f"the part is {size:.0f} px across{at}, the model's training parts "
+            f"{low:.0f}-{high:.0f} px: imaged this much {'finer' if size > high else 'coarser'}"
+            f", its scores and verdict may not hold (score it resampled by about {suggest:.2g}:"
+            " detect --scale, the web app's pixel scale)")
 
 
 def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:

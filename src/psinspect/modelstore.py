@@ -64,6 +64,9 @@ LOG_STEM = "train_log"
 
 #: config.json's per-light-count thresholds of a known-part model (:func:`for_light_count`)
 LIGHT_COUNT_THRESHOLDS = "thresholds_by_light_count"
+#: config.json ``training``'s record of how many pixels across its training parts were
+#: (:func:`psinspect.normalmap.part_size_px`: ``{"min", "median", "max"}``)
+PART_SIZE_KEY = "part_size_px"
 
 #: how every model sees its input (documented in config.json)
 DEFAULT_INPUT_HANDLING: dict[str, Any] = {

@@ -272,6 +272,12 @@ def is_normals_folder(folder: Path) -> bool:
     return normals_run(folder) is not None
 
 
+def part_size_px(mask: np.ndarray) -> float:
+    """How many pixels across the object of ``mask`` (H, W) is: the diameter of a disc of its
+    area (a disc's own diameter; it does not depend on how the part is turned)."""
+    return float(2.0 * math.sqrt(np.count_nonzero(mask) / math.pi))
+
+
 def check_map_size(shape_hw: tuple[int, int], name: str,
                    max_pixels: int = MAX_MAP_PIXELS) -> None:
     """Refuse a map of more than ``max_pixels`` pixels (:class:`PsinspectError` naming it)."""

@@ -75,6 +75,7 @@ from psinspect.fileio import (
 from psinspect.models import DEFAULT_MODEL, AnomalyModel, NormalSample, create_model
 from psinspect.modelstore import (
     CHECKPOINT_DIR,
+    PART_SIZE_KEY,
     default_model_dir,
     is_model_folder,
     parse_weights,
@@ -89,6 +90,7 @@ from psinspect.normalmap import (
     load_normal_map,
     normals_run,
     normals_run_of,
+    part_size_px,
     solved_light_count,
 )
 from psinspect.stereo import check_solver
@@ -1053,8 +1055,12 @@ def train_model(
     # training-free models and cross-calibrated ones (fitted in one go) have no epochs: their
     # config records no epoch settings
     by_epochs = model.trainable and scorers is None
+    sizes = [part_size_px(m) for _, m in data.train]
     training = {
         **data.source, "train_maps": len(data.train), "val_maps": len(data.val),
+        # how large its parts were imaged (detect warns about parts far outside this range)
+        **({PART_SIZE_KEY: {"min": round(min(sizes), 1), "median": round(
+            float(np.median(sizes)), 1), "max": round(max(sizes), 1)}} if sizes else {}),
         **({"epochs": args["epochs"], "batch_size": args["batch_size"],
             "patience": args["patience"]} if by_epochs else {}),
         "epochs_run": len(log) if by_epochs else 0, "seed": args["seed"],

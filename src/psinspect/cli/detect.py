@@ -52,7 +52,7 @@ def detect_cmd(
     scale: Annotated[float, typer.Option(
         help="Score each map resampled by this factor (0.1-4), the score brought back to the "
              "map's own pixels: for parts imaged much finer or coarser than the model's "
-             "training maps (the bundled model: parts about 140-230 px across, at their best "
+             "training maps (the bundled model: parts 118-224 px across, at their best "
              "at 1; BENCHMARKS.md 'Scale'). E.g. 0.25 for a 1000 px part.")] = 1.0,
     keep_going: Annotated[bool, typer.Option(
         "--keep-going", help="Go on past inputs that cannot be read or scored (a broken "
@@ -75,7 +75,9 @@ def detect_cmd(
     why a verdict may not hold, as printed: a capture read without mask.png or without its
     lights' intensities, a map whose object is the whole frame with a flat border, a capture,
     or psinspect normals' map, solved from another number of lights than a known-part model's
-    training captures, or a map solved with another PS solver than the model's).
+    training captures, a map solved with another PS solver than the model's, a part far
+    larger or smaller in pixels than the model's training parts, or a map (or a capture's
+    light directions) whose x or y axis looks flipped).
     Ground truth is picked up from a capture's M_defect.png or, for a dataset map A_X.npy, from
     M_X.png beside it.
     """
