@@ -229,6 +229,7 @@ def test_another_tta_level_takes_both_of_its_thresholds(maps, tmp_path) -> None:
     levels = {str(k): {"threshold": 0.1 * k, "image_threshold": 0.2 * k + 0.5}
               for k in (1, 2, 4, 8)}
     levels["1"] = {"threshold": 0.3, "image_threshold": 0.7}
+    levels["4"] = {"threshold": 1.0, "image_threshold": 2.0}  # (the own level's, as trained)
     d = save_model_dir(tmp_path / "m", model, threshold=1.0, image_threshold=2.0,
                        tta_thresholds=levels)
     b = load_model_dir(d, tta=1)

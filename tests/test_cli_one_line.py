@@ -267,8 +267,8 @@ def test_json_nested_too_deeply_is_one_line_or_ignored(inputs: dict[str, Path],
     """JSON nested deeper than Python's parser goes (its RecursionError), or with an integer of
     more digits than it converts (ValueError), was a traceback wherever psinspect reads JSON:
     now it is malformed JSON like any other, so a model's config.json, a capture's
-    defects.json and --hp are one-line errors, and a run.json beside a normal map that is not
-    `psinspect normals`' is ignored as before."""
+    defects.json and --hp are one-line errors, and so is an unreadable run.json beside a
+    normals.npy (a damaged `psinspect normals` output; it was ignored)."""
     import shutil
 
     from psinspect.models import create_model
@@ -304,7 +304,7 @@ def test_json_nested_too_deeply_is_one_line_or_ignored(inputs: dict[str, Path],
     maps = tmp_path / "maps"
     maps.mkdir()
     shutil.copy(inputs["npy"], maps / "normals.npy")
-    (maps / "run.json").write_text(deep)
+    (maps / "run.json").write_text(deep)  # beside normals.npy: a damaged normals output
     code, _, err = run_cli(["detect", maps / "normals.npy", "-o", tmp_path / "d3"],
                            monkeypatch, capsys)
-    assert code == 0, err
+    assert code == 2 and "run.json: cannot be read (nested too deeply" in _one_error_line(err)
