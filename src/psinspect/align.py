@@ -17,6 +17,16 @@ degrees was registered half a tooth off (its flanks' normals then point the wron
 Supported range (defaults): shifts up to ``DEFAULT_MAX_SHIFT_PX`` pixels and rotations up to
 ``DEFAULT_MAX_ROTATION_DEG`` degrees; larger poses and registrations whose final correlation is
 below ``DEFAULT_MIN_CORRELATION`` are refused with a :class:`PsinspectError`.
+
+Turned parts. A part put down by a quarter or half turn can fit its design almost as well
+unturned (a square-ish casting's slant image barely changes: correlation 0.87-0.93) and was
+registered a degree or two off, then failed as one big defect. Before the search, every whole
+degree of turn is therefore scored at once (:func:`turn_fits`: both parts on polar grids about
+their centroids, so a turn is a shift along the angle axis, in turn-invariant quantities, one
+FFT); where the best turn beyond the search is 45 deg or more and fits much better than any
+turn the search can reach (:func:`turn_outside`), the part is refused with that turn. A part
+that looks the same turned (a plain disc, a toothed wheel turned by whole teeth) fits about as
+well at both and is not refused.
 """
 
 from __future__ import annotations
@@ -46,6 +56,21 @@ _TIE_NCC = 2e-3
 COARSE_SIZE = 256
 #: the ECC refinement runs on images of at most this many pixels (longer side)
 FINE_SIZE = 1024
+#: the turn check (:func:`turn_outside`) runs on images of at most this many pixels (longer
+#: side), sampled on a polar grid of this many radii and one angle per degree
+TURN_CHECK_SIZE = 128
+_TURN_RADII = 64
+#: a channel whose energy is below this share of the largest one's counts as that much
+_TURN_ENERGY_FLOOR = 1e-4
+#: the turn check looks for turns of at least this many degrees (or beyond the coarse search,
+#: if that is wider); smaller ones are left to the range check after registration
+_TURN_MIN_DEG = 45.0
+#: such a turn is said when its misfit (1 - fit) is at most ``_TURN_MAX_MISFIT`` and the best
+#: misfit within the search exceeds ``_TURN_RATIO`` times it plus ``_TURN_SLACK`` (see
+#: :func:`turn_outside`)
+_TURN_MAX_MISFIT = 0.05
+_TURN_RATIO = 2.5
+_TURN_SLACK = 0.002
 
 
 @dataclass(frozen=True)
@@ -306,6 +331,108 @@ def _scaled(ref: np.ndarray, mov: np.ndarray, size: int
             cv2.GaussianBlur(_downsize(mov, f), (0, 0), 1.5))
 
 
+def _polar_channels(image: np.ndarray, normals: np.ndarray | None, center: tuple[float, float],
+                    radius: float) -> np.ndarray:
+    """A part on a polar grid about ``center`` ``(col, row)``, in quantities that a turn of the
+    part about that point only moves along the angle axis.
+
+    ``image``: (H, W) float32 registration image; ``normals``: (H, W, 3) float32 (camera frame)
+    or None. Angle ``j`` (degrees, 0..359) points along ``(cos j, sin j)`` in ``(col, row)``,
+    i.e. clockwise on screen; radii ``(i + 0.5) radius / _TURN_RADII``. Returns (C, 360,
+    _TURN_RADII) float32: the registration image and, with normals, their radial and
+    tangential in-plane components (the vectors' components along and across the grid's
+    direction, which turn with the part).
+    """
+    phi = np.radians(np.arange(360.0))[:, None]
+    r = (np.arange(_TURN_RADII) + 0.5) * (radius / _TURN_RADII)
+    map_x = (center[0] + r * np.cos(phi)).astype(np.float32)
+    map_y = (center[1] + r * np.sin(phi)).astype(np.float32)
+
+    def sample(img: np.ndarray) -> np.ndarray:
+        return cv2.remap(np.ascontiguousarray(img, np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+    channels = [sample(image)]
+    if normals is not None:
+        nx, ny = sample(normals[..., 0]), sample(normals[..., 1])
+        # the grid's direction in the camera frame (y up): (cos phi, -sin phi)
+        c, s = np.cos(phi), np.sin(phi)
+        channels += [nx * c - ny * s, nx * s + ny * c]
+    return np.stack(channels).astype(np.float32)
+
+
+def turn_fits(moving: np.ndarray, reference: np.ndarray,
+              normals: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """How well ``moving`` fits ``reference`` turned by each whole degree about its centroid.
+
+    ``moving``, ``reference``: (H, W) float32 registration images (:func:`registration_image`);
+    ``normals``: the moving and reference normal maps ((H, W, 3) float32, camera frame, 0
+    outside the object) or None. Each part is sampled on a polar grid about its own centroid
+    (so a shift does not matter) in turn-invariant quantities (:func:`_polar_channels`), at
+    most ``TURN_CHECK_SIZE`` px; a turn then moves it along the angle axis, and the
+    correlation coefficient of every such move comes from one FFT (area-weighted, averaged over
+    the channels). Returns (360,) float64: entry ``a`` is the
+    fit of the moving part turned back by ``a`` degrees, i.e. of a moving part turned by ``a``
+    deg counter-clockwise on screen from the reference; 1 = a perfect fit.
+    """
+    f, ref_c, mov_c = _scaled(np.asarray(reference, np.float32),
+                              np.asarray(moving, np.float32), TURN_CHECK_SIZE)
+    vecs = (None, None) if normals is None else tuple(
+        cv2.GaussianBlur(_downsize(np.asarray(v, np.float32), f), (0, 0), 1.5) for v in normals)
+    centers = [_centroid(mov_c), _centroid(ref_c)]
+    rows, cols = np.indices(ref_c.shape)
+    radius = max(float(np.hypot(cols[img > 0] - cx, rows[img > 0] - cy).max(initial=1.0))
+                 for img, (cx, cy) in zip((mov_c, ref_c), centers, strict=True))
+    weight = np.sqrt((np.arange(_TURN_RADII) + 0.5) / _TURN_RADII)  # area element ~ r
+    spectra = []
+    for img, vec, center in zip((mov_c, ref_c), vecs, centers, strict=True):
+        polar = _polar_channels(img, vec, center, radius).astype(np.float64)
+        mean = (polar * weight**2).sum((1, 2), keepdims=True) / (weight**2).sum() / 360.0
+        x = (polar - mean) * weight
+        # each channel to unit energy, but one with next to no variation (the tangential slope
+        # of a round dome: rounding noise) is not blown up into a pattern of its own
+        energy = (x * x).sum((1, 2), keepdims=True)
+        x /= np.sqrt(np.maximum(energy, _TURN_ENERGY_FLOOR * energy.max())) + 1e-12
+        spectra.append(np.fft.rfft(x, axis=1))
+    # corr(a) = sum_j mov(j) ref(j + a): a part turned counter-clockwise on screen by a sits
+    # at grid angle j where the reference's point sat at j + a (grid angles run clockwise)
+    cross = (np.conj(spectra[0]) * spectra[1]).sum(axis=2)
+    return np.fft.irfft(cross, n=360, axis=1).mean(axis=0)
+
+
+def turn_outside(fits: np.ndarray, within_deg: float, beyond_deg: float) -> float | None:
+    """The turn of a part placed by ``beyond_deg`` or more from the reference, or None.
+
+    ``fits``: (360,) from :func:`turn_fits`; ``within_deg``: the turns a registration can
+    reach. A part placed by a quarter or half turn can fit well unturned (a square-ish
+    casting's slant image barely changes), but turned back it fits much better: the best turn
+    outside ``+-within_deg``, if it is ``beyond_deg`` or more, is returned (degrees in (-180,
+    180], counter-clockwise on screen) when its misfit ``1 - fit`` is at most
+    ``_TURN_MAX_MISFIT`` and the best misfit within ``+-within_deg`` exceeds ``_TURN_RATIO``
+    times it plus ``_TURN_SLACK``. A rotationally symmetric part fits about as well at every
+    turn: never returned for it.
+    """
+    angles = (np.arange(360) + 180) % 360 - 180
+    misfit_within = 1.0 - float(fits[np.abs(angles) <= within_deg].max())
+    # the best turn beyond the search: a part turned by less than beyond_deg (left to the range
+    # check) fits best at its own turn, not at the nearest one of beyond_deg
+    best = int(np.argmax(np.where(np.abs(angles) > within_deg, fits, -np.inf)))
+    misfit = 1.0 - float(fits[best])
+    if (abs(angles[best]) < beyond_deg or misfit > _TURN_MAX_MISFIT
+            or misfit_within <= _TURN_RATIO * misfit + _TURN_SLACK):
+        return None
+    return float(angles[best]) if angles[best] != -180 else 180.0
+
+
+def _turn_words(turn_deg: float) -> str:
+    """A turn (degrees, counter-clockwise on screen positive) in words, to 5 deg: e.g. ``90 deg
+    counter-clockwise``, ``180 deg``."""
+    deg = 5 * round(abs(turn_deg) / 5)
+    if deg == 180:
+        return "180 deg"
+    return f"{deg} deg {'counter-clockwise' if turn_deg > 0 else 'clockwise'}"
+
+
 def _rescale_matrix(m: np.ndarray, f_from: float, f_to: float) -> np.ndarray:
     """A rigid (2, 3) pixel matrix at image scale ``f_from`` expressed at scale ``f_to``.
 
@@ -339,7 +466,8 @@ def register(
     object) those images were made from: the coarse search then also compares their in-plane
     components (see module docstring); recommended wherever the maps are at hand.
     Returns a :class:`Registration` whose transform maps moving pixel coordinates to reference
-    ones. Raises :class:`PsinspectError` (naming ``name``) for mismatched shapes, a pose outside
+    ones. Raises :class:`PsinspectError` (naming ``name``) for mismatched shapes, a part turned
+    by 45 deg or more (:func:`turn_outside`; the message says the turn), a pose outside
     ``max_shift_px`` / ``max_rotation_deg``, or a final correlation below ``min_correlation``.
     """
     if moving.shape != reference.shape:
@@ -352,6 +480,19 @@ def register(
     center = _center(shape)
     ref = np.ascontiguousarray(reference, np.float32)
     mov = np.ascontiguousarray(moving, np.float32)
+    # a part placed by a quarter or half turn can fit almost as well unturned (a square-ish
+    # casting's slant image barely changes) and be registered a few degrees off: refused, with
+    # its turn, where a turn of _TURN_MIN_DEG or more fits much better than any the search
+    # below can reach
+    search = max(max_rotation_deg * _SEARCH_FACTOR, _COARSE_STEP_DEG)
+    turn = turn_outside(turn_fits(mov, ref, normals), search, max(search, _TURN_MIN_DEG))
+    if turn is not None:
+        raise PsinspectError(
+            f"{named_prefix(name)}the part seems turned by about {_turn_words(turn)} from the "
+            "design's orientation (turned back by that much it fits the reference much better "
+            f"than as it lies); the supported range is +-{max_rotation_deg:g} deg: place it as "
+            "the training parts were placed"
+        )
     pivot = _centroid(mov)
 
     # coarse, on an image of at most COARSE_SIZE px: for each angle, rotate the moving image
@@ -361,7 +502,6 @@ def register(
     shape_c = ref_c.shape
     pivot_c = (pivot[0] * f_c + 0.5 * f_c - 0.5, pivot[1] * f_c + 0.5 * f_c - 0.5)
     window = cv2.createHanningWindow((shape_c[1], shape_c[0]), cv2.CV_32F)
-    search = max(max_rotation_deg * _SEARCH_FACTOR, _COARSE_STEP_DEG)
     angles = np.arange(-search, search + 1e-6, _COARSE_STEP_DEG)
     candidates: list[tuple[float, float, np.ndarray]] = []
     everywhere = np.ones(shape_c, bool)
