@@ -145,19 +145,6 @@ def test_zip_capture_errors_do_not_leak_server_paths(tmp_path: Path) -> None:
     assert "cap/1.png" in str(err.value) or "cap" in str(err.value)
 
 
-@pytest.fixture(scope="module")
-def geometric_choice(tmp_path_factory: pytest.TempPathFactory):
-    """A training-free model directory (no weights to learn), with set thresholds in degrees."""
-    from psinspect.app import load_model_choices
-    from psinspect.models import create_model
-    from psinspect.modelstore import save_model_dir
-
-    d = tmp_path_factory.mktemp("geo") / "model"
-    save_model_dir(d, create_model("geometric"), threshold=10.0, image_threshold=20.0)
-    (choice,) = load_model_choices([d], include_default=False)
-    return choice
-
-
 def test_predict_on_example(tmp_path: Path, geometric_choice) -> None:
     import cv2
 

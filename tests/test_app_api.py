@@ -33,19 +33,6 @@ def per_count_choice(tmp_path_factory: pytest.TempPathFactory):
     return choice
 
 
-@pytest.fixture(scope="module")
-def geometric_choice(tmp_path_factory: pytest.TempPathFactory):
-    """A training-free model with one set of thresholds, 10 / 20."""
-    from psinspect.app import load_model_choices
-    from psinspect.models import create_model
-    from psinspect.modelstore import save_model_dir
-
-    d = tmp_path_factory.mktemp("geo") / "model"
-    save_model_dir(d, create_model("geometric"), threshold=10.0, image_threshold=20.0)
-    (choice,) = load_model_choices([d], include_default=False)
-    return choice
-
-
 @pytest.fixture()
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_count_choice, geometric_choice):
     """The app over both models (Gradio's cache under ``tmp_path``), its session state and

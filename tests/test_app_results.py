@@ -12,7 +12,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from psinspect.app import RESULT_FILES_MAX_AGE_S, result_files
 
@@ -40,19 +39,6 @@ def test_old_result_folders_are_pruned(tmp_path: Path) -> None:
     result_files([rgb], tmp_path)
     assert not Path(old).exists() and Path(recent).is_file()
     assert len(list(tmp_path.iterdir())) == 2
-
-
-@pytest.fixture(scope="module")
-def geometric_choice(tmp_path_factory: pytest.TempPathFactory):
-    """A training-free model with set thresholds, 10 / 20."""
-    from psinspect.app import load_model_choices
-    from psinspect.models import create_model
-    from psinspect.modelstore import save_model_dir
-
-    d = tmp_path_factory.mktemp("geo") / "model"
-    save_model_dir(d, create_model("geometric"), threshold=10.0, image_threshold=20.0)
-    (choice,) = load_model_choices([d], include_default=False)
-    return choice
 
 
 def _app_and_detect(upload: Path, detect_input: Path, choice, tmp_path: Path
