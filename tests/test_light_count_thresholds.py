@@ -126,6 +126,12 @@ def test_a_defective_capture_is_judged_with_its_light_counts_thresholds(
     assert entry["verdict"] == "pass" and entry["image_threshold"] == 100.0
     assert entry["pixel_threshold"] == by_count["12"]["threshold"]  # (not given by hand)
     assert summary["image_threshold_calibration"].startswith("set by hand")
+    # the model's own: the general ones for the run, the 12-light ones for this capture
+    assert summary["calibrated_thresholds"] == {"pixel_threshold": config["threshold"],
+                                                "image_threshold": config["image_threshold"]}
+    assert entry["calibrated_thresholds"] == {"pixel_threshold": by_count["12"]["threshold"],
+                                              "image_threshold": by_count["12"][
+                                                  "image_threshold"]}
     code, out, err = run_cli(["detect", bad, "--model", lights_model["model"], "-o",
                               tmp_path / "d4", "--image-threshold", "100", "--threshold", "50"],
                              monkeypatch, capsys)

@@ -807,6 +807,12 @@ def write_detection_outputs(
             write_input_files(stage, name, inp.normals, inp.mask, det, gt)
             s = det.summary()
             s["source"] = inp.source
+            own, count = for_light_count(bundle, inp.num_lights)
+            if count is not None and (threshold is not None or image_threshold is not None):
+                # the model's own for this input where it differs from the general ones in
+                # the summary's calibrated_thresholds: those of the input's light count
+                s["calibrated_thresholds"] = {"pixel_threshold": own.threshold,
+                                              "image_threshold": own.image_threshold}
             notes: list[str | None] = []
             if inp.ps_solver is not None:
                 s["ps_solver"] = inp.ps_solver
