@@ -166,7 +166,7 @@ def test_failed_alignment_in_training_and_scoring():
     model.fit([good] * 5, [])
     with pytest.raises(PsinspectError, match="^registration.*failed"):
         model.score(mirrored_n, mirrored_m)
-    with pytest.raises(PsinspectError, match=r"rotated by about .* supported range"):
+    with pytest.raises(PsinspectError, match=r"turned by about .* supported range"):
         model.score(*posed_part(angle_deg=16.0))
 
 

@@ -551,8 +551,10 @@ def register(
     shift = float(math.hypot(moved[0] - pivot[0], moved[1] - pivot[1]))
 
     if abs(transform.angle_deg) > max_rotation_deg or shift > max_shift_px:
+        turn = -transform.angle_deg  # (the transform turns the part back onto the reference)
         raise PsinspectError(
-            f"{named_prefix(name)}the part is rotated by about {transform.angle_deg:.1f} deg and "
+            f"{named_prefix(name)}the part is turned by about {abs(turn):.1f} deg "
+            f"{'counter-clockwise' if turn > 0 else 'clockwise'} and "
             f"shifted by about {shift:.1f} px from the reference; the supported range is "
             f"+-{max_rotation_deg:g} deg and {max_shift_px:g} px: a different part than the "
             "model was trained on, or this part placed off its fixture"
