@@ -383,21 +383,25 @@ def flipped_axis_ratio(normals: np.ndarray, mask: np.ndarray) -> float | None:
     ``mask`` (H, W) with nz > 0.3 count where their neighbours two pixels away do too (steep
     slopes and edges left out); each curl is smoothed by a Gaussian of 1 px first. None where
     fewer than 400 pixels count (too little to tell)."""
-    from scipy import ndimage
-
     nz = normals[..., 2]
     ok = np.asarray(mask, bool) & (nz > 0.3)
-    valid = ndimage.binary_erosion(ok, iterations=2)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    valid = cv2.erode(ok.astype(np.uint8), cross, iterations=2, borderType=cv2.BORDER_CONSTANT,
+                      borderValue=0).astype(bool)
     if valid.sum() < 400:
         return None
     safe = np.where(ok, nz, 1.0)
     p = np.where(ok, -normals[..., 0] / safe, 0.0)
     q = np.where(ok, -normals[..., 1] / safe, 0.0)
     dp_dy, dq_dx = -np.gradient(p, axis=0), np.gradient(q, axis=1)
-    weight = ndimage.gaussian_filter(valid.astype(np.float64), 1.0)[valid]
+
+    def blur(x: np.ndarray) -> np.ndarray:  # Gaussian of 1 px, reflected at the border
+        return cv2.GaussianBlur(x, (9, 9), 1.0, borderType=cv2.BORDER_REFLECT)
+
+    weight = blur(valid.astype(np.float64))[valid]
 
     def rms(curl: np.ndarray) -> float:
-        smooth = ndimage.gaussian_filter(np.where(valid, curl, 0.0), 1.0)[valid] / weight
+        smooth = blur(np.where(valid, curl, 0.0))[valid] / weight
         return float(np.sqrt(np.mean(smooth ** 2)))
 
     flipped = rms(dp_dy + dq_dx)  # (q negated: -dq/dx on the right-hand side)
