@@ -162,3 +162,29 @@ def test_a_pixel_scale_that_is_no_number_in_range_is_a_message(app, per_count_ch
     assert err.value.print_exception is False
     verdict = _call(app, "inspect", _file(CAPTURE), per_count_choice.label, None, None, None)[0]
     assert "FAIL" in verdict
+
+
+def test_a_hand_set_threshold_above_the_captures_own_is_said(tmp_path: Path,
+                                                             per_count_choice) -> None:
+    """Before the first inspection the sliders show the general thresholds (80): one moved a
+    step down (79.9) is a threshold set by hand, far above this 8-light capture's calibrated
+    30, and passed it (score ~50.7) without a word. The verdict now says so; a stricter hand-set
+    threshold, or a map of unknown light count, gets no such note."""
+    from psinspect.app import load_inspection_input, predict
+
+    c = per_count_choice
+    inp = load_inspection_input(CAPTURE, tmp_path)
+    p = predict(inp, c, None, 79.9)
+    assert p.verdict == "PASS"
+    assert p.notes[-1] == (
+        "the pass/fail threshold 79.9 is above this capture's calibrated 30 (that of 8-light "
+        "captures): more lenient than calibrated; the Calibrated thresholds button puts the "
+        "sliders back")
+    assert p.summary["inputs"][0]["warnings"][-1] == p.notes[-1]
+    both = predict(inp, c, 39.9, 79.9).notes[-1]
+    assert both.startswith("the pixel threshold 39.9 is above this capture's calibrated 10 "
+                           "and the pass/fail threshold 79.9 is above")
+    assert not any("more lenient" in n for n in predict(inp, c, 5.0, 29.0).notes)
+    png = load_inspection_input(next(p for p in list_examples() if p.suffix == ".png"),
+                                tmp_path)
+    assert not any("more lenient" in n for n in predict(png, c, 39.9, 79.9).notes)

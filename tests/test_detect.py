@@ -1123,7 +1123,10 @@ def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path
     code, _, err = run_cli(["normals", cap, "-o", tmp_path / "n", "--solver", "ls"],
                            monkeypatch, capsys)
     assert code == 0, err
-    code, _, err = run_cli(["detect", tmp_path / "n", tmp_path / "n" / "normals.npy",
+    import shutil  # (the folder and its own map together are one input given twice)
+
+    shutil.copytree(tmp_path / "n", tmp_path / "n2")
+    code, _, err = run_cli(["detect", tmp_path / "n", tmp_path / "n2" / "normals.npy",
                             "--model", geo_dir, "-o", tmp_path / "d"], monkeypatch, capsys)
     assert code == 0, err
     # solved with another solver than the model's (robust): recorded and said
@@ -1135,7 +1138,7 @@ def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path
     assert sorted(ln for ln in err.splitlines() if ln.startswith("warning")) == sorted(
         f"warning: {p}: its normals were solved with the 'ls' PS solver, the model's "
         "thresholds with 'robust' normals: scores may be off (give the capture, or solve it "
-        "with --solver robust)" for p in (tmp_path / "n", tmp_path / "n" / "normals.npy"))
+        "with --solver robust)" for p in (tmp_path / "n", tmp_path / "n2" / "normals.npy"))
     # ... and kept with the verdict it concerns (it was printed only)
     assert [s["warnings"] for s in summary["inputs"]] == [[
         "its normals were solved with the 'ls' PS solver, the model's thresholds with "
@@ -1165,6 +1168,10 @@ def test_detect_uses_the_confidence_of_psinspect_normals(geo_dir: Path, tmp_path
     assert code == 2 and error_lines(err) == [
         f"error: {tmp_path / 'n' / 'confidence.npy'}: expected PS confidence in [0, 1], got "
         "2 value(s) outside it (e.g. nan)"]
+    code, _, err = run_cli(["detect", tmp_path / "n" / "normals.npy", "--model", geo_dir, "-o",
+                            tmp_path / "d2"], monkeypatch, capsys)  # named once, not twice
+    assert code == 2 and error_lines(err)[0].startswith(
+        f"error: {tmp_path / 'n' / 'confidence.npy'}: expected"), err
 
 
 def test_scale_scores_a_resampled_map_at_the_maps_own_pixels(

@@ -288,6 +288,12 @@ def test_an_unexpanded_home_folder_is_refused(tmp_path: Path, monkeypatch, capsy
         "error: ~/x: '~' was not expanded to a home folder (a shell leaves it as it is after "
         "'=', as in --out=~/x): give the full path, or the option and path apart (--out ~/x)"]
     assert list(tmp_path.iterdir()) == []
+    code, _, err = run_cli(["render", "-o=~/x", "--parts", "1", "--size", "32"], monkeypatch,
+                           capsys)  # (a short option's value after '=' keeps the '=')
+    assert code == 2 and error_lines(err) == [
+        "error: =~/x: starts with '=' (a short option takes its value after a space, as in -o "
+        "PATH, or --out=PATH)"]
+    assert list(tmp_path.iterdir()) == []
     (tmp_path / "~").mkdir()
     code, _, err = run_cli(["render", "--out=~/x", "--parts", "1", "--size", "32", "--lights",
                             "6"], monkeypatch, capsys)

@@ -53,7 +53,7 @@ def test_a_map_with_a_flipped_axis_warns_when_read(tmp_path: Path) -> None:
         load_normal_map(tmp_path / "ok.npy")
     assert not caught
     with pytest.warns(UserWarning, match=r"ydown.npy: its normals fit a surface [0-9.]+x "
-                                         r"better with their y component negated"):
+                                         r"better with their x or y component negated"):
         load_normal_map(tmp_path / "ydown.npy")
 
 
@@ -80,7 +80,8 @@ def test_a_capture_whose_lights_file_has_y_down_warns(tmp_path: Path, monkeypatc
                            monkeypatch, capsys)
     assert code == 0, err
     note = (f"{cap}: its normals fit a surface", "its light directions (the lights file)'s x "
-            "or y axis is likely flipped")
+            "or y axis is likely flipped (psinspect's frame is x right, y up, z to the camera; "
+            "light directions with y down, e.g. taken from image rows, need y negated)")
     assert all(part in err for part in note), err
     (entry,) = json.loads((tmp_path / "d1" / "summary.json").read_text())["inputs"]
     assert any(w.startswith("its normals fit a surface") and note[1] in w

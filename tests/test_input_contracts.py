@@ -214,7 +214,20 @@ def test_psinspect_normals_outputs_as_detect_inputs(tmp_path: Path, monkeypatch,
                                 "-o", tmp_path / "d"], monkeypatch, capsys)
         assert code == 2 and f"{option} applies to capture folders; no input is one" in err
     assert not (tmp_path / "d").exists()
-    (outs / caps[1].name / "run.json").write_text("{bad")
+    # a normals output and its own map: the same input
+    with pytest.raises(PsinspectError, match=r"normals.npy: this input is given twice"):
+        expand_capture_sets([outs / caps[0].name, outs / caps[0].name / "normals.npy"])
+    # --lights with captures and solved maps: the maps are named as scored as they are
+    code, _, err = run_cli(["detect", outs / caps[0].name, caps[1], "--lights", "1-5",
+                            "--model", geo, "-o", tmp_path / "dl"], monkeypatch, capsys)
+    assert code == 0 and ("warning: --lights applies to capture folders only: 1 input(s) "
+                          f"({outs / caps[0].name}) are normal maps, scored as they are") in err
+    run_json = outs / caps[1].name / "run.json"
+    run_json.write_text("[]")
+    with pytest.raises(PsinspectError, match=r"run.json: not a psinspect run record .*a "
+                                             r"damaged "):
+        expand_capture_sets([outs / caps[1].name])
+    run_json.write_text("{bad")
     with pytest.raises(PsinspectError, match=r"run.json: cannot be read .*a damaged "):
         expand_capture_sets([outs / caps[1].name])
     maps = tmp_path / "maps"

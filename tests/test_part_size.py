@@ -35,10 +35,15 @@ def test_the_bundled_model_warns_about_a_part_far_from_its_training_size(
     small, m_small = sphere_normals(64)  # ~52 px across
     big, m_big = sphere_normals(400)  # ~330 px across
     ok, m_ok = sphere_normals(200)  # ~165 px
-    low, high = sizes["min"] / PART_SIZE_SLACK, sizes["max"] * PART_SIZE_SLACK
+    low, high = sizes["min"], sizes["max"] * PART_SIZE_SLACK
     assert part_size_px(m_small) < low and part_size_px(m_big) > high
     assert low < part_size_px(m_ok) < high
     assert part_size_note(bundle, m_ok) is None
+    # a little smaller than the smallest training part (4 of 6 clean parts 85-113 px across
+    # failed the bundled model), a little larger than the largest: warned, not warned
+    per_px = part_size_px(sphere_normals(100)[1]) / 100  # (across per sphere_normals size)
+    assert part_size_note(bundle, sphere_normals(round(sizes["min"] * 0.95 / per_px))[1])
+    assert part_size_note(bundle, sphere_normals(round(sizes["max"] * 1.3 / per_px))[1]) is None
     note = part_size_note(bundle, m_small)
     assert note is not None and note.startswith(
         f"the part is {part_size_px(m_small):.0f} px across, the model's training parts "

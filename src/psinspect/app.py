@@ -604,7 +604,8 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     calibrated = {"pixel_threshold": own.threshold, "image_threshold": own.image_threshold}
     # the summary's thresholds: those that judged this one input
     bundle = replace(bundle, image_threshold=det.image_threshold)
-    judged = (light_count_note(bundle, num_lights), part_size_note(bundle, inp.mask, scale))
+    judged = (light_count_note(bundle, num_lights), part_size_note(bundle, inp.mask, scale),
+              _lenient_note(threshold, image_threshold, own, own_lights))
     notes = [*input_notes, *(n for n in judged if n is not None)]
     entry = {**det.summary(), "source": inp.source,
              **({"source_sha256": inp.source_sha256} if inp.source_sha256 else {}),
@@ -635,6 +636,25 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
         notes=notes,
         image_threshold_lights=None if image_threshold is not None else det.thresholds_for_lights,
     )
+
+
+def _lenient_note(threshold: float | None, image_threshold: float | None, own: Any,
+                  own_lights: int | None) -> str | None:
+    """Where a threshold set by hand (a slider moved before the first inspection starts from
+    the model's general thresholds) is above the one calibrated for this input's light count
+    (``own``, a bundle with those thresholds; ``own_lights`` None: no such count): a note that
+    it lets more through than calibrated, as moving a slider down can do then."""
+    if own_lights is None:
+        return None
+    looser = [f"{what} {given:.4g} is above this capture's calibrated {cal:.4g}"
+              for what, given, cal in (("pixel threshold", threshold, own.threshold),
+                                       ("pass/fail threshold", image_threshold,
+                                        own.image_threshold))
+              if given is not None and given > cal]
+    if not looser:
+        return None
+    return (f"the {' and the '.join(looser)} (that of {own_lights}-light captures): more "
+            "lenient than calibrated; the Calibrated thresholds button puts the sliders back")
 
 
 def _unless_calibrated(value: float | None, calibrated: Sequence[float]) -> float | None:

@@ -706,13 +706,15 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
         out.extend((q, p) for q in subs or [p])
     seen: dict[Path, tuple[Path, Path]] = {}
     for q, arg in out:  # (scored twice it would be two parts in the summary, x and x_2)
-        if q.resolve() in seen:
-            fq, farg = seen[q.resolve()]
+        # ('psinspect normals' output folders stand for their map)
+        key = (q / NORMALS_FILE if is_normals_folder(q) else q).resolve()
+        if key in seen:
+            fq, farg = seen[key]
             how = [f"also as {fq}"] if fq != q else []
             how += [f"through {a}" for a in dict.fromkeys((farg, arg)) if a not in (fq, q)]
             detail = f" ({'; '.join(how)})" if how else ""
             raise PsinspectError(f"{q}: this input is given twice{detail}: give each part once")
-        seen[q.resolve()] = (q, arg)
+        seen[key] = (q, arg)
     return [q for q, _ in out]
 
 
@@ -765,8 +767,13 @@ def write_detection_outputs(
         if not p.exists():
             raise PsinspectError(f"{p}: input not found")
     if lights is not None:
-        if not any(p.is_dir() and not is_normals_folder(p) for p in paths):
+        solved = [p for p in paths if not p.is_dir() or is_normals_folder(p)]
+        if len(solved) == len(paths):
             raise PsinspectError("--lights applies to capture folders; no input is one")
+        if solved:
+            warnings.warn(f"--lights applies to capture folders only: {len(solved)} input(s) "
+                          f"({solved[0]}{', ...' if len(solved) > 1 else ''}) are normal maps, "
+                          "scored as they are", UserWarning, stacklevel=2)
         from psinspect.stereo import parse_light_spec
 
         parse_light_spec(lights, 10**6)  # its syntax, before anything is solved
@@ -790,7 +797,9 @@ def write_detection_outputs(
                 msg = str(err)
                 if msg.startswith(f"{name}: ") and name != str(p):
                     msg = msg[len(name) + 2:]
-                named = msg.startswith((f"{p}: ", f"{p}{os.sep}"))  # (p or a file in it)
+                # p, a file in it, or a file beside it (the confidence.npy of normals.npy)
+                named = msg.startswith((f"{p}: ", f"{p}{os.sep}")) or (
+                    p.is_file() and msg.startswith(f"{p.parent}{os.sep}"))
                 raise PsinspectError(msg if named else f"{p}: {msg}") from None
 
         def one_unnamed(item: tuple[Path, str]) -> dict[str, Any]:
@@ -852,14 +861,16 @@ def write_detection_outputs(
     return summary
 
 
-#: how far outside its training parts' size range (a factor) a part is said to be
+#: how much larger than a model's largest training part (a factor) a part may be before it
+#: is said to be imaged finer; any part smaller than its smallest is said to be coarser (4 of
+#: 6 clean parts 85-113 px across failed the bundled model, whose smallest is 118 px)
 PART_SIZE_SLACK = 1.4
 
 
 def part_size_note(bundle: ModelBundle, mask: np.ndarray, scale: float = 1.0) -> str | None:
     """Why a verdict may not hold: the part of ``mask`` (H, W), resampled by ``scale``, is
-    more than :data:`PART_SIZE_SLACK` times smaller or larger (in pixels across,
-    :func:`psinspect.normalmap.part_size_px`) than any the model was trained on (config
+    smaller (in pixels across, :func:`psinspect.normalmap.part_size_px`) than any the model
+    was trained on, or more than :data:`PART_SIZE_SLACK` times larger than the largest (config
     ``training.part_size_px``): a model that learned surfaces at one pixel size sees another's
     texture and curvature as anomalous (clean parts of half the size fail). None where it is
     within, the model records no sizes (made before psinspect 0.5) or compares parts with its
@@ -873,7 +884,7 @@ def part_size_note(bundle: ModelBundle, mask: np.ndarray, scale: float = 1.0) ->
         return None
     own = part_size_px(mask)
     size = own * scale
-    if not own or low / PART_SIZE_SLACK <= size <= high * PART_SIZE_SLACK:
+    if not own or low <= size <= high * PART_SIZE_SLACK:
         return None
     suggest = float(np.clip(mid / own, *SCALES))
     at = f" at scale {scale:g}" if scale != 1.0 else ""

@@ -379,6 +379,9 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     and at once removing an empty hidden folder ``.NAME.staging-<pid>-*`` where the first missing
     folder of ``path`` would go, or inside the existing folder."""
     path = Path(path)
+    if path.parts and path.parts[0].startswith("=") and not Path(path.parts[0]).exists():
+        raise PsinspectError(f"{path}: starts with '=' (a short option takes its value after "
+                             "a space, as in -o PATH, or --out=PATH)")
     if path.parts and path.parts[0].startswith("~") and not Path(path.parts[0]).exists():
         raise PsinspectError(f"{path}: '{path.parts[0]}' was not expanded to a home folder (a "
                              "shell leaves it as it is after '=', as in --out=~/x): give the "

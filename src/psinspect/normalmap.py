@@ -246,6 +246,10 @@ def normals_run(folder: Path) -> dict | None:
                 "damaged 'psinspect normals' output folder (solve the capture again)"
             ) from None
         return None
+    if not isinstance(run, dict) and (folder / NORMALS_FILE).is_file():
+        raise PsinspectError(f"{folder / 'run.json'}: not a psinspect run record (a JSON "
+                             f"object), beside {NORMALS_FILE}: a damaged 'psinspect normals' "
+                             "output folder (solve the capture again)")
     if not isinstance(run, dict) or run.get("command") != "normals":
         return None
     return run if (folder / NORMALS_FILE).is_file() else None
@@ -409,17 +413,18 @@ def flipped_axis_ratio(normals: np.ndarray, mask: np.ndarray) -> float | None:
 
 
 def flipped_axis_note(normals: np.ndarray, mask: np.ndarray, name: str,
-                      what: str = "the map") -> str | None:
+                      what: str = "the map",
+                      fix: str = "y-down normals, as in DirectX-style maps, need y negated"
+                      ) -> str | None:
     """A one-line warning where :func:`flipped_axis_ratio` is above :data:`FLIPPED_AXIS_RATIO`
-    (``what``: how to name the normals' source, e.g. a capture's light directions), else
-    None."""
+    (``what``: how to name the normals' source, e.g. a capture's light directions; ``fix``:
+    how to put it right), else None."""
     ratio = flipped_axis_ratio(normals, mask)
     if ratio is None or ratio <= FLIPPED_AXIS_RATIO:
         return None
-    return (f"{name}: its normals fit a surface {ratio:.1f}x better with their y component "
-            f"negated: {what}'s x or y axis is likely flipped (psinspect's frame is x right, y "
-            "up, z to the camera; y-down normals, as in DirectX-style maps, need y negated), "
-            "so scores and verdict may not hold")
+    return (f"{name}: its normals fit a surface {ratio:.1f}x better with their x or y "
+            f"component negated: {what}'s x or y axis is likely flipped (psinspect's frame is "
+            f"x right, y up, z to the camera; {fix}), so scores and verdict may not hold")
 
 
 # --------------------------------------------------------------------------------------------

@@ -540,6 +540,8 @@ def warn_flipped_lights(normals: np.ndarray, capture: Capture) -> None:
     from psinspect.normalmap import flipped_axis_note
 
     note = flipped_axis_note(normals, capture.mask, str(capture.path or capture.name),
-                             what="its light directions (the lights file)")
+                             what="its light directions (the lights file)",
+                             fix="light directions with y down, e.g. taken from image rows, "
+                                 "need y negated")
     if note is not None:
         warnings.warn(note, UserWarning, stacklevel=3)
