@@ -169,7 +169,7 @@ def test_cli_detect_names_the_input_that_fails(tmp_path):
                                    "-o", str(tmp_path / "det"), "--model",
                                    str(tmp_path / "model")])
     assert isinstance(res.exception, PsinspectError), res.output
-    assert str(res.exception).startswith(f"{tmp_path / 'turned.npy'}: the part is rotated")
+    assert str(res.exception).startswith(f"{tmp_path / 'turned.npy'}: the part is turned by")
     assert not (tmp_path / "det").exists() or not any((tmp_path / "det").iterdir())
     # --keep-going: the good part's results are written, the turned one is reported
     res = CliRunner().invoke(app, ["detect", str(files[0]), str(tmp_path / "turned.npy"),
@@ -259,4 +259,4 @@ def test_cli_train_names_the_map_it_cannot_align(tmp_path):
     res = CliRunner().invoke(app, ["train", *map(str, files), str(tmp_path / "turned.npy"),
                                    "-o", str(tmp_path / "model"), "--model", "variation"])
     assert isinstance(res.exception, PsinspectError), res.output
-    assert str(res.exception).startswith("turned: the part is rotated"), str(res.exception)
+    assert str(res.exception).startswith("turned: the part is turned by"), str(res.exception)
