@@ -265,3 +265,29 @@ def test_a_capture_and_its_solved_map_are_one_training_part(tmp_path: Path, monk
     code, _, err = run_cli(["train", tmp_path / "n0", caps[1], "--model", "geometric", "-o",
                             tmp_path / "m"], monkeypatch, capsys)
     assert code == 0, err
+
+
+def test_a_normals_output_carries_its_captures_reading_warnings(tmp_path: Path, monkeypatch,
+                                                                capsys) -> None:
+    """A capture without mask.png solved by 'psinspect normals', then detected: its background
+    counted as the object, and only normals' console had said so. run.json now keeps the
+    reading warnings and detect repeats them for the map (printed and in summary.json)."""
+    import json
+
+    from psinspect.render import render_dataset
+
+    (cap,) = render_dataset(tmp_path / "caps", 1, defect_rate=0.0, seed=2, size=48, lights=8)
+    (cap / "mask.png").unlink()
+    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "n"], monkeypatch, capsys)
+    assert code == 0 and "no mask.png" in err, err
+    (note,) = json.loads((tmp_path / "n" / "run.json").read_text())["warnings"]
+    assert note.startswith(f"{cap}: no mask.png")
+    geo = save_model_dir(tmp_path / "geo", create_model("geometric"), threshold=2.0,
+                         image_threshold=3.0)
+    code, _, err = run_cli(["detect", tmp_path / "n", "--model", geo, "-o", tmp_path / "d"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    said = f"{tmp_path / 'n' / 'normals.npy'}: its capture was read with a warning: {note}"
+    assert f"warning: {said}" in err
+    (entry,) = json.loads((tmp_path / "d" / "summary.json").read_text())["inputs"]
+    assert said in entry["warnings"]

@@ -558,6 +558,10 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         # solver recorded, the solved capture's ground truth (copied beside it) its own
         run = normals_run_of(p)
         solver = None if run is None else run.get("solver")
+        noted = [] if run is None else run.get("warnings")
+        for note in noted if isinstance(noted, list) else []:  # (e.g. no mask.png)
+            warnings.warn(f"{p}: its capture was read with a warning: {note}", UserWarning,
+                          stacklevel=2)
         gt, recs = given_ground_truth(p, m.shape)
         return InputMap(p.stem, n, m, str(p),
                         confidence=None if run is None else _normals_confidence(p.parent,
