@@ -198,11 +198,11 @@ def test_ctrl_c_while_reading_a_dataset_stops_before_training(
     for at in (2, None):  # while reading a map; once all are read (while they are checked)
         read: list[str] = []
 
-        def load(path, at=at, read=read):  # noqa: ANN001, ANN202
+        def load(path, at=at, read=read, **kwargs):  # noqa: ANN001, ANN003, ANN202
             read.append(str(path))
             if len(read) == at:
                 os.kill(os.getpid(), signal.SIGINT)
-            return real(path)
+            return real(path, **kwargs)
 
         def check(*a, at=at):  # noqa: ANN002, ANN202
             if at is None:

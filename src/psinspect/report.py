@@ -457,7 +457,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
         digest = _check_same_input(*sources.get(name, (None, None)), folder / it["file"],
                                    spath)
         map_shas.setdefault(str(it.get("surface") or name), set()).add(digest)
-        _, mask = load_normal_map(folder / it["file"])
+        _, mask = load_normal_map(folder / it["file"], check_frame=False)
         score = load_npy(pred_dir / f"{name}_score.npy")
         if score.shape != mask.shape:
             raise PsinspectError(f"{pred_dir / (name + '_score.npy')}: shape {score.shape} "
@@ -713,10 +713,10 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     panels = []
     shown = select_panels(items)
     for it in shown:
-        n, _ = load_normal_map(info["normals"][it.name])
+        n, _ = load_normal_map(info["normals"][it.name], check_frame=False)
         t = float(thr) if thr is not None else float(np.quantile(it.score[it.mask], 0.999))
         ref_path = Path(pred_dir) / f"{it.name}_reference.png"
-        ref = load_normal_map(ref_path)[0] if ref_path.is_file() else None
+        ref = load_normal_map(ref_path, check_frame=False)[0] if ref_path.is_file() else None
         label = (f"{it.name}: {verdict_of[it.name].upper()} (image score "
                  f"{it.image_score:.3g}; {'defective' if it.gt.any() else 'clean'} map)")
         panels.append((label, panel_rgb(n, it.mask, ref, it.score, pred_of[it.name], t,

@@ -134,7 +134,7 @@ def _load_dataset(path: Path, progress: Callable[[str], None] | None = None) -> 
     for it in manifest["items"]:
         if it["split"] not in ("train-clean", "val-clean"):
             continue
-        n, m = load_normal_map(folder / it["file"])
+        n, m = load_normal_map(folder / it["file"], check_frame=False)
         (train if it["split"] == "train-clean" else val).append((n, m))
         if progress is not None:
             progress(it["name"])
