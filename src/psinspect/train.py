@@ -222,14 +222,18 @@ def _distinct_contents(files: Sequence[Path]) -> dict[Path, tuple[str, str, str 
             raise PsinspectError(f"{f}: the same {key[0]} as {seen[key]} (same content): give "
                                  "each good part once")
         seen[key] = f
-        src = f if key[0] == "capture" else _solved_from(f)
-        if src is not None:
+        if key[0] == "capture":
+            surface = key[1:]
+        else:
+            src = _solved_from(f)
+            if src is None:  # a map of no capture known here: its content is its surface
+                continue
             surface = (capture_fingerprint(src), capture_mask_sha256(src))
-            if surface in captures:
-                raise PsinspectError(
-                    f"{f}: the same surface as {captures[surface]} ('psinspect normals' "
-                    "solved one from the other's capture): give each good part once")
-            captures[surface] = f
+        if surface in captures:
+            raise PsinspectError(
+                f"{f}: the same surface as {captures[surface]} ('psinspect normals' "
+                "solved one from the other's capture): give each good part once")
+        captures[surface] = f
     return {f: key for key, f in seen.items()}
 
 
