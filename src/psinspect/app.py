@@ -416,6 +416,11 @@ class ModelChoice:
         return _slider_max(max(self.calibrated_image_thresholds))
 
 
+def _slider_range(top: float, value: float) -> dict[str, float]:
+    """A threshold slider's range, from 0 to ``top`` in 1000 steps, and its ``value``."""
+    return {"minimum": 0.0, "maximum": top, "value": value, "step": top / 1000}
+
+
 def _slider_max(value: float) -> float:
     """A round upper end for a slider starting at ``value`` (about 3x it)."""
     if not np.isfinite(value) or value <= 0:
@@ -946,10 +951,8 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
 
     def sliders_for(label: str) -> tuple[Any, Any]:
         c = by_label[label]
-        return (gr.Slider(minimum=0.0, maximum=c.slider_max, value=c.threshold,
-                          step=c.slider_max / 1000),
-                gr.Slider(minimum=0.0, maximum=c.image_slider_max, value=c.image_threshold,
-                          step=c.image_slider_max / 1000))
+        return (gr.Slider(**_slider_range(c.slider_max, c.threshold)),
+                gr.Slider(**_slider_range(c.image_slider_max, c.image_threshold)))
 
     def run(upload: Any, label: str, threshold: float | None, image_threshold: float | None,
             scale: float | None = 1.0) -> tuple[Any, ...]:
@@ -1000,14 +1003,12 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                 model = w.Dropdown(choices=[c.label for c in choices], value=first.label,
                                    label="Model", elem_id="model")
                 threshold = w.PixelThreshold(
-                    minimum=0.0, maximum=first.slider_max, value=first.threshold,
-                    step=first.slider_max / 1000,
+                    **_slider_range(first.slider_max, first.threshold),
                     label="Pixel threshold: defect mask and regions (starts at the calibrated "
                           "value; after Inspect, the one that judged the input)",
                     elem_id="threshold")
                 image_threshold = w.PassFailThreshold(
-                    minimum=0.0, maximum=first.image_slider_max, value=first.image_threshold,
-                    step=first.image_slider_max / 1000,
+                    **_slider_range(first.image_slider_max, first.image_threshold),
                     label="Pass/fail threshold on the image score (starts at the calibrated "
                           "value; after Inspect, the one that judged the input)",
                     elem_id="image-threshold")
