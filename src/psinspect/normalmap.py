@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from psinspect.checks import is_integer
 from psinspect.errors import PsinspectError
 from psinspect.fileio import (
     image_mode,
@@ -268,7 +269,7 @@ def solved_light_count(run: dict | None) -> int | None:
     (:func:`normals_run_of`) records in ``num_lights_used``; None without a run record, or
     where the count is missing or not a positive integer."""
     n = None if run is None else run.get("num_lights_used")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+    return n if is_integer(n) and n > 0 else None
 
 
 def is_normals_folder(folder: Path) -> bool:

@@ -503,17 +503,14 @@ def _check_operating_point(summary: dict[str, Any], spath: Any) -> None:
     """Refuse (:class:`PsinspectError`) a detect summary whose operating point is not what
     detect writes: ``pixel_threshold`` and ``image_threshold`` finite numbers >= 0, ``scale``
     a finite number > 0, ``tta`` a number of copies >= 1 (each may be absent or null)."""
+    from psinspect.checks import is_integer, is_number
     from psinspect.errors import PsinspectError
 
-    def number(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and bool(np.isfinite(v))
-
     for key, ok, want in (
-            ("pixel_threshold", lambda v: number(v) and v >= 0, "a finite number >= 0"),
-            ("image_threshold", lambda v: number(v) and v >= 0, "a finite number >= 0"),
-            ("scale", lambda v: number(v) and v > 0, "a finite number > 0"),
-            ("tta", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-             "a number of test-time copies >= 1")):
+            ("pixel_threshold", lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
+            ("image_threshold", lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
+            ("scale", lambda v: is_number(v) and v > 0, "a finite number > 0"),
+            ("tta", lambda v: is_integer(v) and v >= 1, "a number of test-time copies >= 1")):
         value = summary.get(key)
         if value is not None and not ok(value):
             raise PsinspectError(f"{spath}: not a detect summary ({key} must be {want}, got "

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from psinspect.checks import integer, number
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, NormalSample, ScoreResult, score_in_window
-from psinspect.models._checks import integer, number
 from psinspect.normalmap import flip, rotate90
 
 #: the largest training crop (px) a model may set as its ``patch``: a batch of 8 such crops

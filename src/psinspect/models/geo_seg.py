@@ -66,8 +66,8 @@ from scipy import ndimage
 from torch import nn
 
 from psinspect import defects
+from psinspect.checks import integer, integers_list, is_integer, number, numbers_list
 from psinspect.models import ScoreResult, register
-from psinspect.models._checks import integer, integers_list, is_integer, number, numbers_list
 from psinspect.models._torch import MAX_CHANNELS, TorchAnomalyModel, UNet, crop_window, pad_to_size
 from psinspect.models.geometric import (
     MAX_SCALE_PX,

@@ -23,8 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from psinspect.checks import integer, number, numbers_list
 from psinspect.models import AnomalyModel, ScoreResult, register, score_in_window
-from psinspect.models._checks import integer, number, numbers_list
 from psinspect.normalmap import unit_angle_deg
 
 #: the largest scale (px, a Gaussian's sigma) of a fit a hyperparameter may set (``scales``,

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from psinspect.checks import integers_list, number
 from psinspect.models import ScoreResult, register
-from psinspect.models._checks import integers_list, number
 from psinspect.models._torch import MAX_CHANNELS, TorchAnomalyModel, UNet
 from psinspect.models.geometric import MAX_SMOOTH_PX, masked_blur, normalize
 from psinspect.normalmap import unit_angle_deg

@@ -93,10 +93,10 @@ from psinspect.align import (
     warp_normals,
     warp_stack,
 )
+from psinspect.checks import flag, integer, number, numbers_list
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, NormalSample, ScoreResult
 from psinspect.models import register as register_model
-from psinspect.models._checks import flag, integer, number, numbers_list
 from psinspect.models.geometric import MAX_SCALE_PX, line_kernel
 from psinspect.normalmap import normalize, rotate_vectors, validate_normal_map
 from psinspect.shading import (

@@ -1,12 +1,13 @@
-"""Checks of model hyperparameters, shared by the models' constructors.
+"""Checks of values read from JSON: model hyperparameters, records of earlier runs.
 
 A model's constructor arguments come from ``train --hp`` (JSON) or from a model folder's
 ``config.json`` (which may have been edited by hand), so each is checked for its type and a
-range that keeps the model's arithmetic finite and its memory sane before it is used. Each
-function returns the value in its canonical type or raises :class:`ValueError` naming the
-hyperparameter; :func:`psinspect.models.create_model` turns that into one
-:class:`psinspect.errors.PsinspectError` line. ``bool`` is never a number here (JSON ``true``
-is not 1).
+range that keeps the model's arithmetic finite and its memory sane before it is used; so are
+the numbers `evaluate` reads from a detect ``summary.json`` and those read from a
+``psinspect normals`` ``run.json``. Each checking function returns the value in its canonical
+type or raises :class:`ValueError` naming it (:func:`psinspect.models.create_model` turns that
+into one :class:`psinspect.errors.PsinspectError` line); :func:`is_integer` and
+:func:`is_number` only answer. ``bool`` is never a number here (JSON ``true`` is not 1).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ from typing import Any
 def is_integer(value: Any) -> bool:
     """Whether ``value`` is an integer (Python or numpy), not a bool (nor a float such as 4.0)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a finite real number (Python or numpy), not a bool."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def integer(name: str, value: Any, low: int, high: int) -> int:
@@ -49,8 +56,7 @@ def number(name: str, value: Any, low: float = -math.inf, high: float = math.inf
            above: bool = False, below: bool = False) -> float:
     """``value`` as a float, which must be a finite real number from ``low`` to ``high``
     (``above``: greater than ``low``; ``below``: less than ``high``)."""
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value)
+    ok = (is_number(value)
           and (value > low if above else value >= low)
           and (value < high if below else value <= high))
     if not ok:
