@@ -309,13 +309,16 @@ def test_an_equal_validation_loss_is_not_an_improvement_and_a_stopped_run_stays_
         np.testing.assert_array_equal(again.state_arrays()[k], v)
 
 
-def test_fit_sets_the_thread_count_and_the_seed_draws_the_initial_network() -> None:
+def test_fit_trains_on_its_thread_count_restores_the_callers_and_seeds_the_network() -> None:
     before = torch.get_num_threads()
     want = 1 if before != 1 else 2
+    during: list[int] = []
     try:
         Stub(patch=16, steps_per_epoch=1, val_patches=1).fit(
-            _stub_maps(1), _stub_maps(1), epochs=1, batch_size=1, threads=want)
-        assert torch.get_num_threads() == want
+            _stub_maps(1), _stub_maps(1), epochs=1, batch_size=1, threads=want,
+            on_epoch=lambda *_: during.append(torch.get_num_threads()))
+        assert during == [want]
+        assert torch.get_num_threads() == before  # a caller's later work keeps its own
     finally:
         torch.set_num_threads(before)
     model = Stub()

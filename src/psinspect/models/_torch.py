@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,20 @@ def random_dihedral(normals: np.ndarray, mask: np.ndarray, rng: np.random.Genera
         n = flip(n, "lr")
         m = m[:, ::-1]
     return np.ascontiguousarray(n), np.ascontiguousarray(m)
+
+
+@contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """While active, torch uses ``threads`` CPU threads (None or 0: as it was); restored
+    afterwards, so a training run does not leave a caller's later work (``psinspect run``
+    detects after it trains) on its thread count."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def pad_to_size(arrays: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
@@ -342,111 +357,113 @@ class TorchAnomalyModel(AnomalyModel):
             raise PsinspectError("training needs at least one clean map")
         if not val:
             raise PsinspectError("training needs at least one clean validation map")
-        if threads:
-            torch.set_num_threads(int(threads))
-        self.net = self._init_net(seed)
-        if init is not None and resume is None:
-            self.load_state_arrays(init)
-        params = list(self.net.parameters())
-        opt = torch.optim.Adam(params, lr=self.lr)
-        # with ``ema`` > 0 an exponential moving average of the weights (decay ``ema`` per
-        # step) is what validation judges and what is kept; the raw weights keep training
-        averaged = (AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(self.ema),
-                                  use_buffers=True) if self.ema > 0 else None)
-        judged = averaged.module if averaged is not None else self.net
-        val_rng = np.random.default_rng([seed, 10**6])
-        val_batches = [self._batch(val, min(batch_size, len(val) * self.val_patches), val_rng)
-                       for _ in range(max(1, math.ceil(len(val) * self.val_patches / batch_size)))]
-        log: list[dict[str, Any]] = []
-        best_val = math.inf
-        best_state = {k: v.clone() for k, v in judged.state_dict().items()}
-        best_epoch = -1
-        bad = 0
-        start = 0
-        initial_val = None
-        if init is not None and resume is None:  # the weights started from: the loss to beat
-            best_val = initial_val = self._val_loss(judged, val_batches)
-        if resume is not None:
-            arrays, meta = resume
-            self.load_state_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
-            best_state = {k[5:]: torch.from_numpy(np.ascontiguousarray(v))
-                          for k, v in arrays.items() if k.startswith("best.")}
-            opt_state = opt.state_dict()
-            for i, _p in enumerate(params):
-                if f"opt.{i}.exp_avg" in arrays:
-                    opt_state["state"][i] = {
-                        "step": torch.tensor(float(meta["opt_steps"][i])),
-                        "exp_avg": torch.from_numpy(arrays[f"opt.{i}.exp_avg"].copy()),
-                        "exp_avg_sq": torch.from_numpy(arrays[f"opt.{i}.exp_avg_sq"].copy()),
-                    }
-            opt.load_state_dict(opt_state)
-            if averaged is not None:
-                judged.load_state_dict({k[4:]: torch.from_numpy(np.ascontiguousarray(v))
-                                        for k, v in arrays.items() if k.startswith("ema.")})
-                averaged.n_averaged.fill_(int(meta["ema_updates"]))
-            log = list(meta["log"])
-            best_val, best_epoch, bad = meta["best_val"], meta["best_epoch"], meta["bad"]
-            start = int(meta["epoch"]) + 1
-            if meta.get("stopped"):
-                start = epochs
-        for epoch in range(start, epochs):
-            t0 = time.perf_counter()
-            lr = self.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs))))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            rng = np.random.default_rng([seed, epoch])
-            self.net.train()
-            losses = []
-            # the next batch is made in a worker thread while the network trains on this one
-            # (numpy / OpenCV release the GIL); batches are drawn in order from the epoch's
-            # generator, so the result does not depend on the timing
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                pending = pool.submit(self._batch, train, batch_size, rng)
-                for step in range(self.steps_per_epoch):
-                    batch = pending.result()
-                    if step + 1 < self.steps_per_epoch:
-                        pending = pool.submit(self._batch, train, batch_size, rng)
-                    losses.append(self._step(opt, batch))
-                    if averaged is not None:
-                        averaged.update_parameters(self.net)
-            vl = self._val_loss(judged, val_batches)
-            improved = vl < best_val
-            if improved:
-                best_val, best_epoch, bad = vl, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in judged.state_dict().items()}
-            else:
-                bad += 1
-            stopped = bad >= patience
-            entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": vl,
-                     "lr": lr, "best": improved, "seconds": time.perf_counter() - t0}
-            if initial_val is not None and epoch == 0:
-                entry["initial_val_loss"] = initial_val
-            log.append(entry)
-            if on_epoch is not None:
-                arrays = {f"net.{k}": v.detach().numpy().copy()
-                          for k, v in self.net.state_dict().items()}
-                arrays.update({f"best.{k}": v.numpy().copy() for k, v in best_state.items()})
+        with cpu_threads(threads):
+            self.net = self._init_net(seed)
+            if init is not None and resume is None:
+                self.load_state_arrays(init)
+            params = list(self.net.parameters())
+            opt = torch.optim.Adam(params, lr=self.lr)
+            # with ``ema`` > 0 an exponential moving average of the weights (decay ``ema`` per
+            # step) is what validation judges and what is kept; the raw weights keep training
+            averaged = (AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(self.ema),
+                                      use_buffers=True) if self.ema > 0 else None)
+            judged = averaged.module if averaged is not None else self.net
+            val_rng = np.random.default_rng([seed, 10**6])
+            n_val = len(val) * self.val_patches
+            val_batches = [self._batch(val, min(batch_size, n_val), val_rng)
+                           for _ in range(max(1, math.ceil(n_val / batch_size)))]
+            log: list[dict[str, Any]] = []
+            best_val = math.inf
+            best_state = {k: v.clone() for k, v in judged.state_dict().items()}
+            best_epoch = -1
+            bad = 0
+            start = 0
+            initial_val = None
+            if init is not None and resume is None:  # the weights started from: the loss to beat
+                best_val = initial_val = self._val_loss(judged, val_batches)
+            if resume is not None:
+                arrays, meta = resume
+                self.load_state_arrays({k[4:]: v for k, v in arrays.items()
+                                        if k.startswith("net.")})
+                best_state = {k[5:]: torch.from_numpy(np.ascontiguousarray(v))
+                              for k, v in arrays.items() if k.startswith("best.")}
+                opt_state = opt.state_dict()
+                for i, _p in enumerate(params):
+                    if f"opt.{i}.exp_avg" in arrays:
+                        opt_state["state"][i] = {
+                            "step": torch.tensor(float(meta["opt_steps"][i])),
+                            "exp_avg": torch.from_numpy(arrays[f"opt.{i}.exp_avg"].copy()),
+                            "exp_avg_sq": torch.from_numpy(arrays[f"opt.{i}.exp_avg_sq"].copy()),
+                        }
+                opt.load_state_dict(opt_state)
                 if averaged is not None:
-                    arrays.update({f"ema.{k}": v.detach().numpy().copy()
-                                   for k, v in judged.state_dict().items()})
-                steps = []
-                st = opt.state_dict()["state"]
-                for i in range(len(params)):
-                    if i in st:
-                        arrays[f"opt.{i}.exp_avg"] = st[i]["exp_avg"].numpy().copy()
-                        arrays[f"opt.{i}.exp_avg_sq"] = st[i]["exp_avg_sq"].numpy().copy()
-                        steps.append(float(st[i]["step"]))
-                    else:
-                        steps.append(0.0)
-                meta = {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch,
-                        "bad": bad, "log": log, "opt_steps": steps, "stopped": stopped,
-                        "ema_updates": int(averaged.n_averaged) if averaged is not None else 0}
-                on_epoch(entry, arrays, meta)
-            if stopped:
-                break
-        self.net.load_state_dict(best_state)
-        self.net.eval()
-        return log
+                    judged.load_state_dict({k[4:]: torch.from_numpy(np.ascontiguousarray(v))
+                                            for k, v in arrays.items() if k.startswith("ema.")})
+                    averaged.n_averaged.fill_(int(meta["ema_updates"]))
+                log = list(meta["log"])
+                best_val, best_epoch, bad = meta["best_val"], meta["best_epoch"], meta["bad"]
+                start = int(meta["epoch"]) + 1
+                if meta.get("stopped"):
+                    start = epochs
+            for epoch in range(start, epochs):
+                t0 = time.perf_counter()
+                decay = 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs)))
+                lr = self.lr * (0.05 + decay)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                rng = np.random.default_rng([seed, epoch])
+                self.net.train()
+                losses = []
+                # the next batch is made in a worker thread while the network trains on this one
+                # (numpy / OpenCV release the GIL); batches are drawn in order from the epoch's
+                # generator, so the result does not depend on the timing
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    pending = pool.submit(self._batch, train, batch_size, rng)
+                    for step in range(self.steps_per_epoch):
+                        batch = pending.result()
+                        if step + 1 < self.steps_per_epoch:
+                            pending = pool.submit(self._batch, train, batch_size, rng)
+                        losses.append(self._step(opt, batch))
+                        if averaged is not None:
+                            averaged.update_parameters(self.net)
+                vl = self._val_loss(judged, val_batches)
+                improved = vl < best_val
+                if improved:
+                    best_val, best_epoch, bad = vl, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in judged.state_dict().items()}
+                else:
+                    bad += 1
+                stopped = bad >= patience
+                entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": vl,
+                         "lr": lr, "best": improved, "seconds": time.perf_counter() - t0}
+                if initial_val is not None and epoch == 0:
+                    entry["initial_val_loss"] = initial_val
+                log.append(entry)
+                if on_epoch is not None:
+                    arrays = {f"net.{k}": v.detach().numpy().copy()
+                              for k, v in self.net.state_dict().items()}
+                    arrays.update({f"best.{k}": v.numpy().copy() for k, v in best_state.items()})
+                    if averaged is not None:
+                        arrays.update({f"ema.{k}": v.detach().numpy().copy()
+                                       for k, v in judged.state_dict().items()})
+                    steps = []
+                    st = opt.state_dict()["state"]
+                    for i in range(len(params)):
+                        if i in st:
+                            arrays[f"opt.{i}.exp_avg"] = st[i]["exp_avg"].numpy().copy()
+                            arrays[f"opt.{i}.exp_avg_sq"] = st[i]["exp_avg_sq"].numpy().copy()
+                            steps.append(float(st[i]["step"]))
+                        else:
+                            steps.append(0.0)
+                    meta = {"epoch": epoch, "best_val": best_val, "best_epoch": best_epoch,
+                            "bad": bad, "log": log, "opt_steps": steps, "stopped": stopped,
+                            "ema_updates": int(averaged.n_averaged) if averaged is not None else 0}
+                    on_epoch(entry, arrays, meta)
+                if stopped:
+                    break
+            self.net.load_state_dict(best_state)
+            self.net.eval()
+            return log
 
     def run_net(self, x: np.ndarray) -> np.ndarray:
         """Network on one (C, H, W) float32 input, or a batch (B, C, H, W) of inputs of one
