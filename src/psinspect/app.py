@@ -583,6 +583,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     from psinspect.detect import (
         detect_map,
         light_count_note,
+        light_set_note,
         part_size_note,
         summary_document,
     )
@@ -609,7 +610,9 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     calibrated = {"pixel_threshold": own.threshold, "image_threshold": own.image_threshold}
     # the summary's thresholds: those that judged this one input
     bundle = replace(bundle, image_threshold=det.image_threshold)
-    judged = (light_count_note(bundle, num_lights), part_size_note(bundle, inp.mask, scale),
+    judged = (light_count_note(bundle, num_lights),
+              light_set_note(bundle, None if inp.capture is None else inp.capture[1]),
+              part_size_note(bundle, inp.mask, scale),
               _lenient_note(threshold, image_threshold, own, own_lights))
     notes = [*input_notes, *(n for n in judged if n is not None)]
     entry = {**det.summary(), "source": inp.source,

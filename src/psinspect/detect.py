@@ -501,6 +501,8 @@ class InputMap:
     #: the normal-map file read (None for a capture folder): what evaluate checks a ground
     #: truth's map against, by its SHA-256
     map_file: Path | None = None
+    #: a capture folder's light directions used (K, 3), DiLiGenT frame; None for maps
+    lights: np.ndarray | None = None
 
 
 def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
@@ -604,7 +606,8 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         return InputMap(p.name, n, m, str(p), confidence=res.confidence, gt_mask=gt,
                         defects=recs, light_splits=splits,
                         capture_images=(cap.images, cap.lights) if capture_images else None,
-                        ps_solver=solver, capture_solved=True, num_lights=cap.num_lights)
+                        ps_solver=solver, capture_solved=True, num_lights=cap.num_lights,
+                        lights=cap.lights)
     raise PsinspectError(f"{p}: input not found (expected a .npy/.png normal map or a capture "
                          "folder)")
 
@@ -838,6 +841,7 @@ def write_detection_outputs(
                         "normals: scores may be off (give the capture, or solve it with "
                         f"--solver {bundle.input_handling['ps_solver']})")
             notes.append(light_count_note(bundle, inp.num_lights))
+            notes.append(light_set_note(bundle, inp.lights))
             notes.append(part_size_note(bundle, inp.mask, scale))
             notes = [n for n in notes if n is not None]
             for note in notes:
@@ -896,6 +900,41 @@ def part_size_note(bundle: ModelBundle, mask: np.ndarray, scale: float = 1.0) ->
             f"{low:.0f}-{high:.0f} px: imaged this much {'finer' if size > high else 'coarser'}"
             f", its scores and verdict may not hold (score it resampled by about {suggest:.2g}:"
             " detect --scale, the web app's pixel scale)")
+
+
+#: how far (degrees, :func:`psinspect.stereo.light_set_distance_deg`) a capture's lights may
+#: lie from the nearest light set of a known-part model's training captures of as many lights
+#: (or, where those sets differ among themselves by more, as far as they do) before its
+#: verdict is said not to hold. DiLiGenT's 96 lights lie a median 4 deg from their nearest
+#: neighbour, and its odd-numbered lights 7.9-8.0 deg from its even-numbered ones
+LIGHT_SET_TOLERANCE_DEG = 5.0
+
+
+def light_set_note(bundle: ModelBundle, lights: np.ndarray | None) -> str | None:
+    """Why a capture's verdict may not hold: its ``lights`` ((K, 3), DiLiGenT frame) are as
+    many as those of some of a known-part model's training captures (config
+    ``input.capture_light_sets``) but other lights: farther from each such set than
+    :data:`LIGHT_SET_TOLERANCE_DEG`, and than those sets lie from each other (a model trained
+    through varied light sets had its thresholds calibrated across them). Its thresholds
+    assume the training lights (a fixed rig). None for maps (``lights`` None), a model that
+    records no light sets (trained on maps, or made before it recorded them), or a count
+    none of its sets has (:func:`light_count_note` speaks for that)."""
+    from psinspect.stereo import light_set_distance_deg
+
+    sets = [np.asarray(s, np.float64) for s in bundle.input_handling.get(
+        "capture_light_sets", [])]
+    same = [s for s in sets if lights is not None and len(s) == len(lights)]
+    if not same:
+        return None
+    spread = max((light_set_distance_deg(a, b) for i, a in enumerate(same)
+                  for b in same[i + 1:]), default=0.0)
+    off = min(light_set_distance_deg(s, lights) for s in same)
+    if off <= max(LIGHT_SET_TOLERANCE_DEG, spread):
+        return None
+    return (f"its {len(lights)} lights lie up to {off:.0f} deg from those of the model's "
+            f"{len(lights)}-light training captures: its thresholds assume those lights, so "
+            "good parts may fail and defective ones pass (use the lights file of the rig it "
+            "was trained on, or train or --calibrate-on with good captures under these lights)")
 
 
 def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:

@@ -8,7 +8,9 @@ A model directory (``MODEL_DIR``) holds
   weights the current ``config.json`` names;
 - ``config.json``: ``format`` ("psinspect-model"), ``format_version``, ``psinspect_version``,
   ``model`` (registry name), ``hyperparameters``, ``input`` (how inputs are handled: native
-  resolution, tiling), ``threshold`` (per-pixel decision threshold and how it was calibrated),
+  resolution, tiling, the PS solver; for known-part models trained on captures their light
+  counts ``capture_lights`` and light sets ``capture_light_sets``),
+  ``threshold`` (per-pixel decision threshold and how it was calibrated),
   ``image_threshold`` (pass/fail decision), ``weights_file`` and ``weights_sha256`` (the
   weights file's name and SHA-256), for models with test-time augmentation levels
   ``tta_thresholds`` (``{"<level>": {"threshold", "image_threshold"}}``, calibrated on the same
@@ -41,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from psinspect import __version__
+from psinspect.checks import is_number
 from psinspect.errors import PsinspectError
 from psinspect.fileio import (
     atomic_write_bytes,
@@ -309,6 +312,13 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not (isinstance(counts, list) and all(type(c) is int and c > 0 for c in counts)):
         raise PsinspectError(f"{path}: invalid input 'capture_lights' (want a list of light "
                              f"counts, got {counts!r})")
+    sets = given.get("capture_light_sets", [])
+    if not (isinstance(sets, list) and all(
+            isinstance(lights, list) and len(lights) >= 3 and all(
+                isinstance(v, list) and len(v) == 3 and all(is_number(x) for x in v)
+                and v[2] > 0 for v in lights) for lights in sets)):
+        raise PsinspectError(f"{path}: invalid input 'capture_light_sets' (want a list of light "
+                             "sets, each a list of at least 3 [x, y, z] directions with z > 0)")
     tile, overlap = given.get("tile", 768), given.get("tile_overlap", 64)
     if not (type(tile) is int and type(overlap) is int and 0 <= 2 * overlap < tile):
         raise PsinspectError(f"{path}: invalid input 'tile' / 'tile_overlap' (want integers "

@@ -153,6 +153,19 @@ def light_conditioning(lights: np.ndarray) -> float:
     return float(sv[-1] / sv[0])
 
 
+def light_set_distance_deg(a: np.ndarray, b: np.ndarray) -> float:
+    """How far apart two light sets are (degrees): the largest angle from a light of either
+    set to the nearest light of the other (the Hausdorff distance on the sphere), so the order
+    of the lights does not count and 0 means the same directions.
+
+    ``a``: (K, 3), ``b``: (L, 3) directions (any length > 0), DiLiGenT frame.
+    """
+    ua, ub = (np.asarray(v, np.float64) for v in (a, b))
+    ua, ub = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (ua, ub))
+    cos = np.clip(ua @ ub.T, -1.0, 1.0)
+    return float(np.degrees(np.arccos(min(cos.max(axis=1).min(), cos.max(axis=0).min()))))
+
+
 def check_lights_face_camera(lights: np.ndarray, label: str = "light directions") -> None:
     """One-line :class:`PsinspectError` starting with ``label`` when a light (K, 3) has z <= 0
     after normalisation (up to rounding, e.g. cos 90 deg): at or behind the image plane, i.e.

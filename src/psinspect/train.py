@@ -250,11 +250,31 @@ def surface_record(contents: dict[Path, tuple[str, str, str | None]]) -> dict[st
         "map_sha256": sorted({k[1] for k in contents.values() if k[0] == "map"})}
 
 
-def _light_count(capture: Path) -> int:
-    """How many lights (and images) a capture folder has: its lights file's rows."""
+def _capture_lights(capture: Path) -> np.ndarray:
+    """A capture folder's light directions (K, 3) unit, DiLiGenT frame: its lights file's
+    rows, one per image."""
     from psinspect.capture import capture_lights_file, read_lights_file
 
-    return len(read_lights_file(capture_lights_file(capture)))
+    return read_lights_file(capture_lights_file(capture))
+
+
+#: light sets of training captures closer than this (degrees, :func:`light_set_distance_deg`)
+#: are recorded once in a known-part model's config (``input.capture_light_sets``)
+SAME_LIGHT_SET_DEG = 0.5
+
+
+def distinct_light_sets(sets: Sequence[np.ndarray]) -> list[list[list[float]]]:
+    """The different light sets among ``sets`` ((K, 3) unit directions each, DiLiGenT frame),
+    in order of first appearance, as lists for JSON: a set within :data:`SAME_LIGHT_SET_DEG`
+    of an earlier one of as many lights is left out."""
+    from psinspect.stereo import light_set_distance_deg
+
+    kept: list[np.ndarray] = []
+    for lights in sets:
+        if not any(len(k) == len(lights) and light_set_distance_deg(k, lights)
+                   <= SAME_LIGHT_SET_DEG for k in kept):
+            kept.append(np.asarray(lights, np.float64))
+    return [np.round(k, 6).tolist() for k in kept]
 
 
 def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
@@ -916,14 +936,20 @@ def train_model(
         raise PsinspectError(f"--solver {args['solver']}: the normals given were solved with "
                              f"{recorded!r}, which the model takes for capture folders too")
     solver = check_solver(recorded or args.get("solver") or model.ps_solver)
-    # a known part's thresholds hold for the lights its captures were taken under: recorded,
-    # so detect can warn about a capture under another number of lights
+    # a known part's thresholds hold for the lights its captures were taken under: recorded
+    # (their counts, and the capture folders' light sets), so detect can warn about a capture
+    # under another number of lights or other lights
     # (a map that `psinspect normals` solved counts with the lights its run.json records)
-    per_file = [_light_count(f) if f.is_dir() and is_capture_folder(f)
-                else solved_light_count(normals_run_of(f))
-                for f in [*expanded, *cal_files]] if model.known_part else []
+    files = [*expanded, *cal_files]
+    lights_of = {f: _capture_lights(f) for f in files
+                 if model.known_part and f.is_dir() and is_capture_folder(f)}
+    per_file = [len(lights_of[f]) if f in lights_of else solved_light_count(normals_run_of(f))
+                for f in files] if model.known_part else []
     counts = sorted({n for n in per_file if n is not None})
+    light_sets = distinct_light_sets(list(lights_of.values()))
     capture_lights = {"capture_lights": counts} if counts else {}
+    if light_sets:
+        capture_lights["capture_light_sets"] = light_sets
     # captures of several light counts score differently (fewer lights, noisier normals): one
     # pass/fail threshold for all would be fitted to the higher-scoring ones and let more
     # through on the others, so each count gets thresholds of its own (detect judges a
