@@ -22,6 +22,7 @@ import tracemalloc
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -789,9 +790,40 @@ def _drop_defective(s: dict, ds: Path) -> None:
     (ds / "manifest.json").write_text(json.dumps(m))
 
 
+def _edit_json(path: Path, edit: Callable[[Any], Any]) -> None:
+    """Rewrite the JSON file ``path`` with ``edit`` applied to its content (edited in place
+    when ``edit`` returns None)."""
+    import json
+
+    doc = json.loads(path.read_text())
+    out = edit(doc)
+    path.write_text(json.dumps(doc if out is None else out))
+
+
+def _swap_scores(s: dict, d: Path) -> None:
+    """Two test maps' score files swapped (as if copied in from elsewhere)."""
+    a, b = (d / (Path(it["file"]).stem + "_score.npy") for it in s["tests"][:2])
+    first = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(first)
+
+
 EVAL_CASES: list[tuple[str, str, Callable[[dict, Path], None], str]] = [
     ("score: strings", "det", lambda s, d: (d / _score_file(s)).write_bytes(
-        _npy(np.array(["a", "b"]))), r"_score\.npy: shape \(2,\)"),
+        _npy(np.array(["a", "b"]))), r"_score\.npy: expected float32 scores, as detect "
+     r"writes them, got <U1"),
+    # (float64 scores were rounded to float32: scores apart by less tied, every metric moved)
+    ("score: float64", "det", lambda s, d: (d / _score_file(s)).write_bytes(
+        _npy(np.load(d / _score_file(s)).astype(np.float64))),
+     r"_score\.npy: expected float32 scores, as detect writes them, got float64"),
+    ("score: complex", "det", lambda s, d: (d / _score_file(s)).write_bytes(
+        _npy(np.load(d / _score_file(s)).astype(np.complex64))),
+     r"_score\.npy: expected float32 scores, as detect writes them, got complex64"),
+    ("score: edited", "det", lambda s, d: (d / _score_file(s)).write_bytes(
+        _npy(np.load(d / _score_file(s)) * 2)),
+     r"_score\.npy: gives image score .*, its summary entry in .*summary\.json .*: the score "
+     r"map and the summary are not of one detect run"),
+    ("score: two swapped", "det", _swap_scores, r"_score\.npy: gives image score"),
     ("score: wrong shape", "det", lambda s, d: (d / _score_file(s)).write_bytes(
         _npy(np.zeros((3, 3), np.float32))), r"_score\.npy: shape \(3, 3\)"),
     ("score: NaN", "det", lambda s, d: (d / _score_file(s)).write_bytes(
@@ -809,7 +841,48 @@ EVAL_CASES: list[tuple[str, str, Callable[[dict, Path], None], str]] = [
     ("summary: NaN image score", "det", lambda s, d: (d / "summary.json").write_text(
         re.sub(r'"image_score": [-0-9.e+]+', '"image_score": NaN',
                (d / "summary.json").read_text(), count=1)),
-     r"summary\.json: image_score of .* is not finite"),
+     r"summary\.json: input '.*': image_score must be a finite number, got nan"),
+    ("summary: image score edited", "det", lambda s, d: _edit_json(  # (verdict kept)
+        d / "summary.json", lambda j: j["inputs"][0].update(
+            image_score=j["inputs"][0]["image_score"] * 2)),
+     r"_score\.npy: gives image score .*, its summary entry in .*summary\.json [0-9.]+:"),
+    ("summary: image score a string", "det", lambda s, d: _edit_json(
+        d / "summary.json", lambda j: j["inputs"][0].update(image_score="5.5")),
+     r"summary\.json: input '.*': image_score must be a finite number, got '5\.5'"),
+    ("summary: image score true", "det", lambda s, d: _edit_json(
+        d / "summary.json", lambda j: j["inputs"][0].update(image_score=True)),
+     r"summary\.json: input '.*': image_score must be a finite number, got True"),
+    ("summary: input twice", "det", lambda s, d: _edit_json(
+        d / "summary.json", lambda j: j["inputs"].append(dict(j["inputs"][0]))),
+     r"summary\.json: input '.*' is listed twice"),
+    ("summary: verdict FAIL", "det", lambda s, d: _edit_json(
+        d / "summary.json", lambda j: j["inputs"][0].update(verdict="FAIL")),
+     r"summary\.json: input '.*': verdict must be pass, fail or error, got 'FAIL'"),
+    ("summary: verdict flipped", "det", lambda s, d: _edit_json(
+        d / "summary.json", lambda j: j["inputs"][0].update(
+            verdict={"pass": "fail", "fail": "pass"}[j["inputs"][0]["verdict"]])),
+     r"summary\.json: input '.*': verdict \w+ does not follow from image_score"),
+    ("summary: inputs of strings", "det", lambda s, d: _edit_json(
+        d / "summary.json", lambda j: j.update(inputs=["a", "b"])),
+     r"summary\.json: not a detect summary \(each input must be an object with a name\)"),
+    ("summary: sha not a string", "det", lambda s, d: _edit_json(
+        d / "summary.json", lambda j: j["inputs"][0].update(source_sha256=5)),
+     r"summary\.json: input '.*': source_sha256 must be a SHA-256 in hex, got 5"),
+    ("manifest: a map twice", "ds", lambda s, d: _edit_json(
+        d / "manifest.json", lambda m: m["items"].append(
+            {**next(i for i in m["items"] if i["split"] == "test-defective"),
+             "name": "A_again"})),
+     r"manifest\.json: manifest item A_again: its file .* is listed twice"),
+    ("manifest: defect mask outside", "ds", lambda s, d: _edit_json(
+        d / "manifest.json", lambda m: next(
+            i for i in m["items"] if i.get("defect_mask")).update(
+                defect_mask="../../x/M_a.png")),
+     r"manifest\.json: manifest item .*: defect_mask must be a path inside the dataset "
+     r"folder, got '\.\./\.\./x/M_a\.png'"),
+    ("manifest: defective map without defect", "ds", lambda s, d: (
+        d / _defect_mask(s)).write_bytes(_png(np.zeros((64, 64), np.uint8))),
+     r"ds: test map .* is in split test-defective but its defect mask marks 0 of its "
+     r"object's pixels"),
     ("manifest: no defective test maps", "ds", _drop_defective,
      r"cannot evaluate its test maps \(no defective test maps"),
     ("manifest: a list", "ds", lambda s, d: (d / "manifest.json").write_text("[1]"),
@@ -843,12 +916,37 @@ def test_bad_evaluate_inputs(tmp_path: Path, monkeypatch, capsys, eval_setup: di
 
 def test_evaluate_undamaged_baseline(tmp_path: Path, monkeypatch, capsys,
                                      eval_setup: dict) -> None:
-    """The fixture itself evaluates fine, so the failures above come from the damage."""
+    """The fixture itself evaluates fine, so the failures above come from the damage; the
+    detect folder may be named by its summary.json too."""
     src = eval_setup["root"]
     code, _, err = run_cli(["evaluate", src / "det", src / "ds", "-o", tmp_path / "out"],
                            monkeypatch, capsys)
-    assert code == 0, err
+    assert code == 0 and "warning" not in err, err
     assert (tmp_path / "out" / "metrics.json").is_file()
+    code, _, err = run_cli(["evaluate", src / "det" / "summary.json", src / "ds", "-o",
+                            tmp_path / "out2"], monkeypatch, capsys)
+    assert code == 0, err
+    one, two = (json.loads((tmp_path / o / "metrics.json").read_text()) for o in ("out", "out2"))
+    assert one.pop("source") == {**two.pop("source"), "predictions": str(src / "det")}
+    assert one == two
+
+
+def test_evaluate_says_which_predictions_it_left_out(tmp_path: Path, monkeypatch, capsys,
+                                                     eval_setup: dict) -> None:
+    """Predictions of maps the dataset does not test are named (they were recorded in
+    metrics.json only), on the console and in the report."""
+    src = eval_setup["root"]
+    ds = tmp_path / "ds"
+    shutil.copytree(src / "ds", ds)
+    left = Path(next(it for it in eval_setup["tests"]
+                     if it["split"] == "test-clean")["file"]).stem
+    _edit_json(ds / "manifest.json", lambda m: m.update(
+        items=[i for i in m["items"] if Path(i["file"]).stem != left]))
+    code, _, err = run_cli(["evaluate", src / "det", ds, "-o", tmp_path / "out"],
+                           monkeypatch, capsys)
+    note = f"1 prediction(s) have no test map in the dataset and were not evaluated ({left})"
+    assert code == 0 and f"warning: {note}" in err, err
+    assert note in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_evaluate_refuses_predictions_of_another_dataset(tmp_path: Path, monkeypatch, capsys,

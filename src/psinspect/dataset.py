@@ -51,7 +51,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -394,7 +394,19 @@ def check_manifest(manifest: dict[str, Any]) -> None:
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise PsinspectError(f"not a {FORMAT} manifest of version {VERSION}")
     surfaces = manifest.get("surfaces", {})
+    files: set[str] = set()
     for it in manifest.get("items", []):
+        for key in ("file", "defect_mask"):
+            rel = it.get(key)
+            if key == "file" or rel:
+                if not (isinstance(rel, str) and rel and not PurePosixPath(rel).is_absolute()
+                        and ".." not in PurePosixPath(rel).parts and "\\" not in rel):
+                    raise PsinspectError(f"manifest item {it['name']}: {key} must be a path "
+                                         f"inside the dataset folder, got {rel!r}")
+        if it["file"] in files:
+            raise PsinspectError(f"manifest item {it['name']}: its file {it['file']} is "
+                                 "listed twice")
+        files.add(it["file"])
         if it["split"] not in SPLITS:
             raise PsinspectError(f"manifest item {it['name']}: unknown split {it['split']!r}")
         if it["surface"] not in surfaces:

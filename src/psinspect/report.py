@@ -199,6 +199,10 @@ def evaluation_warnings(metrics: dict[str, Any]) -> list[str]:
         f"the model was trained on {len(seen)} of the test surfaces "
         f"({', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''}): these figures are not "
         "a measurement on unseen surfaces"]
+    extra = (metrics.get("source") or {}).get("unmatched_predictions") or []
+    if extra:
+        out.append(f"{len(extra)} prediction(s) have no test map in the dataset and were not "
+                   f"evaluated ({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''})")
     read = metrics.get("test_surface_reading_warnings") or {}
     if read:
         first = next(iter(read))
@@ -396,9 +400,11 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     dataset folder (``manifest.json``, :mod:`psinspect.dataset`); every item of ``splits`` must
     have a prediction named like its file stem. The object mask of an item is the non-zero
     vectors of its normal map; its defect mask is its ``defect_mask`` PNG (none = clean).
-    Returns ``(items, info)`` with :class:`psinspect.metrics.EvalItem` items and
-    ``info["normals"]``: name -> path of the item's normal map (for panels); per item (in
-    order) ``info["surfaces"]``: the manifest's surface (its name when not given),
+    ``pred_dir`` may also be that folder's ``summary.json``.
+    Returns ``(items, info)`` with :class:`psinspect.metrics.EvalItem` items,
+    ``info["predictions"]``: the detect folder, ``info["normals"]``: name -> path of the
+    item's normal map (for panels); per item (in order) ``info["surfaces"]``: the
+    manifest's surface (its name when not given),
     ``info["pred_masks"]``: detect's predicted mask (``NAME_mask.png``), ``info["verdicts"]``
     and ``info["defective"]`` (in the ``test-defective`` split); and the detect run's
     ``pixel_threshold``, ``image_threshold``, ``model`` and ``model_dir``; and
@@ -414,24 +420,30 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     from psinspect.normalmap import load_normal_map
 
     pred_dir = Path(pred_dir)
+    if pred_dir.name == "summary.json" and pred_dir.is_file():  # the folder's summary named
+        pred_dir = pred_dir.parent
     spath = pred_dir / "summary.json"
     if not spath.is_file():
         raise PsinspectError(f"{spath}: missing (PREDICTIONS must be a 'psinspect detect' "
                              "output folder)")
     try:
         summary = read_json(spath)
-        failed = {s["name"]: s.get("error") for s in summary["inputs"]
-                  if s.get("verdict") == "error"}  # detect --keep-going
-        image_scores = {s["name"]: float(s["image_score"]) for s in summary["inputs"]
-                        if s["name"] not in failed}
-        sources = {s["name"]: (s.get("source"), s.get("source_sha256"))
-                   for s in summary["inputs"]}
-        verdicts = {s["name"]: s["verdict"] for s in summary["inputs"]}
+        entries = summary["inputs"]
     except (ValueError, KeyError, TypeError) as err:
         raise PsinspectError(f"{spath}: not a detect summary ({err})") from None
-    bad = sorted(n for n, v in image_scores.items() if not np.isfinite(v))
-    if bad:
-        raise PsinspectError(f"{spath}: image_score of {', '.join(bad[:3])} is not finite")
+    if not isinstance(entries, list):
+        raise PsinspectError(f"{spath}: not a detect summary (inputs must be a list)")
+    by_name = {}
+    for entry in entries:
+        _check_summary_entry(entry, spath)
+        if entry["name"] in by_name:
+            raise PsinspectError(f"{spath}: input {entry['name']!r} is listed twice")
+        by_name[entry["name"]] = entry
+    failed = {n: e.get("error") for n, e in by_name.items()
+              if e["verdict"] == "error"}  # detect --keep-going
+    image_scores = {n: float(e["image_score"]) for n, e in by_name.items() if n not in failed}
+    sources = {n: (e.get("source"), e.get("source_sha256")) for n, e in by_name.items()}
+    verdicts = {n: e["verdict"] for n, e in by_name.items()}
     _check_operating_point(summary, spath)
     manifest, folder = load_manifest(ground_truth)
     wanted = [it for it in manifest["items"] if it["split"] in splits]
@@ -458,16 +470,26 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
                                    spath)
         map_shas.setdefault(str(it.get("surface") or name), set()).add(digest)
         _, mask = load_normal_map(folder / it["file"], check_frame=False)
-        score = load_npy(pred_dir / f"{name}_score.npy")
+        score_path = pred_dir / f"{name}_score.npy"
+        score = load_npy(score_path)
+        if score.dtype not in (np.float32, np.float16):  # (float16 is exact in float32)
+            raise PsinspectError(f"{score_path}: expected float32 scores, as detect writes "
+                                 f"them, got {score.dtype}")
         if score.shape != mask.shape:
-            raise PsinspectError(f"{pred_dir / (name + '_score.npy')}: shape {score.shape} "
-                                 f"!= map {mask.shape}")
+            raise PsinspectError(f"{score_path}: shape {score.shape} != map {mask.shape}")
         if not np.isfinite(score).all():
-            raise PsinspectError(f"{pred_dir / (name + '_score.npy')}: contains NaN or Inf")
+            raise PsinspectError(f"{score_path}: contains NaN or Inf")
+        score = score.astype(np.float32)
+        _check_image_score(by_name[name], score, mask, score_path, spath)
         gt = np.zeros(mask.shape, bool)
         if it.get("defect_mask"):
             gt = read_mask_png(folder / it["defect_mask"], mask.shape)
-        items.append(EvalItem(name, score.astype(np.float32), gt & mask, mask,
+        if (it["split"] == "test-defective") != bool((gt & mask).any()):
+            raise PsinspectError(
+                f"{ground_truth}: test map {name} is in split {it['split']} but its defect "
+                f"mask marks {int((gt & mask).sum())} of its object's pixels (a defective "
+                "map must mark some, a clean one none)")
+        items.append(EvalItem(name, score, gt & mask, mask,
                               image_scores[name], it.get("defects") or None))
         pred_masks.append(read_mask_png(pred_dir / f"{name}_mask.png", mask.shape,
                                         "predicted mask"))
@@ -475,7 +497,8 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
         normals_paths[name] = folder / it["file"]
         surfaces.append(str(it.get("surface") or name))
     unmatched = sorted((set(image_scores) | set(failed)) - {it.name for it in items})
-    info = {"normals": normals_paths, "unmatched_predictions": unmatched,
+    info = {"predictions": pred_dir, "normals": normals_paths,
+            "unmatched_predictions": unmatched,
             "pixel_threshold": summary.get("pixel_threshold"), "model": summary.get("model"),
             "image_threshold": summary.get("image_threshold"),
             # how detect scored (test-time copies, resampling); absent: the model's own / 1
@@ -497,6 +520,64 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
                 n: list(s["warnings"]) for n, s in manifest.get("surfaces", {}).items()
                 if n in set(surfaces) and isinstance(s, dict) and s.get("warnings")}}
     return items, info
+
+
+#: :func:`load_eval_items`: how far (relative) a summary's image score may lie from the one
+#: its score map gives (detect's rule; they agree to about 5e-8: float32 rounding)
+IMAGE_SCORE_RTOL = 1e-5
+
+
+def _check_summary_entry(entry: Any, spath: Any) -> None:
+    """Refuse (:class:`PsinspectError`) a detect summary's per-input entry that is not what
+    detect writes: an object with a string ``name``, a ``verdict`` of pass / fail / error,
+    and (unless an error) a finite ``image_score`` and ``image_threshold`` and a finite
+    ``image_scale`` > 0 where given, the verdict being ``fail`` exactly when the image score
+    is above the threshold; a ``source_sha256`` is a SHA-256 in hex."""
+    from psinspect.checks import is_number
+    from psinspect.errors import PsinspectError
+
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise PsinspectError(f"{spath}: not a detect summary (each input must be an object "
+                             "with a name)")
+    name, verdict = entry["name"], entry.get("verdict")
+    if verdict not in ("pass", "fail", "error"):
+        raise PsinspectError(f"{spath}: input {name!r}: verdict must be pass, fail or error, "
+                             f"got {verdict!r}")
+    sha = entry.get("source_sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64
+                                and all(c in "0123456789abcdef" for c in sha)):
+        raise PsinspectError(f"{spath}: input {name!r}: source_sha256 must be a SHA-256 in "
+                             f"hex, got {sha!r}")
+    if verdict == "error":
+        return
+    for key in ("image_score", "image_threshold", "image_scale"):
+        if (key in entry or key == "image_score") and not is_number(entry.get(key)):
+            raise PsinspectError(f"{spath}: input {name!r}: {key} must be a finite number, "
+                                 f"got {entry.get(key)!r}")
+    if entry.get("image_scale", 1.0) <= 0:
+        raise PsinspectError(f"{spath}: input {name!r}: image_scale must be > 0, got "
+                             f"{entry['image_scale']!r}")
+    if "image_threshold" in entry and verdict != (
+            "fail" if entry["image_score"] > entry["image_threshold"] else "pass"):
+        raise PsinspectError(f"{spath}: input {name!r}: verdict {verdict} does not follow from "
+                             f"image_score {entry['image_score']} and image_threshold "
+                             f"{entry['image_threshold']} (fail when above)")
+
+
+def _check_image_score(entry: dict[str, Any], score: np.ndarray, mask: np.ndarray,
+                       score_path: Any, spath: Any) -> None:
+    """Refuse a summary entry whose image score is not the one its score map gives by detect's
+    rule (:func:`psinspect.detect.image_score` times the entry's ``image_scale``): a score map
+    swapped, copied from another run or edited, or an image score edited by hand."""
+    from psinspect.detect import image_score
+    from psinspect.errors import PsinspectError
+
+    own = image_score(score, mask) * float(entry.get("image_scale", 1.0))
+    given = float(entry["image_score"])
+    if abs(own - given) > IMAGE_SCORE_RTOL * max(abs(own), abs(given), 1e-12):
+        raise PsinspectError(f"{score_path}: gives image score {own:.6g}, its summary entry "
+                             f"in {spath} {given:.6g}: the score map and the summary are not "
+                             "of one detect run")
 
 
 def _check_operating_point(summary: dict[str, Any], spath: Any) -> None:
@@ -677,6 +758,7 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     from psinspect.normalmap import load_normal_map
 
     items, info = load_eval_items(pred_dir, ground_truth)
+    pred_dir = info["predictions"]  # (the folder, where its summary.json was named)
     try:
         metrics = evaluate(items, max_fpr=max_fpr)
     except ValueError as err:  # e.g. no defective test maps: nothing to measure
