@@ -8,8 +8,9 @@ higher = more anomalous, 0 outside the mask.
   and the geometric one score the object whole, in a window of its bounding box plus a margin
   (:func:`psinspect.models.score_in_window`: GroupNorm statistics, a coarse fitting grid and a
   reference level over the input would otherwise make the scores depend on how much
-  background surrounds the part), up to their ``max_whole_pixels``, and larger objects in
-  overlapping tiles of that area. Other tileable models score maps larger than the model's
+  background surrounds the part; each separate object of the mask on its own window), up
+  to their ``max_whole_pixels``, and larger objects in overlapping tiles of that area, laid
+  from the object's bounding box. Other tileable models score maps larger than the model's
   ``tile`` in overlapping tiles whose borders (``tile_overlap`` px) are dropped when
   stitching.
 - The image score is the peak of the score map after a 3 x 3 average over object pixels (one
@@ -249,8 +250,13 @@ def score_map(
     has_ref = True
     unreliable = np.zeros((h, w), bool)
     has_unrel = False
-    for r0, r1, k0, k1 in _tiles(h, tile, overlap):
-        for c0, c1, j0, j1 in _tiles(w, tile, overlap):
+    # the tiles start at the object's bounding box, not at the map's corner: a part scores
+    # the same wherever it lies in the map
+    box = object_window(mask, 0) or (0, h, 0, w)
+    for r0, r1, k0, k1 in ((box[0] + a, box[0] + b, box[0] + c, box[0] + d)
+                           for a, b, c, d in _tiles(box[1] - box[0], tile, overlap)):
+        for c0, c1, j0, j1 in ((box[2] + a, box[2] + b, box[2] + c, box[2] + d)
+                               for a, b, c, d in _tiles(box[3] - box[2], tile, overlap)):
             m = mask[r0:r1, c0:c1]
             if not m[k0 - r0:k1 - r0, j0 - c0:j1 - c0].any():
                 continue

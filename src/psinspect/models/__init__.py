@@ -125,21 +125,60 @@ def score_in_window(
     (:func:`psinspect.normalmap.object_window`, zero-padded past the map's edges), and its
     result placed in the map: the same scores however much background surrounds the part,
     as the window moves with the object (a model that pools over its input or works on a
-    coarser grid would otherwise score the part by where it lies in the map)."""
+    coarser grid would otherwise score the part by where it lies in the map).
+
+    A mask of several separate objects (8-connected components: parts side by side, stray
+    specks) has each scored on its own window with the others left out, so a part scores as
+    it would alone (one window around all of them scored a clean casting 37 times higher,
+    and failed it, for a 3 x 3 speck 400 px away). ``info`` and ``image_scale`` are those of
+    the largest object's result (the same for all of a model's windows)."""
+    from scipy import ndimage
+
     from psinspect.normalmap import object_window, put_window, take_window
 
     mask = np.asarray(mask, bool)
-    win = object_window(mask, margin)
-    if win is None:
-        return score_window(normals, mask, confidence)
-    res = score_window(take_window(normals, win), take_window(mask, win),
-                       None if confidence is None else take_window(confidence, win))
-    shape = mask.shape
-    return ScoreResult(
-        score=put_window(res.score, win, shape),
-        reference=None if res.reference is None else put_window(res.reference, win, shape),
-        unreliable=None if res.unreliable is None else put_window(res.unreliable, win, shape),
-        info=res.info, image_scale=res.image_scale)
+    lab, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count <= 1:
+        win = object_window(mask, margin)
+        if win is None:
+            return score_window(normals, mask, confidence)
+        res = score_window(take_window(normals, win), take_window(mask, win),
+                           None if confidence is None else take_window(confidence, win))
+        shape = mask.shape
+        return ScoreResult(
+            score=put_window(res.score, win, shape),
+            reference=None if res.reference is None else put_window(res.reference, win,
+                                                                    shape),
+            unreliable=None if res.unreliable is None else put_window(res.unreliable, win,
+                                                                      shape),
+            info=res.info, image_scale=res.image_scale)
+    h, w = mask.shape
+    score = np.zeros((h, w), np.float32)
+    reference = unreliable = first = None
+    sizes = np.bincount(lab.ravel())[1:]
+    boxes = ndimage.find_objects(lab)
+    for i in np.argsort(-sizes, kind="stable"):  # largest first
+        rows, cols = boxes[i]
+        win = (rows.start - margin, rows.stop + margin, cols.start - margin, cols.stop + margin)
+        one = take_window(lab, win) == i + 1
+        res = score_window(np.where(one[..., None], take_window(normals, win), 0
+                                    ).astype(normals.dtype), one,
+                           None if confidence is None else take_window(confidence, win))
+        first = res if first is None else first
+        if res.reference is not None and reference is None:
+            reference = np.zeros((h, w, 3), res.reference.dtype)
+        if res.unreliable is not None and unreliable is None:
+            unreliable = np.zeros((h, w), bool)
+        # this object's pixels of the window (all inside the map), in map coordinates
+        a0, a1, b0, b1 = max(win[0], 0), min(win[1], h), max(win[2], 0), min(win[3], w)
+        inside = (slice(a0 - win[0], a1 - win[0]), slice(b0 - win[2], b1 - win[2]))
+        sel = one[inside]
+        for out, got in ((score, res.score), (reference, res.reference),
+                         (unreliable, res.unreliable)):
+            if got is not None:
+                out[a0:a1, b0:b1][sel] = got[inside][sel]
+    return ScoreResult(score=score, reference=reference, unreliable=unreliable,
+                       info=first.info, image_scale=first.image_scale)
 
 
 #: the default model (``train``, ``run``; the bundled model is one)
