@@ -257,6 +257,23 @@ def test_resume_after_kill_equals_uninterrupted(train_inputs: list[Path], uninte
     _same_model(uninterrupted, out)
 
 
+def test_resume_refuses_inputs_changed_at_the_same_paths(tmp_path: Path, monkeypatch,
+                                                         capsys) -> None:
+    """A training input replaced after the interrupt (a dataset rebuilt with other held-out
+    surfaces, a map overwritten) was trained on before and after it: the finished model's
+    record named only the new one (a test surface trained on, unseen by evaluate's check)."""
+    inputs = good_sphere_maps(tmp_path / "in", 40)
+    out = tmp_path / "model"
+    assert _run_child(_train_argv(inputs, out),
+                      setup=_kill_after_checkpoint(1)) == signal.SIGKILL
+    save_npy(inputs[1], sphere_normals(40, radius=0.3)[0])  # another part, the same path
+    code, _, err = run_cli(["train", *inputs, "-o", out, "--threads", "1", "--resume"],
+                           monkeypatch, capsys)
+    assert code == 2 and "--resume: the inputs are not what the interrupted run trained on" \
+        in err, err
+    assert not (out / "config.json").exists()
+
+
 def test_resume_after_kill_inside_a_checkpoint_write(train_inputs: list[Path],
                                                      uninterrupted: Path, tmp_path: Path,
                                                      monkeypatch, capsys) -> None:

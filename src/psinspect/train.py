@@ -49,6 +49,7 @@ removed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -777,6 +778,21 @@ def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any],
                                        if started else ""))
 
 
+def _on_cpu_threads(train: Callable[..., Any]) -> Callable[..., Any]:
+    """``train`` run with torch on its ``threads`` keyword's CPU thread count (None: as it
+    is), training and calibration alike (scores computed on other thread counts differ in
+    their last bits, so a resumed run would calibrate other thresholds), and the caller's
+    count restored afterwards (``psinspect run`` detects after it trains)."""
+    @functools.wraps(train)
+    def run(*args: Any, threads: int | None = None, **kwargs: Any) -> Any:
+        from psinspect.models._torch import cpu_threads
+
+        with cpu_threads(threads):
+            return train(*args, threads=threads, **kwargs)
+    return run
+
+
+@_on_cpu_threads
 def train_model(
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -841,7 +857,7 @@ def train_model(
             "threshold_fpr": float(threshold_fpr), "image_fpr": float(image_fpr),
             "threshold": threshold, "solver": solver,
             "calibration_inputs": [os.path.abspath(p) for p in calibration_inputs or []]}
-    resume_state = None
+    resume_state = resumed_inputs = None
     if resume:
         arrays, meta = _read_checkpoint(out)
         if not isinstance(meta.get("args"), dict) or not isinstance(meta.get("train_state"), dict):
@@ -853,6 +869,7 @@ def train_model(
                                  f"{', '.join(map(str, args.get('inputs', [])))}; give the same "
                                  "inputs (or train again without --resume)")
         resume_state = (arrays, meta["train_state"])
+        resumed_inputs = meta.get("inputs_sha256")
     else:
         if not force and (out / CHECKPOINT_DIR / "state.json").is_file():
             raise PsinspectError(f"{out}: holds an interrupted training run: add --resume to "
@@ -997,9 +1014,23 @@ def train_model(
     cal_names, cal_maps = [c[0] for c in cal_loaded], [c[1] for c in cal_loaded]
     cal_extras = [c[2] for c in cal_loaded]
 
+    # what the inputs are, not only where: a resumed run must train on the same surfaces (a
+    # dataset rebuilt at the same path with other held-out surfaces would otherwise have
+    # trained on a test surface that the finished model's record does not name)
+    inputs_sha = hashlib.sha256(json.dumps([data.source, cal_record], sort_keys=True,
+                                           default=str).encode()).hexdigest()
+    if resume_state is not None and resumed_inputs != inputs_sha:
+        raise PsinspectError(
+            f"{out}: --resume: " + ("the checkpoint does not record what its inputs held "
+                                    "(an earlier psinspect)" if resumed_inputs is None else
+                                    "the inputs are not what the interrupted run trained on "
+                                    "(changed since, at the same paths: other surfaces, "
+                                    "captures or maps)") + "; train again without --resume")
+
     def checkpoint(entry: dict[str, Any], arrays: dict[str, np.ndarray],
                    state: dict[str, Any]) -> None:
-        _write_checkpoint(out, arrays, {"args": args, "train_state": state})
+        _write_checkpoint(out, arrays, {"args": args, "train_state": state,
+                                        "inputs_sha256": inputs_sha})
         if on_epoch is not None:
             on_epoch({**entry, "epochs": args["epochs"]})
 
