@@ -236,6 +236,16 @@ def test_cli_dataset_warns_what_it_cannot_do(renders, tmp_path) -> None:
     assert [ln for ln in res.output.splitlines() if ln.startswith("warning: ")] == [
         "warning: no test surface (one capture, or --holdout none): evaluate has nothing to "
         "judge against this dataset; give more captures, or name test ones with --holdout"]
+    # one clean capture and one with its own defects: the defective one is the only test
+    # surface, so no test map is defect-free (image AUROC undefined): said
+    bad = next(c for c in sorted(renders.iterdir()) if (c / "M_defect.png").exists())
+    res = CliRunner().invoke(app, ["dataset", str(clean), str(bad), "-o", str(tmp_path / "c"),
+                                   "--augment", "none"])
+    assert res.exit_code == 0, res.output
+    assert [ln for ln in res.output.splitlines() if ln.startswith("warning: ")] == [
+        "warning: no defect-free test maps (the test surfaces are captures with their own "
+        "M_defect.png): image AUROC is undefined and evaluate cannot tell how many good parts "
+        "fail; hold out a clean capture too (--holdout)"]
 
 
 @pytest.mark.skipif(not (DILIGENT / "ballPNG").is_dir(),

@@ -80,6 +80,11 @@ def dataset_cmd(
         typer.echo("warning: no test surface (one capture, or --holdout none): evaluate has "
                    "nothing to judge against this dataset; give more captures, or name test "
                    "ones with --holdout", err=True)
+    elif not counts.get("test-clean"):
+        typer.echo("warning: no defect-free test maps (the test surfaces are captures with "
+                   "their own M_defect.png): image AUROC is undefined and evaluate cannot tell "
+                   "how many good parts fail; hold out a clean capture too (--holdout)",
+                   err=True)
     own = manifest["config"]["real_defective"]
     if own and min_angle != 2.0:
         typer.echo(f"warning: --min-angle {min_angle:g} applies to the defects implanted here; "
