@@ -14,7 +14,7 @@ import pytest
 from _robust_util import run_cli, sphere_normals
 
 from psinspect.fileio import save_npy
-from psinspect.normalmap import FLIPPED_AXIS_RATIO, flipped_axis_ratio, load_normal_map
+from psinspect.normalmap import FRAME_MISMATCH_RATIO, frame_mismatch, load_normal_map
 
 
 def _flipped(n: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -26,22 +26,51 @@ def _flipped(n: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 def test_the_ratio_tells_a_flipped_axis() -> None:
     n, m = sphere_normals(64)
-    assert flipped_axis_ratio(n, m) < 0.1
-    assert flipped_axis_ratio(_flipped(n, (1,)), m) > 10
-    assert flipped_axis_ratio(_flipped(n, (0,)), m) > 10
+    assert frame_mismatch(n, m)[0] < 0.1
+    assert frame_mismatch(_flipped(n, (1,)), m) == (pytest.approx(frame_mismatch(
+        _flipped(n, (0,)), m)[0]), "flipped")
+    assert frame_mismatch(_flipped(n, (1,)), m)[0] > 10
     # both flipped: the slopes of the surface upside down, which no curl can tell
-    assert flipped_axis_ratio(_flipped(n, (0, 1)), m) < 0.1
+    assert frame_mismatch(_flipped(n, (0, 1)), m)[0] < 0.1
+    # x and y exchanged (channels out of order), or the vectors a quarter turn off their
+    # pixels (a map turned as an image): each told as what it is
+    swapped, turned = n[..., [1, 0, 2]], np.stack([-n[..., 1], n[..., 0], n[..., 2]], -1)
+    assert frame_mismatch(swapped, m)[1] == "swapped" and frame_mismatch(swapped, m)[0] > 10
+    assert frame_mismatch(turned, m)[1] == "turned" and frame_mismatch(turned, m)[0] > 10
     # noise on a flat surface: about 1, below the warning's ratio
     rng = np.random.default_rng(0)
     flat = np.zeros((64, 64, 3), np.float32)
     flat[..., :2] = rng.normal(0, 0.05, (64, 64, 2))
     flat[..., 2] = 1
     flat /= np.linalg.norm(flat, axis=-1, keepdims=True)
-    ratio = flipped_axis_ratio(flat, np.ones((64, 64), bool))
-    assert 0.7 < ratio < FLIPPED_AXIS_RATIO
+    ratio, _ = frame_mismatch(flat, np.ones((64, 64), bool))
+    assert 0.7 < ratio < FRAME_MISMATCH_RATIO
     small = np.zeros((64, 64), bool)
     small[:18, :18] = True  # 14 x 14 = 196 pixels count: too few to tell
-    assert flipped_axis_ratio(n, small) is None
+    assert frame_mismatch(n, small) is None
+
+
+def test_a_map_with_its_channels_exchanged_or_turned_as_an_image_warns(tmp_path: Path
+                                                                       ) -> None:
+    """A walkthrough's defective map with x and y exchanged passed silently (2.6 against
+    6.1); the array turned by 90 degrees, its vectors not, passed with a warning that spoke
+    of a flipped axis."""
+    from psinspect.normalmap import rotate90
+
+    n, m = sphere_normals(64)
+    save_npy(tmp_path / "xy.npy", n[..., [1, 0, 2]])
+    save_npy(tmp_path / "turned.npy", np.rot90(n, 1).copy())  # pixels turned, vectors not
+    assert np.allclose(rotate90(n, 1)[..., :2], np.stack(
+        [-np.rot90(n, 1)[..., 1], np.rot90(n, 1)[..., 0]], -1))  # (what turning them is)
+    with pytest.warns(UserWarning, match=r"xy.npy: its normals fit a surface [0-9.]+x better "
+                                         r"with their x and y components exchanged: the map's "
+                                         r"x and y are likely in each other's place"):
+        load_normal_map(tmp_path / "xy.npy")
+    with pytest.warns(UserWarning, match=r"turned.npy: its normals fit a surface [0-9.]+x "
+                                         r"better with their vectors turned by a quarter turn: "
+                                         r"the map was likely turned by 90 degrees as an image "
+                                         r"without turning its vectors"):
+        load_normal_map(tmp_path / "turned.npy")
 
 
 def test_a_map_with_a_flipped_axis_warns_when_read(tmp_path: Path) -> None:

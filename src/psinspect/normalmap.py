@@ -303,9 +303,10 @@ def load_normal_map(path: str | os.PathLike[str], check_frame: bool = True
     Returns ``(normals float32 (H, W, 3), mask bool (H, W))``; errors are :class:`PsinspectError`
     naming the file. A map whose object is the whole frame and whose border is one constant
     normal, most likely a background written as a flat normal, gets a warning (either format),
-    as does one whose x or y axis looks flipped (:func:`flipped_axis_note`; about 4 ms a
-    256 x 256 map) unless ``check_frame`` is False: maps psinspect solved itself (a dataset's,
-    whose captures were checked when solved; its own outputs).
+    as does one that looks to be in another frame (x or y flipped, exchanged, vectors turned:
+    :func:`frame_note`; about 5 ms a 256 x 256 map) unless ``check_frame`` is False: maps
+    psinspect solved itself (a dataset's, whose captures were checked when solved; its own
+    outputs).
     """
     path = Path(path)
     if path.is_dir():
@@ -323,7 +324,7 @@ def load_normal_map(path: str | os.PathLike[str], check_frame: bool = True
         out = validate_normal_map(load_npy(path), name=str(path))
         _warn_flat_background(*out, str(path))
         if check_frame:
-            _warn_flipped_axis(*out, str(path))
+            _warn_frame(*out, str(path))
         return out
     if suffix == ".png":
         hw = image_size_hw(path)
@@ -351,14 +352,14 @@ def load_normal_map(path: str | os.PathLike[str], check_frame: bool = True
         out = validate_normal_map(n, mask, name=str(path))
         _warn_flat_background(*out, str(path))
         if check_frame:
-            _warn_flipped_axis(*out, str(path))
+            _warn_frame(*out, str(path))
         return out
     raise PsinspectError(f"{path}: unsupported normal-map format (use .npy or .png)")
 
 
-def _warn_flipped_axis(normals: np.ndarray, mask: np.ndarray, name: str) -> None:
-    """Warn where the map's x or y axis looks flipped (:func:`flipped_axis_note`)."""
-    note = flipped_axis_note(normals, mask, name)
+def _warn_frame(normals: np.ndarray, mask: np.ndarray, name: str) -> None:
+    """Warn where the map looks to be in another frame (:func:`frame_note`)."""
+    note = frame_note(normals, mask, name)
     if note is not None:
         warnings.warn(note, UserWarning, stacklevel=3)
 
@@ -378,21 +379,29 @@ def _warn_flat_background(normals: np.ndarray, mask: np.ndarray, name: str) -> N
                       UserWarning, stacklevel=3)
 
 
-#: :func:`flipped_axis_ratio` above which a map's x or y axis is said to be flipped
-FLIPPED_AXIS_RATIO = 1.3
+#: :func:`frame_mismatch` ratio above which a map is said to be in another frame
+FRAME_MISMATCH_RATIO = 1.3
+
+#: :func:`frame_mismatch`: the other frames a map is tried in, named by what turns them into
+#: psinspect's: ``flipped``: x or y negated (a y-down frame: DirectX-style maps, light
+#: directions taken from image rows); ``swapped``: x and y exchanged (channels in another
+#: order); ``turned``: x and y exchanged and one negated, i.e. the vectors a quarter turn off
+#: their pixels (a map turned as an image, its vectors left as they were). Negating both x and
+#: y (the surface upside down) leaves no trace in the curl and is not tried.
+FRAMES = ("flipped", "swapped", "turned")
 
 
-def flipped_axis_ratio(normals: np.ndarray, mask: np.ndarray) -> float | None:
+def frame_mismatch(normals: np.ndarray, mask: np.ndarray) -> tuple[float, str] | None:
     """How much better ``normals`` (H, W, 3; camera frame: x right, y up, z to the camera)
-    describe a surface with their y component negated: the RMS curl of their slope field
-    ``(p, q) = (-nx / nz, -ny / nz)`` as it is, over that with ``q`` negated. A surface's own
-    slopes have no curl (``dp/dy = dq/dx``; y grows up, against the rows), so a map in this
-    frame gives well below 1 and one with its x or y axis flipped (y down, as DirectX-style
-    normal maps or a lights file in such a frame give) well above 1: 0.02-0.71 and 1.4-44 on
-    the benchmark's 216 maps and their y-flipped copies; noise alone gives about 1. Pixels of
-    ``mask`` (H, W) with nz > 0.3 count where their neighbours two pixels away do too (steep
-    slopes and edges left out); each curl is smoothed by a Gaussian of 1 px first. None where
-    fewer than 400 pixels count (too little to tell)."""
+    describe a surface in another frame (:data:`FRAMES`), and which: the RMS curl of their
+    slope field ``(p, q) = (-nx / nz, -ny / nz)`` as it is, over the smallest of the others'.
+    A surface's own slopes have no curl (``dp/dy = dq/dx``; y grows up, against the rows), so
+    a map in this frame gives well below 1 and one in another frame well above 1. Over the
+    benchmark's 856 dataset maps: 0.02-0.91 as they are; with y negated 1.13-45 (2 of 856
+    below 1.3), x and y exchanged 1.10-40 (12 below), vectors turned a quarter 1.44-59; noise
+    alone gives about 1. Pixels of ``mask`` (H, W) with nz > 0.3 count where their neighbours
+    two pixels away do too (steep slopes and edges left out); each curl is smoothed by a
+    Gaussian of 1 px first. None where fewer than 400 pixels count (too little to tell)."""
     nz = normals[..., 2]
     ok = np.asarray(mask, bool) & (nz > 0.3)
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
@@ -404,6 +413,7 @@ def flipped_axis_ratio(normals: np.ndarray, mask: np.ndarray) -> float | None:
     p = np.where(ok, -normals[..., 0] / safe, 0.0)
     q = np.where(ok, -normals[..., 1] / safe, 0.0)
     dp_dy, dq_dx = -np.gradient(p, axis=0), np.gradient(q, axis=1)
+    dq_dy, dp_dx = -np.gradient(q, axis=0), np.gradient(p, axis=1)
 
     def blur(x: np.ndarray) -> np.ndarray:  # Gaussian of 1 px, reflected at the border
         return cv2.GaussianBlur(x, (9, 9), 1.0, borderType=cv2.BORDER_REFLECT)
@@ -414,23 +424,35 @@ def flipped_axis_ratio(normals: np.ndarray, mask: np.ndarray) -> float | None:
         smooth = blur(np.where(valid, curl, 0.0))[valid] / weight
         return float(np.sqrt(np.mean(smooth ** 2)))
 
-    flipped = rms(dp_dy + dq_dx)  # (q negated: -dq/dx on the right-hand side)
-    return rms(dp_dy - dq_dx) / flipped if flipped > 0 else None
+    # the curl of (p, q) with q negated, of (q, p), and of (-q, p)
+    others = dict(zip(FRAMES, (rms(dp_dy + dq_dx), rms(dq_dy - dp_dx), rms(dq_dy + dp_dx)),
+                      strict=True))
+    best = min(others, key=others.__getitem__)
+    return (rms(dp_dy - dq_dx) / others[best], best) if others[best] > 0 else None
 
 
-def flipped_axis_note(normals: np.ndarray, mask: np.ndarray, name: str,
-                      what: str = "the map",
-                      fix: str = "y-down normals, as in DirectX-style maps, need y negated"
-                      ) -> str | None:
-    """A one-line warning where :func:`flipped_axis_ratio` is above :data:`FLIPPED_AXIS_RATIO`
-    (``what``: how to name the normals' source, e.g. a capture's light directions; ``fix``:
-    how to put it right), else None."""
-    ratio = flipped_axis_ratio(normals, mask)
-    if ratio is None or ratio <= FLIPPED_AXIS_RATIO:
+def frame_note(normals: np.ndarray, mask: np.ndarray, name: str, what: str = "the map",
+               flip_fix: str = "y-down normals, as in DirectX-style maps, need y negated"
+               ) -> str | None:
+    """A one-line warning where :func:`frame_mismatch` is above :data:`FRAME_MISMATCH_RATIO`
+    (``what``: how to name the normals' source, e.g. a capture's light directions;
+    ``flip_fix``: how to put a flipped axis right), else None."""
+    found = frame_mismatch(normals, mask)
+    if found is None or found[0] <= FRAME_MISMATCH_RATIO:
         return None
-    return (f"{name}: its normals fit a surface {ratio:.1f}x better with their x or y "
-            f"component negated: {what}'s x or y axis is likely flipped (psinspect's frame is "
-            f"x right, y up, z to the camera; {fix}), so scores and verdict may not hold")
+    ratio, how = found
+    frame = "psinspect's frame is x right, y up, z to the camera"
+    better, likely = {
+        "flipped": ("with their x or y component negated",
+                    f"{what}'s x or y axis is likely flipped ({frame}; {flip_fix})"),
+        "swapped": ("with their x and y components exchanged",
+                    f"{what}'s x and y are likely in each other's place ({frame}; a normal "
+                    "PNG holds x, y, z as R, G, B)"),
+        "turned": ("with their vectors turned by a quarter turn",
+                   f"{what} was likely turned by 90 degrees as an image without turning its "
+                   f"vectors ({frame})")}[how]
+    return (f"{name}: its normals fit a surface {ratio:.1f}x better {better}: {likely}, so "
+            "scores and verdict may not hold")
 
 
 # --------------------------------------------------------------------------------------------

@@ -537,24 +537,23 @@ def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None
 
 def run_photometric_stereo(capture: Capture, solver: str = "ls") -> PSResult:
     """:func:`solve` on a :class:`psinspect.capture.Capture`; a warning where the normals
-    look solved with a light frame whose x or y axis is flipped
-    (:func:`psinspect.normalmap.flipped_axis_note`)."""
+    look solved with lights in another frame (:func:`warn_flipped_lights`)."""
     res = solve(capture.images, capture.lights, capture.mask, solver=solver)
     warn_flipped_lights(res.normals, capture)
     return res
 
 
 def warn_flipped_lights(normals: np.ndarray, capture: Capture) -> None:
-    """Warn where ``normals`` (H, W, 3), solved from ``capture``, fit a surface better with
-    their y component negated: its light directions are most likely in a frame with x or y
-    flipped (:func:`psinspect.normalmap.flipped_axis_note`)."""
+    """Warn where ``normals`` (H, W, 3), solved from ``capture``, fit a surface better in
+    another frame: its light directions are most likely in a frame with x or y flipped, or
+    exchanged (:func:`psinspect.normalmap.frame_note`)."""
     import warnings
 
-    from psinspect.normalmap import flipped_axis_note
+    from psinspect.normalmap import frame_note
 
-    note = flipped_axis_note(normals, capture.mask, str(capture.path or capture.name),
-                             what="its light directions (the lights file)",
-                             fix="light directions with y down, e.g. taken from image rows, "
-                                 "need y negated")
+    note = frame_note(normals, capture.mask, str(capture.path or capture.name),
+                      what="its light directions (the lights file)",
+                      flip_fix="light directions with y down, e.g. taken from image rows, "
+                               "need y negated")
     if note is not None:
         warnings.warn(note, UserWarning, stacklevel=3)
