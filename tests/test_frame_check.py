@@ -9,6 +9,7 @@ import json
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from _robust_util import run_cli, sphere_normals
@@ -122,3 +123,26 @@ def test_a_capture_whose_lights_file_has_y_down_warns(tmp_path: Path, monkeypatc
                for w in entry["warnings"]), entry
     code, _, err = run_cli(["normals", cap, "-o", tmp_path / "n"], monkeypatch, capsys)
     assert code == 0 and all(part in err for part in note), err
+
+
+def test_a_map_whose_normals_mostly_face_sideways_warns(tmp_path: Path) -> None:
+    """A part tilted by 10 degrees written as a PNG in BGR order (x and z exchanged) looked
+    tilted by 80, and a walkthrough's defective part passed silently; untouched: no warning."""
+    from psinspect.normalmap import encode_png
+
+    tilt = np.zeros((64, 64, 3), np.float32)
+    tilt[...] = [np.sin(np.radians(10)), 0.0, np.cos(np.radians(10))]
+    m = np.ones((64, 64), bool)
+    m[:4] = False
+    tilt[~m] = 0
+    for name, n in (("ok", tilt), ("bgr", tilt[..., ::-1].copy())):
+        rgb = encode_png(n, m)
+        cv2.imwrite(str(tmp_path / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_normal_map(tmp_path / "ok.png")
+    assert not caught, [str(w.message) for w in caught]
+    with pytest.warns(UserWarning, match=r"bgr.png: most of its normals face more than 80 "
+                                         r"degrees away from the camera \(median z 0\.1[78]\): "
+                                         r"if its channels are in another order"):
+        load_normal_map(tmp_path / "bgr.png")
