@@ -163,9 +163,8 @@ def test_force_refuses_an_output_folder_holding_an_input(tmp_path: Path, command
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     res = runner.invoke(app, [*argv, "--force"])
     assert res.exit_code != 0
-    said = ("is an input folder of this command" if command.split("-")[0] in ("evaluate",
-                                                                           "dataset")
-            else "is an input of this one: write to another folder")  # (out IS an input)
+    said = ("holds input files of this command" if command in ("defects", "detect")
+            else "is an input folder of this command")
     assert said in str(res.exception or res.output)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 

@@ -370,8 +370,8 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     that run's files (:func:`staged_output_dir`) would delete them; and, unless the command
     writes a model folder (``model_folder``: train), a folder that holds a psinspect model or
     an interrupted training run (its files are not replaced by other commands' results, which
-    would join them). An input folder itself is never an output folder (written files would
-    join its images, say).
+    would join them). An input folder itself, or one holding an input file, is never an
+    output folder (written files would join its images, or be read as maps next time).
 
     A relative path starting with ``~`` (a home folder the shell did not expand, as after
     ``--out=``) is refused unless that folder exists here, instead of creating one named
@@ -391,10 +391,16 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     if path.is_symlink() and not path.exists():  # (it failed after the work: "File exists")
         raise PsinspectError(f"{path}: is a link to {os.readlink(path)}, which does not exist: "
                              "create that folder or choose another output folder")
-    folders = {Path(p).resolve() for p in inputs if p is not None and Path(p).is_dir()}
-    if path.is_dir() and path.resolve() in folders:  # its files would mix with the input's
-        raise PsinspectError(f"{path}: is an input folder of this command: choose another "
-                             "output folder")
+    # the input folders, and those holding input files (detect's score maps or defects' A_
+    # maps beside the maps read would be read as maps next time)
+    given = [Path(p) for p in inputs if p is not None]
+    folders = {q.resolve() for q in given if q.is_dir()}
+    holding = {q.parent.resolve() for q in given if q.is_file()}
+    if path.is_dir() and path.resolve() in folders | holding:  # its files would mix with them
+        raise PsinspectError(
+            f"{path}: " + ("is an input folder of this command" if path.resolve() in folders
+                           else "holds input files of this command") + ": choose another "
+            "output folder")
     if path.is_dir():
         # a killed run's staging folder inside it (an output folder on another file system
         # than its parent, see staged_output_dir) does not make it "not empty"
