@@ -401,3 +401,22 @@ def test_a_seed_out_of_range_is_a_usage_error(args, tmp_path, monkeypatch, capsy
     lines = error_lines(err)
     assert len(lines) == 1 and "seed': Input should be" in lines[0], err
     assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["defects", "m.npy", "-o", "d", "--types", "scratch", "--types", "dent"], "--types"),
+    (["detect", "m.npy", "-o", "d", "--tta", "2", "--tta=4"], "--tta"),
+    (["detect", "m.npy", "-o", "d", "--out", "e"], "-o"),
+    (["train", "m.npy", "n.npy", "-o", "m", "--force", "--force"], "--force"),
+])
+def test_an_option_given_twice_is_refused(argv, option, tmp_path, monkeypatch,
+                                          capsys) -> None:
+    """click keeps the last value of an option given twice, silently: `defects --types scratch
+    --types dent` drew dents only. Options that take several (--calibrate-on) stay free."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(argv, monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {option} is given more than once; give it once (only the last would count)"]
+    code, _, err = run_cli(["train", "a.npy", "b.npy", "-o", "m", "--calibrate-on", "c.npy",
+                            "--calibrate-on", "d.npy"], monkeypatch, capsys)
+    assert code == 2 and "given more than once" not in err and "input not found" in err, err

@@ -108,6 +108,31 @@ def _usage_error_line(err: typer.TyperException) -> str:
     return f"error: {message}"
 
 
+def repeated_option(args: list[str]) -> str | None:
+    """The first option of ``args`` (a command line after the program name) given more than
+    once that takes one value or is a flag (click keeps the last silently: ``--types scratch
+    --types dent`` drew dents only), as it was written; None when there is none or the command
+    is not known (click then says what is wrong)."""
+    commands = getattr(typer.main.get_command(app), "commands", {})  # (typer's own click)
+    name = next((a for a in args if not a.startswith("-")), None)
+    command = commands.get(name) if name is not None else None
+    if command is None:
+        return None
+    words = args[args.index(name) + 1:]
+    if "--" in words:
+        words = words[:words.index("--")]
+    for param in command.params:
+        if (getattr(param, "param_type_name", None) != "option"
+                or getattr(param, "multiple", False) or getattr(param, "count", False)):
+            continue
+        names = [*param.opts, *param.secondary_opts]
+        given = [w for w in words if w in names
+                 or any(w.startswith(f"{o}=") for o in names if o.startswith("--"))]
+        if len(given) > 1:
+            return given[0].partition("=")[0]
+    return None
+
+
 def main() -> None:
     """Console-script entry point. Always exits (``SystemExit``): 0 on success, a command's
     ``typer.Exit`` code, 2 with one ``error: ...`` line on stderr for a user error
@@ -116,6 +141,11 @@ def main() -> None:
     errors (its "findDecoder" notes repeat what our one-line errors say)."""
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
     register_commands()
+    again = repeated_option(sys.argv[1:])
+    if again is not None:
+        typer.echo(f"error: {again} is given more than once; give it once (only the last would "
+                   "count)", err=True)
+        sys.exit(2)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:
