@@ -420,3 +420,16 @@ def test_an_option_given_twice_is_refused(argv, option, tmp_path, monkeypatch,
     code, _, err = run_cli(["train", "a.npy", "b.npy", "-o", "m", "--calibrate-on", "c.npy",
                             "--calibrate-on", "d.npy"], monkeypatch, capsys)
     assert code == 2 and "given more than once" not in err and "input not found" in err, err
+
+
+def test_defects_refuses_a_map_given_twice(tmp_path, monkeypatch, capsys) -> None:
+    """As detect does: the same map twice gave two defective copies of it, A_x and A_x_2."""
+    save_npy(tmp_path / "m.npy", sphere_normals(32)[0])
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "link.npy").symlink_to(tmp_path / "m.npy")
+    code, _, err = run_cli(["defects", tmp_path / "m.npy", tmp_path / "sub" / "link.npy", "-o",
+                            tmp_path / "d"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [
+        f"error: {tmp_path / 'sub' / 'link.npy'}: this input is given twice (also as "
+        f"{tmp_path / 'm.npy'}): give each map once"], err
+    assert not (tmp_path / "d").exists()

@@ -102,6 +102,12 @@ def defects_cmd(
             raise PsinspectError(f"{p}: is a folder, not a normal map (.npy / .png) or the "
                                  "output folder of psinspect normals")
         maps.append(p / NORMALS_FILE if p.is_dir() else p)
+    seen: dict[Path, Path] = {}
+    for p, m in zip(normals, maps, strict=True):  # (it would be two maps, x and x_2)
+        if m.resolve() in seen:
+            raise PsinspectError(f"{p}: this input is given twice (also as {seen[m.resolve()]}): "
+                                 "give each map once")
+        seen[m.resolve()] = p
     summary: dict = {"settings": {"per_image": per_image, "types": type_list,
                                   "severity": severity, "seed": seed, "min_angle": min_angle,
                                   "along": along}, "images": {}}
