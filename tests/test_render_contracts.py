@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -307,3 +308,16 @@ def test_select_panels_spreads_the_defective_maps_over_the_sorted_list() -> None
     assert chosen[0] == "d00" and chosen[-1] == "d11"
     positions = [names.index(n) for n in chosen]
     assert max(np.diff(positions)) <= 2  # evenly spread: no long run left out
+
+
+@pytest.mark.parametrize(("k", "message"), [
+    (2, "--lights: photometric stereo needs at least 3 lights, got 2"),
+    (257, "--lights: at most 256 lights (a rendered image per light and part), got 257")])
+def test_light_counts_out_of_range_are_refused_at_once(k: int, message: str) -> None:
+    """100000 lights rendered for minutes before anything was said."""
+    from psinspect.errors import PsinspectError
+    from psinspect.render import default_lights
+
+    with pytest.raises(PsinspectError, match=re.escape(message)):
+        default_lights(k)
+    assert default_lights(256).shape == (256, 3)

@@ -477,6 +477,11 @@ def make_part(rng: np.random.Generator, size: int = 256, family: str = "disc",
 # ------------------------------------------------------------------------------------------
 
 
+#: the most lights a rendered capture may have (DiLiGenT has 96; 100000 lights rendered for
+#: minutes before anything was said)
+MAX_LIGHTS = 256
+
+
 def default_lights(k: int = 12, layout: str = "diligent", *, slant_deg: float = 45.0
                    ) -> np.ndarray:
     """K unit light directions (K, 3) float32, DiLiGenT frame (x right, y up, z to camera).
@@ -489,6 +494,9 @@ def default_lights(k: int = 12, layout: str = "diligent", *, slant_deg: float = 
     """
     if k < 3:
         raise PsinspectError(f"--lights: photometric stereo needs at least 3 lights, got {k}")
+    if k > MAX_LIGHTS:
+        raise PsinspectError(f"--lights: at most {MAX_LIGHTS} lights (a rendered image per "
+                             f"light and part), got {k}")
     if layout == "ring":
         s = math.radians(slant_deg)
         az = 2 * math.pi * np.arange(k) / k
