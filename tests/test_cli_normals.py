@@ -255,3 +255,14 @@ def test_lights_in_a_flipped_frame_are_hinted_at(tmp_path: Path, monkeypatch, ca
     curl, line = [ln for ln in err.splitlines() if ln.startswith("warning")]
     assert "its light directions (the lights file)'s x or y axis is likely flipped" in curl
     assert "check the lights' frame" in line and "y taken from row numbers" in line
+
+
+def test_a_capture_too_small_for_a_normal_map_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    """normals wrote a 7 x 7 map that detect then refused as too small."""
+    from _robust_util import run_cli
+
+    cap = synthetic_capture(tmp_path / "cap", size=7, with_gt=False)
+    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "n"], monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"error: {cap}: images are 7 x 7 pixels, too small for a normal map (at least 8 x 8)")
+    assert not (tmp_path / "n").exists()

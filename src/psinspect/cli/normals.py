@@ -66,7 +66,7 @@ def normals_cmd(
         staged_output_dir,
         utc_timestamp,
     )
-    from psinspect.normalmap import angular_error_deg, encode_png
+    from psinspect.normalmap import MIN_MAP_SIDE, angular_error_deg, encode_png
     from psinspect.stereo import (
         check_solver,
         farthest_point_lights,
@@ -111,6 +111,10 @@ def normals_cmd(
             caught = [str(w.message) for w in wlist]
     for msg in caught:
         typer.echo(f"warning: {msg}", err=True)
+    if min(cap.mask.shape) < MIN_MAP_SIDE:  # (a map detect and train would refuse)
+        h, w = cap.mask.shape
+        raise PsinspectError(f"{capture_dir}: images are {w} x {h} pixels, too small for a "
+                             f"normal map (at least {MIN_MAP_SIDE} x {MIN_MAP_SIDE})")
 
     t0 = time.perf_counter()
     res = run_photometric_stereo(cap, solver)
