@@ -85,3 +85,22 @@ def test_a_tiled_part_scores_the_same_wherever_it_lies(tmp_path) -> None:
     there = score_map(model, *_placed(part, pmask, (h + 60, w + 90), (37, 61)))
     assert here.info.get("tiled") and there.info.get("tiled")
     np.testing.assert_array_equal(there.score[37:37 + h, 61:61 + w], here.score[:h, :w])
+
+
+def test_a_part_cut_by_the_frame_warns(tmp_path) -> None:
+    """A part cut off by the map's edge: its scores near the cut changed (a walkthrough)
+    without a word; a part with a margin, or touching the edge at a few pixels, gets none."""
+    from psinspect.detect import MAX_EDGE_PX, edge_note
+
+    part, pmask = _part(tmp_path)
+    h, w = pmask.shape
+    assert edge_note(_placed(part, pmask, (h + 20, w + 20), (10, 10))[1]) is None
+    cut = _placed(part, pmask, (h + 20, w + 10), (10, 0))[1][:, w // 3:]  # left third cut off
+    note = edge_note(cut)
+    assert note is not None and note.startswith(
+        f"the part touches the map's edge over {int(cut[:, 0].sum())} px: if the frame cuts "
+        "it off there, scores near the cut may not hold")
+    few = np.zeros((40, 40), bool)
+    few[10:20, 0:10] = True
+    few[10:10 + MAX_EDGE_PX // 2, 0] = True
+    assert edge_note(few) is None

@@ -582,6 +582,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     """
     from psinspect.detect import (
         detect_map,
+        edge_note,
         light_count_note,
         light_set_note,
         part_size_note,
@@ -612,7 +613,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     bundle = replace(bundle, image_threshold=det.image_threshold)
     judged = (light_count_note(bundle, num_lights),
               light_set_note(bundle, None if inp.capture is None else inp.capture[1]),
-              part_size_note(bundle, inp.mask, scale),
+              part_size_note(bundle, inp.mask, scale), edge_note(inp.mask),
               _lenient_note(threshold, image_threshold, own, own_lights))
     notes = [*input_notes, *(n for n in judged if n is not None)]
     entry = {**det.summary(), "source": inp.source,

@@ -849,6 +849,7 @@ def write_detection_outputs(
             notes.append(light_count_note(bundle, inp.num_lights))
             notes.append(light_set_note(bundle, inp.lights))
             notes.append(part_size_note(bundle, inp.mask, scale))
+            notes.append(edge_note(inp.mask))
             notes = [n for n in notes if n is not None]
             for note in notes:
                 warnings.warn(f"{p}: {note}", UserWarning, stacklevel=2)
@@ -941,6 +942,25 @@ def light_set_note(bundle: ModelBundle, lights: np.ndarray | None) -> str | None
             f"{len(lights)}-light training captures: its thresholds assume those lights, so "
             "good parts may fail and defective ones pass (use the lights file of the rig it "
             "was trained on, or train or --calibrate-on with good captures under these lights)")
+
+
+#: how many of an object's pixels may lie on the map's edge before :func:`edge_note` warns
+#: (a rendered organic benchmark part touches it with 10; a part cut by the frame has a
+#: straight cut of many more)
+MAX_EDGE_PX = 16
+
+
+def edge_note(mask: np.ndarray) -> str | None:
+    """Why a verdict may not hold: more than :data:`MAX_EDGE_PX` object pixels of ``mask``
+    (H, W) lie on the map's edge, so the part is likely cut off by the frame, and a model
+    that learned whole parts sees the cut as an edge of its own (scores near it changed by up
+    to 0.9 in a walkthrough). None otherwise."""
+    m = np.asarray(mask, bool)
+    edge = int(m[0].sum() + m[-1].sum() + m[1:-1, 0].sum() + m[1:-1, -1].sum())
+    if edge <= MAX_EDGE_PX:
+        return None
+    return (f"the part touches the map's edge over {edge} px: if the frame cuts it off there, "
+            "scores near the cut may not hold (image the whole part with a margin)")
 
 
 def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:

@@ -77,8 +77,9 @@ def detect_cmd(
     or psinspect normals' map, solved from another number of lights than a known-part model's
     training captures, a capture of as many lights under other directions, a map solved with
     another PS solver than the model's, a part far larger or smaller in pixels than the
-    model's training parts, or a map (or a capture's light directions) that looks to be in
-    another frame: x or y flipped, x and y exchanged, vectors left unturned in a turned map).
+    model's training parts, a part cut off by the map's edge, or a map (or a capture's light
+    directions) that looks to be in another frame: x or y flipped, x and y exchanged, vectors
+    left unturned in a turned map).
     Ground truth is picked up from a capture's M_defect.png or, for a dataset map A_X.npy, from
     M_X.png beside it.
     """
