@@ -370,3 +370,21 @@ def test_training_on_a_surface_read_with_warnings_says_so(tmp_path: Path) -> Non
     assert said.startswith(f"1 training surface(s) of {tmp_path / 'ds'} were read with "
                            f"warnings ({caps[0].name}; ")
     assert "no mask.png" in said and said.endswith("the model learns them as they were read")
+
+
+def test_one_part_through_fewer_lights_in_train_and_test_warns(renders, tmp_path) -> None:
+    """A training capture copied through fewer of its lights has other images and lights
+    (another fingerprint) but its very mask: held out, the same part was in train and test
+    without a word (a walkthrough)."""
+    import shutil
+
+    caps = find_captures([renders])
+    clean = next(c for c in caps if not (c / "M_defect.png").exists())
+    sub = tmp_path / "fewer"
+    shutil.copytree(clean, sub)
+    for listing in ("filenames.txt", "light_directions.txt", "light_intensities.txt"):
+        lines = (sub / listing).read_text().splitlines()
+        (sub / listing).write_text("\n".join(lines[:-2]) + "\n")
+    with pytest.warns(UserWarning, match=f"{clean.name} \\(training\\) and fewer \\(test\\) "
+                                         "have the same mask, byte for byte"):
+        build_dataset([*caps, sub], tmp_path / "ds", holdout=["fewer"], subsets=2, augment=[])

@@ -294,6 +294,20 @@ def build_dataset(
             raise PsinspectError(f"{first[fp, masks[name]]} and {name} are the same capture "
                                  "(identical images, lights and mask): give each surface once")
         first[fp, masks[name]] = name
+    # one part captured twice (another light set, a copy through fewer lights) has other
+    # images but, where its mask was made once, the very same mask file
+    by_mask: dict[str, list[str]] = {}
+    for name in names:
+        if masks[name] is not None:
+            by_mask.setdefault(masks[name], []).append(name)
+    for alike in by_mask.values():
+        train = [n for n in alike if n not in test_names]
+        test = [n for n in alike if n in test_names]
+        if train and test:
+            warnings.warn(f"{train[0]} (training) and {test[0]} (test) have the same mask, byte "
+                          "for byte: if they are one part captured twice (e.g. through other "
+                          "lights), train and test share a surface; hold out both or neither",
+                          UserWarning, stacklevel=2)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {
