@@ -321,3 +321,10 @@ def test_light_counts_out_of_range_are_refused_at_once(k: int, message: str) -> 
     with pytest.raises(PsinspectError, match=re.escape(message)):
         default_lights(k)
     assert default_lights(256).shape == (256, 3)
+
+
+def test_a_defect_that_cannot_be_placed_is_said_of_its_part(tmp_path) -> None:
+    from psinspect.render import render_dataset
+
+    with pytest.raises(PsinspectError, match=r"^part000_\w+: could not place defect 1 of "):
+        render_dataset(tmp_path / "r", 1, defect_rate=1.0, severity=0.001, size=64, seed=0)

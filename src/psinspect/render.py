@@ -853,9 +853,12 @@ def render_dataset(
         rng, fam = _part_family(seed, i, fams)
         n_def = int(rng.integers(1, max_defects + 1)) if rng.random() < defect_rate else 0
         name = f"part{i:03d}_{fam}"
-        rp = render_part(rng, size=size, family=fam, lights=lights, layout=layout,
-                         defects=n_def, defect_types=defect_types, severity=severity,
-                         specular=specular, shadows=shadows, name=name)
+        try:  # (a defect that cannot be placed is said of its part)
+            rp = render_part(rng, size=size, family=fam, lights=lights, layout=layout,
+                             defects=n_def, defect_types=defect_types, severity=severity,
+                             specular=specular, shadows=shadows, name=name)
+        except PsinspectError as err:
+            raise PsinspectError(f"{name}: {err}") from None
         rp.info["seed"] = [int(seed), i]
         paths.append(write_rendered(out / name, rp))
         if progress is not None:
