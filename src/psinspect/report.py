@@ -137,9 +137,13 @@ def curves_png(curves: dict[str, Any]) -> bytes:
                 xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1),
                 ylim=(0, 1.01))
     max_fpr = float(curves.get("max_fpr", 0.3))
-    x, y = _subsample_curve(*curves["pro"])
-    keep = x <= max_fpr * 1.0001
-    axes[1].plot(x[keep], y[keep], lw=1.5, color="tab:orange")
+    # the part integrated (FPR up to max_fpr, the end interpolated there, as AUPRO is), then
+    # thinned for the figure (thinned first, it ended at the last kept point before max_fpr)
+    fx, fy = (np.asarray(v, np.float64) for v in curves["pro"])
+    cut = fx <= max_fpr
+    x, y = _subsample_curve(np.append(fx[cut], max_fpr),
+                            np.append(fy[cut], np.interp(max_fpr, fx, fy)))
+    axes[1].plot(x, y, lw=1.5, color="tab:orange")
     axes[1].set(title=titled(f"PRO curve (FPR <= {max_fpr:g})", "pro", "AUPRO"),
                 xlabel="false-positive rate", ylabel="per-region overlap", xlim=(0, max_fpr),
                 ylim=(0, 1.01))
