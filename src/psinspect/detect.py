@@ -901,12 +901,17 @@ def part_size_note(bundle: ModelBundle, mask: np.ndarray, scale: float = 1.0) ->
     size = own * scale
     if not own or low <= size <= high * PART_SIZE_SLACK:
         return None
-    suggest = float(np.clip(mid / own, *SCALES))
+    want = mid / own
+    suggest = float(np.clip(want, *SCALES))
     at = f" at scale {scale:g}" if scale != 1.0 else ""
+    how = (f"score it resampled by about {suggest:.2g}: detect --scale, the web app's pixel "
+           "scale" if suggest == want else
+           f"even resampled by {suggest:g}, the most --scale allows, it stays "
+           f"{'larger' if want < 1 else 'smaller'} than the model's typical training part: "
+           f"image it {'coarser' if want < 1 else 'finer'} or train a model on such parts")
     return (f"the part is {size:.0f} px across{at}, the model's training parts "
             f"{low:.0f}-{high:.0f} px: imaged this much {'finer' if size > high else 'coarser'}"
-            f", its scores and verdict may not hold (score it resampled by about {suggest:.2g}:"
-            " detect --scale, the web app's pixel scale)")
+            f", its scores and verdict may not hold ({how})")
 
 
 #: how far (degrees, :func:`psinspect.stereo.light_set_distance_deg`) a capture's lights may
