@@ -654,9 +654,14 @@ def apply_height(
     grid. With ``e = (dh/dx, dh/dy, 0)`` (``dh/dy = -dh/drow``):
 
     * ``along="normal"`` (default): the surface is displaced by ``h`` along its own normal, so
-      a dent goes into the material on a tilted surface too. To first order (exact on a plane)
+      a dent goes into the material on a tilted surface too. To first order
       ``n' = normalize(n - P_n e)`` with ``P_n = I - n n^T`` the tangent-plane projection:
-      the gradient of ``h`` taken on the surface.
+      the gradient of ``h`` taken on the surface. These are the displaced surface's normals
+      written at the pixel of the undisplaced point: exact on a frontal plane; on a tilted
+      surface the displaced point moves sideways by ``h`` times the normal's tilt, so the map
+      is not exactly the normal map of one height field (a walkthrough: curl of its slopes up
+      to 0.18 on a plane tilted by about 20 deg, a least-squares surface fitting it to 6 deg
+      where ``along="view"`` fits to the grid's own 2 deg).
     * ``along="view"``: ``h`` is added to the depth map ``z(x, y)``: the gradient
       ``(p, q) = (-nx/nz, -ny/nz)`` becomes ``(p + dh/dx, q + dh/dy)``, i.e.
       ``n' = normalize(n - nz e)`` (exact for any surface; on steep regions the change fades).
