@@ -959,8 +959,11 @@ def edge_note(mask: np.ndarray) -> str | None:
     """Why a verdict may not hold: more than :data:`MAX_EDGE_PX` object pixels of ``mask``
     (H, W) lie on the map's edge, so the part is likely cut off by the frame, and a model
     that learned whole parts sees the cut as an edge of its own (scores near it changed by up
-    to 0.9 in a walkthrough). None otherwise."""
+    to 0.9 in a walkthrough). None otherwise, and for a map that is object everywhere (a
+    surface patch, or a background counted as the object, which reading it warns about)."""
     m = np.asarray(mask, bool)
+    if m.all():
+        return None
     edge = int(m[0].sum() + m[-1].sum() + m[1:-1, 0].sum() + m[1:-1, -1].sum())
     if edge <= MAX_EDGE_PX:
         return None
