@@ -78,11 +78,13 @@ def test_a_capture_zips_ground_truth_is_in_the_results(tmp_path: Path, geometric
     (entry,), (want_entry,) = got["inputs"], want["inputs"]
     assert entry["gt_defect_px"] == want_entry["gt_defect_px"] > 0
     # the panel has detect's ground-truth column (the app's normals of a capture differ from
-    # detect's by float rounding, and a few of the panel's pixels by one grey level)
+    # detect's by float rounding, and a few of the panel's pixels by a grey level or two: two
+    # with one torch thread)
     panel, want_panel = (cv2.imread(str(d / f"{folder.name}_panel.png"))
                          for d in (got_dir, want_dir))
     assert panel.shape == want_panel.shape
-    assert np.abs(panel.astype(int) - want_panel).max() <= 1
+    diff = np.abs(panel.astype(int) - want_panel)
+    assert diff.max() <= 3 and (diff > 1).mean() < 1e-3
 
 
 def test_a_clean_dataset_maps_ground_truth_is_in_the_results(tmp_path: Path,

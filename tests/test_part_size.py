@@ -51,13 +51,16 @@ def test_the_bundled_model_warns_about_a_part_far_from_its_training_size(
     assert f"resampled by about {sizes['median'] / part_size_px(m_small):.2g}" in note
     assert "finer" in part_size_note(bundle, m_big)
     assert part_size_note(bundle, m_small, scale=3.0) is None  # scaled into the range
-    # a part so small that the largest --scale leaves it small: not told that scale (a 9 px
-    # part was told to score at 4)
-    tiny = sphere_normals(24)[1]
-    assert sizes["median"] / part_size_px(tiny) > 4
+    # a part so small that the largest --scale leaves it smaller than any training part: not
+    # told that scale (a 9 px part was told to score at 4); one that 4 brings into the range
+    # is told 4
+    tiny, reach = sphere_normals(24)[1], sphere_normals(40)[1]
+    assert part_size_px(tiny) * 4 < sizes["min"] < part_size_px(reach) * 4
+    assert sizes["median"] / part_size_px(reach) > 4
     assert part_size_note(bundle, tiny).endswith(
-        "(even resampled by 4, the most --scale allows, it stays smaller than the model's "
-        "typical training part: image it finer or train a model on such parts)")
+        "(even resampled by 4, the most --scale allows, it stays smaller than the smallest of "
+        "the model's training parts: image it finer or train a model on such parts)")
+    assert "(score it resampled by about 4: detect --scale" in part_size_note(bundle, reach)
     save_npy(tmp_path / "small.npy", small)
     save_npy(tmp_path / "fine.npy", ok)
     code, _, err = run_cli(["detect", tmp_path / "small.npy", tmp_path / "fine.npy", "-o",

@@ -868,6 +868,13 @@ EVAL_CASES: list[tuple[str, str, Callable[[dict, Path], None], str]] = [
     ("summary: sha not a string", "det", lambda s, d: _edit_json(
         d / "summary.json", lambda j: j["inputs"][0].update(source_sha256=5)),
      r"summary\.json: input '.*': source_sha256 must be a SHA-256 in hex, got 5"),
+    # (null switched the content check off: detect writes a hash or no key)
+    ("summary: sha null", "det", lambda s, d: _edit_json(
+        d / "summary.json", lambda j: j["inputs"][0].update(source_sha256=None)),
+     r"summary\.json: input '.*': source_sha256 must be a SHA-256 in hex, got None"),
+    ("predictions: a file", "det", lambda s, d: shutil.move(d, d.with_name("moved")) and (
+        d.write_text("{}")), r"det: a file; PREDICTIONS must be a 'psinspect detect' output "
+     r"folder \(or its summary\.json\)"),
     ("manifest: a map twice", "ds", lambda s, d: _edit_json(
         d / "manifest.json", lambda m: m["items"].append(
             {**next(i for i in m["items"] if i["split"] == "test-defective"),

@@ -105,3 +105,7 @@ def test_a_part_cut_by_the_frame_warns(tmp_path) -> None:
     few[10:10 + MAX_EDGE_PX // 2, 0] = True
     assert edge_note(few) is None
     assert edge_note(np.ones((40, 40), bool)) is None  # all object: said when read
+    # cropped to its bounding box (touching all four edges): a whole part, no warning
+    tight = _placed(part, pmask, (h, w), (0, 0))[1]
+    assert all(side.any() for side in (tight[0], tight[-1], tight[:, 0], tight[:, -1]))
+    assert edge_note(tight) is None

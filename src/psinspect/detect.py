@@ -905,10 +905,11 @@ def part_size_note(bundle: ModelBundle, mask: np.ndarray, scale: float = 1.0) ->
     suggest = float(np.clip(want, *SCALES))
     at = f" at scale {scale:g}" if scale != 1.0 else ""
     how = (f"score it resampled by about {suggest:.2g}: detect --scale, the web app's pixel "
-           "scale" if suggest == want else
+           "scale" if low <= own * suggest <= high * PART_SIZE_SLACK else
            f"even resampled by {suggest:g}, the most --scale allows, it stays "
-           f"{'larger' if want < 1 else 'smaller'} than the model's typical training part: "
-           f"image it {'coarser' if want < 1 else 'finer'} or train a model on such parts")
+           f"{'larger than the largest' if want < 1 else 'smaller than the smallest'} of the "
+           f"model's training parts: image it {'coarser' if want < 1 else 'finer'} or train a "
+           "model on such parts")
     return (f"the part is {size:.0f} px across{at}, the model's training parts "
             f"{low:.0f}-{high:.0f} px: imaged this much {'finer' if size > high else 'coarser'}"
             f", its scores and verdict may not hold ({how})")
@@ -959,12 +960,15 @@ def edge_note(mask: np.ndarray) -> str | None:
     """Why a verdict may not hold: more than :data:`MAX_EDGE_PX` object pixels of ``mask``
     (H, W) lie on the map's edge, so the part is likely cut off by the frame, and a model
     that learned whole parts sees the cut as an edge of its own (scores near it changed by up
-    to 0.9 in a walkthrough). None otherwise, and for a map that is object everywhere (a
-    surface patch, or a background counted as the object, which reading it warns about)."""
+    to 0.9 in a walkthrough). None otherwise; for a map that is object everywhere (a
+    surface patch, or a background counted as the object, which reading it warns about); and
+    for a part touching all four edges, a map cropped to the part's bounding box (a common
+    format, scored as the part with a margin would be: the window is padded past the edges)."""
     m = np.asarray(mask, bool)
-    if m.all():
+    sides = (m[0], m[-1], m[1:-1, 0], m[1:-1, -1])
+    if all(side.any() for side in sides):
         return None
-    edge = int(m[0].sum() + m[-1].sum() + m[1:-1, 0].sum() + m[1:-1, -1].sum())
+    edge = int(sum(side.sum() for side in sides))
     if edge <= MAX_EDGE_PX:
         return None
     return (f"the part touches the map's edge over {edge} px: if the frame cuts it off there, "

@@ -426,6 +426,9 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     pred_dir = Path(pred_dir)
     if pred_dir.name == "summary.json" and pred_dir.is_file():  # the folder's summary named
         pred_dir = pred_dir.parent
+    if pred_dir.is_file():
+        raise PsinspectError(f"{pred_dir}: a file; PREDICTIONS must be a 'psinspect detect' "
+                             "output folder (or its summary.json)")
     spath = pred_dir / "summary.json"
     if not spath.is_file():
         raise PsinspectError(f"{spath}: missing (PREDICTIONS must be a 'psinspect detect' "
@@ -548,8 +551,8 @@ def _check_summary_entry(entry: Any, spath: Any) -> None:
         raise PsinspectError(f"{spath}: input {name!r}: verdict must be pass, fail or error, "
                              f"got {verdict!r}")
     sha = entry.get("source_sha256")
-    if sha is not None and not (isinstance(sha, str) and len(sha) == 64
-                                and all(c in "0123456789abcdef" for c in sha)):
+    if "source_sha256" in entry and not (isinstance(sha, str) and len(sha) == 64
+                                         and all(c in "0123456789abcdef" for c in sha)):
         raise PsinspectError(f"{spath}: input {name!r}: source_sha256 must be a SHA-256 in "
                              f"hex, got {sha!r}")
     if verdict == "error":
