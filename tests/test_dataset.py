@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import cv2
@@ -388,3 +389,26 @@ def test_one_part_through_fewer_lights_in_train_and_test_warns(renders, tmp_path
     with pytest.warns(UserWarning, match=f"{clean.name} \\(training\\) and fewer \\(test\\) "
                                          "have the same mask, byte for byte"):
         build_dataset([*caps, sub], tmp_path / "ds", holdout=["fewer"], subsets=2, augment=[])
+
+
+def test_calibrating_on_a_training_part_through_fewer_lights_warns(renders, tmp_path) -> None:
+    """train --calibrate-on took a training capture copied through fewer of its lights as a
+    part not trained on (other images: another fingerprint); it shares its mask: said."""
+    import shutil
+
+    from psinspect.train import train_model
+
+    clean = [c for c in find_captures([renders]) if not (c / "M_defect.png").exists()]
+    sub = tmp_path / "fewer"
+    shutil.copytree(clean[0], sub)
+    for listing in ("filenames.txt", "light_directions.txt", "light_intensities.txt"):
+        lines = (sub / listing).read_text().splitlines()
+        (sub / listing).write_text("\n".join(lines[:-2]) + "\n")
+    with pytest.warns(UserWarning, match=f"{sub}: has the same mask as a training capture, "
+                                         "byte for byte"):
+        train_model(clean[:2], tmp_path / "m", model_name="geometric", calibration_inputs=[sub])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_model(clean[:2], tmp_path / "m2", model_name="geometric",
+                    calibration_inputs=[clean[2]])
+    assert not [w for w in caught if "same mask" in str(w.message)]

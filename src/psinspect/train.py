@@ -776,6 +776,15 @@ def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any],
                 f"{f}: --calibrate-on takes parts NOT trained on, and this one is among the "
                 "training surfaces" + (" (of this run or of the model it starts from)"
                                        if started else ""))
+        # one part captured again (through other lights: other images) has, where its mask
+        # was made once, the very mask of its training capture
+        cap = f if is_capture_folder(f) else _solved_from(f) if f.is_file() else None
+        mask_sha = capture_mask_sha256(cap) if cap is not None else None
+        if mask_sha is not None and mask_sha in {m for _, m in keys}:
+            warnings.warn(f"{f}: has the same mask as a training capture, byte for byte: if it "
+                          "is that part captured again (e.g. through other lights), "
+                          "--calibrate-on gets a surface trained on, and thresholds too low "
+                          "for new parts", UserWarning, stacklevel=3)
 
 
 def _on_cpu_threads(train: Callable[..., Any]) -> Callable[..., Any]:
