@@ -328,3 +328,5 @@ def test_a_defect_that_cannot_be_placed_is_said_of_its_part(tmp_path) -> None:
 
     with pytest.raises(PsinspectError, match=r"^part000_\w+: could not place defect 1 of "):
         render_dataset(tmp_path / "r", 1, defect_rate=1.0, severity=0.001, size=64, seed=0)
+    with pytest.raises(PsinspectError, match=r"^--lights: at most 256 lights"):  # (of all)
+        render_dataset(tmp_path / "r", 1, lights=300, size=64, seed=0)

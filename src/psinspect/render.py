@@ -853,12 +853,13 @@ def render_dataset(
         rng, fam = _part_family(seed, i, fams)
         n_def = int(rng.integers(1, max_defects + 1)) if rng.random() < defect_rate else 0
         name = f"part{i:03d}_{fam}"
-        try:  # (a defect that cannot be placed is said of its part)
+        try:  # (a defect that cannot be placed is said of its part; an option of all)
             rp = render_part(rng, size=size, family=fam, lights=lights, layout=layout,
                              defects=n_def, defect_types=defect_types, severity=severity,
                              specular=specular, shadows=shadows, name=name)
         except PsinspectError as err:
-            raise PsinspectError(f"{name}: {err}") from None
+            raise PsinspectError(str(err) if str(err).startswith("--") else f"{name}: {err}"
+                                 ) from None
         rp.info["seed"] = [int(seed), i]
         paths.append(write_rendered(out / name, rp))
         if progress is not None:
