@@ -753,6 +753,7 @@ def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any],
                  for n, sf in manifest.get("surfaces", {}).items()
                  if n in source["surfaces"] and isinstance(sf, dict) and sf.get("fingerprint")}
     keys |= {(fp, "any") for fp in started.get("surface_fingerprints", [])}
+    train_masks = {m for _, m in keys}  # (the mask SHA-256s of the training captures)
     train_files = [*(Path(f) for f in own if Path(f).is_file()), *map(Path, ds_items)]
     shas: set[str] | None = None  # of the training map files, made when first needed
 
@@ -780,7 +781,7 @@ def _check_not_trained_on(cal_files: Sequence[Path], source: dict[str, Any],
         # was made once, the very mask of its training capture
         cap = f if is_capture_folder(f) else _solved_from(f) if f.is_file() else None
         mask_sha = capture_mask_sha256(cap) if cap is not None else None
-        if mask_sha is not None and mask_sha in {m for _, m in keys}:
+        if mask_sha is not None and mask_sha in train_masks:
             warnings.warn(f"{f}: has the same mask as a training capture, byte for byte: if it "
                           "is that part captured again (e.g. through other lights), "
                           "--calibrate-on gets a surface trained on, and thresholds too low "

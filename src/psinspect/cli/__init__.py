@@ -108,12 +108,13 @@ def _usage_error_line(err: typer.TyperException) -> str:
     return f"error: {message}"
 
 
-def repeated_option(args: list[str]) -> str | None:
+def repeated_option(args: list[str], group: Any) -> str | None:
     """The first option of ``args`` (a command line after the program name) given more than
     once that takes one value or is a flag (click keeps the last silently: ``--types scratch
     --types dent`` drew dents only), as it was written; None when there is none or the command
-    is not known (click then says what is wrong)."""
-    commands = getattr(typer.main.get_command(app), "commands", {})  # (typer's own click)
+    is not known (click then says what is wrong). ``group``: the click group of :data:`app`
+    (``typer.main.get_command(app)``, typer's own click)."""
+    commands = getattr(group, "commands", {})
     name = next((a for a in args if not a.startswith("-")), None)
     command = commands.get(name) if name is not None else None
     if command is None:
@@ -141,7 +142,8 @@ def main() -> None:
     errors (its "findDecoder" notes repeat what our one-line errors say)."""
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
     register_commands()
-    again = repeated_option(sys.argv[1:])
+    group = typer.main.get_command(app)  # (built once: it takes about 60 ms)
+    again = repeated_option(sys.argv[1:], group)
     if again is not None:
         typer.echo(f"error: {again} is given more than once; give it once (only the last would "
                    "count)", err=True)
@@ -152,7 +154,7 @@ def main() -> None:
             # not standalone: click errors come here instead of being printed by typer;
             # --help, --version and typer.Exit(code) come back as the exit code; the program
             # is "psinspect" in messages also when run some other way (python -m ...)
-            code = app(standalone_mode=False, prog_name="psinspect")
+            code = group(standalone_mode=False, prog_name="psinspect")
         except PsinspectError as err:
             typer.echo(f"error: {err}", err=True)
             sys.exit(2)
