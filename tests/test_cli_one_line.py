@@ -308,3 +308,25 @@ def test_json_nested_too_deeply_is_one_line_or_ignored(inputs: dict[str, Path],
     code, _, err = run_cli(["detect", maps / "normals.npy", "-o", tmp_path / "d3"],
                            monkeypatch, capsys)
     assert code == 2 and "run.json: cannot be read (nested too deeply" in _one_error_line(err)
+
+
+def test_training_keeps_an_ignored_ctrl_c_ignored() -> None:
+    """train's own Ctrl-C handler (stop after the epoch) was installed even in a process
+    started with SIGINT ignored (a background job), which other commands keep ignoring."""
+    import signal
+
+    from psinspect.cli.train import _interrupt_noted
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with _interrupt_noted(lambda: False):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with _interrupt_noted(lambda: False):
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -50,7 +50,9 @@ def _interrupt_noted(reading: Callable[[], bool]) -> Iterator[list[int]]:
         if not issubclass(info.exc_type, KeyboardInterrupt):  # ours: quiet (see above)
             old_hook(info)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    # a signal the process was started ignoring (SIGINT of a background job) stays ignored
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
+           if signal.getsignal(s) is not signal.SIG_IGN}
     old_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield noted
