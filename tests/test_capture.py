@@ -164,6 +164,14 @@ def test_plain_layout_natural_order_bom_and_lights_file(tmp_path: Path) -> None:
     assert load_capture(folder).filenames == cap.filenames
     assert natural_key("a01b") < natural_key("a1c") and natural_key("x9") < natural_key("x10")
     assert sorted(["b", "a10", "a9", "A1"], key=natural_key) == ["A1", "a9", "a10", "b"]
+    # letters regardless of case: images renamed by another tool still pair with their lights
+    # (IMG2.PNG sorted before img1.png, and each image took another image's light)
+    for i in range(2, 13, 2):
+        (folder / f"img{i}.png").rename(folder / f"IMG{i}.PNG")
+    assert load_capture(folder).filenames == [
+        f"{'IMG' if i % 2 == 0 else 'img'}{i}.{'PNG' if i % 2 == 0 else 'png'}"
+        for i in range(1, 13)]
+    assert sorted(["b.png", "B.png"], key=natural_key) == ["B.png", "b.png"]  # (ties: as is)
 
 
 def test_two_columns_without_header_refused(tmp_path: Path) -> None:
@@ -215,9 +223,14 @@ def test_missing_mask_uses_non_black_pixels_with_warning(tmp_path: Path) -> None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cap = load_capture(folder)
-    assert any("no mask.png" in str(w.message) for w in caught)
+    assert any("no mask.png;" in str(w.message) for w in caught)
     _, _, mask = small_scene(k=4)
     assert (cap.mask == mask).all()
+    # a mask in another format is left out of the images but not read: the warning names it
+    cv2.imwrite(str(folder / "mask.tif"), mask.astype(np.uint8) * 255)
+    with pytest.warns(UserWarning, match=r"no mask\.png \(mask\.tif is not read: save the mask "
+                                         r"as mask\.png\); using every non-black pixel"):
+        assert load_capture(folder).filenames == [f"img_{i:02d}.png" for i in range(4)]
 
 
 def test_diligent_layout_without_intensities_warns(tmp_path: Path) -> None:

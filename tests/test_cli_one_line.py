@@ -239,6 +239,14 @@ def test_the_console_script_keeps_opencv_quiet(inputs: dict[str, Path], tmp_path
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"error: {first}: image file not found"], proc.stderr
+    # a corrupt PNG: OpenCV logs its own "readHeader" line at error level
+    first.write_bytes(b"\x89PNG\r\n\x1a\njunk")
+    proc = subprocess.run([sys.executable, "-c", "from psinspect._console import main; main()",
+                           "normals", str(cap), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"error: {first}: cannot read image (corrupt or unsupported format)"], proc.stderr
 
 
 @pytest.mark.parametrize("command", ["normals", "detect"])

@@ -52,8 +52,9 @@ class _UntilReaderGone:
 
 def main() -> None:
     # OpenCV reads its log level when first imported (by the command modules): its own
-    # "findDecoder" notes would repeat what our one-line errors say
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    # "findDecoder" notes and error lines (a corrupt PNG's "readHeader") would repeat what our
+    # one-line errors say
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is not None:  # (None: started without one)

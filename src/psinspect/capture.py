@@ -15,7 +15,8 @@ distant light. Two folder layouts are read:
     Normal_gt.mat / .npy    optional ground-truth normals (H, W, 3)
 
 **Plain layout** (no ``filenames.txt``): every image file in the folder, in natural order of
-the names (digit runs by value: ``img2`` before ``img10``; :func:`natural_key`), except
+the names (digit runs by value: ``img2`` before ``img10``; letters regardless of case;
+:func:`natural_key`), except
 ``mask.*``, ``Normal_gt.*``, ``normals.*`` and ``M_defect.*`` (a defect ground truth), plus a
 lights file: the one given as
 ``lights_file``, else the first of ``lights.txt`` and ``light_directions.txt`` found (the same
@@ -312,9 +313,11 @@ def _to_grey(raw: np.ndarray, scale: float, intensity: np.ndarray, gamma: float,
 
 
 def natural_key(name: str) -> tuple[list[str | int], str]:
-    """Sort key that orders the digit runs of a name by value: ``img2`` before ``img10``
-    (cameras often number images without leading zeros)."""
-    parts = re.split(r"(\d+)", name)
+    """Sort key that orders the digit runs of a name by value, ``img2`` before ``img10``
+    (cameras often number images without leading zeros), and its letters regardless of case,
+    ``IMG2.PNG`` between ``img1.png`` and ``img3.png`` (files renamed by another tool or
+    system); the name as it is breaks ties."""
+    parts = re.split(r"(\d+)", name.casefold())
     return [int(t) if i % 2 else t for i, t in enumerate(parts)], name
 
 
@@ -588,7 +591,10 @@ def load_capture(
             raise PsinspectError(f"{mask_file}: mask is empty (no object pixels)")
     else:
         mask = nonblack_any
-        msg = (f"{folder}: no mask.png; using every non-black pixel as the object "
+        # (a mask in another format is left out of a plain layout's images, but not read)
+        other = sorted(p.name for p in folder.glob("mask.*") if p.is_file())
+        unread = f" ({', '.join(other)} is not read: save the mask as mask.png)" if other else ""
+        msg = (f"{folder}: no mask.png{unread}; using every non-black pixel as the object "
                f"({int(mask.sum())} of {mask.size} pixels)")
         warnings.warn(msg, UserWarning, stacklevel=2)
         if not mask.any():

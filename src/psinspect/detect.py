@@ -562,7 +562,7 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
     p = Path(path)
     if p.is_file():
         n, m = load_normal_map(p)
-        # `psinspect normals`' map (or its 16-bit copy): scored with its PS confidence, its
+        # `psinspect normals`' map (or its 8-bit PNG copy): scored with its PS confidence, its
         # solver recorded, the solved capture's ground truth (copied beside it) its own
         run = normals_run_of(p)
         solver = None if run is None else run.get("solver")

@@ -229,7 +229,7 @@ def _scattered_pixels(n: np.ndarray, mask: np.ndarray, rows: int) -> tuple[int, 
 #: the normal map in ``psinspect normals``' output folder (beside ``confidence.npy`` and
 #: ``run.json``)
 NORMALS_FILE = "normals.npy"
-#: its 16-bit PNG copy
+#: its 8-bit PNG copy (:func:`encode_png`)
 NORMALS_PNG = "normals.png"
 
 

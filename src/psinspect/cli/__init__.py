@@ -139,8 +139,9 @@ def main() -> None:
     ``typer.Exit`` code, 2 with one ``error: ...`` line on stderr for a user error
     (:class:`PsinspectError`) or a usage error (typer's own multi-line error box is not used),
     130 on Ctrl-C. Warnings print as one ``warning: ...`` line each; OpenCV's own log is kept to
-    errors (its "findDecoder" notes repeat what our one-line errors say)."""
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
+    silent (its "findDecoder" notes and a corrupt PNG's "readHeader" error line repeat what our
+    one-line errors say)."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")  # read when cv2 is first imported
     register_commands()
     group = typer.main.get_command(app)  # (built once: it takes about 60 ms)
     again = repeated_option(sys.argv[1:], group)
