@@ -277,3 +277,25 @@ def test_capture_fingerprint_changes_with_the_lights(tmp_path):
     shutil.copytree(a, tmp_path / "a2")
     assert capture_fingerprint(a) == capture_fingerprint(tmp_path / "a2")
     assert capture_fingerprint(a) != capture_fingerprint(b)
+
+
+def test_an_over_exposed_capture_is_warned_about(tmp_path: Path) -> None:
+    """Images clipped at full scale bent the normals by degrees with no word (DiLiGenT ball 10
+    times over-exposed: 2.8 -> 9.0 deg), and the robust solver blamed the lights' intensities."""
+    imgs, lights, mask = small_scene(k=8, h=24, w=20)
+    folder = write_capture(tmp_path / "cap", imgs, lights, mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_capture(folder)  # (as written: nothing clipped)
+    for bits, dtype in ((16, np.uint16), (8, np.uint8)):
+        full = 2**bits - 1
+        for i, f in enumerate(sorted(folder.glob("0*.png"))):
+            # the first image 3 times over-exposed, the others a little: some pixels clip
+            gain = 3.0 if i == 0 else 1.0
+            cv2.imwrite(str(f), np.clip(np.rint(imgs[i] * full * gain), 0, full).astype(dtype))
+        clipped = (np.rint(imgs[0] * full * 3.0) >= full)[mask].mean() / 8
+        assert clipped > 0.01
+        with pytest.warns(UserWarning, match=rf"{folder}: {100 * clipped:.0f} % of the object's "
+                                             r"pixel observations are at the images' full scale "
+                                             r"\(over-exposed; 001\.png: \d+ % of the object\)"):
+            load_capture(folder)

@@ -254,7 +254,18 @@ def test_lights_in_a_flipped_frame_are_hinted_at(tmp_path: Path, monkeypatch, ca
     # the slopes' own check (tests/test_frame_check.py), then the ground truth's
     curl, line = [ln for ln in err.splitlines() if ln.startswith("warning")]
     assert "its light directions (the lights file)'s x or y axis is likely flipped" in curl
-    assert "check the lights' frame" in line and "y taken from row numbers" in line
+    assert line.endswith("is not noise: check the lights' frame (the warning above)"), line
+    # wrong light intensities: the frame check does not speak, nor does the hint blame the
+    # frame alone (it was the only cause it named)
+    np.savetxt(lights_file, lights * [1, -1, 1])  # (the original lights again)
+    k = len(lights)
+    np.savetxt(cap / "light_intensities.txt", np.where(np.arange(k) < k // 2, 0.2, 5.0))
+    code, _, err = run_cli(["normals", str(cap), "-o", str(tmp_path / "order"), "--solver",
+                            "ls"], monkeypatch, capsys)
+    assert code == 0, err
+    noted, line = [ln for ln in err.splitlines() if ln.startswith("warning")]
+    assert "far brighter or darker than their light intensity says" in noted, noted
+    assert "is not noise: check that each image goes with its light" in line, line
 
 
 def test_a_capture_too_small_for_a_normal_map_is_refused(tmp_path, monkeypatch, capsys) -> None:
@@ -266,3 +277,26 @@ def test_a_capture_too_small_for_a_normal_map_is_refused(tmp_path, monkeypatch, 
     assert code == 2 and err.strip().splitlines()[-1] == (
         f"error: {cap}: images are 7 x 7 pixels, too small for a normal map (at least 8 x 8)")
     assert not (tmp_path / "n").exists()
+
+
+def test_least_squares_names_an_image_far_off_its_light(tmp_path, monkeypatch, capsys) -> None:
+    """--solver ls with one black image (a light that did not fire) bent the normals silently
+    (DiLiGenT ball, 24 lights: 4.0 -> 8.0 deg mean error); the robust solver leaves such an
+    image out and says so."""
+    import cv2
+
+    cap = synthetic_capture(tmp_path / "cap")
+    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "ok", "--solver", "ls"],
+                           monkeypatch, capsys)
+    assert code == 0 and "warning" not in err, err
+    names = (cap / "filenames.txt").read_text().split()
+    dark = cap / names[5]
+    cv2.imwrite(str(dark), np.zeros_like(cv2.imread(str(dark), cv2.IMREAD_UNCHANGED)))
+    code, _, err = run_cli(["normals", cap, "-o", tmp_path / "ls", "--solver", "ls"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    (line,) = [ln for ln in err.splitlines() if "far brighter or darker" in ln]
+    assert line.startswith(f"warning: {cap}: 1 image(s) are far brighter or darker than their "
+                           "light intensity says (light 6 (0.00x):"), line
+    code, out, err = run_cli(["normals", cap, "-o", tmp_path / "robust"], monkeypatch, capsys)
+    assert code == 0 and "far brighter" not in err and "left out 1 image(s)" in out, (out, err)

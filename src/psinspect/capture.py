@@ -550,19 +550,22 @@ def load_capture(
 
     _check_sizes_from_headers(paths)
 
-    def work(j: int) -> tuple[np.ndarray, np.ndarray | None, float]:
+    def work(j: int) -> tuple[np.ndarray, np.ndarray | None, float, np.ndarray | None]:
         raw, scale = _imread(paths[j])
         grey = _to_grey(raw, scale, intens[idx[j]], gamma, channel_weights)
-        nonblack = (raw.reshape(*raw.shape[:2], -1) > 0).any(axis=2) if need_nonblack else None
+        chans = raw.reshape(*raw.shape[:2], -1)
+        nonblack = (chans > 0).any(axis=2) if need_nonblack else None
+        # pixels at the integer format's full scale (a channel clipped): over-exposed
+        clipped = (chans >= scale).any(axis=2) if raw.dtype.kind == "u" else None
         if progress is not None:
             progress(1)
-        return grey, nonblack, scale
+        return grey, nonblack, scale, clipped if clipped is not None and clipped.any() else None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(work, range(len(paths))))
     shape0 = results[0][0].shape
     scale0 = results[0][2]
-    for p, (grey, _, scale) in zip(paths, results, strict=True):
+    for p, (grey, _, scale, _) in zip(paths, results, strict=True):
         if grey.shape != shape0:
             raise PsinspectError(
                 f"{p}: image size {grey.shape[1]}x{grey.shape[0]} differs from "
@@ -575,6 +578,7 @@ def load_capture(
             )
     images = np.stack([r[0] for r in results])
     nonblack_any = np.logical_or.reduce([r[1] for r in results]) if need_nonblack else None
+    clipped = [r[3] for r in results]
     del results
 
     # --- mask
@@ -600,6 +604,7 @@ def load_capture(
         if not mask.any():
             raise PsinspectError(f"{folder}: no mask.png and every image is black")
 
+    _warn_clipped(clipped, mask, paths, str(folder))
     check_shading(images, lights[idx], mask, str(folder))
     gt = _load_gt(folder, shape0)
     return Capture(
@@ -613,6 +618,31 @@ def load_capture(
         path=folder,
         light_indices=idx,
     )
+
+
+#: fraction of a capture's object observations (pixels x images) at the image format's full
+#: scale above which reading it warns: clipped values bend the normals by degrees (DiLiGenT
+#: ball 10 times over-exposed, 29 % clipped: 2.8 -> 9.0 deg mean error, and the robust solver
+#: blamed 12 images' light intensities). Good captures: DiLiGenT ball 0.04 %, its bear and cat
+#: and rendered parts 0-0.02 % (highlights)
+MAX_CLIPPED_FRACTION = 0.01
+
+
+def _warn_clipped(clipped: Sequence[np.ndarray | None], mask: np.ndarray,
+                  paths: Sequence[Path], name: str) -> None:
+    """Warn where more than :data:`MAX_CLIPPED_FRACTION` of the object's observations are
+    clipped: ``clipped`` holds, per image, its (H, W) bool map of pixels at full scale, or
+    None where it has none."""
+    counts = [0 if c is None else int(c[mask].sum()) for c in clipped]
+    total = sum(counts) / (len(counts) * max(int(mask.sum()), 1))
+    if total <= MAX_CLIPPED_FRACTION:
+        return
+    worst = int(np.argmax(counts))
+    warnings.warn(
+        f"{name}: {100 * total:.0f} % of the object's pixel observations are at the images' "
+        f"full scale (over-exposed; {paths[worst].name}: {100 * counts[worst] / mask.sum():.0f} "
+        "% of the object): clipped values bend the normals by degrees; shorten the exposure or "
+        "lower the lights", UserWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------------------------

@@ -68,6 +68,7 @@ def normals_cmd(
     )
     from psinspect.normalmap import MIN_MAP_SIDE, angular_error_deg, encode_png
     from psinspect.stereo import (
+        FrameWarning,
         check_solver,
         farthest_point_lights,
         parse_light_spec,
@@ -117,8 +118,12 @@ def normals_cmd(
                              f"normal map (at least {MIN_MAP_SIDE} x {MIN_MAP_SIDE})")
 
     t0 = time.perf_counter()
-    res = run_photometric_stereo(cap, solver)
+    with warnings.catch_warnings(record=True) as solved_notes:
+        warnings.simplefilter("always")
+        res = run_photometric_stereo(cap, solver)  # (it warns about the lights' frame)
     solve_s = time.perf_counter() - t0
+    for note in solved_notes:
+        typer.echo(f"warning: {note.message}", err=True)
 
     used = np.ones(cap.num_lights, bool) if res.lights_used is None else res.lights_used
     dropped = [int(i) + 1 for i in cap.light_indices[~used]]
@@ -181,10 +186,17 @@ def normals_cmd(
         typer.echo(f"mean angular error {metrics['mean_angular_error_deg']:.2f} deg, "
                    f"median {metrics['median_angular_error_deg']:.2f} deg")
         if metrics["median_angular_error_deg"] > LIGHTS_FRAME_HINT_DEG:
+            # the frame check (above) speaks for the frame; other causes give such errors
+            # too: images paired with other lights, unequal lights taken as equal, clipping
+            framed = any(issubclass(n.category, FrameWarning) for n in solved_notes)
+            why = ("the lights' frame (the warning above)" if framed else
+                   "that each image goes with its light (filenames.txt, or the images' name "
+                   "order in run.json), the light intensities (light_intensities.txt), "
+                   "over-exposed images, --gamma for a camera that is not linear, and the "
+                   "lights' frame (x right, y up, z toward the camera)")
             typer.echo(f"warning: a median error of {metrics['median_angular_error_deg']:.0f} "
-                       "deg against the capture's ground truth is not noise: check the lights' "
-                       "frame (x right, y up, z toward the camera; image rows grow downward, "
-                       "so a y taken from row numbers is flipped)", err=True)
+                       f"deg against the capture's ground truth is not noise: check {why}",
+                       err=True)
 
 
 def _ranges(idx: list[int]) -> str:
