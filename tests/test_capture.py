@@ -299,3 +299,23 @@ def test_an_over_exposed_capture_is_warned_about(tmp_path: Path) -> None:
                                              r"pixel observations are at the images' full scale "
                                              r"\(over-exposed; 001\.png: \d+ % of the object\)"):
             load_capture(folder)
+
+
+def test_an_inverted_mask_is_warned_about(tmp_path: Path) -> None:
+    """A mask drawn the other way round (object black) was solved without a word: the
+    background became the part."""
+    imgs, lights, mask = small_scene(k=6, h=24, w=20)
+    # (the background a dim lit plane, as a cloth is: PS has something to solve there)
+    cloth = 0.1 * lights[:, 2, None, None] * np.ones_like(imgs)
+    lit = np.where(mask, imgs, cloth).astype(np.float32)
+    folder = write_capture(tmp_path / "cap", lit, lights, ~mask)
+    with pytest.warns(UserWarning, match=r"mask\.png: the mask's object surrounds what it leaves "
+                                         r"out, which is the brighter: is the mask inverted\?"):
+        load_capture(folder)
+    # the right way round, and a part filling the frame around a darker hole: no warning
+    for m, images in ((mask, lit), (~mask, np.where(mask, cloth, cloth * 5))):
+        folder = write_capture(tmp_path / f"ok{int(m[0, 0])}", images.astype(np.float32),
+                               lights, m)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            load_capture(folder)

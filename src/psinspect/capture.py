@@ -593,6 +593,10 @@ def load_capture(
             )
         if not mask.any():
             raise PsinspectError(f"{mask_file}: mask is empty (no object pixels)")
+        if _looks_inverted(mask, images):
+            warnings.warn(f"{mask_file}: the mask's object surrounds what it leaves out, which "
+                          "is the brighter: is the mask inverted? (white, non-zero, marks the "
+                          "object)", UserWarning, stacklevel=2)
     else:
         mask = nonblack_any
         # (a mask in another format is left out of a plain layout's images, but not read)
@@ -618,6 +622,18 @@ def load_capture(
         path=folder,
         light_indices=idx,
     )
+
+
+def _looks_inverted(mask: np.ndarray, images: np.ndarray) -> bool:
+    """Whether ``mask`` (H, W) bool looks drawn the other way round, the object black: its
+    object touches all four edges of the frame, what it leaves out touches none (a part in
+    the middle of the frame), and that is brighter over the ``images`` (K, H, W) than the
+    object (a lit part on a dark background)."""
+    sides = (mask[0], mask[-1], mask[:, 0], mask[:, -1])
+    if mask.all() or not all(side.all() for side in sides):
+        return False
+    inside = images[:, ~mask].mean()
+    return bool(inside > images[:, mask].mean())
 
 
 #: fraction of a capture's object observations (pixels x images) at the image format's full
