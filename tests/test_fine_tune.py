@@ -96,6 +96,12 @@ def test_fine_tune_from_the_bundled_model_counts_its_training_surfaces(
     # what the bundled model was trained on, the fine-tuned one was too (evaluate's leak check)
     assert set(bundled["training"]["surface_fingerprints"]) <= set(
         cfg["training"]["surface_fingerprints"])
+    # and the sizes its parts were imaged at (detect warned about parts of the bundled
+    # model's range, 118-224 px, outside the 48 px spheres given here); the median, which the
+    # suggested scale aims at, is that of the parts given
+    sizes, before = cfg["training"]["part_size_px"], bundled["training"]["part_size_px"]
+    assert sizes["min"] < 48 and sizes["max"] == before["max"] and sizes["median"] < 48
+    assert cfg["training"]["init_from"]["part_size_px"] == before
 
 
 def test_fine_tune_resumes_to_the_same_model(maps: list[Path], base: Path,

@@ -149,3 +149,26 @@ def test_the_web_app_summary_names_the_thresholds_that_judged(hand_model) -> Non
     assert p.summary["image_threshold_calibration"] == (
         "set by hand (--image-threshold, or the web app's slider); the model's own, in "
         "calibrated_thresholds: " + by_count["8"]["image_threshold_rule"])
+
+
+def test_a_map_of_unknown_light_count_is_warned_about(hand_model, tmp_path: Path,
+                                                      monkeypatch, capsys) -> None:
+    """A plain normal map (no run.json: its light count unknown) is judged by the general
+    thresholds, fitted across the counts: a defective map that each count's thresholds
+    failed passed silently."""
+    import numpy as np
+
+    from psinspect.capture import load_capture
+    from psinspect.stereo import solve
+
+    cap = load_capture(hand_model["good"][0])
+    np.save(tmp_path / "part.npy", solve(cap.images, cap.lights, cap.mask, "stable").normals)
+    code, _, err = run_cli(["detect", tmp_path / "part.npy", "--model", hand_model["model"],
+                            "-o", tmp_path / "d"], monkeypatch, capsys)
+    assert code == 0, err
+    (entry,) = json.loads((tmp_path / "d" / "summary.json").read_text())["inputs"]
+    assert entry["thresholds_for_lights"] is None
+    assert entry["warnings"][-1].startswith(
+        "its light count is unknown (a normal map without the run.json of 'psinspect normals'"
+        "): it is judged by the model's general thresholds, fitted across its captures of 8 "
+        "and 12 lights"), entry

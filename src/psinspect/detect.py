@@ -983,12 +983,23 @@ def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:
     several the model's captures had and its thresholds were fitted to all of them together
     (a model made before thresholds were calibrated per light count), or the thresholds of its
     count come from a single good map (no fit). None when it has the one count of theirs, or
-    one the model has thresholds of its own for, its count is unknown (``num_lights`` None:
-    other normal maps) or the model records none."""
+    one the model has thresholds of its own for, or the model records none. A map of unknown
+    count (``num_lights`` None: other normal maps) is said to be judged by the general
+    thresholds where the model has thresholds per light count: those were fitted across the
+    counts, to the higher-scoring ones (a defective 12-light map passed a model calibrated
+    on 12- and 8-light captures that failed it per count)."""
     trained = bundle.input_handling.get("capture_lights")
+    by_count = light_count_thresholds(bundle)
+    if num_lights is None and by_count:
+        counts = " and ".join(map(str, sorted(by_count)))
+        return (f"its light count is unknown (a normal map without the run.json of "
+                f"'psinspect normals'): it is judged by the model's general thresholds, fitted "
+                f"across its captures of {counts} lights, which let more through than each "
+                "count's own (a defective part may pass; give the capture folder or the "
+                "'psinspect normals' output folder)")
     if not trained or num_lights is None:
         return None
-    group = light_count_thresholds(bundle).get(num_lights)
+    group = by_count.get(num_lights)
     if group is not None:
         return None if group["maps"] > 1 else (
             f"the model's thresholds for {num_lights} lights come from one good map of that "

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from psinspect.capture import capture_fingerprint, is_capture_folder
+from psinspect.checks import is_number
 from psinspect.errors import PsinspectError
 from psinspect.fileio import (
     check_output_dir,
@@ -932,6 +933,8 @@ def train_model(
             # its training surfaces are the new model's too (evaluate's leak check)
             "surface_fingerprints": list(init_training.get("surface_fingerprints") or []),
             "map_sha256": list(init_training.get("map_sha256") or []),
+            # the sizes its parts were imaged at (the new model's range covers them)
+            PART_SIZE_KEY: init_training.get(PART_SIZE_KEY),
         }
     model = create_model(args["model"], **args["hyperparameters"])
     if init_arrays is not None:
@@ -1149,6 +1152,13 @@ def train_model(
             both = set(training.get(key) or []) | set(started[key])
             if both:
                 training[key] = sorted(both)
+        # the weights learned the start model's parts too: the size range covers both (the
+        # median, which detect's suggested scale aims at, stays that of the parts given)
+        own, before = training.get(PART_SIZE_KEY), started.get(PART_SIZE_KEY)
+        if own and isinstance(before, dict) and all(is_number(before.get(k))
+                                                    for k in ("min", "max")):
+            training[PART_SIZE_KEY] = {**own, "min": min(own["min"], before["min"]),
+                                       "max": max(own["max"], before["max"])}
         kept_start = not any(e.get("best") for e in log)
         training["init_from"] = {
             **{k: v for k, v in started.items() if k not in ("surface_fingerprints",
