@@ -72,6 +72,7 @@ def _check_run_folder(out: Path, stderr: str) -> dict:
     assert [p.name for p in out.parent.iterdir()] == [out.name]
     assert ".staging-" not in (out / "dataset" / "manifest.json").read_text()
     assert ".staging-" not in (out / "model" / "config.json").read_text()
+    assert ".staging-" not in (out / "report.html").read_text()  # (it named the predictions)
     # the test maps come from surfaces that the model never saw
     manifest = json.loads((out / "dataset" / "manifest.json").read_text())
     train_surfaces = {it["surface"] for it in manifest["items"]
@@ -305,10 +306,18 @@ def test_staged_paths_are_rewritten_absolute_and_as_given(tmp_path: Path, monkey
     doc = {"source": str(stage / "dataset" / "A_x.npy"),
            "dataset": str((stage / "dataset").resolve()), "other": "o d/r 1-notes"}
     (stage / "predictions" / "summary.json").write_text(json.dumps(doc))
+    # the report names them too, HTML-escaped ('&' in a folder's name is '&amp;' there)
+    amp = Path("o&d") / ".r.staging-7-ab"
+    amp.mkdir(parents=True)
+    (amp / "report.html").write_text(f"<p>the predictions in {html.escape(str(amp.resolve()))}"
+                                     "/predictions</p>")
     relocate_paths(stage, final)
     got = json.loads((stage / "predictions" / "summary.json").read_text())
     assert got == {"source": str(final / "dataset" / "A_x.npy"),
                    "dataset": str((final / "dataset").resolve()), "other": "o d/r 1-notes"}
+    relocate_paths(amp, Path("o&d") / "r")
+    assert (amp / "report.html").read_text() == (
+        f"<p>the predictions in {html.escape(str(Path('o&d/r').resolve()))}/predictions</p>")
 
 
 def test_run_model_geo_seg_is_the_default_run() -> None:

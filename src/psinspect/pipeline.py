@@ -366,21 +366,23 @@ def bundled_line(bundled: dict[str, Any]) -> str:
 
 def relocate_paths(stage: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
     """Rewrite the staging folder's path to the final one inside the JSON files of ``stage``
-    (manifest, model config, run.json, the predictions' summary.json), so artifacts name where
-    they end up: the absolute path, then the path as given (detect's ``source`` entries are
-    relative where the output folder was given so)."""
+    (manifest, model config, run.json, the predictions' summary.json) and its HTML report, so
+    artifacts name where they end up: the absolute path, then the path as given (detect's
+    ``source`` entries are relative where the output folder was given so)."""
+    import html
     import json
 
     pairs = [(str(Path(stage).resolve()), str(Path(final).resolve()))]
     if str(stage) != pairs[0][0]:
         pairs.append((str(stage), str(final)))
-    escaped = [(json.dumps(a)[1:-1], json.dumps(b)[1:-1]) for a, b in pairs]
-    for path in Path(stage).rglob("*.json"):
-        text = new = path.read_text(encoding="utf-8")
-        for old, to in escaped:
-            new = new.replace(old, to)
-        if new != text:
-            atomic_write_bytes(path, new.encode("utf-8"))
+    for pattern, escape in (("*.json", lambda s: json.dumps(s)[1:-1]), ("*.html", html.escape)):
+        escaped = [(escape(a), escape(b)) for a, b in pairs]
+        for path in Path(stage).rglob(pattern):
+            text = new = path.read_text(encoding="utf-8")
+            for old, to in escaped:
+                new = new.replace(old, to)
+            if new != text:
+                atomic_write_bytes(path, new.encode("utf-8"))
 
 
 def _versions() -> dict[str, str]:
