@@ -176,3 +176,37 @@ def test_good_instances_of_each_family_are_not_refused(tmp_path: Path) -> None:
                 # (which way: a plate turned by a quarter turn either way looks the same)
                 with pytest.raises(PsinspectError, match="seems turned by about (85|90|95) deg"):
                     model.register_map(*_quarter_turns(n, m, 1), name=family)
+
+
+def test_a_part_turned_beyond_the_training_parts_turns_is_warned_about(
+        known_part, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Good parts put down turned a few degrees beyond the turns of the training parts
+    (within the +-10 deg registration range) failed with no warning: the template's steep rim
+    sampled at a new turn scores as defects. The model records its training parts' turns;
+    detect warns beyond them (and not about a training part itself)."""
+    import psinspect.render as render
+
+    config = json.loads((known_part["model"] / "config.json").read_text())
+    log = json.loads((known_part["model"] / config["log_file"]).read_text())
+    turns = [e["angle_deg"] for e in log]
+    assert config["training"]["turns_deg"] == {"min": round(min(turns), 2),
+                                               "max": round(max(turns), 2)}
+    # the good parts lie within +-3 deg of the design (render_instances' jitter): one put
+    # down at 7 deg lies at least 4 deg beyond them, within the registration's 10 deg
+    h = w = 96
+    monkeypatch.setattr(render, "random_pose", lambda rng, shape, jp, jd: (
+        cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), 7.0, 1.0), 7.0))
+    (turned,) = render_instances(tmp_path / "turned", 1, design_seed=3, seed=4, size=96)
+    monkeypatch.undo()
+    for cap, warned in ((known_part["good"][0], False), (turned, True)):
+        out = tmp_path / f"out_{warned}"
+        code, _, err = run_cli(["detect", cap, "--model", known_part["model"], "-o", out],
+                               monkeypatch, capsys)
+        assert code == 0, err
+        (entry,) = json.loads((out / "summary.json").read_text())["inputs"]
+        notes = [n for n in entry.get("warnings", []) if "beyond the turns" in n]
+        assert bool(notes) == warned, (cap, entry)
+    (note,) = notes
+    angle = entry["info"]["angle_deg"]
+    assert note.startswith(f"it lies turned {angle:+.1f} deg against the model's template, ")
+    assert f"beyond the turns its good training parts lay at ({min(turns):+.1f} to " in note

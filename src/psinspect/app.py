@@ -587,6 +587,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
         light_set_note,
         part_size_note,
         summary_document,
+        turn_note,
     )
     from psinspect.modelstore import for_light_count
 
@@ -613,7 +614,8 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     bundle = replace(bundle, image_threshold=det.image_threshold)
     judged = (light_count_note(bundle, num_lights),
               light_set_note(bundle, None if inp.capture is None else inp.capture[1]),
-              part_size_note(bundle, inp.mask, scale), edge_note(inp.mask),
+              turn_note(bundle, det.info), part_size_note(bundle, inp.mask, scale),
+              edge_note(inp.mask),
               _lenient_note(threshold, image_threshold, own, own_lights))
     notes = [*input_notes, *(n for n in judged if n is not None)]
     entry = {**det.summary(), "source": inp.source,

@@ -46,11 +46,13 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from psinspect.checks import is_number
 from psinspect.defects import read_defect_records
 from psinspect.errors import PsinspectError
 from psinspect.models import AnomalyModel, ScoreResult
 from psinspect.modelstore import (
     PART_SIZE_KEY,
+    TURNS_KEY,
     ModelBundle,
     for_light_count,
     is_model_folder,
@@ -848,6 +850,7 @@ def write_detection_outputs(
                         f"--solver {bundle.input_handling['ps_solver']})")
             notes.append(light_count_note(bundle, inp.num_lights))
             notes.append(light_set_note(bundle, inp.lights))
+            notes.append(turn_note(bundle, det.info))
             notes.append(part_size_note(bundle, inp.mask, scale))
             notes.append(edge_note(inp.mask))
             notes = [n for n in notes if n is not None]
@@ -948,6 +951,36 @@ def light_set_note(bundle: ModelBundle, lights: np.ndarray | None) -> str | None
             f"{len(lights)}-light training captures: its thresholds assume those lights, so "
             "good parts may fail and defective ones pass (use the lights file of the rig it "
             "was trained on, or train or --calibrate-on with good captures under these lights)")
+
+
+#: how far (degrees) beyond the turns of a known-part model's training parts (config
+#: ``training.turns_deg``) a part may be registered before :func:`turn_note` warns. Good
+#: parts of a rendered casting trained at turns of 0 to 5.4 deg: at -0.1 deg all passed, at
+#: -0.6 deg both failed (image score 1.27 and 1.18 against 1.14), at -1.2 deg both (1.47, 1.35):
+#: the template's steep rim scores a new sampling of it as defects
+TURN_TOLERANCE_DEG = 0.5
+
+
+def turn_note(bundle: ModelBundle, info: dict[str, Any]) -> str | None:
+    """Why a known part's verdict may not hold: it was registered (``info["angle_deg"]``, a
+    model's score info) turned more than :data:`TURN_TOLERANCE_DEG` beyond the turns of the
+    model's good training parts (``training.turns_deg``): its template and spread know the
+    part only at those turns, and steep edges sampled at another turn score as defects (good
+    parts failed from about half a degree beyond). None within, for models that register
+    nothing, or that record no turns (made before psinspect 0.5)."""
+    turns = (bundle.config.get("training") or {}).get(TURNS_KEY)
+    angle = info.get("angle_deg")
+    if not (isinstance(turns, dict) and is_number(angle)
+            and is_number(turns.get("min")) and is_number(turns.get("max"))):
+        return None
+    low, high = float(turns["min"]), float(turns["max"])
+    beyond = max(low - angle, angle - high)
+    if beyond <= TURN_TOLERANCE_DEG:
+        return None
+    return (f"it lies turned {angle:+.1f} deg against the model's template, {beyond:.1f} deg "
+            f"beyond the turns its good training parts lay at ({low:+.1f} to {high:+.1f} deg): "
+            "edges sampled at a new turn score as defects, so a good part may fail (train "
+            "with good parts put down as the line puts them down)")
 
 
 #: how many of an object's pixels may lie on the map's edge before :func:`edge_note` warns

@@ -70,6 +70,9 @@ LIGHT_COUNT_THRESHOLDS = "thresholds_by_light_count"
 #: config.json ``training``'s record of how many pixels across its training parts were
 #: (:func:`psinspect.normalmap.part_size_px`: ``{"min", "median", "max"}``)
 PART_SIZE_KEY = "part_size_px"
+#: config.json ``training``'s record of the turns a known-part model's training parts were
+#: registered at, relative to its template (degrees, counter-clockwise: ``{"min", "max"}``)
+TURNS_KEY = "turns_deg"
 
 #: how every model sees its input (documented in config.json)
 DEFAULT_INPUT_HANDLING: dict[str, Any] = {

@@ -78,6 +78,7 @@ from psinspect.models import DEFAULT_MODEL, AnomalyModel, NormalSample, create_m
 from psinspect.modelstore import (
     CHECKPOINT_DIR,
     PART_SIZE_KEY,
+    TURNS_KEY,
     default_model_dir,
     is_model_folder,
     parse_weights,
@@ -1130,11 +1131,17 @@ def train_model(
     # config records no epoch settings
     by_epochs = model.trainable and scorers is None
     sizes = [part_size_px(m) for _, m in data.train]
+    # a known part's template learned the turns its good parts were put down at (detect warns
+    # about a part turned beyond them)
+    turns = [float(e["angle_deg"]) for e in log if isinstance(e, dict)
+             and is_number(e.get("angle_deg"))] if model.known_part else []
     training = {
         **data.source, "train_maps": len(data.train), "val_maps": len(data.val),
         # how large its parts were imaged (detect warns about parts far outside this range)
         **({PART_SIZE_KEY: {"min": round(min(sizes), 1), "median": round(
             float(np.median(sizes)), 1), "max": round(max(sizes), 1)}} if sizes else {}),
+        **({TURNS_KEY: {"min": round(min(turns), 2), "max": round(max(turns), 2)}}
+           if turns else {}),
         **({"epochs": args["epochs"], "batch_size": args["batch_size"],
             "patience": args["patience"]} if by_epochs else {}),
         "epochs_run": len(log) if by_epochs else 0, "seed": args["seed"],
