@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -268,6 +269,29 @@ def test_resume_refuses_inputs_changed_at_the_same_paths(tmp_path: Path, monkeyp
                       setup=_kill_after_checkpoint(1)) == signal.SIGKILL
     save_npy(inputs[1], sphere_normals(40, radius=0.3)[0])  # another part, the same path
     code, _, err = run_cli(["train", *inputs, "-o", out, "--threads", "1", "--resume"],
+                           monkeypatch, capsys)
+    assert code == 2 and "--resume: the inputs are not what the interrupted run trained on" \
+        in err, err
+    assert not (out / "config.json").exists()
+
+
+def test_resume_refuses_a_dataset_rebuilt_from_the_same_captures(tmp_path: Path, monkeypatch,
+                                                                capsys) -> None:
+    """A dataset rebuilt at the same path from the same captures and held-out surfaces, with
+    another PS solver: the same surfaces and fingerprints, other maps (resume took them: two
+    epochs trained on one solver's normals, the rest on another's, the model recording the
+    second)."""
+    from psinspect.dataset import build_dataset
+    from psinspect.render import render_dataset
+
+    render_dataset(tmp_path / "caps", 3, defect_rate=0.0, seed=2, size=48)
+    ds, out = tmp_path / "ds", tmp_path / "model"
+    build_dataset([tmp_path / "caps"], ds, holdout=[], seed=0, subsets=2, augment=[])
+    assert _run_child(_train_argv([ds], out), setup=_kill_after_checkpoint(1)) == signal.SIGKILL
+    shutil.rmtree(ds)
+    build_dataset([tmp_path / "caps"], ds, holdout=[], seed=0, subsets=2, augment=[],
+                  solver="ls")
+    code, _, err = run_cli(["train", ds, "-o", out, "--threads", "1", "--resume"],
                            monkeypatch, capsys)
     assert code == 2 and "--resume: the inputs are not what the interrupted run trained on" \
         in err, err

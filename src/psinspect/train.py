@@ -1030,9 +1030,14 @@ def train_model(
 
     # what the inputs are, not only where: a resumed run must train on the same surfaces (a
     # dataset rebuilt at the same path with other held-out surfaces would otherwise have
-    # trained on a test surface that the finished model's record does not name)
-    inputs_sha = hashlib.sha256(json.dumps([data.source, cal_record], sort_keys=True,
-                                           default=str).encode()).hexdigest()
+    # trained on a test surface that the finished model's record does not name) and the same
+    # maps (one rebuilt with another solver or light subsets records the same surfaces)
+    digest = hashlib.sha256(json.dumps([data.source, cal_record], sort_keys=True,
+                                       default=str).encode())
+    for normals, mask in (*data.train, *data.val, *cal_maps):  # (~1 s for 500 MB of maps)
+        digest.update(np.ascontiguousarray(normals, np.float32))
+        digest.update(np.ascontiguousarray(mask, bool))
+    inputs_sha = digest.hexdigest()
     if resume_state is not None and resumed_inputs != inputs_sha:
         raise PsinspectError(
             f"{out}: --resume: " + ("the checkpoint does not record what its inputs held "
