@@ -77,14 +77,12 @@ def test_a_capture_zips_ground_truth_is_in_the_results(tmp_path: Path, geometric
     got_dir, got, want_dir, want = _app_and_detect(upload, folder, geometric_choice, tmp_path)
     (entry,), (want_entry,) = got["inputs"], want["inputs"]
     assert entry["gt_defect_px"] == want_entry["gt_defect_px"] > 0
-    # the panel has detect's ground-truth column (the app's normals of a capture differ from
-    # detect's by float rounding, and a few of the panel's pixels by a grey level or two: two
-    # with one torch thread)
-    panel, want_panel = (cv2.imread(str(d / f"{folder.name}_panel.png"))
-                         for d in (got_dir, want_dir))
-    assert panel.shape == want_panel.shape
-    diff = np.abs(panel.astype(int) - want_panel)
-    assert diff.max() <= 3 and (diff > 1).mean() < 1e-3
+    # the panel has detect's ground-truth column; the scores are detect's to the bit (the app
+    # left the capture's normals as PS gave them, detect renormalised them: scores differed
+    # in the last bits, up to 3e-5 with a known-part model)
+    for suffix in ("_panel.png", "_score.npy"):
+        assert (got_dir / f"{folder.name}{suffix}").read_bytes() == (
+            want_dir / f"{folder.name}{suffix}").read_bytes(), suffix
 
 
 def test_a_clean_dataset_maps_ground_truth_is_in_the_results(tmp_path: Path,

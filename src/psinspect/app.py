@@ -45,7 +45,12 @@ import numpy as np
 from psinspect.capture import CAPTURE_MARKERS, IMAGE_SUFFIXES
 from psinspect.errors import PsinspectError
 from psinspect.fileio import file_sha256, image_size_hw, npy_header, save_png
-from psinspect.normalmap import encode_png, load_normal_map, read_mask_png
+from psinspect.normalmap import (
+    encode_png,
+    load_normal_map,
+    read_mask_png,
+    validate_normal_map,
+)
 
 log = logging.getLogger(__name__)
 
@@ -351,9 +356,11 @@ def _load_capture_zip(path: Path, workdir: Path, limits: Limits,
         obj = capture.mask & (np.abs(result.normals).sum(axis=-1) > 0)
         if not obj.any():
             raise PsinspectError(f"{path.name}: photometric stereo found no object pixels")
+        # checked (and renormalised) as psinspect detect reads a capture: the same scores
+        normals, obj = validate_normal_map(result.normals, obj, name=path.name)
         return InspectionInput(
             name=path.stem,
-            normals=np.where(obj[..., None], result.normals, 0.0).astype(np.float32),
+            normals=normals,
             mask=obj,
             confidence=result.confidence,
             kind=f"capture ({capture.num_lights} lights)",
