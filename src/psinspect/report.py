@@ -25,7 +25,8 @@ TILE_TITLE_PX = 22
 
 def heatmap_rgb(score: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
     """Score map as an RGB heat map (inferno): 0 -> black, ``threshold`` -> mid-scale,
-    ``2 * threshold`` and above -> brightest; background black. (H, W) -> (H, W, 3) uint8."""
+    ``2 * threshold`` and above -> brightest (at ``threshold`` 0, where every object pixel is
+    marked, the map's own highest score); background black. (H, W) -> (H, W, 3) uint8."""
     scale = 2.0 * threshold if threshold > 0 else max(float(score[mask].max()), 1e-6) \
         if mask.any() else 1.0
     v = np.clip(score / scale, 0.0, 1.0)
