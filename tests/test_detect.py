@@ -1428,3 +1428,26 @@ def test_summary_keeps_what_reading_each_input_warned_about(
     printed = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
     assert sorted(printed) == sorted([f"warning: {caps[1]}: {no_mask}",
                                       f"warning: {tmp_path / 'flat.npy'}: {whole}"])
+
+
+def test_the_panel_shows_a_small_defect_of_a_part_in_a_large_frame() -> None:
+    """A failing part in a 2048 px frame: each tile shrank the whole frame by area averaging,
+    which left 2 faint pixels of its 99 px predicted defect. The tiles show the part with a
+    margin, and where they shrink it, marked pixels and peak scores stay."""
+    from psinspect.report import TILE_TITLE_PX, panel_rgb
+
+    for size, radius in ((2048, 90), (2048, 1000)):  # a small part; one that fills the frame
+        yy, xx = np.mgrid[0:size, 0:size]
+        mask = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < radius**2
+        normals = np.where(mask[..., None], np.float32([0, 0, 1]), 0).astype(np.float32)
+        pred = np.zeros_like(mask)
+        pred[size // 2:size // 2 + 3, size // 2:size // 2 + 3] = True  # 9 px
+        score = np.where(pred, 5.0, 0.1).astype(np.float32) * mask
+        panel = panel_rgb(normals, mask, None, score, pred, 1.0, gt=pred)
+        tiles = [panel[TILE_TITLE_PX:, i * 260:i * 260 + 256].astype(int) for i in range(5)]
+        red = ((tiles[3][..., 0] == 255) & (tiles[3][..., 1] == 40)).sum()
+        green = ((tiles[4][..., 1] == 200) & (tiles[4][..., 0] == 40)).sum()
+        assert red >= 1 and green >= 1, (size, radius, red, green)
+        assert tiles[2].max() >= 250, (size, radius)  # the peak score at full brightness
+        if radius == 90:  # the part fills its tile (it was 18 px of a 256 px tile)
+            assert (tiles[0].sum(-1) > 0).sum() > 0.6 * 256 * 256
