@@ -131,6 +131,29 @@ def test_extra_material_outside_the_template_scores_high():
     assert res.info["outside_template_pixels"] == int(far.sum())
 
 
+def test_missing_material_scores_high_along_it():
+    """A piece broken off that the capture's mask leaves out (a hole through the part, a bite
+    out of its rim) was never scored: the part passed with the scores of an intact one."""
+    model = create_model("variation")
+    n0, m0 = posed_part()
+    model.fit([(n0, m0)] * 5, [])
+    assert model.score(n0, m0).info["missing_template_pixels"] == 0
+    rows, cols = np.nonzero(m0)
+    r, c = int(rows.mean()), int(cols.mean())
+    edge = int(cols[rows == r].max())
+    for gone in ((slice(r - 6, r + 6), slice(c - 6, c + 6)),  # a hole in the middle
+                 (slice(r - 6, r + 6), slice(edge - 9, edge + 1))):  # a bite out of the rim
+        m = m0.copy()
+        m[gone] = False
+        n = np.where(m[..., None], n0, 0.0).astype(np.float32)
+        res = model.score(n, m)
+        missing = m0 & ~m & (ndimage.distance_transform_edt(~m) > model.edge_tolerance_px)
+        assert res.info["missing_template_pixels"] == int(missing.sum()) > 0
+        along = m & (ndimage.distance_transform_edt(~missing) <= model.edge_tolerance_px + 1.5)
+        assert along.any() and (res.score[along] >= model.outside_score).all()
+        assert (res.score[m & ~along] < model.outside_score).all()
+
+
 def test_too_few_training_captures():
     with pytest.raises(PsinspectError, match=r"^the variation model needs at least 5 good "
                        r"captures of the part to train on, got 4 \(parts given only to "

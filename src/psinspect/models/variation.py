@@ -40,7 +40,10 @@ survives: a matched filter) and by each line filter, and the score is ``max_f |d
 a z-score, clean pixels are about 1. The smallest scale is the smallest defect (a crack's
 walls tilt opposite ways and cancel at larger scales), the larger ones catch shallow dents and
 bumps. Object pixels more than
-``edge_tolerance_px`` outside the template (extra material) score at least ``outside_score``.
+``edge_tolerance_px`` outside the template (extra material) score at least ``outside_score``,
+and so do those along template area that the input's object leaves out farther than that
+(missing material: a chipped-off piece that the capture's mask leaves out is never scored
+itself, and passed).
 
 **Light-choice sensitivity** (optional, ``light_splits``): PS of one surface differs between light
 sets (shadows, highlights, non-Lambertian shading). :func:`light_split_differences` solves a
@@ -225,7 +228,8 @@ class VariationModel(AnomalyModel):
     edge_band_px: width of the silhouette band whose residuals ramp down (0 = off).
     edge_tolerance_px: object pixels up to this far outside the template are compared with the
         nearest template pixel; farther ones are "extra material".
-    outside_score: least score of extra-material pixels.
+    outside_score: least score of extra-material pixels, and of object pixels bordering
+        missing material (template area more than ``edge_tolerance_px`` from the object).
     native_spread: estimate the spread by comparing each training map, in its own pixel grid,
         with the template moved into it (as scoring does), rather than in the reference frame;
         includes the template's resampling blur and registration errors at sharp creases.
@@ -994,6 +998,13 @@ class VariationModel(AnomalyModel):
             score[box] = np.where(vb, joined, zn)
             shading_px = int(vb.sum())
         outside = m & ((dist > self.edge_tolerance_px) | ~covered)
+        # missing material: template area the object leaves out (a piece broken off, which
+        # the capture's mask does not hold); the object's pixels along it are marked
+        missing = ((look.image(self._mask.astype(np.float32)) > 0.5) & covered & ~m
+                   & (ndimage.distance_transform_edt(~m) > self.edge_tolerance_px))
+        if missing.any():
+            outside |= m & (ndimage.distance_transform_edt(~missing)
+                            <= self.edge_tolerance_px + 1.5)
         score = np.where(outside, np.maximum(score, self.outside_score), score)
         score = np.where(m, score, 0.0).astype(np.float32)
         reference = np.where(m[..., None], mu, 0.0).astype(np.float32)
@@ -1003,6 +1014,7 @@ class VariationModel(AnomalyModel):
             "correlation": reg.correlation,
             "unreliable_pixels": int(unreliable.sum()),
             "outside_template_pixels": int(outside.sum()),
+            "missing_template_pixels": int(missing.sum()),
             "shading_pixels": shading_px,
         }
         return ScoreResult(score, reference, unreliable=unreliable, info=info)
