@@ -621,7 +621,7 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     bundle = replace(bundle, image_threshold=det.image_threshold)
     judged = (light_count_note(bundle, num_lights),
               light_set_note(bundle, None if inp.capture is None else inp.capture[1]),
-              turn_note(bundle, det.info), part_size_note(bundle, inp.mask, scale),
+              turn_note(bundle, det), part_size_note(bundle, inp.mask, scale),
               edge_note(inp.mask),
               _lenient_note(threshold, image_threshold, own, own_lights))
     notes = [*input_notes, *(n for n in judged if n is not None)]

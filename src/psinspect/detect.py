@@ -850,7 +850,7 @@ def write_detection_outputs(
                         f"--solver {bundle.input_handling['ps_solver']})")
             notes.append(light_count_note(bundle, inp.num_lights))
             notes.append(light_set_note(bundle, inp.lights))
-            notes.append(turn_note(bundle, det.info))
+            notes.append(turn_note(bundle, det))
             notes.append(part_size_note(bundle, inp.mask, scale))
             notes.append(edge_note(inp.mask))
             notes = [n for n in notes if n is not None]
@@ -961,16 +961,16 @@ def light_set_note(bundle: ModelBundle, lights: np.ndarray | None) -> str | None
 TURN_TOLERANCE_DEG = 0.5
 
 
-def turn_note(bundle: ModelBundle, info: dict[str, Any]) -> str | None:
-    """Why a known part's verdict may not hold: it was registered (``info["angle_deg"]``, a
-    model's score info) turned more than :data:`TURN_TOLERANCE_DEG` beyond the turns of the
-    model's good training parts (``training.turns_deg``): its template and spread know the
-    part only at those turns, and steep edges sampled at another turn score as defects (good
-    parts failed from about half a degree beyond). None within, for models that register
-    nothing, or that record no turns (made before psinspect 0.5)."""
+def turn_note(bundle: ModelBundle, det: Detection) -> str | None:
+    """Why a known part's FAIL may not hold: it was registered (``det.info["angle_deg"]``)
+    turned more than :data:`TURN_TOLERANCE_DEG` beyond the turns of the model's good training
+    parts (``training.turns_deg``): its template and spread know the part only at those
+    turns, and steep edges sampled at another turn score as defects (good parts failed from
+    about half a degree beyond). None for a PASS (the turn only adds to the scores), within
+    those turns, for models that register nothing, or that record no turns."""
     turns = (bundle.config.get("training") or {}).get(TURNS_KEY)
-    angle = info.get("angle_deg")
-    if not (isinstance(turns, dict) and is_number(angle)
+    angle = det.info.get("angle_deg")
+    if det.verdict != "fail" or not (isinstance(turns, dict) and is_number(angle)
             and is_number(turns.get("min")) and is_number(turns.get("max"))):
         return None
     low, high = float(turns["min"]), float(turns["max"])
@@ -979,7 +979,7 @@ def turn_note(bundle: ModelBundle, info: dict[str, Any]) -> str | None:
         return None
     return (f"it lies turned {angle:+.1f} deg against the model's template, {beyond:.1f} deg "
             f"beyond the turns its good training parts lay at ({low:+.1f} to {high:+.1f} deg): "
-            "edges sampled at a new turn score as defects, so a good part may fail (train "
+            "edges sampled at a new turn score as defects, so a good part may fail too (train "
             "with good parts put down as the line puts them down)")
 
 
