@@ -569,11 +569,11 @@ def run_photometric_stereo(capture: Capture, solver: str = "ls") -> PSResult:
         gain = image_gain_ratios(obs, lights, _rank_trimmed(obs, lights, st.low, st.high))
         off = np.flatnonzero(np.abs(gain - 1.0) > LS_IMAGE_GAIN_WARN)  # (NaN: not judged)
         if off.size:
-            lights = ", ".join(f"{int(capture.light_indices[i]) + 1} ({gain[i]:.2f}x)"
-                               for i in off[:8]) + (", ..." if off.size > 8 else "")
+            which = ", ".join(f"{int(capture.light_indices[i]) + 1} ({gain[i]:.2f}x)"
+                              for i in off[:8]) + (", ..." if off.size > 8 else "")
             warnings.warn(
                 f"{capture.path or capture.name}: {off.size} image(s) are far brighter or "
-                f"darker than their light intensity says (light {lights}: a light that did "
+                f"darker than their light intensity says (light {which}: a light that did "
                 "not fire, a wrong intensity, over-exposure): least squares takes them in and "
                 "bends the normals; the robust solver leaves such images out",
                 UserWarning, stacklevel=2)
