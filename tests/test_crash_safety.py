@@ -298,6 +298,30 @@ def test_resume_refuses_a_dataset_rebuilt_from_the_same_captures(tmp_path: Path,
     assert not (out / "config.json").exists()
 
 
+def test_resume_takes_captures_solved_to_other_last_bits(tmp_path: Path, monkeypatch,
+                                                          capsys) -> None:
+    """Capture folders are recorded by their content; their solved normals differ in the last
+    bits with the thread count, which a resume may change: that is not another input (hashing
+    the normals refused such a resume)."""
+    import psinspect.stereo as stereo
+    from psinspect.render import render_dataset
+
+    render_dataset(tmp_path / "caps", 3, defect_rate=0.0, seed=2, size=48)
+    caps = sorted(p for p in (tmp_path / "caps").iterdir() if p.is_dir())
+    out = tmp_path / "model"
+    assert _run_child(_train_argv(caps, out), setup=_kill_after_checkpoint(1)) == signal.SIGKILL
+    real = stereo.solve
+
+    def nudged(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        res = real(*a, **kw)
+        res.normals = np.nextafter(res.normals, np.float32(2)) * (res.normals != 0)
+        return res
+
+    monkeypatch.setattr(stereo, "solve", nudged)
+    _resume(caps, out, monkeypatch, capsys)
+    assert (out / "config.json").is_file()
+
+
 def test_resume_after_kill_inside_a_checkpoint_write(train_inputs: list[Path],
                                                      uninterrupted: Path, tmp_path: Path,
                                                      monkeypatch, capsys) -> None:

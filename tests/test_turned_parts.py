@@ -209,5 +209,7 @@ def test_a_part_turned_beyond_the_training_parts_turns_is_warned_about(
         assert bool(notes) == warned and (entry["verdict"] == "fail") == warned, (cap, entry)
     (note,) = notes
     angle = entry["info"]["angle_deg"]
-    assert note.startswith(f"it lies turned {angle:+.1f} deg against the model's template, ")
-    assert f"beyond the turns its good training parts lay at ({min(turns):+.1f} to " in note
+    assert note.startswith(
+        f"it lies turned {round(angle, 1) + 0.0:+.1f} deg against the model's template, ")
+    assert ("beyond the turns its good training parts lay at "
+            f"({round(min(turns), 1) + 0.0:+.1f} to ") in note

@@ -164,9 +164,16 @@ def _load_dataset(path: Path, progress: Callable[[str], None] | None = None) -> 
                       f"({', '.join(list(read)[:5])}{', ...' if len(read) > 5 else ''}; "
                       f"{read[first][0]}): the model learns them as they were read",
                       UserWarning, stacklevel=2)
+    # what its training and validation maps hold (a dataset rebuilt from the same captures
+    # with another solver or light subsets has the same surfaces: train --resume refuses it)
+    files = hashlib.sha256()
+    for it in manifest["items"]:
+        if it["split"] in ("train-clean", "val-clean"):
+            files.update(f"{it['file']} {file_sha256(folder / it['file'])}\n".encode())
     return TrainingData(train, val, tn, vn, {"dataset": str(path.resolve()), "surfaces": surfaces,
                                              "surface_fingerprints": prints,
-                                             "dataset_seed": manifest.get("seed")})
+                                             "dataset_seed": manifest.get("seed"),
+                                             "dataset_maps_sha256": files.hexdigest()})
 
 
 def _dataset_solver(manifest: dict[str, Any]) -> str:
@@ -1037,12 +1044,11 @@ def train_model(
     # dataset rebuilt at the same path with other held-out surfaces would otherwise have
     # trained on a test surface that the finished model's record does not name) and the same
     # maps (one rebuilt with another solver or light subsets records the same surfaces)
-    digest = hashlib.sha256(json.dumps([data.source, cal_record], sort_keys=True,
-                                       default=str).encode())
-    for normals, mask in (*data.train, *data.val, *cal_maps):  # (~1 s for 500 MB of maps)
-        digest.update(np.ascontiguousarray(normals, np.float32))
-        digest.update(np.ascontiguousarray(mask, bool))
-    inputs_sha = digest.hexdigest()
+    # (a dataset's source holds its map files' digest; map files and captures are recorded
+    # by content already; the solved normals are not hashed: they differ in the last bits
+    # with the thread count, which a resume may change)
+    inputs_sha = hashlib.sha256(json.dumps([data.source, cal_record], sort_keys=True,
+                                           default=str).encode()).hexdigest()
     if resume_state is not None and resumed_inputs != inputs_sha:
         raise PsinspectError(
             f"{out}: --resume: " + ("the checkpoint does not record what its inputs held "
