@@ -287,16 +287,18 @@ def test_an_over_exposed_capture_is_warned_about(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_capture(folder)  # (as written: nothing clipped)
-    for bits, dtype in ((16, np.uint16), (8, np.uint8)):
-        full = 2**bits - 1
+    # 16- and 8-bit cameras, and a 12-bit one in 16-bit files (clipping at 4095, as stored
+    # by most machine-vision cameras, or at 65520 shifted to the top)
+    for full, dtype in ((65535, np.uint16), (255, np.uint8), (4095, np.uint16),
+                        (4095 << 4, np.uint16)):
         for i, f in enumerate(sorted(folder.glob("0*.png"))):
-            # the first image 3 times over-exposed, the others a little: some pixels clip
+            # the first image 3 times over-exposed, the others not: some of its pixels clip
             gain = 3.0 if i == 0 else 1.0
             cv2.imwrite(str(f), np.clip(np.rint(imgs[i] * full * gain), 0, full).astype(dtype))
         clipped = (np.rint(imgs[0] * full * 3.0) >= full)[mask].mean() / 8
         assert clipped > 0.01
         with pytest.warns(UserWarning, match=rf"{folder}: {100 * clipped:.0f} % of the object's "
-                                             r"pixel observations are at the images' full scale "
+                                             r"pixel observations are at the camera's full scale "
                                              r"\(over-exposed; 001\.png: \d+ % of the object\)"):
             load_capture(folder)
 

@@ -298,5 +298,8 @@ def test_least_squares_names_an_image_far_off_its_light(tmp_path, monkeypatch, c
     (line,) = [ln for ln in err.splitlines() if "far brighter or darker" in ln]
     assert line.startswith(f"warning: {cap}: 1 image(s) are far brighter or darker than their "
                            "light intensity says (light 6 (0.00x):"), line
+    # kept in run.json, so detect repeats it for the map
+    run = json.loads((tmp_path / "ls" / "run.json").read_text())
+    assert run["warnings"] == [line.removeprefix("warning: ")]
     code, out, err = run_cli(["normals", cap, "-o", tmp_path / "robust"], monkeypatch, capsys)
     assert code == 0 and "far brighter" not in err and "left out 1 image(s)" in out, (out, err)

@@ -149,6 +149,7 @@ def test_missing_material_scores_high_along_it():
         res = model.score(n, m)
         missing = m0 & ~m & (ndimage.distance_transform_edt(~m) > model.edge_tolerance_px)
         assert res.info["missing_template_pixels"] == int(missing.sum()) > 0
+        assert res.info["outside_template_pixels"] == 0  # (extra material only)
         along = m & (ndimage.distance_transform_edt(~missing) <= model.edge_tolerance_px + 1.5)
         assert along.any() and (res.score[along] >= model.outside_score).all()
         assert (res.score[m & ~along] < model.outside_score).all()

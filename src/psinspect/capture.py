@@ -550,16 +550,18 @@ def load_capture(
 
     _check_sizes_from_headers(paths)
 
-    def work(j: int) -> tuple[np.ndarray, np.ndarray | None, float, np.ndarray | None]:
+    def work(j: int) -> tuple[np.ndarray, np.ndarray | None, float,
+                              tuple[int, np.ndarray] | None]:
         raw, scale = _imread(paths[j])
         grey = _to_grey(raw, scale, intens[idx[j]], gamma, channel_weights)
         chans = raw.reshape(*raw.shape[:2], -1)
         nonblack = (chans > 0).any(axis=2) if need_nonblack else None
-        # pixels at the integer format's full scale (a channel clipped): over-exposed
-        clipped = (chans >= scale).any(axis=2) if raw.dtype.kind == "u" else None
+        # its pixels at its peak, where that is a sensor's full scale (clipped: over-exposed)
+        peak = int(chans.max()) if raw.dtype.kind == "u" and raw.size else -1
+        top = (peak, chans.max(axis=2) >= peak) if peak in SENSOR_FULL_SCALES else None
         if progress is not None:
             progress(1)
-        return grey, nonblack, scale, clipped if clipped is not None and clipped.any() else None
+        return grey, nonblack, scale, top
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(work, range(len(paths))))
@@ -578,7 +580,9 @@ def load_capture(
             )
     images = np.stack([r[0] for r in results])
     nonblack_any = np.logical_or.reduce([r[1] for r in results]) if need_nonblack else None
-    clipped = [r[3] for r in results]
+    # the highest full scale any image reaches is the camera's: its images' pixels there
+    level = max((r[3][0] for r in results if r[3] is not None), default=None)
+    clipped = [r[3][1] if r[3] is not None and r[3][0] == level else None for r in results]
     del results
 
     # --- mask
@@ -636,26 +640,33 @@ def _looks_inverted(mask: np.ndarray, images: np.ndarray) -> bool:
     return bool(inside > images[:, mask].mean())
 
 
-#: fraction of a capture's object observations (pixels x images) at the image format's full
-#: scale above which reading it warns: clipped values bend the normals by degrees (DiLiGenT
+#: the values at which a camera's images clip, as stored in 8- or 16-bit files: 2^b - 1 for
+#: b = 8..16 bits, and the same shifted to the top of 16 bits (a 12-bit camera's 4095 or
+#: 65520)
+SENSOR_FULL_SCALES = frozenset({2**b - 1 for b in range(8, 17)}
+                               | {(2**b - 1) << (16 - b) for b in range(8, 17)})
+
+#: fraction of a capture's object observations (pixels x images) at its camera's full scale
+#: (:data:`SENSOR_FULL_SCALES`: the highest such value its images reach) above which reading
+#: it warns: clipped values bend the normals by degrees (DiLiGenT
 #: ball 10 times over-exposed, 29 % clipped: 2.8 -> 9.0 deg mean error, and the robust solver
-#: blamed 12 images' light intensities). Good captures: DiLiGenT ball 0.04 %, its bear and cat
-#: and rendered parts 0-0.02 % (highlights)
+#: blamed 12 images' light intensities; a 12-bit camera's, at 4095 in 16-bit files, likewise).
+#: Good captures: DiLiGenT ball 0.04 %, its bear and cat and rendered parts 0-0.10 %
 MAX_CLIPPED_FRACTION = 0.01
 
 
 def _warn_clipped(clipped: Sequence[np.ndarray | None], mask: np.ndarray,
                   paths: Sequence[Path], name: str) -> None:
     """Warn where more than :data:`MAX_CLIPPED_FRACTION` of the object's observations are
-    clipped: ``clipped`` holds, per image, its (H, W) bool map of pixels at full scale, or
-    None where it has none."""
+    clipped: ``clipped`` holds, per image, its (H, W) bool map of pixels at the camera's full
+    scale, or None where it has none."""
     counts = [0 if c is None else int(c[mask].sum()) for c in clipped]
     total = sum(counts) / (len(counts) * max(int(mask.sum()), 1))
     if total <= MAX_CLIPPED_FRACTION:
         return
     worst = int(np.argmax(counts))
     warnings.warn(
-        f"{name}: {100 * total:.0f} % of the object's pixel observations are at the images' "
+        f"{name}: {100 * total:.0f} % of the object's pixel observations are at the camera's "
         f"full scale (over-exposed; {paths[worst].name}: {100 * counts[worst] / mask.sum():.0f} "
         "% of the object): clipped values bend the normals by degrees; shorten the exposure or "
         "lower the lights", UserWarning, stacklevel=3)

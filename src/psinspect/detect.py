@@ -1033,8 +1033,8 @@ def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:
         return (f"its light count is unknown (a normal map without the run.json of "
                 f"'psinspect normals'): it is judged by the model's general thresholds, fitted "
                 f"across its captures of {counts} lights, which let more through than each "
-                "count's own (a defective part may pass; give the capture folder or the "
-                "'psinspect normals' output folder)")
+                "count's own (a defective part may pass; give the capture, its folder or zip, "
+                "or the 'psinspect normals' output folder)")
     if not trained or num_lights is None:
         return None
     group = by_count.get(num_lights)

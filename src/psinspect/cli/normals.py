@@ -165,8 +165,10 @@ def normals_cmd(
         "image_size_hw": list(cap.mask.shape),
         "object_pixels": int(cap.mask.sum()),
         "solve_seconds": round(solve_s, 4),
-        # what reading the capture warned about (detect repeats them for this map)
-        "warnings": caught,
+        # what reading and solving the capture warned about (detect repeats them for this
+        # map; not the lights' frame, which detect checks on the map itself)
+        "warnings": caught + [str(n.message) for n in solved_notes
+                              if not issubclass(n.category, FrameWarning)],
     }
     with staged_output_dir(out, force, [capture_dir, lights_file]) as stage:
         save_npy(stage / "normals.npy", res.normals)

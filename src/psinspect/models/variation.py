@@ -998,6 +998,7 @@ class VariationModel(AnomalyModel):
             score[box] = np.where(vb, joined, zn)
             shading_px = int(vb.sum())
         outside = m & ((dist > self.edge_tolerance_px) | ~covered)
+        extra_px = int(outside.sum())
         # missing material: template area the object leaves out (a piece broken off, which
         # the capture's mask does not hold); the object's pixels along it are marked
         missing = ((look.image(self._mask.astype(np.float32)) > 0.5) & covered & ~m
@@ -1013,7 +1014,7 @@ class VariationModel(AnomalyModel):
             "shift_px": reg.shift_px,
             "correlation": reg.correlation,
             "unreliable_pixels": int(unreliable.sum()),
-            "outside_template_pixels": int(outside.sum()),
+            "outside_template_pixels": extra_px,
             "missing_template_pixels": int(missing.sum()),
             "shading_pixels": shading_px,
         }
