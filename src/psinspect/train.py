@@ -413,8 +413,8 @@ def few_maps_note(calibration: dict[str, Any]) -> str | None:
         return None
     return (f"the pass/fail threshold is a fit to the image scores of only {n} good maps: it "
             "may be far from the share of good parts failing asked for, and pass defective "
-            "parts or fail good ones (train on more good parts, or give good parts not trained "
-            "on to --calibrate-on)")
+            "parts or fail good ones (give more good parts: to train on, or, not trained on, to "
+            "--calibrate-on)")
 
 
 def check_image_fpr(rate: float) -> None:
@@ -722,8 +722,10 @@ def calibration_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     ``.npy`` files). Checked, not loaded."""
     paths = [Path(p) for p in inputs]
     if any(_is_dataset(p) for p in paths):
-        raise PsinspectError("--calibrate-on: give normal maps or capture folders, not a "
-                             "dataset folder (its .npy maps can be given)")
+        raise PsinspectError("--calibrate-on: give normal maps or capture folders of good "
+                             "parts, not a dataset folder (a model trained on a dataset is "
+                             "calibrated on its val-clean maps; its other maps are turned, "
+                             "mirrored or defective)")
     return _expand_inputs(paths)
 
 
