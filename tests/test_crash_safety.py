@@ -258,6 +258,14 @@ def test_resume_after_kill_equals_uninterrupted(train_inputs: list[Path], uninte
     _same_model(uninterrupted, out)
 
 
+def _resume_refused(inputs: list[Path], out: Path, monkeypatch, capsys) -> None:
+    code, _, err = run_cli(["train", *inputs, "-o", out, "--threads", "1", "--resume"],
+                           monkeypatch, capsys)
+    assert code == 2 and "--resume: the inputs are not what the interrupted run trained on" \
+        in err, err
+    assert not (out / "config.json").exists()
+
+
 def test_resume_refuses_inputs_changed_at_the_same_paths(tmp_path: Path, monkeypatch,
                                                          capsys) -> None:
     """A training input replaced after the interrupt (a dataset rebuilt with other held-out
@@ -268,11 +276,7 @@ def test_resume_refuses_inputs_changed_at_the_same_paths(tmp_path: Path, monkeyp
     assert _run_child(_train_argv(inputs, out),
                       setup=_kill_after_checkpoint(1)) == signal.SIGKILL
     save_npy(inputs[1], sphere_normals(40, radius=0.3)[0])  # another part, the same path
-    code, _, err = run_cli(["train", *inputs, "-o", out, "--threads", "1", "--resume"],
-                           monkeypatch, capsys)
-    assert code == 2 and "--resume: the inputs are not what the interrupted run trained on" \
-        in err, err
-    assert not (out / "config.json").exists()
+    _resume_refused(inputs, out, monkeypatch, capsys)
 
 
 def test_resume_refuses_a_dataset_rebuilt_from_the_same_captures(tmp_path: Path, monkeypatch,
@@ -291,11 +295,7 @@ def test_resume_refuses_a_dataset_rebuilt_from_the_same_captures(tmp_path: Path,
     shutil.rmtree(ds)
     build_dataset([tmp_path / "caps"], ds, holdout=[], seed=0, subsets=2, augment=[],
                   solver="ls")
-    code, _, err = run_cli(["train", ds, "-o", out, "--threads", "1", "--resume"],
-                           monkeypatch, capsys)
-    assert code == 2 and "--resume: the inputs are not what the interrupted run trained on" \
-        in err, err
-    assert not (out / "config.json").exists()
+    _resume_refused([ds], out, monkeypatch, capsys)
 
 
 def test_resume_takes_captures_solved_to_other_last_bits(tmp_path: Path, monkeypatch,

@@ -845,6 +845,7 @@ def test_train_calibrate_on_parts_not_trained_on(tmp_path: Path,
     clean maps (rougher here, so both thresholds rise to exactly what those maps give), the
     extra maps are recorded, training itself is unchanged; a dataset folder is refused."""
     from psinspect.detect import image_score as img_score
+    from psinspect.normalmap import validate_normal_map
     from psinspect.train import calibrate, gumbel_threshold
 
     rng = np.random.default_rng(3)
@@ -888,7 +889,9 @@ def test_train_calibrate_on_parts_not_trained_on(tmp_path: Path,
         thr, img_thr, _ = calibrate(model, maps, plain["calibration"]["target_pixel_fpr"])
         if (cal["threshold"], cal["image_threshold"]) == pytest.approx((thr, img_thr)):
             found.append(good)
-            imgs = [img_score(score_map(model, *mp).score, mp[1]) for mp in maps]
+            # (each map checked as detect_map checks it: its vectors renormalised once more)
+            imgs = [img_score(score_map(model, *validate_normal_map(*mp)).score, mp[1])
+                    for mp in maps]
             assert img_thr == pytest.approx(gumbel_threshold(imgs, 0.01)[0])
     assert len(found) == 1
     # a dataset folder is not a calibration input; a missing path is named
