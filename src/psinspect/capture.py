@@ -556,9 +556,11 @@ def load_capture(
         grey = _to_grey(raw, scale, intens[idx[j]], gamma, channel_weights)
         chans = raw.reshape(*raw.shape[:2], -1)
         nonblack = (chans > 0).any(axis=2) if need_nonblack else None
-        # its pixels at its peak, where that is a sensor's full scale (clipped: over-exposed)
+        # its pixels at its peak, where that is a sensor's full scale (clipped: over-exposed;
+        # bit-packed, as an 8-bit capture often reaches 255 somewhere in every image)
         peak = int(chans.max()) if raw.dtype.kind == "u" and raw.size else -1
-        top = (peak, chans.max(axis=2) >= peak) if peak in SENSOR_FULL_SCALES else None
+        top = ((peak, np.packbits(chans.max(axis=2) >= peak)) if peak in SENSOR_FULL_SCALES
+               else None)
         if progress is not None:
             progress(1)
         return grey, nonblack, scale, top
@@ -659,8 +661,9 @@ def _warn_clipped(clipped: Sequence[np.ndarray | None], mask: np.ndarray,
                   paths: Sequence[Path], name: str) -> None:
     """Warn where more than :data:`MAX_CLIPPED_FRACTION` of the object's observations are
     clipped: ``clipped`` holds, per image, its (H, W) bool map of pixels at the camera's full
-    scale, or None where it has none."""
-    counts = [0 if c is None else int(c[mask].sum()) for c in clipped]
+    scale, bit-packed (``np.packbits``), or None where it has none."""
+    counts = [0 if c is None else int(np.unpackbits(c, count=mask.size).reshape(mask.shape)
+                                      .view(bool)[mask].sum()) for c in clipped]
     total = sum(counts) / (len(counts) * max(int(mask.sum()), 1))
     if total <= MAX_CLIPPED_FRACTION:
         return
