@@ -517,9 +517,14 @@ def solve_robust_pixels(obs: np.ndarray, lights: np.ndarray,
             lt = lt[used]
             g = _rank_trimmed(o, lt, st.low, st.high)
     g, wts = _tukey_irls(o, lt, g, st.iters, st.c, st.shadow)
-    loose = kept_conditioning(lt, wts) < st.min_kept_conditioning
-    if loose.any():
-        g[loose] = solve_ls_pixels(np.ascontiguousarray(o[loose].T), lt)
+    # the kept observations that are lit: above the shadow level of the larger of the robust
+    # and the least-squares albedo (a pixel lit by fewer than 3 lights keeps dark ones, and its
+    # fit can settle on a near-zero albedo that only explains the dark ones)
+    g_ls = solve_ls_pixels(np.ascontiguousarray(o.T), lt)
+    rho = np.sqrt(np.maximum((g * g).sum(axis=1), (g_ls * g_ls).sum(axis=1)))[:, None]
+    lit = np.where(o > np.float32(st.shadow) * rho.astype(np.float32), wts, np.float32(0.0))
+    loose = kept_conditioning(lt, lit) < st.min_kept_conditioning
+    g[loose] = g_ls[loose]
     return g, used
 
 
