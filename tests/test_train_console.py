@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,16 @@ HP = json.dumps({"channels": [4, 8], "patch": 32, "steps_per_epoch": 2, "val_pat
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return [str(p) for p in good_sphere_maps(tmp_path_factory.mktemp("train_console"), 48)]
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_reaches_the_tests() -> Iterator[None]:
+    """These tests press Ctrl-C: give SIGINT Python's own handler for them, as a terminal
+    does, even where pytest itself was started with SIGINT ignored (under nohup or as a
+    background job of a script), which train keeps (and its subprocesses inherit)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
 
 
 def _cmd(*args: str) -> list[str]:
