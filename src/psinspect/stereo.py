@@ -460,9 +460,10 @@ class RobustSettings:
         measured shading is below ``shadow x albedo`` count as shadowed (weight 0).
     image_gain_tol: images whose :func:`image_gain_ratios` deviates from 1 by more than this are
         left out (mis-calibrated light intensity); at most ``max_dropped_fraction`` of the images.
-    min_kept_conditioning: a pixel whose kept observations' lights (weighted by their final
-        Tukey weights) are conditioned below this (:func:`kept_conditioning`) is solved by least
-        squares over all the lights instead: the kept lights do not pin its normal down.
+    min_kept_conditioning: a pixel whose kept, lit observations' lights (weighted by their
+        final Tukey weights) are conditioned below this (:func:`kept_conditioning`) is solved
+        by least squares over all the lights instead: they do not pin its normal down (step 4
+        of :func:`solve_robust_pixels`; 0 turns the step off).
     """
 
     low: float = 0.25
@@ -492,12 +493,16 @@ def solve_robust_pixels(obs: np.ndarray, lights: np.ndarray,
        are dropped and step 1 is repeated.
     3. IRLS with Tukey's biweight on the albedo-relative residual, scaled per pixel by its
        median absolute residual; predicted attached shadows and dark observations get weight 0.
-    4. Pixels whose kept observations do not determine the normal (:func:`kept_conditioning`
-       below ``min_kept_conditioning``: near a shadow line, lit by a few lights in nearly one
-       plane) are solved by least squares over all the (used) lights: their dark observations
-       then count too. Without this, 8-light subsets of rendered parts had 0.3 % of their
-       pixels more than 45 deg off, and DiLiGenT ball through every 4th light 55 pixels more
-       than 90 deg off (upside down); BENCHMARKS.md, photometric stereo.
+    4. Pixels whose kept, lit observations do not determine the normal
+       (:func:`kept_conditioning` below ``min_kept_conditioning``; lit: above ``shadow`` times
+       the larger of the robust and the least-squares albedo) are solved by least squares over
+       all the (used) lights, so that their dark observations count too. Near a shadow line a
+       pixel is lit by a few lights, in nearly one plane with the view (the fit can turn the
+       normal through that plane, up to upside down) or only 2 (the fit can reject both and
+       settle on a near-zero albedo that explains the dark ones). Without this step, 8-light
+       subsets of the benchmark's rendered parts had 0.65 % of their pixels more than 45 deg
+       off, and DiLiGenT ball through every 4th light 55 pixels more than 90 deg off;
+       BENCHMARKS.md, photometric stereo.
 
     Returns ``(g (N, 3) float64, used (K,) bool)``: the scaled normals and which images were used.
     """
