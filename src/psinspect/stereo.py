@@ -328,6 +328,12 @@ def _solve_sym3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
+def _light_outers(lights: np.ndarray) -> np.ndarray:
+    """Each light's outer product ``l l^T``, row-major: (K, 3) -> (K, 9), in ``lights``' dtype.
+    ``wts @ _light_outers(L)`` gives every pixel's ``L^T W L`` at once."""
+    return (lights[:, :, None] * lights[:, None, :]).reshape(-1, 9)
+
+
 def batched_wls(obs: np.ndarray, lights: np.ndarray, wts: np.ndarray) -> np.ndarray:
     """Weighted LS per pixel: obs (N, K), weights (N, K), lights (K, 3) -> g (N, 3) float64.
 
@@ -336,8 +342,7 @@ def batched_wls(obs: np.ndarray, lights: np.ndarray, wts: np.ndarray) -> np.ndar
     keeps (near) singular systems finite.
     """
     lf = lights.astype(np.float32)
-    outer = (lf[:, :, None] * lf[:, None, :]).reshape(-1, 9)  # (K, 9)
-    a = (wts @ outer).astype(np.float64)  # (N, 9)
+    a = (wts @ _light_outers(lf)).astype(np.float64)  # (N, 9)
     b = ((wts * obs) @ lf).astype(np.float64)
     ridge = 1e-9 + 1e-6 * (a[:, 0] + a[:, 4] + a[:, 8])
     a[:, 0] += ridge
@@ -409,9 +414,7 @@ def kept_conditioning(lights: np.ndarray, wts: np.ndarray) -> np.ndarray:
     normal in two directions only and the fit can settle on a normal turned through that plane,
     up to upside down, that predicts light where the pixel is dark.
     """
-    lf = lights.astype(np.float64)
-    outer = (lf[:, :, None] * lf[:, None, :]).reshape(-1, 9)
-    a = (wts.astype(np.float64) @ outer).reshape(-1, 3, 3)
+    a = (wts.astype(np.float64) @ _light_outers(lights.astype(np.float64))).reshape(-1, 3, 3)
     ev = np.linalg.eigvalsh(a)  # ascending
     top = ev[:, -1]
     ratio = np.maximum(ev[:, 0], 0.0) / np.where(top > 0, top, 1.0)
