@@ -117,18 +117,22 @@ def first_test_surface(surface: str) -> bool:
     return True
 
 
-#: clean parts rendered for threshold calibration only (never trained on, never tested)
-N_CALIB_PARTS = 12
-N_ORGANIC_CALIB_PARTS = 4
-CALIB_STAMP = f"v1-{SEED + 5}-{N_CALIB_PARTS}-organic{N_ORGANIC_CALIB_PARTS}"
+#: clean parts rendered for threshold calibration only (never trained on, never tested): this
+#: many of each family, each family rendered on its own so that every family is covered alike
+#: (until 2026-12-02 12 parts of randomly drawn families and 4 organic bodies: 2 castings,
+#: whose rougher new instances then failed as good parts)
+CALIB_FAMILIES = ("disc", "plate", "casting", "organic")
+N_CALIB_PER_FAMILY = 8
+CALIB_STAMP = f"v2-{SEED + 30}-{N_CALIB_PER_FAMILY}-{'-'.join(CALIB_FAMILIES)}"
 
 
 def build_calibration(work: Path) -> list[Path]:
     """Clean maps of parts that are neither trained on nor tested (new instances of the
-    training families: discs, plates, castings and organic bodies, other seeds), through the
-    same light subsets and PS as the dataset, unaugmented: the default model's extra
-    calibration maps (``train_model(calibration_inputs=...)``). Cached under
-    ``work/calibration``; returns the ``.npy`` maps."""
+    training families: ``N_CALIB_PER_FAMILY`` each of discs, plates, castings and organic
+    bodies, seeds of their own), through the same light subsets and PS as the dataset,
+    unaugmented: the default model's extra calibration maps
+    (``train_model(calibration_inputs=...)``). Cached under ``work/calibration``; returns the
+    ``.npy`` maps."""
     from psinspect.dataset import build_dataset
     from psinspect.render import render_dataset
 
@@ -140,10 +144,11 @@ def build_calibration(work: Path) -> list[Path]:
             if d.exists():
                 shutil.rmtree(d)
         caps = work / "calib_captures"
-        folders = render_dataset(caps / "parts", N_CALIB_PARTS, defect_rate=0.0, seed=SEED + 5)
-        folders += render_dataset(caps / "organic", N_ORGANIC_CALIB_PARTS, defect_rate=0.0,
-                                  seed=SEED + 6, families=("organic",))
-        build_dataset(folders, ds, holdout=[], seed=SEED + 5, subsets=4, augment=[],
+        folders = []
+        for k, family in enumerate(CALIB_FAMILIES):
+            folders += render_dataset(caps / family, N_CALIB_PER_FAMILY, defect_rate=0.0,
+                                      seed=SEED + 30 + k, families=(family,))
+        build_dataset(folders, ds, holdout=[], seed=SEED + 30, subsets=4, augment=[],
                       progress=lambda m: None)
         stamp.write_text(CALIB_STAMP)
     return sorted(ds.glob("N_*.npy"))

@@ -552,7 +552,7 @@ def render_markdown(results: dict, args) -> str:
         lines.append("")
     v = r["verdicts"]
     n_extra = r.get("extra_calibration_maps") or 0
-    n_calib_parts = _bench_data.N_CALIB_PARTS + _bench_data.N_ORGANIC_CALIB_PARTS
+    n_calib_parts = _bench_data.N_CALIB_PER_FAMILY * len(_bench_data.CALIB_FAMILIES)
     cal_maps = "clean val maps" + (f" and {n_extra} clean maps of parts neither trained on "
                                    "nor tested" if n_extra else "")
     rule = re.sub(r"clean validation maps( and the \d+ maps given to --calibrate-on)?",
@@ -633,7 +633,8 @@ def render_markdown(results: dict, args) -> str:
                   + (f"{target:.2%}" if target is not None else "the configured rate")
                   + " on the clean validation maps (training surfaces under other lights)"
                   + (f" and {n_extra} clean maps of {n_calib_parts} rendered parts neither "
-                     "trained on nor tested (`bench/_bench_data.py` build_calibration)"
+                     f"trained on nor tested ({_bench_data.N_CALIB_PER_FAMILY} of each family, "
+                     "`bench/_bench_data.py` build_calibration)"
                      if n_extra else "")
                   + "; measured on the clean pixels of the test maps: "
                   + "; ".join(f"{g} {v:.2%}" for g, v in cal.items()) + "."]

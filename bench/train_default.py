@@ -2,10 +2,10 @@
 
 Builds (or reuses) the benchmark data of bench/_bench_data.py (rendered parts; the DiLiGenT
 objects are test-only and never trained on), trains the default model with the fixed recipe and
-seed below, calibrates its thresholds on the clean validation maps plus clean maps of 16 parts
-that are neither trained on nor tested (``_bench_data.build_calibration``), and writes it to
-``src/psinspect/data/default_model/`` (model-<hash>.safetensors, train_log-<hash>.json and
-config.json).
+seed below, calibrates its thresholds on the clean validation maps plus clean maps of 32 parts
+(8 of each family) that are neither trained on nor tested (``_bench_data.build_calibration``),
+and writes it to ``src/psinspect/data/default_model/`` (model-<hash>.safetensors,
+train_log-<hash>.json and config.json).
 Same seed, same thread count -> same weights.
 """
 
