@@ -14,12 +14,51 @@ from psinspect.errors import PsinspectError
 from psinspect.models import create_model
 from psinspect.modelstore import load_model_dir
 from psinspect.train import (
+    conformal_rank,
     cross_fitted,
     cross_folds,
+    floor_words,
     gumbel_threshold,
     load_training_data,
     train_model,
 )
+
+
+def test_a_higher_share_of_good_parts_failing_lowers_the_floor_below_the_largest() -> None:
+    """The fit's floor is the largest score only while the rate asked for is below 1 / (N + 1):
+    with 40 scores and a rate of 5 %, --image-fpr 0.05 was held at the largest score and did
+    nothing; now the floor is the 2nd largest."""
+    scores = [1.0 + 0.01 * i for i in range(38)] + [3.0, 4.0]
+    thr, fit = gumbel_threshold(scores, 0.05)
+    assert fit["quantile"] < 3.0 and thr == 3.0
+    assert gumbel_threshold(scores, 0.01)[0] == 4.0  # 0.01 < 1 / 41: the largest
+    assert (conformal_rank(40, 0.05), conformal_rank(40, 0.01)) == (39, 40)
+    assert conformal_rank(19, 0.05) == 19  # 0.95 * 20 = 19 exactly: not rounded up to 20
+    assert conformal_rank(1000, 0.01) == 991
+    assert floor_words(40, 0.01) == "their maximum"
+    assert [floor_words(n, 0.05) for n in (40, 60, 80, 1000)] == [
+        "their 2nd largest", "their 3rd largest", "their 4th largest", "their 50th largest"]
+
+
+def test_the_floor_keeps_the_share_of_good_parts_failing_with_a_rough_minority() -> None:
+    """Good parts of two kinds, 15 % of them rough (scores about 3 against 1): the Gumbel fit
+    to all scores puts its 95 % quantile below the rough ones and fails about 13 % of new good
+    parts; with the conformal floor at most the 5 % asked for (20000 draws of 50 calibration
+    scores and one new part each)."""
+    rng = np.random.default_rng(0)
+    rate, n, trials = 0.05, 50, 20000
+
+    def good(size):
+        rough = rng.random(size) < 0.15
+        return np.where(rough, rng.normal(3.0, 0.2, size), rng.normal(1.0, 0.2, size))
+
+    cal, new = good((trials, n)), good(trials)
+    fits = [gumbel_threshold(c, rate) for c in cal]
+    fitted_only = np.mean(new > np.array([f["quantile"] for _, f in fits]))
+    with_floor = np.mean(new > np.array([t for t, _ in fits]))
+    se = np.sqrt(rate * (1 - rate) / trials)
+    assert fitted_only > 2 * rate  # the fit alone misses the rough parts' tail
+    assert with_floor <= rate + 3 * se
 
 
 def test_fold_counts_leave_enough_maps_to_fit() -> None:
@@ -126,10 +165,15 @@ def test_gumbel_threshold_finds_the_tail_of_largest_values() -> None:
     thr, fit = gumbel_threshold(sample, 0.01)
     assert fit["quantile"] == pytest.approx(gumbel_r.ppf(0.99, loc=2.0, scale=0.3), rel=0.02)
     assert fit["scale"] == pytest.approx(0.3, rel=0.05)
-    assert thr == max(fit["quantile"], sample.max())
-    # on a few scores it never falls below the largest: no good part of the set fails
+    # never below the score that at most 1 % of new good parts exceed (the 40th largest)
+    assert thr == max(fit["quantile"], np.sort(sample)[conformal_rank(4000, 0.01) - 1])
+    assert thr < sample.max()
+    # on a few scores (a rate below 1 / (N + 1)) never below the largest: no good part of the
+    # set fails; at a rate of a half, never below the 2nd largest of 4
     few = [1.0, 1.1, 1.05, 3.0]
-    assert gumbel_threshold(few, 0.5)[0] == 3.0
+    assert gumbel_threshold(few, 0.1)[0] == 3.0
+    thr, fit = gumbel_threshold(few, 0.5)
+    assert thr == max(fit["quantile"], 1.1) < 3.0
     # the moments fit by hand on 3 scores (sample sd, n - 1): the small sets it is made for
     three = [1.0, 2.0, 4.0]
     scale = float(np.std(three, ddof=1)) * np.sqrt(6) / np.pi  # 1.5275 * 0.7797

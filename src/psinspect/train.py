@@ -21,11 +21,13 @@ theirs, so that good new parts fail; BENCHMARKS.md measures it): the per-pixel t
 ``1 - threshold_fpr`` quantile of their object-pixel scores (default FPR 0.1 %); the image
 (pass/fail) threshold comes from a Gumbel (largest-value) distribution fitted to their image
 scores (:func:`psinspect.detect.image_score`, the peak of a map): its ``1 - image_fpr`` quantile
-(:func:`gumbel_threshold`; default 1 % of good parts failing), never below their largest score,
-so that no clean validation part fails. The largest score alone would let about 1 in N + 1 new
-good parts fail for N calibration maps (a tenth with 9 maps), and new parts scatter more than
-the validation maps, which are the training parts under other lights (BENCHMARKS.md: rough
-castings rougher than those): the fitted tail states the rate asked for, whatever N. Each map
+(:func:`gumbel_threshold`; default 1 % of good parts failing), never below their largest score
+while the rate is below 1 / (N + 1) for N maps, so that no clean calibration part fails (at a
+higher rate, never below the score that at most that share of new good parts exceed, whatever
+their scores' law: :func:`conformal_rank`). The largest score alone would let about 1 in N + 1
+new good parts fail (a tenth with 9 maps), and new parts scatter more than the validation maps,
+which are the training parts under other lights (BENCHMARKS.md: rough castings rougher than
+those): the fitted tail states the rate asked for, whatever N. Each map
 is scored as ``detect`` scores it: a capture folder with
 its PS confidence and, for models that use them (variation), the differences of its
 half-light-set solves, so the thresholds fit the scores they will judge. Models with test-time
@@ -52,6 +54,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -385,8 +388,12 @@ def gumbel_threshold(scores: Sequence[float], rate: float) -> tuple[float, dict[
     """An image threshold that about ``rate`` of good parts exceed, from a few of their image
     scores: a Gumbel (largest-value) distribution fitted by moments (scale ``sd * sqrt(6) /
     pi``, location ``mean - 0.5772 * scale``), its ``1 - rate`` quantile
-    (:data:`scipy.stats.gumbel_r`), and never below the largest score. An image score is a
-    maximum over a map's pixels, hence the largest-value law. Returns ``(threshold, fit)``."""
+    (:data:`scipy.stats.gumbel_r`), and never below the :func:`conformal_rank`-th smallest
+    score: for N scores the largest while ``rate`` < 1 / (N + 1) (no good part of the set
+    fails), else a lower one that at most ``rate`` of new good parts exceed whatever the
+    scores' law (split conformal), so that a larger ``rate`` is not held at the largest score.
+    An image score is a maximum over a map's pixels, hence the largest-value law. Returns
+    ``(threshold, fit)``."""
     from scipy.stats import gumbel_r
 
     v = np.asarray(scores, np.float64)
@@ -396,7 +403,26 @@ def gumbel_threshold(scores: Sequence[float], rate: float) -> tuple[float, dict[
     scale = max(float(v.std(ddof=1)) * np.sqrt(6.0) / np.pi, 1e-12)
     loc = float(v.mean()) - float(np.euler_gamma) * scale
     q = float(gumbel_r.ppf(1.0 - rate, loc=loc, scale=scale))
-    return max(q, float(v.max())), {"loc": loc, "scale": scale, "quantile": q}
+    floor = float(np.sort(v)[conformal_rank(v.size, rate) - 1])
+    return max(q, floor), {"loc": loc, "scale": scale, "quantile": q}
+
+
+def conformal_rank(n: int, rate: float) -> int:
+    """Rank (1 = smallest) of the score among ``n`` good parts' scores that a new good part
+    exceeds with probability at most ``rate`` (exchangeable scores): ``ceil((1 - rate) *
+    (n + 1))``, capped at ``n`` (the largest, which a new part exceeds with probability
+    1 / (n + 1))."""
+    return min(n, math.ceil((1.0 - rate) * (n + 1) - 1e-9))
+
+
+def floor_words(n: int, rate: float) -> str:
+    """How an image threshold rule names the floor of :func:`gumbel_threshold` on ``n``
+    scores: "their maximum", or e.g. "their 3rd largest"."""
+    k = n - conformal_rank(n, rate) + 1
+    if k == 1:
+        return "their maximum"
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"their {k}{suffix} largest"
 
 
 #: fewest clean maps whose image scores make a pass/fail threshold that is not flagged as
@@ -514,7 +540,7 @@ def thresholds_from_scores(
     if image_fpr is not None and len(imgs) >= 2:
         img_thr, fit = gumbel_threshold(imgs, image_fpr)
         rule = (f"Gumbel fit to the image scores of the {maps}, "
-                f"{1 - image_fpr:.6g} quantile, at least their maximum")
+                f"{1 - image_fpr:.6g} quantile, at least {floor_words(len(imgs), image_fpr)}")
     stats = {
         "method": "clean validation maps only",
         "target_pixel_fpr": threshold_fpr,

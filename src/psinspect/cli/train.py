@@ -93,7 +93,9 @@ def train_cmd(
     image_fpr: Annotated[float, typer.Option(
         help="Target share of good parts failing, 1e-06 to 0.5: sets the pass/fail threshold "
              "(a Gumbel fit to the image scores of the clean validation / calibration maps, "
-             "never below their largest; with one such map, its score).")] = 0.01,
+             "never below their largest while the rate is below 1 / (N + 1) for N maps, nor "
+             "at a higher rate below the score that at most that share of new good parts "
+             "exceed; with one such map, its score).")] = 0.01,
     threshold: Annotated[float | None, typer.Option(
         help="Use this per-pixel threshold instead of the calibrated one (at every "
              "test-time augmentation level; the pass/fail threshold stays calibrated).")
