@@ -106,8 +106,10 @@ def test_holdout_errors(renders, tmp_path) -> None:
     with pytest.raises(PsinspectError, match="no capture named"):
         build_dataset([renders], tmp_path / "a", holdout=["nope"])
     names = [p.name for p in find_captures([renders])]
-    with pytest.raises(PsinspectError, match="no surface left for training"):
-        build_dataset([renders], tmp_path / "b", holdout=names, subsets=1)
+    # every surface held out: a dataset to evaluate a trained model on, with no training maps
+    manifest = build_dataset([renders], tmp_path / "b", holdout=names, subsets=1, augment=[])
+    assert {it["split"] for it in manifest["items"]} == {"test-clean", "test-defective"}
+    assert {s["role"] for s in manifest["surfaces"].values()} == {"test"}
 
 
 def test_skip_lights_errors(renders, tmp_path) -> None:
@@ -237,6 +239,16 @@ def test_cli_dataset_warns_what_it_cannot_do(renders, tmp_path) -> None:
     assert [ln for ln in res.output.splitlines() if ln.startswith("warning: ")] == [
         "warning: no test surface (one capture, or --holdout none): evaluate has nothing to "
         "judge against this dataset; give more captures, or name test ones with --holdout"]
+    # every capture held out: no training maps, said (train refuses such a dataset)
+    res = CliRunner().invoke(app, ["dataset", str(clean), "-o", str(tmp_path / "d"),
+                                   "--augment", "none", "--holdout", clean.name])
+    assert res.exit_code == 0, res.output
+    assert [ln for ln in res.output.splitlines() if ln.startswith("warning: ")] == [
+        "warning: no training surface (every capture is held out or defective): a dataset to "
+        "evaluate a trained model on; 'psinspect train' will refuse it"]
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "d"), "-o", str(tmp_path / "m")])
+    assert isinstance(res.exception, PsinspectError)
+    assert "has no train-clean maps" in str(res.exception)
     # one clean capture and one with its own defects: the defective one is the only test
     # surface, so no test map is defect-free (image AUROC undefined): said
     bad = next(c for c in sorted(renders.iterdir()) if (c / "M_defect.png").exists())

@@ -294,6 +294,34 @@ def test_an_unknown_surface_name_is_refused_before_rendering(
                                                             for i in range(4)]
 
 
+def test_a_run_needs_a_training_surface_unless_pretrained(tmp_path: Path) -> None:
+    """Every surface held out: a run that trains is refused before any work (the rendered
+    parts' names are known before rendering) or, for given captures, after the dataset stage,
+    naming --pretrained; with --pretrained every capture is a test surface and the bundled
+    model judges them all."""
+    from psinspect.errors import PsinspectError
+    from psinspect.pipeline import run_pipeline
+    from psinspect.render import part_names, render_dataset
+
+    cfg = make_config("quick", parts=3)
+    names = part_names(3, seed=cfg.seed)
+    with pytest.raises(PsinspectError, match="no surface left for training.*--pretrained"):
+        run_pipeline(tmp_path / "w", make_config("quick", parts=3, holdout=names))
+    assert not (tmp_path / "w").exists()
+    caps = render_dataset(tmp_path / "caps", 2, defect_rate=0.0, seed=3, size=64, lights=8)
+    held = [c.name for c in caps]
+    with pytest.raises(PsinspectError, match="no surface left for training"):
+        run_pipeline(tmp_path / "x", make_config("quick", data=tmp_path / "caps", holdout=held))
+    run = run_pipeline(tmp_path / "y", make_config("quick", data=tmp_path / "caps",
+                                                   holdout=held, pretrained=True))
+    manifest = json.loads((tmp_path / "y" / "dataset" / "manifest.json").read_text())
+    assert {it["surface"] for it in manifest["items"]} == set(held)
+    assert {it["split"] for it in manifest["items"]} == {"test-clean", "test-defective"}
+    assert run["trained"] is False
+    summary = json.loads((tmp_path / "y" / "predictions" / "summary.json").read_text())
+    assert len(summary["inputs"]) == len(manifest["items"])
+
+
 def test_staged_paths_are_rewritten_absolute_and_as_given(tmp_path: Path, monkeypatch) -> None:
     """JSON files name the final folder, whether a path was written absolute or relative as
     given (a walkthrough's run given `-o run3` left detect's summary.json sources pointing at

@@ -244,6 +244,8 @@ def build_dataset(
         captures: capture folders, or folders of capture folders.
         holdout: surface names kept for test only. ``None``: a quarter of the clean surfaces
             (at least one) drawn with ``seed``; ``[]``: none (only real-defect captures test).
+            Every surface held out (or defective) gives a dataset without training maps, to
+            evaluate a trained model on.
         subsets: light subsets per capture (``>= 2`` for a val split).
         lights_per_subset: lights per PS solve (default ``min(K, max(8, K // 4))``).
         solver: PS solver (``ls``, ``robust`` or ``stable``; :func:`psinspect.stereo.solve`).
@@ -277,12 +279,6 @@ def build_dataset(
         held = sorted(set(holdout))
     check_surface_names(names, holdout, skip_lights)
     test_names = set(held) | real_defective
-    train_names = [n for n in names if n not in test_names]
-    if not train_names:
-        raise PsinspectError(
-            "no surface left for training: every capture is held out or defective "
-            f"({', '.join(names)})"
-        )
     skip = {k: [int(i) for i in v] for k, v in (skip_lights or {}).items()}
     prints = {name: capture_fingerprint(folder) for folder, name in zip(folders, names,
                                                                         strict=True)}

@@ -23,7 +23,7 @@ import platform
 import shutil
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -152,6 +152,12 @@ class _Silent:
 STAGES = ("captures", "dataset", "model", "detect", "evaluate")
 
 
+def no_training_surface(names: Sequence[str]) -> str:
+    """The error of a run that would train on nothing: every surface is held out or defective."""
+    return ("no surface left for training: every capture is held out or defective "
+            f"({', '.join(names)}; with --pretrained every capture can be a test surface)")
+
+
 def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
                  reporter: Reporter | None = None) -> dict[str, Any]:
     """Run every stage into the (empty, staged) folder ``work``; return the run summary.
@@ -176,7 +182,10 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         from psinspect.dataset import check_surface_names
         from psinspect.render import part_names
 
-        check_surface_names(part_names(cfg.parts, seed=cfg.seed), cfg.holdout, cfg.skip_lights)
+        names = part_names(cfg.parts, seed=cfg.seed)
+        check_surface_names(names, cfg.holdout, cfg.skip_lights)
+        if not cfg.pretrained and cfg.holdout is not None and set(names) <= set(cfg.holdout):
+            raise PsinspectError(no_training_surface(names))
     rep: Reporter = reporter or _Silent()
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -216,6 +225,8 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
     counts = {sp: sum(it["split"] == sp for it in manifest["items"])
               for sp in ("train-clean", "val-clean", "test-clean", "test-defective")}
     held = sorted(k for k, v in manifest["surfaces"].items() if v["role"] == "test")
+    if not cfg.pretrained and not counts["train-clean"]:
+        raise PsinspectError(no_training_surface(sorted(manifest["surfaces"])))
     if not held:
         raise PsinspectError(
             f"no surface left for testing among {len(captures)} capture(s): give at least 2 "

@@ -73,7 +73,11 @@ def dataset_cmd(
     counts = {sp: n for sp in SPLITS
               if (n := sum(it["split"] == sp for it in manifest["items"]))}
     test = sorted(n for n, s in manifest["surfaces"].items() if s["role"] == "test")
-    if counts.get("train-clean") and not counts.get("val-clean"):
+    if not counts.get("train-clean"):
+        typer.echo("warning: no training surface (every capture is held out or defective): a "
+                   "dataset to evaluate a trained model on; 'psinspect train' will refuse it",
+                   err=True)
+    elif not counts.get("val-clean"):
         typer.echo("warning: no val-clean maps (--subsets 1): 'psinspect train' will refuse "
                    "this dataset; build it with --subsets 2 or more", err=True)
     if not test:
