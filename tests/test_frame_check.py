@@ -51,6 +51,36 @@ def test_the_ratio_tells_a_flipped_axis() -> None:
     assert frame_mismatch(n, small) is None
 
 
+def test_a_large_map_is_judged_on_block_means(monkeypatch) -> None:
+    """Maps over FRAME_CHECK_MAX_PIXELS are averaged over blocks first (an 8192 x 8192 map's
+    full-size copies took 3 GB more); the verdicts stay: a 256 px sphere judged on 4 x 4 blocks
+    (64 x 64 means), as it is, flipped, exchanged and turned; an odd size drops the last rows."""
+    import psinspect.normalmap as nm
+
+    n, m = sphere_normals(256)
+    full = {how: frame_mismatch(x, m) for how, x in (
+        ("as is", n), ("flipped", _flipped(n, (1,))), ("swapped", n[..., [1, 0, 2]]),
+        ("turned", np.stack([-n[..., 1], n[..., 0], n[..., 2]], -1)))}
+    monkeypatch.setattr(nm, "FRAME_CHECK_MAX_PIXELS", 64 * 64)
+    means, inside = nm._block_mean(n, m, 4)
+    assert means.shape == (64, 64, 3) and inside.shape == (64, 64)
+    assert np.allclose(np.linalg.norm(means[inside], axis=-1), 1, atol=1e-5)
+    assert not means[~inside].any() and inside.sum() < m.sum() / 16
+    blocks = n.reshape(64, 4, 64, 4, 3).mean(axis=(1, 3))  # the block means, by hand
+    assert np.array_equal(inside, m.reshape(64, 4, 64, 4).all(axis=(1, 3)))
+    b = blocks[inside]
+    assert np.allclose(means[inside], b / np.linalg.norm(b, axis=-1, keepdims=True), atol=1e-6)
+    for how, x in (("as is", n), ("flipped", _flipped(n, (1,))), ("swapped", n[..., [1, 0, 2]]),
+                   ("turned", np.stack([-n[..., 1], n[..., 0], n[..., 2]], -1))):
+        ratio, frame = frame_mismatch(x, m)
+        if how == "as is":
+            assert ratio < 0.2 and full[how][0] < 0.2
+        else:
+            assert frame == how == full[how][1] and ratio > 10
+    ratio, _ = frame_mismatch(_flipped(n, (1,))[:259, :258], m[:259, :258])  # k = 5
+    assert ratio > 10
+
+
 def test_a_map_with_its_channels_exchanged_or_turned_as_an_image_warns(tmp_path: Path
                                                                        ) -> None:
     """A walkthrough's defective map with x and y exchanged passed silently (2.6 against
