@@ -294,6 +294,7 @@ def test_an_unknown_surface_name_is_refused_before_rendering(
                                                             for i in range(4)]
 
 
+@pytest.mark.filterwarnings("ignore:.*px across, the model's training parts")  # 64 px renders
 def test_a_run_needs_a_training_surface_unless_pretrained(tmp_path: Path) -> None:
     """Every surface held out: a run that trains is refused before any work (the rendered
     parts' names are known before rendering) or, for given captures, after the dataset stage,
