@@ -294,7 +294,6 @@ def test_an_unknown_surface_name_is_refused_before_rendering(
                                                             for i in range(4)]
 
 
-@pytest.mark.filterwarnings("ignore:.*px across, the model's training parts")  # 64 px renders
 def test_a_run_needs_a_training_surface_unless_pretrained(tmp_path: Path) -> None:
     """Every surface held out: a run that trains is refused before any work (the rendered
     parts' names are known before rendering) or, for given captures, after the dataset stage,
@@ -309,7 +308,7 @@ def test_a_run_needs_a_training_surface_unless_pretrained(tmp_path: Path) -> Non
     with pytest.raises(PsinspectError, match="no surface left for training.*--pretrained"):
         run_pipeline(tmp_path / "w", make_config("quick", parts=3, holdout=names))
     assert not (tmp_path / "w").exists()
-    caps = render_dataset(tmp_path / "caps", 2, defect_rate=0.0, seed=3, size=64, lights=8)
+    caps = render_dataset(tmp_path / "caps", 2, defect_rate=0.0, seed=3, lights=8)  # 256 px
     held = [c.name for c in caps]
     with pytest.raises(PsinspectError, match="no surface left for training"):
         run_pipeline(tmp_path / "x", make_config("quick", data=tmp_path / "caps", holdout=held))
