@@ -601,8 +601,8 @@ def render_markdown(results: dict, args) -> str:
     if ops:
         lines += ["", f"Other operating points of {best} (same weights and scores): the pass/fail "
                   "threshold that `train --image-fpr R` sets from the same calibration scores, "
-                  "and the verdicts at it; give it to `detect --image-threshold T` to judge "
-                  "by it with this model.", "",
+                  "and the verdicts at it; `detect --image-fpr R` judges by it with this "
+                  "model (or `--image-threshold T`).", "",
                   "| share of good parts failing asked (R) | threshold T | defective maps "
                   "failed | clean maps passed |", "|---|---|---|---|"]
         lines += [f"| {o['rate']:.0%} | {o['image_threshold']:.3g} | {o['defective_failed']}/"

@@ -838,6 +838,47 @@ def test_summary_says_when_the_pass_fail_threshold_was_set_by_hand(geo_dir: Path
     assert doc["calibrated_thresholds"]["image_threshold"] == bundle.image_threshold
 
 
+def test_image_fpr_sets_the_pass_fail_threshold_from_the_stored_calibration_scores(
+        geo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """``detect --image-fpr R`` fits the pass/fail threshold to the calibration scores the
+    model stores, as ``train --image-fpr R`` would: at the bundled model's own 1 % it gives
+    the model's own threshold; at 5 % a lower one, recorded with its rule beside the model's
+    own. Where it cannot be told (no stored scores, another test-time level, per-light-count
+    thresholds, both options, a rate out of range) it is refused."""
+    from psinspect.modelstore import default_model_dir
+    from psinspect.train import gumbel_threshold, image_threshold_at_rate
+
+    bundled = load_model_dir(default_model_dir())
+    scores = bundled.config["calibration"]["val_image_scores"]
+    assert image_threshold_at_rate(bundled.config, 0.01)[0] == bundled.image_threshold
+    thr, rule = image_threshold_at_rate(bundled.config, 0.05)
+    assert thr == gumbel_threshold(scores, 0.05)[0] < bundled.image_threshold
+    example = Path(default_model_dir()).parent / "examples" / "plate_clean_normals.png"
+    code, text, err = run_cli(["detect", example, "-o", tmp_path / "d", "--image-fpr", "0.05"],
+                              monkeypatch, capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert s["image_threshold"] == thr and f"<= {thr:.4g}" in text
+    assert s["calibrated_thresholds"]["image_threshold"] == bundled.image_threshold
+    assert s["image_threshold_calibration"] == (
+        rule + "; the model's own, in calibrated_thresholds: "
+        + bundled.config["calibration"]["image_threshold_rule"])
+    assert rule.startswith(f"--image-fpr 0.05 (detect): Gumbel fit to the image scores of the "
+                           f"model's {len(scores)} clean calibration maps, 0.95 quantile")
+    for args, message in (
+            (["--model", geo_dir], "stores no image scores"),
+            (["--tta", "2"], "calibration scores of 4 test-time copies, not 2"),
+            (["--image-threshold", "3"], "give --image-fpr or --image-threshold, not both")):
+        code, _, err = run_cli(["detect", example, "-o", tmp_path / "e", "--image-fpr", "0.05",
+                                *args], monkeypatch, capsys)
+        assert code != 0 and message in err and not (tmp_path / "e").exists(), err
+    with pytest.raises(PsinspectError, match="per light count"):
+        image_threshold_at_rate({**bundled.config, "thresholds_by_light_count": {"8": {}}}, 0.05)
+    with pytest.raises(PsinspectError, match="image-fpr must be between"):
+        image_threshold_at_rate(bundled.config, 0.9)
+
+
 def test_train_calibrate_on_parts_not_trained_on(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:

@@ -747,6 +747,7 @@ def write_detection_outputs(
     keep_going: bool = False,
     lights: str | None = None,
     scale: float = 1.0,
+    image_threshold_rule: str | None = None,
 ) -> dict[str, Any]:
     """Detect on every input and write the per-input files and ``summary.json`` into ``out``
     (staged: nothing is written unless every input succeeds, or with ``keep_going``, unless
@@ -757,7 +758,8 @@ def write_detection_outputs(
     ones. ``solver``: the PS solver for capture folders (default: the model's, config
     ``input.ps_solver``). ``jobs``: inputs processed at once (default :func:`default_jobs`).
     ``lights``: the 1-based lights of capture folders to use (default all; :func:`load_input`).
-    ``scale``: see :func:`detect_map`. Returns the summary."""
+    ``scale``: see :func:`detect_map`. ``image_threshold_rule``: how ``image_threshold`` was
+    set, recorded instead of "set by hand" (``detect --image-fpr``). Returns the summary."""
     from psinspect.fileio import file_sha256, input_names, save_json, staged_output_dir
 
     if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
@@ -874,7 +876,8 @@ def write_detection_outputs(
         summary = summary_document(bundle, summaries, threshold=threshold,
                                    calibrated=(calibrated if threshold is not None
                                                or image_threshold is not None else None),
-                                   solver=solver, lights=lights, scale=scale)
+                                   solver=solver, lights=lights, scale=scale,
+                                   image_threshold_rule=image_threshold_rule)
         save_json(stage / "summary.json", summary)
     return summary
 
@@ -1078,7 +1081,8 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
                      threshold: float | None, calibrated: dict[str, float] | None,
                      solver: str, lights: str | None = None, scale: float = 1.0,
                      model_label: str | None = None,
-                     light_count: int | None = None) -> dict[str, Any]:
+                     light_count: int | None = None,
+                     image_threshold_rule: str | None = None) -> dict[str, Any]:
     """The ``summary.json`` of a detection run: the version, date, model, thresholds and rules
     around the per-input entries ``inputs`` (:meth:`Detection.summary` and more).
     ``threshold``: the pixel threshold used instead of the model's (None: the model's);
@@ -1088,7 +1092,8 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
     folder (the web app: its clients are not told the server's folders); ``light_count``:
     the light count whose calibrated thresholds (``thresholds_by_light_count``) ``bundle``
     carries instead of the general ones (the web app's one input), whose rule is then the
-    one recorded."""
+    one recorded; ``image_threshold_rule``: how a pass/fail threshold that replaced the
+    model's was set, instead of "set by hand"."""
     from psinspect import __version__
     from psinspect.fileio import utc_timestamp
 
@@ -1098,8 +1103,8 @@ def summary_document(bundle: ModelBundle, inputs: list[dict[str, Any]], *,
             else cal.get("image_threshold_rule") if isinstance(cal, dict) else None)
     if (isinstance(rule, str) and calibrated is not None
             and calibrated.get("image_threshold") != bundle.image_threshold):
-        rule = ("set by hand (--image-threshold, or the web app's slider); the model's own, "
-                "in calibrated_thresholds: " + rule)
+        rule = ((image_threshold_rule or "set by hand (--image-threshold, or the web app's "
+                 "slider)") + "; the model's own, in calibrated_thresholds: " + rule)
     return {
         "psinspect_version": __version__,
         "date": utc_timestamp(),

@@ -80,6 +80,7 @@ from psinspect.fileio import (
 from psinspect.models import DEFAULT_MODEL, AnomalyModel, NormalSample, create_model
 from psinspect.modelstore import (
     CHECKPOINT_DIR,
+    LIGHT_COUNT_THRESHOLDS,
     PART_SIZE_KEY,
     TURNS_KEY,
     default_model_dir,
@@ -423,6 +424,35 @@ def floor_words(n: int, rate: float) -> str:
         return "their maximum"
     suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
     return f"their {k}{suffix} largest"
+
+
+def image_threshold_at_rate(config: dict[str, Any], rate: float, tta: int | None = None
+                            ) -> tuple[float, str]:
+    """The pass/fail threshold that ``train --image-fpr rate`` would have set, from the clean
+    calibration maps' image scores a trained model's ``config`` stores
+    (``calibration.val_image_scores``, scored at its own test-time level), and the rule that
+    says so (``detect --image-fpr``). :class:`PsinspectError` where it cannot be told: fewer
+    than 2 stored scores, thresholds calibrated per light count, or ``tta`` (the copies asked
+    for) other than the level the scores were taken at."""
+    check_image_fpr(rate)
+    if config.get(LIGHT_COUNT_THRESHOLDS):
+        raise PsinspectError("--image-fpr: this model has pass/fail thresholds per light count "
+                             "of its captures, and stores no scores to refit them; give "
+                             "--image-threshold")
+    scores = (config.get("calibration") or {}).get("val_image_scores")
+    if (not isinstance(scores, list) or len(scores) < 2
+            or not all(is_number(v) for v in scores)):
+        raise PsinspectError("--image-fpr: the model stores no image scores of 2 or more clean "
+                             "calibration maps to fit; give --image-threshold")
+    own = (config.get("hyperparameters") or {}).get("tta")
+    if tta is not None and own is not None and tta != own:
+        raise PsinspectError(f"--image-fpr: the model stores the calibration scores of {own} "
+                             f"test-time copies, not {tta}; leave out --tta or give "
+                             "--image-threshold")
+    thr, _ = gumbel_threshold([float(v) for v in scores], rate)
+    return thr, (f"--image-fpr {rate:g} (detect): Gumbel fit to the image scores of the "
+                 f"model's {len(scores)} clean calibration maps, {1 - rate:.6g} quantile, at "
+                 f"least {floor_words(len(scores), rate)}")
 
 
 #: fewest clean maps whose image scores make a pass/fail threshold that is not flagged as

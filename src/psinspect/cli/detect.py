@@ -29,6 +29,11 @@ def detect_cmd(
              "set at training for a share of good parts failing, train --image-fpr, 1 % by "
              "default). Lower: more defective parts caught and more good parts "
              "rejected.")] = None,
+    image_fpr: Annotated[float | None, typer.Option(
+        help="Instead of --image-threshold: the pass/fail threshold for this share of good "
+             "parts failing (1e-06 to 0.5), fitted as train --image-fpr fits it to the image "
+             "scores of the clean calibration maps that the model stores (at its own "
+             "test-time level), e.g. 0.05 to catch more defective parts.")] = None,
     solver: Annotated[str | None, typer.Option(
         help="PS solver for capture folders: ls, robust or stable (default: the one the "
              "model's good parts were solved with, recorded at training; robust for the "
@@ -98,6 +103,13 @@ def detect_cmd(
     if solver is not None and not any(p.is_dir() and not is_normals_folder(p) for p in inputs):
         raise PsinspectError("--solver applies to capture folders; no input is one")
     bundle = load_model_dir(model, tta=tta)
+    rule = None
+    if image_fpr is not None:
+        if image_threshold is not None:
+            raise PsinspectError("give --image-fpr or --image-threshold, not both")
+        from psinspect.train import image_threshold_at_rate
+
+        image_threshold, rule = image_threshold_at_rate(bundle.config, image_fpr, tta)
 
     def advance(name: str) -> None:
         bar.update(task, advance=1, description=name)
@@ -107,7 +119,7 @@ def detect_cmd(
         summary = write_detection_outputs(
             inputs, out, bundle, threshold=threshold, image_threshold=image_threshold,
             solver=solver, force=force, progress=advance, jobs=jobs,
-            keep_going=keep_going, lights=lights, scale=scale)
+            keep_going=keep_going, lights=lights, scale=scale, image_threshold_rule=rule)
     errors = [s for s in summary["inputs"] if s["verdict"] == "error"]
     for s in summary["inputs"]:
         if s["verdict"] == "error":
