@@ -51,10 +51,10 @@ def test_the_ratio_tells_a_flipped_axis() -> None:
     assert frame_mismatch(n, small) is None
 
 
-def test_a_large_map_is_judged_on_block_means(monkeypatch) -> None:
-    """Maps over FRAME_CHECK_MAX_PIXELS are averaged over blocks first (an 8192 x 8192 map's
-    full-size copies took 3 GB more); the verdicts stay: a 256 px sphere judged on 4 x 4 blocks
-    (64 x 64 means), as it is, flipped, exchanged and turned; an odd size drops the last rows."""
+def test_a_large_map_is_judged_shrunk(monkeypatch) -> None:
+    """Maps over FRAME_CHECK_MAX_PIXELS are shrunk by a whole factor first (an 8192 x 8192
+    map's full-size copies took 3 GB more); the verdicts stay: a 256 px sphere judged at 64 x 64
+    (factor 4), as it is, flipped, exchanged and turned, at the size asked; an odd size too."""
     import psinspect.normalmap as nm
 
     n, m = sphere_normals(256)
@@ -62,14 +62,10 @@ def test_a_large_map_is_judged_on_block_means(monkeypatch) -> None:
         ("as is", n), ("flipped", _flipped(n, (1,))), ("swapped", n[..., [1, 0, 2]]),
         ("turned", np.stack([-n[..., 1], n[..., 0], n[..., 2]], -1)))}
     monkeypatch.setattr(nm, "FRAME_CHECK_MAX_PIXELS", 64 * 64)
-    means, inside = nm._block_mean(n, m, 4)
-    assert means.shape == (64, 64, 3) and inside.shape == (64, 64)
-    assert np.allclose(np.linalg.norm(means[inside], axis=-1), 1, atol=1e-5)
-    assert not means[~inside].any() and inside.sum() < m.sum() / 16
-    blocks = n.reshape(64, 4, 64, 4, 3).mean(axis=(1, 3))  # the block means, by hand
-    assert np.array_equal(inside, m.reshape(64, 4, 64, 4).all(axis=(1, 3)))
-    b = blocks[inside]
-    assert np.allclose(means[inside], b / np.linalg.norm(b, axis=-1, keepdims=True), atol=1e-6)
+    sizes = []
+    resample = nm.resample
+    monkeypatch.setattr(nm, "resample", lambda n_, m_, hw: sizes.append(hw) or resample(
+        n_, m_, hw))
     for how, x in (("as is", n), ("flipped", _flipped(n, (1,))), ("swapped", n[..., [1, 0, 2]]),
                    ("turned", np.stack([-n[..., 1], n[..., 0], n[..., 2]], -1))):
         ratio, frame = frame_mismatch(x, m)
@@ -77,8 +73,12 @@ def test_a_large_map_is_judged_on_block_means(monkeypatch) -> None:
             assert ratio < 0.2 and full[how][0] < 0.2
         else:
             assert frame == how == full[how][1] and ratio > 10
-    ratio, _ = frame_mismatch(_flipped(n, (1,))[:259, :258], m[:259, :258])  # k = 5
+    n2, m2 = sphere_normals(259)
+    ratio, _ = frame_mismatch(_flipped(n2, (1,))[:, :258], m2[:, :258])  # factor 5
     assert ratio > 10
+    n3, m3 = sphere_normals(64)
+    assert frame_mismatch(n3, m3)[0] < 0.2  # at the limit: as it is
+    assert sizes == [(64, 64)] * 4 + [(51, 51)]
 
 
 def test_a_map_with_its_channels_exchanged_or_turned_as_an_image_warns(tmp_path: Path

@@ -408,26 +408,10 @@ FRAME_MISMATCH_RATIO = 1.3
 FRAMES = ("flipped", "swapped", "turned")
 
 
-#: :func:`frame_mismatch` works on at most this many pixels: a larger map is averaged over
-#: blocks of k x k pixels first (the smallest k that fits); its frame is a property of the whole
+#: :func:`frame_mismatch` works on at most this many pixels: a larger map is shrunk by the
+#: smallest whole factor that fits (:func:`resample`) first; its frame is a property of the whole
 #: map, and the full-size float copies took 3 GB more for an 8192 x 8192 map
 FRAME_CHECK_MAX_PIXELS = 2048 * 2048
-
-
-def _block_mean(normals: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``normals`` (H, W, 3) and ``mask`` (H, W) averaged over k x k blocks (the last rows and
-    columns that do not fill a block dropped): (H // k, W // k, 3) renormalised vectors, zero
-    where a block is not wholly inside the mask, and that mask."""
-    h, w = (mask.shape[0] // k) * k, (mask.shape[1] // k) * k
-    size = (w // k, h // k)  # (an integer factor: OpenCV's area resampling is the block mean)
-    inside = cv2.resize(mask[:h, :w].astype(np.float32), size,
-                        interpolation=cv2.INTER_AREA) > 1 - 1e-6
-    mean = cv2.resize(np.ascontiguousarray(normals[:h, :w], dtype=np.float32), size,
-                      interpolation=cv2.INTER_AREA)
-    norm = np.linalg.norm(mean, axis=-1, keepdims=True)
-    inside &= norm[..., 0] > 0
-    return np.where(inside[..., None], mean / np.where(norm > 0, norm, 1.0), 0.0
-                    ).astype(np.float32), inside
 
 
 def frame_mismatch(normals: np.ndarray, mask: np.ndarray) -> tuple[float, str] | None:
@@ -441,12 +425,12 @@ def frame_mismatch(normals: np.ndarray, mask: np.ndarray) -> tuple[float, str] |
     alone gives about 1. Pixels of ``mask`` (H, W) with nz > 0.3 count where their neighbours
     two pixels away do too (steep slopes and edges left out); each curl is smoothed by a
     Gaussian of 1 px first. None where fewer than 400 pixels count (too little to tell). A map
-    of more than :data:`FRAME_CHECK_MAX_PIXELS` pixels is judged on its block means
-    (:func:`_block_mean`)."""
+    of more than :data:`FRAME_CHECK_MAX_PIXELS` pixels is judged shrunk by the smallest whole
+    factor that fits (area averaging, :func:`resample`)."""
     mask = np.asarray(mask, bool)
     k = math.ceil(math.sqrt(mask.size / FRAME_CHECK_MAX_PIXELS))
     if k > 1:
-        normals, mask = _block_mean(normals, mask, k)
+        normals, mask = resample(normals, mask, (mask.shape[0] // k, mask.shape[1] // k))
     nz = normals[..., 2]
     ok = mask & (nz > 0.3)
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
