@@ -456,18 +456,20 @@ OPERATING_RATES = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 def operating_points(config: dict, image_scores: list[list]) -> list[dict]:
     """Verdicts on the test maps (``image_scores``: per map its image score and whether it is
-    defective) at the pass/fail thresholds the model's own calibration scores give for each
-    rate of :data:`OPERATING_RATES` (:func:`psinspect.train.gumbel_threshold`, as ``train
-    --image-fpr`` would set them); [] for a model without stored calibration scores."""
-    from psinspect.train import gumbel_threshold
+    defective) at the pass/fail threshold ``detect --image-fpr`` sets for each rate of
+    :data:`OPERATING_RATES` (:func:`psinspect.train.image_threshold_at_rate`: as ``train
+    --image-fpr`` would, from the calibration scores the model stores); [] for a model whose
+    config cannot tell it."""
+    from psinspect.errors import PsinspectError
+    from psinspect.train import image_threshold_at_rate
 
-    cal = config.get("calibration", {}).get("val_image_scores") or []
-    if len(cal) < 2:
-        return []
     out = []
     for rate in OPERATING_RATES:
-        thr = gumbel_threshold(cal, rate)[0]
-        fails = [(s >= thr, bad) for s, bad in image_scores]
+        try:
+            thr, _ = image_threshold_at_rate(config, rate)
+        except PsinspectError:
+            return []
+        fails = [(s > thr, bad) for s, bad in image_scores]  # (detect: fail above it)
         out.append({"rate": rate, "image_threshold": thr,
                     "defective_failed": sum(f for f, bad in fails if bad),
                     "defective": sum(bad for _, bad in fails),
