@@ -380,8 +380,9 @@ def main() -> None:
 
     import torch
 
+    from psinspect.errors import PsinspectError
     from psinspect.modelstore import default_model_dir, load_model_dir
-    from psinspect.train import train_model
+    from psinspect.train import operating_points, train_model
 
     torch.set_num_threads(args.threads)
     recipes = {**RECIPES, "geo-seg": default_recipe()}
@@ -426,7 +427,12 @@ def main() -> None:
         res["image_threshold_rule"] = bundle.config.get("calibration", {}).get(
             "image_threshold_rule")
         res["image_threshold"] = bundle.image_threshold
-        res["operating_points"] = operating_points(bundle.config, res["image_scores"])
+        try:  # verdicts at the thresholds detect --image-fpr R sets (none: not told)
+            res["operating_points"] = operating_points(
+                bundle.config, [s for s, _ in res["image_scores"]],
+                [bad for _, bad in res["image_scores"]])
+        except PsinspectError:
+            res["operating_points"] = []
         res["hyperparameters"] = bundle.config.get("hyperparameters", {})
         res["batch_size"] = bundle.config["training"].get("batch_size")
         results[name] = res
@@ -448,34 +454,6 @@ def main() -> None:
     write_section(f"<!-- detect:begin -->\n{render_markdown(results, args).rstrip()}\n"
                   "<!-- detect:end -->", ROOT / "BENCHMARKS.md", "<!-- detect:begin -->",
                   "<!-- detect:end -->")
-
-
-#: shares of good parts failing (``train --image-fpr``) at which the verdicts are also counted
-OPERATING_RATES = (0.01, 0.02, 0.05, 0.1, 0.2)
-
-
-def operating_points(config: dict, image_scores: list[list]) -> list[dict]:
-    """Verdicts on the test maps (``image_scores``: per map its image score and whether it is
-    defective) at the pass/fail threshold ``detect --image-fpr`` sets for each rate of
-    :data:`OPERATING_RATES` (:func:`psinspect.train.image_threshold_at_rate`: as ``train
-    --image-fpr`` would, from the calibration scores the model stores); [] for a model whose
-    config cannot tell it."""
-    from psinspect.errors import PsinspectError
-    from psinspect.train import image_threshold_at_rate
-
-    out = []
-    for rate in OPERATING_RATES:
-        try:
-            thr, _ = image_threshold_at_rate(config, rate)
-        except PsinspectError:
-            return []
-        fails = [(s > thr, bad) for s, bad in image_scores]  # (detect: fail above it)
-        out.append({"rate": rate, "image_threshold": thr,
-                    "defective_failed": sum(f for f, bad in fails if bad),
-                    "defective": sum(bad for _, bad in fails),
-                    "clean_passed": sum(not f for f, bad in fails if not bad),
-                    "clean": sum(not bad for _, bad in fails)})
-    return out
 
 
 def render_markdown(results: dict, args) -> str:
@@ -608,7 +586,8 @@ def render_markdown(results: dict, args) -> str:
                   "| share of good parts failing asked (R) | threshold T | defective maps "
                   "failed | clean maps passed |", "|---|---|---|---|"]
         lines += [f"| {o['rate']:.0%} | {o['image_threshold']:.3g} | {o['defective_failed']}/"
-                  f"{o['defective']} | {o['clean_passed']}/{o['clean']} |" for o in ops]
+                  f"{o['defective_failed'] + o['defective_passed']} | {o['clean_passed']}/"
+                  f"{o['clean_passed'] + o['clean_failed']} |" for o in ops]
     deficit = r.get("deficit") or []
     if deficit:
         total = sum(d["deficit"] for d in deficit)

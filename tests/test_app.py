@@ -679,3 +679,29 @@ def test_predict_refuses_a_negative_threshold(tmp_path: Path, geometric_choice, 
                                 tmp_path)
     with pytest.raises(PsinspectError, match=what):
         predict(inp, geometric_choice, **{option: -1.0})
+
+
+def test_the_page_lists_the_pass_fail_thresholds_of_other_operating_points(
+        tmp_path: Path, geometric_choice) -> None:
+    """Under the pass/fail slider, the thresholds ``detect --image-fpr R`` sets for the chosen
+    model (at the test-time level it scores at: the thorough choice's own), updated when the
+    model changes; nothing for a model that stores no calibration scores."""
+    from psinspect.app import build_app, load_model_choices, operating_points_markdown
+    from psinspect.train import OPERATING_RATES, image_threshold_at_rate
+
+    bundled, thorough = load_model_choices()[:2]
+    for choice, tta in ((bundled, 4), (thorough, 8)):
+        text = operating_points_markdown(choice)
+        for rate in OPERATING_RATES:
+            thr = image_threshold_at_rate(choice.bundle.config, rate, tta)[0]
+            assert f"{rate:.0%}: {thr:.4g}" in text
+        assert f"1%: {choice.image_threshold:.4g} (calibrated)" in text  # its own, at 1 %
+        assert text.count("(calibrated)") == 1
+    assert operating_points_markdown(bundled) != operating_points_markdown(thorough)
+    assert operating_points_markdown(geometric_choice) == ""  # (stores no scores)
+    demo = build_app([bundled, thorough], tmp_path, examples=[])
+    ids = {c["props"].get("elem_id"): c["id"] for c in demo.config["components"]}
+    (dep,) = [d for d in demo.config["dependencies"] if ids["operating-points"] in d["outputs"]]
+    assert dep["inputs"] == [ids["model"]]
+    assert [list(t) for t in dep["targets"]] == [[ids["model"], "change"]]
+    assert demo.fns[dep["id"]].fn(thorough.label)[-1] == operating_points_markdown(thorough)

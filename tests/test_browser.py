@@ -108,8 +108,18 @@ def test_serve_inspect_example_in_browser(tmp_path: Path) -> None:
             download = link.get_attribute("href")
             drv.save_screenshot(str(ARTIFACTS / "browser-inspect.png"))
             verdict = box.text.split()[0]
+            points = drv.find_element(By.ID, "operating-points").text
             page = drv.page_source
         assert verdict in ("PASS", "FAIL")
+        # under the pass/fail slider: the bundled model's thresholds for other shares of good
+        # parts failing, rendered (as detect --image-fpr R sets them)
+        from psinspect.app import load_model_choices, operating_points_markdown
+        from psinspect.train import image_threshold_at_rate
+
+        bundled = load_model_choices()[0]
+        assert "Pass/fail thresholds for a share of good parts failing" in points
+        assert f"5%: {image_threshold_at_rate(bundled.bundle.config, 0.05)[0]:.4g}" in points
+        assert "`" not in points and operating_points_markdown(bundled).startswith("Pass/fail")
         assert width >= 32
         # the results download: what detect writes, with the verdict shown
         with urllib.request.urlopen(download, timeout=10) as resp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -363,6 +364,22 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     metrics = json.loads((ev / "metrics.json").read_text())
     assert 0.0 <= metrics["pooled"]["pixel_auroc"] <= 1.0
     assert metrics["pooled"]["image_auroc"] is not None
+    # the verdicts at the thresholds detect --image-fpr R would set, from the model's stored
+    # calibration scores, on the summary's image scores (fail above the threshold)
+    from psinspect.train import OPERATING_RATES, image_threshold_at_rate
+
+    points, scores = metrics["operating_points"], {
+        e["name"]: e["image_score"] for e in summary["inputs"]}
+    assert [p["rate"] for p in points] == list(OPERATING_RATES)
+    assert metrics["operating_points_note"] is None
+    for p in points:
+        thr = image_threshold_at_rate(cfg, p["rate"])[0]
+        assert p["image_threshold"] == thr
+        assert p["defective_failed"] == sum(v > thr for n, v in scores.items() if n[0] == "A")
+        assert p["clean_passed"] == sum(v <= thr for n, v in scores.items() if n[0] == "N")
+        assert f"{p['defective_failed']}/{p['defective_failed'] + p['defective_passed']}" in out
+    assert points[0]["image_threshold"] == cfg["image_threshold"]  # its own 1 %
+    assert "Other operating points" in (ev / "report.html").read_text()
     # the dataset folder itself stands for its test maps (it was refused, and ds/*.npy scores
     # its training and validation maps too): the same predictions and metrics
     code, _, err = run_cli(["detect", str(tiny_dataset), "--model", str(mdir), "-o",
@@ -450,6 +467,14 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     assert s8["image_threshold"] == levels["8"]["image_threshold"]
     assert not np.array_equal(np.load(det8 / f"{tests[0].stem}_score.npy"),
                               np.load(det / f"{tests[0].stem}_score.npy"))
+    # evaluate's other operating points come from the level detect scored at
+    code, _, err = run_cli(["evaluate", det8, tiny_dataset, "-o", tmp_path / "ev8"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    points8 = json.loads((tmp_path / "ev8" / "metrics.json").read_text())["operating_points"]
+    assert points8[0]["image_threshold"] == levels["8"]["image_threshold"]
+    assert [p["image_threshold"] for p in points8] == [
+        image_threshold_at_rate(cfg, r, 8)[0] for r in OPERATING_RATES]
     code, _, err = run_cli(["detect", str(tests[0]), "--model", str(mdir), "-o",
                             str(tmp_path / "det3"), "--tta", "3"], monkeypatch, capsys)
     assert code == 2 and "--tta must be one of 1, 2, 4, 8" in err and len(err.splitlines()) == 1
@@ -461,6 +486,16 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     code, _, err = run_cli(["detect", str(tests[0]), "--model", str(mdir), "-o",
                             str(tmp_path / "det4"), "--tta", "4"], monkeypatch, capsys)
     assert code == 0, err
+    # ... and for a level whose scores the model does not store, evaluate says why
+    code, _, err = run_cli(["evaluate", det8, tiny_dataset, "-o", tmp_path / "ev8b"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    m8 = json.loads((tmp_path / "ev8b" / "metrics.json").read_text())
+    assert m8["operating_points"] == [] and m8["operating_points_note"] == (
+        "the model stores no image scores of clean calibration maps at 8 test-time copies "
+        "(only at its own 4)")
+    assert "None: the model stores no image scores" in (
+        tmp_path / "ev8b" / "report.html").read_text()
 
 
 def _good_part_maps(folder: Path, count: int, seed: int) -> list[Path]:
@@ -585,8 +620,9 @@ def test_tta_thresholds_are_calibrated_per_level(tmp_path: Path) -> None:
     levels = calibrate_tta_levels(model, maps, 0.01)
     assert model.tta == 4 and sorted(levels, key=int) == ["1", "2", "4", "8"]
     model.tta = 8
-    thr, img_thr, _ = calibrate(model, maps, 0.01)
-    assert levels["8"] == {"threshold": thr, "image_threshold": img_thr}
+    thr, img_thr, stats = calibrate(model, maps, 0.01)
+    assert levels["8"] == {"threshold": thr, "image_threshold": img_thr,
+                           "val_image_scores": stats["val_image_scores"]}
     assert levels["8"] != levels["1"]
     assert calibrate_tta_levels(create_model("geometric"), maps, 0.01) == {}
     geo = save_model_dir(tmp_path / "g", create_model("geometric"), threshold=1.0,
@@ -844,8 +880,9 @@ def test_image_fpr_sets_the_pass_fail_threshold_from_the_stored_calibration_scor
     """``detect --image-fpr R`` fits the pass/fail threshold to the calibration scores the
     model stores, as ``train --image-fpr R`` would: at the bundled model's own 1 % it gives
     the model's own threshold; at 5 % a lower one, recorded with its rule beside the model's
-    own. Where it cannot be told (no stored scores, another test-time level, per-light-count
-    thresholds, both options, a rate out of range) it is refused."""
+    own; at another test-time level, from that level's stored scores. Where it cannot be told
+    (no stored scores, a level without them, per-light-count thresholds, both options, a rate
+    out of range) it is refused."""
     from psinspect.modelstore import default_model_dir
     from psinspect.train import gumbel_threshold, image_threshold_at_rate
 
@@ -866,9 +903,30 @@ def test_image_fpr_sets_the_pass_fail_threshold_from_the_stored_calibration_scor
         + bundled.config["calibration"]["image_threshold_rule"])
     assert rule.startswith(f"--image-fpr 0.05 (detect): Gumbel fit to the image scores of the "
                            f"model's {len(scores)} clean calibration maps, 0.95 quantile")
+    # at another test-time level: that level's stored scores (at its own rate, its own
+    # calibrated threshold)
+    level2 = bundled.config["tta_thresholds"]["2"]
+    assert image_threshold_at_rate(bundled.config, 0.01, 2)[0] == level2["image_threshold"]
+    thr2, rule2 = image_threshold_at_rate(bundled.config, 0.05, 2)
+    assert thr2 == gumbel_threshold(level2["val_image_scores"], 0.05)[0] != thr
+    assert "calibration maps at 2 test-time copies, 0.95 quantile" in rule2
+    code, text, err = run_cli(["detect", example, "-o", tmp_path / "d2", "--image-fpr", "0.05",
+                               "--tta", "2"], monkeypatch, capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "d2" / "summary.json").read_text())
+    assert s["image_threshold"] == thr2 and s["tta"] == 2
+    # a model trained before the levels' scores were stored has its own level's only
+    old_dir = tmp_path / "old"
+    shutil.copytree(default_model_dir(), old_dir)
+    cfg = json.loads((old_dir / "config.json").read_text())
+    for level in cfg["tta_thresholds"].values():
+        del level["val_image_scores"]
+    (old_dir / "config.json").write_text(json.dumps(cfg))
     for args, message in (
             (["--model", geo_dir], "stores no image scores"),
-            (["--tta", "2"], "calibration scores of 4 test-time copies, not 2"),
+            (["--model", old_dir, "--tta", "2"],
+             "stores no image scores of clean calibration maps at 2 test-time copies (only at "
+             "its own 4)"),
             (["--image-threshold", "3"], "give --image-fpr or --image-threshold, not both")):
         code, _, err = run_cli(["detect", example, "-o", tmp_path / "e", "--image-fpr", "0.05",
                                 *args], monkeypatch, capsys)

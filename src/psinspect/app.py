@@ -423,6 +423,27 @@ class ModelChoice:
         return _slider_max(max(self.calibrated_image_thresholds))
 
 
+def operating_points_markdown(choice: ModelChoice) -> str:
+    """The pass/fail thresholds that ``psinspect detect --image-fpr R`` sets with ``choice``'s
+    model for a few shares R of good parts failing (:data:`psinspect.train.OPERATING_RATES`,
+    fitted to the clean calibration scores it stores for the test-time level it scores at),
+    as a line under the page's pass/fail slider; "" where the model cannot tell them."""
+    from psinspect.train import OPERATING_RATES, image_threshold_at_rate
+
+    try:
+        points = [(rate, image_threshold_at_rate(choice.bundle.config, rate,
+                                                 getattr(choice.bundle.model, "tta", None))[0])
+                  for rate in OPERATING_RATES]
+    except PsinspectError:
+        return ""
+    return ("Pass/fail thresholds for a share of good parts failing (fitted to this model's "
+            "clean calibration scores, as `psinspect detect --image-fpr R`; lower catches more "
+            "defective parts): " + " · ".join(
+                f"{rate:.0%}: {thr:.4g}"
+                + (" (calibrated)" if math.isclose(thr, choice.image_threshold) else "")
+                for rate, thr in points))
+
+
 def _slider_range(top: float, value: float) -> dict[str, float]:
     """A threshold slider's range, from 0 to ``top`` in 1000 steps, and its ``value``."""
     return {"minimum": 0.0, "maximum": top, "value": value, "step": top / 1000}
@@ -1025,6 +1046,8 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                     label="Pass/fail threshold on the image score (starts at the calibrated "
                           "value; after Inspect, the one that judged the input)",
                     elem_id="image-threshold")
+                points = gr.Markdown(operating_points_markdown(first),
+                                     elem_id="operating-points")
                 scale = w.Scale(value=1.0, minimum=SCALES[0], maximum=SCALES[1], step=0.05,
                                 label="Pixel scale: score the map resampled by this factor, "
                                       "for parts imaged much finer or coarser than the "
@@ -1058,7 +1081,9 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                                          "panel and summary.json, as psinspect detect writes",
                                    interactive=False, elem_id="results")
         # (the page's own events: no API endpoint; the README documents /inspect)
-        model.change(sliders_for, inputs=[model], outputs=[threshold, image_threshold],
+        model.change(lambda label: (*sliders_for(label),
+                                    operating_points_markdown(by_label[label])),
+                     inputs=[model], outputs=[threshold, image_threshold, points],
                      api_name=False)
         reset.click(sliders_for, inputs=[model], outputs=[threshold, image_threshold],
                     api_name=False)

@@ -13,11 +13,13 @@ A model directory (``MODEL_DIR``) holds
   ``threshold`` (per-pixel decision threshold and how it was calibrated),
   ``image_threshold`` (pass/fail decision), ``weights_file`` and ``weights_sha256`` (the
   weights file's name and SHA-256), for models with test-time augmentation levels
-  ``tta_thresholds`` (``{"<level>": {"threshold", "image_threshold"}}``, calibrated on the same
-  clean maps at each level), for known-part models whose good captures were taken under
-  several numbers of lights ``thresholds_by_light_count`` (``{"<lights>": {"threshold",
-  "image_threshold", "maps", ...}}``: the thresholds calibrated on that light count's clean
-  maps alone, which detect uses for a capture of that count; :func:`for_light_count`), free-form
+  ``tta_thresholds`` (``{"<level>": {"threshold", "image_threshold", "val_image_scores"}}``,
+  calibrated on the same clean maps at each level; their image scores, which ``detect --tta
+  N --image-fpr R`` refits, since 2026-12-02), for known-part models whose good captures were
+  taken under several numbers of lights ``thresholds_by_light_count`` (``{"<lights>":
+  {"threshold", "image_threshold", "maps", ...}}``: the thresholds calibrated on that light
+  count's clean maps alone, which detect uses for a capture of that count;
+  :func:`for_light_count`), free-form
   ``training`` facts and ``log_file``;
 - ``train_log-<hash>.json`` (the ``log_file`` of config.json): one entry per epoch, named by
   its content like the weights, so a retraining killed before its config was written leaves

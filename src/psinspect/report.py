@@ -310,6 +310,30 @@ def _operating_point_html(op: dict[str, Any] | None, verdicts: dict[str, Any] | 
     return out
 
 
+def _other_points_html(points: Sequence[dict[str, Any]] | None, note: str | None
+                       ) -> list[str]:
+    """The verdicts at the pass/fail thresholds of other shares of good parts failing
+    (metrics.json ``operating_points``), or why there are none (``operating_points_note``)."""
+    if not points and not note:
+        return []
+    out = ["<h3>Other operating points</h3>"]
+    if not points:
+        return [*out, f"<p class='note'>None: {html.escape(str(note))}.</p>"]
+    rows = "".join(
+        f"<tr><td>{p['rate']:.0%}</td><td>{_fmt_threshold(p['image_threshold'])}</td>"
+        f"<td>{p['defective_failed']} / {p['defective_failed'] + p['defective_passed']}</td>"
+        f"<td>{p['clean_passed']} / {p['clean_passed'] + p['clean_failed']}</td></tr>"
+        for p in points)
+    return [*out,
+            "<p class='note'>The verdicts on the same image scores at the pass/fail threshold "
+            "that <code>detect --image-fpr R</code> sets for a share R of good parts failing, "
+            "fitted to the clean calibration maps' image scores the model stores (training "
+            "sets its own for 1 % by default). A higher R catches more defective parts and "
+            "fails more good ones.</p>",
+            "<table><tr><th>share of good parts failing asked (R)</th><th>threshold</th>"
+            f"<th>defective maps failed</th><th>clean maps passed</th></tr>{rows}</table>"]
+
+
 def _intervals_html(iv: dict[str, Any] | None) -> list[str]:
     """The bootstrap intervals of :func:`psinspect.metrics.bootstrap_intervals` as a note and a
     one-row table (nothing when absent)."""
@@ -388,6 +412,8 @@ def report_html(
         "<h2>Pooled</h2>", _table({"all test maps": pooled}, "set", fpr),
         *_intervals_html(metrics.get("intervals")),
         *_operating_point_html(metrics.get("operating_point"), metrics.get("verdicts")),
+        *_other_points_html(metrics.get("operating_points"),
+                            metrics.get("operating_points_note")),
         "<h2>Per defect type</h2>", _table(metrics.get("per_type", {}), "type", fpr),
         "<h2>Per severity</h2>", _table(metrics.get("per_severity", {}), "severity", fpr),
         "<p class='note'>Breakdowns: a ground-truth region (a connected component of the "
@@ -539,7 +565,9 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
             "tta": summary.get("tta"), "scale": summary.get("scale", 1.0),
             # the model's own, where detect's --threshold / --image-threshold replaced them
             "calibrated_thresholds": summary.get("calibrated_thresholds"),
-            "model_dir": summary.get("model_dir"), "splits": list(splits),
+            "model_dir": summary.get("model_dir"),
+            "model_weights_sha256": summary.get("model_weights_sha256"),
+            "splits": list(splits),
             "surfaces": surfaces, "pred_masks": pred_masks,
             "seen_in_training": (surfaces_seen_in_training(summary["model_dir"], manifest,
                                                            map_shas)
@@ -630,6 +658,36 @@ def _check_operating_point(summary: dict[str, Any], spath: Any) -> None:
         if value is not None and not ok(value):
             raise PsinspectError(f"{spath}: not a detect summary ({key} must be {want}, got "
                                  f"{value!r})")
+
+
+def model_operating_points(model_dir: Any, weights_sha256: Any, tta: int | None,
+                           image_scores: Sequence[float], defective: Sequence[bool]
+                           ) -> tuple[list[dict[str, Any]], str | None]:
+    """The verdicts of :func:`psinspect.train.operating_points` (at the pass/fail thresholds
+    ``detect --image-fpr R`` sets for a few shares of good parts failing) for the model in
+    ``model_dir`` (whose weights must be the ``weights_sha256`` detect recorded) scoring at
+    ``tta`` copies, on the test maps' ``image_scores``; ``([], why)`` where they cannot be
+    told (no model folder, moved or retrained, no calibration scores stored)."""
+    from pathlib import Path
+
+    from psinspect.errors import PsinspectError
+    from psinspect.fileio import read_json
+    from psinspect.train import operating_points
+
+    if not model_dir:
+        return [], "the detect summary names no model folder"
+    try:
+        config = read_json(Path(model_dir) / "config.json")
+    except (OSError, TypeError, ValueError):
+        return [], f"the model folder {model_dir} cannot be read"
+    if not isinstance(config, dict):
+        return [], f"the model folder {model_dir} cannot be read"
+    if weights_sha256 is not None and config.get("weights_sha256") != weights_sha256:
+        return [], f"the model folder {model_dir} now holds other weights than detect used"
+    try:
+        return operating_points(config, image_scores, defective, tta), None
+    except PsinspectError as err:  # e.g. "--image-fpr: the model stores no ...; give ..."
+        return [], str(err).removeprefix("--image-fpr: ").split("; ")[0]
 
 
 def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any],
@@ -783,7 +841,9 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     Besides the threshold-free metrics, ``metrics.json`` holds the operating point detect
     used (``operating_point``: its pixel and image thresholds, model, and the pooled pixel
     precision / recall / F1 / false-positive rate of the masks it wrote) and ``verdicts``
-    (its pass/fail verdicts against the truth)."""
+    (its pass/fail verdicts against the truth), and ``operating_points`` (the verdicts at
+    the thresholds of other shares of good parts failing, :func:`model_operating_points`;
+    ``operating_points_note`` says why where there are none)."""
     from pathlib import Path
 
     from psinspect.errors import PsinspectError
@@ -811,6 +871,9 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
         "predicted_masks": mask_metrics(info["pred_masks"], [it.gt for it in items],
                                         [it.mask for it in items])}
     metrics["verdicts"] = verdict_counts(info["verdicts"], info["defective"])
+    metrics["operating_points"], metrics["operating_points_note"] = model_operating_points(
+        info.get("model_dir"), info.get("model_weights_sha256"), info.get("tta"),
+        [it.image_score for it in items], info["defective"])
     metrics["test_surfaces_seen_in_training"] = info["seen_in_training"]
     metrics["test_surfaces_seen_in_calibration"] = info["seen_in_calibration"]
     metrics["test_surface_reading_warnings"] = info["reading_warnings"]

@@ -430,29 +430,58 @@ def image_threshold_at_rate(config: dict[str, Any], rate: float, tta: int | None
                             ) -> tuple[float, str]:
     """The pass/fail threshold that ``train --image-fpr rate`` would have set, from the clean
     calibration maps' image scores a trained model's ``config`` stores
-    (``calibration.val_image_scores``, scored at its own test-time level), and the rule that
-    says so (``detect --image-fpr``). :class:`PsinspectError` where it cannot be told: fewer
-    than 2 stored scores, thresholds calibrated per light count, or ``tta`` (the copies asked
-    for) other than the level the scores were taken at."""
+    (``calibration.val_image_scores`` at its own test-time level; another level's ``tta``,
+    the copies asked for, in ``tta_thresholds``), and the rule that says so (``detect
+    --image-fpr``). :class:`PsinspectError` where it cannot be told: fewer than 2 stored
+    scores (models trained before the levels' scores were stored have their own level's
+    only), or thresholds calibrated per light count."""
     check_image_fpr(rate)
     if config.get(LIGHT_COUNT_THRESHOLDS):
         raise PsinspectError("--image-fpr: this model has pass/fail thresholds per light count "
                              "of its captures, and stores no scores to refit them; give "
                              "--image-threshold")
-    scores = (config.get("calibration") or {}).get("val_image_scores")
+    own = (config.get("hyperparameters") or {}).get("tta")
+    other = tta is not None and own is not None and tta != own
+    scores = ((config.get("tta_thresholds") or {}).get(str(tta)) or {} if other
+              else config.get("calibration") or {}).get("val_image_scores")
     if (not isinstance(scores, list) or len(scores) < 2
             or not all(is_number(v) for v in scores)):
+        if other:
+            raise PsinspectError(f"--image-fpr: the model stores no image scores of clean "
+                                 f"calibration maps at {tta} test-time copies (only at its "
+                                 f"own {own}); leave out --tta, give --image-threshold, or "
+                                 "retrain it")
         raise PsinspectError("--image-fpr: the model stores no image scores of 2 or more clean "
                              "calibration maps to fit; give --image-threshold")
-    own = (config.get("hyperparameters") or {}).get("tta")
-    if tta is not None and own is not None and tta != own:
-        raise PsinspectError(f"--image-fpr: the model stores the calibration scores of {own} "
-                             f"test-time copies, not {tta}; leave out --tta or give "
-                             "--image-threshold")
     thr, _ = gumbel_threshold([float(v) for v in scores], rate)
+    copies = f" at {tta} test-time copies" if other else ""
     return thr, (f"--image-fpr {rate:g} (detect): Gumbel fit to the image scores of the "
-                 f"model's {len(scores)} clean calibration maps, {1 - rate:.6g} quantile, at "
-                 f"least {floor_words(len(scores), rate)}")
+                 f"model's {len(scores)} clean calibration maps{copies}, {1 - rate:.6g} "
+                 f"quantile, at least {floor_words(len(scores), rate)}")
+
+
+#: shares of good parts failing at which :func:`operating_points` counts verdicts
+OPERATING_RATES = (0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+def operating_points(config: dict[str, Any], image_scores: Sequence[float],
+                     defective: Sequence[bool], tta: int | None = None,
+                     rates: Sequence[float] = OPERATING_RATES) -> list[dict[str, Any]]:
+    """Verdicts on maps (their image scores, and per map whether it is defective) at the
+    pass/fail threshold ``detect --image-fpr R`` would set for each of ``rates``
+    (:func:`image_threshold_at_rate` from the model's ``config``, at ``tta`` copies; fail
+    above it, as detect): per rate ``rate``, ``image_threshold`` and the counts of
+    :func:`psinspect.metrics.verdict_counts`. :class:`PsinspectError` where the config cannot
+    tell the thresholds."""
+    from psinspect.metrics import verdict_counts
+
+    out = []
+    for rate in rates:
+        thr, _ = image_threshold_at_rate(config, rate, tta)
+        verdicts = ["fail" if s > thr else "pass" for s in image_scores]
+        out.append({"rate": rate, "image_threshold": thr,
+                    **verdict_counts(verdicts, defective)})
+    return out
 
 
 #: fewest clean maps whose image scores make a pass/fail threshold that is not flagged as
@@ -616,28 +645,33 @@ def thresholds_by_light_count(
 
 
 def calibrate_tta_levels(model: AnomalyModel, val: Sequence[NormalSample],
-                         threshold_fpr: float, own_thresholds: tuple[float, float] | None = None,
+                         threshold_fpr: float,
+                         own_calibration: tuple[float, float, Sequence[float]] | None = None,
                          extras: Sequence[dict[str, Any]] | None = None,
                          image_fpr: float | None = DEFAULT_IMAGE_FPR,
-                         ) -> dict[str, dict[str, float]]:
+                         ) -> dict[str, dict[str, Any]]:
     """Pixel and image thresholds (as :func:`calibrate`) at every test-time augmentation level
     of ``model`` (:attr:`AnomalyModel.tta_levels`; ``{}`` for models without one), keyed by
     the level as a string, so that a model can be scored at another level than it was trained
-    with (``load_model_dir(..., tta=N)``) with thresholds that fit that level's scores.
-    ``own_thresholds``: the (pixel, image) thresholds already calibrated at the model's own
-    level, not computed again; ``extras`` and ``image_fpr`` as for :func:`calibrate`. The
-    model's own ``tta`` is left as it was."""
+    with (``load_model_dir(..., tta=N)``) with thresholds that fit that level's scores; with
+    each level's clean image scores (``val_image_scores``), which ``detect --tta N --image-fpr
+    R`` refits (:func:`image_threshold_at_rate`). ``own_calibration``: the (pixel threshold,
+    image threshold, image scores) already calibrated at the model's own level, not computed
+    again; ``extras`` and ``image_fpr`` as for :func:`calibrate`. The model's own ``tta`` is
+    left as it was."""
     own = getattr(model, "tta", None)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     try:
         for level in model.tta_levels:
-            if level == own and own_thresholds is not None:
-                thr, img_thr = own_thresholds
+            if level == own and own_calibration is not None:
+                thr, img_thr, imgs = own_calibration
             else:
                 model.tta = level  # type: ignore[attr-defined]
-                thr, img_thr, _ = calibrate(model, val, threshold_fpr, extras=extras,
-                                            image_fpr=image_fpr)
-            out[str(level)] = {"threshold": thr, "image_threshold": img_thr}
+                thr, img_thr, stats = calibrate(model, val, threshold_fpr, extras=extras,
+                                                image_fpr=image_fpr)
+                imgs = stats["val_image_scores"]
+            out[str(level)] = {"threshold": thr, "image_threshold": img_thr,
+                               "val_image_scores": [float(v) for v in imgs]}
     finally:
         if own is not None:
             model.tta = own  # type: ignore[attr-defined]
@@ -1188,7 +1222,8 @@ def train_model(
     if progress is not None and model.tta_levels:
         progress("calibrating thresholds for each test-time augmentation level")
     tta_thresholds = calibrate_tta_levels(model, cal, args["threshold_fpr"],
-                                          None if scorers is not None else (thr, img_thr),
+                                          None if scorers is not None
+                                          else (thr, img_thr, stats["val_image_scores"]),
                                           extras, args.get("image_fpr", DEFAULT_IMAGE_FPR))
     if args["threshold"] is not None:
         stats["calibrated_threshold"] = thr

@@ -32,8 +32,8 @@ def detect_cmd(
     image_fpr: Annotated[float | None, typer.Option(
         help="Instead of --image-threshold: the pass/fail threshold for this share of good "
              "parts failing (1e-06 to 0.5), fitted as train --image-fpr fits it to the image "
-             "scores of the clean calibration maps that the model stores (at its own "
-             "test-time level), e.g. 0.05 to catch more defective parts.")] = None,
+             "scores of the clean calibration maps that the model stores (at the test-time "
+             "level it scores at), e.g. 0.05 to catch more defective parts.")] = None,
     solver: Annotated[str | None, typer.Option(
         help="PS solver for capture folders: ls, robust or stable (default: the one the "
              "model's good parts were solved with, recorded at training; robust for the "

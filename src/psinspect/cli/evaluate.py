@@ -56,6 +56,13 @@ def evaluate_cmd(
         else:
             typer.echo(f"  {iv['level']:.0%} bootstrap intervals over {iv['groups']} test "
                        f"surfaces: {', '.join(spans)}")
+    if m["operating_points"]:
+        typer.echo("  verdicts at the pass/fail threshold for a share R of good parts failing "
+                   "(detect --image-fpr R): R, threshold, defective failed, clean passed")
+        for p in m["operating_points"]:
+            typer.echo(f"    {p['rate']:4.0%}  {p['image_threshold']:8.4g}  "
+                       f"{p['defective_failed']}/{p['defective_failed'] + p['defective_passed']}"
+                       f"  {p['clean_passed']}/{p['clean_passed'] + p['clean_failed']}")
     for name, v in m["per_type"].items():
         typer.echo(f"  {name:10s} AUROC {v['pixel_auroc']:.4f}  AUPRO {v['aupro']:.4f}  "
                    f"({v['regions']} region{'s' if v['regions'] != 1 else ''} on "
