@@ -108,6 +108,15 @@ def _check_run_folder(out: Path, stderr: str) -> dict:
     assert v["defective_failed"] + v["defective_passed"] == pooled["defective_maps"]
     assert sum(v[k] for k in ("defective_failed", "defective_passed", "clean_failed",
                               "clean_passed")) == pooled["maps"]
+    # the verdicts at other operating points, from the run's model's calibration scores
+    from psinspect.train import OPERATING_RATES
+
+    points = metrics["operating_points"]
+    assert [p["rate"] for p in points] == list(OPERATING_RATES), metrics["operating_points_note"]
+    summary = json.loads((out / "predictions" / "summary.json").read_text())
+    own = [p for p in points if p["image_threshold"] == summary["image_threshold"]]
+    assert own and own[0]["defective_failed"] == v["defective_failed"]
+    assert "Other operating points" in (out / "report.html").read_text()
     return metrics
 
 
