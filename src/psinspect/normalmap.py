@@ -41,8 +41,18 @@ def normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     (The models' hot path uses ``models.geometric.normalize``, a faster form whose last bits
     differ; the bundled model was calibrated with it.)"""
     v = np.asarray(vectors, dtype=np.float32)
-    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    norm = vector_length(v)[..., None]
     return np.where(norm > eps, v / np.maximum(norm, eps), 0.0).astype(np.float32)
+
+
+def vector_length(v: np.ndarray) -> np.ndarray:
+    """Euclidean length along the last axis, ``(..., k) -> (...)``: the value
+    ``np.linalg.norm(v, axis=-1)`` gives, bit for bit, for 3-vectors at several times its
+    speed (numpy reduces a 3-long axis with a slow generic loop)."""
+    if v.shape[-1:] != (3,):
+        return np.linalg.norm(v, axis=-1)
+    sq = v * v
+    return np.sqrt(sq[..., 0] + sq[..., 1] + sq[..., 2])
 
 
 def unit_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -107,20 +117,35 @@ def decode_png(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise PsinspectError("normal PNG must be 8- or 16-bit RGB or RGBA, got "
                              f"{image.dtype} {image.shape}")
     rgb = image[..., :3]
-    mask = image[..., 3] > 0 if image.shape[2] == 4 else rgb.max(axis=2) > 0
-    n = rgb.astype(np.float32) * np.float32(2.0 / np.iinfo(image.dtype).max) - 1.0
+    # (unsigned channels: "not black" is any channel non-zero; a bitwise or is ~20x faster
+    # than the channels' max on an 8k map)
+    mask = (image[..., 3] > 0 if image.shape[2] == 4
+            else (rgb[..., 0] | rgb[..., 1] | rgb[..., 2]) > 0)
     # judged inside the object (its rim may be blended with the background by anti-aliasing)
     inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8),
                       borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
-    length = np.linalg.norm(n[inner if inner.any() else mask], axis=-1)
-    off = float(np.mean(np.abs(length - 1.0) > PNG_UNIT_TOLERANCE)) if length.size else 0.0
+    judged = inner if inner.any() else mask
+    # decoded in row blocks of about a million pixels (an 8k map: about 2.5x faster than
+    # whole-map temporaries, the same arithmetic per pixel)
+    h, w = mask.shape
+    n = np.empty((h, w, 3), np.float32)
+    rows = max(1, (1 << 20) // max(w, 1))
+    k = np.float32(2.0 / np.iinfo(image.dtype).max)
+    n_off = 0
+    for r0 in range(0, h, rows):
+        blk = rgb[r0:r0 + rows].astype(np.float32) * k - 1.0
+        n_off += int(np.count_nonzero((np.abs(vector_length(blk) - 1.0) > PNG_UNIT_TOLERANCE)
+                                      & judged[r0:r0 + rows]))
+        blk = normalize(blk)
+        np.copyto(blk, 0.0, where=~mask[r0:r0 + rows, :, None])
+        n[r0:r0 + rows] = blk
+    n_judged = int(np.count_nonzero(judged))
+    off = n_off / n_judged if n_judged else 0.0
     if off > PNG_OFF_UNIT_SHARE:
         raise PsinspectError(
             f"not a normal map: {100 * off:.0f}% of its object's pixels decode to vectors of "
             f"length outside {1 - PNG_UNIT_TOLERANCE:g}-{1 + PNG_UNIT_TOLERANCE:g} (a normal "
             "PNG holds unit vectors, (n + 1) / 2 per channel, R = x, G = y, B = z)")
-    n = normalize(n)
-    n[~mask] = 0.0
     return n, mask
 
 
@@ -158,25 +183,27 @@ def validate_normal_map(
     n_bad, n_obj, n_back, lo, hi = 0, 0, 0, np.inf, -np.inf
     for r0 in range(0, h, rows):
         blk = n[r0:r0 + rows].astype(np.float32)
-        finite = np.isfinite(blk).all(axis=2)
+        # (per channel: numpy reduces a 3-long axis with a slow generic loop)
+        x, y, z = blk[..., 0], blk[..., 1], blk[..., 2]
+        finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
         if mask is None:
             if not finite.all():
                 raise PsinspectError(f"{name}: contains NaN or Inf values")
-            m = np.abs(blk).sum(axis=2) > 0
+            m = (x != 0) | (y != 0) | (z != 0)
         else:
             m = mask[r0:r0 + rows]
             if not finite[m].all():
                 raise PsinspectError(f"{name}: contains NaN or Inf values inside the mask")
-        blk[~m] = 0.0  # (what lies outside the object is ignored: also NaN or Inf there)
+        # (what lies outside the object is ignored: also NaN or Inf there; masked with
+        # where= rather than boolean indexing, which copies: 2x faster on an 8k map)
+        np.copyto(blk, 0.0, where=~m[..., None])
         length = np.sqrt(np.einsum("...i,...i->...", blk, blk))
-        obj = length[m]
-        bad = np.abs(obj - 1.0) > UNIT_TOL
-        n_bad += int(bad.sum())
-        n_obj += obj.size
-        if obj.size:
-            lo, hi = min(lo, float(obj.min())), max(hi, float(obj.max()))
+        n_bad += int(np.count_nonzero((np.abs(length - 1.0) > UNIT_TOL) & m))
+        n_obj += int(np.count_nonzero(m))
+        lo = min(lo, float(np.min(length, where=m, initial=np.inf)))
+        hi = max(hi, float(np.max(length, where=m, initial=-np.inf)))
         blk /= np.maximum(length, 1e-12)[..., None]
-        n_back += int((blk[..., 2][m] < 0).sum())
+        n_back += int(np.count_nonzero((blk[..., 2] < 0) & m))
         out[r0:r0 + rows] = blk
         out_mask[r0:r0 + rows] = m
     if n_obj == 0:
