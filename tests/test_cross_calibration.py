@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _posed_part import posed_part
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from psinspect.detect import image_score
 from psinspect.errors import PsinspectError
@@ -188,3 +190,31 @@ def test_gumbel_threshold_finds_the_tail_of_largest_values() -> None:
         gumbel_threshold([1.0], 0.01)
     with pytest.raises(PsinspectError, match="image-fpr"):
         gumbel_threshold(few, 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 50.0, allow_nan=False), min_size=2, max_size=60),
+       st.lists(st.floats(0.01, 0.99), min_size=2, max_size=200))
+def test_operating_points_are_monotone_in_the_rate(scores: list[float],
+                                                   test: list[float]) -> None:
+    """A higher share of good parts failing asked for never raises the pass/fail threshold,
+    never fails fewer maps, and never passes more (``train.operating_points``, the table that
+    evaluate and bench_detect print); a map fails exactly when its score is above the
+    threshold, as detect judges."""
+    from psinspect.train import OPERATING_RATES, operating_points
+
+    config = {"calibration": {"val_image_scores": scores}, "hyperparameters": {}}
+    defective = [i % 2 == 0 for i in range(len(test))]
+    image_scores = [5.0 * v for v in test]
+    points = operating_points(config, image_scores, defective)
+    assert [p["rate"] for p in points] == list(OPERATING_RATES)
+    for a, b in zip(points, points[1:], strict=False):
+        assert b["image_threshold"] <= a["image_threshold"]
+        assert b["defective_failed"] >= a["defective_failed"]
+        assert b["clean_passed"] <= a["clean_passed"]
+    for p in points:
+        assert p["defective_failed"] == sum(s > p["image_threshold"]
+                                            for s, bad in zip(image_scores, defective,
+                                                              strict=True) if bad)
+        # at rates up to 20 % never below the median of the calibration scores
+        assert p["image_threshold"] >= np.median(scores)
