@@ -117,6 +117,8 @@ def _check_run_folder(out: Path, stderr: str) -> dict:
     own = [p for p in points if p["image_threshold"] == summary["image_threshold"]]
     assert own and own[0]["defective_failed"] == v["defective_failed"]
     assert "Other operating points" in (out / "report.html").read_text()
+    assert run["operating_points"] == points and run["image_threshold"] == own[0][
+        "image_threshold"]
     return metrics
 
 
@@ -161,6 +163,13 @@ def test_run_quick_pretrained_end_to_end(tmp_path: Path) -> None:
     assert run["bundled_model"] is None and not (out / "bundled").exists()
     assert "on the same test maps" not in r.stdout
     assert r.stdout.startswith("The bundled default model (--pretrained): pixel_auroc")
+    # the verdicts at other pass/fail thresholds (not the one the run judged by)
+    five = next(p for p in run["operating_points"] if p["rate"] == 0.05)
+    assert (f"5%: {five['image_threshold']:.3g}, {five['defective_failed']} of "
+            f"{five['defective_failed'] + five['defective_passed']} defective failed, "
+            f"{five['clean_passed']} of {five['clean_passed'] + five['clean_failed']} clean "
+            "passed") in r.stdout
+    assert "1%: " not in r.stdout  # (the bundled model's own, shown above)
 
 
 @pytest.mark.slow

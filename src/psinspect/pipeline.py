@@ -286,6 +286,9 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         "metrics": {k: pooled.get(k) for k in RUN_METRICS},
         "intervals": metrics.get("intervals"),
         "verdicts": verdicts,
+        "image_threshold": metrics["operating_point"]["image_threshold"],
+        # the verdicts at the thresholds of other shares of good parts failing
+        "operating_points": metrics.get("operating_points"),
         # why the run's verdicts may not hold (also printed while training)
         "notes": [n for n in [few_maps_note(bundle.config.get("calibration") or {})] if n],
         "bundled_model": bundled,

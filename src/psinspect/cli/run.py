@@ -122,6 +122,15 @@ def run_cmd(
     v = info["verdicts"]
     shown += (f"; {v['defective_failed']} defective maps failed, {v['defective_passed']} "
               f"passed; {v['clean_passed']} clean maps passed, {v['clean_failed']} failed")
+    others = [p for p in info.get("operating_points") or []
+              if p["image_threshold"] != info["image_threshold"]]
+    if others:
+        shown += ("\nat other pass/fail thresholds (detect --image-fpr R, the share of good "
+                  "parts failing asked): " + "; ".join(
+                      f"{p['rate']:.0%}: {p['image_threshold']:.3g}, {p['defective_failed']} of "
+                      f"{p['defective_failed'] + p['defective_passed']} defective failed, "
+                      f"{p['clean_passed']} of {p['clean_passed'] + p['clean_failed']} clean "
+                      "passed" for p in others))
     iv = info.get("intervals") or {}
     spans = [f"{k} {iv[k][0]:.3f}-{iv[k][1]:.3f}" for k in ("pixel_auroc", "aupro", "image_auroc")
              if iv.get(k) is not None]
