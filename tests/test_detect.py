@@ -931,7 +931,7 @@ def test_image_fpr_sets_the_pass_fail_threshold_from_the_stored_calibration_scor
         code, _, err = run_cli(["detect", example, "-o", tmp_path / "e", "--image-fpr", "0.05",
                                 *args], monkeypatch, capsys)
         assert code != 0 and message in err and not (tmp_path / "e").exists(), err
-    with pytest.raises(PsinspectError, match="per light count"):
+    with pytest.raises(PsinspectError, match="the pass/fail threshold of its light count"):
         image_threshold_at_rate({**bundled.config, "thresholds_by_light_count": {"8": {}}}, 0.05)
     with pytest.raises(PsinspectError, match="image-fpr must be between"):
         image_threshold_at_rate(bundled.config, 0.9)

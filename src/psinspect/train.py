@@ -437,9 +437,9 @@ def image_threshold_at_rate(config: dict[str, Any], rate: float, tta: int | None
     only), or thresholds calibrated per light count."""
     check_image_fpr(rate)
     if config.get(LIGHT_COUNT_THRESHOLDS):
-        raise PsinspectError("--image-fpr: this model has pass/fail thresholds per light count "
-                             "of its captures, and stores no scores to refit them; give "
-                             "--image-threshold")
+        raise PsinspectError("--image-fpr: this model judges each capture by the pass/fail "
+                             "threshold of its light count, which --image-fpr does not refit; "
+                             "give --image-threshold")
     own = (config.get("hyperparameters") or {}).get("tta")
     other = tta is not None and own is not None and tta != own
     scores = ((config.get("tta_thresholds") or {}).get(str(tta)) or {} if other
