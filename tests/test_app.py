@@ -273,8 +273,8 @@ def test_a_button_puts_the_thresholds_back_to_the_calibrated_values(tmp_path: Pa
     (dep,) = [d for d in config["dependencies"]
               if [ids["reset-thresholds"], "click"] in [list(t) for t in d["targets"]]]
     assert dep["inputs"] == [ids["model"]]
-    assert dep["outputs"] == [ids["threshold"], ids["image-threshold"]]
-    pixel, image = demo.fns[dep["id"]].fn(geometric_choice.label)
+    assert dep["outputs"] == [ids["threshold"], ids["image-threshold"], ids["operating-points"]]
+    pixel, image, _ = demo.fns[dep["id"]].fn(geometric_choice.label)
     assert (pixel.value, image.value) == (geometric_choice.threshold,
                                           geometric_choice.image_threshold)
 
@@ -681,27 +681,67 @@ def test_predict_refuses_a_negative_threshold(tmp_path: Path, geometric_choice, 
         predict(inp, geometric_choice, **{option: -1.0})
 
 
-def test_the_page_lists_the_pass_fail_thresholds_of_other_operating_points(
+def test_a_menu_sets_the_pass_fail_threshold_for_a_share_of_good_parts_failing(
         tmp_path: Path, geometric_choice) -> None:
-    """Under the pass/fail slider, the thresholds ``detect --image-fpr R`` sets for the chosen
-    model (at the test-time level it scores at: the thorough choice's own), updated when the
-    model changes; nothing for a model that stores no calibration scores."""
-    from psinspect.app import build_app, load_model_choices, operating_points_markdown
+    """Under the pass/fail slider, a menu of the thresholds ``detect --image-fpr R`` sets
+    with the chosen model (at the test-time level it scores at: the thorough choice's own);
+    picking one puts the slider there, and an input judged at it records that rule in its
+    summary, not "set by hand". The menu follows the model, is cleared when the slider is put
+    back or moved by hand, and is hidden for a model that stores no calibration scores."""
+    from psinspect.app import (
+        build_app,
+        load_model_choices,
+        operating_point_menu,
+        operating_points,
+        predict,
+    )
     from psinspect.train import OPERATING_RATES, image_threshold_at_rate
 
     bundled, thorough = load_model_choices()[:2]
     for choice, tta in ((bundled, 4), (thorough, 8)):
-        text = operating_points_markdown(choice)
-        for rate in OPERATING_RATES:
-            thr = image_threshold_at_rate(choice.bundle.config, rate, tta)[0]
-            assert f"{rate:.0%}: {thr:.4g}" in text
-        assert f"1%: {choice.image_threshold:.4g} (calibrated)" in text  # its own, at 1 %
-        assert text.count("(calibrated)") == 1
-    assert operating_points_markdown(bundled) != operating_points_markdown(thorough)
-    assert operating_points_markdown(geometric_choice) == ""  # (stores no scores)
-    demo = build_app([bundled, thorough], tmp_path, examples=[])
+        points = operating_points(choice)
+        assert [p[0] for p in points] == list(OPERATING_RATES)
+        for rate, thr, rule in points:
+            assert (thr, rule) == image_threshold_at_rate(choice.bundle.config, rate, tta)
+        menu = operating_point_menu(choice)
+        assert menu[0] == (f"1% of good parts failing: {choice.image_threshold:.4g} "
+                           "(calibrated)", "0.01")  # its own, at 1 %
+        assert sum("(calibrated)" in label for label, _ in menu) == 1
+    assert operating_points(bundled) != operating_points(thorough)
+    assert operating_points(geometric_choice) == []  # (stores no scores)
+
+    demo = build_app([bundled, thorough, geometric_choice], tmp_path, examples=[])
     ids = {c["props"].get("elem_id"): c["id"] for c in demo.config["components"]}
-    (dep,) = [d for d in demo.config["dependencies"] if ids["operating-points"] in d["outputs"]]
-    assert dep["inputs"] == [ids["model"]]
-    assert [list(t) for t in dep["targets"]] == [[ids["model"], "change"]]
-    assert demo.fns[dep["id"]].fn(thorough.label)[-1] == operating_points_markdown(thorough)
+    deps = demo.config["dependencies"]
+
+    def dep(component: str, event: str) -> dict:
+        (d,) = [d for d in deps if [ids[component], event] in [list(t) for t in d["targets"]]]
+        return d
+
+    pick = dep("operating-points", "input")
+    assert pick["inputs"] == [ids["model"], ids["operating-points"]]
+    assert pick["outputs"] == [ids["image-threshold"]]
+    five = next(thr for rate, thr, _ in operating_points(thorough) if rate == 0.05)
+    assert demo.fns[pick["id"]].fn(thorough.label, "0.05").value == five
+    change = dep("model", "change")
+    assert change["outputs"][-1] == ids["operating-points"]
+    *_, shown = demo.fns[change["id"]].fn(thorough.label)
+    assert shown.choices == operating_point_menu(thorough) and shown.visible
+    *_, hidden = demo.fns[change["id"]].fn(geometric_choice.label)
+    assert hidden.choices == [] and hidden.visible is False
+    release = dep("image-threshold", "input")
+    assert release["outputs"] == [ids["operating-points"]]
+    assert demo.fns[release["id"]].fn() is None
+    reset = dep("reset-thresholds", "click")
+    assert reset["outputs"][-1] == ids["operating-points"]
+    assert demo.fns[reset["id"]].fn(bundled.label)[-1] is None
+
+    # judged at the 5 % pick: the rule of detect --image-fpr 0.05 in the summary
+    example = next(p for p in list_examples() if "scratch" in p.name and p.suffix == ".png")
+    inp = load_inspection_input(example, tmp_path / "in")
+    rate5 = next(p for p in operating_points(bundled) if p[0] == 0.05)
+    got = predict(inp, bundled, None, rate5[1])
+    assert got.image_threshold == rate5[1]
+    assert got.summary["image_threshold_calibration"].startswith(rate5[2])
+    by_hand = predict(inp, bundled, None, rate5[1] * 1.01)
+    assert by_hand.summary["image_threshold_calibration"].startswith("set by hand")

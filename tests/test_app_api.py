@@ -121,7 +121,8 @@ def test_threshold_inputs_after_the_model_changed(app, per_count_choice,
 
     for label in (geometric_choice.label, per_count_choice.label):
         pixel, image, points = _call(app, "model", label)
-        assert points == ""  # (geometric models store no calibration scores to refit)
+        # (geometric models store no calibration scores to refit: no menu of other ones)
+        assert points["choices"] == [] and points["visible"] is False
         assert pixel["maximum"] == (200.0 if label == per_count_choice.label else 30.0)
         verdict = _call(app, "inspect", _file(CAPTURE), label, None, None, 1.0)[0]
         assert "FAIL" in verdict

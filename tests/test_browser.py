@@ -66,6 +66,10 @@ def test_serve_inspect_example_in_browser(tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from psinspect.app import load_model_choices, operating_points
+
+    five = next(thr for rate, thr, _ in operating_points(load_model_choices()[0])
+                if rate == 0.05)
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     tmp = tmp_path / "tmp"  # the server's temp folder lives here, so we can see it removed
@@ -88,6 +92,14 @@ def test_serve_inspect_example_in_browser(tmp_path: Path) -> None:
             example.click()
             # the example must land in the upload widget before we press the button
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload a, #upload table"))
+            # judge at the pass/fail threshold for 5 % of good parts failing, from the menu
+            drv.find_element(By.CSS_SELECTOR, "#operating-points input").click()
+            wait.until(lambda d: next((o for o in d.find_elements(By.CSS_SELECTOR, "li")
+                                       if o.text.startswith("5% of good parts failing")),
+                                      None)).click()
+            wait.until(lambda d: abs(float(d.find_element(
+                By.CSS_SELECTOR, "#image-threshold input[type=number]").get_attribute("value"))
+                - five) < 1e-3)
             drv.find_element(By.ID, "inspect").click()
             box = wait.until(
                 lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, "#verdict-box")
@@ -108,24 +120,21 @@ def test_serve_inspect_example_in_browser(tmp_path: Path) -> None:
             download = link.get_attribute("href")
             drv.save_screenshot(str(ARTIFACTS / "browser-inspect.png"))
             verdict = box.text.split()[0]
-            points = drv.find_element(By.ID, "operating-points").text
+            # (the slider set from the menu, then to the threshold that judged: still 5 %)
+            picked = drv.find_element(By.CSS_SELECTOR, "#operating-points input").get_attribute(
+                "value")
             page = drv.page_source
         assert verdict in ("PASS", "FAIL")
-        # under the pass/fail slider: the bundled model's thresholds for other shares of good
-        # parts failing, rendered (as detect --image-fpr R sets them)
-        from psinspect.app import load_model_choices, operating_points_markdown
-        from psinspect.train import image_threshold_at_rate
-
-        bundled = load_model_choices()[0]
-        assert "Pass/fail thresholds for a share of good parts failing" in points
-        assert f"5%: {image_threshold_at_rate(bundled.bundle.config, 0.05)[0]:.4g}" in points
-        assert "`" not in points and operating_points_markdown(bundled).startswith("Pass/fail")
         assert width >= 32
         # the results download: what detect writes, with the verdict shown
         with urllib.request.urlopen(download, timeout=10) as resp:
             results = zipfile.ZipFile(io.BytesIO(resp.read()))
         summary = json.loads(results.read("summary.json"))
         assert summary["inputs"][0]["verdict"] == verdict.lower()
+        # judged at the menu's 5 % threshold, and the summary says how it was set
+        assert summary["image_threshold"] == pytest.approx(five, rel=1e-9)
+        assert summary["image_threshold_calibration"].startswith("--image-fpr 0.05: ")
+        assert picked.startswith("5% of good parts failing"), picked
         assert any(n.endswith("_score.npy") for n in results.namelist())
         assert "Traceback" not in page
         # the server hands out no file from outside its own temp folder

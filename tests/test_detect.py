@@ -901,7 +901,7 @@ def test_image_fpr_sets_the_pass_fail_threshold_from_the_stored_calibration_scor
     assert s["image_threshold_calibration"] == (
         rule + "; the model's own, in calibrated_thresholds: "
         + bundled.config["calibration"]["image_threshold_rule"])
-    assert rule.startswith(f"--image-fpr 0.05 (detect): Gumbel fit to the image scores of the "
+    assert rule.startswith(f"--image-fpr 0.05: Gumbel fit to the image scores of the "
                            f"model's {len(scores)} clean calibration maps, 0.95 quantile")
     # at another test-time level: that level's stored scores (at its own rate, its own
     # calibrated threshold)

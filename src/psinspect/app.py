@@ -423,25 +423,37 @@ class ModelChoice:
         return _slider_max(max(self.calibrated_image_thresholds))
 
 
-def operating_points_markdown(choice: ModelChoice) -> str:
+def operating_points(choice: ModelChoice) -> list[tuple[float, float, str]]:
     """The pass/fail thresholds that ``psinspect detect --image-fpr R`` sets with ``choice``'s
     model for a few shares R of good parts failing (:data:`psinspect.train.OPERATING_RATES`,
-    fitted to the clean calibration scores it stores for the test-time level it scores at),
-    as a line under the page's pass/fail slider; "" where the model cannot tell them."""
+    fitted to the clean calibration scores it stores for the test-time level it scores at):
+    per rate ``(rate, threshold, rule)``; [] where the model cannot tell them."""
     from psinspect.train import OPERATING_RATES, image_threshold_at_rate
 
     try:
-        points = [(rate, image_threshold_at_rate(choice.bundle.config, rate,
-                                                 getattr(choice.bundle.model, "tta", None))[0])
-                  for rate in OPERATING_RATES]
+        return [(rate, *image_threshold_at_rate(choice.bundle.config, rate,
+                                                getattr(choice.bundle.model, "tta", None)))
+                for rate in OPERATING_RATES]
     except PsinspectError:
-        return ""
-    return ("Pass/fail thresholds for a share of good parts failing (fitted to this model's "
-            "clean calibration scores, as `psinspect detect --image-fpr R`; lower catches more "
-            "defective parts): " + " · ".join(
-                f"{rate:.0%}: {thr:.4g}"
-                + (" (calibrated)" if math.isclose(thr, choice.image_threshold) else "")
-                for rate, thr in points))
+        return []
+
+
+def operating_point_menu(choice: ModelChoice) -> list[tuple[str, str]]:
+    """The page's menu of :func:`operating_points`: ``(label, rate)`` pairs, the label naming
+    the rate and its threshold (and which is the model's own, calibrated one)."""
+    return [(f"{rate:.0%} of good parts failing: {thr:.4g}"
+             + (" (calibrated)" if math.isclose(thr, choice.image_threshold) else ""), str(rate))
+            for rate, thr, _ in operating_points(choice)]
+
+
+def _operating_point_rule(choice: ModelChoice, image_threshold: float | None) -> str | None:
+    """How a pass/fail threshold set on the page was made, where it is one of the model's
+    :func:`operating_points` (picked from the menu): that rate's rule; else None (set by
+    hand)."""
+    if image_threshold is None:
+        return None
+    return next((rule for _, thr, rule in operating_points(choice)
+                 if math.isclose(image_threshold, thr, rel_tol=1e-9)), None)
 
 
 def _slider_range(top: float, value: float) -> dict[str, float]:
@@ -654,7 +666,9 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     summary = summary_document(bundle, [entry], threshold=det.threshold,
                                calibrated=calibrated if replaced else None,
                                solver=str(bundle.input_handling["ps_solver"]), scale=scale,
-                               model_label=choice.label, light_count=own_lights)
+                               model_label=choice.label, light_count=own_lights,
+                               image_threshold_rule=_operating_point_rule(choice,
+                                                                          image_threshold))
     normals_rgb = encode_png(inp.normals, inp.mask)
     ref = det.reference
     return Prediction(
@@ -988,6 +1002,15 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
         return (gr.Slider(**_slider_range(c.slider_max, c.threshold)),
                 gr.Slider(**_slider_range(c.image_slider_max, c.image_threshold)))
 
+    def menu_for(label: str) -> Any:
+        menu = operating_point_menu(by_label[label])
+        return gr.Dropdown(choices=menu, value=None, visible=bool(menu))
+
+    def point_threshold(label: str, rate: str | None) -> Any:
+        # the menu's pick: the pass/fail slider at that share's threshold
+        points = {str(r): thr for r, thr, _ in operating_points(by_label[label])}
+        return gr.skip() if rate not in points else gr.Slider(value=points[rate])
+
     def run(upload: Any, label: str, threshold: float | None, image_threshold: float | None,
             scale: float | None = 1.0) -> tuple[Any, ...]:
         # the Inspect button (the /inspect API): the results, then (a gr.State, not part of
@@ -1046,8 +1069,13 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                     label="Pass/fail threshold on the image score (starts at the calibrated "
                           "value; after Inspect, the one that judged the input)",
                     elem_id="image-threshold")
-                points = gr.Markdown(operating_points_markdown(first),
-                                     elem_id="operating-points")
+                menu = operating_point_menu(first)
+                points = gr.Dropdown(
+                    choices=menu, value=None, visible=bool(menu), interactive=True,
+                    label="Set the pass/fail threshold for a share of good parts failing "
+                          "(fitted to the model's clean calibration scores, as psinspect "
+                          "detect --image-fpr R; a larger share catches more defective parts)",
+                    elem_id="operating-points")
                 scale = w.Scale(value=1.0, minimum=SCALES[0], maximum=SCALES[1], step=0.05,
                                 label="Pixel scale: score the map resampled by this factor, "
                                       "for parts imaged much finer or coarser than the "
@@ -1081,12 +1109,15 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                                          "panel and summary.json, as psinspect detect writes",
                                    interactive=False, elem_id="results")
         # (the page's own events: no API endpoint; the README documents /inspect)
-        model.change(lambda label: (*sliders_for(label),
-                                    operating_points_markdown(by_label[label])),
+        model.change(lambda label: (*sliders_for(label), menu_for(label)),
                      inputs=[model], outputs=[threshold, image_threshold, points],
                      api_name=False)
-        reset.click(sliders_for, inputs=[model], outputs=[threshold, image_threshold],
-                    api_name=False)
+        points.input(point_threshold, inputs=[model, points], outputs=[image_threshold],
+                     api_name=False)
+        # a slider moved by hand or put back no longer shows a share picked from the menu
+        image_threshold.input(lambda: None, outputs=[points], api_name=False)
+        reset.click(lambda label: (*sliders_for(label), None), inputs=[model],
+                    outputs=[threshold, image_threshold, points], api_name=False)
         button.click(run, inputs=[upload, model, threshold, image_threshold, scale],
                      outputs=[verdict, normals_img, ref_img, heat_img, mask_img, table,
                               download, judged],

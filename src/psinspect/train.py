@@ -455,7 +455,7 @@ def image_threshold_at_rate(config: dict[str, Any], rate: float, tta: int | None
                              "calibration maps to fit; give --image-threshold")
     thr, _ = gumbel_threshold([float(v) for v in scores], rate)
     copies = f" at {tta} test-time copies" if other else ""
-    return thr, (f"--image-fpr {rate:g} (detect): Gumbel fit to the image scores of the "
+    return thr, (f"--image-fpr {rate:g}: Gumbel fit to the image scores of the "
                  f"model's {len(scores)} clean calibration maps{copies}, {1 - rate:.6g} "
                  f"quantile, at least {floor_words(len(scores), rate)}")
 
