@@ -931,7 +931,11 @@ def test_image_fpr_sets_the_pass_fail_threshold_from_the_stored_calibration_scor
         code, _, err = run_cli(["detect", example, "-o", tmp_path / "e", "--image-fpr", "0.05",
                                 *args], monkeypatch, capsys)
         assert code != 0 and message in err and not (tmp_path / "e").exists(), err
+    per_count = {**bundled.config,
+                 "thresholds_by_light_count": {"8": {"val_image_scores": [1.0, 2.0]}}}
     with pytest.raises(PsinspectError, match="the pass/fail threshold of its light count"):
+        image_threshold_at_rate(per_count, 0.05)  # (detect fits each count: another test)
+    with pytest.raises(PsinspectError, match="no image scores of its 8-light calibration"):
         image_threshold_at_rate({**bundled.config, "thresholds_by_light_count": {"8": {}}}, 0.05)
     with pytest.raises(PsinspectError, match="image-fpr must be between"):
         image_threshold_at_rate(bundled.config, 0.9)

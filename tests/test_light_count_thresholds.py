@@ -265,3 +265,43 @@ def test_a_light_count_of_one_good_capture_is_warned_about(tmp_path: Path, monke
         "the model's thresholds for 5 lights come from one good map of that count (its peak "
         "score; a fit for --image-fpr needs at least 2): good parts may fail (train or "
         "--calibrate-on with more good captures under these lights)"]
+
+
+def test_image_fpr_refits_each_light_counts_pass_fail_threshold(lights_model, tmp_path: Path,
+                                                                monkeypatch, capsys) -> None:
+    """``detect --image-fpr R`` with a model calibrated per light count: a capture of such a
+    count is judged by the threshold R gives on that count's stored calibration scores (as
+    train --image-fpr R would have set it), a map of unknown count by the pooled one; the
+    summary records the rule and the model's own thresholds. At the model's own rate (1 %)
+    the refit reproduces its calibrated thresholds exactly."""
+    from psinspect.train import gumbel_threshold, image_thresholds_at_rate
+
+    config = lights_model["config"]
+    by_count = config["thresholds_by_light_count"]
+    general, counts, rule = image_thresholds_at_rate(config, 0.01)
+    assert general == config["image_threshold"]
+    assert counts == {int(k): v["image_threshold"] for k, v in by_count.items()}
+    general, counts, rule = image_thresholds_at_rate(config, 0.2)
+    assert counts[12] == gumbel_threshold(by_count["12"]["val_image_scores"], 0.2)[0]
+    assert counts[8] == gumbel_threshold(by_count["8"]["val_image_scores"], 0.2)[0]
+    assert counts[12] < by_count["12"]["image_threshold"]
+    bad, cal8 = lights_model["bad"], lights_model["cal"][0]
+    from psinspect.detect import load_input
+
+    np.save(tmp_path / "bad_map.npy", load_input(bad).normals)
+    code, out, err = run_cli(["detect", bad, cal8, tmp_path / "bad_map.npy", "--model",
+                              lights_model["model"], "-o", tmp_path / "d", "--image-fpr", "0.2"],
+                             monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    e12, e8, plain = summary["inputs"]
+    assert e12["image_threshold"] == counts[12] and e8["image_threshold"] == counts[8]
+    assert plain["image_threshold"] == general == summary["image_threshold"]
+    assert e12["calibrated_thresholds"]["image_threshold"] == by_count["12"]["image_threshold"]
+    assert summary["calibrated_thresholds"]["image_threshold"] == config["image_threshold"]
+    assert summary["image_threshold_calibration"].startswith(rule + "; the model's own")
+    assert "--image-fpr 0.2: Gumbel fit" in rule and "12 lights" in rule and "8 lights" in rule
+    for e in (e12, e8, plain):
+        assert e["verdict"] == ("fail" if e["image_score"] > e["image_threshold"] else "pass")
+    assert f"{counts[12]:.4g}, that of 12-light captures for --image-fpr 0.2;" in out, out
+    assert f"{general:.4g}; " in out and "the threshold of" not in out

@@ -747,7 +747,7 @@ def write_detection_outputs(
     keep_going: bool = False,
     lights: str | None = None,
     scale: float = 1.0,
-    image_threshold_rule: str | None = None,
+    image_fpr: float | None = None,
 ) -> dict[str, Any]:
     """Detect on every input and write the per-input files and ``summary.json`` into ``out``
     (staged: nothing is written unless every input succeeds, or with ``keep_going``, unless
@@ -758,14 +758,25 @@ def write_detection_outputs(
     ones. ``solver``: the PS solver for capture folders (default: the model's, config
     ``input.ps_solver``). ``jobs``: inputs processed at once (default :func:`default_jobs`).
     ``lights``: the 1-based lights of capture folders to use (default all; :func:`load_input`).
-    ``scale``: see :func:`detect_map`. ``image_threshold_rule``: how ``image_threshold`` was
-    set, recorded instead of "set by hand" (``detect --image-fpr``). Returns the summary."""
+    ``scale``: see :func:`detect_map`. ``image_fpr``: instead of ``image_threshold``, the
+    pass/fail threshold for that share of good parts failing, fitted to the calibration
+    scores the model stores (:func:`psinspect.train.image_thresholds_at_rate`; for a model
+    calibrated per light count, a capture of such a count gets that count's), its rule
+    recorded instead of "set by hand" (``detect --image-fpr``). Returns the summary."""
     from psinspect.fileio import file_sha256, input_names, save_json, staged_output_dir
 
     if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
         raise PsinspectError(f"--threshold must be a finite number >= 0, got {threshold}")
     calibrated = {"pixel_threshold": bundle.threshold,
                   "image_threshold": bundle.image_threshold}
+    image_threshold_rule, count_image_thresholds = None, {}
+    if image_fpr is not None:
+        if image_threshold is not None:
+            raise PsinspectError("give --image-fpr or --image-threshold, not both")
+        from psinspect.train import image_thresholds_at_rate
+
+        image_threshold, count_image_thresholds, image_threshold_rule = (
+            image_thresholds_at_rate(bundle.config, image_fpr, getattr(bundle.model, "tta", None)))
     if image_threshold is not None:
         if not (np.isfinite(image_threshold) and image_threshold >= 0):
             raise PsinspectError(
@@ -828,7 +839,9 @@ def write_detection_outputs(
                              confidence=inp.confidence, threshold=threshold,
                              light_splits=inp.light_splits,
                              capture_images=inp.capture_images, scale=scale,
-                             image_threshold=image_threshold, num_lights=inp.num_lights)
+                             image_threshold=count_image_thresholds.get(inp.num_lights,
+                                                                        image_threshold),
+                             num_lights=inp.num_lights)
             gt = None if inp.gt_mask is None else inp.gt_mask & inp.mask
             write_input_files(stage, name, inp.normals, inp.mask, det, gt)
             s = det.summary()

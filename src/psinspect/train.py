@@ -434,12 +434,23 @@ def image_threshold_at_rate(config: dict[str, Any], rate: float, tta: int | None
     the copies asked for, in ``tta_thresholds``), and the rule that says so (``detect
     --image-fpr``). :class:`PsinspectError` where it cannot be told: fewer than 2 stored
     scores (models trained before the levels' scores were stored have their own level's
-    only), or thresholds calibrated per light count."""
-    check_image_fpr(rate)
-    if config.get(LIGHT_COUNT_THRESHOLDS):
+    only), or thresholds calibrated per light count (one threshold does not tell how such a
+    model judges: :func:`image_thresholds_at_rate`)."""
+    general, by_count, rule = image_thresholds_at_rate(config, rate, tta)
+    if by_count:
         raise PsinspectError("--image-fpr: this model judges each capture by the pass/fail "
-                             "threshold of its light count, which --image-fpr does not refit; "
-                             "give --image-threshold")
+                             "threshold of its light count, not by one threshold")
+    return general, rule
+
+
+def image_thresholds_at_rate(config: dict[str, Any], rate: float, tta: int | None = None
+                             ) -> tuple[float, dict[int, float], str]:
+    """As :func:`image_threshold_at_rate`, for every model: ``(general threshold, {light
+    count: its threshold}, rule)``; the second is empty but for a model calibrated per light
+    count of its captures (config ``thresholds_by_light_count``), whose counts' thresholds
+    are refitted to each count's stored image scores as training fits them (the one score of
+    a count with a single map)."""
+    check_image_fpr(rate)
     own = (config.get("hyperparameters") or {}).get("tta")
     other = tta is not None and own is not None and tta != own
     scores = ((config.get("tta_thresholds") or {}).get(str(tta)) or {} if other
@@ -455,9 +466,25 @@ def image_threshold_at_rate(config: dict[str, Any], rate: float, tta: int | None
                              "calibration maps to fit; give --image-threshold")
     thr, _ = gumbel_threshold([float(v) for v in scores], rate)
     copies = f" at {tta} test-time copies" if other else ""
-    return thr, (f"--image-fpr {rate:g}: Gumbel fit to the image scores of the "
-                 f"model's {len(scores)} clean calibration maps{copies}, {1 - rate:.6g} "
-                 f"quantile, at least {floor_words(len(scores), rate)}")
+    rule = (f"--image-fpr {rate:g}: Gumbel fit to the image scores of the model's "
+            f"{len(scores)} clean calibration maps{copies}, {1 - rate:.6g} quantile, at least "
+            f"{floor_words(len(scores), rate)}")
+    by_count: dict[int, float] = {}
+    for key, group in sorted((config.get(LIGHT_COUNT_THRESHOLDS) or {}).items(),
+                             key=lambda kv: int(kv[0])):
+        own_scores = group.get("val_image_scores") if isinstance(group, dict) else None
+        if (not isinstance(own_scores, list) or not own_scores
+                or not all(is_number(v) for v in own_scores)):
+            raise PsinspectError(f"--image-fpr: the model stores no image scores of its "
+                                 f"{key}-light calibration maps to fit; give "
+                                 "--image-threshold")
+        by_count[int(key)] = (gumbel_threshold([float(v) for v in own_scores], rate)[0]
+                              if len(own_scores) > 1 else float(own_scores[0]))
+    if by_count:
+        rule += ("; a capture of a light count the model was calibrated for: the same fit to "
+                 "that count's maps (" + ", ".join(f"{n} lights {t:.4g}"
+                                                   for n, t in by_count.items()) + ")")
+    return thr, by_count, rule
 
 
 #: shares of good parts failing at which :func:`operating_points` counts verdicts

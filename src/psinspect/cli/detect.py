@@ -103,13 +103,6 @@ def detect_cmd(
     if solver is not None and not any(p.is_dir() and not is_normals_folder(p) for p in inputs):
         raise PsinspectError("--solver applies to capture folders; no input is one")
     bundle = load_model_dir(model, tta=tta)
-    rule = None
-    if image_fpr is not None:
-        if image_threshold is not None:
-            raise PsinspectError("give --image-fpr or --image-threshold, not both")
-        from psinspect.train import image_threshold_at_rate
-
-        image_threshold, rule = image_threshold_at_rate(bundle.config, image_fpr, tta)
 
     def advance(name: str) -> None:
         bar.update(task, advance=1, description=name)
@@ -119,16 +112,17 @@ def detect_cmd(
         summary = write_detection_outputs(
             inputs, out, bundle, threshold=threshold, image_threshold=image_threshold,
             solver=solver, force=force, progress=advance, jobs=jobs,
-            keep_going=keep_going, lights=lights, scale=scale, image_threshold_rule=rule)
+            keep_going=keep_going, lights=lights, scale=scale, image_fpr=image_fpr)
     errors = [s for s in summary["inputs"] if s["verdict"] == "error"]
     for s in summary["inputs"]:
         if s["verdict"] == "error":
             typer.echo(f"{s['name']}: ERROR (see below; no files written for it)")
             continue
         rel = ">" if s["verdict"] == "fail" else "<="
-        group = (f", the threshold of {s['thresholds_for_lights']}-light captures"
-                 if s.get("thresholds_for_lights") is not None and image_threshold is None
-                 else "")
+        count = s.get("thresholds_for_lights")
+        group = ("" if count is None or image_threshold is not None
+                 else f", the threshold of {count}-light captures" if image_fpr is None
+                 else f", that of {count}-light captures for --image-fpr {image_fpr:g}")
         typer.echo(f"{s['name']}: {s['verdict'].upper()} (image score {s['image_score']:.4g} "
                    f"{rel} {s['image_threshold']:.4g}{group}; {len(s['regions'])} region(s) "
                    f"above the pixel threshold, {s['defect_area_px']} px)")
