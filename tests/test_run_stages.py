@@ -87,7 +87,9 @@ class _Stages:
     def write_evaluation(self, predictions: Path, dataset: Path, out: Path,
                          **kw: Any) -> dict[str, Any]:
         (Path(out) / "report.html").write_text("<h1>report</h1>")
-        return {"verdicts": dict(VERDICTS), "pooled": dict(POOLED), "intervals": None}
+        return {"verdicts": dict(VERDICTS), "pooled": dict(POOLED), "intervals": None,
+                "operating_point": {"image_threshold": 2.5}, "operating_points": [],
+                "operating_points_note": "the model stores no scores"}
 
     def compare_bundled(self, out: Path, dataset: Path, tests: list[dict[str, Any]],
                         tta: int | None = None) -> dict[str, Any]:
