@@ -218,3 +218,17 @@ def test_operating_points_are_monotone_in_the_rate(scores: list[float],
                                                               strict=True) if bad)
         # at rates up to 20 % never below the median of the calibration scores
         assert p["image_threshold"] >= np.median(scores)
+
+
+def test_the_gumbel_quantile_is_scipys_bit_for_bit() -> None:
+    """gumbel_threshold computes the quantile itself (importing scipy.stats took 3 s of the
+    web app's start-up): the values of scipy.stats.gumbel_r.ppf, bit for bit."""
+    from scipy.stats import gumbel_r
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        scores = rng.gumbel(rng.normal(2.0, 1.0), rng.uniform(0.01, 3.0), rng.integers(2, 200))
+        rate = float(rng.choice([1e-6, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, rng.uniform(1e-6, 0.5)]))
+        _, fit = gumbel_threshold(scores, rate)
+        assert fit["quantile"] == float(gumbel_r.ppf(1.0 - rate, loc=fit["loc"],
+                                                      scale=fit["scale"]))
