@@ -487,9 +487,11 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
                             str(tmp_path / "det4"), "--tta", "4"], monkeypatch, capsys)
     assert code == 0, err
     # ... and for a level whose scores the model does not store, evaluate says why
-    code, _, err = run_cli(["evaluate", det8, tiny_dataset, "-o", tmp_path / "ev8b"],
-                           monkeypatch, capsys)
+    code, text, err = run_cli(["evaluate", det8, tiny_dataset, "-o", tmp_path / "ev8b"],
+                              monkeypatch, capsys)
     assert code == 0, err
+    assert ("no verdicts at other pass/fail thresholds: the model stores no image scores of "
+            "clean calibration maps at 8 test-time copies (only at its own 4)") in text
     m8 = json.loads((tmp_path / "ev8b" / "metrics.json").read_text())
     assert m8["operating_points"] == [] and m8["operating_points_note"] == (
         "the model stores no image scores of clean calibration maps at 8 test-time copies "

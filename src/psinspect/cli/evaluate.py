@@ -56,6 +56,8 @@ def evaluate_cmd(
         else:
             typer.echo(f"  {iv['level']:.0%} bootstrap intervals over {iv['groups']} test "
                        f"surfaces: {', '.join(spans)}")
+    if m["operating_points_note"]:
+        typer.echo(f"  no verdicts at other pass/fail thresholds: {m['operating_points_note']}")
     if m["operating_points"]:
         typer.echo("  verdicts at the pass/fail threshold for a share R of good parts failing "
                    "(detect --image-fpr R): R, threshold, defective failed, clean passed")
