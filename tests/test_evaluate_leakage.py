@@ -127,6 +127,9 @@ def test_models_trained_on_maps_are_traced(caps: list[Path], tmp_path: Path, mon
     assert code == 0, err
     metrics = json.loads((tmp_path / "e3" / "ev" / "metrics.json").read_text())
     assert metrics["test_surfaces_seen_in_training"] is None
+    # nor can the verdicts at other pass/fail thresholds be told
+    assert metrics["operating_points"] == [] and metrics["operating_points_note"] == (
+        f"the model folder {gone.resolve()} cannot be read")
     assert [ln for ln in err.splitlines() if ln.startswith("warning: ")] == [
         f"warning: cannot tell whether the model was trained on test surfaces: its folder "
         f"{gone.resolve()} cannot be read (moved or deleted?)"]

@@ -679,7 +679,7 @@ def model_operating_points(model_dir: Any, weights_sha256: Any, tta: int | None,
     try:
         config = read_json(Path(model_dir) / "config.json")
     except (OSError, TypeError, ValueError):
-        return [], f"the model folder {model_dir} cannot be read"
+        config = None
     if not isinstance(config, dict):
         return [], f"the model folder {model_dir} cannot be read"
     if weights_sha256 is not None and config.get("weights_sha256") != weights_sha256:
