@@ -303,5 +303,62 @@ def test_image_fpr_refits_each_light_counts_pass_fail_threshold(lights_model, tm
     assert "--image-fpr 0.2: Gumbel fit" in rule and "12 lights" in rule and "8 lights" in rule
     for e in (e12, e8, plain):
         assert e["verdict"] == ("fail" if e["image_score"] > e["image_threshold"] else "pass")
+    assert (e12["num_lights"], e8["num_lights"], plain["num_lights"]) == (12, 8, None)
     assert f"{counts[12]:.4g}, that of 12-light captures for --image-fpr 0.2;" in out, out
     assert f"{general:.4g}; " in out and "the threshold of" not in out
+
+
+def test_evaluates_operating_points_judge_each_map_by_its_light_counts_threshold(
+        lights_model) -> None:
+    """evaluate's verdicts at other pass/fail thresholds (metrics.json ``operating_points``)
+    for a model calibrated per light count: a map solved from a count the model has
+    thresholds for is judged by that count's threshold for R, any other by the general one,
+    as ``detect --image-fpr R`` judges them (they were refused before). Image scores are
+    placed between the thresholds, so judging any map by another threshold changes a count."""
+    from psinspect.fileio import read_json
+    from psinspect.report import model_operating_points, point_threshold_text
+    from psinspect.train import OPERATING_RATES, image_thresholds_at_rate
+
+    config = read_json(lights_model["model"] / "config.json")
+    rate = 0.2
+    general, counts, _ = image_thresholds_at_rate(config, rate)
+    assert counts[8] != counts[12]  # (else this test proves nothing)
+    # one score just above each threshold, for each kind of map: it fails under that
+    # threshold, passes under a higher one
+    ladder = sorted({general, *counts.values()})
+    scores = [t * 1.0001 for t in ladder] * 3
+    light_counts = [c for c in (12, 8, None) for _ in ladder]
+    defective = [i % 2 == 0 for i in range(len(scores))]
+    points, note = model_operating_points(lights_model["model"], config["weights_sha256"],
+                                          None, scores, defective, light_counts)
+    assert note is None and [p["rate"] for p in points] == list(OPERATING_RATES)
+    point = next(p for p in points if p["rate"] == rate)
+    assert point["image_threshold"] == general
+    assert point["image_thresholds_by_light_count"] == {str(n): t for n, t in counts.items()}
+    thr = {12: counts[12], 8: counts[8], None: general}
+    fails = [s > thr[c] for s, c in zip(scores, light_counts, strict=True)]
+    pairs = list(zip(fails, defective, strict=True))
+    assert point["defective_failed"] == sum(f for f, d in pairs if d)
+    assert point["clean_passed"] == sum(not f for f, d in pairs if not d)
+    # judged all by the general threshold, the counts differ (the per-map choice matters)
+    flat = next(p for p in model_operating_points(
+        lights_model["model"], config["weights_sha256"], None, scores, defective,
+        [None] * len(scores))[0] if p["rate"] == rate)
+    assert (flat["defective_failed"], flat["clean_passed"]) != (point["defective_failed"],
+                                                                point["clean_passed"])
+    assert point_threshold_text(point) == (
+        f"{general:.4g} (8 lights {counts[8]:.4g}, 12 lights {counts[12]:.4g}; other maps "
+        f"{general:.4g})")
+
+
+@pytest.mark.parametrize(("entry", "count"), [
+    ({"num_lights": 12, "thresholds_for_lights": None}, 12),  # (both set by hand)
+    ({"num_lights": None}, None),
+    ({"thresholds_for_lights": 8}, 8),  # a summary written before num_lights was recorded
+    ({}, None),
+    ({"num_lights": True}, None), ({"num_lights": "12"}, None), ({"num_lights": 2.5}, None),
+])
+def test_the_light_count_evaluate_reads_from_a_detect_summary(entry, count) -> None:
+    from psinspect.report import summary_light_count
+
+    assert summary_light_count(entry) == count

@@ -347,6 +347,9 @@ class Detection:
     #: whether the model has thresholds per light count (``thresholds_for_lights`` then goes
     #: into the summary, None included)
     light_count_thresholds: bool = False
+    #: how many lights the map was solved from (a capture's, or the count a ``psinspect
+    #: normals`` run records; None: unknown, a plain normal map)
+    num_lights: int | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-able per-input summary (for summary.json)."""
@@ -362,6 +365,7 @@ class Detection:
             "defect_area_fraction": float(self.pred_mask.sum() / max(1, self.object_px)),
             "regions": self.regions,
             "unreliable_px": None if self.unreliable is None else int(self.unreliable.sum()),
+            "num_lights": self.num_lights,
             # which of the model's calibrated thresholds judged it: those of captures of this
             # many lights, or (null) its general ones, calibrated on all its clean maps
             **({"thresholds_for_lights": self.thresholds_for_lights}
@@ -481,6 +485,7 @@ def detect_map(
         threshold=thr, image_threshold=img_thr, object_px=int(m.sum()),
         unreliable=res.unreliable, info=dict(res.info), image_scale=float(res.image_scale),
         thresholds_for_lights=lights_used, light_count_thresholds=by_count,
+        num_lights=num_lights,
     )
 
 

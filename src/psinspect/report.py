@@ -310,6 +310,18 @@ def _operating_point_html(op: dict[str, Any] | None, verdicts: dict[str, Any] | 
     return out
 
 
+def point_threshold_text(point: dict[str, Any], digits: int = 4) -> str:
+    """An operating point's pass/fail threshold (:func:`psinspect.train.operating_points`),
+    with the thresholds of a model calibrated per light count after it: "4.9 (12 lights
+    5.1, 24 lights 4.3; other maps 4.9)" reads as "4.9; captures of 12 lights 5.1, ..."."""
+    text = f"{point['image_threshold']:.{digits}g}"
+    by_count = point.get("image_thresholds_by_light_count")
+    if by_count:
+        text += " (" + ", ".join(f"{n} lights {t:.{digits}g}" for n, t in by_count.items()) \
+            + "; other maps " + text + ")"
+    return text
+
+
 def _other_points_html(points: Sequence[dict[str, Any]] | None, note: str | None
                        ) -> list[str]:
     """The verdicts at the pass/fail thresholds of other shares of good parts failing
@@ -320,7 +332,7 @@ def _other_points_html(points: Sequence[dict[str, Any]] | None, note: str | None
     if not points:
         return [*out, f"<p class='note'>None: {html.escape(str(note))}.</p>"]
     rows = "".join(
-        f"<tr><td>{p['rate']:.0%}</td><td>{_fmt_threshold(p['image_threshold'])}</td>"
+        f"<tr><td>{p['rate']:.0%}</td><td>{html.escape(point_threshold_text(p))}</td>"
         f"<td>{p['defective_failed']} / {p['defective_failed'] + p['defective_passed']}</td>"
         f"<td>{p['clean_passed']} / {p['clean_passed'] + p['clean_failed']}</td></tr>"
         for p in points)
@@ -328,8 +340,9 @@ def _other_points_html(points: Sequence[dict[str, Any]] | None, note: str | None
             "<p class='note'>The verdicts on the same image scores at the pass/fail threshold "
             "that <code>detect --image-fpr R</code> sets for a share R of good parts failing, "
             "fitted to the clean calibration maps' image scores the model stores (training "
-            "sets its own for 1 % by default). A higher R catches more defective parts and "
-            "fails more good ones.</p>",
+            "sets its own for 1 % by default; a model calibrated per light count judges a "
+            "capture of a count it was calibrated for by the same fit to that count's maps). A "
+            "higher R catches more defective parts and fails more good ones.</p>",
             "<table><tr><th>share of good parts failing asked (R)</th><th>threshold</th>"
             f"<th>defective maps failed</th><th>clean maps passed</th></tr>{rows}</table>"]
 
@@ -523,6 +536,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     surfaces = []
     pred_masks = []
     defective = []
+    light_counts: list[int | None] = []
     map_shas: dict[str, set[str]] = {}  # surface -> its test maps' SHA-256
     for it in wanted:
         name = Path(it["file"]).stem
@@ -554,6 +568,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
         pred_masks.append(read_mask_png(pred_dir / f"{name}_mask.png", mask.shape,
                                         "predicted mask"))
         defective.append(it["split"] == "test-defective")
+        light_counts.append(summary_light_count(by_name[name]))
         normals_paths[name] = folder / it["file"]
         surfaces.append(str(it.get("surface") or name))
     unmatched = sorted((set(image_scores) | set(failed)) - {it.name for it in items})
@@ -576,12 +591,24 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
                                                                  manifest, map_shas)
                                     if summary.get("model_dir") else None),
             "verdicts": [verdicts[it.name] for it in items], "defective": defective,
+            "light_counts": light_counts,
             # what reading a test surface's capture warned about (the dataset keeps it: a
             # capture without mask.png counts its background as the object, ...)
             "reading_warnings": {
                 n: list(s["warnings"]) for n, s in manifest.get("surfaces", {}).items()
                 if n in set(surfaces) and isinstance(s, dict) and s.get("warnings")}}
     return items, info
+
+
+def summary_light_count(entry: dict[str, Any]) -> int | None:
+    """How many lights a detect summary's input was solved from (``num_lights``; None:
+    unknown). Summaries written before psinspect recorded it tell it only for a model
+    calibrated per light count, by the count whose thresholds judged the input
+    (``thresholds_for_lights``), which is its light count wherever the model has thresholds
+    for that count (the only counts :func:`psinspect.train.operating_points` tells apart),
+    unless detect's thresholds were both set by hand."""
+    count = entry.get("num_lights", entry.get("thresholds_for_lights"))
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
 #: :func:`load_eval_items`: how far (relative) a summary's image score may lie from the one
@@ -661,13 +688,16 @@ def _check_operating_point(summary: dict[str, Any], spath: Any) -> None:
 
 
 def model_operating_points(model_dir: Any, weights_sha256: Any, tta: int | None,
-                           image_scores: Sequence[float], defective: Sequence[bool]
+                           image_scores: Sequence[float], defective: Sequence[bool],
+                           light_counts: Sequence[int | None] | None = None
                            ) -> tuple[list[dict[str, Any]], str | None]:
     """The verdicts of :func:`psinspect.train.operating_points` (at the pass/fail thresholds
     ``detect --image-fpr R`` sets for a few shares of good parts failing) for the model in
     ``model_dir`` (whose weights must be the ``weights_sha256`` detect recorded) scoring at
-    ``tta`` copies, on the test maps' ``image_scores``; ``([], why)`` where they cannot be
-    told (no model folder, moved or retrained, no calibration scores stored)."""
+    ``tta`` copies, on the test maps' ``image_scores`` (``light_counts``: per map, the light
+    count it was solved from, None unknown, for a model calibrated per light count); ``([],
+    why)`` where they cannot be told (no model folder, moved or retrained, no calibration
+    scores stored)."""
     from pathlib import Path
 
     from psinspect.errors import PsinspectError
@@ -685,7 +715,8 @@ def model_operating_points(model_dir: Any, weights_sha256: Any, tta: int | None,
     if weights_sha256 is not None and config.get("weights_sha256") != weights_sha256:
         return [], f"the model folder {model_dir} now holds other weights than detect used"
     try:
-        return operating_points(config, image_scores, defective, tta), None
+        return operating_points(config, image_scores, defective, tta,
+                                light_counts=light_counts), None
     except PsinspectError as err:  # e.g. "--image-fpr: the model stores no ...; give ..."
         return [], str(err).removeprefix("--image-fpr: ").split("; ")[0]
 
@@ -873,7 +904,7 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     metrics["verdicts"] = verdict_counts(info["verdicts"], info["defective"])
     metrics["operating_points"], metrics["operating_points_note"] = model_operating_points(
         info.get("model_dir"), info.get("model_weights_sha256"), info.get("tta"),
-        [it.image_score for it in items], info["defective"])
+        [it.image_score for it in items], info["defective"], info["light_counts"])
     metrics["test_surfaces_seen_in_training"] = info["seen_in_training"]
     metrics["test_surfaces_seen_in_calibration"] = info["seen_in_calibration"]
     metrics["test_surface_reading_warnings"] = info["reading_warnings"]

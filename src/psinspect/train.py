@@ -493,20 +493,29 @@ OPERATING_RATES = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 def operating_points(config: dict[str, Any], image_scores: Sequence[float],
                      defective: Sequence[bool], tta: int | None = None,
-                     rates: Sequence[float] = OPERATING_RATES) -> list[dict[str, Any]]:
+                     rates: Sequence[float] = OPERATING_RATES,
+                     light_counts: Sequence[int | None] | None = None) -> list[dict[str, Any]]:
     """Verdicts on maps (their image scores, and per map whether it is defective) at the
     pass/fail threshold ``detect --image-fpr R`` would set for each of ``rates``
-    (:func:`image_threshold_at_rate` from the model's ``config``, at ``tta`` copies; fail
+    (:func:`image_thresholds_at_rate` from the model's ``config``, at ``tta`` copies; fail
     above it, as detect): per rate ``rate``, ``image_threshold`` and the counts of
-    :func:`psinspect.metrics.verdict_counts`. :class:`PsinspectError` where the config cannot
-    tell the thresholds."""
+    :func:`psinspect.metrics.verdict_counts`. A model calibrated per light count judges a map
+    of a count it has thresholds for by that count's (``light_counts``: per map, the light
+    count of the capture it was solved from, None unknown), the rest by its general one, as
+    detect does; such a model's entries add ``image_thresholds_by_light_count`` (count ->
+    threshold). :class:`PsinspectError` where the config cannot tell the thresholds."""
     from psinspect.metrics import verdict_counts
 
+    counts = list(light_counts) if light_counts is not None else [None] * len(image_scores)
     out = []
     for rate in rates:
-        thr, _ = image_threshold_at_rate(config, rate, tta)
-        verdicts = ["fail" if s > thr else "pass" for s in image_scores]
+        thr, by_count, _ = image_thresholds_at_rate(config, rate, tta)
+        verdicts = ["fail" if s > by_count.get(c, thr) else "pass"
+                    for s, c in zip(image_scores, counts, strict=True)]
         out.append({"rate": rate, "image_threshold": thr,
+                    **({"image_thresholds_by_light_count": {str(n): t
+                                                            for n, t in by_count.items()}}
+                       if by_count else {}),
                     **verdict_counts(verdicts, defective)})
     return out
 

@@ -34,7 +34,7 @@ def evaluate_cmd(
 
     from psinspect.errors import PsinspectError
     from psinspect.fileio import check_output_dir
-    from psinspect.report import evaluation_warnings, write_evaluation
+    from psinspect.report import evaluation_warnings, point_threshold_text, write_evaluation
 
     if not 0.0 < max_fpr <= 1.0:
         raise PsinspectError(f"--max-fpr must be in (0, 1], got {max_fpr}")
@@ -62,7 +62,7 @@ def evaluate_cmd(
         typer.echo("  verdicts at the pass/fail threshold for a share R of good parts failing "
                    "(detect --image-fpr R): R, threshold, defective failed, clean passed")
         for p in m["operating_points"]:
-            typer.echo(f"    {p['rate']:4.0%}  {p['image_threshold']:8.4g}  "
+            typer.echo(f"    {p['rate']:4.0%}  {point_threshold_text(p):>8s}  "
                        f"{p['defective_failed']}/{p['defective_failed'] + p['defective_passed']}"
                        f"  {p['clean_passed']}/{p['clean_passed'] + p['clean_failed']}")
     for name, v in m["per_type"].items():
