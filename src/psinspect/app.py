@@ -94,6 +94,8 @@ class InspectionInput:
     source: str = ""
     source_sha256: str | None = None
     capture: tuple[np.ndarray, np.ndarray, str] | None = field(default=None, repr=False)
+    #: an over-exposed capture's clipped observations (:attr:`psinspect.capture.Capture.clipped`)
+    capture_clipped: np.ndarray | None = field(default=None, repr=False)
     gt_mask: np.ndarray | None = field(default=None, repr=False)
     _splits: list[np.ndarray | None] = field(default_factory=list, repr=False)
 
@@ -107,7 +109,8 @@ class InspectionInput:
             from psinspect.models.variation import light_split_differences
 
             images, lights, solver = self.capture
-            self._splits.append(light_split_differences(images, lights, self.mask, solver=solver))
+            self._splits.append(light_split_differences(images, lights, self.mask, solver=solver,
+                                                        clipped=self.capture_clipped))
         return self._splits[0]
 
 
@@ -365,6 +368,7 @@ def _load_capture_zip(path: Path, workdir: Path, limits: Limits,
             confidence=result.confidence,
             kind=f"capture ({capture.num_lights} lights)",
             capture=(capture.images, capture.lights, solver or "robust"),
+            capture_clipped=capture.clipped,
             gt_mask=None if gt is None else gt & obj,
         )
     finally:

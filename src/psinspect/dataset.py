@@ -347,7 +347,8 @@ def build_dataset(
             if (folder / "defects.json").is_file():
                 real_records = read_defect_records(folder / "defects.json")
         for j, idx in enumerate(subs):
-            res = solve(cap.images[idx], cap.lights[idx], cap.mask, solver=solver)
+            res = solve(cap.images[idx], cap.lights[idx], cap.mask, solver=solver,
+                        clipped=None if cap.clipped is None else cap.clipped[idx])
             normals = res.normals
             if j == 0:
                 warn_flipped_lights(normals, cap)

@@ -615,7 +615,8 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         if light_splits:
             from psinspect.models.variation import light_split_differences
 
-            splits = light_split_differences(cap.images, cap.lights, m, solver=solver)
+            splits = light_split_differences(cap.images, cap.lights, m, solver=solver,
+                                             clipped=cap.clipped)
         return InputMap(p.name, n, m, str(p), confidence=res.confidence, gt_mask=gt,
                         defects=recs, light_splits=splits,
                         capture_images=(cap.images, cap.lights) if capture_images else None,

@@ -549,7 +549,7 @@ def write_examples(out: str | os.PathLike[str], *, seed: int = 2024, size: int =
             write_capture(tmp, rp.images, rp.lights, rp.mask,
                           intensities=np.repeat(rp.intensities[:, None], 3, axis=1))
             cap = load_capture(tmp)
-        res = solve(cap.images, cap.lights, cap.mask, solver="robust")
+        res = solve(cap.images, cap.lights, cap.mask, solver="robust", clipped=cap.clipped)
         written.append(save_png(out / fname, encode_png(res.normals, cap.mask)))
         if rp.defect_mask is not None:
             save_png(out / (Path(fname).stem + "_gt_mask.png"),

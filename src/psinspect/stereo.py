@@ -63,12 +63,15 @@ class PSResult:
             the lights the solver used.
         lights_used: (K,) bool, which of the input lights the solver used (the robust solver
             drops images whose brightness contradicts their light intensity).
+        clipped_left_out: how many clipped observations (pixel x image) were left out of the
+            solve (``solve(clipped=...)``; 0 where none were given).
     """
 
     normals: np.ndarray
     albedo: np.ndarray
     confidence: np.ndarray
     lights_used: np.ndarray | None = None
+    clipped_left_out: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,8 +274,11 @@ def _check_inputs(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | Non
     return images, lights, mask
 
 
-def _confidence(obs: np.ndarray, lights: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Fraction of lights explained by the shadow-aware Lambertian model; (K, N), (N, 3) -> (N,)."""
+def _confidence(obs: np.ndarray, lights: np.ndarray, g: np.ndarray,
+                missing: np.ndarray | None = None) -> np.ndarray:
+    """Fraction of lights explained by the shadow-aware Lambertian model; (K, N), (N, 3) -> (N,).
+    ``missing`` (K, N) bool: observations left out of the solve (clipped), counted neither
+    way: the fraction of the others."""
     gf = np.ascontiguousarray(g.T, dtype=np.float32)  # (3, N)
     tol = np.float32(INLIER_TOL) * np.sqrt((gf * gf).sum(axis=0))  # (N,)
     pred = lights.astype(np.float32) @ gf  # (K, N) predicted radiance, in place from here on
@@ -280,10 +286,16 @@ def _confidence(obs: np.ndarray, lights: np.ndarray, g: np.ndarray) -> np.ndarra
     np.subtract(pred, obs, out=pred)
     np.abs(pred, out=pred)
     ok = np.less_equal(pred, tol, out=np.empty(pred.shape, dtype=bool))
-    return ok.sum(axis=0, dtype=np.int32).astype(np.float32) / np.float32(len(lights))
+    if missing is None:
+        return ok.sum(axis=0, dtype=np.int32).astype(np.float32) / np.float32(len(lights))
+    ok &= ~missing
+    kept = len(lights) - missing.sum(axis=0, dtype=np.int32)
+    return ok.sum(axis=0, dtype=np.int32).astype(np.float32) / np.maximum(kept, 1).astype(
+        np.float32)
 
 
-def _assemble(g: np.ndarray, obs: np.ndarray, lights: np.ndarray, mask: np.ndarray) -> PSResult:
+def _assemble(g: np.ndarray, obs: np.ndarray, lights: np.ndarray, mask: np.ndarray,
+              missing: np.ndarray | None = None) -> PSResult:
     h, w = mask.shape
     rho = np.linalg.norm(g, axis=1)
     good = rho > 1e-12
@@ -295,14 +307,44 @@ def _assemble(g: np.ndarray, obs: np.ndarray, lights: np.ndarray, mask: np.ndarr
     albedo = np.zeros((h, w), dtype=np.float32)
     albedo[mask] = rho
     conf = np.zeros((h, w), dtype=np.float32)
-    conf[mask] = np.where(good, _confidence(obs, lights, g), 0.0)
+    conf[mask] = np.where(good, _confidence(obs, lights, g, missing), 0.0)
     return PSResult(normals=normals, albedo=albedo, confidence=conf)
 
 
-def solve_ls_pixels(obs: np.ndarray, lights: np.ndarray) -> np.ndarray:
-    """Least-squares scaled normals ``g`` for observations (K, N) -> (N, 3) float64."""
+def solve_ls_pixels(obs: np.ndarray, lights: np.ndarray,
+                    missing: np.ndarray | None = None) -> np.ndarray:
+    """Least-squares scaled normals ``g`` for observations (K, N) -> (N, 3) float64;
+    ``missing`` (K, N) bool: observations left out (:func:`clipped_to_leave_out`), each
+    pixel with any solved over its others."""
     pinv = np.linalg.pinv(lights.astype(np.float64)).astype(np.float32)  # (3, K)
-    return (pinv @ obs).T.astype(np.float64)
+    g = (pinv @ obs).T.astype(np.float64)
+    if missing is not None:
+        cols = np.flatnonzero(missing.any(axis=0))
+        g[cols] = batched_wls(np.ascontiguousarray(obs[:, cols].T), lights,
+                              (~missing[:, cols]).T.astype(np.float32))
+    return g
+
+
+#: PS leaves a clipped observation out (:func:`clipped_to_leave_out`) only where the pixel's
+#: other lights pin its normal down: their :func:`kept_conditioning` at least this (as step 4
+#: of :func:`solve_robust_pixels`)
+MIN_CLIPPED_FREE_CONDITIONING = 0.03
+
+
+def clipped_to_leave_out(clipped: np.ndarray, lights: np.ndarray) -> np.ndarray | None:
+    """Which clipped observations (``clipped`` (K, N) bool: at the camera's full scale, their
+    true value unknown, only that it is higher) a solve leaves out: all of them, except at
+    pixels whose other lights do not pin the normal down (:data:`MIN_CLIPPED_FREE_
+    CONDITIONING`; fewer than 3 left, or nearly in one plane), which keep theirs. (K, N) bool,
+    or None where none is left out."""
+    cols = np.flatnonzero(clipped.any(axis=0))
+    if cols.size == 0:
+        return None
+    free = kept_conditioning(lights, (~clipped[:, cols]).T.astype(np.float32))
+    out = np.zeros(clipped.shape, bool)
+    keep = cols[free >= MIN_CLIPPED_FREE_CONDITIONING]
+    out[:, keep] = clipped[:, keep]
+    return out if keep.size else None
 
 
 def _solve_sym3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -351,17 +393,23 @@ def batched_wls(obs: np.ndarray, lights: np.ndarray, wts: np.ndarray) -> np.ndar
     return _solve_sym3(a, b)
 
 
-def _rank_trimmed(obs: np.ndarray, lights: np.ndarray, low: float, high: float) -> np.ndarray:
+def _rank_trimmed(obs: np.ndarray, lights: np.ndarray, low: float, high: float,
+                  missing: np.ndarray | None = None) -> np.ndarray:
     """LS on each pixel's observations between the ``low`` and ``1 - high`` rank fractions.
 
-    obs (N, K) float32 -> g (N, 3). Ties at the cut values are kept.
+    obs (N, K) float32 -> g (N, 3). Ties at the cut values are kept. ``missing`` (N, K) bool:
+    observations left out (clipped: ranked as the brightest, whatever their value after the
+    intensity division, as their true value is higher).
     """
     k = obs.shape[1]
     lo, hi = int(np.floor(low * k)), k - int(np.floor(high * k))
     if hi - lo < 3:
         lo, hi = 0, k
-    cuts = np.partition(obs, [lo, hi - 1], axis=1)
-    wts = ((obs >= cuts[:, lo:lo + 1]) & (obs <= cuts[:, hi - 1:hi])).astype(np.float32)
+    ranked = obs if missing is None else np.where(missing, np.float32(np.inf), obs)
+    cuts = np.partition(ranked, [lo, hi - 1], axis=1)
+    wts = ((ranked >= cuts[:, lo:lo + 1]) & (ranked <= cuts[:, hi - 1:hi])).astype(np.float32)
+    if missing is not None:
+        wts[missing] = 0.0
     return batched_wls(obs, lights, wts)
 
 
@@ -378,14 +426,15 @@ def _lower_median(values: np.ndarray, valid: np.ndarray, axis: int) -> tuple[np.
 
 def image_gain_ratios(obs: np.ndarray, lights: np.ndarray, g: np.ndarray,
                       min_shading: float = 0.3, min_pixels: int = 50,
-                      max_pixels: int = 20000) -> np.ndarray:
+                      max_pixels: int = 20000, missing: np.ndarray | None = None
+                      ) -> np.ndarray:
     """Per-image brightness relative to a fitted Lambertian model.
 
     For image k: the median over well-lit pixels (predicted ``n . l >= min_shading``) of
     ``I_k / (g . l_k)``, divided by the median over images. A value far from 1 means the image
     is brighter or darker than its light intensity says (a calibration fault). NaN where fewer
     than ``min_pixels`` pixels are well lit. At most ``max_pixels`` pixels (an even stride) are
-    used.
+    used; ``missing`` (N, K) bool: observations left out (clipped).
 
     obs (N, K), lights (K, 3), g (N, 3) -> (K,) float64.
     """
@@ -394,6 +443,8 @@ def image_gain_ratios(obs: np.ndarray, lights: np.ndarray, g: np.ndarray,
     shade = (lights @ gs.T).astype(np.float32)  # (K, n)
     rho = np.linalg.norm(gs, axis=1).astype(np.float32)
     lit = shade >= min_shading * rho
+    if missing is not None:
+        lit &= ~missing[::step].T
     ratio = o.T / np.maximum(shade, 1e-12)
     med, counts = _lower_median(ratio, lit, axis=1)
     out = np.where(counts >= min_pixels, med, np.nan).astype(np.float64)
@@ -422,8 +473,10 @@ def kept_conditioning(lights: np.ndarray, wts: np.ndarray) -> np.ndarray:
 
 
 def _tukey_irls(obs: np.ndarray, lights: np.ndarray, g: np.ndarray, iters: int, c: float,
-                shadow: float) -> tuple[np.ndarray, np.ndarray]:
-    """IRLS with Tukey's biweight; obs (N, K) float32, g (N, 3) -> (g, weights (N, K))."""
+                shadow: float, missing: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """IRLS with Tukey's biweight; obs (N, K) float32, g (N, 3) -> (g, weights (N, K));
+    ``missing`` (N, K) bool: observations left out (weight 0)."""
     lf = lights.astype(np.float32)
     wts = np.ones_like(obs)
     for _ in range(iters):
@@ -433,6 +486,8 @@ def _tukey_irls(obs: np.ndarray, lights: np.ndarray, g: np.ndarray, iters: int, 
         thr = np.float32(shadow) * rho
         valid = shade > thr
         valid &= obs > thr
+        if missing is not None:
+            valid &= ~missing
         res = np.subtract(obs, shade, out=shade)
         res /= rho  # albedo-relative residual
         mad, nvalid = _lower_median(np.abs(res), valid, axis=1)
@@ -447,7 +502,10 @@ def _tukey_irls(obs: np.ndarray, lights: np.ndarray, g: np.ndarray, iters: int, 
         wts = res
         too_few = (wts > 0).sum(axis=1) < 3
         if too_few.any():  # keep the previous estimate's support rather than nothing
-            wts[too_few] = (obs[too_few] > 0).astype(np.float32)
+            keep = obs[too_few] > 0
+            if missing is not None:
+                keep &= ~missing[too_few]
+            wts[too_few] = keep.astype(np.float32)
         g = batched_wls(obs, lights, wts)
     return g, wts
 
@@ -485,7 +543,8 @@ STABLE_SETTINGS = RobustSettings(c=4.0)
 
 
 def solve_robust_pixels(obs: np.ndarray, lights: np.ndarray,
-                        settings: RobustSettings | None = None
+                        settings: RobustSettings | None = None,
+                        missing: np.ndarray | None = None
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Robust scaled normals for observations (K, N).
 
@@ -507,28 +566,36 @@ def solve_robust_pixels(obs: np.ndarray, lights: np.ndarray,
        off, and DiLiGenT ball through every 4th light 55 pixels more than 90 deg off;
        BENCHMARKS.md, photometric stereo.
 
+    ``missing`` (K, N) bool: observations left out of every step (clipped ones,
+    :func:`clipped_to_leave_out`).
+
     Returns ``(g (N, 3) float64, used (K,) bool)``: the scaled normals and which images were used.
     """
     st = settings or RobustSettings()
     o = np.ascontiguousarray(obs.T, dtype=np.float32)  # (N, K)
+    miss = None if missing is None else np.ascontiguousarray(missing.T)
     lt = np.asarray(lights, dtype=np.float64)
     k = lt.shape[0]
     used = np.ones(k, dtype=bool)
-    g = _rank_trimmed(o, lt, st.low, st.high)
+    g = _rank_trimmed(o, lt, st.low, st.high, miss)
     if k > 6 and o.shape[0] >= 50:
-        gain = image_gain_ratios(o, lt, g)
+        gain = image_gain_ratios(o, lt, g, missing=miss)
         bad = np.abs(gain - 1.0) > st.image_gain_tol  # NaN -> False: kept
         if bad.any() and bad.sum() <= st.max_dropped_fraction * k \
                 and light_conditioning(lt[~bad]) >= MIN_LIGHT_CONDITIONING:
             used = ~bad
             o = np.ascontiguousarray(o[:, used])
             lt = lt[used]
-            g = _rank_trimmed(o, lt, st.low, st.high)
-    g, wts = _tukey_irls(o, lt, g, st.iters, st.c, st.shadow)
+            if miss is not None:  # (the other lights of a pixel must still pin it down)
+                kept = clipped_to_leave_out(np.ascontiguousarray(missing[used]), lt)
+                miss = None if kept is None else np.ascontiguousarray(kept.T)
+            g = _rank_trimmed(o, lt, st.low, st.high, miss)
+    g, wts = _tukey_irls(o, lt, g, st.iters, st.c, st.shadow, miss)
     # the kept observations that are lit: above the shadow level of the larger of the robust
     # and the least-squares albedo (a pixel lit by fewer than 3 lights keeps dark ones, and its
     # fit can settle on a near-zero albedo that only explains the dark ones)
-    g_ls = solve_ls_pixels(np.ascontiguousarray(o.T), lt)
+    g_ls = solve_ls_pixels(np.ascontiguousarray(o.T), lt,
+                           None if miss is None else np.ascontiguousarray(miss.T))
     rho = np.sqrt(np.maximum((g * g).sum(axis=1), (g_ls * g_ls).sum(axis=1)))[:, None]
     lit = np.where(o > np.float32(st.shadow) * rho.astype(np.float32), wts, np.float32(0.0))
     loose = kept_conditioning(lt, lit) < st.min_kept_conditioning
@@ -545,7 +612,7 @@ def check_solver(solver: str) -> str:
 
 
 def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None,
-          solver: str = "ls") -> PSResult:
+          solver: str = "ls", clipped: np.ndarray | None = None) -> PSResult:
     """Photometric stereo on a grey capture.
 
     Args:
@@ -554,6 +621,9 @@ def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None
         mask: (H, W) bool object mask (None = every pixel).
         solver: ``"ls"`` (Lambertian least squares), ``"robust"`` or ``"stable"`` (robust with
             :data:`STABLE_SETTINGS`).
+        clipped: (K, H, W) bool, observations at the camera's full scale to leave out of the
+            solve (their true value is unknown; :func:`clipped_to_leave_out`), or None (an
+            over-exposed capture's, :attr:`psinspect.capture.Capture.clipped`).
 
     Returns:
         :class:`PSResult` with normals (H, W, 3), albedo (H, W), confidence (H, W).
@@ -568,16 +638,25 @@ def solve(images: np.ndarray, lights: np.ndarray, mask: np.ndarray | None = None
     obs = images[:, mask]
     if obs.dtype != np.float32:
         obs = obs.astype(np.float32)
+    missing = None
+    if clipped is not None:
+        clipped = np.asarray(clipped, bool)
+        if clipped.shape != images.shape:
+            raise PsinspectError(f"clipped must be {images.shape} as the images, got "
+                                 f"{clipped.shape}")
+        missing = clipped_to_leave_out(clipped[:, mask], lights)
     if solver == "ls":
-        g = solve_ls_pixels(obs, lights)
+        g = solve_ls_pixels(obs, lights, missing)
         used = np.ones(len(lights), dtype=bool)
     else:
         g, used = solve_robust_pixels(obs, lights,
-                                      STABLE_SETTINGS if solver == "stable" else None)
+                                      STABLE_SETTINGS if solver == "stable" else None, missing)
     if not used.all():
         obs, lights = obs[used], lights[used]
-    res = _assemble(g, obs, lights, mask)
+        missing = None if missing is None else clipped_to_leave_out(missing[used], lights)
+    res = _assemble(g, obs, lights, mask, missing)
     res.lights_used = used
+    res.clipped_left_out = 0 if missing is None else int(missing.sum())
     return res
 
 
@@ -603,7 +682,8 @@ def run_photometric_stereo(capture: Capture, solver: str = "ls") -> PSResult:
     the error on DiLiGenT ball), where the robust solvers leave them out and say so."""
     import warnings
 
-    res = solve(capture.images, capture.lights, capture.mask, solver=solver)
+    res = solve(capture.images, capture.lights, capture.mask, solver=solver,
+                clipped=capture.clipped)
     warn_flipped_lights(res.normals, capture)
     if solver == "ls" and capture.num_lights > 6:
         # judged against the robust solver's first fit (the least-squares one is bent by the
@@ -612,8 +692,12 @@ def run_photometric_stereo(capture: Capture, solver: str = "ls") -> PSResult:
         step = max(1, -(-int(mask.sum()) // 20000))  # (as image_gain_ratios samples)
         obs = np.ascontiguousarray(capture.images[:, mask][:, ::step].T, np.float32)
         lights = capture.lights.astype(np.float64)
+        missing = None if capture.clipped is None else clipped_to_leave_out(
+            capture.clipped[:, mask][:, ::step], lights)
+        miss = None if missing is None else np.ascontiguousarray(missing.T)
         st = RobustSettings()
-        gain = image_gain_ratios(obs, lights, _rank_trimmed(obs, lights, st.low, st.high))
+        gain = image_gain_ratios(obs, lights, _rank_trimmed(obs, lights, st.low, st.high, miss),
+                                 missing=miss)
         with np.errstate(divide="ignore"):  # (a black image: 0, log -inf; NaN: not judged)
             off = np.flatnonzero(np.abs(np.log(gain)) > np.log(LS_IMAGE_GAIN_WARN))
         if off.size:

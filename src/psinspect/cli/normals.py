@@ -131,6 +131,9 @@ def normals_cmd(
         typer.echo(f"{solver}: left out {len(dropped)} image(s) whose brightness does not fit "
                    "the others (a highlight, a shadow or a wrong light intensity): lights "
                    f"{_ranges(dropped)}")
+    if res.clipped_left_out:
+        typer.echo(f"{solver}: left out {res.clipped_left_out} clipped observation(s) (pixel x "
+                   "image, at the camera's full scale) of the over-exposed capture")
     metrics = None
     if cap.normals_gt is not None:
         # only where the ground truth holds a normal (zero vectors = none there)
@@ -161,6 +164,9 @@ def normals_cmd(
                      "channel_weights_rgb": list(LUMA_WEIGHTS)},
         "light_indices_1based": [int(i) + 1 for i in cap.light_indices],
         "lights_dropped_by_solver_1based": dropped,
+        # an over-exposed capture's observations at the camera's full scale that the solve
+        # left out (pixel x image; 0: none)
+        "clipped_observations_left_out": res.clipped_left_out,
         "num_lights_used": cap.num_lights,
         "image_size_hw": list(cap.mask.shape),
         "object_pixels": int(cap.mask.sum()),

@@ -138,7 +138,7 @@ class _FitData:
 
 def light_split_differences(
     images: np.ndarray, lights: np.ndarray, mask: np.ndarray, solver: str = "robust",
-    splits: int = 2,
+    splits: int = 2, clipped: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """How much the PS normal of each pixel moves when the set of lights changes.
 
@@ -151,7 +151,9 @@ def light_split_differences(
     of disagreement between captures of one part through different light sets.
 
     ``images``: (K, H, W) float32; ``lights``: (K, 3) unit, DiLiGenT frame; ``mask``: (H, W)
-    bool. Returns ``(splits, H, W, 3)`` float32 (radians, zero outside the mask), or ``None``
+    bool; ``clipped``: (K, H, W) bool, an over-exposed capture's clipped observations, left
+    out of each half's solve as of the full set's (:func:`psinspect.stereo.solve`). Returns
+    ``(splits, H, W, 3)`` float32 (radians, zero outside the mask), or ``None``
     when the capture has fewer than ``MIN_SPLIT_LIGHTS`` lights (halves too small to solve).
     """
     from psinspect.stereo import solve
@@ -161,8 +163,10 @@ def light_split_differences(
         return None
     out = np.zeros((splits,) + mask.shape + (3,), np.float32)
     for p, half in enumerate(azimuth_halves(lights, splits)):
-        na = solve(images[half], lights[half], mask, solver=solver).normals
-        nb = solve(images[~half], lights[~half], mask, solver=solver).normals
+        na = solve(images[half], lights[half], mask, solver=solver,
+                   clipped=None if clipped is None else clipped[half]).normals
+        nb = solve(images[~half], lights[~half], mask, solver=solver,
+                   clipped=None if clipped is None else clipped[~half]).normals
         out[p] = np.where(mask[..., None], 0.5 * (na - nb), 0.0)
     return out
 
