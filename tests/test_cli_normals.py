@@ -303,3 +303,41 @@ def test_least_squares_names_an_image_far_off_its_light(tmp_path, monkeypatch, c
     assert run["warnings"] == [line.removeprefix("warning: ")]
     code, out, err = run_cli(["normals", cap, "-o", tmp_path / "robust"], monkeypatch, capsys)
     assert code == 0 and "far brighter" not in err and "left out 1 image(s)" in out, (out, err)
+
+
+def test_a_lights_file_name_that_could_mean_two_files_is_refused(tmp_path: Path, monkeypatch,
+                                                                 capsys) -> None:
+    """A relative --lights-file was taken from the capture folder where one of that name is
+    there, silently over the user's file of the same name in the working directory (an audit:
+    x and y exchanged in the folder's copy gave wrong normals, warned about by luck); and a
+    folder holding both lights.txt and light_directions.txt was read with lights.txt without
+    a word. Both are refused where the files differ, and read where they are the same."""
+    cap = synthetic_capture(tmp_path / "cap", k=12, size=24)
+    rows = (cap / "light_directions.txt").read_text()
+    swapped = "\n".join(" ".join(np.array(r.split())[[1, 0, 2]])
+                        for r in rows.splitlines() if r.strip()) + "\n"
+    (cap / "mine.txt").write_text(swapped)
+    (tmp_path / "mine.txt").write_text(rows)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["normals", str(cap), "--lights-file", "mine.txt", "-o", "o1"],
+                           monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: --lights-file mine.txt: names two different files, {cap / 'mine.txt'} in the "
+        f"capture folder and {tmp_path / 'mine.txt'} here; give the one meant by its absolute "
+        "path"]
+    assert not (tmp_path / "o1").exists()
+    code, _, err = run_cli(["normals", str(cap), "--lights-file", str(tmp_path / "mine.txt"),
+                            "-o", "o2"], monkeypatch, capsys)
+    assert code == 0, err
+    (cap / "mine.txt").write_text(rows)  # the same content: no doubt which is meant
+    code, _, err = run_cli(["normals", str(cap), "--lights-file", "mine.txt", "-o", "o3"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    (cap / "lights.txt").write_text(swapped)
+    code, _, err = run_cli(["normals", str(cap), "-o", "o4"], monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {cap}: holds two different lights files, lights.txt and "
+        "light_directions.txt; remove one, or name the one meant with --lights-file"]
+    (cap / "lights.txt").write_text(rows)
+    code, _, err = run_cli(["normals", str(cap), "-o", "o5"], monkeypatch, capsys)
+    assert code == 0, err

@@ -430,17 +430,37 @@ def _check_sizes_from_headers(paths: Sequence[Path]) -> None:
 def capture_lights_file(folder: str | os.PathLike[str],
                         lights_file: str | os.PathLike[str] | None = None) -> Path:
     """The lights file a capture folder is read with: ``lights_file`` (a relative path is taken
-    relative to the folder first, then the working directory), else the first of
-    :data:`DEFAULT_LIGHTS_FILES` in the folder."""
+    relative to the folder first, then the working directory; one that names two different
+    files, one in each, is refused), else the one of :data:`DEFAULT_LIGHTS_FILES` in the
+    folder (two of them that differ are refused: which one is meant cannot be told)."""
     folder = Path(folder)
     if lights_file is not None:
         lf = Path(lights_file)
-        return folder / lf if not lf.is_absolute() and (folder / lf).is_file() else lf
-    for name in DEFAULT_LIGHTS_FILES:
-        if (folder / name).is_file():
-            return folder / name
+        if lf.is_absolute() or not (folder / lf).is_file():
+            return lf
+        if lf.is_file() and not _same_content(lf, folder / lf):
+            raise PsinspectError(
+                f"--lights-file {lf}: names two different files, {folder / lf} in the capture "
+                f"folder and {lf.resolve()} here; give the one meant by its absolute path")
+        return folder / lf
+    found = [folder / name for name in DEFAULT_LIGHTS_FILES if (folder / name).is_file()]
+    if len(found) > 1 and not _same_content(*found):
+        raise PsinspectError(f"{folder}: holds two different lights files, "
+                             f"{' and '.join(f.name for f in found)}; remove one, or name the "
+                             "one meant with --lights-file")
+    if found:
+        return found[0]
     raise PsinspectError(f"{folder}: no lights file ({' or '.join(DEFAULT_LIGHTS_FILES)}) "
                          "in the folder")
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes (the same file, or unreadable: compared as
+    different only when both can be read)."""
+    try:
+        return a.samefile(b) or a.read_bytes() == b.read_bytes()
+    except OSError:
+        return True  # (reading the lights file says what is wrong with it)
 
 
 def capture_fingerprint(folder: str | os.PathLike[str]) -> str:

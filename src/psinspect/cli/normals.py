@@ -37,7 +37,8 @@ def normals_cmd(
         help="Linearise images as value**gamma (1 = linear camera).")] = 1.0,
     lights_file: Annotated[Path | None, typer.Option(
         help="Lights file: 'x y z' per line, or angles in degrees with a header line "
-             "'# format: slant_tilt' or '# format: elevation_azimuth'.")] = None,
+             "'# format: slant_tilt' or '# format: elevation_azimuth'. A relative path is "
+             "looked for in the capture folder first, then here.")] = None,
     force: Annotated[bool, typer.Option(help=(
         "Write into a non-empty output folder, replacing the files an earlier psinspect run "
         "wrote there; other files are kept."))] = False,
@@ -93,6 +94,8 @@ def normals_cmd(
             raise PsinspectError(
                 f"{capture_dir}: a folder of {len(subs)} capture folders ({', '.join(subs[:3])}"
                 f"{', ...' if len(subs) > 3 else ''}); give one of them") from None
+        if "--lights-file" in str(exc):  # (it says what to do)
+            raise
         raise PsinspectError(f"{exc}; give one with --lights-file") from None
     all_lights = read_lights_file(lights_path)
     select = None
