@@ -897,6 +897,12 @@ EVAL_CASES: list[tuple[str, str, Callable[[dict, Path], None], str]] = [
     ("manifest: items without keys", "ds", lambda s, d: (d / "manifest.json").write_text(
         '{"format": "psinspect-dataset", "version": 1, "items": [{"x": 1}]}'),
      r"manifest\.json: malformed manifest"),
+    # (a traceback of file_sha256 before: an audit)
+    ("test map: missing", "ds", lambda s, d: (d / s["tests"][0]["file"]).unlink(),
+     r"\.npy: test map of the dataset's manifest not found \(or not a file\)"),
+    ("test map: a folder", "ds", lambda s, d: (d / s["tests"][0]["file"]).unlink() or (
+        d / s["tests"][0]["file"]).mkdir(),
+     r"\.npy: test map of the dataset's manifest not found \(or not a file\)"),
     ("defect mask: wrong size", "ds", lambda s, d: (d / _defect_mask(s)).write_bytes(
         _png(np.zeros((5, 5), np.uint8))), r"M_.*\.png: ground-truth mask is 5 x 5, the map"),
     ("defect mask: zero bytes", "ds", lambda s, d: (d / _defect_mask(s)).write_bytes(b""),

@@ -540,6 +540,9 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     map_shas: dict[str, set[str]] = {}  # surface -> its test maps' SHA-256
     for it in wanted:
         name = Path(it["file"]).stem
+        if not (folder / it["file"]).is_file():
+            raise PsinspectError(f"{folder / it['file']}: test map of the dataset's manifest "
+                                 "not found (or not a file)")
         digest = _check_same_input(*sources.get(name, (None, None)), folder / it["file"],
                                    spath)
         map_shas.setdefault(str(it.get("surface") or name), set()).add(digest)
