@@ -341,3 +341,25 @@ def test_a_lights_file_name_that_could_mean_two_files_is_refused(tmp_path: Path,
     (cap / "lights.txt").write_text(rows)
     code, _, err = run_cli(["normals", str(cap), "-o", "o5"], monkeypatch, capsys)
     assert code == 0, err
+
+
+@pytest.mark.parametrize(("content", "pattern"), [
+    (b"junk", r"M_defect\.png: missing or unreadable ground-truth mask"),
+    ("small", r"M_defect\.png: ground-truth mask is 5 x 5, the map 24 x 24"),
+])
+def test_a_capture_with_an_unreadable_defect_mask_is_refused(tmp_path: Path, monkeypatch,
+                                                             capsys, content, pattern) -> None:
+    """normals copied a capture's M_defect.png without reading it, and detect then refused
+    the output it wrote (an audit): the mask is read as detect reads it, first."""
+    import cv2
+
+    cap = synthetic_capture(tmp_path / "cap", k=12, size=24)
+    if content == "small":
+        cv2.imwrite(str(cap / "M_defect.png"), np.zeros((5, 5), np.uint8))
+    else:
+        (cap / "M_defect.png").write_bytes(content)
+    code, _, err = run_cli(["normals", str(cap), "-o", str(tmp_path / "out")], monkeypatch,
+                           capsys)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error")]
+    assert code == 2 and len(lines) == 1 and re.search(pattern, lines[0]), err
+    assert not (tmp_path / "out").exists()

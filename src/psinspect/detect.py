@@ -531,7 +531,7 @@ def _sibling_gt(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     return None
 
 
-def _folder_gt(folder: Path, shape: tuple[int, int]
+def folder_ground_truth(folder: Path, shape: tuple[int, int]
                ) -> tuple[np.ndarray | None, list[dict] | None]:
     """A capture's (or the ``psinspect normals`` output of one) ground truth: its
     ``M_defect.png`` and ``defects.json``, each None where absent."""
@@ -553,7 +553,7 @@ def given_ground_truth(path: str | os.PathLike[str], shape: tuple[int, int]
     if is_normals_folder(p):
         p = p / NORMALS_FILE
     if normals_run_of(p) is not None:
-        return _folder_gt(p.parent, shape)
+        return folder_ground_truth(p.parent, shape)
     return _sibling_gt(p, shape), None
 
 
@@ -610,7 +610,7 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         res = run_photometric_stereo(cap, solver)
         obj = cap.mask & (np.abs(res.normals).sum(-1) > 0)
         n, m = validate_normal_map(res.normals, obj, name=str(p))
-        gt, recs = _folder_gt(p, m.shape)
+        gt, recs = folder_ground_truth(p, m.shape)
         splits = None
         if light_splits:
             from psinspect.models.variation import light_split_differences

@@ -59,6 +59,7 @@ def normals_cmd(
         load_capture,
         read_lights_file,
     )
+    from psinspect.detect import folder_ground_truth
     from psinspect.fileio import (
         check_output_dir,
         save_json,
@@ -115,6 +116,8 @@ def normals_cmd(
             caught = [str(w.message) for w in wlist]
     for msg in caught:
         typer.echo(f"warning: {msg}", err=True)
+    # the ground truth copied beside the map must be readable as detect and train read it
+    folder_ground_truth(Path(capture_dir), cap.mask.shape)
     if min(cap.mask.shape) < MIN_MAP_SIDE:  # (a map detect and train would refuse)
         h, w = cap.mask.shape
         raise PsinspectError(f"{capture_dir}: images are {w} x {h} pixels, too small for a "
