@@ -298,3 +298,39 @@ def test_an_unexpanded_home_folder_is_refused(tmp_path: Path, monkeypatch, capsy
                             "6"], monkeypatch, capsys)
     assert code == 0, err
     assert (tmp_path / "~" / "x" / "render.json").is_file()
+
+
+def test_force_replaces_only_the_same_commands_results(tmp_path: Path, monkeypatch,
+                                                        capsys) -> None:
+    """``run -o CAPTURES --force`` into a render's output deleted the rendered captures (an
+    audit; they were psinspect's own earlier results by the folder's list). The list now
+    records the command that wrote it, and --force replaces only that command's results;
+    a list without one (written before) is replaced as before."""
+    from _robust_util import error_lines, run_cli
+
+    out = tmp_path / "parts"
+    code, _, err = run_cli(["render", "-o", out, "--parts", "1", "--size", "32", "--lights",
+                            "6"], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads((out / WRITTEN_MANIFEST).read_text())["command"] == "render"
+    before = _listing(out)
+    code, _, err = run_cli(["render", "-o", tmp_path / "more", "--parts", "1", "--size", "32",
+                            "--lights", "6"], monkeypatch, capsys)
+    cap = next(p for p in (tmp_path / "more").iterdir() if p.is_dir())
+    code, _, err = run_cli(["normals", cap, "-o", out, "--force"], monkeypatch, capsys)
+    assert code == 2 and error_lines(err) == [
+        f"error: {out}: holds the output of 'psinspect render', which --force does not "
+        "replace with 'psinspect normals' results: choose another output folder"], err
+    assert _listing(out) == before
+    with pytest.raises(PsinspectError, match="holds the output of 'psinspect render'"), \
+            staged_output_dir(out, force=True, command="detect"):
+        pass
+    code, _, err = run_cli(["render", "-o", out, "--parts", "1", "--size", "32", "--lights",
+                            "6", "--seed", "5", "--force"], monkeypatch, capsys)
+    assert code == 0, err  # the same command: replaced
+    doc = json.loads((out / WRITTEN_MANIFEST).read_text())
+    del doc["command"]  # a folder written before the command was recorded
+    (out / WRITTEN_MANIFEST).write_text(json.dumps(doc))
+    with staged_output_dir(out, force=True, command="detect") as stage:
+        atomic_write_bytes(stage / "summary.json", b"{}")
+    assert _listing(out) == [WRITTEN_MANIFEST, "summary.json"]

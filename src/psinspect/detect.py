@@ -814,7 +814,8 @@ def write_detection_outputs(
     names = input_names(paths)
     light_splits = getattr(bundle.model, "uses_light_splits", False)
     images = getattr(bundle.model, "uses_capture_images", False)
-    with staged_output_dir(out, force, inputs=[*paths, bundle.path]) as stage:
+    with staged_output_dir(out, force, inputs=[*paths, bundle.path],
+                           command="detect") as stage:
 
         def one_or_error(item: tuple[Path, str]) -> dict[str, Any]:
             try:  # (reading and scoring raise before ``one`` writes any file)

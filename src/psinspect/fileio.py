@@ -361,7 +361,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def check_output_dir(path: str | os.PathLike[str], force: bool,
                      inputs: Sequence[str | os.PathLike[str] | None] = (),
-                     model_folder: bool = False) -> Path:
+                     model_folder: bool = False, command: str | None = None) -> Path:
     """Refuse a non-empty existing folder unless ``force``; refuse a path that is a file, and a
     folder that does not exist and cannot be created (under a file, a read-only or
     pseudo file system, no permission), so that commands fail before their slow part. With
@@ -370,8 +370,11 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     that run's files (:func:`staged_output_dir`) would delete them; and, unless the command
     writes a model folder (``model_folder``: train), a folder that holds a psinspect model or
     an interrupted training run (its files are not replaced by other commands' results, which
-    would join them). An input folder itself, or one holding an input file, is never an
-    output folder (written files would join its images, or be read as maps next time).
+    would join them); and, for a ``command`` (``"detect"``, ...), a folder another psinspect
+    command wrote (its :data:`WRITTEN_MANIFEST` names that command): ``--force`` replaces the
+    same command's earlier results, never, say, a render's captures with a run's results. An
+    input folder itself, or one holding an input file, is never an output folder (written
+    files would join its images, or be read as maps next time).
 
     A relative path starting with ``~`` (a home folder the shell did not expand, as after
     ``--out=``) is refused unless that folder exists here, instead of creating one named
@@ -414,6 +417,11 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
             raise PsinspectError(f"{path}: output folder is not empty (use --force to overwrite)")
         if non_empty and inputs:
             _check_inputs_kept(path, inputs)
+        earlier = _manifest_command(path) if non_empty and command is not None else None
+        if earlier is not None and earlier != command:
+            raise PsinspectError(f"{path}: holds the output of 'psinspect {earlier}', which "
+                                 f"--force does not replace with 'psinspect {command}' "
+                                 "results: choose another output folder")
         if non_empty and not model_folder:
             from psinspect.modelstore import is_training_folder
 
@@ -468,6 +476,16 @@ def _check_creatable(path: Path) -> None:
 WRITTEN_MANIFEST = ".psinspect-written.json"
 
 
+def _manifest_command(folder: Path) -> str | None:
+    """The command that wrote ``folder`` (its :data:`WRITTEN_MANIFEST`'s ``command``; None
+    where it names none: written before 2026-12-02, or not by psinspect)."""
+    try:
+        command = read_json(folder / WRITTEN_MANIFEST).get("command")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return command if isinstance(command, str) else None
+
+
 def _manifest_files(folder: Path) -> list[str] | None:
     """The relative paths :data:`WRITTEN_MANIFEST` of ``folder`` lists (None when it has none
     or it is not such a list); paths that are absolute or climb out of ``folder`` are dropped."""
@@ -519,11 +537,14 @@ def _remove_stale_outputs(out: Path, old: list[str], new: set[str]) -> None:
                 (out / rel_dir).rmdir()  # only if empty
 
 
-def _put_manifest(stage: Path, out: Path, files: set[str]) -> None:
-    """Write ``out``'s :data:`WRITTEN_MANIFEST` listing ``files``: made in ``stage``, then moved
-    in, so that a kill leaves no temporary in ``out``."""
-    os.replace(save_json(stage / WRITTEN_MANIFEST, {"files": sorted(files)}),
-               out / WRITTEN_MANIFEST)
+def _put_manifest(stage: Path, out: Path, files: set[str], command: str | None) -> None:
+    """Write ``out``'s :data:`WRITTEN_MANIFEST` listing ``files`` (and the ``command`` that
+    wrote them, where given): made in ``stage``, then moved in, so that a kill leaves no
+    temporary in ``out``."""
+    doc: dict[str, Any] = {"files": sorted(files)}
+    if command is not None:
+        doc["command"] = command
+    os.replace(save_json(stage / WRITTEN_MANIFEST, doc), out / WRITTEN_MANIFEST)
 
 
 def _same_device(a: Path, b: Path) -> bool:
@@ -536,7 +557,8 @@ def _same_device(a: Path, b: Path) -> bool:
 
 @contextlib.contextmanager
 def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
-                      inputs: Sequence[str | os.PathLike[str] | None] = ()) -> Iterator[Path]:
+                      inputs: Sequence[str | os.PathLike[str] | None] = (),
+                      command: str | None = None) -> Iterator[Path]:
     """Yield a staging folder (next to ``path``, or inside it, see below); on success move its
     files into ``path``.
 
@@ -550,7 +572,7 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
     capture folder) is a :class:`PsinspectError` before anything is moved (files a manifest of
     a folder above lists count as psinspect's for this, but are never removed as stale), and
     nothing is written or removed through a symbolic link.
-    ``inputs``: see :func:`check_output_dir`.
+    ``inputs``, ``command`` (recorded in the manifest): see :func:`check_output_dir`.
     The staging folder is ``.NAME.staging-<pid>-*`` beside ``path``, or inside it when ``path``
     is an existing folder on another file system than its parent; those left by killed
     processes are removed
@@ -558,7 +580,7 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
     ``mkdir``, ``0o777 & ~umask`` (not the staging folder's 0o700). A folder that cannot be
     created or filled is a :class:`PsinspectError`.
     """
-    out = check_output_dir(path, force, inputs)
+    out = check_output_dir(path, force, inputs, command=command)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -604,7 +626,7 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
                                      "choose another output folder")
             # listed before and after the moves, so a kill at any point leaves every file
             # psinspect wrote in the manifest
-            _put_manifest(stage, out, set(old) | written)
+            _put_manifest(stage, out, set(old) | written, command)
             for src in staged:
                 dst = out / src.relative_to(stage)
                 if src.is_dir():
@@ -613,7 +635,7 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(src, dst)
             _remove_stale_outputs(out, old, written)
-            _put_manifest(stage, out, written)
+            _put_manifest(stage, out, written, command)
         except OSError as err:
             raise PsinspectError(f"{out}: cannot write the output folder ({_reason(err)})"
                                  ) from None

@@ -945,7 +945,8 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     html_text = report_html(metrics, curves, panels,
                             title=f"psinspect evaluation: {info.get('model') or 'predictions'}",
                             panel_counts=(n_def, len(shown) - n_def))
-    with staged_output_dir(out, force, inputs=(pred_dir, ground_truth)) as stage:
+    with staged_output_dir(out, force, inputs=(pred_dir, ground_truth),
+                           command="evaluate") as stage:
         save_json(stage / "metrics.json", metrics)
         atomic_write_bytes(stage / "report.html", html_text.encode("utf-8"))
     return metrics

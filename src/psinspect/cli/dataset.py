@@ -55,12 +55,13 @@ def dataset_cmd(
     from psinspect.defects import parse_severity
     from psinspect.fileio import check_output_dir, staged_output_dir
 
-    check_output_dir(out, force, captures)
+    check_output_dir(out, force, captures, command="dataset")
     hold = None if holdout is None else (
         [] if holdout.strip().lower() == "none" else split_list(holdout) or [])
     aug = [] if augment.strip().lower() == "none" else (split_list(augment) or [])
     n_caps = len(find_captures(captures))
-    with staged_output_dir(out, force, captures) as stage, progress_bar(transient=True) as bar:
+    with (staged_output_dir(out, force, captures, command="dataset") as stage,
+          progress_bar(transient=True) as bar):
         task = bar.add_task("photometric stereo", total=n_caps * subsets)
         manifest = build_dataset(
             captures, stage, holdout=hold, seed=seed, subsets=subsets,

@@ -92,7 +92,7 @@ def defects_cmd(
     check_along(along)
     type_list = list(check_types(split_list(types)))
     sev = parse_severity(severity)
-    check_output_dir(out, force, normals)
+    check_output_dir(out, force, normals, command="defects")
     # named as detect names them (a file's stem, a folder's name, with as many of their
     # folders' names in front as tell equal names apart), a leading N_ dropped
     names = unique_names([n[2:] if n.startswith("N_") else n for n in input_names(normals)])
@@ -112,7 +112,8 @@ def defects_cmd(
                                   "severity": severity, "seed": seed, "min_angle": min_angle,
                                   "along": along}, "images": {}}
     kept = 0
-    with staged_output_dir(out, force, normals) as stage, progress_bar(transient=True) as bar:
+    with (staged_output_dir(out, force, normals, command="defects") as stage,
+          progress_bar(transient=True) as bar):
         task = bar.add_task("implanting defects", total=len(normals))
         for path, name in zip(maps, names, strict=True):
             n, mask = load_normal_map(path)

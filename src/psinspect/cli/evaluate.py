@@ -38,7 +38,7 @@ def evaluate_cmd(
 
     if not 0.0 < max_fpr <= 1.0:
         raise PsinspectError(f"--max-fpr must be in (0, 1], got {max_fpr}")
-    check_output_dir(out, force, [predictions, ground_truth])
+    check_output_dir(out, force, [predictions, ground_truth], command="evaluate")
     with Console(stderr=True).status("evaluating"):
         m = write_evaluation(predictions, ground_truth, out, force=force, max_fpr=max_fpr)
     p = m["pooled"]

@@ -80,7 +80,8 @@ def normals_cmd(
     check_solver(solver)
     if lights is not None and num_lights is not None:
         raise PsinspectError("--lights and --num-lights cannot be used together")
-    check_output_dir(out, force, [capture_dir, lights_file])  # fail before the slow part
+    # (fails before the slow part)
+    check_output_dir(out, force, [capture_dir, lights_file], command="normals")
 
     # Which lights? Parsing needs the light count, so read the lights first (cheap).
     if Path(capture_dir).is_file():
@@ -182,7 +183,8 @@ def normals_cmd(
         "warnings": caught + [str(n.message) for n in solved_notes
                               if not issubclass(n.category, FrameWarning)],
     }
-    with staged_output_dir(out, force, [capture_dir, lights_file]) as stage:
+    with staged_output_dir(out, force, [capture_dir, lights_file],
+                           command="normals") as stage:
         save_npy(stage / "normals.npy", res.normals)
         save_png(stage / "normals.png", encode_png(res.normals, cap.mask))
         save_png(stage / "mask.png", cap.mask.astype(np.uint8) * 255)

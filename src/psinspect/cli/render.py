@@ -89,8 +89,9 @@ def render_cmd(
                              f"--families, got {families}")
     count = instances if instances is not None else (10 if parts is None else parts)
     rate = defect_rate if defect_rate is not None else (0.0 if instances is not None else 0.3)
-    check_output_dir(out, force)
-    with staged_output_dir(out, force) as stage, progress_bar(transient=True) as bar:
+    check_output_dir(out, force, command="render")
+    with (staged_output_dir(out, force, command="render") as stage,
+          progress_bar(transient=True) as bar):
         task = bar.add_task("rendering parts", total=count)
         common = dict(defect_rate=rate, lights=lights, seed=seed, size=size, layout=layout,
                       max_defects=max_defects, defect_types=split_list(types),

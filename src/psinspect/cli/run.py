@@ -98,7 +98,7 @@ def run_cmd(
     if pretrained and (model is not None or epochs is not None or from_scratch):
         raise PsinspectError("--pretrained uses the bundled model, which is not trained here: "
                              "--model, --epochs and --from-scratch do not apply")
-    check_output_dir(out, force, [data])
+    check_output_dir(out, force, [data], command="run")
     cfg = make_config(
         "quick" if quick else "default", seed=seed, pretrained=pretrained,
         data=None if data is None else str(data.resolve()), model=model, epochs=epochs,
@@ -106,7 +106,7 @@ def run_cmd(
         parts=parts, tta=tta, skip_lights=parse_skip_lights(skip_lights) or None,
         holdout=None if holdout is None else [h.strip() for h in holdout.split(",") if h.strip()],
     )
-    with staged_output_dir(out, force, [data]) as stage:
+    with staged_output_dir(out, force, [data], command="run") as stage:
         info = run_pipeline(stage, cfg, _RichReporter())
         relocate_paths(stage, out)
     m = info["metrics"]
