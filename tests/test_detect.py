@@ -602,6 +602,20 @@ def test_image_fpr_reaches_every_level_and_its_limits_are_said(
     assert half["image_threshold"] == max(half["calibration"]["val_image_scores"])
     assert "pass/fail threshold set at the largest image score of the 2 good maps: the fit " \
            "for about 50 % of good parts failing lies below it" in out, out
+    # with 4 maps the floor at 50 % is their 2nd largest, and it is named so (it was called
+    # the largest: an audit)
+    (tmp_path / "more").mkdir()
+    _good_part_maps(tmp_path / "more", 2, seed=19)
+    code, out, err = run_cli(["train", *files, "--model", "geometric", "--image-fpr", "0.5",
+                              "--calibrate-on", tmp_path / "more", "-o", tmp_path / "half3"],
+                             monkeypatch, capsys)
+    assert code == 0, err
+    half3 = json.loads((tmp_path / "half3" / "config.json").read_text())
+    scores = sorted(half3["calibration"]["val_image_scores"])
+    assert len(scores) == 4 and half3["image_threshold"] == scores[-2]
+    assert "pass/fail threshold set at the 2nd largest image score of the 4 good maps, 2 of " \
+           "them given to calibrate on: the fit for about 50 % of good parts failing lies " \
+           "below it" in out, out
 
     def nan_score(model, normals, mask, *args, **kwargs):
         return ScoreResult(score=np.full(mask.shape, np.nan, np.float32))

@@ -674,6 +674,10 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
     (["train", "GOOD", "GOOD2", "--hp", "{oops"], r"--hp: not valid JSON"),
     (["train", "GOOD", "GOOD2", "--threshold-fpr", "2"], r"--threshold-fpr must be in"),
     (["train", "GOOD", "GOOD2", "--epochs", "0"], r"--epochs must be >= 1"),
+    (["train", "GOOD", "GOOD2", "--batch-size", "0"], r"--batch-size must be between 1 and 256"),
+    # (a batch is made whole before Ctrl-C is honoured: 20000 crops ignored it for minutes)
+    (["train", "GOOD", "GOOD2", "--batch-size", "20000"],
+     r"--batch-size must be between 1 and 256, got 20000"),
     (["train", "GOOD", "GOOD2", "--model", "oracle"], r"--model 'oracle': unknown"),
     (["train", "GOOD", "--model", "geometric"], r"need at least 2 good parts"),
     (["train", "GOOD", "GOOD2", "--resume"], r"no checkpoint to resume from"),

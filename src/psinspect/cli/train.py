@@ -260,7 +260,11 @@ def train_cmd(
                                          if extra else ""))
         rate = f"{cal['image_fpr'] * 100:.3g} %"
         if cal["gumbel"]["quantile"] < config["image_threshold"]:
-            typer.echo(f"pass/fail threshold set at the largest image score of the {maps}: "
+            from psinspect.train import floor_words
+
+            floor = floor_words(fitted, cal["image_fpr"]).removeprefix("their ").replace(
+                "maximum", "largest")
+            typer.echo(f"pass/fail threshold set at the {floor} image score of the {maps}: "
                        f"the fit for about {rate} of good parts failing lies below it")
         else:
             typer.echo(f"pass/fail threshold set for about {rate} of good parts failing (a "
