@@ -300,6 +300,10 @@ def test_model_dir_from_another_version(geo_dir: Path) -> None:
     ({"input": None}, r"invalid 'input' \(want an object of settings, got NoneType\)"),
     ({"input": []}, "invalid 'input'"),
     ({"input": {"tile": True}}, "invalid input 'tile'"),
+    # (was refused at detect as "--solver 'evil'", an option the user did not give: an audit)
+    ({"input": {"ps_solver": "evil"}},
+     r"invalid input 'ps_solver' \(want one of ls, robust, stable, got 'evil'\)"),
+    ({"input": {"ps_solver": None}}, "invalid input 'ps_solver'"),
     ({"input": {"capture_lights": [12, True]}}, "invalid input 'capture_lights'"),
     ({"input": {"capture_lights": 12}}, "invalid input 'capture_lights'"),
     ({"threshold": True}, "missing or invalid 'threshold'"),

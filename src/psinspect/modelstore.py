@@ -324,6 +324,12 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
                 and v[2] > 0 for v in lights) for lights in sets)):
         raise PsinspectError(f"{path}: invalid input 'capture_light_sets' (want a list of light "
                              "sets, each a list of at least 3 [x, y, z] directions with z > 0)")
+    from psinspect.stereo import SOLVERS
+
+    solver = given.get("ps_solver", DEFAULT_INPUT_HANDLING["ps_solver"])
+    if solver not in SOLVERS:
+        raise PsinspectError(f"{path}: invalid input 'ps_solver' (want one of "
+                             f"{', '.join(SOLVERS)}, got {solver!r})")
     tile, overlap = given.get("tile", 768), given.get("tile_overlap", 64)
     if not (type(tile) is int and type(overlap) is int and 0 <= 2 * overlap < tile):
         raise PsinspectError(f"{path}: invalid input 'tile' / 'tile_overlap' (want integers "
