@@ -901,6 +901,23 @@ EVAL_CASES: list[tuple[str, str, Callable[[dict, Path], None], str]] = [
     ("manifest: items without keys", "ds", lambda s, d: (d / "manifest.json").write_text(
         '{"format": "psinspect-dataset", "version": 1, "items": [{"x": 1}]}'),
      r"manifest\.json: malformed manifest"),
+    # edited outputs whose figures evaluate would have reported (an audit)
+    ("mask: all marked", "det", lambda s, d: (
+        d / (Path(s["tests"][0]["file"]).stem + "_mask.png")).write_bytes(
+            _png(np.full((64, 64), 255, np.uint8))),
+     r"_mask\.png: \d+ pixels differ from the score map at the pixel threshold .*: the mask "
+     r"and the score map are not of one detect run"),
+    ("summary: run's pixel threshold edited", "det", lambda s, d: _edit_json(
+        d / "summary.json", lambda j: j.update(pixel_threshold=j["pixel_threshold"] / 3)),
+     r"summary\.json: input '.*': pixel_threshold .* is not the run's .* \(the summary was "
+     r"edited\)"),
+    ("summary: run's image threshold edited", "det", lambda s, d: _edit_json(
+        d / "summary.json", lambda j: j.update(image_threshold=1e6)),
+     r"summary\.json: input '.*': image_threshold .* is not the run's 1000000\.0"),
+    ("score: non-zero outside the object", "det", lambda s, d: (d / _score_file(s)).write_bytes(
+        _npy(np.where(np.load(d / _score_file(s)) == 0, np.float32(99),
+                      np.load(d / _score_file(s))))),
+     r"_score\.npy: scores outside the object \(detect writes 0 there\)"),
     # (a traceback of file_sha256 before: an audit)
     ("test map: missing", "ds", lambda s, d: (d / s["tests"][0]["file"]).unlink(),
      r"\.npy: test map of the dataset's manifest not found \(or not a file\)"),

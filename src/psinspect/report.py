@@ -557,7 +557,11 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
         if not np.isfinite(score).all():
             raise PsinspectError(f"{score_path}: contains NaN or Inf")
         score = score.astype(np.float32)
+        if np.count_nonzero(score[~mask]):
+            raise PsinspectError(f"{score_path}: scores outside the object (detect writes 0 "
+                                 "there): not a detect score map of this map")
         _check_image_score(by_name[name], score, mask, score_path, spath)
+        _check_entry_thresholds(by_name[name], summary, spath)
         gt = np.zeros(mask.shape, bool)
         if it.get("defect_mask"):
             gt = read_mask_png(folder / it["defect_mask"], mask.shape)
@@ -568,8 +572,8 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
                 "map must mark some, a clean one none)")
         items.append(EvalItem(name, score, gt & mask, mask,
                               image_scores[name], it.get("defects") or None))
-        pred_masks.append(read_mask_png(pred_dir / f"{name}_mask.png", mask.shape,
-                                        "predicted mask"))
+        pred_masks.append(_checked_pred_mask(pred_dir / f"{name}_mask.png", score, mask,
+                                             by_name[name], spath))
         defective.append(it["split"] == "test-defective")
         light_counts.append(summary_light_count(by_name[name]))
         normals_paths[name] = folder / it["file"]
@@ -654,6 +658,48 @@ def _check_summary_entry(entry: Any, spath: Any) -> None:
         raise PsinspectError(f"{spath}: input {name!r}: verdict {verdict} does not follow from "
                              f"image_score {entry['image_score']} and image_threshold "
                              f"{entry['image_threshold']} (fail when above)")
+
+
+def _check_entry_thresholds(entry: dict[str, Any], summary: dict[str, Any],
+                            spath: Any) -> None:
+    """Refuse a summary entry judged by other thresholds than the run's (the summary's
+    ``pixel_threshold`` / ``image_threshold``, which evaluate reports as detect's operating
+    point), but for an input judged by a light count's (``thresholds_for_lights``: a model
+    calibrated per light count)."""
+    from psinspect.errors import PsinspectError
+
+    if entry.get("thresholds_for_lights") is not None:
+        return
+    for key in ("pixel_threshold", "image_threshold"):
+        run = summary.get(key)
+        if run is not None and key in entry and entry[key] != run:
+            raise PsinspectError(f"{spath}: input {entry['name']!r}: {key} {entry[key]!r} is "
+                                 f"not the run's {run!r} (the summary was edited)")
+
+
+def _checked_pred_mask(path: Any, score: np.ndarray, mask: np.ndarray, entry: dict[str, Any],
+                       spath: Any) -> np.ndarray:
+    """detect's predicted mask ``path`` (``NAME_mask.png``), refused unless it is what the score
+    map gives at the entry's pixel threshold by detect's rule
+    (:func:`psinspect.detect.find_regions`): the metrics of the masks detect wrote are
+    reported, so they must be its."""
+    from psinspect.checks import is_number
+    from psinspect.detect import find_regions
+    from psinspect.errors import PsinspectError
+    from psinspect.normalmap import read_mask_png
+
+    pred = read_mask_png(path, mask.shape, "predicted mask")
+    thr = entry.get("pixel_threshold")
+    if not is_number(thr):
+        raise PsinspectError(f"{spath}: input {entry['name']!r}: pixel_threshold must be a "
+                             f"finite number, got {thr!r}")
+    expected = find_regions(score, mask, float(thr))[0]
+    off = int(np.count_nonzero(pred != expected))
+    if off:
+        raise PsinspectError(f"{path}: {off} pixels differ from the score map at the pixel "
+                             f"threshold {thr:.6g} in {spath}: the mask and the score map are "
+                             "not of one detect run")
+    return pred
 
 
 def _check_image_score(entry: dict[str, Any], score: np.ndarray, mask: np.ndarray,
