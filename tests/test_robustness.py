@@ -674,6 +674,8 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
     (["train", "GOOD", "GOOD2", "--hp", "{oops"], r"--hp: not valid JSON"),
     (["train", "GOOD", "GOOD2", "--threshold-fpr", "2"], r"--threshold-fpr must be in"),
     (["train", "GOOD", "GOOD2", "--epochs", "0"], r"--epochs must be >= 1"),
+    (["train", "GOOD", "MODEL"],
+     r"geo\w*: a model folder, not training data \(to fine-tune it, give it with --init-from\)"),
     (["train", "GOOD", "GOOD2", "--batch-size", "0"], r"--batch-size must be between 1 and 256"),
     # (a batch is made whole before Ctrl-C is honoured: 20000 crops ignored it for minutes)
     (["train", "GOOD", "GOOD2", "--batch-size", "20000"],

@@ -305,6 +305,9 @@ def _expand_inputs(inputs: Sequence[Path]) -> list[Path]:
         elif p.is_dir():
             if is_capture_folder(p):
                 out.append(p)
+            elif is_model_folder(p):
+                raise PsinspectError(f"{p}: a model folder, not training data (to fine-tune "
+                                     "it, give it with --init-from)")
             elif any(q.is_dir() for q in p.iterdir()):
                 out.extend(find_captures([p]))
             elif maps := normal_map_files(p):
