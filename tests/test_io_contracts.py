@@ -306,8 +306,21 @@ def test_a_normals_run_is_found_from_its_folder_or_its_files(tmp_path: Path) -> 
     assert normals_run_of(out / "other.npy") is None
     save_json(out / "run.json", {"command": "detect"})  # another command's output folder
     assert not is_normals_folder(out) and normals_run_of(out / "normals.npy") is None
+    # a normals output folder missing its map or its record is refused, not taken for a
+    # folder of maps (detect named its albedo.npy as a bad normal map: an audit)
     save_json(out / "run.json", {"command": "normals"})
     (out / "normals.npy").unlink()
+    with pytest.raises(PsinspectError, match=r"out: a 'psinspect normals' output folder "
+                                             r"without its normals\.npy \(solve the capture "
+                                             r"again\)"):
+        is_normals_folder(out)
+    for f in ("normals.npy", "albedo.npy", "confidence.npy"):
+        (out / f).write_bytes(b"")
+    (out / "run.json").unlink()
+    with pytest.raises(PsinspectError, match=r"out: a 'psinspect normals' output folder "
+                                             r"without its run\.json"):
+        is_normals_folder(out)
+    (out / "albedo.npy").unlink()  # (any folder with a normals.npy is not one)
     assert not is_normals_folder(out)
 
 

@@ -263,8 +263,14 @@ NORMALS_PNG = "normals.png"
 def normals_run(folder: Path) -> dict | None:
     """The ``run.json`` of ``psinspect normals``' output ``folder`` (its ``normals.npy`` beside
     it; the solver, the capture solved, ...), or None for any other folder. A ``run.json``
-    that cannot be read beside a ``normals.npy`` is a :class:`PsinspectError` (such a folder
-    was taken for a folder of maps, and its albedo.npy named as a bad normal map)."""
+    that cannot be read beside a ``normals.npy``, a normals run record without its
+    ``normals.npy``, and the three maps ``normals`` writes without a ``run.json`` are a
+    :class:`PsinspectError` (such a folder was taken for a folder of maps, and its albedo.npy
+    named as a bad normal map)."""
+    if not (folder / "run.json").exists() and all(
+            (folder / f).is_file() for f in (NORMALS_FILE, "albedo.npy", "confidence.npy")):
+        raise PsinspectError(f"{folder}: a 'psinspect normals' output folder without its "
+                             "run.json (solve the capture again, or give its normals.npy)")
     try:
         run = read_json(folder / "run.json")
     except (OSError, UnicodeDecodeError, ValueError) as err:
@@ -280,7 +286,10 @@ def normals_run(folder: Path) -> dict | None:
                              "output folder (solve the capture again)")
     if not isinstance(run, dict) or run.get("command") != "normals":
         return None
-    return run if (folder / NORMALS_FILE).is_file() else None
+    if not (folder / NORMALS_FILE).is_file():
+        raise PsinspectError(f"{folder}: a 'psinspect normals' output folder without its "
+                             f"{NORMALS_FILE} (solve the capture again)")
+    return run
 
 
 def normals_run_of(path: Path) -> dict | None:
