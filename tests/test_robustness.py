@@ -691,6 +691,8 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
      r"--image-threshold must be"),
     (["detect", "CAP", "--model", "MODEL", "--solver", "magic"], r"--solver 'magic'"),
     (["detect", "GOOD", "--model", "nowhere"], r"nowhere: model directory not found"),
+    (["detect", "GOOD", "--model", "CAP"],
+     r"config\.json: missing \(not a psinspect model directory but a capture folder\)"),
     (["detect", "missing.npy", "--model", "MODEL"], r"missing\.npy: input not found"),
     (["detect", "GOOD", "missing.npy", "--model", "MODEL"],
      r"^error: [^:]*missing\.npy: input not found$"),
@@ -1038,3 +1040,14 @@ def test_a_small_anti_aliased_normal_png_loads(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "aa.png"), np.rint(rgb).astype(np.uint8)[..., ::-1])
     normals, mask = load_normal_map(tmp_path / "aa.png")
     assert mask.sum() == m.sum() and np.isfinite(normals).all()
+
+
+def test_a_dataset_given_as_a_model_is_named(tmp_path: Path) -> None:
+    """``detect --model DATASET`` said only that config.json was missing (an audit)."""
+    from psinspect.modelstore import load_model_dir
+
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "manifest.json").write_text("{}")
+    with pytest.raises(PsinspectError, match=r"ds/config\.json: missing \(not a psinspect "
+                                             r"model directory but a dataset folder\)$"):
+        load_model_dir(tmp_path / "ds")

@@ -266,7 +266,11 @@ def read_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise PsinspectError(f"{model_dir}: model directory not found")
     path = model_dir / CONFIG_FILE
     if not path.is_file():
-        raise PsinspectError(f"{path}: missing (not a psinspect model directory)")
+        from psinspect.capture import is_capture_folder
+
+        what = (" but a dataset folder" if (model_dir / "manifest.json").is_file()
+                else " but a capture folder" if is_capture_folder(model_dir) else "")
+        raise PsinspectError(f"{path}: missing (not a psinspect model directory{what})")
     try:
         config = read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
