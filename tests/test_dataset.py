@@ -170,6 +170,19 @@ def test_load_manifest_rejects_leaky_manifest(built, tmp_path) -> None:
         load_manifest(tmp_path)
 
 
+def test_load_manifest_rejects_a_clean_item_with_a_defect_mask(built, tmp_path) -> None:
+    """train accepted a train-clean item with a defect mask (an audit): a map marked
+    defective must not teach what good looks like."""
+    manifest, _ = built
+    bad = json.loads(json.dumps(manifest))
+    item = next(i for i in bad["items"] if i["split"] == "train-clean")
+    item["defect_mask"] = "M_x.png"
+    (tmp_path / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(PsinspectError, match=r"split train-clean but a defect mask 'M_x\.png' "
+                                             r"\(only test-defective maps have one\)"):
+        load_manifest(tmp_path)
+
+
 def test_a_copied_capture_is_the_same_surface(renders, built, tmp_path) -> None:
     """A training capture copied under another name (e.g. held out for test) is refused at
     build time, and a manifest whose train and test surfaces share a fingerprint at load

@@ -428,6 +428,11 @@ def check_manifest(manifest: dict[str, Any]) -> None:
                 f"manifest item {it['name']}: split {it['split']} but surface "
                 f"{it['surface']} has role {role}"
             )
+        if it.get("defect_mask") and it["split"] != "test-defective":
+            # (train learns from the clean splits' maps: a marked defect must not teach it)
+            raise PsinspectError(f"manifest item {it['name']}: split {it['split']} but a "
+                                 f"defect mask {it['defect_mask']!r} (only test-defective "
+                                 "maps have one)")
     # the same capture under two names (fingerprint and mask; older manifests: fingerprint)
     seen: dict[tuple[str, str | None], dict[str, str]] = {}
     for name, sf in surfaces.items():
