@@ -674,6 +674,12 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
     (["train", "GOOD", "GOOD2", "--hp", "{oops"], r"--hp: not valid JSON"),
     (["train", "GOOD", "GOOD2", "--threshold-fpr", "2"], r"--threshold-fpr must be in"),
     (["train", "GOOD", "GOOD2", "--epochs", "0"], r"--epochs must be >= 1"),
+    # (accepted silently before, and not recorded: an audit)
+    (["train", "GOOD", "GOOD2", "--model", "geometric", "--epochs", "3", "--patience", "2"],
+     r"--epochs, --patience: not used by --model geometric, which is training-free, not "
+     r"trained by epochs: drop them"),
+    (["train", "GOOD", "GOOD2", "--model", "variation", "--batch-size", "4"],
+     r"--batch-size: not used by --model variation, which is fitted to the good parts"),
     (["train", "GOOD", "MODEL"],
      r"geo\w*: a model folder, not training data \(to fine-tune it, give it with --init-from\)"),
     (["train", "GOOD", "GOOD2", "--batch-size", "0"], r"--batch-size must be between 1 and 256"),

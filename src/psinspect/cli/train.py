@@ -153,6 +153,20 @@ def train_cmd(
     if model is not None and model not in available_models():
         raise PsinspectError(f"--model {model!r}: unknown (available: "
                              f"{', '.join(available_models())})")
+    if model is not None:
+        from psinspect.models import create_model
+
+        kind = create_model(model)
+        if not kind.trainable or getattr(kind, "cross_calibration", False):
+            # (accepted silently before, and not recorded: an audit)
+            unused = [f"--{name.replace('_', '-')}" for name in ("epochs", "batch_size",
+                                                                 "patience")
+                      if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
+            if unused:
+                raise PsinspectError(
+                    f"{', '.join(unused)}: not used by --model {model}, which is "
+                    f"{'training-free' if not kind.trainable else 'fitted to the good parts'}"
+                    ", not trained by epochs: drop them")
     hp = {}
     for text in hyperparameters or []:
         try:
