@@ -292,6 +292,17 @@ def test_tampered_checkpoint_refused_on_resume(tmp_path: Path, monkeypatch, caps
     assert "unreadable checkpoint" in attempt()
     _write_checkpoint(mdir, {"w": np.ones(3, np.float32)}, {"no": "args"})
     assert "state.json" in attempt()
+    # settings no run writes: reported as options the user gave, or trained "-49 epochs"
+    settings = {"inputs": [str(p) for p in inputs], "epochs": 2, "patience": 6,
+                "batch_size": 8, "seed": 0, "threshold_fpr": 0.001, "image_fpr": 0.01}
+    for args, state, said in (
+            ({**settings, "batch_size": 0}, {"epoch": 0}, "damaged checkpoint (batch_size 0)"),
+            (settings, {"epoch": 50}, "damaged checkpoint (epoch 50 of 2)"),
+            ({**settings, "epochs": "2"}, {"epoch": 0}, "damaged checkpoint (epochs '2')")):
+        _write_checkpoint(mdir, {"w": np.ones(3, np.float32)},
+                          {"args": args, "train_state": state})
+        err = attempt()
+        assert f"state.json: {said}; train again without --resume" in err, err
 
 
 # --------------------------------------------------------------------------------------------

@@ -802,6 +802,32 @@ def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return parse_weights(data, str(wpath)), meta
 
 
+def _check_checkpoint_settings(args: dict[str, Any], state: dict[str, Any], path: Path
+                               ) -> None:
+    """Refuse (:class:`PsinspectError` naming the checkpoint) settings a training run cannot
+    have written: they were reported as options the user gave (``--batch-size must be ...``)
+    or, an epoch past the run's maximum, trained "-49 epochs" (an audit)."""
+    from psinspect.checks import is_integer
+
+    def ok(key: str, value: Any) -> bool:
+        if key in ("epochs", "patience"):
+            return is_integer(value) and value >= 1
+        if key == "batch_size":
+            return is_integer(value) and 1 <= value <= MAX_BATCH_SIZE
+        if key == "seed":
+            return is_integer(value) and value >= 0
+        return is_number(value) and 0 < value <= 1  # the two rates
+
+    for key in ("epochs", "patience", "batch_size", "seed", "threshold_fpr", "image_fpr"):
+        if not ok(key, args.get(key)):
+            raise PsinspectError(f"{path}: damaged checkpoint ({key} {args.get(key)!r}); "
+                                 "train again without --resume")
+    epoch = state.get("epoch")
+    if not (is_integer(epoch) and 0 <= epoch < args["epochs"]):
+        raise PsinspectError(f"{path}: damaged checkpoint (epoch {epoch!r} of "
+                             f"{args['epochs']}); train again without --resume")
+
+
 def checkpoint_progress(out: str | os.PathLike[str]) -> tuple[int, int] | None:
     """(epochs finished, maximum epochs) of the interrupted run checkpointed in ``out``, or
     None when there is no readable checkpoint (``train_model(resume=True)`` says why)."""
@@ -1029,6 +1055,7 @@ def train_model(
             raise PsinspectError(f"{out}: --resume: the interrupted run trained on "
                                  f"{', '.join(map(str, args.get('inputs', [])))}; give the same "
                                  "inputs (or train again without --resume)")
+        _check_checkpoint_settings(args, meta["train_state"], _checkpoint_paths(out)[1])
         resume_state = (arrays, meta["train_state"])
         resumed_inputs = meta.get("inputs_sha256")
     else:
