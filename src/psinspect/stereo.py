@@ -334,9 +334,9 @@ MIN_CLIPPED_FREE_CONDITIONING = 0.03
 def clipped_to_leave_out(clipped: np.ndarray, lights: np.ndarray) -> np.ndarray | None:
     """Which clipped observations (``clipped`` (K, N) bool: at the camera's full scale, their
     true value unknown, only that it is higher) a solve leaves out: all of them, except at
-    pixels whose other lights do not pin the normal down (:data:`MIN_CLIPPED_FREE_
-    CONDITIONING`; fewer than 3 left, or nearly in one plane), which keep theirs. (K, N) bool,
-    or None where none is left out."""
+    pixels whose other lights do not pin the normal down
+    (:data:`MIN_CLIPPED_FREE_CONDITIONING`; fewer than 3 left, or nearly in one plane), which
+    keep theirs. (K, N) bool, or None where none is left out."""
     cols = np.flatnonzero(clipped.any(axis=0))
     if cols.size == 0:
         return None
