@@ -154,9 +154,11 @@ def train_cmd(
         raise PsinspectError(f"--model {model!r}: unknown (available: "
                              f"{', '.join(available_models())})")
     if model is not None:
-        from psinspect.models import create_model
+        from psinspect.models import model_class
 
-        kind = create_model(model)
+        # (the class, not a model: building one in a forked child of a process whose OpenMP
+        # threads ran hangs before training sets its thread count)
+        kind = model_class(model)
         if not kind.trainable or getattr(kind, "cross_calibration", False):
             # (accepted silently before, and not recorded: an audit)
             unused = [f"--{name.replace('_', '-')}" for name in ("epochs", "batch_size",

@@ -214,15 +214,22 @@ def fine_tunable_models() -> list[str]:
     return sorted(n for n, cls in _REGISTRY.items() if cls.fine_tunable)
 
 
-def create_model(name: str, **hyperparameters: Any) -> AnomalyModel:
-    """Build a registered model by name; unknown names are a :class:`PsinspectError`."""
+def model_class(name: str) -> type[AnomalyModel]:
+    """The registered model class of a name (its class attributes, without building one: a
+    torch model's construction runs torch kernels); unknown names are a
+    :class:`PsinspectError`."""
     _load_all()
     try:
-        cls: Callable[..., AnomalyModel] = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
         raise PsinspectError(
             f"unknown model {name!r} (available: {', '.join(sorted(_REGISTRY))})"
         ) from None
+
+
+def create_model(name: str, **hyperparameters: Any) -> AnomalyModel:
+    """Build a registered model by name; unknown names are a :class:`PsinspectError`."""
+    cls: Callable[..., AnomalyModel] = model_class(name)
     try:
         return cls(**hyperparameters)
     except (TypeError, ValueError, RuntimeError) as err:  # unknown keys, values of a wrong kind
