@@ -802,6 +802,20 @@ def _read_checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return parse_weights(data, str(wpath)), meta
 
 
+def _setting_ok(key: str, value: Any) -> bool:
+    """Whether ``value`` is a training setting ``key`` a run can have (``train_model``'s
+    arguments as a checkpoint records them)."""
+    from psinspect.checks import is_integer
+
+    if key in ("epochs", "patience"):
+        return is_integer(value) and value >= 1
+    if key == "batch_size":
+        return is_integer(value) and 1 <= value <= MAX_BATCH_SIZE
+    if key == "seed":
+        return is_integer(value) and value >= 0
+    return is_number(value) and 0 < value <= 1  # the two rates
+
+
 def _check_checkpoint_settings(args: dict[str, Any], state: dict[str, Any], path: Path
                                ) -> None:
     """Refuse (:class:`PsinspectError` naming the checkpoint) settings a training run cannot
@@ -809,17 +823,8 @@ def _check_checkpoint_settings(args: dict[str, Any], state: dict[str, Any], path
     or, an epoch past the run's maximum, trained "-49 epochs" (an audit)."""
     from psinspect.checks import is_integer
 
-    def ok(key: str, value: Any) -> bool:
-        if key in ("epochs", "patience"):
-            return is_integer(value) and value >= 1
-        if key == "batch_size":
-            return is_integer(value) and 1 <= value <= MAX_BATCH_SIZE
-        if key == "seed":
-            return is_integer(value) and value >= 0
-        return is_number(value) and 0 < value <= 1  # the two rates
-
     for key in ("epochs", "patience", "batch_size", "seed", "threshold_fpr", "image_fpr"):
-        if not ok(key, args.get(key)):
+        if not _setting_ok(key, args.get(key)):
             raise PsinspectError(f"{path}: damaged checkpoint ({key} {args.get(key)!r}); "
                                  "train again without --resume")
     epoch = state.get("epoch")
@@ -1071,9 +1076,9 @@ def train_model(
             raise PsinspectError(f"{out}: --force replaces a psinspect model folder, and this "
                                  "folder is not one (no model config.json or checkpoint): "
                                  "choose another output folder")
-    if args["epochs"] < 1:
+    if not _setting_ok("epochs", args["epochs"]):
         raise PsinspectError(f"--epochs must be >= 1, got {args['epochs']}")
-    if not 1 <= args["batch_size"] <= MAX_BATCH_SIZE:
+    if not _setting_ok("batch_size", args["batch_size"]):
         raise PsinspectError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, got "
                              f"{args['batch_size']}")
     if args["threshold"] is not None and not (
