@@ -200,7 +200,7 @@ def test_missing_lights_file_points_to_the_option(tmp_path: Path, monkeypatch, c
 
 
 @pytest.mark.parametrize(("args", "pattern"), [
-    (["--lights", "1-20"], r"--lights '1-20': '1-20' is outside the capture's lights 1-12"),
+    (["--lights", "1-20"], r"--lights '1-20': lights 13-20 are outside the capture's lights 1-12"),
     (["--lights", "0-5"], r"--lights '0-5': lights are numbered from 1; '0-5' starts at 0"),
     (["--num-lights", "2"], r"--num-lights 2: must be between 3"),
     (["--solver", "magic"], r"--solver 'magic': unknown solver"),

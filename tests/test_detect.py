@@ -1122,7 +1122,7 @@ def test_detect_lights_of_captures(geo_dir: Path, tmp_path: Path,
     code, _, err = run_cli(["detect", cap, "--model", geo_dir, "-o", tmp_path / "e",
                             "--lights", "1-20"], monkeypatch, capsys)
     assert code == 2 and error_lines(err) == [
-        f"error: {cap}: --lights '1-20': '1-20' is outside the capture's lights 1-12"]
+        f"error: {cap}: --lights '1-20': lights 13-20 are outside the capture's lights 1-12"]
 
 
 def test_detect_lights_needs_a_capture_and_a_valid_spec(geo_dir: Path, tmp_path: Path,

@@ -194,3 +194,13 @@ def test_compare_bundled_scores_at_the_level_asked(tmp_path, monkeypatch) -> Non
         with pytest.raises(PsinspectError, match="stop"):
             compare_bundled(tmp_path / "o", tmp_path, [], tta)
     assert asked == [2, None]
+
+
+def test_verdicts_text_counts_one_map_in_the_singular():
+    from psinspect.pipeline import verdicts_text
+    assert verdicts_text({"defective_failed": 1, "defective_passed": 0, "clean_passed": 1,
+                          "clean_failed": 2}) == (
+        "1 defective map failed, 0 passed; 1 clean map passed, 2 failed")
+    assert verdicts_text({"defective_failed": 0, "defective_passed": 3, "clean_passed": 2,
+                          "clean_failed": 0}) == (
+        "0 defective maps failed, 3 passed; 2 clean maps passed, 0 failed")

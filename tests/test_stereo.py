@@ -294,6 +294,29 @@ def test_parse_light_spec() -> None:
         parse_light_spec("1,2", 10)
     with pytest.raises(PsinspectError, match="descending"):
         parse_light_spec("5-1", 10)
+    # the lights outside are named as ranges, not one by one
+    with pytest.raises(PsinspectError, match=r"^--lights '1-200,300': lights 11-200, 300 are "
+                                             r"outside the capture's lights 1-10$"):
+        parse_light_spec("1-200,300", 10)
+    with pytest.raises(PsinspectError, match=r"light 11 is outside"):
+        parse_light_spec("1-11", 10)
+    # three names of two lights: the count the user sees is explained
+    with pytest.raises(PsinspectError, match=r"needs at least 3 lights, and these are 2 "
+                                             r"different ones$"):
+        parse_light_spec("1,1,2", 10)
+
+
+def test_skip_lights_parse_as_light_ranges() -> None:
+    from psinspect.dataset import parse_skip_lights
+    assert parse_skip_lights(["a:1-3,5", "b:2", "a:7"]) == {"a": [0, 1, 2, 4, 6], "b": [1]}
+    with pytest.raises(PsinspectError, match=r"^--skip-lights 'a:0-2': lights are numbered "
+                                             r"from 1; '0-2' starts at 0$"):
+        parse_skip_lights(["a:0-2"])
+    with pytest.raises(PsinspectError, match=r"^--skip-lights 'a:3-1': range '3-1' is "
+                                             r"descending$"):
+        parse_skip_lights(["a:3-1"])
+    with pytest.raises(PsinspectError, match=r"--skip-lights 'a:x': cannot parse 'x'"):
+        parse_skip_lights(["a:x"])
 
 
 def test_farthest_point_lights_spread_and_deterministic() -> None:

@@ -201,21 +201,14 @@ def light_subsets(lights: np.ndarray, count: int, size: int, rng: np.random.Gene
 def parse_skip_lights(specs: Sequence[str] | None) -> dict[str, list[int]]:
     """``--skip-lights`` values -> ``skip_lights`` of :func:`build_dataset`:
     ``["bearPNG:1-20"]`` -> ``{"bearPNG": [0..19]}`` (1-based ranges, as --lights)."""
+    from psinspect.stereo import light_ranges
+
     out: dict[str, list[int]] = {}
     for spec in specs or []:
         name, sep, rng = spec.partition(":")
         if not sep or not name or not rng:
             raise PsinspectError(f"--skip-lights {spec!r}: use SURFACE:RANGES, e.g. bearPNG:1-20")
-        idx: list[int] = []
-        for part in rng.split(","):
-            a, _, b = part.strip().partition("-")
-            try:
-                lo, hi = int(a), int(b or a)
-            except ValueError:
-                raise PsinspectError(f"--skip-lights {spec!r}: cannot parse {part!r}") from None
-            if lo < 1 or hi < lo:
-                raise PsinspectError(f"--skip-lights {spec!r}: bad range {part!r} (1-based)")
-            idx.extend(range(lo - 1, hi))
+        idx = light_ranges(rng, f"--skip-lights {spec!r}")
         out.setdefault(name, []).extend(idx)
     return out
 
@@ -256,7 +249,7 @@ def build_dataset(
         progress: called with a short message after each PS solve.
     """
     from psinspect.capture import load_capture
-    from psinspect.stereo import check_solver, solve, warn_flipped_lights
+    from psinspect.stereo import check_solver, lights_named, solve, warn_flipped_lights
 
     if subsets < 1:
         raise PsinspectError(f"--subsets must be >= 1, got {subsets}")
@@ -328,10 +321,10 @@ def build_dataset(
             warnings.warn(str(w.message), w.category, stacklevel=2)
         if caught:
             surfaces[name]["warnings"] = [str(w.message) for w in caught]
-        beyond = sorted(i + 1 for i in skip.get(name, []) if not 0 <= i < cap.num_lights)
+        beyond = [i for i in skip.get(name, []) if not 0 <= i < cap.num_lights]
         if beyond:
-            raise PsinspectError(f"--skip-lights {name}: light(s) {', '.join(map(str, beyond))} "
-                                 f"out of range (it has lights 1-{cap.num_lights})")
+            raise PsinspectError(f"--skip-lights {name}: {lights_named(beyond)} out of range "
+                                 f"(it has lights 1-{cap.num_lights})")
         usable = np.array([i for i in range(cap.num_lights) if i not in set(skip.get(name, []))])
         if len(usable) < 3:
             raise PsinspectError(f"{folder}: fewer than 3 lights left after skipping")

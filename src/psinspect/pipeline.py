@@ -352,9 +352,7 @@ def _add_run_section(report: Path, run_info: dict[str, Any]) -> None:
             f"{k} ({why})" if (why := run_info.get("test_surfaces_why", {}).get(k)) else k
             for k in run_info["test_surfaces"]) + "; training surfaces: "
         + (", ".join(run_info.get("train_surfaces", [])) or "none") + ".",
-        f"Verdicts at the calibrated image threshold: {v['defective_failed']} defective maps "
-        f"failed, {v['defective_passed']} passed; {v['clean_passed']} clean maps passed, "
-        f"{v['clean_failed']} failed.",
+        f"Verdicts at the calibrated image threshold: {verdicts_text(v)}.",
         *(f"Note: {n}." for n in run_info.get("notes", [])),
         "Stage times (s): " + ", ".join(f"{k} {t}" for k, t in run_info["timings_s"].items())
         + ". Details in run.json; per-map outputs in predictions/.",
@@ -374,8 +372,16 @@ def bundled_line(bundled: dict[str, Any]) -> str:
     m, v = bundled["metrics"], bundled["verdicts"]
     return (f"The bundled default model ({bundled['model']}, trained on other parts) on the "
             "same test maps: " + ", ".join(f"{k} {x:.3f}" for k, x in m.items() if x is not None)
-            + f"; {v['defective_failed']} defective maps failed, {v['defective_passed']} passed; "
-            f"{v['clean_passed']} clean maps passed, {v['clean_failed']} failed.")
+            + f"; {verdicts_text(v)}.")
+
+
+def verdicts_text(v: dict[str, int]) -> str:
+    """The verdict counts of :func:`psinspect.train.verdict_counts` as a clause (report and
+    CLI): ``"3 defective maps failed, 1 passed; 1 clean map passed, 0 failed"``."""
+    def maps(n: int, kind: str) -> str:
+        return f"{n} {kind} map{'' if n == 1 else 's'}"
+    return (f"{maps(v['defective_failed'], 'defective')} failed, {v['defective_passed']} passed; "
+            f"{maps(v['clean_passed'], 'clean')} passed, {v['clean_failed']} failed")
 
 
 def relocate_paths(stage: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:

@@ -23,6 +23,7 @@ image rows grow downward (a row step is -y).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -78,35 +79,61 @@ class PSResult:
 # light subsets
 
 
-def parse_light_spec(spec: str, num_lights: int) -> np.ndarray:
-    """Parse a 1-based light selection like ``"1-20,40"`` -> sorted unique 0-based indices.
-
-    Ranges are inclusive. Raises :class:`PsinspectError` (naming ``--lights``) for bad syntax,
-    indices outside ``1..num_lights``, or fewer than 3 lights.
-    """
-    idx: set[int] = set()
-    parts = [p.strip() for p in str(spec).split(",")]
-    for part in parts:
+def light_ranges(spec: str, option: str) -> list[int]:
+    """Parse 1-based inclusive light ranges like ``"1-20,40"`` -> 0-based indices, in the
+    order given, repeats kept. ``option`` (e.g. ``"--lights '1-20,40'"``) starts each error
+    (:class:`PsinspectError`: bad syntax, a descending range, a light 0)."""
+    idx: list[int] = []
+    for part in (p.strip() for p in str(spec).split(",")):
         m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
         if not m:
-            raise PsinspectError(
-                f"--lights {spec!r}: cannot parse {part!r} (use e.g. '1-20,40', 1-based)"
-            )
+            raise PsinspectError(f"{option}: cannot parse {part!r} (use e.g. '1-20,40', 1-based)")
         a = int(m.group(1))
         b = int(m.group(2)) if m.group(2) else a
         if a > b:
-            raise PsinspectError(f"--lights {spec!r}: range {part!r} is descending")
+            raise PsinspectError(f"{option}: range {part!r} is descending")
         if a < 1:
-            raise PsinspectError(f"--lights {spec!r}: lights are numbered from 1; {part!r} "
-                                 "starts at 0")
-        if b > num_lights:
-            raise PsinspectError(
-                f"--lights {spec!r}: {part!r} is outside the capture's lights 1-{num_lights}"
-            )
-        idx.update(range(a - 1, b))
-    if len(idx) < 3:
-        raise PsinspectError(f"--lights {spec!r}: photometric stereo needs at least 3 lights")
-    return np.array(sorted(idx), dtype=np.int64)
+            raise PsinspectError(f"{option}: lights are numbered from 1; {part!r} starts at 0")
+        idx.extend(range(a - 1, b))
+    return idx
+
+
+def format_light_ranges(indices: Sequence[int]) -> str:
+    """0-based light indices -> their 1-based ranges as :func:`light_ranges` reads them:
+    ``[0, 1, 2, 9]`` -> ``"1-3, 10"`` (sorted, repeats dropped)."""
+    runs: list[list[int]] = []
+    for i in sorted(set(int(i) + 1 for i in indices)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def lights_named(indices: Sequence[int]) -> str:
+    """``"light 13 is"`` / ``"lights 13-20, 40 are"`` for 0-based ``indices``."""
+    one = len(set(indices)) == 1
+    return f"light{'' if one else 's'} {format_light_ranges(indices)} {'is' if one else 'are'}"
+
+
+def parse_light_spec(spec: str, num_lights: int) -> np.ndarray:
+    """Parse a 1-based light selection like ``"1-20,40"`` -> sorted unique 0-based indices.
+
+    Ranges are inclusive; overlapping ranges and repeats select a light once. Raises
+    :class:`PsinspectError` (naming ``--lights``) for bad syntax, indices outside
+    ``1..num_lights``, or fewer than 3 different lights.
+    """
+    option = f"--lights {spec!r}"
+    idx = light_ranges(spec, option)
+    beyond = [i for i in idx if i >= num_lights]
+    if beyond:
+        raise PsinspectError(f"{option}: {lights_named(beyond)} outside the capture's "
+                             f"lights 1-{num_lights}")
+    if len(set(idx)) < 3:
+        raise PsinspectError(
+            f"{option}: photometric stereo needs at least 3 lights"
+            + (f", and these are {len(set(idx))} different ones" if len(idx) >= 3 else ""))
+    return np.array(sorted(set(idx)), dtype=np.int64)
 
 
 def farthest_point_lights(lights: np.ndarray, k: int) -> np.ndarray:

@@ -87,7 +87,13 @@ def run_cmd(
     from psinspect.dataset import parse_skip_lights
     from psinspect.errors import PsinspectError
     from psinspect.fileio import check_output_dir, staged_output_dir
-    from psinspect.pipeline import bundled_line, make_config, relocate_paths, run_pipeline
+    from psinspect.pipeline import (
+        bundled_line,
+        make_config,
+        relocate_paths,
+        run_pipeline,
+        verdicts_text,
+    )
 
     if data is not None and not data.is_dir():
         raise PsinspectError(f"--data {data}: " + ("is a file, not a folder of captures"
@@ -120,8 +126,7 @@ def run_cmd(
              "run: ") + ", ".join(
         f"{k} {v:.3f}" for k, v in m.items() if v is not None)
     v = info["verdicts"]
-    shown += (f"; {v['defective_failed']} defective maps failed, {v['defective_passed']} "
-              f"passed; {v['clean_passed']} clean maps passed, {v['clean_failed']} failed")
+    shown += f"; {verdicts_text(v)}"
     others = [p for p in info.get("operating_points") or []
               if p["image_threshold"] != info["image_threshold"]]
     if others:
