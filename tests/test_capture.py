@@ -184,6 +184,25 @@ def test_two_columns_without_header_refused(tmp_path: Path) -> None:
         read_lights_file(f)
 
 
+def test_decimal_commas_refused_with_a_hint_and_comma_separated_values_read(
+        tmp_path: Path) -> None:
+    f = tmp_path / "l.txt"
+    # a spreadsheet's export in a decimal-comma locale: "0,5 0,3 0,8" read as 6 values
+    f.write_text("0,5 0,3 0,8\n0 0 1\n")
+    with pytest.raises(PsinspectError, match=r"^\S*l\.txt: line 1 '0,5 0,3 0,8' has numbers "
+                                             r"joined by commas .*decimal commas\?"):
+        read_lights_file(f)
+    # "45,5 30" under slant_tilt would have been read as the 3 numbers 45 5 30
+    f.write_text("# format: slant_tilt\n45,5 30\n")
+    with pytest.raises(PsinspectError, match="decimal commas"):
+        read_lights_file(f)
+    # commas as the only separators, or a comma and a space after each value: read as before
+    for text in ("0,0.6,0.8\n0.6,0,0.8\n0,0,1\n", "0, 0.6, 0.8\n0.6, 0, 0.8\n0, 0, 1\n"):
+        f.write_text(text)
+        np.testing.assert_allclose(read_lights_file(f),
+                                   [[0, 0.6, 0.8], [0.6, 0, 0.8], [0, 0, 1]], atol=1e-6)
+
+
 @pytest.mark.parametrize(("text", "light", "z"), [
     ("0 0 1\n1 0 1\n0 -1 -1\n", 3, "-0.707"),  # pointing away from the camera
     ("0.5 0 1\n1 0 0\n", 2, "0.000"),  # in the image plane

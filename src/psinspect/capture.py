@@ -196,7 +196,14 @@ def _read_table(path: Path, what: str) -> tuple[np.ndarray, str | None]:
                         f"(use one of {', '.join(LIGHT_FORMATS)})"
                     )
             continue
-        line = line.split("#", 1)[0].replace(",", " ").strip()
+        line = line.split("#", 1)[0].strip()
+        tokens = line.split()
+        if len(tokens) > 1 and any(re.search(r"\d,\d", t) for t in tokens):
+            raise PsinspectError(
+                f"{path}: line {lineno} {raw.strip()!r} has numbers joined by commas and others "
+                "apart by spaces: decimal commas? Write decimals with '.' (a comma separates "
+                "values, as a space does)")
+        line = line.replace(",", " ").strip()
         if not line:
             continue
         try:
