@@ -194,6 +194,31 @@ def test_mask_png_any_depth_and_channels(tmp_path, dtype, value, channels) -> No
     np.testing.assert_array_equal(read_mask_png(path, (12, 16)), want)
 
 
+@pytest.mark.parametrize("colour", [0, 255])
+def test_a_mask_drawn_in_the_alpha_alone_is_read_from_it(tmp_path, colour) -> None:
+    """A cut-out mask (one colour everywhere, the object opaque and the rest transparent) read
+    as empty (black) or as the whole image (white); where the colours vary they decide."""
+    from PIL import Image
+
+    from psinspect.fileio import read_mask_image
+
+    want = np.zeros((12, 16), bool)
+    want[3:7, 4:11] = True
+    rgba = np.full((12, 16, 4), colour, np.uint8)
+    rgba[..., 3] = np.where(want, 255, 0)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(read_mask_image(tmp_path / "rgba.png"), want)
+    la = np.stack([np.full((12, 16), colour, np.uint8), rgba[..., 3]], axis=2)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(read_mask_image(tmp_path / "la.png"), want)
+    # colours that vary decide, whatever the alpha says
+    rgba[..., :3] = 0
+    rgba[2:5, 2:5, :3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "both.png")
+    got = read_mask_image(tmp_path / "both.png")
+    assert got.sum() == 9 and got[2:5, 2:5].all()
+
+
 def test_a_path_of_the_wrong_kind_is_named_as_such(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:

@@ -292,13 +292,18 @@ def image_mode(path: str | os.PathLike[str]) -> str | None:
 
 def read_mask_image(path: str | os.PathLike[str]) -> np.ndarray | None:
     """A mask image (PNG or any format OpenCV reads; 8 or 16 bits, grey or colour) -> bool
-    (H, W), set where any colour channel is non-zero (an alpha channel is ignored: editors
-    save masks fully opaque); None when the file is missing or unreadable."""
+    (H, W), set where any colour channel is non-zero; None when the file is missing or
+    unreadable. An alpha channel is ignored (editors save masks fully opaque) unless the
+    colours are one colour over the whole image and the alpha varies: then the mask is drawn
+    in the alpha alone (a cut-out), and it is set where the alpha is non-zero."""
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         return None
-    if raw.ndim == 3 and raw.shape[2] == 4:
-        raw = raw[..., :3]
+    if raw.ndim == 3 and raw.shape[2] == 4:  # BGRA (OpenCV reads grey + alpha so too)
+        colour, alpha = raw[..., :-1], raw[..., -1]
+        if (colour == colour[:1, :1]).all() and alpha.min() != alpha.max():
+            return alpha != 0
+        raw = colour
     return (raw.reshape(*raw.shape[:2], -1) != 0).any(axis=2)
 
 
