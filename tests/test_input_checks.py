@@ -150,6 +150,13 @@ def test_a_capture_without_light_on_the_object_is_refused(tmp_path: Path) -> Non
                 continue
             with pytest.raises(PsinspectError, match=f"^{cap}: the images {ok}"):
                 load_input(cap, solver="robust")
+    # a mask of one pixel (the wrong file?) on the noise: its size named as the likelier cause
+    one = np.zeros_like(mask)
+    one[16, 16] = True
+    cap = write_capture(tmp_path / "one", noise, lights, one)
+    with pytest.raises(PsinspectError, match=r"show no shading.*\(the mask marks only 1 pixel: "
+                                             r"is it the object's mask\?\)$"):
+        load_input(cap, solver="robust")
 
 
 def test_a_map_of_scattered_normals_is_refused() -> None:

@@ -223,6 +223,8 @@ SHADED_R2 = 0.5
 MIN_SHADED_SHARE = 0.1
 #: noise is told from shading from this many lights on (with fewer, noise fits about as well)
 MIN_LIGHTS_FOR_SHADING_TEST = 12
+#: a refused object of fewer pixels has its mask named as the likelier cause
+FEW_OBJECT_PIXELS = 50
 
 
 def check_shading(images: np.ndarray, lights: np.ndarray, mask: np.ndarray, name: str,
@@ -235,6 +237,10 @@ def check_shading(images: np.ndarray, lights: np.ndarray, mask: np.ndarray, name
     ``images`` (K, H, W), ``lights`` (K, 3), ``mask`` (H, W) bool; at most ``max_pixels``
     object pixels (an even stride) are used."""
     obs = images[:, mask]
+    n_obj = obs.shape[1]
+    # a mask of a few pixels fails the test by chance: said as what it likely is
+    tiny = (f" (the mask marks only {n_obj} pixel{'' if n_obj == 1 else 's'}: is it the "
+            "object's mask?)" if n_obj < FEW_OBJECT_PIXELS else "")
     step = max(1, -(-obs.shape[1] // max_pixels))
     obs = obs[:, ::step].astype(np.float64)  # (K, n)
     if obs.shape[1] == 0:
@@ -247,7 +253,7 @@ def check_shading(images: np.ndarray, lights: np.ndarray, mask: np.ndarray, name
         raise PsinspectError(
             f"{name}: the images do not change with the light on the object (on "
             f"{varies.mean():.0%} of its pixels; at least {MIN_SHADED_SHARE:.0%} needed): "
-            "lights off, lens cap on, or far too short an exposure?")
+            "lights off, lens cap on, or far too short an exposure?" + tiny)
     if len(lights) < MIN_LIGHTS_FOR_SHADING_TEST:
         return
     lt = np.asarray(lights, np.float64)
@@ -259,7 +265,7 @@ def check_shading(images: np.ndarray, lights: np.ndarray, mask: np.ndarray, name
             f"{name}: the images show no shading on the object: on {shaded:.0%} of its pixels "
             f"(at least {MIN_SHADED_SHARE:.0%} needed) the brightness follows the light "
             "directions as a lit surface's does (lights off and only sensor noise, lens cap "
-            "on, far too short an exposure, or the wrong lights file?)")
+            "on, far too short an exposure, or the wrong lights file?)" + tiny)
 
 
 def check_lights_conditioned(lights: np.ndarray, label: str = "light directions") -> None:
