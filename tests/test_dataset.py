@@ -117,7 +117,8 @@ def test_skip_lights_errors(renders, tmp_path) -> None:
     names = [p.name for p in find_captures([renders])]
     with pytest.raises(PsinspectError, match="--skip-lights: no capture named nope"):
         build_dataset([renders], tmp_path / "a", skip_lights={"nope": [0]})
-    with pytest.raises(PsinspectError, match=r"lights 40-41 are out of range \(it has lights 1-12\)"):
+    with pytest.raises(PsinspectError,
+                       match=r"lights 40-41 are out of range \(it has lights 1-12\)"):
         build_dataset([renders], tmp_path / "b", skip_lights={names[0]: [2, 39, 40]})
 
 

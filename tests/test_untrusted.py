@@ -294,15 +294,33 @@ def test_tampered_checkpoint_refused_on_resume(tmp_path: Path, monkeypatch, caps
     assert "state.json" in attempt()
     # settings no run writes: reported as options the user gave, or trained "-49 epochs"
     settings = {"inputs": [str(p) for p in inputs], "epochs": 2, "patience": 6,
-                "batch_size": 8, "seed": 0, "threshold_fpr": 0.001, "image_fpr": 0.01}
+                "batch_size": 8, "seed": 0, "threshold_fpr": 0.001, "image_fpr": 0.01,
+                "model": "unet-ae", "hyperparameters": {}, "init_from": None,
+                "threshold": None, "solver": None}
     for args, state, said in (
             ({**settings, "batch_size": 0}, {"epoch": 0}, "damaged checkpoint (batch_size 0)"),
             (settings, {"epoch": 50}, "damaged checkpoint (epoch 50 of 2)"),
-            ({**settings, "epochs": "2"}, {"epoch": 0}, "damaged checkpoint (epochs '2')")):
+            ({**settings, "epochs": "2"}, {"epoch": 0}, "damaged checkpoint (epochs '2')"),
+            ({k: v for k, v in settings.items() if k != "threshold"}, {"epoch": 0},
+             "damaged checkpoint (threshold 'missing')"),
+            ({**settings, "hyperparameters": [1]}, {"epoch": 0},
+             "damaged checkpoint (hyperparameters [1])")):
         _write_checkpoint(mdir, {"w": np.ones(3, np.float32)},
                           {"args": args, "train_state": state})
         err = attempt()
         assert f"state.json: {said}; train again without --resume" in err, err
+    # weights that do not fit the network its settings build (its channels edited): named
+    from psinspect.models import create_model
+    net = create_model("unet-ae")
+    args = {**settings, "hyperparameters": net.hyperparameters()}
+    weights = {f"net.{k}": v for k, v in net.state_arrays().items()}
+    first = next(iter(net.state_arrays()))
+    for prefix, arrays in (("net", {**weights, f"net.{first}": np.ones(3, np.float32)}),
+                           ("best", {**weights, "best.x": np.ones(3, np.float32)})):
+        _write_checkpoint(mdir, arrays, {"args": args, "train_state": {"epoch": 0}})
+        err = attempt()
+        assert (f"state.json: damaged checkpoint (its {prefix} weights do not fit the network "
+                "its settings build: ") in err, err
 
 
 # --------------------------------------------------------------------------------------------

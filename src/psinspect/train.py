@@ -823,6 +823,11 @@ def _check_checkpoint_settings(args: dict[str, Any], state: dict[str, Any], path
     or, an epoch past the run's maximum, trained "-49 epochs" (an audit)."""
     from psinspect.checks import is_integer
 
+    kinds = {"inputs": list, "model": str, "hyperparameters": dict}
+    for key in ("inputs", "model", "hyperparameters", "init_from", "threshold", "solver"):
+        if key not in args or not isinstance(args[key], kinds.get(key, object)):
+            raise PsinspectError(f"{path}: damaged checkpoint ({key} "
+                                 f"{args.get(key, 'missing')!r}); train again without --resume")
     for key in ("epochs", "patience", "batch_size", "seed", "threshold_fpr", "image_fpr"):
         if not _setting_ok(key, args.get(key)):
             raise PsinspectError(f"{path}: damaged checkpoint ({key} {args.get(key)!r}); "
@@ -831,6 +836,23 @@ def _check_checkpoint_settings(args: dict[str, Any], state: dict[str, Any], path
     if not (is_integer(epoch) and 0 <= epoch < args["epochs"]):
         raise PsinspectError(f"{path}: damaged checkpoint (epoch {epoch!r} of "
                              f"{args['epochs']}); train again without --resume")
+
+
+def _check_checkpoint_weights(model: AnomalyModel, arrays: dict[str, np.ndarray], path: Path
+                              ) -> None:
+    """Refuse (naming the checkpoint) weights that do not fit the network its recorded
+    hyperparameters build: the network's (``net.``), best epoch's (``best.``) and averaged
+    (``ema.``) weights, each with the network's names and shapes (an edited ``state.json``
+    gave the network's shape error without naming the checkpoint; an audit)."""
+    own = {k: tuple(v.shape) for k, v in model.state_arrays().items()}
+    for prefix in ("net.", "best.", "ema."):
+        got = {k[len(prefix):]: tuple(v.shape) for k, v in arrays.items()
+               if k.startswith(prefix)}
+        if (got or prefix == "net.") and got != own:
+            bad = sorted(set(own) ^ set(got)) or sorted(k for k in own if own[k] != got[k])
+            raise PsinspectError(f"{path}: damaged checkpoint (its {prefix[:-1]} weights do not "
+                                 f"fit the network its settings build: {bad[0]}); train again "
+                                 "without --resume")
 
 
 def checkpoint_progress(out: str | os.PathLike[str]) -> tuple[int, int] | None:
@@ -1126,6 +1148,8 @@ def train_model(
         except PsinspectError as err:
             raise PsinspectError(f"--init-from {init_from}: its weights do not fit the network "
                                  f"of the hyperparameters given ({err})") from None
+    if resume_state is not None and model.trainable:
+        _check_checkpoint_weights(model, resume_state[0], _checkpoint_paths(out)[1])
     if model.known_part and any(_is_dataset(Path(p)) for p in args["inputs"]):
         raise PsinspectError(f"--model {args['model']} learns one part type in one pose from "
                              "its captures (or their normal maps); a dataset's maps are turned, "
