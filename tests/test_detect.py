@@ -479,6 +479,18 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     assert points8[0]["image_threshold"] == levels["8"]["image_threshold"]
     assert [p["image_threshold"] for p in points8] == [
         image_threshold_at_rate(cfg, r, 8)[0] for r in OPERATING_RATES]
+    # a summary's tta edited away from the level of its thresholds: no points fitted to the
+    # other level's scores (they were, silently)
+    edited = json.loads((det8 / "summary.json").read_text())
+    (det8 / "summary.json").write_text(json.dumps({**edited, "tta": 2}))
+    code, _, err = run_cli(["evaluate", det8, tiny_dataset, "-o", tmp_path / "ev8e"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    m8e = json.loads((tmp_path / "ev8e" / "metrics.json").read_text())
+    assert m8e["operating_points"] == [] and m8e["operating_points_note"] == (
+        f"the detect summary's tta 2 is not the level its calibrated pixel threshold "
+        f"{levels['8']['threshold']:.6g} is the model's at")
+    (det8 / "summary.json").write_text(json.dumps(edited))
     code, _, err = run_cli(["detect", str(tests[0]), "--model", str(mdir), "-o",
                             str(tmp_path / "det3"), "--tta", "3"], monkeypatch, capsys)
     assert code == 2 and "--tta must be one of 1, 2, 4, 8" in err and len(err.splitlines()) == 1

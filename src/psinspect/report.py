@@ -738,7 +738,8 @@ def _check_operating_point(summary: dict[str, Any], spath: Any) -> None:
 
 def model_operating_points(model_dir: Any, weights_sha256: Any, tta: int | None,
                            image_scores: Sequence[float], defective: Sequence[bool],
-                           light_counts: Sequence[int | None] | None = None
+                           light_counts: Sequence[int | None] | None = None,
+                           pixel_threshold: float | None = None
                            ) -> tuple[list[dict[str, Any]], str | None]:
     """The verdicts of :func:`psinspect.train.operating_points` (at the pass/fail thresholds
     ``detect --image-fpr R`` sets for a few shares of good parts failing) for the model in
@@ -746,7 +747,9 @@ def model_operating_points(model_dir: Any, weights_sha256: Any, tta: int | None,
     ``tta`` copies, on the test maps' ``image_scores`` (``light_counts``: per map, the light
     count it was solved from, None unknown, for a model calibrated per light count); ``([],
     why)`` where they cannot be told (no model folder, moved or retrained, no calibration
-    scores stored)."""
+    scores stored, or ``tta`` not the level whose calibrated ``pixel_threshold``, as detect
+    recorded it, the summary holds: an edited ``tta`` would fit the rates' thresholds to
+    another level's image scores)."""
     from pathlib import Path
 
     from psinspect.errors import PsinspectError
@@ -763,6 +766,18 @@ def model_operating_points(model_dir: Any, weights_sha256: Any, tta: int | None,
         return [], f"the model folder {model_dir} cannot be read"
     if weights_sha256 is not None and config.get("weights_sha256") != weights_sha256:
         return [], f"the model folder {model_dir} now holds other weights than detect used"
+    import math
+
+    from psinspect.checks import is_number
+
+    own = (config.get("hyperparameters") or {}).get("tta")
+    level = (config if tta is None or tta == own
+             else (config.get("tta_thresholds") or {}).get(str(tta)) or {})
+    if (is_number(pixel_threshold) and isinstance(level, dict)
+            and is_number(level.get("threshold"))
+            and not math.isclose(level["threshold"], pixel_threshold, rel_tol=1e-6)):
+        return [], (f"the detect summary's tta {tta} is not the level its calibrated pixel "
+                    f"threshold {pixel_threshold:.6g} is the model's at")
     try:
         return operating_points(config, image_scores, defective, tta,
                                 light_counts=light_counts), None
@@ -951,9 +966,12 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
         "predicted_masks": mask_metrics(info["pred_masks"], [it.gt for it in items],
                                         [it.mask for it in items])}
     metrics["verdicts"] = verdict_counts(info["verdicts"], info["defective"])
+    calibrated = info.get("calibrated_thresholds")
+    calibrated = calibrated if isinstance(calibrated, dict) else {}
     metrics["operating_points"], metrics["operating_points_note"] = model_operating_points(
         info.get("model_dir"), info.get("model_weights_sha256"), info.get("tta"),
-        [it.image_score for it in items], info["defective"], info["light_counts"])
+        [it.image_score for it in items], info["defective"], info["light_counts"],
+        pixel_threshold=calibrated.get("pixel_threshold", info.get("pixel_threshold")))
     metrics["test_surfaces_seen_in_training"] = info["seen_in_training"]
     metrics["test_surfaces_seen_in_calibration"] = info["seen_in_calibration"]
     metrics["test_surface_reading_warnings"] = info["reading_warnings"]
