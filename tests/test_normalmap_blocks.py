@@ -105,3 +105,34 @@ def test_validate_counts_and_ranges_over_every_block() -> None:
     np.testing.assert_array_equal(mask, m)
     np.testing.assert_allclose(np.linalg.norm(out[m], axis=-1), 1.0, atol=1e-6)
     assert not out[~m].any()
+
+
+def test_a_png_map_is_decoded_once_and_still_checked(tmp_path) -> None:
+    """A normal PNG was normalised when decoded and again when validated (half its 15 s load
+    at 8192 x 8192): now it is the decoded map itself, and the checks a decoded map can fail
+    (facing away, scattered, empty) still refuse it."""
+    import cv2
+
+    from psinspect.normalmap import load_normal_map
+
+    img = _sphere_png(300, 280, np.uint16)
+    assert cv2.imwrite(str(tmp_path / "s.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    n, m = load_normal_map(tmp_path / "s.png", check_frame=False)
+    dn, dm = decode_png(img)
+    np.testing.assert_array_equal(n, dn)
+    np.testing.assert_array_equal(m, dm)
+    facing_away = img.copy()
+    facing_away[..., 2] = np.where(m, np.iinfo(np.uint16).max - img[..., 2], 0)
+    rng = np.random.default_rng(0)
+    scattered = img.copy()
+    v = rng.normal(size=(int(m.sum()), 3))
+    v[:, 2] = np.abs(v[:, 2])
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    scattered[m] = np.round((v * 0.5 + 0.5) * 65535).astype(np.uint16)
+    for name, bad, said in (("away", facing_away, "point away from the camera"),
+                            ("noise", scattered, "not a surface")):
+        assert cv2.imwrite(str(tmp_path / f"{name}.png"), cv2.cvtColor(bad, cv2.COLOR_RGB2BGR))
+        with pytest.raises(PsinspectError, match=said):
+            load_normal_map(tmp_path / f"{name}.png")
+    with pytest.raises(PsinspectError, match="empty mask"):
+        validate_normal_map(dn, np.zeros_like(dm), unit=True)

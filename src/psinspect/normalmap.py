@@ -134,11 +134,13 @@ def decode_png(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n_off = 0
     for r0 in range(0, h, rows):
         blk = rgb[r0:r0 + rows].astype(np.float32) * k - 1.0
-        n_off += int(np.count_nonzero((np.abs(vector_length(blk) - 1.0) > PNG_UNIT_TOLERANCE)
+        length = vector_length(blk)
+        n_off += int(np.count_nonzero((np.abs(length - 1.0) > PNG_UNIT_TOLERANCE)
                                       & judged[r0:r0 + rows]))
-        blk = normalize(blk)
-        np.copyto(blk, 0.0, where=~mask[r0:r0 + rows, :, None])
-        n[r0:r0 + rows] = blk
+        # renormalised as :func:`normalize` does (the same arithmetic, in place), 0 outside
+        out = n[r0:r0 + rows]
+        np.divide(blk, np.maximum(length, 1e-12)[..., None], out=out)
+        np.copyto(out, 0.0, where=~(mask[r0:r0 + rows] & (length > 1e-12))[..., None])
     n_judged = int(np.count_nonzero(judged))
     off = n_off / n_judged if n_judged else 0.0
     if off > PNG_OFF_UNIT_SHARE:
@@ -150,7 +152,8 @@ def decode_png(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def validate_normal_map(
-    normals: np.ndarray, mask: np.ndarray | None = None, name: str = "normal map"
+    normals: np.ndarray, mask: np.ndarray | None = None, name: str = "normal map",
+    unit: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check a normal map and return ``(normals float32 (H, W, 3), mask bool (H, W))``.
 
@@ -161,6 +164,9 @@ def validate_normal_map(
     camera (z < 0 on more than half of it: another sign convention, or a background decoded
     as normals; a visible surface faces the camera), or a map whose normals point every which
     way between neighbours on most of the object (noise: :data:`MIN_COHERENCE`).
+    ``unit``: the map is known to hold finite unit vectors inside ``mask`` and zeros outside
+    it (:func:`decode_png`'s output): it is returned as it is, after the checks such a map can
+    fail (size, empty mask, facing away, scattered), without a second normalisation.
     """
     n = np.asarray(normals)
     if n.ndim != 3 or n.shape[2] != 3:
@@ -174,12 +180,19 @@ def validate_normal_map(
         mask = np.asarray(mask, bool)
         if mask.shape != n.shape[:2]:
             raise PsinspectError(f"{name}: mask shape {mask.shape} != map shape {n.shape[:2]}")
+    h, w = n.shape[:2]
+    rows = max(1, (1 << 20) // max(w, 1))
+    if unit and mask is not None and n.dtype == np.float32:
+        n_obj = int(np.count_nonzero(mask))
+        if n_obj == 0:
+            raise PsinspectError(f"{name}: empty mask (no object pixels)")
+        _check_surface(n, mask, name, rows, n_obj,
+                       int(np.count_nonzero((n[..., 2] < 0) & mask)))
+        return n, mask
     # one pass over row blocks of about a million pixels: no whole-map temporaries, so an
     # 8k x 8k map costs one float32 output plus the mask
-    h, w = n.shape[:2]
     out = np.empty((h, w, 3), np.float32)
     out_mask = np.empty((h, w), bool)
-    rows = max(1, (1 << 20) // max(w, 1))
     n_bad, n_obj, n_back, lo, hi = 0, 0, 0, np.inf, -np.inf
     for r0 in range(0, h, rows):
         blk = n[r0:r0 + rows].astype(np.float32)
@@ -213,17 +226,26 @@ def validate_normal_map(
             f"{name}: {n_bad} of {n_obj} object pixels are not unit vectors "
             f"(|n| from {lo:.3g} to {hi:.3g})"
         )
+    _check_surface(out, out_mask, name, rows, n_obj, n_back)
+    return out, out_mask
+
+
+def _check_surface(n: np.ndarray, mask: np.ndarray, name: str, rows: int, n_obj: int,
+                   n_back: int) -> None:
+    """:func:`validate_normal_map`'s checks of a map of unit normals ``n`` (H, W, 3) on
+    ``mask`` (H, W), ``n_obj`` pixels of which ``n_back`` have z < 0: most of the object
+    facing away from the camera, or scattered (:func:`_scattered_pixels`, blocks of
+    ``rows``)."""
     if 2 * n_back > n_obj:
         raise PsinspectError(
             f"{name}: {n_back} of {n_obj} object normals point away from the camera (z < 0); "
             "expected the camera frame x right, y up, z toward the camera")
-    inner, scattered = _scattered_pixels(out, out_mask, rows)
+    inner, scattered = _scattered_pixels(n, mask, rows)
     if 2 * scattered > inner:
         raise PsinspectError(
             f"{name}: not a surface: on {scattered} of {inner} object pixels the 3 x 3 "
             f"neighbours' normals point every which way (their mean is shorter than "
             f"{MIN_COHERENCE:g}; a surface's is about 1): noise, or not a normal map")
-    return out, out_mask
 
 
 #: :func:`validate_normal_map`: a map on most of whose object the mean of each pixel's 3 x 3
@@ -385,7 +407,7 @@ def load_normal_map(path: str | os.PathLike[str], check_frame: bool = True
                                               else cv2.COLOR_BGRA2RGBA))
         except PsinspectError as err:
             raise PsinspectError(f"{path}: {err}") from None
-        out = validate_normal_map(n, mask, name=str(path))
+        out = validate_normal_map(n, mask, name=str(path), unit=True)
         _warn_flat_background(*out, str(path))
         if check_frame:
             _warn_frame(*out, str(path))
