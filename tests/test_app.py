@@ -258,7 +258,7 @@ def test_the_app_scores_at_a_pixel_scale(tmp_path: Path, geometric_choice) -> No
     config = build_app([geometric_choice], tmp_path, examples=[]).config
     ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
     (dep,) = [d for d in config["dependencies"] if d.get("api_name") == "inspect"]
-    assert dep["inputs"][-1] == ids["scale"]
+    assert dep["inputs"][-2:] == [ids["scale"], ids["operating-points"]]
 
 
 def test_a_button_puts_the_thresholds_back_to_the_calibrated_values(tmp_path: Path,
@@ -690,19 +690,23 @@ def test_a_menu_sets_the_pass_fail_threshold_for_a_share_of_good_parts_failing(
     back or moved by hand, and is hidden for a model that stores no calibration scores."""
     from psinspect.app import (
         build_app,
+        inspect_upload,
         load_model_choices,
         operating_point_menu,
         operating_points,
+        picked_operating_point,
         predict,
+        verdict_html,
     )
     from psinspect.train import OPERATING_RATES, image_threshold_at_rate
 
     bundled, thorough = load_model_choices()[:2]
     for choice, tta in ((bundled, 4), (thorough, 8)):
         points = operating_points(choice)
-        assert [p[0] for p in points] == list(OPERATING_RATES)
-        for rate, thr, rule in points:
+        assert [p.rate for p in points] == list(OPERATING_RATES)
+        for rate, thr, by_count, rule in points:
             assert (thr, rule) == image_threshold_at_rate(choice.bundle.config, rate, tta)
+            assert by_count == {}
         menu = operating_point_menu(choice)
         assert menu[0] == (f"1% of good parts failing: {choice.image_threshold:.4g} "
                            "(calibrated)", "0.01")  # its own, at 1 %
@@ -721,7 +725,7 @@ def test_a_menu_sets_the_pass_fail_threshold_for_a_share_of_good_parts_failing(
     pick = dep("operating-points", "input")
     assert pick["inputs"] == [ids["model"], ids["operating-points"]]
     assert pick["outputs"] == [ids["image-threshold"]]
-    five = next(thr for rate, thr, _ in operating_points(thorough) if rate == 0.05)
+    five = next(p.threshold for p in operating_points(thorough) if p.rate == 0.05)
     assert demo.fns[pick["id"]].fn(thorough.label, "0.05").value == five
     change = dep("model", "change")
     assert change["outputs"][-1] == ids["operating-points"]
@@ -736,12 +740,32 @@ def test_a_menu_sets_the_pass_fail_threshold_for_a_share_of_good_parts_failing(
     assert reset["outputs"][-1] == ids["operating-points"]
     assert demo.fns[reset["id"]].fn(bundled.label)[-1] is None
 
-    # judged at the 5 % pick: the rule of detect --image-fpr 0.05 in the summary
+    # the Inspect button sends the menu's pick with the sliders
+    click = dep("inspect", "click")
+    assert click["inputs"][-1] == ids["operating-points"]
+
+    # judged at the 5 % pick: the rule of detect --image-fpr 0.05 in the summary, whether
+    # picked (the menu's value passed) or given as that threshold (an API client)
     example = next(p for p in list_examples() if "scratch" in p.name and p.suffix == ".png")
     inp = load_inspection_input(example, tmp_path / "in")
-    rate5 = next(p for p in operating_points(bundled) if p[0] == 0.05)
-    got = predict(inp, bundled, None, rate5[1])
-    assert got.image_threshold == rate5[1]
-    assert got.summary["image_threshold_calibration"].startswith(rate5[2])
-    by_hand = predict(inp, bundled, None, rate5[1] * 1.01)
+    rate5 = next(p for p in operating_points(bundled) if p.rate == 0.05)
+    for got in (predict(inp, bundled, None, rate5.threshold),
+                predict(inp, bundled, None, None, operating_point=rate5)):
+        assert got.image_threshold == rate5.threshold
+        assert got.summary["image_threshold_calibration"].startswith(rate5.rule)
+    assert got.operating_rate == 0.05
+    assert "for 5% of good parts failing" in verdict_html(got)
+    by_hand = predict(inp, bundled, None, rate5.threshold * 1.01)
     assert by_hand.summary["image_threshold_calibration"].startswith("set by hand")
+    # the menu's value as the page sends it; a share the model does not offer: one line
+    assert picked_operating_point(bundled, "0.05") == rate5
+    assert picked_operating_point(bundled, None) is None
+    assert picked_operating_point(bundled, "") is None
+    with pytest.raises(PsinspectError, match=r"^operating point '0.3': .* offers "
+                                             r"0.01, 0.02, 0.05, 0.1, 0.2$"):
+        picked_operating_point(bundled, "0.3")
+    with pytest.raises(PsinspectError, match=r"offers none \(it stores no calibration"):
+        picked_operating_point(geometric_choice, "0.05")
+    html_, *_ = inspect_upload(example, geometric_choice, None, None, tmp_path / "in2",
+                               operating_point="0.05")
+    assert "Cannot inspect" in html_ and "operating point &#x27;0.05&#x27;" in html_

@@ -55,7 +55,11 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_count_choice, geome
 
 
 def _call(app, event: str, *inputs: Any) -> list[Any]:
+    """Run ``event`` with ``inputs``; Inspect's last one, the menu of shares of good parts
+    failing, is None (nothing picked) unless given."""
     demo, state, deps = app
+    if event == "inspect" and len(inputs) == 5:
+        inputs = (*inputs, None)
     return asyncio.run(demo.process_api(deps[event]["id"], list(inputs), state=state))["data"]
 
 
@@ -164,6 +168,21 @@ def test_a_pixel_scale_that_is_no_number_in_range_is_a_message(app, per_count_ch
     assert err.value.print_exception is False
     verdict = _call(app, "inspect", _file(CAPTURE), per_count_choice.label, None, None, None)[0]
     assert "FAIL" in verdict
+
+
+@pytest.mark.parametrize("pick", ["0.05", "abc", 0.3])
+def test_a_share_picked_that_the_model_does_not_offer_is_a_message(app, per_count_choice,
+                                                                    pick: Any) -> None:
+    """The menu's value reaches the inspection (the /inspect API's last input): a share the
+    menu does not offer (this model stores no calibration scores, and shows no menu) is a
+    one-line message to the client (the menu's own check), not a silent calibrated verdict,
+    and no traceback on the server."""
+    import gradio as gr
+
+    with pytest.raises(gr.Error) as err:
+        _call(app, "inspect", _file(CAPTURE), per_count_choice.label, None, None, 1.0, pick)
+    assert "is not in the list of choices" in str(err.value.message)
+    assert err.value.print_exception is False
 
 
 def test_a_hand_set_threshold_above_the_captures_own_is_said(tmp_path: Path,

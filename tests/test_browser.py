@@ -68,8 +68,8 @@ def test_serve_inspect_example_in_browser(tmp_path: Path) -> None:
 
     from psinspect.app import load_model_choices, operating_points
 
-    five = next(thr for rate, thr, _ in operating_points(load_model_choices()[0])
-                if rate == 0.05)
+    five = next(p.threshold for p in operating_points(load_model_choices()[0])
+                if p.rate == 0.05)
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     tmp = tmp_path / "tmp"  # the server's temp folder lives here, so we can see it removed

@@ -169,6 +169,56 @@ def test_the_web_app_judges_a_capture_with_its_light_counts_thresholds(lights_mo
     assert "(pass/fail threshold 100)" in verdict_html(p)
 
 
+def test_the_web_apps_menu_judges_a_capture_by_its_light_counts_threshold_for_a_share(
+        lights_model) -> None:
+    """The page's menu of shares of good parts failing was hidden for a model calibrated per
+    light count (the app told the pick from the slider's value, which different shares and
+    counts can share). Now the pick itself is passed: a capture of a count the model has
+    thresholds for is judged by that count's threshold for the share, as detect --image-fpr R
+    judges it; a plain map by the general one; the summary records the rule."""
+    from psinspect.app import (
+        InspectionInput,
+        ModelChoice,
+        operating_point_menu,
+        operating_points,
+        picked_operating_point,
+        predict,
+        verdict_html,
+    )
+    from psinspect.detect import load_input
+    from psinspect.modelstore import load_model_dir
+    from psinspect.train import image_thresholds_at_rate
+
+    config = lights_model["config"]
+    bundle = load_model_dir(lights_model["model"])
+    choice = ModelChoice("m", bundle)
+    general, counts, rule = image_thresholds_at_rate(config, 0.2)
+    point = picked_operating_point(choice, "0.2")
+    assert (point.threshold, point.by_light_count, point.rule) == (general, counts, rule)
+    menu = operating_point_menu(choice)
+    assert len(menu) == len(operating_points(choice)) == 5
+    assert menu[-1] == (f"20% of good parts failing: 8 lights {counts[8]:.4g}, 12 lights "
+                        f"{counts[12]:.4g}; other inputs {general:.4g}", "0.2")
+    solver = bundle.input_handling["ps_solver"]
+    inp = load_input(lights_model["bad"], solver=solver, capture_images=True)
+    capture = InspectionInput("bad", inp.normals, inp.mask, inp.confidence, kind="capture",
+                              capture=(*inp.capture_images, solver))
+    plain = InspectionInput("bad_map", inp.normals, inp.mask, inp.confidence)
+    # the slider as the pick puts it (the general threshold): the 12-light one judges
+    for image_threshold in (None, general):
+        p = predict(capture, choice, None, image_threshold, operating_point=point)
+        assert p.image_threshold == counts[12] and p.image_threshold_lights == 12
+        assert p.summary["image_threshold_calibration"].startswith(rule)
+        assert (f"(pass/fail threshold {counts[12]:.4g}, for 20% of good parts failing, the one "
+                "for 12-light captures)") in verdict_html(p)
+    p = predict(plain, choice, None, general, operating_point=point)
+    assert p.image_threshold == general and p.image_threshold_lights is None
+    # without the pick, the same slider value is a threshold set by hand
+    p = predict(capture, choice, None, general)
+    assert p.image_threshold == general
+    assert p.summary["image_threshold_calibration"].startswith("set by hand")
+
+
 def test_a_model_without_per_count_thresholds_judges_as_before(lights_model,
                                                                tmp_path: Path) -> None:
     """A model folder made before (config without thresholds_by_light_count) loads and

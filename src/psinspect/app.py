@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -427,16 +427,28 @@ class ModelChoice:
         return _slider_max(max(self.calibrated_image_thresholds))
 
 
-def operating_points(choice: ModelChoice) -> list[tuple[float, float, str]]:
+class OperatingPoint(NamedTuple):
+    """A pass/fail threshold of :func:`operating_points`: for a share ``rate`` of good parts
+    failing, the model's general ``threshold``, ``by_light_count`` (light count -> its
+    threshold, for a known-part model calibrated per light count; else empty) and the
+    ``rule`` that made them (summary.json's ``image_threshold_calibration``)."""
+
+    rate: float
+    threshold: float
+    by_light_count: dict[int, float]
+    rule: str
+
+
+def operating_points(choice: ModelChoice) -> list[OperatingPoint]:
     """The pass/fail thresholds that ``psinspect detect --image-fpr R`` sets with ``choice``'s
     model for a few shares R of good parts failing (:data:`psinspect.train.OPERATING_RATES`,
-    fitted to the clean calibration scores it stores for the test-time level it scores at):
-    per rate ``(rate, threshold, rule)``; [] where the model cannot tell them."""
-    from psinspect.train import OPERATING_RATES, image_threshold_at_rate
+    fitted to the clean calibration scores it stores for the test-time level it scores at;
+    :func:`psinspect.train.image_thresholds_at_rate`); [] where the model cannot tell them."""
+    from psinspect.train import OPERATING_RATES, image_thresholds_at_rate
 
     try:
-        return [(rate, *image_threshold_at_rate(choice.bundle.config, rate,
-                                                getattr(choice.bundle.model, "tta", None)))
+        return [OperatingPoint(rate, *image_thresholds_at_rate(
+                    choice.bundle.config, rate, getattr(choice.bundle.model, "tta", None)))
                 for rate in OPERATING_RATES]
     except PsinspectError:
         return []
@@ -444,20 +456,47 @@ def operating_points(choice: ModelChoice) -> list[tuple[float, float, str]]:
 
 def operating_point_menu(choice: ModelChoice) -> list[tuple[str, str]]:
     """The page's menu of :func:`operating_points`: ``(label, rate)`` pairs, the label naming
-    the rate and its threshold (and which is the model's own, calibrated one)."""
-    return [(f"{rate:.0%} of good parts failing: {thr:.4g}"
-             + (" (calibrated)" if math.isclose(thr, choice.image_threshold) else ""), str(rate))
-            for rate, thr, _ in operating_points(choice)]
+    the rate and its threshold (and which is the model's own, calibrated one), and for a model
+    calibrated per light count each count's."""
+    def label(p: OperatingPoint) -> str:
+        if p.by_light_count:
+            counts = ", ".join(f"{n} lights {t:.4g}" for n, t in p.by_light_count.items())
+            return f"{p.rate:.0%} of good parts failing: {counts}; other inputs {p.threshold:.4g}"
+        return (f"{p.rate:.0%} of good parts failing: {p.threshold:.4g}"
+                + (" (calibrated)" if math.isclose(p.threshold, choice.image_threshold) else ""))
+    return [(label(p), str(p.rate)) for p in operating_points(choice)]
+
+
+def picked_operating_point(choice: ModelChoice, rate: Any) -> OperatingPoint | None:
+    """The :func:`operating_points` entry of the menu's value ``rate`` (a share as text or a
+    number; None or empty: none picked); :class:`PsinspectError` for a share the model does not
+    offer."""
+    if rate is None or (isinstance(rate, str) and not rate.strip()):
+        return None
+    points = operating_points(choice)
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        value = math.nan
+    point = next((p for p in points if math.isclose(p.rate, value)), None)
+    if point is None:
+        offered = ", ".join(str(p.rate) for p in points)
+        raise PsinspectError(f"operating point {rate!r}: {choice.label} offers "
+                             + (offered if offered else "none (it stores no calibration "
+                                                        "scores to fit)"))
+    return point
 
 
 def _operating_point_rule(choice: ModelChoice, image_threshold: float | None) -> str | None:
-    """How a pass/fail threshold set on the page was made, where it is one of the model's
-    :func:`operating_points` (picked from the menu): that rate's rule; else None (set by
-    hand)."""
+    """How a pass/fail threshold set without the menu was made, where it is one of the
+    model's :func:`operating_points` (an API client giving that value): that rate's rule;
+    else None (set by hand). Not for a model calibrated per light count, whose rates'
+    thresholds differ by light count (and may coincide between rates): the menu's pick says."""
     if image_threshold is None:
         return None
-    return next((rule for _, thr, rule in operating_points(choice)
-                 if math.isclose(image_threshold, thr, rel_tol=1e-9)), None)
+    return next((p.rule for p in operating_points(choice)
+                 if not p.by_light_count
+                 and math.isclose(image_threshold, p.threshold, rel_tol=1e-9)), None)
 
 
 def _slider_range(top: float, value: float) -> dict[str, float]:
@@ -530,9 +569,13 @@ class Prediction:
     summary: dict[str, Any] = field(default_factory=dict, repr=False)
     #: why the verdict may not hold (shown under it, and in summary.json's ``warnings``)
     notes: list[str] = field(default_factory=list)
-    #: the light count whose calibrated pass/fail threshold judged it (a known-part model
-    #: calibrated per light count); None: the model's general one, or one set by hand
+    #: the light count whose pass/fail threshold judged it (a known-part model calibrated per
+    #: light count: its calibrated one, or its one for the share picked from the menu); None:
+    #: the model's general one, or one set by hand
     image_threshold_lights: int | None = None
+    #: the share of good parts failing picked from the menu (:func:`operating_points`) that
+    #: set the pass/fail threshold; None: calibrated or set by hand
+    operating_rate: float | None = None
 
 
 REGION_COLUMNS = ["region", "area (px)", "centre x", "centre y",
@@ -565,7 +608,9 @@ def verdict_html(prediction: Prediction | None, error: str | None = None) -> str
     colour = "#b00020" if fail else "#1b7f3b"
     n = len(prediction.regions)
     lights = prediction.image_threshold_lights
-    which = "" if lights is None else f", the one for {lights}-light captures"
+    rate = prediction.operating_rate
+    which = ("" if rate is None else f", for {rate:.0%} of good parts failing") + (
+        "" if lights is None else f", the one for {lights}-light captures")
     return (
         f'<div id="verdict-box" class="ps-verdict ps-{prediction.verdict.lower()}" '
         f'style="padding:12px;border-radius:8px;background:{colour}">'
@@ -611,7 +656,8 @@ def mask_image(pred_mask: np.ndarray, object_mask: np.ndarray) -> np.ndarray:
 
 def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None = None,
             image_threshold: float | None = None, scale: float = 1.0,
-            input_notes: Sequence[str] = ()) -> Prediction:
+            input_notes: Sequence[str] = (),
+            operating_point: OperatingPoint | None = None) -> Prediction:
     """Score one input with one model (:func:`psinspect.detect.detect_map`).
 
     ``threshold``: per-pixel threshold for the defect mask and regions; ``image_threshold``:
@@ -623,6 +669,10 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
     ``scale``: score the map resampled by this factor, as ``psinspect detect --scale``.
     ``input_notes``: warnings about the input (those ``psinspect detect`` prints while reading
     it), shown under the verdict and kept in the summary's ``warnings``.
+    ``operating_point``: one of :func:`operating_points` picked from the page's menu: it sets
+    the pass/fail threshold instead of ``image_threshold`` (for a capture of a light count the
+    model was calibrated for, that count's threshold for the share, as ``psinspect detect
+    --image-fpr R``), and the summary records its rule.
     """
     from psinspect.detect import (
         detect_map,
@@ -639,10 +689,23 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
         if v is not None and not (np.isfinite(v) and v >= 0):
             raise PsinspectError(f"{label} must be a non-negative number, got {v}")
     bundle = choice.bundle
+    num_lights = None if inp.capture is None else len(inp.capture[1])
+    # the model's own for this input (those of its light count, where it has them)
+    own, own_lights = for_light_count(choice.bundle, num_lights)
     # a slider left at a calibrated value asks for the model's own thresholds for this input
     threshold = _unless_calibrated(threshold, choice.calibrated_thresholds)
-    image_threshold = _unless_calibrated(image_threshold, choice.calibrated_image_thresholds)
-    num_lights = None if inp.capture is None else len(inp.capture[1])
+    point_lights = None
+    if operating_point is not None:
+        point_lights = num_lights if num_lights in operating_point.by_light_count else None
+        image_threshold = operating_point.by_light_count.get(num_lights,
+                                                             operating_point.threshold)
+        rule = operating_point.rule
+        if math.isclose(image_threshold, own.image_threshold, rel_tol=1e-9):
+            image_threshold = None  # the share's threshold is the calibrated one
+    else:
+        image_threshold = _unless_calibrated(image_threshold,
+                                             choice.calibrated_image_thresholds)
+        rule = _operating_point_rule(choice, image_threshold)
     # as psinspect detect: models that use them get the capture's half-light-set solves
     splits = inp.light_splits() if getattr(bundle.model, "uses_light_splits", False) else None
     images = (inp.capture[:2] if inp.capture is not None
@@ -651,8 +714,6 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
                      threshold=threshold, light_splits=splits, capture_images=images,
                      scale=scale, image_threshold=image_threshold, num_lights=num_lights)
     replaced = threshold is not None or image_threshold is not None
-    # the model's own for this input (those of its light count, where it has them)
-    own, own_lights = for_light_count(choice.bundle, num_lights)
     calibrated = {"pixel_threshold": own.threshold, "image_threshold": own.image_threshold}
     # the summary's thresholds: those that judged this one input
     bundle = replace(bundle, image_threshold=det.image_threshold)
@@ -671,8 +732,8 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
                                calibrated=calibrated if replaced else None,
                                solver=str(bundle.input_handling["ps_solver"]), scale=scale,
                                model_label=choice.label, light_count=own_lights,
-                               image_threshold_rule=_operating_point_rule(choice,
-                                                                          image_threshold))
+                               image_threshold_rule=rule if image_threshold is not None
+                               else None)
     normals_rgb = encode_png(inp.normals, inp.mask)
     ref = det.reference
     return Prediction(
@@ -691,7 +752,9 @@ def predict(inp: InspectionInput, choice: ModelChoice, threshold: float | None =
         detection=det,
         summary=summary,
         notes=notes,
-        image_threshold_lights=None if image_threshold is not None else det.thresholds_for_lights,
+        image_threshold_lights=(point_lights if image_threshold is not None
+                                else det.thresholds_for_lights),
+        operating_rate=None if operating_point is None else operating_point.rate,
     )
 
 
@@ -727,9 +790,12 @@ def _unless_calibrated(value: float | None, calibrated: Sequence[float]) -> floa
 
 def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: float | None,
                    image_threshold: float | None, workdir: str | os.PathLike[str],
-                   limits: Limits = Limits(), scale: float | None = 1.0) -> tuple[Any, ...]:
+                   limits: Limits = Limits(), scale: float | None = 1.0,
+                   operating_point: Any = None) -> tuple[Any, ...]:
     """The app's button: load, predict, and turn every failure into a readable message.
-    ``scale``: see :func:`predict` (None, an emptied field, = 1).
+    ``scale``: see :func:`predict` (None, an emptied field, = 1). ``operating_point``: the
+    menu's value, a share of good parts failing (:func:`picked_operating_point`; None: none
+    picked).
 
     Returns ``(verdict_html, normals, reference, heatmap, mask, region_rows, prediction)``;
     images are RGB uint8 arrays or None, ``prediction`` the :class:`Prediction` (None after an
@@ -748,6 +814,7 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
             check_scale(1.0 if scale is None else float(scale), choice.bundle)
         except PsinspectError as err:
             raise PsinspectError(str(err).replace("--scale", "pixel scale", 1)) from None
+        point = picked_operating_point(choice, operating_point)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             inp = load_inspection_input(path, workdir, limits,
@@ -755,7 +822,8 @@ def inspect_upload(path: Path | None, choice: ModelChoice | None, threshold: flo
         try:
             p = predict(inp, choice, threshold, image_threshold,
                         1.0 if scale is None else float(scale),
-                        input_notes=_input_notes(caught, Path(path), workdir))
+                        input_notes=_input_notes(caught, Path(path), workdir),
+                        operating_point=point)
         except PsinspectError as err:  # the model's own checks do not know the upload's name
             raise PsinspectError(f"{Path(path).name}: {err}") from None
     except PsinspectError as err:
@@ -1011,12 +1079,13 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
         return gr.Dropdown(choices=menu, value=None, visible=bool(menu))
 
     def point_threshold(label: str, rate: str | None) -> Any:
-        # the menu's pick: the pass/fail slider at that share's threshold
-        points = {str(r): thr for r, thr, _ in operating_points(by_label[label])}
+        # the menu's pick: the pass/fail slider at that share's (general) threshold; a
+        # capture is judged by its light count's where the model has one (shown after it)
+        points = {str(p.rate): p.threshold for p in operating_points(by_label[label])}
         return gr.skip() if rate not in points else gr.Slider(value=points[rate])
 
     def run(upload: Any, label: str, threshold: float | None, image_threshold: float | None,
-            scale: float | None = 1.0) -> tuple[Any, ...]:
+            scale: float | None = 1.0, operating_point: str | None = None) -> tuple[Any, ...]:
         # the Inspect button (the /inspect API): the results, then (a gr.State, not part of
         # the API's answer) the thresholds that judged the input, None where none did
         path = None if upload is None else Path(upload if isinstance(upload, str)
@@ -1031,7 +1100,8 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
             image_threshold = None if image_threshold == first.image_threshold else (
                 image_threshold)
         verdict, *images, rows, prediction = inspect_upload(
-            path, choice, threshold, image_threshold, workdir / "inputs", limits, scale)
+            path, choice, threshold, image_threshold, workdir / "inputs", limits, scale,
+            operating_point)
         paths, download = result_files(images, workdir / "results", prediction)
         judged = None if prediction is None else (prediction.threshold,
                                                   prediction.image_threshold)
@@ -1074,7 +1144,7 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                           "value; after Inspect, the one that judged the input)",
                     elem_id="image-threshold")
                 menu = operating_point_menu(first)
-                points = gr.Dropdown(
+                points = w.Dropdown(
                     choices=menu, value=None, visible=bool(menu), interactive=True,
                     label="Set the pass/fail threshold for a share of good parts failing "
                           "(fitted to the model's clean calibration scores, as psinspect "
@@ -1122,7 +1192,7 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
         image_threshold.input(lambda: None, outputs=[points], api_name=False)
         reset.click(lambda label: (*sliders_for(label), None), inputs=[model],
                     outputs=[threshold, image_threshold, points], api_name=False)
-        button.click(run, inputs=[upload, model, threshold, image_threshold, scale],
+        button.click(run, inputs=[upload, model, threshold, image_threshold, scale, points],
                      outputs=[verdict, normals_img, ref_img, heat_img, mask_img, table,
                               download, judged],
                      api_name="inspect").then(show_judged, inputs=[judged],
