@@ -112,7 +112,9 @@ def train_cmd(
         "--calibrate-on",
         help="Clean maps or capture folders of parts NOT among the inputs, used only to set "
              "the thresholds (with the validation maps), so that they also hold for parts "
-             "the model has not seen. Repeat for several.")] = None,
+             "the model has not seen. One path per use: repeat it for several "
+             "(--calibrate-on A --calibrate-on B; in '--calibrate-on A B', B is an input "
+             "to train on).")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Torch CPU threads.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty model directory.")] = False,
     resume: Annotated[bool, typer.Option(
