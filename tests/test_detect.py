@@ -490,6 +490,28 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     assert m8e["operating_points"] == [] and m8e["operating_points_note"] == (
         f"the detect summary's tta 2 is not the level its calibrated pixel threshold "
         f"{levels['8']['threshold']:.6g} is the model's at")
+    # ... also with its pixel threshold taken out (an audit: that skipped the check)
+    (det8 / "summary.json").write_text(json.dumps({**edited, "tta": 2,
+                                                   "pixel_threshold": None}))
+    code, _, err = run_cli(["evaluate", det8, tiny_dataset, "-o", tmp_path / "ev8n"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    m8n = json.loads((tmp_path / "ev8n" / "metrics.json").read_text())
+    assert m8n["operating_points"] == [] and m8n["operating_points_note"] == (
+        "the detect summary records no pixel threshold to tell the test-time level it scored "
+        "at")
+    # calibrated thresholds that are not numbers; an input judged by a light count's
+    # thresholds the run has none of: refused in one line
+    for change, said in (({"calibrated_thresholds": {"pixel_threshold": "x"}},
+                          "calibrated_thresholds must hold"),
+                         ({"inputs": [{**edited["inputs"][0], "thresholds_for_lights": 8},
+                                      *edited["inputs"][1:]]},
+                          "judged by the thresholds of 8-light captures, which the run has "
+                          "none of")):
+        (det8 / "summary.json").write_text(json.dumps({**edited, **change}))
+        code, _, err = run_cli(["evaluate", det8, tiny_dataset, "-o", tmp_path / "ev8x"],
+                               monkeypatch, capsys)
+        assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err
     (det8 / "summary.json").write_text(json.dumps(edited))
     code, _, err = run_cli(["detect", str(tests[0]), "--model", str(mdir), "-o",
                             str(tmp_path / "det3"), "--tta", "3"], monkeypatch, capsys)
@@ -506,14 +528,14 @@ def test_train_detect_evaluate_cli(tiny_dataset: Path, tmp_path: Path,
     code, text, err = run_cli(["evaluate", det8, tiny_dataset, "-o", tmp_path / "ev8b"],
                               monkeypatch, capsys)
     assert code == 0, err
-    assert ("no verdicts at other pass/fail thresholds: the model stores no image scores of "
-            "clean calibration maps at 8 test-time copies (only at its own 4)") in text
+    # (its config edited since detect scored at 8 copies: no longer the model detect used)
+    note = (f"the model folder {mdir.resolve()} now holds another model than detect used (its "
+            f"calibrated pixel threshold {cfg['threshold']!r:.8}, detect's "
+            f"{levels['8']['threshold']:.6g})")
+    assert f"no verdicts at other pass/fail thresholds: {note}" in text
     m8 = json.loads((tmp_path / "ev8b" / "metrics.json").read_text())
-    assert m8["operating_points"] == [] and m8["operating_points_note"] == (
-        "the model stores no image scores of clean calibration maps at 8 test-time copies "
-        "(only at its own 4)")
-    assert "None: the model stores no image scores" in (
-        tmp_path / "ev8b" / "report.html").read_text()
+    assert m8["operating_points"] == [] and m8["operating_points_note"] == note
+    assert "None: the model folder" in (tmp_path / "ev8b" / "report.html").read_text()
 
 
 def _good_part_maps(folder: Path, count: int, seed: int) -> list[Path]:

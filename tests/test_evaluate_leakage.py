@@ -172,3 +172,86 @@ def test_evaluate_names_test_surfaces_the_thresholds_were_calibrated_on(
         train_model(caps[:2], tmp_path / "twice", model_name="geometric",
                     calibration_inputs=[caps[2], caps[2]])
     assert not (tmp_path / "twice").exists()
+
+
+def test_audit_edits_to_detect_outputs_and_manifests(caps: list[Path], tmp_path: Path,
+                                                     monkeypatch, capsys) -> None:
+    """An audit of evaluate (2026-12-02): a geometric model retrained into its folder since
+    detect hid that it was trained on a test surface; with the model folder gone, the other
+    warnings were dropped; ground truth edited since detect, a newline in an input name,
+    float16 scores and malformed defect records in the manifest were taken (the last with a
+    traceback)."""
+    import numpy as np
+
+    from psinspect.fileio import save_npy
+
+    names = [c.name for c in caps]
+    ds = tmp_path / "ds"
+    build_dataset(caps, ds, holdout=[names[0]], seed=0, subsets=2, augment=[],
+                  defects_per_map=1, severity="high")
+    model = tmp_path / "model"
+    train_model(caps[:2], model, model_name="geometric")  # names[0] is a test surface
+    metrics, _ = _evaluate(model, ds, tmp_path / "first", monkeypatch, capsys)
+    assert metrics["test_surfaces_seen_in_training"] == [names[0]]
+    det = tmp_path / "first" / "det"
+
+    def evaluate(pred: Path, truth: Path = ds) -> tuple[int, str, dict | None]:
+        out = tmp_path / f"ev{len(list(tmp_path.glob('ev*')))}"
+        code, _, err = run_cli(["evaluate", pred, truth, "-o", out], monkeypatch, capsys)
+        mpath = out / "metrics.json"
+        return code, err, json.loads(mpath.read_text()) if mpath.is_file() else None
+
+    # retrained into the same folder on other parts: its records no longer tell
+    train_model(caps[2:], model, model_name="geometric", force=True)
+    code, err, m = evaluate(det)
+    assert code == 0 and m["test_surfaces_seen_in_training"] is None
+    assert m["operating_points"] == []
+    assert "now holds another model than detect used" in m["source"]["model_changed"]
+    assert ("warning: cannot tell whether the model was trained on test surfaces: the model "
+            f"folder {model.resolve()} now holds another model than detect used") in err
+    # the ground truth of a clean test map turned defective since detect; the model folder
+    # gone: both said (the second warning was dropped)
+    edited = tmp_path / "ds_edited"
+    import shutil
+    shutil.copytree(ds, edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    clean = next(it for it in manifest["items"] if it["split"] == "test-clean")
+    defective = next(it for it in manifest["items"] if it["split"] == "test-defective")
+    clean["split"], clean["defect_mask"] = "test-defective", defective["defect_mask"]
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(model)
+    code, err, m = evaluate(det, edited)
+    stem = Path(clean["file"]).stem
+    assert code == 0 and m["source"]["ground_truth_changed"] == [stem], err
+    warned = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
+    assert any("cannot be read" in w for w in warned)
+    assert any("the ground truth of 1 test map(s) is not what detect saw" in w
+               and stem in w for w in warned)
+    # a newline in an input name; float16 scores: one line each, refused
+    bad = tmp_path / "det_nl"
+    shutil.copytree(det, bad)
+    summary = json.loads((bad / "summary.json").read_text())
+    summary["inputs"].append({**summary["inputs"][0], "name": "x\nerror: fake"})
+    (bad / "summary.json").write_text(json.dumps(summary))
+    code, err, _ = evaluate(bad)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "control character" in err
+    f16 = tmp_path / "det_f16"
+    shutil.copytree(det, f16)
+    score = next(f16.glob("*_score.npy"))
+    save_npy(score, np.load(score).astype(np.float16))
+    code, err, _ = evaluate(f16)
+    assert code == 2 and "expected float32 scores" in err
+    # malformed defect records in the manifest: one line naming the item
+    for records, said in ((["dent"], "record 1 is 'dent', not an object"),
+                          ([{"type": "dent", "bbox": "abcd"}], "is not four numbers"),
+                          ([{"severity": [1]}], "severity [1] is not a finite number"),
+                          ([{"type": ["x"]}], "type ['x'] is not a text")):
+        broken = tmp_path / f"ds_{len(list(tmp_path.glob('ds_*')))}"
+        shutil.copytree(ds, broken)
+        manifest = json.loads((broken / "manifest.json").read_text())
+        next(it for it in manifest["items"] if it["split"] == "test-defective")[
+            "defects"] = records
+        (broken / "manifest.json").write_text(json.dumps(manifest))
+        code, err, _ = evaluate(det, broken)
+        assert code == 2 and "malformed defects" in err and said in err, err
+        assert len(err.strip().splitlines()) == 1

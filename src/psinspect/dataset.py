@@ -66,6 +66,7 @@ from psinspect.capture import (
 from psinspect.defects import (
     check_min_angle,
     check_types,
+    defect_records_problem,
     implant_defects,
     read_defect_records,
 )
@@ -421,11 +422,19 @@ def check_manifest(manifest: dict[str, Any]) -> None:
                 f"manifest item {it['name']}: split {it['split']} but surface "
                 f"{it['surface']} has role {role}"
             )
+        bad = defect_records_problem(it.get("defects"))
+        if bad:
+            raise PsinspectError(f"manifest item {it['name']}: malformed defects ({bad})")
         if it.get("defect_mask") and it["split"] != "test-defective":
             # (train learns from the clean splits' maps: a marked defect must not teach it)
             raise PsinspectError(f"manifest item {it['name']}: split {it['split']} but a "
                                  f"defect mask {it['defect_mask']!r} (only test-defective "
                                  "maps have one)")
+    for name, sf in surfaces.items():
+        said = sf.get("warnings", []) if isinstance(sf, dict) else []
+        if not (isinstance(said, list) and all(isinstance(w, str) for w in said)):
+            raise PsinspectError(f"manifest surface {name}: warnings must be a list of texts, "
+                                 f"got {said!r:.80}")
     # the same capture under two names (fingerprint and mask; older manifests: fingerprint)
     seen: dict[tuple[str, str | None], dict[str, str]] = {}
     for name, sf in surfaces.items():

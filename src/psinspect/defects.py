@@ -828,7 +828,35 @@ def read_defect_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         records = read_json(path)["defects"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise PsinspectError(f"{path}: unreadable defect records ({err})") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise PsinspectError(f"{path}: 'defects' must be a list of records")
+    bad = defect_records_problem(records)
+    if bad:
+        raise PsinspectError(f"{path}: malformed 'defects' ({bad})")
     return records
+
+
+def defect_records_problem(records: Any) -> str | None:
+    """What is wrong with a list of defect records (a ``defects.json``'s, a dataset item's;
+    None: nothing): a list (or null) of objects whose ``type`` and ``level`` are texts or
+    null, ``severity`` a finite number, a text or null, and ``bbox`` null or four numbers
+    ``[x0, y0, x1, y1]`` (evaluate's breakdowns read them)."""
+    from psinspect.checks import is_number
+
+    if records is None:
+        return None
+    if not isinstance(records, list):
+        return f"a list of records expected, got {records!r:.60}"
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            return f"record {i + 1} is {rec!r:.60}, not an object"
+        for key in ("type", "level"):
+            if not isinstance(rec.get(key), (str, type(None))):
+                return f"record {i + 1}: {key} {rec[key]!r:.60} is not a text"
+        sev = rec.get("severity")
+        if not (sev is None or isinstance(sev, str) or is_number(sev)):
+            return f"record {i + 1}: severity {sev!r:.60} is not a finite number"
+        box = rec.get("bbox")
+        if box is not None and not (isinstance(box, list) and len(box) == 4
+                                    and all(is_number(v) for v in box)):
+            return f"record {i + 1}: bbox {box!r:.60} is not four numbers [x0, y0, x1, y1]"
+    return None
 

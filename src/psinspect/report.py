@@ -222,14 +222,22 @@ def evaluation_warnings(metrics: dict[str, Any]) -> list[str]:
     """What makes an evaluation's figures not what they seem (one line each)."""
     seen = metrics.get("test_surfaces_seen_in_training", [])
     if seen is None:
-        model_dir = (metrics.get("source") or {}).get("model_dir")
-        return ["cannot tell whether the model was trained on test surfaces: " + (
+        source = metrics.get("source") or {}
+        model_dir, changed = source.get("model_dir"), source.get("model_changed")
+        out = ["cannot tell whether the model was trained on test surfaces: " + (
+            changed if changed else
             f"its folder {model_dir} cannot be read (moved or deleted?)" if model_dir else
             "the detect run did not record its model folder")]
-    out = [] if not seen else [
-        f"the model was trained on {len(seen)} of the test surfaces "
-        f"({', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''}): these figures are not "
-        "a measurement on unseen surfaces"]
+    else:
+        out = [] if not seen else [
+            f"the model was trained on {len(seen)} of the test surfaces "
+            f"({', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''}): these figures are not "
+            "a measurement on unseen surfaces"]
+    changed = (metrics.get("source") or {}).get("ground_truth_changed") or []
+    if changed:
+        out.append(f"the ground truth of {len(changed)} test map(s) is not what detect saw "
+                   f"(another number of defect pixels than its summary's gt_defect_px: edited "
+                   f"since? {', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''})")
     extra = (metrics.get("source") or {}).get("unmatched_predictions") or []
     if extra:
         out.append(f"{len(extra)} prediction(s) have no test map in the dataset and were not "
@@ -538,6 +546,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     defective = []
     light_counts: list[int | None] = []
     map_shas: dict[str, set[str]] = {}  # surface -> its test maps' SHA-256
+    gt_changed: list[str] = []  # maps whose ground truth is not the one detect saw
     for it in wanted:
         name = Path(it["file"]).stem
         if not (folder / it["file"]).is_file():
@@ -549,7 +558,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
         _, mask = load_normal_map(folder / it["file"], check_frame=False)
         score_path = pred_dir / f"{name}_score.npy"
         score = load_npy(score_path)
-        if score.dtype not in (np.float32, np.float16):  # (float16 is exact in float32)
+        if score.dtype != np.float32:
             raise PsinspectError(f"{score_path}: expected float32 scores, as detect writes "
                                  f"them, got {score.dtype}")
         if score.shape != mask.shape:
@@ -570,6 +579,9 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
                 f"{ground_truth}: test map {name} is in split {it['split']} but its defect "
                 f"mask marks {int((gt & mask).sum())} of its object's pixels (a defective "
                 "map must mark some, a clean one none)")
+        seen_gt = by_name[name].get("gt_defect_px")
+        if seen_gt is not None and seen_gt != int(np.count_nonzero(gt & mask)):
+            gt_changed.append(name)
         items.append(EvalItem(name, score, gt & mask, mask,
                               image_scores[name], it.get("defects") or None))
         pred_masks.append(_checked_pred_mask(pred_dir / f"{name}_mask.png", score, mask,
@@ -579,6 +591,13 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
         normals_paths[name] = folder / it["file"]
         surfaces.append(str(it.get("surface") or name))
     unmatched = sorted((set(image_scores) | set(failed)) - {it.name for it in items})
+    # a model retrained into the folder since: its records say nothing of the model that scored
+    model_dir = summary.get("model_dir")
+    config = read_model_config(model_dir) if model_dir else None
+    calibrated = summary.get("calibrated_thresholds") or {}
+    changed = None if config is None else model_changed(
+        model_dir, config, summary.get("model_weights_sha256"),
+        calibrated.get("pixel_threshold", summary.get("pixel_threshold")))
     info = {"predictions": pred_dir, "normals": normals_paths,
             "unmatched_predictions": unmatched,
             "pixel_threshold": summary.get("pixel_threshold"), "model": summary.get("model"),
@@ -591,12 +610,11 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
             "model_weights_sha256": summary.get("model_weights_sha256"),
             "splits": list(splits),
             "surfaces": surfaces, "pred_masks": pred_masks,
-            "seen_in_training": (surfaces_seen_in_training(summary["model_dir"], manifest,
-                                                           map_shas)
-                                 if summary.get("model_dir") else None),
-            "seen_in_calibration": (surfaces_seen_in_calibration(summary["model_dir"],
-                                                                 manifest, map_shas)
-                                    if summary.get("model_dir") else None),
+            "model_changed": changed, "ground_truth_changed": gt_changed,
+            "seen_in_training": (surfaces_seen_in_training(model_dir, manifest, map_shas)
+                                 if model_dir and not changed else None),
+            "seen_in_calibration": (surfaces_seen_in_calibration(model_dir, manifest, map_shas)
+                                    if model_dir and not changed else None),
             "verdicts": [verdicts[it.name] for it in items], "defective": defective,
             "light_counts": light_counts,
             # what reading a test surface's capture warned about (the dataset keeps it: a
@@ -636,6 +654,9 @@ def _check_summary_entry(entry: Any, spath: Any) -> None:
         raise PsinspectError(f"{spath}: not a detect summary (each input must be an object "
                              "with a name)")
     name, verdict = entry["name"], entry.get("verdict")
+    if not name or not name.isprintable():
+        raise PsinspectError(f"{spath}: not a detect summary (input name {name!r}: empty, or "
+                             "with a line break or another control character)")
     if verdict not in ("pass", "fail", "error"):
         raise PsinspectError(f"{spath}: input {name!r}: verdict must be pass, fail or error, "
                              f"got {verdict!r}")
@@ -665,10 +686,24 @@ def _check_entry_thresholds(entry: dict[str, Any], summary: dict[str, Any],
     """Refuse a summary entry judged by other thresholds than the run's (the summary's
     ``pixel_threshold`` / ``image_threshold``, which evaluate reports as detect's operating
     point), but for an input judged by a light count's (``thresholds_for_lights``: a model
-    calibrated per light count)."""
+    calibrated per light count), which must be a count the run records thresholds of
+    (``thresholds_by_light_count``), with that count's pixel threshold where none was set by
+    hand."""
     from psinspect.errors import PsinspectError
 
-    if entry.get("thresholds_for_lights") is not None:
+    count = entry.get("thresholds_for_lights")
+    if count is not None:
+        group = (summary.get("thresholds_by_light_count") or {}).get(str(count))
+        if not isinstance(group, dict):
+            raise PsinspectError(f"{spath}: input {entry['name']!r}: judged by the thresholds "
+                                 f"of {count!r}-light captures, which the run has none of "
+                                 "(the summary was edited)")
+        if ("calibrated_thresholds" not in summary and "pixel_threshold" in entry
+                and entry["pixel_threshold"] != group.get("threshold")):
+            raise PsinspectError(f"{spath}: input {entry['name']!r}: pixel_threshold "
+                                 f"{entry['pixel_threshold']!r} is not the run's "
+                                 f"{group.get('threshold')!r} for {count}-light captures (the "
+                                 "summary was edited)")
         return
     for key in ("pixel_threshold", "image_threshold"):
         run = summary.get(key)
@@ -734,6 +769,14 @@ def _check_operating_point(summary: dict[str, Any], spath: Any) -> None:
         if value is not None and not ok(value):
             raise PsinspectError(f"{spath}: not a detect summary ({key} must be {want}, got "
                                  f"{value!r})")
+    calibrated = summary.get("calibrated_thresholds")
+    if calibrated is not None and not (
+            isinstance(calibrated, dict)
+            and all(is_number(v) and v >= 0 for v in calibrated.values())
+            and set(calibrated) <= {"pixel_threshold", "image_threshold"}):
+        raise PsinspectError(f"{spath}: not a detect summary (calibrated_thresholds must hold "
+                             f"a pixel_threshold and an image_threshold >= 0, got "
+                             f"{calibrated!r:.80})")
 
 
 def model_operating_points(model_dir: Any, weights_sha256: Any, tta: int | None,
@@ -750,31 +793,28 @@ def model_operating_points(model_dir: Any, weights_sha256: Any, tta: int | None,
     scores stored, or ``tta`` not the level whose calibrated ``pixel_threshold``, as detect
     recorded it, the summary holds: an edited ``tta`` would fit the rates' thresholds to
     another level's image scores)."""
-    from pathlib import Path
+    import math
 
+    from psinspect.checks import is_number
     from psinspect.errors import PsinspectError
-    from psinspect.fileio import read_json
     from psinspect.train import operating_points
 
     if not model_dir:
         return [], "the detect summary names no model folder"
-    try:
-        config = read_json(Path(model_dir) / "config.json")
-    except (OSError, TypeError, ValueError):
-        config = None
-    if not isinstance(config, dict):
+    config = read_model_config(model_dir)
+    if config is None:
         return [], f"the model folder {model_dir} cannot be read"
-    if weights_sha256 is not None and config.get("weights_sha256") != weights_sha256:
-        return [], f"the model folder {model_dir} now holds other weights than detect used"
-    import math
-
-    from psinspect.checks import is_number
-
+    changed = model_changed(model_dir, config, weights_sha256, pixel_threshold)
+    if changed:
+        return [], changed
     own = (config.get("hyperparameters") or {}).get("tta")
     level = (config if tta is None or tta == own
              else (config.get("tta_thresholds") or {}).get(str(tta)) or {})
-    if (is_number(pixel_threshold) and isinstance(level, dict)
-            and is_number(level.get("threshold"))
+    if tta is not None and not is_number(pixel_threshold):
+        return [], ("the detect summary records no pixel threshold to tell the test-time "
+                    "level it scored at")
+    if (isinstance(level, dict) and is_number(level.get("threshold"))
+            and is_number(pixel_threshold)
             and not math.isclose(level["threshold"], pixel_threshold, rel_tol=1e-6)):
         return [], (f"the detect summary's tta {tta} is not the level its calibrated pixel "
                     f"threshold {pixel_threshold:.6g} is the model's at")
@@ -783,6 +823,50 @@ def model_operating_points(model_dir: Any, weights_sha256: Any, tta: int | None,
                                 light_counts=light_counts), None
     except PsinspectError as err:  # e.g. "--image-fpr: the model stores no ...; give ..."
         return [], str(err).removeprefix("--image-fpr: ").split("; ")[0]
+
+
+def read_model_config(model_dir: Any) -> dict[str, Any] | None:
+    """A model folder's ``config.json`` as a dict; None where it cannot be read."""
+    from pathlib import Path
+
+    from psinspect.fileio import read_json
+
+    try:
+        config = read_json(Path(model_dir) / "config.json")
+    except (OSError, TypeError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def model_changed(model_dir: Any, config: dict[str, Any], weights_sha256: Any,
+                  pixel_threshold: Any) -> str | None:
+    """Why the model folder ``model_dir`` (its ``config``) no longer holds the model a detect
+    run used (None: it does, as far as the summary tells): other weights than the
+    ``weights_sha256`` detect recorded, or a detect pixel threshold (``pixel_threshold``, the
+    calibrated one where --threshold replaced it) that is none of the model's calibrated ones
+    (its own level's or another test-time level's), as a model retrained into the same folder
+    gives (a training-free model's weights are the same whatever it was fitted to); or
+    neither recorded to tell. Retrained, the folder's training records say nothing about
+    the model that scored."""
+    import math
+
+    from psinspect.checks import is_number
+
+    if weights_sha256 is not None and config.get("weights_sha256") != weights_sha256:
+        return f"the model folder {model_dir} now holds other weights than detect used"
+    levels = [config.get("threshold"), *(v.get("threshold") for v in (
+        config.get("tta_thresholds") or {}).values() if isinstance(v, dict))]
+    levels = [t for t in levels if is_number(t)]
+    if not levels:
+        return None
+    if not is_number(pixel_threshold):  # (the weights told, where recorded)
+        return (None if weights_sha256 is not None
+                else "the detect summary records no pixel threshold to tell its model by")
+    if not any(math.isclose(t, pixel_threshold, rel_tol=1e-6) for t in levels):
+        return (f"the model folder {model_dir} now holds another model than detect used (its "
+                f"calibrated pixel threshold {config.get('threshold')!r:.8}, detect's "
+                f"{pixel_threshold:.6g})")
+    return None
 
 
 def surfaces_seen_in_training(model_dir: Any, manifest: dict[str, Any],
@@ -979,6 +1063,10 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
     metrics["source"] = {"predictions": str(Path(pred_dir).resolve()),
                          "ground_truth": str(Path(ground_truth).resolve()),
                          "model": info.get("model"), "model_dir": info.get("model_dir"),
+                         **({"model_changed": info["model_changed"]}
+                            if info.get("model_changed") else {}),
+                         **({"ground_truth_changed": info["ground_truth_changed"]}
+                            if info.get("ground_truth_changed") else {}),
                          "splits": info["splits"], "test_surfaces": tested,
                          "unmatched_predictions": info["unmatched_predictions"]}
     thr = info.get("pixel_threshold")
