@@ -340,3 +340,69 @@ def test_an_inverted_mask_is_warned_about(tmp_path: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             load_capture(folder)
+
+
+def test_audit_capture_folders_read_wrong_without_a_word(tmp_path: Path) -> None:
+    """An audit (2026-12-02): a defect ground truth named M_defect.PNG (or .jpg) was skipped,
+    so the defective part trained as a good one; Light_Intensities.txt likewise (all lights
+    equally bright); img01.png beside img1.png took an order by accident; one image copied
+    under another name and float images below 0 were solved; each now refused in one line,
+    and a misnamed Mask.png is named in the no-mask warning."""
+    import shutil
+
+    imgs, lights, mask = small_scene()
+    base = write_capture(tmp_path / "base", imgs, lights, mask)
+    load_capture(base)
+
+    def variant(name: str) -> Path:
+        return Path(shutil.copytree(base, tmp_path / name))
+
+    cases = []
+    for wrong in ("M_defect.PNG", "m_defect.png", "M_defect.jpg"):
+        f = variant(f"gt_{len(cases)}")
+        shutil.copy(f / "mask.png", f / wrong)
+        cases.append((f, rf"{wrong}: named like M_defect\.png but not as psinspect reads it"))
+    f = variant("intens")
+    (f / "Light_Intensities.txt").write_text("1\n" * len(imgs))
+    cases.append((f, r"Light_Intensities\.txt: named like light_intensities\.txt"))
+    f = variant("json")
+    (f / "defects.json").write_text('{"defects": []}')
+    cases.append((f, r"defects\.json without M_defect\.png"))
+    f = variant("order")
+    (f / "filenames.txt").unlink()  # the plain layout: images in natural order of names
+    (f / "002.png").rename(f / "01.png")  # 01 and 001 take the same place
+    cases.append((f, r"images 001\.png and 01\.png take the same place in the natural order"))
+    f = variant("copy")
+    shutil.copy(f / "003.png", f / "002.png")
+    cases.append((f, r"images 002\.png and 003\.png are identical: one picture for two lights"))
+    f = variant("negative")
+    (f / "filenames.txt").unlink()
+    for p in sorted(f.glob("0*.png")):
+        im = cv2.imread(str(p), cv2.IMREAD_UNCHANGED).astype(np.float32) / 65535 - 0.5
+        assert cv2.imwrite(str(p.with_suffix(".tif")), im)
+        p.unlink()
+    cases.append((f, r"001\.tif: image has values below 0 \(down to -0\.5\): not linear"))
+    for folder, said in cases:
+        with pytest.raises(PsinspectError, match=said):
+            load_capture(folder)
+    f = variant("Mask")
+    (f / "mask.png").rename(f / "Mask.png")
+    with pytest.warns(UserWarning, match=r"no mask\.png \(Mask\.png is not read"):
+        load_capture(f)
+
+
+def test_a_folder_of_captures_says_which_sub_folders_it_left_out(tmp_path: Path) -> None:
+    """A part whose lights file was missing or misnamed was dropped from a dataset silently."""
+    import shutil
+
+    from psinspect.dataset import find_captures
+
+    imgs, lights, mask = small_scene()
+    write_capture(tmp_path / "parts" / "a", imgs, lights, mask)
+    b = Path(shutil.copytree(tmp_path / "parts" / "a", tmp_path / "parts" / "b"))
+    (b / "light_directions.txt").rename(b / "Lights.TXT")
+    (b / "filenames.txt").unlink()
+    (tmp_path / "parts" / "notes").mkdir()  # no images: nothing to say
+    with pytest.warns(UserWarning, match=r"sub-folder\(s\) with images but no lights file .* "
+                                         r"left out: b$"):
+        assert [p.name for p in find_captures([tmp_path / "parts"])] == ["a"]

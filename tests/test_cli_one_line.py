@@ -73,7 +73,7 @@ def test_usage_error_is_one_line(args: list[str], expect: list[str], inputs: dic
 
 
 @pytest.mark.parametrize("args, expect", [
-    (["render", "-o", "{out}", "--parts", "0"], "--parts must be >= 1"),
+    (["render", "-o", "{out}", "--parts", "0"], "--parts must be between 1 and 10000"),
     (["normals", "{cap}", "-o", "{out}", "--gamma", "0"], "--gamma"),
     (["defects", "{npy}", "-o", "{out}", "--along", "foo"], "--along"),
     (["train", "{cap}", "-o", "{out}", "--model", "nosuch"], "--model 'nosuch'"),
@@ -293,6 +293,7 @@ def test_json_nested_too_deeply_is_one_line_or_ignored(inputs: dict[str, Path],
     cap = tmp_path / "cap"
     shutil.copytree(inputs["cap"], cap)
     (cap / "defects.json").write_text(deep)
+    shutil.copy(cap / "mask.png", cap / "M_defect.png")  # (the mask its records go with)
     code, _, err = run_cli(["detect", cap, "-o", tmp_path / "d2"], monkeypatch, capsys)
     assert code == 2 and "unreadable defect records (nested too deeply" in _one_error_line(
         err), err

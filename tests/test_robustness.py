@@ -644,11 +644,18 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
 
 
 @pytest.mark.parametrize(("args", "pattern"), [
-    (["render", "--parts", "0"], r"--parts must be >= 1"),
+    (["render", "--parts", "0"], r"--parts must be between 1 and 10000, got 0"),
+    (["render", "--parts", "100000000000"], r"--parts must be between 1 and 10000"),
+    (["render", "--instances", "100000000000"], r"--instances must be between 1 and 10000"),
+    (["render", "--max-defects", "100000", "--defect-rate", "1"],
+     r"--max-defects must be between 1 and 100"),
     (["render", "--size", "100000"], r"--size must be between"),
     (["render", "--lights", "2"], r"needs at least 3 lights"),
-    (["render", "--max-defects", "0", "--defect-rate", "1"], r"--max-defects must be >= 1"),
+    (["render", "--max-defects", "0", "--defect-rate", "1"],
+     r"--max-defects must be between 1 and 100, got 0"),
     (["render", "--defect-rate", "nan"], r"--defect-rate must be in \[0, 1\]"),
+    (["render", "--families", ","], r"--families ',': names nothing"),
+    (["defects", "GOOD", "--types", ""], r"--types '': names nothing"),
     (["render", "--layout", "spiral"], r"unknown light layout 'spiral'"),
     (["render", "--severity", "-1"], r"--severity"),
     (["render", "--severity", "nan"], r"--severity"),

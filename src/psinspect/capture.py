@@ -290,6 +290,9 @@ def _imread(path: Path) -> tuple[np.ndarray, float]:
         scale = 1.0
         if not np.isfinite(raw).all():
             raise PsinspectError(f"{path}: image contains NaN or Inf values")
+        if raw.size and raw.min() < 0:
+            raise PsinspectError(f"{path}: image has values below 0 (down to "
+                                 f"{float(raw.min()):.3g}): not linear light intensities")
     else:
         raise PsinspectError(f"{path}: unsupported pixel type {raw.dtype} (use 8 or 16 bit)")
     if raw.ndim == 3:
@@ -334,7 +337,9 @@ def natural_key(name: str) -> tuple[list[str | int], str]:
 
 
 def _list_plain_images(folder: Path) -> list[str]:
-    """The plain layout's image files, in natural order of their names (:func:`natural_key`)."""
+    """The plain layout's image files, in natural order of their names (:func:`natural_key`);
+    two names that this order cannot tell apart (``img01.png`` and ``img1.png``, ``IMG1.PNG``
+    and ``img1.png``) are refused: which light each goes with would be a guess."""
     names = []
     for p in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
         if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
@@ -342,7 +347,46 @@ def _list_plain_images(folder: Path) -> list[str]:
         if p.stem.lower() in _NON_CAPTURE_STEMS:
             continue
         names.append(p.name)
+    for a, b in zip(names, names[1:], strict=False):
+        if natural_key(a)[0] == natural_key(b)[0]:
+            raise PsinspectError(f"{folder}: images {a} and {b} take the same place in the "
+                                 "natural order of names (numbers by value, letters "
+                                 "regardless of case): rename them, or list the images in "
+                                 "light order in filenames.txt")
     return names
+
+
+def _check_distinct_images(images: np.ndarray, names: Sequence[str], folder: Path) -> None:
+    """Refuse two images (``images`` (K, H, W), their file ``names``) identical pixel for
+    pixel: one picture given for two lights (a file copied under another name), which
+    photometric stereo would solve silently with one light's shading at the wrong
+    direction. Candidates are found on a sparse sample, then compared whole."""
+    seen: dict[bytes, list[int]] = {}
+    sample = np.ascontiguousarray(images[:, ::7, ::7])
+    for k in range(len(images)):
+        for j in seen.setdefault(sample[k].tobytes(), []):
+            if np.array_equal(images[j], images[k]):
+                raise PsinspectError(f"{folder}: images {names[j]} and {names[k]} are "
+                                     "identical: one picture for two lights (a copy?); each "
+                                     "light needs its own image")
+        seen[sample[k].tobytes()].append(k)
+
+
+def _check_special_names(folder: Path) -> None:
+    """Refuse files named like a capture folder's special files but not as psinspect reads
+    them (``M_defect.PNG``, ``m_defect.jpg``, ``Light_Intensities.txt``, ``Lights.txt``): they
+    were skipped without a word, so a defective part trained as a good one, or every light
+    was taken as equally bright. A ``defects.json`` without ``M_defect.png`` is refused too."""
+    exact = {"m_defect": "M_defect.png", "light_intensities": INTENSITIES_FILE,
+             **{Path(f).stem: f for f in DEFAULT_LIGHTS_FILES}}
+    for p in folder.iterdir():
+        want = exact.get(p.stem.lower())
+        if want is not None and p.name != want:
+            raise PsinspectError(f"{p}: named like {want} but not as psinspect reads it "
+                                 f"(exactly {want}): rename it, or remove it")
+    if (folder / "defects.json").is_file() and not (folder / "M_defect.png").is_file():
+        raise PsinspectError(f"{folder}: defects.json without M_defect.png (the defect ground "
+                             "truth it goes with): add the mask, or remove defects.json")
 
 
 def _read_filenames(path: Path) -> list[str]:
@@ -532,6 +576,7 @@ def load_capture(
     if not (gamma > 0 and np.isfinite(gamma)):
         raise PsinspectError(f"--gamma must be a positive number, got {gamma}")
 
+    _check_special_names(folder)
     # --- image names and lights
     fn_file = folder / "filenames.txt"
     if fn_file.is_file():
@@ -638,7 +683,8 @@ def load_capture(
     else:
         mask = nonblack_any
         # (a mask in another format is left out of a plain layout's images, but not read)
-        other = sorted(p.name for p in folder.glob("mask.*") if p.is_file())
+        other = sorted(p.name for p in folder.iterdir()
+                       if p.is_file() and p.stem.lower() == "mask")
         unread = f" ({', '.join(other)} is not read: save the mask as mask.png)" if other else ""
         msg = (f"{folder}: no mask.png{unread}; using every non-black pixel as the object "
                f"({int(mask.sum())} of {mask.size} pixels)")
@@ -648,6 +694,7 @@ def load_capture(
 
     over_exposed = _warn_clipped(clipped, mask, paths, str(folder))
     check_shading(images, lights[idx], mask, str(folder))
+    _check_distinct_images(images, [names[i] for i in idx], folder)
     gt = _load_gt(folder, shape0)
     return Capture(
         name=folder.resolve().name,

@@ -58,6 +58,7 @@ import numpy as np
 
 from psinspect.capture import (
     CAPTURE_MARKERS,
+    IMAGE_SUFFIXES,
     capture_fingerprint,
     capture_mask_sha256,
     is_capture_folder,
@@ -148,6 +149,13 @@ def find_captures(paths: Sequence[str | Path]) -> list[Path]:
             raise PsinspectError(
                 f"{p}: not a capture folder (no {' / '.join(CAPTURE_MARKERS)}) and holds none"
                 + nested_captures_hint(p))
+        # a part whose lights file is missing or misnamed was left out without a word
+        left = sorted(q.name for q in p.iterdir() if q.is_dir() and not is_capture_folder(q)
+                      and any(f.suffix.lower() in IMAGE_SUFFIXES for f in q.iterdir()))
+        if left:
+            warnings.warn(f"{p}: sub-folder(s) with images but no lights file "
+                          f"({' / '.join(CAPTURE_MARKERS)}) left out: {', '.join(left[:5])}"
+                          f"{', ...' if len(left) > 5 else ''}", UserWarning, stacklevel=2)
         found.extend(subs)
     names = [f.resolve().name for f in found]
     dup = sorted({n for n in names if names.count(n) > 1})

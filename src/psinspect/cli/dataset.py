@@ -57,8 +57,8 @@ def dataset_cmd(
 
     check_output_dir(out, force, captures, command="dataset")
     hold = None if holdout is None else (
-        [] if holdout.strip().lower() == "none" else split_list(holdout) or [])
-    aug = [] if augment.strip().lower() == "none" else (split_list(augment) or [])
+        [] if holdout.strip().lower() == "none" else split_list(holdout, "--holdout"))
+    aug = [] if augment.strip().lower() == "none" else split_list(augment, "--augment")
     n_caps = len(find_captures(captures))
     with (staged_output_dir(out, force, captures, command="dataset") as stage,
           progress_bar(transient=True) as bar):
@@ -66,7 +66,7 @@ def dataset_cmd(
         manifest = build_dataset(
             captures, stage, holdout=hold, seed=seed, subsets=subsets,
             lights_per_subset=lights_per_subset, solver=solver, augment=aug,
-            defects_per_map=defects_per_map, defect_types=split_list(types),
+            defects_per_map=defects_per_map, defect_types=split_list(types, "--types"),
             severity=parse_severity(severity), min_angle=min_angle,
             skip_lights=parse_skip_lights(skip_lights),
             progress=lambda msg: bar.update(task, advance=1, description=msg))

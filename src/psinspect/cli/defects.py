@@ -15,11 +15,16 @@ from psinspect.errors import PsinspectError
 MAX_PER_IMAGE = 100
 
 
-def split_list(text: str | None) -> list[str] | None:
-    """``"a,b, c"`` -> ``["a", "b", "c"]``; ``None``/empty -> ``None``."""
-    if text is None or not text.strip():
+def split_list(text: str | None, option: str) -> list[str] | None:
+    """``"a,b, c"`` -> ``["a", "b", "c"]``; ``None`` (the option not given) -> ``None``; a
+    text that names nothing (``""``, ``","``) is a :class:`PsinspectError` naming ``option``
+    (it fell back to the option's default without a word)."""
+    if text is None:
         return None
-    return [t.strip() for t in text.split(",") if t.strip()]
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise PsinspectError(f"{option} {text!r}: names nothing (give comma-separated names)")
+    return items
 
 
 @app.command("defects")
@@ -90,7 +95,7 @@ def defects_cmd(
         raise PsinspectError(f"--per-image must be between 1 and {MAX_PER_IMAGE}, got {per_image}")
     check_min_angle(min_angle)
     check_along(along)
-    type_list = list(check_types(split_list(types)))
+    type_list = list(check_types(split_list(types, "--types")))
     sev = parse_severity(severity)
     check_output_dir(out, force, normals, command="defects")
     # named as detect names them (a file's stem, a folder's name, with as many of their

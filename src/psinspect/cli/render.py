@@ -83,7 +83,7 @@ def render_cmd(
     design_seed = 0 if design_seed is None else design_seed
     jitter_px = 3.0 if jitter_px is None else jitter_px
     jitter_deg = 3.0 if jitter_deg is None else jitter_deg
-    fams = split_list(families)
+    fams = split_list(families, "--families")
     if instances is not None and fams and len(fams) != 1:
         raise PsinspectError(f"--instances renders one design: give one family in "
                              f"--families, got {families}")
@@ -94,7 +94,7 @@ def render_cmd(
           progress_bar(transient=True) as bar):
         task = bar.add_task("rendering parts", total=count)
         common = dict(defect_rate=rate, lights=lights, seed=seed, size=size, layout=layout,
-                      max_defects=max_defects, defect_types=split_list(types),
+                      max_defects=max_defects, defect_types=split_list(types, "--types"),
                       severity=parse_severity(severity), specular=specular, shadows=shadows,
                       progress=lambda n: bar.advance(task, n))
         if instances is not None:

@@ -84,6 +84,7 @@ def run_cmd(
     defects and held-out surfaces, train (a minute of fine-tuning the bundled model on the
     run's good training parts; --from-scratch: from random weights; --pretrained: none), detect,
     evaluate; writes OUT/report.html, OUT/metrics.json and every artifact."""
+    from psinspect.cli.defects import split_list
     from psinspect.dataset import parse_skip_lights
     from psinspect.errors import PsinspectError
     from psinspect.fileio import check_output_dir, staged_output_dir
@@ -110,7 +111,7 @@ def run_cmd(
         data=None if data is None else str(data.resolve()), model=model, epochs=epochs,
         fine_tune=False if from_scratch else None,
         parts=parts, tta=tta, skip_lights=parse_skip_lights(skip_lights) or None,
-        holdout=None if holdout is None else [h.strip() for h in holdout.split(",") if h.strip()],
+        holdout=split_list(holdout, "--holdout"),
     )
     with staged_output_dir(out, force, [data], command="run") as stage:
         info = run_pipeline(stage, cfg, _RichReporter())
