@@ -385,6 +385,13 @@ def test_audit_capture_folders_read_wrong_without_a_word(tmp_path: Path) -> None
     for folder, said in cases:
         with pytest.raises(PsinspectError, match=said):
             load_capture(folder)
+    f = variant("link")
+    (f / "filenames.txt").unlink()
+    (f / "007.png").symlink_to(f / "gone.png")
+    with pytest.raises(PsinspectError, match=r"007\.png: a link to nothing"):
+        load_capture(f)
+    with pytest.raises(PsinspectError, match=r": is a folder, not a lights file$"):
+        load_capture(base, lights_file=tmp_path)
     f = variant("Mask")
     (f / "mask.png").rename(f / "Mask.png")
     with pytest.warns(UserWarning, match=r"no mask\.png \(Mask\.png is not read"):

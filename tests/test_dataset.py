@@ -343,8 +343,12 @@ def test_captures_of_one_surface_name_are_named_in_the_error(tmp_path: Path) -> 
     assert str(err.value) == (f"{a} and {b}: captures share the surface name part1; a dataset "
                               "names its surfaces by their folders: rename one")
 
-    with pytest.raises(PsinspectError, match="part1: this capture is given twice"):
+    with pytest.raises(PsinspectError, match=r"part1: this capture is given twice \(itself, "
+                                             r"and inside a folder of captures given\)$"):
         find_captures([a, tmp_path / "a"])
+    (tmp_path / "link").symlink_to(a)
+    with pytest.raises(PsinspectError, match=r"this capture is given twice \(also as "):
+        find_captures([a, tmp_path / "link"])
 
 
 def test_a_test_surface_read_with_warnings_is_reported_by_evaluate(

@@ -176,6 +176,8 @@ def lights_from_slant_tilt(slant_deg: np.ndarray | Sequence[float] | float,
 
 def _read_table(path: Path, what: str) -> tuple[np.ndarray, str | None]:
     """Numbers of a whitespace table with ``#`` comments -> (rows, cols) float64, format header."""
+    if path.is_dir():
+        raise PsinspectError(f"{path}: is a folder, not a {what} file")
     if not path.is_file():
         raise PsinspectError(f"{path}: {what} file not found")
     fmt = None
@@ -342,6 +344,8 @@ def _list_plain_images(folder: Path) -> list[str]:
     and ``img1.png``) are refused: which light each goes with would be a guess."""
     names = []
     for p in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_symlink() and not p.exists():
+            raise PsinspectError(f"{p}: a link to nothing (its image is gone)")
         if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
             continue
         if p.stem.lower() in _NON_CAPTURE_STEMS:

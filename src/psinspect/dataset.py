@@ -162,8 +162,9 @@ def find_captures(paths: Sequence[str | Path]) -> list[Path]:
     if dup:
         same = [f for f in found if f.resolve().name == dup[0]]
         if same[0].resolve() == same[1].resolve():
-            raise PsinspectError(f"{same[0]}: this capture is given twice (also as "
-                                 f"{same[1]})")
+            raise PsinspectError(f"{same[0]}: this capture is given twice (" + (
+                f"also as {same[1]})" if str(same[0]) != str(same[1])
+                else "itself, and inside a folder of captures given)"))
         raise PsinspectError(f"{same[0]} and {same[1]}: captures share the surface name "
                              f"{dup[0]}" + (f" (and {len(dup) - 1} more name(s))"
                                             if len(dup) > 1 else "")
