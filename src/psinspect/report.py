@@ -594,10 +594,11 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
     # a model retrained into the folder since: its records say nothing of the model that scored
     model_dir = summary.get("model_dir")
     config = read_model_config(model_dir) if model_dir else None
-    calibrated = summary.get("calibrated_thresholds") or {}
+    # detect's pixel threshold as calibrated (the model's own where --threshold replaced it)
+    own_pixel = (summary.get("calibrated_thresholds") or {}).get(
+        "pixel_threshold", summary.get("pixel_threshold"))
     changed = None if config is None else model_changed(
-        model_dir, config, summary.get("model_weights_sha256"),
-        calibrated.get("pixel_threshold", summary.get("pixel_threshold")))
+        model_dir, config, summary.get("model_weights_sha256"), own_pixel)
     info = {"predictions": pred_dir, "normals": normals_paths,
             "unmatched_predictions": unmatched,
             "pixel_threshold": summary.get("pixel_threshold"), "model": summary.get("model"),
@@ -611,6 +612,7 @@ def load_eval_items(pred_dir: Any, ground_truth: Any, splits: Sequence[str] = EV
             "splits": list(splits),
             "surfaces": surfaces, "pred_masks": pred_masks,
             "model_changed": changed, "ground_truth_changed": gt_changed,
+            "calibrated_pixel_threshold": own_pixel,
             "seen_in_training": (surfaces_seen_in_training(model_dir, manifest, map_shas)
                                  if model_dir and not changed else None),
             "seen_in_calibration": (surfaces_seen_in_calibration(model_dir, manifest, map_shas)
@@ -1050,12 +1052,10 @@ def write_evaluation(pred_dir: Any, ground_truth: Any, out: Any, *, force: bool 
         "predicted_masks": mask_metrics(info["pred_masks"], [it.gt for it in items],
                                         [it.mask for it in items])}
     metrics["verdicts"] = verdict_counts(info["verdicts"], info["defective"])
-    calibrated = info.get("calibrated_thresholds")
-    calibrated = calibrated if isinstance(calibrated, dict) else {}
     metrics["operating_points"], metrics["operating_points_note"] = model_operating_points(
         info.get("model_dir"), info.get("model_weights_sha256"), info.get("tta"),
         [it.image_score for it in items], info["defective"], info["light_counts"],
-        pixel_threshold=calibrated.get("pixel_threshold", info.get("pixel_threshold")))
+        pixel_threshold=info["calibrated_pixel_threshold"])
     metrics["test_surfaces_seen_in_training"] = info["seen_in_training"]
     metrics["test_surfaces_seen_in_calibration"] = info["seen_in_calibration"]
     metrics["test_surface_reading_warnings"] = info["reading_warnings"]
