@@ -300,6 +300,9 @@ def test_parse_light_spec() -> None:
         parse_light_spec("1-200,300", 10)
     with pytest.raises(PsinspectError, match=r"light 11 is outside"):
         parse_light_spec("1-11", 10)
+    # a range to a huge number is refused before it is listed light by light
+    with pytest.raises(PsinspectError, match=r"'1-1000000000000' goes past light 100000"):
+        parse_light_spec("1-1000000000000", 10)
     # three names of two lights: the count the user sees is explained
     with pytest.raises(PsinspectError, match=r"needs at least 3 lights, and these are 2 "
                                              r"different ones$"):
@@ -317,6 +320,8 @@ def test_skip_lights_parse_as_light_ranges() -> None:
         parse_skip_lights(["a:3-1"])
     with pytest.raises(PsinspectError, match=r"--skip-lights 'a:x': cannot parse 'x'"):
         parse_skip_lights(["a:x"])
+    with pytest.raises(PsinspectError, match=r"goes past light 100000"):
+        parse_skip_lights(["a:1-99999999999"])
 
 
 def test_farthest_point_lights_spread_and_deterministic() -> None:

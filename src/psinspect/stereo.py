@@ -79,10 +79,16 @@ class PSResult:
 # light subsets
 
 
+#: :func:`light_ranges` refuses light numbers above this (no capture has so many; a range up
+#: to 10**12 would be listed light by light)
+MAX_LIGHT_NUMBER = 100_000
+
+
 def light_ranges(spec: str, option: str) -> list[int]:
     """Parse 1-based inclusive light ranges like ``"1-20,40"`` -> 0-based indices, in the
     order given, repeats kept. ``option`` (e.g. ``"--lights '1-20,40'"``) starts each error
-    (:class:`PsinspectError`: bad syntax, a descending range, a light 0)."""
+    (:class:`PsinspectError`: bad syntax, a descending range, a light 0, a light past
+    :data:`MAX_LIGHT_NUMBER`)."""
     idx: list[int] = []
     for part in (p.strip() for p in str(spec).split(",")):
         m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
@@ -94,6 +100,9 @@ def light_ranges(spec: str, option: str) -> list[int]:
             raise PsinspectError(f"{option}: range {part!r} is descending")
         if a < 1:
             raise PsinspectError(f"{option}: lights are numbered from 1; {part!r} starts at 0")
+        if b > MAX_LIGHT_NUMBER:
+            raise PsinspectError(f"{option}: {part!r} goes past light {MAX_LIGHT_NUMBER} (no "
+                                 "capture has so many)")
         idx.extend(range(a - 1, b))
     return idx
 
