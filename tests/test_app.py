@@ -255,10 +255,12 @@ def test_the_app_scores_at_a_pixel_scale(tmp_path: Path, geometric_choice) -> No
     assert "Cannot inspect" in out[0] and "pixel scale must be between 0.1 and 4" in out[0]
     assert inspect_upload(ex, geometric_choice, None, None, tmp_path, scale=None)[0] == (
         inspect_upload(ex, geometric_choice, None, None, tmp_path)[0])
-    config = build_app([geometric_choice], tmp_path, examples=[]).config
-    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
-    (dep,) = [d for d in config["dependencies"] if d.get("api_name") == "inspect"]
-    assert dep["inputs"][-2:] == [ids["scale"], ids["operating-points"]]
+    demo = build_app([geometric_choice], tmp_path, examples=[])
+    ids = {c["props"].get("elem_id"): c["id"] for c in demo.config["components"]}
+    (dep,) = [d for d in demo.config["dependencies"] if d.get("api_name") == "inspect"]
+    # (after the API's inputs, the menu's pick: a session state, not an API input)
+    assert dep["inputs"][-2] == ids["scale"]
+    assert demo.blocks[dep["inputs"][-1]].skip_api
 
 
 def test_a_button_puts_the_thresholds_back_to_the_calibrated_values(tmp_path: Path,
@@ -273,8 +275,10 @@ def test_a_button_puts_the_thresholds_back_to_the_calibrated_values(tmp_path: Pa
     (dep,) = [d for d in config["dependencies"]
               if [ids["reset-thresholds"], "click"] in [list(t) for t in d["targets"]]]
     assert dep["inputs"] == [ids["model"]]
-    assert dep["outputs"] == [ids["threshold"], ids["image-threshold"], ids["operating-points"]]
-    pixel, image, _ = demo.fns[dep["id"]].fn(geometric_choice.label)
+    # (and the menu, and its pick kept for Inspect: cleared)
+    assert dep["outputs"][:3] == [ids["threshold"], ids["image-threshold"],
+                                  ids["operating-points"]]
+    pixel, image, *_ = demo.fns[dep["id"]].fn(geometric_choice.label)
     assert (pixel.value, image.value) == (geometric_choice.threshold,
                                           geometric_choice.image_threshold)
 
@@ -724,25 +728,27 @@ def test_a_menu_sets_the_pass_fail_threshold_for_a_share_of_good_parts_failing(
 
     pick = dep("operating-points", "input")
     assert pick["inputs"] == [ids["model"], ids["operating-points"]]
-    assert pick["outputs"] == [ids["image-threshold"]]
+    assert pick["outputs"][0] == ids["image-threshold"]
     five = next(p.threshold for p in operating_points(thorough) if p.rate == 0.05)
-    assert demo.fns[pick["id"]].fn(thorough.label, "0.05").value == five
+    slider, kept = demo.fns[pick["id"]].fn(thorough.label, "0.05")
+    assert slider.value == five and kept == "0.05"  # the pick kept for Inspect
     change = dep("model", "change")
-    assert change["outputs"][-1] == ids["operating-points"]
-    *_, shown = demo.fns[change["id"]].fn(thorough.label)
+    assert change["outputs"][-2] == ids["operating-points"]
+    *_, shown, kept = demo.fns[change["id"]].fn(thorough.label)
+    assert kept is None
     assert shown.choices == operating_point_menu(thorough) and shown.visible
-    *_, hidden = demo.fns[change["id"]].fn(geometric_choice.label)
+    *_, hidden, _ = demo.fns[change["id"]].fn(geometric_choice.label)
     assert hidden.choices == [] and hidden.visible is False
     release = dep("image-threshold", "input")
-    assert release["outputs"] == [ids["operating-points"]]
-    assert demo.fns[release["id"]].fn() is None
+    assert release["outputs"][0] == ids["operating-points"]
+    assert demo.fns[release["id"]].fn() == (None, None)
     reset = dep("reset-thresholds", "click")
-    assert reset["outputs"][-1] == ids["operating-points"]
-    assert demo.fns[reset["id"]].fn(bundled.label)[-1] is None
+    assert reset["outputs"][-2] == ids["operating-points"]
+    assert demo.fns[reset["id"]].fn(bundled.label)[-2:] == (None, None)
 
-    # the Inspect button sends the menu's pick with the sliders
+    # the Inspect button gets the pick kept by the menu's event (the same state)
     click = dep("inspect", "click")
-    assert click["inputs"][-1] == ids["operating-points"]
+    assert click["inputs"][-1] == pick["outputs"][1] == release["outputs"][1]
 
     # judged at the 5 % pick: the rule of detect --image-fpr 0.05 in the summary, whether
     # picked (the menu's value passed) or given as that threshold (an API client)

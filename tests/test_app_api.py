@@ -55,12 +55,12 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_count_choice, geome
 
 
 def _call(app, event: str, *inputs: Any) -> list[Any]:
-    """Run ``event`` with ``inputs``; Inspect's last one, the menu of shares of good parts
-    failing, is None (nothing picked) unless given."""
+    """Run ``event`` with the API's ``inputs``; as Gradio's /call route does, a None stands in
+    for each session-state input (Inspect's last: the menu's pick, which the session keeps)."""
     demo, state, deps = app
-    if event == "inspect" and len(inputs) == 5:
-        inputs = (*inputs, None)
-    return asyncio.run(demo.process_api(deps[event]["id"], list(inputs), state=state))["data"]
+    data = iter(inputs)
+    values = [None if demo.blocks[i].skip_api else next(data) for i in deps[event]["inputs"]]
+    return asyncio.run(demo.process_api(deps[event]["id"], values, state=state))["data"]
 
 
 def _file(path: Path) -> dict[str, Any]:
@@ -124,7 +124,7 @@ def test_threshold_inputs_after_the_model_changed(app, per_count_choice,
     import gradio as gr
 
     for label in (geometric_choice.label, per_count_choice.label):
-        pixel, image, points = _call(app, "model", label)
+        pixel, image, points, *_ = _call(app, "model", label)  # (then the pick, cleared)
         # (geometric models store no calibration scores to refit: no menu of other ones)
         assert points["choices"] == [] and points["visible"] is False
         assert pixel["maximum"] == (200.0 if label == per_count_choice.label else 30.0)
@@ -168,21 +168,6 @@ def test_a_pixel_scale_that_is_no_number_in_range_is_a_message(app, per_count_ch
     assert err.value.print_exception is False
     verdict = _call(app, "inspect", _file(CAPTURE), per_count_choice.label, None, None, None)[0]
     assert "FAIL" in verdict
-
-
-@pytest.mark.parametrize("pick", ["0.05", "abc", 0.3])
-def test_a_share_picked_that_the_model_does_not_offer_is_a_message(app, per_count_choice,
-                                                                    pick: Any) -> None:
-    """The menu's value reaches the inspection (the /inspect API's last input): a share the
-    menu does not offer (this model stores no calibration scores, and shows no menu) is a
-    one-line message to the client (the menu's own check), not a silent calibrated verdict,
-    and no traceback on the server."""
-    import gradio as gr
-
-    with pytest.raises(gr.Error) as err:
-        _call(app, "inspect", _file(CAPTURE), per_count_choice.label, None, None, 1.0, pick)
-    assert "is not in the list of choices" in str(err.value.message)
-    assert err.value.print_exception is False
 
 
 def test_a_hand_set_threshold_above_the_captures_own_is_said(tmp_path: Path,

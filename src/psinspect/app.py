@@ -1078,11 +1078,13 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
         menu = operating_point_menu(by_label[label])
         return gr.Dropdown(choices=menu, value=None, visible=bool(menu))
 
-    def point_threshold(label: str, rate: str | None) -> Any:
-        # the menu's pick: the pass/fail slider at that share's (general) threshold; a
-        # capture is judged by its light count's where the model has one (shown after it)
+    def point_threshold(label: str, rate: str | None) -> tuple[Any, Any]:
+        # the menu's pick: the pass/fail slider at that share's (general) threshold, and the
+        # pick kept for Inspect (a capture is judged by its light count's threshold for the
+        # share where the model has one, shown after it)
         points = {str(p.rate): p.threshold for p in operating_points(by_label[label])}
-        return gr.skip() if rate not in points else gr.Slider(value=points[rate])
+        return ((gr.skip(), None) if rate not in points
+                else (gr.Slider(value=points[rate]), rate))
 
     def run(upload: Any, label: str, threshold: float | None, image_threshold: float | None,
             scale: float | None = 1.0, operating_point: str | None = None) -> tuple[Any, ...]:
@@ -1162,6 +1164,10 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                                   elem_id="reset-thresholds")
                 button = gr.Button("Inspect", variant="primary", elem_id="inspect")
                 judged = gr.State(None)
+                # the menu's pick for Inspect (a session state, not an /inspect input: API
+                # clients keep their five inputs; one giving a share's threshold as the
+                # pass/fail threshold gets its rule recorded, :func:`_operating_point_rule`)
+                picked = gr.State(None)
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[upload],
                                 label="Examples (rendered parts)",
@@ -1183,16 +1189,16 @@ def build_app(choices: Sequence[ModelChoice], workdir: str | os.PathLike[str],
                                          "panel and summary.json, as psinspect detect writes",
                                    interactive=False, elem_id="results")
         # (the page's own events: no API endpoint; the README documents /inspect)
-        model.change(lambda label: (*sliders_for(label), menu_for(label)),
-                     inputs=[model], outputs=[threshold, image_threshold, points],
+        model.change(lambda label: (*sliders_for(label), menu_for(label), None),
+                     inputs=[model], outputs=[threshold, image_threshold, points, picked],
                      api_name=False)
-        points.input(point_threshold, inputs=[model, points], outputs=[image_threshold],
-                     api_name=False)
-        # a slider moved by hand or put back no longer shows a share picked from the menu
-        image_threshold.input(lambda: None, outputs=[points], api_name=False)
-        reset.click(lambda label: (*sliders_for(label), None), inputs=[model],
-                    outputs=[threshold, image_threshold, points], api_name=False)
-        button.click(run, inputs=[upload, model, threshold, image_threshold, scale, points],
+        points.input(point_threshold, inputs=[model, points],
+                     outputs=[image_threshold, picked], api_name=False)
+        # a slider moved by hand or put back no longer shows (or judges by) a share picked
+        image_threshold.input(lambda: (None, None), outputs=[points, picked], api_name=False)
+        reset.click(lambda label: (*sliders_for(label), None, None), inputs=[model],
+                    outputs=[threshold, image_threshold, points, picked], api_name=False)
+        button.click(run, inputs=[upload, model, threshold, image_threshold, scale, picked],
                      outputs=[verdict, normals_img, ref_img, heat_img, mask_img, table,
                               download, judged],
                      api_name="inspect").then(show_judged, inputs=[judged],
