@@ -112,7 +112,9 @@ def test_malformed_defect_records_are_one_line_errors(tmp_path: Path, text: str)
     cv2.imwrite(str(bad / "M_defect.png"), np.zeros((48, 48), np.uint8))
     (bad / "defects.json").write_text(text)
     with pytest.raises(PsinspectError, match=r"defects\.json: (unreadable defect records|"
-                                             r"'defects' must be a list)"):
+                                             r"malformed 'defects' \((a list of records "
+                                             r"expected, got 3|record 1 is 1, not an "
+                                             r"object)\))"):
         load_input(bad)
     with pytest.raises(PsinspectError, match=r"defects\.json: "):
         build_dataset(caps, tmp_path / "ds", seed=0, subsets=2, augment=[])
