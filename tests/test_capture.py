@@ -385,6 +385,12 @@ def test_audit_capture_folders_read_wrong_without_a_word(tmp_path: Path) -> None
     for folder, said in cases:
         with pytest.raises(PsinspectError, match=said):
             load_capture(folder)
+    f = variant("tiny")
+    (f / "light_intensities.txt").write_text("1\n1\n1e-300\n" + "1\n" * (len(imgs) - 3))
+    with pytest.raises(PsinspectError, match=r"003\.png: divided by its light's intensity "
+                                             r"\(line 3 of light_intensities\.txt\) it is no "
+                                             r"longer finite"):
+        load_capture(f)
     f = variant("link")
     (f / "filenames.txt").unlink()
     (f / "007.png").symlink_to(f / "gone.png")

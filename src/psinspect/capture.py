@@ -541,6 +541,11 @@ def capture_mask_sha256(folder: str | os.PathLike[str]) -> str | None:
     return file_sha256(mask) if mask.is_file() else None
 
 
+#: the range of ``--gamma`` (a camera's is about 2.2; 1e6 made every image black, and the
+#: capture was refused as "no light on the object")
+MIN_GAMMA, MAX_GAMMA = 0.1, 10.0
+
+
 def load_capture(
     path: str | os.PathLike[str],
     *,
@@ -577,8 +582,9 @@ def load_capture(
         raise PsinspectError(f"{folder}: is a file, not a capture folder (images + lights)")
     if not folder.is_dir():
         raise PsinspectError(f"{folder}: capture folder not found")
-    if not (gamma > 0 and np.isfinite(gamma)):
-        raise PsinspectError(f"--gamma must be a positive number, got {gamma}")
+    if not (MIN_GAMMA <= gamma <= MAX_GAMMA):  # (NaN fails too)
+        raise PsinspectError(f"--gamma must be a number between {MIN_GAMMA:g} and "
+                             f"{MAX_GAMMA:g} (2.2 for sRGB images), got {gamma}")
 
     _check_special_names(folder)
     # --- image names and lights
@@ -635,6 +641,10 @@ def load_capture(
                               tuple[int, np.ndarray] | None]:
         raw, scale = _imread(paths[j])
         grey = _to_grey(raw, scale, intens[idx[j]], gamma, channel_weights)
+        if not np.isfinite(grey).all():
+            raise PsinspectError(f"{paths[j]}: divided by its light's intensity (line "
+                                 f"{idx[j] + 1} of {INTENSITIES_FILE}) it is no longer finite: "
+                                 "that intensity is far too small")
         chans = raw.reshape(*raw.shape[:2], -1)
         nonblack = (chans > 0).any(axis=2) if need_nonblack else None
         # its pixels at its peak, where that is a sensor's full scale (clipped: over-exposed;
