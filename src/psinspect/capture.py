@@ -378,13 +378,15 @@ def _check_distinct_images(images: np.ndarray, names: Sequence[str], folder: Pat
 
 def _check_special_names(folder: Path) -> None:
     """Refuse files named like a capture folder's special files but not as psinspect reads
-    them (``M_defect.PNG``, ``m_defect.jpg``, ``Light_Intensities.txt``, ``Lights.txt``): they
-    were skipped without a word, so a defective part trained as a good one, or every light
-    was taken as equally bright. A ``defects.json`` without ``M_defect.png`` is refused too."""
-    exact = {"m_defect": "M_defect.png", "light_intensities": INTENSITIES_FILE,
-             **{Path(f).stem: f for f in DEFAULT_LIGHTS_FILES}}
+    them: a defect ground truth ``M_defect`` in another case or format (``M_defect.PNG``,
+    ``m_defect.jpg``), the intensities or a lights file in another case
+    (``Light_Intensities.txt``, ``Lights.txt``): they were skipped without a word, so a
+    defective part trained as a good one, or every light was taken as equally bright. A
+    ``defects.json`` without ``M_defect.png`` is refused too."""
+    texts = {f.lower(): f for f in (INTENSITIES_FILE, *DEFAULT_LIGHTS_FILES)}
     for p in folder.iterdir():
-        want = exact.get(p.stem.lower())
+        want = ("M_defect.png" if p.stem.lower() == "m_defect"
+                else texts.get(p.name.lower()))
         if want is not None and p.name != want:
             raise PsinspectError(f"{p}: named like {want} but not as psinspect reads it "
                                  f"(exactly {want}): rename it, or remove it")
