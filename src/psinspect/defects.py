@@ -118,6 +118,9 @@ SEVERITY_LEVELS: dict[str, tuple[float, float]] = {
 
 #: the largest severity accepted from the command line (2.5x the top of 'high')
 MAX_SEVERITY = 1.0
+#: most defects implanted into one map or rendered part (``defects --per-image``, ``render
+#: --max-defects``): more only takes time and hides the surface
+MAX_DEFECTS = 100
 
 #: sub-pixel samples per axis when evaluating a height field (box filter = pixel integration)
 SUPERSAMPLE = 3

@@ -36,13 +36,20 @@ MAX_MAP_PIXELS = 8192 * 8192
 MIN_MAP_SIDE = 8
 
 
-def normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+def normalize(vectors: np.ndarray, eps: float = 1e-12, *, length: np.ndarray | None = None,
+              out: np.ndarray | None = None) -> np.ndarray:
     """Unit vectors along the last axis; zero vectors stay zero. ``(..., 3) -> (..., 3)``.
+    ``length``: the vectors' :func:`vector_length`, where the caller has it; ``out``: a float32
+    array of the vectors' shape to write into (and return), no temporary of it made.
     (The models' hot path uses ``models.geometric.normalize``, a faster form whose last bits
     differ; the bundled model was calibrated with it.)"""
     v = np.asarray(vectors, dtype=np.float32)
-    norm = vector_length(v)[..., None]
-    return np.where(norm > eps, v / np.maximum(norm, eps), 0.0).astype(np.float32)
+    norm = (vector_length(v) if length is None else length)[..., None]
+    if out is None:
+        return np.where(norm > eps, v / np.maximum(norm, eps), 0.0).astype(np.float32)
+    np.divide(v, np.maximum(norm, eps), out=out)
+    np.copyto(out, 0.0, where=~(norm > eps))
+    return out
 
 
 def vector_length(v: np.ndarray) -> np.ndarray:
@@ -137,10 +144,8 @@ def decode_png(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         length = vector_length(blk)
         n_off += int(np.count_nonzero((np.abs(length - 1.0) > PNG_UNIT_TOLERANCE)
                                       & judged[r0:r0 + rows]))
-        # renormalised as :func:`normalize` does (the same arithmetic, in place), 0 outside
-        out = n[r0:r0 + rows]
-        np.divide(blk, np.maximum(length, 1e-12)[..., None], out=out)
-        np.copyto(out, 0.0, where=~(mask[r0:r0 + rows] & (length > 1e-12))[..., None])
+        out = normalize(blk, length=length, out=n[r0:r0 + rows])
+        np.copyto(out, 0.0, where=~mask[r0:r0 + rows, :, None])
     n_judged = int(np.count_nonzero(judged))
     off = n_off / n_judged if n_judged else 0.0
     if off > PNG_OFF_UNIT_SHARE:

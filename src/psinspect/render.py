@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from psinspect.align import random_pose, warp_image
-from psinspect.defects import check_types, implant_defects_height
+from psinspect.defects import MAX_DEFECTS, check_types, implant_defects_height
 from psinspect.errors import PsinspectError
 from psinspect.fileio import save_json, save_png
 from psinspect.normalmap import height_gradient, normals_from_height
@@ -790,8 +790,6 @@ def _shade(rng: np.random.Generator, height: np.ndarray, albedo: np.ndarray, mas
 #: the most parts (or instances) one ``render`` makes: a count of 1e11 ran until killed
 #: (an audit); 10000 parts of 256 px with 12 lights are about 20 GB
 MAX_PARTS = 10000
-#: the most defects on one part (``defects --per-image`` has the same bound)
-MAX_DEFECTS = 100
 
 
 def _check_defect_args(defect_rate: float, max_defects: int,

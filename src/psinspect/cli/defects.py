@@ -8,11 +8,8 @@ from typing import Annotated
 import typer
 
 from psinspect.cli import MAX_SEED, app, progress_bar
-from psinspect.defects import DEFECT_TYPES, HELD_OUT_TYPES
+from psinspect.defects import DEFECT_TYPES, HELD_OUT_TYPES, MAX_DEFECTS
 from psinspect.errors import PsinspectError
-
-#: most defects implanted into one map (more only takes time and hides the surface)
-MAX_PER_IMAGE = 100
 
 
 def split_list(text: str | None, option: str) -> list[str] | None:
@@ -91,8 +88,8 @@ def defects_cmd(
         load_normal_map,
     )
 
-    if not 1 <= per_image <= MAX_PER_IMAGE:
-        raise PsinspectError(f"--per-image must be between 1 and {MAX_PER_IMAGE}, got {per_image}")
+    if not 1 <= per_image <= MAX_DEFECTS:
+        raise PsinspectError(f"--per-image must be between 1 and {MAX_DEFECTS}, got {per_image}")
     check_min_angle(min_angle)
     check_along(along)
     type_list = list(check_types(split_list(types, "--types")))
