@@ -135,6 +135,17 @@ def test_light_ranges_stop_at_light_100000() -> None:
             light_ranges(spec, "--x")
 
 
+
+def test_repeated_light_ranges_are_refused_before_they_are_listed() -> None:
+    """Ranges repeated past MAX_LIGHT_NUMBER lights in all are refused without listing them
+    ('1-100000' given 100 times built a list of 10**7 lights, 0.5 GB, before any check)."""
+    from psinspect.stereo import light_ranges
+
+    assert len(light_ranges("1-50000,1-50000", "--x")) == 100_000
+    for spec in ("1-50000,1-50000,1", ",".join(["1-100000"] * 100)):
+        with pytest.raises(PsinspectError, match=r"^--x: names more than 100000 lights in all"):
+            light_ranges(spec, "--x")
+
 def test_one_light_named_twice_outside_the_capture_is_one_light() -> None:
     """Kills: `one = len(indices) == 1` in lights_named (a repeated light said as 'lights ...
     are')."""

@@ -88,7 +88,7 @@ def light_ranges(spec: str, option: str) -> list[int]:
     """Parse 1-based inclusive light ranges like ``"1-20,40"`` -> 0-based indices, in the
     order given, repeats kept. ``option`` (e.g. ``"--lights '1-20,40'"``) starts each error
     (:class:`PsinspectError`: bad syntax, a descending range, a light 0, a light past
-    :data:`MAX_LIGHT_NUMBER`)."""
+    :data:`MAX_LIGHT_NUMBER`, more than that many lights in all)."""
     idx: list[int] = []
     for part in (p.strip() for p in str(spec).split(",")):
         m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
@@ -103,6 +103,9 @@ def light_ranges(spec: str, option: str) -> list[int]:
         if b > MAX_LIGHT_NUMBER:
             raise PsinspectError(f"{option}: {part!r} goes past light {MAX_LIGHT_NUMBER} (no "
                                  "capture has so many)")
+        if len(idx) + b - a + 1 > MAX_LIGHT_NUMBER:  # ranges repeated (listing them costs GBs)
+            raise PsinspectError(f"{option}: names more than {MAX_LIGHT_NUMBER} lights in all "
+                                 "(repeats counted; no capture has so many)")
         idx.extend(range(a - 1, b))
     return idx
 
