@@ -348,3 +348,14 @@ def test_an_empty_name_list_is_refused(tmp_path: Path, monkeypatch, capsys, comm
     assert code == 2 and error_lines(err) == [
         f"error: {option} ',': names nothing (give comma-separated names)"], err
     assert not (tmp_path / "out").exists()
+
+
+def test_defect_records_null_read_as_none(tmp_path: Path) -> None:
+    """``"defects": null`` in a defects.json is read as no records, a list as annotated."""
+    from psinspect.defects import read_defect_records
+
+    p = tmp_path / "defects.json"
+    p.write_text('{"defects": null}')
+    assert read_defect_records(p) == []
+    p.write_text('{"defects": [{"type": "dent", "level": "low", "severity": 0.2}]}')
+    assert read_defect_records(p)[0]["type"] == "dent"

@@ -826,7 +826,8 @@ def implant_defects_height(
 
 def read_defect_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The defect records of a ``defects.json`` (as :mod:`psinspect.render` writes it beside
-    a capture's ``M_defect.png``); a malformed one is a :class:`PsinspectError`."""
+    a capture's ``M_defect.png``; ``"defects": null`` reads as none); a malformed one is a
+    :class:`PsinspectError`."""
     try:
         records = read_json(path)["defects"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
@@ -834,7 +835,7 @@ def read_defect_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     bad = defect_records_problem(records)
     if bad:
         raise PsinspectError(f"{path}: malformed 'defects' ({bad})")
-    return records
+    return records or []
 
 
 def defect_records_problem(records: Any) -> str | None:
