@@ -8,6 +8,7 @@ silently."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import warnings
 from pathlib import Path
@@ -217,6 +218,56 @@ def test_the_web_apps_menu_judges_a_capture_by_its_light_counts_threshold_for_a_
     p = predict(capture, choice, None, general)
     assert p.image_threshold == general
     assert p.summary["image_threshold_calibration"].startswith("set by hand")
+
+
+def _capture_input(lights_model, path: Path):
+    """(the app's choice of the lights model, the capture ``path`` as the app's input)."""
+    from psinspect.app import InspectionInput, ModelChoice
+    from psinspect.detect import load_input
+    from psinspect.modelstore import load_model_dir
+
+    bundle = load_model_dir(lights_model["model"])
+    solver = bundle.input_handling["ps_solver"]
+    inp = load_input(path, solver=solver, capture_images=True)
+    return ModelChoice("m", bundle), InspectionInput(
+        path.name, inp.normals, inp.mask, inp.confidence, kind="capture",
+        capture=(*inp.capture_images, solver))
+
+
+def test_a_menu_pick_judges_a_capture_of_another_light_count_by_the_general_threshold(
+        lights_model, tmp_path: Path) -> None:
+    """A 10-light capture, a count the model has no thresholds of: the share's general
+    threshold judges it, and the page does not say a light count's did (session 37, B)."""
+    from psinspect.app import picked_operating_point, predict, verdict_html
+
+    ten = render_instances(tmp_path / "ten", 1, design_seed=5, seed=4, size=64, lights=10)[0]
+    choice, capture = _capture_input(lights_model, ten)
+    point = picked_operating_point(choice, "0.2")
+    assert 10 not in point.by_light_count and point.by_light_count  # (else proves nothing)
+    p = predict(capture, choice, None, None, operating_point=point)
+    assert p.image_threshold == point.threshold and p.image_threshold_lights is None
+    html = verdict_html(p)
+    assert f"(pass/fail threshold {point.threshold:.4g}, for 20% of good parts failing)" in html
+    assert "-light captures" not in html
+
+
+def test_a_menu_pick_at_a_light_counts_own_threshold_replaces_nothing(lights_model) -> None:
+    """The share whose 12-light threshold is the model's calibrated one for 12-light captures
+    (its own --image-fpr): a 12-light capture is judged as without a pick, not as by a
+    threshold set otherwise (compared with the count's own, not the general one)."""
+    from psinspect.app import operating_points, predict
+
+    choice, capture = _capture_input(lights_model, lights_model["bad"])
+    own12 = lights_model["config"]["thresholds_by_light_count"]["12"]["image_threshold"]
+    point = next(p for p in operating_points(choice)
+                 if math.isclose(p.by_light_count.get(12, math.nan), own12, rel_tol=1e-9))
+    assert not math.isclose(point.threshold, own12)  # (the general one differs)
+    plain = predict(capture, choice, None, None)
+    picked = predict(capture, choice, None, None, operating_point=point)
+    assert "calibrated_thresholds" not in plain.summary
+    assert "calibrated_thresholds" not in picked.summary
+    assert picked.image_threshold == plain.image_threshold == own12
+    assert picked.image_threshold_lights == 12
 
 
 def test_a_model_without_per_count_thresholds_judges_as_before(lights_model,

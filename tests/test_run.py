@@ -105,6 +105,8 @@ def _check_run_folder(out: Path, stderr: str) -> dict:
     assert "evaluate" in run["timings_s"] and f"Stage times (s): {times}." in (
         out / "report.html").read_text()
     v = metrics["verdicts"]
+    assert f"Verdicts at the calibrated image threshold: {verdicts_text(v)}." in (
+        out / "report.html").read_text()
     assert v["defective_failed"] + v["defective_passed"] == pooled["defective_maps"]
     assert sum(v[k] for k in ("defective_failed", "defective_passed", "clean_failed",
                               "clean_passed")) == pooled["maps"]
