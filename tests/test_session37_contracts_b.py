@@ -226,7 +226,9 @@ def test_an_empty_input_name_is_refused(setup, tmp_path: Path, monkeypatch, caps
     {"pixel_threshold": -0.5, "image_threshold": 1.0},  # below 0
     {"pixel_threshold": 1.0, "image_threshold": 1.0, "lights": 8},  # another key
     [1.0, 2.0],  # not an object
-], ids=["negative", "other-key", "a-list"])
+    {},  # neither
+    {"image_threshold": 1.0},  # the pixel threshold missing
+], ids=["negative", "other-key", "a-list", "empty", "one-key"])
 def test_calibrated_thresholds_that_detect_does_not_write_are_refused(
         setup, tmp_path: Path, monkeypatch, capsys, calibrated: Any) -> None:
     det = _edited_det(setup, tmp_path, lambda s: s.update(calibrated_thresholds=calibrated))
@@ -244,14 +246,17 @@ def test_calibrated_thresholds_as_detect_writes_them_are_taken(setup, tmp_path: 
     assert code == 0, err
 
 
-def _judged_by_8_lights(group: Any, calibrated: bool) -> Callable[[dict], None]:
+def _judged_by_8_lights(group: Any, calibrated: bool | None) -> Callable[[dict], None]:
     """A summary edit: its first input judged by the thresholds of 8-light captures, the run's
     group of those ``group``; ``calibrated``: the run's thresholds set by hand (the summary
-    holds calibrated_thresholds, as detect --threshold writes)."""
+    holds calibrated_thresholds, as detect --threshold writes; None: it holds them as null,
+    which is none)."""
     def edit(s: dict) -> None:
         s["inputs"][0]["thresholds_for_lights"] = 8
         s["thresholds_by_light_count"] = {"8": group}
-        if calibrated:
+        if calibrated is None:
+            s["calibrated_thresholds"] = None
+        elif calibrated:
             s["calibrated_thresholds"] = {"pixel_threshold": s["pixel_threshold"],
                                           "image_threshold": s["image_threshold"]}
     return edit
@@ -270,6 +275,7 @@ def test_an_input_judged_by_a_light_counts_thresholds(setup, tmp_path: Path, mon
     runs = [("other", other, False, 2, "is not the run's"),
             ("same", same, False, 0, None),
             ("by-hand", other, True, 0, None),
+            ("null", other, None, 2, "is not the run's"),
             ("no-object", 5, False, 2, "judged by the thresholds of 8-light captures, which "
                                        "the run has none of")]
     for name, group, calibrated, want, said in runs:

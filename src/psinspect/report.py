@@ -700,7 +700,7 @@ def _check_entry_thresholds(entry: dict[str, Any], summary: dict[str, Any],
             raise PsinspectError(f"{spath}: input {entry['name']!r}: judged by the thresholds "
                                  f"of {count!r}-light captures, which the run has none of "
                                  "(the summary was edited)")
-        if ("calibrated_thresholds" not in summary and "pixel_threshold" in entry
+        if (summary.get("calibrated_thresholds") is None and "pixel_threshold" in entry
                 and entry["pixel_threshold"] != group.get("threshold")):
             raise PsinspectError(f"{spath}: input {entry['name']!r}: pixel_threshold "
                                  f"{entry['pixel_threshold']!r} is not the run's "
@@ -775,7 +775,7 @@ def _check_operating_point(summary: dict[str, Any], spath: Any) -> None:
     if calibrated is not None and not (
             isinstance(calibrated, dict)
             and all(is_number(v) and v >= 0 for v in calibrated.values())
-            and set(calibrated) <= {"pixel_threshold", "image_threshold"}):
+            and set(calibrated) == {"pixel_threshold", "image_threshold"}):
         raise PsinspectError(f"{spath}: not a detect summary (calibrated_thresholds must hold "
                              f"a pixel_threshold and an image_threshold >= 0, got "
                              f"{calibrated!r:.80})")
