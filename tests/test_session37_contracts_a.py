@@ -78,14 +78,28 @@ def test_identical_images_are_named_by_their_files_when_lights_are_selected(
 
 
 def test_images_equal_on_a_sparse_sample_but_not_whole_are_kept(tmp_path: Path) -> None:
-    """The identical-image check compares candidates whole (kills: `np.array_equal(...)` ->
-    `True`, which refused two images equal only on the 7 px sampling grid)."""
+    """Images that differ in one pixel are not identical (the check once compared a sparse
+    sample first; `np.array_equal(...)` -> `True` refused two images equal on its grid)."""
     imgs, lights, mask = _scene(h=16, w=16)
     imgs[3] = imgs[2]
     imgs[3, 5, 5] = imgs[2, 5, 5] * 0.5  # (5, 5) is off the ::7 grid
     folder = write_capture(tmp_path / "near", imgs, lights, mask)
     assert load_capture(folder).images.shape == imgs.shape
 
+
+
+def test_one_picture_for_two_lights_is_refused_whatever_their_intensities(
+        tmp_path: Path) -> None:
+    """A copied image file is refused in a capture with light intensities too (every
+    DiLiGenT-layout and rendered capture): divided by two different intensities the copies
+    no longer compared equal, and the capture was solved without a word."""
+    imgs, lights, mask = _scene(h=16, w=16)
+    intens = np.linspace(0.8, 1.3, len(imgs))
+    folder = write_capture(tmp_path / "cap", imgs, lights, mask, intensities=intens)
+    assert load_capture(folder).images.shape == imgs.shape
+    shutil.copy(folder / "003.png", folder / "004.png")
+    with pytest.raises(PsinspectError, match=r"images 003\.png and 004\.png are identical"):
+        load_capture(folder)
 
 def test_lights_files_in_another_case_are_refused_another_tools_json_is_not(
         base: Path) -> None:

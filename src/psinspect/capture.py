@@ -53,6 +53,7 @@ image rows grow downward (a row step is -y).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import warnings
@@ -360,20 +361,20 @@ def _list_plain_images(folder: Path) -> list[str]:
     return names
 
 
-def _check_distinct_images(images: np.ndarray, names: Sequence[str], folder: Path) -> None:
-    """Refuse two images (``images`` (K, H, W), their file ``names``) identical pixel for
-    pixel: one picture given for two lights (a file copied under another name), which
-    photometric stereo would solve silently with one light's shading at the wrong
-    direction. Candidates are found on a sparse sample, then compared whole."""
-    seen: dict[bytes, list[int]] = {}
-    sample = np.ascontiguousarray(images[:, ::7, ::7])
-    for k in range(len(images)):
-        for j in seen.setdefault(sample[k].tobytes(), []):
-            if np.array_equal(images[j], images[k]):
-                raise PsinspectError(f"{folder}: images {names[j]} and {names[k]} are "
-                                     "identical: one picture for two lights (a copy?); each "
-                                     "light needs its own image")
-        seen[sample[k].tobytes()].append(k)
+def _check_distinct_images(digests: Sequence[bytes], names: Sequence[str], folder: Path
+                           ) -> None:
+    """Refuse two images whose files decode to the same pixels (``digests``: a hash of each
+    image's decoded pixels, shape and type, as read, before any division by its light's
+    intensity; ``names``: their files): one picture given for two lights (a file copied under
+    another name), which photometric stereo would solve silently with one light's shading at
+    the wrong direction."""
+    seen: dict[bytes, int] = {}
+    for k, digest in enumerate(digests):
+        j = seen.setdefault(digest, k)
+        if j != k:
+            raise PsinspectError(f"{folder}: images {names[j]} and {names[k]} are "
+                                 "identical: one picture for two lights (a copy?); each "
+                                 "light needs its own image")
 
 
 def _check_special_names(folder: Path) -> None:
@@ -640,8 +641,11 @@ def load_capture(
     _check_sizes_from_headers(paths)
 
     def work(j: int) -> tuple[np.ndarray, np.ndarray | None, float,
-                              tuple[int, np.ndarray] | None]:
+                              tuple[int, np.ndarray] | None, bytes]:
         raw, scale = _imread(paths[j])
+        raw = np.ascontiguousarray(raw)
+        # (images of other sizes or bit depths are refused below, so the bytes alone tell)
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
         grey = _to_grey(raw, scale, intens[idx[j]], gamma, channel_weights)
         if not np.isfinite(grey).all():
             raise PsinspectError(f"{paths[j]}: divided by its light's intensity (line "
@@ -656,13 +660,13 @@ def load_capture(
                else None)
         if progress is not None:
             progress(1)
-        return grey, nonblack, scale, top
+        return grey, nonblack, scale, top, digest
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(work, range(len(paths))))
     shape0 = results[0][0].shape
     scale0 = results[0][2]
-    for p, (grey, _, scale, _) in zip(paths, results, strict=True):
+    for p, (grey, _, scale, _, _) in zip(paths, results, strict=True):
         if grey.shape != shape0:
             raise PsinspectError(
                 f"{p}: image size {grey.shape[1]}x{grey.shape[0]} differs from "
@@ -678,6 +682,7 @@ def load_capture(
     # the highest full scale any image reaches is the camera's: its images' pixels there
     level = max((r[3][0] for r in results if r[3] is not None), default=None)
     clipped = [r[3][1] if r[3] is not None and r[3][0] == level else None for r in results]
+    digests = [r[4] for r in results]
     del results
 
     # --- mask
@@ -710,7 +715,7 @@ def load_capture(
 
     over_exposed = _warn_clipped(clipped, mask, paths, str(folder))
     check_shading(images, lights[idx], mask, str(folder))
-    _check_distinct_images(images, [names[i] for i in idx], folder)
+    _check_distinct_images(digests, [names[i] for i in idx], folder)
     gt = _load_gt(folder, shape0)
     return Capture(
         name=folder.resolve().name,
