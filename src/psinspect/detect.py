@@ -679,7 +679,9 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     is refused."""
     from psinspect.capture import (
         CAPTURE_MARKERS,
+        DEFAULT_LIGHTS_FILES,
         IMAGE_SUFFIXES,
+        INTENSITIES_FILE,
         is_capture_folder,
         natural_key,
         nested_captures_hint,
@@ -708,6 +710,16 @@ def expand_capture_sets(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             kind, why = ("capture folders", f" (no {' / '.join(CAPTURE_MARKERS)})") if (
                 len(solved) < len(subs)) else ("'psinspect normals' output folders", "")
             maps = normal_map_files(p)
+            # a capture folder without its lights file (its images were each refused as
+            # 'not a normal map'; a mask beside .npy maps, but a capture's Normal_gt.npy, is
+            # not a capture's)
+            own = [f for f in (INTENSITIES_FILE, "mask.png") if (p / f).is_file() and (
+                f == INTENSITIES_FILE
+                or not any(q.suffix == ".npy" and q.stem != "Normal_gt" for q in maps))]
+            if not subs and own:
+                raise PsinspectError(
+                    f"{p}: holds {own[0]} as a capture folder does, but no lights file "
+                    f"({' or '.join(DEFAULT_LIGHTS_FILES)}): add the capture's lights file")
             if not subs:
                 subs, kind, why = maps, "normal maps", " (.npy or .png)"
             # never skip a part silently: a broken capture, a nested folder, a loose map (not

@@ -1,0 +1,43 @@
+"""What a fresh user's trial of the README found (2026-12-03): each case as the user met it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from _robust_util import error_lines, run_cli, tiny_capture
+
+
+@pytest.mark.parametrize("keep", [("light_intensities.txt",), ("mask.png",),
+                                  ("mask.png", "Normal_gt.npy")])
+def test_detect_names_a_capture_folders_missing_lights_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        keep: tuple[str, ...]) -> None:
+    """A capture folder (plain layout: no filenames.txt) without its lights file was taken
+    for a folder of normal maps, and each image refused as 'not a normal map'."""
+    cap = tiny_capture(tmp_path / "cap", with_gt=True)
+    (cap / "light_intensities.txt").write_text("1\n" * 6)
+    for f in ("filenames.txt", "light_directions.txt", "light_intensities.txt", "mask.png",
+              "Normal_gt.npy"):
+        if f not in keep and (cap / f).exists():
+            (cap / f).unlink()
+    code, _, err = run_cli(["detect", cap, "-o", tmp_path / "out"], monkeypatch, capsys)
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert f"holds {keep[0]} as a capture folder does, but no lights file" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_maps_with_a_mask_beside_them_is_no_capture(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    """A mask beside .npy maps does not make a folder a capture without lights."""
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    n = np.zeros((16, 16, 3), np.float32)
+    n[..., 2] = 1.0
+    np.save(folder / "a.npy", n)
+    cv2.imwrite(str(folder / "mask.png"), np.full((16, 16), 255, np.uint8))
+    code, _, err = run_cli(["detect", folder, "-o", tmp_path / "out"], monkeypatch, capsys)
+    assert code == 2 and "as a capture folder does" not in err and "mask.png" in err, err
