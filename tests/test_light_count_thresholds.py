@@ -19,6 +19,7 @@ from _robust_util import error_lines, run_cli
 
 from psinspect.errors import PsinspectError
 from psinspect.render import render_instances
+from psinspect.train import light_count_few_maps_note
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +100,10 @@ def test_a_defective_capture_is_judged_with_its_light_counts_thresholds(
     assert entry["verdict"] == "fail" and entry["thresholds_for_lights"] == 12
     assert entry["image_threshold"] == by_count["12"]["image_threshold"]
     assert entry["pixel_threshold"] == by_count["12"]["threshold"]
-    assert "warnings" not in entry
-    assert cal8["thresholds_for_lights"] == 8 and "warnings" not in cal8
+    # (5 good 12-light maps: fewer than a fit needs to be sure of, said; no other warning)
+    assert entry["warnings"] == [light_count_few_maps_note(12, 5)]
+    assert cal8["thresholds_for_lights"] == 8
+    assert cal8["warnings"] == [light_count_few_maps_note(8, 3)]
     assert cal8["image_threshold"] == by_count["8"]["image_threshold"]
     assert summary["image_threshold"] == config["image_threshold"]  # the general one
     assert summary["thresholds_by_light_count"]["12"]["maps"] == 5
@@ -159,7 +162,8 @@ def test_the_web_app_judges_a_capture_with_its_light_counts_thresholds(lights_mo
         p = predict(upload, choice, *args)
         assert p.verdict == "FAIL" and p.image_threshold == by_count["12"]["image_threshold"]
         (entry,) = p.summary["inputs"]
-        assert entry["thresholds_for_lights"] == 12 and "warnings" not in entry
+        assert entry["thresholds_for_lights"] == 12
+        assert entry["warnings"] == [light_count_few_maps_note(12, 5)]
         assert "calibrated_thresholds" not in p.summary
         # the page says which threshold judged it (the slider shows the general one)
         assert (f"(pass/fail threshold {by_count['12']['image_threshold']:.4g}, the one for "
@@ -298,7 +302,8 @@ def test_a_model_without_per_count_thresholds_judges_as_before(lights_model,
     assert any("fitted to captures of 8 and 12" in str(w.message) for w in caught)
     # with the field: the 12-light thresholds, no warning; a count never seen still warns
     new = load_model_dir(lights_model["model"])
-    assert light_count_note(new, 12) is None and light_count_note(new, 8) is None
+    assert light_count_note(new, 12) == light_count_few_maps_note(12, 5)
+    assert light_count_note(new, 8) == light_count_few_maps_note(8, 3)
     assert light_count_note(new, 6).startswith("solved from 6 lights, the model's training "
                                                "captures from 8 / 12")
     summary = write_detection_outputs([lights_model["bad"]], tmp_path / "d2", new)
@@ -364,7 +369,8 @@ def test_a_light_count_of_one_good_capture_is_warned_about(tmp_path: Path, monke
     assert entry["image_score"] == entry["image_threshold"] and entry["verdict"] == "pass"
     assert entry["warnings"] == [
         "the model's thresholds for 5 lights come from one good map of that count (its peak "
-        "score; a fit for --image-fpr needs at least 2): good parts may fail (train or "
+        "score; a fit for --image-fpr needs at least 2): good parts may fail or defective "
+        "ones pass (train or "
         "--calibrate-on with more good captures under these lights)"]
 
 
@@ -463,3 +469,12 @@ def test_the_light_count_evaluate_reads_from_a_detect_summary(entry, count) -> N
     from psinspect.report import summary_light_count
 
     assert summary_light_count(entry) == count
+
+
+def test_train_warns_of_light_counts_fitted_to_few_maps(lights_model) -> None:
+    """Each light count fitted to fewer than MIN_FIT_MAPS good maps is warned about at
+    training (two 8-light captures to --calibrate-on got thresholds of their own without a
+    word; the pooled fit over all 8 maps got none either)."""
+    said = lights_model["warnings"]
+    assert light_count_few_maps_note(12, 5) in said and light_count_few_maps_note(8, 3) in said
+    assert "are a fit to only 3 good maps of that count" in light_count_few_maps_note(8, 3)

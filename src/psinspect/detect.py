@@ -1055,12 +1055,15 @@ def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:
     ``input.capture_lights``), whose lights its thresholds assume; or its count is among
     several the model's captures had and its thresholds were fitted to all of them together
     (a model made before thresholds were calibrated per light count), or the thresholds of its
-    count come from a single good map (no fit). None when it has the one count of theirs, or
-    one the model has thresholds of its own for, or the model records none. A map of unknown
+    count come from fewer than ``train.MIN_FIT_MAPS`` good maps (one: no fit). None when it
+    has the one count of theirs, or one the model has thresholds of its own for, fitted to
+    enough maps, or the model records none. A map of unknown
     count (``num_lights`` None: other normal maps) is said to be judged by the general
     thresholds where the model has thresholds per light count: those were fitted across the
     counts, to the higher-scoring ones (a defective 12-light map passed a model calibrated
     on 12- and 8-light captures that failed it per count)."""
+    from psinspect.train import MIN_FIT_MAPS, light_count_few_maps_note
+
     trained = bundle.input_handling.get("capture_lights")
     by_count = light_count_thresholds(bundle)
     if num_lights is None and by_count:
@@ -1074,10 +1077,8 @@ def light_count_note(bundle: ModelBundle, num_lights: int | None) -> str | None:
         return None
     group = by_count.get(num_lights)
     if group is not None:
-        return None if group["maps"] > 1 else (
-            f"the model's thresholds for {num_lights} lights come from one good map of that "
-            "count (its peak score; a fit for --image-fpr needs at least 2): good parts may "
-            "fail (train or --calibrate-on with more good captures under these lights)")
+        return (None if group["maps"] >= MIN_FIT_MAPS
+                else light_count_few_maps_note(num_lights, group["maps"]))
     if num_lights in trained:
         return None if len(trained) == 1 else (
             f"the model's thresholds were fitted to captures of "

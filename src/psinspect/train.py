@@ -547,6 +547,18 @@ def few_maps_note(calibration: dict[str, Any]) -> str | None:
             "--calibrate-on)")
 
 
+def light_count_few_maps_note(num_lights: int, maps: int) -> str:
+    """Why the thresholds of a model's ``num_lights``-light captures (fitted to ``maps``
+    good maps of that count, fewer than :data:`MIN_FIT_MAPS`) may be far off."""
+    fit = ("come from one good map of that count (its peak score; a fit for --image-fpr needs "
+           "at least 2)" if maps == 1 else
+           f"are a fit to only {maps} good maps of that count: it may be far from the share of "
+           "good parts failing asked for")
+    return (f"the model's thresholds for {num_lights} lights {fit}: good parts may fail or "
+            "defective ones pass (train or --calibrate-on with more good captures under these "
+            "lights)")
+
+
 def check_image_fpr(rate: float) -> None:
     """Refuse a target share of good parts failing outside :data:`IMAGE_FPR_RANGE`: below it
     the fitted quantile runs off to infinity (no part could ever fail), above it half the good
@@ -1310,6 +1322,10 @@ def train_model(
         stats["method"] = "clean maps, each scored by a model fitted without it"
     if (note := few_maps_note(stats)) is not None:
         warnings.warn(note, UserWarning, stacklevel=2)
+    for n, group in light_thresholds.items():
+        if group["maps"] < MIN_FIT_MAPS:
+            warnings.warn(light_count_few_maps_note(int(n), group["maps"]), UserWarning,
+                          stacklevel=2)
     if len(cal) < 2:
         warnings.warn("the pass/fail threshold is the image score of the one clean validation "
                       "map: --image-fpr needs the scores of at least 2 (give more good parts, "
