@@ -41,3 +41,19 @@ def test_a_folder_of_maps_with_a_mask_beside_them_is_no_capture(
     cv2.imwrite(str(folder / "mask.png"), np.full((16, 16), 255, np.uint8))
     code, _, err = run_cli(["detect", folder, "-o", tmp_path / "out"], monkeypatch, capsys)
     assert code == 2 and "as a capture folder does" not in err and "mask.png" in err, err
+
+
+def test_dataset_says_once_which_sub_folders_it_left_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    """The warning about sub-folders with images but no lights file was printed twice."""
+    from psinspect.render import render_dataset
+
+    parts = tmp_path / "parts"
+    render_dataset(parts, 3, seed=5, size=64, defect_rate=0.0)
+    (parts / "b").mkdir()
+    (parts / "b" / "001.png").write_bytes((sorted(parts.glob("*/001.png"))[0]).read_bytes())
+    code, _, err = run_cli(["dataset", parts, "-o", tmp_path / "ds", "--holdout", "none"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    assert err.count("left out: b") == 1, err

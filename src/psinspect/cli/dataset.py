@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -59,7 +60,9 @@ def dataset_cmd(
     hold = None if holdout is None else (
         [] if holdout.strip().lower() == "none" else split_list(holdout, "--holdout"))
     aug = [] if augment.strip().lower() == "none" else split_list(augment, "--augment")
-    n_caps = len(find_captures(captures))
+    with warnings.catch_warnings():  # (build_dataset finds them again, and warns)
+        warnings.simplefilter("ignore")
+        n_caps = len(find_captures(captures))
     with (staged_output_dir(out, force, captures, command="dataset") as stage,
           progress_bar(transient=True) as bar):
         task = bar.add_task("photometric stereo", total=n_caps * subsets)
