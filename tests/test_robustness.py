@@ -676,7 +676,7 @@ def test_non_empty_output_needs_force(tmp_path: Path, monkeypatch, capsys) -> No
     (["normals", "CAP", "--gamma", "-1"], r"--gamma must be a number between 0\.1 and 10 "),
     (["normals", "CAP", "--gamma", "1e6"], r"--gamma must be a number between 0\.1 and 10 "),
     (["normals", "CAP", "--lights", "0-3"], r"--lights '0-3'"),
-    (["train", "GOOD", "GOOD2", "--hp", '{"bogus": 1}'], r"bad hyperparameters"),
+    (["train", "GOOD", "GOOD2", "--hp", '{"bogus": 1}'], r"unknown hyperparameter 'bogus'"),
     (["train", "GOOD", "GOOD2", "--hp", '{"channels": "abc"}'], r"bad hyperparameters"),
     (["train", "GOOD", "GOOD2", "--hp", '{"channels": [-1]}'], r"bad hyperparameters"),
     (["train", "GOOD", "GOOD2", "--hp", "{oops"], r"--hp: not valid JSON"),

@@ -364,9 +364,12 @@ def test_registry_lists_refusals_and_default() -> None:
     assert DEFAULT_MODEL == "geo-seg"
     with pytest.raises(PsinspectError, match=r"unknown model 'nope' \(available: geo-seg"):
         create_model("nope")
-    for name in ("geo-seg", "unet-ae", "geometric"):
-        with pytest.raises(PsinspectError, match="bad hyperparameters"):
+    for name in ("geo-seg", "unet-ae", "geometric"):  # (no class name: one line for users)
+        with pytest.raises(PsinspectError, match=rf"^model '{name}': unknown hyperparameter "
+                                                 r"'bogus'; its hyperparameters: \w"):
             create_model(name, bogus=1)
+    with pytest.raises(PsinspectError, match=r"'chanels' \(did you mean 'channels'\?\)"):
+        create_model("geo-seg", chanels=[8, 16])
     with pytest.raises(PsinspectError, match="bad hyperparameters"):
         create_model("geo-seg", ema=1.0)
 

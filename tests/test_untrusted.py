@@ -160,7 +160,7 @@ TAMPERING = [
     ("unknown model", lambda d: _set_config(d, model="os.system"),
      r"config\.json: unknown model 'os\.system'"),
     ("hostile hyperparameters", lambda d: _set_config(d, hyperparameters={"__class__": 1}),
-     r"config\.json: .*bad hyperparameters"),
+     r"config\.json: .*unknown hyperparameter '__class__'"),
     ("hyperparameter of a wrong kind", lambda d: _set_config(d, hyperparameters={
         "channels": "abc"}), r"config\.json: .*bad hyperparameters"),
     ("weights path traversal", lambda d: _set_config(d, weights_file="../../etc/passwd"),

@@ -10,7 +10,9 @@ Adding a model is adding a file here that subclasses :class:`AnomalyModel` and d
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -227,9 +229,33 @@ def model_class(name: str) -> type[AnomalyModel]:
         ) from None
 
 
+def hyperparameter_names(cls: type) -> set[str] | None:
+    """The keyword arguments a model class's constructor takes, through the ``**kwargs`` its
+    ``__init__`` passes on to a base class's (None: some class takes any)."""
+    names: set[str] = set()
+    for c in cls.__mro__:
+        init = c.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())[1:]
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
 def create_model(name: str, **hyperparameters: Any) -> AnomalyModel:
-    """Build a registered model by name; unknown names are a :class:`PsinspectError`."""
+    """Build a registered model by name; unknown names and hyperparameters are a
+    :class:`PsinspectError`."""
     cls: Callable[..., AnomalyModel] = model_class(name)
+    known = hyperparameter_names(model_class(name))
+    unknown = sorted(set(hyperparameters) - known) if known is not None else []
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        raise PsinspectError(
+            f"model {name!r}: unknown hyperparameter {unknown[0]!r}"
+            + (f" (did you mean {near[0]!r}?)" if near else "")
+            + f"; its hyperparameters: {', '.join(sorted(known))}")
     try:
         return cls(**hyperparameters)
     except (TypeError, ValueError, RuntimeError) as err:  # unknown keys, values of a wrong kind
