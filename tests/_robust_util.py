@@ -60,6 +60,22 @@ def good_sphere_maps(folder: Path, size: int) -> list[Path]:
     return paths
 
 
+def small_scene(k: int = 6, h: int = 12, w: int = 10, seed: int = 3):
+    """A lit random surface: float images (K, H, W) in [0, 1], exactly 0 off the object,
+    its lights (K, 3) and mask (H, W)."""
+    rng = np.random.default_rng(seed)
+    lights = lights_from_slant_tilt(rng.uniform(10, 50, k), rng.uniform(0, 360, k))
+    mask = np.zeros((h, w), bool)
+    mask[2:-2, 2:-2] = True
+    # a lit surface (random normals within 40 deg of the view, random albedo): images of
+    # noise alone are refused as "no shading"
+    n = np.concatenate([rng.uniform(-0.6, 0.6, (h, w, 2)), np.ones((h, w, 1))], axis=-1)
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    shade = np.clip(np.einsum("hwc,kc->khw", n, lights), 0.05, 1.0)
+    imgs = np.where(mask, shade * rng.uniform(0.3, 0.9, (h, w)), 0).astype(np.float32)
+    return imgs, lights, mask
+
+
 def tiny_capture(folder: Path, k: int = 6, size: int = 16, seed: int = 3,
                  with_gt: bool = False) -> Path:
     """A Lambertian hemisphere under ``k`` lights, DiLiGenT layout, 16-bit grey PNGs."""

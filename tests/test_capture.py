@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _robust_util import small_scene
 
 from psinspect.capture import (
     lights_from_slant_tilt,
@@ -19,20 +20,6 @@ from psinspect.capture import (
 from psinspect.errors import PsinspectError
 
 DILIGENT = Path(__file__).resolve().parents[2] / "shared" / "data" / "diligent"
-
-
-def small_scene(k: int = 6, h: int = 12, w: int = 10, seed: int = 3):
-    rng = np.random.default_rng(seed)
-    lights = lights_from_slant_tilt(rng.uniform(10, 50, k), rng.uniform(0, 360, k))
-    mask = np.zeros((h, w), bool)
-    mask[2:-2, 2:-2] = True
-    # a lit surface (random normals within 40 deg of the view, random albedo): images of
-    # noise alone are refused as "no shading"
-    n = np.concatenate([rng.uniform(-0.6, 0.6, (h, w, 2)), np.ones((h, w, 1))], axis=-1)
-    n /= np.linalg.norm(n, axis=-1, keepdims=True)
-    shade = np.clip(np.einsum("hwc,kc->khw", n, lights), 0.05, 1.0)
-    imgs = np.where(mask, shade * rng.uniform(0.3, 0.9, (h, w)), 0).astype(np.float32)
-    return imgs, lights, mask
 
 
 def test_lights_from_slant_tilt_convention() -> None:

@@ -11,29 +11,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from _robust_util import error_lines, run_cli
+from _robust_util import error_lines, run_cli, small_scene
 
 from psinspect.capture import lights_from_slant_tilt, load_capture, write_capture
 from psinspect.errors import PsinspectError
 
 
-def _scene(k: int = 6, h: int = 12, w: int = 10, seed: int = 3):
-    """A lit random surface (as tests/test_capture.py's small_scene): float images in [0, 1]
-    that are exactly 0 off the object."""
-    rng = np.random.default_rng(seed)
-    lights = lights_from_slant_tilt(rng.uniform(10, 50, k), rng.uniform(0, 360, k))
-    mask = np.zeros((h, w), bool)
-    mask[2:-2, 2:-2] = True
-    n = np.concatenate([rng.uniform(-0.6, 0.6, (h, w, 2)), np.ones((h, w, 1))], axis=-1)
-    n /= np.linalg.norm(n, axis=-1, keepdims=True)
-    shade = np.clip(np.einsum("hwc,kc->khw", n, lights), 0.05, 1.0)
-    imgs = np.where(mask, shade * rng.uniform(0.3, 0.9, (h, w)), 0).astype(np.float32)
-    return imgs, lights, mask
-
-
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    imgs, lights, mask = _scene()
+    imgs, lights, mask = small_scene()
     folder = write_capture(tmp_path / "base", imgs, lights, mask)
     load_capture(folder)  # the unedited capture loads
     return folder
@@ -49,7 +35,7 @@ def test_float_images_at_zero_are_read_and_any_value_below_zero_is_refused(
         tmp_path: Path) -> None:
     """Kills: `raw.min() < 0` -> `<= 0` (a float capture on a black background refused) and
     -> `< -0.25` (a slightly negative image solved)."""
-    imgs, lights, mask = _scene()
+    imgs, lights, mask = small_scene()
     assert imgs.min() == 0.0
     folder = write_capture(tmp_path / "f", imgs, lights, mask)
     (folder / "filenames.txt").unlink()  # the plain layout: images in natural order of names
@@ -80,7 +66,7 @@ def test_identical_images_are_named_by_their_files_when_lights_are_selected(
 def test_images_equal_on_a_sparse_sample_but_not_whole_are_kept(tmp_path: Path) -> None:
     """Images that differ in one pixel are not identical (the check once compared a sparse
     sample first; `np.array_equal(...)` -> `True` refused two images equal on its grid)."""
-    imgs, lights, mask = _scene(h=16, w=16)
+    imgs, lights, mask = small_scene(h=16, w=16)
     imgs[3] = imgs[2]
     imgs[3, 5, 5] = imgs[2, 5, 5] * 0.5  # (5, 5) is off the ::7 grid
     folder = write_capture(tmp_path / "near", imgs, lights, mask)
@@ -93,7 +79,7 @@ def test_one_picture_for_two_lights_is_refused_whatever_their_intensities(
     """A copied image file is refused in a capture with light intensities too (every
     DiLiGenT-layout and rendered capture): divided by two different intensities the copies
     no longer compared equal, and the capture was solved without a word."""
-    imgs, lights, mask = _scene(h=16, w=16)
+    imgs, lights, mask = small_scene(h=16, w=16)
     intens = np.linspace(0.8, 1.3, len(imgs))
     folder = write_capture(tmp_path / "cap", imgs, lights, mask, intensities=intens)
     assert load_capture(folder).images.shape == imgs.shape
@@ -296,7 +282,7 @@ def test_a_folder_of_captures_names_sub_folders_of_upper_case_images_and_cuts_th
     5 names given only after 6."""
     from psinspect.dataset import find_captures
 
-    imgs, lights, mask = _scene()
+    imgs, lights, mask = small_scene()
     write_capture(tmp_path / "parts" / "a", imgs, lights, mask)
     for name in ("b", "c", "d", "e", "f", "g"):
         (tmp_path / "parts" / name).mkdir()
