@@ -247,8 +247,9 @@ def hyperparameter_names(cls: type) -> set[str] | None:
 def create_model(name: str, **hyperparameters: Any) -> AnomalyModel:
     """Build a registered model by name; unknown names and hyperparameters are a
     :class:`PsinspectError`."""
-    cls: Callable[..., AnomalyModel] = model_class(name)
-    known = hyperparameter_names(model_class(name))
+    klass = model_class(name)
+    cls: Callable[..., AnomalyModel] = klass
+    known = hyperparameter_names(klass)
     unknown = sorted(set(hyperparameters) - known) if known is not None else []
     if unknown:
         near = difflib.get_close_matches(unknown[0], sorted(known), n=1)
@@ -258,5 +259,5 @@ def create_model(name: str, **hyperparameters: Any) -> AnomalyModel:
             + f"; its hyperparameters: {', '.join(sorted(known))}")
     try:
         return cls(**hyperparameters)
-    except (TypeError, ValueError, RuntimeError) as err:  # unknown keys, values of a wrong kind
+    except (TypeError, ValueError, RuntimeError) as err:  # values of a wrong kind
         raise PsinspectError(f"model {name!r}: bad hyperparameters ({err})") from None
