@@ -57,3 +57,24 @@ def test_dataset_says_once_which_sub_folders_it_left_out(
                            monkeypatch, capsys)
     assert code == 0, err
     assert err.count("left out: b") == 1, err
+
+
+def test_implanted_maps_keep_the_solver_and_light_count_of_their_normals_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    """`defects` on a `psinspect normals` map keeps its PS solver and light count (detect's
+    warning about a map solved with another solver than the model's was lost on A_ maps)."""
+    from psinspect.detect import load_input
+
+    cap = tiny_capture(tmp_path / "cap", size=64)
+    for args in (["normals", cap, "--solver", "ls", "-o", tmp_path / "n"],
+                 ["defects", tmp_path / "n", "-o", tmp_path / "d", "--per-image", "1"]):
+        code, _, err = run_cli(args, monkeypatch, capsys)
+        assert code == 0, err
+    for f in ("A_n.npy", "A_n.png"):
+        inp = load_input(tmp_path / "d" / f)
+        assert (inp.ps_solver, inp.num_lights) == ("ls", 6), f
+    (tmp_path / "d" / "A_n.json").write_text('["not", "a", "record"]')
+    assert load_input(tmp_path / "d" / "A_n.npy").ps_solver is None
+    np.save(tmp_path / "x.npy", np.load(tmp_path / "d" / "A_n.npy"))  # no sidecar
+    assert load_input(tmp_path / "x.npy").num_lights is None

@@ -557,6 +557,25 @@ def given_ground_truth(path: str | os.PathLike[str], shape: tuple[int, int]
     return _sibling_gt(p, shape), None
 
 
+def implanted_from_run(path: Path) -> dict[str, Any] | None:
+    """For an ``A_<x>`` map that ``psinspect defects`` made from a ``psinspect normals`` map,
+    what its ``A_<x>.json`` kept of that map's run record: ``solver`` and
+    ``num_lights_used`` (as :func:`psinspect.normalmap.normals_run_of` gives them; only
+    those of the right types). None for other maps, or a sidecar that cannot be read."""
+    from psinspect.fileio import read_json
+
+    side = path.with_suffix(".json")
+    if not (path.name.startswith("A_") and side.is_file()):
+        return None
+    try:
+        record = read_json(side)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    return {"solver": record.get("ps_solver"), "num_lights_used": record.get("num_lights_used")}
+
+
 def load_input(path: str | os.PathLike[str], solver: str = "robust",
                light_splits: bool = False, capture_images: bool = False,
                lights: str | None = None) -> InputMap:
@@ -572,7 +591,8 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
         # `psinspect normals`' map (or its 8-bit PNG copy): scored with its PS confidence, its
         # solver recorded, the solved capture's ground truth (copied beside it) its own
         run = normals_run_of(p)
-        solver = None if run is None else run.get("solver")
+        solved = run if run is not None else implanted_from_run(p)
+        solver = None if solved is None else solved.get("solver")
         noted = [] if run is None else run.get("warnings")
         for note in noted if isinstance(noted, list) else []:  # (e.g. no mask.png)
             warnings.warn(f"{p}: its capture was read with a warning: {note}", UserWarning,
@@ -583,7 +603,7 @@ def load_input(path: str | os.PathLike[str], solver: str = "robust",
                                                                                 m.shape),
                         gt_mask=gt, defects=recs,
                         ps_solver=solver if isinstance(solver, str) else None,
-                        num_lights=solved_light_count(run), map_file=p)
+                        num_lights=solved_light_count(solved), map_file=p)
     if is_normals_folder(p):
         inp = load_input(p / NORMALS_FILE)
         return replace(inp, name=p.name)

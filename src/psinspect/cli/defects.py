@@ -86,6 +86,8 @@ def defects_cmd(
         encode_png,
         is_normals_folder,
         load_normal_map,
+        normals_run_of,
+        solved_light_count,
     )
 
     if not 1 <= per_image <= MAX_DEFECTS:
@@ -134,8 +136,13 @@ def defects_cmd(
             save_npy(stage / f"A_{name}.npy", a)
             save_png(stage / f"A_{name}.png", encode_png(a, mask))
             save_png(stage / f"M_{name}.png", gt.astype(np.uint8) * 255)
+            run = normals_run_of(path)  # (what detect says about the solved map, kept)
             side = {"source": str(path), "defect_mask": f"M_{name}.png",
                     "min_angle": min_angle, "defects": records,
+                    **({"ps_solver": run["solver"]} if run is not None
+                       and isinstance(run.get("solver"), str) else {}),
+                    **({"num_lights_used": solved_light_count(run)}
+                       if solved_light_count(run) is not None else {}),
                     **({"input_defects": given_recs} if given_recs else {}),
                     **({"input_ground_truth_pixels": int((given & mask).sum())}
                        if given is not None and given.any() else {})}
