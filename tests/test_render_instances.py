@@ -15,6 +15,7 @@ from _robust_util import error_lines, run_cli
 from psinspect.align import random_pose
 from psinspect.errors import PsinspectError
 from psinspect.render import make_part, pad_part, part_instance, render_instances
+from psinspect.train import light_count_few_maps_note
 
 
 def test_random_pose_is_a_turn_about_the_centre_then_a_shift() -> None:
@@ -341,13 +342,14 @@ def test_the_pass_fail_line_counts_the_calibration_parts(tmp_path: Path, monkeyp
     # defective 6-light part passed such a model silently): now each count has its own
     # (tests/test_light_count_thresholds.py), and the 5-light ones, of one map, are warned about
     assert "one pass/fail threshold for all of them" not in err, err
-    assert ("warning: only one good part under 5 lights (training and --calibrate-on)"
-            in err), err
+    assert ("warning: the model's thresholds for 5 lights come from one good map of that "
+            "count" in err), err
     code, _, err = run_cli(["detect", good[5], "--model", tmp_path / "m3", "-o",
                             tmp_path / "d6"], monkeypatch, capsys)
     assert code == 0, err
     (entry,) = json.loads((tmp_path / "d6" / "summary.json").read_text())["inputs"]
-    assert entry["thresholds_for_lights"] == 6 and "warnings" not in entry
+    assert entry["thresholds_for_lights"] == 6  # (fitted to 5 good maps: said)
+    assert entry["warnings"] == [light_count_few_maps_note(6, 5)]
     # a normal map among the training captures: it has no images to learn (the model learned
     # normals only and solved the captures as the map was solved, silently): refused
     code, _, err = run_cli(["train", *good[:5], tmp_path / "n5" / "normals.npy", "--model",

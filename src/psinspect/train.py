@@ -1221,14 +1221,10 @@ def train_model(
             "higher-scoring ones and lets more through on the others (a defective part may "
             "pass); if the model is to judge captures under both, train one model per light "
             "set", UserWarning, stacklevel=2)
-    for n in counts if by_lights else []:
-        if per_file.count(n) == 1:
-            warnings.warn(
-                f"only one good part under {n} lights (training and --calibrate-on): the "
-                f"thresholds for {n}-light captures are its scores' (its peak for pass/fail; "
-                "--image-fpr needs at least 2 to fit), so good parts under these lights may "
-                f"fail (give more good {n}-light captures, e.g. to --calibrate-on)",
-                UserWarning, stacklevel=2)
+    for n in counts if by_lights else []:  # (training and --calibrate-on parts together)
+        if per_file.count(n) < MIN_FIT_MAPS:
+            warnings.warn(light_count_few_maps_note(n, per_file.count(n)), UserWarning,
+                          stacklevel=2)
     cal_maps_only = [f for f in cal_files if not f.is_dir()]
     if images and cal_maps_only and captures:
         warnings.warn(
@@ -1322,10 +1318,6 @@ def train_model(
         stats["method"] = "clean maps, each scored by a model fitted without it"
     if (note := few_maps_note(stats)) is not None:
         warnings.warn(note, UserWarning, stacklevel=2)
-    for n, group in light_thresholds.items():
-        if group["maps"] < MIN_FIT_MAPS:
-            warnings.warn(light_count_few_maps_note(int(n), group["maps"]), UserWarning,
-                          stacklevel=2)
     if len(cal) < 2:
         warnings.warn("the pass/fail threshold is the image score of the one clean validation "
                       "map: --image-fpr needs the scores of at least 2 (give more good parts, "
