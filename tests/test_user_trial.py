@@ -78,3 +78,25 @@ def test_implanted_maps_keep_the_solver_and_light_count_of_their_normals_run(
     assert load_input(tmp_path / "d" / "A_n.npy").ps_solver is None
     np.save(tmp_path / "x.npy", np.load(tmp_path / "d" / "A_n.npy"))  # no sidecar
     assert load_input(tmp_path / "x.npy").num_lights is None
+
+
+def test_noise_tilted_toward_the_camera_is_no_surface() -> None:
+    """Random normals within about 50 deg of the camera passed the 3 x 3 coherence check (its
+    means are long enough) and a map of them got PASS; most of its neighbouring normals
+    differ by more than 40 deg, which no surface's do. A groove pattern of +-45 deg flanks,
+    2 px each, is still a surface."""
+    from psinspect.errors import PsinspectError
+    from psinspect.normalmap import validate_normal_map
+
+    rng = np.random.default_rng(1)
+    n = np.concatenate([rng.uniform(-1.2, 1.2, (64, 64, 2)), np.ones((64, 64, 1))], axis=-1)
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    with pytest.raises(PsinspectError, match=r"^noise: not a surface: \d+ of 8064 pairs of "
+                                             r"neighbouring object normals differ by more "
+                                             r"than 40 deg"):
+        validate_normal_map(n.astype(np.float32), name="noise")
+    grooves = np.zeros((64, 64, 3), np.float32)
+    grooves[..., 0] = np.where((np.arange(64) // 2) % 2 == 0, 1.0, -1.0)[None, :]
+    grooves[..., 2] = 1.0
+    grooves /= np.linalg.norm(grooves, axis=-1, keepdims=True)
+    assert validate_normal_map(grooves, name="grooves")[1].all()
