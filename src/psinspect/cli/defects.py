@@ -137,12 +137,12 @@ def defects_cmd(
             save_png(stage / f"A_{name}.png", encode_png(a, mask))
             save_png(stage / f"M_{name}.png", gt.astype(np.uint8) * 255)
             run = normals_run_of(path)  # (what detect says about the solved map, kept)
+            solver = None if run is None else run.get("solver")
+            lights = solved_light_count(run)
             side = {"source": str(path), "defect_mask": f"M_{name}.png",
                     "min_angle": min_angle, "defects": records,
-                    **({"ps_solver": run["solver"]} if run is not None
-                       and isinstance(run.get("solver"), str) else {}),
-                    **({"num_lights_used": solved_light_count(run)}
-                       if solved_light_count(run) is not None else {}),
+                    **({"ps_solver": solver} if isinstance(solver, str) else {}),
+                    **({"num_lights_used": lights} if lights is not None else {}),
                     **({"input_defects": given_recs} if given_recs else {}),
                     **({"input_ground_truth_pixels": int((given & mask).sum())}
                        if given is not None and given.any() else {})}
