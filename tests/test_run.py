@@ -207,10 +207,16 @@ def test_run_quick_trains_end_to_end(tmp_path: Path) -> None:
     assert len(summary["inputs"]) == len(tests) == sum(bundled["verdicts"][k] for k in (
         "defective_failed", "defective_passed", "clean_failed", "clean_passed"))
     assert all((out / "bundled" / f"{s['name']}_score.npy").is_file() for s in summary["inputs"])
+    # kept, the bundled model's own calibration maps join the pass/fail fit (their scores
+    # are those of the same weights): 4 new maps alone put it far off
+    start = len(json.loads((default_model_dir() / "config.json").read_text())["calibration"][
+        "val_image_scores"])
+    assert config["calibration"].get("start_model_maps") == (start if kept else None)
     assert r.stdout.startswith(
         "The geo-seg model fine-tuned in this run from the bundled one"
-        + (" (no epoch beat it on the validation maps: the bundled weights, with thresholds "
-           "fitted here)" if kept else "") + ": pixel_auroc")
+        + (" (no epoch beat the bundled model on the validation maps: its weights kept, the "
+           "pixel threshold fitted here, the pass/fail threshold to these good maps and its own "
+           f"{start} calibration maps)" if kept else "") + ": pixel_auroc")
     assert json.loads((out / "run.json").read_text())["fine_tune_kept_start"] is kept
     assert "fine-tuned in this run from the bundled model" in (out / "report.html").read_text()
     line = next(x for x in r.stdout.splitlines() if x.startswith("The bundled default model"))
@@ -220,12 +226,17 @@ def test_run_quick_trains_end_to_end(tmp_path: Path) -> None:
     v = run["verdicts"]
     assert f"; {verdicts_text(v)}" in r.stdout.splitlines()[0]
     # the quick preset's few validation maps: its pass/fail threshold is flagged as unsure
-    # (said while training, in run.json and in the report)
+    # (said while training, in run.json and in the report), unless the bundled weights were
+    # kept, whose own calibration maps then join the fit
     n = config["calibration"]["val_maps"]
-    assert n < 8 and run["notes"] == [few_maps_note(config["calibration"])]
-    assert f"only {n} good maps" in run["notes"][0]
-    assert f"warning: {run['notes'][0]}" in r.stderr
-    assert html.escape(f"Note: {run['notes'][0]}.") in (out / "report.html").read_text()
+    assert n < 8
+    if kept:
+        assert run["notes"] == [] and "only" not in r.stderr
+    else:
+        assert run["notes"] == [few_maps_note(config["calibration"])]
+        assert f"only {n} good maps" in run["notes"][0]
+        assert f"warning: {run['notes'][0]}" in r.stderr
+        assert html.escape(f"Note: {run['notes'][0]}.") in (out / "report.html").read_text()
 
 
 def test_pretrained_copies_the_bundled_model(tmp_path: Path) -> None:

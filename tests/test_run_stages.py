@@ -34,6 +34,8 @@ class _Stages:
         import psinspect.train
 
         self.calls: dict[str, Any] = {"load": []}
+        #: the trained model's config, as load_model_dir gives it
+        self.config: dict[str, Any] = {"model": "geo-seg", "training": {"epochs_run": 1}}
         for module, name in ((psinspect.render, "render_dataset"),
                              (psinspect.render, "part_names"),
                              (psinspect.dataset, "build_dataset"),
@@ -75,7 +77,7 @@ class _Stages:
         self.calls["load"].append((Path(path).name, tta))
 
         class Bundle:
-            config = {"model": "geo-seg", "training": {"epochs_run": 1}}
+            config = self.config
 
         return Bundle()
 
@@ -165,6 +167,34 @@ def test_run_from_random_weights_and_with_another_model(tmp_path, monkeypatch) -
     assert train["init_from"] is None and train["model_name"] == "unet-ae"
     assert train["hyperparameters"] == {}  # the preset's settings are for the default model
     assert run["fine_tuned_from"] is None and run["trained"] is True
+
+
+def test_run_notes_a_pass_fail_fit_to_few_maps_unless_pooled(tmp_path, monkeypatch) -> None:
+    """A pass/fail threshold fitted to fewer than 8 good maps is noted in run.json and the
+    report; a fine-tune that kept the bundled weights pooled their own calibration maps into
+    it, which the report's run section says, and no note is made."""
+    import html
+
+    from psinspect.pipeline import make_config, run_pipeline
+
+    stages = _Stages(monkeypatch)
+    few = {"gumbel": {"quantile": 1.0}, "val_maps": 4, "val_image_scores": [1.0] * 4}
+    stages.config = {"model": "geo-seg", "training": {"epochs_run": 1}, "calibration": few}
+    run = run_pipeline(tmp_path / "a", make_config("quick"))
+    assert len(run["notes"]) == 1 and "only 4 good maps" in run["notes"][0]
+    assert run["pass_fail_start_maps"] is None and run["fine_tune_kept_start"] is False
+    assert html.escape(f"Note: {run['notes'][0]}.") in (tmp_path / "a" / "report.html"
+                                                       ).read_text()
+    stages.config = {"model": "geo-seg", "calibration": {
+        **few, "val_image_scores": [1.0] * 172, "start_model_maps": 168},
+        "training": {"epochs_run": 1, "init_from": {"kept_start_weights": True}}}
+    run = run_pipeline(tmp_path / "b", make_config("quick"))
+    assert run["notes"] == [] and run["pass_fail_start_maps"] == 168
+    assert run["fine_tune_kept_start"] is True
+    assert ("no epoch beat the bundled model on the validation maps: its weights kept, the "
+            "pixel threshold fitted here, the pass/fail threshold to these good maps and its "
+            "own 168 calibration maps" in (
+                tmp_path / "b" / "report.html").read_text())
 
 
 def test_pretrained_run_trains_nothing_and_says_so(tmp_path, monkeypatch) -> None:

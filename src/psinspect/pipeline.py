@@ -278,7 +278,9 @@ def run_pipeline(work: str | os.PathLike[str], cfg: RunConfig,
         "model": bundle.config.get("model"), "pretrained": cfg.pretrained,
         "fine_tuned_from": "bundled" if fine_tunes(cfg) else None,
         # fine-tuned, but no epoch beat the start: the bundled weights, thresholds fitted here
+        # (the pass/fail one with the bundled model's own calibration maps: how many)
         "fine_tune_kept_start": kept_start_weights(bundle.config),
+        "pass_fail_start_maps": start_maps(bundle.config),
         # whether a model was trained in this run (not with --pretrained, nor for a
         # training-free model)
         "trained": not cfg.pretrained and bool(
@@ -340,8 +342,8 @@ def _add_run_section(report: Path, run_info: dict[str, Any]) -> None:
     v = run_info["verdicts"]
     how = ("bundled, --pretrained" if cfg["pretrained"]
            else "fine-tuned in this run from the bundled model"
-           + (" (no epoch beat it on the validation maps: its weights kept, thresholds fitted "
-              "here)" if run_info.get("fine_tune_kept_start") else "")
+           + (f" ({kept_start_words(run_info.get('pass_fail_start_maps'))})"
+              if run_info.get("fine_tune_kept_start") else "")
            if run_info.get("fine_tuned_from")
            else "trained in this run" if run_info.get("trained", True)
            else "made in this run, training-free")
@@ -466,11 +468,27 @@ def _model_stage(work: Path, cfg: RunConfig, rep: Reporter,
         on_epoch=lambda e: rep.tick(f"epoch {e['epoch'] + 1}: val loss {e['val_loss']:.4f}"),
         **kwargs)
     bundle = load_model_dir(work / "model", tta=cfg.tta)
-    kept = ("; no epoch beat the bundled model on the validation maps: its weights kept, "
-            "thresholds fitted here" if kept_start_weights(config) else "")
+    kept = (f"; {kept_start_words(start_maps(config))}" if kept_start_weights(config)
+            else "")
     end(2, t0, f"{config['model']}: pixel threshold {config['threshold']:.4g}, image "
                f"threshold {config['image_threshold']:.4g}{kept}")
     return bundle
+
+
+def start_maps(config: dict[str, Any]) -> int | None:
+    """How many clean calibration maps of the model a fine-tune started from its pass/fail
+    fit pooled (:func:`psinspect.train.pool_start_scores`; None: none)."""
+    n = (config.get("calibration") or {}).get("start_model_maps")
+    return n if isinstance(n, int) else None
+
+
+def kept_start_words(pooled: int | None) -> str:
+    """What a run says of a fine-tune that kept the bundled weights (``pooled``:
+    :func:`start_maps`)."""
+    return ("no epoch beat the bundled model on the validation maps: its weights kept, "
+            + ("thresholds fitted here" if pooled is None else
+               f"the pixel threshold fitted here, the pass/fail threshold to these good maps "
+               f"and its own {pooled} calibration maps"))
 
 
 def kept_start_weights(config: dict[str, Any]) -> bool:

@@ -538,7 +538,8 @@ def few_maps_note(calibration: dict[str, Any]) -> str | None:
     """Why a model's pass/fail threshold may be far off (None: no reason known): its
     ``calibration`` (config.json) fitted it to the image scores of fewer than
     :data:`MIN_FIT_MAPS` clean maps."""
-    n = calibration.get("val_maps")
+    scores = calibration.get("val_image_scores")  # (with a start model's, when pooled)
+    n = len(scores) if isinstance(scores, list) else calibration.get("val_maps")
     if "gumbel" not in calibration or not isinstance(n, int) or n >= MIN_FIT_MAPS:
         return None
     return (f"the pass/fail threshold is a fit to the image scores of only {n} good maps: it "
@@ -733,6 +734,64 @@ def calibrate_tta_levels(model: AnomalyModel, val: Sequence[NormalSample],
         if own is not None:
             model.tta = own  # type: ignore[attr-defined]
     return out
+
+
+def start_model_image_scores(model: AnomalyModel, started: dict[str, Any] | None
+                             ) -> dict[str, list[float]]:
+    """The clean calibration maps' image scores that the model a fine-tune started from
+    stores (``started``: the ``init_from`` record of :func:`train_model`), per test-time
+    augmentation level as a string (its own level's from ``calibration``, the others' from
+    ``tta_thresholds``), where the fine-tuned ``model`` scores every map exactly as that
+    model does at each level: its weights are the start's bit for bit (no epoch beat them)
+    and only its :attr:`~psinspect.models.AnomalyModel.training_only` hyperparameters and its
+    test-time level differ. ``{}`` otherwise (new weights, another scoring setting, a start
+    model no longer there or changed since: its weights' SHA-256 is checked)."""
+    if not started or not model.training_only:
+        return {}
+    free = {*model.training_only, *(("tta",) if model.tta_levels else ())}
+    try:
+        start, config = init_source(started["model"])
+    except (PsinspectError, KeyError, TypeError):
+        return {}
+    if config.get("weights_sha256") != started.get("weights_sha256"):
+        return {}
+    ours, theirs = model.hyperparameters(), start.hyperparameters()
+    if ({k: v for k, v in ours.items() if k not in free}
+            != {k: v for k, v in theirs.items() if k not in free}):
+        return {}
+    a, b = model.state_arrays(), start.state_arrays()
+    if a.keys() != b.keys() or not all(np.array_equal(a[k], b[k]) for k in a):
+        return {}
+    out: dict[str, list[float]] = {}
+    levels = config.get("tta_thresholds") or {}
+    own = theirs.get("tta")
+    for level, group in [(str(own), config.get("calibration")),
+                         *((k, v) for k, v in levels.items() if k != str(own))]:
+        scores = group.get("val_image_scores") if isinstance(group, dict) else None
+        if isinstance(scores, list) and scores and all(is_number(v) for v in scores):
+            out[level] = [float(v) for v in scores]
+    return out
+
+
+def pool_start_scores(stats: dict[str, Any], start_scores: Sequence[float],
+                      image_fpr: float) -> float:
+    """Refit the pass/fail threshold of a fine-tune's calibration ``stats``
+    (:func:`thresholds_from_scores`, changed in place) to its own clean maps' image scores
+    together with ``start_scores``, those of the model it started from whose weights it kept
+    (:func:`start_model_image_scores`); returns the new threshold. The pixel threshold stays
+    fitted to its own maps alone (the start model's pixel scores are not stored)."""
+    own = list(stats["val_image_scores"])
+    pooled = [*start_scores, *own]
+    img_thr, fit = gumbel_threshold(pooled, image_fpr)
+    stats.update({
+        "image_fpr": image_fpr, "gumbel": fit, "val_image_scores": pooled,
+        "start_model_maps": len(start_scores),
+        "image_threshold_rule": (
+            f"Gumbel fit to the image scores of the {len(own)} clean validation maps and of "
+            f"the {len(start_scores)} clean calibration maps of the model started from (its "
+            f"weights kept: no epoch beat them), {1 - image_fpr:.6g} quantile, at least "
+            f"{floor_words(len(pooled), image_fpr)}")})
+    return img_thr
 
 
 def cross_folds(n: int, min_train: int = 4, folds: int = 4) -> int:
@@ -1308,8 +1367,17 @@ def train_model(
         data.val)
     pix, imgs = calibration_scores(model, cal, scorers, extras,
                                    names=[*val_names, *map(str, cal_files)])
-    thr, img_thr, stats = thresholds_from_scores(
-        pix, imgs, args["threshold_fpr"], args.get("image_fpr", DEFAULT_IMAGE_FPR))
+    image_fpr = args.get("image_fpr", DEFAULT_IMAGE_FPR)
+    thr, img_thr, stats = thresholds_from_scores(pix, imgs, args["threshold_fpr"], image_fpr)
+    # a fine-tune that kept the start model's weights scores as it does: that model's clean
+    # calibration scores (168 maps for the bundled one) stay valid and join the pass/fail fit
+    # (alone, a few new good maps put it far off: 4 maps set 8.3 where the bundled model's
+    # 168 set 4.9)
+    start_scores = (start_model_image_scores(model, args.get("init_from"))
+                    if scorers is None else {})
+    own_level = str(getattr(model, "tta", None))
+    if own_level in start_scores and image_fpr is not None:
+        img_thr = pool_start_scores(stats, start_scores[own_level], image_fpr)
     # the thresholds of each light count's maps alone (by_lights: several counts)
     light_thresholds = thresholds_by_light_count(
         pix, imgs, [ex.get("num_lights") for ex in extras], args["threshold_fpr"],
@@ -1318,7 +1386,7 @@ def train_model(
         stats["method"] = "clean maps, each scored by a model fitted without it"
     if (note := few_maps_note(stats)) is not None:
         warnings.warn(note, UserWarning, stacklevel=2)
-    if len(cal) < 2:
+    if len(cal) < 2 and "start_model_maps" not in stats:
         warnings.warn("the pass/fail threshold is the image score of the one clean validation "
                       "map: --image-fpr needs the scores of at least 2 (give more good parts, "
                       "or --calibrate-on good parts not trained on)", UserWarning, stacklevel=2)
@@ -1329,12 +1397,21 @@ def train_model(
             "clean validation maps", f"clean validation maps and the {len(cal_maps)} maps "
             "given to --calibrate-on", 1)
         stats["calibration_maps"] = cal_names
+    if "start_model_maps" in stats:
+        stats["method"] += (f" + the {stats['start_model_maps']} clean calibration maps' image "
+                            "scores of the model started from (pass/fail threshold only)")
     if progress is not None and model.tta_levels:
         progress("calibrating thresholds for each test-time augmentation level")
     tta_thresholds = calibrate_tta_levels(model, cal, args["threshold_fpr"],
                                           None if scorers is not None
                                           else (thr, img_thr, stats["val_image_scores"]),
                                           extras, args.get("image_fpr", DEFAULT_IMAGE_FPR))
+    if "start_model_maps" in stats:  # the other levels' pass/fail fits pooled alike
+        for level, group in tta_thresholds.items():
+            if level != own_level and level in start_scores:
+                pooled = [*start_scores[level], *group["val_image_scores"]]
+                group["image_threshold"] = gumbel_threshold(pooled, image_fpr)[0]
+                group["val_image_scores"] = pooled
     if args["threshold"] is not None:
         stats["calibrated_threshold"] = thr
         stats["override"] = "threshold set by --threshold (at every test-time augmentation level)"

@@ -90,6 +90,7 @@ def run_cmd(
     from psinspect.fileio import check_output_dir, staged_output_dir
     from psinspect.pipeline import (
         bundled_line,
+        kept_start_words,
         make_config,
         relocate_paths,
         run_pipeline,
@@ -119,8 +120,8 @@ def run_cmd(
     m = info["metrics"]
     shown = ("The bundled default model (--pretrained): " if pretrained
              else f"The {info['model']} model fine-tuned in this run from the bundled one"
-             + (" (no epoch beat it on the validation maps: the bundled weights, with "
-                "thresholds fitted here)" if info.get("fine_tune_kept_start") else "") + ": "
+             + (f" ({kept_start_words(info.get('pass_fail_start_maps'))})"
+                if info.get("fine_tune_kept_start") else "") + ": "
              if info.get("fine_tuned_from")
              else f"The {info['model']} model "
              f"{'trained' if info.get('trained', True) else 'made (training-free)'} in this "

@@ -274,8 +274,12 @@ def train_cmd(
     if "gumbel" in cal:
         fitted = int(cal.get("val_maps", tr["val_maps"]))  # (with --calibrate-on parts)
         extra = len(cal.get("calibration_maps") or [])
-        maps = (f"{fitted} good maps" + (f", {extra} of them given to calibrate on"
-                                         if extra else ""))
+        start = int(cal.get("start_model_maps") or 0)  # (kept weights: their own maps too)
+        maps = (f"{fitted} good map{'s' if fitted != 1 else ''}"
+                + (f", {extra} of them given to calibrate on" if extra else "")
+                + (f", and the {start} of the model started from, whose weights were kept"
+                   if start else ""))
+        fitted += start
         rate = f"{cal['image_fpr'] * 100:.3g} %"
         if cal["gumbel"]["quantile"] < config["image_threshold"]:
             from psinspect.train import floor_words

@@ -78,6 +78,11 @@ class AnomalyModel(ABC):
     #: features it was trained on (changing them is refused, not just when the weights'
     #: shapes no longer fit)
     fine_tune_fixed: ClassVar[tuple[str, ...]] = ()
+    #: hyperparameters that shape only training (its examples, loss and schedule), not how a
+    #: trained model scores: a fine-tune that changed no others and kept the weights it
+    #: started from scores as that model does, so ``train`` pools that model's stored clean
+    #: image scores into its pass/fail fit. Unlisted ones count as scoring settings
+    training_only: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def score(

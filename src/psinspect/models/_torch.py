@@ -207,6 +207,7 @@ class TorchAnomalyModel(AnomalyModel):
     #: (:func:`psinspect.detect.score_map`)
     max_whole_pixels = 4096 * 4096
     fine_tunable = True
+    training_only = ("patch", "steps_per_epoch", "lr", "val_patches", "ema")
     #: background kept around the object's bounding box when scoring (px)
     object_margin = 32
 

@@ -354,6 +354,10 @@ class GeoSeg(TorchAnomalyModel):
     fine_tune_fixed = ("channels", "decoder_convs", "norm", "geo_scales", "geo_iterations",
                        "residual_gain", "line_orientations", "line_px", "line_context_px",
                        "line_floor", "line_inhibition")
+    training_only = (*TorchAnomalyModel.training_only, "max_defects", "p_clean", "p_generic",
+                     "p_transplant", "min_angle", "dice_weight", "focal_gamma", "tilt_deg",
+                     "noise", "bend", "bend_px", "region_balance", "scale_jitter", "p_align",
+                     "severity_weights")
 
     def __init__(self, channels: Sequence[int] = (8, 16, 32, 64), decoder_convs: int = 1,
                  norm: str = "gn",
