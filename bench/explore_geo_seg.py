@@ -170,10 +170,16 @@ _BASE_VARIANTS: dict[str, tuple[dict, str]] = {
              "parts, 24 machined and 16 organic, other seeds; none of them tested) in the same "
              "2000 steps: the oracle rows gained from more surfaces, long80 from more steps, "
              "batch 4 and small crops from neither"),
+    "wide": ({**ORG2, "hyperparameters": {
+        **OLD, "channels": [12, 24, 48, 96], "steps_per_epoch": 50, "tta": 4}},
+             "a diagnostic, not a candidate: the current default with a U-Net 1.5 times as "
+             "wide (channels 12-24-48-96, about 2.2 times the arithmetic per step), as narrow "
+             "(6-12-24-48) lost 0.05 AUPRO: is the default's width what holds it below the "
+             "floors, whatever the training time?"),
 }
 #: variants also evaluated at 4 test-time copies (accuracy and speed)
 TTA4 = {"narrow", "sjn", "align", "align25", "bend25", "sevlow", "long80", "tgt1", "oracle",
-        "oracle80", "gen40", "tex", "ref", "nonorm", "nonorm80", "focal", "more"}
+        "oracle80", "gen40", "tex", "ref", "nonorm", "nonorm80", "focal", "more", "wide"}
 #: variants also evaluated on defects outside the library (bench_held_out.py, at their tta)
 HELD_OUT = {"gen40", "tex", "ref"}
 #: variants repeated with other training seeds (run-to-run noise), listed after their base
