@@ -133,3 +133,104 @@ def test_a_reader_that_has_gone_loses_no_output(tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir()) == [
         "part000_casting", "part001_plate"]
     assert (tmp_path / "r" / "render.json").is_file()
+
+
+def test_a_second_interrupt_does_not_cut_a_thread_pools_shutdown_short(
+        usr1_is_an_interrupt) -> None:
+    """Ctrl-C while ``detect`` scored maps in 2 threads: the first interrupt ended the wait
+    for results, a second one (``timeout`` signals the process and its group; an impatient
+    user presses twice) ended the wait for the running call, and the interpreter exited under
+    a thread inside torch: the process aborted (exit 134, "terminate called without an
+    active exception"). The pool's shutdown now waits with interrupts held back."""
+    import threading
+    import time
+
+    started, finished = threading.Event(), []
+
+    def slow() -> None:
+        started.set()
+        time.sleep(0.4)  # (releases the GIL, as torch does)
+        finished.append(True)
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.thread_pool(2) as pool:
+            fut = pool.submit(slow)
+            queued = [pool.submit(slow) for _ in range(4)]
+            started.wait(5)
+            threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGUSR1)).start()
+            _signal_self()  # the first interrupt: out of the block, into the shutdown
+    assert fut.done() and finished  # the running calls ended before the block was left
+    assert sum(f.cancelled() for f in queued) >= 2  # those not started were not run
+
+
+def test_staged_output_moves_finish_before_an_interrupt_and_are_noted(
+        usr1_is_an_interrupt, tmp_path, monkeypatch) -> None:
+    """An interrupt while a staged output is moved into place waits until every file is
+    there, and the folder is then recorded as written (the console script says it is
+    complete instead of "nothing written")."""
+    from psinspect import fileio
+
+    real = os.replace
+    calls = []
+
+    def replace(src, dst):
+        if not calls:
+            _signal_self()
+        calls.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    out = tmp_path / "out"
+    before = len(interrupts.written())
+    with pytest.raises(KeyboardInterrupt):
+        with fileio.staged_output_dir(out) as stage:
+            for name in ("a.txt", "b.txt", "c.txt"):
+                (stage / name).write_text(name)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "a.txt", "b.txt", "c.txt"]
+    assert interrupts.written()[before:] == [str(out)]
+
+
+def test_an_interrupt_after_the_output_is_in_place_says_so(tmp_path, monkeypatch,
+                                                            capsys) -> None:
+    """Ctrl-C after detect's output folder was put in place (while its last line was
+    printed): exit 130, and the message says the folder is complete, not "nothing
+    written"."""
+    from _robust_util import good_sphere_maps, run_cli
+
+    import psinspect.cli.detect as detect_cli
+
+    maps = good_sphere_maps(tmp_path, 48)
+    shown = detect_cli.typer.echo
+
+    def echo(message=None, *a, **k):
+        if isinstance(message, str) and "input(s)" in message:
+            raise KeyboardInterrupt
+        shown(message, *a, **k)
+
+    monkeypatch.setattr(detect_cli.typer, "echo", echo)
+    out = tmp_path / "det"
+    code, _, err = run_cli(["detect", maps[0], "-o", out], monkeypatch, capsys)
+    assert code == 130, err
+    assert err.strip().splitlines()[-1] == (f"interrupted: {out} had already been written "
+                                            "in full"), err
+    assert (out / "summary.json").is_file()
+
+
+def test_signals_are_ignored_once_the_command_has_ended() -> None:
+    """Ctrl-C while the interpreter shuts down after a command (torch's exit handlers take
+    about half a second) printed a traceback from an exit handler, with exit status 0: once
+    the command has ended, the console script ignores SIGINT and SIGTERM."""
+    import subprocess
+    import sys
+
+    code = ("import signal, sys\n"
+            "sys.argv = ['psinspect', '--version']\n"
+            "from psinspect._console import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    status = e.code\n"
+            "print(status, signal.getsignal(signal.SIGINT) is signal.SIG_IGN,\n"
+            "      signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] in ("0 True True", "None True True"), (
+        proc.stdout, proc.stderr)

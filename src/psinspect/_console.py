@@ -81,3 +81,9 @@ def main() -> None:
         if signal.SIGTERM in received():
             sys.exit(128 + signal.SIGTERM)
         raise
+    finally:
+        # the command has ended (its outputs are in place, or cleaned up): a signal while the
+        # interpreter shuts down (torch's exit handlers take about half a second) printed a
+        # traceback from an exit handler, and the exit status stayed 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)

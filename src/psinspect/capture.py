@@ -58,7 +58,6 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -662,7 +661,9 @@ def load_capture(
             progress(1)
         return grey, nonblack, scale, top, digest
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    from psinspect.interrupts import thread_pool
+
+    with thread_pool(workers) as pool:
         results = list(pool.map(work, range(len(paths))))
     shape0 = results[0][0].shape
     scale0 = results[0][2]

@@ -36,7 +36,6 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -164,16 +163,14 @@ def run_parallel(fn: Callable[[_T], _R], items: Sequence[_T], jobs: int,
             if on_result is not None:
                 on_result(out[-1])
         return out
-    with shared_cpu_threads(jobs), ThreadPoolExecutor(jobs) as pool:
+    from psinspect.interrupts import thread_pool
+
+    with shared_cpu_threads(jobs), thread_pool(jobs) as pool:
         futures = [pool.submit(fn, x) for x in items]
-        try:
-            for f in futures:
-                out.append(f.result())
-                if on_result is not None:
-                    on_result(out[-1])
-        finally:
-            for f in futures:
-                f.cancel()
+        for f in futures:
+            out.append(f.result())
+            if on_result is not None:
+                on_result(out[-1])
     return out
 
 

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from psinspect.errors import PsinspectError
+from psinspect.interrupts import held, note_written
 
 
 def _pid_alive(pid: int) -> bool:
@@ -630,17 +631,20 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
                 raise PsinspectError(f"{out / foreign[0]}: exists {why}: move it away or "
                                      "choose another output folder")
             # listed before and after the moves, so a kill at any point leaves every file
-            # psinspect wrote in the manifest
-            _put_manifest(stage, out, set(old) | written, command)
-            for src in staged:
-                dst = out / src.relative_to(stage)
-                if src.is_dir():
-                    dst.mkdir(parents=True, exist_ok=True)
-                else:
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(src, dst)
-            _remove_stale_outputs(out, old, written)
-            _put_manifest(stage, out, written, command)
+            # psinspect wrote in the manifest; a Ctrl-C or SIGTERM waits until all are in
+            # place (the output is then complete, and the console script says so)
+            with held():
+                _put_manifest(stage, out, set(old) | written, command)
+                for src in staged:
+                    dst = out / src.relative_to(stage)
+                    if src.is_dir():
+                        dst.mkdir(parents=True, exist_ok=True)
+                    else:
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(src, dst)
+                _remove_stale_outputs(out, old, written)
+                _put_manifest(stage, out, written, command)
+                note_written(str(out))
         except OSError as err:
             raise PsinspectError(f"{out}: cannot write the output folder ({_reason(err)})"
                                  ) from None

@@ -7,6 +7,12 @@ cannot unwind through the C++ frames and the process aborts (exit 134, a C++ sta
 staging folder left behind). Inside :func:`held` the handler only notes the signal, and the
 ``KeyboardInterrupt`` is raised when the outermost ``held`` block ends.
 
+Two more places where a signal must wait: a pool of threads shutting down after an
+interrupt (:func:`thread_pool`; a second Ctrl-C there let the interpreter exit with a thread
+still in torch, and the process aborted, exit 134), and the moves that put a staged output in
+place (:func:`psinspect.fileio.staged_output_dir`), after which the output is complete
+(:func:`written`: the console script then says so instead of "nothing written").
+
 The state is per process, as signal handlers are.
 """
 
@@ -14,11 +20,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-#: open held() blocks, whether a signal came during them, and every signal received
-_STATE: dict[str, Any] = {"depth": 0, "pending": False, "received": []}
+#: open held() blocks, whether a signal came during them, every signal received, and the
+#: output folders put in place (note_written)
+_STATE: dict[str, Any] = {"depth": 0, "pending": False, "received": [], "written": []}
 
 
 def on_signal(signum: int, frame: Any = None) -> None:
@@ -59,3 +67,30 @@ def held() -> Iterator[None]:
         if _STATE["depth"] == 0 and _STATE["pending"]:
             _STATE["pending"] = False
             raise KeyboardInterrupt
+
+
+def note_written(path: str) -> None:
+    """Record that the output folder ``path`` was put in place in full (:func:`written`)."""
+    _STATE["written"].append(str(path))
+
+
+def written() -> list[str]:
+    """The output folders put in place in full so far (:func:`note_written`), in order."""
+    return list(_STATE["written"])
+
+
+@contextmanager
+def thread_pool(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """A :class:`ThreadPoolExecutor` of ``workers`` threads, shut down on leaving the block
+    (calls not yet started cancelled, the running ones waited for) with interrupts
+    :func:`held` back: the first Ctrl-C ends the waiting in the block, and a second one (a
+    terminal's or ``timeout``'s, which signals the process and its group) would otherwise end
+    the shutdown's wait too, and the interpreter would exit under a thread still inside torch
+    or OpenCV (the process aborts: exit 134, "terminate called without an active
+    exception")."""
+    pool = ThreadPoolExecutor(max(1, int(workers)))
+    try:
+        yield pool
+    finally:
+        with held():
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -621,12 +621,11 @@ def calibration_scores(
 
     # cross calibration scores with one numpy model per map: side by side (the GIL is
     # released); other models (torch) one map at a time
-    from concurrent.futures import ThreadPoolExecutor
-
     from psinspect.detect import available_cpus
+    from psinspect.interrupts import thread_pool
 
     workers = min(available_cpus(), len(val)) if scorers is not None else 1
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    with thread_pool(workers) as pool:
         results = list(pool.map(one, range(len(val))))
     for i, ((_, m), res) in enumerate(zip(val, results, strict=True)):
         pix.append(res.score[m])
@@ -813,9 +812,8 @@ def cross_fitted(model_name: str, hyperparameters: dict[str, Any],
     passed for the samples each fold fits on. ``fitted``: the model just fitted on all
     ``samples``; where it offers ``held_out`` copies (the variation model) they replace the
     refits."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from psinspect.detect import available_cpus
+    from psinspect.interrupts import thread_pool
 
     k = cross_folds(len(samples))
 
@@ -831,7 +829,7 @@ def cross_fitted(model_name: str, hyperparameters: dict[str, Any],
         return sub
 
     # the folds are independent: fitted side by side (numpy and OpenCV release the GIL)
-    with ThreadPoolExecutor(max(1, min(available_cpus(), k))) as pool:
+    with thread_pool(min(available_cpus(), k)) as pool:
         subs = list(pool.map(fold, range(k)))
     return [subs[i % k] for i in range(len(samples))]
 

@@ -142,7 +142,10 @@ def main() -> None:
     silent (its "findDecoder" notes and a corrupt PNG's "readHeader" error line repeat what our
     one-line errors say)."""
     os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")  # read when cv2 is first imported
+    from psinspect.interrupts import written
+
     register_commands()
+    before = len(written())  # (output folders this command puts in place come after)
     group = typer.main.get_command(app)  # (built once: it takes about 60 ms)
     again = repeated_option(sys.argv[1:], group)
     if again is not None:
@@ -171,8 +174,13 @@ def main() -> None:
             typer.echo("Aborted!", err=True)
             sys.exit(1)
     if code == 130:  # Ctrl-C: the outputs are staged, so nothing was written (train, which
-        # keeps the last finished epoch, says so itself)
+        # keeps the last finished epoch, says so itself), unless it came once the output was
+        # in place (psinspect.interrupts.written)
         command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-        if command != "train":
+        done = written()[before:]
+        if done:
+            typer.echo(f"interrupted: {', '.join(done)} had already been written in full",
+                       err=True)
+        elif command != "train":
             typer.echo("interrupted: nothing written", err=True)
     sys.exit(code if isinstance(code, int) else 0)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,6 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from psinspect.checks import integer, number
 from psinspect.errors import PsinspectError
+from psinspect.interrupts import thread_pool
 from psinspect.models import AnomalyModel, NormalSample, ScoreResult, score_in_window
 from psinspect.normalmap import flip, rotate90
 
@@ -418,7 +418,7 @@ class TorchAnomalyModel(AnomalyModel):
                 # the next batch is made in a worker thread while the network trains on this one
                 # (numpy / OpenCV release the GIL); batches are drawn in order from the epoch's
                 # generator, so the result does not depend on the timing
-                with ThreadPoolExecutor(max_workers=1) as pool:
+                with thread_pool(1) as pool:
                     pending = pool.submit(self._batch, train, batch_size, rng)
                     for step in range(self.steps_per_epoch):
                         batch = pending.result()

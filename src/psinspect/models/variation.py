@@ -71,9 +71,9 @@ registrations (correlation below ``min_correlation``) raise :class:`PsinspectErr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,7 @@ from psinspect.align import (
 )
 from psinspect.checks import flag, integer, number, numbers_list
 from psinspect.errors import PsinspectError
+from psinspect.interrupts import thread_pool
 from psinspect.models import AnomalyModel, NormalSample, ScoreResult
 from psinspect.models import register as register_model
 from psinspect.models.geometric import MAX_SCALE_PX, line_kernel
@@ -659,7 +660,7 @@ class VariationModel(AnomalyModel):
             fwd = reg.transform.matrix()
             return warp_stack(part, fwd, shape), warp_image(valid.astype(np.float32), fwd, shape)
 
-        with ThreadPoolExecutor(2) as pool:  # independent captures, side by side
+        with thread_pool(2) as pool:  # independent captures, side by side
             parts = list(pool.map(one, range(len(checked))))
         field.source = None  # only needed for the spread
         return field, self._pooled_shading_spread(parts, tmask), parts
@@ -715,7 +716,7 @@ class VariationModel(AnomalyModel):
         if self.shading_test_weight > 0 and len(lights) >= MIN_SPLIT_LIGHTS:
             # the deviation on each half of the lights (2 interleaved halvings), 2 threads
             sets = [s for h in azimuth_halves(lights, 2) for s in (h, ~h)]
-            with ThreadPoolExecutor(2) as pool:
+            with thread_pool(2) as pool:
                 devs = list(pool.map(lambda s: shading_deviation(
                     images[s], lights[s], pred[s], mu, albedo, valid, self.shading_cutoff,
                     HALF_SET_ITERATIONS)[box], sets))
@@ -973,34 +974,36 @@ class VariationModel(AnomalyModel):
         wb = _edge_weight(mb, self.edge_band_px) * wb  # the silhouette band, once
         resid = self._residual(n[box], mu[box], mb, wb)
         den = self._line_den(mb)
-        shading = None
-        if capture_images is not None and self.uses_capture_images:
-            # the shading comparison runs beside the normal one (numpy and OpenCV release the
-            # GIL: the two share the cores)
-            images, lights = check_capture_images(capture_images, shape, "input capture")
-            worker = ThreadPoolExecutor(1)
-            shading = worker.submit(self._shading_z, images, lights, m, look, covered, box,
-                                    conf_weight[box], den)
-            worker.shutdown(wait=False)
-        if light_splits is not None and self.light_test_weight > 0:
-            splits = np.asarray(light_splits, np.float32)
-            if splits.ndim != 4 or splits.shape[1:3] != shape:
-                raise PsinspectError(f"light_splits must be (P, H, W, 3) for a map of {shape}, "
-                                     f"got {splits.shape}")
-            var = self._light_variance(splits[:, box[0], box[1]], mb, wb, den)
-            sb = np.sqrt(sb**2 + self.light_test_weight * np.moveaxis(var, 0, -1))
-        unreliable = np.zeros(shape, bool)
-        unreliable[box] = mb & (wb < 0.5)
-        score = np.zeros(shape, np.float32)
-        score[box] = self._zscore(resid, mb, sb, den)
-        shading_px = 0
-        if shading is not None:
-            zs, vb = shading.result()
-            zn = score[box]
-            joined = {"geometric": lambda: np.sqrt(zn * zs), "max": lambda: np.maximum(zn, zs),
-                      "shading": lambda: zs}[self.shading_combine]()
-            score[box] = np.where(vb, joined, zn)
-            shading_px = int(vb.sum())
+        # (an error or interrupt before its result waits for the shading worker: the
+        # process must not exit under it)
+        with contextlib.ExitStack() as stack:
+            shading = None
+            if capture_images is not None and self.uses_capture_images:
+                # the shading comparison runs beside the normal one (numpy and OpenCV release the
+                # GIL: the two share the cores)
+                images, lights = check_capture_images(capture_images, shape, "input capture")
+                worker = stack.enter_context(thread_pool(1))
+                shading = worker.submit(self._shading_z, images, lights, m, look, covered, box,
+                                        conf_weight[box], den)
+            if light_splits is not None and self.light_test_weight > 0:
+                splits = np.asarray(light_splits, np.float32)
+                if splits.ndim != 4 or splits.shape[1:3] != shape:
+                    raise PsinspectError(f"light_splits must be (P, H, W, 3) for a map of {shape}, "
+                                         f"got {splits.shape}")
+                var = self._light_variance(splits[:, box[0], box[1]], mb, wb, den)
+                sb = np.sqrt(sb**2 + self.light_test_weight * np.moveaxis(var, 0, -1))
+            unreliable = np.zeros(shape, bool)
+            unreliable[box] = mb & (wb < 0.5)
+            score = np.zeros(shape, np.float32)
+            score[box] = self._zscore(resid, mb, sb, den)
+            shading_px = 0
+            if shading is not None:
+                zs, vb = shading.result()
+                zn = score[box]
+                joined = {"geometric": lambda: np.sqrt(zn * zs), "max": lambda: np.maximum(zn, zs),
+                          "shading": lambda: zs}[self.shading_combine]()
+                score[box] = np.where(vb, joined, zn)
+                shading_px = int(vb.sum())
         outside = m & ((dist > self.edge_tolerance_px) | ~covered)
         extra_px = int(outside.sum())
         # missing material: template area the object leaves out (a piece broken off, which
