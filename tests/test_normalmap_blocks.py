@@ -136,3 +136,32 @@ def test_a_png_map_is_decoded_once_and_still_checked(tmp_path) -> None:
             load_normal_map(tmp_path / f"{name}.png")
     with pytest.raises(PsinspectError, match="empty mask"):
         validate_normal_map(dn, np.zeros_like(dm), unit=True)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_an_opaque_alpha_channel_tells_no_background(dtype: type) -> None:
+    """An RGB normal PNG given an opaque alpha channel (image tools add one, PIL's
+    ``convert('RGBA')``) reads as the RGB image: "not black" is the object. It was refused,
+    its black background taken for the object."""
+    img = _sphere_png(120, 90, dtype)
+    opaque = np.concatenate([img, np.full(img.shape[:2] + (1,), np.iinfo(dtype).max, dtype)],
+                            -1)
+    n, m = decode_png(opaque)
+    n0, m0 = decode_png(img)
+    np.testing.assert_array_equal(m, m0)
+    np.testing.assert_array_equal(n, n0)
+    assert not m.all()
+
+
+def test_an_alpha_channel_marking_black_as_the_object_is_named() -> None:
+    """Alpha not opaque everywhere (so it is the mask), but most of the pixels it marks are
+    black: refused, and the message says what the alpha channel did."""
+    img = _sphere_png(120, 90, np.uint8)
+    alpha = np.full(img.shape[:2], 255, np.uint8)
+    alpha[0, 0] = 0
+    with pytest.raises(PsinspectError, match=r"black, which its alpha channel marks as the "
+                                             r"object: give the background alpha 0"):
+        decode_png(np.concatenate([img, alpha[..., None]], -1))
+    noisy = np.random.default_rng(0).integers(1, 255, img.shape, dtype=np.uint8)
+    with pytest.raises(PsinspectError, match=r"R = x, G = y, B = z\)$"):  # not black: no hint
+        decode_png(np.concatenate([noisy, alpha[..., None]], -1))

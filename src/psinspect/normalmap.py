@@ -112,8 +112,10 @@ def decode_png(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (normals float32, mask bool).
 
     Channel value ``v`` of a ``b``-bit image decodes to ``v / (2^b - 1) * 2 - 1`` (R=x, G=y,
-    B=z, DiLiGenT frame). The mask is the alpha channel's non-zero pixels when there is one,
-    else "not black". Decoded vectors are renormalised (8-bit quantisation leaves their length
+    B=z, DiLiGenT frame). The mask is the alpha channel's non-zero pixels when there is one
+    that is not opaque everywhere, else "not black" (image tools add an opaque alpha channel
+    to an RGB image: it marked the black background as the object, and the map was refused).
+    Decoded vectors are renormalised (8-bit quantisation leaves their length
     at most about 0.014 off 1, 16-bit about 0.0001); an image of which more than
     :data:`PNG_OFF_UNIT_SHARE` of the object's inner pixels (not on its rim, which
     anti-aliasing blends with the background) decode to a length more than
@@ -124,9 +126,12 @@ def decode_png(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise PsinspectError("normal PNG must be 8- or 16-bit RGB or RGBA, got "
                              f"{image.dtype} {image.shape}")
     rgb = image[..., :3]
+    alpha = image[..., 3] if image.shape[2] == 4 else None
+    if alpha is not None and bool((alpha == np.iinfo(image.dtype).max).all()):
+        alpha = None  # opaque everywhere: it tells no background
     # (unsigned channels: "not black" is any channel non-zero; a bitwise or is ~20x faster
     # than the channels' max on an 8k map)
-    mask = (image[..., 3] > 0 if image.shape[2] == 4
+    mask = (alpha > 0 if alpha is not None
             else (rgb[..., 0] | rgb[..., 1] | rgb[..., 2]) > 0)
     # judged inside the object (its rim may be blended with the background by anti-aliasing)
     inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8),
@@ -149,10 +154,14 @@ def decode_png(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n_judged = int(np.count_nonzero(judged))
     off = n_off / n_judged if n_judged else 0.0
     if off > PNG_OFF_UNIT_SHARE:
+        black = judged & ((rgb[..., 0] | rgb[..., 1] | rgb[..., 2]) == 0)
+        why = (f"; {int(np.count_nonzero(black))} of them are black, which its alpha channel "
+               "marks as the object: give the background alpha 0, or save the map without "
+               "alpha" if alpha is not None and np.count_nonzero(black) > n_off // 2 else "")
         raise PsinspectError(
             f"not a normal map: {100 * off:.0f}% of its object's pixels decode to vectors of "
             f"length outside {1 - PNG_UNIT_TOLERANCE:g}-{1 + PNG_UNIT_TOLERANCE:g} (a normal "
-            "PNG holds unit vectors, (n + 1) / 2 per channel, R = x, G = y, B = z)")
+            f"PNG holds unit vectors, (n + 1) / 2 per channel, R = x, G = y, B = z){why}")
     return n, mask
 
 
