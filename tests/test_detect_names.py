@@ -99,3 +99,19 @@ def test_an_error_is_named_even_when_the_name_is_in_the_message(tmp_path, monkey
     code, _, err = run_cli(["detect", "a", "--model", "vm", "-o", "out"], monkeypatch, capsys)
     assert code == 2
     assert err.strip().startswith("error: a: size 16x16 differs from the trained part's"), err
+
+
+def test_names_do_not_depend_on_the_order_of_the_inputs(tmp_path) -> None:
+    """``a/x.npy`` and ``a_x.npy`` are both ``a_x``: which one got ``a_x_2`` followed the
+    order of the arguments, so a re-run with them in another order (into the same folder,
+    --force) put one part's results under the other's name. The suffixes follow the paths."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    files = [tmp_path / "a" / "x.npy", tmp_path / "b" / "x.npy", tmp_path / "a_x.npy"]
+    for f in files:
+        f.write_bytes(b"")
+    want = {files[0]: "a_x", files[1]: "b_x", files[2]: "a_x_2"}
+    import itertools
+
+    for perm in itertools.permutations(files):
+        assert dict(zip(perm, input_names(list(perm)), strict=True)) == want, perm

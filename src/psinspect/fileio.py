@@ -314,7 +314,10 @@ def input_names(paths: Sequence[Path]) -> list[str]:
     (``a/normals.npy``, ``b/normals.npy`` -> ``a_normals``, ``b_normals``: the outputs of
     ``psinspect normals``; ``x/a/normals.npy`` beside ``y/a/normals.npy`` -> ``x_a_normals``,
     ``y_a_normals``; capture folders ``run1/cap``, ``run2/cap`` -> ``run1_cap``,
-    ``run2_cap``); :func:`unique_names` settles the rest (the same input twice)."""
+    ``run2_cap``); :func:`unique_names` settles the rest (``a/x.npy`` beside ``a_x.npy``: both
+    ``a_x``), in the order of the inputs' paths, not of the arguments, so that the same inputs
+    given in another order get the same names (``a_x`` for ``a/x.npy``, ``a_x_2`` for
+    ``a_x.npy``)."""
     base = [p.stem if p.is_file() else p.name for p in paths]
     # the folders as given (a link's own folders, not its target's), nearest first
     folders = [Path(os.path.abspath(p)).parent.parts[::-1] for p in paths]
@@ -327,7 +330,11 @@ def input_names(paths: Sequence[Path]) -> list[str]:
             k += 1
         parts = [f for f in mine[:k][::-1] if f not in ("", "/")]
         out.append("_".join([*parts, b]) if others else b)
-    return unique_names(out)
+    order = sorted(range(len(paths)), key=lambda i: (os.path.abspath(paths[i]), i))
+    named = unique_names([out[i] for i in order])
+    for i, name in zip(order, named, strict=True):
+        out[i] = name
+    return out
 
 
 def unique_names(names: list[str]) -> list[str]:
