@@ -334,3 +334,34 @@ def test_force_replaces_only_the_same_commands_results(tmp_path: Path, monkeypat
     with staged_output_dir(out, force=True, command="detect") as stage:
         atomic_write_bytes(stage / "summary.json", b"{}")
     assert _listing(out) == [WRITTEN_MANIFEST, "summary.json"]
+
+
+def test_an_output_inside_an_input_folder_of_parts_is_refused(tmp_path: Path, monkeypatch,
+                                                               capsys) -> None:
+    """``detect maps -o maps/sub`` was accepted, and ``detect maps`` then refused the folder
+    (it held 'sub', which is not a map); so too a folder of captures. Refused before any work;
+    inside one capture folder (nothing there reads sub-folders) it is still allowed."""
+    from _robust_util import good_sphere_maps, run_cli
+
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    good_sphere_maps(maps, 40)
+    code, _, err = run_cli(["detect", maps, "-o", maps / "sub"], monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {maps / 'sub'}: lies inside {maps.resolve()}, an input folder of this "
+        "command, which it would then hold beside its parts: choose an output folder outside "
+        "it"], err
+    assert sorted(p.name for p in maps.iterdir()) == ["good0.npy", "good1.npy", "good2.npy"]
+    code, _, err = run_cli(["detect", maps, "-o", maps / "a" / "b"], monkeypatch, capsys)
+    assert code == 2 and "lies inside" in err, err
+    code, _, err = run_cli(["render", "-o", tmp_path / "caps", "--parts", "1", "--size", "32",
+                            "--lights", "6"], monkeypatch, capsys)
+    assert code == 0, err
+    caps = tmp_path / "caps"
+    code, _, err = run_cli(["detect", caps, "-o", caps / "out"], monkeypatch, capsys)
+    assert code == 2 and f"lies inside {caps.resolve()}" in err, err
+    cap = next(p for p in caps.iterdir() if p.is_dir())
+    code, _, err = run_cli(["detect", cap, "-o", cap / "out"], monkeypatch, capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["detect", maps, "-o", tmp_path / "det"], monkeypatch, capsys)
+    assert code == 0, err  # (outside: as before)

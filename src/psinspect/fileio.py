@@ -374,7 +374,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def check_output_dir(path: str | os.PathLike[str], force: bool,
                      inputs: Sequence[str | os.PathLike[str] | None] = (),
-                     model_folder: bool = False, command: str | None = None) -> Path:
+                     model_folder: bool = False, command: str | None = None,
+                     part_folders: bool = False) -> Path:
     """Refuse a non-empty existing folder unless ``force``; refuse a path that is a file, and a
     folder that does not exist and cannot be created (under a file, a read-only or
     pseudo file system, no permission), so that commands fail before their slow part. With
@@ -387,7 +388,9 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     command wrote (its :data:`WRITTEN_MANIFEST` names that command): ``--force`` replaces the
     same command's earlier results, never, say, a render's captures with a run's results. An
     input folder itself, or one holding an input file, is never an output folder (written
-    files would join its images, or be read as maps next time).
+    files would join its images, or be read as maps next time); with ``part_folders`` (a
+    command that reads an input folder as a folder of parts: detect, train, dataset, run) nor
+    is a folder inside one (:func:`_holds_parts`): read again, it would be refused.
 
     A relative path starting with ``~`` (a home folder the shell did not expand, as after
     ``--out=``) is refused unless that folder exists here, instead of creating one named
@@ -417,6 +420,15 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
             f"{path}: " + ("is an input folder of this command" if path.resolve() in folders
                            else "holds input files of this command") + ": choose another "
             "output folder")
+    # nor a folder inside an input folder of parts (maps, captures): read again, that folder
+    # would hold something that is not a part, and be refused (inside one capture folder, a
+    # dataset or a model folder an output is nothing they read)
+    inside = sorted(f for f in folders if part_folders and f in path.resolve().parents
+                    and _holds_parts(f))
+    if inside:
+        raise PsinspectError(f"{path}: lies inside {inside[-1]}, an input folder of this "
+                             "command, which it would then hold beside its parts: choose an "
+                             "output folder outside it")
     if path.is_dir():
         # a killed run's staging folder inside it (an output folder on another file system
         # than its parent, see staged_output_dir) does not make it "not empty"
@@ -450,6 +462,18 @@ def check_output_dir(path: str | os.PathLike[str], force: bool,
     else:
         _check_creatable(path)
     return path
+
+
+def _holds_parts(folder: Path) -> bool:
+    """Whether an input ``folder`` is read as a folder of parts (normal maps, capture folders,
+    ``psinspect normals`` outputs), which refuses a sub-folder that is none of them: not a
+    capture folder, a ``psinspect normals`` output, a dataset (``manifest.json``) or a model
+    folder (``config.json``), whose sub-folders are not read."""
+    from psinspect.capture import is_capture_folder
+    from psinspect.normalmap import is_normals_folder
+
+    return not (is_capture_folder(folder) or is_normals_folder(folder)
+                or (folder / "manifest.json").is_file() or (folder / "config.json").is_file())
 
 
 def _check_inputs_kept(out: Path, inputs: Sequence[str | os.PathLike[str] | None]) -> None:

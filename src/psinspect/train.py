@@ -1161,7 +1161,7 @@ def train_model(
         init_dir = ([] if init_from is None else [default_model_dir()]
                     if init_from == "bundled" else [init_from])
         check_output_dir(out, force, [*inputs, *(calibration_inputs or []), *init_dir],
-                         model_folder=True)
+                         model_folder=True, part_folders=True)
         if out.is_dir() and any(out.iterdir()) and not (
                 (out / CHECKPOINT_DIR).is_dir() or is_model_folder(out)):
             raise PsinspectError(f"{out}: --force replaces a psinspect model folder, and this "

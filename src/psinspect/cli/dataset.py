@@ -56,7 +56,7 @@ def dataset_cmd(
     from psinspect.defects import parse_severity
     from psinspect.fileio import check_output_dir, staged_output_dir
 
-    check_output_dir(out, force, captures, command="dataset")
+    check_output_dir(out, force, captures, command="dataset", part_folders=True)
     hold = None if holdout is None else (
         [] if holdout.strip().lower() == "none" else split_list(holdout, "--holdout"))
     aug = [] if augment.strip().lower() == "none" else split_list(augment, "--augment")

@@ -98,7 +98,7 @@ def detect_cmd(
     for p in inputs:  # named alone (a later error is named by the input being processed)
         if not p.exists():
             raise PsinspectError(f"{p}: input not found")
-    check_output_dir(out, force, [*inputs, model], command="detect")
+    check_output_dir(out, force, [*inputs, model], command="detect", part_folders=True)
     inputs = expand_capture_sets(inputs)
     if solver is not None and not any(p.is_dir() and not is_normals_folder(p) for p in inputs):
         raise PsinspectError("--solver applies to capture folders; no input is one")

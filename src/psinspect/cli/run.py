@@ -106,7 +106,7 @@ def run_cmd(
     if pretrained and (model is not None or epochs is not None or from_scratch):
         raise PsinspectError("--pretrained uses the bundled model, which is not trained here: "
                              "--model, --epochs and --from-scratch do not apply")
-    check_output_dir(out, force, [data], command="run")
+    check_output_dir(out, force, [data], command="run", part_folders=True)
     cfg = make_config(
         "quick" if quick else "default", seed=seed, pretrained=pretrained,
         data=None if data is None else str(data.resolve()), model=model, epochs=epochs,
