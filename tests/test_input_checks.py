@@ -311,3 +311,21 @@ def test_a_png_with_too_many_off_unit_pixels_is_not_a_normal_map(share: float,
     else:
         out, mask = decode_png(png)
         assert mask.all() and np.allclose(np.linalg.norm(out, axis=-1), 1, atol=1e-5)
+
+
+def test_a_back_facing_map_that_is_x_and_z_exchanged_says_so() -> None:
+    """A part tilted toward -x, written in BGR order (x and z exchanged): most of it seems to
+    face away and the map is refused; the refusal names the likely channel order (it only
+    said the camera frame, while a dome got the channel-order warning)."""
+    n, m = _dome()
+    tilt = np.array([-0.7, 0.0, 0.7], np.float32)
+    t = n + tilt
+    t /= np.linalg.norm(t, axis=-1, keepdims=True)
+    assert (t[..., 2] > 0).all() and (t[..., 0] < 0).mean() > 0.5
+    validate_normal_map(t, m)
+    with pytest.raises(PsinspectError, match="with x and z exchanged most would face it: if "
+                                             "its channels are in another order"):
+        validate_normal_map(np.ascontiguousarray(t[..., ::-1]), m)
+    # back-facing with no sign of an exchange (a flipped z): the frame only
+    with pytest.raises(PsinspectError, match=r"z toward the camera$"):
+        validate_normal_map(-n, m)

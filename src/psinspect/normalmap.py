@@ -251,9 +251,15 @@ def _check_surface(n: np.ndarray, mask: np.ndarray, name: str, rows: int, n_obj:
     facing away from the camera, or scattered (:func:`_scattered_pixels`, blocks of
     ``rows``)."""
     if 2 * n_back > n_obj:
+        # x and z exchanged (a PNG written in BGR order) turn a part facing the camera away
+        # from it: said where the exchange would make most of it face the camera
+        swapped = int(np.count_nonzero((n[..., 0] > 0) & mask))
+        hint = ("; with x and z exchanged most would face it: if its channels are in another "
+                "order (a PNG written in BGR order, as OpenCV writes RGB arrays), write them "
+                "as R = x, G = y, B = z" if 2 * swapped > n_obj else "")
         raise PsinspectError(
             f"{name}: {n_back} of {n_obj} object normals point away from the camera (z < 0); "
-            "expected the camera frame x right, y up, z toward the camera")
+            f"expected the camera frame x right, y up, z toward the camera{hint}")
     inner, scattered, pairs, turned = _scattered_pixels(n, mask, rows)
     if 2 * scattered > inner:
         raise PsinspectError(
