@@ -204,7 +204,8 @@ def test_missing_lights_file_points_to_the_option(tmp_path: Path, monkeypatch, c
     (["--lights", "0-5"], r"--lights '0-5': lights are numbered from 1; '0-5' starts at 0"),
     (["--num-lights", "2"], r"--num-lights 2: must be between 3"),
     (["--solver", "magic"], r"--solver 'magic': unknown solver"),
-    (["--lights", "1-3", "--num-lights", "4"], r"cannot be used together"),
+    (["--lights", "1-3", "--num-lights", "4"], r"--num-lights 4: must be between 3 and the 3 "
+                                                r"lights available"),
     (["--lights-file", "nope.txt"], r"nope\.txt: lights file not found"),
 ])
 def test_bad_arguments(tmp_path: Path, monkeypatch, capsys, args, pattern) -> None:
@@ -363,3 +364,29 @@ def test_a_capture_with_an_unreadable_defect_mask_is_refused(tmp_path: Path, mon
     lines = [ln for ln in err.splitlines() if ln.startswith("error")]
     assert code == 2 and len(lines) == 1 and re.search(pattern, lines[0]), err
     assert not (tmp_path / "out").exists()
+
+
+def test_num_lights_picks_among_the_lights_given(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--lights 4-12 --num-lights 4``: 4 lights spread over the hemisphere among lights 4-12
+    (it was refused, so DiLiGenT's bear could not be solved from 8 spread lights without its
+    bad first 20 images); the same 4 as the spread pick from those 9 lights alone."""
+    import json
+
+    from psinspect.capture import read_lights_file
+    from psinspect.stereo import farthest_point_lights
+
+    cap = synthetic_capture(tmp_path / "cap", k=12, size=24)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["normals", str(cap), "-o", str(out), "--lights", "4-12",
+                            "--num-lights", "4"], monkeypatch, capsys)
+    assert code == 0, err
+    run = json.loads((out / "run.json").read_text())
+    lights = read_lights_file(cap / "light_directions.txt")
+    want = [int(i) + 4 for i in farthest_point_lights(lights[3:], 4)]
+    assert run["light_indices_1based"] == want and all(4 <= i <= 12 for i in want)
+    assert run["settings"]["lights"] == "4-12" and run["settings"]["num_lights"] == 4
+    code, _, err = run_cli(["normals", str(cap), "-o", str(tmp_path / "all"), "--num-lights",
+                            "4"], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "all" / "run.json").read_text())[
+        "light_indices_1based"] != want  # (among all 12, another pick)

@@ -32,7 +32,8 @@ def normals_cmd(
     lights: Annotated[str | None, typer.Option(
         help="1-based light subset, e.g. '1-20,40'.")] = None,
     num_lights: Annotated[int | None, typer.Option(
-        help="Use K lights spread over the hemisphere (farthest-point sampling).")] = None,
+        help="Use K lights spread over the hemisphere (farthest-point sampling); with "
+             "--lights, K of those.")] = None,
     gamma: Annotated[float, typer.Option(
         help="Linearise images as value**gamma (1 = linear camera).")] = 1.0,
     lights_file: Annotated[Path | None, typer.Option(
@@ -78,8 +79,6 @@ def normals_cmd(
     )
 
     check_solver(solver)
-    if lights is not None and num_lights is not None:
-        raise PsinspectError("--lights and --num-lights cannot be used together")
     # (fails before the slow part)
     check_output_dir(out, force, [capture_dir, lights_file], command="normals")
 
@@ -103,8 +102,9 @@ def normals_cmd(
     select = None
     if lights is not None:
         select = parse_light_spec(lights, len(all_lights))
-    elif num_lights is not None:
-        select = farthest_point_lights(all_lights, int(num_lights))
+    if num_lights is not None:  # (among --lights' when given: e.g. without bad images)
+        among = np.arange(len(all_lights)) if select is None else np.asarray(select)
+        select = among[farthest_point_lights(all_lights[among], int(num_lights))]
     total = len(all_lights) if select is None else len(select)
 
     caught: list[str] = []
