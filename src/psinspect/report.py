@@ -444,8 +444,10 @@ def report_html(
         "a region (which may hold other defects too) against the defect-free maps. Figures "
         "from a few regions or maps (columns 'regions', 'maps') say little.</p>",
         "<p class='note'>Definitions: pixel AUROC and pixel AP (average precision) rank all "
-        "object pixels by score against the truth; F1-max is the best F1 of the pixel masks "
-        "over all thresholds; the image score of a map (what the pass/fail threshold is "
+        "object pixels by score against the truth; F1-max is the best F1 of the pixels at or "
+        "above a threshold, over all thresholds, each pixel on its own (detect's masks also "
+        "drop regions under 4 px, so their F1 at the operating point can be higher); the image "
+        "score of a map (what the pass/fail threshold is "
         "compared with) is its own summary of the score map (summary.json 'verdict_rule'), on "
         "another scale than the pixel scores, so a region's peak score can exceed the image "
         "threshold on a part that passes. Error maps: 0 black, the pixel threshold mid-scale, "
