@@ -234,3 +234,22 @@ def test_signals_are_ignored_once_the_command_has_ended() -> None:
                           timeout=120)
     assert proc.stdout.strip().splitlines()[-1] in ("0 True True", "None True True"), (
         proc.stdout, proc.stderr)
+
+
+def test_an_interrupted_run_does_not_claim_its_inner_outputs(tmp_path, monkeypatch,
+                                                             capsys) -> None:
+    """``run`` stages detect's and evaluate's outputs inside its own staging folder: a Ctrl-C
+    after its detect stage said that inner folder "had already been written in full", though
+    the staging folder was then removed and nothing was written (a mutation audit)."""
+    from _robust_util import run_cli
+
+    import psinspect.report
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(psinspect.report, "write_evaluation", interrupted)
+    out = tmp_path / "r"
+    code, _, err = run_cli(["run", "--quick", "--pretrained", "-o", out], monkeypatch, capsys)
+    assert code == 130 and err.strip().splitlines()[-1] == "interrupted: nothing written", err
+    assert not out.exists()

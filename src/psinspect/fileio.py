@@ -675,7 +675,11 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
                         os.replace(src, dst)
                 _remove_stale_outputs(out, old, written)
                 _put_manifest(stage, out, written, command)
-                note_written(str(out))
+                # (one inside another command's staging folder, as run stages detect's and
+                # evaluate's, is complete only when that folder is put in place in turn)
+                if not any(_TEMPORARY.fullmatch(part) and ".staging-" in part
+                           for part in out.resolve().parts):
+                    note_written(str(out))
         except OSError as err:
             raise PsinspectError(f"{out}: cannot write the output folder ({_reason(err)})"
                                  ) from None
