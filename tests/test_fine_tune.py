@@ -5,6 +5,8 @@ ones started from), and the mistakes it refuses."""
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from psinspect.models.unet_ae import UNetAE
 from psinspect.modelstore import default_model_dir, load_model_dir, read_train_log
 from psinspect.train import (
     FINE_TUNE_LR_DIVISOR,
+    floor_words,
     gumbel_threshold,
     pool_start_scores,
     start_model_image_scores,
@@ -467,3 +470,139 @@ def test_train_says_which_maps_the_pass_fail_fit_pooled(
     assert "kept the weights started from" in err
     assert ("image scores of 1 good map, and the 1 of the model started from, whose "
             "weights were kept" in out), out
+
+
+@pytest.fixture(scope="module")
+def pooled(maps: list[Path], base: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> tuple[dict[str, Any], list[str]]:
+    """A fine-tune that keeps the start's weights (a learning rate that wrecks the network),
+    with the messages of the warnings it gave."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = train_model(maps, tmp_path_factory.mktemp("ft") / "ft", init_from=str(base),
+                          epochs=1, hyperparameters={"lr": 50.0})
+    assert cfg["training"]["init_from"]["kept_start_weights"] is True
+    assert cfg["calibration"]["start_model_maps"] >= 1
+    return cfg, [str(w.message) for w in caught]
+
+
+def _with_base_weights(base: Path, **hp: Any) -> Any:
+    model = create_model("geo-seg", **{**_config(base)["hyperparameters"], **hp})
+    model.load_state_arrays(load_model_dir(base).model.state_arrays())
+    return model
+
+
+def _started(base: Path) -> dict[str, Any]:
+    return {"model": str(base), "weights_sha256": _config(base)["weights_sha256"]}
+
+
+# --- train.py: start_model_image_scores ------------------------------------------------------
+
+def test_every_training_only_setting_changed_still_pools(base: Path) -> None:
+    """The start's weights with every training-only hyperparameter changed score as the start
+    does: its stored scores are given, at every level. Kills dropping `"patch"` from
+    TorchAnomalyModel.training_only, or `"severity_weights"` from GeoSeg's."""
+    got = start_model_image_scores(_with_base_weights(base, **OTHER), _started(base))
+    start = _config(base)
+    assert got[str(start["hyperparameters"]["tta"])] == start["calibration"]["val_image_scores"]
+    assert set(got) == set(start["tta_thresholds"])
+
+
+def test_a_model_that_declares_no_training_only_settings_pools_nothing(
+        base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pooling is opt-in: a model listing no training-only hyperparameters never gets a start
+    model's scores, even with the same settings and weights. Kills dropping `or not
+    model.training_only` from the first guard."""
+    model = _with_base_weights(base)
+    assert start_model_image_scores(model, _started(base))  # (declared: pooled)
+    monkeypatch.setattr(GeoSeg, "training_only", ())
+    assert start_model_image_scores(model, _started(base)) == {}
+
+
+def test_an_init_from_record_without_its_model_pools_nothing(base: Path) -> None:
+    """A record that names no model (an older or damaged config) is no start: ``{}``, not a
+    KeyError. Kills `except (PsinspectError, KeyError, TypeError)` -> `(PsinspectError,)`."""
+    model = _with_base_weights(base)
+    assert start_model_image_scores(model, {"weights_sha256": _started(base)[
+        "weights_sha256"]}) == {}
+
+
+def test_the_own_levels_scores_come_from_calibration_and_bad_lists_are_skipped(
+        base: Path, tmp_path: Path) -> None:
+    """The start model's own level's scores are its ``calibration``'s (not its
+    ``tta_thresholds`` entry), and a level whose stored scores are empty or not numbers is left
+    out. Kills dropping `if k != str(own)` and reducing the score check to
+    `isinstance(scores, list)`."""
+    folder = Path(shutil.copytree(base, tmp_path / "start"))
+    cfg = _config(folder)
+    own = str(cfg["hyperparameters"]["tta"])
+    others = [k for k in cfg["tta_thresholds"] if k != own]
+    assert len(others) >= 2
+    cfg["tta_thresholds"][own]["val_image_scores"] = [123.0]
+    cfg["tta_thresholds"][others[0]]["val_image_scores"] = []
+    cfg["tta_thresholds"][others[1]]["val_image_scores"] = ["x"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    got = start_model_image_scores(_with_base_weights(folder), _started(folder))
+    assert got[own] == cfg["calibration"]["val_image_scores"]
+    assert others[0] not in got and others[1] not in got
+
+
+# --- train.py: pool_start_scores and train_model ---------------------------------------------
+
+def test_the_pooled_rules_floor_counts_the_pooled_scores() -> None:
+    """The rule's floor is that of all the scores fitted (4 new and 168 of the start: their
+    8th largest at 5 %), not of the new maps alone (their maximum). Kills
+    `floor_words(len(pooled), ...)` -> `floor_words(len(own), ...)`."""
+    stats = {"val_image_scores": [1.0, 2.0, 3.0, 4.0], "val_maps": 4}
+    pool_start_scores(stats, list(np.linspace(0.5, 3.5, 168)), 0.05)
+    assert stats["image_threshold_rule"].endswith(f"at least {floor_words(172, 0.05)}")
+    assert floor_words(172, 0.05) != floor_words(4, 0.05)
+
+
+def test_a_pooled_fit_of_one_new_map_gives_no_one_map_warning(
+        pooled: tuple[dict[str, Any], list[str]]) -> None:
+    """One new validation map pooled with the start model's scores: the pass/fail threshold is
+    a fit to more than one score, so the "image score of the one clean validation map" warning
+    is not given. Kills `len(cal) < 2 and "start_model_maps" not in stats` -> `len(cal) < 2`."""
+    cfg, messages = pooled
+    assert cfg["calibration"]["val_maps"] == 1
+    assert not [m for m in messages if "the one clean validation map" in m], messages
+
+
+def test_the_own_levels_tta_entry_is_pooled_once(pooled: tuple[dict[str, Any], list[str]]
+                                                ) -> None:
+    """The model's own level in ``tta_thresholds`` holds the same pooled scores and pass/fail
+    threshold as its calibration (the start's scores once, not twice). Kills dropping
+    `level != own_level` from the loop that pools the other levels."""
+    cfg, _ = pooled
+    own = cfg["tta_thresholds"][str(cfg["hyperparameters"]["tta"])]
+    assert own["val_image_scores"] == cfg["calibration"]["val_image_scores"]
+    assert own["image_threshold"] == cfg["image_threshold"]
+    n = cfg["calibration"]["start_model_maps"] + cfg["calibration"]["val_maps"]
+    assert all(len(g["val_image_scores"]) == n for g in cfg["tta_thresholds"].values())
+
+
+# --- cli/train.py -----------------------------------------------------------------------------
+
+def test_train_names_the_floor_of_the_pooled_scores(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Where the fit lies below the floor, train names the floor of all the scores fitted (4
+    new and 168 of the start at 50 %: their 86th largest), not of the new maps alone. Kills
+    dropping `fitted += start`."""
+    import psinspect.train
+
+    (tmp_path / "m.npy").write_bytes(b"")
+    config = {"model": "geo-seg", "threshold": 1.0, "image_threshold": 5.0,
+              "training": {"epochs_run": 1, "epochs": 1, "train_seconds": 1.0, "train_maps": 3,
+                           "val_maps": 4, "best_epoch_1based": None,
+                           "init_from": {"model": "s", "initial_val_loss": 0.1}},
+              "calibration": {"val_maps": 4, "start_model_maps": 168, "image_fpr": 0.5,
+                              "gumbel": {"quantile": 4.0}}}
+    monkeypatch.setattr(psinspect.train, "train_model", lambda *a, **k: config)
+    code, out, err = run_cli(["train", tmp_path / "m.npy", "-o", tmp_path / "o"], monkeypatch,
+                             capsys)
+    assert code == 0, err
+    assert ("pass/fail threshold set at the 86th largest image score of the 4 good maps, and "
+            "the 168 of the model started from, whose weights were kept") in out, out
+
+
+# --- pipeline.py, cli/run.py ------------------------------------------------------------------
