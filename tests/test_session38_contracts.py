@@ -2,8 +2,8 @@
 session 38): the words run prints for the pooled pass/fail fit of a fine-tune that kept its
 start model's weights (the fit's own contracts are in test_fine_tune.py), the output folders
 refused inside an input folder of parts, the thread pool and the record of written outputs, the
-opaque-alpha and x/z-exchange hints, and detect's output names. Each test fails on a named one-
-line mutant of the source."""
+opaque-alpha and x/z-exchange hints, and detect's output names. Each test fails on a named
+one-line mutant of the source."""
 
 from __future__ import annotations
 
