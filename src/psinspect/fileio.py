@@ -677,7 +677,7 @@ def staged_output_dir(path: str | os.PathLike[str], force: bool = False,
                 _put_manifest(stage, out, written, command)
                 # (one inside another command's staging folder, as run stages detect's and
                 # evaluate's, is complete only when that folder is put in place in turn)
-                if not any(_TEMPORARY.fullmatch(part) and ".staging-" in part
+                if not any((hit := _TEMPORARY.fullmatch(part)) and hit["spid"]
                            for part in out.resolve().parts):
                     note_written(str(out))
         except OSError as err:

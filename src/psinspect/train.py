@@ -735,7 +735,8 @@ def calibrate_tta_levels(model: AnomalyModel, val: Sequence[NormalSample],
     return out
 
 
-def start_model_image_scores(model: AnomalyModel, started: dict[str, Any] | None
+def start_model_image_scores(model: AnomalyModel, started: dict[str, Any] | None,
+                             source: tuple[AnomalyModel, dict[str, Any]] | None = None
                              ) -> dict[str, list[float]]:
     """The clean calibration maps' image scores that the model a fine-tune started from
     stores (``started``: the ``init_from`` record of :func:`train_model`), per test-time
@@ -744,12 +745,14 @@ def start_model_image_scores(model: AnomalyModel, started: dict[str, Any] | None
     model does at each level: its weights are the start's bit for bit (no epoch beat them)
     and only its :attr:`~psinspect.models.AnomalyModel.training_only` hyperparameters and its
     test-time level differ. ``{}`` otherwise (new weights, another scoring setting, a start
-    model no longer there or changed since: its weights' SHA-256 is checked)."""
+    model no longer there or changed since: its weights' SHA-256 is checked). ``source``:
+    that model and its config where already loaded (:func:`init_source`; else loaded here,
+    as on ``--resume``)."""
     if not started or not model.training_only:
         return {}
     free = {*model.training_only, *(("tta",) if model.tta_levels else ())}
     try:
-        start, config = init_source(started["model"])
+        start, config = source if source is not None else init_source(started["model"])
     except (PsinspectError, KeyError, TypeError):
         return {}
     if config.get("weights_sha256") != started.get("weights_sha256"):
@@ -1180,8 +1183,9 @@ def train_model(
         raise PsinspectError(f"--threshold-fpr must be in (0, 1), got {args['threshold_fpr']}")
     check_image_fpr(args.get("image_fpr", DEFAULT_IMAGE_FPR))
     init_arrays = None
+    start_source = None  # (the model started from, as loaded: its stored scores are reused)
     if init_from is not None and resume_state is None:
-        init_model, init_config = init_source(init_from)
+        init_model, init_config = start_source = init_source(init_from)
         if model_name is not None and model_name != init_model.name:
             raise PsinspectError(f"--model {model_name}: --init-from {init_from} is a "
                                  f"{init_model.name} model, and fine-tuning keeps its model")
@@ -1371,7 +1375,7 @@ def train_model(
     # calibration scores (168 maps for the bundled one) stay valid and join the pass/fail fit
     # (alone, a few new good maps put it far off: 4 maps set 8.3 where the bundled model's
     # 168 set 4.9)
-    start_scores = (start_model_image_scores(model, args.get("init_from"))
+    start_scores = (start_model_image_scores(model, args.get("init_from"), start_source)
                     if scorers is None else {})
     own_level = str(getattr(model, "tta", None))
     if own_level in start_scores and image_fpr is not None:
